@@ -1,0 +1,131 @@
+"""anychip: write a model once, train and serve it on any chip.
+
+>>> import anychip as ac
+>>> x = ac.tensor([1.0, 2.0, 3.0], requires_grad=True)
+>>> y = (x * x).sum()
+>>> y.backward()
+>>> x.grad.tolist()
+[2.0, 4.0, 6.0]
+"""
+
+from __future__ import annotations
+
+from anychip.dtypes import (
+    DType,
+    bfloat16,
+    bool_,
+    float16,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    promote_types,
+    result_type,
+    uint8,
+)
+from anychip.errors import (
+    AutogradError,
+    CompileError,
+    DeviceError,
+    DTypeError,
+    Error,
+    IndexOutOfRange,
+    ShapeError,
+)
+from anychip.frontend import functional as _functional
+from anychip.frontend.creation import (
+    arange,
+    cat,
+    empty,
+    empty_like,
+    eye,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    stack,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from anychip.frontend.functional import *  # noqa: F403  (torch-style free functions)
+from anychip.frontend.random import (
+    manual_seed,
+    rand,
+    rand_like,
+    randint,
+    randn,
+    randn_like,
+    randperm,
+)
+from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
+from anychip.runtime.device import devices, set_default_device
+
+bool = bool_  # noqa: A001  (anychip.bool, as torch.bool)
+float = float32  # noqa: A001
+double = float64
+half = float16
+long = int64
+int = int32  # noqa: A001
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutogradError",
+    "CompileError",
+    "DType",
+    "DTypeError",
+    "DeviceError",
+    "Error",
+    "IndexOutOfRange",
+    "ShapeError",
+    "Tensor",
+    "arange",
+    "bfloat16",
+    "bool",
+    "bool_",
+    "cat",
+    "devices",
+    "double",
+    "empty",
+    "empty_like",
+    "enable_grad",
+    "eye",
+    "float",
+    "float16",
+    "float32",
+    "float64",
+    "full",
+    "full_like",
+    "half",
+    "int",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "is_grad_enabled",
+    "linspace",
+    "long",
+    "manual_seed",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "promote_types",
+    "rand",
+    "rand_like",
+    "randint",
+    "randn",
+    "randn_like",
+    "randperm",
+    "result_type",
+    "set_default_device",
+    "stack",
+    "tensor",
+    "uint8",
+    "zeros",
+    "zeros_like",
+    *_functional.__all__,
+]

@@ -1,0 +1,1 @@
+"""Backends, one folder each; `runtime.device` discovers them by scanning this package."""

@@ -1,0 +1,96 @@
+"""`ref`: a numpy interpreter of the primitive ops, the oracle every backend is checked against.
+
+Each primitive means what its `ref` rule in `ir/primitives.py` computes. bfloat16 values are
+held as float32 arrays rounded to bfloat16 after every op.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.dtypes import DType
+from anychip.ir.ops import Node, Ops, toposort
+from anychip.ir.primitives import RULES
+from anychip.runtime.device import Backend, Buffer, Kernel
+
+
+def _load(data: np.ndarray, dtype: DType) -> np.ndarray:
+    return dtypes.bf16_to_f32(data) if dtype is dtypes.bfloat16 else data
+
+
+def _store(value: np.ndarray, dtype: DType) -> np.ndarray:
+    if dtype is dtypes.bfloat16:
+        return dtypes.f32_to_bf16(value.reshape(-1))
+    return np.ascontiguousarray(value, dtype=dtype.np).reshape(-1)
+
+
+def _contractible(n: Node) -> bool:
+    return n.op is Ops.MUL and n.dtype in (dtypes.float32, dtypes.float64)
+
+
+def _contract(n: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SUM over MUL(a, b) by einsum, without materialising the broadcast product."""
+    letters = "abcdefghijklmnopqrstuvwxyz"[: len(n.shape)]
+    out = "".join(c for i, c in enumerate(letters) if i not in n.arg)
+    res = np.einsum(f"{letters},{letters}->{out}", a, b)
+    return np.asarray(res, dtype=a.dtype).reshape(n.shape)
+
+
+def evaluate(ast: Node, inputs: list[np.ndarray]) -> np.ndarray:
+    """The value of `ast`, whose PARAM i is `inputs[i]` (already loaded)."""
+    order = toposort([ast])
+    users: dict[int, list[Node]] = {}
+    for n in order:
+        for s in n.srcs:
+            users.setdefault(id(s), []).append(n)
+    # a product consumed only by a sum is never materialised (matmul's broadcast product)
+    fused = {
+        id(n)
+        for n in order
+        if _contractible(n) and len(users.get(id(n), ())) == 1 and users[id(n)][0].op is Ops.SUM
+    }
+    values: dict[int, np.ndarray] = {}
+    for n in order:
+        if id(n) in fused:
+            continue
+        if n.op is Ops.PARAM:
+            v = inputs[n.arg].reshape(n.shape)
+        elif n.op is Ops.CONST:
+            np_dtype = np.float32 if n.dtype is dtypes.bfloat16 else n.dtype.np
+            v = np.broadcast_to(np.array(n.arg, dtype=np_dtype), n.shape)
+        elif n.op is Ops.SUM and id(n.srcs[0]) in fused:
+            a, b = n.srcs[0].srcs
+            v = _contract(n, values[id(a)], values[id(b)])
+        else:
+            v = np.asarray(RULES[n.op].ref(n.arg, *(values[id(s)] for s in n.srcs)))
+            if n.dtype is dtypes.bfloat16:
+                v = dtypes.round_bf16(v.astype(np.float32))
+        values[id(n)] = v
+    return values[id(ast)]
+
+
+class RefBackend(Backend):
+    name = "ref"
+
+    def allocate(self, size: int, dtype: DType) -> Any:
+        return np.empty(size, dtype=dtype.np)
+
+    def copyin(self, handle: Any, data: np.ndarray) -> None:
+        handle[...] = data
+
+    def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:
+        return np.array(handle, copy=True)
+
+    def compile(self, kernel: Kernel) -> Any:
+        return kernel.ast
+
+    def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
+        with np.errstate(all="ignore"):
+            value = evaluate(program, [_load(b.handle, b.dtype) for b in ins])
+        out.handle[...] = _store(value, out.dtype)
+
+
+BACKEND = RefBackend

@@ -1,0 +1,45 @@
+"""The typed errors a user sees.
+
+Every error anychip raises on bad input is a subclass of `anychip.Error` and of the
+built-in exception it mirrors, so `except ValueError` keeps working for PyTorch users.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Error(Exception):
+    """Base class of every anychip error."""
+
+
+class ShapeError(Error, ValueError):
+    """Shapes that do not fit the op (broadcasting, reshape, matmul, cat...)."""
+
+
+class DTypeError(Error, TypeError):
+    """A dtype the op does not accept, or a value that does not fit a dtype."""
+
+
+class IndexOutOfRange(Error, IndexError):
+    """An index outside the bounds of a dimension or of a tensor's data."""
+
+
+class DeviceError(Error, RuntimeError):
+    """An unknown or unavailable device, or tensors on different devices."""
+
+
+class AutogradError(Error, RuntimeError):
+    """Misuse of autograd: backward from a non-scalar without `gradient`, and the like."""
+
+
+class CompileError(Error, RuntimeError):
+    """A backend failed to build a kernel (its compiler's message is attached)."""
+
+
+def describe(*tensors: Any) -> str:
+    """`shapes (2, 3) and (4,), dtypes float32 and int64, device ref` for error messages."""
+    shapes = " and ".join(str(tuple(t.shape)) for t in tensors)
+    dtypes = " and ".join(str(t.dtype.name) for t in tensors)
+    devices = sorted({str(t.device) for t in tensors})
+    return f"shapes {shapes}, dtypes {dtypes}, device {' and '.join(devices)}"

@@ -1,0 +1,194 @@
+"""Tensor creation: from data, constants, ranges, and joining tensors (cat, stack)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.errors import ShapeError, describe
+from anychip.frontend.movement import _shape_arg, same_device
+from anychip.frontend.tensor import Tensor
+from anychip.runtime import device as devmod
+
+
+def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """A tensor holding a copy of `data` (nested lists, numbers, numpy arrays, tensors).
+
+    >>> import anychip as ac
+    >>> ac.tensor([[1, 2], [3, 4]]).dtype
+    anychip.int64
+    """
+    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def _shape(size: Sequence[Any]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in _shape_arg(size))
+    if any(s < 0 for s in shape):
+        raise ShapeError(f"zeros/ones/full: negative dimension in size {shape}")
+    return shape
+
+
+def full(
+    size: Sequence[int],
+    fill_value: Any,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor of shape `size` filled with `fill_value`.
+
+    >>> import anychip as ac
+    >>> ac.full((2,), 7).tolist()
+    [7, 7]
+    """
+    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.scalar_dtype(fill_value)
+    t = Tensor._const(fill_value, dt, _shape(size), devmod.canonical(device))
+    return t.requires_grad_() if requires_grad else t
+
+
+def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return full(size, 0.0, dtype or dtypes.default_float, device, requires_grad)
+
+
+def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return full(size, 1.0, dtype or dtypes.default_float, device, requires_grad)
+
+
+def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Like zeros: anychip never hands out uninitialised memory."""
+    return zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def full_like(
+    t: Tensor, fill_value: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
+    return full(t.shape, fill_value, dtype or t.dtype, device or t.device, requires_grad)
+
+
+def zeros_like(
+    t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
+    return full_like(t, 0, dtype, device, requires_grad)
+
+
+def ones_like(
+    t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
+    return full_like(t, 1, dtype, device, requires_grad)
+
+
+def empty_like(
+    t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
+    return full_like(t, 0, dtype, device, requires_grad)
+
+
+def arange(
+    start: float,
+    end: float | None = None,
+    step: float = 1,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """Values from start (inclusive) to end (exclusive) by step, like torch.arange.
+
+    >>> import anychip as ac
+    >>> ac.arange(5).tolist()
+    [0, 1, 2, 3, 4]
+    """
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise ShapeError("arange: step must be nonzero")
+    if (end - start) / step < 0:
+        raise ShapeError(
+            f"arange: upper bound and step sign are inconsistent "
+            f"(start {start}, end {end}, step {step})"
+        )
+    is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+    dt = (
+        dtypes.to_dtype(dtype)
+        if dtype is not None
+        else (dtypes.default_int if is_int else dtypes.default_float)
+    )
+    n = max(int(np.ceil((end - start) / step)), 0)
+    vals = start + np.arange(n, dtype=np.float64 if not is_int else np.int64) * step
+    return Tensor(vals, dtype=dt, device=device, requires_grad=requires_grad)
+
+
+def linspace(
+    start: float,
+    end: float,
+    steps: int,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    if steps < 0:
+        raise ShapeError(f"linspace: number of steps must be non-negative, got {steps}")
+    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.default_float
+    i = np.arange(steps, dtype=np.float64)
+    step = (end - start) / (steps - 1) if steps > 1 else 0.0
+    # from both ends, as torch does, so the last value is exactly `end`
+    vals = np.where(i < steps // 2, start + i * step, end - (steps - 1 - i) * step)
+    return Tensor(vals, dtype=dt, device=device, requires_grad=requires_grad)
+
+
+def eye(
+    n: int, m: int | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
+    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.default_float
+    return Tensor(
+        np.eye(n, m if m is not None else n), dtype=dt, device=device, requires_grad=requires_grad
+    )
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Join tensors along an existing dimension (each is padded into place, then summed;
+    the compiler turns this into a select, not arithmetic)."""
+    ts = [t for t in tensors]
+    if not ts:
+        raise ShapeError("cat: expected a non-empty list of tensors")
+    # torch skips 1-d empty tensors in cat
+    ts = [t for t in ts if not (t.ndim == 1 and t.shape[0] == 0)] or ts[:1]
+    ref = ts[0]
+    if ref.ndim == 0:
+        raise ShapeError("cat: zero-dimensional tensors cannot be concatenated")
+    d = ref._axis(dim, "cat")
+    same_device("cat", ts)
+    for t in ts:
+        if t.ndim != ref.ndim or any(
+            a != b for i, (a, b) in enumerate(zip(t.shape, ref.shape)) if i != d
+        ):
+            raise ShapeError(
+                f"cat: sizes of tensors must match except in dimension {dim}: {describe(*ts)}"
+            )
+    dt = dtypes.result_type(*ts)
+    total = sum(t.shape[d] for t in ts)
+    out: Tensor | None = None
+    start = 0
+    for t in ts:
+        n = t.shape[d]
+        pads = [(start, total - start - n) if i == d else (0, 0) for i in range(t.ndim)]
+        part = t.to(dt)._pad_zero(pads)
+        out = part if out is None else out + part
+        start += n
+    assert out is not None
+    return out
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    ts = list(tensors)
+    if not ts:
+        raise ShapeError("stack: expected a non-empty list of tensors")
+    for t in ts:
+        if t.shape != ts[0].shape:
+            raise ShapeError(f"stack: expects each tensor to be equal size: {describe(*ts)}")
+    n = ts[0].ndim + 1
+    if not -n <= dim < n:
+        raise ShapeError(f"stack: dimension {dim} out of range for {n}-d result")
+    return cat([t.unsqueeze(dim) for t in ts], dim)

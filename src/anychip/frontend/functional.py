@@ -1,0 +1,128 @@
+"""Free functions in PyTorch's style (`anychip.exp(x)`, `anychip.where(c, a, b)`, ...).
+
+Each forwards to the Tensor method of the same name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anychip.frontend.tensor import Tensor, to_tensor
+
+_METHODS = [
+    "abs",
+    "neg",
+    "exp",
+    "exp2",
+    "expm1",
+    "log",
+    "log2",
+    "log10",
+    "log1p",
+    "sqrt",
+    "rsqrt",
+    "sin",
+    "cos",
+    "tan",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "gelu",
+    "silu",
+    "softplus",
+    "erf",
+    "sign",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "reciprocal",
+    "square",
+    "clamp",
+    "clip",
+    "maximum",
+    "minimum",
+    "pow",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "remainder",
+    "fmod",
+    "floor_divide",
+    "logical_not",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "sum",
+    "mean",
+    "var",
+    "std",
+    "max",
+    "min",
+    "amax",
+    "amin",
+    "argmax",
+    "argmin",
+    "prod",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "cumsum",
+    "all",
+    "any",
+    "norm",
+    "count_nonzero",
+    "reshape",
+    "flatten",
+    "unflatten",
+    "squeeze",
+    "unsqueeze",
+    "permute",
+    "transpose",
+    "swapaxes",
+    "t",
+    "broadcast_to",
+    "flip",
+    "roll",
+    "narrow",
+    "split",
+    "tensor_split",
+    "chunk",
+    "unbind",
+    "tile",
+]
+
+
+def _forward(name: str) -> Any:
+    def fn(input: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(to_tensor(input), name)(*args, **kwargs)
+
+    fn.__name__ = name
+    fn.__doc__ = f"`anychip.{name}(x, ...)` is `x.{name}(...)`."
+    return fn
+
+
+for _name in _METHODS:
+    globals()[_name] = _forward(_name)
+
+
+def where(condition: Tensor, input: Any, other: Any) -> Tensor:
+    """Elements of `input` where `condition` holds, else of `other` (broadcasting)."""
+    return condition._select(input, other)
+
+
+def is_tensor(x: Any) -> bool:
+    return isinstance(x, Tensor)
+
+
+__all__ = [*_METHODS, "where", "is_tensor"]

@@ -1,0 +1,285 @@
+"""Movement ops: reshape, permute, expand, pad, slice, flip, cat, split and friends.
+
+All are built from the six movement primitives, which move no data by themselves: the
+compiler turns them into index arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from anychip import dtypes
+from anychip.errors import DeviceError, IndexOutOfRange, ShapeError, describe
+from anychip.ir.ops import Ops
+
+if TYPE_CHECKING:
+    from anychip.frontend.tensor import Tensor
+
+
+def _shape_arg(shape: Sequence[Any]) -> tuple[Any, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+class MovementMixin:
+    __slots__ = ()
+
+    def _broadcast(self: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """numpy broadcast to `shape` (add leading axes, then expand size-1 axes)."""
+        if self.shape == shape:
+            return self
+        x = self
+        if x.ndim < len(shape):
+            x = x._prim(Ops.RESHAPE, arg=(1,) * (len(shape) - x.ndim) + x.shape)
+        if x.ndim > len(shape) or any(a not in (1, b) for a, b in zip(x.shape, shape)):
+            raise ShapeError(
+                f"expand: cannot broadcast a tensor of {describe(self)} to shape {tuple(shape)}"
+            )
+        return x._prim(Ops.EXPAND, arg=tuple(shape)) if x.shape != shape else x
+
+    def reshape(self: Tensor, *shape: Any) -> Tensor:
+        new = list(_shape_arg(shape))
+        if new.count(-1) > 1:
+            raise ShapeError(f"reshape: only one dimension can be -1, got {tuple(new)}")
+        known = math.prod(s for s in new if s != -1)
+        if -1 in new:
+            if known == 0 or self.numel() % known:
+                raise ShapeError(
+                    f"reshape: shape {tuple(new)} is invalid for a tensor of "
+                    f"{self.numel()} elements ({describe(self)})"
+                )
+            new[new.index(-1)] = self.numel() // known
+        if math.prod(new) != self.numel() or any(s < 0 for s in new):
+            raise ShapeError(
+                f"reshape: shape {tuple(new)} is invalid for a tensor of "
+                f"{self.numel()} elements ({describe(self)})"
+            )
+        return self if tuple(new) == self.shape else self._prim(Ops.RESHAPE, arg=tuple(new))
+
+    def view(self: Tensor, *shape: Any) -> Tensor:
+        return self.reshape(*shape)
+
+    def view_as(self: Tensor, other: Tensor) -> Tensor:
+        return self.reshape(other.shape)
+
+    def reshape_as(self: Tensor, other: Tensor) -> Tensor:
+        return self.reshape(other.shape)
+
+    def flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = self._axis(start_dim, "flatten"), self._axis(end_dim, "flatten")
+        if s > e:
+            raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        return (
+            self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1 :])
+            if self.numel()
+            else self.reshape(
+                self.shape[:s] + (math.prod(self.shape[s : e + 1]),) + self.shape[e + 1 :]
+            )
+        )
+
+    def unflatten(self: Tensor, dim: int, sizes: Sequence[int]) -> Tensor:
+        d = self._axis(dim, "unflatten")
+        return self.reshape(self.shape[:d] + tuple(sizes) + self.shape[d + 1 :])
+
+    def squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
+        if dim is None:
+            return self.reshape(tuple(s for s in self.shape if s != 1))
+        dims = {self._axis(d, "squeeze") for d in ((dim,) if isinstance(dim, int) else dim)}
+        return self.reshape(
+            tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1))
+        )
+
+    def unsqueeze(self: Tensor, dim: int) -> Tensor:
+        n = self.ndim + 1
+        if not -n <= dim < n:
+            raise IndexOutOfRange(
+                f"unsqueeze: dimension {dim} out of range for a tensor of "
+                f"shape {self.shape} (expected in [{-n}, {n - 1}])"
+            )
+        d = dim % n
+        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def permute(self: Tensor, *dims: Any) -> Tensor:
+        order = tuple(self._axis(d, "permute") for d in _shape_arg(dims))
+        if sorted(order) != list(range(self.ndim)):
+            raise ShapeError(
+                f"permute: {tuple(_shape_arg(dims))} is not a permutation of the "
+                f"{self.ndim} dimensions of a tensor of shape {self.shape}"
+            )
+        return self if order == tuple(range(self.ndim)) else self._prim(Ops.PERMUTE, arg=order)
+
+    def transpose(self: Tensor, dim0: int, dim1: int) -> Tensor:
+        if self.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+            return self
+        order = list(range(self.ndim))
+        a, b = self._axis(dim0, "transpose"), self._axis(dim1, "transpose")
+        order[a], order[b] = order[b], order[a]
+        return self.permute(order)
+
+    def swapaxes(self: Tensor, a: int, b: int) -> Tensor:
+        return self.transpose(a, b)
+
+    def t(self: Tensor) -> Tensor:
+        if self.ndim > 2:
+            raise ShapeError(f"t: expects a tensor with at most 2 dimensions, got {self.shape}")
+        return self.transpose(0, 1) if self.ndim == 2 else self
+
+    @property
+    def T(self: Tensor) -> Tensor:
+        return self.permute(tuple(range(self.ndim))[::-1])
+
+    @property
+    def mT(self: Tensor) -> Tensor:
+        return self.transpose(-2, -1)
+
+    def expand(self: Tensor, *sizes: Any) -> Tensor:
+        shape = _shape_arg(sizes)
+        if len(shape) < self.ndim:
+            raise ShapeError(
+                f"expand: the number of sizes {len(shape)} must be at least the "
+                f"number of dimensions {self.ndim} (shape {self.shape})"
+            )
+        lead = len(shape) - self.ndim
+        full = tuple(
+            self.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape)
+        )
+        return self._broadcast(full)
+
+    def expand_as(self: Tensor, other: Tensor) -> Tensor:
+        return self.expand(other.shape)
+
+    def broadcast_to(self: Tensor, shape: Sequence[int]) -> Tensor:
+        return self.expand(tuple(shape))
+
+    def repeat(self: Tensor, *sizes: Any) -> Tensor:
+        reps = _shape_arg(sizes)
+        if len(reps) < self.ndim:
+            raise ShapeError(
+                f"repeat: number of repeat dims {len(reps)} can not be smaller "
+                f"than the number of tensor dims {self.ndim}"
+            )
+        x = self.reshape((1,) * (len(reps) - self.ndim) + self.shape)
+        # (r0, s0, r1, s1, ...) by expanding an axis before each, then merge pairs
+        inter = x.reshape(tuple(v for s in x.shape for v in (1, s)))
+        inter = inter.expand(tuple(v for r, s in zip(reps, x.shape) for v in (r, s)))
+        return inter.reshape(tuple(r * s for r, s in zip(reps, x.shape)))
+
+    def tile(self: Tensor, *sizes: Any) -> Tensor:
+        reps = _shape_arg(sizes)
+        return self.repeat((1,) * (self.ndim - len(reps)) + tuple(reps))
+
+    def flip(self: Tensor, *dims: Any) -> Tensor:
+        axes = tuple(sorted({self._axis(d, "flip") for d in _shape_arg(dims)}))
+        return self._prim(Ops.FLIP, arg=axes) if axes and self.ndim else self
+
+    def roll(self: Tensor, shifts: int | Sequence[int], dims: int | Sequence[int]) -> Tensor:
+        sh = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+        ds = (dims,) if isinstance(dims, int) else tuple(dims)
+        from anychip.frontend.creation import cat
+
+        x = self
+        for s, d in zip(sh, ds):
+            n = x.shape[x._axis(d, "roll")]
+            if n:
+                s %= n
+                x = cat([x.narrow(d, n - s, s), x.narrow(d, 0, n - s)], d) if s else x
+        return x
+
+    def _shrink(self: Tensor, box: Sequence[tuple[int, int]]) -> Tensor:
+        box = tuple(box)
+        if all(a == 0 and b == s for (a, b), s in zip(box, self.shape)):
+            return self
+        return self._prim(Ops.SHRINK, arg=box)
+
+    def _pad_zero(self: Tensor, pads: Sequence[tuple[int, int]]) -> Tensor:
+        pads = tuple(pads)
+        return self._prim(Ops.PAD, arg=pads) if any(lo or hi for lo, hi in pads) else self
+
+    def narrow(self: Tensor, dim: int, start: int, length: int) -> Tensor:
+        d = self._axis(dim, "narrow")
+        n = self.shape[d]
+        start = start + n if start < 0 else start
+        if not (0 <= start <= n and length >= 0 and start + length <= n):
+            raise IndexOutOfRange(
+                f"narrow: start {start} + length {length} exceeds dimension "
+                f"{dim} of size {n} (shape {self.shape})"
+            )
+        return self._shrink(
+            [(start, start + length) if i == d else (0, s) for i, s in enumerate(self.shape)]
+        )
+
+    def pad(self: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
+        """`torch.nn.functional.pad`: (left, right) pairs from the last dimension backwards;
+        negative amounts crop."""
+        if mode != "constant":
+            raise ShapeError(f"pad: only mode='constant' is supported, got {mode!r}")
+        if len(pad) % 2 or len(pad) // 2 > self.ndim:
+            raise ShapeError(
+                f"pad: padding length {len(pad)} must be even and at most twice "
+                f"the number of dimensions of a tensor of shape {self.shape}"
+            )
+        pairs = [(0, 0)] * self.ndim
+        for i in range(len(pad) // 2):
+            pairs[self.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+        crop = [(max(-lo, 0), s - max(-hi, 0)) for (lo, hi), s in zip(pairs, self.shape)]
+        if any(a > b for a, b in crop):
+            raise ShapeError(f"pad: padding {tuple(pad)} crops more than the shape {self.shape}")
+        x = self._shrink(crop)
+        grow = [(max(lo, 0), max(hi, 0)) for lo, hi in pairs]
+        out = x._pad_zero(grow)
+        if value != 0 and any(lo or hi for lo, hi in grow):
+            from anychip.frontend.tensor import Tensor
+
+            mask = Tensor._const(True, dtypes.bool_, x.shape, x.device)
+            out = mask._pad_zero(grow)._select(out, value)
+        return out
+
+    def split(
+        self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0
+    ) -> tuple[Tensor, ...]:
+        d = self._axis(dim, "split")
+        n = self.shape[d]
+        if isinstance(split_size_or_sections, int):
+            step = split_size_or_sections
+            if step <= 0:
+                raise ShapeError(f"split: split_size must be positive, got {step}")
+            sizes = [min(step, n - i) for i in range(0, n, step)] or [0]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise ShapeError(
+                    f"split: sections {tuple(sizes)} do not sum to dimension "
+                    f"{dim} of size {n} (shape {self.shape})"
+                )
+        out, start = [], 0
+        for s in sizes:
+            out.append(self.narrow(d, start, s))
+            start += s
+        return tuple(out)
+
+    def tensor_split(self: Tensor, sections: int, dim: int = 0) -> tuple[Tensor, ...]:
+        n = self.shape[self._axis(dim, "tensor_split")]
+        q, r = divmod(n, sections)
+        return self.split([q + 1] * r + [q] * (sections - r), dim)
+
+    def chunk(self: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        if chunks <= 0:
+            raise ShapeError(f"chunk: chunks must be positive, got {chunks}")
+        n = self.shape[self._axis(dim, "chunk")]
+        return self.split(max(-(-n // chunks), 1), dim)
+
+    def unbind(self: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
+        d = self._axis(dim, "unbind")
+        return tuple(t.squeeze(d) for t in self.split(1, d))
+
+
+def same_device(op: str, tensors: Sequence[Tensor]) -> str:
+    devs = {t.device for t in tensors}
+    if len(devs) > 1:
+        raise DeviceError(f"{op}: tensors on different devices: {sorted(devs)}")
+    return devs.pop()

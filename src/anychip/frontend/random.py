@@ -1,0 +1,122 @@
+"""Random tensors from a counter-based generator (Philox-4x64), seeded by `manual_seed`.
+
+The stream is a pure function of (seed, counter): the n-th value drawn after
+`manual_seed(s)` is the same on every device and every machine, because values are drawn
+in host memory from Philox and only then copied to the tensor's device.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.errors import ShapeError
+from anychip.frontend.movement import _shape_arg
+from anychip.frontend.tensor import Tensor
+
+_lock = threading.Lock()
+_state = {"seed": 0, "counter": 0}
+
+
+def manual_seed(seed: int) -> None:
+    """Restart the random stream at `seed` (same seed, same numbers, on every device).
+
+    >>> import anychip as ac
+    >>> ac.manual_seed(0); a = ac.rand(3).tolist()
+    >>> ac.manual_seed(0); a == ac.rand(3).tolist()
+    True
+    """
+    with _lock:
+        _state["seed"] = int(seed) & (2**64 - 1)
+        _state["counter"] = 0
+
+
+def initial_seed() -> int:
+    return _state["seed"]
+
+
+def get_rng_state() -> tuple[int, int]:
+    return _state["seed"], _state["counter"]
+
+
+def set_rng_state(state: tuple[int, int]) -> None:
+    _state["seed"], _state["counter"] = int(state[0]), int(state[1])
+
+
+def _raw(n: int) -> np.ndarray:
+    """The next n 64-bit words of the stream; the counter advances by whole Philox blocks."""
+    with _lock:
+        blocks = -(-n // 4)
+        bitgen = np.random.Philox(key=_state["seed"], counter=_state["counter"])
+        _state["counter"] += blocks
+    return bitgen.random_raw(blocks * 4)[:n]
+
+
+def _uniform(n: int) -> np.ndarray:
+    """n float64 values in [0, 1), 53 random bits each."""
+    return (_raw(n) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _make(
+    vals: np.ndarray, shape: tuple[int, ...], dtype: Any, device: Any, requires_grad: bool
+) -> Tensor:
+    return Tensor(vals.reshape(shape), dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def _float_dtype(dtype: Any) -> dtypes.DType:
+    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.default_float
+    if not dt.is_floating_point:
+        raise ShapeError(f"rand: expected a floating point dtype, got {dt.name}")
+    return dt
+
+
+def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Uniform values in [0, 1)."""
+    shape = tuple(_shape_arg(size))
+    dt = _float_dtype(dtype)
+    u = _uniform(math.prod(shape))
+    if dt is not dtypes.float64:  # never round up to 1.0 in a narrower type
+        u = np.minimum(u, np.nextafter(np.float32(1), np.float32(0)))
+    return _make(u, shape, dt, device, requires_grad)
+
+
+def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Standard normal values (Box-Muller on pairs of uniforms)."""
+    shape = tuple(_shape_arg(size))
+    dt = _float_dtype(dtype)
+    n = math.prod(shape)
+    u = _uniform(2 * -(-n // 2)).reshape(2, -1)
+    r = np.sqrt(-2.0 * np.log1p(-u[0]))  # 1 - u in (0, 1]: log is finite
+    z = np.concatenate([r * np.cos(2 * np.pi * u[1]), r * np.sin(2 * np.pi * u[1])])[:n]
+    return _make(z, shape, dt, device, requires_grad)
+
+
+def randint(
+    low: int, high: int | None = None, size: Any = (), dtype: Any = None, device: Any = None
+) -> Tensor:
+    """Integers in [low, high)."""
+    if high is None:
+        low, high = 0, low
+    if high <= low:
+        raise ShapeError(f"randint: expects low < high, got low={low}, high={high}")
+    shape = tuple(size) if isinstance(size, (tuple, list)) else (int(size),)
+    span = high - low
+    vals = low + np.floor(_uniform(math.prod(shape)) * span).astype(np.int64)
+    return _make(vals, shape, dtype or dtypes.int64, device, False)
+
+
+def randperm(n: int, dtype: Any = None, device: Any = None) -> Tensor:
+    keys = _raw(n)
+    return Tensor(np.argsort(keys, kind="stable"), dtype=dtype or dtypes.int64, device=device)
+
+
+def rand_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return rand(t.shape, dtype=dtype or t.dtype, device=t.device)
+
+
+def randn_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return randn(t.shape, dtype=dtype or t.dtype, device=t.device)

@@ -1,0 +1,194 @@
+"""Reductions: sum, mean, var, max, argmax, prod, logsumexp, softmax, cumsum and friends.
+
+`dim` is an int, a tuple of ints or None (all dimensions); `keepdim` keeps reduced
+dimensions with size 1, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from anychip import dtypes
+from anychip.errors import DTypeError, ShapeError, describe
+from anychip.ir.ops import Ops
+
+if TYPE_CHECKING:
+    from anychip.frontend.tensor import Tensor
+
+Dim = int | Sequence[int] | None
+
+
+class ValuesIndices(NamedTuple):
+    """What `max(dim=)`, `min(dim=)`, `sort` and `topk` return, like torch.return_types."""
+
+    values: Tensor
+    indices: Tensor
+
+
+class ReduceMixin:
+    __slots__ = ()
+
+    def _dims(self: Tensor, dim: Dim, op: str) -> tuple[int, ...]:
+        if dim is None:
+            return tuple(range(self.ndim))
+        raw = (dim,) if isinstance(dim, int) else tuple(dim)
+        axes = tuple(self._axis(d, op) for d in raw)
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"{op}: dim {raw} appears more than once (shape {self.shape})")
+        return tuple(sorted(axes)) if self.ndim else ()
+
+    def _reduce_to(self: Tensor, op: Ops, dim: Dim, keepdim: bool, name: str) -> Tensor:
+        axes = self._dims(dim, name)
+        if op in (Ops.RMAX, Ops.RMIN) and any(self.shape[a] == 0 for a in axes):
+            raise ShapeError(
+                f"{name}: cannot reduce over an empty dimension of a tensor of "
+                f"{describe(self)}; the reduction has no identity"
+            )
+        out = self._reduce(op, axes) if axes else self
+        return (
+            out
+            if keepdim
+            else out.reshape(tuple(s for i, s in enumerate(self.shape) if i not in axes))
+        )
+
+    def _acc_dtype(self: Tensor, dtype: Any) -> Tensor:
+        if dtype is not None:
+            return self.to(dtypes.to_dtype(dtype))
+        return self.to(dtypes.int64) if self.dtype.kind in "biu" else self
+
+    def sum(self: Tensor, dim: Dim = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
+        return self._acc_dtype(dtype)._reduce_to(Ops.SUM, dim, keepdim, "sum")
+
+    def prod(
+        self: Tensor, dim: int | None = None, keepdim: bool = False, dtype: Any = None
+    ) -> Tensor:
+        return self._acc_dtype(dtype)._reduce_to(Ops.PROD, dim, keepdim, "prod")
+
+    def mean(self: Tensor, dim: Dim = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
+        x = self.to(dtypes.to_dtype(dtype)) if dtype is not None else self
+        if not x.dtype.is_floating_point:
+            raise DTypeError(f"mean: input dtype must be floating point, got {describe(self)}")
+        n = math.prod(self.shape[a] for a in self._dims(dim, "mean"))
+        return x.sum(dim, keepdim) / n if n else x.sum(dim, keepdim) * math.nan
+
+    def var(
+        self: Tensor,
+        dim: Dim = None,
+        unbiased: bool | None = None,
+        keepdim: bool = False,
+        *,
+        correction: float | None = None,
+    ) -> Tensor:
+        if not self.dtype.is_floating_point:
+            raise DTypeError(f"var: input dtype must be floating point, got {describe(self)}")
+        corr = correction if correction is not None else (0 if unbiased is False else 1)
+        n = math.prod(self.shape[a] for a in self._dims(dim, "var"))
+        d = self - self.mean(dim, keepdim=True)
+        return (d * d).sum(dim, keepdim) / max(n - corr, 0)
+
+    def std(
+        self: Tensor,
+        dim: Dim = None,
+        unbiased: bool | None = None,
+        keepdim: bool = False,
+        *,
+        correction: float | None = None,
+    ) -> Tensor:
+        return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
+
+    def amax(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        return self._reduce_to(Ops.RMAX, dim, keepdim, "amax")
+
+    def amin(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        return self._reduce_to(Ops.RMIN, dim, keepdim, "amin")
+
+    def max(self: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
+        """`x.max()` -> the largest value; `x.max(dim)` -> (values, indices); `x.max(other)`
+        -> elementwise maximum."""
+        if dim is None:
+            return self.amax()
+        if not isinstance(dim, int):
+            return self.maximum(dim)
+        return ValuesIndices(self.amax(dim, keepdim), self.argmax(dim, keepdim))
+
+    def min(self: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
+        if dim is None:
+            return self.amin()
+        if not isinstance(dim, int):
+            return self.minimum(dim)
+        return ValuesIndices(self.amin(dim, keepdim), self.argmin(dim, keepdim))
+
+    def _arg_extreme(self: Tensor, dim: int | None, keepdim: bool, op: Ops, name: str) -> Tensor:
+        from anychip.frontend.creation import arange
+
+        if dim is None:
+            out = self.reshape(-1)._arg_extreme(0, False, op, name)
+            return out.reshape((1,) * self.ndim) if keepdim else out
+        x = self.detach()
+        d = x._axis(dim, name) if x.ndim else 0
+        if x.ndim == 0:
+            return arange(1, device=self.device).reshape(()) * 0
+        m = x._reduce_to(op, d, True, name)
+        hit = (x == m) | (x.isnan() if x.dtype.is_floating_point else False)
+        n = x.shape[d]
+        idx = arange(n, device=self.device).reshape((n,) + (1,) * (x.ndim - d - 1))
+        first = hit._select(idx, n)._reduce_to(Ops.RMIN, d, keepdim, name)
+        return first
+
+    def argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return self._arg_extreme(dim, keepdim, Ops.RMAX, "argmax")
+
+    def argmin(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return self._arg_extreme(dim, keepdim, Ops.RMIN, "argmin")
+
+    def all(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        b = self.bool()
+        return (
+            b._reduce_to(Ops.RMIN, dim, keepdim, "all")
+            if self.numel()
+            else b._reduce_to(Ops.PROD, dim, keepdim, "all")
+        )
+
+    def any(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        b = self.bool()
+        return (
+            b._reduce_to(Ops.RMAX, dim, keepdim, "any")
+            if self.numel()
+            else b._reduce_to(Ops.SUM, dim, keepdim, "any")
+        )
+
+    def logsumexp(self: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
+        x = self._float()
+        m = x.detach().amax(dim, keepdim=True) if x.numel() else x.sum(dim, True)
+        m = m.isinf()._select(0, m)
+        out = (x - m).exp().sum(dim, keepdim=True).log() + m
+        return out if keepdim else out.squeeze(self._dims(dim, "logsumexp"))
+
+    def softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
+        e = (x - x.detach().amax(dim, keepdim=True)).exp()
+        return e / e.sum(dim, keepdim=True)
+
+    def log_softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
+        return x - x.logsumexp(dim, keepdim=True)
+
+    def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
+        x = self._acc_dtype(dtype)
+        if x.ndim == 0:
+            return x
+        return x._cumsum(x._axis(dim, "cumsum"))
+
+    def norm(self: Tensor, p: float = 2, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        if p == 2:
+            return (self * self).sum(dim, keepdim).sqrt()
+        if p == 1:
+            return self.abs().sum(dim, keepdim)
+        if p == math.inf:
+            return self.abs().amax(dim, keepdim)
+        return (self.abs() ** p).sum(dim, keepdim) ** (1 / p)
+
+    def count_nonzero(self: Tensor, dim: Dim = None) -> Tensor:
+        return (self != 0).sum(dim)

@@ -1,0 +1,476 @@
+"""The Tensor: a lazy value on a device, with PyTorch's API and reverse-mode autograd.
+
+Every op builds primitive graph nodes (`ir.ops.Node`) through `Tensor._prim`, which also
+records the autograd tape; values are computed only at `.numpy()`, `.item()`, printing or
+`.realize()`. The ops themselves live in the mixins this class inherits from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.dtypes import DType
+from anychip.errors import AutogradError, DeviceError, DTypeError, IndexOutOfRange
+from anychip.frontend.elementwise import ElementwiseMixin
+from anychip.frontend.indexing import IndexingMixin
+from anychip.frontend.linalg import LinalgMixin
+from anychip.frontend.movement import MovementMixin
+from anychip.frontend.reduce import ReduceMixin
+from anychip.ir.ops import Node, Ops
+from anychip.ir.primitives import RULES
+from anychip.runtime import device as devmod
+from anychip.runtime import realize as rt
+
+_state = threading.local()
+_SEQ = itertools.count()  # creation order of tensors, for in-place rewiring
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool) -> Iterator[None]:
+    prev = is_grad_enabled()
+    _state.grad = enabled
+    try:
+        yield
+    finally:
+        _state.grad = prev
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager (and decorator) that stops recording autograd.
+
+    >>> import anychip as ac
+    >>> with ac.no_grad():
+    ...     y = ac.ones(2, requires_grad=True) * 2
+    >>> y.requires_grad
+    False
+    """
+
+    def __enter__(self) -> None:
+        self._prev = is_grad_enabled()
+        _state.grad = False
+
+    def __exit__(self, *exc: Any) -> None:
+        _state.grad = self._prev
+
+
+class enable_grad(no_grad):
+    def __enter__(self) -> None:
+        self._prev = is_grad_enabled()
+        _state.grad = True
+
+
+class _Ctx:
+    """How a tensor was made: op, source tensors (and their versions then), arg."""
+
+    __slots__ = ("arg", "op", "srcs", "versions")
+
+    def __init__(self, op: Ops, srcs: tuple[Tensor, ...], arg: Any) -> None:
+        self.op, self.srcs, self.arg = op, srcs, arg
+        self.versions = tuple(s._version for s in srcs)
+
+
+def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
+    """Python data -> (numpy array in the dtype's compute form, dtype)."""
+    if isinstance(data, np.ndarray):
+        arr = data
+        dt = dtype or dtypes.from_numpy(arr.dtype)
+    else:
+        try:
+            arr = np.array(data)
+        except ValueError as e:
+            raise DTypeError(
+                f"tensor: cannot make a tensor from {type(data).__name__}: {e}"
+            ) from None
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise DTypeError(
+                f"tensor: cannot make a tensor from {type(data).__name__} "
+                f"holding {arr.dtype} values"
+            )
+        if dtype is not None:
+            dt = dtype
+        elif arr.dtype.kind == "f":
+            dt = dtypes.default_float
+        elif arr.dtype.kind in "iu":
+            dt = dtypes.default_int
+        else:
+            dt = dtypes.from_numpy(arr.dtype)
+    return arr, dt
+
+
+def _storage(arr: np.ndarray, dt: DType) -> np.ndarray:
+    if dt is dtypes.bfloat16:
+        return dtypes.f32_to_bf16(arr.astype(np.float32))
+    return arr.astype(dt.np, copy=False)
+
+
+class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, LinalgMixin):
+    """An n-dimensional array on a device.
+
+    >>> import anychip as ac
+    >>> x = ac.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad.tolist()
+    [[2.0, 4.0], [6.0, 8.0]]
+    """
+
+    __slots__ = ("__weakref__", "_ctx", "_seq", "_version", "grad", "node", "requires_grad")
+    __array_priority__ = 1000  # numpy defers `ndarray + Tensor` to Tensor.__radd__
+
+    def __init__(
+        self, data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+    ) -> None:
+        dt = dtypes.to_dtype(dtype) if dtype is not None else None
+        if isinstance(data, Tensor):
+            src = data.detach()
+            src = src.to(device) if device is not None else src
+            self._init(src.to(dt) if dt is not None else src)
+        else:
+            dev = devmod.canonical(device)
+            arr, dt = _to_host_array(data, dt)
+            with np.errstate(all="ignore"):
+                buf = rt.from_host(dev, _storage(arr, dt), dt)
+            self._init_node(Node(Ops.BUFFER, dt, tuple(arr.shape), dev, (), buf))
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def _init(self, other: Tensor) -> None:
+        self._init_node(other.node)
+
+    def _init_node(self, node: Node) -> None:
+        self.node = node
+        self.requires_grad = False
+        self.grad: Tensor | None = None
+        self._ctx: _Ctx | None = None
+        self._version = 0
+        self._seq = next(_SEQ)
+
+    @classmethod
+    def _from_node(cls, node: Node) -> Tensor:
+        t = cls.__new__(cls)
+        t._init_node(node)
+        return t
+
+    @classmethod
+    def _const(cls, value: Any, dtype: DType, shape: tuple[int, ...], device: str) -> Tensor:
+        if dtype.kind in "iu" and isinstance(value, float) and not np.isfinite(value):
+            raise DTypeError(f"full: cannot fill an {dtype.name} tensor with {value}")
+        if dtype.kind == "b":
+            value = bool(value)
+        elif dtype.kind in "iu":
+            value = int(value)
+        else:
+            value = float(value)
+        return cls._from_node(Node(Ops.CONST, dtype, tuple(shape), device, (), value))
+
+    # --- the one door to the graph --------------------------------------------------
+    def _prim(self, op: Ops, *others: Tensor, arg: Any = None) -> Tensor:
+        """Apply primitive `op` to (self, *others), recording autograd if needed."""
+        srcs = (self, *others)
+        dev = self.node.device
+        for o in others:
+            if o.node.device != dev:
+                raise DeviceError(
+                    f"{op.name.lower()}: tensors on different devices "
+                    f"({dev} and {o.node.device}); move one with .to()"
+                )
+        nodes = tuple(s.node for s in srcs)
+        rule = RULES[op]
+        shape, dtype = rule.infer(nodes, arg)
+        out_dev = arg if op is Ops.COPY else dev
+        out = Tensor._from_node(Node(op, dtype, shape, out_dev, nodes, arg))
+        if rule.vjp is not None and is_grad_enabled() and any(s.requires_grad for s in srcs):
+            out.requires_grad = True
+            out._ctx = _Ctx(op, srcs, arg)
+        return out
+
+    def _reduce(self, op: Ops, axes: tuple[int, ...]) -> Tensor:
+        return self._prim(op, arg=tuple(sorted(axes)))
+
+    def _cumsum(self, axis: int) -> Tensor:
+        return self._prim(Ops.CUMSUM, arg=axis)
+
+    # --- properties -----------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.node.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.node.dtype
+
+    @property
+    def device(self) -> str:
+        return self.node.device
+
+    @property
+    def ndim(self) -> int:
+        return len(self.node.shape)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def data(self) -> Tensor:
+        return self.detach()
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        self.node = value.node
+        self._version += 1
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[self._axis(dim, "size")]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return self.node.numel
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise DTypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self[i] for i in range(len(self)))
+
+    # --- realisation and host access ------------------------------------------------
+    def realize(self) -> Tensor:
+        """Compute this tensor's value now (ops are otherwise lazy); returns self."""
+        (buf,) = rt.realize([self.node])
+        if self.node.op is not Ops.BUFFER:
+            self.node = Node(Ops.BUFFER, self.dtype, self.shape, self.device, (), buf)
+        return self
+
+    def numpy(self) -> np.ndarray:
+        """A host copy as a numpy array (bfloat16 comes back as float32)."""
+        self.realize()
+        flat = rt.to_host(self.node.arg)
+        if self.dtype is dtypes.bfloat16:
+            flat = dtypes.bf16_to_f32(flat)
+        return flat.reshape(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.numpy()
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def item(self) -> Any:
+        if self.numel() != 1:
+            raise DTypeError(
+                f"item: a tensor with {self.numel()} elements cannot be "
+                f"converted to a Python scalar (shape {self.shape})"
+            )
+        return self.numpy().reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def __bool__(self) -> bool:
+        if self.numel() != 1:
+            raise DTypeError(
+                f"bool: the truth value of a tensor with {self.numel()} elements is ambiguous"
+            )
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iu" or self.numel() != 1:
+            raise DTypeError("only integer tensors of a single element can be used as an index")
+        return int(self.item())
+
+    def __repr__(self) -> str:
+        arr = self.numpy()
+        body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self.dtype not in (dtypes.float32, dtypes.int64, dtypes.bool_):
+            extras.append(f"dtype={self.dtype!r}")
+        extras.append(f"device='{self.device}'")
+        if self._ctx is not None:
+            extras.append(f"grad_fn=<{self._ctx.op.name.title()}Backward>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"tensor({body}{''.join(', ' + e for e in extras)})"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # --- device and dtype conversion ------------------------------------------------
+    def to(self, *args: Any, **kwargs: Any) -> Tensor:
+        """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(other_tensor)`."""
+        dev, dt = kwargs.get("device"), kwargs.get("dtype")
+        for a in args:
+            if isinstance(a, Tensor):
+                dev, dt = a.device, a.dtype
+            elif (
+                isinstance(a, DType)
+                or (isinstance(a, str) and a in dtypes.BY_NAME)
+                or isinstance(a, type)
+            ):
+                dt = a
+            else:
+                dev = a
+        out: Tensor = self
+        if dt is not None and dtypes.to_dtype(dt) is not self.dtype:
+            out = out._prim(Ops.CAST, arg=dtypes.to_dtype(dt))
+        if dev is not None and devmod.canonical(dev) != self.device:
+            out = out._prim(Ops.COPY, arg=devmod.canonical(dev))
+        return out
+
+    def type(self, dtype: Any) -> Tensor:
+        return self.to(dtypes.to_dtype(dtype))
+
+    def float(self) -> Tensor:
+        return self.to(dtypes.float32)
+
+    def double(self) -> Tensor:
+        return self.to(dtypes.float64)
+
+    def half(self) -> Tensor:
+        return self.to(dtypes.float16)
+
+    def bfloat16(self) -> Tensor:
+        return self.to(dtypes.bfloat16)
+
+    def long(self) -> Tensor:
+        return self.to(dtypes.int64)
+
+    def int(self) -> Tensor:
+        return self.to(dtypes.int32)
+
+    def bool(self) -> Tensor:
+        return self.to(dtypes.bool_)
+
+    def contiguous(self) -> Tensor:
+        """Lazy tensors have no strides to fix; returns self (here for PyTorch code)."""
+        return self
+
+    def clone(self) -> Tensor:
+        return (
+            self._prim(Ops.ADD, self.zeros_like())
+            if self.requires_grad
+            else Tensor._from_node(self.node)
+        )
+
+    def detach(self) -> Tensor:
+        return Tensor._from_node(self.node)
+
+    def zeros_like(self) -> Tensor:
+        return Tensor._const(0, self.dtype, self.shape, self.device)
+
+    # --- autograd -------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and not self.dtype.is_floating_point:
+            raise AutogradError(
+                f"requires_grad: only floating point tensors can require "
+                f"gradients, got dtype {self.dtype.name}"
+            )
+        if not self.is_leaf and not requires_grad:
+            raise AutogradError(
+                "requires_grad_: cannot turn off gradients of a non-leaf tensor; use .detach()"
+            )
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> None:
+        raise AutogradError(
+            "retain_grad: not supported; compute the gradient of an "
+            "intermediate with anychip.autograd.grad instead"
+        )
+
+    def backward(self, gradient: Tensor | None = None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad`."""
+        from anychip.frontend.autograd import backward
+
+        backward(self, gradient)
+
+    def _check_inplace(self, op: str) -> None:
+        if is_grad_enabled() and self.requires_grad and self.is_leaf:
+            raise AutogradError(
+                f"{op}: a leaf tensor that requires grad cannot be changed "
+                "in place; wrap the update in anychip.no_grad()"
+            )
+
+    def _assign(self, value: Tensor, op: str) -> Tensor:
+        """In-place update: self takes value's value (cast to self's dtype), PyTorch-style.
+
+        If autograd is recording, self's old state moves to a shadow tensor and the ops
+        that built `value` from self are rewired to the shadow, so gradients stay right.
+        """
+        self._check_inplace(op)
+        if value.shape != self.shape:
+            raise IndexOutOfRange(
+                f"{op}: result of shape {value.shape} cannot be written in "
+                f"place into a tensor of shape {self.shape}"
+            )
+        if value.dtype is not self.dtype:
+            if dtypes.promote_types(value.dtype, self.dtype) is not self.dtype:
+                raise DTypeError(
+                    f"{op}: result type {value.dtype.name} can't be cast to the "
+                    f"in-place output type {self.dtype.name}"
+                )
+            value = value.to(self.dtype)
+        if value.requires_grad:
+            shadow = Tensor._from_node(self.node)
+            shadow.requires_grad, shadow._ctx, shadow._seq = (
+                self.requires_grad,
+                self._ctx,
+                self._seq,
+            )
+            shadow._version = self._version
+            _rewire(value, self, shadow)
+            self.requires_grad, self._ctx = True, value._ctx
+        self.node = value.node
+        self._version += 1
+        self._seq = next(_SEQ)
+        return self
+
+    def _axis(self, dim: int, op: str) -> int:
+        n = max(self.ndim, 1)
+        if not -n <= dim < n:
+            raise IndexOutOfRange(
+                f"{op}: dimension {dim} out of range for a tensor of shape "
+                f"{self.shape} (expected in [{-n}, {n - 1}])"
+            )
+        return dim % n
+
+
+def _rewire(value: Tensor, old: Tensor, shadow: Tensor) -> None:
+    """In the tape of `value`, point uses of `old` made since its last change at `shadow`."""
+    stack, seen = [value], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or t._ctx is None or t._seq < old._seq:
+            continue
+        seen.add(id(t))
+        srcs = t._ctx.srcs
+        if any(s is old for s in srcs):
+            t._ctx.srcs = tuple(shadow if s is old else s for s in srcs)
+        stack.extend(s for s in srcs if s is not old)
+
+
+def to_tensor(x: Any, like: Tensor | None = None) -> Tensor:
+    """Wrap non-tensors (numpy arrays, lists) as tensors on `like`'s device."""
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(x, device=like.device if like is not None else None)

@@ -1,0 +1,133 @@
+"""The primitive op set and the graph node every tensor op builds.
+
+Every Tensor op decomposes into these primitives; a backend implements only these (plus
+the device contract). docs/primitives.md describes each one's meaning and rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Any
+
+from anychip.dtypes import DType
+
+
+class Ops(Enum):
+    # sources
+    BUFFER = auto()  # a realised device buffer; arg: runtime Buffer
+    CONST = auto()  # one scalar broadcast to `shape`; arg: the value
+    PARAM = auto()  # a kernel's i-th input buffer (only inside scheduled kernels); arg: i
+    # unary elementwise
+    NEG = auto()
+    SQRT = auto()
+    EXP = auto()
+    LOG = auto()
+    SIN = auto()
+    ERF = auto()
+    FLOOR = auto()
+    NOT = auto()  # logical not for bool, bitwise not for integers
+    CAST = auto()  # arg: target DType (value conversion, C semantics, truncation to ints)
+    # binary elementwise (both sources have the same shape and dtype)
+    ADD = auto()
+    MUL = auto()
+    DIV = auto()  # true division for floats, truncating division for integers
+    MOD = auto()  # remainder with the sign of the dividend (C fmod / %)
+    POW = auto()
+    MAX = auto()  # NaN-propagating
+    MIN = auto()
+    CMPLT = auto()  # -> bool
+    CMPEQ = auto()  # -> bool
+    AND = auto()
+    OR = auto()
+    XOR = auto()
+    # ternary
+    WHERE = auto()  # (cond: bool, a, b)
+    # reductions; arg: sorted tuple of axes; the reduced axes stay with size 1
+    SUM = auto()
+    RMAX = auto()
+    RMIN = auto()
+    PROD = auto()
+    CUMSUM = auto()  # inclusive prefix sum; arg: axis
+    # movement; no data changes, only which element sits where
+    RESHAPE = auto()  # arg: new shape
+    PERMUTE = auto()  # arg: axis order
+    EXPAND = auto()  # arg: new shape (size-1 axes broadcast)
+    PAD = auto()  # arg: ((before, after), ...) per axis, filled with zero
+    SHRINK = auto()  # arg: ((start, end), ...) per axis
+    FLIP = auto()  # arg: tuple of axes to reverse
+    # data-dependent
+    GATHER = auto()  # (src, idx: int64); arg: axis. out[..i..] = src[..idx[..i..]..]
+    SCATTER_ADD = auto()  # (base, idx: int64, src); arg: axis. out = base; out[..idx..] += src
+    ARGSORT = auto()  # arg: (axis, descending); stable; -> int64
+    # between devices
+    COPY = auto()  # arg: target device name
+
+
+UNARY = frozenset(
+    {Ops.NEG, Ops.SQRT, Ops.EXP, Ops.LOG, Ops.SIN, Ops.ERF, Ops.FLOOR, Ops.NOT, Ops.CAST}
+)
+BINARY = frozenset(
+    {
+        Ops.ADD,
+        Ops.MUL,
+        Ops.DIV,
+        Ops.MOD,
+        Ops.POW,
+        Ops.MAX,
+        Ops.MIN,
+        Ops.CMPLT,
+        Ops.CMPEQ,
+        Ops.AND,
+        Ops.OR,
+        Ops.XOR,
+    }
+)
+ELEMENTWISE = UNARY | BINARY | {Ops.WHERE}
+REDUCE = frozenset({Ops.SUM, Ops.RMAX, Ops.RMIN, Ops.PROD})
+MOVEMENT = frozenset({Ops.RESHAPE, Ops.PERMUTE, Ops.EXPAND, Ops.PAD, Ops.SHRINK, Ops.FLIP})
+SOURCES = frozenset({Ops.BUFFER, Ops.CONST, Ops.PARAM})
+
+
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
+class Node:
+    """One value in the lazy graph: `op` applied to `srcs` with `arg`.
+
+    Nodes compare by identity: two equal-looking subgraphs are two computations.
+    """
+
+    op: Ops
+    dtype: DType
+    shape: tuple[int, ...]
+    device: str
+    srcs: tuple[Node, ...] = ()
+    arg: Any = None
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def __repr__(self) -> str:
+        arg = "" if self.arg is None or self.op is Ops.BUFFER else f", {self.arg!r}"
+        return f"<{self.op.name} {self.dtype.name}{list(self.shape)}{arg}>"
+
+
+def toposort(roots: list[Node]) -> list[Node]:
+    """Every node reachable from `roots`, sources first (iterative, so deep graphs are fine)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+            continue
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        stack.extend((s, False) for s in reversed(n.srcs) if id(s) not in seen)
+    return order

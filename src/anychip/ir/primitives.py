@@ -1,0 +1,346 @@
+"""Each primitive's rules side by side: shape/dtype inference, numpy reference, gradient.
+
+`infer(srcs, arg) -> (shape, dtype)` checks what the frontend promised (same shapes and
+dtypes for elementwise ops, and so on); `ref(arg, *arrays)` is the oracle's semantics;
+`vjp(g, out, srcs, arg)` returns one cotangent Tensor (or None) per source, written with
+Tensor methods so the gradient graph is itself made of primitives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.dtypes import DType
+from anychip.ir.ops import BINARY, MOVEMENT, REDUCE, UNARY, Node, Ops
+
+Shape = tuple[int, ...]
+Infer = Callable[[tuple[Node, ...], Any], tuple[Shape, DType]]
+Ref = Callable[..., np.ndarray]
+Vjp = Callable[..., tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    infer: Infer
+    ref: Ref
+    vjp: Vjp | None  # None: not differentiable (integer or boolean results)
+
+
+RULES: dict[Ops, Rule] = {}
+
+
+def _rule(op: Ops, infer: Infer, ref: Ref, vjp: Vjp | None) -> None:
+    RULES[op] = Rule(infer, ref, vjp)
+
+
+def _same(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
+    a = srcs[0]
+    for s in srcs[1:]:
+        assert s.shape == a.shape and s.dtype is a.dtype, f"mismatched sources {srcs}"
+    return a.shape, a.dtype
+
+
+def _to_bool(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
+    return _same(srcs, arg)[0], dtypes.bool_
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # numpy has no erf; math.erf is correctly rounded in float64, vectorised per element.
+    f = np.frompyfunc(math.erf, 1, 1)
+    return np.asarray(f(x.astype(np.float64)), dtype=np.float64).astype(x.dtype)
+
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "f":
+        return np.true_divide(a, b)
+    safe = np.where(b == 0, 1, b).astype(a.dtype)
+    q = np.floor_divide(a, safe)
+    fix = (np.remainder(a, safe) != 0) & ((a < 0) != (safe < 0))
+    return np.where(b == 0, 0, q + fix.astype(a.dtype)).astype(a.dtype)
+
+
+def _int_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "f":
+        return np.fmod(a, b)
+    safe = np.where(b == 0, 1, b).astype(a.dtype)
+    return np.where(b == 0, 0, np.fmod(a, safe)).astype(a.dtype)
+
+
+def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu":
+        return np.power(a, np.maximum(b, 0)).astype(a.dtype)  # negative powers: torch errors
+    return np.power(a, b)
+
+
+def _cast(arg: DType, x: np.ndarray) -> np.ndarray:
+    target = np.float32 if arg is dtypes.bfloat16 else arg.np
+    if x.dtype.kind == "f" and arg.kind in "iu":
+        x = np.trunc(x)
+    return x.astype(target)
+
+
+# --- unary ----------------------------------------------------------------------------
+_rule(Ops.NEG, _same, lambda arg, x: np.negative(x), lambda g, out, s, arg: (-g,))
+_rule(Ops.SQRT, _same, lambda arg, x: np.sqrt(x), lambda g, out, s, arg: (g / (out * 2),))
+_rule(Ops.EXP, _same, lambda arg, x: np.exp(x), lambda g, out, s, arg: (g * out,))
+_rule(Ops.LOG, _same, lambda arg, x: np.log(x), lambda g, out, s, arg: (g / s[0],))
+_rule(Ops.SIN, _same, lambda arg, x: np.sin(x), lambda g, out, s, arg: (g * s[0].cos(),))
+_rule(
+    Ops.ERF,
+    _same,
+    lambda arg, x: _erf(x),
+    lambda g, out, s, arg: (g * (-(s[0] * s[0])).exp() * (2 / math.sqrt(math.pi)),),
+)
+_rule(Ops.FLOOR, _same, lambda arg, x: np.floor(x), lambda g, out, s, arg: (g * 0,))
+_rule(
+    Ops.NOT, _same, lambda arg, x: np.logical_not(x) if x.dtype == np.bool_ else np.invert(x), None
+)
+_rule(
+    Ops.CAST,
+    lambda srcs, arg: (srcs[0].shape, arg),
+    _cast,
+    lambda g, out, s, arg: (g.to(s[0].dtype) if s[0].dtype.is_floating_point else None,),
+)
+
+
+# --- binary ---------------------------------------------------------------------------
+def _max_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
+    a, b = s
+    # ties split the gradient in half, as torch.maximum does
+    wa = (a == out).to(g.dtype) * 0.5 + (b != out).to(g.dtype) * 0.5
+    return g * wa, g * (1 - wa)
+
+
+def _pow_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
+    a, b = s
+    ga = g * b * a.pow(b - 1)
+    ga = (b == 0)._select(0, ga)
+    gb = g * out * (a == 0)._select(1, a).log()
+    gb = ((a == 0) & (b >= 0))._select(0, gb)
+    return ga, gb
+
+
+_rule(Ops.ADD, _same, lambda arg, a, b: np.add(a, b), lambda g, out, s, arg: (g, g))
+_rule(
+    Ops.MUL, _same, lambda arg, a, b: np.multiply(a, b), lambda g, out, s, arg: (g * s[1], g * s[0])
+)
+_rule(
+    Ops.DIV,
+    _same,
+    lambda arg, a, b: _int_div(a, b),
+    lambda g, out, s, arg: (g / s[1], -g * out / s[1]),
+)
+_rule(
+    Ops.MOD,
+    _same,
+    lambda arg, a, b: _int_mod(a, b),
+    lambda g, out, s, arg: (g, -g * (s[0] / s[1]).trunc()),
+)
+_rule(Ops.POW, _same, lambda arg, a, b: _pow(a, b), _pow_vjp)
+_rule(Ops.MAX, _same, lambda arg, a, b: np.maximum(a, b), _max_vjp)
+_rule(Ops.MIN, _same, lambda arg, a, b: np.minimum(a, b), _max_vjp)
+_rule(Ops.CMPLT, _to_bool, lambda arg, a, b: np.less(a, b), None)
+_rule(Ops.CMPEQ, _to_bool, lambda arg, a, b: np.equal(a, b), None)
+_rule(Ops.AND, _same, lambda arg, a, b: np.bitwise_and(a, b), None)
+_rule(Ops.OR, _same, lambda arg, a, b: np.bitwise_or(a, b), None)
+_rule(Ops.XOR, _same, lambda arg, a, b: np.bitwise_xor(a, b), None)
+
+
+def _where_infer(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
+    c, a, b = srcs
+    assert c.dtype is dtypes.bool_ and c.shape == a.shape, f"bad where {srcs}"
+    return _same((a, b), arg)
+
+
+_rule(
+    Ops.WHERE,
+    _where_infer,
+    lambda arg, c, a, b: np.where(c, a, b),
+    lambda g, out, s, arg: (None, s[0]._select(g, 0), s[0]._select(0, g)),
+)
+
+
+# --- reductions -----------------------------------------------------------------------
+def _reduce_infer(srcs: tuple[Node, ...], arg: tuple[int, ...]) -> tuple[Shape, DType]:
+    x = srcs[0]
+    assert all(0 <= a < len(x.shape) for a in arg), f"bad reduce axes {arg} for {x}"
+    return tuple(1 if i in arg else s for i, s in enumerate(x.shape)), x.dtype
+
+
+def _extreme_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
+    # ties share the gradient evenly, as torch.amax does
+    mask = (s[0] == out.expand(s[0].shape)).to(g.dtype)
+    return (mask * (g / mask._reduce(Ops.SUM, arg)).expand(s[0].shape),)
+
+
+def _prod_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
+    # d prod / d x_i = product of the others, computed without dividing by zero
+    x = s[0]
+    is0 = x == 0
+    zeros = is0.to(x.dtype)._reduce(Ops.SUM, arg).expand(x.shape)
+    p_nonzero = is0._select(1, x)._reduce(Ops.PROD, arg).expand(x.shape)
+    full = out.expand(x.shape)
+    others = (zeros == 0)._select(
+        full / is0._select(1, x), (is0 & (zeros == 1))._select(p_nonzero, 0)
+    )
+    return (g.expand(x.shape) * others,)
+
+
+def _ref_reduce(fn: Callable[..., np.ndarray]) -> Ref:
+    # float16 accumulates in float32 and rounds once; integers stay in their own dtype
+    def ref(arg: tuple[int, ...], x: np.ndarray) -> np.ndarray:
+        acc = np.float32 if x.dtype == np.float16 else x.dtype
+        return np.asarray(fn(x, axis=arg, keepdims=True, dtype=acc)).astype(x.dtype)
+
+    return ref
+
+
+_rule(Ops.SUM, _reduce_infer, _ref_reduce(np.sum), lambda g, out, s, arg: (g.expand(s[0].shape),))
+_rule(Ops.RMAX, _reduce_infer, lambda arg, x: np.max(x, axis=arg, keepdims=True), _extreme_vjp)
+_rule(Ops.RMIN, _reduce_infer, lambda arg, x: np.min(x, axis=arg, keepdims=True), _extreme_vjp)
+_rule(Ops.PROD, _reduce_infer, _ref_reduce(np.prod), _prod_vjp)
+_rule(
+    Ops.CUMSUM,
+    lambda srcs, arg: (srcs[0].shape, srcs[0].dtype),
+    lambda arg, x: np.cumsum(
+        x, axis=arg, dtype=np.float32 if x.dtype == np.float16 else x.dtype
+    ).astype(x.dtype),
+    lambda g, out, s, arg: (g.flip(arg)._cumsum(arg).flip(arg),),
+)
+
+
+# --- movement -------------------------------------------------------------------------
+def _reshape_infer(srcs: tuple[Node, ...], arg: Shape) -> tuple[Shape, DType]:
+    assert math.prod(arg) == srcs[0].numel, f"bad reshape {srcs[0]} -> {arg}"
+    return tuple(arg), srcs[0].dtype
+
+
+def _permute_infer(srcs: tuple[Node, ...], arg: Shape) -> tuple[Shape, DType]:
+    assert sorted(arg) == list(range(len(srcs[0].shape))), f"bad permute {arg}"
+    return tuple(srcs[0].shape[i] for i in arg), srcs[0].dtype
+
+
+def _expand_infer(srcs: tuple[Node, ...], arg: Shape) -> tuple[Shape, DType]:
+    x = srcs[0]
+    assert len(arg) == len(x.shape) and all(s in (1, t) for s, t in zip(x.shape, arg)), arg
+    return tuple(arg), x.dtype
+
+
+def _pad_infer(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
+    x = srcs[0]
+    assert len(arg) == len(x.shape) and all(lo >= 0 and hi >= 0 for lo, hi in arg), arg
+    return tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, arg)), x.dtype
+
+
+def _shrink_infer(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
+    x = srcs[0]
+    assert len(arg) == len(x.shape) and all(0 <= a <= b <= s for (a, b), s in zip(arg, x.shape))
+    return tuple(b - a for a, b in arg), x.dtype
+
+
+def _expand_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
+    axes = tuple(i for i, (a, b) in enumerate(zip(s[0].shape, arg)) if a != b)
+    return (g._reduce(Ops.SUM, axes) if axes else g,)
+
+
+def _shrink_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
+    pads = tuple((a, n - b) for (a, b), n in zip(arg, s[0].shape))
+    return (g._prim(Ops.PAD, arg=pads),)
+
+
+def _pad_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
+    box = tuple((lo, lo + n) for (lo, _), n in zip(arg, s[0].shape))
+    return (g._prim(Ops.SHRINK, arg=box),)
+
+
+_rule(
+    Ops.RESHAPE,
+    _reshape_infer,
+    lambda arg, x: x.reshape(arg),
+    lambda g, out, s, arg: (g._prim(Ops.RESHAPE, arg=s[0].shape),),
+)
+_rule(
+    Ops.PERMUTE,
+    _permute_infer,
+    lambda arg, x: np.transpose(x, arg),
+    lambda g, out, s, arg: (g._prim(Ops.PERMUTE, arg=tuple(np.argsort(arg).tolist())),),
+)
+_rule(Ops.EXPAND, _expand_infer, lambda arg, x: np.broadcast_to(x, arg), _expand_vjp)
+_rule(Ops.PAD, _pad_infer, lambda arg, x: np.pad(x, arg), _pad_vjp)
+_rule(Ops.SHRINK, _shrink_infer, lambda arg, x: x[tuple(slice(a, b) for a, b in arg)], _shrink_vjp)
+_rule(
+    Ops.FLIP,
+    lambda srcs, arg: (srcs[0].shape, srcs[0].dtype),
+    lambda arg, x: np.flip(x, arg),
+    lambda g, out, s, arg: (g._prim(Ops.FLIP, arg=arg),),
+)
+
+
+# --- data-dependent -------------------------------------------------------------------
+def _gather_infer(srcs: tuple[Node, ...], arg: int) -> tuple[Shape, DType]:
+    src, idx = srcs
+    assert idx.dtype is dtypes.int64 and len(idx.shape) == len(src.shape), srcs
+    assert all(i == arg or a == b for i, (a, b) in enumerate(zip(src.shape, idx.shape))), srcs
+    return idx.shape, src.dtype
+
+
+def _scatter_infer(srcs: tuple[Node, ...], arg: int) -> tuple[Shape, DType]:
+    base, idx, src = srcs
+    assert idx.shape == src.shape and src.dtype is base.dtype, srcs
+    _gather_infer((base, idx), arg)
+    return base.shape, base.dtype
+
+
+def _ref_scatter_add(arg: int, base: np.ndarray, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
+    out = base.copy()
+    grids = list(np.indices(idx.shape, sparse=True))
+    grids[arg] = idx
+    np.add.at(out, tuple(grids), src)
+    return out
+
+
+_rule(
+    Ops.GATHER,
+    _gather_infer,
+    lambda arg, x, i: np.take_along_axis(x, i, axis=arg),
+    lambda g, out, s, arg: (s[0].zeros_like()._prim(Ops.SCATTER_ADD, s[1], g, arg=arg), None),
+)
+_rule(
+    Ops.SCATTER_ADD,
+    _scatter_infer,
+    _ref_scatter_add,
+    lambda g, out, s, arg: (g, None, g._prim(Ops.GATHER, s[1], arg=arg)),
+)
+
+
+def _ref_argsort(arg: tuple[int, bool], x: np.ndarray) -> np.ndarray:
+    axis, descending = arg
+    if descending:  # stable descending order: sort the negated keys (NaN first, as torch)
+        key = -x.astype(np.float64) if x.dtype.kind != "b" else ~x
+        key = np.where(np.isnan(key), -np.inf, key) if key.dtype.kind == "f" else key
+        return np.argsort(key, axis=axis, kind="stable").astype(np.int64)
+    return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+
+
+_rule(Ops.ARGSORT, lambda srcs, arg: (srcs[0].shape, dtypes.int64), _ref_argsort, None)
+_rule(
+    Ops.COPY,
+    lambda srcs, arg: (srcs[0].shape, srcs[0].dtype),
+    lambda arg, x: x,
+    lambda g, out, s, arg: (g.to(s[0].device),),
+)
+
+assert set(RULES) == UNARY | BINARY | REDUCE | MOVEMENT | {
+    Ops.WHERE,
+    Ops.CUMSUM,
+    Ops.GATHER,
+    Ops.SCATTER_ADD,
+    Ops.ARGSORT,
+    Ops.COPY,
+}

@@ -1,0 +1,151 @@
+"""The device contract every backend implements, and backend discovery.
+
+A backend is one folder under `anychip/backends/` whose `__init__.py` defines `BACKEND`, a
+subclass of `Backend`. Nothing else in anychip knows a backend's name: they are found by
+scanning that package, so adding a chip never edits a shared file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from anychip.dtypes import DType
+from anychip.errors import DeviceError
+from anychip.ir.ops import Node
+
+
+@dataclass(eq=False)
+class Buffer:
+    """`size` elements of `dtype` in a device's memory; `handle` is the backend's own."""
+
+    device: str
+    dtype: DType
+    size: int
+    handle: Any = field(repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One unit of scheduled work: `ast` computes one output from PARAM i = input i."""
+
+    ast: Node
+    name: str = "kernel"
+
+
+class Backend(ABC):
+    """The device contract: allocate, copy in and out, compile, launch.
+
+    Data crosses the contract as numpy arrays in the dtype's storage form (bfloat16 as
+    uint16 bit patterns), flat and C-ordered.
+    """
+
+    name: str = ""
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this backend cannot run on this machine, or None if it can."""
+        return None
+
+    @abstractmethod
+    def allocate(self, size: int, dtype: DType) -> Any:
+        """A handle to uninitialised memory for `size` elements of `dtype`."""
+
+    @abstractmethod
+    def copyin(self, handle: Any, data: np.ndarray) -> None:
+        """Host -> device: `data` is flat, of the dtype's storage numpy dtype."""
+
+    @abstractmethod
+    def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:
+        """Device -> host: a flat array of the storage numpy dtype."""
+
+    @abstractmethod
+    def compile(self, kernel: Kernel) -> Any:
+        """Turn a kernel into something `launch` runs (cached as the backend sees fit)."""
+
+    @abstractmethod
+    def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
+        """Run a compiled kernel, writing `out` from `ins`."""
+
+    def synchronize(self) -> None:
+        """Wait for queued work (a no-op for synchronous backends)."""
+
+
+_BACKENDS: dict[str, type[Backend]] | None = None
+_INSTANCES: dict[str, Backend] = {}
+
+
+def _discover() -> dict[str, type[Backend]]:
+    global _BACKENDS
+    if _BACKENDS is None:
+        import anychip.backends as pkg
+
+        found: dict[str, type[Backend]] = {}
+        for info in pkgutil.iter_modules(pkg.__path__):
+            mod = importlib.import_module(f"anychip.backends.{info.name}")
+            cls = getattr(mod, "BACKEND", None)
+            if cls is not None:
+                found[cls.name] = cls
+        _BACKENDS = found
+    return _BACKENDS
+
+
+def devices() -> list[str]:
+    """Names of the devices usable on this machine, e.g. `['ref', 'cpu']`."""
+    return [n for n, cls in _discover().items() if cls.unavailable() is None]
+
+
+def all_backends() -> dict[str, str | None]:
+    """Every known backend and why it is unavailable (None when it is available)."""
+    return {n: cls.unavailable() for n, cls in _discover().items()}
+
+
+def canonical(device: Any) -> str:
+    """Check a device name (`'ref'`, `'cpu'`, ...) and return it."""
+    name = str(device if device is not None else default_device())
+    backends = _discover()
+    if name not in backends:
+        raise DeviceError(
+            f"device: unknown device {name!r}; known devices: {', '.join(sorted(backends))}"
+        )
+    why = backends[name].unavailable()
+    if why is not None:
+        raise DeviceError(f"device: {name!r} is not available on this machine: {why}")
+    return name
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _discover()[canonical(name)]()
+    return _INSTANCES[name]
+
+
+_default: list[str] = []
+
+
+def default_device() -> str:
+    if not _default:
+        env = os.environ.get("ANYCHIP_DEVICE")
+        _default.append("ref")
+        if env:
+            _default[0] = canonical(env)
+    return _default[0]
+
+
+def set_default_device(device: str) -> None:
+    """Make `device` the default for new tensors (like ANYCHIP_DEVICE)."""
+    name = canonical(device)
+    if _default:
+        _default[0] = name
+    else:
+        _default.append(name)
