@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from anychip import dtypes
 from anychip.errors import DTypeError, IndexOutOfRange, ShapeError, describe
 from anychip.frontend.reduce import ValuesIndices
@@ -109,11 +111,9 @@ class IndexingMixin:
         d = self._axis(dim, "take_along_dim")
         x_sh = tuple(1 if a == d else s for a, s in enumerate(self.shape))
         i_sh = tuple(1 if a == d else s for a, s in enumerate(idx.shape))
-        from anychip.frontend.elementwise import broadcast_shapes
-
         try:
-            common = broadcast_shapes("take_along_dim", self.reshape(x_sh), idx.reshape(i_sh))
-        except ShapeError:
+            common = np.broadcast_shapes(x_sh, i_sh)
+        except ValueError:
             raise ShapeError(
                 f"take_along_dim: input and indices should be broadcastable apart from "
                 f"dimension {d} ({describe(self, idx)})"
@@ -248,6 +248,8 @@ class IndexingMixin:
         >>> ac.tensor([[0, 1], [2, 0]]).nonzero().tolist()
         [[0, 1], [1, 0]]
         """
+        from anychip.frontend.tensor import Tensor
+
         flat = self.reshape(-1)
         pos = true_positions(flat if flat.dtype is dtypes.bool_ else flat.to(dtypes.bool_))
         cols, stride = [], 1
@@ -259,7 +261,7 @@ class IndexingMixin:
         if as_tuple:
             return tuple(cols) if cols else (pos * 0,)
         if not cols:
-            return pos.reshape(pos.shape[0], 0)
+            return Tensor._const(0, dtypes.int64, (pos.shape[0], 0), self.device)
         from anychip.frontend.creation import stack
 
         return stack(cols, 1)
