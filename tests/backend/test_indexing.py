@@ -324,6 +324,8 @@ def test_sort_ties_nan_and_edges(device: str) -> None:
     ties = np.array([[3, 1, 2, 1, 3, 2]], I64)
     check(lambda x: x.sort(stable=True), [ties], device)
     check(lambda x: x.sort(descending=True, stable=True), [ties], device)
+    big = np.array([2**60, 2**60 + 1, -(2**62), 2**60 + 1], I64)  # beyond float64's precision
+    check(lambda x: x.sort(descending=True, stable=True), [big], device)
     nans = np.array([1.0, np.nan, -2.0, np.nan, 0.5])
     check(lambda x: x.sort(), [nans], device, grad=False)
     check(lambda x: x.sort(descending=True), [nans], device, grad=False)
