@@ -321,11 +321,12 @@ _rule(
 
 def _ref_argsort(arg: tuple[int, bool], x: np.ndarray) -> np.ndarray:
     axis, descending = arg
-    if descending:  # stable descending order: sort the negated keys (NaN first, as torch)
-        key = -x.astype(np.float64) if x.dtype.kind != "b" else ~x
-        key = np.where(np.isnan(key), -np.inf, key) if key.dtype.kind == "f" else key
-        return np.argsort(key, axis=axis, kind="stable").astype(np.int64)
-    return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+    if not descending:
+        return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+    # stable descending order, exact for every dtype: sort the reversed array ascending and
+    # reverse back (ties keep their order; NaN, last when ascending, comes first, as torch)
+    rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
+    return (x.shape[axis] - 1 - np.flip(rev, axis)).astype(np.int64)
 
 
 _rule(Ops.ARGSORT, lambda srcs, arg: (srcs[0].shape, dtypes.int64), _ref_argsort, None)
