@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anychip.frontend.linalg import einsum
 from anychip.frontend.tensor import Tensor, to_tensor
 
 _METHODS = [
@@ -100,6 +101,10 @@ _METHODS = [
     "chunk",
     "unbind",
     "tile",
+    "matmul",
+    "mm",
+    "bmm",
+    "dot",
 ]
 
 
@@ -125,4 +130,4 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, Tensor)
 
 
-__all__ = [*_METHODS, "where", "is_tensor"]
+__all__ = [*_METHODS, "where", "is_tensor", "einsum"]
