@@ -31,9 +31,9 @@ class ReduceMixin:
     __slots__ = ()
 
     def _dims(self: Tensor, dim: Dim, op: str) -> tuple[int, ...]:
-        if dim is None:
+        raw = (dim,) if isinstance(dim, int) else tuple(dim) if dim is not None else ()
+        if not raw:  # None, and (as in PyTorch) an empty tuple: every dimension
             return tuple(range(self.ndim))
-        raw = (dim,) if isinstance(dim, int) else tuple(dim)
         axes = tuple(self._axis(d, op) for d in raw)
         if len(set(axes)) != len(axes):
             raise ShapeError(f"{op}: dim {raw} appears more than once (shape {self.shape})")
@@ -111,14 +111,25 @@ class ReduceMixin:
             return self.amax()
         if not isinstance(dim, int):
             return self.maximum(dim)
-        return ValuesIndices(self.amax(dim, keepdim), self.argmax(dim, keepdim))
+        return self._values_at(self.argmax(dim, keepdim=True), dim, keepdim)
 
     def min(self: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
         if dim is None:
             return self.amin()
         if not isinstance(dim, int):
             return self.minimum(dim)
-        return ValuesIndices(self.amin(dim, keepdim), self.argmin(dim, keepdim))
+        return self._values_at(self.argmin(dim, keepdim=True), dim, keepdim)
+
+    def _values_at(self: Tensor, idx: Tensor, dim: int, keepdim: bool) -> ValuesIndices:
+        """(self at idx along dim, idx): gathering sends the gradient to the returned index
+        only, as PyTorch's max(dim) does (amax splits it between ties)."""
+        if self.ndim == 0:
+            return ValuesIndices(self * 1, idx)
+        d = self._axis(dim, "max")
+        values = self._prim(Ops.GATHER, idx, arg=d)
+        if not keepdim:
+            values, idx = values.squeeze(d), idx.squeeze(d)
+        return ValuesIndices(values, idx)
 
     def _arg_extreme(self: Tensor, dim: int | None, keepdim: bool, op: Ops, name: str) -> Tensor:
         from anychip.frontend.creation import arange
@@ -145,6 +156,8 @@ class ReduceMixin:
 
     def all(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
         b = self.bool()
+        if dim is not None and not isinstance(dim, int) and not tuple(dim):
+            return b  # torch's all/any take dim=() as "no dimension"
         return (
             b._reduce_to(Ops.RMIN, dim, keepdim, "all")
             if self.numel()
@@ -153,6 +166,8 @@ class ReduceMixin:
 
     def any(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
         b = self.bool()
+        if dim is not None and not isinstance(dim, int) and not tuple(dim):
+            return b
         return (
             b._reduce_to(Ops.RMAX, dim, keepdim, "any")
             if self.numel()
@@ -168,6 +183,9 @@ class ReduceMixin:
 
     def softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
         x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
+        if x.numel() == 0:  # nothing to normalise (and amax has no identity)
+            x._axis(dim, "softmax")
+            return x * 1
         e = (x - x.detach().amax(dim, keepdim=True)).exp()
         return e / e.sum(dim, keepdim=True)
 
