@@ -177,9 +177,22 @@ class MovementMixin:
         axes = tuple(sorted({self._axis(d, "flip") for d in _shape_arg(dims)}))
         return self._prim(Ops.FLIP, arg=axes) if axes and self.ndim else self
 
-    def roll(self: Tensor, shifts: int | Sequence[int], dims: int | Sequence[int]) -> Tensor:
+    def roll(
+        self: Tensor, shifts: int | Sequence[int], dims: int | Sequence[int] | None = None
+    ) -> Tensor:
+        """Shift elements along dims, wrapping around; without dims, roll the flattened
+        tensor (as torch.roll)."""
+        if dims is None:
+            if not isinstance(shifts, int) and len(shifts) != 1:
+                raise ShapeError(f"roll: without dims, shifts must be one int, got {shifts}")
+            s = shifts if isinstance(shifts, int) else shifts[0]
+            return self.flatten().roll(s, 0).reshape(self.shape)
         sh = (shifts,) if isinstance(shifts, int) else tuple(shifts)
         ds = (dims,) if isinstance(dims, int) else tuple(dims)
+        if len(sh) != len(ds):
+            raise ShapeError(
+                f"roll: shifts {sh} and dims {ds} must have the same length (shape {self.shape})"
+            )
         from anychip.frontend.creation import cat
 
         x = self
