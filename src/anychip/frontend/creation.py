@@ -133,8 +133,8 @@ def linspace(
     dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.default_float
     i = np.arange(steps, dtype=np.float64)
     step = (end - start) / (steps - 1) if steps > 1 else 0.0
-    # from both ends, as torch does, so the last value is exactly `end`
-    vals = np.where(i < steps // 2, start + i * step, end - (steps - 1 - i) * step)
+    # from both ends, as torch does, so the last value is exactly `end` (one step: `start`)
+    vals = np.where(i < max(steps // 2, 1), start + i * step, end - (steps - 1 - i) * step)
     return Tensor(vals, dtype=dt, device=device, requires_grad=requires_grad)
 
 

@@ -98,7 +98,14 @@ def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 def randint(
     low: int, high: int | None = None, size: Any = (), dtype: Any = None, device: Any = None
 ) -> Tensor:
-    """Integers in [low, high)."""
+    """Integers in [low, high); `randint(high, size)` as in torch.
+
+    >>> import anychip as ac
+    >>> ac.manual_seed(0); ac.randint(3, (4,)).shape
+    (4,)
+    """
+    if isinstance(high, (tuple, list)):  # randint(high, size)
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     if high <= low:

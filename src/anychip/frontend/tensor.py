@@ -82,8 +82,8 @@ class _Ctx:
 
 def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
     """Python data -> (numpy array in the dtype's compute form, dtype)."""
-    if isinstance(data, np.ndarray):
-        arr = data
+    if isinstance(data, (np.ndarray, np.generic)):  # numpy arrays and scalars keep their dtype
+        arr = np.asarray(data)
         dt = dtype or dtypes.from_numpy(arr.dtype)
     else:
         try:
