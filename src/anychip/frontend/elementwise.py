@@ -101,7 +101,8 @@ class ElementwiseMixin:
     def sub(self: Tensor, other: Any, alpha: Scalar = 1) -> Tensor:
         if self.dtype is dtypes.bool_:
             raise DTypeError(
-                "sub: subtraction of bool tensors is not supported; use ^ or logical_xor"
+                "sub: subtraction of bool tensors is not supported; use ^ or logical_xor "
+                f"({describe(self)})"
             )
         return self._binary(Ops.ADD, -(other if alpha == 1 else other * alpha))
 
@@ -122,7 +123,8 @@ class ElementwiseMixin:
         if rounding_mode == "floor":
             return self.floor_divide(other)
         raise DTypeError(
-            f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}"
+            f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r} "
+            f"({describe(self)})"
         )
 
     def floor_divide(self: Tensor, other: Any) -> Tensor:
@@ -154,7 +156,9 @@ class ElementwiseMixin:
 
     def neg(self: Tensor) -> Tensor:
         if self.dtype is dtypes.bool_:
-            raise DTypeError("neg: negation of a bool tensor is not supported; use ~")
+            raise DTypeError(
+                f"neg: negation of a bool tensor is not supported; use ~ ({describe(self)})"
+            )
         return self._prim(Ops.NEG)
 
     def __add__(self: Tensor, o: Any) -> Tensor:
@@ -273,7 +277,9 @@ class ElementwiseMixin:
         from anychip.frontend.tensor import to_tensor
 
         src = to_tensor(src, like=self)
-        return self._assign(src.to(self.device, self.dtype)._broadcast(self.shape), "copy_")
+        return self._assign(
+            src.to(self.device, self.dtype)._broadcast(self.shape, "copy_"), "copy_"
+        )
 
     # --- comparisons and logic --------------------------------------------------------
     def __lt__(self: Tensor, o: Any) -> Tensor:
@@ -315,8 +321,9 @@ class ElementwiseMixin:
     def _bitwise(self: Tensor, op: Ops, o: Any, name: str, reverse: bool = False) -> Tensor:
         dt = dtypes.result_type(self, o)
         if dt.is_floating_point:
+            ts = [self, o] if _is_tensor(o) else [self]
             raise DTypeError(
-                f"{name}: bitwise ops need integer or bool tensors, got {describe(self)}"
+                f"{name}: bitwise ops need integer or bool tensors, got {describe(*ts)}"
             )
         return self._binary(op, o, reverse)
 
@@ -347,13 +354,16 @@ class ElementwiseMixin:
         return ~self.bool()
 
     def logical_and(self: Tensor, o: Any) -> Tensor:
-        return self.bool() & o.bool()
+        return self.bool() & self._as_bool(o)
 
     def logical_or(self: Tensor, o: Any) -> Tensor:
-        return self.bool() | o.bool()
+        return self.bool() | self._as_bool(o)
 
     def logical_xor(self: Tensor, o: Any) -> Tensor:
-        return self.bool() ^ o.bool()
+        return self.bool() ^ self._as_bool(o)
+
+    def _as_bool(self: Tensor, o: Any) -> Any:
+        return o.bool() if _is_tensor(o) else bool(o)
 
     def isnan(self: Tensor) -> Tensor:
         return self != self
@@ -376,7 +386,7 @@ class ElementwiseMixin:
 
     def clamp(self: Tensor, min: Any = None, max: Any = None) -> Tensor:
         if min is None and max is None:
-            raise DTypeError("clamp: at least one of min and max must be given")
+            raise DTypeError(f"clamp: at least one of min and max must be given ({describe(self)})")
         out = self
         if min is not None:
             out = (out < min)._select(min, out)

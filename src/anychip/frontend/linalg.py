@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
 from anychip.errors import DTypeError, ShapeError, describe
-from anychip.frontend.elementwise import broadcast_shapes
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -62,7 +61,7 @@ class LinalgMixin:
                 f"matmul: shapes cannot be multiplied ({a.shape[-2]}x{a.shape[-1]}"
                 f" and {b.shape[-2]}x{b.shape[-1]}): {describe(self, other)}"
             )
-        batch = broadcast_shapes("matmul", _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
+        batch = _batch_shape(self, other, a.shape[:-2], b.shape[:-2])
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         full = (*batch, m, k, n)
         out = contract(a.unsqueeze(-1)._broadcast(full), b.unsqueeze(-3)._broadcast(full), -2)
@@ -100,13 +99,15 @@ class LinalgMixin:
         return self.matmul(other)
 
 
-class _Shape:
-    """Something with a .shape, for broadcast_shapes on bare shapes."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = shape
-        self.dtype = dtypes.float32
-        self.device = "-"
+def _batch_shape(x: Tensor, y: Tensor, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy broadcast of matmul's batch dimensions `a` and `b` (of operands x and y)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    if any(p != q and 1 not in (p, q) for p, q in zip(a, b, strict=True)):
+        raise ShapeError(
+            f"matmul: batch dimensions {a} and {b} cannot be broadcast together: {describe(x, y)}"
+        )
+    return tuple(max(p, q) if 0 not in (p, q) else 0 for p, q in zip(a, b, strict=True))
 
 
 # --- einsum ---------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def einsum(equation: str, *operands: Any) -> Tensor:
             f"({describe(*ts)})"
         )
     ins = _input_labels(equation, terms, ts)
-    out = _output_labels(equation, rhs, ins) if arrow else _implicit_output(ins)
+    out = _output_labels(equation, rhs, ins, ts) if arrow else _implicit_output(ins)
     dt = dtypes.result_type(*ts)
     if dt is dtypes.bool_:
         raise DTypeError(f"einsum: not implemented for bool, got {describe(*ts)}")
@@ -200,17 +201,20 @@ def _implicit_output(ins: list[Labels]) -> Labels:
     return _ellipsis_labels(ins) + sorted(c for c in set(letters) if letters.count(c) == 1)
 
 
-def _output_labels(equation: str, rhs: str, ins: list[Labels]) -> Labels:
+def _output_labels(equation: str, rhs: str, ins: list[Labels], ts: list[Tensor]) -> Labels:
     head, tail = _parse_term(equation, rhs)
     out = head + (_ellipsis_labels(ins) + tail if tail is not None else [])
     known = {lab for labs in ins for lab in labs}
     for lab in head + (tail or []):
         if lab not in known:
             raise ShapeError(
-                f"einsum: {equation!r}: output subscript {lab!r} does not appear in any input"
+                f"einsum: {equation!r}: output subscript {lab!r} does not appear in any "
+                f"input ({describe(*ts)})"
             )
         if out.count(lab) > 1:
-            raise ShapeError(f"einsum: {equation!r}: output subscript {lab!r} appears twice")
+            raise ShapeError(
+                f"einsum: {equation!r}: output subscript {lab!r} appears twice ({describe(*ts)})"
+            )
     return out
 
 

@@ -36,7 +36,7 @@ class ReduceMixin:
             return tuple(range(self.ndim))
         axes = tuple(self._axis(d, op) for d in raw)
         if len(set(axes)) != len(axes):
-            raise ShapeError(f"{op}: dim {raw} appears more than once (shape {self.shape})")
+            raise ShapeError(f"{op}: dim {raw} appears more than once ({describe(self)})")
         return tuple(sorted(axes)) if self.ndim else ()
 
     def _reduce_to(self: Tensor, op: Ops, dim: Dim, keepdim: bool, name: str) -> Tensor:
@@ -108,14 +108,14 @@ class ReduceMixin:
         """`x.max()` -> the largest value; `x.max(dim)` -> (values, indices); `x.max(other)`
         -> elementwise maximum."""
         if dim is None:
-            return self.amax()
+            return self._reduce_to(Ops.RMAX, None, False, "max")
         if not isinstance(dim, int):
             return self.maximum(dim)
         return self._values_at(self.argmax(dim, keepdim=True), dim, keepdim)
 
     def min(self: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
         if dim is None:
-            return self.amin()
+            return self._reduce_to(Ops.RMIN, None, False, "min")
         if not isinstance(dim, int):
             return self.minimum(dim)
         return self._values_at(self.argmin(dim, keepdim=True), dim, keepdim)
@@ -175,22 +175,24 @@ class ReduceMixin:
         )
 
     def logsumexp(self: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
+        axes = self._dims(dim, "logsumexp")
         x = self._float()
         m = x.detach().amax(dim, keepdim=True) if x.numel() else x.sum(dim, True)
         m = m.isinf()._select(0, m)
         out = (x - m).exp().sum(dim, keepdim=True).log() + m
-        return out if keepdim else out.squeeze(self._dims(dim, "logsumexp"))
+        return out if keepdim else out.squeeze(axes)
 
     def softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
-        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
+        self._axis(dim, "softmax")
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "softmax"))
         if x.numel() == 0:  # nothing to normalise (and amax has no identity)
-            x._axis(dim, "softmax")
             return x * 1
         e = (x - x.detach().amax(dim, keepdim=True)).exp()
         return e / e.sum(dim, keepdim=True)
 
     def log_softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
-        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
+        self._axis(dim, "log_softmax")
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "log_softmax"))
         return x - x.logsumexp(dim, keepdim=True)
 
     def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
@@ -200,6 +202,7 @@ class ReduceMixin:
         return x._cumsum(x._axis(dim, "cumsum"))
 
     def norm(self: Tensor, p: float = 2, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "norm")
         if p == 2:
             return (self * self).sum(dim, keepdim).sqrt()
         if p == 1:
