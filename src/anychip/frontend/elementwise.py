@@ -69,9 +69,16 @@ class ElementwiseMixin:
         return out
 
     def _binary(
-        self: Tensor, op: Ops, other: Any, reverse: bool = False, dtype: DType | None = None
+        self: Tensor,
+        op: Ops,
+        other: Any,
+        reverse: bool = False,
+        dtype: DType | None = None,
+        name: str | None = None,
     ) -> Tensor:
-        a, b = self._operands(op.name.lower(), other, dtype=dtype)
+        """op(self, other) after broadcasting and promotion; `name` is the user-facing op
+        name for error messages (default: the primitive's)."""
+        a, b = self._operands(name or op.name.lower(), other, dtype=dtype)
         return b._prim(op, a) if reverse else a._prim(op, b)
 
     def _float(self: Tensor) -> Tensor:
@@ -104,7 +111,7 @@ class ElementwiseMixin:
                 "sub: subtraction of bool tensors is not supported; use ^ or logical_xor "
                 f"({describe(self)})"
             )
-        return self._binary(Ops.ADD, -(other if alpha == 1 else other * alpha))
+        return self._binary(Ops.ADD, -(other if alpha == 1 else other * alpha), name="sub")
 
     def mul(self: Tensor, other: Any) -> Tensor:
         return self._binary(Ops.MUL, other)
@@ -142,7 +149,7 @@ class ElementwiseMixin:
         return ((r != 0) & ((r < 0) ^ (b < 0)))._select(r + b, r)
 
     def fmod(self: Tensor, other: Any) -> Tensor:
-        return self._binary(Ops.MOD, other)
+        return self._binary(Ops.MOD, other, name="fmod")
 
     def pow(self: Tensor, exponent: Any) -> Tensor:
         if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
@@ -283,10 +290,10 @@ class ElementwiseMixin:
 
     # --- comparisons and logic --------------------------------------------------------
     def __lt__(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.CMPLT, o)  # type: ignore[override]
+        return self._binary(Ops.CMPLT, o, name="lt")  # type: ignore[override]
 
     def __gt__(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.CMPLT, o, True)  # type: ignore[override]
+        return self._binary(Ops.CMPLT, o, True, name="gt")  # type: ignore[override]
 
     def __le__(self: Tensor, o: Any) -> Tensor:
         return (self < o) | (self == o)  # type: ignore[override]
@@ -295,7 +302,7 @@ class ElementwiseMixin:
         return (self > o) | (self == o)  # type: ignore[override]
 
     def __eq__(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.CMPEQ, o)  # type: ignore[override]
+        return self._binary(Ops.CMPEQ, o, name="eq")  # type: ignore[override]
 
     def __ne__(self: Tensor, o: Any) -> Tensor:
         return (self == o)._prim(Ops.NOT)  # type: ignore[override]
@@ -325,7 +332,7 @@ class ElementwiseMixin:
             raise DTypeError(
                 f"{name}: bitwise ops need integer or bool tensors, got {describe(*ts)}"
             )
-        return self._binary(op, o, reverse)
+        return self._binary(op, o, reverse, name=name)
 
     def __and__(self: Tensor, o: Any) -> Tensor:
         return self._bitwise(Ops.AND, o, "and")
@@ -375,10 +382,10 @@ class ElementwiseMixin:
         return (self - self) == 0
 
     def maximum(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.MAX, o)
+        return self._binary(Ops.MAX, o, name="maximum")
 
     def minimum(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.MIN, o)
+        return self._binary(Ops.MIN, o, name="minimum")
 
     def where(self: Tensor, condition: Any, other: Any) -> Tensor:
         """PyTorch's `x.where(condition, other)`: x where condition holds, else other."""

@@ -155,6 +155,7 @@ class ReduceMixin:
         return self._arg_extreme(dim, keepdim, Ops.RMIN, "argmin")
 
     def all(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "all")
         b = self.bool()
         if dim is not None and not isinstance(dim, int) and not tuple(dim):
             return b  # torch's all/any take dim=() as "no dimension"
@@ -165,6 +166,7 @@ class ReduceMixin:
         )
 
     def any(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "any")
         b = self.bool()
         if dim is not None and not isinstance(dim, int) and not tuple(dim):
             return b
