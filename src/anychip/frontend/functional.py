@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from anychip.frontend.indexing import embedding, embedding_bag, one_hot
+from anychip.frontend.linalg import einsum
 from anychip.frontend.tensor import Tensor, to_tensor
 
 _METHODS = [
@@ -112,6 +113,10 @@ _METHODS = [
     "argsort",
     "sort",
     "topk",
+    "matmul",
+    "mm",
+    "bmm",
+    "dot",
 ]
 
 
@@ -137,4 +142,4 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, Tensor)
 
 
-__all__ = [*_METHODS, "where", "is_tensor", "one_hot", "embedding", "embedding_bag"]
+__all__ = [*_METHODS, "where", "is_tensor", "one_hot", "embedding", "embedding_bag", "einsum"]

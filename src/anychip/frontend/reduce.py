@@ -31,12 +31,12 @@ class ReduceMixin:
     __slots__ = ()
 
     def _dims(self: Tensor, dim: Dim, op: str) -> tuple[int, ...]:
-        if dim is None:
+        raw = (dim,) if isinstance(dim, int) else tuple(dim) if dim is not None else ()
+        if not raw:  # None, and (as in PyTorch) an empty tuple: every dimension
             return tuple(range(self.ndim))
-        raw = (dim,) if isinstance(dim, int) else tuple(dim)
         axes = tuple(self._axis(d, op) for d in raw)
         if len(set(axes)) != len(axes):
-            raise ShapeError(f"{op}: dim {raw} appears more than once (shape {self.shape})")
+            raise ShapeError(f"{op}: dim {raw} appears more than once ({describe(self)})")
         return tuple(sorted(axes)) if self.ndim else ()
 
     def _reduce_to(self: Tensor, op: Ops, dim: Dim, keepdim: bool, name: str) -> Tensor:
@@ -108,17 +108,28 @@ class ReduceMixin:
         """`x.max()` -> the largest value; `x.max(dim)` -> (values, indices); `x.max(other)`
         -> elementwise maximum."""
         if dim is None:
-            return self.amax()
+            return self._reduce_to(Ops.RMAX, None, False, "max")
         if not isinstance(dim, int):
             return self.maximum(dim)
-        return ValuesIndices(self.amax(dim, keepdim), self.argmax(dim, keepdim))
+        return self._values_at(self.argmax(dim, keepdim=True), dim, keepdim)
 
     def min(self: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
         if dim is None:
-            return self.amin()
+            return self._reduce_to(Ops.RMIN, None, False, "min")
         if not isinstance(dim, int):
             return self.minimum(dim)
-        return ValuesIndices(self.amin(dim, keepdim), self.argmin(dim, keepdim))
+        return self._values_at(self.argmin(dim, keepdim=True), dim, keepdim)
+
+    def _values_at(self: Tensor, idx: Tensor, dim: int, keepdim: bool) -> ValuesIndices:
+        """(self at idx along dim, idx): gathering sends the gradient to the returned index
+        only, as PyTorch's max(dim) does (amax splits it between ties)."""
+        if self.ndim == 0:
+            return ValuesIndices(self * 1, idx)
+        d = self._axis(dim, "max")
+        values = self._prim(Ops.GATHER, idx, arg=d)
+        if not keepdim:
+            values, idx = values.squeeze(d), idx.squeeze(d)
+        return ValuesIndices(values, idx)
 
     def _arg_extreme(self: Tensor, dim: int | None, keepdim: bool, op: Ops, name: str) -> Tensor:
         from anychip.frontend.creation import arange
@@ -144,7 +155,10 @@ class ReduceMixin:
         return self._arg_extreme(dim, keepdim, Ops.RMIN, "argmin")
 
     def all(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "all")
         b = self.bool()
+        if dim is not None and not isinstance(dim, int) and not tuple(dim):
+            return b  # torch's all/any take dim=() as "no dimension"
         return (
             b._reduce_to(Ops.RMIN, dim, keepdim, "all")
             if self.numel()
@@ -152,7 +166,10 @@ class ReduceMixin:
         )
 
     def any(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "any")
         b = self.bool()
+        if dim is not None and not isinstance(dim, int) and not tuple(dim):
+            return b
         return (
             b._reduce_to(Ops.RMAX, dim, keepdim, "any")
             if self.numel()
@@ -160,19 +177,24 @@ class ReduceMixin:
         )
 
     def logsumexp(self: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
+        axes = self._dims(dim, "logsumexp")
         x = self._float()
         m = x.detach().amax(dim, keepdim=True) if x.numel() else x.sum(dim, True)
         m = m.isinf()._select(0, m)
         out = (x - m).exp().sum(dim, keepdim=True).log() + m
-        return out if keepdim else out.squeeze(self._dims(dim, "logsumexp"))
+        return out if keepdim else out.squeeze(axes)
 
     def softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
-        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
+        self._axis(dim, "softmax")
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "softmax"))
+        if x.numel() == 0:  # nothing to normalise (and amax has no identity)
+            return x * 1
         e = (x - x.detach().amax(dim, keepdim=True)).exp()
         return e / e.sum(dim, keepdim=True)
 
     def log_softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
-        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
+        self._axis(dim, "log_softmax")
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "log_softmax"))
         return x - x.logsumexp(dim, keepdim=True)
 
     def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
@@ -182,6 +204,7 @@ class ReduceMixin:
         return x._cumsum(x._axis(dim, "cumsum"))
 
     def norm(self: Tensor, p: float = 2, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "norm")
         if p == 2:
             return (self * self).sum(dim, keepdim).sqrt()
         if p == 1:

@@ -17,7 +17,14 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.dtypes import DType
-from anychip.errors import AutogradError, DeviceError, DTypeError, IndexOutOfRange
+from anychip.errors import (
+    AutogradError,
+    DeviceError,
+    DTypeError,
+    IndexOutOfRange,
+    ShapeError,
+    describe,
+)
 from anychip.frontend.elementwise import ElementwiseMixin
 from anychip.frontend.indexing import IndexingMixin
 from anychip.frontend.linalg import LinalgMixin
@@ -82,14 +89,14 @@ class _Ctx:
 
 def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
     """Python data -> (numpy array in the dtype's compute form, dtype)."""
-    if isinstance(data, np.ndarray):
-        arr = data
+    if isinstance(data, (np.ndarray, np.generic)):  # numpy arrays and scalars keep their dtype
+        arr = np.asarray(data)
         dt = dtype or dtypes.from_numpy(arr.dtype)
     else:
         try:
             arr = np.array(data)
-        except ValueError as e:
-            raise DTypeError(
+        except ValueError as e:  # ragged nested sequences
+            raise ShapeError(
                 f"tensor: cannot make a tensor from {type(data).__name__}: {e}"
             ) from None
         if arr.dtype == object or arr.dtype.kind in "USV":
@@ -130,14 +137,14 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
     def __init__(
         self, data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
     ) -> None:
-        dt = dtypes.to_dtype(dtype) if dtype is not None else None
+        dt = dtypes.to_dtype(dtype, "tensor") if dtype is not None else None
         if isinstance(data, Tensor):
             src = data.detach()
             src = src.to(device) if device is not None else src
             self._init(src.to(dt) if dt is not None else src)
         else:
-            dev = devmod.canonical(device)
             arr, dt = _to_host_array(data, dt)
+            dev = devmod.canonical(device, "tensor", f"shape {arr.shape}, dtype {dt.name}")
             with np.errstate(all="ignore"):
                 buf = rt.from_host(dev, _storage(arr, dt), dt)
             self._init_node(Node(Ops.BUFFER, dt, tuple(arr.shape), dev, (), buf))
@@ -182,7 +189,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
             if o.node.device != dev:
                 raise DeviceError(
                     f"{op.name.lower()}: tensors on different devices "
-                    f"({dev} and {o.node.device}); move one with .to()"
+                    f"({describe(*srcs)}); move one with .to()"
                 )
         nodes = tuple(s.node for s in srcs)
         rule = RULES[op]
@@ -244,7 +251,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
 
     def __len__(self) -> int:
         if not self.shape:
-            raise DTypeError("len() of a 0-d tensor")
+            raise DTypeError(f"len: len() of a 0-d tensor ({describe(self)})")
         return self.shape[0]
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -274,7 +281,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         if self.numel() != 1:
             raise DTypeError(
                 f"item: a tensor with {self.numel()} elements cannot be "
-                f"converted to a Python scalar (shape {self.shape})"
+                f"converted to a Python scalar ({describe(self)})"
             )
         return self.numpy().reshape(()).item()
 
@@ -284,7 +291,8 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
     def __bool__(self) -> bool:
         if self.numel() != 1:
             raise DTypeError(
-                f"bool: the truth value of a tensor with {self.numel()} elements is ambiguous"
+                f"bool: the truth value of a tensor with {self.numel()} elements is "
+                f"ambiguous ({describe(self)}); use .any() or .all()"
             )
         return bool(self.item())
 
@@ -296,7 +304,10 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
 
     def __index__(self) -> int:
         if self.dtype.kind not in "iu" or self.numel() != 1:
-            raise DTypeError("only integer tensors of a single element can be used as an index")
+            raise DTypeError(
+                "index: only integer tensors of a single element can be used as an "
+                f"index, got {describe(self)}"
+            )
         return int(self.item())
 
     def __repr__(self) -> str:
@@ -331,14 +342,15 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
             else:
                 dev = a
         out: Tensor = self
-        if dt is not None and dtypes.to_dtype(dt) is not self.dtype:
-            out = out._prim(Ops.CAST, arg=dtypes.to_dtype(dt))
-        if dev is not None and devmod.canonical(dev) != self.device:
-            out = out._prim(Ops.COPY, arg=devmod.canonical(dev))
+        if dt is not None and dtypes.to_dtype(dt, "to") is not self.dtype:
+            out = out._prim(Ops.CAST, arg=dtypes.to_dtype(dt, "to"))
+        if dev is not None:
+            name = devmod.canonical(dev, "to", describe(self))
+            out = out._prim(Ops.COPY, arg=name) if name != self.device else out
         return out
 
     def type(self, dtype: Any) -> Tensor:
-        return self.to(dtypes.to_dtype(dtype))
+        return self.to(dtypes.to_dtype(dtype, "type"))
 
     def float(self) -> Tensor:
         return self.to(dtypes.float32)
@@ -383,7 +395,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 f"requires_grad: only floating point tensors can require "
-                f"gradients, got dtype {self.dtype.name}"
+                f"gradients, got {describe(self)}"
             )
         if not self.is_leaf and not requires_grad:
             raise AutogradError(
@@ -419,15 +431,15 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         """
         self._check_inplace(op)
         if value.shape != self.shape:
-            raise IndexOutOfRange(
-                f"{op}: result of shape {value.shape} cannot be written in "
-                f"place into a tensor of shape {self.shape}"
+            raise ShapeError(
+                f"{op}: a result of shape {value.shape} cannot be written in place "
+                f"into the tensor ({describe(self, value)})"
             )
         if value.dtype is not self.dtype:
             if dtypes.promote_types(value.dtype, self.dtype) is not self.dtype:
                 raise DTypeError(
                     f"{op}: result type {value.dtype.name} can't be cast to the "
-                    f"in-place output type {self.dtype.name}"
+                    f"in-place output type {self.dtype.name} ({describe(self, value)})"
                 )
             value = value.to(self.dtype)
         if value.requires_grad:
@@ -449,8 +461,8 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         n = max(self.ndim, 1)
         if not -n <= dim < n:
             raise IndexOutOfRange(
-                f"{op}: dimension {dim} out of range for a tensor of shape "
-                f"{self.shape} (expected in [{-n}, {n - 1}])"
+                f"{op}: dimension {dim} out of range (expected in [{-n}, {n - 1}]) "
+                f"for a tensor of {describe(self)}"
             )
         return dim % n
 
