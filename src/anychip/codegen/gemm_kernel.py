@@ -208,7 +208,8 @@ def micro_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int) -> str:
     if vec_bytes == 0:
         return MICRO_SCALAR
     vector = micro_vector_c(mr, nr, lanes, unroll, vec_bytes)
-    return f"#if defined(__GNUC__) && !defined(ANYCHIP_GEMM_SCALAR)\n{vector}#else\n{MICRO_SCALAR}#endif\n"
+    guard = "#if defined(__GNUC__) && !defined(ANYCHIP_GEMM_SCALAR)"
+    return f"{guard}\n{vector}#else\n{MICRO_SCALAR}#endif\n"
 
 
 _INCLUDES = """\
