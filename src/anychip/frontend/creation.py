@@ -135,7 +135,7 @@ def arange(
         else (dtypes.default_int if is_int else dtypes.default_float)
     )
     n = max(int(np.ceil((end - start) / step)), 0)
-    vals = start + np.arange(n, dtype=np.float64 if not is_int else np.int64) * step
+    vals = start + np.arange(n, dtype=np.float64 if not is_int else np.int64) * np.asarray(step)
     return _from_host("arange", vals, dt, device, requires_grad)
 
 
@@ -170,7 +170,7 @@ def eye(
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Join tensors along an existing dimension (each is padded into place, then summed;
     the compiler turns this into a select, not arithmetic)."""
-    ts = [t for t in tensors]
+    ts = list(tensors)
     if not ts:
         raise ShapeError("cat: expected a non-empty list of tensors")
     # torch skips 1-d empty tensors in cat

@@ -79,10 +79,10 @@ class MovementMixin:
                 f"flatten: start_dim {start_dim} comes after end_dim {end_dim} ({describe(self)})"
             )
         return (
-            self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1 :])
+            self.reshape((*self.shape[:s], -1, *self.shape[e + 1 :]))
             if self.numel()
             else self.reshape(
-                self.shape[:s] + (math.prod(self.shape[s : e + 1]),) + self.shape[e + 1 :]
+                (*self.shape[:s], math.prod(self.shape[s : e + 1]), *self.shape[e + 1 :])
             )
         )
 
@@ -106,7 +106,7 @@ class MovementMixin:
                 f"for a tensor of {describe(self)}"
             )
         d = dim % n
-        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+        return self.reshape((*self.shape[:d], 1, *self.shape[d:]))
 
     def permute(self: Tensor, *dims: Any) -> Tensor:
         order = tuple(self._axis(d, "permute") for d in _shape_arg(dims))

@@ -7,6 +7,7 @@ records the autograd tape; values are computed only at `.numpy()`, `.item()`, pr
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import itertools
 import threading
@@ -391,7 +392,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         return Tensor._const(0, self.dtype, self.shape, self.device)
 
     # --- autograd -------------------------------------------------------------------
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+    def requires_grad_(self, requires_grad: builtins.bool = True) -> Tensor:
         if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 f"requires_grad: only floating point tensors can require "
@@ -457,7 +458,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         self._seq = next(_SEQ)
         return self
 
-    def _axis(self, dim: int, op: str) -> int:
+    def _axis(self, dim: builtins.int, op: str) -> builtins.int:
         n = max(self.ndim, 1)
         if not -n <= dim < n:
             raise IndexOutOfRange(

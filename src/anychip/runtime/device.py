@@ -77,7 +77,7 @@ class Backend(ABC):
     def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
         """Run a compiled kernel, writing `out` from `ins`."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""
 
 
