@@ -106,6 +106,7 @@ def true_positions(mask: Tensor) -> Tensor:
     are found on the device: a running count gives each true element its output slot.
     """
     n = mask.numel()
+    mask = mask.realize()  # computed once, then read by the count and by the positions
     k = int(mask.sum().item())
     if k == n:
         return iota(n, mask.device)
