@@ -57,7 +57,7 @@ def test_bag_fixed_size(mode: str, device: str) -> None:
     check(lambda i, w: _bag(i, w, mode=mode), [ids, rand(6, 5)], device)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
 def test_bag_offsets_with_empty_bags(mode: str, dtype: str, device: str) -> None:
     ids = np.array([1, 2, 4, 4, 0, 3, 5], I64)

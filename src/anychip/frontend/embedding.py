@@ -65,10 +65,17 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
     return out
 
 
+def _lookup(weight: Tensor, idx: Tensor) -> Tensor:
+    """Rows of weight at idx, in float32 for half tables (bags accumulate in float32)."""
+    rows = take(weight, 0, idx)
+    return rows.to(dtypes.float32) if weight.dtype in (dtypes.float16, dtypes.bfloat16) else rows
+
+
 def _bag_weights(
     idx: Tensor, weight: Tensor, per_sample_weights: Tensor | None, pad: int | None
 ) -> Tensor | None:
     """Each element's factor in its bag (psw, and 0 for padding ids), or None if all are 1."""
+    acc = dtypes.float32 if weight.dtype in (dtypes.float16, dtypes.bfloat16) else weight.dtype
     w = None
     if per_sample_weights is not None:
         if per_sample_weights.shape != idx.shape:
@@ -81,10 +88,10 @@ def _bag_weights(
                 f"embedding_bag: per_sample_weights must be floating point "
                 f"({describe(per_sample_weights)})"
             )
-        w = per_sample_weights.to(weight.device, weight.dtype)
+        w = per_sample_weights.to(weight.device, acc)
     if pad is not None:
         keep = idx != pad
-        w = keep.to(weight.dtype) if w is None else keep._select(w, 0)
+        w = keep.to(acc) if w is None else keep._select(w, 0)
     return w
 
 
@@ -151,18 +158,17 @@ def _offset_bags(
         ids = take(idx, 0, pos)
         if w is not None:  # padding ids (w == 0) are not candidates for the max
             vt = vt & (take(w, 0, pos) != 0)
-        rows = take(weight, 0, ids)
-        return _dense_bags(rows, vt, None, mode)
+        return _dense_bags(_lookup(weight, ids), vt, None, mode)
     bag = _bag_ids(offsets, n)  # (N,) in [0, len(offsets))
-    rows = take(weight, 0, idx)  # (N, D)
+    rows = _lookup(weight, idx)  # (N, D)
     if w is not None:
         rows = rows * w.unsqueeze(-1)
-    out = Tensor._const(0, weight.dtype, (len(off), dim), weight.device)
+    out = Tensor._const(0, rows.dtype, (len(off), dim), weight.device)
     out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((n, dim)), rows, arg=0)
     out = out._shrink([(0, nb), (0, dim)])  # drops what follows include_last_offset's end
     if mode == "mean":
-        ones = w if w is not None else Tensor._const(1, weight.dtype, (n,), weight.device)
-        count = Tensor._const(0, weight.dtype, (len(off),), weight.device)
+        ones = w if w is not None else Tensor._const(1, rows.dtype, (n,), weight.device)
+        count = Tensor._const(0, rows.dtype, (len(off),), weight.device)
         count = count._prim(Ops.SCATTER_ADD, bag, ones, arg=0)._shrink([(0, nb)])
         out = out / count.maximum(1).unsqueeze(-1)
     return out
@@ -204,7 +210,7 @@ def embedding_bag(
                 "embedding_bag: if input is 2-d (fixed-size bags), offsets has to be None"
             )
         valid = (idx != pad) if pad is not None else None
-        return _dense_bags(take(weight, 0, idx), valid, w, mode)
+        return _dense_bags(_lookup(weight, idx), valid, w, mode).to(weight.dtype)
     if idx.ndim != 1 or offsets is None:
         raise ShapeError(
             f"embedding_bag: input has to be 2-d, or 1-d with 1-d offsets ({describe(idx)})"
@@ -214,4 +220,4 @@ def embedding_bag(
         raise ShapeError(
             f"embedding_bag: offsets has to be a non-empty 1-d tensor ({describe(off)})"
         )
-    return _offset_bags(idx, weight, off, w, mode, include_last_offset)
+    return _offset_bags(idx, weight, off, w, mode, include_last_offset).to(weight.dtype)

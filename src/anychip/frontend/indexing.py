@@ -103,7 +103,14 @@ class IndexingMixin:
         return self._shrink(box)._prim(Ops.GATHER, idx, arg=d)
 
     def take_along_dim(self: Tensor, indices: Any, dim: int | None = None) -> Tensor:
-        """numpy's take_along_axis: gather with the non-`dim` dims broadcast together."""
+        """numpy's take_along_axis: gather with the non-`dim` dims broadcast together
+        (flattened input and indices when dim is None).
+
+        >>> import anychip as ac
+        >>> x = ac.tensor([[3.0, 1.0], [0.0, 2.0]])
+        >>> x.take_along_dim(x.argsort(1), 1).tolist()
+        [[1.0, 3.0], [0.0, 2.0]]
+        """
         idx = as_index(self, indices, "take_along_dim")
         if dim is None:
             return self.reshape(-1).gather(0, idx.reshape(-1))
@@ -232,7 +239,13 @@ class IndexingMixin:
         return mask.to(self.device)._select(value, self).to(self.dtype)
 
     def masked_select(self: Tensor, mask: Tensor) -> Tensor:
-        """The elements where `mask` (broadcast with self) holds, as a 1-d tensor."""
+        """The elements where `mask` (broadcast with self) holds, as a 1-d tensor.
+
+        >>> import anychip as ac
+        >>> x = ac.tensor([[1, -2], [-3, 4]])
+        >>> x.masked_select(x > 0).tolist()
+        [1, 4]
+        """
         if mask.dtype is not dtypes.bool_:
             raise DTypeError(f"masked_select: mask must be a bool tensor ({describe(self, mask)})")
         from anychip.frontend.elementwise import broadcast_shapes

@@ -30,16 +30,15 @@ class _Dim:
 
     start: int
     step: int
-    length: int
-    keep: bool  # False for an int index: the dim disappears
+    length: int  # an int index reads 1 element and its dim is then dropped by a reshape
 
 
 @dataclass(frozen=True)
 class _Adv:
-    """An advanced index on dim `pos` of the basic-indexed tensor (sizes `size`)."""
+    """An advanced index on dim `pos` of the basic-indexed tensor, of size n there."""
 
     pos: int
-    idx: Tensor  # int64, values in [-size, size) (checked)
+    idx: Tensor  # int64, values in [-n, n) (checked already)
     repeats: bool  # may hold one position twice (integer tensors; masks never do)
 
 
@@ -107,6 +106,7 @@ def true_positions(mask: Tensor) -> Tensor:
     are found on the device: a running count gives each true element its output slot.
     """
     n = mask.numel()
+    mask = mask.realize()  # computed once, then read by the count and by the positions
     k = int(mask.sum().item())
     if k == n:
         return iota(n, mask.device)
@@ -207,7 +207,7 @@ def _slice_dim(s: slice, n: int) -> _Dim:
     if step <= 0:
         raise ShapeError(f"getitem: step must be greater than zero, got {step}")
     start, stop, step = slice(bound(s.start), bound(s.stop), step).indices(n)
-    return _Dim(start, step, len(range(start, stop, step)), True)
+    return _Dim(start, step, len(range(start, stop, step)))
 
 
 def _plan(x: Tensor, index: Any) -> _Plan:
@@ -229,7 +229,7 @@ def _plan(x: Tensor, index: Any) -> _Plan:
                     f"getitem: index {it} is out of bounds for dimension {d} with size {n} "
                     f"(tensor of {describe(x)})"
                 )
-            dims.append(_Dim(it % n, 1, 1, False))
+            dims.append(_Dim(it % n, 1, 1))
         elif isinstance(it, slice):
             dims.append(_slice_dim(it, x.shape[d]))
             shape.append(dims[-1].length)
@@ -240,7 +240,7 @@ def _plan(x: Tensor, index: Any) -> _Plan:
                     f"getitem: the shape of the mask {list(it.mask.shape)} at index {d} does "
                     f"not match the shape of the indexed tensor {list(x.shape)} at index {d}"
                 )
-            dims.extend(_Dim(0, 1, n, True) for n in covered)
+            dims.extend(_Dim(0, 1, n) for n in covered)
             # the mask's dims merge into one axis, indexed by the flat positions it selects
             adv.append(_Adv(len(shape), true_positions(it.mask.reshape(-1)), False))
             shape.append(math.prod(covered))
@@ -256,7 +256,7 @@ def _plan(x: Tensor, index: Any) -> _Plan:
                 ),
             )
             adv.append(_Adv(len(shape), it, True))
-            dims.append(_Dim(0, 1, n, True))
+            dims.append(_Dim(0, 1, n))
             shape.append(n)
     return _Plan(tuple(dims), tuple(shape), tuple(adv))
 

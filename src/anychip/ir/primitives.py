@@ -326,7 +326,7 @@ def _ref_argsort(arg: tuple[int, bool], x: np.ndarray) -> Any:
     # stable descending order, exact for every dtype: sort the reversed array ascending and
     # reverse back (ties keep their order; NaN, last when ascending, comes first, as torch)
     rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
-    return (x.shape[axis] - 1 - np.flip(rev, axis)).astype(np.int64)
+    return np.asarray(x.shape[axis] - 1 - np.flip(rev, axis), dtype=np.int64)
 
 
 _rule(Ops.ARGSORT, lambda srcs, arg: (srcs[0].shape, dtypes.int64), _ref_argsort, None)
