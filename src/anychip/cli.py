@@ -39,6 +39,7 @@ def command(name: str, help: str, configure: Configure | None = None) -> Callabl
     >>> main(["hello"])
     hello
     0
+    >>> del COMMANDS["hello"]
     """
 
     def register(fn: Run) -> Run:
