@@ -371,3 +371,43 @@ def test_one_hot_matches_torch(device: str) -> None:
         want = torch.nn.functional.one_hot(torch.from_numpy(t), n)
         assert got.dtype is ac.int64
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+# --- gradient clipping -----------------------------------------------------------------
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_clip_grad_norm_matches_torch(norm_type: float, max_norm: float, device: str) -> None:
+    grads = [rand(3, 4, seed=20), rand(5, seed=21), rand(2, 2, seed=22)]
+    ours = [nn.Parameter(ac.zeros(*g.shape, dtype=ac.float64, device=device)) for g in grads]
+    theirs = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+    for p, t, g in zip(ours, theirs, grads, strict=True):
+        p.grad, t.grad = ac.tensor(g, device=device), torch.from_numpy(g.copy())
+    got = nn.utils.clip_grad_norm_(ours, max_norm, norm_type)
+    want = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    for p, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(p.grad.numpy(), t.grad.numpy(), rtol=1e-6)  # type: ignore[union-attr]
+
+
+def test_clip_grad_value_and_nonfinite(device: str) -> None:
+    p = nn.Parameter(ac.zeros(4, device=device))
+    p.grad = ac.tensor([-3.0, -0.5, 0.5, 3.0], device=device)
+    nn.utils.clip_grad_value_([p], 1.0)
+    assert p.grad.tolist() == [-1.0, -0.5, 0.5, 1.0]
+    p.grad = ac.tensor([float("inf"), 0.0, 0.0, 0.0], device=device)
+    with pytest.raises(RuntimeError, match="clip_grad_norm_: the total norm of order 2.0"):
+        nn.utils.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
+    q = nn.Parameter(ac.zeros(2))  # no gradient anywhere: the norm is 0
+    assert nn.utils.clip_grad_norm_([q], 1.0).item() == 0.0
+
+
+def test_parameter_and_module_basics() -> None:
+    p = nn.Parameter(ac.tensor([1.0, 2.0]))
+    assert isinstance(p, ac.Tensor) and p.requires_grad and p.is_leaf
+    assert repr(p).startswith("Parameter containing:\ntensor([1., 2.]")
+    assert not nn.Parameter(ac.zeros(1), requires_grad=False).requires_grad
+    assert not isinstance(p * 2, nn.Parameter)  # ops on a Parameter give plain tensors
+    with pytest.raises(ac.AutogradError, match="only floating point tensors"):
+        nn.Parameter(ac.tensor([1, 2]))
+    with pytest.raises(NotImplementedError, match='missing "forward"'):
+        nn.Module()(ac.zeros(1))
