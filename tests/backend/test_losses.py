@@ -19,7 +19,19 @@ REDUCTIONS = ["mean", "sum", "none"]
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_regression_losses(reduction: str, device: str) -> None:
     x, y = rand(4, 3, seed=1), rand(4, 3, seed=2)
-    for ours, theirs in [(F.mse_loss, TF.mse_loss), (F.l1_loss, TF.l1_loss)]:
+    pairs = [
+        (F.mse_loss, TF.mse_loss),
+        (F.l1_loss, TF.l1_loss),
+        (
+            lambda a, b, **k: F.huber_loss(a, b, delta=0.7, **k),
+            lambda a, b, **k: TF.huber_loss(a, b, delta=0.7, **k),
+        ),
+        (
+            lambda a, b, **k: F.smooth_l1_loss(a, b, beta=0.5, **k),
+            lambda a, b, **k: TF.smooth_l1_loss(a, b, beta=0.5, **k),
+        ),
+    ]
+    for ours, theirs in pairs:
         check(
             lambda a, b, f=ours: f(a, b, reduction=reduction),
             [x, y],
@@ -141,6 +153,23 @@ def test_bce_with_logits(reduction: str, device: str) -> None:
     )
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_binary_cross_entropy(reduction: str, device: str) -> None:
+    p = np.random.default_rng(22).uniform(0.02, 0.98, (4, 3))
+    y = np.random.default_rng(23).uniform(0, 1, (4, 3))
+    w = rand(4, 3, seed=24, low=0.1, high=2)
+    check(
+        lambda a, b: F.binary_cross_entropy(a, b, ac.tensor(w), reduction),
+        [p, y],
+        device,
+        lambda a, b: TF.binary_cross_entropy(a, b, torch.tensor(w), reduction=reduction),
+    )
+    edge = ac.tensor([0.0, 1.0, 0.5], dtype=ac.float64, device=device)
+    got = F.binary_cross_entropy(edge, ac.tensor([1.0, 0.0, 1.0], dtype=ac.float64, device=device))
+    want = TF.binary_cross_entropy(torch.tensor([0.0, 1.0, 0.5]), torch.tensor([1.0, 0.0, 1.0]))
+    assert got.item() == pytest.approx(want.item())  # logs clamped at -100: finite
+
+
 def test_loss_modules(device: str) -> None:
     x, t = rand(5, 4, seed=19).astype(np.float32), _targets((5,), 4, 20, ignore=3)
     w = np.array([1.0, 2.0, 0.5, 1.0], np.float32)
@@ -154,7 +183,7 @@ def test_loss_modules(device: str) -> None:
     for ours, theirs in pairs:
         check(lambda a, b, m=ours: m(a, b), [x, t], device, lambda a, b, m=theirs: m(a, b))
     y = rand(5, 4, seed=21).astype(np.float32)
-    for name in ("MSELoss", "L1Loss", "BCEWithLogitsLoss"):
+    for name in ("MSELoss", "L1Loss", "BCEWithLogitsLoss", "HuberLoss", "SmoothL1Loss"):
         ours, theirs = getattr(nn, name)(reduction="sum"), getattr(torch.nn, name)(reduction="sum")
         check(lambda a, b, m=ours: m(a, b), [x, y], device, lambda a, b, m=theirs: m(a, b))
     assert repr(nn.MSELoss(reduction="sum")) == "MSELoss(reduction='sum')"

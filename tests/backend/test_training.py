@@ -68,6 +68,8 @@ def test_cli_help_and_devices(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ref" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["demo", "--epochs", "many"])
+    assert cli.main(["demo", "--device", "abacus"]) == 1
+    assert "anychip demo: error: device: unknown device 'abacus'" in capsys.readouterr().err
 
 
 def test_cli_commands_can_be_added(capsys: pytest.CaptureFixture[str]) -> None:
