@@ -252,6 +252,14 @@ def test_random_statistics(device: str) -> None:
     assert chi2 < 30
 
 
+@pytest.mark.parametrize("dt", ["float16", "bfloat16", "float32"])
+def test_rand_stays_below_one_in_narrow_dtypes(dt: str, device: str) -> None:
+    # a float64 uniform in [1 - 2**-12, 1) rounds to 1.0 in float16 (1 in 4096 draws)
+    ac.manual_seed(3)
+    u = ac.rand(40000, dtype=getattr(ac, dt), device=device).numpy()
+    assert u.min() >= 0.0 and u.max() < 1.0
+
+
 def test_random_dtypes_and_shapes(device: str) -> None:
     ac.manual_seed(2)
     assert ac.rand(2, 3, dtype=ac.float64, device=device).dtype is ac.float64
