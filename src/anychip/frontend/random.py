@@ -15,7 +15,7 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.errors import DTypeError, ShapeError
-from anychip.frontend.movement import _shape_arg
+from anychip.frontend.movement import _int_sizes, _shape_arg
 from anychip.frontend.tensor import Tensor
 from anychip.runtime import device as devmod
 
@@ -63,7 +63,7 @@ def _uniform(n: int) -> np.ndarray:
 
 
 def _size(op: str, size: Any) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in _shape_arg(size))
+    shape = tuple(_int_sizes(_shape_arg(size), op))
     if any(s < 0 for s in shape):
         raise ShapeError(f"{op}: negative dimension in size {shape}")
     return shape
