@@ -286,7 +286,7 @@ class MovementMixin:
             from anychip.frontend.tensor import Tensor
 
             mask = Tensor._const(True, dtypes.bool_, x.shape, x.device)
-            out = mask._pad_zero(grow)._select(out, value)
+            out = mask._pad_zero(grow)._select(out, value).to(self.dtype)
         return out
 
     def split(

@@ -115,6 +115,14 @@ def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
     return arr, dt
 
 
+def _wrap_int(value: int, dt: DType) -> int:
+    """A Python int in dt's range, wrapped two's-complement as PyTorch does when it mixes a
+    scalar into an integer tensor (uint8 tensor + (-2) adds 254)."""
+    bits = 8 * dt.itemsize
+    v = value % (1 << bits)
+    return v - (1 << bits) if dt.kind == "i" and v >= 1 << (bits - 1) else v
+
+
 def _storage(arr: np.ndarray, dt: DType) -> np.ndarray:
     if dt is dtypes.bfloat16:
         return dtypes.f32_to_bf16(arr.astype(np.float32))
@@ -175,7 +183,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         if dtype.kind == "b":
             value = bool(value)
         elif dtype.kind in "iu":
-            value = int(value)
+            value = _wrap_int(int(value), dtype)
         else:
             value = float(value)
         return cls._from_node(Node(Ops.CONST, dtype, tuple(shape), device, (), value))
