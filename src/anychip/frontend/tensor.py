@@ -204,7 +204,9 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         shape, dtype = rule.infer(nodes, arg)
         out_dev = arg if op is Ops.COPY else dev
         out = Tensor._from_node(Node(op, dtype, shape, out_dev, nodes, arg))
-        if rule.vjp is not None and is_grad_enabled() and any(s.requires_grad for s in srcs):
+        # only floating results carry gradients (x.long() is a constant to autograd)
+        differentiable = rule.vjp is not None and dtype.is_floating_point
+        if differentiable and is_grad_enabled() and any(s.requires_grad for s in srcs):
             out.requires_grad = True
             out._ctx = _Ctx(op, srcs, arg)
         return out
