@@ -39,6 +39,7 @@ def command(name: str, help: str, configure: Configure | None = None) -> Callabl
     >>> main(["hello"])
     hello
     0
+    >>> del COMMANDS["hello"]
     """
 
     def register(fn: Run) -> Run:
@@ -81,7 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help()
         return 2
-    code = run(args)
+    from anychip.errors import Error
+
+    try:
+        code = run(args)
+    except Error as e:  # bad input (an unknown device, ...): a message, not a traceback
+        print(f"anychip {args.command}: error: {e}", file=sys.stderr)
+        return 1
     return int(code or 0)
 
 

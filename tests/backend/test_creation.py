@@ -204,6 +204,27 @@ def test_float16_overflow_and_int_truncation(device: str) -> None:
     assert ac.tensor([300], device=device).to(ac.uint8).tolist() == [44]
 
 
+SCALAR_MIXES = {
+    "uint8 + negative": lambda m, d: m.tensor([1, 5], dtype=m.uint8, device=d) + (-2),
+    "uint8 * big": lambda m, d: m.tensor([1, 5], dtype=m.uint8, device=d) * 300,
+    "int8 + big": lambda m, d: m.tensor([1, 5], dtype=m.int8, device=d) + 200,
+    "full uint8 -1": lambda m, d: m.full((2,), -1, dtype=m.uint8, device=d),
+    "uint8 < -1": lambda m, d: m.tensor([1, 5], dtype=m.uint8, device=d) < -1,
+    "bool square": lambda m, d: m.tensor([True, False], device=d).square(),
+    "bool pow": lambda m, d: m.tensor([True, False], device=d) ** 2,
+    "bool sign": lambda m, d: m.tensor([True, False], device=d).sign(),
+    "int32 pow": lambda m, d: m.tensor([3, -2], dtype=m.int32, device=d) ** 2,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCALAR_MIXES))
+def test_python_scalars_with_integer_tensors(name: str, device: str) -> None:
+    # torch wraps an out-of-range Python int into the tensor's integer type
+    got = SCALAR_MIXES[name](ac, device)
+    want = SCALAR_MIXES[name](torch, "cpu")
+    assert got.dtype.name == _name(want.dtype) and got.tolist() == want.tolist()
+
+
 def test_manual_seed_determinism(device: str) -> None:
     ac.manual_seed(123)
     a = (ac.rand(3, 4, device=device), ac.randn(5, device=device), ac.randint(0, 10, (6,)))
@@ -250,6 +271,14 @@ def test_random_statistics(device: str) -> None:
     # chi-square with 7 degrees of freedom: 30 is far beyond its 99.99th percentile (~29.9)
     chi2 = float((((counts - n / 8) ** 2) / (n / 8)).sum())
     assert chi2 < 30
+
+
+@pytest.mark.parametrize("dt", ["float16", "bfloat16", "float32"])
+def test_rand_stays_below_one_in_narrow_dtypes(dt: str, device: str) -> None:
+    # a float64 uniform in [1 - 2**-12, 1) rounds to 1.0 in float16 (1 in 4096 draws)
+    ac.manual_seed(3)
+    u = ac.rand(40000, dtype=getattr(ac, dt), device=device).numpy()
+    assert u.min() >= 0.0 and u.max() < 1.0
 
 
 def test_random_dtypes_and_shapes(device: str) -> None:

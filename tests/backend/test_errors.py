@@ -170,6 +170,41 @@ def test_dim_out_of_range(name: str, device: str) -> None:
     assert "out of range" in msg and f"device {device}" in msg
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["unbind", "split", "chunk", "narrow", "roll"],
+)
+def test_ops_that_need_a_dimension_reject_0d(name: str, device: str) -> None:
+    calls = {
+        "unbind": lambda x: x.unbind(0),
+        "split": lambda x: x.split(1),
+        "chunk": lambda x: x.chunk(2),
+        "narrow": lambda x: x.narrow(0, 0, 1),
+        "roll": lambda x: x.roll(1, 0),
+    }
+    x = ac.tensor(2.0, device=device)
+    expect(lambda: calls[name](x), ac.IndexOutOfRange, name, "()", "float32", device)
+
+
+def test_repeated_dims(device: str) -> None:
+    x = ac.ones(1, 2, device=device)
+    for op, call in [
+        ("flip", lambda: x.flip(0, 0)),
+        ("squeeze", lambda: x.squeeze((0, -2))),
+        ("sum", lambda: x.sum((1, -1))),
+        ("permute", lambda: x.permute(1, 1)),
+    ]:
+        expect(call, ac.ShapeError, op, "(1, 2)", "float32", device)
+
+
+def test_sizes_must_be_integers(device: str) -> None:
+    x = ac.ones(2, 2, device=device)
+    expect(lambda: x.reshape(2.0, 2), ac.DTypeError, "reshape", "2.0")
+    expect(lambda: ac.zeros(2.5), ac.DTypeError, "zeros", "2.5")
+    expect(lambda: ac.rand((2, 1.5)), ac.DTypeError, "rand", "1.5")
+    expect(lambda: x.expand(-1, 2, 2), ac.ShapeError, "expand", "(-1, 2, 2)", "(2, 2)")
+
+
 def test_unknown_device() -> None:
     for fn, op in [
         (lambda: ac.ones(2, 3, device="nope"), "ones"),

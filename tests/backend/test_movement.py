@@ -168,6 +168,14 @@ def test_pad(shape: tuple, pad: tuple, value: float, device: str) -> None:
     )
 
 
+def test_pad_keeps_integer_and_bool_dtypes(device: str) -> None:
+    for data, value in (([True, False], 1), ([1, 2], 7), ([1.5], 2.5)):
+        got = ac.tensor(data, device=device).pad((1, 2), value=value)
+        want = torch.nn.functional.pad(torch.tensor(data), (1, 2), value=value)
+        assert got.dtype.name == str(want.dtype).split(".")[-1]
+        assert got.tolist() == want.tolist()
+
+
 @pytest.mark.parametrize(
     ("shape", "shifts", "dims"),
     [((5,), 2, 0), ((3, 4), -1, 1), ((3, 4), (1, 3), (0, 1)), ((3, 4), 7, -1), ((0, 3), 1, 0)],

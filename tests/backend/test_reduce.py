@@ -110,6 +110,23 @@ def test_half_sum_accumulates_in_float32(device: str) -> None:
     assert t.sum().dtype is ac.float16
 
 
+@pytest.mark.parametrize("dt", ["float16", "bfloat16"])
+def test_half_statistics_do_not_overflow(dt: str, device: str) -> None:
+    # 10000 tens sum to 1e5 > 65504: torch computes mean/var/softmax in float32 internally
+    x = np.full((2, 10000), 10.0) + np.linspace(0, 1, 10000)
+    fns = {
+        "mean": lambda t: t.mean(1),
+        "var": lambda t: t.var(1),
+        "std": lambda t: t.std(1, keepdim=True),
+        "softmax": lambda t: t.softmax(1),
+        "log_softmax": lambda t: t.log_softmax(1),
+        "logsumexp": lambda t: t.logsumexp(1),
+    }
+    for fn in fns.values():
+        check(fn, [x], device, dtype=dt, grad=False)
+    check(lambda t: t.mean(1) + t.var(1) + t.logsumexp(1), [x[:, :300]], device, dtype=dt)
+
+
 @pytest.mark.parametrize(("shape", "dim"), [((3, 4), 1), ((3, 4), 0), ((2, 3, 4), -2)])
 def test_prod(shape: tuple, dim: int, device: str) -> None:
     check(lambda x: x.prod(dim), [rand(*shape, seed=3)], device)

@@ -232,6 +232,18 @@ def test_requires_grad_rules() -> None:
     assert c.is_leaf and c.requires_grad
 
 
+def test_integer_results_do_not_require_grad() -> None:
+    a, t = _pair([1.5, 2.5])
+    assert not a.long().requires_grad and not t.long().requires_grad
+    assert not a.sum(dtype=ac.int64).requires_grad
+    with pytest.raises(ac.AutogradError, match="does not require grad"):
+        a.long().sum().backward()
+    # an integer detour is a constant: the gradient flows only through the float path
+    ((a.long() * 2).double() * a).sum().backward()
+    ((t.long() * 2).double() * t).sum().backward()
+    _same(a.grad, t.grad)
+
+
 def test_gradient_dtype_follows_the_leaf() -> None:
     a = ac.tensor([1.0, 2.0], dtype=ac.float16, requires_grad=True)
     (a.float() * 3).sum().backward()

@@ -225,6 +225,12 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
+def _imbalance(size: int, tile: int, parts: int) -> float:
+    """Work of the busiest of `parts` threads over the mean, splitting whole tiles."""
+    tiles = -(-max(size, 1) // tile)
+    return -(-tiles // parts) * parts / tiles
+
+
 def _register_tile(spec: GemmSpec, host: HostInfo) -> tuple[int, int, int]:
     """(mr, nr, vec_bytes): as many accumulators as the registers hold (nr//lanes vectors
     of B, one broadcast of A, mr*nr//lanes accumulators)."""
@@ -255,9 +261,12 @@ def default_tiling(spec: GemmSpec, host: HostInfo | None = None) -> GemmTiling:
     # mc: A's (mc, kc) block in half of L2, with a multiple of `threads` row blocks of
     # near-equal height so no thread waits at the barrier for another's extra block
     mc = max(mr, host.l2_bytes // (2 * kc * size) // mr * mr)
+    m = max(spec.m, 1)
     split = 1 if batch_parallel else threads
-    blocks = _round_up(-(-max(spec.m, 1) // mc), split)
-    mc = _round_up(-(-max(spec.m, 1) // blocks), mr)
+    if m <= mc and _imbalance(spec.n, nr, split) < _imbalance(m, mr, split):
+        split = 1  # one row block: the kernel splits the columns between threads instead
+    blocks = _round_up(-(-m // mc), split)
+    mc = _round_up(-(-m // blocks), mr)
     nc = min(_round_up(4096, nr), _round_up(max(spec.n, 1), nr))
     return GemmTiling(mc, nc, kc, mr, nr, vec, 4, threads, batch_parallel)
 

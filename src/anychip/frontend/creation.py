@@ -9,7 +9,7 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.errors import IndexOutOfRange, ShapeError, describe
-from anychip.frontend.movement import _shape_arg, same_device
+from anychip.frontend.movement import _int_sizes, _shape_arg, same_device
 from anychip.frontend.tensor import Tensor
 from anychip.runtime import device as devmod
 
@@ -25,7 +25,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 
 def _shape(size: Sequence[Any], op: str) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in _shape_arg(size))
+    shape = tuple(_int_sizes(_shape_arg(size), op))
     if any(s < 0 for s in shape):
         raise ShapeError(f"{op}: negative dimension in size {shape}")
     return shape

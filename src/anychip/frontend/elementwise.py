@@ -152,12 +152,16 @@ class ElementwiseMixin:
         return self._binary(Ops.MOD, other, name="fmod")
 
     def pow(self: Tensor, exponent: Any) -> Tensor:
-        if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        if (
+            isinstance(exponent, (int, float))
+            and not isinstance(exponent, bool)
+            and self.dtype.is_floating_point
+        ):
             if exponent == 2:
                 return self * self
             if exponent == 1:
                 return self * 1
-            if exponent == 0.5 and self.dtype.is_floating_point:
+            if exponent == 0.5:
                 return self.sqrt()
         return self._binary(Ops.POW, exponent)
 
@@ -408,6 +412,8 @@ class ElementwiseMixin:
         return self if self.dtype.kind in "bu" else self.maximum(-self)
 
     def sign(self: Tensor) -> Tensor:
+        if self.dtype is dtypes.bool_:
+            return self.clone()
         return (self > 0).to(self.dtype) - (self < 0).to(self.dtype)
 
     def sqrt(self: Tensor) -> Tensor:
@@ -453,7 +459,7 @@ class ElementwiseMixin:
         return 1 / self
 
     def square(self: Tensor) -> Tensor:
-        return self * self
+        return self.pow(2)
 
     def floor(self: Tensor) -> Tensor:
         return self._prim(Ops.FLOOR) if self.dtype.is_floating_point else self

@@ -7,11 +7,12 @@ compiler turns them into index arithmetic.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
-from anychip.errors import DeviceError, IndexOutOfRange, ShapeError, describe
+from anychip.errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, describe
 from anychip.ir.ops import Ops
 
 if TYPE_CHECKING:
@@ -24,8 +25,31 @@ def _shape_arg(shape: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(shape)
 
 
+def _int_sizes(sizes: Sequence[Any], op: str) -> list[int]:
+    """Sizes as Python ints; floats and other non-integers are a DTypeError, as in torch."""
+    try:
+        return [operator.index(s) for s in sizes]
+    except TypeError:
+        raise DTypeError(f"{op}: sizes must be integers, got {tuple(sizes)}") from None
+
+
 class MovementMixin:
     __slots__ = ()
+
+    def _axis_nd(self: Tensor, dim: int, op: str) -> int:
+        """Like `_axis`, for ops that need a real dimension (a 0-d tensor has none)."""
+        if self.ndim == 0:
+            raise IndexOutOfRange(
+                f"{op}: dimension {dim} specified but the tensor has no dimensions "
+                f"({describe(self)})"
+            )
+        return self._axis(dim, op)
+
+    def _unique_axes(self: Tensor, dims: Sequence[int], op: str) -> tuple[int, ...]:
+        axes = tuple(self._axis(d, op) for d in dims)
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"{op}: dim {tuple(dims)} appears more than once ({describe(self)})")
+        return axes
 
     def _broadcast(self: Tensor, shape: tuple[int, ...], op: str = "expand") -> Tensor:
         """numpy broadcast to `shape` (add leading axes, then expand size-1 axes)."""
@@ -41,7 +65,7 @@ class MovementMixin:
         return x._prim(Ops.EXPAND, arg=tuple(shape)) if x.shape != shape else x
 
     def reshape(self: Tensor, *shape: Any) -> Tensor:
-        new = list(_shape_arg(shape))
+        new = _int_sizes(_shape_arg(shape), "reshape")
         if new.count(-1) > 1:
             raise ShapeError(
                 f"reshape: only one dimension can be -1, got {tuple(new)} ({describe(self)})"
@@ -93,7 +117,7 @@ class MovementMixin:
     def squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
         if dim is None:
             return self.reshape(tuple(s for s in self.shape if s != 1))
-        dims = {self._axis(d, "squeeze") for d in ((dim,) if isinstance(dim, int) else dim)}
+        dims = set(self._unique_axes((dim,) if isinstance(dim, int) else dim, "squeeze"))
         return self.reshape(
             tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1))
         )
@@ -152,6 +176,11 @@ class MovementMixin:
         full = tuple(
             self.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape)
         )
+        if any(s < 0 for s in full):
+            raise ShapeError(
+                f"expand: sizes {tuple(shape)} may hold -1 only for existing dimensions and "
+                f"no other negative size (tensor of {describe(self)})"
+            )
         return self._broadcast(full)
 
     def expand_as(self: Tensor, other: Tensor) -> Tensor:
@@ -178,7 +207,7 @@ class MovementMixin:
         return self.repeat((1,) * (self.ndim - len(reps)) + tuple(reps))
 
     def flip(self: Tensor, *dims: Any) -> Tensor:
-        axes = tuple(sorted({self._axis(d, "flip") for d in _shape_arg(dims)}))
+        axes = tuple(sorted(self._unique_axes(_shape_arg(dims), "flip")))
         return self._prim(Ops.FLIP, arg=axes) if axes and self.ndim else self
 
     def roll(
@@ -201,7 +230,7 @@ class MovementMixin:
 
         x = self
         for s, d in zip(sh, ds):
-            n = x.shape[x._axis(d, "roll")]
+            n = x.shape[x._axis_nd(d, "roll")]
             if n:
                 s %= n
                 x = cat([x.narrow(d, n - s, s), x.narrow(d, 0, n - s)], d) if s else x
@@ -218,7 +247,7 @@ class MovementMixin:
         return self._prim(Ops.PAD, arg=pads) if any(lo or hi for lo, hi in pads) else self
 
     def narrow(self: Tensor, dim: int, start: int, length: int) -> Tensor:
-        d = self._axis(dim, "narrow")
+        d = self._axis_nd(dim, "narrow")
         n = self.shape[d]
         start = start + n if start < 0 else start
         if not (0 <= start <= n and length >= 0 and start + length <= n):
@@ -257,13 +286,13 @@ class MovementMixin:
             from anychip.frontend.tensor import Tensor
 
             mask = Tensor._const(True, dtypes.bool_, x.shape, x.device)
-            out = mask._pad_zero(grow)._select(out, value)
+            out = mask._pad_zero(grow)._select(out, value).to(self.dtype)
         return out
 
     def split(
         self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0
     ) -> tuple[Tensor, ...]:
-        d = self._axis(dim, "split")
+        d = self._axis_nd(dim, "split")
         n = self.shape[d]
         if isinstance(split_size_or_sections, int):
             step = split_size_or_sections
@@ -286,7 +315,7 @@ class MovementMixin:
         return tuple(out)
 
     def tensor_split(self: Tensor, sections: int, dim: int = 0) -> tuple[Tensor, ...]:
-        n = self.shape[self._axis(dim, "tensor_split")]
+        n = self.shape[self._axis_nd(dim, "tensor_split")]
         if sections <= 0:
             raise ShapeError(
                 f"tensor_split: sections must be positive, got {sections} ({describe(self)})"
@@ -297,11 +326,11 @@ class MovementMixin:
     def chunk(self: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
         if chunks <= 0:
             raise ShapeError(f"chunk: chunks must be positive, got {chunks} ({describe(self)})")
-        n = self.shape[self._axis(dim, "chunk")]
+        n = self.shape[self._axis_nd(dim, "chunk")]
         return self.split(max(-(-n // chunks), 1), dim)
 
     def unbind(self: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
-        d = self._axis(dim, "unbind")
+        d = self._axis_nd(dim, "unbind")
         return tuple(t.squeeze(d) for t in self.split(1, d))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.errors import DTypeError, ShapeError
-from anychip.frontend.movement import _shape_arg
+from anychip.frontend.movement import _int_sizes, _shape_arg
 from anychip.frontend.tensor import Tensor
 from anychip.runtime import device as devmod
 
@@ -63,7 +63,7 @@ def _uniform(n: int) -> np.ndarray:
 
 
 def _size(op: str, size: Any) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in _shape_arg(size))
+    shape = tuple(_int_sizes(_shape_arg(size), op))
     if any(s < 0 for s in shape):
         raise ShapeError(f"{op}: negative dimension in size {shape}")
     return shape
@@ -81,6 +81,11 @@ def _make(
     return Tensor(vals.reshape(shape), dtype=dt, device=dev, requires_grad=requires_grad)
 
 
+# significand bits (with the implicit one) of the narrow floats: the largest value below 1
+# is 1 - 2**-bits
+_MANTISSA_BITS = {"float32": 24, "float16": 11, "bfloat16": 8}
+
+
 def _float_dtype(op: str, dtype: Any) -> dtypes.DType:
     dt = dtypes.to_dtype(dtype, op) if dtype is not None else dtypes.default_float
     if not dt.is_floating_point:
@@ -94,7 +99,7 @@ def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool 
     dt = _float_dtype("rand", dtype)
     u = _uniform(math.prod(shape))
     if dt is not dtypes.float64:  # never round up to 1.0 in a narrower type
-        u = np.minimum(u, np.nextafter(np.float32(1), np.float32(0)))
+        u = np.minimum(u, 1.0 - 2.0 ** -_MANTISSA_BITS[dt.name])
     return _make("rand", u, shape, dt, device, requires_grad)
 
 

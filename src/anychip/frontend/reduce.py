@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
 
 Dim = int | Sequence[int] | None
+HALF = (dtypes.float16, dtypes.bfloat16)
 
 
 class ValuesIndices(NamedTuple):
@@ -53,6 +54,11 @@ class ReduceMixin:
             else out.reshape(tuple(s for i, s in enumerate(self.shape) if i not in axes))
         )
 
+    def _wide(self: Tensor) -> Tensor:
+        """Halves in float32: their sums overflow (float16 stops at 65504) or lose every
+        small term; means, variances and softmax round once at the end, as PyTorch."""
+        return self.to(dtypes.float32) if self.dtype in HALF else self
+
     def _acc_dtype(self: Tensor, dtype: Any) -> Tensor:
         if dtype is not None:
             return self.to(dtypes.to_dtype(dtype))
@@ -71,7 +77,8 @@ class ReduceMixin:
         if not x.dtype.is_floating_point:
             raise DTypeError(f"mean: input dtype must be floating point, got {describe(self)}")
         n = math.prod(self.shape[a] for a in self._dims(dim, "mean"))
-        return x.sum(dim, keepdim) / n if n else x.sum(dim, keepdim) * math.nan
+        total = x._wide().sum(dim, keepdim)
+        return (total / n if n else total * math.nan).to(x.dtype)
 
     def var(
         self: Tensor,
@@ -85,8 +92,9 @@ class ReduceMixin:
             raise DTypeError(f"var: input dtype must be floating point, got {describe(self)}")
         corr = correction if correction is not None else (0 if unbiased is False else 1)
         n = math.prod(self.shape[a] for a in self._dims(dim, "var"))
-        d = self - self.mean(dim, keepdim=True)
-        return (d * d).sum(dim, keepdim) / max(n - corr, 0)
+        x = self._wide()
+        d = x - x.mean(dim, keepdim=True)
+        return ((d * d).sum(dim, keepdim) / max(n - corr, 0)).to(self.dtype)
 
     def std(
         self: Tensor,
@@ -178,10 +186,10 @@ class ReduceMixin:
 
     def logsumexp(self: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
         axes = self._dims(dim, "logsumexp")
-        x = self._float()
+        x = self._float()._wide()
         m = x.detach().amax(dim, keepdim=True) if x.numel() else x.sum(dim, True)
         m = m.isinf()._select(0, m)
-        out = (x - m).exp().sum(dim, keepdim=True).log() + m
+        out = ((x - m).exp().sum(dim, keepdim=True).log() + m).to(self._float().dtype)
         return out if keepdim else out.squeeze(axes)
 
     def softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
@@ -189,13 +197,15 @@ class ReduceMixin:
         x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "softmax"))
         if x.numel() == 0:  # nothing to normalise (and amax has no identity)
             return x * 1
-        e = (x - x.detach().amax(dim, keepdim=True)).exp()
-        return e / e.sum(dim, keepdim=True)
+        w = x._wide()
+        e = (w - w.detach().amax(dim, keepdim=True)).exp()
+        return (e / e.sum(dim, keepdim=True)).to(x.dtype)
 
     def log_softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
         self._axis(dim, "log_softmax")
         x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "log_softmax"))
-        return x - x.logsumexp(dim, keepdim=True)
+        w = x._wide()
+        return (w - w.logsumexp(dim, keepdim=True)).to(x.dtype)
 
     def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
         x = self._acc_dtype(dtype)

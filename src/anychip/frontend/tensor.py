@@ -116,6 +116,14 @@ def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
     return arr, dt
 
 
+def _wrap_int(value: int, dt: DType) -> int:
+    """A Python int in dt's range, wrapped two's-complement as PyTorch does when it mixes a
+    scalar into an integer tensor (uint8 tensor + (-2) adds 254)."""
+    bits = 8 * dt.itemsize
+    v = value % (1 << bits)
+    return v - (1 << bits) if dt.kind == "i" and v >= 1 << (bits - 1) else v
+
+
 def _storage(arr: np.ndarray, dt: DType) -> np.ndarray:
     if dt is dtypes.bfloat16:
         return dtypes.f32_to_bf16(arr.astype(np.float32))
@@ -176,7 +184,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         if dtype.kind == "b":
             value = bool(value)
         elif dtype.kind in "iu":
-            value = int(value)
+            value = _wrap_int(int(value), dtype)
         else:
             value = float(value)
         return cls._from_node(Node(Ops.CONST, dtype, tuple(shape), device, (), value))
@@ -197,7 +205,9 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         shape, dtype = rule.infer(nodes, arg)
         out_dev = arg if op is Ops.COPY else dev
         out = Tensor._from_node(Node(op, dtype, shape, out_dev, nodes, arg))
-        if rule.vjp is not None and is_grad_enabled() and any(s.requires_grad for s in srcs):
+        # only floating results carry gradients (x.long() is a constant to autograd)
+        differentiable = rule.vjp is not None and dtype.is_floating_point
+        if differentiable and is_grad_enabled() and any(s.requires_grad for s in srcs):
             out.requires_grad = True
             out._ctx = _Ctx(op, srcs, arg)
         return out

@@ -33,18 +33,29 @@ from anychip.nn.layers import (
     RMSNorm,
     Unflatten,
 )
-from anychip.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from anychip.nn.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from anychip.nn.module import IncompatibleKeys, Module, Parameter, StateDictError
 
 __all__ = [
     "ELU",
     "GELU",
+    "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
     "Embedding",
     "EmbeddingBag",
     "Flatten",
+    "HuberLoss",
     "Identity",
     "IncompatibleKeys",
     "L1Loss",
@@ -63,6 +74,7 @@ __all__ = [
     "Sequential",
     "SiLU",
     "Sigmoid",
+    "SmoothL1Loss",
     "Softmax",
     "Softplus",
     "StateDictError",

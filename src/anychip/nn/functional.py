@@ -15,11 +15,14 @@ from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError, ShapeError, describe
 from anychip.frontend.tensor import Tensor
 from anychip.nn.losses import (
+    binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
+    huber_loss,
     l1_loss,
     mse_loss,
     nll_loss,
+    smooth_l1_loss,
 )
 
 
@@ -247,6 +250,7 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
 
 
 __all__ = [
+    "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cosine_similarity",
     "cross_entropy",
@@ -255,6 +259,7 @@ __all__ = [
     "embedding",
     "embedding_bag",
     "gelu",
+    "huber_loss",
     "l1_loss",
     "layer_norm",
     "leaky_relu",
@@ -269,6 +274,7 @@ __all__ = [
     "rms_norm",
     "sigmoid",
     "silu",
+    "smooth_l1_loss",
     "softmax",
     "softplus",
     "tanh",

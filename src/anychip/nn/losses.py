@@ -193,6 +193,47 @@ def _soft_cross_entropy(
     return _reduce(loss, reduction, "cross_entropy")
 
 
+def binary_cross_entropy(
+    input: Tensor, target: Tensor, weight: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
+    """-w [y log(x) + (1 - y) log(1 - x)] for probabilities x, each log clamped at -100
+    as in PyTorch (so x = 0 or 1 gives a finite loss)."""
+    _check_reduction(reduction, "binary_cross_entropy")
+    target = to_tensor(target, like=input)
+    if target.shape != input.shape:
+        raise ShapeError(
+            "binary_cross_entropy: target size must be the same as input size: "
+            f"{describe(input, target)}"
+        )
+    y = target.to(input.dtype)
+    loss = -(y * input.log().clamp(min=-100) + (1 - y) * (1 - input).log().clamp(min=-100))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy")
+
+
+def huber_loss(
+    input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0
+) -> Tensor:
+    """0.5 d^2 where |d| < delta, else delta (|d| - delta / 2), with d = input - target."""
+    _check_reduction(reduction, "huber_loss")
+    d = (input - to_tensor(target, like=input)).abs()
+    loss = (d < delta)._select(d * d * 0.5, (d - 0.5 * delta) * delta)
+    return _reduce(loss, reduction, "huber_loss")
+
+
+def smooth_l1_loss(
+    input: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0
+) -> Tensor:
+    """0.5 d^2 / beta where |d| < beta, else |d| - beta / 2 (huber_loss / beta)."""
+    _check_reduction(reduction, "smooth_l1_loss")
+    d = (input - to_tensor(target, like=input)).abs()
+    if beta == 0:
+        return _reduce(d, reduction, "smooth_l1_loss")
+    loss = (d < beta)._select(d * d * (0.5 / beta), d - 0.5 * beta)
+    return _reduce(loss, reduction, "smooth_l1_loss")
+
+
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
@@ -245,6 +286,33 @@ class MSELoss(_Loss):
 class L1Loss(_Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return l1_loss(input, target, self.reduction)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return huber_loss(input, target, self.reduction, self.delta)
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class BCELoss(_Loss):
+    def __init__(self, weight: Tensor | None = None, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return binary_cross_entropy(input, target, self.weight, self.reduction)
 
 
 class NLLLoss(_Loss):

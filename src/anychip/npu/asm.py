@@ -10,7 +10,7 @@ import re
 from enum import IntEnum
 from typing import Any
 
-from anychip.npu.errors import AsmError, IllegalInstruction
+from anychip.npu.errors import AsmError, IllegalInstruction, where
 from anychip.npu.isa import (
     BY_MNEMONIC,
     DT,
@@ -55,6 +55,12 @@ def format_instr(inst: Instr, labels: dict[int, str] | None = None) -> str:
         else:
             parts.append(f"{name}={_fmt(v)}")
     return " ".join(parts)
+
+
+def describe(who: tuple[int, int, Instr]) -> str:
+    """`core 0 instruction #12 `vadd ...``: how faults name an instruction (core, index, it)."""
+    core, index, inst = who
+    return where(core, index, format_instr(inst))
 
 
 _REF = re.compile(r"^([a-z0-9]+):(?:r(\d+)([+-]))?(-?(?:0x[0-9a-fA-F]+|\d+))$")
