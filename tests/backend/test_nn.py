@@ -395,7 +395,7 @@ def test_clip_grad_value_and_nonfinite(device: str) -> None:
     nn.utils.clip_grad_value_([p], 1.0)
     assert p.grad.tolist() == [-1.0, -0.5, 0.5, 1.0]
     p.grad = ac.tensor([float("inf"), 0.0, 0.0, 0.0], device=device)
-    with pytest.raises(RuntimeError, match="clip_grad_norm_: the total norm of order 2.0"):
+    with pytest.raises(RuntimeError, match=r"clip_grad_norm_: the total norm of order 2\.0"):
         nn.utils.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
     q = nn.Parameter(ac.zeros(2))  # no gradient anywhere: the norm is 0
     assert nn.utils.clip_grad_norm_([q], 1.0).item() == 0.0
