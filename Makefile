@@ -22,6 +22,7 @@ check: $(BIN)/.installed
 	PATH=$(BIN):$$PATH scripts/check
 
 bench: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:
