@@ -84,7 +84,8 @@ class Access:
             bad = self.lo if self.lo < 0 else self.hi - 1
             raise OutOfBounds(
                 f"npu: out-of-bounds {what} of {self.mem.name} at byte {bad} "
-                f"(access covers [{self.lo}, {self.hi}), {self.mem.name} holds {self.mem.size} bytes)",
+                f"(access covers [{self.lo}, {self.hi}), "
+                f"{self.mem.name} holds {self.mem.size} bytes)",
                 where,
             )
 
@@ -92,7 +93,7 @@ class Access:
         size = self.dt.itemsize
         if per_byte:  # one entry per byte of each element: shape + (itemsize,)
             shape = (*self.shape, size)
-            strides = tuple(s * size * arr.itemsize for s in self.strides) + (arr.itemsize,)
+            strides = (*(s * size * arr.itemsize for s in self.strides), arr.itemsize)
         else:
             shape, strides = self.shape, tuple(s * size for s in self.strides)
         return np.ndarray(
@@ -121,7 +122,8 @@ class Access:
             )
             raise UninitializedRead(
                 f"npu: {what} of never-written {self.mem.name} memory at byte {addr} "
-                f"(element {tuple(int(i) for i in first[:-1])} of a {self.dt.name.lower()} box {self.shape})",
+                f"(element {tuple(int(i) for i in first[:-1])} of a "
+                f"{self.dt.name.lower()} box {self.shape})",
                 describe(who),
             )
         return np.array(self.view())

@@ -135,7 +135,8 @@ class Simulator:
         ncores = len(program.cores)
         if ncores > self.config.cores:
             raise IllegalInstruction(
-                f"npu: program has {ncores} cores but design {self.config.name!r} has {self.config.cores}"
+                f"npu: program has {ncores} cores but design {self.config.name!r} "
+                f"has {self.config.cores}"
             )
         self.stats = RunStats()
         self._races = RaceDetector(self.config.cores)
@@ -194,13 +195,15 @@ class Simulator:
             k = int(bad[0])
             raise OutOfBounds(
                 f"npu: gather index {int(idx[k])} at position {k} is outside the table of "
-                f"{i.table_rows} rows (address {i.table.off + int(idx[k]) * i.table_stride * i.dtype.itemsize})",
+                f"{i.table_rows} rows "
+                f"(address {i.table.off + int(idx[k]) * i.table_stride * i.dtype.itemsize})",
                 describe(who),
             )
         lo = int(idx.min())
         size = i.dtype.itemsize
-        rows = self._acc(core, Ref(Space.DRAM, i.table.off + lo * i.table_stride * size),
-                         (int(idx.max()) - lo + 1, i.row_len), (i.table_stride, 1), i.dtype)  # fmt: skip
+        base = Ref(Space.DRAM, i.table.off + lo * i.table_stride * size)
+        nrows = int(idx.max()) - lo + 1
+        rows = self._acc(core, base, (nrows, i.row_len), (i.table_stride, 1), i.dtype)
         rows.check_bounds(who, "gather read")
         written = rows.written_view()[idx - lo].reshape(i.count, -1).all(axis=1)
         if not written.all():
@@ -232,9 +235,17 @@ class Simulator:
         self._touch(core, Unit.MATRIX, who, [a, b, acc] if i.accumulate else [a, b], [acc])
 
     # ---- vector unit -------------------------------------------------------------------
-    def _vec(self, core: int, who: Who, dt: DT, srcs: list[tuple[Ref, tuple[int, int]]],
-             dst: tuple[Ref, tuple[int, int]], shape: tuple[int, int], dst_shape: tuple[int, int] | None = None,
-             dst_dt: DT | None = None) -> tuple[list[Array], Access]:  # fmt: skip
+    def _vec(
+        self,
+        core: int,
+        who: Who,
+        dt: DT,
+        srcs: list[tuple[Ref, tuple[int, int]]],
+        dst: tuple[Ref, tuple[int, int]],
+        shape: tuple[int, int],
+        dst_shape: tuple[int, int] | None = None,
+        dst_dt: DT | None = None,
+    ) -> tuple[list[Array], Access]:
         """Reads the source operands and prepares the destination access of a vector op."""
         self._races.tick(core, Unit.VECTOR)
         accs = [self._acc(core, r, shape, s, dt) for r, s in srcs]
