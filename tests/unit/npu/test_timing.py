@@ -23,6 +23,7 @@ from anychip.npu.isa import (
     Branch,
     Cond,
     Finish,
+    Gather,
     Mma,
     Ref,
     SAluI,
@@ -238,6 +239,25 @@ def test_bursts_round_strided_device_memory_traffic():
     assert r.cycles == 1 + 512 // 16 + 200
 
 
+def test_gather_rows_are_separate_bursts():
+    # 10 rows of 8 f16 = 16 B each: each row is its own run, rounded up to a 32 B burst:
+    # 320 B of traffic at 16 B/cycle = 20 cycles [1, 21), lands at 221.
+    g = Gather(DT.F16, UB, Ref(Space.DRAM, 0), Ref(Space.UB, 4096), 10, 8, 64, 8, 100)
+    r = simulate_timing(one_core(g, Finish()), EDGE)
+    assert r.bytes_moved == {"dram->ub": 160} and r.dram_traffic == 320
+    assert r.cycles == 1 + 320 // 16 + 200
+
+
+def test_on_chip_copies_use_buffer_bandwidth_not_device_memory():
+    # cube: l1 -> l0a of 64 KiB at min(dma_width 256, l1 8*64 = 512, l0a 4*64 = 256) =
+    # 256 B/cycle: 256 cycles [1, 257), no device-memory latency, no device traffic.
+    cube = PROFILES["cube"]
+    copy = box(DT.F16, L0A, Ref(Space.L1, 0), 128, 256, 256, 256)
+    r = simulate_timing(one_core(copy, Finish()), cube)
+    assert r.cycles == 1 + 65536 // 256
+    assert r.bytes_moved == {"l1->l0a": 65536} and r.dram_traffic == 0
+
+
 def test_gemm_overlap_reaches_the_issue_target_and_no_overlap_cannot():
     dc = PROFILES["datacenter"]
     good = simulate_timing(gemm_program(dc, (2048, 2048, 2048), (512, 512, 128)), dc)
@@ -273,6 +293,8 @@ def test_report_outputs(tmp_path):
 
 def test_trace_file(tmp_path):
     r = simulate_timing(hand_program(), EDGE)
+    raw = json.loads(write_trace(r.events, tmp_path / "raw.json", clock_ghz=2.0).read_text())
+    assert raw["otherData"] == {"clock_ghz": 2.0} and len(raw["traceEvents"]) > 12
     path = write_trace(r, tmp_path / "trace.json")
     doc = json.loads(path.read_text())
     slices = [e for e in doc["traceEvents"] if e["ph"] == "X"]
