@@ -106,7 +106,7 @@ class Builder:
     >>> from anychip.npu.config import PROFILES
     >>> b = Builder(PROFILES["edge"])
     >>> x = b.tile(Space.UB, 2, 4, DT.F32)
-    >>> b.vdup(x, 1.0); b.finish()
+    >>> _ = b.vdup(x, 1.0); b.finish()
     >>> [type(i).__name__ for i in b.code]
     ['VDup', 'Finish']
     """

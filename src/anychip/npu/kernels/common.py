@@ -93,3 +93,26 @@ def need_shape(name: str, dims: Sequence[int]) -> None:
     """ShapeError unless every problem dimension is a positive integer."""
     if any(not isinstance(d, (int, np.integer)) or d < 1 for d in dims):
         raise ShapeError(f"npu kernel {name}: sizes must be integers >= 1, got {tuple(dims)}")
+
+
+def plan_chunks(
+    free: int, total: int, unit_bytes: int, scratch: int = 0, max_slots: int = 3, parts: int = 4
+) -> tuple[int, int]:
+    """(slots, items per chunk) for a ring of slots in `free` bytes of a buffer.
+
+    Each chunk item takes `unit_bytes` in every slot and `scratch` bytes once (temporaries
+    only the compute unit touches). Chunks are capped so that `total` items make at least
+    `parts` chunks (pipelining needs several); alignment gaps are allowed for.
+
+    >>> plan_chunks(1 << 16, 1000, 64)
+    (3, 250)
+    """
+    for slots in range(max_slots, 0, -1):
+        room = free - 64 * 4 * (slots + 4)
+        per = room // (slots * unit_bytes + scratch) if room > 0 else 0
+        if per >= 1:
+            return slots, max(1, min(per, -(-total // parts)))
+    raise ShapeError(
+        f"npu kernel: one item of {unit_bytes} bytes per slot (plus {scratch} scratch) does "
+        f"not fit the {free} free bytes of the unified buffer"
+    )
