@@ -198,3 +198,18 @@ def test_embedding_bag_bad_index_is_a_typed_fault():
 def test_embedding_bag_bad_offsets():
     with pytest.raises(ShapeError, match="offsets must start at 0"):
         run_embedding_bag(PROFILES["edge"], np.ones((3, 2)), [0, 1], [1])
+
+
+def test_unsupported_dtypes_are_typed_errors():
+    from anychip.errors import DTypeError
+    from anychip.npu.kernels import elementwise, gemm
+
+    with pytest.raises(DTypeError, match=r"bf16 .* design 'edge'"):
+        elementwise(PROFILES["edge"], "relu", 10, DT.BF16)
+    with pytest.raises(DTypeError, match="f16 or bf16, got f32"):
+        gemm(PROFILES["edge"], 4, 4, 4, dtype=DT.F32)
+
+
+def test_unknown_elementwise_op():
+    with pytest.raises(ShapeError, match="unknown op 'swish'"):
+        run_elementwise(PROFILES["edge"], "swish", [1.0])

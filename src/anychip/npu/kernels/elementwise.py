@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from anychip.errors import ShapeError
+from anychip.errors import DTypeError, ShapeError
 from anychip.npu.builder import Builder, DramLayout, Tile, pipeline, program
 from anychip.npu.config import NpuConfig
 from anychip.npu.isa import DT, BinOp, Space, Unit, UnOp
@@ -51,7 +51,7 @@ def elementwise(config: NpuConfig, op: str, n: int, dtype: DT = DT.F32) -> Kerne
     need_shape("elementwise", (n,))
     nin = arity(op)
     if dtype not in (DT.F32, DT.F16, DT.BF16) or dtype.name.lower() not in config.vector_dtypes:
-        raise ShapeError(
+        raise DTypeError(
             f"npu elementwise: dtype {dtype.name.lower()} is not a float type the vector unit "
             f"of design {config.name!r} supports ({', '.join(config.vector_dtypes)})"
         )

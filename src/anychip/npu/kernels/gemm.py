@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from anychip.errors import ShapeError
+from anychip.errors import DTypeError, ShapeError
 from anychip.npu.builder import Builder, DramLayout, Ring, Tile, program, round_up
 from anychip.npu.config import NpuConfig
 from anychip.npu.errors import ConfigError
@@ -112,7 +112,7 @@ def gemm(
     """
     need_shape("gemm", (m, n, k))
     if dtype not in (DT.F16, DT.BF16):
-        raise ShapeError(f"npu gemm: inputs must be f16 or bf16, got {dtype.name.lower()}")
+        raise DTypeError(f"npu gemm: inputs must be f16 or bf16, got {dtype.name.lower()}")
     plan = plan or plan_gemm(config, m, n, k, dtype)
     _check_plan(config, plan, dtype)
     lay = DramLayout()
