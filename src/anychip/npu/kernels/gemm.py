@@ -20,11 +20,12 @@ from anychip.npu.builder import Builder, DramLayout, Ring, Tile, program, round_
 from anychip.npu.config import NpuConfig
 from anychip.npu.errors import ConfigError
 from anychip.npu.isa import DT, Space, Unit
-from anychip.npu.kernels.common import Kernel, need_shape, split
+from anychip.npu.kernels.common import Kernel, chunks, need_shape, split
 from anychip.npu.program import DataDecl
 
 MAX_TILE = 1024  # largest tm/tn the planner tries: bigger tiles gain nothing measurable
 DRAM_EFFICIENCY = 0.6  # the share of peak DRAM bandwidth the planner counts on
+STORE_BLOCKS = 4  # row blocks per finished tile, stored one by one as the matrix unit ends
 
 
 @dataclass(frozen=True)
@@ -184,15 +185,26 @@ def _core(
         loaded = load(steps[s + 1]) if s + 1 < len(steps) else None
         if k0 == 0:  # a new output tile: take an accumulator the dma_out engine has drained
             acc = Tile(outs.enter(0), ta.rows, tb.cols, DT.F32)
+        last = k0 + p.tk >= k
+        # the last k-step runs in row blocks, each handed to dma_out as soon as it is done,
+        # so storing the tile overlaps its own last matrix work (a shorter pipeline drain)
+        bs = round_up(-(-ta.rows // STORE_BLOCKS), cfg.matrix_m) if last else ta.rows
+        blocks = chunks(0, ta.rows, bs)
         ins.enter(1)
-        bld.mma(acc, ta, tb, accumulate=k0 > 0)
+        for r0, r1 in blocks:
+            part = acc.sub(r0, 0, r1 - r0, acc.cols)
+            bld.mma(part, ta.sub(r0, 0, r1 - r0, ta.cols), tb, accumulate=k0 > 0)
+            if last:
+                bld.set(Unit.MATRIX, Unit.DMA_OUT, outs.flag)
         ins.leave(1)
-        if k0 + p.tk >= k:  # last k-step: hand the tile to dma_out
-            outs.leave(0)
-            outs.enter(1)
+        if last:
             rows, cols, _ = dims(i0, j0, k0)
-            bld.store(c.addr + (i0 * n + j0) * 4, n, acc, rows, cols)
-            outs.leave(1)
+            for r0, r1 in blocks:
+                bld.wait(Unit.MATRIX, Unit.DMA_OUT, outs.flag)
+                if r0 < rows:  # rows past the matrix's end are padding: nothing to store
+                    at = c.addr + ((i0 + r0) * n + j0) * 4
+                    bld.store(at, n, acc.sub(r0, 0, min(r1, rows) - r0, acc.cols), cols=cols)
+            bld.set(Unit.DMA_OUT, Unit.MATRIX, outs.flag)  # the accumulator is free again
     ins.drain()
     outs.drain()
     bld.finish()
