@@ -90,11 +90,11 @@ class RaceDetector:
             rec, addr, other_write = hit
             raise _race(acc, write, who, rec[3], other_write, rec[4], addr)
         bins = (self.writes if write else self.reads).setdefault(acc.key, {})
-        b = bins.get(g)
-        if b is None:
-            b = bins[g] = _Bin()
-        b.epochs.append(row[g])
-        b.recs.append((self.seq, lo, hi, acc, who))
+        mine = bins.get(g)
+        if mine is None:
+            mine = bins[g] = _Bin()
+        mine.epochs.append(row[g])
+        mine.recs.append((self.seq, lo, hi, acc, who))
         self.seq += 1
 
     def set_flag(self, core: int, src: Unit, dst: Unit, flag: int) -> None:
