@@ -26,17 +26,25 @@ class _Bin:
     so an access only looks at the few records no synchronisation has ordered yet.
     """
 
-    __slots__ = ("epochs", "recs")
+    __slots__ = ("epochs", "hi", "lo", "recs")
 
     def __init__(self) -> None:
         self.epochs: list[int] = []
         self.recs: list[Record] = []
+        self.lo, self.hi = 1 << 62, -(1 << 62)  # bytes [lo, hi) cover every record
+
+    def add(self, epoch: int, rec: Record) -> None:
+        self.epochs.append(epoch)
+        self.recs.append(rec)
+        self.lo, self.hi = min(self.lo, rec[1]), max(self.hi, rec[2])
 
     def drop_seen(self, low: int) -> None:
         """Forgets the records every other unit has seen (epoch <= low)."""
         cut = bisect_right(self.epochs, low)
         if cut:
             del self.epochs[:cut], self.recs[:cut]
+            self.lo = min((r[1] for r in self.recs), default=1 << 62)
+            self.hi = max((r[2] for r in self.recs), default=-(1 << 62))
 
 
 Table = dict[Any, dict[int, _Bin]]  # memory key -> global unit id -> its records
@@ -79,7 +87,7 @@ class RaceDetector:
         for table, other_write in ((self.writes, True), (self.reads, False)):
             if other_write or write:  # reads race only with writes
                 for h, b in table.get(acc.key, {}).items():
-                    if h == g:
+                    if h == g or b.lo >= hi or b.hi <= lo:
                         continue
                     for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
                         if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] < hit[0][0]):
@@ -93,8 +101,7 @@ class RaceDetector:
         mine = bins.get(g)
         if mine is None:
             mine = bins[g] = _Bin()
-        mine.epochs.append(row[g])
-        mine.recs.append((self.seq, lo, hi, acc, who))
+        mine.add(row[g], (self.seq, lo, hi, acc, who))
         self.seq += 1
 
     def set_flag(self, core: int, src: Unit, dst: Unit, flag: int) -> None:
