@@ -60,7 +60,7 @@ class Access:
     >>> m = Memory("ub", 64)
     >>> a = Access(m, 8, (2, 3), (4, 1), DT.F32)
     >>> a.lo, a.hi, a.dense
-    (8, 52, False)
+    (8, 36, False)
     """
 
     def __init__(
