@@ -145,7 +145,7 @@ def _report_field(report: Any, *names: str) -> Any:
     return None
 
 
-def kernel_utilisation(cfg: NpuConfig, size: int) -> dict[str, Any]:
+def kernel_utilisation(cfg: NpuConfig, size: int, elements: int) -> dict[str, Any]:
     """(c) GEMM matrix-unit utilisation and elementwise bandwidth utilisation (timing)."""
     timing = _optional("anychip.npu.timing")
     kernels = _optional("anychip.npu.kernels")
@@ -163,7 +163,7 @@ def kernel_utilisation(cfg: NpuConfig, size: int) -> dict[str, Any]:
     except Exception as e:  # the kernel API may differ until branches merge
         out["gemm"] = {"skipped": f"{type(e).__name__}: {e}"}
     try:
-        n = 1 << 24
+        n = elements
         prog = kernels.elementwise(cfg, n)
         rep = timing.simulate_timing(prog, cfg)
         cycles = _report_field(rep, "cycles", "total_cycles")
@@ -180,6 +180,7 @@ def main() -> None:
     p.add_argument("--design", default="datacenter")
     p.add_argument("--size", type=int, default=512, help="functional GEMM size (cube)")
     p.add_argument("--big", type=int, default=2048, help="utilisation GEMM size")
+    p.add_argument("--elements", type=int, default=1 << 24, help="elementwise kernel size")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="small sizes, one round")
     p.add_argument("--json", help="also write the results to this file")
@@ -187,13 +188,14 @@ def main() -> None:
     cfg = get_config(args.design)
     if args.quick:
         args.size, args.big, args.repeat = cfg.matrix_m * 2, cfg.matrix_m * 4, 1
+        args.elements = 1 << 16
     res: dict[str, Any] = {"design": cfg.name}
     res["functional"] = f = functional_gemm(cfg, args.size, args.repeat)
     print(f"(a) functional GEMM {args.size}^3 f16 on {cfg.name}: {f['macs_per_s']:.3g} MAC/s "
           f"({f['seconds']:.3f} s, {f['instructions']} instructions; target 1e8)")  # fmt: skip
     res["timing"] = t = timing_vs_functional(cfg, args.size, f["seconds"])
     print("(b) timing model:", t.get("skipped") or f"{t['ratio']:.2f}x functional (target <= 3)")
-    res["utilisation"] = u = kernel_utilisation(cfg, args.big)
+    res["utilisation"] = u = kernel_utilisation(cfg, args.big, args.elements)
     for name, part in [("kernels", u)] if "skipped" in u else u.items():
         print(f"(c) {name}:", part.get("skipped") or f"{part['utilisation']:.1%} of roofline")
     if args.json:
