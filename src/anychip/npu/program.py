@@ -30,6 +30,7 @@ from anychip.npu.isa import (
 
 INITS = ("none", "zeros", "random", "range")
 _SCALAR = (SAlu, SAluI, SMov, Branch)
+_CONTROL = (*_SCALAR, Finish)  # what the scalar unit acts on itself
 
 
 @dataclass(frozen=True)
@@ -204,15 +205,27 @@ def expand(
     regs = [0] * NUM_REGS
     regs[1], regs[2] = core, ncores
     out: list[tuple[int, Instr]] = []
+    n = len(code)
     dynamic = [_reg_refs(inst) for inst in code]  # per position: fields needing registers
+    # stretch[pc]: the end of the run of unit instructions with fixed addresses from pc,
+    # which go out as they are, in one step
+    stretch = list(range(n + 1))
+    for i in reversed(range(n)):
+        if not dynamic[i] and not isinstance(code[i], _CONTROL):
+            stretch[i] = stretch[i + 1]
     pc = 0
-    while pc < len(code):
+    while pc < n:
         if len(out) >= max_steps:
             raise SyncError(
                 f"npu: core {core} ran {max_steps} instructions without finishing "
                 "(a runaway loop?)",
                 where(core, pc, repr(code[pc])),
             )
+        end = min(stretch[pc], pc + max_steps - len(out))
+        if end > pc:
+            out.extend(zip(range(pc, end), code[pc:end], strict=True))
+            pc = end
+            continue
         inst = code[pc]
         names = dynamic[pc]
         out.append((pc, _resolve(inst, names, regs) if names else inst))

@@ -36,7 +36,10 @@ class _Bin:
     def add(self, epoch: int, rec: Record) -> None:
         self.epochs.append(epoch)
         self.recs.append(rec)
-        self.lo, self.hi = min(self.lo, rec[1]), max(self.hi, rec[2])
+        if rec[1] < self.lo:
+            self.lo = rec[1]
+        if rec[2] > self.hi:
+            self.hi = rec[2]
 
     def drop_seen(self, low: int) -> None:
         """Forgets the records every other unit has seen (epoch <= low)."""
@@ -117,7 +120,7 @@ class RaceDetector:
                 describe(who),
             )
         g = core * UNITS + dst
-        self.vc[g] = [max(x, y) for x, y in zip(self.vc[g], q.popleft(), strict=True)]
+        self.vc[g] = list(map(max, self.vc[g], q.popleft()))
 
     def barrier(self, core: int) -> None:
         """All units of `core` wait for each other; old records that cannot race are dropped."""
