@@ -87,20 +87,23 @@ class RaceDetector:
         row = self.vc[g]
         lo, hi = acc.lo, acc.hi
         hit: tuple[Record, int, bool] | None = None
-        for table, other_write in ((self.writes, True), (self.reads, False)):
-            if other_write or write:  # reads race only with writes
-                for h, b in table.get(acc.key, {}).items():
-                    if h == g or b.lo >= hi or b.hi <= lo:
-                        continue
-                    for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
-                        if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] < hit[0][0]):
-                            addr = runs_overlap(rec[3].runs, acc.runs)
-                            if addr is not None:
-                                hit = (rec, addr, other_write)
+        for table in (self.writes, self.reads) if write else (self.writes,):  # reads race
+            for h, b in table.get(acc.key, {}).items():  # only with writes
+                # skip this unit, bins that cannot overlap, and bins g has seen entirely
+                if h == g or b.lo >= hi or b.hi <= lo or b.epochs[-1] <= row[h]:
+                    continue
+                for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
+                    if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] < hit[0][0]):
+                        addr = runs_overlap(rec[3].runs, acc.runs)
+                        if addr is not None:
+                            hit = (rec, addr, table is self.writes)
         if hit is not None:
             rec, addr, other_write = hit
             raise _race(acc, write, who, rec[3], other_write, rec[4], addr)
-        bins = (self.writes if write else self.reads).setdefault(acc.key, {})
+        table = self.writes if write else self.reads
+        bins = table.get(acc.key)
+        if bins is None:
+            bins = table[acc.key] = {}
         mine = bins.get(g)
         if mine is None:
             mine = bins[g] = _Bin()

@@ -80,6 +80,7 @@ class Simulator:
         self.stats = RunStats()
         self._races = RaceDetector(config.cores)
         self._accesses: dict[Any, Access] = {}
+        self._supported: set[tuple[DT, str]] = set()  # (dtype, unit) pairs found supported
         self._handlers: dict[type[Instr], Callable[[int, Who, Any], None]] = {
             Dma: self._dma,
             Gather: self._gather,
@@ -185,8 +186,12 @@ class Simulator:
             self._races.access(core, unit, acc, True, who)
 
     def _need(self, dt: DT, unit: str, who: Who) -> None:
+        if (dt, unit) in self._supported:
+            return
         allowed = self.config.matrix_dtypes if unit == "matrix" else self.config.vector_dtypes
-        if dt.name.lower() not in allowed:
+        if dt.name.lower() in allowed:
+            self._supported.add((dt, unit))
+        else:
             raise UnsupportedDType(
                 f"npu: the {unit} unit of design {self.config.name!r} does not support "
                 f"{dt.name.lower()} (it supports {', '.join(allowed)}) at {describe(who)}"
