@@ -7,6 +7,7 @@ races between units that no flag or barrier orders.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,10 @@ class Simulator:
         self._races = RaceDetector(self.config.cores)
         counts = [0] * len(Unit)  # instructions per unit, folded into stats at the end
         handlers = self._handlers
+        # The stream and the race records are many small tuples that live for the whole run
+        # and make no cycles; the cyclic collector would only walk them again and again.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             for core, code in enumerate(program.cores):
                 for index, inst in expand(code, core, ncores, max_steps):
@@ -154,6 +159,8 @@ class Simulator:
                         handler(core, (core, index, inst), inst)
                 self._races.barrier(core)
         finally:
+            if collecting:
+                gc.enable()
             for unit, n in zip(Unit, counts, strict=True):
                 if n:
                     self.stats.instructions[unit.name.lower()] += n
