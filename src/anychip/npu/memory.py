@@ -167,7 +167,7 @@ class Access:
             w[...] = True
             self.all_written = True
 
-    @property
+    @cached_property
     def dense(self) -> bool:
         """True when the access covers [lo, hi) exactly (C-contiguous, no gaps)."""
         expect = 1

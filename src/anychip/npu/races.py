@@ -17,6 +17,7 @@ from anychip.npu.memory import runs_overlap
 
 UNITS = len(Unit)
 Record = tuple[int, int, int, Any, Any]  # (sequence number, lo, hi, access, who)
+_COMPACT_AT = 256  # records a bin holds before it first drops covered ones
 
 
 class _Bin:
@@ -26,20 +27,42 @@ class _Bin:
     so an access only looks at the few records no synchronisation has ordered yet.
     """
 
-    __slots__ = ("epochs", "hi", "lo", "recs")
+    __slots__ = ("epochs", "hi", "limit", "lo", "recs")
 
     def __init__(self) -> None:
         self.epochs: list[int] = []
         self.recs: list[Record] = []
         self.lo, self.hi = 1 << 62, -(1 << 62)  # bytes [lo, hi) cover every record
+        self.limit = _COMPACT_AT
 
     def add(self, epoch: int, rec: Record) -> None:
+        if len(self.recs) >= self.limit:
+            self._compact()
+            self.limit = max(_COMPACT_AT, 2 * len(self.recs))  # amortised O(1) per record
         self.epochs.append(epoch)
         self.recs.append(rec)
         if rec[1] < self.lo:
             self.lo = rec[1]
         if rec[2] > self.hi:
             self.hi = rec[2]
+
+    def _compact(self) -> None:
+        """Forgets records whose bytes a later record of this bin covers (a dense one over
+        the same span, or one with the same layout): whatever would race with the older
+        record races with the later one too."""
+        covered: set[Any] = set()
+        keep = []
+        for i in range(len(self.recs) - 1, -1, -1):
+            _, lo, hi, acc, _ = self.recs[i]
+            shape = getattr(acc, "shape", None)  # gathered Rows have no layout
+            layout = (lo, shape, acc.strides, acc.dt.itemsize) if shape is not None else None
+            if (lo, hi) in covered or layout in covered:
+                continue
+            covered.add((lo, hi) if acc.dense else layout)
+            keep.append(i)
+        keep.reverse()
+        self.recs = [self.recs[i] for i in keep]
+        self.epochs = [self.epochs[i] for i in keep]
 
     def drop_seen(self, low: int) -> None:
         """Forgets the records every other unit has seen (epoch <= low)."""
@@ -81,7 +104,7 @@ class RaceDetector:
 
         `acc` has `key`, `lo`, `hi`, `runs`; `who` describes the instruction and is handed
         back in the error as (describe(who) of both instructions). Of several racing
-        accesses the error names the earliest.
+        accesses the error names the latest (forgetting covered records never changes it).
         """
         g = core * UNITS + unit
         row = self.vc[g]
@@ -93,7 +116,7 @@ class RaceDetector:
                 if h == g or b.lo >= hi or b.hi <= lo or b.epochs[-1] <= row[h]:
                     continue
                 for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
-                    if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] < hit[0][0]):
+                    if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] > hit[0][0]):
                         addr = runs_overlap(rec[3].runs, acc.runs)
                         if addr is not None:
                             hit = (rec, addr, table is self.writes)

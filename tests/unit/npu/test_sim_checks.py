@@ -199,3 +199,22 @@ def test_cores_writing_the_same_device_bytes_race(same, races):
     else:
         sim.run(prog)
         np.testing.assert_array_equal(sim.get(out, (32,), DT.F32), np.ones(32))
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_a_race_after_hundreds_of_repeated_reads_is_still_found(strided):
+    """The race detector forgets records that later ones cover; the last one must remain."""
+    sim = Simulator(PROFILES["edge"])
+    src = sim.put(np.ones((8, 16)), DT.F32)
+    cols, ld = (8, 16) if strided else (16, 16)
+    read = Dma(DT.F32, Ref(UB, 0), Ref(DRAM, src), (1, 8, cols), (0, cols, 1), (0, ld, 1),
+               (1, 8, cols))  # fmt: skip
+    stage = Dma(DT.F32, Ref(UB, 4096), Ref(DRAM, src), (1, 1, 8), (0, 0, 1), (0, 0, 1),
+                (1, 1, 8))  # fmt: skip
+    # dma_out overwrites the source's last row with no flag after the dma_in reads
+    clobber = Dma(DT.F32, Ref(DRAM, src + 7 * 64), Ref(UB, 4096), (1, 1, 8), (0, 0, 1),
+                  (0, 0, 1), (1, 1, 8))  # fmt: skip
+    code = (stage, Barrier(), *([read] * 600), clobber, Finish())
+    with pytest.raises(RaceError, match=f"race on dram byte {src + 7 * 64}") as e:
+        sim.run(Program((code,)))
+    assert "after the read by core 0 instruction #601 `dma" in str(e.value)  # the last one
