@@ -50,44 +50,60 @@ class Memory:
         self.data, self.written = data, written
 
 
-@dataclass
 class Access:
-    """Elements (i, j, l) < shape of `dt` at byte base + (i*s0 + j*s1 + l*s2) * itemsize."""
+    """Elements (i, j, l) < shape of `dt` at byte base + (i*s0 + j*s1 + l*s2) * itemsize.
 
-    mem: Memory
-    base: int
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]
-    dt: DT
-    key: Any = None  # which memory, for the race detector: "dram" or (core, space)
-    lo: int = field(init=False)
-    hi: int = field(init=False)
+    The simulator reuses one Access per distinct operand, so it remembers what cannot
+    change: that its bounds were checked, that all its bytes were written (bytes never
+    become unwritten), and its numpy views (until device memory grows and moves).
 
-    def __post_init__(self) -> None:
-        size = self.dt.itemsize
-        self.lo = self.base
-        self.hi = self.base + size * (
-            1 + sum((n - 1) * s for n, s in zip(self.shape, self.strides, strict=True))
-        )
+    >>> m = Memory("ub", 64)
+    >>> a = Access(m, 8, (2, 3), (4, 1), DT.F32)
+    >>> a.lo, a.hi, a.dense
+    (8, 36, False)
+    """
+
+    def __init__(
+        self,
+        mem: Memory,
+        base: int,
+        shape: tuple[int, ...],
+        strides: tuple[int, ...],
+        dt: DT,
+        key: Any = None,
+    ) -> None:
+        self.mem, self.base, self.shape, self.strides, self.dt = mem, base, shape, strides, dt
+        self.key = key  # which memory, for the race detector: "dram" or (core, space)
+        size = dt.itemsize
+        span = 1
+        for n, s in zip(shape, strides, strict=True):
+            span += (n - 1) * s
+        self.lo, self.hi = base, base + size * span
+        self.in_bounds = False
+        self.all_written = False
+        self._data: Array | None = None  # the memory array the cached views look into
+        self._views: tuple[Array, Array] = (mem.data, mem.written)
 
     def check_bounds(self, who: Who, what: str) -> None:
         """Raises OutOfBounds unless every byte lies inside the memory."""
+        if self.in_bounds:
+            return
         if self.lo >= 0 and self.hi <= self.mem.size:
             self.mem.ensure(self.hi)
+            self.in_bounds = True
             return
         where = describe(who)
         if self.mem.size == 0:
             raise OutOfBounds(
                 f"npu: {what} of {self.mem.name}, which this design does not have (size 0)", where
             )
-        if self.lo < 0 or self.hi > self.mem.size:
-            bad = self.lo if self.lo < 0 else self.hi - 1
-            raise OutOfBounds(
-                f"npu: out-of-bounds {what} of {self.mem.name} at byte {bad} "
-                f"(access covers [{self.lo}, {self.hi}), "
-                f"{self.mem.name} holds {self.mem.size} bytes)",
-                where,
-            )
+        bad = self.lo if self.lo < 0 else self.hi - 1
+        raise OutOfBounds(
+            f"npu: out-of-bounds {what} of {self.mem.name} at byte {bad} "
+            f"(access covers [{self.lo}, {self.hi}), "
+            f"{self.mem.name} holds {self.mem.size} bytes)",
+            where,
+        )
 
     def _view(self, arr: Array, dtype: Any, per_byte: bool) -> Array:
         size = self.dt.itemsize
@@ -100,41 +116,58 @@ class Access:
             shape, dtype=dtype, buffer=arr, offset=self.base * arr.itemsize, strides=strides
         )
 
+    def _cached(self) -> tuple[Array, Array]:
+        if self._data is not self.mem.data:  # first use, or device memory grew and moved
+            self._views = (
+                self._view(self.mem.data, self.dt.storage, per_byte=False),
+                self._view(self.mem.written, np.bool_, per_byte=True),
+            )
+            self._data = self.mem.data
+        return self._views
+
     def view(self) -> Array:
         """A writable numpy view of the elements (storage dtype)."""
-        return self._view(self.mem.data, self.dt.storage, per_byte=False)
+        return self._cached()[0]
 
     def written_view(self) -> Array:
         """A writable view of the written map: shape + (itemsize,) booleans."""
-        return self._view(self.mem.written, np.bool_, per_byte=True)
+        return self._cached()[1]
 
     def read(self, who: Who, what: str = "read") -> Array:
         """A copy of the elements; faults when out of bounds or any byte was never written."""
         self.check_bounds(who, what)
-        w = self.written_view()
-        if not w.all():
-            first = np.argwhere(~w)[0]
-            size = self.dt.itemsize
-            addr = (
-                self.base
-                + size * sum(int(i) * s for i, s in zip(first[:-1], self.strides, strict=True))
-                + int(first[-1])
-            )
-            raise UninitializedRead(
-                f"npu: {what} of never-written {self.mem.name} memory at byte {addr} "
-                f"(element {tuple(int(i) for i in first[:-1])} of a "
-                f"{self.dt.name.lower()} box {self.shape})",
-                describe(who),
-            )
-        return np.array(self.view())
+        data, w = self._cached()
+        if not self.all_written:
+            if not w.all():
+                raise self._uninitialized(w, who, what)
+            self.all_written = True
+        return np.array(data)
+
+    def _uninitialized(self, w: Array, who: Who, what: str) -> UninitializedRead:
+        first = np.argwhere(~w)[0]
+        size = self.dt.itemsize
+        addr = (
+            self.base
+            + size * sum(int(i) * s for i, s in zip(first[:-1], self.strides, strict=True))
+            + int(first[-1])
+        )
+        return UninitializedRead(
+            f"npu: {what} of never-written {self.mem.name} memory at byte {addr} "
+            f"(element {tuple(int(i) for i in first[:-1])} of a "
+            f"{self.dt.name.lower()} box {self.shape})",
+            describe(who),
+        )
 
     def write(self, values: Array, who: Who, what: str = "write") -> None:
         """Stores `values` (broadcast to the box) and marks the bytes written."""
         self.check_bounds(who, what)
-        self.view()[...] = values
-        self.written_view()[...] = True
+        data, w = self._cached()
+        data[...] = values
+        if not self.all_written:
+            w[...] = True
+            self.all_written = True
 
-    @property
+    @cached_property
     def dense(self) -> bool:
         """True when the access covers [lo, hi) exactly (C-contiguous, no gaps)."""
         expect = 1

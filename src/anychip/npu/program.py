@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from anychip.npu.isa import (
 )
 
 INITS = ("none", "zeros", "random", "range")
+_SCALAR = (SAlu, SAluI, SMov, Branch)
+_CONTROL = (*_SCALAR, Finish)  # what the scalar unit acts on itself
 
 
 @dataclass(frozen=True)
@@ -158,14 +161,33 @@ def _wrap64(v: int) -> int:
     return v - _WRAP if v >= 1 << 63 else v
 
 
-def _resolve(inst: Instr, regs: list[int]) -> Instr:
+_REF_FIELDS: dict[type[Instr], tuple[str, ...]] = {}
+
+
+def _ref_fields(cls: type[Instr]) -> tuple[str, ...]:
+    """The names of a format's address fields (cached: asked once per instruction run)."""
+    names = _REF_FIELDS.get(cls)
+    if names is None:
+        hints = typing.get_type_hints(cls)
+        names = tuple(f.name for f in dataclasses.fields(cls) if hints[f.name] is Ref)  # type: ignore[arg-type]
+        _REF_FIELDS[cls] = names
+    return names
+
+
+def _reg_refs(inst: Instr) -> tuple[str, ...]:
+    """The address fields of `inst` that add a register (empty: the address is fixed)."""
+    if isinstance(inst, _SCALAR):
+        return ()
+    return tuple(n for n in _ref_fields(type(inst)) if getattr(inst, n).reg)
+
+
+def _resolve(inst: Instr, names: tuple[str, ...], regs: list[int]) -> Instr:
     """The instruction with every `R[reg] + off` address folded into an absolute offset."""
     changes = {}
-    for f in dataclasses.fields(inst):  # type: ignore[arg-type]
-        v = getattr(inst, f.name)
-        if isinstance(v, Ref) and v.reg:
-            changes[f.name] = Ref(v.space, regs[v.reg] + v.off, 0)
-    return dataclasses.replace(inst, **changes) if changes else inst  # type: ignore[type-var]
+    for name in names:
+        v = getattr(inst, name)
+        changes[name] = Ref(v.space, regs[v.reg] + v.off, 0)
+    return dataclasses.replace(inst, **changes)  # type: ignore[type-var]
 
 
 def expand(
@@ -183,21 +205,30 @@ def expand(
     regs = [0] * NUM_REGS
     regs[1], regs[2] = core, ncores
     out: list[tuple[int, Instr]] = []
+    n = len(code)
+    dynamic = [_reg_refs(inst) for inst in code]  # per position: fields needing registers
+    # stretch[pc]: the end of the run of unit instructions with fixed addresses from pc,
+    # which go out as they are, in one step
+    stretch = list(range(n + 1))
+    for i in reversed(range(n)):
+        if not dynamic[i] and not isinstance(code[i], _CONTROL):
+            stretch[i] = stretch[i + 1]
     pc = 0
-    while pc < len(code):
+    while pc < n:
         if len(out) >= max_steps:
             raise SyncError(
                 f"npu: core {core} ran {max_steps} instructions without finishing "
                 "(a runaway loop?)",
                 where(core, pc, repr(code[pc])),
             )
+        end = min(stretch[pc], pc + max_steps - len(out))
+        if end > pc:
+            out.extend(zip(range(pc, end), code[pc:end], strict=True))
+            pc = end
+            continue
         inst = code[pc]
-        out.append(
-            (
-                pc,
-                _resolve(inst, regs) if not isinstance(inst, (SAlu, SAluI, SMov, Branch)) else inst,
-            )
-        )
+        names = dynamic[pc]
+        out.append((pc, _resolve(inst, names, regs) if names else inst))
         pc += 1
         if isinstance(inst, SMov):
             regs[inst.rd] = _wrap64(inst.imm)

@@ -6,111 +6,136 @@ Two accesses to the same bytes, one a write, race unless one happens before the 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from typing import Any
-
-import numpy as np
 
 from anychip.npu.asm import describe
 from anychip.npu.errors import RaceError, SyncError
 from anychip.npu.isa import Unit
-from anychip.npu.memory import Array, runs_overlap
+from anychip.npu.memory import runs_overlap
 
 UNITS = len(Unit)
+Record = tuple[int, int, int, Any, Any]  # (sequence number, lo, hi, access, who)
+_COMPACT_AT = 256  # records a bin holds before it first drops covered ones
 
 
-class _Records:
-    """Past accesses to one memory, as parallel arrays (a record per access)."""
+class _Bin:
+    """One unit's reads (or writes) of one memory, in program order: epochs ascend.
+
+    Ascending epochs make "not yet seen by unit g" a suffix of the bin, found by bisection,
+    so an access only looks at the few records no synchronisation has ordered yet.
+    """
+
+    __slots__ = ("epochs", "hi", "limit", "lo", "recs")
 
     def __init__(self) -> None:
-        self.n = 0
-        self.lo = np.zeros(64, np.int64)
-        self.hi = np.zeros(64, np.int64)
-        self.unit = np.zeros(64, np.int64)
-        self.epoch = np.zeros(64, np.int64)
-        self.write = np.zeros(64, np.bool_)
-        self.alive = np.zeros(64, np.bool_)
-        self.meta: list[Any] = []  # (access, who) per record
+        self.epochs: list[int] = []
+        self.recs: list[Record] = []
+        self.lo, self.hi = 1 << 62, -(1 << 62)  # bytes [lo, hi) cover every record
+        self.limit = _COMPACT_AT
 
-    def add(self, lo: int, hi: int, unit: int, epoch: int, write: bool, meta: Any) -> None:
-        if self.n == self.lo.size:
+    def add(self, epoch: int, rec: Record) -> None:
+        if len(self.recs) >= self.limit:
             self._compact()
-        if self.n == self.lo.size:
-            for name in ("lo", "hi", "unit", "epoch", "write", "alive"):
-                old = getattr(self, name)
-                new = np.zeros(2 * old.size, old.dtype)
-                new[: old.size] = old
-                setattr(self, name, new)
-        i = self.n
-        self.lo[i], self.hi[i], self.unit[i], self.epoch[i] = lo, hi, unit, epoch
-        self.write[i], self.alive[i] = write, True
-        self.meta.append(meta)
-        self.n += 1
+            self.limit = max(_COMPACT_AT, 2 * len(self.recs))  # amortised O(1) per record
+        self.epochs.append(epoch)
+        self.recs.append(rec)
+        if rec[1] < self.lo:
+            self.lo = rec[1]
+        if rec[2] > self.hi:
+            self.hi = rec[2]
 
     def _compact(self) -> None:
-        keep = np.flatnonzero(self.alive[: self.n])
-        if keep.size == self.n:
-            return
-        for name in ("lo", "hi", "unit", "epoch", "write", "alive"):
-            arr = getattr(self, name)
-            arr[: keep.size] = arr[keep]
-        self.meta = [self.meta[i] for i in keep]
-        self.n = keep.size
+        """Forgets records whose bytes a later record of this bin covers (a dense one over
+        the same span, or one with the same layout): whatever would race with the older
+        record races with the later one too."""
+        covered: set[Any] = set()
+        keep = []
+        for i in range(len(self.recs) - 1, -1, -1):
+            _, lo, hi, acc, _ = self.recs[i]
+            shape = getattr(acc, "shape", None)  # gathered Rows have no layout
+            layout = (lo, shape, acc.strides, acc.dt.itemsize) if shape is not None else None
+            if (lo, hi) in covered or layout in covered:
+                continue
+            covered.add((lo, hi) if acc.dense else layout)
+            keep.append(i)
+        keep.reverse()
+        self.recs = [self.recs[i] for i in keep]
+        self.epochs = [self.epochs[i] for i in keep]
+
+    def drop_seen(self, low: int) -> None:
+        """Forgets the records every other unit has seen (epoch <= low)."""
+        cut = bisect_right(self.epochs, low)
+        if cut:
+            del self.epochs[:cut], self.recs[:cut]
+            self.lo = min((r[1] for r in self.recs), default=1 << 62)
+            self.hi = max((r[2] for r in self.recs), default=-(1 << 62))
+
+
+Table = dict[Any, dict[int, _Bin]]  # memory key -> global unit id -> its records
 
 
 class RaceDetector:
     """Vector clocks for `ncores` x 5 units and the access records of every memory.
 
-    Global unit id g = core * 5 + unit. `vc[g, h]` is how many instructions of unit h are
+    Global unit id g = core * 5 + unit. `vc[g][h]` is how many instructions of unit h are
     known (through synchronisation) to have completed before g's current instruction.
+    Clocks are Python lists: they are read a few entries at a time, per access.
     """
 
     def __init__(self, ncores: int) -> None:
         self.ncores = ncores
-        self.vc = np.zeros((ncores * UNITS, ncores * UNITS), np.int64)
-        self.flags: dict[tuple[int, int, int, int], deque[Array]] = {}
-        self.records: dict[Any, _Records] = {}
+        n = ncores * UNITS
+        self.vc = [[0] * n for _ in range(n)]
+        self.flags: dict[tuple[int, int, int, int], deque[list[int]]] = {}
+        self.reads: Table = {}
+        self.writes: Table = {}
+        self.seq = 0
 
     def tick(self, core: int, unit: Unit) -> int:
         """Starts the next instruction of a unit; returns its epoch."""
         g = core * UNITS + unit
-        self.vc[g, g] += 1
-        return int(self.vc[g, g])
+        self.vc[g][g] += 1
+        return self.vc[g][g]
 
     def access(self, core: int, unit: Unit, acc: Any, write: bool, who: Any) -> None:
         """Checks one access against earlier ones of other units, then records it.
 
-        `acc` has `key`, `lo`, `hi`, `dense`, `runs`; `who` describes the instruction and is
-        handed back in the error as (describe(who) of both instructions).
+        `acc` has `key`, `lo`, `hi`, `runs`; `who` describes the instruction and is handed
+        back in the error as (describe(who) of both instructions). Of several racing
+        accesses the error names the latest (forgetting covered records never changes it).
         """
         g = core * UNITS + unit
-        rec = self.records.setdefault(acc.key, _Records())
-        n = rec.n
-        if n:
-            m = rec.alive[:n] & (rec.unit[:n] != g) & (rec.lo[:n] < acc.hi) & (rec.hi[:n] > acc.lo)
-            if not write:
-                m &= rec.write[:n]
-            m &= rec.epoch[:n] > self.vc[g][rec.unit[:n]]  # not ordered before this access
-            for i in np.flatnonzero(m):
-                other, other_who = rec.meta[i]
-                addr = runs_overlap(other.runs, acc.runs)
-                if addr is not None:
-                    raise _race(acc, write, who, other, bool(rec.write[i]), other_who, addr)
-            if acc.dense:  # an older access of this unit inside this one tells nothing new
-                same = (
-                    rec.alive[:n]
-                    & (rec.unit[:n] == g)
-                    & (rec.lo[:n] >= acc.lo)
-                    & (rec.hi[:n] <= acc.hi)
-                )
-                if not write:
-                    same &= ~rec.write[:n]
-                rec.alive[:n] &= ~same
-        rec.add(acc.lo, acc.hi, g, int(self.vc[g, g]), write, (acc, who))
+        row = self.vc[g]
+        lo, hi = acc.lo, acc.hi
+        hit: tuple[Record, int, bool] | None = None
+        for table in (self.writes, self.reads) if write else (self.writes,):  # reads race
+            for h, b in table.get(acc.key, {}).items():  # only with writes
+                # skip this unit, bins that cannot overlap, and bins g has seen entirely
+                if h == g or b.lo >= hi or b.hi <= lo or b.epochs[-1] <= row[h]:
+                    continue
+                for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
+                    if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] > hit[0][0]):
+                        addr = runs_overlap(rec[3].runs, acc.runs)
+                        if addr is not None:
+                            hit = (rec, addr, table is self.writes)
+        if hit is not None:
+            rec, addr, other_write = hit
+            raise _race(acc, write, who, rec[3], other_write, rec[4], addr)
+        table = self.writes if write else self.reads
+        bins = table.get(acc.key)
+        if bins is None:
+            bins = table[acc.key] = {}
+        mine = bins.get(g)
+        if mine is None:
+            mine = bins[g] = _Bin()
+        mine.add(row[g], (self.seq, lo, hi, acc, who))
+        self.seq += 1
 
     def set_flag(self, core: int, src: Unit, dst: Unit, flag: int) -> None:
         g = core * UNITS + src
-        self.flags.setdefault((core, src, dst, flag), deque()).append(self.vc[g].copy())
+        self.flags.setdefault((core, src, dst, flag), deque()).append(list(self.vc[g]))
 
     def wait_flag(self, core: int, src: Unit, dst: Unit, flag: int, who: Any) -> None:
         q = self.flags.get((core, src, dst, flag))
@@ -121,23 +146,21 @@ class RaceDetector:
                 describe(who),
             )
         g = core * UNITS + dst
-        np.maximum(self.vc[g], q.popleft(), out=self.vc[g])
+        self.vc[g] = list(map(max, self.vc[g], q.popleft()))
 
     def barrier(self, core: int) -> None:
         """All units of `core` wait for each other; old records that cannot race are dropped."""
-        rows = slice(core * UNITS, (core + 1) * UNITS)
-        self.vc[rows] = self.vc[rows].max(axis=0)
-        # a record of unit u can race only with a unit h that has not yet seen it
-        seen = self.vc.copy()
-        np.fill_diagonal(seen, np.iinfo(np.int64).max)
-        for key, rec in self.records.items():
-            if key == "dram":
-                low = seen.min(axis=0)  # (G,): the least any unit has seen of unit g
-            else:  # an on-chip buffer is seen only by its own core's units
-                low = seen[key[0] * UNITS : (key[0] + 1) * UNITS].min(axis=0)
-            n = rec.n
-            rec.alive[:n] &= rec.epoch[:n] > low[rec.unit[:n]]
-            rec._compact()
+        rows = range(core * UNITS, (core + 1) * UNITS)
+        joined = [max(col) for col in zip(*(self.vc[r] for r in rows), strict=True)]
+        for r in rows:
+            self.vc[r] = list(joined)
+        every = range(len(self.vc))
+        for table in (self.reads, self.writes):
+            for key, bins in table.items():
+                # device memory is seen by every unit, an on-chip buffer by its core's units
+                seers = every if key == "dram" else range(key[0] * UNITS, (key[0] + 1) * UNITS)
+                for h, b in bins.items():
+                    b.drop_seen(min((self.vc[r][h] for r in seers if r != h), default=0))
 
 
 def _race(

@@ -7,6 +7,7 @@ races between units that no flag or barrier orders.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from anychip.npu.program import Program, expand
 from anychip.npu.races import RaceDetector
 
 __all__ = ["RunStats", "Simulator", "describe"]
+_MAX_CACHED = 1 << 16  # distinct operands remembered before the cache starts over
 
 
 @dataclass
@@ -78,6 +80,8 @@ class Simulator:
         self.top = 0  # device memory allocator: a bump pointer
         self.stats = RunStats()
         self._races = RaceDetector(config.cores)
+        self._accesses: dict[Any, Access] = {}
+        self._supported: set[tuple[DT, str]] = set()  # (dtype, unit) pairs found supported
         self._handlers: dict[type[Instr], Callable[[int, Who, Any], None]] = {
             Dma: self._dma,
             Gather: self._gather,
@@ -140,21 +144,44 @@ class Simulator:
             )
         self.stats = RunStats()
         self._races = RaceDetector(self.config.cores)
-        for core, code in enumerate(program.cores):
-            for index, inst in expand(code, core, ncores, max_steps):
-                handler = self._handlers.get(type(inst))
-                if handler is not None:
-                    self.stats.instructions[inst.unit.name.lower()] += 1
-                    handler(core, (core, index, inst), inst)
-            self._races.barrier(core)
+        counts = [0] * len(Unit)  # instructions per unit, folded into stats at the end
+        handlers = self._handlers
+        # The stream and the race records are many small tuples that live for the whole run
+        # and make no cycles; the cyclic collector would only walk them again and again.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for core, code in enumerate(program.cores):
+                for index, inst in expand(code, core, ncores, max_steps):
+                    handler = handlers.get(type(inst))
+                    if handler is not None:
+                        counts[inst.unit] += 1
+                        handler(core, (core, index, inst), inst)
+                self._races.barrier(core)
+        finally:
+            if collecting:
+                gc.enable()
+            for unit, n in zip(Unit, counts, strict=True):
+                if n:
+                    self.stats.instructions[unit.name.lower()] += n
         return self.stats
 
     def _acc(
         self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...], dt: DT
     ) -> Access:
-        if ref.space == Space.DRAM:
-            return Access(self.dram, ref.off, shape, strides, dt, "dram")
-        return Access(self.buffers[core][ref.space], ref.off, shape, strides, dt, (core, ref.space))
+        """The Access of one operand; equal operands share one (it caches checks and views)."""
+        key = (core, ref.space, ref.off, shape, strides, dt)
+        acc = self._accesses.get(key)
+        if acc is None:
+            if len(self._accesses) >= _MAX_CACHED:
+                self._accesses.clear()
+            if ref.space == Space.DRAM:
+                acc = Access(self.dram, ref.off, shape, strides, dt, "dram")
+            else:
+                mem = self.buffers[core][ref.space]
+                acc = Access(mem, ref.off, shape, strides, dt, (core, ref.space))
+            self._accesses[key] = acc
+        return acc
 
     def _touch(self, core: int, unit: Unit, who: Who, reads: list[Any], writes: list[Any]) -> None:
         """Race-checks and records one instruction's accesses."""
@@ -166,8 +193,12 @@ class Simulator:
             self._races.access(core, unit, acc, True, who)
 
     def _need(self, dt: DT, unit: str, who: Who) -> None:
+        if (dt, unit) in self._supported:
+            return
         allowed = self.config.matrix_dtypes if unit == "matrix" else self.config.vector_dtypes
-        if dt.name.lower() not in allowed:
+        if dt.name.lower() in allowed:
+            self._supported.add((dt, unit))
+        else:
             raise UnsupportedDType(
                 f"npu: the {unit} unit of design {self.config.name!r} does not support "
                 f"{dt.name.lower()} (it supports {', '.join(allowed)}) at {describe(who)}"
