@@ -153,25 +153,17 @@ def kernel_utilisation(cfg: NpuConfig, size: int, elements: int) -> dict[str, An
         missing = [n for n, m in (("timing", timing), ("kernels", kernels)) if m is None]
         return {"skipped": f"anychip.npu.{' and anychip.npu.'.join(missing)} not on this branch"}
     out: dict[str, Any] = {}
-    try:
-        prog = kernels.gemm(cfg, size, size, size)
-        rep = timing.simulate_timing(prog, cfg)
-        cycles = _report_field(rep, "cycles", "total_cycles")
-        util = 2 * size**3 / (cycles * cfg.peak_flops_per_cycle)
-        out["gemm"] = {"size": size, "cycles": cycles, "utilisation": util, "target": 0.9,
-                       "from_roofline": 1 - util}  # fmt: skip
-    except Exception as e:  # the kernel API may differ until branches merge
-        out["gemm"] = {"skipped": f"{type(e).__name__}: {e}"}
-    try:
-        n = elements
-        prog = kernels.elementwise(cfg, n)
-        rep = timing.simulate_timing(prog, cfg)
-        cycles = _report_field(rep, "cycles", "total_cycles")
-        util = 3 * 4 * n / (cycles * cfg.dram_bandwidth)  # two f32 inputs, one output
-        out["elementwise"] = {"elements": n, "cycles": cycles, "utilisation": util,
-                              "target": 0.8, "from_roofline": 1 - util}  # fmt: skip
-    except Exception as e:
-        out["elementwise"] = {"skipped": f"{type(e).__name__}: {e}"}
+    gemm = kernels.gemm(cfg, size, size, size)
+    rep = timing.simulate_timing(gemm.program, cfg)
+    out["gemm"] = {"size": size, "cycles": rep.cycles, "utilisation": rep.utilisation,
+                   "target": 0.9, "roofline_fraction": rep.roofline_fraction,
+                   "bound": rep.bound}  # fmt: skip
+    ew = kernels.elementwise(cfg, "fma", elements)
+    rep = timing.simulate_timing(ew.program, cfg)
+    out["elementwise"] = {"elements": elements, "cycles": rep.cycles,
+                          "utilisation": rep.bandwidth_utilisation, "target": 0.8,
+                          "roofline_fraction": rep.roofline_fraction,
+                          "bound": rep.bound}  # fmt: skip
     return out
 
 
@@ -194,10 +186,17 @@ def main() -> None:
     print(f"(a) functional GEMM {args.size}^3 f16 on {cfg.name}: {f['macs_per_s']:.3g} MAC/s "
           f"({f['seconds']:.3f} s, {f['instructions']} instructions; target 1e8)")  # fmt: skip
     res["timing"] = t = timing_vs_functional(cfg, args.size, f["seconds"])
-    print("(b) timing model:", t.get("skipped") or f"{t['ratio']:.2f}x functional (target <= 3)")
+    print("(b) timing model:", t.get("skipped") or f"{t['ratio']:.3f}x functional (target <= 3)")
     res["utilisation"] = u = kernel_utilisation(cfg, args.big, args.elements)
     for name, part in [("kernels", u)] if "skipped" in u else u.items():
-        print(f"(c) {name}:", part.get("skipped") or f"{part['utilisation']:.1%} of roofline")
+        print(
+            f"(c) {name}:",
+            part.get("skipped")
+            or (
+                f"{part['utilisation']:.1%} of peak (target {part['target']:.0%}), "
+                f"{part['roofline_fraction']:.1%} of its {part['bound']} roofline"
+            ),
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
