@@ -52,7 +52,7 @@ class Step:
     value: bytes = b""
 
 
-@dataclass
+@dataclass(eq=False)  # recorders are removed from the active list by identity
 class Recorder:
     """The steps seen while active, in order."""
 
