@@ -19,12 +19,13 @@ if any(v in os.environ for v in _FORCED):  # before numpy loads OpenBLAS
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -81,7 +82,7 @@ def pick_device() -> str:
     return dev
 
 
-def best_of(fns: dict[str, Fn], repeat: int, inner: int = 1) -> dict[str, float]:
+def best_of(fns: Mapping[str, Fn], repeat: int, inner: int = 1) -> dict[str, float]:
     """Seconds per call of each fn: best of `repeat` rounds (of `inner` calls), interleaved."""
     for fn in fns.values():
         fn()  # warm up: compile, allocate, page in
@@ -194,7 +195,7 @@ def b_mlp(dev: str, batch: int, repeat: int) -> dict[str, float]:
     x, y = rng.standard_normal((batch, 784), dtype=np.float32), rng.integers(0, 10, batch)
     nn = ac.nn
     layers: list[Any] = []
-    for k, (i, o) in enumerate(zip(sizes, sizes[1:])):
+    for k, (i, o) in enumerate(itertools.pairwise(sizes)):
         layers += [nn.Linear(i, o)] + ([nn.ReLU()] if k < 2 else [])
     model = nn.Sequential(*layers).to(dev)
     opt = ac.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -211,7 +212,7 @@ def b_mlp(dev: str, batch: int, repeat: int) -> dict[str, float]:
 
     def tfn() -> Fn:
         tl: list[Any] = []
-        for k, (i, o) in enumerate(zip(sizes, sizes[1:])):
+        for k, (i, o) in enumerate(itertools.pairwise(sizes)):
             tl += [torch.nn.Linear(i, o)] + ([torch.nn.ReLU()] if k < 2 else [])
         net = torch.nn.Sequential(*tl)
         topt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
