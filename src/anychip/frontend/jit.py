@@ -91,6 +91,22 @@ def _gather(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Te
     return (structure, _slot_key(slots), is_grad_enabled(), devmod.default_device()), slots
 
 
+def _fast_key(args: tuple[Any, ...]) -> Any:
+    """The signature of a call whose arguments are distinct realised tensors without
+    gradients (the common inference call), cheaper than `_gather`; None for other calls."""
+    key = []
+    seen = set()
+    for t in args:
+        if not isinstance(t, Tensor) or t.grad is not None:
+            return None
+        n = t.node
+        if n.op is not Ops.BUFFER or id(n.arg) in seen:
+            return None
+        seen.add(id(n.arg))
+        key.append((n.shape, n.dtype, n.device, t.requires_grad))
+    return (*key, is_grad_enabled(), devmod.default_device())
+
+
 def _template(x: Any, outs: list[Tensor]) -> Any:
     """`x` with each tensor replaced by its index in `outs` (wrapped, to tell it from ints)."""
     if isinstance(x, Tensor):
@@ -190,17 +206,29 @@ class jit(Generic[R]):
     def __init__(self, fn: Callable[..., R]) -> None:
         self.fn = fn
         self.captures: dict[Any, _Capture] = {}
+        self.fast: dict[Any, _Capture] = {}  # the same captures, keyed by `_fast_key`
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
+        fast = None if kwargs else _fast_key(args)
+        cap = self.fast.get(fast) if fast is not None else None
+        if cap is not None:
+            try:
+                return cap.replay(list(args))  # type: ignore[no-any-return]
+            except dispatch.GuardFailed:
+                pass
         key, slots = _gather(args, kwargs)
         cap = self.captures.get(key)
         if cap is not None:
             try:
-                return cap.replay(slots)  # type: ignore[no-any-return]
+                out = cap.replay(slots)
             except dispatch.GuardFailed:  # Python saw other values: run it again, uncached
                 return self._capture(key, slots, args, kwargs, store=False)  # type: ignore[no-any-return]
-        return self._capture(key, slots, args, kwargs)  # type: ignore[no-any-return]
+        else:
+            out = self._capture(key, slots, args, kwargs)
+        if fast is not None and key in self.captures:
+            self.fast[fast] = self.captures[key]
+        return out  # type: ignore[no-any-return]
 
     def _capture(
         self, key: Any, slots: list[Tensor], args: Any, kwargs: Any, store: bool = True
@@ -235,6 +263,7 @@ class jit(Generic[R]):
         if store and same:  # the arguments kept their structure: later calls can replay
             if len(self.captures) >= SIGNATURES_PER_FUNCTION:
                 self.captures.clear()
+                self.fast.clear()
             self.captures[key] = cap
         return out
 
