@@ -249,6 +249,8 @@ def cached_realize(
     """realize(nodes) through the structural cache: a graph shaped like one realised before
     replays that plan on its own leaves; otherwise `slow` (schedule, compile, launch) runs
     and its launches become the plan for next time. `remember` maps nodes to buffers."""
+    if len(nodes) == 1 and nodes[0].op is Ops.BUFFER:  # already a buffer: nothing to run
+        return [nodes[0].arg]
     st = structure(nodes, buffer_of)
     if st is None:
         return slow(nodes)
