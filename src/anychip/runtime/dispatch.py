@@ -202,6 +202,10 @@ def structure(
     """The structural key of the unrealised graph above `roots`, the realised leaves' buffers
     (the plan's inputs, in first-seen order), the nodes in key order and the key positions of
     leaves. None when the graph moves data between devices (not cached)."""
+    if len(roots) == 1:
+        one = _one_op(roots[0], buffer_of)
+        if one is not None:
+            return one
     key: list[Any] = []
     order: list[Node] = []
     index: dict[int, int] = {}  # id(node) -> key position; -1 while its sources are walked
@@ -238,6 +242,28 @@ def structure(
             order.append(n)
     key.append(tuple(index[id(r)] for r in roots))
     return tuple(key), leaves, order, leaf_pos
+
+
+def _one_op(
+    root: Node, buffer_of: Callable[[Node], Buffer | None]
+) -> tuple[tuple[Any, ...], list[Buffer], list[Node], set[int]] | None:
+    """`structure` of the commonest eager graph, one op on buffers (`(a + b).realize()`),
+    without the general walk; None for any other graph."""
+    srcs = root.srcs
+    if not srcs or root.op is Ops.COPY or any(s.op is not Ops.BUFFER for s in srcs):
+        return None
+    if buffer_of(root) is not None:
+        return None
+    leaves: list[Buffer] = []
+    parts = []
+    for s in srcs:
+        j = next((i for i, b in enumerate(leaves) if b is s.arg), len(leaves))
+        if j == len(leaves):
+            leaves.append(s.arg)
+        parts.append((j, s.dtype, s.shape))
+    arg = root.arg.hex() if type(root.arg) is float else root.arg
+    key = ("one op", root.op, root.dtype, root.shape, root.device, arg, tuple(parts))
+    return key, leaves, [*srcs, root], set(range(len(srcs)))
 
 
 def cached_realize(
