@@ -54,6 +54,7 @@ from anychip.frontend.creation import (
     zeros_like,
 )
 from anychip.frontend.functional import *  # noqa: F403  (torch-style free functions)
+from anychip.frontend.jit import jit
 from anychip.frontend.random import (
     manual_seed,
     rand,
@@ -65,6 +66,7 @@ from anychip.frontend.random import (
 )
 from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
 from anychip.runtime.device import devices, set_default_device
+from anychip.runtime.dispatch import JitError
 from anychip.serialization import load, load_file, save, save_file
 
 bool = bool_  # noqa: A001  (anychip.bool, as torch.bool)
@@ -85,6 +87,7 @@ __all__ = [
     "DeviceError",
     "Error",
     "IndexOutOfRange",
+    "JitError",
     "ShapeError",
     "Tensor",
     "arange",
@@ -111,6 +114,7 @@ __all__ = [
     "int32",
     "int64",
     "is_grad_enabled",
+    "jit",
     "linspace",
     "load",
     "load_file",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.errors import DTypeError, ShapeError, describe
-from anychip.ir.ops import Ops
+from anychip.ir.ops import Node, Ops
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -78,7 +78,11 @@ class ElementwiseMixin:
     ) -> Tensor:
         """op(self, other) after broadcasting and promotion; `name` is the user-facing op
         name for error messages (default: the primitive's)."""
-        a, b = self._operands(name or op.name.lower(), other, dtype=dtype)
+        on = getattr(other, "node", None)
+        if dtype is None and type(on) is Node and on.shape == self.shape and on.dtype is self.dtype:
+            a, b = self, other  # fast path (cheap dispatch): nothing to broadcast or promote
+        else:
+            a, b = self._operands(name or op.name.lower(), other, dtype=dtype)
         return b._prim(op, a) if reverse else a._prim(op, b)
 
     def _float(self: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import builtins
 import contextlib
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ from anychip.runtime import realize as rt
 
 _state = threading.local()
 _SEQ = itertools.count()  # creation order of tensors, for in-place rewiring
+# jit hook: called with each tensor updated in place (anychip.jit rejects non-arguments)
+_ASSIGN_HOOKS: list[Callable[[Tensor], None]] = []
 
 
 def is_grad_enabled() -> bool:
@@ -245,6 +247,8 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
 
     @data.setter
     def data(self, value: Tensor) -> None:
+        for hook in _ASSIGN_HOOKS:  # jit hook
+            hook(self)
         self.node = value.node
         self._version += 1
 
@@ -441,6 +445,8 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         that built `value` from self are rewired to the shadow, so gradients stay right.
         """
         self._check_inplace(op)
+        for hook in _ASSIGN_HOOKS:  # jit hook
+            hook(self)
         if value.shape != self.shape:
             raise ShapeError(
                 f"{op}: a result of shape {value.shape} cannot be written in place "

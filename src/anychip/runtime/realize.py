@@ -14,6 +14,7 @@ import numpy as np
 
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops
+from anychip.runtime import dispatch
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
 _REALISED: weakref.WeakKeyDictionary[Node, Buffer] = weakref.WeakKeyDictionary()
@@ -43,7 +44,9 @@ def to_host(buf: Buffer) -> np.ndarray:
     """A flat copy of `buf` in host memory, in the dtype's storage form."""
     backend = get_backend(buf.device)
     backend.synchronize()
-    return backend.copyout(buf.handle, buf.size, buf.dtype)
+    data = backend.copyout(buf.handle, buf.size, buf.dtype)
+    dispatch.on_host_read(buf, data)  # jit hook: replays check what Python saw here
+    return data
 
 
 def _lower(root: Node) -> tuple[Kernel, list[Buffer]]:
@@ -88,13 +91,18 @@ def _realise_copies(root: Node) -> None:
         if n.op is Ops.COPY:
             (src,) = n.srcs
             sbuf = realize([src])[0]
-            _REALISED[n] = from_host(n.device, to_host(sbuf), n.dtype)
+            _REALISED[n] = dispatch.copy(sbuf, n.device)  # dispatch hook: recorded
             continue
         stack.extend(n.srcs)
 
 
 def realize(nodes: list[Node]) -> list[Buffer]:
     """Compute every node's value on its device; one Buffer per node."""
+    # dispatch hook: a graph shaped like one seen before replays its cached launches
+    return dispatch.cached_realize(nodes, _realize, buffer_of, _REALISED)
+
+
+def _realize(nodes: list[Node]) -> list[Buffer]:
     out: list[Buffer] = []
     for node in nodes:
         buf = buffer_of(node)
@@ -107,7 +115,7 @@ def realize(nodes: list[Node]) -> list[Buffer]:
             buf = allocate(node.device, node.numel, node.dtype)
             program = backend.compile(kernel)
             t0 = time.perf_counter()
-            backend.launch(program, buf, inputs)
+            dispatch.launch(backend, program, buf, inputs)  # dispatch hook
             if DEBUG >= 1:
                 backend.synchronize()
                 ms = (time.perf_counter() - t0) * 1e3

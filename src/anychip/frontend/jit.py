@@ -1,0 +1,284 @@
+"""`anychip.jit`: capture a function's kernel launches on its first call and replay them on
+later calls with the same signature, skipping graph building, scheduling and compiling.
+
+The capture is `runtime.dispatch`'s launch record; this module maps the function's tensors
+(arguments, module parameters, optimizer state, gradients) onto the record's buffers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from anychip.frontend import random as rng
+from anychip.frontend import tensor as tmod
+from anychip.frontend.tensor import Tensor, is_grad_enabled
+from anychip.ir.ops import Node, Ops
+from anychip.runtime import device as devmod
+from anychip.runtime import dispatch
+from anychip.runtime import realize as rt
+from anychip.runtime.dispatch import JitError, Plan
+
+R = TypeVar("R")
+SIGNATURES_PER_FUNCTION = 64  # captures kept per function; all are dropped when full
+
+
+def _flatten(x: Any, slots: list[Tensor], seen: dict[int, int]) -> Any:
+    """A hashable description of `x`'s structure and non-tensor values; tensors found are
+    appended to `slots` (each object once) and described by their slot index."""
+    if isinstance(x, Tensor):
+        j = seen.get(id(x))
+        if j is None:
+            j = seen[id(x)] = len(slots)
+            slots.append(x)
+        return j
+    t = type(x)
+    if t is tuple or t is list:
+        return (t, tuple([_flatten(v, slots, seen) for v in x]))
+    if t is dict:
+        return (dict, tuple([(k, _flatten(v, slots, seen)) for k, v in x.items()]))
+    if t is float:
+        return (float, x.hex())  # 0.0 and -0.0 differ; NaN equals NaN
+    if hasattr(x, "named_parameters") and hasattr(x, "named_buffers"):  # an nn.Module
+        params = tuple((n, _flatten(p, slots, seen)) for n, p in x.named_parameters())
+        bufs = tuple((n, _flatten(b, slots, seen)) for n, b in x.named_buffers())
+        modes = tuple(m.training for m in x.modules())
+        return ("module", id(x), params, bufs, modes)
+    if hasattr(x, "param_groups") and hasattr(x, "state"):  # an optimizer
+        groups = _flatten(x.param_groups, slots, seen)
+        state = tuple(
+            (_flatten(p, slots, seen), _flatten(s, slots, seen)) for p, s in x.state.items()
+        )
+        return ("optimizer", id(x), groups, state)
+    try:
+        hash(x)
+    except TypeError:
+        return ("object", id(x))  # unhashable: the same object, whatever its contents
+    return (t, x)
+
+
+def _slot_key(slots: list[Tensor]) -> tuple[Any, ...]:
+    """Per slot: shape, dtype, device, requires_grad, and which earlier slot shares its
+    buffer (aliasing changes which buffer a replay must read)."""
+    owner: dict[int, int] = {}
+    key = []
+    for i, t in enumerate(slots):
+        n = t.node
+        if n.op is not Ops.BUFFER:
+            t.realize()
+            n = t.node
+        key.append((n.shape, n.dtype, n.device, t.requires_grad, owner.setdefault(id(n.arg), i)))
+    return tuple(key)
+
+
+def _structure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Tensor]]:
+    """The arguments' structure and their tensors: argument tensors, then gradients."""
+    slots: list[Tensor] = []
+    seen: dict[int, int] = {}
+    structure = _flatten(args, slots, seen), _flatten(kwargs, slots, seen) if kwargs else None
+    grads = tuple(
+        _flatten(t.grad, slots, seen) if t.grad is not None else None for t in slots[: len(slots)]
+    )
+    return (structure, grads, tuple([t.requires_grad for t in slots])), slots
+
+
+def _gather(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Tensor]]:
+    """The call's signature (structure, tensor metadata, grad mode, default device) and its
+    tensors (realised)."""
+    structure, slots = _structure(args, kwargs)
+    return (structure, _slot_key(slots), is_grad_enabled(), devmod.default_device()), slots
+
+
+def _fast_key(args: tuple[Any, ...]) -> Any:
+    """The signature of a call whose arguments are distinct realised tensors without
+    gradients (the common inference call), cheaper than `_gather`; None for other calls."""
+    key = []
+    seen = set()
+    for t in args:
+        if not isinstance(t, Tensor) or t.grad is not None:
+            return None
+        n = t.node
+        if n.op is not Ops.BUFFER or id(n.arg) in seen:
+            return None
+        seen.add(id(n.arg))
+        key.append((n.shape, n.dtype, n.device, t.requires_grad))
+    return (*key, is_grad_enabled(), devmod.default_device())
+
+
+def _template(x: Any, outs: list[Tensor]) -> Any:
+    """`x` with each tensor replaced by its index in `outs` (wrapped, to tell it from ints)."""
+    if isinstance(x, Tensor):
+        outs.append(x)
+        return _Out(len(outs) - 1)
+    if type(x) in (tuple, list):
+        return type(x)(_template(v, outs) for v in x)
+    if type(x) is dict:
+        return {k: _template(v, outs) for k, v in x.items()}
+    return x
+
+
+@dataclass(frozen=True)
+class _Out:
+    index: int
+
+
+def _rebuild(tpl: Any, outs: list[Tensor]) -> Any:
+    if type(tpl) is _Out:
+        return outs[tpl.index]
+    if type(tpl) in (tuple, list):
+        return type(tpl)(_rebuild(v, outs) for v in tpl)
+    if type(tpl) is dict:
+        return {k: _rebuild(v, outs) for k, v in tpl.items()}
+    return tpl
+
+
+def _wrap(buf: Any, like: Node) -> Tensor:
+    return Tensor._from_node(Node(Ops.BUFFER, like.dtype, like.shape, like.device, (), buf))
+
+
+@dataclass
+class _Capture:
+    """One signature's record: the plan (inputs: slot buffers; outputs: returned tensors,
+    then the new values of updated slots) and how to hand the results back."""
+
+    plan: Plan
+    template: Any
+    metas: list[Node]  # shape/dtype/device of each plan output
+    n_returned: int
+    updated: list[int]  # slots whose value the function changed (in place or rebound)
+
+    def replay(self, slots: list[Tensor]) -> Any:
+        bufs = self.plan.run([t.node.arg for t in slots])
+        return self.finish(slots, bufs)
+
+    def finish(self, slots: list[Tensor], bufs: list[Any]) -> Any:
+        k = self.n_returned
+        for i, b, m in zip(self.updated, bufs[k:], self.metas[k:]):
+            t = slots[i]
+            t.node = Node(Ops.BUFFER, m.dtype, m.shape, m.device, (), b)
+            t._version += 1
+        outs = [_wrap(b, m) for b, m in zip(bufs[:k], self.metas[:k])]
+        return _rebuild(self.template, outs)
+
+
+class _Guard:
+    """Rejects in-place updates of tensors that are not the function's arguments."""
+
+    def __init__(self, name: str, slots: list[Tensor]) -> None:
+        self.name, self.ids = name, {id(t) for t in slots}
+        self.start = next(tmod._SEQ)  # tensors made during the capture are its own
+
+    def __call__(self, t: Tensor) -> None:
+        if id(t) not in self.ids and t._seq < self.start:
+            raise JitError(
+                f"jit({self.name}): the function updates in place a tensor of shape "
+                f"{t.shape}, dtype {t.dtype.name}, device {t.device} that is not one of its "
+                "arguments; pass it (or the module or optimizer holding it) as an argument"
+            )
+
+
+class jit(Generic[R]):
+    """Capture `fn`'s kernel launches on its first call with a given signature and replay
+    them on later calls; results are detached tensors of the same structure.
+
+    The signature is the shapes, dtypes, devices and requires_grad of the tensors in the
+    arguments (also inside tuples, lists, dicts, nn.Modules and optimizers, and their
+    gradients), how they alias, and the other arguments by value. Replays do not rerun
+    Python: values the function reads on the host (`.item()`, `.numpy()`, bounds checks)
+    are guards, checked on each replay, and a call where one differs runs the function
+    again; other data-dependent behaviour is the caller's responsibility, as with CUDA
+    graphs. Tensors read from outside the arguments (globals, closures) are constants
+    captured by the first call; non-tensor results too. Updates of argument tensors (an
+    optimizer step, also when it rebinds optimizer state) are replayed in place; updates of
+    other tensors and random draws inside the function raise JitError.
+
+    >>> import anychip as ac
+    >>> @ac.jit
+    ... def f(a, b):
+    ...     return (a * b + 1).relu()
+    >>> x, y = ac.ones(3), ac.full((3,), 2.0)
+    >>> f(x, y).tolist(), f(y, x).tolist()  # the second call replays the first's kernels
+    ([3.0, 3.0, 3.0], [3.0, 3.0, 3.0])
+    """
+
+    def __init__(self, fn: Callable[..., R]) -> None:
+        self.fn = fn
+        self.captures: dict[Any, _Capture] = {}
+        self.fast: dict[Any, _Capture] = {}  # the same captures, keyed by `_fast_key`
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        fast = None if kwargs else _fast_key(args)
+        cap = self.fast.get(fast) if fast is not None else None
+        if cap is not None:
+            try:
+                return cap.replay(list(args))  # type: ignore[no-any-return]
+            except dispatch.GuardFailed:
+                pass
+        key, slots = _gather(args, kwargs)
+        cap = self.captures.get(key)
+        if cap is not None:
+            try:
+                out = cap.replay(slots)
+            except dispatch.GuardFailed:  # Python saw other values: run it again, uncached
+                return self._capture(key, slots, args, kwargs, store=False)  # type: ignore[no-any-return]
+        else:
+            out = self._capture(key, slots, args, kwargs)
+        if fast is not None and key in self.captures:
+            self.fast[fast] = self.captures[key]
+        return out  # type: ignore[no-any-return]
+
+    def _capture(
+        self, key: Any, slots: list[Tensor], args: Any, kwargs: Any, store: bool = True
+    ) -> Any:
+        name = getattr(self.fn, "__name__", "function")
+        before = [(t.node, t._ctx) for t in slots]
+        inputs = [t.node.arg for t in slots]
+        state = rng.get_rng_state()
+        guard = _Guard(name, slots)
+        tmod._ASSIGN_HOOKS.append(guard)
+        try:
+            with dispatch.recording() as rec:
+                result = self.fn(*args, **kwargs)
+                outs: list[Tensor] = []
+                template = _template(result, outs)
+                after_key, after = _structure(args, kwargs)
+                same = after_key == key[0]
+                updated = [
+                    i
+                    for i, (t, (node, _)) in enumerate(zip(after, before))
+                    if same and (t is not slots[i] or t.node is not node)
+                ]
+                targets = [*outs, *(after[i] for i in updated)]
+                bufs = rt.realize([t.node for t in targets])
+        finally:
+            tmod._ASSIGN_HOOKS.remove(guard)
+        self._check(name, state, [(after[i], slots[i], before[i][1]) for i in updated])
+        metas = [t.node for t in targets]
+        plan = dispatch.make_plan(rec, inputs, bufs)
+        cap = _Capture(plan, template, metas, len(outs), updated)
+        out = cap.finish(after if same else [], bufs)
+        if store and same:  # the arguments kept their structure: later calls can replay
+            if len(self.captures) >= SIGNATURES_PER_FUNCTION:
+                self.captures.clear()
+                self.fast.clear()
+            self.captures[key] = cap
+        return out
+
+    @staticmethod
+    def _check(
+        name: str, state: tuple[int, int], changed: list[tuple[Tensor, Tensor, Any]]
+    ) -> None:
+        if rng.get_rng_state() != state:
+            raise JitError(
+                f"jit({name}): the function draws random numbers, which a replay would "
+                "repeat; draw them outside and pass them as arguments"
+            )
+        for t, old, ctx in changed:
+            if t._ctx is not (ctx if t is old else None):
+                raise JitError(
+                    f"jit({name}): the function changes the autograd history of an argument "
+                    f"(shape {t.shape}, dtype {t.dtype.name}); update it under anychip.no_grad()"
+                )

@@ -1,0 +1,339 @@
+"""Cheap dispatch: record the kernel launches that realise a graph as a replayable Plan, and
+cache plans by the graph's structure so an op seen before is never scheduled again.
+
+Every launch goes through `launch`, which also feeds the active recorders (the eager cache
+below and `anychip.jit`). A Plan is that record with buffers turned into slots: replaying it
+allocates fresh outputs and launches the same compiled programs on new input buffers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from anychip.errors import Error
+from anychip.ir.ops import Node, Ops
+from anychip.runtime.device import Backend, Buffer, get_backend
+
+DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
+CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
+
+
+class JitError(Error, RuntimeError):
+    """A function `anychip.jit` cannot capture faithfully (random draws, in-place updates of
+    tensors that are not its arguments, changes to an argument's autograd history)."""
+
+
+class GuardFailed(Exception):
+    """A replayed host read saw other values than the capture did: the plan does not apply."""
+
+
+# --- recording -----------------------------------------------------------------------------
+LAUNCH, COPY, READ = "launch", "copy", "read"
+
+
+@dataclass
+class Step:
+    """One recorded event: a LAUNCH of `program` on `backend` writing `out` from `ins`, a
+    COPY of ins[0] into `out` (another device), or a READ of ins[0] to the host that saw
+    `value` (the caller's Python may depend on it: replays check it, as a guard)."""
+
+    kind: str
+    ins: list[Buffer]
+    out: Buffer | None = None
+    backend: Backend | None = None
+    program: Any = None
+    value: bytes = b""
+
+
+@dataclass(eq=False)  # recorders are removed from the active list by identity
+class Recorder:
+    """The steps seen while active, in order."""
+
+    steps: list[Step] = field(default_factory=list)
+    host_reads: int = 0
+
+
+_RECORDERS: list[Recorder] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Recorder]:
+    """Record every launch, copy and host read made inside the block (recorders nest)."""
+    rec = Recorder()
+    _RECORDERS.append(rec)
+    try:
+        yield rec
+    finally:
+        _RECORDERS.remove(rec)
+
+
+def launch(backend: Backend, program: Any, out: Buffer, ins: list[Buffer]) -> None:
+    """Run a compiled program (the one door to `Backend.launch`), telling the recorders."""
+    backend.launch(program, out, ins)
+    for rec in _RECORDERS:
+        rec.steps.append(Step(LAUNCH, ins, out, backend, program))
+
+
+def copy(src: Buffer, device: str) -> Buffer:
+    """A copy of `src` on `device` (through host memory), telling the recorders."""
+    dst = _copy(src, device)
+    for rec in _RECORDERS:
+        rec.steps.append(Step(COPY, [src], dst))
+    return dst
+
+
+def _copy(src: Buffer, device: str) -> Buffer:
+    sb, db = get_backend(src.device), get_backend(device)
+    sb.synchronize()
+    data = sb.copyout(src.handle, src.size, src.dtype)
+    dst = Buffer(device, src.dtype, src.size, db.allocate(src.size, src.dtype))
+    db.copyin(dst.handle, data)
+    return dst
+
+
+def on_host_read(buf: Buffer, data: np.ndarray) -> None:
+    """Called with each buffer read back to the host (`.numpy()`, `.item()`) and its data."""
+    for rec in _RECORDERS:
+        rec.host_reads += 1
+        rec.steps.append(Step(READ, [buf], value=data.tobytes()))
+
+
+# --- plans ---------------------------------------------------------------------------------
+@dataclass
+class _PlanStep:
+    kind: str
+    ins: tuple[int, ...]  # env slots read
+    out: int  # env slot written; == len(env) at run time means a fresh buffer
+    backend: Backend | None
+    program: Any
+    meta: tuple[str, Any, int]  # the output's (device, dtype, size)
+    value: bytes
+
+
+@dataclass
+class Plan:
+    """Steps replayable on new inputs. Env slots: inputs, then constants, then one per
+    fresh buffer the steps make; `outputs` are env slots. Raises GuardFailed (before any
+    argument is changed) when a host read sees other values than at capture."""
+
+    steps: list[_PlanStep]
+    consts: list[Buffer]
+    outputs: list[int]
+
+    def run(self, inputs: list[Buffer]) -> list[Buffer]:
+        env = [*inputs, *self.consts]
+        for s in self.steps:
+            if s.kind is LAUNCH:
+                assert s.backend is not None
+                if s.out < len(env):
+                    out = env[s.out]
+                else:
+                    dev, dt, size = s.meta
+                    out = Buffer(dev, dt, size, s.backend.allocate(size, dt))
+                    env.append(out)
+                launch(s.backend, s.program, out, [env[i] for i in s.ins])
+            elif s.kind is COPY:
+                env.append(copy(env[s.ins[0]], s.meta[0]))
+            else:
+                buf = env[s.ins[0]]
+                backend = get_backend(buf.device)
+                backend.synchronize()
+                data = backend.copyout(buf.handle, buf.size, buf.dtype)
+                on_host_read(buf, data)
+                if data.tobytes() != s.value:
+                    raise GuardFailed
+        if DEBUG >= 1:
+            print(f"[plan] replayed {len(self.steps)} steps")
+        return [env[i] for i in self.outputs]
+
+
+_NO_META: tuple[str, Any, int] = ("", None, 0)  # a READ writes nothing
+
+
+def make_plan(rec: Recorder, inputs: list[Buffer], outputs: list[Buffer]) -> Plan:
+    """Turn recorded steps into a Plan: `inputs` become slots, buffers the steps make become
+    fresh allocations, any other buffer read (or returned) is kept as a constant."""
+    slot: dict[int, int] = {}
+    for i, b in enumerate(inputs):
+        slot.setdefault(id(b), i)
+    made = {id(s.out) for s in rec.steps if s.out is not None}
+    consts: list[Buffer] = []
+    for b in [b for s in rec.steps for b in s.ins] + outputs:
+        if id(b) not in slot and id(b) not in made:
+            slot[id(b)] = len(inputs) + len(consts)
+            consts.append(b)
+    steps: list[_PlanStep] = []
+    size = len(inputs) + len(consts)
+    for s in rec.steps:
+        refs = tuple(slot[id(b)] for b in s.ins)
+        o, meta = -1, _NO_META
+        if s.out is not None:
+            meta = (s.out.device, s.out.dtype, s.out.size)
+            if id(s.out) in slot and s.kind is LAUNCH:
+                o = slot[id(s.out)]  # a launch writing a buffer it did not make: in place
+            else:
+                o, size = size, size + 1
+                slot[id(s.out)] = o
+        steps.append(_PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value))
+    return Plan(steps, consts, [slot[id(b)] for b in outputs])
+
+
+# --- the eager cache: graph structure -> plan ------------------------------------------------
+@dataclass
+class _Entry:
+    plan: Plan  # outputs: the roots' buffers, then other nodes the kernels materialised
+    positions: list[int]  # for each plan output, the node's position in the walk order
+
+
+_CACHE: dict[tuple[Any, ...], _Entry] = {}
+_stats = {"hits": 0, "misses": 0}
+
+
+def structure(
+    roots: list[Node], buffer_of: Callable[[Node], Buffer | None]
+) -> tuple[tuple[Any, ...], list[Buffer], list[Node], set[int]] | None:
+    """The structural key of the unrealised graph above `roots`, the realised leaves' buffers
+    (the plan's inputs, in first-seen order), the nodes in key order and the key positions of
+    leaves. None when the graph moves data between devices (not cached)."""
+    if len(roots) == 1:
+        one = _one_op(roots[0], buffer_of)
+        if one is not None:
+            return one
+    key: list[Any] = []
+    order: list[Node] = []
+    index: dict[int, int] = {}  # id(node) -> key position; -1 while its sources are walked
+    leaves: list[Buffer] = []
+    leaf_slot: dict[int, int] = {}
+    leaf_pos: set[int] = set()
+    stack = roots[::-1]
+    while stack:  # iterative post-order (deep graphs are fine); hot path, kept lean
+        n = stack.pop()
+        nid = id(n)
+        pos = index.get(nid)
+        if pos is None:
+            buf = n.arg if n.op is Ops.BUFFER else buffer_of(n)
+            if buf is not None:  # a leaf: which buffer slot, not how it was computed
+                j = leaf_slot.setdefault(id(buf), len(leaves))
+                if j == len(leaves):
+                    leaves.append(buf)
+                index[nid] = len(key)
+                leaf_pos.add(len(key))
+                key.append((j, n.dtype, n.shape, n.device))
+                order.append(n)
+                continue
+            if n.op is Ops.COPY:
+                return None
+            index[nid] = -1
+            stack.append(n)
+            stack.extend([s for s in n.srcs if id(s) not in index])
+        elif pos == -1:
+            index[nid] = len(key)
+            arg = n.arg.hex() if type(n.arg) is float else n.arg  # 0.0 vs -0.0, NaN
+            key.append(
+                (n.op, n.dtype, n.shape, n.device, arg, tuple([index[id(s)] for s in n.srcs]))
+            )
+            order.append(n)
+    key.append(tuple(index[id(r)] for r in roots))
+    return tuple(key), leaves, order, leaf_pos
+
+
+def _one_op(
+    root: Node, buffer_of: Callable[[Node], Buffer | None]
+) -> tuple[tuple[Any, ...], list[Buffer], list[Node], set[int]] | None:
+    """`structure` of the commonest eager graph, one op on buffers (`(a + b).realize()`),
+    without the general walk; None for any other graph."""
+    srcs = root.srcs
+    if not srcs or root.op is Ops.COPY or any(s.op is not Ops.BUFFER for s in srcs):
+        return None
+    if buffer_of(root) is not None:
+        return None
+    leaves: list[Buffer] = []
+    parts = []
+    for s in srcs:
+        j = next((i for i, b in enumerate(leaves) if b is s.arg), len(leaves))
+        if j == len(leaves):
+            leaves.append(s.arg)
+        parts.append((j, s.dtype, s.shape))
+    arg = root.arg.hex() if type(root.arg) is float else root.arg
+    key = ("one op", root.op, root.dtype, root.shape, root.device, arg, tuple(parts))
+    return key, leaves, [*srcs, root], set(range(len(srcs)))
+
+
+def cached_realize(
+    nodes: list[Node],
+    slow: Callable[[list[Node]], list[Buffer]],
+    buffer_of: Callable[[Node], Buffer | None],
+    remember: weakref.WeakKeyDictionary[Node, Buffer],
+) -> list[Buffer]:
+    """realize(nodes) through the structural cache: a graph shaped like one realised before
+    replays that plan on its own leaves; otherwise `slow` (schedule, compile, launch) runs
+    and its launches become the plan for next time. `remember` maps nodes to buffers."""
+    if len(nodes) == 1 and nodes[0].op is Ops.BUFFER:  # already a buffer: nothing to run
+        return [nodes[0].arg]
+    st = structure(nodes, buffer_of)
+    if st is None:
+        return slow(nodes)
+    key, leaves, order, leaf_pos = st
+    try:
+        entry = _CACHE.get(key)
+    except TypeError:  # an unhashable op argument: not cacheable
+        return slow(nodes)
+    if entry is not None:
+        _stats["hits"] += 1
+        bufs = entry.plan.run(leaves)
+        for pos, buf in zip(entry.positions, bufs):
+            if pos not in leaf_pos:
+                remember[order[pos]] = buf
+        return bufs[: len(nodes)]
+    _stats["misses"] += 1
+    with recording() as rec:
+        out = slow(nodes)
+    _store(key, rec, leaves, order, leaf_pos, nodes, out, buffer_of)
+    return out
+
+
+def _store(
+    key: tuple[Any, ...],
+    rec: Recorder,
+    leaves: list[Buffer],
+    order: list[Node],
+    leaf_pos: set[int],
+    nodes: list[Node],
+    out: list[Buffer],
+    buffer_of: Callable[[Node], Buffer | None],
+) -> None:
+    """Cache the recorded launches as the plan for `key` (if they are replayable)."""
+    if rec.host_reads or any(s.kind is not LAUNCH for s in rec.steps):
+        return
+    where = {id(n): i for i, n in enumerate(order)}
+    positions = [where[id(n)] for n in nodes]
+    extra = [
+        (i, b)
+        for i, n in enumerate(order)
+        if i not in leaf_pos
+        and (b := buffer_of(n)) is not None
+        and id(n) not in set(map(id, nodes))
+    ]
+    plan = make_plan(rec, leaves, [*out, *(b for _, b in extra)])
+    if plan.consts:  # it read a buffer that is not a leaf: don't guess, don't cache
+        return
+    if len(_CACHE) >= CACHE_LIMIT:
+        _CACHE.clear()
+    _CACHE[key] = _Entry(plan, positions + [i for i, _ in extra])
+
+
+def clear_cache() -> None:
+    """Forget every cached plan (compiled programs stay in the backends' caches)."""
+    _CACHE.clear()
+
+
+def cache_info() -> dict[str, int]:
+    """{'hits', 'misses', 'size'} of the eager structural cache."""
+    return {**_stats, "size": len(_CACHE)}
