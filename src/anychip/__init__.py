@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from anychip import nn, optim
 from anychip.dtypes import (
     DType,
     bfloat16,
@@ -26,6 +27,7 @@ from anychip.dtypes import (
     uint8,
 )
 from anychip.errors import (
+    ArgumentError,
     AutogradError,
     CompileError,
     DeviceError,
@@ -63,6 +65,7 @@ from anychip.frontend.random import (
 )
 from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
 from anychip.runtime.device import devices, set_default_device
+from anychip.serialization import load, load_file, save, save_file
 
 bool = bool_  # noqa: A001  (anychip.bool, as torch.bool)
 float = float32  # noqa: A001
@@ -74,6 +77,7 @@ int = int32  # noqa: A001
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "AutogradError",
     "CompileError",
     "DType",
@@ -108,11 +112,15 @@ __all__ = [
     "int64",
     "is_grad_enabled",
     "linspace",
+    "load",
+    "load_file",
     "long",
     "manual_seed",
+    "nn",
     "no_grad",
     "ones",
     "ones_like",
+    "optim",
     "promote_types",
     "rand",
     "rand_like",
@@ -121,6 +129,8 @@ __all__ = [
     "randn_like",
     "randperm",
     "result_type",
+    "save",
+    "save_file",
     "set_default_device",
     "stack",
     "tensor",

@@ -81,8 +81,9 @@ default_float = float32
 default_int = int64
 
 
-def to_dtype(x: Any) -> DType:
-    """Accept a DType, its name, a numpy dtype or a Python type."""
+def to_dtype(x: Any, op: str = "dtype") -> DType:
+    """Accept a DType, its name, a numpy dtype or a Python type (`op` names the caller in
+    the error message)."""
     if isinstance(x, DType):
         return x
     if isinstance(x, str) and x in BY_NAME:
@@ -97,7 +98,7 @@ def to_dtype(x: Any) -> DType:
         return _FROM_NP[np.dtype(x)]
     except (TypeError, KeyError):
         raise DTypeError(
-            f"dtype: unknown dtype {x!r}; known: {', '.join(sorted(BY_NAME))}"
+            f"{op}: unknown dtype {x!r}; known: {', '.join(sorted(BY_NAME))}"
         ) from None
 
 

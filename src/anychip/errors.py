@@ -37,6 +37,11 @@ class CompileError(Error, RuntimeError):
     """A backend failed to build a kernel (its compiler's message is attached)."""
 
 
+class ArgumentError(Error, ValueError):
+    """An argument value the function does not accept (a negative learning rate, an
+    unknown reduction or mode name, a probability outside [0, 1])."""
+
+
 def describe(*tensors: Any) -> str:
     """`shapes (2, 3) and (4,), dtypes float32 and int64, device ref` for error messages."""
     shapes = " and ".join(str(tuple(t.shape)) for t in tensors)

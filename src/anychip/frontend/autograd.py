@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from anychip.errors import AutogradError, ShapeError
+from anychip.errors import AutogradError, ShapeError, describe
 from anychip.ir.primitives import RULES
 
 if TYPE_CHECKING:
@@ -58,8 +58,9 @@ def _run(
     if gradient is None:
         if root.numel() != 1:
             raise AutogradError(
-                f"backward: grad can be implicitly created only for scalar "
-                f"outputs; got shape {root.shape} (pass `gradient=`)"
+                f"backward: grad can be implicitly created only for scalar outputs; got "
+                f"shape {root.shape}, dtype {root.dtype.name}, device {root.device} "
+                "(pass `gradient=`)"
             )
         gradient = Tensor._const(1.0, root.dtype, root.shape, root.device)
     elif not isinstance(gradient, Tensor):
@@ -67,7 +68,7 @@ def _run(
     if gradient.shape != root.shape:
         raise ShapeError(
             f"backward: gradient of shape {gradient.shape} does not match the "
-            f"output's shape {root.shape}"
+            f"output's shape {root.shape} (output, gradient: {describe(root, gradient)})"
         )
     grads: dict[int, Tensor] = {id(root): gradient.detach().to(root.dtype)}
     results: dict[int, Tensor] = {}

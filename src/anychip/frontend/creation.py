@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from anychip import dtypes
-from anychip.errors import ShapeError, describe
-from anychip.frontend.movement import _shape_arg, same_device
+from anychip.errors import IndexOutOfRange, ShapeError, describe
+from anychip.frontend.movement import _int_sizes, _shape_arg, same_device
 from anychip.frontend.tensor import Tensor
 from anychip.runtime import device as devmod
 
@@ -24,11 +24,21 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def _shape(size: Sequence[Any]) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in _shape_arg(size))
+def _shape(size: Sequence[Any], op: str) -> tuple[int, ...]:
+    shape = tuple(_int_sizes(_shape_arg(size), op))
     if any(s < 0 for s in shape):
-        raise ShapeError(f"zeros/ones/full: negative dimension in size {shape}")
+        raise ShapeError(f"{op}: negative dimension in size {shape}")
     return shape
+
+
+def _filled(
+    op: str, size: Sequence[Any], value: Any, dtype: Any, device: Any, requires_grad: bool
+) -> Tensor:
+    shape = _shape(size, op)
+    dt = dtypes.to_dtype(dtype, op) if dtype is not None else dtypes.scalar_dtype(value)
+    dev = devmod.canonical(device, op, f"shape {shape}, dtype {dt.name}")
+    t = Tensor._const(value, dt, shape, dev)
+    return t.requires_grad_() if requires_grad else t
 
 
 def full(
@@ -44,46 +54,55 @@ def full(
     >>> ac.full((2,), 7).tolist()
     [7, 7]
     """
-    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.scalar_dtype(fill_value)
-    t = Tensor._const(fill_value, dt, _shape(size), devmod.canonical(device))
-    return t.requires_grad_() if requires_grad else t
+    return _filled("full", size, fill_value, dtype, device, requires_grad)
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    return full(size, 0.0, dtype or dtypes.default_float, device, requires_grad)
+    return _filled("zeros", size, 0.0, dtype or dtypes.default_float, device, requires_grad)
 
 
 def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    return full(size, 1.0, dtype or dtypes.default_float, device, requires_grad)
+    return _filled("ones", size, 1.0, dtype or dtypes.default_float, device, requires_grad)
 
 
 def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """Like zeros: anychip never hands out uninitialised memory."""
-    return zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+    return _filled("empty", size, 0.0, dtype or dtypes.default_float, device, requires_grad)
+
+
+def _from_host(
+    op: str, vals: np.ndarray, dt: dtypes.DType, device: Any, requires_grad: bool
+) -> Tensor:
+    dev = devmod.canonical(device, op, f"shape {vals.shape}, dtype {dt.name}")
+    return Tensor(vals, dtype=dt, device=dev, requires_grad=requires_grad)
+
+
+def _like(op: str, t: Tensor, value: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+    return _filled(op, t.shape, value, dtype or t.dtype, device or t.device, requires_grad)
 
 
 def full_like(
     t: Tensor, fill_value: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
 ) -> Tensor:
-    return full(t.shape, fill_value, dtype or t.dtype, device or t.device, requires_grad)
+    return _like("full_like", t, fill_value, dtype, device, requires_grad)
 
 
 def zeros_like(
     t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
 ) -> Tensor:
-    return full_like(t, 0, dtype, device, requires_grad)
+    return _like("zeros_like", t, 0, dtype, device, requires_grad)
 
 
 def ones_like(
     t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
 ) -> Tensor:
-    return full_like(t, 1, dtype, device, requires_grad)
+    return _like("ones_like", t, 1, dtype, device, requires_grad)
 
 
 def empty_like(
     t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
 ) -> Tensor:
-    return full_like(t, 0, dtype, device, requires_grad)
+    return _like("empty_like", t, 0, dtype, device, requires_grad)
 
 
 def arange(
@@ -111,13 +130,13 @@ def arange(
         )
     is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
     dt = (
-        dtypes.to_dtype(dtype)
+        dtypes.to_dtype(dtype, "arange")
         if dtype is not None
         else (dtypes.default_int if is_int else dtypes.default_float)
     )
     n = max(int(np.ceil((end - start) / step)), 0)
-    vals = start + np.arange(n, dtype=np.float64 if not is_int else np.int64) * step
-    return Tensor(vals, dtype=dt, device=device, requires_grad=requires_grad)
+    vals = start + np.arange(n, dtype=np.float64 if not is_int else np.int64) * np.asarray(step)
+    return _from_host("arange", vals, dt, device, requires_grad)
 
 
 def linspace(
@@ -130,34 +149,35 @@ def linspace(
 ) -> Tensor:
     if steps < 0:
         raise ShapeError(f"linspace: number of steps must be non-negative, got {steps}")
-    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.default_float
+    dt = dtypes.to_dtype(dtype, "linspace") if dtype is not None else dtypes.default_float
     i = np.arange(steps, dtype=np.float64)
     step = (end - start) / (steps - 1) if steps > 1 else 0.0
-    # from both ends, as torch does, so the last value is exactly `end`
-    vals = np.where(i < steps // 2, start + i * step, end - (steps - 1 - i) * step)
-    return Tensor(vals, dtype=dt, device=device, requires_grad=requires_grad)
+    # from both ends, as torch does, so the last value is exactly `end` (one step: `start`)
+    vals = np.where(i < max(steps // 2, 1), start + i * step, end - (steps - 1 - i) * step)
+    return _from_host("linspace", vals, dt, device, requires_grad)
 
 
 def eye(
     n: int, m: int | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False
 ) -> Tensor:
-    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.default_float
-    return Tensor(
-        np.eye(n, m if m is not None else n), dtype=dt, device=device, requires_grad=requires_grad
-    )
+    dt = dtypes.to_dtype(dtype, "eye") if dtype is not None else dtypes.default_float
+    cols = m if m is not None else n
+    if n < 0 or cols < 0:
+        raise ShapeError(f"eye: n and m must be non-negative, got n={n}, m={cols}")
+    return _from_host("eye", np.eye(n, cols), dt, device, requires_grad)
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Join tensors along an existing dimension (each is padded into place, then summed;
     the compiler turns this into a select, not arithmetic)."""
-    ts = [t for t in tensors]
+    ts = list(tensors)
     if not ts:
         raise ShapeError("cat: expected a non-empty list of tensors")
     # torch skips 1-d empty tensors in cat
     ts = [t for t in ts if not (t.ndim == 1 and t.shape[0] == 0)] or ts[:1]
     ref = ts[0]
     if ref.ndim == 0:
-        raise ShapeError("cat: zero-dimensional tensors cannot be concatenated")
+        raise ShapeError(f"cat: zero-dimensional tensors cannot be concatenated ({describe(*ts)})")
     d = ref._axis(dim, "cat")
     same_device("cat", ts)
     for t in ts:
@@ -190,5 +210,8 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
             raise ShapeError(f"stack: expects each tensor to be equal size: {describe(*ts)}")
     n = ts[0].ndim + 1
     if not -n <= dim < n:
-        raise ShapeError(f"stack: dimension {dim} out of range for {n}-d result")
+        raise IndexOutOfRange(
+            f"stack: dimension {dim} out of range (expected in [{-n}, {n - 1}]) for a "
+            f"{n}-d result from tensors of {describe(*ts)}"
+        )
     return cat([t.unsqueeze(dim) for t in ts], dim)

@@ -69,9 +69,16 @@ class ElementwiseMixin:
         return out
 
     def _binary(
-        self: Tensor, op: Ops, other: Any, reverse: bool = False, dtype: DType | None = None
+        self: Tensor,
+        op: Ops,
+        other: Any,
+        reverse: bool = False,
+        dtype: DType | None = None,
+        name: str | None = None,
     ) -> Tensor:
-        a, b = self._operands(op.name.lower(), other, dtype=dtype)
+        """op(self, other) after broadcasting and promotion; `name` is the user-facing op
+        name for error messages (default: the primitive's)."""
+        a, b = self._operands(name or op.name.lower(), other, dtype=dtype)
         return b._prim(op, a) if reverse else a._prim(op, b)
 
     def _float(self: Tensor) -> Tensor:
@@ -101,9 +108,10 @@ class ElementwiseMixin:
     def sub(self: Tensor, other: Any, alpha: Scalar = 1) -> Tensor:
         if self.dtype is dtypes.bool_:
             raise DTypeError(
-                "sub: subtraction of bool tensors is not supported; use ^ or logical_xor"
+                "sub: subtraction of bool tensors is not supported; use ^ or logical_xor "
+                f"({describe(self)})"
             )
-        return self._binary(Ops.ADD, -(other if alpha == 1 else other * alpha))
+        return self._binary(Ops.ADD, -(other if alpha == 1 else other * alpha), name="sub")
 
     def mul(self: Tensor, other: Any) -> Tensor:
         return self._binary(Ops.MUL, other)
@@ -122,7 +130,8 @@ class ElementwiseMixin:
         if rounding_mode == "floor":
             return self.floor_divide(other)
         raise DTypeError(
-            f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}"
+            f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r} "
+            f"({describe(self)})"
         )
 
     def floor_divide(self: Tensor, other: Any) -> Tensor:
@@ -140,21 +149,27 @@ class ElementwiseMixin:
         return ((r != 0) & ((r < 0) ^ (b < 0)))._select(r + b, r)
 
     def fmod(self: Tensor, other: Any) -> Tensor:
-        return self._binary(Ops.MOD, other)
+        return self._binary(Ops.MOD, other, name="fmod")
 
     def pow(self: Tensor, exponent: Any) -> Tensor:
-        if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        if (
+            isinstance(exponent, (int, float))
+            and not isinstance(exponent, bool)
+            and self.dtype.is_floating_point
+        ):
             if exponent == 2:
                 return self * self
             if exponent == 1:
                 return self * 1
-            if exponent == 0.5 and self.dtype.is_floating_point:
+            if exponent == 0.5:
                 return self.sqrt()
         return self._binary(Ops.POW, exponent)
 
     def neg(self: Tensor) -> Tensor:
         if self.dtype is dtypes.bool_:
-            raise DTypeError("neg: negation of a bool tensor is not supported; use ~")
+            raise DTypeError(
+                f"neg: negation of a bool tensor is not supported; use ~ ({describe(self)})"
+            )
         return self._prim(Ops.NEG)
 
     def __add__(self: Tensor, o: Any) -> Tensor:
@@ -273,14 +288,16 @@ class ElementwiseMixin:
         from anychip.frontend.tensor import to_tensor
 
         src = to_tensor(src, like=self)
-        return self._assign(src.to(self.device, self.dtype)._broadcast(self.shape), "copy_")
+        return self._assign(
+            src.to(self.device, self.dtype)._broadcast(self.shape, "copy_"), "copy_"
+        )
 
     # --- comparisons and logic --------------------------------------------------------
     def __lt__(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.CMPLT, o)  # type: ignore[override]
+        return self._binary(Ops.CMPLT, o, name="lt")  # type: ignore[override]
 
     def __gt__(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.CMPLT, o, True)  # type: ignore[override]
+        return self._binary(Ops.CMPLT, o, True, name="gt")  # type: ignore[override]
 
     def __le__(self: Tensor, o: Any) -> Tensor:
         return (self < o) | (self == o)  # type: ignore[override]
@@ -289,7 +306,7 @@ class ElementwiseMixin:
         return (self > o) | (self == o)  # type: ignore[override]
 
     def __eq__(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.CMPEQ, o)  # type: ignore[override]
+        return self._binary(Ops.CMPEQ, o, name="eq")  # type: ignore[override]
 
     def __ne__(self: Tensor, o: Any) -> Tensor:
         return (self == o)._prim(Ops.NOT)  # type: ignore[override]
@@ -315,10 +332,11 @@ class ElementwiseMixin:
     def _bitwise(self: Tensor, op: Ops, o: Any, name: str, reverse: bool = False) -> Tensor:
         dt = dtypes.result_type(self, o)
         if dt.is_floating_point:
+            ts = [self, o] if _is_tensor(o) else [self]
             raise DTypeError(
-                f"{name}: bitwise ops need integer or bool tensors, got {describe(self)}"
+                f"{name}: bitwise ops need integer or bool tensors, got {describe(*ts)}"
             )
-        return self._binary(op, o, reverse)
+        return self._binary(op, o, reverse, name=name)
 
     def __and__(self: Tensor, o: Any) -> Tensor:
         return self._bitwise(Ops.AND, o, "and")
@@ -347,13 +365,16 @@ class ElementwiseMixin:
         return ~self.bool()
 
     def logical_and(self: Tensor, o: Any) -> Tensor:
-        return self.bool() & o.bool()
+        return self.bool() & self._as_bool(o)
 
     def logical_or(self: Tensor, o: Any) -> Tensor:
-        return self.bool() | o.bool()
+        return self.bool() | self._as_bool(o)
 
     def logical_xor(self: Tensor, o: Any) -> Tensor:
-        return self.bool() ^ o.bool()
+        return self.bool() ^ self._as_bool(o)
+
+    def _as_bool(self: Tensor, o: Any) -> Any:
+        return o.bool() if _is_tensor(o) else bool(o)
 
     def isnan(self: Tensor) -> Tensor:
         return self != self
@@ -365,10 +386,10 @@ class ElementwiseMixin:
         return (self - self) == 0
 
     def maximum(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.MAX, o)
+        return self._binary(Ops.MAX, o, name="maximum")
 
     def minimum(self: Tensor, o: Any) -> Tensor:
-        return self._binary(Ops.MIN, o)
+        return self._binary(Ops.MIN, o, name="minimum")
 
     def where(self: Tensor, condition: Any, other: Any) -> Tensor:
         """PyTorch's `x.where(condition, other)`: x where condition holds, else other."""
@@ -376,7 +397,7 @@ class ElementwiseMixin:
 
     def clamp(self: Tensor, min: Any = None, max: Any = None) -> Tensor:
         if min is None and max is None:
-            raise DTypeError("clamp: at least one of min and max must be given")
+            raise DTypeError(f"clamp: at least one of min and max must be given ({describe(self)})")
         out = self
         if min is not None:
             out = (out < min)._select(min, out)
@@ -391,6 +412,8 @@ class ElementwiseMixin:
         return self if self.dtype.kind in "bu" else self.maximum(-self)
 
     def sign(self: Tensor) -> Tensor:
+        if self.dtype is dtypes.bool_:
+            return self.clone()
         return (self > 0).to(self.dtype) - (self < 0).to(self.dtype)
 
     def sqrt(self: Tensor) -> Tensor:
@@ -436,7 +459,7 @@ class ElementwiseMixin:
         return 1 / self
 
     def square(self: Tensor) -> Tensor:
-        return self * self
+        return self.pow(2)
 
     def floor(self: Tensor) -> Tensor:
         return self._prim(Ops.FLOOR) if self.dtype.is_floating_point else self

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from anychip.frontend.indexing import embedding, embedding_bag, one_hot
+from anychip.frontend.linalg import einsum
 from anychip.frontend.tensor import Tensor, to_tensor
 
 _METHODS = [
@@ -100,6 +102,21 @@ _METHODS = [
     "chunk",
     "unbind",
     "tile",
+    "gather",
+    "take_along_dim",
+    "index_select",
+    "scatter_add",
+    "index_add",
+    "masked_fill",
+    "masked_select",
+    "nonzero",
+    "argsort",
+    "sort",
+    "topk",
+    "matmul",
+    "mm",
+    "bmm",
+    "dot",
 ]
 
 
@@ -125,4 +142,4 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, Tensor)
 
 
-__all__ = [*_METHODS, "where", "is_tensor"]
+__all__ = [*_METHODS, "where", "is_tensor", "one_hot", "embedding", "embedding_bag", "einsum"]

@@ -7,11 +7,12 @@ compiler turns them into index arithmetic.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
-from anychip.errors import DeviceError, IndexOutOfRange, ShapeError, describe
+from anychip.errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, describe
 from anychip.ir.ops import Ops
 
 if TYPE_CHECKING:
@@ -24,10 +25,33 @@ def _shape_arg(shape: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(shape)
 
 
+def _int_sizes(sizes: Sequence[Any], op: str) -> list[int]:
+    """Sizes as Python ints; floats and other non-integers are a DTypeError, as in torch."""
+    try:
+        return [operator.index(s) for s in sizes]
+    except TypeError:
+        raise DTypeError(f"{op}: sizes must be integers, got {tuple(sizes)}") from None
+
+
 class MovementMixin:
     __slots__ = ()
 
-    def _broadcast(self: Tensor, shape: tuple[int, ...]) -> Tensor:
+    def _axis_nd(self: Tensor, dim: int, op: str) -> int:
+        """Like `_axis`, for ops that need a real dimension (a 0-d tensor has none)."""
+        if self.ndim == 0:
+            raise IndexOutOfRange(
+                f"{op}: dimension {dim} specified but the tensor has no dimensions "
+                f"({describe(self)})"
+            )
+        return self._axis(dim, op)
+
+    def _unique_axes(self: Tensor, dims: Sequence[int], op: str) -> tuple[int, ...]:
+        axes = tuple(self._axis(d, op) for d in dims)
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"{op}: dim {tuple(dims)} appears more than once ({describe(self)})")
+        return axes
+
+    def _broadcast(self: Tensor, shape: tuple[int, ...], op: str = "expand") -> Tensor:
         """numpy broadcast to `shape` (add leading axes, then expand size-1 axes)."""
         if self.shape == shape:
             return self
@@ -36,14 +60,16 @@ class MovementMixin:
             x = x._prim(Ops.RESHAPE, arg=(1,) * (len(shape) - x.ndim) + x.shape)
         if x.ndim > len(shape) or any(a not in (1, b) for a, b in zip(x.shape, shape)):
             raise ShapeError(
-                f"expand: cannot broadcast a tensor of {describe(self)} to shape {tuple(shape)}"
+                f"{op}: cannot broadcast a tensor of {describe(self)} to shape {tuple(shape)}"
             )
         return x._prim(Ops.EXPAND, arg=tuple(shape)) if x.shape != shape else x
 
     def reshape(self: Tensor, *shape: Any) -> Tensor:
-        new = list(_shape_arg(shape))
+        new = _int_sizes(_shape_arg(shape), "reshape")
         if new.count(-1) > 1:
-            raise ShapeError(f"reshape: only one dimension can be -1, got {tuple(new)}")
+            raise ShapeError(
+                f"reshape: only one dimension can be -1, got {tuple(new)} ({describe(self)})"
+            )
         known = math.prod(s for s in new if s != -1)
         if -1 in new:
             if known == 0 or self.numel() % known:
@@ -73,12 +99,14 @@ class MovementMixin:
             return self.reshape(1)
         s, e = self._axis(start_dim, "flatten"), self._axis(end_dim, "flatten")
         if s > e:
-            raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+            raise ShapeError(
+                f"flatten: start_dim {start_dim} comes after end_dim {end_dim} ({describe(self)})"
+            )
         return (
-            self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1 :])
+            self.reshape((*self.shape[:s], -1, *self.shape[e + 1 :]))
             if self.numel()
             else self.reshape(
-                self.shape[:s] + (math.prod(self.shape[s : e + 1]),) + self.shape[e + 1 :]
+                (*self.shape[:s], math.prod(self.shape[s : e + 1]), *self.shape[e + 1 :])
             )
         )
 
@@ -89,7 +117,7 @@ class MovementMixin:
     def squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
         if dim is None:
             return self.reshape(tuple(s for s in self.shape if s != 1))
-        dims = {self._axis(d, "squeeze") for d in ((dim,) if isinstance(dim, int) else dim)}
+        dims = set(self._unique_axes((dim,) if isinstance(dim, int) else dim, "squeeze"))
         return self.reshape(
             tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1))
         )
@@ -98,18 +126,18 @@ class MovementMixin:
         n = self.ndim + 1
         if not -n <= dim < n:
             raise IndexOutOfRange(
-                f"unsqueeze: dimension {dim} out of range for a tensor of "
-                f"shape {self.shape} (expected in [{-n}, {n - 1}])"
+                f"unsqueeze: dimension {dim} out of range (expected in [{-n}, {n - 1}]) "
+                f"for a tensor of {describe(self)}"
             )
         d = dim % n
-        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+        return self.reshape((*self.shape[:d], 1, *self.shape[d:]))
 
     def permute(self: Tensor, *dims: Any) -> Tensor:
         order = tuple(self._axis(d, "permute") for d in _shape_arg(dims))
         if sorted(order) != list(range(self.ndim)):
             raise ShapeError(
                 f"permute: {tuple(_shape_arg(dims))} is not a permutation of the "
-                f"{self.ndim} dimensions of a tensor of shape {self.shape}"
+                f"{self.ndim} dimensions of a tensor of {describe(self)}"
             )
         return self if order == tuple(range(self.ndim)) else self._prim(Ops.PERMUTE, arg=order)
 
@@ -126,7 +154,7 @@ class MovementMixin:
 
     def t(self: Tensor) -> Tensor:
         if self.ndim > 2:
-            raise ShapeError(f"t: expects a tensor with at most 2 dimensions, got {self.shape}")
+            raise ShapeError(f"t: expects a tensor with at most 2 dimensions, got {describe(self)}")
         return self.transpose(0, 1) if self.ndim == 2 else self
 
     @property
@@ -141,13 +169,18 @@ class MovementMixin:
         shape = _shape_arg(sizes)
         if len(shape) < self.ndim:
             raise ShapeError(
-                f"expand: the number of sizes {len(shape)} must be at least the "
-                f"number of dimensions {self.ndim} (shape {self.shape})"
+                f"expand: the number of sizes {len(shape)} in {tuple(shape)} must be at least "
+                f"the number of dimensions {self.ndim} of a tensor of {describe(self)}"
             )
         lead = len(shape) - self.ndim
         full = tuple(
             self.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape)
         )
+        if any(s < 0 for s in full):
+            raise ShapeError(
+                f"expand: sizes {tuple(shape)} may hold -1 only for existing dimensions and "
+                f"no other negative size (tensor of {describe(self)})"
+            )
         return self._broadcast(full)
 
     def expand_as(self: Tensor, other: Tensor) -> Tensor:
@@ -160,8 +193,8 @@ class MovementMixin:
         reps = _shape_arg(sizes)
         if len(reps) < self.ndim:
             raise ShapeError(
-                f"repeat: number of repeat dims {len(reps)} can not be smaller "
-                f"than the number of tensor dims {self.ndim}"
+                f"repeat: the number of repeat dims {len(reps)} can not be smaller "
+                f"than the number of dimensions {self.ndim} of a tensor of {describe(self)}"
             )
         x = self.reshape((1,) * (len(reps) - self.ndim) + self.shape)
         # (r0, s0, r1, s1, ...) by expanding an axis before each, then merge pairs
@@ -174,17 +207,30 @@ class MovementMixin:
         return self.repeat((1,) * (self.ndim - len(reps)) + tuple(reps))
 
     def flip(self: Tensor, *dims: Any) -> Tensor:
-        axes = tuple(sorted({self._axis(d, "flip") for d in _shape_arg(dims)}))
+        axes = tuple(sorted(self._unique_axes(_shape_arg(dims), "flip")))
         return self._prim(Ops.FLIP, arg=axes) if axes and self.ndim else self
 
-    def roll(self: Tensor, shifts: int | Sequence[int], dims: int | Sequence[int]) -> Tensor:
+    def roll(
+        self: Tensor, shifts: int | Sequence[int], dims: int | Sequence[int] | None = None
+    ) -> Tensor:
+        """Shift elements along dims, wrapping around; without dims, roll the flattened
+        tensor (as torch.roll)."""
+        if dims is None:
+            if not isinstance(shifts, int) and len(shifts) != 1:
+                raise ShapeError(f"roll: without dims, shifts must be one int, got {shifts}")
+            s = shifts if isinstance(shifts, int) else shifts[0]
+            return self.flatten().roll(s, 0).reshape(self.shape)
         sh = (shifts,) if isinstance(shifts, int) else tuple(shifts)
         ds = (dims,) if isinstance(dims, int) else tuple(dims)
+        if len(sh) != len(ds):
+            raise ShapeError(
+                f"roll: shifts {sh} and dims {ds} must have the same length ({describe(self)})"
+            )
         from anychip.frontend.creation import cat
 
         x = self
         for s, d in zip(sh, ds):
-            n = x.shape[x._axis(d, "roll")]
+            n = x.shape[x._axis_nd(d, "roll")]
             if n:
                 s %= n
                 x = cat([x.narrow(d, n - s, s), x.narrow(d, 0, n - s)], d) if s else x
@@ -201,13 +247,13 @@ class MovementMixin:
         return self._prim(Ops.PAD, arg=pads) if any(lo or hi for lo, hi in pads) else self
 
     def narrow(self: Tensor, dim: int, start: int, length: int) -> Tensor:
-        d = self._axis(dim, "narrow")
+        d = self._axis_nd(dim, "narrow")
         n = self.shape[d]
         start = start + n if start < 0 else start
         if not (0 <= start <= n and length >= 0 and start + length <= n):
             raise IndexOutOfRange(
                 f"narrow: start {start} + length {length} exceeds dimension "
-                f"{dim} of size {n} (shape {self.shape})"
+                f"{dim} of size {n} of a tensor of {describe(self)}"
             )
         return self._shrink(
             [(start, start + length) if i == d else (0, s) for i, s in enumerate(self.shape)]
@@ -217,18 +263,22 @@ class MovementMixin:
         """`torch.nn.functional.pad`: (left, right) pairs from the last dimension backwards;
         negative amounts crop."""
         if mode != "constant":
-            raise ShapeError(f"pad: only mode='constant' is supported, got {mode!r}")
+            raise ShapeError(
+                f"pad: only mode='constant' is supported, got {mode!r} ({describe(self)})"
+            )
         if len(pad) % 2 or len(pad) // 2 > self.ndim:
             raise ShapeError(
                 f"pad: padding length {len(pad)} must be even and at most twice "
-                f"the number of dimensions of a tensor of shape {self.shape}"
+                f"the number of dimensions of a tensor of {describe(self)}"
             )
         pairs = [(0, 0)] * self.ndim
         for i in range(len(pad) // 2):
             pairs[self.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
         crop = [(max(-lo, 0), s - max(-hi, 0)) for (lo, hi), s in zip(pairs, self.shape)]
         if any(a > b for a, b in crop):
-            raise ShapeError(f"pad: padding {tuple(pad)} crops more than the shape {self.shape}")
+            raise ShapeError(
+                f"pad: padding {tuple(pad)} crops more than the tensor holds ({describe(self)})"
+            )
         x = self._shrink(crop)
         grow = [(max(lo, 0), max(hi, 0)) for lo, hi in pairs]
         out = x._pad_zero(grow)
@@ -236,25 +286,27 @@ class MovementMixin:
             from anychip.frontend.tensor import Tensor
 
             mask = Tensor._const(True, dtypes.bool_, x.shape, x.device)
-            out = mask._pad_zero(grow)._select(out, value)
+            out = mask._pad_zero(grow)._select(out, value).to(self.dtype)
         return out
 
     def split(
         self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0
     ) -> tuple[Tensor, ...]:
-        d = self._axis(dim, "split")
+        d = self._axis_nd(dim, "split")
         n = self.shape[d]
         if isinstance(split_size_or_sections, int):
             step = split_size_or_sections
             if step <= 0:
-                raise ShapeError(f"split: split_size must be positive, got {step}")
+                raise ShapeError(
+                    f"split: split_size must be positive, got {step} ({describe(self)})"
+                )
             sizes = [min(step, n - i) for i in range(0, n, step)] or [0]
         else:
             sizes = list(split_size_or_sections)
             if sum(sizes) != n:
                 raise ShapeError(
                     f"split: sections {tuple(sizes)} do not sum to dimension "
-                    f"{dim} of size {n} (shape {self.shape})"
+                    f"{dim} of size {n} of a tensor of {describe(self)}"
                 )
         out, start = [], 0
         for s in sizes:
@@ -263,18 +315,22 @@ class MovementMixin:
         return tuple(out)
 
     def tensor_split(self: Tensor, sections: int, dim: int = 0) -> tuple[Tensor, ...]:
-        n = self.shape[self._axis(dim, "tensor_split")]
+        n = self.shape[self._axis_nd(dim, "tensor_split")]
+        if sections <= 0:
+            raise ShapeError(
+                f"tensor_split: sections must be positive, got {sections} ({describe(self)})"
+            )
         q, r = divmod(n, sections)
         return self.split([q + 1] * r + [q] * (sections - r), dim)
 
     def chunk(self: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
         if chunks <= 0:
-            raise ShapeError(f"chunk: chunks must be positive, got {chunks}")
-        n = self.shape[self._axis(dim, "chunk")]
+            raise ShapeError(f"chunk: chunks must be positive, got {chunks} ({describe(self)})")
+        n = self.shape[self._axis_nd(dim, "chunk")]
         return self.split(max(-(-n // chunks), 1), dim)
 
     def unbind(self: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
-        d = self._axis(dim, "unbind")
+        d = self._axis_nd(dim, "unbind")
         return tuple(t.squeeze(d) for t in self.split(1, d))
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from anychip import dtypes
-from anychip.errors import ShapeError
-from anychip.frontend.movement import _shape_arg
+from anychip.errors import DTypeError, ShapeError
+from anychip.frontend.movement import _int_sizes, _shape_arg
 from anychip.frontend.tensor import Tensor
+from anychip.runtime import device as devmod
 
 _lock = threading.Lock()
 _state = {"seed": 0, "counter": 0}
@@ -61,52 +62,78 @@ def _uniform(n: int) -> np.ndarray:
     return (_raw(n) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def _size(op: str, size: Any) -> tuple[int, ...]:
+    shape = tuple(_int_sizes(_shape_arg(size), op))
+    if any(s < 0 for s in shape):
+        raise ShapeError(f"{op}: negative dimension in size {shape}")
+    return shape
+
+
 def _make(
-    vals: np.ndarray, shape: tuple[int, ...], dtype: Any, device: Any, requires_grad: bool
+    op: str,
+    vals: np.ndarray,
+    shape: tuple[int, ...],
+    dt: dtypes.DType,
+    device: Any,
+    requires_grad: bool,
 ) -> Tensor:
-    return Tensor(vals.reshape(shape), dtype=dtype, device=device, requires_grad=requires_grad)
+    dev = devmod.canonical(device, op, f"shape {shape}, dtype {dt.name}")
+    return Tensor(vals.reshape(shape), dtype=dt, device=dev, requires_grad=requires_grad)
 
 
-def _float_dtype(dtype: Any) -> dtypes.DType:
-    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.default_float
+# significand bits (with the implicit one) of the narrow floats: the largest value below 1
+# is 1 - 2**-bits
+_MANTISSA_BITS = {"float32": 24, "float16": 11, "bfloat16": 8}
+
+
+def _float_dtype(op: str, dtype: Any) -> dtypes.DType:
+    dt = dtypes.to_dtype(dtype, op) if dtype is not None else dtypes.default_float
     if not dt.is_floating_point:
-        raise ShapeError(f"rand: expected a floating point dtype, got {dt.name}")
+        raise DTypeError(f"{op}: expected a floating point dtype, got {dt.name}")
     return dt
 
 
 def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """Uniform values in [0, 1)."""
-    shape = tuple(_shape_arg(size))
-    dt = _float_dtype(dtype)
+    shape = _size("rand", size)
+    dt = _float_dtype("rand", dtype)
     u = _uniform(math.prod(shape))
     if dt is not dtypes.float64:  # never round up to 1.0 in a narrower type
-        u = np.minimum(u, np.nextafter(np.float32(1), np.float32(0)))
-    return _make(u, shape, dt, device, requires_grad)
+        u = np.minimum(u, 1.0 - 2.0 ** -_MANTISSA_BITS[dt.name])
+    return _make("rand", u, shape, dt, device, requires_grad)
 
 
 def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """Standard normal values (Box-Muller on pairs of uniforms)."""
-    shape = tuple(_shape_arg(size))
-    dt = _float_dtype(dtype)
+    shape = _size("randn", size)
+    dt = _float_dtype("randn", dtype)
     n = math.prod(shape)
     u = _uniform(2 * -(-n // 2)).reshape(2, -1)
     r = np.sqrt(-2.0 * np.log1p(-u[0]))  # 1 - u in (0, 1]: log is finite
     z = np.concatenate([r * np.cos(2 * np.pi * u[1]), r * np.sin(2 * np.pi * u[1])])[:n]
-    return _make(z, shape, dt, device, requires_grad)
+    return _make("randn", z, shape, dt, device, requires_grad)
 
 
 def randint(
     low: int, high: int | None = None, size: Any = (), dtype: Any = None, device: Any = None
 ) -> Tensor:
-    """Integers in [low, high)."""
+    """Integers in [low, high); `randint(high, size)` as in torch.
+
+    >>> import anychip as ac
+    >>> ac.manual_seed(0); ac.randint(3, (4,)).shape
+    (4,)
+    """
+    if isinstance(high, (tuple, list)):  # randint(high, size)
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     if high <= low:
         raise ShapeError(f"randint: expects low < high, got low={low}, high={high}")
-    shape = tuple(size) if isinstance(size, (tuple, list)) else (int(size),)
+    shape = _size("randint", size if isinstance(size, (tuple, list)) else (size,))
+    dt = dtypes.to_dtype(dtype, "randint") if dtype is not None else dtypes.int64
     span = high - low
     vals = low + np.floor(_uniform(math.prod(shape)) * span).astype(np.int64)
-    return _make(vals, shape, dtype or dtypes.int64, device, False)
+    return _make("randint", vals, shape, dt, device, False)
 
 
 def randperm(n: int, dtype: Any = None, device: Any = None) -> Tensor:

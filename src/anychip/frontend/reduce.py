@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
 
 Dim = int | Sequence[int] | None
+HALF = (dtypes.float16, dtypes.bfloat16)
 
 
 class ValuesIndices(NamedTuple):
@@ -31,12 +32,12 @@ class ReduceMixin:
     __slots__ = ()
 
     def _dims(self: Tensor, dim: Dim, op: str) -> tuple[int, ...]:
-        if dim is None:
+        raw = (dim,) if isinstance(dim, int) else tuple(dim) if dim is not None else ()
+        if not raw:  # None, and (as in PyTorch) an empty tuple: every dimension
             return tuple(range(self.ndim))
-        raw = (dim,) if isinstance(dim, int) else tuple(dim)
         axes = tuple(self._axis(d, op) for d in raw)
         if len(set(axes)) != len(axes):
-            raise ShapeError(f"{op}: dim {raw} appears more than once (shape {self.shape})")
+            raise ShapeError(f"{op}: dim {raw} appears more than once ({describe(self)})")
         return tuple(sorted(axes)) if self.ndim else ()
 
     def _reduce_to(self: Tensor, op: Ops, dim: Dim, keepdim: bool, name: str) -> Tensor:
@@ -52,6 +53,11 @@ class ReduceMixin:
             if keepdim
             else out.reshape(tuple(s for i, s in enumerate(self.shape) if i not in axes))
         )
+
+    def _wide(self: Tensor) -> Tensor:
+        """Halves in float32: their sums overflow (float16 stops at 65504) or lose every
+        small term; means, variances and softmax round once at the end, as PyTorch."""
+        return self.to(dtypes.float32) if self.dtype in HALF else self
 
     def _acc_dtype(self: Tensor, dtype: Any) -> Tensor:
         if dtype is not None:
@@ -71,7 +77,8 @@ class ReduceMixin:
         if not x.dtype.is_floating_point:
             raise DTypeError(f"mean: input dtype must be floating point, got {describe(self)}")
         n = math.prod(self.shape[a] for a in self._dims(dim, "mean"))
-        return x.sum(dim, keepdim) / n if n else x.sum(dim, keepdim) * math.nan
+        total = x._wide().sum(dim, keepdim)
+        return (total / n if n else total * math.nan).to(x.dtype)
 
     def var(
         self: Tensor,
@@ -85,8 +92,9 @@ class ReduceMixin:
             raise DTypeError(f"var: input dtype must be floating point, got {describe(self)}")
         corr = correction if correction is not None else (0 if unbiased is False else 1)
         n = math.prod(self.shape[a] for a in self._dims(dim, "var"))
-        d = self - self.mean(dim, keepdim=True)
-        return (d * d).sum(dim, keepdim) / max(n - corr, 0)
+        x = self._wide()
+        d = x - x.mean(dim, keepdim=True)
+        return ((d * d).sum(dim, keepdim) / max(n - corr, 0)).to(self.dtype)
 
     def std(
         self: Tensor,
@@ -108,17 +116,28 @@ class ReduceMixin:
         """`x.max()` -> the largest value; `x.max(dim)` -> (values, indices); `x.max(other)`
         -> elementwise maximum."""
         if dim is None:
-            return self.amax()
+            return self._reduce_to(Ops.RMAX, None, False, "max")
         if not isinstance(dim, int):
             return self.maximum(dim)
-        return ValuesIndices(self.amax(dim, keepdim), self.argmax(dim, keepdim))
+        return self._values_at(self.argmax(dim, keepdim=True), dim, keepdim)
 
     def min(self: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
         if dim is None:
-            return self.amin()
+            return self._reduce_to(Ops.RMIN, None, False, "min")
         if not isinstance(dim, int):
             return self.minimum(dim)
-        return ValuesIndices(self.amin(dim, keepdim), self.argmin(dim, keepdim))
+        return self._values_at(self.argmin(dim, keepdim=True), dim, keepdim)
+
+    def _values_at(self: Tensor, idx: Tensor, dim: int, keepdim: bool) -> ValuesIndices:
+        """(self at idx along dim, idx): gathering sends the gradient to the returned index
+        only, as PyTorch's max(dim) does (amax splits it between ties)."""
+        if self.ndim == 0:
+            return ValuesIndices(self * 1, idx)
+        d = self._axis(dim, "max")
+        values = self._prim(Ops.GATHER, idx, arg=d)
+        if not keepdim:
+            values, idx = values.squeeze(d), idx.squeeze(d)
+        return ValuesIndices(values, idx)
 
     def _arg_extreme(self: Tensor, dim: int | None, keepdim: bool, op: Ops, name: str) -> Tensor:
         from anychip.frontend.creation import arange
@@ -144,7 +163,10 @@ class ReduceMixin:
         return self._arg_extreme(dim, keepdim, Ops.RMIN, "argmin")
 
     def all(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "all")
         b = self.bool()
+        if dim is not None and not isinstance(dim, int) and not tuple(dim):
+            return b  # torch's all/any take dim=() as "no dimension"
         return (
             b._reduce_to(Ops.RMIN, dim, keepdim, "all")
             if self.numel()
@@ -152,7 +174,10 @@ class ReduceMixin:
         )
 
     def any(self: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "any")
         b = self.bool()
+        if dim is not None and not isinstance(dim, int) and not tuple(dim):
+            return b
         return (
             b._reduce_to(Ops.RMAX, dim, keepdim, "any")
             if self.numel()
@@ -160,20 +185,27 @@ class ReduceMixin:
         )
 
     def logsumexp(self: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
-        x = self._float()
+        axes = self._dims(dim, "logsumexp")
+        x = self._float()._wide()
         m = x.detach().amax(dim, keepdim=True) if x.numel() else x.sum(dim, True)
         m = m.isinf()._select(0, m)
-        out = (x - m).exp().sum(dim, keepdim=True).log() + m
-        return out if keepdim else out.squeeze(self._dims(dim, "logsumexp"))
+        out = ((x - m).exp().sum(dim, keepdim=True).log() + m).to(self._float().dtype)
+        return out if keepdim else out.squeeze(axes)
 
     def softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
-        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
-        e = (x - x.detach().amax(dim, keepdim=True)).exp()
-        return e / e.sum(dim, keepdim=True)
+        self._axis(dim, "softmax")
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "softmax"))
+        if x.numel() == 0:  # nothing to normalise (and amax has no identity)
+            return x * 1
+        w = x._wide()
+        e = (w - w.detach().amax(dim, keepdim=True)).exp()
+        return (e / e.sum(dim, keepdim=True)).to(x.dtype)
 
     def log_softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
-        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype))
-        return x - x.logsumexp(dim, keepdim=True)
+        self._axis(dim, "log_softmax")
+        x = self._float() if dtype is None else self.to(dtypes.to_dtype(dtype, "log_softmax"))
+        w = x._wide()
+        return (w - w.logsumexp(dim, keepdim=True)).to(x.dtype)
 
     def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
         x = self._acc_dtype(dtype)
@@ -182,6 +214,7 @@ class ReduceMixin:
         return x._cumsum(x._axis(dim, "cumsum"))
 
     def norm(self: Tensor, p: float = 2, dim: Dim = None, keepdim: bool = False) -> Tensor:
+        self._dims(dim, "norm")
         if p == 2:
             return (self * self).sum(dim, keepdim).sqrt()
         if p == 1:

@@ -7,6 +7,7 @@ records the autograd tape; values are computed only at `.numpy()`, `.item()`, pr
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import itertools
 import threading
@@ -17,7 +18,14 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.dtypes import DType
-from anychip.errors import AutogradError, DeviceError, DTypeError, IndexOutOfRange
+from anychip.errors import (
+    AutogradError,
+    DeviceError,
+    DTypeError,
+    IndexOutOfRange,
+    ShapeError,
+    describe,
+)
 from anychip.frontend.elementwise import ElementwiseMixin
 from anychip.frontend.indexing import IndexingMixin
 from anychip.frontend.linalg import LinalgMixin
@@ -82,14 +90,14 @@ class _Ctx:
 
 def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
     """Python data -> (numpy array in the dtype's compute form, dtype)."""
-    if isinstance(data, np.ndarray):
-        arr = data
+    if isinstance(data, (np.ndarray, np.generic)):  # numpy arrays and scalars keep their dtype
+        arr = np.asarray(data)
         dt = dtype or dtypes.from_numpy(arr.dtype)
     else:
         try:
             arr = np.array(data)
-        except ValueError as e:
-            raise DTypeError(
+        except ValueError as e:  # ragged nested sequences
+            raise ShapeError(
                 f"tensor: cannot make a tensor from {type(data).__name__}: {e}"
             ) from None
         if arr.dtype == object or arr.dtype.kind in "USV":
@@ -106,6 +114,14 @@ def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
         else:
             dt = dtypes.from_numpy(arr.dtype)
     return arr, dt
+
+
+def _wrap_int(value: int, dt: DType) -> int:
+    """A Python int in dt's range, wrapped two's-complement as PyTorch does when it mixes a
+    scalar into an integer tensor (uint8 tensor + (-2) adds 254)."""
+    bits = 8 * dt.itemsize
+    v = value % (1 << bits)
+    return v - (1 << bits) if dt.kind == "i" and v >= 1 << (bits - 1) else v
 
 
 def _storage(arr: np.ndarray, dt: DType) -> np.ndarray:
@@ -130,14 +146,14 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
     def __init__(
         self, data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
     ) -> None:
-        dt = dtypes.to_dtype(dtype) if dtype is not None else None
+        dt = dtypes.to_dtype(dtype, "tensor") if dtype is not None else None
         if isinstance(data, Tensor):
             src = data.detach()
             src = src.to(device) if device is not None else src
             self._init(src.to(dt) if dt is not None else src)
         else:
-            dev = devmod.canonical(device)
             arr, dt = _to_host_array(data, dt)
+            dev = devmod.canonical(device, "tensor", f"shape {arr.shape}, dtype {dt.name}")
             with np.errstate(all="ignore"):
                 buf = rt.from_host(dev, _storage(arr, dt), dt)
             self._init_node(Node(Ops.BUFFER, dt, tuple(arr.shape), dev, (), buf))
@@ -168,7 +184,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         if dtype.kind == "b":
             value = bool(value)
         elif dtype.kind in "iu":
-            value = int(value)
+            value = _wrap_int(int(value), dtype)
         else:
             value = float(value)
         return cls._from_node(Node(Ops.CONST, dtype, tuple(shape), device, (), value))
@@ -182,14 +198,16 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
             if o.node.device != dev:
                 raise DeviceError(
                     f"{op.name.lower()}: tensors on different devices "
-                    f"({dev} and {o.node.device}); move one with .to()"
+                    f"({describe(*srcs)}); move one with .to()"
                 )
         nodes = tuple(s.node for s in srcs)
         rule = RULES[op]
         shape, dtype = rule.infer(nodes, arg)
         out_dev = arg if op is Ops.COPY else dev
         out = Tensor._from_node(Node(op, dtype, shape, out_dev, nodes, arg))
-        if rule.vjp is not None and is_grad_enabled() and any(s.requires_grad for s in srcs):
+        # only floating results carry gradients (x.long() is a constant to autograd)
+        differentiable = rule.vjp is not None and dtype.is_floating_point
+        if differentiable and is_grad_enabled() and any(s.requires_grad for s in srcs):
             out.requires_grad = True
             out._ctx = _Ctx(op, srcs, arg)
         return out
@@ -244,7 +262,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
 
     def __len__(self) -> int:
         if not self.shape:
-            raise DTypeError("len() of a 0-d tensor")
+            raise DTypeError(f"len: len() of a 0-d tensor ({describe(self)})")
         return self.shape[0]
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -274,7 +292,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         if self.numel() != 1:
             raise DTypeError(
                 f"item: a tensor with {self.numel()} elements cannot be "
-                f"converted to a Python scalar (shape {self.shape})"
+                f"converted to a Python scalar ({describe(self)})"
             )
         return self.numpy().reshape(()).item()
 
@@ -284,7 +302,8 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
     def __bool__(self) -> bool:
         if self.numel() != 1:
             raise DTypeError(
-                f"bool: the truth value of a tensor with {self.numel()} elements is ambiguous"
+                f"bool: the truth value of a tensor with {self.numel()} elements is "
+                f"ambiguous ({describe(self)}); use .any() or .all()"
             )
         return bool(self.item())
 
@@ -296,7 +315,10 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
 
     def __index__(self) -> int:
         if self.dtype.kind not in "iu" or self.numel() != 1:
-            raise DTypeError("only integer tensors of a single element can be used as an index")
+            raise DTypeError(
+                "index: only integer tensors of a single element can be used as an "
+                f"index, got {describe(self)}"
+            )
         return int(self.item())
 
     def __repr__(self) -> str:
@@ -331,14 +353,15 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
             else:
                 dev = a
         out: Tensor = self
-        if dt is not None and dtypes.to_dtype(dt) is not self.dtype:
-            out = out._prim(Ops.CAST, arg=dtypes.to_dtype(dt))
-        if dev is not None and devmod.canonical(dev) != self.device:
-            out = out._prim(Ops.COPY, arg=devmod.canonical(dev))
+        if dt is not None and dtypes.to_dtype(dt, "to") is not self.dtype:
+            out = out._prim(Ops.CAST, arg=dtypes.to_dtype(dt, "to"))
+        if dev is not None:
+            name = devmod.canonical(dev, "to", describe(self))
+            out = out._prim(Ops.COPY, arg=name) if name != self.device else out
         return out
 
     def type(self, dtype: Any) -> Tensor:
-        return self.to(dtypes.to_dtype(dtype))
+        return self.to(dtypes.to_dtype(dtype, "type"))
 
     def float(self) -> Tensor:
         return self.to(dtypes.float32)
@@ -379,11 +402,11 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         return Tensor._const(0, self.dtype, self.shape, self.device)
 
     # --- autograd -------------------------------------------------------------------
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+    def requires_grad_(self, requires_grad: builtins.bool = True) -> Tensor:
         if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 f"requires_grad: only floating point tensors can require "
-                f"gradients, got dtype {self.dtype.name}"
+                f"gradients, got {describe(self)}"
             )
         if not self.is_leaf and not requires_grad:
             raise AutogradError(
@@ -419,15 +442,15 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         """
         self._check_inplace(op)
         if value.shape != self.shape:
-            raise IndexOutOfRange(
-                f"{op}: result of shape {value.shape} cannot be written in "
-                f"place into a tensor of shape {self.shape}"
+            raise ShapeError(
+                f"{op}: a result of shape {value.shape} cannot be written in place "
+                f"into the tensor ({describe(self, value)})"
             )
         if value.dtype is not self.dtype:
             if dtypes.promote_types(value.dtype, self.dtype) is not self.dtype:
                 raise DTypeError(
                     f"{op}: result type {value.dtype.name} can't be cast to the "
-                    f"in-place output type {self.dtype.name}"
+                    f"in-place output type {self.dtype.name} ({describe(self, value)})"
                 )
             value = value.to(self.dtype)
         if value.requires_grad:
@@ -445,12 +468,12 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         self._seq = next(_SEQ)
         return self
 
-    def _axis(self, dim: int, op: str) -> int:
+    def _axis(self, dim: builtins.int, op: str) -> builtins.int:
         n = max(self.ndim, 1)
         if not -n <= dim < n:
             raise IndexOutOfRange(
-                f"{op}: dimension {dim} out of range for a tensor of shape "
-                f"{self.shape} (expected in [{-n}, {n - 1}])"
+                f"{op}: dimension {dim} out of range (expected in [{-n}, {n - 1}]) "
+                f"for a tensor of {describe(self)}"
             )
         return dim % n
 

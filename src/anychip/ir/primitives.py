@@ -21,7 +21,7 @@ from anychip.ir.ops import BINARY, MOVEMENT, REDUCE, UNARY, Node, Ops
 
 Shape = tuple[int, ...]
 Infer = Callable[[tuple[Node, ...], Any], tuple[Shape, DType]]
-Ref = Callable[..., np.ndarray]
+Ref = Callable[..., Any]
 Vjp = Callable[..., tuple[Any, ...]]
 
 
@@ -50,13 +50,13 @@ def _to_bool(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
     return _same(srcs, arg)[0], dtypes.bool_
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
+def _erf(x: np.ndarray) -> Any:
     # numpy has no erf; math.erf is correctly rounded in float64, vectorised per element.
     f = np.frompyfunc(math.erf, 1, 1)
     return np.asarray(f(x.astype(np.float64)), dtype=np.float64).astype(x.dtype)
 
 
-def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _int_div(a: np.ndarray, b: np.ndarray) -> Any:
     if a.dtype.kind == "f":
         return np.true_divide(a, b)
     safe = np.where(b == 0, 1, b).astype(a.dtype)
@@ -65,20 +65,20 @@ def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(b == 0, 0, q + fix.astype(a.dtype)).astype(a.dtype)
 
 
-def _int_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _int_mod(a: np.ndarray, b: np.ndarray) -> Any:
     if a.dtype.kind == "f":
         return np.fmod(a, b)
     safe = np.where(b == 0, 1, b).astype(a.dtype)
     return np.where(b == 0, 0, np.fmod(a, safe)).astype(a.dtype)
 
 
-def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _pow(a: np.ndarray, b: np.ndarray) -> Any:
     if a.dtype.kind in "iu":
         return np.power(a, np.maximum(b, 0)).astype(a.dtype)  # negative powers: torch errors
     return np.power(a, b)
 
 
-def _cast(arg: DType, x: np.ndarray) -> np.ndarray:
+def _cast(arg: DType, x: np.ndarray) -> Any:
     target = np.float32 if arg is dtypes.bfloat16 else arg.np
     if x.dtype.kind == "f" and arg.kind in "iu":
         x = np.trunc(x)
@@ -299,7 +299,7 @@ def _scatter_infer(srcs: tuple[Node, ...], arg: int) -> tuple[Shape, DType]:
 
 def _ref_scatter_add(arg: int, base: np.ndarray, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
     out = base.copy()
-    grids = list(np.indices(idx.shape, sparse=True))
+    grids: list[Any] = list(np.indices(idx.shape, sparse=True))
     grids[arg] = idx
     np.add.at(out, tuple(grids), src)
     return out
@@ -319,13 +319,14 @@ _rule(
 )
 
 
-def _ref_argsort(arg: tuple[int, bool], x: np.ndarray) -> np.ndarray:
+def _ref_argsort(arg: tuple[int, bool], x: np.ndarray) -> Any:
     axis, descending = arg
-    if descending:  # stable descending order: sort the negated keys (NaN first, as torch)
-        key = -x.astype(np.float64) if x.dtype.kind != "b" else ~x
-        key = np.where(np.isnan(key), -np.inf, key) if key.dtype.kind == "f" else key
-        return np.argsort(key, axis=axis, kind="stable").astype(np.int64)
-    return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+    if not descending:
+        return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+    # stable descending order, exact for every dtype: sort the reversed array ascending and
+    # reverse back (ties keep their order; NaN, last when ascending, comes first, as torch)
+    rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
+    return np.asarray(x.shape[axis] - 1 - np.flip(rev, axis), dtype=np.int64)
 
 
 _rule(Ops.ARGSORT, lambda srcs, arg: (srcs[0].shape, dtypes.int64), _ref_argsort, None)

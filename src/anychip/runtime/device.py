@@ -80,7 +80,7 @@ class Backend(ABC):
     def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
         """Run a compiled kernel, writing `out` from `ins`."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""
 
 
@@ -113,17 +113,19 @@ def all_backends() -> dict[str, str | None]:
     return {n: cls.unavailable() for n, cls in _discover().items()}
 
 
-def canonical(device: Any) -> str:
-    """Check a device name (`'ref'`, `'cpu'`, ...) and return it."""
+def canonical(device: Any, op: str = "device", what: str = "") -> str:
+    """Check a device name (`'ref'`, `'cpu'`, ...) and return it. `op` and `what` (the
+    tensor's shape and dtype) go into the error message."""
     name = str(device if device is not None else default_device())
     backends = _discover()
+    about = f" for a tensor of {what}" if what else ""
     if name not in backends:
         raise DeviceError(
-            f"device: unknown device {name!r}; known devices: {', '.join(sorted(backends))}"
+            f"{op}: unknown device {name!r}{about}; known devices: {', '.join(sorted(backends))}"
         )
     why = backends[name].unavailable()
     if why is not None:
-        raise DeviceError(f"device: {name!r} is not available on this machine: {why}")
+        raise DeviceError(f"{op}: device {name!r}{about} is not available on this machine: {why}")
     return name
 
 

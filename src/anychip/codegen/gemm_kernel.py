@@ -1,0 +1,372 @@
+"""C text for the pieces of a generated GEMM: dtype conversions, panel packing, micro-kernel.
+
+`anychip.codegen.gemm` assembles these into one self-contained C file; nothing here knows
+about specs or tilings beyond plain integers, so each piece can be read on its own.
+"""
+
+from __future__ import annotations
+
+# C storage type and conversions per dtype name. Halves are converted to float32 while
+# packing, so the micro-kernel only ever sees float or double.
+_F16_NATIVE = """\
+#if defined(__FLT16_MAX__) && !defined(ANYCHIP_GEMM_SOFT_F16)
+typedef _Float16 f16_t;
+static inline float f16_load(f16_t x) { return (float)x; }
+static inline f16_t f16_store(float x) { return (f16_t)x; }
+#else
+typedef uint16_t f16_t;
+/* IEEE binary16 bits <-> float, round to nearest even (no _Float16 in this compiler) */
+static inline float f16_load(f16_t h) {
+    uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
+    float f;
+    if (e == 0x1fu) u = s | 0x7f800000u | (m << 13);
+    else if (e) u = s | ((e + 112u) << 23) | (m << 13);
+    else { f = (float)m * 0x1p-24f; memcpy(&u, &f, 4); u |= s; }
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline f16_t f16_store(float x) {
+    uint32_t u, a, s;
+    memcpy(&u, &x, 4);
+    s = (u >> 16) & 0x8000u;
+    a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (f16_t)(s | 0x7e00u);     /* NaN */
+    if (a >= 0x477ff000u) return (f16_t)(s | 0x7c00u);    /* rounds to inf */
+    if (a < 0x38800000u) {                                /* subnormal: units of 2^-24 */
+        float v;
+        memcpy(&v, &a, 4);
+        v = (v * 0x1p24f + 8388608.0f) - 8388608.0f;      /* round to nearest even */
+        return (f16_t)(s | (uint32_t)v);
+    }
+    a += 0xfffu + ((a >> 13) & 1u);
+    return (f16_t)(s | ((a - (112u << 23)) >> 13));
+}
+#endif
+"""
+
+_BF16 = """\
+typedef uint16_t bf16_t; /* bfloat16 stored as its upper 16 bits */
+static inline float bf16_load(bf16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline bf16_t bf16_store(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)0x7fc0u; /* NaN */
+    return (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);    /* round to nearest even */
+}
+"""
+
+_CTYPE = {"float32": "float", "float64": "double", "float16": "f16_t", "bfloat16": "bf16_t"}
+_LOAD = {"float32": "({x})", "float64": "({x})", "float16": "f16_load({x})"}
+_LOAD["bfloat16"] = "bf16_load({x})"
+_STORE = {"float32": "({x})", "float64": "({x})", "float16": "f16_store({x})"}
+_STORE["bfloat16"] = "bf16_store({x})"
+
+
+def conversions_c(in_dtype: str, out_dtype: str, acc_c: str) -> str:
+    """typedefs `acc_t`, `in_t`, `out_t` and macros `LOAD_IN(x)`, `STORE_OUT(x)`."""
+    names = {in_dtype, out_dtype}
+    parts = []
+    if "float16" in names:
+        parts.append(_F16_NATIVE)
+    if "bfloat16" in names:
+        parts.append(_BF16)
+    parts.append(f"typedef {acc_c} acc_t;")
+    parts.append(f"typedef {_CTYPE[in_dtype]} in_t;")
+    parts.append(f"typedef {_CTYPE[out_dtype]} out_t;")
+    parts.append(f"#define LOAD_IN(x) ((acc_t){_LOAD[in_dtype].format(x='x')})")
+    # float->half goes through float: `(acc_t)` first keeps double accumulators valid too
+    store = _STORE[out_dtype].format(x="x")
+    if out_dtype in ("float16", "bfloat16"):
+        store = _STORE[out_dtype].format(x="(float)(x)")
+    parts.append(f"#define STORE_OUT(x) ({store})")
+    return "\n".join(parts) + "\n"
+
+
+def pack_a_c(row_major: bool) -> str:
+    """pack_a: A block (mc, kc) -> MR-row slivers, each (kc, MR) contiguous, zero padded.
+
+    `row_major` picks the loop order that reads A's unit-stride dimension innermost."""
+    if row_major:  # A[m, k] with SAK == 1: read rows, write with stride MR
+        body = """\
+        for (int i = 0; i < mr; ++i)
+            for (int k = 0; k < kc; ++k) dst[k * MR + i] = LOAD_IN(src[i * SAM + k * SAK]);
+        for (int i = mr; i < MR; ++i)
+            for (int k = 0; k < kc; ++k) dst[k * MR + i] = 0;"""
+    else:
+        body = """\
+        for (int k = 0; k < kc; ++k) {
+            for (int i = 0; i < mr; ++i) dst[k * MR + i] = LOAD_IN(src[i * SAM + k * SAK]);
+            for (int i = mr; i < MR; ++i) dst[k * MR + i] = 0;
+        }"""
+    return f"""\
+static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc, long k0, int kc) {{
+    for (int s = 0; s < mc; s += MR) {{
+        const int mr = mc - s < MR ? mc - s : MR;
+        const in_t *src = a + (m0 + s) * SAM + k0 * SAK;
+{body}
+        dst += MR * kc;
+    }}
+}}
+"""
+
+
+def pack_b_c(col_major: bool) -> str:
+    """pack_b_sliver: columns [n0, n0+nr) of B's (kc, nc) panel -> (kc, NR), zero padded.
+
+    `col_major` (SBK == 1, e.g. a transposed view) reads down each column innermost."""
+    if col_major:
+        body = """\
+    for (int j = 0; j < nr; ++j)
+        for (int k = 0; k < kc; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
+    for (int j = nr; j < NR; ++j)
+        for (int k = 0; k < kc; ++k) dst[k * NR + j] = 0;"""
+    else:
+        body = """\
+    for (int k = 0; k < kc; ++k) {
+        for (int j = 0; j < nr; ++j) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
+        for (int j = nr; j < NR; ++j) dst[k * NR + j] = 0;
+    }"""
+    return f"""\
+static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
+                          long n0, int nr) {{
+    const in_t *src = b + k0 * SBK + n0 * SBN;
+{body}
+}}
+"""
+
+
+def _fma_body(mr: int, nv: int, lanes: int, u: int, indent: str) -> list[str]:
+    """One k step of the vector micro-kernel: nv B vectors times mr broadcast A values."""
+    lines = [f"{indent}{{"]
+    loads = ", ".join(f"b{j} = loadv(bp + {u} * NR + {j * lanes})" for j in range(nv))
+    lines.append(f"{indent}    const vec_t {loads};")
+    for i in range(mr):
+        fmas = " ".join(f"c{i}_{j} += a * b{j};" for j in range(nv))
+        lines.append(f"{indent}    {{ const vec_t a = bcast(ap[{u} * MR + {i}]); {fmas} }}")
+    lines.append(f"{indent}}}")
+    return lines
+
+
+def micro_vector_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int) -> str:
+    """micro: C[mr, nr] (= or +=) Ap(kc, MR) x Bp(kc, NR), accumulators held in registers.
+
+    Written with GCC vector extensions so GCC and Clang emit (embedded-broadcast) FMAs."""
+    nv = nr // lanes
+    zero = ", ".join(["x"] * lanes)
+    acc = ", ".join(f"c{i}_{j} = {{0}}" for i in range(mr) for j in range(nv))
+    out = [
+        f"typedef acc_t vec_t __attribute__((vector_size({vec_bytes})));",
+        f"static inline vec_t bcast(acc_t x) {{ return (vec_t){{{zero}}}; }}",
+        "static inline vec_t loadv(const acc_t *p) { vec_t v; memcpy(&v, p, sizeof v); return v; }",
+        "static inline void storev(acc_t *p, vec_t v) { memcpy(p, &v, sizeof v); }",
+        "static inline void micro(int kc, const acc_t *restrict ap, const acc_t *restrict bp,",
+        "                         acc_t *restrict c, long ldc, int first) {",
+        f"    vec_t {acc};",
+        "    int k = 0;",
+        f"    for (; k + {unroll} <= kc; k += {unroll}) {{",
+    ]
+    for u in range(unroll):
+        out += _fma_body(mr, nv, lanes, u, "        ")
+    out += [f"        ap += {unroll} * MR;", f"        bp += {unroll} * NR;", "    }"]
+    out += ["    for (; k < kc; ++k) {"]
+    out += _fma_body(mr, nv, lanes, 0, "        ")
+    out += ["        ap += MR;", "        bp += NR;", "    }", "    if (first) {"]
+    for i in range(mr):
+        st = " ".join(f"storev(c + {i} * ldc + {j * lanes}, c{i}_{j});" for j in range(nv))
+        out.append(f"        {st}")
+    out.append("    } else {")
+    for i in range(mr):
+        st = " ".join(
+            f"storev(c + {i} * ldc + {j * lanes}, loadv(c + {i} * ldc + {j * lanes}) + c{i}_{j});"
+            for j in range(nv)
+        )
+        out.append(f"        {st}")
+    out += ["    }", "}"]
+    return "\n".join(out) + "\n"
+
+
+MICRO_SCALAR = """\
+static inline void micro(int kc, const acc_t *restrict ap, const acc_t *restrict bp,
+                         acc_t *restrict c, long ldc, int first) {
+    acc_t acc[MR][NR] = {{0}};
+    for (int k = 0; k < kc; ++k, ap += MR, bp += NR)
+        for (int i = 0; i < MR; ++i)
+            for (int j = 0; j < NR; ++j) acc[i][j] += ap[i] * bp[j];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j] + (first ? 0 : c[i * ldc + j]);
+}
+"""
+
+
+def micro_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int) -> str:
+    """The vector micro-kernel where GCC vector extensions exist, else a scalar one."""
+    if vec_bytes == 0:
+        return MICRO_SCALAR
+    vector = micro_vector_c(mr, nr, lanes, unroll, vec_bytes)
+    guard = "#if defined(__GNUC__) && !defined(ANYCHIP_GEMM_SCALAR)"
+    return f"{guard}\n{vector}#else\n{MICRO_SCALAR}#endif\n"
+
+
+_INCLUDES = """\
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+"""
+
+# macro: one (mc, kc) A block times B slivers [s0, s1) of the packed (kc, nc) panel
+_MACRO = """\
+static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, long ic, int mc,
+                  long jc, int nc, int s0, int s1, int kc, int first) {
+    for (int s = s0; s < s1; ++s) {
+        const int nr = nc - s * NR < NR ? nc - s * NR : NR;
+        const acc_t *bp = bpack + (long)s * NR * kc;
+        for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = mc - ir < MR ? mc - ir : MR;
+            const acc_t *ap = apack + (long)ir * kc;
+            acc_t *cp = ct + (ic + ir) * LDC + jc + (long)s * NR;
+            if (mr == MR && nr == NR) {
+                micro(kc, ap, bp, cp, LDC, first);
+            } else { /* edge tile: full tile into tmp, then the valid (mr, nr) corner */
+                _Alignas(64) acc_t tmp[MR * NR];
+                micro(kc, ap, bp, tmp, NR, 1);
+                for (int i = 0; i < mr; ++i)
+                    for (int j = 0; j < nr; ++j)
+                        cp[i * LDC + j] = tmp[i * NR + j] + (first ? 0 : cp[i * LDC + j]);
+            }
+        }
+    }
+}
+
+static char *workspace(void) { /* one per calling thread, kept for later calls */
+    static _Thread_local char *ws;
+    if (!ws && !(ws = aligned_alloc(64, WS_BYTES))) {
+        fprintf(stderr, "anychip gemm: cannot allocate %ld bytes of workspace\\n", WS_BYTES);
+        abort();
+    }
+    return ws;
+}
+
+static void sync_team(int nth) {
+#ifdef _OPENMP
+    if (nth > 1) {
+#pragma omp barrier
+    }
+#endif
+    (void)nth;
+}
+
+/* one matrix: tid of nth threads share the B panel; slot picks the batch worker's buffers */
+static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slot,
+                     int tid, int nth) {
+    acc_t *bpack = (acc_t *)(ws + slot * SZ_B);
+    acc_t *apack = (acc_t *)(ws + OFF_A + (slot + tid) * SZ_A);
+    acc_t *ct = DIRECT ? (acc_t *)out : (acc_t *)(ws + OFF_S + slot * SZ_S);
+    for (long jc = 0; jc < N; jc += NC) {
+        const int nc = N - jc < NC ? (int)(N - jc) : NC;
+        const int nsl = (nc + NR - 1) / NR, nic = (int)((M + MC - 1) / MC);
+        /* split N slivers too when there are fewer row blocks than threads */
+        const int njg = (nth + nic - 1) / nic < nsl ? (nth + nic - 1) / nic : nsl;
+        for (long pc = 0; pc < K; pc += KC) {
+            const int kc = K - pc < KC ? (int)(K - pc) : KC;
+            for (int s = tid * nsl / nth; s < (tid + 1) * nsl / nth; ++s)
+                pack_b_sliver(bpack + (long)s * NR * kc, b, pc, kc, jc + (long)s * NR,
+                              nc - s * NR < NR ? nc - s * NR : NR);
+            sync_team(nth);
+            for (int t = tid; t < nic * njg; t += nth) {
+                const long ic = (long)(t / njg) * MC;
+                const int mc = M - ic < MC ? (int)(M - ic) : MC, jg = t % njg;
+                pack_a(apack, a, ic, mc, pc, kc);
+                macro(ct, apack, bpack, ic, mc, jc, nc, jg * nsl / njg, (jg + 1) * nsl / njg,
+                      kc, pc == 0);
+            }
+            sync_team(nth);
+        }
+    }
+    if (!DIRECT) { /* accumulated in acc_t scratch: convert to out's dtype and strides */
+        for (long m = tid; m < M; m += nth)
+            for (long n = 0; n < N; ++n) out[m * SCM + n * SCN] = STORE_OUT(ct[m * LDC + n]);
+        sync_team(nth);
+    }
+}
+"""
+
+
+def _entry_c(name: str, threads: int, batch_parallel: bool) -> str:
+    args = "(out_t *)out + i * SCB, (const in_t *)a + i * SAB, (const in_t *)b + i * SBB"
+    sig = f"void {name}(void *out, const void *a, const void *b)"
+    if threads == 1:
+        body = f"""\
+    char *ws = workspace();
+    for (long i = 0; i < BATCH; ++i) gemm_one({args}, ws, 0, 0, 1);"""
+    elif batch_parallel:
+        body = f"""\
+    char *ws = workspace();
+#pragma omp parallel for num_threads({threads}) schedule(static)
+    for (long i = 0; i < BATCH; ++i) {{
+#ifdef _OPENMP
+        const int slot = omp_get_thread_num();
+#else
+        const int slot = 0;
+#endif
+        gemm_one({args}, ws, slot, 0, 1);
+    }}"""
+    else:
+        body = f"""\
+    char *ws = workspace();
+#pragma omp parallel num_threads({threads})
+    {{
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        for (long i = 0; i < BATCH; ++i) gemm_one({args}, ws, 0, tid, nth);
+    }}"""
+    return f'__attribute__((visibility("default"))) {sig} {{\n{body}\n}}\n'
+
+
+def _trivial_entry_c(name: str, zero_k: bool) -> str:
+    """m, n or batch is 0 (nothing to write) or k is 0 (out is all zeros)."""
+    body = "    (void)out;\n"
+    if zero_k:
+        body = """\
+    for (long i = 0; i < BATCH; ++i)
+        for (long m = 0; m < M; ++m)
+            for (long n = 0; n < N; ++n)
+                ((out_t *)out)[i * SCB + m * SCM + n * SCN] = STORE_OUT((acc_t)0);
+"""
+    sig = f"void {name}(void *out, const void *a, const void *b)"
+    return f"{sig} {{\n{body}    (void)a;\n    (void)b;\n}}\n"
+
+
+def driver_c(
+    *,
+    name: str,
+    header: str,
+    defines: str,
+    conversions: str,
+    pack_a: str,
+    pack_b: str,
+    micro: str,
+    threads: int,
+    batch_parallel: bool,
+    empty: bool,
+    zero_k: bool,
+) -> str:
+    """The whole C file: the pieces above plus the blocked loops and the exported entry."""
+    if empty or zero_k:
+        entry = _trivial_entry_c(name, zero_k and not empty)
+        return "\n".join((header, _INCLUDES, defines, conversions, entry))
+    entry = _entry_c(name, threads, batch_parallel)
+    return "\n".join(
+        (header, _INCLUDES, defines, conversions, pack_a, pack_b, micro, _MACRO, entry)
+    )

@@ -1,0 +1,86 @@
+"""`anychip.nn`: Modules, layers, activations, losses, initialisers and clipping.
+
+>>> import anychip as ac
+>>> net = ac.nn.Sequential(ac.nn.Linear(2, 8), ac.nn.ReLU(), ac.nn.Linear(8, 3))
+>>> net(ac.ones(4, 2)).shape
+(4, 3)
+"""
+
+from __future__ import annotations
+
+from anychip.nn import functional, init, utils
+from anychip.nn.activation import (
+    ELU,
+    GELU,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from anychip.nn.containers import ModuleDict, ModuleList, Sequential
+from anychip.nn.layers import (
+    Dropout,
+    Embedding,
+    EmbeddingBag,
+    Flatten,
+    Identity,
+    LayerNorm,
+    Linear,
+    RMSNorm,
+    Unflatten,
+)
+from anychip.nn.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+from anychip.nn.module import IncompatibleKeys, Module, Parameter, StateDictError
+
+__all__ = [
+    "ELU",
+    "GELU",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Embedding",
+    "EmbeddingBag",
+    "Flatten",
+    "HuberLoss",
+    "Identity",
+    "IncompatibleKeys",
+    "L1Loss",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "MSELoss",
+    "Module",
+    "ModuleDict",
+    "ModuleList",
+    "NLLLoss",
+    "Parameter",
+    "RMSNorm",
+    "ReLU",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "SmoothL1Loss",
+    "Softmax",
+    "Softplus",
+    "StateDictError",
+    "Tanh",
+    "Unflatten",
+    "functional",
+    "init",
+    "utils",
+]

@@ -1,0 +1,325 @@
+"""The design of the simulated chip: one frozen, validated configuration and named profiles.
+
+Every cost in the timing model and every limit in the functional model comes from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anychip.npu.errors import ConfigError
+
+MATRIX_DTYPES = ("f16", "bf16", "i8")
+VECTOR_DTYPES = ("f32", "f16", "bf16", "i32")
+BUFFERS = ("l1", "l0a", "l0b", "l0c", "ub")
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """One on-chip buffer: `size` bytes in `banks` banks, each moving `bank_width` B/cycle.
+
+    >>> BufferSpec(65536, 4, 64).bandwidth
+    256
+    """
+
+    size: int
+    banks: int = 1
+    bank_width: int = 64
+
+    @property
+    def bandwidth(self) -> int:
+        """Bytes per cycle the buffer can read (or write) for an on-chip copy."""
+        return self.banks * self.bank_width
+
+
+@dataclass(frozen=True)
+class NpuConfig:
+    """A design point of the chip. Sizes in bytes, bandwidths in bytes per cycle.
+
+    >>> cfg = PROFILES["cube"]
+    >>> (cfg.matrix_m, cfg.matrix_n, cfg.matrix_k), cfg.tile_cycles
+    ((16, 16, 16), 1)
+    >>> cfg.replace(cores=1).peak_flops_per_cycle
+    8192
+    """
+
+    name: str = "custom"
+    clock_ghz: float = 1.0
+    cores: int = 1
+    # matrix unit: one MxNxK tile costs ceil(M*N*K / matrix_macs_per_cycle) cycles
+    matrix_m: int = 16
+    matrix_n: int = 16
+    matrix_k: int = 16
+    matrix_macs_per_cycle: int = 4096
+    matrix_latency: int = 16
+    matrix_dtypes: tuple[str, ...] = MATRIX_DTYPES
+    # vector unit: `vector_lanes` 32-bit elements per cycle (16-bit dtypes: twice as many)
+    vector_lanes: int = 64
+    vector_latency: int = 8
+    vector_dtypes: tuple[str, ...] = VECTOR_DTYPES
+    # on-chip buffers (l1 may be absent: size 0)
+    l1: BufferSpec = BufferSpec(0)
+    l0a: BufferSpec = BufferSpec(65536, 4, 64)
+    l0b: BufferSpec = BufferSpec(65536, 4, 64)
+    l0c: BufferSpec = BufferSpec(262144, 8, 64)
+    ub: BufferSpec = BufferSpec(262144, 8, 64)
+    # DMA engines (one dma_in and one dma_out per core) and device memory
+    dma_width: int = 128
+    dma_latency: int = 300
+    dram_size: int = 1 << 32
+    dram_bandwidth: float = 256.0
+    dram_burst: int = 64
+    queue_depth: int = 16
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ---- derived figures -------------------------------------------------------------
+    @property
+    def tile_cycles(self) -> int:
+        """Cycles the matrix unit is busy per MxNxK hardware tile."""
+        tile = self.matrix_m * self.matrix_n * self.matrix_k
+        return math.ceil(tile / self.matrix_macs_per_cycle)
+
+    @property
+    def peak_flops_per_cycle(self) -> int:
+        """Matrix-unit FLOPs per cycle over all cores (a MAC counts as 2 FLOPs)."""
+        tile = self.matrix_m * self.matrix_n * self.matrix_k
+        return 2 * tile * self.cores // self.tile_cycles
+
+    @property
+    def peak_flops(self) -> float:
+        """Matrix-unit FLOP/s over all cores at the configured clock."""
+        return self.peak_flops_per_cycle * self.clock_ghz * 1e9
+
+    @property
+    def dram_bytes_per_s(self) -> float:
+        return self.dram_bandwidth * self.clock_ghz * 1e9
+
+    def buffer(self, name: str) -> BufferSpec:
+        """The spec of buffer `name` ('l1', 'l0a', 'l0b', 'l0c', 'ub')."""
+        spec: BufferSpec = getattr(self, name)
+        return spec
+
+    def replace(self, **changes: Any) -> NpuConfig:
+        """A copy with some fields changed (validated again); 'l0a.size=...' style keys work.
+
+        >>> PROFILES["edge"].replace(**{"ub.size": 1 << 20}).ub.size
+        1048576
+        """
+        flat: dict[str, Any] = {}
+        for key, value in changes.items():
+            if "." in key:
+                buf, attr = key.split(".", 1)
+                if buf not in BUFFERS or attr not in ("size", "banks", "bank_width"):
+                    raise ConfigError(f"npu config: unknown key {key!r}")
+                base = flat.get(buf, self.buffer(buf))
+                flat[buf] = dataclasses.replace(base, **{attr: value})
+            else:
+                flat[key] = value
+        unknown = set(flat) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"npu config: unknown key(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **flat)
+
+    # ---- files -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (buffers as sub-dicts), as written to TOML and JSON."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(v) if isinstance(v, BufferSpec) else v
+        for k in ("matrix_dtypes", "vector_dtypes"):
+            out[k] = list(out[k])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NpuConfig:
+        """Builds and validates a config; unknown keys are an error, missing ones default."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"npu config: unknown key(s) {unknown}; known: {sorted(names)}")
+        kw: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in BUFFERS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"npu config: {key} must be a table, got {value!r}")
+                bad = sorted(set(value) - {"size", "banks", "bank_width"})
+                if bad:
+                    raise ConfigError(f"npu config: unknown key(s) {bad} in [{key}]")
+                kw[key] = BufferSpec(**value)
+            elif key in ("matrix_dtypes", "vector_dtypes"):
+                kw[key] = tuple(value)
+            else:
+                kw[key] = value
+        return cls(**kw)
+
+    def save(self, path: str | Path) -> None:
+        """Writes `.json` as JSON and anything else as TOML."""
+        p = Path(path)
+        text = json.dumps(self.to_dict(), indent=2) if p.suffix == ".json" else to_toml(self)
+        p.write_text(text)
+
+    @classmethod
+    def load(cls, path: str | Path) -> NpuConfig:
+        """Reads a config saved by `save` (TOML, or JSON when the suffix is `.json`)."""
+        p = Path(path)
+        try:
+            if p.suffix == ".json":
+                data = json.loads(p.read_text())
+            else:
+                data = tomllib.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"npu config: cannot read {p}: {e}") from e
+        return cls.from_dict(data)
+
+
+def _validate(c: NpuConfig) -> None:
+    """Raises ConfigError naming the first field that cannot describe a real design."""
+    ints = {
+        "cores": c.cores,
+        "matrix_m": c.matrix_m,
+        "matrix_n": c.matrix_n,
+        "matrix_k": c.matrix_k,
+        "matrix_macs_per_cycle": c.matrix_macs_per_cycle,
+        "vector_lanes": c.vector_lanes,
+        "dma_width": c.dma_width,
+        "dram_size": c.dram_size,
+        "dram_burst": c.dram_burst,
+        "queue_depth": c.queue_depth,
+    }
+    for key, v in ints.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"npu config {c.name!r}: {key} must be an integer >= 1, got {v!r}")
+    for key, v in {"matrix_latency": c.matrix_latency, "vector_latency": c.vector_latency,
+                   "dma_latency": c.dma_latency}.items():  # fmt: skip
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"npu config {c.name!r}: {key} must be an integer >= 0, got {v!r}")
+    for key, fv in {"clock_ghz": c.clock_ghz, "dram_bandwidth": c.dram_bandwidth}.items():
+        if not isinstance(fv, (int, float)) or isinstance(fv, bool) or not fv > 0:
+            raise ConfigError(f"npu config {c.name!r}: {key} must be a number > 0, got {fv!r}")
+    tile = c.matrix_m * c.matrix_n * c.matrix_k
+    if c.matrix_macs_per_cycle > tile:
+        raise ConfigError(
+            f"npu config {c.name!r}: matrix_macs_per_cycle {c.matrix_macs_per_cycle} exceeds "
+            f"the {c.matrix_m}x{c.matrix_n}x{c.matrix_k} tile's {tile} MACs"
+        )
+    for key, allowed in (("matrix_dtypes", MATRIX_DTYPES), ("vector_dtypes", VECTOR_DTYPES)):
+        got = getattr(c, key)
+        if not got or any(d not in allowed for d in got):
+            raise ConfigError(
+                f"npu config {c.name!r}: {key} {got!r} must be a non-empty subset of {allowed}"
+            )
+    for name in BUFFERS:
+        b = c.buffer(name)
+        if not isinstance(b, BufferSpec):
+            raise ConfigError(f"npu config {c.name!r}: {name} must be a BufferSpec, got {b!r}")
+        low = 0 if name == "l1" else 1
+        if not isinstance(b.size, int) or b.size < low:
+            raise ConfigError(
+                f"npu config {c.name!r}: {name}.size must be an integer >= {low}, got {b.size!r}"
+            )
+        if (
+            not isinstance(b.banks, int)
+            or not isinstance(b.bank_width, int)
+            or b.banks < 1
+            or b.bank_width < 1
+        ):
+            raise ConfigError(
+                f"npu config {c.name!r}: {name}.banks and {name}.bank_width must be >= 1"
+            )
+        if b.size % b.banks:
+            raise ConfigError(
+                f"npu config {c.name!r}: {name}.size {b.size} is not divisible by "
+                f"its {b.banks} banks"
+            )
+
+
+def to_toml(cfg: NpuConfig) -> str:
+    """The config as TOML text (scalars first, then one table per buffer)."""
+    lines = [f"# anychip npu design {cfg.name!r}"]
+    tables: list[str] = []
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            tables.append(f"\n[{key}]")
+            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines + tables) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"npu config: cannot write {v!r} to TOML")
+
+
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+
+PROFILES: dict[str, NpuConfig] = {
+    # A small inference design: one core, a 16x16x16 tile every 4 cycles, narrow LPDDR.
+    "edge": NpuConfig(
+        name="edge", clock_ghz=1.0, cores=1,
+        matrix_m=16, matrix_n=16, matrix_k=16, matrix_macs_per_cycle=1024, matrix_latency=8,
+        matrix_dtypes=("f16", "i8"),
+        vector_lanes=16, vector_latency=6, vector_dtypes=("f32", "f16", "i32"),
+        l1=BufferSpec(0), l0a=BufferSpec(32 * KIB, 2, 32), l0b=BufferSpec(32 * KIB, 2, 32),
+        l0c=BufferSpec(64 * KIB, 4, 32), ub=BufferSpec(128 * KIB, 4, 32),
+        dma_width=32, dma_latency=200, dram_size=1 * GIB, dram_bandwidth=16.0, dram_burst=32,
+        queue_depth=8,
+    ),
+    # A training design: four cores, each a 128x128 systolic array (a 128^3 tile per
+    # 128 cycles), HBM-class memory shared by all cores' DMA engines.
+    "datacenter": NpuConfig(
+        name="datacenter", clock_ghz=1.5, cores=4,
+        matrix_m=128, matrix_n=128, matrix_k=128, matrix_macs_per_cycle=16384,
+        matrix_latency=256,
+        vector_lanes=128, vector_latency=12,
+        l1=BufferSpec(4 * MIB, 16, 64), l0a=BufferSpec(512 * KIB, 8, 128),
+        l0b=BufferSpec(512 * KIB, 8, 128), l0c=BufferSpec(2 * MIB, 16, 128),
+        ub=BufferSpec(2 * MIB, 16, 128),
+        dma_width=512, dma_latency=500, dram_size=32 * GIB, dram_bandwidth=1024.0,
+        dram_burst=64, queue_depth=32,
+    ),
+    # A cube/vector split: a 16x16x16 cube every cycle, separate L1, L0A/L0B/L0C and a
+    # unified buffer for the vector unit; two cores.
+    "cube": NpuConfig(
+        name="cube", clock_ghz=1.8, cores=2,
+        matrix_m=16, matrix_n=16, matrix_k=16, matrix_macs_per_cycle=4096, matrix_latency=16,
+        vector_lanes=64, vector_latency=8,
+        l1=BufferSpec(1 * MIB, 8, 64), l0a=BufferSpec(64 * KIB, 4, 64),
+        l0b=BufferSpec(64 * KIB, 4, 64), l0c=BufferSpec(256 * KIB, 8, 64),
+        ub=BufferSpec(256 * KIB, 8, 64),
+        dma_width=256, dma_latency=300, dram_size=8 * GIB, dram_bandwidth=256.0,
+        dram_burst=64, queue_depth=16,
+    ),
+}  # fmt: skip
+
+
+def get_config(name_or_path: str | Path | NpuConfig) -> NpuConfig:
+    """A profile by name, or a config loaded from a TOML/JSON file.
+
+    >>> get_config("datacenter").cores
+    4
+    """
+    if isinstance(name_or_path, NpuConfig):
+        return name_or_path
+    key = str(name_or_path)
+    if key in PROFILES:
+        return PROFILES[key]
+    if Path(key).exists():
+        return NpuConfig.load(key)
+    raise ConfigError(f"npu: no profile or config file {key!r}; profiles: {sorted(PROFILES)}")

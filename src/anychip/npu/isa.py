@@ -1,0 +1,526 @@
+"""The chip's instruction set: every instruction format as a frozen dataclass, and its binary code.
+
+What each instruction does is defined by `npu/simulator.py`; what it costs by `npu/timing.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar
+
+import numpy as np
+
+from anychip.npu.errors import IllegalInstruction
+
+NUM_REGS = 32  # scalar registers r0..r31; r0 always reads 0
+NUM_FLAGS = 16  # flag ids per (source unit, destination unit) pair
+
+
+class Unit(IntEnum):
+    """The five units of a core; each but the scalar unit has its own instruction queue."""
+
+    SCALAR = 0
+    DMA_IN = 1
+    DMA_OUT = 2
+    MATRIX = 3
+    VECTOR = 4
+
+
+class Space(IntEnum):
+    """Memories: device memory (DRAM) and the on-chip buffers of the core."""
+
+    DRAM = 0
+    L1 = 1
+    L0A = 2
+    L0B = 3
+    L0C = 4
+    UB = 5
+
+
+class DT(IntEnum):
+    """Element types. bf16 is stored as its 16-bit pattern."""
+
+    F32 = 0
+    F16 = 1
+    BF16 = 2
+    I32 = 3
+    I8 = 4
+
+    @property
+    def itemsize(self) -> int:
+        return (4, 2, 2, 4, 1)[self]
+
+    @property
+    def storage(self) -> np.dtype[Any]:
+        """The numpy dtype holding the bits (uint16 for bf16)."""
+        return np.dtype((np.float32, np.float16, np.uint16, np.int32, np.int8)[self])
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DT.F32, DT.F16, DT.BF16)
+
+
+class BinOp(IntEnum):
+    ADD = 0
+    SUB = 1
+    MUL = 2
+    DIV = 3
+    MAX = 4
+    MIN = 5
+
+
+class UnOp(IntEnum):
+    EXP = 0
+    LOG = 1
+    TANH = 2
+    SIGMOID = 3
+    GELU = 4
+    RSQRT = 5
+    SQRT = 6
+    RELU = 7
+    NEG = 8
+    ABS = 9
+    RECIP = 10
+    COPY = 11
+
+
+class RedOp(IntEnum):
+    SUM = 0
+    MAX = 1
+
+
+class SOp(IntEnum):
+    ADD = 0
+    SUB = 1
+    MUL = 2
+    DIV = 3  # floor division, like Python's //
+    MIN = 4
+    MAX = 5
+
+
+class Cond(IntEnum):
+    EQ = 0
+    NE = 1
+    LT = 2
+    GE = 3
+
+
+ONCHIP = (Space.L1, Space.L0A, Space.L0B, Space.L0C, Space.UB)
+VECTOR_SPACES = (Space.UB, Space.L0C)
+I2 = tuple[int, int]
+I3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A byte address: `R[reg] + off` in memory `space`. Text form `ub:r3+1024` or `ub:1024`."""
+
+    space: Space
+    off: int
+    reg: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reg < NUM_REGS:
+            raise IllegalInstruction(
+                f"npu: register r{self.reg} does not exist (r0..r{NUM_REGS - 1})"
+            )
+
+
+class Instr:
+    """Base of every instruction format. `MNEMONIC` names formats without an `op` field."""
+
+    MNEMONIC: ClassVar[str] = ""
+
+    @property
+    def unit(self) -> Unit:
+        """The unit whose queue executes this instruction."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raises IllegalInstruction when a field breaks the format's rules."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, tuple) and f.name in ("shape", "pad") and min(v) < 1:
+                self._bad(f"{f.name} {v} must be >= 1 in every dimension")
+            if isinstance(v, tuple) and f.name.endswith("strides") and min(v) < 0:
+                self._bad(f"{f.name} {v} must be >= 0")
+            if f.name in ("rd", "ra", "rb") and not 0 <= v < NUM_REGS:
+                self._bad(f"register r{v} does not exist")
+        self.check()
+
+    def _bad(self, why: str) -> typing.NoReturn:
+        raise IllegalInstruction(f"npu: illegal {mnemonic(self)}: {why}")
+
+
+def _need(inst: Instr, ref: Ref, spaces: tuple[Space, ...], role: str) -> None:
+    if ref.space not in spaces:
+        names = "/".join(s.name.lower() for s in spaces)
+        inst._bad(f"{role} must be in {names}, got {ref.space.name.lower()}")
+
+
+# ---- data movement (dma_in: everything not written to DRAM; dma_out: writes to DRAM) -----
+@dataclass(frozen=True)
+class Dma(Instr):
+    """Copy a (n0, n1, n2) box of elements between strided views; pad the destination box.
+
+    Element (i, j, l) moves from src + (i*ss0 + j*ss1 + l*ss2)*size to the same index of dst.
+    The destination box is `pad` (>= shape); its elements outside `shape` get `pad_value`.
+    """
+
+    MNEMONIC: ClassVar[str] = "dma"
+    dtype: DT
+    dst: Ref
+    src: Ref
+    shape: I3
+    dst_strides: I3
+    src_strides: I3
+    pad: I3
+    pad_value: float = 0.0
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.DMA_OUT if self.dst.space == Space.DRAM else Unit.DMA_IN
+
+    def check(self) -> None:
+        if self.dst.space == Space.DRAM and self.src.space == Space.DRAM:
+            self._bad("device memory to device memory copies are not supported")
+        if any(p < s for p, s in zip(self.pad, self.shape, strict=True)):
+            self._bad(f"pad {self.pad} must be >= shape {self.shape}")
+        if self.dst.space == Space.DRAM and self.pad != self.shape:
+            self._bad("padding is only for copies into on-chip buffers")
+
+
+@dataclass(frozen=True)
+class Gather(Instr):
+    """dst row i = `row_len` elements at table + index[i]*table_stride (elements); dma_in.
+
+    `index` holds `count` int32 row numbers in an on-chip buffer (an embedding lookup).
+    """
+
+    MNEMONIC: ClassVar[str] = "gather"
+    dtype: DT
+    dst: Ref
+    table: Ref
+    index: Ref
+    count: int
+    row_len: int
+    table_stride: int
+    dst_stride: int
+    table_rows: int
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.DMA_IN
+
+    def check(self) -> None:
+        _need(self, self.table, (Space.DRAM,), "table")
+        _need(self, self.dst, ONCHIP, "dst")
+        _need(self, self.index, ONCHIP, "index")
+        if min(self.count, self.row_len, self.table_rows) < 1:
+            self._bad("count, row_len and table_rows must be >= 1")
+        if self.table_stride < self.row_len or self.dst_stride < self.row_len:
+            self._bad("table_stride and dst_stride must be >= row_len")
+
+
+# ---- matrix unit ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mma(Instr):
+    """acc (m, n) [+]= a (m, k) @ b (k, n); b is stored (n, k) when trans_b=1. Dense tiles.
+
+    fp16/bf16 inputs accumulate in f32, int8 inputs in i32 (wrapping).
+    """
+
+    MNEMONIC: ClassVar[str] = "mma"
+    dtype: DT
+    acc: Ref
+    a: Ref
+    b: Ref
+    m: int
+    n: int
+    k: int
+    accumulate: int = 1
+    trans_b: int = 0
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.MATRIX
+
+    def check(self) -> None:
+        _need(self, self.a, (Space.L0A,), "a")
+        _need(self, self.b, (Space.L0B,), "b")
+        _need(self, self.acc, (Space.L0C,), "acc")
+        if self.dtype not in (DT.F16, DT.BF16, DT.I8):
+            self._bad(f"dtype {self.dtype.name.lower()} is not a matrix input type")
+        if (
+            min(self.m, self.n, self.k) < 1
+            or self.accumulate not in (0, 1)
+            or self.trans_b not in (0, 1)
+        ):
+            self._bad("m, n, k must be >= 1; accumulate and trans_b 0 or 1")
+
+
+# ---- vector unit: 2-D operands (rows, cols), element (i, j) at X + (i*sr + j*sc)*size ----
+class _Vec(Instr):
+    @property
+    def unit(self) -> Unit:
+        return Unit.VECTOR
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, Ref):
+                _need(self, v, VECTOR_SPACES, f.name)
+        dtypes = [getattr(self, n) for n in ("dtype", "dst_dtype", "src_dtype") if hasattr(self, n)]
+        if not isinstance(self, VCast) and DT.I8 in dtypes:
+            self._bad("i8 is not a vector type (vcast converts to and from it)")
+
+
+@dataclass(frozen=True)
+class VBin(_Vec):
+    """dst = a op b elementwise; a stride of 0 broadcasts a row or a column."""
+
+    op: BinOp
+    dtype: DT
+    dst: Ref
+    a: Ref
+    b: Ref
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+    b_strides: I2
+
+
+@dataclass(frozen=True)
+class VScalar(_Vec):
+    """dst = a op imm elementwise (imm rounded to dtype first)."""
+
+    op: BinOp
+    dtype: DT
+    dst: Ref
+    a: Ref
+    imm: float
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+
+@dataclass(frozen=True)
+class VUn(_Vec):
+    """dst = f(a) elementwise: exp, log, tanh, sigmoid, gelu, rsqrt, sqrt, relu, ..."""
+
+    op: UnOp
+    dtype: DT
+    dst: Ref
+    a: Ref
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+
+@dataclass(frozen=True)
+class VReduce(_Vec):
+    """axis=1: dst (rows, 1) = reduce over columns; axis=0: dst (1, cols) over rows."""
+
+    op: RedOp
+    dtype: DT
+    axis: int
+    dst: Ref
+    a: Ref
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+    def check(self) -> None:
+        super().check()
+        if self.axis not in (0, 1):
+            self._bad(f"axis must be 0 or 1, got {self.axis}")
+
+
+@dataclass(frozen=True)
+class VCast(_Vec):
+    """dst (dst_dtype) = a (src_dtype) converted: round to nearest even, saturating to ints."""
+
+    MNEMONIC: ClassVar[str] = "vcast"
+    dst_dtype: DT
+    src_dtype: DT
+    dst: Ref
+    a: Ref
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+
+@dataclass(frozen=True)
+class VDup(_Vec):
+    """dst = imm in every element (imm rounded to dtype)."""
+
+    MNEMONIC: ClassVar[str] = "vdup"
+    dtype: DT
+    dst: Ref
+    imm: float
+    shape: I2
+    dst_strides: I2
+
+
+# ---- synchronisation --------------------------------------------------------------------
+class _Flag(Instr):
+    src: Unit
+    dst: Unit
+    flag: int
+
+    def check(self) -> None:
+        if Unit.SCALAR in (self.src, self.dst) or self.src == self.dst:
+            self._bad("flags connect two different non-scalar units")
+        if not 0 <= self.flag < NUM_FLAGS:
+            self._bad(f"flag {self.flag} out of range 0..{NUM_FLAGS - 1}")
+
+
+@dataclass(frozen=True)
+class SetFlag(_Flag):
+    """In src's queue: once all earlier src work is complete, count up flag (src, dst, flag)."""
+
+    MNEMONIC: ClassVar[str] = "setf"
+    src: Unit
+    dst: Unit
+    flag: int
+
+    @property
+    def unit(self) -> Unit:
+        return self.src
+
+
+@dataclass(frozen=True)
+class WaitFlag(_Flag):
+    """In dst's queue: wait until flag (src, dst, flag) is above zero, then count it down."""
+
+    MNEMONIC: ClassVar[str] = "waitf"
+    src: Unit
+    dst: Unit
+    flag: int
+
+    @property
+    def unit(self) -> Unit:
+        return self.dst
+
+
+@dataclass(frozen=True)
+class Barrier(Instr):
+    """Every unit of the core finishes all earlier work before any starts later work."""
+
+    MNEMONIC: ClassVar[str] = "barrier"
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.SCALAR
+
+
+@dataclass(frozen=True)
+class Finish(Instr):
+    """End of the core's program: a barrier, then the core stops."""
+
+    MNEMONIC: ClassVar[str] = "finish"
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.SCALAR
+
+
+# ---- scalar unit: 64-bit integer registers, address arithmetic, branches ---------------
+class _Scalar(Instr):
+    @property
+    def unit(self) -> Unit:
+        return Unit.SCALAR
+
+
+@dataclass(frozen=True)
+class SMov(_Scalar):
+    """rd = imm."""
+
+    MNEMONIC: ClassVar[str] = "smov"
+    rd: int
+    imm: int
+
+
+@dataclass(frozen=True)
+class SAlu(_Scalar):
+    """rd = ra op rb."""
+
+    op: SOp
+    rd: int
+    ra: int
+    rb: int
+
+
+@dataclass(frozen=True)
+class SAluI(_Scalar):
+    """rd = ra op imm."""
+
+    op: SOp
+    rd: int
+    ra: int
+    imm: int
+
+
+@dataclass(frozen=True)
+class Branch(_Scalar):
+    """If `ra cond rb`, continue at instruction index `target` of this core."""
+
+    cond: Cond
+    ra: int
+    rb: int
+    target: int
+
+    def check(self) -> None:
+        if self.target < 0:
+            self._bad(f"target {self.target} must be >= 0")
+
+
+# ---- opcodes: one byte names the format and its op ---------------------------------------
+def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
+    rows: list[tuple[str, type[Instr], IntEnum | None]] = []
+    cls: type[Instr]
+    for cls in (Dma, Gather, Mma):
+        rows.append((cls.MNEMONIC, cls, None))
+    rows += [("v" + o.name.lower(), VBin, o) for o in BinOp]
+    rows += [("v" + o.name.lower() + "s", VScalar, o) for o in BinOp]
+    rows += [("v" + o.name.lower(), VUn, o) for o in UnOp]
+    rows += [("vr" + o.name.lower(), VReduce, o) for o in RedOp]
+    for cls in (VCast, VDup, SetFlag, WaitFlag, Barrier, Finish, SMov):
+        rows.append((cls.MNEMONIC, cls, None))
+    rows += [("s" + o.name.lower(), SAlu, o) for o in SOp]
+    rows += [("s" + o.name.lower() + "i", SAluI, o) for o in SOp]
+    rows += [("b" + o.name.lower(), Branch, o) for o in Cond]
+    return rows
+
+
+OPCODES = _table()
+BY_MNEMONIC = {name: (i, cls, op) for i, (name, cls, op) in enumerate(OPCODES)}
+_OPCODE_OF = {(cls, op): i for i, (_, cls, op) in enumerate(OPCODES)}
+assert len(BY_MNEMONIC) == len(OPCODES) < 256
+
+
+def op_field(cls: type[Instr]) -> str | None:
+    """The name of the field the mnemonic carries (`op` or `cond`), if any."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return next((n for n in ("op", "cond") if n in names), None)
+
+
+def opcode(inst: Instr) -> int:
+    f = op_field(type(inst))
+    return _OPCODE_OF[(type(inst), getattr(inst, f) if f else None)]
+
+
+def mnemonic(inst: Instr) -> str:
+    return OPCODES[opcode(inst)][0]
+
+
+def operand_fields(cls: type[Instr]) -> list[tuple[str, Any]]:
+    """(name, type) of the fields written after the mnemonic, in order."""
+    hints = typing.get_type_hints(cls)
+    skip = op_field(cls)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name != skip]  # type: ignore[arg-type]

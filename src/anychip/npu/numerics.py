@@ -1,0 +1,196 @@
+"""The arithmetic of the chip's units, bit for bit: how each dtype rounds, accumulates, converts.
+
+All functions take and return numpy arrays in storage form (bf16 as uint16 bit patterns) and
+work on whole tiles at once; `npu/simulator.py` calls them, and `docs/npu-isa.md` states them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from anychip.dtypes import bf16_to_f32, f32_to_bf16
+from anychip.npu.isa import DT, BinOp, RedOp, UnOp
+
+Array = np.ndarray[Any, Any]
+_INT_RANGE = {DT.I32: (-(2**31), 2**31 - 1), DT.I8: (-128, 127)}
+# Ops an integer vector instruction may use; the rest need floating point.
+INT_BINOPS = (BinOp.ADD, BinOp.SUB, BinOp.MUL, BinOp.MAX, BinOp.MIN)
+INT_UNOPS = (UnOp.RELU, UnOp.NEG, UnOp.ABS, UnOp.COPY)
+
+
+def to_f64(x: Array, dt: DT) -> Array:
+    """Exact float64 values of storage `x` (every dtype of the chip fits float64 exactly)."""
+    if dt == DT.BF16:
+        return bf16_to_f32(x).astype(np.float64)
+    return x.astype(np.float64)
+
+
+def to_f32(x: Array, dt: DT) -> Array:
+    """float32 values; exact for f32, f16, bf16, i8 (i32 rounds to nearest even above 2^24)."""
+    if dt == DT.BF16:
+        return bf16_to_f32(x)
+    return x.astype(np.float32)
+
+
+def from_f32(x: Array, dt: DT) -> Array:
+    """float32 values rounded to nearest even into `dt` storage (ints: saturate, NaN -> 0)."""
+    if dt == DT.F32:
+        return x.astype(np.float32)
+    if dt == DT.F16:
+        return x.astype(np.float16)
+    if dt == DT.BF16:
+        return f32_to_bf16(x)
+    return _to_int(x.astype(np.float64), dt)
+
+
+def from_f64(x: Array, dt: DT) -> Array:
+    """float64 values rounded to float32 (nearest even), then to `dt` (nearest even)."""
+    if dt in _INT_RANGE:
+        return _to_int(x, dt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return from_f32(x.astype(np.float32), dt)
+
+
+def _to_int(x: Array, dt: DT) -> Array:
+    lo, hi = _INT_RANGE[dt]
+    r = np.rint(np.nan_to_num(x, nan=0.0, posinf=hi, neginf=lo))
+    return np.asarray(np.clip(r, lo, hi), dtype=dt.storage)
+
+
+def immediate(value: float, dt: DT) -> Array:
+    """A float immediate as a 0-d array of `dt` (rounded like any float64 value)."""
+    return from_f64(np.array(value, np.float64), dt)
+
+
+def binop(op: BinOp, dt: DT, a: Array, b: Array) -> Array:
+    """Elementwise a op b. Floats: computed in float32, rounded once to dt (for + - * / this
+    is the correctly rounded result). i32: + - * wrap modulo 2^32."""
+    if dt == DT.I32:
+        x, y = a.astype(np.int32), b.astype(np.int32)
+        fn: Any = {BinOp.ADD: np.add, BinOp.SUB: np.subtract, BinOp.MUL: np.multiply,
+              BinOp.MAX: np.maximum, BinOp.MIN: np.minimum}[op]  # fmt: skip
+        with np.errstate(over="ignore"):
+            return np.asarray(fn(x, y), dtype=np.int32)
+    x, y = to_f32(a, dt), to_f32(b, dt)
+    r: Any
+    with np.errstate(all="ignore"):
+        if op == BinOp.ADD:
+            r = x + y
+        elif op == BinOp.SUB:
+            r = x - y
+        elif op == BinOp.MUL:
+            r = x * y
+        elif op == BinOp.DIV:
+            r = x / y
+        elif op == BinOp.MAX:
+            r = np.maximum(x, y)
+        else:
+            r = np.minimum(x, y)
+    return from_f32(np.asarray(r, np.float32), dt)
+
+
+def _gelu(x: Array) -> Array:
+    # the tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+_F64: dict[UnOp, Any] = {
+    UnOp.EXP: np.exp,
+    UnOp.LOG: np.log,
+    UnOp.TANH: np.tanh,
+    UnOp.SIGMOID: lambda x: 1.0 / (1.0 + np.exp(-x)),
+    UnOp.GELU: _gelu,
+    UnOp.RSQRT: lambda x: 1.0 / np.sqrt(x),
+    UnOp.SQRT: np.sqrt,
+    UnOp.RECIP: lambda x: 1.0 / x,
+    UnOp.RELU: lambda x: np.maximum(x, 0.0),
+    UnOp.NEG: np.negative,
+    UnOp.ABS: np.abs,
+    UnOp.COPY: lambda x: x,
+}
+
+
+def unop(op: UnOp, dt: DT, a: Array) -> Array:
+    """Elementwise f(a): computed in float64 from the exact inputs, rounded as `from_f64`.
+    i32 allows relu, neg, abs, copy (exact, neg wraps)."""
+    if dt == DT.I32:
+        x = a.astype(np.int32)
+        with np.errstate(over="ignore"):
+            if op == UnOp.RELU:
+                return np.maximum(x, 0)
+            if op == UnOp.NEG:
+                return np.negative(x)
+            return np.abs(x) if op == UnOp.ABS else x.copy()
+    if op == UnOp.COPY:
+        return a.copy()
+    with np.errstate(all="ignore"):
+        r = _F64[op](to_f64(a, dt))
+    return from_f64(np.asarray(r, np.float64), dt)
+
+
+def reduce(op: RedOp, dt: DT, a: Array, axis: int) -> Array:
+    """Sum or max along `axis`, keeping it as size 1. Float sums are taken in float64 and
+    rounded once (as `from_f64`), so the result does not depend on summation order within
+    float64's precision; i32 sums wrap modulo 2^32."""
+    if dt == DT.I32:
+        if op == RedOp.MAX:
+            return np.asarray(a.max(axis=axis, keepdims=True))
+        s = a.astype(np.int64).sum(axis=axis, keepdims=True)
+        return np.asarray(s, dtype=np.int32)  # numpy's int64 -> int32 conversion wraps modulo 2^32
+    if op == RedOp.MAX:
+        return from_f32(to_f32(a, dt).max(axis=axis, keepdims=True), dt)
+    return from_f64(to_f64(a, dt).sum(axis=axis, keepdims=True), dt)
+
+
+def cast(src: DT, dst: DT, a: Array) -> Array:
+    """Convert: exact value in float64 (ints as int64), rounded once to nearest even into dst;
+    to ints: NaN -> 0, saturating; i32 -> bf16/f16 rounds via float32."""
+    if src == dst:
+        return a.copy()
+    if not src.is_float and not dst.is_float:
+        lo, hi = _INT_RANGE[dst]
+        return np.clip(a.astype(np.int64), lo, hi).astype(dst.storage)
+    return from_f64(to_f64(a, src), dst)
+
+
+def matmul(dt: DT, a: Array, b: Array, acc: Array | None) -> Array:
+    """acc + a @ b for one matrix instruction: a (m, k), b (k, n) in dt storage.
+
+    Floats: each product is exact, the k-term dot product is formed in float64 (exact when
+    the terms' exponents span less than 2^24), rounded once to float32, then added to the
+    float32 accumulator with one rounding. int8: the exact integer sum, added to the int32
+    accumulator modulo 2^32.
+    """
+    dot = to_f64(a, dt) @ to_f64(b, dt)  # (m, n)
+    if dt == DT.I8:
+        s = dot.astype(np.int64)
+        if acc is not None:
+            s += acc.astype(np.int64)
+        return s.astype(np.int32)  # wraps modulo 2^32
+    d32 = dot.astype(np.float32)
+    if acc is None:
+        return d32
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(acc + d32, np.float32)
+
+
+def to_storage(x: Any, dt: DT) -> Array:
+    """Host values rounded once (nearest even) into `dt` storage; ints saturate.
+
+    >>> to_storage([1.0, 1e6], DT.F16).tolist()
+    [1.0, inf]
+    """
+    arr = np.asarray(x)
+    if dt == DT.BF16:
+        return f32_to_bf16(arr.astype(np.float32))
+    if dt in _INT_RANGE:
+        return _to_int(arr.astype(np.float64), dt)
+    with np.errstate(over="ignore"):
+        return arr.astype(dt.storage)
+
+
+def to_values(x: Array, dt: DT) -> Array:
+    """Storage back to plain numpy values: bf16 as float32, the rest as stored."""
+    return bf16_to_f32(x) if dt == DT.BF16 else x

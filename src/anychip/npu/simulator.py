@@ -1,0 +1,319 @@
+"""The functional simulator: what every instruction of the chip does. It is the ISA's spec.
+
+It runs each core's stream in program order (one valid interleaving of the units), tile by
+tile with numpy, and faults on out-of-bounds accesses, reads of never-written memory, and
+races between units that no flag or barrier orders.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from anychip.npu import numerics as nx
+from anychip.npu.asm import describe
+from anychip.npu.config import NpuConfig
+from anychip.npu.errors import IllegalInstruction, OutOfBounds, UninitializedRead, UnsupportedDType
+from anychip.npu.isa import (
+    DT,
+    Barrier,
+    Dma,
+    Finish,
+    Gather,
+    Instr,
+    Mma,
+    Ref,
+    SetFlag,
+    Space,
+    Unit,
+    VBin,
+    VCast,
+    VDup,
+    VReduce,
+    VScalar,
+    VUn,
+    WaitFlag,
+)
+from anychip.npu.memory import Access, Array, Memory, Rows, Who
+from anychip.npu.program import Program, expand
+from anychip.npu.races import RaceDetector
+
+__all__ = ["RunStats", "Simulator", "describe"]
+
+
+@dataclass
+class RunStats:
+    """What a functional run did: instructions per unit and multiply-accumulates."""
+
+    instructions: Counter[str] = field(default_factory=Counter)
+    macs: int = 0
+
+
+class Simulator:
+    """The chip's memories and a program runner. Host calls put data in device memory.
+
+    >>> from anychip.npu.config import PROFILES
+    >>> sim = Simulator(PROFILES["edge"])
+    >>> x = sim.put(np.arange(4.0), DT.F32)
+    >>> sim.get(x, (4,), DT.F32).tolist()
+    [0.0, 1.0, 2.0, 3.0]
+    """
+
+    def __init__(self, config: NpuConfig, check_races: bool = True) -> None:
+        self.config = config
+        self.check_races = check_races
+        self.dram = Memory("dram", config.dram_size, grow=True)
+        self.buffers = [
+            {
+                s: Memory(s.name.lower(), config.buffer(s.name.lower()).size)
+                for s in Space
+                if s != Space.DRAM
+            }
+            for _ in range(config.cores)
+        ]
+        self.top = 0  # device memory allocator: a bump pointer
+        self.stats = RunStats()
+        self._races = RaceDetector(config.cores)
+        self._handlers: dict[type[Instr], Callable[[int, Who, Any], None]] = {
+            Dma: self._dma,
+            Gather: self._gather,
+            Mma: self._mma,
+            VBin: self._vbin,
+            VScalar: self._vscalar,
+            VUn: self._vun,
+            VReduce: self._vreduce,
+            VCast: self._vcast,
+            VDup: self._vdup,
+            SetFlag: self._setf,
+            WaitFlag: self._waitf,
+            Barrier: self._barrier,
+            Finish: self._barrier,
+        }
+
+    # ---- host side ---------------------------------------------------------------------
+    def alloc(self, nbytes: int, align: int = 64) -> int:
+        """Reserves `nbytes` of device memory; returns its byte address."""
+        addr = -(-self.top // align) * align
+        if addr + nbytes > self.config.dram_size:
+            raise OutOfBounds(
+                f"npu: cannot allocate {nbytes} bytes: device memory holds {self.config.dram_size}"
+            )
+        self.top = addr + nbytes
+        self.dram.ensure(self.top)
+        return addr
+
+    def write(self, addr: int, values: Array) -> None:
+        """Copies storage-form `values` to device memory at `addr` (marking it written)."""
+        raw = np.ascontiguousarray(values).view(np.uint8).ravel()
+        self.dram.ensure(addr + raw.size)
+        self.dram.data[addr : addr + raw.size] = raw
+        self.dram.written[addr : addr + raw.size] = True
+
+    def read(self, addr: int, shape: tuple[int, ...], dt: DT) -> Array:
+        """A copy of `shape` elements of `dt` storage at `addr` (bf16 as uint16)."""
+        n = dt.itemsize * int(np.prod(shape))
+        return self.dram.data[addr : addr + n].view(dt.storage).reshape(shape).copy()
+
+    def put(self, values: Any, dt: DT) -> int:
+        """Allocates, rounds `values` into `dt` and copies them in; returns the address."""
+        data = nx.to_storage(values, dt)
+        addr = self.alloc(data.nbytes)
+        self.write(addr, data)
+        return addr
+
+    def get(self, addr: int, shape: tuple[int, ...], dt: DT) -> Array:
+        """Like `read`, but bf16 comes back as float32 values."""
+        return nx.to_values(self.read(addr, shape, dt), dt)
+
+    # ---- running -----------------------------------------------------------------------
+    def run(self, program: Program, max_steps: int = 20_000_000) -> RunStats:
+        """Executes every core's code in turn; returns this run's statistics."""
+        ncores = len(program.cores)
+        if ncores > self.config.cores:
+            raise IllegalInstruction(
+                f"npu: program has {ncores} cores but design {self.config.name!r} "
+                f"has {self.config.cores}"
+            )
+        self.stats = RunStats()
+        self._races = RaceDetector(self.config.cores)
+        for core, code in enumerate(program.cores):
+            for index, inst in expand(code, core, ncores, max_steps):
+                handler = self._handlers.get(type(inst))
+                if handler is not None:
+                    self.stats.instructions[inst.unit.name.lower()] += 1
+                    handler(core, (core, index, inst), inst)
+            self._races.barrier(core)
+        return self.stats
+
+    def _acc(
+        self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...], dt: DT
+    ) -> Access:
+        if ref.space == Space.DRAM:
+            return Access(self.dram, ref.off, shape, strides, dt, "dram")
+        return Access(self.buffers[core][ref.space], ref.off, shape, strides, dt, (core, ref.space))
+
+    def _touch(self, core: int, unit: Unit, who: Who, reads: list[Any], writes: list[Any]) -> None:
+        """Race-checks and records one instruction's accesses."""
+        if not self.check_races:
+            return
+        for acc in reads:
+            self._races.access(core, unit, acc, False, who)
+        for acc in writes:
+            self._races.access(core, unit, acc, True, who)
+
+    def _need(self, dt: DT, unit: str, who: Who) -> None:
+        allowed = self.config.matrix_dtypes if unit == "matrix" else self.config.vector_dtypes
+        if dt.name.lower() not in allowed:
+            raise UnsupportedDType(
+                f"npu: the {unit} unit of design {self.config.name!r} does not support "
+                f"{dt.name.lower()} (it supports {', '.join(allowed)}) at {describe(who)}"
+            )
+
+    # ---- data movement -----------------------------------------------------------------
+    def _dma(self, core: int, who: Who, i: Dma) -> None:
+        self._races.tick(core, i.unit)
+        src = self._acc(core, i.src, i.shape, i.src_strides, i.dtype)
+        dst = self._acc(core, i.dst, i.pad, i.dst_strides, i.dtype)
+        vals = src.read(who, "dma read")
+        if i.pad != i.shape:  # (p0, p1, p2) box: pad_value around the copied (n0, n1, n2)
+            full = np.full(i.pad, nx.immediate(i.pad_value, i.dtype), i.dtype.storage)
+            full[: i.shape[0], : i.shape[1], : i.shape[2]] = vals
+            vals = full
+        dst.write(vals, who, "dma write")
+        self._touch(core, i.unit, who, [src], [dst])
+
+    def _gather(self, core: int, who: Who, i: Gather) -> None:
+        self._races.tick(core, Unit.DMA_IN)
+        index = self._acc(core, i.index, (i.count,), (1,), DT.I32)
+        idx = index.read(who, "gather index read").astype(np.int64)
+        bad = np.flatnonzero((idx < 0) | (idx >= i.table_rows))
+        if bad.size:
+            k = int(bad[0])
+            raise OutOfBounds(
+                f"npu: gather index {int(idx[k])} at position {k} is outside the table of "
+                f"{i.table_rows} rows "
+                f"(address {i.table.off + int(idx[k]) * i.table_stride * i.dtype.itemsize})",
+                describe(who),
+            )
+        lo = int(idx.min())
+        size = i.dtype.itemsize
+        base = Ref(Space.DRAM, i.table.off + lo * i.table_stride * size)
+        nrows = int(idx.max()) - lo + 1
+        rows = self._acc(core, base, (nrows, i.row_len), (i.table_stride, 1), i.dtype)
+        rows.check_bounds(who, "gather read")
+        written = rows.written_view()[idx - lo].reshape(i.count, -1).all(axis=1)
+        if not written.all():
+            k = int(np.flatnonzero(~written)[0])
+            raise UninitializedRead(
+                f"npu: gather read of never-written dram memory: row {int(idx[k])} (position {k}) "
+                f"at byte {i.table.off + int(idx[k]) * i.table_stride * size}",
+                describe(who),
+            )
+        vals = rows.view()[idx - lo]  # (count, row_len)
+        dst = self._acc(core, i.dst, (i.count, i.row_len), (i.dst_stride, 1), i.dtype)
+        dst.write(vals, who, "gather write")
+        starts = i.table.off + idx * (i.table_stride * size)
+        self._touch(core, Unit.DMA_IN, who, [index, Rows("dram", starts, i.row_len * size)], [dst])
+
+    # ---- matrix unit -------------------------------------------------------------------
+    def _mma(self, core: int, who: Who, i: Mma) -> None:
+        self._need(i.dtype, "matrix", who)
+        self._races.tick(core, Unit.MATRIX)
+        acc_dt = DT.I32 if i.dtype == DT.I8 else DT.F32
+        a = self._acc(core, i.a, (i.m, i.k), (i.k, 1), i.dtype)
+        b_shape = (i.n, i.k) if i.trans_b else (i.k, i.n)
+        b = self._acc(core, i.b, b_shape, (b_shape[1], 1), i.dtype)
+        acc = self._acc(core, i.acc, (i.m, i.n), (i.n, 1), acc_dt)
+        av, bv = a.read(who, "matrix read of a"), b.read(who, "matrix read of b")
+        old = acc.read(who, "accumulator read") if i.accumulate else None
+        acc.write(nx.matmul(i.dtype, av, bv.T if i.trans_b else bv, old), who, "accumulator write")
+        self.stats.macs += i.m * i.n * i.k
+        self._touch(core, Unit.MATRIX, who, [a, b, acc] if i.accumulate else [a, b], [acc])
+
+    # ---- vector unit -------------------------------------------------------------------
+    def _vec(
+        self,
+        core: int,
+        who: Who,
+        dt: DT,
+        srcs: list[tuple[Ref, tuple[int, int]]],
+        dst: tuple[Ref, tuple[int, int]],
+        shape: tuple[int, int],
+        dst_shape: tuple[int, int] | None = None,
+        dst_dt: DT | None = None,
+    ) -> tuple[list[Array], Access]:
+        """Reads the source operands and prepares the destination access of a vector op."""
+        self._races.tick(core, Unit.VECTOR)
+        accs = [self._acc(core, r, shape, s, dt) for r, s in srcs]
+        vals = [a.read(who, "vector read") for a in accs]
+        out = self._acc(core, dst[0], dst_shape or shape, dst[1], dst_dt or dt)
+        self._touch(core, Unit.VECTOR, who, accs, [out])
+        return vals, out
+
+    def _int_check(self, i: VBin | VScalar | VUn, who: Who) -> None:
+        ok = nx.INT_BINOPS if isinstance(i, (VBin, VScalar)) else nx.INT_UNOPS
+        if i.dtype == DT.I32 and i.op not in ok:
+            raise IllegalInstruction(
+                f"npu: {i.op.name.lower()} is not defined on i32 at {describe(who)}"
+            )
+
+    def _vbin(self, core: int, who: Who, i: VBin) -> None:
+        self._need(i.dtype, "vector", who)
+        self._int_check(i, who)
+        (a, b), out = self._vec(core, who, i.dtype, [(i.a, i.a_strides), (i.b, i.b_strides)],
+                                (i.dst, i.dst_strides), i.shape)  # fmt: skip
+        out.write(nx.binop(i.op, i.dtype, a, b), who)
+
+    def _vscalar(self, core: int, who: Who, i: VScalar) -> None:
+        self._need(i.dtype, "vector", who)
+        self._int_check(i, who)
+        (a,), out = self._vec(
+            core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides), i.shape
+        )
+        out.write(nx.binop(i.op, i.dtype, a, nx.immediate(i.imm, i.dtype)), who)
+
+    def _vun(self, core: int, who: Who, i: VUn) -> None:
+        self._need(i.dtype, "vector", who)
+        self._int_check(i, who)
+        (a,), out = self._vec(
+            core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides), i.shape
+        )
+        out.write(nx.unop(i.op, i.dtype, a), who)
+
+    def _vreduce(self, core: int, who: Who, i: VReduce) -> None:
+        self._need(i.dtype, "vector", who)
+        rows, cols = i.shape
+        dshape = (rows, 1) if i.axis == 1 else (1, cols)
+        (a,), out = self._vec(
+            core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides), i.shape, dshape
+        )
+        out.write(nx.reduce(i.op, i.dtype, a, i.axis), who)
+
+    def _vcast(self, core: int, who: Who, i: VCast) -> None:
+        for dt in (i.src_dtype, i.dst_dtype):
+            if dt != DT.I8:
+                self._need(dt, "vector", who)
+        (a,), out = self._vec(core, who, i.src_dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides),
+                              i.shape, None, i.dst_dtype)  # fmt: skip
+        out.write(nx.cast(i.src_dtype, i.dst_dtype, a), who)
+
+    def _vdup(self, core: int, who: Who, i: VDup) -> None:
+        self._need(i.dtype, "vector", who)
+        _, out = self._vec(core, who, i.dtype, [], (i.dst, i.dst_strides), i.shape)
+        out.write(nx.immediate(i.imm, i.dtype), who)
+
+    # ---- synchronisation ---------------------------------------------------------------
+    def _setf(self, core: int, who: Who, i: SetFlag) -> None:
+        self._races.tick(core, i.src)
+        self._races.set_flag(core, i.src, i.dst, i.flag)
+
+    def _waitf(self, core: int, who: Who, i: WaitFlag) -> None:
+        self._races.tick(core, i.dst)
+        self._races.wait_flag(core, i.src, i.dst, i.flag, who)
+
+    def _barrier(self, core: int, who: Who, i: Instr) -> None:
+        self._races.barrier(core)

@@ -1,0 +1,67 @@
+"""Adagrad: per-element learning rates from the running sum of squared gradients; the same
+update rule as torch.optim.Adagrad."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anychip.frontend.tensor import Tensor
+from anychip.optim.optimizer import Optimizer, ParamsT, check_range
+
+
+class Adagrad(Optimizer):
+    """sum += g^2; p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(sum) + eps).
+
+    >>> import anychip as ac
+    >>> w = ac.nn.Parameter(ac.tensor([1.0]))
+    >>> opt = ac.optim.Adagrad([w], lr=0.5)
+    >>> (w * 3).sum().backward(); opt.step()
+    >>> round(w.item(), 4)
+    0.5
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        check_range("learning rate", lr, 0.0)
+        check_range("lr_decay value", lr_decay, 0.0)
+        check_range("weight_decay value", weight_decay, 0.0)
+        check_range("initial_accumulator_value", initial_accumulator_value, 0.0)
+        check_range("epsilon value", eps, 0.0)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "eps": eps,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults)
+
+    def _update(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g: Tensor = -p.grad if group["maximize"] else p.grad
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["sum"] = Tensor._const(
+                    group["initial_accumulator_value"], p.dtype, p.shape, p.device
+                )
+            state["step"] += 1
+            param = p.detach()
+            if group["weight_decay"] != 0:
+                g = g + param * group["weight_decay"]
+            clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+            state["sum"] = state["sum"] + g * g
+            std = state["sum"].sqrt() + group["eps"]
+            p._assign(param + g * (-clr) / std, "adagrad_step")

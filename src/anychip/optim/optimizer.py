@@ -1,0 +1,178 @@
+"""The Optimizer base class: parameter groups, per-parameter state, zero_grad, step and
+state_dict, as in PyTorch.
+
+Subclasses write `_update(group)`; `step()` runs it under no_grad, then realises state and
+parameters so each step's graph is computed once and never grows across steps.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from anychip.errors import ArgumentError, AutogradError, DTypeError
+from anychip.frontend.tensor import Tensor, enable_grad, no_grad
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required: Any = _Required()
+
+
+def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    """ArgumentError unless low <= value (< high)."""
+    if value < low or (high is not None and value >= high):
+        span = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ArgumentError(f"Invalid {name}: {value} (must be {span})")
+
+
+class Optimizer:
+    """Base class: holds `param_groups` (dicts of 'params' and hyperparameters) and
+    `state` (per-parameter tensors such as momentum buffers).
+
+    >>> import anychip as ac
+    >>> w = ac.nn.Parameter(ac.ones(2))
+    >>> opt = ac.optim.SGD([w], lr=0.5)
+    >>> (w * w).sum().backward(); opt.step()
+    >>> w.tolist()
+    [0.0, 0.0]
+    """
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
+        self.defaults = dict(defaults)
+        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+        if isinstance(params, Tensor):
+            raise DTypeError(
+                "optimizer: params must be an iterable of Tensors or dicts, got a Tensor; "
+                "wrap it in a list"
+            )
+        groups = list(params)
+        if not groups:
+            raise ArgumentError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for g in groups:
+            self.add_param_group(g)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
+        return "\n".join([*lines, ")"])
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group of parameters with its own hyperparameters (defaults fill gaps)."""
+        group = dict(param_group)
+        params = group["params"]
+        group["params"] = [params] if isinstance(params, Tensor) else list(params)
+        for p in group["params"]:
+            if not isinstance(p, Tensor):
+                raise DTypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")
+            if not p.is_leaf:
+                raise AutogradError("optimizer: can't optimize a non-leaf Tensor")
+        for k, v in self.defaults.items():
+            if v is required and k not in group:
+                raise ArgumentError(f"parameter group didn't specify a value of required {k!r}")
+            group.setdefault(k, v)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        ids = [id(p) for p in group["params"]]
+        if len(set(ids)) != len(ids) or seen & set(ids):
+            raise ArgumentError("some parameters appear in more than one parameter group")
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    p.grad = None if set_to_none else p.grad.zeros_like()
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter that has a gradient; returns closure's loss."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for g in self.param_groups:
+                for p in g["params"]:
+                    if p.grad is not None:  # compute each gradient once, not per use
+                        p.grad.realize()
+            for g in self.param_groups:
+                self._update(g)
+        self._realize()
+        return loss
+
+    def _update(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _realize(self) -> None:
+        # state first: the parameter update reads it, so its kernel then starts from buffers
+        for g in self.param_groups:
+            for p in g["params"]:
+                for v in self.state.get(p, {}).values():
+                    if isinstance(v, Tensor):
+                        v.realize()
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.realize()
+
+    # --- saving and restoring -------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """{'state': {index: {name: value}}, 'param_groups': [{..., 'params': [index]}]},
+        with parameters numbered in group order as in PyTorch."""
+        index: dict[int, int] = {}
+        groups = []
+        for g in self.param_groups:
+            packed = {k: v for k, v in g.items() if k != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in g["params"]]
+            groups.append(packed)
+        state = {
+            index[id(p)]: {k: v.detach() if isinstance(v, Tensor) else v for k, v in s.items()}
+            for p, s in self.state.items()
+            if id(p) in index
+        }
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore hyperparameters and state saved by `state_dict` (same group layout)."""
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups):
+            raise ArgumentError(
+                f"loaded state dict has {len(saved)} parameter groups, the optimizer has "
+                f"{len(self.param_groups)}"
+            )
+        for mine, theirs in zip(self.param_groups, saved, strict=True):
+            if len(mine["params"]) != len(theirs["params"]):
+                raise ArgumentError(
+                    "loaded state dict contains a parameter group that doesn't match the size "
+                    f"of optimizer's group ({len(theirs['params'])} vs {len(mine['params'])})"
+                )
+        by_index = {
+            i: p
+            for mine, theirs in zip(self.param_groups, saved, strict=True)
+            for i, p in zip(theirs["params"], mine["params"], strict=True)
+        }
+        self.state = defaultdict(dict)
+        for i, s in state_dict["state"].items():
+            p = by_index.get(int(i))
+            if p is not None:
+                self.state[p] = {k: _cast_state(k, v, p) for k, v in s.items()}
+        for mine, theirs in zip(self.param_groups, saved, strict=True):
+            mine.update({k: v for k, v in theirs.items() if k != "params"})
+
+
+def _cast_state(key: str, value: Any, param: Tensor) -> Any:
+    if not isinstance(value, Tensor):
+        return value
+    value = value.detach().to(param.device)
+    if key != "step" and value.dtype.is_floating_point:
+        value = value.to(param.dtype)
+    return value

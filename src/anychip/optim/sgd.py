@@ -1,0 +1,67 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay;
+the same update rule as torch.optim.SGD."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anychip.errors import ArgumentError
+from anychip.optim.optimizer import Optimizer, ParamsT, check_range
+
+
+class SGD(Optimizer):
+    """g = grad + weight_decay * p; with momentum, buf = momentum * buf + (1 - dampening)
+    * g (buf = g on the first step) and g = buf (or g + momentum * buf with nesterov);
+    then p -= lr * g.
+
+    >>> import anychip as ac
+    >>> w = ac.nn.Parameter(ac.tensor([1.0]))
+    >>> opt = ac.optim.SGD([w], lr=0.1, momentum=0.9)
+    >>> for _ in range(2):
+    ...     opt.zero_grad(); (w * 2).sum().backward(); opt.step()
+    >>> round(w.item(), 4)  # 1 - 0.1*2 - 0.1*(0.9*2 + 2)
+    0.42
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        check_range("learning rate", lr, 0.0)
+        check_range("momentum value", momentum, 0.0)
+        check_range("weight_decay value", weight_decay, 0.0)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ArgumentError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults)
+
+    def _update(self, group: dict[str, Any]) -> None:
+        lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
+        wd, nesterov = group["weight_decay"], group["nesterov"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g = -p.grad if group["maximize"] else p.grad
+            if wd != 0:
+                g = g + p.detach() * wd
+            if mom != 0:
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                buf = g if buf is None else buf * mom + g * (1 - damp)
+                state["momentum_buffer"] = buf
+                g = g + buf * mom if nesterov else buf
+            p._assign(p.detach() - g * lr, "sgd_step")

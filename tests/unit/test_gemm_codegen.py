@@ -1,0 +1,341 @@
+"""The generated GEMM against numpy float64 products: shapes, layouts, dtypes, tilings.
+
+A private harness builds each generated file with the system C compiler and loads it with
+ctypes; the real compiler cache lives in backends/cpu."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anychip.codegen.gemm import (
+    GemmSpec,
+    GemmTiling,
+    candidate_tilings,
+    default_tiling,
+    gemm_source,
+    host_info,
+    tune,
+)
+from anychip.dtypes import bf16_to_f32
+from anychip.errors import CompileError, DTypeError, ShapeError
+
+CC = os.environ.get("CC", "cc")
+pytestmark = pytest.mark.skipif(shutil.which(CC) is None, reason=f"no C compiler {CC!r}")
+GOLDEN = Path(__file__).parent / "golden" / "gemm_f32_14x32.c"
+_BUILT: dict[str, ctypes.CDLL] = {}
+
+
+def build(src: str, name: str, tmp: Path, flags: tuple[str, ...] = ()) -> ctypes._CFuncPtr:
+    """Compile `src` to a shared object (once per source and flags) and return `name`."""
+    key = hashlib.sha256((src + repr(flags)).encode()).hexdigest()[:16]
+    if key not in _BUILT:
+        c, so = tmp / f"{key}.c", tmp / f"{key}.so"
+        c.write_text(src)
+        cmd = [CC, "-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", *flags, str(c)]
+        r = subprocess.run([*cmd, "-o", str(so)], capture_output=True, text=True)
+        if r.returncode:
+            raise CompileError(f"gemm test build failed:\n{r.stderr}")
+        _BUILT[key] = ctypes.CDLL(str(so))
+    fn = getattr(_BUILT[key], name)
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p] * 3
+    return fn
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gemm")
+
+
+# ------------------------------------------------------------------ data and reference
+
+
+def rand(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
+    """Random storage for `dtype` (bfloat16 as uint16 bits)."""
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    if dtype == "bfloat16":
+        return torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return x.astype(dtype)
+
+
+def values(x: np.ndarray, dtype: str) -> np.ndarray:
+    return bf16_to_f32(x).astype(np.float64) if dtype == "bfloat16" else x.astype(np.float64)
+
+
+def elems(x: np.ndarray) -> tuple[int, int, int]:
+    return tuple(s // x.itemsize for s in x.strides)  # type: ignore[return-value]
+
+
+# unit roundoff of the accumulator and of the output rounding
+EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+def run_and_check(
+    a: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray,
+    dtype: str,
+    out_dtype: str,
+    tmp: Path,
+    tiling: GemmTiling | None = None,
+    flags: tuple[str, ...] = (),
+) -> None:
+    """a (batch, m, k), b (batch, k, n), out (batch, m, n): any numpy views."""
+    batch, m, k = a.shape
+    n = b.shape[2]
+    spec = GemmSpec(batch, m, n, k, dtype, out_dtype, elems(a), elems(b), elems(out))
+    fn = build(gemm_source(spec, tiling, "mm"), "mm", tmp, flags)
+    out[...] = 0x7E00 if out_dtype in ("float16", "bfloat16") else np.nan  # poison
+    fn(out.ctypes.data, a.ctypes.data, b.ctypes.data)
+    va, vb = values(a, dtype), values(b, dtype)
+    ref, mag = va @ vb, np.abs(va) @ np.abs(vb)  # (batch, m, n)
+    acc = "float64" if dtype == "float64" else "float32"
+    tol = 2 * EPS[out_dtype] * np.abs(ref) + 2 * (k + 2) * EPS[acc] * mag + 1e-300
+    err = np.abs(values(out, out_dtype) - ref)
+    assert np.all(err <= tol), f"{spec}: max err {err.max()} (tol {tol.flat[err.argmax()]})"
+
+
+def contiguous_case(batch, m, n, k, dtype="float32", out_dtype=None, seed=0):
+    rng = np.random.default_rng(seed)
+    out_dtype = out_dtype or dtype
+    a, b = rand((batch, m, k), dtype, rng), rand((batch, k, n), dtype, rng)
+    store = np.uint16 if out_dtype == "bfloat16" else out_dtype
+    return a, b, np.empty((batch, m, n), store), dtype, out_dtype
+
+
+# ------------------------------------------------------------------ shapes
+
+SHAPES = [
+    (1, 1, 1, 1),
+    (1, 5, 7, 1),  # K = 1
+    (1, 37, 53, 29),  # no dimension a multiple of any tile size
+    (1, 100, 70, 300),  # K spans several kc blocks
+    (3, 15, 33, 17),
+    (1, 1000, 3, 5),  # tall and skinny
+    (1, 2, 900, 40),  # short and wide
+    (1, 1, 64, 500),  # a row vector times a matrix
+    (1, 513, 1, 7),  # a matrix times a column vector
+    (2, 130, 200, 150),  # enough work for the threaded path
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_shapes_float32(shape, tmp):
+    run_and_check(*contiguous_case(*shape), tmp)
+
+
+SMALL_BLOCKS = [
+    GemmTiling(mc=28, nc=64, kc=16, mr=14, nr=32, vec_bytes=64, unroll=4, threads=1),
+    GemmTiling(mc=12, nc=48, kc=7, mr=6, nr=16, vec_bytes=32, unroll=3, threads=2),
+    GemmTiling(mc=8, nc=8, kc=5, mr=4, nr=8, vec_bytes=16, unroll=1, threads=2),
+    GemmTiling(mc=28, nc=64, kc=16, mr=14, nr=32, vec_bytes=64, threads=2, batch_parallel=True),
+    GemmTiling(mc=9, nc=5, kc=4, mr=3, nr=5, vec_bytes=0, unroll=2, threads=1),
+]
+
+
+@pytest.mark.parametrize("tiling", SMALL_BLOCKS, ids=range(len(SMALL_BLOCKS)))
+def test_every_block_has_an_edge(tiling, tmp):
+    # every loop runs several full blocks and one partial block
+    run_and_check(*contiguous_case(3, 61, 150, 45, seed=1), tmp, tiling=tiling)
+
+
+def test_scalar_fallback(tmp):
+    run_and_check(*contiguous_case(2, 37, 45, 19), tmp, flags=("-DANYCHIP_GEMM_SCALAR",))
+
+
+# ------------------------------------------------------------------ layouts
+
+
+def layout_case(kind: str, rng: np.random.Generator):
+    """Views of (batch, m, k) A, (batch, k, n) B and an out buffer with the given layout."""
+    batch, m, n, k = 3, 29, 41, 23
+    a = rand((batch, m, k), "float32", rng)
+    b = rand((batch, k, n), "float32", rng)
+    out = np.empty((batch, m, n), np.float32)
+    if kind == "a_transposed":  # stored (batch, k, m)
+        a = rand((batch, k, m), "float32", rng).transpose(0, 2, 1)
+    elif kind == "b_transposed":  # a (n, k) weight used as (k, n), batch-broadcast
+        b = np.broadcast_to(rand((n, k), "float32", rng).T, (batch, k, n))
+    elif kind == "b_broadcast":  # stride-0 batch: folded into one taller GEMM
+        b = np.broadcast_to(rand((k, n), "float32", rng), (batch, k, n))
+    elif kind == "a_broadcast":
+        a = np.broadcast_to(rand((m, k), "float32", rng), (batch, m, k))
+    elif kind == "sliced":  # every other column and row, batch reversed
+        a = rand((batch, 2 * m, 2 * k), "float32", rng)[::-1, ::2, 1::2]
+        b = rand((batch, k + 3, 3 * n), "float32", rng)[:, 2:-1, ::3]
+    elif kind == "negative":
+        a = a[:, ::-1, ::-1]
+        b = b[::-1, :, ::-1]
+    elif kind == "out_transposed":  # write C as (batch, n, m) storage
+        out = np.empty((batch, n, m), np.float32).transpose(0, 2, 1)
+    elif kind == "out_strided":
+        out = np.empty((batch, m, 2 * n + 1), np.float32)[:, :, 1::2]
+    return a, b, out, "float32", "float32"
+
+
+LAYOUTS = ["a_transposed", "b_transposed", "b_broadcast", "a_broadcast", "sliced", "negative"]
+LAYOUTS += ["out_transposed", "out_strided"]
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_layouts(kind, tmp):
+    run_and_check(*layout_case(kind, np.random.default_rng(2)), tmp)
+
+
+def test_broadcast_batch_is_folded():
+    spec = GemmSpec(4, 10, 20, 30, "float32", b_strides=(0, 20, 1))
+    assert "#define BATCH 1L" in gemm_source(spec) and "#define M 40L" in gemm_source(spec)
+
+
+# ------------------------------------------------------------------ dtypes
+
+DTYPE_PAIRS = [
+    ("float64", "float64"),
+    ("float16", "float16"),
+    ("bfloat16", "bfloat16"),
+    ("float16", "float32"),
+    ("bfloat16", "float32"),
+    ("float32", "float16"),
+    ("float32", "float64"),
+]
+
+
+@pytest.mark.parametrize("pair", DTYPE_PAIRS, ids="->".join)
+@pytest.mark.parametrize("shape", [(1, 37, 53, 300), (2, 64, 96, 33)], ids=["edges", "batched"])
+def test_dtypes(pair, shape, tmp):
+    run_and_check(*contiguous_case(*shape, *pair, seed=3), tmp)
+
+
+def test_soft_float16(tmp):
+    run_and_check(
+        *contiguous_case(2, 19, 35, 70, "float16"), tmp, flags=("-DANYCHIP_GEMM_SOFT_F16",)
+    )
+
+
+SPECIALS = [0.0, -0.0, 1.0, 65504.0, 65519.0, 65520.0, 1e6, 2.0**-14, 2.0**-24, 2.0**-25]
+SPECIALS += [3 * 2.0**-26, 2.0**-25 * 1.0001, 1 + 2.0**-11, 1 + 3 * 2.0**-11, 6e-5, np.inf]
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SOFT_F16",)], ids=["native", "soft"])
+def test_half_rounding_is_exact(flags, tmp):
+    # K = 1 and B = 1: the product is the rounding of A itself, checked bit for bit
+    rng = np.random.default_rng(4)
+    x = np.concatenate([SPECIALS, rng.normal(0, 1e3, 200), rng.normal(0, 1e-5, 200)])
+    x = np.concatenate([x, -x, [np.nan]]).astype(np.float32)
+    a, one = x.reshape(1, -1, 1), np.ones((1, 1, 1), np.float32)
+    for out_dtype, want, inf_bits in [
+        ("float16", torch.from_numpy(x).half(), 0x7C00),
+        ("bfloat16", torch.from_numpy(x).bfloat16(), 0x7F80),
+    ]:
+        spec = GemmSpec(1, x.size, 1, 1, "float32", out_dtype)
+        out = np.empty((1, x.size, 1), np.uint16)
+        build(gemm_source(spec, name="mm"), "mm", tmp, flags)(
+            out.ctypes.data, a.ctypes.data, one.ctypes.data
+        )
+        got, ref = out.ravel(), want.view(torch.int16).numpy().view(np.uint16)
+        # a sum starts from +0, so -0 * 1 gives +0: compare zeros by value, NaNs by class
+        plain = ~np.isnan(x) & (x != 0)
+        np.testing.assert_array_equal(got[plain], ref[plain], err_msg=out_dtype)
+        assert ((got[x == 0] & 0x7FFF) == 0).all()
+        assert ((got[np.isnan(x)] & 0x7FFF) > inf_bits).all()
+    # and back: float16 storage widened exactly (subnormals included)
+    h = np.arange(0, 0x7C00, 7, dtype=np.uint16).view(np.float16).reshape(1, -1, 1)
+    spec = GemmSpec(1, h.size, 1, 1, "float16", "float32")
+    out32 = np.empty((1, h.size, 1), np.float32)
+    oneh = np.ones((1, 1, 1), np.float16)
+    build(gemm_source(spec, name="mm"), "mm", tmp, flags)(
+        out32.ctypes.data, h.ctypes.data, oneh.ctypes.data
+    )
+    np.testing.assert_array_equal(out32, h.astype(np.float32))
+
+
+# ------------------------------------------------------------------ degenerate shapes
+
+
+def test_k_zero_writes_zeros(tmp):
+    a, b, out, *_ = contiguous_case(2, 3, 4, 0)
+    out[...] = np.nan
+    build(gemm_source(GemmSpec(2, 3, 4, 0, "float32"), name="mm"), "mm", tmp)(
+        out.ctypes.data, a.ctypes.data, b.ctypes.data
+    )
+    assert (out == 0).all()
+
+
+def test_empty_output_builds(tmp):
+    fn = build(gemm_source(GemmSpec(2, 0, 4, 5, "float32"), name="mm"), "mm", tmp)
+    fn(None, None, None)  # writes nothing, reads nothing
+
+
+# ------------------------------------------------------------------ tilings and tuning
+
+
+def test_default_tiling_fits_registers():
+    host = host_info()
+    for spec in [GemmSpec(1, 1024, 1024, 1024, d) for d in ("float32", "float64", "float16")]:
+        t = default_tiling(spec)
+        lanes = t.vec_bytes // spec.acc_dtype.itemsize
+        assert t.nr % lanes == 0 and t.mc % t.mr == 0 and t.nc % t.nr == 0
+        assert t.mr * t.nr // lanes + t.nr // lanes + 1 <= host.vec_regs
+        assert t.kc * t.nr * spec.acc_dtype.itemsize <= host.l1_bytes
+    assert default_tiling(GemmSpec(1, 4, 4, 4, "float32")).threads == 1  # too small to split
+
+
+def test_candidates_are_valid():
+    spec = GemmSpec(1, 300, 200, 100, "float64")
+    for t in candidate_tilings(spec):
+        gemm_source(spec, t)  # validates nr against the lanes
+
+
+def test_tune_picks_fastest_and_skips_failures(tmp):
+    spec = GemmSpec(1, 50, 60, 70, "float32")
+    base = default_tiling(spec)
+    cands = [replace(base, unroll=u) for u in (1, 2, 3)]
+
+    def time_fn(src: str, t: GemmTiling) -> float:
+        if t.unroll == 3:
+            raise CompileError("pretend this one failed")
+        assert f"k + {t.unroll} <= kc" in src
+        return 1.0 / t.unroll
+
+    assert tune(spec, cands, time_fn).unroll == 2
+    with pytest.raises(CompileError, match="no candidate"):
+        tune(spec, cands[2:], time_fn)
+
+
+def test_golden_kernel():
+    """A fixed spec and tiling (not the host's) so a change to the generated C shows here."""
+    spec = GemmSpec(2, 100, 70, 50, "float32", b_strides=(3500, 1, 50))
+    t = GemmTiling(mc=56, nc=64, kc=32, mr=14, nr=32, vec_bytes=64, unroll=2, threads=2)
+    src = gemm_source(spec, t, "anychip_gemm_golden")
+    if os.environ.get("ANYCHIP_UPDATE_GOLDEN"):
+        GOLDEN.write_text(src)
+    assert src == GOLDEN.read_text(), "generated GEMM changed: ANYCHIP_UPDATE_GOLDEN=1 to accept"
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_bad_specs_raise_typed_errors():
+    with pytest.raises(DTypeError, match="floating point"):
+        GemmSpec(1, 2, 3, 4, "int32")
+    with pytest.raises(ShapeError, match=">= 0"):
+        GemmSpec(1, -2, 3, 4, "float32")
+    with pytest.raises(ShapeError, match=r"\(batch, row, col\)"):
+        GemmSpec(1, 2, 3, 4, "float32", a_strides=(4, 1))
+    spec = GemmSpec(1, 2, 3, 4, "float64")
+    with pytest.raises(ShapeError, match="multiple of the 8 float64 lanes"):
+        gemm_source(spec, GemmTiling(4, 12, 4, 4, 12, 64))
+    with pytest.raises(ShapeError, match="C identifier"):
+        gemm_source(spec, name="not a name")
+    with pytest.raises(ShapeError, match="multiple of mr"):
+        GemmTiling(mc=10, nc=32, kc=8, mr=4, nr=32, vec_bytes=64)
