@@ -180,8 +180,10 @@ def _index(
     _expr(k, index, scope)
     if index.dtype is not INDEX:
         raise _fail(k, f"{what} index {fmt(index)} is {index.dtype.name}, not int64")
-    if valid is not None or any(isinstance(e, Load) for e in walk_exprs(index)):
-        return  # guarded or data-dependent: the range is not static
+    if valid is not None or any(lp.extent == 0 for lp in scope.loops):
+        return  # guarded, or never runs
+    if any(isinstance(e, Load) for e in walk_exprs(index)):
+        return  # data-dependent: the range is not static
     r = bounds(index, scope.ranges)
     size = k.bufs[buf].size
     if r is not None and size and (r[0] < 0 or r[1] >= size):
