@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from anychip import dtypes
+from anychip.codegen import c_prelude
 from anychip.dtypes import DType
 from anychip.ir.kernel import (
     Acc,
@@ -34,7 +35,6 @@ from anychip.ir.kernel import (
     walk_stmts,
 )
 from anychip.ir.ops import Ops
-from anychip.codegen import c_prelude
 
 HALVES = (dtypes.float16, dtypes.bfloat16)
 PARALLEL_WORK = 1 << 15  # iterations below which threads cost more than they save
@@ -200,9 +200,10 @@ class CRenderer:
         d = e.dtype
         if e.op is Ops.CAST:
             return self.cast(srcs[0], e.srcs[0].dtype, d)
-        if e.op in (Ops.DIV, Ops.MOD) and d.is_int and isinstance(e.srcs[1], Const):
-            if e.srcs[1].value not in (0, -1):  # index math: plain C division
-                return f"({srcs[0]} {'/' if e.op is Ops.DIV else '%'} {srcs[1]})"
+        divisor = e.srcs[1] if len(e.srcs) > 1 else None
+        plain = isinstance(divisor, Const) and divisor.value not in (0, -1)
+        if e.op in (Ops.DIV, Ops.MOD) and d.is_int and plain:  # index math: plain C division
+            return f"({srcs[0]} {'/' if e.op is Ops.DIV else '%'} {srcs[1]})"
         math_t = e.srcs[0].dtype if e.op is not Ops.WHERE else d
         f = "" if math_t is dtypes.float64 else "f"
         text = self.template(e.op, d).format(*srcs, t=self.vtype(d), f=f)
@@ -332,8 +333,10 @@ class CRenderer:
             ident = self.identity(acc.op, acc.dtype)
             self.emit(f"{self.vtype(acc.dtype)} {a}_part[64];")
             self.emit(f"for (int t_ = 0; t_ < 64; t_++) {a}_part[t_] = {ident};")
-        self.emit("#pragma omp parallel num_threads(omp_get_max_threads() < 64 ? "
-                  "omp_get_max_threads() : 64)")
+        self.emit(
+            "#pragma omp parallel num_threads(omp_get_max_threads() < 64 ? "
+            "omp_get_max_threads() : 64)"
+        )
         self.emit("{")
         self.blocks.append(_Block())
         self.emit("int t_ = 0, n_ = 1;")
@@ -350,8 +353,8 @@ class CRenderer:
         pragma = self.pragma(s)
         self.block(
             s.body,
-            ([pragma] if pragma else []) + [f"for (int64_t {s.var} = {lo}; {s.var} < {hi}; "
-                                            f"{s.var}++) {{"],
+            ([pragma] if pragma else [])
+            + [f"for (int64_t {s.var} = {lo}; {s.var} < {hi}; {s.var}++) {{"],
         )
         self.omp -= 1
         for a in accs:

@@ -44,7 +44,9 @@ static inline half_t f2h(float f) {
 }
 #define RH(x) h2f(f2h((float)(x)))
 #endif
-static inline float bf2f(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
+static inline float bf2f(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f;
+}
 static inline uint16_t f2bf(float f) {
   uint32_t u; memcpy(&u, &f, 4);
   if (f != f) return 0x7fc0;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 from anychip import dtypes
 from anychip.dtypes import DType
@@ -77,7 +77,7 @@ class Alu:
     dtype: DType
 
 
-Expr = Union[Const, Var, Load, Alu]
+Expr = Const | Var | Load | Alu
 
 
 # --- statements ------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class SortRow:
     descending: bool
 
 
-Stmt = Union[Loop, Let, Acc, Update, Store, SortRow]
+Stmt = Loop | Let | Acc | Update | Store | SortRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,8 +304,8 @@ def render_ir(k: KernelIR) -> str:
     >>> k = KernelIR("k", KernelKind.ELEMENTWISE,
     ...     (BufDecl("out", dtypes.float32, 4, BufRole.OUT),),
     ...     (Loop("i", 4, (Store(0, Var("i", INDEX), const(1.0, dtypes.float32)),)),))
-    >>> print(render_ir(k).splitlines()[-1])
-      b0[i] = 1.0
+    >>> print(render_ir(k).splitlines()[-1].strip())
+    b0[i] = 1.0
     """
     lines = [f"kernel {k.name} [{k.kind.value}]"]
     for i, b in enumerate(k.bufs):

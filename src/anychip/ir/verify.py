@@ -187,7 +187,9 @@ def _index(
     r = bounds(index, scope.ranges)
     size = k.bufs[buf].size
     if r is not None and size and (r[0] < 0 or r[1] >= size):
-        raise _fail(k, f"{what} index {fmt(index)} spans [{r[0]}, {r[1]}] outside b{buf} of size {size}")
+        raise _fail(
+            k, f"{what} index {fmt(index)} spans [{r[0]}, {r[1]}] outside b{buf} of size {size}"
+        )
 
 
 def _expr(k: KernelIR, e: Expr, scope: _Scope) -> None:

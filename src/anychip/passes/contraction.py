@@ -7,6 +7,7 @@ is not three strided views (a guarded load, a batch that will not fold into one 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from anychip import dtypes
@@ -67,9 +68,11 @@ def _nest(body: tuple[Stmt, ...]) -> tuple[list[Loop], list[Loop], Acc, Update, 
     while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind is LoopKind.PARALLEL:
         outs.append(body[0])
         body = body[0].body
-    if len(body) != 3 or not isinstance(body[0], Acc) or not isinstance(body[2], Store):
+    if len(body) != 3:
         return None
     acc, red, store = body
+    if not isinstance(acc, Acc) or not isinstance(store, Store):
+        return None
     reds: list[Loop] = []
     inner: tuple[Stmt, ...] = (red,)
     while len(inner) == 1 and isinstance(inner[0], Loop) and inner[0].kind is LoopKind.REDUCE:
@@ -88,7 +91,7 @@ def _fold(vars_: list[str], extents: dict[str, int], ops: list[Strides]) -> list
     """One stride per operand for `vars_` (outermost first) walked as one index."""
     if not vars_:
         return [0] * len(ops)
-    for outer, inner in zip(vars_, vars_[1:]):
+    for outer, inner in itertools.pairwise(vars_):
         for st in ops:
             if st.get(outer, 0) != st.get(inner, 0) * extents[inner]:
                 return None
@@ -101,7 +104,9 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
         return None
     outs, reds, acc, upd, store = nest
     v = upd.value
-    if not (isinstance(v, Alu) and v.op is Ops.MUL and acc.dtype in (dtypes.float32, dtypes.float64)):
+    if not (
+        isinstance(v, Alu) and v.op is Ops.MUL and acc.dtype in (dtypes.float32, dtypes.float64)
+    ):
         return None
     pa, pb, po = _operand(v.srcs[0]), _operand(v.srcs[1]), affine(store.index)
     if pa is None or pb is None or po is None or pa[0].dtype is not pb[0].dtype:

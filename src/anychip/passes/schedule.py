@@ -23,6 +23,7 @@ from anychip.runtime.device import Kernel
 BufferOf = Callable[[Node], Any]  # the buffer holding a node's value, or None
 _OWN_KERNEL = {Ops.SCATTER_ADD: KernelKind.SCATTER, Ops.CUMSUM: KernelKind.SCAN}
 _OWN_KERNEL[Ops.ARGSORT] = KernelKind.SORT
+_INLINE = ELEMENTWISE | MOVEMENT | {Ops.CONST}  # graphs of only these are one kernel
 _EXPENSIVE_OPS = 32  # a shared value with more inlined ops than this is stored, not recomputed
 
 
@@ -59,7 +60,12 @@ def schedule(roots: list[Node], buffer_of: BufferOf) -> list[ScheduleItem]:
     ['reduce']
     """
     order = _graph(roots, buffer_of)
-    mat, contractions = _decide(order, roots, buffer_of)
+    mat: dict[int, Node]
+    contractions: set[int] = set()
+    if len(roots) == 1 and all(n.op in _INLINE for n in order):
+        mat = {id(roots[0]): roots[0]}  # one kernel: nothing to decide
+    else:
+        mat, contractions = _decide(order, roots, buffer_of)
     return [_item(n, mat, contractions, buffer_of) for n in order if id(n) in mat]
 
 
@@ -137,8 +143,8 @@ def _decide(
         if id(n) in mat:
             _propagate_root(n, ctx, id(n) in contractions)
         else:
-            for s in states:
-                _propagate(n, s, ctx)
+            for st in states:
+                _propagate(n, st, ctx)
     return mat, contractions
 
 

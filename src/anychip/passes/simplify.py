@@ -46,7 +46,8 @@ def simplify_expr(e: Expr, ranges: Ranges) -> Expr:
     >>> from anychip.ir.kernel import Var, INDEX, fmt, alu, const
     >>> from anychip.ir.ops import Ops
     >>> i = Var("i", INDEX)
-    >>> e = alu(Ops.ADD, alu(Ops.MUL, alu(Ops.DIV, i, const(4)), const(4)), alu(Ops.MOD, i, const(4)))
+    >>> q = alu(Ops.MUL, alu(Ops.DIV, i, const(4)), const(4))
+    >>> e = alu(Ops.ADD, q, alu(Ops.MOD, i, const(4)))
     >>> fmt(simplify_expr(e, {"i": (0, 15)}))
     'i'
     """
@@ -76,14 +77,14 @@ def linear(e: Expr) -> Linear:
                 ta[t] = ta.get(t, 0) + k
             return {t: k for t, k in ta.items() if k}, ca + cb
         if e.op is Ops.NEG:
-            t, c = linear(e.srcs[0])
-            return {x: -k for x, k in t.items()}, -c
+            tn, cn = linear(e.srcs[0])
+            return {x: -k for x, k in tn.items()}, -cn
         if e.op is Ops.MUL:
             for a, b in ((e.srcs[0], e.srcs[1]), (e.srcs[1], e.srcs[0])):
                 if isinstance(b, Const):
-                    t, c = linear(a)
+                    tm, cm = linear(a)
                     f = int(b.value)
-                    return ({x: k * f for x, k in t.items() if k * f}, c * f)
+                    return ({x: k * f for x, k in tm.items() if k * f}, cm * f)
     return {e: 1}, 0
 
 
@@ -172,10 +173,10 @@ class _Simplifier:
                 if isinstance(a, Const):
                     return b if bool(a.value) == (op is Ops.AND) else a
         if op is Ops.CMPLT and srcs[0].dtype is INDEX:
-            a, b = bounds(srcs[0], ranges), bounds(srcs[1], ranges)
-            if a and b and a[1] < b[0]:
+            ra, rb = bounds(srcs[0], ranges), bounds(srcs[1], ranges)
+            if ra and rb and ra[1] < rb[0]:
                 return Const(True, dtypes.bool_)
-            if a and b and a[0] >= b[1]:
+            if ra and rb and ra[0] >= rb[1]:
                 return Const(False, dtypes.bool_)
         if e.dtype is not INDEX:
             return e
@@ -206,12 +207,14 @@ class _Simplifier:
         rest = {t: v for t, v in terms.items() if v % c}
         rest_expr = build(rest, k % c)
         rb = bounds(rest_expr, ranges)
-        if not whole and k // c == 0 or rb is None or rb[0] < 0:
+        if (not whole and k // c == 0) or rb is None or rb[0] < 0:
             return e
         if e.op is Ops.MOD:
             return self._alu(alu(Ops.MOD, rest_expr, const(c)), ranges) if rest else const(k % c)
         q = build(whole, k // c)
-        return self._alu(alu(Ops.ADD, q, self._alu(alu(Ops.DIV, rest_expr, const(c)), ranges)), ranges)
+        return self._alu(
+            alu(Ops.ADD, q, self._alu(alu(Ops.DIV, rest_expr, const(c)), ranges)), ranges
+        )
 
 
 def _fold(e: Alu) -> Expr | None:

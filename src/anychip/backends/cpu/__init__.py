@@ -13,14 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from anychip.codegen.c import c_name
-from anychip.dtypes import DType
-from anychip.ir.ops import Node, toposort
-from anychip.ir.kernel import KernelKind
-from anychip.runtime.device import Backend, Buffer, Kernel
-
 from anychip.backends.cpu import compiler
 from anychip.backends.cpu.renderer import CpuRenderer
+from anychip.codegen.c import c_name
+from anychip.dtypes import DType
+from anychip.ir.ops import toposort
+from anychip.runtime.device import Backend, Buffer, Kernel
 
 
 class Memory:

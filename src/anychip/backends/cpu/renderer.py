@@ -48,7 +48,5 @@ class CpuRenderer(CRenderer):
             f"({'const ' if op.buf else ''}char *)b{op.buf} + {op.offset * op.dtype.itemsize}"
             for op in (c.out, c.a, c.b)
         )
-        params = ", ".join(
-            f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs))
-        )
+        params = ", ".join(f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs)))
         return f"{body}\nvoid {fname}({params}) {{\n  {inner}({args});\n}}\n"
