@@ -17,6 +17,7 @@ from anychip import dtypes
 from anychip.codegen import c_prelude
 from anychip.dtypes import DType
 from anychip.ir.kernel import (
+    INDEX,
     Acc,
     Alu,
     BufRole,
@@ -44,7 +45,7 @@ PARALLEL_WORK = 1 << 15  # iterations below which threads cost more than they sa
 class _Block:
     """Names visible while rendering one block: expression id -> temporary."""
 
-    temps: dict[int, str] = field(default_factory=dict)
+    temps: dict[object, str] = field(default_factory=dict)
     keep: list[Expr] = field(default_factory=list)  # keeps ids stable while rendering
 
 
@@ -161,15 +162,17 @@ class CRenderer:
             if acc is not None and acc.dtype in HALVES:
                 return f"{self._round(acc.dtype)}({e.name})"  # halves accumulate in float
             return e.name
+        # index math is small and often rebuilt: share it by value; other values by identity
+        key: object = e if e.dtype is INDEX and isinstance(e, Alu) else id(e)
         for b in reversed(self.blocks):
-            hit = b.temps.get(id(e))
+            hit = b.temps.get(key)
             if hit is not None:
                 return hit
         text = self.load(e) if isinstance(e, Load) else self.alu(e)
         name = f"t{self.count}"
         self.count += 1
         self.emit(f"const {self.vtype(e.dtype)} {name} = {text};")
-        self.blocks[-1].temps[id(e)] = name
+        self.blocks[-1].temps[key] = name
         self.blocks[-1].keep.append(e)
         return name
 
