@@ -17,7 +17,7 @@ from anychip.backends.cpu import compiler
 from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
 from anychip.dtypes import DType
-from anychip.ir.ops import toposort
+from anychip.ir.ops import Ops, toposort
 from anychip.runtime.device import Backend, Buffer, Kernel
 
 
@@ -85,10 +85,13 @@ class CpuBackend(Backend):
         flags = compiler.GEMM_FLAGS if gemm else compiler.GENERIC_FLAGS
         fn = getattr(compiler.build(source, flags), name)
         fn.restype = None
+        fn.argtypes = [ctypes.c_void_p] * (
+            1 + len({n.arg for n in toposort([kernel.ast]) if n.op is Ops.PARAM})
+        )
         return Program(fn, source, gemm)
 
     def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
-        program.fn(ctypes.c_void_p(out.handle.ptr), *[ctypes.c_void_p(b.handle.ptr) for b in ins])
+        program.fn(out.handle.ptr, *[b.handle.ptr for b in ins])
 
 
 BACKEND = CpuBackend
