@@ -58,10 +58,12 @@ CE_CASES = {
 }
 
 
-def _ce_kwargs(case: dict, lib: object) -> dict:
+def _ce_kwargs(case: dict, lib: object, device: str | None = None) -> dict:
     kw = dict(case)
     if "weight" in kw:
         kw["weight"] = lib.tensor(kw["weight"], dtype=lib.float64)  # type: ignore[attr-defined]
+        if device is not None:
+            kw["weight"] = kw["weight"].to(device)
     return kw
 
 
@@ -74,7 +76,7 @@ def test_cross_entropy_class_indices(case: str, reduction: str, shape: tuple, de
     tshape = (shape[0], *shape[2:])
     x, t = rand(*shape, seed=3), _targets(tshape, 4, seed=4, ignore=ignore)
     check(
-        lambda a, b: F.cross_entropy(a, b, reduction=reduction, **_ce_kwargs(spec, ac)),
+        lambda a, b: F.cross_entropy(a, b, reduction=reduction, **_ce_kwargs(spec, ac, device)),
         [x, t],
         device,
         lambda a, b: TF.cross_entropy(a, b, reduction=reduction, **_ce_kwargs(spec, torch)),
@@ -99,6 +101,8 @@ def test_cross_entropy_class_probabilities(
 
     def kw(lib: object) -> dict:
         weight = lib.tensor(w, dtype=lib.float64) if w else None  # type: ignore[attr-defined]
+        if weight is not None and lib is ac:
+            weight = weight.to(device)
         return {"weight": weight, "reduction": reduction, "label_smoothing": smoothing}
 
     check(
@@ -115,7 +119,7 @@ def test_nll_loss(reduction: str, device: str) -> None:
     t = _targets((6,), 5, 11, ignore=0)
     w = [1.0, 2.0, 0.5, 1.5, 1.0]
     check(
-        lambda a, b: F.nll_loss(a, b, ac.tensor(w, dtype=ac.float64), 0, reduction),
+        lambda a, b: F.nll_loss(a, b, ac.tensor(w, dtype=ac.float64, device=device), 0, reduction),
         [logp, t],
         device,
         lambda a, b: TF.nll_loss(
@@ -138,9 +142,10 @@ def test_bce_with_logits(reduction: str, device: str) -> None:
     w, pw = rand(4, 3, seed=16, low=0.1, high=2), rand(3, seed=17, low=0.1, high=3)
 
     def kw(lib: object) -> dict:  # torch has no gradient for weight and pos_weight
+        on = {"device": device} if lib is ac else {}
         return {
-            "weight": lib.tensor(w),  # type: ignore[attr-defined]
-            "pos_weight": lib.tensor(pw),  # type: ignore[attr-defined]
+            "weight": lib.tensor(w, **on),  # type: ignore[attr-defined]
+            "pos_weight": lib.tensor(pw, **on),  # type: ignore[attr-defined]
             "reduction": reduction,
         }
 
@@ -159,7 +164,7 @@ def test_binary_cross_entropy(reduction: str, device: str) -> None:
     y = np.random.default_rng(23).uniform(0, 1, (4, 3))
     w = rand(4, 3, seed=24, low=0.1, high=2)
     check(
-        lambda a, b: F.binary_cross_entropy(a, b, ac.tensor(w), reduction),
+        lambda a, b: F.binary_cross_entropy(a, b, ac.tensor(w, device=device), reduction),
         [p, y],
         device,
         lambda a, b: TF.binary_cross_entropy(a, b, torch.tensor(w), reduction=reduction),
@@ -175,7 +180,7 @@ def test_loss_modules(device: str) -> None:
     w = np.array([1.0, 2.0, 0.5, 1.0], np.float32)
     pairs = [
         (
-            nn.CrossEntropyLoss(ac.tensor(w), ignore_index=3, label_smoothing=0.1),
+            nn.CrossEntropyLoss(ac.tensor(w, device=device), ignore_index=3, label_smoothing=0.1),
             torch.nn.CrossEntropyLoss(torch.tensor(w), ignore_index=3, label_smoothing=0.1),
         ),
         (nn.NLLLoss(reduction="sum"), torch.nn.NLLLoss(reduction="sum")),

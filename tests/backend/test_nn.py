@@ -265,7 +265,10 @@ def test_layer_norm(device: str) -> None:
 
 
 def test_layer_norm_module(device: str) -> None:
-    ours, theirs = nn.LayerNorm(4, eps=1e-3, bias=False), torch.nn.LayerNorm(4, 1e-3, bias=False)
+    ours, theirs = (
+        nn.LayerNorm(4, eps=1e-3, bias=False).to(device),
+        torch.nn.LayerNorm(4, 1e-3, bias=False),
+    )
     assert [k for k, _ in ours.named_parameters()] == ["weight"]
     x = rand(3, 4, seed=10).astype(np.float32)
     check(lambda x: ours(x), [x], device, lambda x: theirs(x))
@@ -285,7 +288,7 @@ def test_rms_norm(device: str) -> None:
         device,
         lambda x: torch.nn.functional.rms_norm(x, (5,), eps=0.1),
     )
-    ours, theirs = nn.RMSNorm(5), torch.nn.RMSNorm(5)
+    ours, theirs = nn.RMSNorm(5).to(device), torch.nn.RMSNorm(5)
     check(lambda x: ours(x), [x], device, lambda x: theirs(x))
 
 

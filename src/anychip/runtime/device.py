@@ -18,6 +18,7 @@ import numpy as np
 
 from anychip.dtypes import DType
 from anychip.errors import DeviceError
+from anychip.ir.kernel import KernelKind
 from anychip.ir.ops import Node
 
 
@@ -37,10 +38,12 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Kernel:
-    """One unit of scheduled work: `ast` computes one output from PARAM i = input i."""
+    """One unit of scheduled work: `ast` computes one output from PARAM i = input i.
+    `kind` is the scheduler's classification (passes/schedule.py)."""
 
     ast: Node
     name: str = "kernel"
+    kind: KernelKind = KernelKind.ELEMENTWISE
 
 
 class Backend(ABC):

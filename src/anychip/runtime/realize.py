@@ -1,7 +1,8 @@
 """Realisation: turn lazy graphs into buffers by scheduling kernels and launching them.
 
-`realize(nodes)` returns one Buffer per node. Nodes realised before are remembered (weakly),
-so a tensor computed once is never computed again, even from another tensor's graph.
+`plan(roots)` schedules a graph into work items (kernel, input buffers, output buffer) and
+`launch(items)` runs them; `realize(nodes)` does both. Nodes realised before are remembered
+(weakly), so a tensor computed once is never computed again, even from another graph.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +21,18 @@ from anychip.runtime.device import Buffer, Kernel, get_backend
 
 _REALISED: weakref.WeakKeyDictionary[Node, Buffer] = weakref.WeakKeyDictionary()
 DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """Run `kernel` on `device`, reading `ins` and writing `out`; `node` is the value it
+    computes (recorded as realised once launched). `kernel` is None when `out` is an
+    input's buffer seen through a reshape: nothing runs."""
+
+    node: Node
+    kernel: Kernel | None
+    ins: tuple[Buffer, ...]
+    out: Buffer
 
 
 def buffer_of(node: Node) -> Buffer | None:
@@ -49,36 +63,6 @@ def to_host(buf: Buffer) -> np.ndarray:
     return data
 
 
-def _lower(root: Node) -> tuple[Kernel, list[Buffer]]:
-    """Cut `root`'s graph at realised nodes, which become PARAM inputs of one kernel."""
-    inputs: list[Buffer] = []
-    index: dict[int, int] = {}
-    memo: dict[int, Node] = {}
-    stack: list[Node] = [root]
-    while stack:  # iterative post-order over the unrealised part of the graph
-        n = stack[-1]
-        if id(n) in memo:
-            stack.pop()
-            continue
-        buf = buffer_of(n) if n is not root else None
-        if buf is not None:
-            if id(buf) not in index:
-                index[id(buf)] = len(inputs)
-                inputs.append(buf)
-            memo[id(n)] = Node(Ops.PARAM, n.dtype, n.shape, n.device, (), index[id(buf)])
-            stack.pop()
-            continue
-        pending = [s for s in n.srcs if id(s) not in memo]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
-        memo[id(n)] = Node(
-            n.op, n.dtype, n.shape, n.device, tuple(memo[id(s)] for s in n.srcs), n.arg
-        )
-    return Kernel(memo[id(root)], root.op.name.lower()), inputs
-
-
 def _realise_copies(root: Node) -> None:
     """COPY nodes move data between devices: realise their sources first, then copy."""
     seen: set[int] = set()
@@ -96,6 +80,59 @@ def _realise_copies(root: Node) -> None:
         stack.extend(n.srcs)
 
 
+def plan(roots: list[Node]) -> list[WorkItem]:
+    """The work computing `roots` (producers first), output buffers allocated, nothing run.
+
+    >>> import anychip as ac
+    >>> x = ac.ones(3)
+    >>> [w.kernel.kind.value for w in plan([((x * 2).exp()).node])]
+    ['elementwise']
+    """
+    from anychip.passes.schedule import schedule  # passes sit above the runtime
+
+    todo = [r for r in roots if buffer_of(r) is None]
+    for r in todo:
+        _realise_copies(r)
+    todo = [r for r in todo if buffer_of(r) is None]
+    if not todo:
+        return []
+    made: dict[int, Buffer] = {}
+    items: list[WorkItem] = []
+    for it in schedule(todo, buffer_of):
+        ins = tuple(buffer_of(n) or made[id(n)] for n in it.inputs)
+        n = it.out
+        out = ins[0] if it.kernel is None else allocate(n.device, n.numel, n.dtype)
+        made[id(n)] = out
+        items.append(WorkItem(n, it.kernel, ins, out))
+    return items
+
+
+def launch(items: list[WorkItem]) -> None:
+    """Run planned work in order and remember each computed node's buffer."""
+    for w in items:
+        if w.kernel is not None:
+            backend = get_backend(w.out.device)
+            program = backend.compile(w.kernel)
+            if DEBUG >= 1:
+                _timed(backend, program, w)
+            else:
+                dispatch.launch(backend, program, w.out, list(w.ins))  # jit records it
+        _REALISED[w.node] = w.out
+
+
+def _timed(backend: object, program: object, w: WorkItem) -> None:
+    from anychip.runtime.device import Backend
+
+    assert isinstance(backend, Backend) and w.kernel is not None
+    backend.synchronize()
+    t0 = time.perf_counter()
+    dispatch.launch(backend, program, w.out, list(w.ins))
+    backend.synchronize()
+    ms = (time.perf_counter() - t0) * 1e3
+    n = w.node
+    print(f"[{w.out.device}] {w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)} {ms:8.3f} ms")
+
+
 def realize(nodes: list[Node]) -> list[Buffer]:
     """Compute every node's value on its device; one Buffer per node."""
     # dispatch hook: a graph shaped like one seen before replays its cached launches
@@ -103,26 +140,12 @@ def realize(nodes: list[Node]) -> list[Buffer]:
 
 
 def _realize(nodes: list[Node]) -> list[Buffer]:
+    missing = [n for n in nodes if buffer_of(n) is None]
+    if missing:
+        launch(plan(missing))
     out: list[Buffer] = []
-    for node in nodes:
-        buf = buffer_of(node)
-        if buf is None:
-            _realise_copies(node)
-            buf = buffer_of(node)
-        if buf is None:
-            kernel, inputs = _lower(node)
-            backend = get_backend(node.device)
-            buf = allocate(node.device, node.numel, node.dtype)
-            program = backend.compile(kernel)
-            t0 = time.perf_counter()
-            dispatch.launch(backend, program, buf, inputs)  # dispatch hook
-            if DEBUG >= 1:
-                backend.synchronize()
-                ms = (time.perf_counter() - t0) * 1e3
-                print(
-                    f"[{node.device}] {kernel.name:<12} {node.dtype.name:<8} "
-                    f"{list(node.shape)} {ms:8.3f} ms"
-                )
-            _REALISED[node] = buf
+    for n in nodes:
+        buf = buffer_of(n)
+        assert buf is not None, f"realize: {n} was not computed"
         out.append(buf)
     return out

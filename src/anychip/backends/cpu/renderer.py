@@ -1,0 +1,52 @@
+"""The cpu target's renderer: the shared C renderer, plus matrix products handed to our
+own GEMM generator (codegen/gemm.py) when the kernel carries a ContractionSpec.
+"""
+
+from __future__ import annotations
+
+from anychip.codegen.c import CRenderer, c_name
+from anychip.codegen.gemm import GemmSpec, gemm_source
+from anychip.ir.kernel import ContractionSpec, KernelIR
+
+
+def gemm_spec(c: ContractionSpec) -> GemmSpec:
+    """The generator's spec for a contraction (its batch already folded to one axis)."""
+    (batch,) = c.batch
+    return GemmSpec(
+        batch,
+        c.m,
+        c.n,
+        c.k,
+        c.a.dtype,
+        c.out.dtype,
+        a_strides=(c.a.batch_strides[0], c.a.rows, c.a.cols),
+        b_strides=(c.b.batch_strides[0], c.b.rows, c.b.cols),
+        c_strides=(c.out.batch_strides[0], c.out.rows, c.out.cols),
+    )
+
+
+class CpuRenderer(CRenderer):
+    """C for the host: generic kernels as loops, contractions through the GEMM generator.
+
+    >>> from anychip.ir.kernel import *
+    >>> from anychip import dtypes
+    >>> k = KernelIR("k", KernelKind.ELEMENTWISE,
+    ...     (BufDecl("out", dtypes.float32, 4, BufRole.OUT),),
+    ...     (Loop("i", 4, (Store(0, Var("i", INDEX), const(1.0, dtypes.float32)),)),))
+    >>> "void k(" in CpuRenderer().render(k)
+    True
+    """
+
+    def render(self, k: KernelIR, name: str | None = None) -> str:
+        c = k.contraction
+        if c is None or len(c.batch) != 1:
+            return super().render(k, name)
+        fname = c_name(name or k.name)
+        inner = f"{fname}_gemm"
+        body = gemm_source(gemm_spec(c), name=inner)
+        args = ", ".join(
+            f"({'const ' if op.buf else ''}char *)b{op.buf} + {op.offset * op.dtype.itemsize}"
+            for op in (c.out, c.a, c.b)
+        )
+        params = ", ".join(f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs)))
+        return f"{body}\nvoid {fname}({params}) {{\n  {inner}({args});\n}}\n"

@@ -1,0 +1,105 @@
+"""C helpers every generated kernel includes: half/bfloat16 conversions, integer division,
+power and a stable argsort, with the `ref` backend's semantics (ir/primitives.py).
+
+Halves are computed in float32 and rounded after every op (`RH`, `RB`), as numpy does.
+"""
+
+from __future__ import annotations
+
+INT_TYPES = ("int8_t", "int16_t", "int32_t", "int64_t", "uint8_t", "uint32_t")
+
+HEADER = r"""#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__FLT16_MAX__)
+typedef _Float16 half_t;
+static inline float h2f(half_t x) { return (float)x; }
+static inline half_t f2h(float x) { return (half_t)x; }
+#define RH(x) ((float)(_Float16)(x))
+#else
+/* no _Float16 in this compiler: IEEE binary16 bits with round-to-nearest-even by hand */
+typedef uint16_t half_t;
+static inline float h2f(half_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
+  if (e == 0x1f) u = s | 0x7f800000u | (m << 13);
+  else if (e) u = s | ((e + 112) << 23) | (m << 13);
+  else if (!m) u = s;
+  else { e = 113; while (!(m & 0x400)) { m <<= 1; e--; } u = s | (e << 23) | ((m & 0x3ff) << 13); }
+  float f; memcpy(&f, &u, 4); return f;
+}
+static inline half_t f2h(float f) {
+  uint32_t u; memcpy(&u, &f, 4);
+  uint32_t s = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) return (half_t)(s | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0));
+  if (a >= 0x477ff000u) return (half_t)(s | 0x7c00);
+  if (a < 0x38800000u) {  /* subnormal or zero: round at the fixed 2^-24 step */
+    float q = fabsf(f) * 16777216.0f; return (half_t)(s | (uint32_t)nearbyintf(q));
+  }
+  uint32_t r = a + 0xfff + ((a >> 13) & 1) - 0x38000000u;
+  return (half_t)(s | (r >> 13));
+}
+#define RH(x) h2f(f2h((float)(x)))
+#endif
+static inline float bf2f(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f;
+}
+static inline uint16_t f2bf(float f) {
+  uint32_t u; memcpy(&u, &f, 4);
+  if (f != f) return 0x7fc0;
+  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+#define RB(x) bf2f(f2bf((float)(x)))
+#define MAXOP(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
+#define MINOP(a, b) (((a) != (a) || (a) < (b)) ? (a) : (b))
+#define SDIV(a, b) ((b) == 0 ? 0 : (b) == -1 ? -(a) : (a) / (b))
+#define SMOD(a, b) ((b) == 0 || (b) == -1 ? 0 : (a) % (b))
+#define UDIV(a, b) ((b) == 0 ? 0 : (a) / (b))
+#define UMOD(a, b) ((b) == 0 ? 0 : (a) % (b))
+"""
+
+_IPOW = """static inline {t} ipow_{t}({t} a, {t} b) {{
+  uint64_t r = 1, x = (uint64_t)(int64_t)a;
+  if (b <= 0) return 1;
+  for (uint64_t e = (uint64_t)b; e; e >>= 1) {{ if (e & 1) r *= x; x *= x; }}
+  return ({t})r;
+}}
+"""
+
+# Stable argsort of one strided row by merge sort; `before(a, b)` says a sorts first.
+_SORT = """static void argsort_{n}(int64_t *dst, int64_t ds, const {t} *src, int64_t ss,
+                        int64_t n, int desc) {{
+  int64_t *ix = (int64_t *)malloc(2 * (size_t)(n ? n : 1) * sizeof(int64_t)), *tmp = ix + n;
+  if (!ix) abort();
+  for (int64_t i = 0; i < n; i++) ix[i] = i;
+  for (int64_t w = 1; w < n; w *= 2) {{
+    for (int64_t lo = 0; lo < n; lo += 2 * w) {{
+      int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+      int64_t i = lo, j = mid, o = lo;
+      while (i < mid && j < hi) {{
+        {v} a = {load}(src[ix[i] * ss]), b = {load}(src[ix[j] * ss]);
+        int b_first = desc ? ((b != b && a == a) || b > a) : ((a != a && b == b) || b < a);
+        tmp[o++] = b_first ? ix[j++] : ix[i++];
+      }}
+      while (i < mid) tmp[o++] = ix[i++];
+      while (j < hi) tmp[o++] = ix[j++];
+    }}
+    memcpy(ix, tmp, (size_t)n * sizeof(int64_t));
+  }}
+  for (int64_t i = 0; i < n; i++) dst[i * ds] = ix[i];
+  free(ix);
+}}
+"""
+
+
+def ipow(ctype: str) -> str:
+    """C source of `ipow_<ctype>`, integer power wrapping like numpy (b < 0 gives 1)."""
+    return _IPOW.format(t=ctype)
+
+
+def argsort(name: str, storage: str, value: str, load: str) -> str:
+    """C source of `argsort_<name>` over keys stored as `storage`, compared as `value`."""
+    return _SORT.format(n=name, t=storage, v=value, load=load)

@@ -1,0 +1,331 @@
+"""Lowering: one scheduled kernel (a primitive graph over PARAM inputs) -> kernel IR.
+
+Movement ops become index expressions (strides, offsets, validity for PAD, reversed
+indices for FLIP, div/mod for reshapes), gathers become data-dependent loads, and each
+reduction becomes an accumulator loop placed in the outermost loop it depends on, so a
+softmax row computes its max and sum once per row, not once per element.
+"""
+
+from __future__ import annotations
+
+import math
+
+from anychip import dtypes
+from anychip.dtypes import DType
+from anychip.ir.kernel import (
+    INDEX,
+    Acc,
+    Alu,
+    BufDecl,
+    BufRole,
+    Const,
+    Expr,
+    KernelIR,
+    KernelKind,
+    Load,
+    Loop,
+    LoopKind,
+    SortRow,
+    Stmt,
+    Store,
+    Update,
+    Var,
+    alu,
+    const,
+    walk_exprs,
+)
+from anychip.ir.ops import ELEMENTWISE, REDUCE, Node, Ops, toposort
+from anychip.runtime.device import Kernel
+
+Index = tuple[Expr, ...]
+ZERO = const(0)
+
+
+def lower(kernel: Kernel) -> KernelIR:
+    """The kernel IR computing `kernel.ast` (bufs[0] is the output, bufs[1+i] PARAM i).
+
+    >>> import anychip as ac
+    >>> from anychip.passes.schedule import schedule
+    >>> from anychip.runtime.realize import buffer_of
+    >>> item = schedule([(ac.ones(3) * 2).node], buffer_of)[0]
+    >>> lower(item.kernel).body[0].extent
+    3
+    """
+    return _Lowerer(kernel).run()
+
+
+def zero(dtype: DType) -> Const:
+    return Const(False if dtype is dtypes.bool_ else 0 if dtype.is_int else 0.0, dtype)
+
+
+def strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return tuple(reversed(out))
+
+
+def flat(idx: Index, shape: tuple[int, ...]) -> Expr:
+    """Row-major offset of `idx` in a contiguous array of `shape`."""
+    terms: list[Expr] = []
+    for i, st, s in zip(idx, strides(shape), shape):
+        if s != 1 and not (isinstance(i, Const) and i.value == 0):
+            terms.append(i if st == 1 else alu(Ops.MUL, i, const(st)))
+    out: Expr = terms[0] if terms else ZERO
+    for t in terms[1:]:
+        out = alu(Ops.ADD, out, t)
+    return out
+
+
+def both(a: Expr | None, b: Expr) -> Expr:
+    return b if a is None else alu(Ops.AND, a, b)
+
+
+def in_range(i: Expr, lo: int, hi: int) -> Expr:
+    """lo <= i < hi as a bool expression (i is never negative when lo is 0)."""
+    cond: Expr | None = None
+    if lo > 0:
+        cond = alu(Ops.CMPLT, const(lo - 1), i, dtype=dtypes.bool_)
+    return both(cond, alu(Ops.CMPLT, i, const(hi), dtype=dtypes.bool_))
+
+
+class _Lowerer:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        root = kernel.ast
+        params = {n.arg: n for n in toposort([root]) if n.op is Ops.PARAM}
+        self.bufs = [BufDecl("out", root.dtype, root.numel, BufRole.OUT)]
+        for i in range(len(params)):
+            self.bufs.append(BufDecl(f"in{i}", params[i].dtype, params[i].numel, BufRole.IN))
+        self.vars: list[str] = []  # open loops, outermost first
+        self.levels: list[list[Stmt]] = [[]]  # levels[d]: statements inside loop d-1
+        self.var_level: dict[str, int] = {}  # where a name is bound: loop d -> d+1, acc -> level
+        self.memo: dict[tuple[int, Index, Expr | None], Expr] = {}
+        self.counts: dict[str, int] = {}
+
+    def fresh(self, prefix: str) -> str:
+        n = self.counts.get(prefix, 0)
+        self.counts[prefix] = n + 1
+        return f"{prefix}{n}"
+
+    # --- loop nests ------------------------------------------------------------------
+    def open_loop(self, prefix: str) -> Var:
+        v = self.fresh(prefix)
+        self.vars.append(v)
+        self.levels.append([])
+        self.var_level[v] = len(self.vars)
+        return Var(v, INDEX)
+
+    def close_loop(self, extent: int, kind: LoopKind) -> None:
+        body = self.levels.pop()
+        self.levels[-1].append(Loop(self.vars.pop(), extent, tuple(body), kind))
+
+    def loops_over(self, shape: tuple[int, ...], kinds: dict[int, LoopKind]) -> list[Expr]:
+        """Open one loop per non-1 axis of `shape` (in `kinds`' order), return the index."""
+        idx: list[Expr] = [ZERO] * len(shape)
+        for ax in kinds:
+            if shape[ax] != 1:
+                idx[ax] = self.open_loop("r" if kinds[ax] is LoopKind.REDUCE else "i")
+        return idx
+
+    def close_all(self, shape: tuple[int, ...], kinds: dict[int, LoopKind]) -> None:
+        for ax in reversed(list(kinds)):
+            if shape[ax] != 1:
+                self.close_loop(shape[ax], kinds[ax])
+
+    def level_of(self, exprs: list[Expr | None]) -> int:
+        """The outermost level where every name these expressions use is bound."""
+        lvl = 0
+        for e in exprs:
+            if e is not None:
+                for x in walk_exprs(e):
+                    if isinstance(x, Var):
+                        lvl = max(lvl, self.var_level[x.name])
+        return lvl
+
+    # --- kernel shapes ---------------------------------------------------------------
+    def run(self) -> KernelIR:
+        root, kind = self.kernel.ast, self.kernel.kind
+        if kind is KernelKind.SCATTER:
+            self.scatter(root)
+        elif kind is KernelKind.SCAN:
+            self.scan(root)
+        elif kind is KernelKind.SORT:
+            self.sort(root)
+        else:
+            self.pointwise(root, root)
+        name = self.kernel.name
+        return KernelIR(name, kind, tuple(self.bufs), tuple(self.levels[0]))
+
+    def pointwise(self, root: Node, value_of: Node) -> None:
+        """for each output element: out[idx] = value_of[idx]."""
+        kinds = dict.fromkeys(range(len(root.shape)), LoopKind.PARALLEL)
+        idx = tuple(self.loops_over(root.shape, kinds))
+        self.levels[-1].append(Store(0, flat(idx, root.shape), self.value(value_of, idx, None)))
+        self.close_all(root.shape, kinds)
+
+    def scatter(self, root: Node) -> None:
+        base, index, src = root.srcs
+        axis = root.arg
+        self.pointwise(root, base)
+        # parallel over the other axes: a source row only ever adds into its own row
+        kinds = {a: LoopKind.PARALLEL for a in range(len(src.shape)) if a != axis}
+        kinds[axis] = LoopKind.SERIAL
+        sidx = list(self.loops_over(src.shape, kinds))
+        target, guard = self.gathered(self.value(index, tuple(sidx), None), root.shape[axis])
+        sidx_target = tuple(target if a == axis else e for a, e in enumerate(sidx))
+        value = self.value(src, tuple(sidx), None)
+        store = Store(0, flat(sidx_target, root.shape), value, Ops.ADD, guard)
+        self.levels[-1].append(store)
+        self.close_all(src.shape, kinds)
+
+    def scan(self, root: Node) -> None:
+        axis = root.arg
+        kinds = {a: LoopKind.PARALLEL for a in range(len(root.shape)) if a != axis}
+        idx = self.loops_over(root.shape, kinds)
+        acc = self.fresh("acc")
+        self.levels[-1].append(Acc(acc, Ops.SUM, root.dtype))
+        idx[axis] = self.open_loop("s")
+        self.levels[-1].append(Update(acc, self.value(root.srcs[0], tuple(idx), None)))
+        self.levels[-1].append(Store(0, flat(tuple(idx), root.shape), Var(acc, root.dtype)))
+        self.close_loop(root.shape[axis], LoopKind.SERIAL)
+        self.close_all(root.shape, kinds)
+
+    def sort(self, root: Node) -> None:
+        (src,) = root.srcs
+        axis, descending = root.arg
+        assert src.op is Ops.PARAM, "the scheduler stores argsort's input"
+        kinds = {a: LoopKind.PARALLEL for a in range(len(root.shape)) if a != axis}
+        idx = tuple(self.loops_over(root.shape, kinds))
+        base, st, n = flat(idx, root.shape), strides(root.shape)[axis], root.shape[axis]
+        self.levels[-1].append(SortRow(0, base, st, 1 + src.arg, base, st, n, descending))
+        self.close_all(root.shape, kinds)
+
+    # --- values ----------------------------------------------------------------------
+    def value(self, n: Node, idx: Index, valid: Expr | None) -> Expr:
+        """`n`'s value at index `idx` (one expression per axis of n.shape)."""
+        key = (id(n), idx, valid)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        op = n.op
+        v: Expr
+        if op is Ops.PARAM:
+            v = Load(1 + n.arg, flat(idx, n.shape), n.dtype, valid)
+        elif op is Ops.CONST:
+            v = Const(n.arg, n.dtype)
+        elif op in ELEMENTWISE:
+            v = Alu(op, tuple(self.value(s, idx, valid) for s in n.srcs), n.dtype)
+        elif op in REDUCE:
+            v = self.reduce(n, idx, valid)
+        elif op is Ops.PAD:
+            v = self.pad(n, idx, valid)
+        elif op is Ops.GATHER:
+            v = self.gather(n, idx, valid)
+        else:
+            v = self.value(n.srcs[0], self.view(n, idx), valid)
+        self.memo[key] = v
+        return v
+
+    def view(self, n: Node, idx: Index) -> Index:
+        """The source index of movement op `n` at output index `idx` (PAD aside)."""
+        src = n.srcs[0].shape
+        if n.op is Ops.PERMUTE:
+            out: list[Expr] = [ZERO] * len(src)
+            for k, p in enumerate(n.arg):
+                out[p] = idx[k]
+            return tuple(out)
+        if n.op is Ops.EXPAND:
+            return tuple(ZERO if s == 1 else i for i, s in zip(idx, src))
+        if n.op is Ops.SHRINK:
+            return tuple(alu(Ops.ADD, i, const(a)) if a else i for i, (a, _) in zip(idx, n.arg))
+        if n.op is Ops.FLIP:
+            return tuple(
+                alu(Ops.ADD, const(s - 1), alu(Ops.NEG, i)) if ax in n.arg else i
+                for ax, (i, s) in enumerate(zip(idx, src))
+            )
+        assert n.op is Ops.RESHAPE, f"cannot lower {n}"
+        return reshape_index(idx, n.shape, src)
+
+    def pad(self, n: Node, idx: Index, valid: Expr | None) -> Expr:
+        cond: Expr | None = None
+        src_idx = list(idx)
+        for ax, ((lo, hi), s) in enumerate(zip(n.arg, n.srcs[0].shape)):
+            if lo or hi:
+                c = in_range(idx[ax], lo, lo + s)
+                cond = c if cond is None else both(cond, c)
+                src_idx[ax] = alu(Ops.ADD, idx[ax], const(-lo)) if lo else idx[ax]
+        if cond is None:
+            return self.value(n.srcs[0], tuple(src_idx), valid)
+        v = self.value(n.srcs[0], tuple(src_idx), both(valid, cond))
+        return v if isinstance(v, Load) else Alu(Ops.WHERE, (cond, v, zero(n.dtype)), n.dtype)
+
+    def gathered(self, i: Expr, size: int) -> tuple[Expr, Expr]:
+        """A data-dependent index wrapped like Python's (negative counts from the end) and
+        the condition that it is in range (out-of-range reads 0 and writes nothing)."""
+        neg = alu(Ops.CMPLT, i, ZERO, dtype=dtypes.bool_)
+        wrapped = Alu(Ops.WHERE, (neg, alu(Ops.ADD, i, const(size)), i), INDEX)
+        low = alu(Ops.CMPLT, const(-1), wrapped, dtype=dtypes.bool_)
+        return wrapped, both(low, alu(Ops.CMPLT, wrapped, const(size), dtype=dtypes.bool_))
+
+    def gather(self, n: Node, idx: Index, valid: Expr | None) -> Expr:
+        src, index = n.srcs
+        at, guard = self.gathered(self.value(index, idx, valid), src.shape[n.arg])
+        src_idx = tuple(at if a == n.arg else e for a, e in enumerate(idx))
+        v = self.value(src, src_idx, both(valid, guard))
+        return v if isinstance(v, Load) else Alu(Ops.WHERE, (guard, v, zero(n.dtype)), n.dtype)
+
+    def reduce(self, n: Node, idx: Index, valid: Expr | None) -> Expr:
+        """Emit an accumulator loop at the outermost level it can live at; return its var."""
+        src = n.srcs[0]
+        axes = [a for a in n.arg if src.shape[a] != 1]
+        inner = [ZERO if a in n.arg else e for a, e in enumerate(idx)]
+        if not axes:
+            return self.value(src, tuple(inner), valid)
+        lvl = self.level_of([*inner, valid])
+        hidden_vars, hidden_levels = self.vars[lvl:], self.levels[lvl + 1 :]
+        del self.vars[lvl:], self.levels[lvl + 1 :]
+        acc = self.fresh("acc")
+        self.levels[-1].append(Acc(acc, n.op, n.dtype))
+        for a in axes:
+            inner[a] = self.open_loop("r")
+        self.levels[-1].append(Update(acc, self.value(src, tuple(inner), valid)))
+        for a in reversed(axes):
+            self.close_loop(src.shape[a], LoopKind.REDUCE)
+        self.vars.extend(hidden_vars)
+        self.levels.extend(hidden_levels)
+        self.var_level[acc] = lvl
+        return Var(acc, n.dtype)
+
+
+def reshape_index(idx: Index, shape: tuple[int, ...], src: tuple[int, ...]) -> Index:
+    """Index into `src` of the element at `idx` of its reshape to `shape`: axes are matched
+    in groups of equal size, so div/mod appear only where axes really split or merge."""
+    out: list[Expr] = [ZERO] * len(src)
+    if math.prod(src) == 0:
+        return tuple(out)
+    o = [a for a, s in enumerate(shape) if s != 1]
+    s = [a for a, d in enumerate(src) if d != 1]
+    i = j = 0
+    while i < len(o):
+        od, po = [o[i]], shape[o[i]]
+        i += 1
+        sd, ps = [], 1
+        while True:
+            while ps < po:
+                sd.append(s[j])
+                ps *= src[s[j]]
+                j += 1
+            if ps == po:
+                break
+            od.append(o[i])
+            po *= shape[o[i]]
+            i += 1
+        pos = flat(tuple(idx[a] for a in od), tuple(shape[a] for a in od))
+        inner = 1
+        for a in reversed(sd):
+            e = pos if inner == 1 else alu(Ops.DIV, pos, const(inner))
+            out[a] = alu(Ops.MOD, e, const(src[a])) if a != sd[0] else e
+            inner *= src[a]
+    return tuple(out)

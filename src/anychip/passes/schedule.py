@@ -1,0 +1,263 @@
+"""Scheduling: cut the lazy graph into kernels, deciding which values are stored and which
+are recomputed inside their consumers (fusion). Device-independent: every backend runs it.
+
+A node is *materialised* (gets a kernel and a buffer) when it is a root, a contraction or
+its operands, a scatter/scan/sort, a reduction that cannot run inside its consumer's loops,
+or an expensive value several kernels share; everything else is inlined, so elementwise
+chains, movement ops (index math, never copies) and gathers fuse into the kernels reading
+them. Realised nodes (runtime.realize.buffer_of) are kernel inputs, never recomputed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anychip import dtypes
+from anychip.ir.kernel import KernelKind
+from anychip.ir.ops import ELEMENTWISE, MOVEMENT, REDUCE, Node, Ops
+from anychip.runtime.device import Kernel
+
+BufferOf = Callable[[Node], Any]  # the buffer holding a node's value, or None
+_OWN_KERNEL = {Ops.SCATTER_ADD: KernelKind.SCATTER, Ops.CUMSUM: KernelKind.SCAN}
+_OWN_KERNEL[Ops.ARGSORT] = KernelKind.SORT
+_INLINE = ELEMENTWISE | MOVEMENT | {Ops.CONST}  # graphs of only these are one kernel
+_EXPENSIVE_OPS = 32  # a shared value with more inlined ops than this is stored, not recomputed
+
+
+@dataclass(frozen=True)
+class ScheduleItem:
+    """Compute `out` from `inputs` (PARAM i of `kernel.ast` is inputs[i]'s buffer).
+    `kernel` is None when `out` is a reshape of inputs[0] and shares its buffer."""
+
+    out: Node
+    inputs: tuple[Node, ...]
+    kernel: Kernel | None
+
+
+@dataclass(frozen=True)
+class _State:
+    """How a node is reached inside a kernel: the loop domain, the loop order (the
+    domain's non-1 axes, outermost first) and whether the path there is pure (only
+    elementwise ops and EXPAND), so that a reduction met there can run in those loops."""
+
+    kernel: int
+    domain: tuple[int, ...]
+    order: tuple[int, ...]
+    pure: bool
+
+
+def schedule(roots: list[Node], buffer_of: BufferOf) -> list[ScheduleItem]:
+    """The kernels computing `roots`, producers before consumers.
+
+    >>> import anychip as ac
+    >>> from anychip.runtime.realize import buffer_of
+    >>> a, b = ac.ones(4), ac.ones(4)
+    >>> items = schedule([((a * b + 1).relu()).sum().node], buffer_of)
+    >>> [i.kernel.kind.value for i in items if i.kernel]
+    ['reduce']
+    """
+    order = _graph(roots, buffer_of)
+    mat: dict[int, Node]
+    contractions: set[int] = set()
+    if len(roots) == 1 and all(n.op in _INLINE for n in order):
+        mat = {id(roots[0]): roots[0]}  # one kernel: nothing to decide
+    else:
+        mat, contractions = _decide(order, roots, buffer_of)
+    return [_item(n, mat, contractions, buffer_of) for n in order if id(n) in mat]
+
+
+def _graph(roots: list[Node], buffer_of: BufferOf) -> list[Node]:
+    """The unrealised part of the graph, sources first (iterative post-order)."""
+    out: list[Node] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            out.append(n)
+            continue
+        if id(n) in seen or buffer_of(n) is not None:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        stack.extend((s, False) for s in reversed(n.srcs) if id(s) not in seen)
+    return out
+
+
+# --- contractions ------------------------------------------------------------------------
+def view_base(n: Node) -> tuple[Node, bool]:
+    """Follow movement ops and casts down to the value they view; also whether an EXPAND
+    (a broadcast) was passed on the way."""
+    expanded = False
+    while n.op in MOVEMENT or n.op is Ops.CAST:
+        expanded |= n.op is Ops.EXPAND
+        n = n.srcs[0]
+    return n, expanded
+
+
+def contraction_operands(n: Node, users: dict[int, int]) -> tuple[Node, Node] | None:
+    """(a, b) if `n` is SUM(MUL(a', b')) with a', b' broadcast views of a and b: a matmul
+    (frontend/linalg.py `contract`) or an einsum; None otherwise."""
+    if n.op is not Ops.SUM or n.srcs[0].op is not Ops.MUL or users.get(id(n.srcs[0]), 0) != 1:
+        return None
+    if n.dtype not in (dtypes.float32, dtypes.float64):
+        return None
+    (a, ea), (b, eb) = (view_base(s) for s in n.srcs[0].srcs)
+    if not (ea or eb) or not any(n.srcs[0].shape[ax] > 1 for ax in n.arg):
+        return None
+    return a, b
+
+
+# --- fusion decisions ----------------------------------------------------------------------
+def _decide(
+    order: list[Node], roots: list[Node], buffer_of: BufferOf
+) -> tuple[dict[int, Node], set[int]]:
+    users: dict[int, int] = defaultdict(int)
+    for n in order:
+        for s in n.srcs:
+            users[id(s)] += 1
+    mat: dict[int, Node] = {id(r): r for r in roots}
+    contractions: set[int] = set()
+    for n in order:
+        if n.op in _OWN_KERNEL:
+            mat[id(n)] = n
+            if n.op is Ops.ARGSORT and buffer_of(n.srcs[0]) is None:
+                mat[id(n.srcs[0])] = n.srcs[0]  # sorting reads plain rows
+        ops = contraction_operands(n, users)
+        if ops is not None:
+            mat[id(n)] = n
+            contractions.add(id(n))
+            for base in ops:
+                if buffer_of(base) is None and base.op is not Ops.CONST:
+                    mat[id(base)] = base
+    ctx: dict[int, set[_State]] = defaultdict(set)
+    for n in reversed(order):  # consumers before producers
+        states = ctx[id(n)]
+        if id(n) not in mat and n.op in REDUCE and not all(_fusable(n, s) for s in states):
+            mat[id(n)] = n
+        if id(n) not in mat and len({s.kernel for s in states}) > 1 and _expensive(n, mat):
+            mat[id(n)] = n
+        if id(n) in mat:
+            _propagate_root(n, ctx, id(n) in contractions)
+        else:
+            for st in states:
+                _propagate(n, st, ctx)
+    return mat, contractions
+
+
+def _fusable(r: Node, s: _State) -> bool:
+    """Can reduction `r`, met in state `s`, run inside that kernel's loops without being
+    recomputed per element? Yes for an epilogue (r's result is the domain) and for a row
+    reduction whose reduced axes are the innermost loops (softmax, layer norm)."""
+    if not s.pure:
+        return False
+    if r.shape == s.domain:
+        return True
+    axes = [a for a in r.arg if r.srcs[0].shape[a] != 1]
+    return r.srcs[0].shape == s.domain and list(s.order[len(s.order) - len(axes) :]) == axes
+
+
+def _inner_state(r: Node, s: _State) -> _State:
+    """The state inside reduction `r`'s loops."""
+    if r.shape == s.domain and r.srcs[0].shape != s.domain:  # epilogue: its loops go inside
+        axes = tuple(a for a in r.arg if r.srcs[0].shape[a] != 1)
+        return _State(s.kernel, r.srcs[0].shape, s.order + axes, s.pure)
+    return s
+
+
+def _propagate(n: Node, s: _State, ctx: dict[int, set[_State]]) -> None:
+    if n.op in ELEMENTWISE or n.op is Ops.EXPAND:
+        for src in n.srcs:
+            ctx[id(src)].add(s)
+    elif n.op in REDUCE:
+        ctx[id(n.srcs[0])].add(_inner_state(n, s))
+    elif n.op in MOVEMENT:
+        ctx[id(n.srcs[0])].add(_State(s.kernel, s.domain, s.order, False))
+    elif n.op is Ops.GATHER:
+        ctx[id(n.srcs[0])].add(_State(s.kernel, s.domain, s.order, False))
+        ctx[id(n.srcs[1])].add(s)
+
+
+def _propagate_root(n: Node, ctx: dict[int, set[_State]], contraction: bool) -> None:
+    """Start a kernel at `n` and tell its sources how they are reached."""
+    nonone = tuple(i for i, d in enumerate(n.shape) if d != 1)
+    start = _State(id(n), n.shape, nonone, True)
+    if n.op in _OWN_KERNEL or contraction:
+        for src in n.srcs:
+            ctx[id(src)].add(_State(id(n), n.shape, nonone, False))
+    elif n.op in REDUCE:
+        src = n.srcs[0]
+        axes = tuple(a for a in n.arg if src.shape[a] != 1)
+        outer = tuple(i for i in nonone if i not in axes)
+        ctx[id(src)].add(_State(id(n), src.shape, outer + axes, True))
+    else:
+        _propagate(n, start, ctx)
+
+
+def _expensive(n: Node, mat: dict[int, Node]) -> bool:
+    """Would recomputing `n` in each consumer kernel cost a reduction, a gather or many ops?"""
+    count, stack, seen = 0, [n], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen or (x is not n and id(x) in mat) or x.op in (Ops.BUFFER, Ops.PARAM):
+            continue
+        seen.add(id(x))
+        count += 1
+        if x.op in REDUCE or x.op is Ops.GATHER or count > _EXPENSIVE_OPS:
+            return True
+        stack.extend(x.srcs)
+    return False
+
+
+# --- building each kernel's AST -----------------------------------------------------------
+def _item(
+    root: Node, mat: dict[int, Node], contractions: set[int], buffer_of: BufferOf
+) -> ScheduleItem:
+    if root.op is Ops.RESHAPE:  # a reshape of a stored value shares its buffer
+        base = root.srcs[0]
+        while base.op is Ops.RESHAPE and buffer_of(base) is None and id(base) not in mat:
+            base = base.srcs[0]
+        if buffer_of(base) is not None or id(base) in mat:
+            return ScheduleItem(root, (base,), None)
+    inputs: list[Node] = []
+    slot: dict[int, int] = {}
+    memo: dict[int, Node] = {}
+    has_reduce, expanded_reduce = False, False
+    stack = [root]
+    while stack:  # iterative post-order over the inlined region
+        n = stack[-1]
+        if id(n) in memo:
+            stack.pop()
+            continue
+        buf = buffer_of(n) if n is not root else None
+        if buf is not None or (n is not root and id(n) in mat):
+            key = id(buf if buf is not None else n)  # one PARAM per buffer
+            if key not in slot:
+                slot[key] = len(inputs)
+                inputs.append(n)
+            memo[id(n)] = Node(Ops.PARAM, n.dtype, n.shape, n.device, (), slot[key])
+            stack.pop()
+            continue
+        pending = [s for s in n.srcs if id(s) not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        if n.op in REDUCE:
+            has_reduce = True
+            expanded_reduce |= n.shape != root.shape
+        srcs = tuple(memo[id(s)] for s in n.srcs)
+        memo[id(n)] = Node(n.op, n.dtype, n.shape, n.device, srcs, n.arg)
+    if root.op in _OWN_KERNEL:
+        kind = _OWN_KERNEL[root.op]
+    elif id(root) in contractions:
+        kind = KernelKind.CONTRACTION
+    elif root.op in REDUCE or (has_reduce and not expanded_reduce):
+        kind = KernelKind.REDUCE
+    else:
+        kind = KernelKind.ROW if has_reduce else KernelKind.ELEMENTWISE
+    shape = "x".join(str(d) for d in root.shape) or "scalar"
+    return ScheduleItem(root, tuple(inputs), Kernel(memo[id(root)], f"{kind.value}_{shape}", kind))
