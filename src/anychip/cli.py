@@ -139,4 +139,8 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m anychip.cli`: dispatch through the importable module, where the
+    # subpackages' commands (`anychip npu ...`) register themselves.
+    from anychip.cli import main as _main
+
+    sys.exit(_main())
