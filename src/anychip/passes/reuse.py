@@ -57,21 +57,16 @@ def reuse_rows(k: KernelIR) -> KernelIR:
 
 def _block(k: KernelIR, body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
     out = [replace(s, body=_block(k, s.body)) if isinstance(s, Loop) else s for s in body]
-    for j, s in enumerate(out):
-        store = _row_store(k, s)
-        if store is None:
-            continue
-        assert isinstance(s, Loop)
+    for j in range(len(out)):
         for i in range(j):
-            r = out[i]
+            s, r = out[j], out[i]
+            store = _row_store(k, s)
+            if store is None or not isinstance(s, Loop):
+                break
             if isinstance(r, Loop) and r.kind is LoopKind.REDUCE and r.extent == s.extent:
                 shared = _share(k, r, s, store)
                 if shared is not None:
                     out[i], out[j] = shared
-                    s = out[j]
-                    store = _row_store(k, s)
-                    if store is None:
-                        break
     return tuple(out)
 
 
