@@ -92,6 +92,8 @@ class CRenderer:
         Ops.POW: "ipow_{t}({0}, {1})",
         Ops.FLOOR: "({0})",
     }
+    # float32 (and halves, computed in float32): our branch-free exp vectorises under simd
+    FLOAT_OPS: ClassVar[dict[Ops, str]] = {Ops.EXP: "ac_expf({0})"}
     UINT_OPS: ClassVar[dict[Ops, str]] = {Ops.DIV: "UDIV({0}, {1})", Ops.MOD: "UMOD({0}, {1})"}
     BOOL_OPS: ClassVar[dict[Ops, str]] = {
         Ops.NOT: "(!{0})",
@@ -196,6 +198,8 @@ class CRenderer:
             return self.UINT_OPS[op]
         if d.is_int and op in self.INT_OPS:
             return self.INT_OPS[op]
+        if d.is_floating_point and d is not dtypes.float64 and op in self.FLOAT_OPS:
+            return self.FLOAT_OPS[op]
         return self.OPS[op]
 
     def alu(self, e: Alu) -> str:
@@ -317,11 +321,26 @@ class CRenderer:
                 return "#pragma omp parallel for" + (" simd" if innermost else "")
             return "#pragma omp simd" if innermost else ""
         if s.kind is LoopKind.REDUCE and innermost:
-            accs = {u.var for u in s.body if isinstance(u, Update)}
-            ops = {self.acc_ops[a].op for a in accs}
-            if accs and ops <= {Ops.SUM} and not any(isinstance(x, Store) for x in s.body):
-                return f"#pragma omp simd reduction(+:{', '.join(sorted(accs))})"
+            accs = sorted({u.var for u in s.body if isinstance(u, Update)})
+            clauses = [self.simd_reduction(self.acc_ops[a]) for a in accs]
+            if accs and not any(isinstance(x, Store) and x.combine for x in s.body):
+                pairs = " ".join(f"reduction({c}:{a})" for c, a in zip(clauses, accs))
+                return f"#pragma omp simd {pairs}"
         return ""
+
+    def simd_reduction(self, acc: Acc) -> str:
+        """The OpenMP reduction identifier combining the lanes of `acc`. Float max/min use
+        the prelude's NaN-propagating ones (`nanmax_f`...); integers wrap, so any order
+        gives the same sum."""
+        d, op = acc.dtype, acc.op
+        if d is dtypes.bool_:
+            return "|" if op in (Ops.SUM, Ops.RMAX) else "&"
+        if op in (Ops.SUM, Ops.PROD):
+            return "+" if op is Ops.SUM else "*"
+        if d.is_floating_point:
+            suffix = "d" if d is dtypes.float64 else "f"
+            return f"nan{'max' if op is Ops.RMAX else 'min'}_{suffix}"
+        return "max" if op is Ops.RMAX else "min"
 
     def parallel_reduce(self, s: Loop, head: str) -> None:
         """A reduction no parallel loop encloses: each thread reduces one static slice

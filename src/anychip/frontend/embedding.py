@@ -147,18 +147,32 @@ def _offset_bags(
     n, dim = idx.shape[0], weight.shape[1]
     off = _check_offsets(offsets, n)
     nb = len(off) - 1 if last else len(off)  # with include_last_offset the last one ends bags
-    if mode == "max":  # no scatter-max primitive: lay bags out densely, (B, Lmax) slots
-        starts = off[:nb]
-        ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
-        width = int((ends - starts).max()) if nb else 0
+    starts = off[:nb]
+    ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
+    width = int((ends - starts).max()) if nb else 0
+    # (B, Lmax) slots: one gather-and-reduce kernel parallel over bags. Sum and mean take
+    # this layout while padding wastes little; max always (no scatter-max primitive).
+    if mode == "max" or nb * width <= 2 * n + nb:
         slot = starts[:, None] + np.arange(width)[None, :]  # (B, Lmax) element positions
         valid = slot < ends[:, None]
         pos = as_index(idx, np.minimum(slot, max(n - 1, 0)), "embedding_bag")
         vt = Tensor(valid, device=idx.device)
-        ids = take(idx, 0, pos)
-        if w is not None:  # padding ids (w == 0) are not candidates for the max
-            vt = vt & (take(w, 0, pos) != 0)
-        return _dense_bags(_lookup(weight, ids), vt, None, mode)
+        rows = _lookup(weight, take(idx, 0, pos))  # (B, Lmax, D)
+        if mode == "max":
+            if w is not None:  # padding ids (w == 0) are not candidates for the max
+                vt = vt & (take(w, 0, pos) != 0)
+            return _dense_bags(rows, vt, None, mode)
+        wb = take(w, 0, pos) if w is not None else None
+        if wb is not None:
+            rows = rows * wb.unsqueeze(-1)
+        total = vt.unsqueeze(-1)._select(rows, 0).sum(1)  # select: inf * 0 must not leak
+        if mode == "sum":
+            return total
+        if wb is None:
+            count = Tensor((ends - starts).astype(rows.dtype.np), device=idx.device)
+        else:
+            count = vt._select(wb, 0).sum(1)
+        return total / count.maximum(1).unsqueeze(-1)
     bag = _bag_ids(offsets, n)  # (N,) in [0, len(offsets))
     rows = _lookup(weight, idx)  # (N, D)
     if w is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.kernel import (
@@ -153,6 +155,8 @@ class _Lowerer:
             self.scan(root)
         elif kind is KernelKind.SORT:
             self.sort(root)
+        elif kind is KernelKind.REDUCE and middle_reduce(root) is not None:
+            self.reduce_into_rows(root)
         else:
             self.pointwise(root, root)
         name = self.kernel.name
@@ -164,6 +168,37 @@ class _Lowerer:
         idx = tuple(self.loops_over(root.shape, kinds))
         self.levels[-1].append(Store(0, flat(idx, root.shape), self.value(value_of, idx, None)))
         self.close_all(root.shape, kinds)
+
+    def reduce_into_rows(self, root: Node) -> None:
+        """A reduction over middle axes, e.g. bags (B, L, D).sum(1): for b [parallel],
+        for l [serial], for d [vector]: out[b, d] op= src[b, l, d]. The innermost loop runs
+        over contiguous kept elements, and each output element still folds its values in
+        order (the same result as one accumulator per element)."""
+        red = middle_reduce(root)
+        assert red is not None
+        src, shape = red.srcs[0], red.srcs[0].shape
+        first = min(a for a in red.arg if shape[a] != 1)
+        outer = {a: LoopKind.PARALLEL for a in range(first) if shape[a] != 1}
+        inner = [a for a in range(first, len(shape)) if a not in red.arg and shape[a] != 1]
+        kinds = {a: LoopKind.VECTOR if a == inner[-1] else LoopKind.SERIAL for a in inner}
+        idx = self.loops_over(shape, outer)
+        combine = {Ops.SUM: Ops.ADD, Ops.PROD: Ops.MUL, Ops.RMAX: Ops.MAX, Ops.RMIN: Ops.MIN}
+        for phase in ("init", "fold"):
+            if phase == "fold":
+                axes = {a: LoopKind.SERIAL for a in red.arg if shape[a] != 1}
+                ridx = self.loops_over(shape, axes)
+                idx = [ridx[a] if a in axes else e for a, e in enumerate(idx)]
+            iidx = self.loops_over(shape, kinds)
+            full = [iidx[a] if a in kinds else e for a, e in enumerate(idx)]
+            out = flat(tuple(ZERO if a in red.arg else e for a, e in enumerate(full)), red.shape)
+            if phase == "init":
+                self.levels[-1].append(Store(0, out, identity(red.op, red.dtype)))
+            else:
+                value = self.value(src, tuple(full), None)
+                self.levels[-1].append(Store(0, out, value, combine[red.op]))
+            self.close_all(shape, kinds)
+        self.close_all(shape, axes)
+        self.close_all(shape, outer)
 
     def scatter(self, root: Node) -> None:
         base, index, src = root.srcs
@@ -297,6 +332,36 @@ class _Lowerer:
         self.levels.extend(hidden_levels)
         self.var_level[acc] = lvl
         return Var(acc, n.dtype)
+
+
+def middle_reduce(root: Node) -> Node | None:
+    """The reduction `root` is (or squeezes) when its reduced axes have kept axes both
+    outside (to run in parallel) and inside (contiguous, to vectorise), else None."""
+    red = root.srcs[0] if root.op is Ops.RESHAPE else root
+    if red.op not in REDUCE or red.dtype in (dtypes.float16, dtypes.bfloat16, dtypes.bool_):
+        return None
+    if root is not red and [s for s in root.shape if s != 1] != [s for s in red.shape if s != 1]:
+        return None
+    shape = red.srcs[0].shape
+    axes = [a for a in red.arg if shape[a] != 1]
+    if not axes:
+        return None
+    outer = math.prod(shape[: min(axes)])
+    inner = math.prod(s for a, s in enumerate(shape) if a > min(axes) and a not in red.arg)
+    return red if outer >= 2 and inner >= 8 else None
+
+
+def identity(op: Ops, dtype: DType) -> Const:
+    """The value a reduction `op` starts from."""
+    if op is Ops.SUM:
+        return zero(dtype)
+    if op is Ops.PROD:
+        return Const(1 if dtype.is_int else 1.0, dtype)
+    big = math.inf if dtype.is_floating_point else None
+    if big is None:
+        info = np.iinfo(dtype.np)
+        return Const(int(info.min if op is Ops.RMAX else info.max), dtype)
+    return Const(-big if op is Ops.RMAX else big, dtype)
 
 
 def reshape_index(idx: Index, shape: tuple[int, ...], src: tuple[int, ...]) -> Index:

@@ -13,7 +13,9 @@ from typing import Protocol
 from anychip.ir.kernel import KernelIR, render_ir
 from anychip.ir.verify import verify
 from anychip.passes.contraction import attach_contraction
+from anychip.passes.hoist import hoist
 from anychip.passes.lower import lower
+from anychip.passes.reuse import reuse_rows
 from anychip.passes.simplify import simplify
 from anychip.runtime.device import Kernel
 
@@ -23,6 +25,8 @@ Pass = Callable[[KernelIR], KernelIR]
 PASSES: list[tuple[str, Pass]] = [
     ("simplify", simplify),  # fold index math; views of views become plain strides
     ("contraction", attach_contraction),  # matmul-shaped kernels get a ContractionSpec
+    ("reuse", reuse_rows),  # a row's costly reduced values (softmax's exp) computed once
+    ("hoist", hoist),  # loop-invariant loads (a bag's row id) computed before their loop
 ]
 
 

@@ -1,0 +1,113 @@
+"""Loop-invariant hoisting: values an inner loop computes that do not depend on it (a bag's
+row id in embedding_bag, a row's base offset) become `Let`s just before the loop.
+
+C compilers often keep such gathered loads inside a vectorised loop (as per-lane gathers);
+computed once before the loop they are plain scalars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from anychip.ir.kernel import (
+    Acc,
+    Alu,
+    Expr,
+    KernelIR,
+    Let,
+    Load,
+    Loop,
+    Stmt,
+    Store,
+    Update,
+    Var,
+    walk_exprs,
+    walk_stmts,
+)
+
+
+def hoist(k: KernelIR) -> KernelIR:
+    """`k` with loop-invariant loads (and what they feed) computed before their loop.
+
+    >>> from anychip.ir.kernel import *
+    >>> from anychip import dtypes
+    >>> i64, f32 = dtypes.int64, dtypes.float32
+    >>> row = Load(1, Var("b", INDEX), i64)
+    >>> inner = Loop("d", 4, (Store(0, alu(Ops.ADD, alu(Ops.MUL, Var("b", INDEX), const(4)),
+    ...     Var("d", INDEX)), Load(2, alu(Ops.ADD, row, Var("d", INDEX)), f32)),))
+    >>> bufs = (BufDecl("out", f32, 8, BufRole.OUT), BufDecl("i", i64, 2, BufRole.IN),
+    ...     BufDecl("t", f32, 16, BufRole.IN))
+    >>> k = hoist(KernelIR("k", KernelKind.ELEMENTWISE, bufs, (Loop("b", 2, (inner,)),)))
+    >>> print(render_ir(k).splitlines()[-3])
+        h0: int64 = b1[b]
+    """
+    if k.contraction is not None:
+        return k
+    return replace(k, body=_Hoister(k).block(k.body))
+
+
+class _Hoister:
+    def __init__(self, k: KernelIR) -> None:
+        self.k = k
+        self.count = 0
+
+    def block(self, body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+        out: list[Stmt] = []
+        for s in body:
+            if isinstance(s, Loop):
+                lets, loop = self.loop(replace(s, body=self.block(s.body)))
+                out.extend(lets)
+                out.append(loop)
+            else:
+                out.append(s)
+        return tuple(out)
+
+    def loop(self, s: Loop) -> tuple[list[Let], Loop]:
+        """Lets to place before `s`, and `s` reading them."""
+        if s.extent <= 0:
+            return [], s  # a loop that never runs must not start reading memory
+        inner = walk_stmts(s.body)
+        variant = {s.var} | {x.var for x in inner if isinstance(x, Loop | Let | Acc | Update)}
+        written = {x.buf for x in inner if isinstance(x, Store)}
+        found: dict[Expr, str] = {}
+        lets: list[Let] = []
+
+        def visit(e: Expr) -> Expr:
+            if self._invariant(e, variant, written) and _worth(e):
+                name = found.get(e)
+                if name is None:
+                    name = found[e] = f"h{self.count}"
+                    self.count += 1
+                    lets.append(Let(name, e))
+                return Var(name, e.dtype)
+            if isinstance(e, Alu):
+                return replace(e, srcs=tuple(visit(x) for x in e.srcs))
+            if isinstance(e, Load):
+                valid = None if e.valid is None else visit(e.valid)
+                return replace(e, index=visit(e.index), valid=valid)
+            return e
+
+        body = tuple(self.stmt(x, visit) for x in s.body)
+        return lets, replace(s, body=body)
+
+    def stmt(self, s: Stmt, visit: object) -> Stmt:
+        assert callable(visit)
+        if isinstance(s, Let | Update):
+            return replace(s, value=visit(s.value))
+        if isinstance(s, Store):
+            valid = None if s.valid is None else visit(s.valid)
+            return replace(s, index=visit(s.index), value=visit(s.value), valid=valid)
+        return s  # nested loops were done on their own; sorts keep their bases
+
+    def _invariant(self, e: Expr, variant: set[str], written: set[int]) -> bool:
+        for x in walk_exprs(e):
+            if isinstance(x, Var) and x.name in variant:
+                return False
+            if isinstance(x, Load) and x.buf in written:
+                return False
+        return True
+
+
+def _worth(e: Expr) -> bool:
+    """Only values holding a load are worth a name: index math the C compiler hoists."""
+    return any(isinstance(x, Load) for x in walk_exprs(e))
