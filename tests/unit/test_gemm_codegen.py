@@ -156,31 +156,39 @@ def test_scalar_fallback(tmp):
 # ------------------------------------------------------------------ layouts
 
 
-def layout_case(kind: str, rng: np.random.Generator):
+def layout_case(
+    kind: str,
+    rng: np.random.Generator,
+    dtype: str = "float32",
+    out_dtype: str | None = None,
+    dims: tuple[int, int, int, int] = (3, 29, 41, 23),
+):
     """Views of (batch, m, k) A, (batch, k, n) B and an out buffer with the given layout."""
-    batch, m, n, k = 3, 29, 41, 23
-    a = rand((batch, m, k), "float32", rng)
-    b = rand((batch, k, n), "float32", rng)
-    out = np.empty((batch, m, n), np.float32)
+    batch, m, n, k = dims
+    out_dtype = out_dtype or dtype
+    store = np.uint16 if out_dtype == "bfloat16" else out_dtype
+    a = rand((batch, m, k), dtype, rng)
+    b = rand((batch, k, n), dtype, rng)
+    out = np.empty((batch, m, n), store)
     if kind == "a_transposed":  # stored (batch, k, m)
-        a = rand((batch, k, m), "float32", rng).transpose(0, 2, 1)
+        a = rand((batch, k, m), dtype, rng).transpose(0, 2, 1)
     elif kind == "b_transposed":  # a (n, k) weight used as (k, n), batch-broadcast
-        b = np.broadcast_to(rand((n, k), "float32", rng).T, (batch, k, n))
+        b = np.broadcast_to(rand((n, k), dtype, rng).T, (batch, k, n))
     elif kind == "b_broadcast":  # stride-0 batch: folded into one taller GEMM
-        b = np.broadcast_to(rand((k, n), "float32", rng), (batch, k, n))
+        b = np.broadcast_to(rand((k, n), dtype, rng), (batch, k, n))
     elif kind == "a_broadcast":
-        a = np.broadcast_to(rand((m, k), "float32", rng), (batch, m, k))
+        a = np.broadcast_to(rand((m, k), dtype, rng), (batch, m, k))
     elif kind == "sliced":  # every other column and row, batch reversed
-        a = rand((batch, 2 * m, 2 * k), "float32", rng)[::-1, ::2, 1::2]
-        b = rand((batch, k + 3, 3 * n), "float32", rng)[:, 2:-1, ::3]
+        a = rand((batch, 2 * m, 2 * k), dtype, rng)[::-1, ::2, 1::2]
+        b = rand((batch, k + 3, 3 * n), dtype, rng)[:, 2:-1, ::3]
     elif kind == "negative":
         a = a[:, ::-1, ::-1]
         b = b[::-1, :, ::-1]
     elif kind == "out_transposed":  # write C as (batch, n, m) storage
-        out = np.empty((batch, n, m), np.float32).transpose(0, 2, 1)
+        out = np.empty((batch, n, m), store).transpose(0, 2, 1)
     elif kind == "out_strided":
-        out = np.empty((batch, m, 2 * n + 1), np.float32)[:, :, 1::2]
-    return a, b, out, "float32", "float32"
+        out = np.empty((batch, m, 2 * n + 1), store)[:, :, 1::2]
+    return a, b, out, dtype, out_dtype
 
 
 LAYOUTS = ["a_transposed", "b_transposed", "b_broadcast", "a_broadcast", "sliced", "negative"]
@@ -190,6 +198,23 @@ LAYOUTS += ["out_transposed", "out_strided"]
 @pytest.mark.parametrize("kind", LAYOUTS)
 def test_layouts(kind, tmp):
     run_and_check(*layout_case(kind, np.random.default_rng(2)), tmp)
+
+
+# float64 and halves through every layout, at odd sizes (1, 7, 33, 129) that leave a partial
+# register tile and block in every dimension; halves also produce a float32 result
+ODD_DIMS = {"a_transposed": (2, 33, 7, 129), "b_transposed": (3, 129, 33, 7)}
+ODD_DIMS |= {"b_broadcast": (3, 7, 129, 33), "a_broadcast": (2, 1, 129, 33)}
+ODD_DIMS |= {"sliced": (2, 33, 129, 1), "negative": (3, 7, 33, 129)}
+ODD_DIMS |= {"out_transposed": (1, 129, 7, 33), "out_strided": (2, 33, 1, 129)}
+WIDE_PAIRS = [("float64", "float64"), ("float16", "float16"), ("bfloat16", "bfloat16")]
+WIDE_PAIRS += [("float16", "float32"), ("bfloat16", "float32")]
+
+
+@pytest.mark.parametrize("pair", WIDE_PAIRS, ids="->".join)
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_layouts_other_dtypes(kind, pair, tmp):
+    rng = np.random.default_rng(5)
+    run_and_check(*layout_case(kind, rng, *pair, dims=ODD_DIMS[kind]), tmp)
 
 
 def test_broadcast_batch_is_folded():
