@@ -250,17 +250,39 @@ def default_tiling(spec: GemmSpec, host: HostInfo | None = None) -> GemmTiling:
     """
     host = host or host_info()
     mr, nr, vec = _register_tile(spec, host)
+    return blocked_tiling(spec, mr, nr, vec, host=host)
+
+
+def blocked_tiling(
+    spec: GemmSpec,
+    mr: int,
+    nr: int,
+    vec_bytes: int,
+    *,
+    kc: int = 0,
+    l2_share: float = 0.5,
+    unroll: int = 4,
+    host: HostInfo | None = None,
+) -> GemmTiling:
+    """Cache blocks and threading around a given (mr, nr) register tile: kc=0 sizes a B
+    sliver to L1, `l2_share` is the part of L2 an (mc, kc) block of A may fill.
+
+    >>> t = blocked_tiling(GemmSpec(1, 300, 300, 300, "float32"), 6, 16, 32, kc=64)
+    >>> (t.mr, t.nr, t.kc, t.mc % 6)
+    (6, 16, 64, 0)
+    """
+    host = host or host_info()
     size = spec.acc_dtype.itemsize
     # kc: a (kc, nr) sliver of B about fills L1 (A's slivers stream past it from L2); a
     # long kc also means fewer passes over C. Measured best at 256-512 on AVX-512 hosts.
-    kc = max(128, min(512, host.l1_bytes // (nr * size)) // 8 * 8)
+    kc = kc or max(128, min(512, host.l1_bytes // (nr * size)) // 8 * 8)
     kc = min(kc, max(spec.k, 1))
     threads = host.cores if spec.flops >= (1 << 21) else 1
     per_thread = spec.batch >= threads and (spec.batch % threads == 0 or spec.batch >= 4 * threads)
     batch_parallel = threads > 1 and per_thread
-    # mc: A's (mc, kc) block in half of L2, with a multiple of `threads` row blocks of
+    # mc: A's (mc, kc) block in part of L2, with a multiple of `threads` row blocks of
     # near-equal height so no thread waits at the barrier for another's extra block
-    mc = max(mr, host.l2_bytes // (2 * kc * size) // mr * mr)
+    mc = max(mr, int(host.l2_bytes * l2_share) // (kc * size) // mr * mr)
     m = max(spec.m, 1)
     split = 1 if batch_parallel else threads
     if m <= mc and _imbalance(spec.n, nr, split) < _imbalance(m, mr, split):
@@ -268,7 +290,7 @@ def default_tiling(spec: GemmSpec, host: HostInfo | None = None) -> GemmTiling:
     blocks = _round_up(-(-m // mc), split)
     mc = _round_up(-(-m // blocks), mr)
     nc = min(_round_up(4096, nr), _round_up(max(spec.n, 1), nr))
-    return GemmTiling(mc, nc, kc, mr, nr, vec, 4, threads, batch_parallel)
+    return GemmTiling(mc, nc, kc, mr, nr, vec_bytes, unroll, threads, batch_parallel)
 
 
 def candidate_tilings(spec: GemmSpec, host: HostInfo | None = None) -> list[GemmTiling]:
@@ -326,8 +348,13 @@ def tune(
 # ---------------------------------------------------------------- rendering
 
 
-def _fold_broadcast_batch(spec: GemmSpec) -> GemmSpec:
-    """A stride-0 B shared by a batch of row-stacked A's is one taller GEMM (packs B once)."""
+def fold_broadcast_batch(spec: GemmSpec) -> GemmSpec:
+    """A stride-0 B shared by a batch of row-stacked A's is one taller GEMM (packs B once).
+    `gemm_source` does this itself; tilings are chosen for the folded spec.
+
+    >>> fold_broadcast_batch(GemmSpec(4, 10, 20, 30, "float32", b_strides=(0, 20, 1))).m
+    40
+    """
     sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
     if spec.batch > 1 and sb[0] == 0 and sa[0] == spec.m * sa[1] and sc[0] == spec.m * sc[1]:
         m = spec.batch * spec.m
@@ -377,7 +404,7 @@ def gemm_source(
     >>> "void mm(void *out, const void *a, const void *b)" in src
     True
     """
-    spec = _fold_broadcast_batch(spec)
+    spec = fold_broadcast_batch(spec)
     t = tiling or default_tiling(spec)
     _check(spec, t, name)
     # clamp blocks to the problem so small GEMMs get small workspaces
