@@ -123,9 +123,9 @@ def search(
     The default tiling is always timed too, and kept unless a candidate beats it.
 
     >>> spec = GemmSpec(1, 8, 8, 8, "float32")
-    >>> fake = lambda s, t: 1.0 / t.unroll  # pretend more unrolling is faster
+    >>> fake = lambda s, t: float(t.unroll)  # pretend less unrolling is faster
     >>> search(spec, [TileChoice(4, 8, 32, unroll=u) for u in (1, 2)], fake).choice.unroll
-    2
+    1
     """
     host = host or gemm.host_info()
     spec = gemm.fold_broadcast_batch(spec)
