@@ -157,8 +157,13 @@ def test_search_skips_candidates_that_fail_to_build():
         return 1.0 / t.unroll
 
     assert tune.search(spec, choices, time_fn).choice.unroll == 4
+    assert tune.search(spec, choices[1:2], time_fn).choice == base  # the default is kept
+
+    def broken(s, t):
+        raise CompileError("no compiler today")
+
     with pytest.raises(CompileError, match="no candidate"):
-        tune.search(spec, choices[1:2], time_fn)
+        tune.search(spec, choices, broken)
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler")

@@ -120,7 +120,7 @@ def search(
 ) -> TuneResult:
     """Time candidates on this machine and return the fastest. `choices=None` walks
     `STAGES` (each stage varies the best so far); `time_fn=None` compiles and runs each.
-    The default tiling is always timed too, and kept unless a candidate beats it.
+    The default tiling is timed with every stage's candidates, and kept unless one beats it.
 
     >>> spec = GemmSpec(1, 8, 8, 8, "float32")
     >>> fake = lambda s, t: float(t.unroll)  # pretend less unrolling is faster
@@ -136,20 +136,29 @@ def search(
 
 
 def _search(
-    spec: GemmSpec, choices: Iterable[TileChoice] | None, time_fn: TimeFn, host: HostInfo
+    spec: GemmSpec,
+    choices: Iterable[TileChoice] | None,
+    time_fn: TimeFn,
+    host: HostInfo,
+    rounds: int = 3,
 ) -> TuneResult:
-    timed: dict[GemmTiling, float] = {}  # choices that give the same tiling are timed once
+    # best time per tiling (choices that give the same tiling share it); a shared machine
+    # is noisy, so each stage times its candidates in `rounds` interleaved rounds
+    timed: dict[GemmTiling, float] = {}
     errors: list[str] = []
 
-    def secs(c: TileChoice) -> float:
+    def measure(c: TileChoice) -> float:
         t = c.tiling(spec, host)
-        if t not in timed:
+        if not math.isinf(timed.get(t, 0.0)):
             try:
-                timed[t] = time_fn(spec, t)
+                timed[t] = min(timed.get(t, math.inf), time_fn(spec, t))
             except CompileError as e:
                 timed[t] = math.inf
                 errors.append(str(e))
         return timed[t]
+
+    def secs(c: TileChoice) -> float:
+        return timed[c.tiling(spec, host)]
 
     default = default_choice(spec, host)
     stages: Sequence[Callable[[GemmSpec, TileChoice, HostInfo], list[TileChoice]]] = STAGES
@@ -158,19 +167,20 @@ def _search(
         stages = [lambda s, b, h: fixed]
     best = default
     for stage in stages:
-        best = min(stage(spec, best, host), key=secs)
+        cands = [default, *stage(spec, best, host)]  # the default is always in the running
+        for _ in range(rounds):
+            for c in cands:
+                measure(c)
+        best = min(cands, key=secs)
     if math.isinf(secs(best)):
         raise CompileError(f"gemm tune: no candidate built for {spec}: {errors[:1]}")
-    t_best, t_default = secs(best), secs(default)  # the default is always reported
-    if best.tiling(spec, host) != default.tiling(spec, host) and not math.isinf(t_default):
-        for _ in range(2):  # a shared machine is noisy: re-time the two finalists in turn
-            t_default = min(t_default, time_fn(spec, default.tiling(spec, host)))
-            t_best = min(t_best, time_fn(spec, best.tiling(spec, host)))
-        if t_default <= t_best:
-            best, t_best = default, t_default
     gflops = spec.flops / 1e9
     return TuneResult(
-        shape_class(spec), best, best.tiling(spec, host), gflops / t_default, gflops / t_best
+        shape_class(spec),
+        best,
+        best.tiling(spec, host),
+        gflops / secs(default),
+        gflops / secs(best),
     )
 
 
@@ -204,11 +214,15 @@ class _Bench:
         self.b = _operand((s.batch, s.k, s.n), s.b_strides, s.dtype.name, rng)
         self.c = _operand((s.batch, s.m, s.n), s.c_strides, s.out_dtype.name, rng)
         self.tmp = tmp
+        self.built: dict[GemmTiling, Any] = {}
 
     def __call__(self, spec: GemmSpec, tiling: GemmTiling) -> float:
-        fn = build(gemm.gemm_source(spec, tiling, "tune_gemm"), "tune_gemm", self.tmp)
         args = (self.c[1], self.a[1], self.b[1])
-        fn(*args)  # warm-up: workspace, page faults, the OpenMP team
+        fn = self.built.get(tiling)
+        if fn is None:
+            src = gemm.gemm_source(spec, tiling, "tune_gemm")
+            fn = self.built[tiling] = build(src, "tune_gemm", self.tmp)
+        fn(*args)  # warm-up: workspace, page faults, caches, the OpenMP team
         best, start, calls = math.inf, time.perf_counter(), 0
         while calls < 3 or (calls < 100 and time.perf_counter() - start < 0.05):
             t0 = time.perf_counter()
