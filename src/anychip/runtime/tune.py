@@ -10,6 +10,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -252,15 +253,15 @@ def tune_workload(
         entry = None if force else _entries(path).get(shape_class(spec))
         if entry is not None and cached_choice(spec, path) is not None:
             choice = TileChoice(**entry["choice"])
-            r = TuneResult(
-                shape_class(spec), choice, choice.tiling(gemm.fold_broadcast_batch(spec)),
-                entry["default_gflops"], entry["tuned_gflops"],
-            )  # fmt: skip
+            speeds = [entry.get(k) for k in ("default_gflops", "tuned_gflops")]
+            speeds = [float(v) if isinstance(v, (int, float)) else math.nan for v in speeds]
+            tiling = choice.tiling(gemm.fold_broadcast_batch(spec))
+            r = TuneResult(shape_class(spec), choice, tiling, *speeds)
             note = "cached"
         else:
             r = tune_spec(spec)
             save(r, path)
-            note = f"{r.tuned_gflops / r.default_gflops:.2f}x"
+            note = f"{r.tuned_gflops / r.default_gflops:.2f}x" if r.default_gflops else "-"
         results.append(r)
         out(
             f"{label:<16} {r.default_gflops:>15.1f} {r.tuned_gflops:>13.1f} {note:>8}  "
