@@ -288,8 +288,8 @@ def tune_spec(spec: GemmSpec) -> TuneResult:
     """`search(spec)` in a child Python process: the many candidate kernels it loads (and
     their workspaces) go away with it, and a crash in one cannot take this process down."""
     src_root = str(Path(__file__).resolve().parents[2])  # the folder holding `anychip`
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src_root, os.environ.get(
-        "PYTHONPATH")])))  # fmt: skip
+    paths = [src_root, os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     code = "from anychip.runtime.tune_search import _child; _child()"
     r = subprocess.run(
         [sys.executable, "-c", code],
