@@ -4,8 +4,9 @@ Run: PYTHONPATH=src /work/venv/bin/python bench/bench_gemm.py [--sizes 512 1024 
 [--repeat 5] [--tuned] [--json out.json]. `--tuned` renders with `tuned_tiling` (the tilings
 `anychip tune` cached for this machine) instead of the untuned defaults. Machines here are
 shared, so each figure is the best of `repeat` rounds that alternate anychip and numpy (3
-timed calls each). OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from this process's
-environment (it re-executes itself) so numpy runs its best kernel.
+timed calls each, after a pause that lets the other library's threads go idle).
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from this process's environment (it
+re-executes itself) so numpy runs its best kernel.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from anychip.codegen.gemm import (  # noqa: E402
     host_info,
 )
 from anychip.runtime.tune import tuned_tiling  # noqa: E402
+
+IDLE_PAUSE_S = 0.3
 
 
 def openblas_kernel() -> str:
@@ -74,7 +77,10 @@ def build(src: str, name: str, tmp: str) -> Callable[..., None]:
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
-    """Best of `repeat` timed calls, after one warm-up call."""
+    """Best of `repeat` timed calls, after a pause and one warm-up call. The pause lets the
+    previous library's worker threads go idle: OpenBLAS's busy-wait for a while after each
+    call and would take a core from whoever runs next."""
+    time.sleep(IDLE_PAUSE_S)
     fn()  # warm up: workspace allocation, page faults, thread pool
     best = float("inf")
     for _ in range(repeat):
