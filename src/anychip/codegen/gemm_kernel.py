@@ -118,13 +118,18 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
 def pack_b_c(col_major: bool) -> str:
     """pack_b_sliver: columns [n0, n0+nr) of B's (kc, nc) panel -> (kc, NR), zero padded.
 
-    `col_major` (SBK == 1, e.g. a transposed view) reads down each column innermost."""
+    `col_major` (SBK == 1, e.g. a transposed view) reads down each column innermost, 16
+    rows at a time: the 16 (NR,) rows of dst being written stay in L1 while the columns are
+    read, where whole-kc columns would scatter writes over a sliver larger than L1."""
     if col_major:
         body = """\
-    for (int j = 0; j < nr; ++j)
-        for (int k = 0; k < kc; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
-    for (int j = nr; j < NR; ++j)
-        for (int k = 0; k < kc; ++k) dst[k * NR + j] = 0;"""
+    for (int k0 = 0; k0 < kc; k0 += 16) {
+        const int k1 = k0 + 16 < kc ? k0 + 16 : kc;
+        for (int j = 0; j < nr; ++j)
+            for (int k = k0; k < k1; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
+        for (int j = nr; j < NR; ++j)
+            for (int k = k0; k < k1; ++k) dst[k * NR + j] = 0;
+    }"""
     else:
         body = """\
     for (int k = 0; k < kc; ++k) {
