@@ -123,12 +123,12 @@ def pack_b_c(col_major: bool) -> str:
     read, where whole-kc columns would scatter writes over a sliver larger than L1."""
     if col_major:
         body = """\
-    for (int k0 = 0; k0 < kc; k0 += 16) {
-        const int k1 = k0 + 16 < kc ? k0 + 16 : kc;
+    for (int kb = 0; kb < kc; kb += 16) {
+        const int ke = kb + 16 < kc ? kb + 16 : kc;
         for (int j = 0; j < nr; ++j)
-            for (int k = k0; k < k1; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
         for (int j = nr; j < NR; ++j)
-            for (int k = k0; k < k1; ++k) dst[k * NR + j] = 0;
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = 0;
     }"""
     else:
         body = """\

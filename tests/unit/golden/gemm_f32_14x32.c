@@ -57,12 +57,12 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
 static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
                           long n0, int nr) {
     const in_t *src = b + k0 * SBK + n0 * SBN;
-    for (int k0 = 0; k0 < kc; k0 += 16) {
-        const int k1 = k0 + 16 < kc ? k0 + 16 : kc;
+    for (int kb = 0; kb < kc; kb += 16) {
+        const int ke = kb + 16 < kc ? kb + 16 : kc;
         for (int j = 0; j < nr; ++j)
-            for (int k = k0; k < k1; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
         for (int j = nr; j < NR; ++j)
-            for (int k = k0; k < k1; ++k) dst[k * NR + j] = 0;
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = 0;
     }
 }
 
