@@ -128,6 +128,8 @@ def test_tune_env_searches_once_and_caches(monkeypatch):
     assert tune.tuned_tiling(GemmSpec(1, 1023, 1000, 1000, "float32")).kc == 40
     assert len(calls) == 1  # the second spec shares the class: read from the cache
     assert json.loads(tune.cache_path().read_text())["entries"][tune.shape_class(SPEC)]
+    empty = GemmSpec(1, 0, 4, 5, "float32")
+    assert tune.tuned_tiling(empty) == default_tiling(empty) and len(calls) == 1
 
 
 # ------------------------------------------------------------------ the search
