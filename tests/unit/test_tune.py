@@ -210,3 +210,13 @@ def test_cli_tune_prints_a_table_and_saves(monkeypatch, capsys):
     assert len(entries) == 4  # the square and three layouts of the MLP layer
     main(["tune", "--sizes", "64", "--mlp", "8", "16", "32"])
     assert capsys.readouterr().out.count("cached") == 4
+
+
+def test_unwritable_cache_warns_and_still_uses_the_search(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(blocker))  # a file: no folder can go under it
+    monkeypatch.setattr(tune, "tune_spec", fake_result)
+    monkeypatch.setenv("ANYCHIP_TUNE", "1")
+    with pytest.warns(RuntimeWarning, match="cannot save"):
+        assert tune.tuned_tiling(SPEC).kc == 40

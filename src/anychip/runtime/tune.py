@@ -201,7 +201,12 @@ def tuned_tiling(spec: GemmSpec) -> GemmTiling:
         except CompileError as e:
             warnings.warn(f"anychip tune: using the default tiling: {e}", RuntimeWarning, 2)
         else:
-            save(result)
+            try:
+                save(result)
+            except OSError as e:  # a read-only cache: the result still serves this process
+                warnings.warn(
+                    f"anychip tune: cannot save to {cache_path()}: {e}", RuntimeWarning, 2
+                )
             return result.tiling
     return gemm.default_tiling(folded)
 
