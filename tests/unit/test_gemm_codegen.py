@@ -153,6 +153,28 @@ def test_scalar_fallback(tmp):
     run_and_check(*contiguous_case(2, 37, 45, 19), tmp, flags=("-DANYCHIP_GEMM_SCALAR",))
 
 
+# narrow N (matrix-vector, class heads) reads A in place, short M (vector-matrix) reads B in
+# place; edge tiles are still packed. (batch, m, n, k), dtype, operand read in place
+INPLACE = [
+    ((1, 700, 5, 300), "float32", "A"),  # threaded, several row blocks and an edge tile
+    ((1, 513, 1, 40), "float64", "A"),  # matrix times a column vector
+    ((1, 4, 2000, 150), "float32", "B"),  # threaded column slivers and an edge sliver
+    ((3, 1, 130, 17), "float64", "B"),  # row vectors times matrices, batched
+    ((1, 5, 70, 9), "float16", None),  # halves are always packed (widened while packing)
+]
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("case", INPLACE, ids=lambda c: "x".join(map(str, c[0])) + c[1])
+def test_operands_read_in_place(case, flags, tmp):
+    shape, dtype, which = case
+    spec = GemmSpec(*shape, dtype)
+    src = gemm_source(spec)
+    for op in "AB":
+        assert f"#define INPLACE_{op} {int(op == which)}L" in src
+    run_and_check(*contiguous_case(*shape, dtype, seed=6), tmp, flags=flags)
+
+
 # ------------------------------------------------------------------ layouts
 
 

@@ -376,6 +376,21 @@ def _check(spec: GemmSpec, t: GemmTiling, name: str) -> None:
         )
 
 
+def _inplace(spec: GemmSpec, t: GemmTiling) -> str:
+    """Which operand the micro-kernel reads where it lies instead of packing: "a" when all
+    of N fits one register tile (each A element is then used once per k block, so packing
+    it costs as much as the product: matrix-vector, narrow heads), "b" when all of M does
+    (a vector times a matrix). Only unit-stride rows in the accumulator's own dtype (packing
+    is what widens halves)."""
+    if spec.dtype is not spec.acc_dtype:
+        return ""
+    if spec.a_strides[2] == 1 and spec.n <= t.nr:
+        return "a"
+    if spec.b_strides[2] == 1 and spec.m <= t.mr:
+        return "b"
+    return ""
+
+
 def _defines(spec: GemmSpec, t: GemmTiling, direct: bool) -> str:
     size = spec.acc_dtype.itemsize
     slots = t.threads if t.batch_parallel else 1  # B panels and scratch C: per batch worker
@@ -393,6 +408,7 @@ def _defines(spec: GemmSpec, t: GemmTiling, direct: bool) -> str:
         "OFF_A": slots * sz_b, "OFF_S": slots * sz_b + t.threads * sz_a,
         "WS_BYTES": max(_ALIGN, slots * (sz_b + sz_s) + t.threads * sz_a),
         "DIRECT": int(direct),
+        "INPLACE_A": int(_inplace(spec, t) == "a"), "INPLACE_B": int(_inplace(spec, t) == "b"),
     }  # fmt: skip
     return "".join(f"#define {k} {v}L\n" for k, v in consts.items())
 
@@ -428,7 +444,7 @@ def gemm_source(
         conversions=gk.conversions_c(spec.dtype.name, spec.out_dtype.name, acc_c),
         pack_a=gk.pack_a_c(row_major=spec.a_strides[2] == 1 and spec.a_strides[1] != 1),
         pack_b=gk.pack_b_c(col_major=spec.b_strides[1] == 1 and spec.b_strides[2] != 1),
-        micro=gk.micro_c(t.mr, t.nr, lanes, t.unroll, t.vec_bytes),
+        micro=gk.micro_c(t.mr, t.nr, lanes, t.unroll, t.vec_bytes, _inplace(spec, t)),
         threads=t.threads,
         batch_parallel=t.batch_parallel,
         empty=spec.batch * spec.m * spec.n == 0,
