@@ -157,7 +157,7 @@ def test_scalar_fallback(tmp):
 # place; edge tiles are still packed. (batch, m, n, k), dtype, operand read in place
 INPLACE = [
     ((1, 700, 5, 300), "float32", "A"),  # threaded, several row blocks and an edge tile
-    ((1, 513, 1, 40), "float64", "A"),  # matrix times a column vector
+    ((1, 513, 3, 40), "float64", "A"),  # a matrix times three columns
     ((1, 4, 2000, 150), "float32", "B"),  # threaded column slivers and an edge sliver
     ((3, 1, 130, 17), "float64", "B"),  # row vectors times matrices, batched
     ((1, 5, 70, 9), "float16", None),  # halves are always packed (widened while packing)
@@ -173,6 +173,36 @@ def test_operands_read_in_place(case, flags, tmp):
     for op in "AB":
         assert f"#define INPLACE_{op} {int(op == which)}L" in src
     run_and_check(*contiguous_case(*shape, dtype, seed=6), tmp, flags=flags)
+
+
+# M or N of 1 with unit-stride rows: one dot product per output (no packing)
+def gemv_cases(rng: np.random.Generator):
+    f32 = lambda *shape: rand(shape, "float32", rng)  # noqa: E731
+    w = f32(2048, 1030)  # a Linear weight (out, in)
+    yield "x@W.T threaded", f32(1, 1, 1030), w.T[None], "float32"
+    yield "x@W.T batched", f32(3, 1, 37), f32(3, 70, 37).transpose(0, 2, 1), "float32"
+    yield "A@v strided v", f32(2, 301, 45), f32(2, 45, 3)[:, :, 1:2], "float32"
+    yield "A@v negative", f32(1, 40, 33)[:, ::-1, :], f32(1, 33, 1)[:, ::-1], "float32"
+    b64 = rand((1, 7, 19), "float64", rng).transpose(0, 2, 1)
+    yield "v@B.T float64", rand((1, 1, 19), "float64", rng), b64, "float64"
+    yield "to float16", f32(1, 1, 64), f32(1, 64, 64).transpose(0, 2, 1), "float16"
+
+
+GEMV = list(gemv_cases(np.random.default_rng(7)))
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("case", GEMV, ids=[c[0] for c in GEMV])
+def test_matrix_vector(case, flags, tmp):
+    _, a, b, *out_dtype = case
+    dtype = a.dtype.name
+    out_dtype = out_dtype[0] if out_dtype and out_dtype[0] != dtype else dtype
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), out_dtype)
+    if a.shape[1] == 1:
+        out = np.empty((a.shape[0], b.shape[2], 3), out_dtype)[:, :, :1].transpose(0, 2, 1)
+    spec = GemmSpec(a.shape[0], a.shape[1], b.shape[2], a.shape[2], dtype, out_dtype)
+    assert "anychip GEMV" in gemm_source(replace(spec, a_strides=elems(a), b_strides=elems(b)))
+    run_and_check(a, b, out, dtype, out_dtype, tmp, flags=flags)
 
 
 # ------------------------------------------------------------------ layouts

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anychip.codegen import gemm_kernel as gk
+from anychip.codegen import gemv_kernel
 from anychip.dtypes import DType, float64, to_dtype
 from anychip.errors import CompileError, DTypeError, ShapeError
 
@@ -391,6 +392,19 @@ def _inplace(spec: GemmSpec, t: GemmTiling) -> str:
     return ""
 
 
+def _gemv(spec: GemmSpec) -> str:
+    """ "a" for A @ a column vector with A's rows contiguous, "b" for a row vector @ B with
+    B's columns contiguous (x @ W.T, a Linear layer at batch 1): one dot product per output,
+    no packing; "" otherwise. Halves take the blocked path (packing widens them)."""
+    if spec.dtype is not spec.acc_dtype or spec.k == 0 or spec.batch * spec.m * spec.n == 0:
+        return ""
+    if spec.n == 1 and spec.a_strides[2] == 1:
+        return "a"
+    if spec.m == 1 and spec.b_strides[1] == 1:
+        return "b"
+    return ""
+
+
 def _defines(spec: GemmSpec, t: GemmTiling, direct: bool) -> str:
     size = spec.acc_dtype.itemsize
     slots = t.threads if t.batch_parallel else 1  # B panels and scratch C: per batch worker
@@ -433,6 +447,8 @@ def gemm_source(
         nc=min(t.nc, _round_up(max(spec.n, 1), t.nr)),
         kc=min(t.kc, max(spec.k, 1)),
     )
+    if _gemv(spec):
+        return gemv_kernel.gemv_source(spec, t.threads, t.vec_bytes, name, _gemv(spec))
     acc = spec.acc_dtype
     direct = spec.out_dtype is acc and spec.c_strides[2] == 1
     lanes = t.vec_bytes // acc.itemsize

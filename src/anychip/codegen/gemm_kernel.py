@@ -248,7 +248,7 @@ def micro_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int, inplace: 
     return f"{guard}\n{vector}#else\n{scalar}#endif\n"
 
 
-_INCLUDES = """\
+INCLUDES = """\
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,7 +296,7 @@ static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t 
 
 """
 
-_DRIVER = """\
+WORKSPACE = """\
 static char *workspace(void) { /* one per calling thread, kept for later calls */
     static _Thread_local char *ws;
     if (!ws && !(ws = aligned_alloc(64, WS_BYTES))) {
@@ -305,7 +305,9 @@ static char *workspace(void) { /* one per calling thread, kept for later calls *
     }
     return ws;
 }
+"""
 
+_DRIVER = """\
 static void sync_team(int nth) {
 #ifdef _OPENMP
     if (nth > 1) {
@@ -418,8 +420,19 @@ def driver_c(
     """The whole C file: the pieces above plus the blocked loops and the exported entry."""
     if empty or zero_k:
         entry = _trivial_entry_c(name, zero_k and not empty)
-        return "\n".join((header, _INCLUDES, defines, conversions, entry))
+        return "\n".join((header, INCLUDES, defines, conversions, entry))
     entry = _entry_c(name, threads, batch_parallel)
     return "\n".join(
-        (header, _INCLUDES, defines, conversions, pack_a, pack_b, micro, _MACRO + _DRIVER, entry)
+        (
+            header,
+            INCLUDES,
+            defines,
+            conversions,
+            pack_a,
+            pack_b,
+            micro,
+            WORKSPACE,
+            _MACRO + _DRIVER,
+            entry,
+        )
     )
