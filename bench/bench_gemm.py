@@ -1,10 +1,12 @@
 """float32 matmul throughput: anychip's generated GEMM against numpy (OpenBLAS), one process.
 
 Run: PYTHONPATH=src /work/venv/bin/python bench/bench_gemm.py [--sizes 512 1024 2048]
-[--repeat 5] [--json out.json]. Machines here are shared, so each figure is the best of
-`repeat` rounds that alternate anychip and numpy (3 timed calls each). OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE are removed from this process's environment (it re-executes itself) so
-numpy runs its best kernel.
+[--repeat 5] [--tuned] [--json out.json]. `--tuned` renders with `tuned_tiling` (the tilings
+`anychip tune` cached for this machine) instead of the untuned defaults. Machines here are
+shared, so each figure is the best of `repeat` rounds that alternate anychip and numpy (3
+timed calls each, after a pause that lets the other library's threads go idle).
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from this process's environment (it
+re-executes itself) so numpy runs its best kernel.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from anychip.codegen.gemm import (  # noqa: E402
     gemm_source,
     host_info,
 )
+from anychip.runtime.tune import tuned_tiling  # noqa: E402
+
+IDLE_PAUSE_S = 0.3
 
 
 def openblas_kernel() -> str:
@@ -72,7 +77,10 @@ def build(src: str, name: str, tmp: str) -> Callable[..., None]:
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
-    """Best of `repeat` timed calls, after one warm-up call."""
+    """Best of `repeat` timed calls, after a pause and one warm-up call. The pause lets the
+    previous library's worker threads go idle: OpenBLAS's busy-wait for a while after each
+    call and would take a core from whoever runs next."""
+    time.sleep(IDLE_PAUSE_S)
     fn()  # warm up: workspace allocation, page faults, thread pool
     best = float("inf")
     for _ in range(repeat):
@@ -105,6 +113,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--json", type=str, default=None)
+    p.add_argument("--tuned", action="store_true", help="use the tuned tilings (anychip tune)")
     args = p.parse_args()
     host = host_info()
     print(f"host: {host}")
@@ -112,8 +121,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            t = default_tiling(GemmSpec(1, n, n, n, "float32"))
-            r = bench_size(n, args.repeat, tmp, None)
+            spec = GemmSpec(1, n, n, n, "float32")
+            t = tuned_tiling(spec) if args.tuned else default_tiling(spec)
+            r = bench_size(n, args.repeat, tmp, t)
             rows.append(r)
             print(f"  {n}: tiling {t}")
     print(f"{'size':>6} {'anychip GFLOP/s':>16} {'numpy GFLOP/s':>14} {'ratio':>7} {'rel err':>8}")

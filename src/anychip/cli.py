@@ -138,6 +138,28 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sizes", type=int, nargs="*", default=[256, 512, 1024, 2048],
+        help="square matrix sizes to tune (default: 256 512 1024 2048)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mlp", type=int, nargs=3, default=[256, 1024, 1024], metavar=("BATCH", "IN", "OUT"),
+        help="a Linear layer whose forward and backward GEMMs to tune (default: 256 1024 1024)",
+    )  # fmt: skip
+    p.add_argument("--dtype", default="float32", help="input dtype (default: float32)")
+    p.add_argument("--force", action="store_true", help="re-tune shapes already in the cache")
+
+
+@command("tune", "time GEMM tilings on this machine and cache the fastest per shape", _tune_args)
+def _tune(args: argparse.Namespace) -> int:
+    from anychip.runtime import tune
+
+    specs = tune.workload(args.sizes, tuple(args.mlp), args.dtype)
+    tune.tune_workload(specs, force=args.force)
+    return 0
+
+
 if __name__ == "__main__":
     # Run as `python -m anychip.cli`: dispatch through the importable module, where the
     # subpackages' commands (`anychip npu ...`) register themselves.

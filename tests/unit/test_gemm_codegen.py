@@ -153,34 +153,94 @@ def test_scalar_fallback(tmp):
     run_and_check(*contiguous_case(2, 37, 45, 19), tmp, flags=("-DANYCHIP_GEMM_SCALAR",))
 
 
+# narrow N (matrix-vector, class heads) reads A in place, short M (vector-matrix) reads B in
+# place; edge tiles are still packed. (batch, m, n, k), dtype, operand read in place
+INPLACE = [
+    ((1, 700, 5, 300), "float32", "A"),  # threaded, several row blocks and an edge tile
+    ((1, 513, 3, 40), "float64", "A"),  # a matrix times three columns
+    ((1, 4, 2000, 150), "float32", "B"),  # threaded column slivers and an edge sliver
+    ((3, 1, 130, 17), "float64", "B"),  # row vectors times matrices, batched
+    ((1, 5, 70, 9), "float16", None),  # halves are always packed (widened while packing)
+]
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("case", INPLACE, ids=lambda c: "x".join(map(str, c[0])) + c[1])
+def test_operands_read_in_place(case, flags, tmp):
+    shape, dtype, which = case
+    spec = GemmSpec(*shape, dtype)
+    src = gemm_source(spec)
+    for op in "AB":
+        assert f"#define INPLACE_{op} {int(op == which)}L" in src
+    run_and_check(*contiguous_case(*shape, dtype, seed=6), tmp, flags=flags)
+
+
+# M or N of 1 with unit-stride rows: one dot product per output (no packing)
+def gemv_cases(rng: np.random.Generator):
+    f32 = lambda *shape: rand(shape, "float32", rng)  # noqa: E731
+    w = f32(2048, 1030)  # a Linear weight (out, in)
+    yield "x@W.T threaded", f32(1, 1, 1030), w.T[None], "float32"
+    yield "x@W.T batched", f32(3, 1, 37), f32(3, 70, 37).transpose(0, 2, 1), "float32"
+    yield "A@v strided v", f32(2, 301, 45), f32(2, 45, 3)[:, :, 1:2], "float32"
+    yield "A@v negative", f32(1, 40, 33)[:, ::-1, :], f32(1, 33, 1)[:, ::-1], "float32"
+    b64 = rand((1, 7, 19), "float64", rng).transpose(0, 2, 1)
+    yield "v@B.T float64", rand((1, 1, 19), "float64", rng), b64, "float64"
+    yield "to float16", f32(1, 1, 64), f32(1, 64, 64).transpose(0, 2, 1), "float16"
+
+
+GEMV = list(gemv_cases(np.random.default_rng(7)))
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("case", GEMV, ids=[c[0] for c in GEMV])
+def test_matrix_vector(case, flags, tmp):
+    _, a, b, *out_dtype = case
+    dtype = a.dtype.name
+    out_dtype = out_dtype[0] if out_dtype and out_dtype[0] != dtype else dtype
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), out_dtype)
+    if a.shape[1] == 1:
+        out = np.empty((a.shape[0], b.shape[2], 3), out_dtype)[:, :, :1].transpose(0, 2, 1)
+    spec = GemmSpec(a.shape[0], a.shape[1], b.shape[2], a.shape[2], dtype, out_dtype)
+    assert "anychip GEMV" in gemm_source(replace(spec, a_strides=elems(a), b_strides=elems(b)))
+    run_and_check(a, b, out, dtype, out_dtype, tmp, flags=flags)
+
+
 # ------------------------------------------------------------------ layouts
 
 
-def layout_case(kind: str, rng: np.random.Generator):
+def layout_case(
+    kind: str,
+    rng: np.random.Generator,
+    dtype: str = "float32",
+    out_dtype: str | None = None,
+    dims: tuple[int, int, int, int] = (3, 29, 41, 23),
+):
     """Views of (batch, m, k) A, (batch, k, n) B and an out buffer with the given layout."""
-    batch, m, n, k = 3, 29, 41, 23
-    a = rand((batch, m, k), "float32", rng)
-    b = rand((batch, k, n), "float32", rng)
-    out = np.empty((batch, m, n), np.float32)
+    batch, m, n, k = dims
+    out_dtype = out_dtype or dtype
+    store = np.uint16 if out_dtype == "bfloat16" else out_dtype
+    a = rand((batch, m, k), dtype, rng)
+    b = rand((batch, k, n), dtype, rng)
+    out = np.empty((batch, m, n), store)
     if kind == "a_transposed":  # stored (batch, k, m)
-        a = rand((batch, k, m), "float32", rng).transpose(0, 2, 1)
+        a = rand((batch, k, m), dtype, rng).transpose(0, 2, 1)
     elif kind == "b_transposed":  # a (n, k) weight used as (k, n), batch-broadcast
-        b = np.broadcast_to(rand((n, k), "float32", rng).T, (batch, k, n))
+        b = np.broadcast_to(rand((n, k), dtype, rng).T, (batch, k, n))
     elif kind == "b_broadcast":  # stride-0 batch: folded into one taller GEMM
-        b = np.broadcast_to(rand((k, n), "float32", rng), (batch, k, n))
+        b = np.broadcast_to(rand((k, n), dtype, rng), (batch, k, n))
     elif kind == "a_broadcast":
-        a = np.broadcast_to(rand((m, k), "float32", rng), (batch, m, k))
+        a = np.broadcast_to(rand((m, k), dtype, rng), (batch, m, k))
     elif kind == "sliced":  # every other column and row, batch reversed
-        a = rand((batch, 2 * m, 2 * k), "float32", rng)[::-1, ::2, 1::2]
-        b = rand((batch, k + 3, 3 * n), "float32", rng)[:, 2:-1, ::3]
+        a = rand((batch, 2 * m, 2 * k), dtype, rng)[::-1, ::2, 1::2]
+        b = rand((batch, k + 3, 3 * n), dtype, rng)[:, 2:-1, ::3]
     elif kind == "negative":
         a = a[:, ::-1, ::-1]
         b = b[::-1, :, ::-1]
     elif kind == "out_transposed":  # write C as (batch, n, m) storage
-        out = np.empty((batch, n, m), np.float32).transpose(0, 2, 1)
+        out = np.empty((batch, n, m), store).transpose(0, 2, 1)
     elif kind == "out_strided":
-        out = np.empty((batch, m, 2 * n + 1), np.float32)[:, :, 1::2]
-    return a, b, out, "float32", "float32"
+        out = np.empty((batch, m, 2 * n + 1), store)[:, :, 1::2]
+    return a, b, out, dtype, out_dtype
 
 
 LAYOUTS = ["a_transposed", "b_transposed", "b_broadcast", "a_broadcast", "sliced", "negative"]
@@ -190,6 +250,23 @@ LAYOUTS += ["out_transposed", "out_strided"]
 @pytest.mark.parametrize("kind", LAYOUTS)
 def test_layouts(kind, tmp):
     run_and_check(*layout_case(kind, np.random.default_rng(2)), tmp)
+
+
+# float64 and halves through every layout, at odd sizes (1, 7, 33, 129) that leave a partial
+# register tile and block in every dimension; halves also produce a float32 result
+ODD_DIMS = {"a_transposed": (2, 33, 7, 129), "b_transposed": (3, 129, 33, 7)}
+ODD_DIMS |= {"b_broadcast": (3, 7, 129, 33), "a_broadcast": (2, 1, 129, 33)}
+ODD_DIMS |= {"sliced": (2, 33, 129, 1), "negative": (3, 7, 33, 129)}
+ODD_DIMS |= {"out_transposed": (1, 129, 7, 33), "out_strided": (2, 33, 1, 129)}
+WIDE_PAIRS = [("float64", "float64"), ("float16", "float16"), ("bfloat16", "bfloat16")]
+WIDE_PAIRS += [("float16", "float32"), ("bfloat16", "float32")]
+
+
+@pytest.mark.parametrize("pair", WIDE_PAIRS, ids="->".join)
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_layouts_other_dtypes(kind, pair, tmp):
+    rng = np.random.default_rng(5)
+    run_and_check(*layout_case(kind, rng, *pair, dims=ODD_DIMS[kind]), tmp)
 
 
 def test_broadcast_batch_is_folded():
@@ -286,7 +363,7 @@ def test_default_tiling_fits_registers():
         lanes = t.vec_bytes // spec.acc_dtype.itemsize
         assert t.nr % lanes == 0 and t.mc % t.mr == 0 and t.nc % t.nr == 0
         assert t.mr * t.nr // lanes + t.nr // lanes + 1 <= host.vec_regs
-        assert t.kc * t.nr * spec.acc_dtype.itemsize <= host.l1_bytes
+        assert t.kc * t.mr * spec.acc_dtype.itemsize <= max(host.l1_bytes // 4, 128 * t.mr * 4)
     assert default_tiling(GemmSpec(1, 4, 4, 4, "float32")).threads == 1  # too small to split
 
 

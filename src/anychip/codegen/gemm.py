@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anychip.codegen import gemm_kernel as gk
+from anychip.codegen import gemv_kernel
 from anychip.dtypes import DType, float64, to_dtype
 from anychip.errors import CompileError, DTypeError, ShapeError
 
@@ -232,11 +233,13 @@ def _imbalance(size: int, tile: int, parts: int) -> float:
 
 
 def _register_tile(spec: GemmSpec, host: HostInfo) -> tuple[int, int, int]:
-    """(mr, nr, vec_bytes): as many accumulators as the registers hold (nr//lanes vectors
-    of B, one broadcast of A, mr*nr//lanes accumulators)."""
+    """(mr, nr, vec_bytes): as many accumulators as the registers hold (nv = nr//lanes
+    vectors of B, one broadcast of A, mr*nv accumulators). With 32 registers a wide, short
+    tile (6 x 4 vectors) measured faster than a tall one (14 x 2): fewer A broadcasts per
+    FMA and fewer C rows to stream; with 16 registers 6 x 2 is the classic choice."""
     size = spec.acc_dtype.itemsize
     lanes = host.vec_bytes // size
-    nv = 1 if spec.n <= lanes else 2
+    nv = min(4 if host.vec_regs >= 32 else 2, -(-max(spec.n, 1) // lanes))
     mr = min(14, (host.vec_regs - nv - 1) // nv, max(spec.m, 1))
     return mr, nv * lanes, host.vec_bytes
 
@@ -250,17 +253,40 @@ def default_tiling(spec: GemmSpec, host: HostInfo | None = None) -> GemmTiling:
     """
     host = host or host_info()
     mr, nr, vec = _register_tile(spec, host)
+    return blocked_tiling(spec, mr, nr, vec, host=host)
+
+
+def blocked_tiling(
+    spec: GemmSpec,
+    mr: int,
+    nr: int,
+    vec_bytes: int,
+    *,
+    kc: int = 0,
+    l2_share: float = 0.5,
+    unroll: int = 4,
+    host: HostInfo | None = None,
+) -> GemmTiling:
+    """Cache blocks and threading around a given (mr, nr) register tile: kc=0 sizes a B
+    sliver to L1, `l2_share` is the part of L2 an (mc, kc) block of A may fill.
+
+    >>> t = blocked_tiling(GemmSpec(1, 300, 300, 300, "float32"), 6, 16, 32, kc=64)
+    >>> (t.mr, t.nr, t.kc, t.mc % 6)
+    (6, 16, 64, 0)
+    """
+    host = host or host_info()
     size = spec.acc_dtype.itemsize
-    # kc: a (kc, nr) sliver of B about fills L1 (A's slivers stream past it from L2); a
-    # long kc also means fewer passes over C. Measured best at 256-512 on AVX-512 hosts.
-    kc = max(128, min(512, host.l1_bytes // (nr * size)) // 8 * 8)
+    # kc: an (mr, kc) sliver of A takes a quarter of L1 (B's slivers stream from L2, which
+    # feeds the nr-wide loads fast enough); a long kc also means fewer passes over C.
+    # Measured best at 256-512 on AVX-512 hosts; a B sliver filling all of L1 was slower.
+    kc = kc or max(128, min(512, host.l1_bytes // (4 * mr * size)) // 8 * 8)
     kc = min(kc, max(spec.k, 1))
     threads = host.cores if spec.flops >= (1 << 21) else 1
     per_thread = spec.batch >= threads and (spec.batch % threads == 0 or spec.batch >= 4 * threads)
     batch_parallel = threads > 1 and per_thread
-    # mc: A's (mc, kc) block in half of L2, with a multiple of `threads` row blocks of
+    # mc: A's (mc, kc) block in part of L2, with a multiple of `threads` row blocks of
     # near-equal height so no thread waits at the barrier for another's extra block
-    mc = max(mr, host.l2_bytes // (2 * kc * size) // mr * mr)
+    mc = max(mr, int(host.l2_bytes * l2_share) // (kc * size) // mr * mr)
     m = max(spec.m, 1)
     split = 1 if batch_parallel else threads
     if m <= mc and _imbalance(spec.n, nr, split) < _imbalance(m, mr, split):
@@ -268,7 +294,7 @@ def default_tiling(spec: GemmSpec, host: HostInfo | None = None) -> GemmTiling:
     blocks = _round_up(-(-m // mc), split)
     mc = _round_up(-(-m // blocks), mr)
     nc = min(_round_up(4096, nr), _round_up(max(spec.n, 1), nr))
-    return GemmTiling(mc, nc, kc, mr, nr, vec, 4, threads, batch_parallel)
+    return GemmTiling(mc, nc, kc, mr, nr, vec_bytes, unroll, threads, batch_parallel)
 
 
 def candidate_tilings(spec: GemmSpec, host: HostInfo | None = None) -> list[GemmTiling]:
@@ -326,8 +352,13 @@ def tune(
 # ---------------------------------------------------------------- rendering
 
 
-def _fold_broadcast_batch(spec: GemmSpec) -> GemmSpec:
-    """A stride-0 B shared by a batch of row-stacked A's is one taller GEMM (packs B once)."""
+def fold_broadcast_batch(spec: GemmSpec) -> GemmSpec:
+    """A stride-0 B shared by a batch of row-stacked A's is one taller GEMM (packs B once).
+    `gemm_source` does this itself; tilings are chosen for the folded spec.
+
+    >>> fold_broadcast_batch(GemmSpec(4, 10, 20, 30, "float32", b_strides=(0, 20, 1))).m
+    40
+    """
     sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
     if spec.batch > 1 and sb[0] == 0 and sa[0] == spec.m * sa[1] and sc[0] == spec.m * sc[1]:
         m = spec.batch * spec.m
@@ -344,6 +375,34 @@ def _check(spec: GemmSpec, t: GemmTiling, name: str) -> None:
             f"gemm: nr={t.nr} must be a multiple of the {lanes} {spec.acc_dtype.name} lanes "
             f"of a {t.vec_bytes}-byte vector"
         )
+
+
+def _inplace(spec: GemmSpec, t: GemmTiling) -> str:
+    """Which operand the micro-kernel reads where it lies instead of packing: "a" when all
+    of N fits one register tile (each A element is then used once per k block, so packing
+    it costs as much as the product: matrix-vector, narrow heads), "b" when all of M does
+    (a vector times a matrix). Only unit-stride rows in the accumulator's own dtype (packing
+    is what widens halves)."""
+    if spec.dtype is not spec.acc_dtype:
+        return ""
+    if spec.a_strides[2] == 1 and spec.n <= t.nr:
+        return "a"
+    if spec.b_strides[2] == 1 and spec.m <= t.mr:
+        return "b"
+    return ""
+
+
+def _gemv(spec: GemmSpec) -> str:
+    """ "a" for A @ a column vector with A's rows contiguous, "b" for a row vector @ B with
+    B's columns contiguous (x @ W.T, a Linear layer at batch 1): one dot product per output,
+    no packing; "" otherwise. Halves take the blocked path (packing widens them)."""
+    if spec.dtype is not spec.acc_dtype or spec.k == 0 or spec.batch * spec.m * spec.n == 0:
+        return ""
+    if spec.n == 1 and spec.a_strides[2] == 1:
+        return "a"
+    if spec.m == 1 and spec.b_strides[1] == 1:
+        return "b"
+    return ""
 
 
 def _defines(spec: GemmSpec, t: GemmTiling, direct: bool) -> str:
@@ -363,6 +422,7 @@ def _defines(spec: GemmSpec, t: GemmTiling, direct: bool) -> str:
         "OFF_A": slots * sz_b, "OFF_S": slots * sz_b + t.threads * sz_a,
         "WS_BYTES": max(_ALIGN, slots * (sz_b + sz_s) + t.threads * sz_a),
         "DIRECT": int(direct),
+        "INPLACE_A": int(_inplace(spec, t) == "a"), "INPLACE_B": int(_inplace(spec, t) == "b"),
     }  # fmt: skip
     return "".join(f"#define {k} {v}L\n" for k, v in consts.items())
 
@@ -377,7 +437,7 @@ def gemm_source(
     >>> "void mm(void *out, const void *a, const void *b)" in src
     True
     """
-    spec = _fold_broadcast_batch(spec)
+    spec = fold_broadcast_batch(spec)
     t = tiling or default_tiling(spec)
     _check(spec, t, name)
     # clamp blocks to the problem so small GEMMs get small workspaces
@@ -387,6 +447,8 @@ def gemm_source(
         nc=min(t.nc, _round_up(max(spec.n, 1), t.nr)),
         kc=min(t.kc, max(spec.k, 1)),
     )
+    if _gemv(spec):
+        return gemv_kernel.gemv_source(spec, t.threads, t.vec_bytes, name, _gemv(spec))
     acc = spec.acc_dtype
     direct = spec.out_dtype is acc and spec.c_strides[2] == 1
     lanes = t.vec_bytes // acc.itemsize
@@ -398,7 +460,7 @@ def gemm_source(
         conversions=gk.conversions_c(spec.dtype.name, spec.out_dtype.name, acc_c),
         pack_a=gk.pack_a_c(row_major=spec.a_strides[2] == 1 and spec.a_strides[1] != 1),
         pack_b=gk.pack_b_c(col_major=spec.b_strides[1] == 1 and spec.b_strides[2] != 1),
-        micro=gk.micro_c(t.mr, t.nr, lanes, t.unroll, t.vec_bytes),
+        micro=gk.micro_c(t.mr, t.nr, lanes, t.unroll, t.vec_bytes, _inplace(spec, t)),
         threads=t.threads,
         batch_parallel=t.batch_parallel,
         empty=spec.batch * spec.m * spec.n == 0,

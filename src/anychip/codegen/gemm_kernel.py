@@ -118,13 +118,18 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
 def pack_b_c(col_major: bool) -> str:
     """pack_b_sliver: columns [n0, n0+nr) of B's (kc, nc) panel -> (kc, NR), zero padded.
 
-    `col_major` (SBK == 1, e.g. a transposed view) reads down each column innermost."""
+    `col_major` (SBK == 1, e.g. a transposed view) reads down each column innermost, 16
+    rows at a time: the 16 (NR,) rows of dst being written stay in L1 while the columns are
+    read, where whole-kc columns would scatter writes over a sliver larger than L1."""
     if col_major:
         body = """\
-    for (int j = 0; j < nr; ++j)
-        for (int k = 0; k < kc; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
-    for (int j = nr; j < NR; ++j)
-        for (int k = 0; k < kc; ++k) dst[k * NR + j] = 0;"""
+    for (int kb = 0; kb < kc; kb += 16) {
+        const int ke = kb + 16 < kc ? kb + 16 : kc;
+        for (int j = 0; j < nr; ++j)
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
+        for (int j = nr; j < NR; ++j)
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = 0;
+    }"""
     else:
         body = """\
     for (int k = 0; k < kc; ++k) {
@@ -140,42 +145,62 @@ static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, 
 """
 
 
-def _fma_body(mr: int, nv: int, lanes: int, u: int, indent: str) -> list[str]:
+# How each micro-kernel variant addresses A and B at k step u (row i, vector j), and how far
+# it moves them per k step: packed panels, or A / B read in place (unit stride, no packing)
+_A_AT = {"packed": "ap[{u} * MR + {i}]", "inplace": "ap[{i} * SAM + {u}]"}
+_A_STEP = {"packed": "MR", "inplace": "1"}
+_B_AT = {"packed": "bp + {u} * NR + {off}", "inplace": "bp + {u} * SBK + {off}"}
+_B_STEP = {"packed": "NR", "inplace": "SBK"}
+MICRO_NAMES = {("packed", "packed"): "micro", ("inplace", "packed"): "micro_ua"}
+MICRO_NAMES[("packed", "inplace")] = "micro_ub"
+
+
+def _fma_body(mr: int, nv: int, lanes: int, u: int, indent: str, a: str, b: str) -> list[str]:
     """One k step of the vector micro-kernel: nv B vectors times mr broadcast A values."""
     lines = [f"{indent}{{"]
-    loads = ", ".join(f"b{j} = loadv(bp + {u} * NR + {j * lanes})" for j in range(nv))
+    at = _B_AT[b]
+    loads = ", ".join(f"b{j} = loadv({at.format(u=u, off=j * lanes)})" for j in range(nv))
     lines.append(f"{indent}    const vec_t {loads};")
     for i in range(mr):
         fmas = " ".join(f"c{i}_{j} += a * b{j};" for j in range(nv))
-        lines.append(f"{indent}    {{ const vec_t a = bcast(ap[{u} * MR + {i}]); {fmas} }}")
+        a_at = _A_AT[a].format(u=u, i=i)
+        lines.append(f"{indent}    {{ const vec_t a = bcast({a_at}); {fmas} }}")
     lines.append(f"{indent}}}")
     return lines
 
 
-def micro_vector_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int) -> str:
-    """micro: C[mr, nr] (= or +=) Ap(kc, MR) x Bp(kc, NR), accumulators held in registers.
+VECTOR_HELPERS = """\
+typedef acc_t vec_t __attribute__((vector_size({vec_bytes})));
+static inline vec_t bcast(acc_t x) {{ return (vec_t){{{zero}}}; }}
+static inline vec_t loadv(const acc_t *p) {{ vec_t v; memcpy(&v, p, sizeof v); return v; }}
+static inline void storev(acc_t *p, vec_t v) {{ memcpy(p, &v, sizeof v); }}
+"""
+
+
+def micro_vector_c(
+    mr: int, nr: int, lanes: int, unroll: int, a: str = "packed", b: str = "packed"
+) -> str:
+    """micro: C[mr, nr] (= or +=) A(kc, MR) x B(kc, NR), accumulators held in registers;
+    A and B from packed panels or (`a`/`b` = "inplace") read where they lie.
 
     Written with GCC vector extensions so GCC and Clang emit (embedded-broadcast) FMAs."""
     nv = nr // lanes
-    zero = ", ".join(["x"] * lanes)
     acc = ", ".join(f"c{i}_{j} = {{0}}" for i in range(mr) for j in range(nv))
+    name = MICRO_NAMES[(a, b)]
     out = [
-        f"typedef acc_t vec_t __attribute__((vector_size({vec_bytes})));",
-        f"static inline vec_t bcast(acc_t x) {{ return (vec_t){{{zero}}}; }}",
-        "static inline vec_t loadv(const acc_t *p) { vec_t v; memcpy(&v, p, sizeof v); return v; }",
-        "static inline void storev(acc_t *p, vec_t v) { memcpy(p, &v, sizeof v); }",
-        "static inline void micro(int kc, const acc_t *restrict ap, const acc_t *restrict bp,",
+        f"static inline void {name}(int kc, const acc_t *restrict ap, const acc_t *restrict bp,",
         "                         acc_t *restrict c, long ldc, int first) {",
         f"    vec_t {acc};",
         "    int k = 0;",
         f"    for (; k + {unroll} <= kc; k += {unroll}) {{",
     ]
     for u in range(unroll):
-        out += _fma_body(mr, nv, lanes, u, "        ")
-    out += [f"        ap += {unroll} * MR;", f"        bp += {unroll} * NR;", "    }"]
-    out += ["    for (; k < kc; ++k) {"]
-    out += _fma_body(mr, nv, lanes, 0, "        ")
-    out += ["        ap += MR;", "        bp += NR;", "    }", "    if (first) {"]
+        out += _fma_body(mr, nv, lanes, u, "        ", a, b)
+    out += [f"        ap += {unroll} * {_A_STEP[a]};", f"        bp += {unroll} * {_B_STEP[b]};"]
+    out += ["    }", "    for (; k < kc; ++k) {"]
+    out += _fma_body(mr, nv, lanes, 0, "        ", a, b)
+    out += [f"        ap += {_A_STEP[a]};", f"        bp += {_B_STEP[b]};", "    }"]
+    out += ["    if (first) {"]
     for i in range(mr):
         st = " ".join(f"storev(c + {i} * ldc + {j * lanes}, c{i}_{j});" for j in range(nv))
         out.append(f"        {st}")
@@ -190,29 +215,40 @@ def micro_vector_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int) ->
     return "\n".join(out) + "\n"
 
 
-MICRO_SCALAR = """\
-static inline void micro(int kc, const acc_t *restrict ap, const acc_t *restrict bp,
-                         acc_t *restrict c, long ldc, int first) {
-    acc_t acc[MR][NR] = {{0}};
-    for (int k = 0; k < kc; ++k, ap += MR, bp += NR)
+def micro_scalar_c(a: str = "packed", b: str = "packed") -> str:
+    """The same contract as `micro_vector_c` in plain C loops (no vector extensions)."""
+    a_row = "SAM" if a == "inplace" else "1"
+    return f"""\
+static inline void {MICRO_NAMES[(a, b)]}(int kc, const acc_t *restrict ap,
+        const acc_t *restrict bp, acc_t *restrict c, long ldc, int first) {{
+    acc_t acc[MR][NR] = {{{{0}}}};
+    for (int k = 0; k < kc; ++k, ap += {_A_STEP[a]}, bp += {_B_STEP[b]})
         for (int i = 0; i < MR; ++i)
-            for (int j = 0; j < NR; ++j) acc[i][j] += ap[i] * bp[j];
+            for (int j = 0; j < NR; ++j) acc[i][j] += ap[i * {a_row}] * bp[j];
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j] + (first ? 0 : c[i * ldc + j]);
-}
+}}
 """
 
 
-def micro_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int) -> str:
-    """The vector micro-kernel where GCC vector extensions exist, else a scalar one."""
+def micro_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int, inplace: str = "") -> str:
+    """The micro-kernels the driver calls: `micro` on packed panels, plus `micro_ua` (A read
+    in place) or `micro_ub` (B read in place) when `inplace` is "a" or "b". Vector code
+    where GCC vector extensions exist, else scalar."""
+    variants = [("packed", "packed")]
+    if inplace:
+        variants.append(("inplace", "packed") if inplace == "a" else ("packed", "inplace"))
+    scalar = "".join(micro_scalar_c(a, b) for a, b in variants)
     if vec_bytes == 0:
-        return MICRO_SCALAR
-    vector = micro_vector_c(mr, nr, lanes, unroll, vec_bytes)
+        return scalar
+    zero = ", ".join(["x"] * lanes)
+    vector = VECTOR_HELPERS.format(vec_bytes=vec_bytes, zero=zero)
+    vector += "".join(micro_vector_c(mr, nr, lanes, unroll, a, b) for a, b in variants)
     guard = "#if defined(__GNUC__) && !defined(ANYCHIP_GEMM_SCALAR)"
-    return f"{guard}\n{vector}#else\n{MICRO_SCALAR}#endif\n"
+    return f"{guard}\n{vector}#else\n{scalar}#endif\n"
 
 
-_INCLUDES = """\
+INCLUDES = """\
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,30 +258,45 @@ _INCLUDES = """\
 #endif
 """
 
-# macro: one (mc, kc) A block times B slivers [s0, s1) of the packed (kc, nc) panel
+# macro: one (mc, kc) A block times B slivers [s0, s1) of the (kc, nc) panel. With
+# INPLACE_A (INPLACE_B) full row tiles (column slivers) are read from a (b) where they lie
+# and only the edge tile (sliver) was packed, at the start of apack (bpack).
 _MACRO = """\
-static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, long ic, int mc,
-                  long jc, int nc, int s0, int s1, int kc, int first) {
+static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t *a,
+                  const in_t *b, long ic, int mc, long jc, int nc, long pc, int s0, int s1,
+                  int kc, int first) {
     for (int s = s0; s < s1; ++s) {
         const int nr = nc - s * NR < NR ? nc - s * NR : NR;
-        const acc_t *bp = bpack + (long)s * NR * kc;
+        const int ub = INPLACE_B && nr == NR;
+        const acc_t *bp = ub ? (const acc_t *)(b + pc * SBK + (jc + (long)s * NR) * SBN)
+                             : bpack + (INPLACE_B ? 0 : (long)s * NR * kc);
         for (int ir = 0; ir < mc; ir += MR) {
-            const int mr = mc - ir < MR ? mc - ir : MR;
-            const acc_t *ap = apack + (long)ir * kc;
+            const int mr = mc - ir < MR ? mc - ir : MR, full = mr == MR && nr == NR;
+            const int ua = INPLACE_A && mr == MR;
+            const acc_t *ap = ua ? (const acc_t *)(a + (ic + ir) * SAM + pc * SAK)
+                                 : apack + (INPLACE_A ? 0 : (long)ir * kc);
             acc_t *cp = ct + (ic + ir) * LDC + jc + (long)s * NR;
-            if (mr == MR && nr == NR) {
-                micro(kc, ap, bp, cp, LDC, first);
-            } else { /* edge tile: full tile into tmp, then the valid (mr, nr) corner */
-                _Alignas(64) acc_t tmp[MR * NR];
-                micro(kc, ap, bp, tmp, NR, 1);
+            _Alignas(64) acc_t tmp[MR * NR]; /* edge tile: the full tile, then its corner */
+            acc_t *dst = full ? cp : tmp;
+            const long ld = full ? LDC : NR;
+            const int f = full ? first : 1;
+#if INPLACE_A
+            if (ua) micro_ua(kc, ap, bp, dst, ld, f); else
+#elif INPLACE_B
+            if (ub) micro_ub(kc, ap, bp, dst, ld, f); else
+#endif
+            micro(kc, ap, bp, dst, ld, f);
+            if (!full)
                 for (int i = 0; i < mr; ++i)
                     for (int j = 0; j < nr; ++j)
                         cp[i * LDC + j] = tmp[i * NR + j] + (first ? 0 : cp[i * LDC + j]);
-            }
         }
     }
 }
 
+"""
+
+WORKSPACE = """\
 static char *workspace(void) { /* one per calling thread, kept for later calls */
     static _Thread_local char *ws;
     if (!ws && !(ws = aligned_alloc(64, WS_BYTES))) {
@@ -254,7 +305,9 @@ static char *workspace(void) { /* one per calling thread, kept for later calls *
     }
     return ws;
 }
+"""
 
+_DRIVER = """\
 static void sync_team(int nth) {
 #ifdef _OPENMP
     if (nth > 1) {
@@ -278,15 +331,17 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
         for (long pc = 0; pc < K; pc += KC) {
             const int kc = K - pc < KC ? (int)(K - pc) : KC;
             for (int s = tid * nsl / nth; s < (tid + 1) * nsl / nth; ++s)
-                pack_b_sliver(bpack + (long)s * NR * kc, b, pc, kc, jc + (long)s * NR,
-                              nc - s * NR < NR ? nc - s * NR : NR);
+                if (!INPLACE_B || nc - s * NR < NR) /* in place: pack the edge sliver only */
+                    pack_b_sliver(bpack + (INPLACE_B ? 0 : (long)s * NR * kc), b, pc, kc,
+                                  jc + (long)s * NR, nc - s * NR < NR ? nc - s * NR : NR);
             sync_team(nth);
             for (int t = tid; t < nic * njg; t += nth) {
                 const long ic = (long)(t / njg) * MC;
                 const int mc = M - ic < MC ? (int)(M - ic) : MC, jg = t % njg;
-                pack_a(apack, a, ic, mc, pc, kc);
-                macro(ct, apack, bpack, ic, mc, jc, nc, jg * nsl / njg, (jg + 1) * nsl / njg,
-                      kc, pc == 0);
+                const int skip = INPLACE_A ? mc / MR * MR : 0; /* rows read in place */
+                if (mc > skip) pack_a(apack, a, ic + skip, mc - skip, pc, kc);
+                macro(ct, apack, bpack, a, b, ic, mc, jc, nc, pc, jg * nsl / njg,
+                      (jg + 1) * nsl / njg, kc, pc == 0);
             }
             sync_team(nth);
         }
@@ -365,8 +420,19 @@ def driver_c(
     """The whole C file: the pieces above plus the blocked loops and the exported entry."""
     if empty or zero_k:
         entry = _trivial_entry_c(name, zero_k and not empty)
-        return "\n".join((header, _INCLUDES, defines, conversions, entry))
+        return "\n".join((header, INCLUDES, defines, conversions, entry))
     entry = _entry_c(name, threads, batch_parallel)
     return "\n".join(
-        (header, _INCLUDES, defines, conversions, pack_a, pack_b, micro, _MACRO, entry)
+        (
+            header,
+            INCLUDES,
+            defines,
+            conversions,
+            pack_a,
+            pack_b,
+            micro,
+            WORKSPACE,
+            _MACRO + _DRIVER,
+            entry,
+        )
     )

@@ -35,6 +35,8 @@
 #define OFF_S 22528L
 #define WS_BYTES 22528L
 #define DIRECT 1L
+#define INPLACE_A 0L
+#define INPLACE_B 0L
 
 typedef float acc_t;
 typedef float in_t;
@@ -57,10 +59,13 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
 static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
                           long n0, int nr) {
     const in_t *src = b + k0 * SBK + n0 * SBN;
-    for (int j = 0; j < nr; ++j)
-        for (int k = 0; k < kc; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
-    for (int j = nr; j < NR; ++j)
-        for (int k = 0; k < kc; ++k) dst[k * NR + j] = 0;
+    for (int kb = 0; kb < kc; kb += 16) {
+        const int ke = kb + 16 < kc ? kb + 16 : kc;
+        for (int j = 0; j < nr; ++j)
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
+        for (int j = nr; j < NR; ++j)
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = 0;
+    }
 }
 
 #if defined(__GNUC__) && !defined(ANYCHIP_GEMM_SCALAR)
@@ -164,38 +169,16 @@ static inline void micro(int kc, const acc_t *restrict ap, const acc_t *restrict
     }
 }
 #else
-static inline void micro(int kc, const acc_t *restrict ap, const acc_t *restrict bp,
-                         acc_t *restrict c, long ldc, int first) {
+static inline void micro(int kc, const acc_t *restrict ap,
+        const acc_t *restrict bp, acc_t *restrict c, long ldc, int first) {
     acc_t acc[MR][NR] = {{0}};
     for (int k = 0; k < kc; ++k, ap += MR, bp += NR)
         for (int i = 0; i < MR; ++i)
-            for (int j = 0; j < NR; ++j) acc[i][j] += ap[i] * bp[j];
+            for (int j = 0; j < NR; ++j) acc[i][j] += ap[i * 1] * bp[j];
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j] + (first ? 0 : c[i * ldc + j]);
 }
 #endif
-
-static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, long ic, int mc,
-                  long jc, int nc, int s0, int s1, int kc, int first) {
-    for (int s = s0; s < s1; ++s) {
-        const int nr = nc - s * NR < NR ? nc - s * NR : NR;
-        const acc_t *bp = bpack + (long)s * NR * kc;
-        for (int ir = 0; ir < mc; ir += MR) {
-            const int mr = mc - ir < MR ? mc - ir : MR;
-            const acc_t *ap = apack + (long)ir * kc;
-            acc_t *cp = ct + (ic + ir) * LDC + jc + (long)s * NR;
-            if (mr == MR && nr == NR) {
-                micro(kc, ap, bp, cp, LDC, first);
-            } else { /* edge tile: full tile into tmp, then the valid (mr, nr) corner */
-                _Alignas(64) acc_t tmp[MR * NR];
-                micro(kc, ap, bp, tmp, NR, 1);
-                for (int i = 0; i < mr; ++i)
-                    for (int j = 0; j < nr; ++j)
-                        cp[i * LDC + j] = tmp[i * NR + j] + (first ? 0 : cp[i * LDC + j]);
-            }
-        }
-    }
-}
 
 static char *workspace(void) { /* one per calling thread, kept for later calls */
     static _Thread_local char *ws;
@@ -204,6 +187,38 @@ static char *workspace(void) { /* one per calling thread, kept for later calls *
         abort();
     }
     return ws;
+}
+
+static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t *a,
+                  const in_t *b, long ic, int mc, long jc, int nc, long pc, int s0, int s1,
+                  int kc, int first) {
+    for (int s = s0; s < s1; ++s) {
+        const int nr = nc - s * NR < NR ? nc - s * NR : NR;
+        const int ub = INPLACE_B && nr == NR;
+        const acc_t *bp = ub ? (const acc_t *)(b + pc * SBK + (jc + (long)s * NR) * SBN)
+                             : bpack + (INPLACE_B ? 0 : (long)s * NR * kc);
+        for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = mc - ir < MR ? mc - ir : MR, full = mr == MR && nr == NR;
+            const int ua = INPLACE_A && mr == MR;
+            const acc_t *ap = ua ? (const acc_t *)(a + (ic + ir) * SAM + pc * SAK)
+                                 : apack + (INPLACE_A ? 0 : (long)ir * kc);
+            acc_t *cp = ct + (ic + ir) * LDC + jc + (long)s * NR;
+            _Alignas(64) acc_t tmp[MR * NR]; /* edge tile: the full tile, then its corner */
+            acc_t *dst = full ? cp : tmp;
+            const long ld = full ? LDC : NR;
+            const int f = full ? first : 1;
+#if INPLACE_A
+            if (ua) micro_ua(kc, ap, bp, dst, ld, f); else
+#elif INPLACE_B
+            if (ub) micro_ub(kc, ap, bp, dst, ld, f); else
+#endif
+            micro(kc, ap, bp, dst, ld, f);
+            if (!full)
+                for (int i = 0; i < mr; ++i)
+                    for (int j = 0; j < nr; ++j)
+                        cp[i * LDC + j] = tmp[i * NR + j] + (first ? 0 : cp[i * LDC + j]);
+        }
+    }
 }
 
 static void sync_team(int nth) {
@@ -229,15 +244,17 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
         for (long pc = 0; pc < K; pc += KC) {
             const int kc = K - pc < KC ? (int)(K - pc) : KC;
             for (int s = tid * nsl / nth; s < (tid + 1) * nsl / nth; ++s)
-                pack_b_sliver(bpack + (long)s * NR * kc, b, pc, kc, jc + (long)s * NR,
-                              nc - s * NR < NR ? nc - s * NR : NR);
+                if (!INPLACE_B || nc - s * NR < NR) /* in place: pack the edge sliver only */
+                    pack_b_sliver(bpack + (INPLACE_B ? 0 : (long)s * NR * kc), b, pc, kc,
+                                  jc + (long)s * NR, nc - s * NR < NR ? nc - s * NR : NR);
             sync_team(nth);
             for (int t = tid; t < nic * njg; t += nth) {
                 const long ic = (long)(t / njg) * MC;
                 const int mc = M - ic < MC ? (int)(M - ic) : MC, jg = t % njg;
-                pack_a(apack, a, ic, mc, pc, kc);
-                macro(ct, apack, bpack, ic, mc, jc, nc, jg * nsl / njg, (jg + 1) * nsl / njg,
-                      kc, pc == 0);
+                const int skip = INPLACE_A ? mc / MR * MR : 0; /* rows read in place */
+                if (mc > skip) pack_a(apack, a, ic + skip, mc - skip, pc, kc);
+                macro(ct, apack, bpack, a, b, ic, mc, jc, nc, pc, jg * nsl / njg,
+                      (jg + 1) * nsl / njg, kc, pc == 0);
             }
             sync_team(nth);
         }
