@@ -7,6 +7,7 @@ from __future__ import annotations
 from anychip.codegen.c import CRenderer, c_name
 from anychip.codegen.gemm import GemmSpec, gemm_source
 from anychip.ir.kernel import ContractionSpec, KernelIR
+from anychip.runtime.tune import tuned_tiling
 
 
 def gemm_spec(c: ContractionSpec) -> GemmSpec:
@@ -43,7 +44,9 @@ class CpuRenderer(CRenderer):
             return super().render(k, name)
         fname = c_name(name or k.name)
         inner = f"{fname}_gemm"
-        body = gemm_source(gemm_spec(c), name=inner)
+        spec = gemm_spec(c)
+        # the tuned tiling when `anychip tune` / ANYCHIP_TUNE=1 found one, else the default
+        body = gemm_source(spec, tuned_tiling(spec), name=inner)
         args = ", ".join(
             f"({'const ' if op.buf else ''}char *)b{op.buf} + {op.offset * op.dtype.itemsize}"
             for op in (c.out, c.a, c.b)
