@@ -81,6 +81,11 @@ class ElementwiseMixin:
         on = getattr(other, "node", None)
         if dtype is None and type(on) is Node and on.shape == self.shape and on.dtype is self.dtype:
             a, b = self, other  # fast path (cheap dispatch): nothing to broadcast or promote
+        elif dtype is None and type(other) in (float, int) and self.dtype.is_floating_point:
+            # x * 0.9 (optimizers, losses): a Python number never promotes a float tensor
+            from anychip.frontend.tensor import Tensor
+
+            a, b = self, Tensor._const(other, self.dtype, self.shape, self.device)
         else:
             a, b = self._operands(name or op.name.lower(), other, dtype=dtype)
         return b._prim(op, a) if reverse else a._prim(op, b)

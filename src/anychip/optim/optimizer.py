@@ -13,6 +13,8 @@ from typing import Any
 
 from anychip.errors import ArgumentError, AutogradError, DTypeError
 from anychip.frontend.tensor import Tensor, enable_grad, no_grad
+from anychip.ir.ops import Node, Ops
+from anychip.runtime import realize as rt
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -101,10 +103,8 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         with no_grad():
-            for g in self.param_groups:
-                for p in g["params"]:
-                    if p.grad is not None:  # compute each gradient once, not per use
-                        p.grad.realize()
+            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            realize_together(grads)  # each gradient computed once, not per use
             for g in self.param_groups:
                 self._update(g)
         self._realize()
@@ -114,15 +114,13 @@ class Optimizer:
         raise NotImplementedError
 
     def _realize(self) -> None:
-        # state first: the parameter update reads it, so its kernel then starts from buffers
+        # state and parameters in one schedule: a parameter update reading new state (a
+        # momentum buffer) reads the state kernel's output, and the step is one cached plan
+        todo: list[Tensor] = []
         for g in self.param_groups:
             for p in g["params"]:
-                for v in self.state.get(p, {}).values():
-                    if isinstance(v, Tensor):
-                        v.realize()
-        for g in self.param_groups:
-            for p in g["params"]:
-                p.realize()
+                todo += [v for v in self.state.get(p, {}).values() if isinstance(v, Tensor)]
+        realize_together(todo + [p for g in self.param_groups for p in g["params"]])
 
     # --- saving and restoring -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -167,6 +165,26 @@ class Optimizer:
                 self.state[p] = {k: _cast_state(k, v, p) for k, v in s.items()}
         for mine, theirs in zip(self.param_groups, saved, strict=True):
             mine.update({k: v for k, v in theirs.items() if k != "params"})
+
+
+def realize_together(tensors: list[Tensor]) -> None:
+    """Realise `tensors` in one schedule (one graph walk, one cached plan, values that
+    several of them share computed once), as each one's `.realize()` would.
+
+    >>> import anychip as ac
+    >>> a = ac.ones(2)
+    >>> b, c = a + 1, a * 3
+    >>> realize_together([b, c]); (b.tolist(), c.tolist())
+    ([2.0, 2.0], [3.0, 3.0])
+    """
+    todo = list({id(t): t for t in tensors if t.node.op is not Ops.BUFFER}.values())
+    by_device: dict[str, list[Tensor]] = defaultdict(list)
+    for t in todo:
+        by_device[t.device].append(t)
+    for group in by_device.values():
+        bufs = rt.realize([t.node for t in group])
+        for t, buf in zip(group, bufs, strict=True):
+            t.node = Node(Ops.BUFFER, t.dtype, t.shape, t.device, (), buf)
 
 
 def _cast_state(key: str, value: Any, param: Tensor) -> Any:

@@ -61,7 +61,9 @@ class SGD(Optimizer):
             if mom != 0:
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
-                buf = g if buf is None else buf * mom + g * (1 - damp)
+                # g * 1.0 is g exactly: no op for the usual dampening of 0
+                buf = g if buf is None else buf * mom + (g * (1 - damp) if damp else g)
                 state["momentum_buffer"] = buf
                 g = g + buf * mom if nesterov else buf
-            p._assign(p.detach() - g * lr, "sgd_step")
+            # p + g * (-lr), as torch's p.add_(g, alpha=-lr): one multiply, one add
+            p._assign(p.detach() + g * -lr, "sgd_step")

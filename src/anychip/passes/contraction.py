@@ -142,4 +142,13 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
     a = Operand(la.buf, la.dtype, oa, (bs[0],), st(sa, mv), kk[0])
     b = Operand(lb.buf, lb.dtype, ob, (bs[1],), kk[1], st(sb, nv))
     out = Operand(0, k.bufs[0].dtype, oo, (bs[2],), st(so, mv), st(so, nv))
+    if m > 1 and n > 1 and abs(out.rows) == 1 and abs(out.cols) != 1:
+        # out is stored column-major (a weight gradient x.T @ g written as W's layout):
+        # compute out.T = b.T @ a.T instead, so the GEMM writes rows of contiguous C
+        return ContractionSpec((batch,), n, m, kext, _t(b), _t(a), _t(out), acc.dtype)
     return ContractionSpec((batch,), m, n, kext, a, b, out, acc.dtype)
+
+
+def _t(op: Operand) -> Operand:
+    """The transposed view of a matmul operand: rows and columns swap strides."""
+    return replace(op, rows=op.cols, cols=op.rows)

@@ -121,6 +121,8 @@ def _decide(
             users[id(s)] += 1
     mat: dict[int, Node] = {id(r): r for r in roots}
     contractions: set[int] = set()
+    fused: set[int] = set()  # contractions computed by their own kernel (at them or a view)
+    tops = _viewed_roots(roots, users)
     for n in order:
         if n.op in _OWN_KERNEL:
             mat[id(n)] = n
@@ -128,14 +130,19 @@ def _decide(
                 mat[id(n.srcs[0])] = n.srcs[0]  # sorting reads plain rows
         ops = contraction_operands(n, users)
         if ops is not None:
-            mat[id(n)] = n
-            contractions.add(id(n))
+            top = tops.get(id(n), n)  # a root viewing n through a permute: one kernel
+            mat[id(top)] = top
+            contractions.add(id(top))
+            fused.add(id(n))
             for base in ops:
                 if buffer_of(base) is None and base.op is not Ops.CONST:
                     mat[id(base)] = base
     ctx: dict[int, set[_State]] = defaultdict(set)
     for n in reversed(order):  # consumers before producers
         states = ctx[id(n)]
+        if id(n) in fused and id(n) not in mat:  # the kernel of a root viewing it
+            _propagate_root(n, ctx, True)
+            continue
         if id(n) not in mat and n.op in REDUCE and not all(_fusable(n, s) for s in states):
             mat[id(n)] = n
         if id(n) not in mat and len({s.kernel for s in states}) > 1 and _expensive(n, mat):
@@ -146,6 +153,29 @@ def _decide(
             for st in states:
                 _propagate(n, st, ctx)
     return mat, contractions
+
+
+def _viewed_roots(roots: list[Node], users: dict[int, int]) -> dict[int, Node]:
+    """{id(c): root} for each root that is a RESHAPE/PERMUTE chain over a value c used by
+    nothing else: if c is a contraction, the root's kernel computes it, writing the GEMM's
+    output through the view (a weight gradient (x.T @ g).T needs no transpose kernel)."""
+    out: dict[int, Node] = {}
+    for r in roots:
+        n = r
+        while _index_view(n) and (n is r or users.get(id(n), 0) == 1):
+            n = n.srcs[0]
+        if n is not r and users.get(id(n), 0) == 1 and n.op is Ops.SUM:
+            out.setdefault(id(n), r)
+    return out
+
+
+def _index_view(n: Node) -> bool:
+    """A view that only renames axes (a permute, or a reshape adding or dropping 1s): its
+    index math stays affine, so a GEMM can write through it."""
+    if n.op is Ops.PERMUTE:
+        return True
+    strip = tuple(d for d in n.shape if d != 1)
+    return n.op is Ops.RESHAPE and strip == tuple(d for d in n.srcs[0].shape if d != 1)
 
 
 def _fusable(r: Node, s: _State) -> bool:
