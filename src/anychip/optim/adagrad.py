@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from anychip.frontend.tensor import Tensor
-from anychip.optim.optimizer import Optimizer, ParamsT, check_range
+from anychip.optim.optimizer import Optimizer, ParamsT, check_range, step_scalar
 
 
 class Adagrad(Optimizer):
@@ -64,4 +64,5 @@ class Adagrad(Optimizer):
             clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
             state["sum"] = state["sum"] + g * g
             std = state["sum"].sqrt() + group["eps"]
-            p._assign(param + g * (-clr) / std, "adagrad_step")
+            neg_clr = step_scalar(-clr, p) if group["lr_decay"] else -clr  # varies: a tensor
+            p._assign(param + g * neg_clr / std, "adagrad_step")

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from anychip.frontend.tensor import Tensor
-from anychip.optim.optimizer import Optimizer, ParamsT, check_range
+from anychip.optim.optimizer import Optimizer, ParamsT, check_range, step_scalar
 
 
 class Adam(Optimizer):
@@ -79,9 +79,10 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 v = state["max_exp_avg_sq"].maximum(v)
                 state["max_exp_avg_sq"] = v
-            step_size = lr / (1 - beta1**step)
-            denom = v.sqrt() / math.sqrt(1 - beta2**step) + eps
-            p._assign(param + m * (-step_size) / denom, "adam_step")
+            # step-dependent factors are 0-d tensors: one compiled kernel serves every step
+            neg_step_size = step_scalar(-lr / (1 - beta1**step), p)
+            denom = v.sqrt() / step_scalar(math.sqrt(1 - beta2**step), p) + eps
+            p._assign(param + m * neg_step_size / denom, "adam_step")
 
 
 class AdamW(Adam):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from anychip.errors import ArgumentError, AutogradError, DTypeError
+from anychip.frontend.creation import tensor
 from anychip.frontend.tensor import Tensor, enable_grad, no_grad
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import realize as rt
@@ -165,6 +166,18 @@ class Optimizer:
                 self.state[p] = {k: _cast_state(k, v, p) for k, v in s.items()}
         for mine, theirs in zip(self.param_groups, saved, strict=True):
             mine.update({k: v for k, v in theirs.items() if k != "params"})
+
+
+def step_scalar(value: float, like: Tensor) -> Tensor:
+    """A number that changes every step (a bias correction, a decayed learning rate) as a
+    0-d tensor with `like`'s dtype and device: kernels read it from memory, so they compile
+    once instead of once per value, as a constant baked into the kernel would.
+
+    >>> import anychip as ac
+    >>> step_scalar(0.5, ac.zeros(3)).shape
+    ()
+    """
+    return tensor(value, dtype=like.dtype, device=like.device)
 
 
 def realize_together(tensors: list[Tensor]) -> None:
