@@ -82,6 +82,9 @@ def pick_device() -> str:
     return dev
 
 
+IDLE_PAUSE_S = 0.2
+
+
 def best_of(fns: Mapping[str, Fn], repeat: int, inner: int = 1) -> dict[str, float]:
     """Seconds per call of each fn: best of `repeat` rounds (of `inner` calls), interleaved."""
     for fn in fns.values():
@@ -89,6 +92,10 @@ def best_of(fns: Mapping[str, Fn], repeat: int, inner: int = 1) -> dict[str, flo
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeat):
         for name, fn in fns.items():
+            # OpenBLAS's and OpenMP's idle threads spin for a while after a call: let the
+            # previous peer's go quiet so they do not steal the cores from this one
+            time.sleep(IDLE_PAUSE_S)
+            fn()
             t0 = time.perf_counter()
             for _ in range(inner):
                 fn()
