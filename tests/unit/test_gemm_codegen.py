@@ -159,7 +159,7 @@ INPLACE = [
     ((1, 700, 5, 300), "float32", "A"),  # threaded, several row blocks and an edge tile
     ((1, 513, 3, 40), "float64", "A"),  # a matrix times three columns
     ((1, 4, 2000, 150), "float32", "B"),  # threaded column slivers and an edge sliver
-    ((3, 1, 130, 17), "float64", "B"),  # row vectors times matrices, batched
+    ((3, 2, 130, 17), "float64", "B"),  # two rows times matrices, batched
     ((1, 5, 70, 9), "float16", None),  # halves are always packed (widened while packing)
 ]
 
@@ -186,6 +186,14 @@ def gemv_cases(rng: np.random.Generator):
     b64 = rand((1, 7, 19), "float64", rng).transpose(0, 2, 1)
     yield "v@B.T float64", rand((1, 1, 19), "float64", rng), b64, "float64"
     yield "to float16", f32(1, 1, 64), f32(1, 64, 64).transpose(0, 2, 1), "float16"
+    # the matrix's other dimension is the contiguous one: scaled rows summed (axpy)
+    yield "x@B threaded axpy", f32(1, 1, 1030), f32(1, 1030, 4100), "float32"
+    yield "A.T@v axpy", f32(2, 70, 301).transpose(0, 2, 1), f32(2, 70, 3)[:, :, 1:2], "float32"
+    yield (
+        "x@B float64 axpy",
+        rand((3, 1, 9), "float64", rng)[:, :, ::-1],
+        rand((3, 9, 5), "float64", rng),
+    )
 
 
 GEMV = list(gemv_cases(np.random.default_rng(7)))

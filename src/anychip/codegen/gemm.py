@@ -392,17 +392,21 @@ def _inplace(spec: GemmSpec, t: GemmTiling) -> str:
     return ""
 
 
-def _gemv(spec: GemmSpec) -> str:
-    """ "a" for A @ a column vector with A's rows contiguous, "b" for a row vector @ B with
-    B's columns contiguous (x @ W.T, a Linear layer at batch 1): one dot product per output,
-    no packing; "" otherwise. Halves take the blocked path (packing widens them)."""
+def _gemv(spec: GemmSpec) -> tuple[str, str] | None:
+    """M or N of 1 (matrix times vector, a Linear layer at batch 1): (which argument holds
+    the matrix, "dot" when its rows along k are contiguous or "axpy" when its other
+    dimension is); such products read each matrix element once, so packing would only add
+    traffic. None otherwise. Halves take the blocked path (packing widens them)."""
     if spec.dtype is not spec.acc_dtype or spec.k == 0 or spec.batch * spec.m * spec.n == 0:
-        return ""
-    if spec.n == 1 and spec.a_strides[2] == 1:
-        return "a"
-    if spec.m == 1 and spec.b_strides[1] == 1:
-        return "b"
-    return ""
+        return None
+    sa, sb = spec.a_strides, spec.b_strides
+    for matrix, vector_dim, k_unit, other_unit in (
+        ("a", spec.n, sa[2] == 1, sa[1] == 1),
+        ("b", spec.m, sb[1] == 1, sb[2] == 1),
+    ):
+        if vector_dim == 1 and (k_unit or other_unit):
+            return matrix, "dot" if k_unit else "axpy"
+    return None
 
 
 def _defines(spec: GemmSpec, t: GemmTiling, direct: bool) -> str:
@@ -447,8 +451,9 @@ def gemm_source(
         nc=min(t.nc, _round_up(max(spec.n, 1), t.nr)),
         kc=min(t.kc, max(spec.k, 1)),
     )
-    if _gemv(spec):
-        return gemv_kernel.gemv_source(spec, t.threads, t.vec_bytes, name, _gemv(spec))
+    gemv = _gemv(spec)
+    if gemv:
+        return gemv_kernel.gemv_source(spec, t.threads, t.vec_bytes, name, *gemv)
     acc = spec.acc_dtype
     direct = spec.out_dtype is acc and spec.c_strides[2] == 1
     lanes = t.vec_bytes // acc.itemsize

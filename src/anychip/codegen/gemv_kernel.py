@@ -73,29 +73,67 @@ static void dots(out_t *out, const acc_t *mat, const acc_t *v, long r0, long r1)
 """
 
 # one matrix: a strided vector is first gathered into this thread's buffer
+# axpys: out[r * OS] = sum_k v[k] * mat[k * RS + r] for r in [r0, r1), in blocks of JB
+# outputs whose float accumulators stay in L1 while the K rows stream past; four rows per
+# pass halve the accumulator traffic; the inner loop is plain C the compiler vectorises
+_AXPYS = """\
+#define JB 2048L
+static void axpys(out_t *out, const acc_t *mat, const acc_t *v, acc_t *restrict acc,
+                  long r0, long r1) {
+    for (long jb = r0; jb < r1; jb += JB) {
+        const long w = r1 - jb < JB ? r1 - jb : JB;
+        const acc_t *m = mat + jb;
+        for (long j = 0; j < w; ++j) acc[j] = 0;
+        long k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const acc_t v0 = v[k], v1 = v[k + 1], v2 = v[k + 2], v3 = v[k + 3];
+            const acc_t *restrict p0 = m + k * RS, *restrict p1 = p0 + RS;
+            const acc_t *restrict p2 = p1 + RS, *restrict p3 = p2 + RS;
+            for (long j = 0; j < w; ++j)
+                acc[j] += v0 * p0[j] + v1 * p1[j] + v2 * p2[j] + v3 * p3[j];
+        }
+        for (; k < K; ++k) {
+            const acc_t v0 = v[k], *restrict p0 = m + k * RS;
+            for (long j = 0; j < w; ++j) acc[j] += v0 * p0[j];
+        }
+        for (long j = 0; j < w; ++j) out[(jb + j) * OS] = STORE_OUT(acc[j]);
+    }
+}
+"""
+
+# one matrix: a strided vector is first gathered into this thread's buffer
 _GEMV_ONE = """\
-static void gemv_one(out_t *out, const acc_t *mat, const acc_t *vec, acc_t *vbuf, int tid,
+static void gemv_one(out_t *out, const acc_t *mat, const acc_t *vec, char *ws, int tid,
                      int nth) {
     const acc_t *v = vec;
     if (VS != 1) {
+        acc_t *vbuf = (acc_t *)ws;
         for (long k = 0; k < K; ++k) vbuf[k] = vec[k * VS];
         v = vbuf;
     }
-    dots(out, mat, v, ROWS * tid / nth, ROWS * (tid + 1) / nth);
+    {call}
 }
 """
 
 
-def gemv_c(*, name: str, matrix: str, vector: str, vec_bytes: int, lanes: int, threads: int) -> str:
-    """The dot kernels and the exported entry `name(out, a, b)`; `matrix`/`vector` say
-    which argument ("a" or "b") is which. Needs the defines ROWS, K, RS, VS, OS, MB, VB,
-    SCB (row/vector/out strides; per-batch strides), SZ_V, WS_BYTES, and `workspace()`."""
-    dots = _DOTS_SCALAR
-    if vec_bytes:
-        dots = _DOTS_VECTOR.format(vec_bytes=vec_bytes, lanes=lanes) + _DOTS_SCALAR + "#endif\n"
+def gemv_c(*, name: str, matrix: str, form: str, vec_bytes: int, lanes: int, threads: int) -> str:
+    """The kernels and the exported entry `name(out, a, b)`: `matrix` ("a" or "b") is the
+    argument holding the matrix, `form` "dot" (its rows are contiguous: one dot product per
+    output) or "axpy" (its columns are: scaled rows summed). Needs the defines ROWS, K, RS,
+    VS, OS, MB, VB, SCB (outputs; row/vector/out strides; per-batch strides), SZ_V, SZ_T,
+    WS_BYTES, and `workspace()`."""
+    if form == "axpy":
+        kernels = _AXPYS
+        call = "axpys(out, mat, v, (acc_t *)(ws + SZ_V), ROWS * tid / nth, ROWS * (tid + 1) / nth);"
+    else:
+        kernels = _DOTS_SCALAR
+        if vec_bytes:
+            kernels = _DOTS_VECTOR.format(vec_bytes=vec_bytes, lanes=lanes) + kernels + "#endif\n"
+        call = "dots(out, mat, v, ROWS * tid / nth, ROWS * (tid + 1) / nth);"
+    vector = "b" if matrix == "a" else "a"
     args = (
         f"(out_t *)out + i * SCB, (const acc_t *){matrix} + i * MB, "
-        f"(const acc_t *){vector} + i * VB, (acc_t *)(ws + tid * SZ_V), tid, nth"
+        f"(const acc_t *){vector} + i * VB, ws + tid * SZ_T, tid, nth"
     )
     entry = f"""\
 __attribute__((visibility("default"))) void {name}(void *out, const void *a, const void *b) {{
@@ -111,28 +149,39 @@ __attribute__((visibility("default"))) void {name}(void *out, const void *a, con
     }}
 }}
 """
-    return dots + _GEMV_ONE + entry
+    return kernels + _GEMV_ONE.replace("{call}", call) + entry
 
 
-def gemv_source(spec: GemmSpec, threads: int, vec_bytes: int, name: str, matrix: str) -> str:
-    """The whole C file for `spec` when `matrix` ("a": out = A @ column vector b, or "b":
-    out = row vector a @ B) has unit-stride rows (of A, or of B.T) and the same calling
-    contract as the blocked GEMM. The vector is gathered per thread when strided."""
+def gemv_source(
+    spec: GemmSpec, threads: int, vec_bytes: int, name: str, matrix: str, form: str
+) -> str:
+    """The whole C file for `spec` (one of M, N is 1; `matrix` and `form` as in `gemv_c`),
+    with the blocked GEMM's calling contract. A strided vector is gathered per thread."""
     size = spec.acc_dtype.itemsize
     (sa, sb, sc), k = (spec.a_strides, spec.b_strides, spec.c_strides), spec.k
-    if matrix == "a":  # rows of A dotted with b's column: out[i, :, 0]
-        rows, (rs, vs, os_, mb, vb) = spec.m, (sa[1], sb[1], sc[1], sa[0], sb[0])
-    else:  # columns of B dotted with a's row: out[i, 0, :]
-        rows, (rs, vs, os_, mb, vb) = spec.n, (sb[2], sa[2], sc[2], sb[0], sa[0])
+    if matrix == "a":  # A with b's column: out[i, :, 0]
+        rows, rs, (vs, os_, mb, vb) = (
+            spec.m,
+            sa[1 if form == "dot" else 2],
+            (sb[1], sc[1], sa[0], sb[0]),
+        )
+    else:  # a's row with B: out[i, 0, :]
+        rows, rs, (vs, os_, mb, vb) = (
+            spec.n,
+            sb[2 if form == "dot" else 1],
+            (sa[2], sc[2], sb[0], sa[0]),
+        )
     sz_v = -(-k * size // 64) * 64
+    sz_t = sz_v + (2048 * size if form == "axpy" else 0)  # per thread: vector, accumulators
     consts = {"BATCH": spec.batch, "ROWS": rows, "K": k, "RS": rs, "VS": vs, "OS": os_}
-    consts |= {"MB": mb, "VB": vb, "SCB": sc[0], "SZ_V": sz_v, "WS_BYTES": threads * sz_v}
+    consts |= {"MB": mb, "VB": vb, "SCB": sc[0], "SZ_V": sz_v, "SZ_T": sz_t}
+    consts["WS_BYTES"] = max(64, threads * sz_t)
     defines = "".join(f"#define {key} {v}L\n" for key, v in consts.items())
     acc_c = "double" if size == 8 else "float"
     body = gemv_c(
-        name=name, matrix=matrix, vector="b" if matrix == "a" else "a",
-        vec_bytes=vec_bytes, lanes=vec_bytes // size, threads=threads,
+        name=name, matrix=matrix, form=form, vec_bytes=vec_bytes, lanes=vec_bytes // size,
+        threads=threads,
     )  # fmt: skip
-    header = f"/* anychip GEMV: {spec}\n   threads={threads} vec_bytes={vec_bytes} */\n"
+    header = f"/* anychip GEMV ({form}): {spec}\n   threads={threads} vec_bytes={vec_bytes} */\n"
     conversions = gk.conversions_c(spec.dtype.name, spec.out_dtype.name, acc_c)
     return "\n".join((header, gk.INCLUDES, defines, conversions, gk.WORKSPACE, body))
