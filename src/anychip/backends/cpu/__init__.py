@@ -13,22 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from anychip.backends.cpu import compiler
+from anychip.backends.cpu import compiler, memory
 from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
 from anychip.dtypes import DType
 from anychip.ir.ops import Ops, toposort
 from anychip.runtime.device import Backend, Buffer, Kernel
-
-
-class Memory:
-    """A host buffer and its address (read once, so a launch costs no numpy calls)."""
-
-    __slots__ = ("array", "ptr")
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-        self.ptr: int = array.ctypes.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +50,7 @@ class CpuBackend(Backend):
         return compiler.missing_compiler()
 
     def allocate(self, size: int, dtype: DType) -> Any:
-        # at least one element, so the address is valid even for empty tensors
-        return Memory(np.empty(max(size, 1), dtype=dtype.np))
+        return memory.allocate(size, dtype)
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
         handle.array[: data.size] = data
