@@ -3,6 +3,8 @@ and PyTorch compute, signatures recapture, guards and rejections behave as docum
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -99,6 +101,47 @@ def test_training_step_matches_torch(device: str) -> None:
         np.testing.assert_allclose(ap.numpy(), tp.detach().numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(ap.grad.numpy(), tp.grad.numpy(), rtol=1e-4, atol=1e-5)
     assert len(step.captures) >= 1  # steps 3.. replay (1 and 2 change the optimizer state)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps, m: m.Adam(ps, lr=0.05, amsgrad=True),
+        lambda ps, m: m.AdamW(ps, lr=0.05, weight_decay=0.1),
+        lambda ps, m: m.Adagrad(ps, lr=0.1, lr_decay=0.01),
+    ],
+    ids=["adam", "adamw", "adagrad"],
+)
+def test_step_counting_optimizers_replay(device: str, make: Any) -> None:
+    # the step count is a tensor (as in torch), so the signature stops changing after the
+    # first step creates the state: later steps replay, with per-step bias corrections
+    ac.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(device)
+    net = _torch_twin(model)
+    opt, topt = make(model.parameters(), ac.optim), make(net.parameters(), torch.optim)
+
+    @ac.jit
+    def step(model: nn.Module, opt: Any, x: ac.Tensor) -> ac.Tensor:
+        opt.zero_grad()
+        loss = (model(x) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(8):
+        x = rand(5, 4)
+        loss = step(model, opt, ac.tensor(x, device=device))
+        topt.zero_grad()
+        tloss = (net(torch.from_numpy(x)) ** 2).mean()
+        tloss.backward()
+        topt.step()
+        assert loss.item() == pytest.approx(tloss.item(), rel=1e-5, abs=1e-6)
+    for ap, tp in zip(model.parameters(), net.parameters()):
+        np.testing.assert_allclose(ap.numpy(), tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+    # the first call creates the state (a new signature: not kept), the second is captured
+    # and steps 3..8 replay it; an int step count would have made one signature per step
+    assert len(step.captures) == 1
+    assert float(opt.state[next(model.parameters())]["step"]) == 8
 
 
 def test_host_reads_are_guards(device: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from anychip.frontend.tensor import Tensor
-from anychip.optim.optimizer import Optimizer, ParamsT, check_range, step_scalar
+from anychip.optim.optimizer import Optimizer, ParamsT, check_range, step_counter
 
 
 class Adagrad(Optimizer):
@@ -53,16 +53,18 @@ class Adagrad(Optimizer):
             g: Tensor = -p.grad if group["maximize"] else p.grad
             state = self.state[p]
             if not state:
-                state["step"] = 0
+                state["step"] = step_counter(p)
                 state["sum"] = Tensor._const(
                     group["initial_accumulator_value"], p.dtype, p.shape, p.device
                 )
-            state["step"] += 1
+            step = state["step"] = state["step"] + 1
             param = p.detach()
             if group["weight_decay"] != 0:
                 g = g + param * group["weight_decay"]
-            clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+            decay = group["lr_decay"]  # the decayed rate varies per step: from the step tensor
+            neg_clr = (-group["lr"] / (1 + (step - 1) * decay)).to(p.dtype) if decay else None
             state["sum"] = state["sum"] + g * g
             std = state["sum"].sqrt() + group["eps"]
-            neg_clr = step_scalar(-clr, p) if group["lr_decay"] else -clr  # varies: a tensor
-            p._assign(param + g * neg_clr / std, "adagrad_step")
+            p._assign(
+                param + g * (-group["lr"] if neg_clr is None else neg_clr) / std, "adagrad_step"
+            )

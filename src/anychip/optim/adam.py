@@ -3,11 +3,10 @@ rules, in the same order of floating-point operations, as torch.optim's single-t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from anychip.frontend.tensor import Tensor
-from anychip.optim.optimizer import Optimizer, ParamsT, check_range, step_scalar
+from anychip.optim.optimizer import Optimizer, ParamsT, check_range, step_counter
 
 
 class Adam(Optimizer):
@@ -59,13 +58,12 @@ class Adam(Optimizer):
             g: Tensor = -p.grad if group["maximize"] else p.grad
             state = self.state[p]
             if not state:
-                state["step"] = 0
+                state["step"] = step_counter(p)
                 state["exp_avg"] = p.zeros_like()
                 state["exp_avg_sq"] = p.zeros_like()
                 if group["amsgrad"]:
                     state["max_exp_avg_sq"] = p.zeros_like()
-            state["step"] += 1
-            step = state["step"]
+            step = state["step"] = state["step"] + 1
             param = p.detach()
             if wd != 0:
                 if group["decoupled_weight_decay"]:
@@ -79,9 +77,10 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 v = state["max_exp_avg_sq"].maximum(v)
                 state["max_exp_avg_sq"] = v
-            # step-dependent factors are 0-d tensors: one compiled kernel serves every step
-            neg_step_size = step_scalar(-lr / (1 - beta1**step), p)
-            denom = v.sqrt() / step_scalar(math.sqrt(1 - beta2**step), p) + eps
+            # bias corrections from the step tensor, in float64 as torch computes them in
+            # Python: the graph, and so the compiled kernels, are the same every step
+            neg_step_size = (-lr / (1 - beta1**step)).to(p.dtype)
+            denom = v.sqrt() / (1 - beta2**step).sqrt().to(p.dtype) + eps
             p._assign(param + m * neg_step_size / denom, "adam_step")
 
 

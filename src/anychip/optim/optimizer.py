@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from anychip.dtypes import float64
 from anychip.errors import ArgumentError, AutogradError, DTypeError
 from anychip.frontend.creation import tensor
 from anychip.frontend.tensor import Tensor, enable_grad, no_grad
@@ -168,16 +169,16 @@ class Optimizer:
             mine.update({k: v for k, v in theirs.items() if k != "params"})
 
 
-def step_scalar(value: float, like: Tensor) -> Tensor:
-    """A number that changes every step (a bias correction, a decayed learning rate) as a
-    0-d tensor with `like`'s dtype and device: kernels read it from memory, so they compile
-    once instead of once per value, as a constant baked into the kernel would.
+def step_counter(like: Tensor) -> Tensor:
+    """An optimizer's step count as a 0-d float64 tensor on `like`'s device (torch keeps a
+    tensor too): bias corrections and decayed rates computed from it change value but not
+    graph, so every step reuses one compiled kernel and a jitted step replays.
 
     >>> import anychip as ac
-    >>> step_scalar(0.5, ac.zeros(3)).shape
-    ()
+    >>> (step_counter(ac.zeros(3)) + 1).item()
+    1.0
     """
-    return tensor(value, dtype=like.dtype, device=like.device)
+    return tensor(0.0, dtype=float64, device=like.device)
 
 
 def realize_together(tensors: list[Tensor]) -> None:
