@@ -236,7 +236,13 @@ def b_mlp(dev: str, batch: int, repeat: int) -> dict[str, float]:
         "anychip": lambda: step(model, opt, xt, yt),
         "anychip_jit": lambda: jstep(model, opt, xt, yt),
     }
-    return best_of(peers(ours, None, tfn), repeat)
+    r = best_of(peers(ours, None, tfn), repeat)
+    if "torch" in r:
+        NOTES.append(
+            f"mlp_step: torch eager time / anychip's: {r['torch'] / r['anychip']:.2f}x eager, "
+            f"{r['torch'] / r['anychip_jit']:.2f}x under anychip.jit"
+        )
+    return r
 
 
 def b_tiny(dev: str, repeat: int) -> dict[str, float]:
