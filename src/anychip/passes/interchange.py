@@ -21,6 +21,7 @@ from anychip.ir.kernel import (
     Alu,
     BufDecl,
     BufRole,
+    Const,
     Expr,
     KernelIR,
     Let,
@@ -64,15 +65,15 @@ def interchange(k: KernelIR) -> KernelIR:
       b0: out float32[512] out
       b1: in float32[131072] x
       b2: local float32[64] a_tile
-      for t0 in 0..8 [parallel]:
+      for tile0 in 0..8 [parallel]:
         local b2
-        for l0 in 0..64 [vector]:
-          b2[l0] = 0.0
+        for lane0 in 0..64 [vector]:
+          b2[lane0] = 0.0
         for r in 0..256 [serial]:
-          for l0 in 0..64 [vector]:
-            b2[l0] add= b1[((l0 + (r * 512)) + (t0 * 64))]
-        for l0 in 0..64 [vector]:
-          b0[(l0 + (t0 * 64))] = b2[l0]
+          for lane0 in 0..64 [vector]:
+            b2[lane0] add= b1[((lane0 + (r * 512)) + (tile0 * 64))]
+        for lane0 in 0..64 [vector]:
+          b0[(lane0 + (tile0 * 64))] = b2[lane0]
     """
     if k.contraction is not None:
         return k
@@ -98,6 +99,13 @@ def coefficient(e: Expr, var: str) -> int | None:
 def local_dtype(d: DType) -> DType:
     """Halves accumulate in float32, as a scalar accumulator of theirs does."""
     return dtypes.float32 if d in HALVES else d
+
+
+def start(op: Ops, d: DType) -> Const:
+    """The identity of reduction `op` in dtype `d` (bool: any starts False, all True)."""
+    if d is dtypes.bool_:
+        return Const(op is not Ops.RMAX and op is not Ops.SUM, d)
+    return identity(op, d)
 
 
 class _Tiler:
@@ -158,28 +166,28 @@ class _Tiler:
         """The tile loop over whole tiles (parallel) and the tail tile after it."""
         accs = [x for x in s.body if isinstance(x, Acc)]
         lanes = max(TILE_BYTES // max(local_dtype(a.dtype).itemsize for a in accs), 16)
-        lanes = min(lanes, s.extent)
+        full, tail = divmod(s.extent, lanes)
+        if full <= 1:
+            full, tail, lanes = 1, 0, s.extent  # one tile (under two of them) beats a tail
+        out: list[Stmt] = []
+        if full == 1:
+            out.extend(self.tile_body(s, accs, const(0), lanes))
+        elif full:
+            t = self.fresh("tile")
+            base = alu(Ops.MUL, Var(t, INDEX), const(lanes))
+            out.append(Loop(t, full, self.tile_body(s, accs, base, lanes), LoopKind.PARALLEL))
+        if tail:
+            out.extend(self.tile_body(s, accs, const(full * lanes), tail))
+        return out
+
+    def tile_body(self, s: Loop, accs: list[Acc], base: Expr, lanes: int) -> tuple[Stmt, ...]:
+        """One tile of `lanes` output elements from `base` on, each accumulator a local
+        array of its own (the tail tile gets separate ones: it shares the block)."""
         bufs: dict[str, int] = {}
         for a in accs:
             bufs[a.var] = len(self.k.bufs) + len(self.locals)
             decl = BufDecl(f"{a.var}_tile", local_dtype(a.dtype), lanes, BufRole.LOCAL)
             self.locals.append(decl)
-        full, tail = divmod(s.extent, lanes)
-        out: list[Stmt] = []
-        if full == 1:
-            out.extend(self.tile_body(s, accs, bufs, const(0), lanes))
-        elif full:
-            t = self.fresh("tile")
-            base = alu(Ops.MUL, Var(t, INDEX), const(lanes))
-            body = self.tile_body(s, accs, bufs, base, lanes)
-            out.append(Loop(t, full, body, LoopKind.PARALLEL))
-        if tail:
-            out.extend(self.tile_body(s, accs, bufs, const(full * lanes), tail))
-        return out
-
-    def tile_body(
-        self, s: Loop, accs: list[Acc], bufs: dict[str, int], base: Expr, lanes: int
-    ) -> tuple[Stmt, ...]:
         lane = self.fresh("lane")
         lv = Var(lane, INDEX)
         at = alu(Ops.ADD, base, lv)
@@ -225,7 +233,7 @@ class _Tiler:
         out: list[Stmt] = []
         for x in s.body:
             if isinstance(x, Acc):
-                ident = identity(x.op, local_dtype(x.dtype))
+                ident = start(x.op, local_dtype(x.dtype))
                 out += [Local(bufs[x.var]), lanes_of([Store(bufs[x.var], lv, ident)])]
             elif isinstance(x, Loop):
                 out.append(nest(x))
