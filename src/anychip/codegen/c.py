@@ -26,6 +26,7 @@ from anychip.ir.kernel import (
     KernelIR,
     Let,
     Load,
+    Local,
     Loop,
     LoopKind,
     SortRow,
@@ -255,6 +256,10 @@ class CRenderer:
             self.store(s)
         elif isinstance(s, SortRow):
             self.sort(s)
+        elif isinstance(s, Local):
+            # declared in the block: private to each thread running it
+            b = self.bufs[s.buf]
+            self.emit(f"{self.stype(b.dtype)} b{s.buf}[{max(b.size, 1)}];")
 
     def identity(self, op: Ops, d: DType) -> str:
         if op is Ops.SUM:
@@ -394,6 +399,8 @@ class CRenderer:
     def signature(self, k: KernelIR, name: str) -> str:
         params = []
         for i, b in enumerate(k.bufs):
+            if b.role is BufRole.LOCAL:
+                continue  # declared where its `Local` statement is
             const = "const " if b.role is BufRole.IN else ""
             params.append(f"{const}{self.stype(b.dtype)} *restrict b{i}")
         return f"void {name}({', '.join(params)})"

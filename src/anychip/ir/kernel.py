@@ -144,7 +144,17 @@ class SortRow:
     descending: bool
 
 
-Stmt = Loop | Let | Acc | Update | Store | SortRow
+@dataclass(frozen=True, slots=True)
+class Local:
+    """Buffer `buf` (a `BufRole.LOCAL` one) comes into existence here, uninitialised, private
+    to this run of the enclosing block (a stack array per thread, registers or shared memory
+    per GPU block, a scratchpad tile) and ends with the block. Read and written with
+    `Load` / `Store` like any buffer."""
+
+    buf: int
+
+
+Stmt = Loop | Let | Acc | Update | Store | SortRow | Local
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +298,8 @@ def _print_body(body: tuple[Stmt, ...], depth: int, lines: list[str]) -> None:
             op = "=" if s.combine is None else f"{s.combine.name.lower()}="
             guard = f" if {fmt(s.valid)}" if s.valid is not None else ""
             lines.append(f"{pad}b{s.buf}[{fmt(s.index)}] {op} {fmt(s.value)}{guard}")
+        elif isinstance(s, Local):
+            lines.append(f"{pad}local b{s.buf}")
         else:
             order = "desc" if s.descending else "asc"
             lines.append(

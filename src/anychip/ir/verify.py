@@ -19,6 +19,7 @@ from anychip.ir.kernel import (
     KernelIR,
     Let,
     Load,
+    Local,
     Loop,
     LoopKind,
     Ranges,
@@ -63,6 +64,8 @@ def verify(k: KernelIR) -> KernelIR:
     for i, b in enumerate(k.bufs):
         if b.size < 0:
             raise KernelIRError(f"{k.name}: b{i} has negative size {b.size}")
+        if i and b.role is not BufRole.LOCAL and k.bufs[i - 1].role is BufRole.LOCAL:
+            raise KernelIRError(f"{k.name}: local buffers must follow the kernel's arguments")
     _block(k, k.body, _Scope())
     if k.contraction is not None:
         for op in (k.contraction.a, k.contraction.b, k.contraction.out):
@@ -109,6 +112,12 @@ def _stmt(k: KernelIR, s: Stmt, scope: _Scope) -> None:
         _store(k, s, scope)
     elif isinstance(s, SortRow):
         _sort(k, s, scope)
+    elif isinstance(s, Local):
+        _buf(k, s.buf, "local")
+        if k.bufs[s.buf].role is not BufRole.LOCAL:
+            raise _fail(k, f"local declares b{s.buf}, a {k.bufs[s.buf].role.value} buffer")
+        _bind(k, scope, f"b{s.buf}", "local", None)
+        scope.acc_depth[f"b{s.buf}"] = len(scope.loops)
     else:
         raise _fail(k, f"unknown statement {s!r}")
 
@@ -150,6 +159,11 @@ def _store(k: KernelIR, s: Store, scope: _Scope) -> None:
     b = k.bufs[s.buf]
     if b.role is BufRole.IN:
         raise _fail(k, f"store into input buffer b{s.buf}")
+    if b.role is BufRole.LOCAL:
+        _local(k, s.buf, scope)
+        depth = scope.acc_depth[f"b{s.buf}"]
+        if any(lp.kind is LoopKind.PARALLEL for lp in scope.loops[depth:]):
+            raise _fail(k, f"store into local b{s.buf} inside a parallel loop races")
     if s.valid is not None:
         _expr(k, s.valid, scope)
         if s.valid.dtype is not dtypes.bool_:
@@ -160,6 +174,11 @@ def _store(k: KernelIR, s: Store, scope: _Scope) -> None:
         raise _fail(k, f"store of {s.value.dtype.name} into b{s.buf} of {b.dtype.name}")
     if s.combine is not None and s.combine not in (Ops.ADD, Ops.MAX, Ops.MIN, Ops.MUL):
         raise _fail(k, f"store combine {s.combine.name} is not associative")
+
+
+def _local(k: KernelIR, buf: int, scope: _Scope) -> None:
+    if scope.names.get(f"b{buf}", ("",))[0] != "local":
+        raise _fail(k, f"local b{buf} is used outside the block that declares it")
 
 
 def _sort(k: KernelIR, s: SortRow, scope: _Scope) -> None:
@@ -204,6 +223,8 @@ def _expr(k: KernelIR, e: Expr, scope: _Scope) -> None:
         return
     if isinstance(e, Load):
         _buf(k, e.buf, "load")
+        if k.bufs[e.buf].role is BufRole.LOCAL:
+            _local(k, e.buf, scope)
         if e.dtype is not k.bufs[e.buf].dtype:
             raise _fail(k, f"load of {e.dtype.name} from b{e.buf} of {k.bufs[e.buf].dtype.name}")
         if e.valid is not None:

@@ -344,8 +344,8 @@ def middle_reduce(root: Node) -> Node | None:
         return None
     shape = red.srcs[0].shape
     axes = [a for a in red.arg if shape[a] != 1]
-    if not axes:
-        return None
+    if not axes or any(n.op in REDUCE for n in toposort([red.srcs[0]])):
+        return None  # a reduction inside (var's mean) would run per element: interchange it
     outer = math.prod(shape[: min(axes)])
     inner = math.prod(s for a, s in enumerate(shape) if a > min(axes) and a not in red.arg)
     return red if outer >= 2 and inner >= 8 else None

@@ -14,6 +14,7 @@ from anychip.ir.kernel import KernelIR, render_ir
 from anychip.ir.verify import verify
 from anychip.passes.contraction import attach_contraction
 from anychip.passes.hoist import hoist
+from anychip.passes.interchange import interchange
 from anychip.passes.lower import lower
 from anychip.passes.reuse import reuse_rows
 from anychip.passes.simplify import simplify
@@ -25,6 +26,7 @@ Pass = Callable[[KernelIR], KernelIR]
 PASSES: list[tuple[str, Pass]] = [
     ("simplify", simplify),  # fold index math; views of views become plain strides
     ("contraction", attach_contraction),  # matmul-shaped kernels get a ContractionSpec
+    ("interchange", interchange),  # column reductions: tile the output axis, SIMD across it
     ("reuse", reuse_rows),  # a row's costly reduced values (softmax's exp) computed once
     ("hoist", hoist),  # loop-invariant loads (a bag's row id) computed before their loop
 ]
