@@ -6,7 +6,7 @@ the device contract). docs/primitives.md describes each one's meaning and rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any
 
@@ -14,6 +14,11 @@ from anychip.dtypes import DType
 
 
 class Ops(Enum):
+    # Members compare by identity (Enum defines no __eq__), so identity hashing agrees with
+    # equality; it runs in C, where Enum's default hashes the name in Python, and every op
+    # is hashed several times per eager op (rule lookups, op sets, structural cache keys).
+    __hash__ = object.__hash__
+
     # sources
     BUFFER = auto()  # a realised device buffer; arg: runtime Buffer
     CONST = auto()  # one scalar broadcast to `shape`; arg: the value
@@ -94,6 +99,9 @@ class Node:
     """One value in the lazy graph: `op` applied to `srcs` with `arg`.
 
     Nodes compare by identity: two equal-looking subgraphs are two computations.
+    `realised` is the runtime's memo of the buffer holding the value once computed (see
+    runtime.realize.buffer_of): not part of what the node means, so it is the one field
+    set after construction.
     """
 
     op: Ops
@@ -102,6 +110,7 @@ class Node:
     device: str
     srcs: tuple[Node, ...] = ()
     arg: Any = None
+    realised: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def numel(self) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,14 +130,15 @@ class Plan:
         env = [*inputs, *self.consts]
         for s in self.steps:
             if s.kind is LAUNCH:
-                assert s.backend is not None
+                backend = s.backend
+                assert backend is not None
                 if s.out < len(env):
                     out = env[s.out]
                 else:
                     dev, dt, size = s.meta
-                    out = Buffer(dev, dt, size, s.backend.allocate(size, dt))
+                    out = Buffer(dev, dt, size, backend.allocate(size, dt))
                     env.append(out)
-                launch(s.backend, s.program, out, [env[i] for i in s.ins])
+                launch(backend, s.program, out, [env[i] for i in s.ins])
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             else:
@@ -213,33 +213,35 @@ def structure(
     leaf_slot: dict[int, int] = {}
     leaf_pos: set[int] = set()
     stack = roots[::-1]
-    while stack:  # iterative post-order (deep graphs are fine); hot path, kept lean
-        n = stack.pop()
-        nid = id(n)
-        pos = index.get(nid)
+    # iterative post-order (deep graphs are fine); the hot path of every eager realise, so
+    # bound methods are hoisted out of the loop
+    pop, push, seen, emit, place = stack.pop, stack.append, index.get, key.append, order.append
+    while stack:
+        n = pop()
+        pos = seen(id(n))
         if pos is None:
             buf = n.arg if n.op is Ops.BUFFER else buffer_of(n)
             if buf is not None:  # a leaf: which buffer slot, not how it was computed
                 j = leaf_slot.setdefault(id(buf), len(leaves))
                 if j == len(leaves):
                     leaves.append(buf)
-                index[nid] = len(key)
+                index[id(n)] = len(key)
                 leaf_pos.add(len(key))
-                key.append((j, n.dtype, n.shape, n.device))
-                order.append(n)
+                emit((j, n.dtype, n.shape, n.device))
+                place(n)
                 continue
             if n.op is Ops.COPY:
                 return None
-            index[nid] = -1
-            stack.append(n)
-            stack.extend([s for s in n.srcs if id(s) not in index])
+            index[id(n)] = -1
+            push(n)
+            for s in n.srcs:
+                if id(s) not in index:
+                    push(s)
         elif pos == -1:
-            index[nid] = len(key)
+            index[id(n)] = len(key)
             arg = n.arg.hex() if type(n.arg) is float else n.arg  # 0.0 vs -0.0, NaN
-            key.append(
-                (n.op, n.dtype, n.shape, n.device, arg, tuple([index[id(s)] for s in n.srcs]))
-            )
-            order.append(n)
+            emit((n.op, n.dtype, n.shape, n.device, arg, tuple([index[id(s)] for s in n.srcs])))
+            place(n)
     key.append(tuple(index[id(r)] for r in roots))
     return tuple(key), leaves, order, leaf_pos
 
@@ -270,11 +272,12 @@ def cached_realize(
     nodes: list[Node],
     slow: Callable[[list[Node]], list[Buffer]],
     buffer_of: Callable[[Node], Buffer | None],
-    remember: weakref.WeakKeyDictionary[Node, Buffer],
+    remember: Callable[[Node, Buffer], None],
 ) -> list[Buffer]:
     """realize(nodes) through the structural cache: a graph shaped like one realised before
     replays that plan on its own leaves; otherwise `slow` (schedule, compile, launch) runs
-    and its launches become the plan for next time. `remember` maps nodes to buffers."""
+    and its launches become the plan for next time. `remember(node, buf)` records that
+    buf holds node's value."""
     if len(nodes) == 1 and nodes[0].op is Ops.BUFFER:  # already a buffer: nothing to run
         return [nodes[0].arg]
     st = structure(nodes, buffer_of)
@@ -290,7 +293,7 @@ def cached_realize(
         bufs = entry.plan.run(leaves)
         for pos, buf in zip(entry.positions, bufs):
             if pos not in leaf_pos:
-                remember[order[pos]] = buf
+                remember(order[pos], buf)
         return bufs[: len(nodes)]
     _stats["misses"] += 1
     with recording() as rec:

@@ -1,15 +1,14 @@
 """Realisation: turn lazy graphs into buffers by scheduling kernels and launching them.
 
 `plan(roots)` schedules a graph into work items (kernel, input buffers, output buffer) and
-`launch(items)` runs them; `realize(nodes)` does both. Nodes realised before are remembered
-(weakly), so a tensor computed once is never computed again, even from another graph.
+`launch(items)` runs them; `realize(nodes)` does both. Nodes realised before keep their buffer
+(`Node.realised`), so a tensor computed once is never computed again, even from another graph.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,6 @@ from anychip.ir.ops import Node, Ops
 from anychip.runtime import dispatch
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
-_REALISED: weakref.WeakKeyDictionary[Node, Buffer] = weakref.WeakKeyDictionary()
 DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
 
 
@@ -37,10 +35,14 @@ class WorkItem:
 
 def buffer_of(node: Node) -> Buffer | None:
     """The buffer holding `node`'s value, if it has been realised."""
-    if node.op is Ops.BUFFER:
-        buf: Buffer = node.arg
-        return buf
-    return _REALISED.get(node)
+    buf: Buffer | None = node.arg if node.op is Ops.BUFFER else node.realised
+    return buf
+
+
+def remember(node: Node, buf: Buffer) -> None:
+    """Record that `buf` holds `node`'s value: the buffer lives as long as the node, and
+    later graphs reading the node read the buffer instead of recomputing it."""
+    object.__setattr__(node, "realised", buf)  # the memo field of the frozen Node
 
 
 def allocate(device: str, size: int, dtype: DType) -> Buffer:
@@ -75,7 +77,7 @@ def _realise_copies(root: Node) -> None:
         if n.op is Ops.COPY:
             (src,) = n.srcs
             sbuf = realize([src])[0]
-            _REALISED[n] = dispatch.copy(sbuf, n.device)  # dispatch hook: recorded
+            remember(n, dispatch.copy(sbuf, n.device))  # dispatch hook: recorded
             continue
         stack.extend(n.srcs)
 
@@ -117,7 +119,7 @@ def launch(items: list[WorkItem]) -> None:
                 _timed(backend, program, w)
             else:
                 dispatch.launch(backend, program, w.out, list(w.ins))  # jit records it
-        _REALISED[w.node] = w.out
+        remember(w.node, w.out)
 
 
 def _timed(backend: object, program: object, w: WorkItem) -> None:
@@ -136,7 +138,7 @@ def _timed(backend: object, program: object, w: WorkItem) -> None:
 def realize(nodes: list[Node]) -> list[Buffer]:
     """Compute every node's value on its device; one Buffer per node."""
     # dispatch hook: a graph shaped like one seen before replays its cached launches
-    return dispatch.cached_realize(nodes, _realize, buffer_of, _REALISED)
+    return dispatch.cached_realize(nodes, _realize, buffer_of, remember)
 
 
 def _realize(nodes: list[Node]) -> list[Buffer]:

@@ -1,0 +1,76 @@
+"""Structural keys against everything that makes two graphs different computations, and the
+realised-buffer memo on nodes (`Node.realised`) that the eager cache reads as leaves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import anychip as ac
+from anychip import dtypes
+from anychip.ir.ops import Node, Ops
+from anychip.runtime import dispatch
+from anychip.runtime import realize as rt
+from anychip.runtime.device import Buffer
+
+F32, F64 = dtypes.float32, dtypes.float64
+
+
+def leaf(dt: Any = F32, shape: tuple[int, ...] = (4,), device: str = "ref") -> Node:
+    return Node(Ops.BUFFER, dt, shape, device, (), Buffer(device, dt, 4, None))
+
+
+def scaled(x: Node, c: Any) -> Node:
+    k = Node(Ops.CONST, x.dtype, x.shape, x.device, (), c)
+    return Node(
+        Ops.MUL, x.dtype, x.shape, x.device, (Node(Ops.EXP, x.dtype, x.shape, x.device, (x,)), k)
+    )
+
+
+def key(*roots: Node) -> Any:
+    st = dispatch.structure(list(roots), rt.buffer_of)
+    assert st is not None
+    return st[0]
+
+
+def test_keys_differ_by_constant_dtype_shape_and_device() -> None:
+    base = key(scaled(leaf(), 2.0))
+    assert key(scaled(leaf(), 2.0)) == base  # other buffers, same computation
+    assert key(scaled(leaf(), 3.0)) != base
+    assert key(scaled(leaf(F64), 2.0)) != base
+    assert key(scaled(leaf(shape=(2, 2)), 2.0)) != base
+    assert key(scaled(leaf(device="cpu"), 2.0)) != base
+
+
+def test_a_realised_node_is_a_leaf_of_later_keys() -> None:
+    x = leaf()
+    e = Node(Ops.EXP, F32, (4,), "ref", (x,))
+    k = Node(Ops.CONST, F32, (4,), "ref", (), 2.0)
+    y = Node(Ops.MUL, F32, (4,), "ref", (e, k))
+    before = key(y)
+    assert rt.buffer_of(e) is None
+    rt.remember(e, Buffer("ref", F32, 4, None))
+    after = key(y)
+    assert after != before and len(after) == len(before) - 1  # exp and x fold into one leaf
+    assert rt.buffer_of(e) is e.realised
+
+
+def test_a_changed_constant_is_not_served_a_stale_plan() -> None:
+    x = ac.tensor(np.arange(4, dtype=np.float32))
+    for c in (2.0, 3.0, -0.0, 2.0):  # the same graph shape, other constants
+        got = (x * c + 1).numpy()
+        np.testing.assert_array_equal(got, np.arange(4, dtype=np.float32) * c + 1)
+
+
+def test_realised_intermediates_are_reused_not_recomputed() -> None:
+    x = ac.tensor(np.arange(4, dtype=np.float32))
+    e = (x * 2).exp()
+    e.realize()
+    y = e.detach() + 1  # e's node is a buffer now: the new graph reads it
+    np.testing.assert_allclose(y.numpy(), np.exp(np.arange(4) * 2) + 1, rtol=1e-6)
+    z = x * 2  # fused into w's kernel (not materialised), then computed on its own
+    w = z.exp() + z
+    np.testing.assert_allclose(w.numpy(), np.exp(np.arange(4) * 2) + np.arange(4) * 2, rtol=1e-6)
+    np.testing.assert_allclose(z.numpy(), np.arange(4) * 2)
+    assert rt.buffer_of(z.node) is not None  # realised: its buffer is kept on the node
