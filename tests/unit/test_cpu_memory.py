@@ -38,9 +38,9 @@ def test_a_freed_block_is_reused_and_a_live_one_never() -> None:
 def test_the_pool_keeps_at_most_its_limit() -> None:
     pool = memory.Pool(limit=1024)
     small, big = pool.take(512), pool.take(4096)
-    pool.give(big)  # over the limit: left to numpy
-    pool.give(small)
-    assert pool.held == 512 and pool.take(4096) is not big and pool.take(512) is small
+    pool.give(*big)  # over the limit: left to numpy
+    pool.give(*small)
+    assert pool.held == 512 and pool.take(4096)[0] is not big[0] and pool.take(512)[0] is small[0]
     assert pool.held == 0
 
 

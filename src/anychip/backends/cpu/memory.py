@@ -26,31 +26,34 @@ def _limit() -> int:
 
 
 class Pool:
-    """Free raw blocks by byte size. `take` reuses one or allocates; `give` keeps one while
-    the pool holds at most `limit` bytes (else the block is left to numpy to free).
+    """Free raw blocks by byte size, each with its 64-byte aligned address. `take` reuses
+    one or allocates; `give` keeps one while the pool holds at most `limit` bytes (else the
+    block is left to numpy to free).
 
     >>> p = Pool(1 << 20)
-    >>> a = p.take(256)
-    >>> p.give(a); p.take(256) is a
-    True
+    >>> raw, ptr = p.take(256)
+    >>> ptr % ALIGN, p.give(raw, ptr), p.take(256)[0] is raw
+    (0, None, True)
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self.free: dict[int, list[np.ndarray]] = {}
+        self.free: dict[int, list[tuple[np.ndarray, int]]] = {}
 
-    def take(self, nbytes: int) -> np.ndarray:
+    def take(self, nbytes: int) -> tuple[np.ndarray, int]:
         blocks = self.free.get(nbytes)
         if blocks:
             self.held -= nbytes
             return blocks.pop()
-        return np.empty(nbytes + ALIGN, dtype=np.uint8)
+        raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+        base = raw.ctypes.data
+        return raw, base + (-base % ALIGN)
 
-    def give(self, raw: np.ndarray) -> None:
+    def give(self, raw: np.ndarray, ptr: int) -> None:
         nbytes = raw.size - ALIGN
         if self.held + nbytes <= self.limit:
-            self.free.setdefault(nbytes, []).append(raw)
+            self.free.setdefault(nbytes, []).append((raw, ptr))
             self.held += nbytes
 
     def clear(self) -> None:
@@ -62,27 +65,29 @@ POOL = Pool(_limit())
 
 
 class Memory:
-    """A host buffer of `size` elements, its address read once (so a launch costs no numpy
-    calls); its block goes back to the pool when the last reference to it is dropped.
+    """A host buffer of `size` elements of `dtype` at address `ptr` (read once, so a launch
+    costs no numpy calls); `array` views it. Its block goes back to the pool when the last
+    reference to the Memory is dropped.
 
     >>> m = Memory(3, np.dtype(np.float32))
     >>> m.array.shape, m.ptr % ALIGN
     ((3,), 0)
     """
 
-    __slots__ = ("_raw", "array", "ptr")
+    __slots__ = ("_raw", "dtype", "ptr", "size")
 
     def __init__(self, size: int, dtype: np.dtype[np.generic]) -> None:
         # at least one element, so the address is valid even for empty tensors
-        nbytes = -(-max(size, 1) * dtype.itemsize // ALIGN) * ALIGN
-        raw = POOL.take(nbytes)
-        start = -raw.ctypes.data % ALIGN
-        self._raw = raw
-        self.array = raw[start : start + nbytes].view(dtype)[: max(size, 1)]
-        self.ptr: int = self.array.ctypes.data
+        self.size, self.dtype = max(size, 1), dtype
+        self._raw, self.ptr = POOL.take(-(-self.size * dtype.itemsize // ALIGN) * ALIGN)
+
+    @property
+    def array(self) -> np.ndarray:
+        start = self.ptr - self._raw.ctypes.data
+        return self._raw[start : start + self.size * self.dtype.itemsize].view(self.dtype)
 
     def __del__(self, give: Any = POOL.give) -> None:  # bound early: safe at exit too
-        give(self._raw)
+        give(self._raw, self.ptr)
 
 
 def allocate(size: int, dtype: DType) -> Memory:
