@@ -189,8 +189,9 @@ def pack_b_c(col_major: bool, float32: bool = False) -> str:
         for (int j = j0; j < nr; ++j) dst[k * NR + j] = LOAD_IN(src[k * SBK + j * SBN]);
         for (int j = nr; j < NR; ++j) dst[k * NR + j] = 0;
     }"""
+    head = TRANSPOSE16 if fast else ""
     return f"""\
-{TRANSPOSE16 if fast else ""}static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
+{head}static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
                           long n0, int nr) {{
     const in_t *src = b + k0 * SBK + n0 * SBN;
     int j0 = 0;
