@@ -175,6 +175,39 @@ def test_operands_read_in_place(case, flags, tmp):
     run_and_check(*contiguous_case(*shape, dtype, seed=6), tmp, flags=flags)
 
 
+# x @ W.T (a Linear layer): A's k-contiguous rows are read in place when all of k is one
+# block; W (n, k) used as (k, n) is column-major B, packed by 16 x 16 register transposes
+# on AVX-512 (float32). n = 83 leaves a 16-column group and a 3-column tail in the edge
+# sliver, k = 100 a 4-deep tail; kc = 40 splits k (A packed again) with an 8-deep tail.
+LINEAR_TILINGS = [
+    None,
+    GemmTiling(mc=24, nc=128, kc=40, mr=6, nr=64, vec_bytes=64, unroll=4, threads=2),
+    GemmTiling(mc=24, nc=48, kc=100, mr=6, nr=16, vec_bytes=32, unroll=2, threads=2),
+]
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("tiling", LINEAR_TILINGS, ids=["default", "k_blocks", "avx2"])
+@pytest.mark.parametrize("m", [70, 300])
+def test_linear_layer_products(m, tiling, flags, tmp):
+    rng = np.random.default_rng(8)
+    k, n = 100, 83
+    a = rand((1, m, k), "float32", rng)
+    w = rand((n, k), "float32", rng)
+    out = np.empty((1, m, n), np.float32)
+    spec = GemmSpec(1, m, n, k, "float32", a_strides=(0, k, 1), b_strides=(0, 1, k))
+    src = gemm_source(spec, tiling)
+    assert "transpose16(" in src
+    dense = tiling is None or tiling.kc >= k
+    assert f"#define INPLACE_A {int(dense)}L" in src
+    run_and_check(a, w.T[None], out, "float32", "float32", tmp, tiling=tiling, flags=flags)
+    # the backward products of the same layer: g.T @ x (A column-major) and g @ W
+    g = rand((1, m, n), "float32", rng)
+    dw = np.empty((1, n, k), np.float32)
+    run_and_check(g.transpose(0, 2, 1), a, dw, "float32", "float32", tmp, flags=flags)
+    run_and_check(g, w[None], np.empty((1, m, k), np.float32), "float32", "float32", tmp)
+
+
 # M or N of 1 with unit-stride rows: one dot product per output (no packing)
 def gemv_cases(rng: np.random.Generator):
     f32 = lambda *shape: rand(shape, "float32", rng)  # noqa: E731
