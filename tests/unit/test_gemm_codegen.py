@@ -457,3 +457,17 @@ def test_bad_specs_raise_typed_errors():
         gemm_source(spec, name="not a name")
     with pytest.raises(ShapeError, match="multiple of mr"):
         GemmTiling(mc=10, nc=32, kc=8, mr=4, nr=32, vec_bytes=64)
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("m", [7, 10, 12])
+def test_b_read_in_place_for_a_few_rows(m, flags, tmp):
+    # M spans two register tiles at most (a class head's weight gradient g.T @ h): B is read
+    # where it lies, with an edge row tile and an edge column sliver (n = 83)
+    rng = np.random.default_rng(9)
+    k, n = 100, 83
+    g, h = rand((1, k, m), "float32", rng), rand((1, k, n), "float32", rng)
+    spec = GemmSpec(1, m, n, k, "float32", a_strides=(0, 1, m), b_strides=(0, n, 1))
+    assert "#define INPLACE_B 1L" in gemm_source(spec)
+    out = np.empty((1, m, n), np.float32)
+    run_and_check(g.transpose(0, 2, 1), h, out, "float32", "float32", tmp, flags=flags)
