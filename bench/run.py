@@ -83,10 +83,14 @@ def pick_device() -> str:
 
 
 IDLE_PAUSE_S = 0.2
+WARM_S = 0.03  # seconds of untimed calls before each timed round
 
 
 def best_of(fns: Mapping[str, Fn], repeat: int, inner: int = 1) -> dict[str, float]:
-    """Seconds per call of each fn: best of `repeat` rounds (of `inner` calls), interleaved."""
+    """Seconds per call of each fn: best of `repeat` rounds (of `inner` calls), interleaved.
+    Each round pauses (the previous peer's spinning threads go idle), then calls fn for
+    WARM_S before timing: right after a pause the first calls run on cores still waking
+    up (on this VM softmax takes 1.3-1.5x longer), which would measure the wake-up."""
     for fn in fns.values():
         fn()  # warm up: compile, allocate, page in
     best = dict.fromkeys(fns, float("inf"))
@@ -95,7 +99,10 @@ def best_of(fns: Mapping[str, Fn], repeat: int, inner: int = 1) -> dict[str, flo
             # OpenBLAS's and OpenMP's idle threads spin for a while after a call: let the
             # previous peer's go quiet so they do not steal the cores from this one
             time.sleep(IDLE_PAUSE_S)
+            warm_until = time.perf_counter() + WARM_S  # then run hot: the cores woke up
             fn()
+            while time.perf_counter() < warm_until:
+                fn()
             t0 = time.perf_counter()
             for _ in range(inner):
                 fn()

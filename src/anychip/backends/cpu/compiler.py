@@ -16,13 +16,23 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from anychip.codegen import gemm
 from anychip.errors import CompileError
 
+
+def _wide_vectors() -> list[str]:
+    """GCC and Clang vectorise loops 256 bits wide on AVX-512 hosts unless told otherwise;
+    512 bits measured 1.4-1.7x faster on softmax rows (exp-bound) and max reductions on a
+    Sapphire Rapids-class Xeon. The GEMM spells its vector width out, so it is unaffected."""
+    return ["-mprefer-vector-width=512"] if gemm.host_info().vec_bytes == 64 else []
+
+
 # flag sets tried in order until one builds: the first is the fast one, the rest degrade
-GENERIC_FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+GENERIC_FLAGS = ["-O3", "-march=native", *_wide_vectors(), "-fopenmp", "-ffp-contract=off"]
+GENERIC_FLAGS.append("-fno-math-errno")
 GEMM_FLAGS = ["-O3", "-march=native", "-fopenmp"]  # gemm relies on FMA contraction
 _ALWAYS = ["-fPIC", "-shared", "-fwrapv", "-std=gnu11"]
-_DROPPABLE = ("-march=native", "-fopenmp")
+_DROPPABLE = ("-mprefer-vector-width=512", "-march=native", "-fopenmp")
 COMPILES = [0]  # compiler invocations in this process (tests check a warm cache makes none)
 
 
@@ -88,7 +98,8 @@ def build(source: str, flags: list[str]) -> ctypes.CDLL:
 
 def _compile(cc: str, source: str, flags: list[str], path: Path) -> list[str]:
     """Compile to a temporary file beside `path`, then move it there; on failure retry
-    without the optional flags (OpenMP, -march=native). Returns the flags that worked."""
+    without the optional flags (vector width, -march=native, OpenMP). Returns the flags
+    that worked."""
     tries = [flags] + [
         [f for f in flags if f not in _DROPPABLE[: i + 1]] for i in range(len(_DROPPABLE))
     ]
