@@ -39,6 +39,7 @@ from anychip.ir.kernel import (
 from anychip.ir.ops import Ops
 
 HALVES = (dtypes.float16, dtypes.bfloat16)
+_NAME = re.compile(r"[A-Za-z_]\w*")  # identifiers in rendered C text
 PARALLEL_WORK = 1 << 15  # iterations below which threads cost more than they save
 
 
@@ -47,6 +48,8 @@ class _Block:
     """Names visible while rendering one block: expression id -> temporary."""
 
     temps: dict[object, str] = field(default_factory=dict)
+    # rendered text -> (temporary, accumulators the text reads): common subexpressions
+    texts: dict[tuple[DType, str], tuple[str, frozenset[str]]] = field(default_factory=dict)
     keep: list[Expr] = field(default_factory=list)  # keeps ids stable while rendering
 
 
@@ -172,12 +175,33 @@ class CRenderer:
             if hit is not None:
                 return hit
         text = self.load(e) if isinstance(e, Load) else self.alu(e)
+        # the same text over the same temporaries is the same value (lowering often rebuilds
+        # a subexpression: softmax's exp for the sum and for the store), unless it reads
+        # memory this kernel writes; text reading an accumulator is shared within its block
+        # only, until the accumulator changes (`forget`)
+        tkey = (e.dtype, text)
+        shared = not (isinstance(e, Load) and e.buf in self.written)
+        accs = frozenset(v for v in _NAME.findall(text) if v in self.acc_ops)
+        if shared:
+            for b in reversed(self.blocks[-1:] if accs else self.blocks):
+                seen = b.texts.get(tkey)
+                if seen is not None:
+                    self.blocks[-1].temps[key] = seen[0]
+                    self.blocks[-1].keep.append(e)
+                    return seen[0]
         name = f"t{self.count}"
         self.count += 1
         self.emit(f"const {self.vtype(e.dtype)} {name} = {text};")
         self.blocks[-1].temps[key] = name
+        if shared:
+            self.blocks[-1].texts[tkey] = (name, accs)
         self.blocks[-1].keep.append(e)
         return name
+
+    def forget(self, var: str) -> None:
+        """`var` (an accumulator) changes: shared text that read it is stale from here."""
+        for b in self.blocks:
+            b.texts = {k: v for k, v in b.texts.items() if var not in v[1]}
 
     def load(self, e: Load) -> str:
         ref = f"b{e.buf}[{self.expr(e.index)}]"
@@ -249,9 +273,11 @@ class CRenderer:
             self.emit(f"const {self.vtype(s.value.dtype)} {s.var} = {self.expr(s.value)};")
         elif isinstance(s, Acc):
             self.acc_ops[s.var] = s
+            self.forget(s.var)
             self.emit(f"{self.vtype(s.dtype)} {s.var} = {self.identity(s.op, s.dtype)};")
         elif isinstance(s, Update):
             self.emit(self.update(s.var, self.expr(s.value)))
+            self.forget(s.var)
         elif isinstance(s, Store):
             self.store(s)
         elif isinstance(s, SortRow):
@@ -374,6 +400,7 @@ class CRenderer:
         for a in accs:
             acc = self.acc_ops[a]
             self.emit(f"{self.vtype(acc.dtype)} {a} = {self.identity(acc.op, acc.dtype)};")
+            self.forget(a)  # each thread's own partial shadows it here
         lo = f"{s.extent} * t_ / n_"
         hi = f"{s.extent} * (t_ + 1) / n_"
         self.omp += 1
@@ -394,6 +421,8 @@ class CRenderer:
         self.emit("}")
         self.blocks.pop()
         self.emit("}")
+        for a in accs:
+            self.forget(a)
 
     # --- the whole kernel -----------------------------------------------------------
     def signature(self, k: KernelIR, name: str) -> str:
@@ -417,6 +446,8 @@ class CRenderer:
         """The C source of kernel `k` as function `name` (default: `k.name`)."""
         fname = c_name(name or k.name)
         self.bufs = k.bufs
+        self.written = {s.buf for s in walk_stmts(k.body) if isinstance(s, Store)}
+        self.written |= {s.buf for s in walk_stmts(k.body) if isinstance(s, Local)}
         self.lines, self.blocks, self.count, self.acc_ops = [], [], 0, {}
         self.block(k.body)
         body = "\n".join("  " + line for line in self.lines)

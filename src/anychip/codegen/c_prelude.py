@@ -75,17 +75,22 @@ static inline uint16_t f2bf(float f) {
    x = k ln2 + r with |r| <= ln2/2 (ln2 split hi + lo: k * hi is exact), exp(r) by a
    degree-7 polynomial fitted on that interval (< 1 ulp), times 2^k built in two halves
    so results that overflow give inf and tiny ones round once into the subnormals. */
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+#define AC_FMAF(a, b, c) __builtin_fmaf(a, b, c) /* fused: one rounding, one instruction */
+#else
+#define AC_FMAF(a, b, c) ((a) * (b) + (c))
+#endif
 static inline __attribute__((always_inline)) float ac_expf(float x) {
   float c = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
   float k = (c * 1.44269504f + 12582912.0f) - 12582912.0f;  /* round to nearest */
   float r = (c - k * 0.693359375f) - k * -2.12194440e-4f;
   float p = 0.00019790353f;
-  p = p * r + 0.0013944649f;
-  p = p * r + 0.008333497f;
-  p = p * r + 0.041666295f;
-  p = p * r + 0.16666666f;
-  p = p * r + 0.5f;
-  float y = (p * (r * r) + r) + 1.0f;
+  p = AC_FMAF(p, r, 0.0013944649f);
+  p = AC_FMAF(p, r, 0.008333497f);
+  p = AC_FMAF(p, r, 0.041666295f);
+  p = AC_FMAF(p, r, 0.16666666f);
+  p = AC_FMAF(p, r, 0.5f);
+  float y = AC_FMAF(p, r * r, r) + 1.0f;
   int32_t n = (int32_t)k, n1 = n >> 1, n2 = n - n1;
   uint32_t u1 = (uint32_t)(n1 + 127) << 23, u2 = (uint32_t)(n2 + 127) << 23;
   float s1, s2;
