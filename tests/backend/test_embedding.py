@@ -57,6 +57,22 @@ def test_bag_fixed_size(mode: str, device: str) -> None:
     check(lambda i, w: _bag(i, w, mode=mode), [ids, rand(6, 5)], device)
 
 
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("last", [False, True], ids=["offsets", "include_last_offset"])
+def test_bag_offsets_of_equal_bags(mode: str, last: bool, device: str) -> None:
+    # bags of one length back to back (the input seen as a (B, L) matrix), with padding
+    # ids (bag 2 holds only padding) and, for sum, per-sample weights
+    ids = np.array([0, 4, 4, 2, 1, 3, 5, 5, 5, 1, 0, 2], I64)
+    offs = np.arange(0, 13 if last else 12, 3, dtype=I64)
+    args = [ids, rand(6, 5), offs]
+    check(lambda i, w, o: _bag(i, w, o, mode=mode, include_last_offset=last), args, device)
+    pad = lambda i, w, o: _bag(i, w, o, mode=mode, padding_idx=5, include_last_offset=last)  # noqa: E731
+    check(pad, args, device)
+    if mode == "sum":
+        psw = lambda i, w, o, p: _bag(i, w, o, p, mode="sum", include_last_offset=last)  # noqa: E731
+        check(psw, [*args, rand(12, seed=3)], device)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
 def test_bag_offsets_with_empty_bags(mode: str, dtype: str, device: str) -> None:

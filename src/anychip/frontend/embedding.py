@@ -150,6 +150,15 @@ def _offset_bags(
     starts = off[:nb]
     ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
     width = int((ends - starts).max()) if nb else 0
+    if nb and width and np.all(ends - starts == width) and ends[-1] == nb * width:
+        # every bag `width` long, back to back (a fixed-length multi-hot feature): the
+        # (B, L) slots are input itself seen as a matrix, nothing to build on the host
+        rows, wb = _lookup(weight, idx.reshape(nb, width)), None
+        if w is not None:
+            wb = w.reshape(nb, width)  # per-sample weights, 0 for padding ids
+        if mode == "max":  # padding ids are no candidates for the max
+            return _dense_bags(rows, None if wb is None else wb != 0, None, mode)
+        return _dense_bags(rows, None, wb, mode)
     # (B, Lmax) slots: one gather-and-reduce kernel parallel over bags. Sum and mean take
     # this layout while padding wastes little; max always (no scatter-max primitive).
     if mode == "max" or nb * width <= 2 * n + nb:

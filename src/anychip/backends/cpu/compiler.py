@@ -38,7 +38,11 @@ COMPILES = [0]  # compiler invocations in this process (tests check a warm cache
 
 def find_compiler() -> str | None:
     """The C compiler to use: $CC if set, else cc, gcc or clang on PATH (None if none)."""
-    cc = os.environ.get("CC")
+    return _find_compiler(os.environ.get("CC"), os.environ.get("PATH"))
+
+
+@functools.cache  # asked on every device lookup: search PATH once per (CC, PATH)
+def _find_compiler(cc: str | None, path: str | None) -> str | None:
     if cc:
         return shutil.which(cc)
     for name in ("cc", "gcc", "clang"):
