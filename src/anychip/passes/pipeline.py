@@ -17,6 +17,7 @@ from anychip.passes.hoist import hoist
 from anychip.passes.interchange import interchange
 from anychip.passes.lower import lower
 from anychip.passes.reuse import reuse_rows
+from anychip.passes.rowsplit import split_rows
 from anychip.passes.simplify import simplify
 from anychip.runtime.device import Kernel
 
@@ -29,6 +30,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("interchange", interchange),  # column reductions: tile the output axis, SIMD across it
     ("reuse", reuse_rows),  # a row's costly reduced values (softmax's exp) computed once
     ("hoist", hoist),  # loop-invariant loads (a bag's row id) computed before their loop
+    ("rowsplit", split_rows),  # contiguous row reductions: independent partials, tree combine
 ]
 
 
