@@ -41,8 +41,13 @@ def grad(
 
 
 def backward(root: Tensor, gradient: Tensor | None = None) -> None:
-    """Accumulate d(root)/d(leaf) into each leaf's `.grad`."""
-    _run(root, gradient, None, accumulate=True)
+    """Accumulate d(root)/d(leaf) into each leaf's `.grad`, computed now with `root` itself
+    in one schedule (as PyTorch computes them here): the forward values both need are
+    computed once, and a later `root.realize()` or optimizer step finds them ready."""
+    from anychip.frontend.tensor import realize_together
+
+    leaves = _run(root, gradient, None, accumulate=True)
+    realize_together([root, *(t.grad for t in leaves if t is not None and t.grad is not None)])
 
 
 def _run(
@@ -72,6 +77,7 @@ def _run(
         )
     grads: dict[int, Tensor] = {id(root): gradient.detach().to(root.dtype)}
     results: dict[int, Tensor] = {}
+    leaves: dict[int, Tensor] = {}  # whose .grad this call changed
     want = {id(w) for w in wanted} if wanted is not None else None
     with no_grad():
         for t in _tape(root):
@@ -96,10 +102,11 @@ def _run(
                 if s._ctx is None:  # a leaf
                     if want is None:
                         s.grad = c if s.grad is None else s.grad + c
+                        leaves[id(s)] = s
                     else:
                         results[id(s)] = results[id(s)] + c if id(s) in results else c
                 else:
                     grads[id(s)] = grads[id(s)] + c if id(s) in grads else c
     if wanted is None:
-        return []
+        return list(leaves.values())  # the leaves whose .grad changed
     return [results.get(id(w)) for w in wanted]

@@ -505,3 +505,23 @@ def to_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     if isinstance(x, Tensor):
         return x
     return Tensor(x, device=like.device if like is not None else None)
+
+
+def realize_together(tensors: list[Tensor]) -> None:
+    """Realise `tensors` in one schedule (one graph walk, one cached plan, values that
+    several of them share computed once), as each one's `.realize()` would.
+
+    >>> import anychip as ac
+    >>> a = ac.ones(2)
+    >>> b, c = a + 1, a * 3
+    >>> realize_together([b, c]); (b.tolist(), c.tolist())
+    ([2.0, 2.0], [3.0, 3.0])
+    """
+    todo = list({id(t): t for t in tensors if t.node.op is not Ops.BUFFER}.values())
+    by_device: dict[str, list[Tensor]] = {}
+    for t in todo:
+        by_device.setdefault(t.device, []).append(t)
+    for group in by_device.values():
+        bufs = rt.realize([t.node for t in group])
+        for t, buf in zip(group, bufs, strict=True):
+            t.node = Node(Ops.BUFFER, t.dtype, t.shape, t.device, (), buf)

@@ -14,9 +14,7 @@ from typing import Any
 from anychip.dtypes import float64
 from anychip.errors import ArgumentError, AutogradError, DTypeError
 from anychip.frontend.creation import tensor
-from anychip.frontend.tensor import Tensor, enable_grad, no_grad
-from anychip.ir.ops import Node, Ops
-from anychip.runtime import realize as rt
+from anychip.frontend.tensor import Tensor, enable_grad, no_grad, realize_together
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -179,26 +177,6 @@ def step_counter(like: Tensor) -> Tensor:
     1.0
     """
     return tensor(0.0, dtype=float64, device=like.device)
-
-
-def realize_together(tensors: list[Tensor]) -> None:
-    """Realise `tensors` in one schedule (one graph walk, one cached plan, values that
-    several of them share computed once), as each one's `.realize()` would.
-
-    >>> import anychip as ac
-    >>> a = ac.ones(2)
-    >>> b, c = a + 1, a * 3
-    >>> realize_together([b, c]); (b.tolist(), c.tolist())
-    ([2.0, 2.0], [3.0, 3.0])
-    """
-    todo = list({id(t): t for t in tensors if t.node.op is not Ops.BUFFER}.values())
-    by_device: dict[str, list[Tensor]] = defaultdict(list)
-    for t in todo:
-        by_device[t.device].append(t)
-    for group in by_device.values():
-        bufs = rt.realize([t.node for t in group])
-        for t, buf in zip(group, bufs, strict=True):
-            t.node = Node(Ops.BUFFER, t.dtype, t.shape, t.device, (), buf)
 
 
 def _cast_state(key: str, value: Any, param: Tensor) -> Any:
