@@ -3,10 +3,12 @@ realisations share a plan) and how recorded launches become a replayable Plan.""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+import anychip as ac
 from anychip import dtypes
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import dispatch
@@ -99,3 +101,15 @@ def test_a_read_that_sees_other_values_fails_its_guard() -> None:
     other = Buffer("ref", F32, 2, np.array([1.0, 3.0], np.float32))
     with pytest.raises(dispatch.GuardFailed):
         plan.run([other])
+
+
+def test_debug_prints_every_launch_with_its_time_also_on_replay(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(dispatch, "DEBUG", 1)
+    a = ac.ones(8, 16).realize()
+    for _ in range(2):  # compiled, then replayed from the structural cache
+        (a * 3 + 1).sum(1).realize()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "reduce_8x1" in ln]
+    assert len(lines) == 2
+    assert all(re.search(r"float32\s+\[8, 1\]\s+\d+\.\d{3} ms$", ln) for ln in lines)

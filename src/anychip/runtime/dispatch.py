@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class Step:
     backend: Backend | None = None
     program: Any = None
     value: bytes = b""
+    label: str = ""  # what ANYCHIP_DEBUG=1 prints for a launch: kernel, dtype, shape
 
 
 @dataclass(eq=False)  # recorders are removed from the active list by identity
@@ -73,11 +75,20 @@ def recording() -> Iterator[Recorder]:
         _RECORDERS.remove(rec)
 
 
-def launch(backend: Backend, program: Any, out: Buffer, ins: list[Buffer]) -> None:
-    """Run a compiled program (the one door to `Backend.launch`), telling the recorders."""
-    backend.launch(program, out, ins)
+def launch(backend: Backend, program: Any, out: Buffer, ins: list[Buffer], label: str = "") -> None:
+    """Run a compiled program (the one door to `Backend.launch`), telling the recorders;
+    with ANYCHIP_DEBUG=1 print `label` (kernel name, dtype, shape) and the time it took."""
+    if DEBUG >= 1:
+        backend.synchronize()
+        t0 = time.perf_counter()
+        backend.launch(program, out, ins)
+        backend.synchronize()
+        ms = (time.perf_counter() - t0) * 1e3
+        print(f"[{out.device}] {label or '(kernel)':<48} {ms:8.3f} ms")
+    else:
+        backend.launch(program, out, ins)
     for rec in _RECORDERS:
-        rec.steps.append(Step(LAUNCH, ins, out, backend, program))
+        rec.steps.append(Step(LAUNCH, ins, out, backend, program, label=label))
 
 
 def copy(src: Buffer, device: str) -> Buffer:
@@ -114,6 +125,7 @@ class _PlanStep:
     program: Any
     meta: tuple[str, Any, int]  # the output's (device, dtype, size)
     value: bytes
+    label: str = ""
 
 
 @dataclass
@@ -138,7 +150,7 @@ class Plan:
                     dev, dt, size = s.meta
                     out = Buffer(dev, dt, size, backend.allocate(size, dt))
                     env.append(out)
-                launch(backend, s.program, out, [env[i] for i in s.ins])
+                launch(backend, s.program, out, [env[i] for i in s.ins], s.label)
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             else:
@@ -181,7 +193,7 @@ def make_plan(rec: Recorder, inputs: list[Buffer], outputs: list[Buffer]) -> Pla
             else:
                 o, size = size, size + 1
                 slot[id(s.out)] = o
-        steps.append(_PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value))
+        steps.append(_PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label))
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
 

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,24 +114,10 @@ def launch(items: list[WorkItem]) -> None:
         if w.kernel is not None:
             backend = get_backend(w.out.device)
             program = backend.compile(w.kernel)
-            if DEBUG >= 1:
-                _timed(backend, program, w)
-            else:
-                dispatch.launch(backend, program, w.out, list(w.ins))  # jit records it
+            n = w.node  # the label ANYCHIP_DEBUG=1 prints, now and when a plan replays it
+            label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
+            dispatch.launch(backend, program, w.out, list(w.ins), label)  # jit records it
         remember(w.node, w.out)
-
-
-def _timed(backend: object, program: object, w: WorkItem) -> None:
-    from anychip.runtime.device import Backend
-
-    assert isinstance(backend, Backend) and w.kernel is not None
-    backend.synchronize()
-    t0 = time.perf_counter()
-    dispatch.launch(backend, program, w.out, list(w.ins))
-    backend.synchronize()
-    ms = (time.perf_counter() - t0) * 1e3
-    n = w.node
-    print(f"[{w.out.device}] {w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)} {ms:8.3f} ms")
 
 
 def realize(nodes: list[Node]) -> list[Buffer]:
