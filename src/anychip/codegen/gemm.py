@@ -408,6 +408,12 @@ def _inplace(spec: GemmSpec, t: GemmTiling) -> str:
     return "a" if _dense_rows(spec, t) else ""
 
 
+def _edge(spec: GemmSpec, t: GemmTiling) -> int:
+    """Columns in N's last sliver when it is narrower than NR (0 otherwise): they get a
+    narrower micro-kernel (n = 784 = 12 x 64 + 16 would compute 64 columns for 16)."""
+    return spec.n % t.nc % t.nr if spec.n > t.nr else 0
+
+
 def _gemv(spec: GemmSpec) -> tuple[str, str] | None:
     """M or N of 1 (matrix times vector, a Linear layer at batch 1): (which argument holds
     the matrix, "dot" when its rows along k are contiguous or "axpy" when its other
@@ -484,7 +490,9 @@ def gemm_source(
             col_major=spec.b_strides[1] == 1 and spec.b_strides[2] != 1,
             float32=spec.dtype.name == "float32",
         ),
-        micro=gk.micro_c(t.mr, t.nr, lanes, t.unroll, t.vec_bytes, _inplace(spec, t)),
+        micro=gk.micro_c(
+            t.mr, t.nr, lanes, t.unroll, t.vec_bytes, _inplace(spec, t), _edge(spec, t)
+        ),
         threads=t.threads,
         batch_parallel=t.batch_parallel,
         empty=spec.batch * spec.m * spec.n == 0,

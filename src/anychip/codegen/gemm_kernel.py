@@ -233,15 +233,22 @@ static inline void storev(acc_t *p, vec_t v) {{ memcpy(p, &v, sizeof v); }}
 
 
 def micro_vector_c(
-    mr: int, nr: int, lanes: int, unroll: int, a: str = "packed", b: str = "packed"
+    mr: int,
+    nr: int,
+    lanes: int,
+    unroll: int,
+    a: str = "packed",
+    b: str = "packed",
+    suffix: str = "",
 ) -> str:
     """micro: C[mr, nr] (= or +=) A(kc, MR) x B(kc, NR), accumulators held in registers;
-    A and B from packed panels or (`a`/`b` = "inplace") read where they lie.
+    A and B from packed panels or (`a`/`b` = "inplace") read where they lie. An `nr` below
+    NR (the edge variant, name + `suffix`) computes the first nr columns of a packed sliver.
 
     Written with GCC vector extensions so GCC and Clang emit (embedded-broadcast) FMAs."""
     nv = nr // lanes
     acc = ", ".join(f"c{i}_{j} = {{0}}" for i in range(mr) for j in range(nv))
-    name = MICRO_NAMES[(a, b)]
+    name = MICRO_NAMES[(a, b)] + suffix
     out = [
         f"static inline void {name}(int kc, const acc_t *restrict ap, const acc_t *restrict bp,",
         "                         acc_t *restrict c, long ldc, int first) {",
@@ -286,21 +293,41 @@ static inline void {MICRO_NAMES[(a, b)]}(int kc, const acc_t *restrict ap,
 """
 
 
-def micro_c(mr: int, nr: int, lanes: int, unroll: int, vec_bytes: int, inplace: str = "") -> str:
+def micro_c(
+    mr: int,
+    nr: int,
+    lanes: int,
+    unroll: int,
+    vec_bytes: int,
+    inplace: str = "",
+    edge: int = 0,
+) -> str:
     """The micro-kernels the driver calls: `micro` on packed panels, plus `micro_ua` (A read
     in place) or `micro_ub` (B read in place) when `inplace` is "a" or "b". Vector code
-    where GCC vector extensions exist, else scalar."""
+    where GCC vector extensions exist, else scalar. `edge` > 0 (the columns of N's last,
+    narrower sliver) adds `micro_e` (and `micro_ua_e`) computing only as many vectors as
+    those columns need, and defines EDGE_NR to that width (0 without them)."""
     variants = [("packed", "packed")]
     if inplace:
         variants.append(("inplace", "packed") if inplace == "a" else ("packed", "inplace"))
     scalar = "".join(micro_scalar_c(a, b) for a, b in variants)
     if vec_bytes == 0:
-        return scalar
+        return scalar + "#define EDGE_NR 0\n"
     zero = ", ".join(["x"] * lanes)
     vector = VECTOR_HELPERS.format(vec_bytes=vec_bytes, zero=zero)
     vector += "".join(micro_vector_c(mr, nr, lanes, unroll, a, b) for a, b in variants)
+    edge_nr = -(-edge // lanes) * lanes if edge else 0
+    if 0 < edge_nr < nr:  # a packed edge sliver, narrower than a full one
+        vector += "".join(
+            micro_vector_c(mr, edge_nr, lanes, unroll, a, "packed", "_e")
+            for a, b in variants
+            if b == "packed"
+        )
+    else:
+        edge_nr = 0
+    vector += f"#define EDGE_NR {edge_nr}\n"
     guard = "#if defined(__GNUC__) && !defined(ANYCHIP_GEMM_SCALAR)"
-    return f"{guard}\n{vector}#else\n{scalar}#endif\n"
+    return f"{guard}\n{vector}#else\n{scalar}#define EDGE_NR 0\n#endif\n"
 
 
 INCLUDES = """\
@@ -325,8 +352,10 @@ static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t 
         const int ub = INPLACE_B && nr == NR;
         const acc_t *bp = ub ? (const acc_t *)(b + pc * SBK + (jc + (long)s * NR) * SBN)
                              : bpack + (INPLACE_B ? 0 : (long)s * NR * kc);
+        /* the last, narrow sliver of N: the edge kernel computes only its EDGE_NR columns */
+        const int ew = EDGE_NR && nr <= EDGE_NR, width = ew ? EDGE_NR : NR;
         for (int ir = 0; ir < mc; ir += MR) {
-            const int mr = mc - ir < MR ? mc - ir : MR, full = mr == MR && nr == NR;
+            const int mr = mc - ir < MR ? mc - ir : MR, full = mr == MR && nr == width;
             const int ua = INPLACE_A && mr == MR;
             const acc_t *ap = ua ? (const acc_t *)(a + (ic + ir) * SAM + pc * SAK)
                                  : apack + (INPLACE_A ? 0 : (long)ir * kc);
@@ -335,6 +364,12 @@ static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t 
             acc_t *dst = full ? cp : tmp;
             const long ld = full ? LDC : NR;
             const int f = full ? first : 1;
+#if EDGE_NR && INPLACE_A
+            if (ew && ua) micro_ua_e(kc, ap, bp, dst, ld, f); else
+#endif
+#if EDGE_NR
+            if (ew && !ua) micro_e(kc, ap, bp, dst, ld, f); else
+#endif
 #if INPLACE_A
             if (ua) micro_ua(kc, ap, bp, dst, ld, f); else
 #elif INPLACE_B

@@ -208,6 +208,102 @@ static inline void micro(int kc, const acc_t *restrict ap, const acc_t *restrict
         storev(c + 13 * ldc + 0, loadv(c + 13 * ldc + 0) + c13_0); storev(c + 13 * ldc + 16, loadv(c + 13 * ldc + 16) + c13_1);
     }
 }
+static inline void micro_e(int kc, const acc_t *restrict ap, const acc_t *restrict bp,
+                         acc_t *restrict c, long ldc, int first) {
+    vec_t c0_0 = {0}, c1_0 = {0}, c2_0 = {0}, c3_0 = {0}, c4_0 = {0}, c5_0 = {0}, c6_0 = {0}, c7_0 = {0}, c8_0 = {0}, c9_0 = {0}, c10_0 = {0}, c11_0 = {0}, c12_0 = {0}, c13_0 = {0};
+    int k = 0;
+    for (; k + 2 <= kc; k += 2) {
+        {
+            const vec_t b0 = loadv(bp + 0 * NR + 0);
+            { const vec_t a = bcast(ap[0 * MR + 0]); c0_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 1]); c1_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 2]); c2_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 3]); c3_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 4]); c4_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 5]); c5_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 6]); c6_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 7]); c7_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 8]); c8_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 9]); c9_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 10]); c10_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 11]); c11_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 12]); c12_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 13]); c13_0 += a * b0; }
+        }
+        {
+            const vec_t b0 = loadv(bp + 1 * NR + 0);
+            { const vec_t a = bcast(ap[1 * MR + 0]); c0_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 1]); c1_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 2]); c2_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 3]); c3_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 4]); c4_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 5]); c5_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 6]); c6_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 7]); c7_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 8]); c8_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 9]); c9_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 10]); c10_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 11]); c11_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 12]); c12_0 += a * b0; }
+            { const vec_t a = bcast(ap[1 * MR + 13]); c13_0 += a * b0; }
+        }
+        ap += 2 * MR;
+        bp += 2 * NR;
+    }
+    for (; k < kc; ++k) {
+        {
+            const vec_t b0 = loadv(bp + 0 * NR + 0);
+            { const vec_t a = bcast(ap[0 * MR + 0]); c0_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 1]); c1_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 2]); c2_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 3]); c3_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 4]); c4_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 5]); c5_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 6]); c6_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 7]); c7_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 8]); c8_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 9]); c9_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 10]); c10_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 11]); c11_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 12]); c12_0 += a * b0; }
+            { const vec_t a = bcast(ap[0 * MR + 13]); c13_0 += a * b0; }
+        }
+        ap += MR;
+        bp += NR;
+    }
+    if (first) {
+        storev(c + 0 * ldc + 0, c0_0);
+        storev(c + 1 * ldc + 0, c1_0);
+        storev(c + 2 * ldc + 0, c2_0);
+        storev(c + 3 * ldc + 0, c3_0);
+        storev(c + 4 * ldc + 0, c4_0);
+        storev(c + 5 * ldc + 0, c5_0);
+        storev(c + 6 * ldc + 0, c6_0);
+        storev(c + 7 * ldc + 0, c7_0);
+        storev(c + 8 * ldc + 0, c8_0);
+        storev(c + 9 * ldc + 0, c9_0);
+        storev(c + 10 * ldc + 0, c10_0);
+        storev(c + 11 * ldc + 0, c11_0);
+        storev(c + 12 * ldc + 0, c12_0);
+        storev(c + 13 * ldc + 0, c13_0);
+    } else {
+        storev(c + 0 * ldc + 0, loadv(c + 0 * ldc + 0) + c0_0);
+        storev(c + 1 * ldc + 0, loadv(c + 1 * ldc + 0) + c1_0);
+        storev(c + 2 * ldc + 0, loadv(c + 2 * ldc + 0) + c2_0);
+        storev(c + 3 * ldc + 0, loadv(c + 3 * ldc + 0) + c3_0);
+        storev(c + 4 * ldc + 0, loadv(c + 4 * ldc + 0) + c4_0);
+        storev(c + 5 * ldc + 0, loadv(c + 5 * ldc + 0) + c5_0);
+        storev(c + 6 * ldc + 0, loadv(c + 6 * ldc + 0) + c6_0);
+        storev(c + 7 * ldc + 0, loadv(c + 7 * ldc + 0) + c7_0);
+        storev(c + 8 * ldc + 0, loadv(c + 8 * ldc + 0) + c8_0);
+        storev(c + 9 * ldc + 0, loadv(c + 9 * ldc + 0) + c9_0);
+        storev(c + 10 * ldc + 0, loadv(c + 10 * ldc + 0) + c10_0);
+        storev(c + 11 * ldc + 0, loadv(c + 11 * ldc + 0) + c11_0);
+        storev(c + 12 * ldc + 0, loadv(c + 12 * ldc + 0) + c12_0);
+        storev(c + 13 * ldc + 0, loadv(c + 13 * ldc + 0) + c13_0);
+    }
+}
+#define EDGE_NR 16
 #else
 static inline void micro(int kc, const acc_t *restrict ap,
         const acc_t *restrict bp, acc_t *restrict c, long ldc, int first) {
@@ -218,6 +314,7 @@ static inline void micro(int kc, const acc_t *restrict ap,
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j] + (first ? 0 : c[i * ldc + j]);
 }
+#define EDGE_NR 0
 #endif
 
 static char *workspace(void) { /* one per calling thread, kept for later calls */
@@ -237,8 +334,10 @@ static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t 
         const int ub = INPLACE_B && nr == NR;
         const acc_t *bp = ub ? (const acc_t *)(b + pc * SBK + (jc + (long)s * NR) * SBN)
                              : bpack + (INPLACE_B ? 0 : (long)s * NR * kc);
+        /* the last, narrow sliver of N: the edge kernel computes only its EDGE_NR columns */
+        const int ew = EDGE_NR && nr <= EDGE_NR, width = ew ? EDGE_NR : NR;
         for (int ir = 0; ir < mc; ir += MR) {
-            const int mr = mc - ir < MR ? mc - ir : MR, full = mr == MR && nr == NR;
+            const int mr = mc - ir < MR ? mc - ir : MR, full = mr == MR && nr == width;
             const int ua = INPLACE_A && mr == MR;
             const acc_t *ap = ua ? (const acc_t *)(a + (ic + ir) * SAM + pc * SAK)
                                  : apack + (INPLACE_A ? 0 : (long)ir * kc);
@@ -247,6 +346,12 @@ static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t 
             acc_t *dst = full ? cp : tmp;
             const long ld = full ? LDC : NR;
             const int f = full ? first : 1;
+#if EDGE_NR && INPLACE_A
+            if (ew && ua) micro_ua_e(kc, ap, bp, dst, ld, f); else
+#endif
+#if EDGE_NR
+            if (ew && !ua) micro_e(kc, ap, bp, dst, ld, f); else
+#endif
 #if INPLACE_A
             if (ua) micro_ua(kc, ap, bp, dst, ld, f); else
 #elif INPLACE_B
