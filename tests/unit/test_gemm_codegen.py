@@ -471,3 +471,27 @@ def test_b_read_in_place_for_a_few_rows(m, flags, tmp):
     assert "#define INPLACE_B 1L" in gemm_source(spec)
     out = np.empty((1, m, n), np.float32)
     run_and_check(g.transpose(0, 2, 1), h, out, "float32", "float32", tmp, flags=flags)
+
+
+@pytest.mark.parametrize(
+    "dtype,out_dtype",
+    [("float32", None), ("float64", None), ("float16", "float16"), ("bfloat16", "float32")],
+)
+@pytest.mark.parametrize("shape", [(64, 64, 4096), (7, 13, 1000), (3, 70, 300), (30, 2, 257)])
+def test_split_k_sums_every_thread_s_part(shape, dtype, out_dtype, tmp):
+    # k much longer than m and n: each thread multiplies its own range of k, then the rows
+    # of out are shared out to sum the parts (checked against float64 numpy)
+    m, n, k = shape
+    a, b, out, dt, odt = contiguous_case(1, m, n, k, dtype, out_dtype, seed=m + n)
+    spec = GemmSpec(1, m, n, k, dt, odt)
+    t = default_tiling(spec)
+    assert t.split_k == (t.threads > 1)
+    run_and_check(a, b, out, dt, odt, tmp)
+    forced = replace(t, threads=2, split_k=True)  # also on a one-core host
+    assert "#define SPLIT_K 1L" in gemm_source(spec, forced)
+    run_and_check(a, b, out, dt, odt, tmp, tiling=forced)
+    run_and_check(a, b, out, dt, odt, tmp, tiling=forced, flags=("-DANYCHIP_GEMM_SCALAR",))
+    # views read in place (A transposed, out strided) and a batch looped inside the team
+    at = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
+    wide = np.empty((2, m, 2 * n), out.dtype)[:1, :, ::2]
+    run_and_check(at, b, wide, dt, odt, tmp, tiling=forced)

@@ -407,9 +407,10 @@ static void sync_team(int nth) {
     (void)nth;
 }
 
-/* one matrix: tid of nth threads share the B panel; slot picks the batch worker's buffers */
+/* one matrix, or its k range [k_lo, k_hi): tid of nth threads share the B panel; slot
+   picks the worker's own buffers (a batch worker's, or a split-K thread's) */
 static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slot,
-                     int tid, int nth) {
+                     int tid, int nth, long k_lo, long k_hi) {
     acc_t *bpack = (acc_t *)(ws + slot * SZ_B);
     acc_t *apack = (acc_t *)(ws + OFF_A + (slot + tid) * SZ_A);
     acc_t *ct = DIRECT ? (acc_t *)out : (acc_t *)(ws + OFF_S + slot * SZ_S);
@@ -418,8 +419,8 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
         const int nsl = (nc + NR - 1) / NR, nic = (int)((M + MC - 1) / MC);
         /* split N slivers too when there are fewer row blocks than threads */
         const int njg = (nth + nic - 1) / nic < nsl ? (nth + nic - 1) / nic : nsl;
-        for (long pc = 0; pc < K; pc += KC) {
-            const int kc = K - pc < KC ? (int)(K - pc) : KC;
+        for (long pc = k_lo; pc < k_hi; pc += KC) {
+            const int kc = k_hi - pc < KC ? (int)(k_hi - pc) : KC;
             for (int s = tid * nsl / nth; s < (tid + 1) * nsl / nth; ++s)
                 if (!INPLACE_B || nc - s * NR < NR) /* in place: pack the edge sliver only */
                     pack_b_sliver(bpack + (INPLACE_B ? 0 : (long)s * NR * kc), b, pc, kc,
@@ -431,27 +432,54 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
                 const int skip = INPLACE_A ? mc / MR * MR : 0; /* rows read in place */
                 if (mc > skip) pack_a(apack, a, ic + skip, mc - skip, pc, kc);
                 macro(ct, apack, bpack, a, b, ic, mc, jc, nc, pc, jg * nsl / njg,
-                      (jg + 1) * nsl / njg, kc, pc == 0);
+                      (jg + 1) * nsl / njg, kc, pc == k_lo);
             }
             sync_team(nth);
         }
     }
-    if (!DIRECT) { /* accumulated in acc_t scratch: convert to out's dtype and strides */
+    if (!DIRECT && !SPLIT_K) { /* accumulated in acc_t scratch: to out's dtype, strides */
         for (long m = tid; m < M; m += nth)
             for (long n = 0; n < N; ++n) out[m * SCM + n * SCN] = STORE_OUT(ct[m * LDC + n]);
         sync_team(nth);
     }
 }
+
+/* split K: rows [tid*M/nth, ...) of out = the sum of every thread's partial product */
+static void sum_parts(out_t *out, char *ws, int tid, int nth) {
+    for (long m = M * tid / nth; m < M * (tid + 1) / nth; ++m)
+        for (long n = 0; n < N; ++n) {
+            acc_t v = 0;
+            for (int t = 0; t < nth; ++t) v += ((const acc_t *)(ws + OFF_S + t * SZ_S))[m * N + n];
+            out[m * SCM + n * SCN] = STORE_OUT(v);
+        }
+}
 """
 
 
-def _entry_c(name: str, threads: int, batch_parallel: bool) -> str:
+def _entry_c(name: str, threads: int, batch_parallel: bool, split_k: bool = False) -> str:
     args = "(out_t *)out + i * SCB, (const in_t *)a + i * SAB, (const in_t *)b + i * SBB"
     sig = f"void {name}(void *out, const void *a, const void *b)"
     if threads == 1:
         body = f"""\
     char *ws = workspace();
-    for (long i = 0; i < BATCH; ++i) gemm_one({args}, ws, 0, 0, 1);"""
+    for (long i = 0; i < BATCH; ++i) gemm_one({args}, ws, 0, 0, 1, 0, K);"""
+    elif split_k:  # each thread a k range into its own scratch, then the sums
+        body = f"""\
+    char *ws = workspace();
+#pragma omp parallel num_threads({threads})
+    {{
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        for (long i = 0; i < BATCH; ++i) {{
+            gemm_one({args}, ws, tid, 0, 1, K * tid / nth, K * (tid + 1) / nth);
+            sync_team(nth);
+            sum_parts((out_t *)out + i * SCB, ws, tid, nth);
+            sync_team(nth);
+        }}
+    }}"""
     elif batch_parallel:
         body = f"""\
     char *ws = workspace();
@@ -462,7 +490,7 @@ def _entry_c(name: str, threads: int, batch_parallel: bool) -> str:
 #else
         const int slot = 0;
 #endif
-        gemm_one({args}, ws, slot, 0, 1);
+        gemm_one({args}, ws, slot, 0, 1, 0, K);
     }}"""
     else:
         body = f"""\
@@ -474,7 +502,7 @@ def _entry_c(name: str, threads: int, batch_parallel: bool) -> str:
 #else
         const int tid = 0, nth = 1;
 #endif
-        for (long i = 0; i < BATCH; ++i) gemm_one({args}, ws, 0, tid, nth);
+        for (long i = 0; i < BATCH; ++i) gemm_one({args}, ws, 0, tid, nth, 0, K);
     }}"""
     return f'__attribute__((visibility("default"))) {sig} {{\n{body}\n}}\n'
 
@@ -506,12 +534,13 @@ def driver_c(
     batch_parallel: bool,
     empty: bool,
     zero_k: bool,
+    split_k: bool = False,
 ) -> str:
     """The whole C file: the pieces above plus the blocked loops and the exported entry."""
     if empty or zero_k:
         entry = _trivial_entry_c(name, zero_k and not empty)
         return "\n".join((header, INCLUDES, defines, conversions, entry))
-    entry = _entry_c(name, threads, batch_parallel)
+    entry = _entry_c(name, threads, batch_parallel, split_k)
     return "\n".join(
         (
             header,

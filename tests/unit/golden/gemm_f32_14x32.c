@@ -1,5 +1,5 @@
 /* anychip GEMM: GemmSpec(batch=2, m=100, n=70, k=50, dtype=anychip.float32, out_dtype=anychip.float32, a_strides=(5000, 50, 1), b_strides=(3500, 1, 50), c_strides=(7000, 70, 1))
-   tiling: GemmTiling(mc=56, nc=64, kc=32, mr=14, nr=32, vec_bytes=64, unroll=2, threads=2, batch_parallel=False) */
+   tiling: GemmTiling(mc=56, nc=64, kc=32, mr=14, nr=32, vec_bytes=64, unroll=2, threads=2, batch_parallel=False, split_k=False) */
 
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +35,7 @@
 #define OFF_S 22528L
 #define WS_BYTES 22528L
 #define DIRECT 1L
+#define SPLIT_K 0L
 #define INPLACE_A 0L
 #define INPLACE_B 0L
 
@@ -375,9 +376,10 @@ static void sync_team(int nth) {
     (void)nth;
 }
 
-/* one matrix: tid of nth threads share the B panel; slot picks the batch worker's buffers */
+/* one matrix, or its k range [k_lo, k_hi): tid of nth threads share the B panel; slot
+   picks the worker's own buffers (a batch worker's, or a split-K thread's) */
 static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slot,
-                     int tid, int nth) {
+                     int tid, int nth, long k_lo, long k_hi) {
     acc_t *bpack = (acc_t *)(ws + slot * SZ_B);
     acc_t *apack = (acc_t *)(ws + OFF_A + (slot + tid) * SZ_A);
     acc_t *ct = DIRECT ? (acc_t *)out : (acc_t *)(ws + OFF_S + slot * SZ_S);
@@ -386,8 +388,8 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
         const int nsl = (nc + NR - 1) / NR, nic = (int)((M + MC - 1) / MC);
         /* split N slivers too when there are fewer row blocks than threads */
         const int njg = (nth + nic - 1) / nic < nsl ? (nth + nic - 1) / nic : nsl;
-        for (long pc = 0; pc < K; pc += KC) {
-            const int kc = K - pc < KC ? (int)(K - pc) : KC;
+        for (long pc = k_lo; pc < k_hi; pc += KC) {
+            const int kc = k_hi - pc < KC ? (int)(k_hi - pc) : KC;
             for (int s = tid * nsl / nth; s < (tid + 1) * nsl / nth; ++s)
                 if (!INPLACE_B || nc - s * NR < NR) /* in place: pack the edge sliver only */
                     pack_b_sliver(bpack + (INPLACE_B ? 0 : (long)s * NR * kc), b, pc, kc,
@@ -399,16 +401,26 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
                 const int skip = INPLACE_A ? mc / MR * MR : 0; /* rows read in place */
                 if (mc > skip) pack_a(apack, a, ic + skip, mc - skip, pc, kc);
                 macro(ct, apack, bpack, a, b, ic, mc, jc, nc, pc, jg * nsl / njg,
-                      (jg + 1) * nsl / njg, kc, pc == 0);
+                      (jg + 1) * nsl / njg, kc, pc == k_lo);
             }
             sync_team(nth);
         }
     }
-    if (!DIRECT) { /* accumulated in acc_t scratch: convert to out's dtype and strides */
+    if (!DIRECT && !SPLIT_K) { /* accumulated in acc_t scratch: to out's dtype, strides */
         for (long m = tid; m < M; m += nth)
             for (long n = 0; n < N; ++n) out[m * SCM + n * SCN] = STORE_OUT(ct[m * LDC + n]);
         sync_team(nth);
     }
+}
+
+/* split K: rows [tid*M/nth, ...) of out = the sum of every thread's partial product */
+static void sum_parts(out_t *out, char *ws, int tid, int nth) {
+    for (long m = M * tid / nth; m < M * (tid + 1) / nth; ++m)
+        for (long n = 0; n < N; ++n) {
+            acc_t v = 0;
+            for (int t = 0; t < nth; ++t) v += ((const acc_t *)(ws + OFF_S + t * SZ_S))[m * N + n];
+            out[m * SCM + n * SCN] = STORE_OUT(v);
+        }
 }
 
 __attribute__((visibility("default"))) void anychip_gemm_golden(void *out, const void *a, const void *b) {
@@ -420,6 +432,6 @@ __attribute__((visibility("default"))) void anychip_gemm_golden(void *out, const
 #else
         const int tid = 0, nth = 1;
 #endif
-        for (long i = 0; i < BATCH; ++i) gemm_one((out_t *)out + i * SCB, (const in_t *)a + i * SAB, (const in_t *)b + i * SBB, ws, 0, tid, nth);
+        for (long i = 0; i < BATCH; ++i) gemm_one((out_t *)out + i * SCB, (const in_t *)a + i * SAB, (const in_t *)b + i * SBB, ws, 0, tid, nth, 0, K);
     }
 }
