@@ -202,6 +202,34 @@ def b_embedding_bag(dev: str, rows: int, dim: int, bags: int, repeat: int) -> di
     return best_of(peers(ours, lambda: np.add.reduceat(table[ids], offsets, axis=0), tfn), repeat)
 
 
+def b_embedding_bag_grad(dev: str, rows: int, dim: int, bags: int, repeat: int) -> dict[str, float]:
+    """embedding_bag forward and backward to a dense table gradient (a training step's
+    embedding part): the gradient is the table's size, rows added in from every bag."""
+    bag = 20
+    rng = np.random.default_rng(1)
+    table = rng.standard_normal((rows, dim), dtype=np.float32)
+    ids, offsets = rng.integers(0, rows, bags * bag), np.arange(0, bags * bag, bag)
+    w = ac.nn.Parameter(ac.tensor(table, device=dev))
+    i, o = (ac.tensor(v, device=dev).realize() for v in (ids, offsets))
+    eb = ac.nn.functional.embedding_bag
+
+    def ours() -> None:
+        w.grad = None
+        eb(i, w, o, mode="sum").sum().backward()
+
+    def tfn() -> Fn:
+        tw = torch.nn.Parameter(torch.from_numpy(table.copy()))
+        ti, to = torch.from_numpy(ids), torch.from_numpy(offsets)
+
+        def step() -> None:
+            tw.grad = None
+            torch.nn.functional.embedding_bag(ti, tw, to, mode="sum").sum().backward()
+
+        return step
+
+    return best_of(peers({"anychip": ours}, None, tfn), repeat)
+
+
 def b_mlp(dev: str, batch: int, repeat: int) -> dict[str, float]:
     """784-512-512-10 with SGD (momentum 0.9): forward, cross entropy, backward, step."""
     sizes = (784, 512, 512, 10)
@@ -319,6 +347,8 @@ def suite(quick: bool) -> dict[str, tuple[Callable[..., dict[str, float]], tuple
     s["softmax"] = (b_softmax, (rows, cols))
     s["layer_norm"] = (b_layer_norm, (rows, cols))
     s["embedding_bag"] = (b_embedding_bag, (1000, 16, 64) if quick else (1_000_000, 64, 4096))
+    small = (1000, 16, 64) if quick else (100_000, 64, 4096)
+    s["embedding_bag_grad"] = (b_embedding_bag_grad, small)
     s["mlp_step"] = (b_mlp, (32 if quick else 256,))
     s["tiny"] = (b_tiny, ())
     s["compile"] = (b_compile, ())

@@ -269,6 +269,28 @@ def test_scatter_add(device: str) -> None:
     check(lambda x, i, s: x.scatter_add(1, i, s), [a, np.array([[1, 1]], I64), a], device)
 
 
+@pytest.mark.parametrize("cols", [1, 5, 16, 17, 64, 100])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32"])
+def test_index_add_of_rows(cols: int, dtype: str, device: str) -> None:
+    # rows added into a table's rows (an embedding gradient): columns split in cache lines,
+    # repeated and negative row ids, every row of src folded in order
+    rng = np.random.default_rng(cols)
+    ids = rng.integers(-7, 7, 40)
+    table, src = rand(7, cols), rand(40, cols, seed=cols)
+    if dtype == "int32":  # exact: integers
+        table, src = (np.round(v * 4).astype(np.int32) for v in (table, src))
+    check(
+        lambda x, i, s: x.index_add(0, i % 7, s),
+        [table, ids, src],
+        device,
+        dtype=None if dtype == "int32" else dtype,
+        grad=dtype != "int32",
+        atol=0.02 if dtype == "float16" else None,  # ~6 adds of |x| <= 8 rounded in halves
+    )
+    three = [rand(2, 7, cols), ids[:9] % 7, rand(2, 9, cols, seed=2)]
+    check(lambda x, i, s: x.index_add(1, i, s), three, device)
+
+
 def test_index_add(device: str) -> None:
     check(
         lambda x, i, s: x.index_add(0, i, s),

@@ -204,6 +204,9 @@ class _Lowerer:
         base, index, src = root.srcs
         axis = root.arg
         self.pointwise(root, base)
+        if axis != len(src.shape) - 1 and src.shape[-1] > 1:
+            self.scatter_rows(root)
+            return
         # parallel over the other axes: a source row only ever adds into its own row
         kinds = {a: LoopKind.PARALLEL for a in range(len(src.shape)) if a != axis}
         kinds[axis] = LoopKind.SERIAL
@@ -213,6 +216,38 @@ class _Lowerer:
         value = self.value(src, tuple(sidx), None)
         store = Store(0, flat(sidx_target, root.shape), value, Ops.ADD, guard)
         self.levels[-1].append(store)
+        self.close_all(src.shape, kinds)
+
+    def scatter_rows(self, root: Node) -> None:
+        """Scatter-add of rows (an embedding gradient: src (N, D) into table rows): for
+        each cache line's worth of columns [parallel], for each source row in order
+        [serial], add the line into the target row [vector]. Columns split between threads
+        keep it race-free, and each touch of a target row is a whole line of it."""
+        _, index, src = root.srcs
+        axis, last = root.arg, len(src.shape) - 1
+        width = max(1, 64 // root.dtype.itemsize)  # one cache line of columns
+        d = src.shape[last]
+        kinds = {a: LoopKind.PARALLEL for a in range(last) if a != axis}
+        sidx = self.loops_over(src.shape, kinds)
+        blocks = -(-d // width)
+        blk = self.open_loop("i") if blocks > 1 else ZERO
+        sidx[axis] = self.open_loop("i") if src.shape[axis] != 1 else ZERO
+        lane = self.open_loop("i")
+        col = alu(Ops.ADD, alu(Ops.MUL, blk, const(width)), lane)
+        sidx[last] = col
+        # the last line may run past the row's end: those lanes read and write nothing
+        inside = alu(Ops.CMPLT, col, const(d), dtype=dtypes.bool_) if d % width else None
+        at = self.value(index, tuple(sidx), inside)
+        target, guard = self.gathered(at, root.shape[axis])
+        guard = both(inside, guard)
+        sidx_target = tuple(target if a == axis else e for a, e in enumerate(sidx))
+        value = self.value(src, tuple(sidx), inside)
+        self.levels[-1].append(Store(0, flat(sidx_target, root.shape), value, Ops.ADD, guard))
+        self.close_loop(min(width, d), LoopKind.VECTOR)
+        if src.shape[axis] != 1:
+            self.close_loop(src.shape[axis], LoopKind.SERIAL)
+        if blocks > 1:
+            self.close_loop(blocks, LoopKind.PARALLEL)
         self.close_all(src.shape, kinds)
 
     def scan(self, root: Node) -> None:
