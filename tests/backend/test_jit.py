@@ -144,6 +144,28 @@ def test_step_counting_optimizers_replay(device: str, make: Any) -> None:
     assert float(opt.state[next(model.parameters())]["step"]) == 8
 
 
+def test_lookups_with_new_indices_replay(device: str) -> None:
+    # the bounds check reads one flag, not the indices' range: other valid ids replay the
+    # capture (the Python body does not run again); a bad id still raises
+    runs = []
+
+    @ac.jit
+    def bags(w: ac.Tensor, ids: ac.Tensor, offs: ac.Tensor) -> ac.Tensor:
+        runs.append(1)
+        return ac.nn.functional.embedding_bag(ids, w, offs, mode="sum")
+
+    table = rand(50, 8)
+    w, offs = ac.tensor(table, device=device), ac.tensor(np.arange(0, 12, 3), device=device)
+    for seed in range(4):
+        ids = np.random.default_rng(seed).integers(0, 50, 12)
+        out = bags(w, ac.tensor(ids, device=device), offs)
+        want = table[ids].reshape(4, 3, 8).sum(1)
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert len(runs) == 1
+    with pytest.raises(ac.IndexOutOfRange, match="index 50 is out of range"):
+        bags(w, ac.tensor(np.full(12, 50), device=device), offs)
+
+
 def test_host_reads_are_guards(device: str) -> None:
     @ac.jit
     def f(a: ac.Tensor) -> ac.Tensor:
