@@ -19,6 +19,7 @@ from anychip.passes.lower import lower
 from anychip.passes.reuse import reuse_rows
 from anychip.passes.rowsplit import split_rows
 from anychip.passes.simplify import simplify
+from anychip.passes.transpose import tile_transposes
 from anychip.runtime.device import Kernel
 
 Pass = Callable[[KernelIR], KernelIR]
@@ -28,6 +29,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("simplify", simplify),  # fold index math; views of views become plain strides
     ("contraction", attach_contraction),  # matmul-shaped kernels get a ContractionSpec
     ("interchange", interchange),  # column reductions: tile the output axis, SIMD across it
+    ("transpose", tile_transposes),  # reads through a transposed view: square tiles
     ("reuse", reuse_rows),  # a row's costly reduced values (softmax's exp) computed once
     ("hoist", hoist),  # loop-invariant loads (a bag's row id) computed before their loop
     ("rowsplit", split_rows),  # contiguous row reductions: independent partials, tree combine
