@@ -30,8 +30,8 @@ static void *ac_sort_scratch(size_t bytes) {
 
 # Stable sort of n keys `key` (u{w}: unsigned, w bits); writes the first k source positions
 # to dst[i*ds]. `ix` and the second key/index halves are scratch of n entries each.
-_KEYSORT = r"""static void ac_keysort_u{w}(uint{w}_t *key, int64_t *ix, uint{w}_t *key2, int64_t *ix2,
-                             int64_t n, int64_t k, int64_t *dst, int64_t ds) {{
+_KEYSORT = r"""static void ac_keysort_u{w}(uint{w}_t *key, int64_t *ix, uint{w}_t *key2,
+                             int64_t *ix2, int64_t n, int64_t k, int64_t *dst, int64_t ds) {{
   if (k < n && k <= 32) {{  /* top-k: the best k so far, sorted; a tie never displaces */
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++) {{

@@ -328,7 +328,7 @@ def _argsort_infer(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
         return shape, dtypes.int64
     k = arg[2]
     assert 0 <= k <= shape[axis], f"bad argsort k={k} for axis {axis} of {shape}"
-    return shape[:axis] + (k,) + shape[axis + 1 :], dtypes.int64
+    return (*shape[:axis], k, *shape[axis + 1 :]), dtypes.int64
 
 
 def _ref_argsort(arg: tuple[Any, ...], x: np.ndarray) -> Any:
