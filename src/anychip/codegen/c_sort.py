@@ -14,7 +14,8 @@ from __future__ import annotations
 from anychip.dtypes import DType
 
 # scratch memory for sorting, one per thread, grown on demand and kept for the next row
-# (OpenMP threads are pooled, so a kernel's rows reuse it; it lives until the process ends)
+# (OpenMP threads are pooled, so a kernel's rows reuse it); up to 4 MiB of it per thread
+# lives until the process ends
 SCRATCH = r"""static _Thread_local void *ac_sort_buf;
 static _Thread_local size_t ac_sort_cap;
 static void *ac_sort_scratch(size_t bytes) {
@@ -25,6 +26,13 @@ static void *ac_sort_scratch(size_t bytes) {
     ac_sort_cap = bytes;
   }
   return ac_sort_buf;
+}
+static void ac_sort_release(void) {  /* big rows amortise their malloc: keep only <= 4 MiB */
+  if (ac_sort_cap > ((size_t)1 << 22)) {
+    free(ac_sort_buf);
+    ac_sort_buf = NULL;
+    ac_sort_cap = 0;
+  }
 }
 """
 
@@ -94,6 +102,7 @@ _ARGSORT = r"""static void argsort_{n}(int64_t *dst, int64_t ds, const {t} *src,
     key[i] = u ^ flip;
   }}
   ac_keysort_u{w}(key, ix, key2, ix2, n, k, dst, ds);
+  ac_sort_release();
 }}
 """
 
