@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from anychip import dtypes
-from anychip.codegen import c_prelude
+from anychip.codegen import c_prelude, c_sort
 from anychip.dtypes import DType
 from anychip.ir.kernel import (
     INDEX,
@@ -330,7 +330,7 @@ class CRenderer:
         dst, src = self.expr(s.dst_base), self.expr(s.src_base)
         self.emit(
             f"argsort_{d.name}(b{s.dst} + {dst}, {s.dst_stride}, b{s.src} + {src}, "
-            f"{s.src_stride}, {s.n}, {int(s.descending)});"
+            f"{s.src_stride}, {s.n}, {int(s.descending)}, {s.n if s.k is None else s.k});"
         )
 
     # --- loops ----------------------------------------------------------------------
@@ -347,6 +347,8 @@ class CRenderer:
 
     def pragma(self, s: Loop) -> str:
         innermost = not any(isinstance(x, Loop) for x in s.body)
+        if any(isinstance(x, SortRow) for x in s.body):  # one sort call per row: threads only
+            return "#pragma omp parallel for" if self.omp == 0 and work(s) >= PARALLEL_WORK else ""
         if s.kind in (LoopKind.PARALLEL, LoopKind.VECTOR):
             if self.omp == 0 and work(s) >= PARALLEL_WORK:
                 return "#pragma omp parallel for" + (" simd" if innermost else "")
@@ -437,9 +439,13 @@ class CRenderer:
     def prelude(self, k: KernelIR) -> str:
         parts = [c_prelude.HEADER]
         parts += [c_prelude.ipow(t) for t in c_prelude.INT_TYPES]
-        for d in {k.bufs[s.src].dtype for s in walk_stmts(k.body) if isinstance(s, SortRow)}:
+        sorted_types = {k.bufs[s.src].dtype for s in walk_stmts(k.body) if isinstance(s, SortRow)}
+        if sorted_types:
+            parts.append(c_sort.SCRATCH)
+            parts += [c_sort.keysort(b) for b in sorted({c_sort.key_bits(d) for d in sorted_types})]
+        for d in sorted(sorted_types, key=lambda d: d.name):
             load = {"float16": "h2f", "bfloat16": "bf2f"}.get(d.name, "")
-            parts.append(c_prelude.argsort(d.name, self.stype(d), self.vtype(d), load))
+            parts.append(c_sort.argsort(d, self.stype(d), self.vtype(d), load))
         return "".join(parts)
 
     def render(self, k: KernelIR, name: str | None = None) -> str:
@@ -463,4 +469,5 @@ def c_name(name: str) -> str:
 def work(s: Loop) -> int:
     """Iterations of the innermost statements a loop runs (a cost estimate)."""
     inner = [work(x) for x in s.body if isinstance(x, Loop)]
+    inner += [x.n * max(1, x.n.bit_length()) for x in s.body if isinstance(x, SortRow)]
     return s.extent * max(1, sum(inner))

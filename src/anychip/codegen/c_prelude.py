@@ -1,5 +1,5 @@
-"""C helpers every generated kernel includes: half/bfloat16 conversions, integer division,
-power and a stable argsort, with the `ref` backend's semantics (ir/primitives.py).
+"""C helpers every generated kernel includes: half/bfloat16 conversions, integer division
+and power, with the `ref` backend's semantics (ir/primitives.py); argsort is in c_sort.py.
 
 Halves are computed in float32 and rounded after every op (`RH`, `RB`), as numpy does.
 """
@@ -109,37 +109,7 @@ _IPOW = """static inline {t} ipow_{t}({t} a, {t} b) {{
 }}
 """
 
-# Stable argsort of one strided row by merge sort; `before(a, b)` says a sorts first.
-_SORT = """static void argsort_{n}(int64_t *dst, int64_t ds, const {t} *src, int64_t ss,
-                        int64_t n, int desc) {{
-  int64_t *ix = (int64_t *)malloc(2 * (size_t)(n ? n : 1) * sizeof(int64_t)), *tmp = ix + n;
-  if (!ix) abort();
-  for (int64_t i = 0; i < n; i++) ix[i] = i;
-  for (int64_t w = 1; w < n; w *= 2) {{
-    for (int64_t lo = 0; lo < n; lo += 2 * w) {{
-      int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-      int64_t i = lo, j = mid, o = lo;
-      while (i < mid && j < hi) {{
-        {v} a = {load}(src[ix[i] * ss]), b = {load}(src[ix[j] * ss]);
-        int b_first = desc ? ((b != b && a == a) || b > a) : ((a != a && b == b) || b < a);
-        tmp[o++] = b_first ? ix[j++] : ix[i++];
-      }}
-      while (i < mid) tmp[o++] = ix[i++];
-      while (j < hi) tmp[o++] = ix[j++];
-    }}
-    memcpy(ix, tmp, (size_t)n * sizeof(int64_t));
-  }}
-  for (int64_t i = 0; i < n; i++) dst[i * ds] = ix[i];
-  free(ix);
-}}
-"""
-
 
 def ipow(ctype: str) -> str:
     """C source of `ipow_<ctype>`, integer power wrapping like numpy (b < 0 gives 1)."""
     return _IPOW.format(t=ctype)
-
-
-def argsort(name: str, storage: str, value: str, load: str) -> str:
-    """C source of `argsort_<name>` over keys stored as `storage`, compared as `value`."""
-    return _SORT.format(n=name, t=storage, v=value, load=load)

@@ -132,7 +132,8 @@ class Store:
 @dataclass(frozen=True, slots=True)
 class SortRow:
     """dst[dst_base + i*dst_stride] = the stable argsort of the n keys at
-    src[src_base + i*src_stride] (NaN last ascending, first descending, as `ref`)."""
+    src[src_base + i*src_stride] (NaN last ascending, first descending, as `ref`); with `k`
+    set, only its first k positions are written (i < k: top-k, no full sort needed)."""
 
     dst: int
     dst_base: Expr
@@ -142,6 +143,7 @@ class SortRow:
     src_stride: int
     n: int
     descending: bool
+    k: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +307,7 @@ def _print_body(body: tuple[Stmt, ...], depth: int, lines: list[str]) -> None:
             lines.append(
                 f"{pad}b{s.dst}[{fmt(s.dst_base)} + i*{s.dst_stride}] = argsort_{order}("
                 f"b{s.src}[{fmt(s.src_base)} + i*{s.src_stride}], i < {s.n})"
+                + (f"[:{s.k}]" if s.k is not None else "")
             )
 
 

@@ -64,7 +64,7 @@ class Ops(Enum):
     # data-dependent
     GATHER = auto()  # (src, idx: int64); arg: axis. out[..i..] = src[..idx[..i..]..]
     SCATTER_ADD = auto()  # (base, idx: int64, src); arg: axis. out = base; out[..idx..] += src
-    ARGSORT = auto()  # arg: (axis, descending); stable; -> int64
+    ARGSORT = auto()  # arg: (axis, descending[, k]); stable; -> int64 (first k along axis)
     # between devices
     COPY = auto()  # arg: target device name
 

@@ -319,17 +319,33 @@ _rule(
 )
 
 
-def _ref_argsort(arg: tuple[int, bool], x: np.ndarray) -> Any:
-    axis, descending = arg
+def _argsort_infer(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
+    # arg: (axis, descending) or (axis, descending, k): the first k positions of the order
+    shape = srcs[0].shape
+    axis = arg[0]
+    assert 0 <= axis < len(shape), f"bad argsort axis {axis} for {shape}"
+    if len(arg) == 2:
+        return shape, dtypes.int64
+    k = arg[2]
+    assert 0 <= k <= shape[axis], f"bad argsort k={k} for axis {axis} of {shape}"
+    return (*shape[:axis], k, *shape[axis + 1 :]), dtypes.int64
+
+
+def _ref_argsort(arg: tuple[Any, ...], x: np.ndarray) -> Any:
+    axis, descending = arg[0], arg[1]
     if not descending:
-        return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
-    # stable descending order, exact for every dtype: sort the reversed array ascending and
-    # reverse back (ties keep their order; NaN, last when ascending, comes first, as torch)
-    rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
-    return np.asarray(x.shape[axis] - 1 - np.flip(rev, axis), dtype=np.int64)
+        out = np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+    else:
+        # stable descending order, exact for every dtype: sort the reversed array ascending
+        # and reverse back (ties keep their order; NaN, last ascending, comes first, as torch)
+        rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
+        out = np.asarray(x.shape[axis] - 1 - np.flip(rev, axis), dtype=np.int64)
+    if len(arg) == 3:  # top-k: only the first k positions along the axis
+        out = np.take(out, np.arange(arg[2]), axis=axis)
+    return out
 
 
-_rule(Ops.ARGSORT, lambda srcs, arg: (srcs[0].shape, dtypes.int64), _ref_argsort, None)
+_rule(Ops.ARGSORT, _argsort_infer, _ref_argsort, None)
 _rule(
     Ops.COPY,
     lambda srcs, arg: (srcs[0].shape, srcs[0].dtype),

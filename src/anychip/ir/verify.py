@@ -186,10 +186,13 @@ def _sort(k: KernelIR, s: SortRow, scope: _Scope) -> None:
     _buf(k, s.src, "sort")
     if k.bufs[s.dst].dtype is not dtypes.int64 or k.bufs[s.dst].role is BufRole.IN:
         raise _fail(k, "sort must write int64 indices into an output or local buffer")
-    for base, stride, buf in ((s.dst_base, s.dst_stride, s.dst), (s.src_base, s.src_stride, s.src)):
+    if s.k is not None and not 0 <= s.k <= s.n:
+        raise _fail(k, f"sort keeps k={s.k} of {s.n} positions")
+    dst = (s.dst_base, s.dst_stride, s.dst, s.n if s.k is None else s.k)
+    for base, stride, buf, n in (dst, (s.src_base, s.src_stride, s.src, s.n)):
         _expr(k, base, scope)
         r = bounds(base, scope.ranges)
-        if r is not None and s.n and (r[0] < 0 or r[1] + (s.n - 1) * stride >= k.bufs[buf].size):
+        if r is not None and n and (r[0] < 0 or r[1] + (n - 1) * stride >= k.bufs[buf].size):
             raise _fail(k, f"sort row of b{buf} runs outside the buffer")
 
 

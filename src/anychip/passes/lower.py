@@ -264,12 +264,15 @@ class _Lowerer:
 
     def sort(self, root: Node) -> None:
         (src,) = root.srcs
-        axis, descending = root.arg
+        axis, descending = root.arg[0], root.arg[1]
+        k = root.arg[2] if len(root.arg) == 3 else None  # top-k: root's axis has k, src's n
         assert src.op is Ops.PARAM, "the scheduler stores argsort's input"
         kinds = {a: LoopKind.PARALLEL for a in range(len(root.shape)) if a != axis}
         idx = tuple(self.loops_over(root.shape, kinds))
-        base, st, n = flat(idx, root.shape), strides(root.shape)[axis], root.shape[axis]
-        self.levels[-1].append(SortRow(0, base, st, 1 + src.arg, base, st, n, descending))
+        dst, dst_st = flat(idx, root.shape), strides(root.shape)[axis]
+        base, st, n = flat(idx, src.shape), strides(src.shape)[axis], src.shape[axis]
+        row = SortRow(0, dst, dst_st, 1 + src.arg, base, st, n, descending, k)
+        self.levels[-1].append(row)
         self.close_all(root.shape, kinds)
 
     # --- values ----------------------------------------------------------------------
