@@ -99,6 +99,73 @@ static inline __attribute__((always_inline)) float ac_expf(float x) {
   float out = (y * s1) * s2;
   return x != x ? x : out;
 }
+/* natural log in float32, branch-free like ac_expf: subnormals are scaled by 2^23 first,
+   x = 2^k m with m in [sqrt(1/2), sqrt(2)) read off the bits, f = m - 1 (exact), and
+   log(1 + f) = f - f^2/2 + f^3 P(f), P of degree 7 fitted on that interval (0.1 ulp);
+   k ln2 is added as hi + lo so (k hi + f) is exact. Specials: 0 -> -inf, x < 0 -> NaN. */
+static inline __attribute__((always_inline)) float ac_logf(float x) {
+  /* every select below is bit arithmetic, not `?:`: GCC would otherwise turn some into
+     branches around the polynomial that if-conversion cannot flatten (fma calls) */
+  uint32_t xb, u, t, um, ob;
+  memcpy(&xb, &x, 4);
+  uint32_t sub = -(uint32_t)(x < 1.17549435e-38f), sc = 0x3f800000u + (sub & (23u << 23));
+  float scale;
+  memcpy(&scale, &sc, 4);
+  float xs = x * scale;
+  memcpy(&u, &xs, 4);
+  t = u - 0x3f3504f3u; /* bits of sqrt(1/2): the exponent field of t is k */
+  float k = (float)(((int32_t)t >> 23) - (int32_t)(sub & 23u));
+  um = (t & 0x007fffffu) + 0x3f3504f3u;
+  float m;
+  memcpy(&m, &um, 4);
+  float f = m - 1.0f, f2 = f * f;
+  float p = -0.07634438f;
+  p = AC_FMAF(p, f, 0.12761563f);
+  p = AC_FMAF(p, f, -0.13160197f);
+  p = AC_FMAF(p, f, 0.1420176f);
+  p = AC_FMAF(p, f, -0.16623355f);
+  p = AC_FMAF(p, f, 0.20001227f);
+  p = AC_FMAF(p, f, -0.25000823f);
+  p = AC_FMAF(p, f, 0.3333333f);
+  float lo = AC_FMAF(k, -2.12194440e-4f, f2 * f * p) - 0.5f * f2;
+  float kh = k * 0.693359375f, s = kh + f; /* exact product; s rounds only when k != 0 */
+  float out = s + (lo + (f - (s - kh)));    /* so add back its error (|kh| > |f|) */
+  /* outside (0, inf): NaN and inf pass, 0 -> -inf, x < 0 -> NaN */
+  uint32_t keep = -(uint32_t)((x > 0.0f) & (x < INFINITY));
+  uint32_t neg = -(uint32_t)(x < 0.0f), zero = -(uint32_t)(x == 0.0f);
+  uint32_t sb = (xb & ~(neg | zero)) | (0x7fc00000u & neg) | (0xff800000u & zero);
+  memcpy(&ob, &out, 4);
+  ob = (ob & keep) | (sb & ~keep);
+  memcpy(&out, &ob, 4);
+  return out;
+}
+/* erf in float32, odd: |x| < 1 by x + x Q(x^2) (degree 6, fitted, 1e-9 relative); above,
+   1 - erfc(|x|) with erfc(a) = exp(-a^2 + H(a - 2.5)), H of degree 8 fitted to
+   log erfc(a) + a^2 on [1, 4] (erf rounds to 1 beyond 3.92, so a is clamped to 4).
+   Both halves are computed and selected, so the loop stays branch-free. */
+static inline __attribute__((always_inline)) float ac_erff(float x) {
+  float a = fabsf(x), a2 = a * a;
+  float q = 7.806903e-05f; /* erf(x) = x + x Q(x^2): the leading 2/sqrt(pi) - 1 rounds finer */
+  q = AC_FMAF(q, a2, -0.0007997853f);
+  q = AC_FMAF(q, a2, 0.005187162f);
+  q = AC_FMAF(q, a2, -0.026853347f);
+  q = AC_FMAF(q, a2, 0.11283579f);
+  q = AC_FMAF(q, a2, -0.37612626f);
+  q = AC_FMAF(q, a2, 0.12837917f);
+  float small = AC_FMAF(x, q, x);
+  float c = a > 4.0f ? 4.0f : a, t = c - 2.5f;
+  float h = 1.5998181e-06f;
+  h = AC_FMAF(h, t, -1.3301710e-05f);
+  h = AC_FMAF(h, t, 7.7454926e-05f);
+  h = AC_FMAF(h, t, -0.0004201731f);
+  h = AC_FMAF(h, t, 0.0021650814f);
+  h = AC_FMAF(h, t, -0.010858487f);
+  h = AC_FMAF(h, t, 0.056106392f);
+  h = AC_FMAF(h, t, -0.35268068f);
+  h = AC_FMAF(h, t, -1.5568153f);
+  float big = copysignf(1.0f - ac_expf(h - c * c), x);
+  return a < 1.0f ? small : big;
+}
 """
 
 _IPOW = """static inline {t} ipow_{t}({t} a, {t} b) {{
