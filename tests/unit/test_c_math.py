@@ -1,4 +1,4 @@
-"""Accuracy of the cpu backend's own float32 math (ac_logf, ac_erff in codegen/c_prelude.py):
+"""Accuracy of the cpu backend's own float32 math (ac_logf, ac_erff, ac_sinf in c_prelude.py):
 millions of float32 inputs through compiled kernels, measured in ulps against float64."""
 
 from __future__ import annotations
@@ -88,13 +88,42 @@ def test_erf_special_values() -> None:
     assert ulps(got[8:], ref).max() <= 1.0
 
 
-@pytest.mark.parametrize("op", ["log", "erf"])
+def test_sin_ulp_whole_range_and_near_multiples_of_half_pi() -> None:
+    rng = np.random.default_rng(2)
+    k = np.arange(1, 2_000_000, dtype=np.float64)
+    x = np.concatenate(
+        [
+            bit_sweep(3_000_000),
+            rng.uniform(-10.0, 10.0, 500_000).astype(np.float32),
+            # the floats nearest k pi/2: the largest cancellation in the range reduction
+            (k * (np.pi / 2)).astype(np.float32),
+            (k * 2.0**40 * (np.pi / 2)).astype(np.float32),  # huge arguments, 2^40 on
+        ]
+    )
+    fin = np.isfinite(x)
+    got = run(x, "sin")
+    ref = np.sin(x[fin].astype(np.float64))
+    assert ulps(got[fin], ref).max() <= 1.0
+    assert np.isnan(got[~fin]).all()
+
+
+def test_sin_special_values() -> None:
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-30, 3.4028235e38], np.float32)
+    got = run(x, "sin")
+    assert got[0] == 0.0 and not np.signbit(got[0])
+    assert got[1] == 0.0 and np.signbit(got[1])  # odd: sin(-0) = -0
+    assert np.isnan(got[2:5]).all()
+    assert got[5:7].tolist() == x[5:7].tolist()  # sin(x) rounds to x for tiny x
+    assert ulps(got[7:], np.sin(x[7:].astype(np.float64))).max() <= 1.0
+
+
+@pytest.mark.parametrize("op", ["log", "erf", "sin"])
 def test_float16_rounds_from_float32(op: str) -> None:
     # every finite half: computed in float32, rounded once to half; ref from float64
     x = np.arange(2**16, dtype=np.uint16).view(np.float16)
     x = x[np.isfinite(x) & ((x > 0) if op == "log" else True)]
     got = run(x, op).astype(np.float64)
-    fn = np.log if op == "log" else np.vectorize(math.erf, otypes=[np.float64])
+    fn = {"log": np.log, "sin": np.sin}.get(op, np.vectorize(math.erf, otypes=[np.float64]))
     ref = fn(x.astype(np.float64))
     # one half ulp is 2^13 float32 ulps; double rounding may land one half ulp off
     step = np.spacing(np.abs(ref).astype(np.float16)).astype(np.float64)
