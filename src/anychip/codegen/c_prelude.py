@@ -77,8 +77,10 @@ static inline uint16_t f2bf(float f) {
    so results that overflow give inf and tiny ones round once into the subnormals. */
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
 #define AC_FMAF(a, b, c) __builtin_fmaf(a, b, c) /* fused: one rounding, one instruction */
+#define AC_FMA(a, b, c) __builtin_fma(a, b, c)
 #else
 #define AC_FMAF(a, b, c) ((a) * (b) + (c))
+#define AC_FMA(a, b, c) ((a) * (b) + (c))
 #endif
 static inline __attribute__((always_inline)) float ac_expf(float x) {
   float c = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
@@ -171,8 +173,8 @@ static inline __attribute__((always_inline)) float ac_erff(float x) {
 # sin of float32 |x| = M 2^E (M the 24-bit significand) in double: the table gives 2^E mod 2 pi
 # as hi (29 bits, so M hi is exact) + lo, and y = M hi + M lo < 2^27 keeps x's quadrant; then
 # y = k pi/2 + r by pi/2 in three parts (k P1, k P2 exact) and sin/cos(r), |r| <= pi/4, by
-# Taylor polynomials (error < 2^-30). Correct over the whole float32 range, branch-free, and
-# a double rounds once to float (< 0.6 ulp measured).
+# Taylor polynomials (error < 2^-30). Correct over the whole float32 range, branch-free (the
+# table read is a gather), computed 8 lanes wide in double, rounded once to float (< 0.6 ulp).
 _SIN = """static const double AC_SIN_T[512] = {{{table}}};
 static inline __attribute__((always_inline)) float ac_sinf(float x) {{
   uint32_t xb, fe;
@@ -187,10 +189,16 @@ static inline __attribute__((always_inline)) float ac_sinf(float x) {{
   double k = kr - 6755399441055744.0;
   double r = ((yh - k * {p1}) - k * {p2}) + (yl - k * {p3});
   double r2 = r * r;
-  double s = r + r * r2 * (-1.0 / 6 + r2 * (1.0 / 120 + r2 * (-1.0 / 5040 + r2 * (1.0 / 362880
-             + r2 * (-1.0 / 39916800)))));
-  double c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320
-             + r2 * (-1.0 / 3628800)))));
+  double s = AC_FMA(r2, -1.0 / 39916800, 1.0 / 362880);
+  s = AC_FMA(s, r2, -1.0 / 5040);
+  s = AC_FMA(s, r2, 1.0 / 120);
+  s = AC_FMA(s, r2, -1.0 / 6);
+  s = AC_FMA(s * r2, r, r);
+  double c = AC_FMA(r2, -1.0 / 3628800, 1.0 / 40320);
+  c = AC_FMA(c, r2, -1.0 / 720);
+  c = AC_FMA(c, r2, 1.0 / 24);
+  c = AC_FMA(c, r2, -0.5);
+  c = AC_FMA(c, r2, 1.0);
   float out = (float)((kb & 1) ? c : s);
   uint32_t ob, finite = -(uint32_t)(fe != 0xff);
   memcpy(&ob, &out, 4);
