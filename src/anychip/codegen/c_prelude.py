@@ -141,6 +141,72 @@ static inline __attribute__((always_inline)) float ac_logf(float x) {
   memcpy(&out, &ob, 4);
   return out;
 }
+/* pow in float32 as 2^(y log2|x|) in double, where a float's log and the product are exact
+   enough (< 2^-33 relative) that the result rounds once to float: log by the atanh series
+   of s = f / (2 + f), f = m - 1 as in ac_logf; 2^r, |r| <= 1/2, by Taylor to degree 10.
+   C99's special cases (negative bases, 0, +-1, inf, NaN) are bit-mask selects at the end. */
+static inline __attribute__((always_inline)) float ac_powf(float x, float y) {
+  double d = fabs((double)x), ln2 = 0.69314718055994531; /* subnormal floats are normal here */
+  uint64_t u, t, um;
+  memcpy(&u, &d, 8);
+  t = u - 0x3fe6a09e667f3bcdull; /* bits of sqrt(1/2) */
+  double k = (double)((int64_t)t >> 52);
+  um = (t & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull;
+  double m, f, sr, s2, q;
+  memcpy(&m, &um, 8);
+  f = m - 1.0;
+  sr = f / (2.0 + f);
+  s2 = sr * sr;
+  q = AC_FMA(s2, 1.0 / 15, 1.0 / 13);
+  q = AC_FMA(q, s2, 1.0 / 11);
+  q = AC_FMA(q, s2, 1.0 / 9);
+  q = AC_FMA(q, s2, 1.0 / 7);
+  q = AC_FMA(q, s2, 1.0 / 5);
+  q = AC_FMA(q, s2, 1.0 / 3);
+  double l2 = k + AC_FMA(2.0 * sr * s2, q, 2.0 * sr) * (1.0 / ln2);
+  uint64_t lb, zm = -(uint64_t)(d == 0.0), im = -(uint64_t)(d == INFINITY); /* log2 0, inf */
+  memcpy(&lb, &l2, 8);
+  lb = (lb & ~(zm | im)) | (0xfff0000000000000ull & zm) | (0x7ff0000000000000ull & im);
+  memcpy(&l2, &lb, 8);
+  double e = (double)y * l2;
+  uint64_t eb, lo = -(uint64_t)(e < -200.0), hi = -(uint64_t)(e > 200.0); /* +-200: beyond */
+  memcpy(&eb, &e, 8);                                                  /* float's range */
+  eb = (eb & ~(lo | hi)) | (0xc069000000000000ull & lo) | (0x4069000000000000ull & hi);
+  memcpy(&e, &eb, 8);
+  double n = (e + 6755399441055744.0) - 6755399441055744.0, r = (e - n) * ln2, p = 1.0 / 3628800;
+  p = AC_FMA(p, r, 1.0 / 362880);
+  p = AC_FMA(p, r, 1.0 / 40320);
+  p = AC_FMA(p, r, 1.0 / 5040);
+  p = AC_FMA(p, r, 1.0 / 720);
+  p = AC_FMA(p, r, 1.0 / 120);
+  p = AC_FMA(p, r, 1.0 / 24);
+  p = AC_FMA(p, r, 1.0 / 6);
+  p = AC_FMA(p, r, 0.5);
+  p = AC_FMA(p, r, 1.0);
+  p = AC_FMA(p, r, 1.0);
+  uint64_t sb = (uint64_t)((int64_t)n + 1023) << 52;
+  double scale;
+  memcpy(&scale, &sb, 8);
+  float out = (float)(p * scale);
+  /* y's parity: floats from 2^24 up are even integers; inf counts as even here */
+  float ay = fabsf(y);
+  uint32_t yb, xb, ob;
+  memcpy(&yb, &y, 4);
+  yb &= -(uint32_t)(ay < 16777216.0f); /* y, or 0 where converting to int would overflow */
+  float yc;
+  memcpy(&yc, &yb, 4);
+  int32_t yi = (int32_t)yc;
+  uint32_t yint = -(uint32_t)((ay >= 16777216.0f) | ((float)yi == y));
+  memcpy(&xb, &x, 4);
+  memcpy(&ob, &out, 4);
+  ob |= xb & ((uint32_t)yi << 31) & yint; /* negative base, odd integer power */
+  uint32_t nan = -(uint32_t)((x != x) | (y != y) | ((x < 0.0f) & (x > -INFINITY) & ~yint & 1u));
+  uint32_t one = -(uint32_t)((y == 0.0f) | (x == 1.0f) | ((x == -1.0f) & (ay == INFINITY)));
+  ob = (ob & ~nan) | (0x7fc00000u & nan);
+  ob = (ob & ~one) | (0x3f800000u & one);
+  memcpy(&out, &ob, 4);
+  return out;
+}
 /* erf in float32, odd: |x| < 1 by x + x Q(x^2) (degree 6, fitted, 1e-9 relative); above,
    1 - erfc(|x|) with erfc(a) = exp(-a^2 + H(a - 2.5)), H of degree 8 fitted to
    log erfc(a) + a^2 on [1, 4] (erf rounds to 1 beyond 3.92, so a is clamped to 4).
