@@ -3,7 +3,7 @@ power and a stable argsort, with the `ref` backend's semantics (ir/primitives.py
 
 Halves are computed in float32 and rounded after every op (`RH`, `RB`), as numpy does.
 float32 exp, log, erf, sin and pow are our own branch-free functions (`ac_expf`...), within
-1 ulp of float64 (tests/unit/test_c_math.py), so `omp simd` loops vectorise them (libm's
+1.5 ulp of float64 (tests/unit/test_c_math.py), so `omp simd` loops vectorise them (libm's
 scalar calls would not).
 """
 
