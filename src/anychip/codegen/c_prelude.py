@@ -213,7 +213,8 @@ static inline __attribute__((always_inline)) float ac_powf(float x, float y) {
 /* erf in float32, odd: |x| < 1 by x + x Q(x^2) (degree 6, fitted, 1e-9 relative); above,
    1 - erfc(|x|) with erfc(a) = exp(-a^2 + H(a - 2.5)), H of degree 8 fitted to
    log erfc(a) + a^2 on [1, 4] (erf rounds to 1 beyond 3.92, so a is clamped to 4).
-   Both halves are computed and selected, so the loop stays branch-free. */
+   Both halves are computed and selected, so the loop stays branch-free (the inlined exp
+   skips ac_expf's clamps and two-step scaling: erf 1.5x faster). */
 static inline __attribute__((always_inline)) float ac_erff(float x) {
   float a = fabsf(x), a2 = a * a;
   float q = 7.806903e-05f; /* erf(x) = x + x Q(x^2): the leading 2/sqrt(pi) - 1 rounds finer */
@@ -234,8 +235,20 @@ static inline __attribute__((always_inline)) float ac_erff(float x) {
   h = AC_FMAF(h, t, 0.056106392f);
   h = AC_FMAF(h, t, -0.35268068f);
   h = AC_FMAF(h, t, -1.5568153f);
-  float big = copysignf(1.0f - ac_expf(h - c * c), x);
-  return a < 1.0f ? small : big;
+  /* exp(e), e = h - c^2 in [-17.6, -0.5]: ac_expf without its clamps and split scaling */
+  float e = h - c * c, k = (e * 1.44269504f + 12582912.0f) - 12582912.0f;
+  float r = (e - k * 0.693359375f) - k * -2.12194440e-4f;
+  float p = 0.00019790353f;
+  p = AC_FMAF(p, r, 0.0013944649f);
+  p = AC_FMAF(p, r, 0.008333497f);
+  p = AC_FMAF(p, r, 0.041666295f);
+  p = AC_FMAF(p, r, 0.16666666f);
+  p = AC_FMAF(p, r, 0.5f);
+  uint32_t sb = (uint32_t)((int32_t)k + 127) << 23;
+  float scale;
+  memcpy(&scale, &sb, 4);
+  float big = copysignf(1.0f - (AC_FMAF(p, r * r, r) + 1.0f) * scale, x);
+  return a < 1.0f ? small : (x != x ? x : big);
 }
 """
 
