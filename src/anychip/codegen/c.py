@@ -96,8 +96,15 @@ class CRenderer:
         Ops.POW: "ipow_{t}({0}, {1})",
         Ops.FLOOR: "({0})",
     }
-    # float32 (and halves, computed in float32): our branch-free exp vectorises under simd
-    FLOAT_OPS: ClassVar[dict[Ops, str]] = {Ops.EXP: "ac_expf({0})"}
+    # float32 (and halves, computed in float32): our branch-free exp/log/erf/sin/pow (c_prelude)
+    # vectorise under simd where libm calls would not
+    FLOAT_OPS: ClassVar[dict[Ops, str]] = {
+        Ops.EXP: "ac_expf({0})",
+        Ops.LOG: "ac_logf({0})",
+        Ops.ERF: "ac_erff({0})",
+        Ops.SIN: "ac_sinf({0})",
+        Ops.POW: "ac_powf({0}, {1})",
+    }
     UINT_OPS: ClassVar[dict[Ops, str]] = {Ops.DIV: "UDIV({0}, {1})", Ops.MOD: "UMOD({0}, {1})"}
     BOOL_OPS: ClassVar[dict[Ops, str]] = {
         Ops.NOT: "(!{0})",
