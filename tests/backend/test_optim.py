@@ -67,7 +67,7 @@ def _run(name: str, kw: dict, dtype: str, device: str, steps: int = 6) -> None:
     }
     topt = getattr(torch.optim, name)(list(tp.values()), **kw)
     aopt = getattr(optim, name)(list(ap.values()), **kw)
-    rtol = 1e-12 if dtype == "float64" else 2e-5
+    rtol = 1e-10 if dtype == "float64" else 2e-5  # float64: tanh differs from libm by ulps
     for step, (x, y) in enumerate(batches):
         topt.zero_grad()
         _loss(
