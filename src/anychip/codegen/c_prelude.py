@@ -85,17 +85,21 @@ static inline uint16_t f2bf(float f) {
 #define AC_FMAF(a, b, c) ((a) * (b) + (c))
 #define AC_FMA(a, b, c) ((a) * (b) + (c))
 #endif
-static inline __attribute__((always_inline)) float ac_expf(float x) {
-  float c = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
-  float k = (c * 1.44269504f + 12582912.0f) - 12582912.0f;  /* round to nearest */
-  float r = (c - k * 0.693359375f) - k * -2.12194440e-4f;
+/* exp(r) for |r| <= ln2/2: the degree-7 polynomial ac_expf and ac_erff share */
+static inline __attribute__((always_inline)) float ac_exp_poly(float r) {
   float p = 0.00019790353f;
   p = AC_FMAF(p, r, 0.0013944649f);
   p = AC_FMAF(p, r, 0.008333497f);
   p = AC_FMAF(p, r, 0.041666295f);
   p = AC_FMAF(p, r, 0.16666666f);
   p = AC_FMAF(p, r, 0.5f);
-  float y = AC_FMAF(p, r * r, r) + 1.0f;
+  return AC_FMAF(p, r * r, r) + 1.0f;
+}
+static inline __attribute__((always_inline)) float ac_expf(float x) {
+  float c = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
+  float k = (c * 1.44269504f + 12582912.0f) - 12582912.0f;  /* round to nearest */
+  float r = (c - k * 0.693359375f) - k * -2.12194440e-4f;
+  float y = ac_exp_poly(r);
   int32_t n = (int32_t)k, n1 = n >> 1, n2 = n - n1;
   uint32_t u1 = (uint32_t)(n1 + 127) << 23, u2 = (uint32_t)(n2 + 127) << 23;
   float s1, s2;
@@ -238,16 +242,10 @@ static inline __attribute__((always_inline)) float ac_erff(float x) {
   /* exp(e), e = h - c^2 in [-17.6, -0.5]: ac_expf without its clamps and split scaling */
   float e = h - c * c, k = (e * 1.44269504f + 12582912.0f) - 12582912.0f;
   float r = (e - k * 0.693359375f) - k * -2.12194440e-4f;
-  float p = 0.00019790353f;
-  p = AC_FMAF(p, r, 0.0013944649f);
-  p = AC_FMAF(p, r, 0.008333497f);
-  p = AC_FMAF(p, r, 0.041666295f);
-  p = AC_FMAF(p, r, 0.16666666f);
-  p = AC_FMAF(p, r, 0.5f);
   uint32_t sb = (uint32_t)((int32_t)k + 127) << 23;
   float scale;
   memcpy(&scale, &sb, 4);
-  float big = copysignf(1.0f - (AC_FMAF(p, r * r, r) + 1.0f) * scale, x);
+  float big = copysignf(1.0f - ac_exp_poly(r) * scale, x);
   return a < 1.0f ? small : (x != x ? x : big);
 }
 """
