@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from anychip.codegen import gemm_driver, gemv_kernel
 from anychip.codegen import gemm_kernel as gk
-from anychip.codegen import gemv_kernel
 from anychip.dtypes import DType, float64, to_dtype
 from anychip.errors import CompileError, DTypeError, ShapeError
 
@@ -486,7 +486,7 @@ def gemm_source(
     direct = spec.out_dtype is acc and spec.c_strides[2] == 1 and not t.split_k
     lanes = t.vec_bytes // acc.itemsize
     acc_c = "double" if acc is float64 else "float"
-    return gk.driver_c(
+    return gemm_driver.driver_c(
         name=name,
         header=f"/* anychip GEMM: {spec}\n   tiling: {t} */\n",
         defines=_defines(spec, t, direct),

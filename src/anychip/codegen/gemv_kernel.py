@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from anychip.codegen import gemm_driver as gd
 from anychip.codegen import gemm_kernel as gk
 
 if TYPE_CHECKING:  # gemm imports this module
@@ -184,4 +185,4 @@ def gemv_source(
     )  # fmt: skip
     header = f"/* anychip GEMV ({form}): {spec}\n   threads={threads} vec_bytes={vec_bytes} */\n"
     conversions = gk.conversions_c(spec.dtype.name, spec.out_dtype.name, acc_c)
-    return "\n".join((header, gk.INCLUDES, defines, conversions, gk.WORKSPACE, body))
+    return "\n".join((header, gd.INCLUDES, defines, conversions, gd.WORKSPACE, body))
