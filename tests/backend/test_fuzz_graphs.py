@@ -1,6 +1,7 @@
 """Random lazy graphs (elementwise chains, broadcasting, movement views, reductions, softmax
 rows, matmuls) realised on each device against the same graph in float64 numpy: whatever the
 scheduler fuses and the passes rewrite, the values must stay those of the math.
+Half-precision graphs are checked against the `ref` backend (it rounds op by op as they do).
 ANYCHIP_FUZZ_SEEDS=N runs N graphs instead of 60 (a longer hunt for compiler bugs)."""
 
 from __future__ import annotations
@@ -93,16 +94,16 @@ def _matmul(rng: np.random.Generator, p: Pair, device: str) -> Pair:
         x, ref = x.reshape(1, -1), ref.reshape(1, -1)
     k = ref.shape[-1]
     w = rng.uniform(-1, 1, (k, int(rng.integers(1, 40)))).astype(np.float32)
-    return x @ ac.tensor(w, device=device), ref @ w.astype(np.float64)
+    return x @ ac.tensor(w, device=device).to(x.dtype), ref @ w.astype(np.float64)
 
 
-def _graph(seed: int, device: str) -> list[Pair]:
+def _graph(seed: int, device: str, dtype: str = "float32") -> list[Pair]:
     rng = np.random.default_rng(seed)
     shape = SHAPES[seed % len(SHAPES)]
     vals: list[Pair] = []
     for _ in range(2):
         a = rng.uniform(-2, 2, _broadcastable(rng, shape) if vals else shape).astype(np.float32)
-        vals.append((ac.tensor(a, device=device), a.astype(np.float64)))
+        vals.append((ac.tensor(a, device=device).to(dtype), a.astype(np.float64)))
     for _ in range(int(rng.integers(3, 9))):
         r = rng.random()
         p = vals[int(rng.integers(len(vals)))]
@@ -140,3 +141,25 @@ def test_random_graph_matches_float64_numpy(seed: int, device: str) -> None:
         assert got.shape == want.shape, f"seed {seed}: shape {got.shape} != {want.shape}"
         scale = max(1.0, float(np.abs(want).max(initial=0.0)))
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * scale, err_msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ANYCHIP_FUZZ_SEEDS", "60")) // 2))
+def test_random_half_graph_matches_the_ref_backend(seed: int, dtype: str) -> None:
+    # halves round after every op, so float64 math is no reference: the numpy `ref`
+    # backend, which rounds op by op, is (what the passes fuse must not change the result
+    # beyond a few roundings)
+    devices = [d for d in ac.devices() if d != "ref"]
+    if not devices:
+        pytest.skip("only the ref backend is present")
+    refs = _graph(seed, "ref", dtype)[-3:]
+    for device in devices:
+        outs = _graph(seed, device, dtype)[-3:]
+        realize_together([t for t, _ in outs])
+        for (t, _), (r, _) in zip(outs, refs, strict=True):
+            got, want = t.float().numpy(), r.float().numpy()
+            scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+            tol = 4e-2 if dtype == "bfloat16" else 8e-3
+            np.testing.assert_allclose(
+                got, want, rtol=tol, atol=tol * scale, err_msg=f"{device}, seed {seed}"
+            )
