@@ -163,3 +163,53 @@ def test_random_half_graph_matches_the_ref_backend(seed: int, dtype: str) -> Non
             np.testing.assert_allclose(
                 got, want, rtol=tol, atol=tol * scale, err_msg=f"{device}, seed {seed}"
             )
+
+
+def _int_graph(seed: int, device: str, dtype: str) -> list[Any]:
+    """Random integer graphs (wrapping arithmetic, comparisons, selects, reductions, views):
+    exact on every device, so the ref backend's values must come back bit for bit."""
+    rng = np.random.default_rng(seed)
+    shape = SHAPES[seed % len(SHAPES)]
+    vals = [
+        ac.tensor(rng.integers(-9, 9, s), device=device).to(dtype)
+        for s in (shape, _broadcastable(rng, shape))
+    ]
+    for _ in range(int(rng.integers(3, 9))):
+        p = vals[int(rng.integers(len(vals)))]
+        q = vals[int(rng.integers(len(vals)))]
+        r = rng.random()
+        try:
+            np.broadcast_shapes(p.shape, q.shape)
+            pair = True
+        except ValueError:
+            pair = False
+        if r < 0.45 and pair:
+            k = int(rng.integers(5))
+            out = [p + q, p - q, p * q, p.maximum(q), ac.where(p > q, p, -q)][k]
+        elif r < 0.6:
+            out = [p.abs(), -p, p * 3 - 1][int(rng.integers(3))]
+        elif r < 0.8 and p.ndim:
+            axes = tuple(
+                int(a) for a in rng.choice(p.ndim, int(rng.integers(1, p.ndim + 1)), replace=False)
+            )
+            out = [p.sum(axes), p.amax(axes), p.amin(axes)][int(rng.integers(3))]
+        elif p.ndim:
+            out = p.flip(-1) if r < 0.9 else p.reshape(-1)
+        else:
+            continue
+        vals.append(out)
+    return vals[2:] or vals
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ANYCHIP_FUZZ_SEEDS", "60")) // 2))
+def test_random_int_graph_matches_the_ref_backend_exactly(seed: int, dtype: str) -> None:
+    devices = [d for d in ac.devices() if d != "ref"]
+    if not devices:
+        pytest.skip("only the ref backend is present")
+    refs = [t.numpy() for t in _int_graph(seed, "ref", dtype)[-3:]]
+    for device in devices:
+        outs = _int_graph(seed, device, dtype)[-3:]
+        realize_together(outs)
+        for t, want in zip(outs, refs, strict=True):
+            np.testing.assert_array_equal(t.numpy(), want, err_msg=f"{device}, seed {seed}")
