@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import anychip as ac
+from anychip.ir.ops import Ops
 from helpers import check, finite_differences, rand
 
 I64 = np.int64
@@ -448,3 +449,23 @@ def test_op_errors(device: str) -> None:
         ac.one_hot(x, 3)
     with pytest.raises(ac.DTypeError, match="masked_fill: mask must be a bool tensor"):
         x.masked_fill(x, 1.0)
+
+
+def test_gather_primitive_reads_zero_out_of_range(device: str) -> None:
+    # the primitive's own semantics (frontend ops check ids first, embedding_bag after the
+    # gather has run in the same schedule): negative ids wrap, others out of range read 0
+    x = rand(4, 2).astype(np.float32)
+    ids = np.array([[-1, 0, 9], [2, -5, 3]], I64).T  # (3, 2) along axis 0
+    out = ac.tensor(x, device=device)._prim(Ops.GATHER, ac.tensor(ids, device=device), arg=0)
+    want = np.where((ids >= -4) & (ids < 4), x[ids % 4, np.arange(2)], 0.0)
+    np.testing.assert_array_equal(out.numpy(), want.astype(np.float32))
+
+
+def test_embedding_bag_reports_a_bad_id_after_its_gather(device: str) -> None:
+    from anychip.frontend.indexing import embedding_bag
+
+    w = ac.tensor(rand(5, 2), device=device)
+    ids = ac.tensor(np.array([0, 4, 7, 1], I64), device=device)
+    offs = ac.tensor(np.array([0, 2], I64), device=device)
+    with pytest.raises(ac.IndexOutOfRange, match=r"index 7 is out of range .* 5 rows"):
+        embedding_bag(ids, w, offs, mode="sum")

@@ -7,13 +7,14 @@ input (fixed-size bags) or 1-d input plus offsets (variable bags; empty bags giv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anychip import dtypes
 from anychip.errors import DTypeError, IndexOutOfRange, ShapeError, describe
-from anychip.frontend.subscript import as_index, check_range, take
+from anychip.frontend.subscript import as_index, check_range, raise_if, range_flag, take
 from anychip.ir.ops import Ops
 
 if TYPE_CHECKING:
@@ -22,22 +23,37 @@ if TYPE_CHECKING:
 MODES = ("sum", "mean", "max")
 
 
-def _rows(op: str, input: Any, weight: Tensor) -> Tensor:
-    """input as int64 ids checked against weight's rows."""
+def _rows(op: str, input: Any, weight: Tensor, check: bool = True) -> Tensor:
+    """input as int64 ids checked against weight's rows (`check=False`: the caller checks
+    them with `_check_rows`, realising the check with its result)."""
     if weight.ndim != 2:
         raise ShapeError(f"{op}: weight must be 2-d (num_embeddings, dim), got {describe(weight)}")
     idx = as_index(weight, input, op)
-    n = weight.shape[0]
-    check_range(
-        idx,
-        0,
-        n,
-        lambda v: (
-            f"{op}: index {v} is out of range for an embedding table of {n} rows "
-            f"({describe(idx, weight)})"
-        ),
-    )
+    if check:
+        check_range(idx, 0, weight.shape[0], _out_of_range(op, idx, weight))
     return idx
+
+
+def _out_of_range(op: str, idx: Tensor, weight: Tensor) -> Callable[[int], str]:
+    n = weight.shape[0]
+    return lambda v: (
+        f"{op}: index {v} is out of range for an embedding table of {n} rows "
+        f"({describe(idx, weight)})"
+    )
+
+
+def _check_rows(op: str, out: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
+    """`out`, computed with the bounds check of the ids it read in one schedule (one
+    realisation and one flag read back instead of two); out-of-range ids read zeros until
+    the check raises."""
+    from anychip.frontend.tensor import realize_together
+
+    message = _out_of_range(op, idx, weight)
+    flag = range_flag(idx, 0, weight.shape[0], message)
+    if flag is not None:
+        realize_together([out, flag])
+        raise_if(flag, idx, 0, weight.shape[0], message)
+    return out
 
 
 def _padding(op: str, padding_idx: int | None, n: int) -> int | None:
@@ -224,7 +240,7 @@ def embedding_bag(
         raise ShapeError(
             f"embedding_bag: per_sample_weights is only supported for mode='sum' (got {mode!r})"
         )
-    idx = _rows("embedding_bag", input, weight)
+    idx = _rows("embedding_bag", input, weight, check=False)
     pad = _padding("embedding_bag", padding_idx, weight.shape[0])
     w = _bag_weights(idx, weight, per_sample_weights, pad)
     if idx.ndim == 2:
@@ -233,7 +249,8 @@ def embedding_bag(
                 "embedding_bag: if input is 2-d (fixed-size bags), offsets has to be None"
             )
         valid = (idx != pad) if pad is not None else None
-        return _dense_bags(_lookup(weight, idx), valid, w, mode).to(weight.dtype)
+        out = _dense_bags(_lookup(weight, idx), valid, w, mode).to(weight.dtype)
+        return _check_rows("embedding_bag", out, idx, weight)
     if idx.ndim != 1 or offsets is None:
         raise ShapeError(
             f"embedding_bag: input has to be 2-d, or 1-d with 1-d offsets ({describe(idx)})"
@@ -243,4 +260,5 @@ def embedding_bag(
         raise ShapeError(
             f"embedding_bag: offsets has to be a non-empty 1-d tensor ({describe(off)})"
         )
-    return _offset_bags(idx, weight, off, w, mode, include_last_offset).to(weight.dtype)
+    out = _offset_bags(idx, weight, off, w, mode, include_last_offset).to(weight.dtype)
+    return _check_rows("embedding_bag", out, idx, weight)

@@ -79,15 +79,34 @@ def index_range(idx: Tensor) -> tuple[int, int]:
 def check_range(idx: Tensor, lo: int, hi: int, message: Callable[[int], str]) -> None:
     """Raise IndexOutOfRange(message(bad_value)) unless every value of idx is in [lo, hi),
     as torch checks its indices too (an unchecked gather would read outside the buffer)."""
+    flag = range_flag(idx, lo, hi, message)
+    if flag is not None:
+        raise_if(flag, idx, lo, hi, message)
+
+
+def range_flag(idx: Tensor, lo: int, hi: int, message: Callable[[int], str]) -> Tensor | None:
+    """A lazy bool: some value of idx is outside [lo, hi). Indices made from host data are
+    checked here and now instead (None; so is an empty idx). Realise the flag with the
+    result that uses idx (one schedule, one read back), then call `raise_if`."""
     if idx.numel() == 0:
-        return
-    if idx.node not in _HOST_VALUES:
-        # one flag read back: the same value for every valid index, so a jitted function
-        # whose indices change from call to call (an embedding lookup) still replays
-        flat = idx.realize().reshape(-1)
-        if not bool(((flat < lo) | (flat >= hi)).any().item()):
-            return
-    mn, mx = index_range(idx)  # out of range: find a bad value for the message
+        return None
+    if idx.node in _HOST_VALUES:
+        _raise_bad(idx, lo, hi, message)
+        return None
+    # one flag read back: the same value for every valid index, so a jitted function
+    # whose indices change from call to call (an embedding lookup) still replays
+    flat = idx.realize().reshape(-1)
+    return ((flat < lo) | (flat >= hi)).any()
+
+
+def raise_if(flag: Tensor, idx: Tensor, lo: int, hi: int, message: Callable[[int], str]) -> None:
+    """`range_flag`'s verdict: raise IndexOutOfRange naming a bad value if it is set."""
+    if bool(flag.item()):
+        _raise_bad(idx, lo, hi, message)
+
+
+def _raise_bad(idx: Tensor, lo: int, hi: int, message: Callable[[int], str]) -> None:
+    mn, mx = index_range(idx)
     if mn < lo or mx >= hi:
         raise IndexOutOfRange(message(mn if mn < lo else mx))
 

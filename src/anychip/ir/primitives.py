@@ -305,10 +305,22 @@ def _ref_scatter_add(arg: int, base: np.ndarray, idx: np.ndarray, src: np.ndarra
     return out
 
 
+def _ref_gather(arg: int, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Negative ids count from the end; ids still out of range read 0 (as compiled kernels
+    guard them: the frontend checks ids, sometimes after the gather has run)."""
+    n = x.shape[arg]
+    at = np.where(idx < 0, idx + n, idx)
+    inside = (at >= 0) & (at < n)
+    if n == 0:  # nothing to read: every id is out of range
+        return np.zeros(idx.shape, x.dtype)
+    out = np.take_along_axis(x, np.where(inside, at, 0), axis=arg)
+    return np.where(inside, out, np.zeros((), x.dtype))
+
+
 _rule(
     Ops.GATHER,
     _gather_infer,
-    lambda arg, x, i: np.take_along_axis(x, i, axis=arg),
+    _ref_gather,
     lambda g, out, s, arg: (s[0].zeros_like()._prim(Ops.SCATTER_ADD, s[1], g, arg=arg), None),
 )
 _rule(
