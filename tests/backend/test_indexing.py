@@ -469,3 +469,17 @@ def test_embedding_bag_reports_a_bad_id_after_its_gather(device: str) -> None:
     offs = ac.tensor(np.array([0, 2], I64), device=device)
     with pytest.raises(ac.IndexOutOfRange, match=r"index 7 is out of range .* 5 rows"):
         embedding_bag(ids, w, offs, mode="sum")
+
+
+def test_scatter_add_primitive_drops_out_of_range(device: str) -> None:
+    base = np.zeros((4, 2), np.float32)
+    ids = np.array([[-1, 0], [9, 2], [1, -6]], I64)  # (3, 2) along axis 0
+    src = np.arange(1, 7, dtype=np.float32).reshape(3, 2)
+    out = ac.tensor(base, device=device)._prim(
+        Ops.SCATTER_ADD, ac.tensor(ids, device=device), ac.tensor(src, device=device), arg=0
+    )
+    want = base.copy()
+    for (i, j), v in np.ndenumerate(ids):
+        if -4 <= v < 4:
+            want[v % 4, j] += src[i, j]
+    np.testing.assert_array_equal(out.numpy(), want)

@@ -298,10 +298,16 @@ def _scatter_infer(srcs: tuple[Node, ...], arg: int) -> tuple[Shape, DType]:
 
 
 def _ref_scatter_add(arg: int, base: np.ndarray, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Negative ids count from the end; ids still out of range add nothing (as compiled
+    kernels guard them)."""
     out = base.copy()
+    n = base.shape[arg]
+    at = np.where(idx < 0, idx + n, idx)
+    inside = (at >= 0) & (at < n)
     grids: list[Any] = list(np.indices(idx.shape, sparse=True))
-    grids[arg] = idx
-    np.add.at(out, tuple(grids), src)
+    grids[arg] = np.where(inside, at, 0)
+    src = src[tuple(slice(0, d) for d in idx.shape)]  # idx's window of src takes part
+    np.add.at(out, tuple(grids), np.where(inside, src, np.zeros((), src.dtype)))
     return out
 
 
