@@ -252,6 +252,11 @@ class _Lowerer:
 
     def scan(self, root: Node) -> None:
         axis = root.arg
+        last = len(root.shape) - 1
+        halves = (dtypes.float16, dtypes.bfloat16)
+        if axis != last and root.shape[last] > 1 and root.dtype not in halves:
+            self.scan_rows(root)
+            return
         kinds = {a: LoopKind.PARALLEL for a in range(len(root.shape)) if a != axis}
         idx = self.loops_over(root.shape, kinds)
         acc = self.fresh("acc")
@@ -261,6 +266,36 @@ class _Lowerer:
         self.levels[-1].append(Store(0, flat(tuple(idx), root.shape), Var(acc, root.dtype)))
         self.close_loop(root.shape[axis], LoopKind.SERIAL)
         self.close_all(root.shape, kinds)
+
+    def scan_rows(self, root: Node) -> None:
+        """A running sum down a non-innermost axis (x.cumsum(0) of a matrix): for each cache
+        line of the contiguous last axis [parallel], for each step along the axis [serial],
+        out[r] = out[r - 1] + x[r] across the line [vector]. Rows are read and written
+        whole, where one accumulator per column walked a column at a time; the sums are
+        the same, in the same order. (Halves keep the accumulator path: they round once.)"""
+        axis, last, shape = root.arg, len(root.shape) - 1, root.shape
+        width = max(1, 64 // root.dtype.itemsize)
+        d = shape[last]
+        kinds = {a: LoopKind.PARALLEL for a in range(last) if a != axis}
+        idx = self.loops_over(shape, kinds)
+        blocks = -(-d // width)
+        blk = self.open_loop("i") if blocks > 1 else ZERO
+        step = self.open_loop("s")
+        lane = self.open_loop("i")
+        col = alu(Ops.ADD, alu(Ops.MUL, blk, const(width)), lane)
+        inside = alu(Ops.CMPLT, col, const(d), dtype=dtypes.bool_) if d % width else None
+        idx[axis], idx[last] = step, col
+        prev = list(idx)
+        prev[axis] = alu(Ops.ADD, step, const(-1))
+        first = alu(Ops.CMPLT, ZERO, step, dtype=dtypes.bool_)  # step > 0: a row above
+        above = Load(0, flat(tuple(prev), shape), root.dtype, both(inside, first))
+        value = Alu(Ops.ADD, (above, self.value(root.srcs[0], tuple(idx), inside)), root.dtype)
+        self.levels[-1].append(Store(0, flat(tuple(idx), shape), value, None, inside))
+        self.close_loop(min(width, d), LoopKind.VECTOR)
+        self.close_loop(shape[axis], LoopKind.SERIAL)
+        if blocks > 1:
+            self.close_loop(blocks, LoopKind.PARALLEL)
+        self.close_all(shape, kinds)
 
     def sort(self, root: Node) -> None:
         (src,) = root.srcs
