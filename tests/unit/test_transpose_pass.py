@@ -60,3 +60,25 @@ def test_plain_copies_and_indivisible_sides_are_left_alone() -> None:
     assert tile_transposes(plain) is plain
     odd = nest(100, 30, alu(Ops.ADD, alu(Ops.MUL, J, const(100)), I))
     assert tile_transposes(odd) is odd
+
+
+def test_a_read_contiguous_further_out_is_moved_next_to_the_innermost_loop() -> None:
+    # out[i, j, k] = x[j, k, i] (a (4, 16, 32) out from a (16, 32, 4)... permute(2, 0, 1)):
+    # the read is contiguous along i, the outermost loop: i moves inside j, then tiles
+    k_ = Var("k", INDEX)
+    src = alu(
+        Ops.ADD, alu(Ops.ADD, alu(Ops.MUL, J, const(32 * 16)), alu(Ops.MUL, k_, const(16))), I
+    )
+    dst = alu(
+        Ops.ADD, alu(Ops.ADD, alu(Ops.MUL, I, const(16 * 32)), alu(Ops.MUL, J, const(32))), k_
+    )
+    store = Store(0, dst, Load(1, src, F32))
+    nest = Loop("i", 16, (Loop("j", 16, (Loop("k", 32, (store,), LoopKind.PARALLEL),),
+                                LoopKind.PARALLEL),), LoopKind.PARALLEL)  # fmt: skip
+    bufs = (
+        BufDecl("out", F32, 16 * 16 * 32, BufRole.OUT),
+        BufDecl("x", F32, 16 * 16 * 32, BufRole.IN),
+    )
+    k = tile_transposes(KernelIR("k", KernelKind.ELEMENTWISE, bufs, (nest,)))
+    verify(k)
+    assert [x[0] for x in loops(k)] == ["j", "ti", "tk", "i", "k"]

@@ -55,8 +55,43 @@ def tile_transposes(k: KernelIR) -> KernelIR:
     """
     if k.contraction is not None:
         return k
-    body = tuple(_tile(s) for s in k.body)
+    body = tuple(_tile(_reorder(s)) for s in k.body)
     return simplify(replace(k, body=body)) if body != k.body else k
+
+
+def _reorder(s: Stmt) -> Stmt:
+    """A nest of parallel loops whose transposed read is contiguous along a loop further out
+    than the second innermost ((64, 256, 256).permute(2, 0, 1)): that loop moved to second
+    innermost, so `_tile` pairs it with the innermost (parallel loops reorder freely)."""
+    nest: list[Loop] = []
+    cur: Stmt = s
+    while isinstance(cur, Loop) and cur.kind is LoopKind.PARALLEL:
+        nest.append(cur)
+        if len(cur.body) != 1 or not isinstance(cur.body[0], Loop):
+            break
+        cur = cur.body[0]
+    inner = nest[-1] if nest else None
+    if inner is None or len(nest) < 3 or any(isinstance(x, Loop) for x in inner.body):
+        return s
+    if not all(isinstance(x, Store) and x.combine is None for x in inner.body):
+        return s
+    b = inner.var
+    stores = [x for x in inner.body if isinstance(x, Store)]
+    if any(coefficient(x.index, b) != 1 for x in stores):
+        return s
+    for ld in (e for x in stores for e in walk_exprs(x.value) if isinstance(e, Load)):
+        if abs(coefficient(ld.index, b) or 0) < MIN_STRIDE:
+            continue
+        if coefficient(ld.index, nest[-2].var) == 1:
+            return s  # already next to the innermost loop
+        movers = [lp for lp in nest[:-2] if coefficient(ld.index, lp.var) == 1]
+        if movers:
+            order = [lp for lp in nest[:-1] if lp is not movers[0]] + [movers[0]]
+            out: Stmt = inner
+            for lp in reversed(order):
+                out = Loop(lp.var, lp.extent, (out,), lp.kind)
+            return out
+    return s
 
 
 def _tile(s: Stmt) -> Stmt:
