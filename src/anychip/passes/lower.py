@@ -9,6 +9,7 @@ softmax row computes its max and sum once per row, not once per element.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -219,36 +220,51 @@ class _Lowerer:
         self.close_all(src.shape, kinds)
 
     def scatter_rows(self, root: Node) -> None:
-        """Scatter-add of rows (an embedding gradient: src (N, D) into table rows): for
-        each cache line's worth of columns [parallel], for each source row in order
-        [serial], add the line into the target row [vector]. Columns split between threads
-        keep it race-free, and each touch of a target row is a whole line of it."""
+        """Scatter-add of rows (an embedding gradient: src (N, D) into table rows), by
+        cache lines (`line_loops`): columns split between threads keep it race-free, and
+        each touch of a target row is a whole line of it."""
         _, index, src = root.srcs
-        axis, last = root.arg, len(src.shape) - 1
-        width = max(1, 64 // root.dtype.itemsize)  # one cache line of columns
-        d = src.shape[last]
+        axis = root.arg
+
+        def add_line(sidx: list[Expr], inside: Expr | None) -> None:
+            at = self.value(index, tuple(sidx), inside)
+            target, guard = self.gathered(at, root.shape[axis])
+            sidx_target = tuple(target if a == axis else e for a, e in enumerate(sidx))
+            value = self.value(src, tuple(sidx), inside)
+            store = Store(0, flat(sidx_target, root.shape), value, Ops.ADD, both(inside, guard))
+            self.levels[-1].append(store)
+
+        self.line_loops(src.shape, axis, root.dtype, add_line)
+
+    def line_loops(
+        self,
+        shape: tuple[int, ...],
+        axis: int,
+        dtype: DType,
+        body: Callable[[list[Expr], Expr | None], None],
+    ) -> None:
+        """Walk `shape` along `axis` a whole cache line of the last axis at a time: for the
+        other axes [parallel], for each line of the last axis [parallel], for each step
+        along `axis` in order [serial], across the line [vector]. `body(idx, inside)`
+        appends the statements at index idx; `inside` (None when lines fit the row) is
+        false for the lanes of the last line past the row's end, which must do nothing."""
+        last = len(shape) - 1
+        width = max(1, 64 // dtype.itemsize)
+        d = shape[last]
         kinds = {a: LoopKind.PARALLEL for a in range(last) if a != axis}
-        sidx = self.loops_over(src.shape, kinds)
+        idx = self.loops_over(shape, kinds)
         blocks = -(-d // width)
         blk = self.open_loop("i") if blocks > 1 else ZERO
-        sidx[axis] = self.open_loop("i") if src.shape[axis] != 1 else ZERO
-        lane = self.open_loop("i")
-        col = alu(Ops.ADD, alu(Ops.MUL, blk, const(width)), lane)
-        sidx[last] = col
-        # the last line may run past the row's end: those lanes read and write nothing
-        inside = alu(Ops.CMPLT, col, const(d), dtype=dtypes.bool_) if d % width else None
-        at = self.value(index, tuple(sidx), inside)
-        target, guard = self.gathered(at, root.shape[axis])
-        guard = both(inside, guard)
-        sidx_target = tuple(target if a == axis else e for a, e in enumerate(sidx))
-        value = self.value(src, tuple(sidx), inside)
-        self.levels[-1].append(Store(0, flat(sidx_target, root.shape), value, Ops.ADD, guard))
+        idx[axis] = self.open_loop("s") if shape[axis] != 1 else ZERO
+        col = alu(Ops.ADD, alu(Ops.MUL, blk, const(width)), self.open_loop("i"))
+        idx[last] = col
+        body(idx, alu(Ops.CMPLT, col, const(d), dtype=dtypes.bool_) if d % width else None)
         self.close_loop(min(width, d), LoopKind.VECTOR)
-        if src.shape[axis] != 1:
-            self.close_loop(src.shape[axis], LoopKind.SERIAL)
+        if shape[axis] != 1:
+            self.close_loop(shape[axis], LoopKind.SERIAL)
         if blocks > 1:
             self.close_loop(blocks, LoopKind.PARALLEL)
-        self.close_all(src.shape, kinds)
+        self.close_all(shape, kinds)
 
     def scan(self, root: Node) -> None:
         axis = root.arg
@@ -268,34 +284,23 @@ class _Lowerer:
         self.close_all(root.shape, kinds)
 
     def scan_rows(self, root: Node) -> None:
-        """A running sum down a non-innermost axis (x.cumsum(0) of a matrix): for each cache
-        line of the contiguous last axis [parallel], for each step along the axis [serial],
-        out[r] = out[r - 1] + x[r] across the line [vector]. Rows are read and written
-        whole, where one accumulator per column walked a column at a time; the sums are
-        the same, in the same order. (Halves keep the accumulator path: they round once.)"""
-        axis, last, shape = root.arg, len(root.shape) - 1, root.shape
-        width = max(1, 64 // root.dtype.itemsize)
-        d = shape[last]
-        kinds = {a: LoopKind.PARALLEL for a in range(last) if a != axis}
-        idx = self.loops_over(shape, kinds)
-        blocks = -(-d // width)
-        blk = self.open_loop("i") if blocks > 1 else ZERO
-        step = self.open_loop("s")
-        lane = self.open_loop("i")
-        col = alu(Ops.ADD, alu(Ops.MUL, blk, const(width)), lane)
-        inside = alu(Ops.CMPLT, col, const(d), dtype=dtypes.bool_) if d % width else None
-        idx[axis], idx[last] = step, col
-        prev = list(idx)
-        prev[axis] = alu(Ops.ADD, step, const(-1))
-        first = alu(Ops.CMPLT, ZERO, step, dtype=dtypes.bool_)  # step > 0: a row above
-        above = Load(0, flat(tuple(prev), shape), root.dtype, both(inside, first))
-        value = Alu(Ops.ADD, (above, self.value(root.srcs[0], tuple(idx), inside)), root.dtype)
-        self.levels[-1].append(Store(0, flat(tuple(idx), shape), value, None, inside))
-        self.close_loop(min(width, d), LoopKind.VECTOR)
-        self.close_loop(shape[axis], LoopKind.SERIAL)
-        if blocks > 1:
-            self.close_loop(blocks, LoopKind.PARALLEL)
-        self.close_all(shape, kinds)
+        """A running sum down a non-innermost axis (x.cumsum(0) of a matrix), by cache lines
+        (`line_loops`): out[r] = out[r - 1] + x[r] across the line. Rows are read and
+        written whole, where one accumulator per column walked a column at a time; the
+        sums are the same, in the same order. (Halves keep the accumulator path: they
+        round once.)"""
+        axis, shape = root.arg, root.shape
+
+        def add_row(idx: list[Expr], inside: Expr | None) -> None:
+            prev = list(idx)
+            prev[axis] = alu(Ops.ADD, idx[axis], const(-1))
+            first = alu(Ops.CMPLT, ZERO, idx[axis], dtype=dtypes.bool_)  # a row above
+            above = Load(0, flat(tuple(prev), shape), root.dtype, both(inside, first))
+            x = self.value(root.srcs[0], tuple(idx), inside)
+            value = Alu(Ops.ADD, (above, x), root.dtype)
+            self.levels[-1].append(Store(0, flat(tuple(idx), shape), value, None, inside))
+
+        self.line_loops(shape, axis, root.dtype, add_row)
 
     def sort(self, root: Node) -> None:
         (src,) = root.srcs
