@@ -108,7 +108,10 @@ def start(op: Ops, d: DType) -> Const:
     return identity(op, d)
 
 
-class _Tiler:
+class Rewriter:
+    """What a pass adding loops and Local buffers to kernel `k` keeps: names not yet used
+    by a loop, let or accumulator (`fresh`), and the Local buffers it declared."""
+
     def __init__(self, k: KernelIR) -> None:
         self.k = k
         self.locals: list[BufDecl] = []
@@ -122,6 +125,8 @@ class _Tiler:
         self.used.add(f"{prefix}{n}")
         return f"{prefix}{n}"
 
+
+class _Tiler(Rewriter):
     def block(self, body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
         out: list[Stmt] = []
         for s in body:

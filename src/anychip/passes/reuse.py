@@ -107,12 +107,12 @@ def _share(k: KernelIR, r: Loop, s: Loop, st: Store) -> tuple[Loop, Loop] | None
             isinstance(x, Alu) and x.op in COSTLY for x in walk_exprs(v)
         ):
             continue
-        there = _subst(v, r.var, Var(s.var, INDEX))
+        there = substitute(v, r.var, Var(s.var, INDEX))
         if there not in walk_exprs(st.value):
             continue
         back = Load(0, st.index, v.dtype)
         new_store = replace(st, value=_replace_expr(st.value, there, back))
-        here = Store(0, _subst(st.index, s.var, Var(r.var, INDEX)), v)
+        here = Store(0, substitute(st.index, s.var, Var(r.var, INDEX)), v)
         return replace(r, body=(*r.body, here)), replace(s, body=(new_store,))
     return None
 
@@ -125,15 +125,15 @@ def _exprs(s: Stmt) -> list[Expr]:
     return []
 
 
-def _subst(e: Expr, name: str, to: Expr) -> Expr:
+def substitute(e: Expr, name: str, to: Expr) -> Expr:
     """`e` with loop variable `name` replaced by `to`."""
     if isinstance(e, Var):
         return to if e.name == name else e
     if isinstance(e, Alu):
-        return replace(e, srcs=tuple(_subst(x, name, to) for x in e.srcs))
+        return replace(e, srcs=tuple(substitute(x, name, to) for x in e.srcs))
     if isinstance(e, Load):
-        valid = None if e.valid is None else _subst(e.valid, name, to)
-        return replace(e, index=_subst(e.index, name, to), valid=valid)
+        valid = None if e.valid is None else substitute(e.valid, name, to)
+        return replace(e, index=substitute(e.index, name, to), valid=valid)
     return e
 
 

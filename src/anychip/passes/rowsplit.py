@@ -33,10 +33,9 @@ from anychip.ir.kernel import (
     alu,
     const,
     walk_exprs,
-    walk_stmts,
 )
 from anychip.ir.ops import Ops
-from anychip.passes.interchange import COMBINE, coefficient, local_dtype, start
+from anychip.passes.interchange import COMBINE, Rewriter, coefficient, local_dtype, start
 from anychip.passes.simplify import simplify
 
 CHUNK_BYTES = 256  # partials per row: 64 float32 = 4 AVX-512 / 8 AVX2 / 16 NEON vectors
@@ -77,20 +76,7 @@ def split_rows(k: KernelIR) -> KernelIR:
     return simplify(replace(k, bufs=k.bufs + tuple(splitter.locals), body=body))
 
 
-class _Splitter:
-    def __init__(self, k: KernelIR) -> None:
-        self.k = k
-        self.locals: list[BufDecl] = []
-        used = [s for s in walk_stmts(k.body) if isinstance(s, Loop | Acc)]
-        self.used = {s.var for s in used}
-
-    def fresh(self, prefix: str) -> str:
-        n = 0
-        while f"{prefix}{n}" in self.used:
-            n += 1
-        self.used.add(f"{prefix}{n}")
-        return f"{prefix}{n}"
-
+class _Splitter(Rewriter):
     def block(self, body: tuple[Stmt, ...], outer: list[Loop]) -> tuple[Stmt, ...]:
         accs = {s.var: s for s in body if isinstance(s, Acc)}
         out: list[Stmt] = []

@@ -27,7 +27,7 @@ from anychip.ir.kernel import (
 )
 from anychip.ir.ops import Ops
 from anychip.passes.interchange import coefficient
-from anychip.passes.reuse import _subst
+from anychip.passes.reuse import substitute
 from anychip.passes.simplify import simplify
 
 TILES = (16, 8)  # tile sides tried, largest first: 16 float32 = one AVX-512 vector
@@ -137,5 +137,7 @@ def _side(outer: Loop, inner: Loop) -> int | None:
 
 def _subst_stmt(s: Stmt, name: str, to: Expr) -> Stmt:
     assert isinstance(s, Store)
-    valid = None if s.valid is None else _subst(s.valid, name, to)
-    return replace(s, index=_subst(s.index, name, to), value=_subst(s.value, name, to), valid=valid)
+    valid = None if s.valid is None else substitute(s.valid, name, to)
+    return replace(
+        s, index=substitute(s.index, name, to), value=substitute(s.value, name, to), valid=valid
+    )
