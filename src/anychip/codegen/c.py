@@ -34,6 +34,7 @@ from anychip.ir.kernel import (
     Store,
     Update,
     Var,
+    arg_name,
     walk_stmts,
 )
 from anychip.ir.ops import Ops
@@ -441,6 +442,7 @@ class CRenderer:
                 continue  # declared where its `Local` statement is
             const = "const " if b.role is BufRole.IN else ""
             params.append(f"{const}{self.stype(b.dtype)} *restrict b{i}")
+        params += [f"{self.vtype(d)} {arg_name(i)}" for i, d in enumerate(k.scalars)]
         return f"void {name}({', '.join(params)})"
 
     def prelude(self, k: KernelIR) -> str:

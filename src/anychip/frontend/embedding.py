@@ -154,63 +154,144 @@ def _check_offsets(offsets: Tensor, n: int) -> np.ndarray:
     return off
 
 
+def size_class(n: int) -> int:
+    """The size kernels over a jagged length `n` are compiled for: the next power of two
+    (0 stays 0). Lengths that vary from batch to batch (bag widths, total ids) then reuse
+    at most one kernel per octave, and padding costs at most 2x the work."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
 def _offset_bags(
-    idx: Tensor, weight: Tensor, offsets: Tensor, w: Tensor | None, mode: str, last: bool
+    idx: Tensor,
+    weight: Tensor,
+    offsets: Tensor,
+    w: Tensor | None,
+    mode: str,
+    last: bool,
+    pad: int | None,
+    weighted: bool,
 ) -> Tensor:
-    """Variable bags of a 1-d input (N,): bag b holds idx[offsets[b]:offsets[b+1]]."""
+    """Variable bags of a 1-d input (N,): bag b holds idx[offsets[b]:offsets[b+1]].
+
+    The jagged layout is made on the host (offsets and ids are small), in slots whose
+    sizes are size classes (`size_class`), so a batch whose bags have other lengths runs
+    the same kernels: nothing is compiled for a new total length or bag width. With
+    per_sample_weights (a device tensor of the ids' length) the kernels follow N."""
+    if weighted:
+        assert w is not None
+        return _offset_bags_weighted(idx, weight, offsets, w, mode, last)
+    n = idx.shape[0]
+    off = _check_offsets(offsets, n)
+    ids = _host_ids(idx, weight)
+    nb = len(off) - 1 if last else len(off)  # with include_last_offset the last one ends bags
+    starts = off[:nb]
+    ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
+    lengths = ends - starts
+    width = size_class(int(lengths.max())) if nb else 0
+    if mode == "max" or nb * width <= 4 * max(n, 1) + nb:
+        return _slot_bags(ids, weight, starts, ends, width, mode, pad)
+    return _scatter_bags(ids, weight, starts, ends, mode, pad)
+
+
+def _host_ids(idx: Tensor, weight: Tensor) -> np.ndarray:
+    """The ids on the host, checked against the table's rows (IndexOutOfRange)."""
+    ids = np.asarray(idx.numpy(), dtype=np.int64)
+    bad = (ids < 0) | (ids >= weight.shape[0])
+    if bad.any():
+        raise IndexOutOfRange(_out_of_range("embedding_bag", idx, weight)(int(ids[bad][0])))
+    return ids
+
+
+def _slot_bags(
+    ids: np.ndarray,
+    weight: Tensor,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    width: int,
+    mode: str,
+    pad: int | None,
+) -> Tensor:
+    """(B, width) slots, one gather-and-reduce kernel parallel over bags; slots past a
+    bag's end (and padding ids) are masked out."""
+    from anychip.frontend.tensor import Tensor
+
+    dev = weight.device
+    slot = starts[:, None] + np.arange(width)[None, :]  # (B, W) element positions
+    valid = slot < ends[:, None]
+    slot_ids = np.where(valid, ids[np.minimum(slot, max(ids.size - 1, 0))] if ids.size else 0, 0)
+    if pad is not None:
+        valid &= slot_ids != pad
+    rows = _lookup(weight, Tensor(slot_ids.astype(np.int64), device=dev))  # (B, W, D)
+    vt = Tensor(valid, device=dev)
+    if mode == "max":
+        return _dense_bags(rows, vt, None, mode)
+    total = vt.unsqueeze(-1)._select(rows, 0).sum(1)  # select: inf * 0 must not leak
+    if mode == "sum":
+        return total
+    count = Tensor(np.maximum(valid.sum(1), 1).astype(rows.dtype.np), device=dev)
+    return total / count.unsqueeze(-1)
+
+
+def _scatter_bags(
+    ids: np.ndarray,
+    weight: Tensor,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    mode: str,
+    pad: int | None,
+) -> Tensor:
+    """Long-tailed bags: the ids padded to their size class, each added into its bag
+    (padding into an extra bag that is dropped), sum or mean."""
+    from anychip.frontend.tensor import Tensor
+
+    dev, nb, n = weight.device, len(starts), ids.size
+    size = size_class(n)
+    bag = np.full(size, nb, np.int64)  # positions in no bag go to the extra one
+    pos = np.arange(n)
+    owner = np.searchsorted(ends, pos, side="right")  # first bag ending after pos
+    inside = (owner < nb) & (pos >= starts[np.minimum(owner, nb - 1)])
+    if pad is not None:
+        inside &= ids != pad
+    bag[:n] = np.where(inside, owner, nb)
+    padded = np.zeros(size, np.int64)
+    padded[:n] = ids
+    rows = _lookup(weight, Tensor(padded, device=dev))  # (size, D)
+    dim = weight.shape[1]
+    out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
+    bags = Tensor(bag, device=dev)
+    out = out._prim(Ops.SCATTER_ADD, bags.unsqueeze(-1)._broadcast((size, dim)), rows, arg=0)
+    out = out._shrink([(0, nb), (0, dim)])
+    if mode == "mean":
+        counts = np.bincount(bag[:n][inside], minlength=nb + 1)[:nb]
+        count = Tensor(np.maximum(counts, 1).astype(rows.dtype.np), device=dev)
+        out = out / count.unsqueeze(-1)
+    return out
+
+
+def _offset_bags_weighted(
+    idx: Tensor, weight: Tensor, offsets: Tensor, w: Tensor, mode: str, last: bool
+) -> Tensor:
+    """Bags with per_sample_weights `w` (N,) on the device (0 already for padding ids)."""
     from anychip.frontend.tensor import Tensor
 
     n, dim = idx.shape[0], weight.shape[1]
     off = _check_offsets(offsets, n)
-    nb = len(off) - 1 if last else len(off)  # with include_last_offset the last one ends bags
+    nb = len(off) - 1 if last else len(off)
     starts = off[:nb]
     ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
     width = int((ends - starts).max()) if nb else 0
-    if nb and width and np.all(ends - starts == width) and ends[-1] == nb * width:
-        # every bag `width` long, back to back (a fixed-length multi-hot feature): the
-        # (B, L) slots are input itself seen as a matrix, nothing to build on the host
-        rows, wb = _lookup(weight, idx.reshape(nb, width)), None
-        if w is not None:
-            wb = w.reshape(nb, width)  # per-sample weights, 0 for padding ids
-        if mode == "max":  # padding ids are no candidates for the max
-            return _dense_bags(rows, None if wb is None else wb != 0, None, mode)
-        return _dense_bags(rows, None, wb, mode)
-    # (B, Lmax) slots: one gather-and-reduce kernel parallel over bags. Sum and mean take
-    # this layout while padding wastes little; max always (no scatter-max primitive).
-    if mode == "max" or nb * width <= 2 * n + nb:
+    if nb * width <= 2 * n + nb:
         slot = starts[:, None] + np.arange(width)[None, :]  # (B, Lmax) element positions
         valid = slot < ends[:, None]
         pos = as_index(idx, np.minimum(slot, max(n - 1, 0)), "embedding_bag")
         vt = Tensor(valid, device=idx.device)
-        rows = _lookup(weight, take(idx, 0, pos))  # (B, Lmax, D)
-        if mode == "max":
-            if w is not None:  # padding ids (w == 0) are not candidates for the max
-                vt = vt & (take(w, 0, pos) != 0)
-            return _dense_bags(rows, vt, None, mode)
-        wb = take(w, 0, pos) if w is not None else None
-        if wb is not None:
-            rows = rows * wb.unsqueeze(-1)
-        total = vt.unsqueeze(-1)._select(rows, 0).sum(1)  # select: inf * 0 must not leak
-        if mode == "sum":
-            return total
-        if wb is None:
-            count = Tensor((ends - starts).astype(rows.dtype.np), device=idx.device)
-        else:
-            count = vt._select(wb, 0).sum(1)
-        return total / count.maximum(1).unsqueeze(-1)
+        rows = _lookup(weight, take(idx, 0, pos)) * take(w, 0, pos).unsqueeze(-1)
+        return vt.unsqueeze(-1)._select(rows, 0).sum(1)  # per_sample_weights: sum only
     bag = _bag_ids(offsets, n)  # (N,) in [0, len(offsets))
-    rows = _lookup(weight, idx)  # (N, D)
-    if w is not None:
-        rows = rows * w.unsqueeze(-1)
+    rows = _lookup(weight, idx) * w.unsqueeze(-1)  # (N, D)
     out = Tensor._const(0, rows.dtype, (len(off), dim), weight.device)
     out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((n, dim)), rows, arg=0)
-    out = out._shrink([(0, nb), (0, dim)])  # drops what follows include_last_offset's end
-    if mode == "mean":
-        ones = w if w is not None else Tensor._const(1, rows.dtype, (n,), weight.device)
-        count = Tensor._const(0, rows.dtype, (len(off),), weight.device)
-        count = count._prim(Ops.SCATTER_ADD, bag, ones, arg=0)._shrink([(0, nb)])
-        out = out / count.maximum(1).unsqueeze(-1)
-    return out
+    return out._shrink([(0, nb), (0, dim)])  # drops what follows include_last_offset's end
 
 
 def embedding_bag(
@@ -260,5 +341,9 @@ def embedding_bag(
         raise ShapeError(
             f"embedding_bag: offsets has to be a non-empty 1-d tensor ({describe(off)})"
         )
-    out = _offset_bags(idx, weight, off, w, mode, include_last_offset).to(weight.dtype)
-    return _check_rows("embedding_bag", out, idx, weight)
+    weighted = per_sample_weights is not None
+    out = _offset_bags(idx, weight, off, w, mode, include_last_offset, pad, weighted)
+    out = out.to(weight.dtype)
+    if weighted:
+        return _check_rows("embedding_bag", out, idx, weight)
+    return out  # ids checked on the host

@@ -198,13 +198,21 @@ class ContractionSpec:
 
 @dataclass(frozen=True, slots=True)
 class KernelIR:
-    """One kernel: buffers (bufs[0] is the output) and a body of statements."""
+    """One kernel: buffers (bufs[0] is the output), runtime scalar arguments (scalar i is
+    `Var(arg_name(i), scalars[i])`, bound for the whole kernel, its value given at each
+    launch) and a body of statements."""
 
     name: str
     kind: KernelKind
     bufs: tuple[BufDecl, ...]
     body: tuple[Stmt, ...]
     contraction: ContractionSpec | None = field(default=None)
+    scalars: tuple[DType, ...] = ()
+
+
+def arg_name(i: int) -> str:
+    """The name of runtime scalar argument `i` inside a kernel."""
+    return f"arg{i}"
 
 
 # --- helpers used by every pass --------------------------------------------------------
@@ -325,6 +333,8 @@ def render_ir(k: KernelIR) -> str:
     lines = [f"kernel {k.name} [{k.kind.value}]"]
     for i, b in enumerate(k.bufs):
         lines.append(f"  b{i}: {b.role.value} {b.dtype.name}[{b.size}] {b.name}")
+    for i, d in enumerate(k.scalars):
+        lines.append(f"  {arg_name(i)}: runtime {d.name}")
     if k.contraction is not None:
         c = k.contraction
         lines.append(f"  contraction: batch {c.batch} m {c.m} n {c.n} k {c.k} acc {c.acc.name}")

@@ -23,6 +23,7 @@ class Ops(Enum):
     BUFFER = auto()  # a realised device buffer; arg: runtime Buffer
     CONST = auto()  # one scalar broadcast to `shape`; arg: the value
     PARAM = auto()  # a kernel's i-th input buffer (only inside scheduled kernels); arg: i
+    ARG = auto()  # a kernel's i-th runtime scalar (only inside scheduled kernels); arg: i
     # unary elementwise
     NEG = auto()
     SQRT = auto()
@@ -91,7 +92,19 @@ BINARY = frozenset(
 ELEMENTWISE = UNARY | BINARY | {Ops.WHERE}
 REDUCE = frozenset({Ops.SUM, Ops.RMAX, Ops.RMIN, Ops.PROD})
 MOVEMENT = frozenset({Ops.RESHAPE, Ops.PERMUTE, Ops.EXPAND, Ops.PAD, Ops.SHRINK, Ops.FLIP})
-SOURCES = frozenset({Ops.BUFFER, Ops.CONST, Ops.PARAM})
+SOURCES = frozenset({Ops.BUFFER, Ops.CONST, Ops.PARAM, Ops.ARG})
+
+
+# Constants of these dtypes are runtime scalars: kernel arguments, not part of the code. A
+# learning rate that reaches 0.0, a step count or a temperature changing every call must
+# not compile a new kernel (docs/pipeline.md, "Runtime arguments"). Bool and half-precision
+# constants (masks, rare in schedules) stay in the code.
+RUNTIME_SCALAR_DTYPES = frozenset({"float32", "float64", "int32", "int64"})
+
+
+def runtime_scalar(n: Node) -> bool:
+    """Is `n` a constant whose value is a launch argument rather than part of the kernel?"""
+    return n.op is Ops.CONST and n.dtype.name in RUNTIME_SCALAR_DTYPES
 
 
 @dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)

@@ -28,6 +28,7 @@ from anychip.ir.kernel import (
     Store,
     Update,
     Var,
+    arg_name,
     bounds,
     fmt,
     walk_exprs,
@@ -66,7 +67,10 @@ def verify(k: KernelIR) -> KernelIR:
             raise KernelIRError(f"{k.name}: b{i} has negative size {b.size}")
         if i and b.role is not BufRole.LOCAL and k.bufs[i - 1].role is BufRole.LOCAL:
             raise KernelIRError(f"{k.name}: local buffers must follow the kernel's arguments")
-    _block(k, k.body, _Scope())
+    scope = _Scope()
+    for i, dt in enumerate(k.scalars):
+        _bind(k, scope, arg_name(i), "argument", dt)
+    _block(k, k.body, scope)
     if k.contraction is not None:
         for op in (k.contraction.a, k.contraction.b, k.contraction.out):
             _buf(k, op.buf, "contraction operand")

@@ -34,6 +34,7 @@ from anychip.ir.kernel import (
     Update,
     Var,
     alu,
+    arg_name,
     const,
     walk_exprs,
 )
@@ -106,6 +107,10 @@ class _Lowerer:
         self.var_level: dict[str, int] = {}  # where a name is bound: loop d -> d+1, acc -> level
         self.memo: dict[tuple[int, Index, Expr | None], Expr] = {}
         self.counts: dict[str, int] = {}
+        args = {n.arg: n.dtype for n in toposort([root]) if n.op is Ops.ARG}
+        self.scalars = tuple(args[i] for i in range(len(args)))
+        for i in range(len(args)):
+            self.var_level[arg_name(i)] = 0  # bound for the whole kernel
 
     def fresh(self, prefix: str) -> str:
         n = self.counts.get(prefix, 0)
@@ -161,7 +166,7 @@ class _Lowerer:
         else:
             self.pointwise(root, root)
         name = self.kernel.name
-        return KernelIR(name, kind, tuple(self.bufs), tuple(self.levels[0]))
+        return KernelIR(name, kind, tuple(self.bufs), tuple(self.levels[0]), None, self.scalars)
 
     def pointwise(self, root: Node, value_of: Node) -> None:
         """for each output element: out[idx] = value_of[idx]."""
@@ -328,6 +333,8 @@ class _Lowerer:
             v = Load(1 + n.arg, flat(idx, n.shape), n.dtype, valid)
         elif op is Ops.CONST:
             v = Const(n.arg, n.dtype)
+        elif op is Ops.ARG:
+            v = Var(arg_name(n.arg), n.dtype)
         elif op in ELEMENTWISE:
             v = Alu(op, tuple(self.value(s, idx, valid) for s in n.srcs), n.dtype)
         elif op in REDUCE:

@@ -17,7 +17,7 @@ from typing import Any
 
 from anychip import dtypes
 from anychip.ir.kernel import KernelKind
-from anychip.ir.ops import ELEMENTWISE, MOVEMENT, REDUCE, Node, Ops
+from anychip.ir.ops import ELEMENTWISE, MOVEMENT, REDUCE, Node, Ops, runtime_scalar
 from anychip.runtime.device import Kernel
 
 BufferOf = Callable[[Node], Any]  # the buffer holding a node's value, or None
@@ -29,12 +29,14 @@ _EXPENSIVE_OPS = 32  # a shared value with more inlined ops than this is stored,
 
 @dataclass(frozen=True)
 class ScheduleItem:
-    """Compute `out` from `inputs` (PARAM i of `kernel.ast` is inputs[i]'s buffer).
+    """Compute `out` from `inputs` (PARAM i of `kernel.ast` is inputs[i]'s buffer) and
+    runtime scalars (ARG i is the value of the CONST node `scalars[i]`).
     `kernel` is None when `out` is a reshape of inputs[0] and shares its buffer."""
 
     out: Node
     inputs: tuple[Node, ...]
     kernel: Kernel | None
+    scalars: tuple[Node, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,7 @@ def _item(
         if buffer_of(base) is not None or id(base) in mat:
             return ScheduleItem(root, (base,), None)
     inputs: list[Node] = []
+    scalars: list[Node] = []
     slot: dict[int, int] = {}
     memo: dict[int, Node] = {}
     has_reduce, expanded_reduce = False, False
@@ -276,6 +279,10 @@ def _item(
             stack.extend(pending)
             continue
         stack.pop()
+        if runtime_scalar(n):  # its value is a launch argument, not part of the code
+            memo[id(n)] = Node(Ops.ARG, n.dtype, n.shape, n.device, (), len(scalars))
+            scalars.append(n)
+            continue
         if n.op in REDUCE:
             has_reduce = True
             expanded_reduce |= n.shape != root.shape
@@ -290,4 +297,5 @@ def _item(
     else:
         kind = KernelKind.ROW if has_reduce else KernelKind.ELEMENTWISE
     shape = "x".join(str(d) for d in root.shape) or "scalar"
-    return ScheduleItem(root, tuple(inputs), Kernel(memo[id(root)], f"{kind.value}_{shape}", kind))
+    kernel = Kernel(memo[id(root)], f"{kind.value}_{shape}", kind)
+    return ScheduleItem(root, tuple(inputs), kernel, tuple(scalars))

@@ -36,9 +36,13 @@ class Buffer:
         return self.size * self.dtype.itemsize
 
 
+Scalar = bool | int | float  # a runtime argument's value (ARG i of a kernel)
+
+
 @dataclass(frozen=True)
 class Kernel:
-    """One unit of scheduled work: `ast` computes one output from PARAM i = input i.
+    """One unit of scheduled work: `ast` computes one output from PARAM i = input i and
+    ARG i = runtime scalar i (a launch argument: its value is not part of the kernel).
     `kind` is the scheduler's classification (passes/schedule.py)."""
 
     ast: Node
@@ -77,8 +81,11 @@ class Backend(ABC):
         """Turn a kernel into something `launch` runs (cached as the backend sees fit)."""
 
     @abstractmethod
-    def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
-        """Run a compiled kernel, writing `out` from `ins`."""
+    def launch(
+        self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
+    ) -> None:
+        """Run a compiled kernel, writing `out` from `ins`; `scalars[i]` is the value of the
+        kernel's ARG i (of that ARG's dtype), passed at every launch, never compiled in."""
 
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""

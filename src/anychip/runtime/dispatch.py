@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from anychip.errors import Error
-from anychip.ir.ops import Node, Ops
-from anychip.runtime.device import Backend, Buffer, get_backend
+from anychip.ir.ops import Node, Ops, runtime_scalar
+from anychip.runtime.device import Backend, Buffer, Scalar, get_backend
 
 DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
@@ -40,9 +40,10 @@ LAUNCH, COPY, READ = "launch", "copy", "read"
 
 @dataclass
 class Step:
-    """One recorded event: a LAUNCH of `program` on `backend` writing `out` from `ins`, a
-    COPY of ins[0] into `out` (another device), or a READ of ins[0] to the host that saw
-    `value` (the caller's Python may depend on it: replays check it, as a guard)."""
+    """One recorded event: a LAUNCH of `program` on `backend` writing `out` from `ins` with
+    runtime `scalars` (the values of the CONST nodes `sources`), a COPY of ins[0] into
+    `out` (another device), or a READ of ins[0] to the host that saw `value` (the
+    caller's Python may depend on it: replays check it, as a guard)."""
 
     kind: str
     ins: list[Buffer]
@@ -51,6 +52,8 @@ class Step:
     program: Any = None
     value: bytes = b""
     label: str = ""  # what ANYCHIP_DEBUG=1 prints for a launch: kernel, dtype, shape
+    scalars: tuple[Scalar, ...] = ()
+    sources: tuple[Node, ...] = ()
 
 
 @dataclass(eq=False)  # recorders are removed from the active list by identity
@@ -75,20 +78,40 @@ def recording() -> Iterator[Recorder]:
         _RECORDERS.remove(rec)
 
 
-def launch(backend: Backend, program: Any, out: Buffer, ins: list[Buffer], label: str = "") -> None:
+def launch(
+    backend: Backend,
+    program: Any,
+    out: Buffer,
+    ins: list[Buffer],
+    label: str = "",
+    sources: tuple[Node, ...] = (),
+    scalars: tuple[Scalar, ...] | None = None,
+) -> None:
     """Run a compiled program (the one door to `Backend.launch`), telling the recorders;
-    with ANYCHIP_DEBUG=1 print `label` (kernel name, dtype, shape) and the time it took."""
+    with ANYCHIP_DEBUG=1 print `label` (kernel name, dtype, shape) and the time it took.
+    The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`."""
+    if scalars is None:
+        scalars = tuple([n.arg for n in sources])
     if DEBUG >= 1:
         backend.synchronize()
         t0 = time.perf_counter()
-        backend.launch(program, out, ins)
+        _run(backend, program, out, ins, scalars)
         backend.synchronize()
         ms = (time.perf_counter() - t0) * 1e3
         print(f"[{out.device}] {label or '(kernel)':<48} {ms:8.3f} ms")
     else:
-        backend.launch(program, out, ins)
+        _run(backend, program, out, ins, scalars)
     for rec in _RECORDERS:
-        rec.steps.append(Step(LAUNCH, ins, out, backend, program, label=label))
+        rec.steps.append(Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources))
+
+
+def _run(
+    backend: Backend, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...]
+) -> None:
+    if scalars:
+        backend.launch(program, out, ins, scalars)
+    else:  # a kernel without runtime scalars: the contract's three-argument form
+        backend.launch(program, out, ins)
 
 
 def copy(src: Buffer, device: str) -> Buffer:
@@ -126,6 +149,9 @@ class _PlanStep:
     meta: tuple[str, Any, int]  # the output's (device, dtype, size)
     value: bytes
     label: str = ""
+    # per runtime scalar: (position of its CONST node in the replayed graph's walk, value
+    # at capture); position -1 replays the captured value (jit: a captured constant)
+    scalars: tuple[tuple[int, Scalar], ...] = ()
 
 
 @dataclass
@@ -138,7 +164,9 @@ class Plan:
     consts: list[Buffer]
     outputs: list[int]
 
-    def run(self, inputs: list[Buffer]) -> list[Buffer]:
+    def run(self, inputs: list[Buffer], nodes: list[Node] | None = None) -> list[Buffer]:
+        """Replay on `inputs`; `nodes` (the graph's nodes in the walk order the plan was
+        made with) give the runtime scalars' new values."""
         env = [*inputs, *self.consts]
         for s in self.steps:
             if s.kind is LAUNCH:
@@ -150,7 +178,8 @@ class Plan:
                     dev, dt, size = s.meta
                     out = Buffer(dev, dt, size, backend.allocate(size, dt))
                     env.append(out)
-                launch(backend, s.program, out, [env[i] for i in s.ins], s.label)
+                vals = tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
+                launch(backend, s.program, out, [env[i] for i in s.ins], s.label, (), vals)
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             else:
@@ -169,9 +198,17 @@ class Plan:
 _NO_META: tuple[str, Any, int] = ("", None, 0)  # a READ writes nothing
 
 
-def make_plan(rec: Recorder, inputs: list[Buffer], outputs: list[Buffer]) -> Plan:
+def make_plan(
+    rec: Recorder,
+    inputs: list[Buffer],
+    outputs: list[Buffer],
+    positions: dict[int, int] | None = None,
+) -> Plan:
     """Turn recorded steps into a Plan: `inputs` become slots, buffers the steps make become
-    fresh allocations, any other buffer read (or returned) is kept as a constant."""
+    fresh allocations, any other buffer read (or returned) is kept as a constant. Runtime
+    scalars whose CONST node has a position in `positions` (id(node) -> index in the walk
+    order) are read from the replayed graph; the others replay their captured value."""
+    where = positions or {}
     slot: dict[int, int] = {}
     for i, b in enumerate(inputs):
         slot.setdefault(id(b), i)
@@ -193,7 +230,10 @@ def make_plan(rec: Recorder, inputs: list[Buffer], outputs: list[Buffer]) -> Pla
             else:
                 o, size = size, size + 1
                 slot[id(s.out)] = o
-        steps.append(_PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label))
+        sc = tuple([(where.get(id(n), -1), v) for n, v in zip(s.sources, s.scalars)])
+        if len(sc) < len(s.scalars):  # values launched without their nodes: constants
+            sc = tuple([(-1, v) for v in s.scalars])
+        steps.append(_PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc))
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
 
@@ -251,7 +291,10 @@ def structure(
                     push(s)
         elif pos == -1:
             index[id(n)] = len(key)
-            arg = n.arg.hex() if type(n.arg) is float else n.arg  # 0.0 vs -0.0, NaN
+            if runtime_scalar(n):  # a launch argument: its value is not structure
+                arg = "runtime scalar"
+            else:
+                arg = n.arg.hex() if type(n.arg) is float else n.arg  # 0.0 vs -0.0, NaN
             emit((n.op, n.dtype, n.shape, n.device, arg, tuple([index[id(s)] for s in n.srcs])))
             place(n)
     key.append(tuple(index[id(r)] for r in roots))
@@ -302,7 +345,7 @@ def cached_realize(
         return slow(nodes)
     if entry is not None:
         _stats["hits"] += 1
-        bufs = entry.plan.run(leaves)
+        bufs = entry.plan.run(leaves, order)
         for pos, buf in zip(entry.positions, bufs):
             if pos not in leaf_pos:
                 remember(order[pos], buf)
@@ -336,7 +379,7 @@ def _store(
         and (b := buffer_of(n)) is not None
         and id(n) not in set(map(id, nodes))
     ]
-    plan = make_plan(rec, leaves, [*out, *(b for _, b in extra)])
+    plan = make_plan(rec, leaves, [*out, *(b for _, b in extra)], where)
     if plan.consts:  # it read a buffer that is not a leaf: don't guess, don't cache
         return
     if len(_CACHE) >= CACHE_LIMIT:

@@ -24,12 +24,14 @@ DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
 class WorkItem:
     """Run `kernel` on `device`, reading `ins` and writing `out`; `node` is the value it
     computes (recorded as realised once launched). `kernel` is None when `out` is an
-    input's buffer seen through a reshape: nothing runs."""
+    input's buffer seen through a reshape: nothing runs. `scalars` are the CONST nodes
+    whose values are the kernel's runtime arguments."""
 
     node: Node
     kernel: Kernel | None
     ins: tuple[Buffer, ...]
     out: Buffer
+    scalars: tuple[Node, ...] = ()
 
 
 def buffer_of(node: Node) -> Buffer | None:
@@ -104,7 +106,7 @@ def plan(roots: list[Node]) -> list[WorkItem]:
         n = it.out
         out = ins[0] if it.kernel is None else allocate(n.device, n.numel, n.dtype)
         made[id(n)] = out
-        items.append(WorkItem(n, it.kernel, ins, out))
+        items.append(WorkItem(n, it.kernel, ins, out, it.scalars))
     return items
 
 
@@ -116,7 +118,8 @@ def launch(items: list[WorkItem]) -> None:
             program = backend.compile(w.kernel)
             n = w.node  # the label ANYCHIP_DEBUG=1 prints, now and when a plan replays it
             label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
-            dispatch.launch(backend, program, w.out, list(w.ins), label)  # jit records it
+            # jit records it; the scalars' nodes let a cached plan pass another graph's values
+            dispatch.launch(backend, program, w.out, list(w.ins), label, w.scalars)
         remember(w.node, w.out)
 
 

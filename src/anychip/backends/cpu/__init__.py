@@ -18,7 +18,15 @@ from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
 from anychip.dtypes import DType
 from anychip.ir.ops import Ops, toposort
-from anychip.runtime.device import Backend, Buffer, Kernel
+from anychip.runtime.device import Backend, Buffer, Kernel, Scalar
+
+# ctypes types of runtime scalar arguments (ir.ops.RUNTIME_SCALAR_DTYPES)
+_SCALAR_CTYPES = {
+    "float32": ctypes.c_float,
+    "float64": ctypes.c_double,
+    "int32": ctypes.c_int32,
+    "int64": ctypes.c_int64,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +82,16 @@ class CpuBackend(Backend):
         flags = compiler.GEMM_FLAGS if gemm else compiler.GENERIC_FLAGS
         fn = getattr(compiler.build(source, flags), name)
         fn.restype = None
-        fn.argtypes = [ctypes.c_void_p] * (
-            1 + len({n.arg for n in toposort([kernel.ast]) if n.op is Ops.PARAM})
-        )
+        nodes = toposort([kernel.ast])
+        args = {n.arg: n.dtype for n in nodes if n.op is Ops.ARG}
+        fn.argtypes = [ctypes.c_void_p] * (1 + len({n.arg for n in nodes if n.op is Ops.PARAM}))
+        fn.argtypes += [_SCALAR_CTYPES[args[i].name] for i in range(len(args))]
         return Program(fn, source, gemm)
 
-    def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
-        program.fn(out.handle.ptr, *[b.handle.ptr for b in ins])
+    def launch(
+        self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
+    ) -> None:
+        program.fn(out.handle.ptr, *[b.handle.ptr for b in ins], *scalars)
 
 
 BACKEND = CpuBackend

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from anychip.codegen.c import CRenderer, c_name
 from anychip.codegen.gemm import GemmSpec, gemm_source
-from anychip.ir.kernel import ContractionSpec, KernelIR
+from anychip.ir.kernel import ContractionSpec, KernelIR, arg_name
 from anychip.runtime.tune import tuned_tiling
 
 
@@ -51,5 +51,8 @@ class CpuRenderer(CRenderer):
             f"({'const ' if op.buf else ''}char *)b{op.buf} + {op.offset * op.dtype.itemsize}"
             for op in (c.out, c.a, c.b)
         )
-        params = ", ".join(f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs)))
+        params = ", ".join(
+            [f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs))]
+            + [f"{self.vtype(d)} {arg_name(i)}" for i, d in enumerate(k.scalars)]
+        )
         return f"{body}\nvoid {fname}({params}) {{\n  {inner}({args});\n}}\n"

@@ -14,7 +14,7 @@ from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops, toposort
 from anychip.ir.primitives import RULES
-from anychip.runtime.device import Backend, Buffer, Kernel
+from anychip.runtime.device import Backend, Buffer, Kernel, Scalar
 
 
 def _load(data: np.ndarray, dtype: DType) -> np.ndarray:
@@ -39,8 +39,9 @@ def _contract(n: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(res, dtype=a.dtype).reshape(n.shape)
 
 
-def evaluate(ast: Node, inputs: list[np.ndarray]) -> np.ndarray:
-    """The value of `ast`, whose PARAM i is `inputs[i]` (already loaded)."""
+def evaluate(ast: Node, inputs: list[np.ndarray], scalars: tuple[Scalar, ...] = ()) -> np.ndarray:
+    """The value of `ast`, whose PARAM i is `inputs[i]` (already loaded) and whose ARG i
+    is `scalars[i]`."""
     order = toposort([ast])
     users: dict[int, list[Node]] = {}
     for n in order:
@@ -58,9 +59,10 @@ def evaluate(ast: Node, inputs: list[np.ndarray]) -> np.ndarray:
             continue
         if n.op is Ops.PARAM:
             v = inputs[n.arg].reshape(n.shape)
-        elif n.op is Ops.CONST:
+        elif n.op is Ops.CONST or n.op is Ops.ARG:
             np_dtype = np.float32 if n.dtype is dtypes.bfloat16 else n.dtype.np
-            v = np.broadcast_to(np.array(n.arg, dtype=np_dtype), n.shape)
+            value = n.arg if n.op is Ops.CONST else scalars[n.arg]
+            v = np.broadcast_to(np.array(value, dtype=np_dtype), n.shape)
         elif n.op is Ops.SUM and id(n.srcs[0]) in fused:
             a, b = n.srcs[0].srcs
             v = _contract(n, values[id(a)], values[id(b)])
@@ -87,9 +89,11 @@ class RefBackend(Backend):
     def compile(self, kernel: Kernel) -> Any:
         return kernel.ast
 
-    def launch(self, program: Any, out: Buffer, ins: list[Buffer]) -> None:
+    def launch(
+        self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
+    ) -> None:
         with np.errstate(all="ignore"):
-            value = evaluate(program, [_load(b.handle, b.dtype) for b in ins])
+            value = evaluate(program, [_load(b.handle, b.dtype) for b in ins], scalars)
         out.handle[...] = _store(value, out.dtype)
 
 

@@ -1,0 +1,199 @@
+"""A small DLRM trained on batches whose bags change length every step, side by side with
+PyTorch: compiles after the first steps (target: none), step time eager and under
+`anychip.jit` against PyTorch eager, and the cold first step with an empty kernel cache.
+Also a 1000-step loop under CosineAnnealingLR: kernels compiled after step 2 (target: 0).
+
+    PYTHONPATH=src python bench/dlrm.py [--quick] [--steps N] [--repeat N]
+
+Model: 3 sparse features (EmbeddingBag sum, 20K x 16 tables, 1-5 ids per sample), 13 dense
+features through a 13-64-16 bottom MLP, concatenation, a 64-32-1 top MLP, BCE-with-logits,
+SGD; batch 256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+sys.path.insert(0, SRC)
+
+import anychip as ac  # noqa: E402
+from anychip.runtime.device import get_backend  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # the torch column is skipped
+    torch = None  # type: ignore[assignment]
+
+TABLES, ROWS, DIM, DENSE, BATCH = 3, 20_000, 16, 13, 256
+
+
+def batches(n: int, seed: int = 0) -> list[tuple[Any, ...]]:
+    """`n` batches of (ids per table, offsets per table, dense, labels) as numpy arrays."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ids, offs = [], []
+        for _t in range(TABLES):
+            lengths = rng.integers(1, 6, BATCH)
+            ids.append(rng.integers(0, ROWS, int(lengths.sum())))
+            offs.append(np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+        dense = rng.standard_normal((BATCH, DENSE), dtype=np.float32)
+        out.append((ids, offs, dense, rng.integers(0, 2, BATCH).astype(np.float32)))
+    return out
+
+
+def build(lib: Any, dev: str | None = None) -> tuple[Any, Any]:
+    nn = lib.nn
+
+    class DLRM(nn.Module):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.ModuleList([nn.EmbeddingBag(ROWS, DIM, mode="sum") for _ in range(3)])
+            self.bottom = nn.Sequential(nn.Linear(DENSE, 64), nn.ReLU(), nn.Linear(64, DIM))
+            self.top = nn.Sequential(nn.Linear(DIM * 4, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        def forward(self, ids: Any, offs: Any, dense: Any) -> Any:
+            parts = [self.bottom(dense)]
+            parts += [e(i, o) for e, i, o in zip(self.emb, ids, offs)]
+            return self.top(lib.cat(parts, 1)).reshape(-1)
+
+    model = DLRM()
+    if dev is not None:
+        model = model.to(dev)
+    return model, lib.optim.SGD(model.parameters(), lr=0.05)
+
+
+def programs(dev: str) -> int:
+    return len(getattr(get_backend(dev), "programs", ()))
+
+
+def ours(dev: str, data: list[tuple[Any, ...]], jit: bool) -> tuple[list[float], list[int]]:
+    """Per-step seconds and the device's compiled-program count after each step."""
+    ac.manual_seed(0)
+    model, opt = build(ac, dev)
+    bce = ac.nn.functional.binary_cross_entropy_with_logits
+
+    def step(model: Any, opt: Any, ids: Any, offs: Any, dense: Any, y: Any) -> Any:
+        opt.zero_grad()
+        loss = bce(model(ids, offs, dense), y)
+        loss.backward()
+        opt.step()
+        return loss.realize()
+
+    fn = ac.jit(step) if jit else step
+    times, counts = [], []
+    for ids, offs, dense, y in data:
+        args = (
+            [ac.tensor(i, device=dev) for i in ids],
+            [ac.tensor(o, device=dev) for o in offs],
+            ac.tensor(dense, device=dev),
+            ac.tensor(y, device=dev),
+        )
+        t0 = time.perf_counter()
+        fn(model, opt, *args)
+        times.append(time.perf_counter() - t0)
+        counts.append(programs(dev))
+    return times, counts
+
+
+def theirs(data: list[tuple[Any, ...]]) -> list[float]:
+    torch.manual_seed(0)
+    model, opt = build(torch)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    times = []
+    for ids, offs, dense, y in data:
+        args = (
+            [torch.from_numpy(i) for i in ids],
+            [torch.from_numpy(o) for o in offs],
+            torch.from_numpy(dense),
+            torch.from_numpy(y),
+        )
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        bce(model(*args[:3]), args[3]).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def cosine_loop(dev: str, steps: int) -> int:
+    """Kernels compiled after step 2 of a `steps`-step loop under CosineAnnealingLR."""
+    model = ac.nn.Sequential(ac.nn.Linear(32, 64), ac.nn.ReLU(), ac.nn.Linear(64, 1)).to(dev)
+    opt = ac.optim.Adam(model.parameters(), lr=0.01)
+    sched = ac.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps // 4, 1))
+    x, y = ac.randn(64, 32, device=dev), ac.randn(64, 1, device=dev)
+    after = 0
+    for s in range(steps):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        sched.step()
+        if s == 1:
+            after = programs(dev)
+    model[0].weight.realize()
+    return programs(dev) - after
+
+
+COLD = """
+import sys, time; sys.path.insert(0, {src!r}); sys.path.insert(0, {bench!r})
+import dlrm
+data = dlrm.batches(1)
+t0 = time.perf_counter(); dlrm.ours({dev!r}, data, False); print(time.perf_counter() - t0)
+"""
+
+
+def cold_start(dev: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "ANYCHIP_CACHE_DIR": tmp}
+        code = COLD.format(src=SRC, bench=str(Path(__file__).parent), dev=dev)
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(r.stderr[-2000:])
+        return float(r.stdout.split()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="few steps, a smoke run")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run")
+    p.add_argument("--repeat", type=int, default=3, help="runs per figure (best of)")
+    args = p.parse_args()
+    dev = "cpu" if "cpu" in ac.devices() else ac.devices()[0]
+    steps = args.steps or (8 if args.quick else 60)
+    data = batches(steps)
+    best: dict[str, float] = {}
+    compiles: dict[str, int] = {}
+    for _ in range(args.repeat):  # interleaved; per-step figure: median of steps 4..
+        for name in ("anychip", "anychip_jit", "torch"):
+            if name == "torch":
+                if torch is None:
+                    continue
+                t = theirs(data)
+            else:
+                t, counts = ours(dev, data, name == "anychip_jit")
+                compiles[name] = counts[-1] - counts[min(2, len(counts) - 1)]
+            best[name] = min(best.get(name, float("inf")), float(np.median(t[3:] or t)))
+    print(f"device: {dev}; {steps} steps of batch {BATCH}, bags of 1-5 ids, 3 tables")
+    for name, sec in best.items():
+        ratio = f"  torch/this {best['torch'] / sec:.2f}x" if "torch" in best else ""
+        print(f"{name:<12} {sec * 1e3:8.2f} ms/step{ratio}")
+    for name, n in compiles.items():
+        print(f"{name}: programs compiled after step 3: {n}")
+    n = 50 if args.quick else 1000
+    print(f"cosine schedule, {n} steps: programs compiled after step 2: {cosine_loop(dev, n)}")
+    if not args.quick:
+        print(f"cold first step (empty cache): {cold_start(dev):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
