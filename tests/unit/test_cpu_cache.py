@@ -52,3 +52,96 @@ def test_missing_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     assert "cpu" not in ac.devices()
     with pytest.raises(ac.DeviceError, match="no-such-compiler-xyz"):
         ac.ones(2, device="cpu")
+
+
+# ---------------------------------------------------------------- a cache that heals
+
+TWO_KERNELS = """
+import warnings
+warnings.simplefilter("always")
+from anychip.backends.cpu import compiler
+for value in (1, 2):
+    lib = compiler.build(f"int k(void) {{ return {value}; }}\\n", ["-O1"], "k()")
+    print(lib.k())
+print("compiles", compiler.COMPILES[0])
+"""
+
+
+def run_py(code: str, cache: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter: a SIGBUS or SIGILL fails the test, not pytest."""
+    full = {**os.environ, "ANYCHIP_CACHE_DIR": str(cache), "ANYCHIP_DEBUG": "0", **env}
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    full["PYTHONPATH"] = src + os.pathsep + full.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    return r
+
+
+def objects(cache: Path) -> list[Path]:
+    return sorted((cache / "cpu").glob("*.so"))
+
+
+def test_truncated_object_is_rebuilt_not_loaded(tmp_path: Path) -> None:
+    expected, _ = run(tmp_path)
+    for so in objects(tmp_path):  # an interrupted copy, a full disk: half an object
+        so.write_bytes(so.read_bytes()[: so.stat().st_size // 2])
+    r = run_py(PROGRAM, tmp_path)  # dlopen of these would die with SIGBUS
+    lines = r.stdout.splitlines()
+    assert lines[0] == expected
+    assert int(lines[1].split()[1]) == len(objects(tmp_path))  # each one rebuilt
+    assert "rebuilding" in r.stderr and "truncated" in r.stderr
+    assert run(tmp_path) == (expected, 0)  # healed: the next run compiles nothing
+
+
+def test_empty_and_unrecorded_objects_are_rebuilt(tmp_path: Path) -> None:
+    expected, _ = run(tmp_path)
+    first, second, *_ = objects(tmp_path)
+    first.write_bytes(b"")
+    second.with_suffix(".json").unlink()  # a crash between writing the two files
+    r = run_py(PROGRAM, tmp_path)
+    assert r.stdout.splitlines()[0] == expected
+    assert int(r.stdout.splitlines()[1].split()[1]) == 2
+    assert r.stderr.count("rebuilding") == 2
+
+
+def test_swapped_objects_compute_their_own_kernel(tmp_path: Path) -> None:
+    assert run_py(TWO_KERNELS, tmp_path).stdout.split()[:2] == ["1", "2"]
+    a, b = objects(tmp_path)
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)  # another kernel's object with the same symbol name `k`
+    b.write_bytes(data_a)
+    r = run_py(TWO_KERNELS, tmp_path)
+    assert r.stdout.split() == ["1", "2", "compiles", "2"]
+    assert r.stderr.count("checksum does not match") == 2
+
+
+def test_swapped_whole_entries_are_foreign(tmp_path: Path) -> None:
+    run_py(TWO_KERNELS, tmp_path)
+    a, b = objects(tmp_path)
+    for suffix in (".so", ".json"):  # object and record moved together under other keys
+        pa, pb = a.with_suffix(suffix), b.with_suffix(suffix)
+        data_a, data_b = pa.read_bytes(), pb.read_bytes()
+        pa.write_bytes(data_b)
+        pb.write_bytes(data_a)
+    r = run_py(TWO_KERNELS, tmp_path)
+    assert r.stdout.split() == ["1", "2", "compiles", "2"]
+    assert r.stderr.count("rebuilding") == 2
+
+
+def test_entries_record_source_signature_and_resolved_target(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    run_py(TWO_KERNELS, tmp_path)
+    so = objects(tmp_path)[0]
+    record = json.loads(so.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(so.read_bytes()).hexdigest()
+    assert record["size"] == so.stat().st_size
+    assert record["signature"] == "k()"
+    sources = [
+        hashlib.sha256(f"int k(void) {{ return {v}; }}\n".encode()).hexdigest() for v in (1, 2)
+    ]
+    assert record["source_sha256"] in sources
+    assert "-march=native" not in record["compiler"]  # what native meant on this machine
+    if "gcc" in record["compiler"].lower() or "clang" in record["compiler"].lower():
+        assert "-march=" in record["compiler"] or "-target-cpu" in record["compiler"]
