@@ -145,3 +145,158 @@ def test_entries_record_source_signature_and_resolved_target(tmp_path: Path) -> 
     assert "-march=native" not in record["compiler"]  # what native meant on this machine
     if "gcc" in record["compiler"].lower() or "clang" in record["compiler"].lower():
         assert "-march=" in record["compiler"] or "-target-cpu" in record["compiler"]
+
+
+# ---------------------------------------------------------------- where the cache lives
+
+
+@pytest.fixture()
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache folder for this test, the process's folder choice forgotten."""
+    from anychip.backends.cpu import cache
+
+    monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
+    cache._resolve.cache_clear()
+    yield tmp_path / "cache"
+    cache._resolve.cache_clear()
+
+
+def test_unwritable_cache_dir_falls_back_to_a_private_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # so no folder can be made below it, even by root
+    code = PROGRAM + "print(ac.devices())\n"
+    r = run_py(code, blocker / "cache")
+    expected, _ = run(tmp_path / "good")
+    assert r.stdout.splitlines()[0] == expected
+    assert "'cpu'" in r.stdout.splitlines()[2]
+    warning = [ln for ln in r.stderr.splitlines() if "ANYCHIP_CACHE_DIR" in ln]
+    assert warning and "private temporary folder" in warning[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_cache_dir_falls_back(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        r = run_py(PROGRAM, ro)
+    finally:
+        ro.chmod(0o755)
+    assert r.stdout.splitlines()[0] == run(tmp_path / "good")[0]
+    assert "ANYCHIP_CACHE_DIR" in r.stderr
+
+
+def test_noexec_cache_dir_falls_back(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from anychip.backends.cpu import cache, compiler
+
+    monkeypatch.setattr(cache, "_noexec", lambda p: Path(p) == fresh / "cpu")
+    with pytest.warns(RuntimeWarning, match="noexec.*ANYCHIP_CACHE_DIR"):
+        folder = cache.cache_dir()
+    assert folder != fresh / "cpu" and folder.is_dir()
+    assert "cpu" in ac.devices()
+    assert compiler.build("int k(void) { return 7; }\n", ["-O1"]).k() == 7
+    assert list(folder.glob("*.so"))
+
+
+def test_no_usable_folder_makes_cpu_unavailable_with_a_hint(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anychip.backends.cpu import BACKEND, cache
+
+    monkeypatch.setattr(cache, "_noexec", lambda p: True)  # the temporary folder too
+    why = BACKEND.unavailable()
+    assert why is not None and "ANYCHIP_CACHE_DIR" in why and "noexec" in why
+    assert "cpu" not in ac.devices()  # never listed-but-broken
+    with pytest.raises(ac.DeviceError, match="ANYCHIP_CACHE_DIR"):
+        ac.ones(2, device="cpu")
+
+
+def test_leftovers_of_killed_compiles_are_removed(fresh: Path) -> None:
+    import socket
+    import time
+
+    from anychip.backends.cpu import cache
+
+    folder = fresh / "cpu"
+    folder.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid with no process behind it
+    host = socket.gethostname()
+    dead = folder / f".tmp-{host}-{gone.pid}-abc123"
+    alive = folder / f".tmp-{host}-{os.getpid()}-def456"  # a compile still running
+    stale = folder / ".tmp-elsewhere-1-ghi789"
+    for d in (dead, alive, stale):
+        d.mkdir()
+        (d / "kernel.c").write_text("int x;")
+    old = time.time() - 2 * cache.STALE_S
+    os.utime(stale, (old, old))  # another host's, too old to be running
+    cache.cache_dir()
+    assert not dead.exists() and not stale.exists()
+    assert alive.exists()
+
+
+def test_kill_during_compile_leaves_nothing_for_long(tmp_path: Path) -> None:
+    """`kill -9` in the middle of a compile, then a new process: no temporary folder left."""
+    import time
+
+    slow = tmp_path / "slowcc"
+    slow.write_text('#!/bin/sh\ncase "$*" in *kernel.c*) sleep 60;; esac\nexec cc "$@"\n')
+    slow.chmod(0o755)
+    env = {**os.environ, "ANYCHIP_CACHE_DIR": str(tmp_path), "CC": str(slow)}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
+    proc = subprocess.Popen([sys.executable, "-c", PROGRAM], env=env, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "cpu"
+    for _ in range(600):  # wait (up to a minute) for the compile to start
+        if list(folder.glob(".tmp-*")) or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    assert list(folder.glob(".tmp-*"))  # the killed compile's folder
+    run_py("from anychip.backends.cpu import cache; cache.cache_dir()", tmp_path)
+    assert not list(folder.glob(".tmp-*"))
+
+
+# ---------------------------------------------------------------- size cap
+
+
+def test_least_recently_used_entries_are_evicted(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from anychip.backends.cpu import cache, compiler
+
+    def src(v: int) -> str:
+        return f"int k(void) {{ return {v}; }}\n"
+
+    for v in (1, 2, 3):
+        compiler.build(src(v), ["-O1"])
+    folder = fresh / "cpu"
+    by_value = {}
+    for so in folder.glob("*.so"):
+        by_value[compiler.ctypes.CDLL(str(so)).k()] = so.stem
+    now = time.time()
+    for v, age in ((1, 300), (2, 200), (3, 100)):  # 1 is oldest...
+        os.utime(folder / f"{by_value[v]}.so", (now - age, now - age))
+    compiler.build(src(1), ["-O1"])  # ...until used again: now 2 is the least recent
+    per_entry = cache.usage(folder) / 3
+    monkeypatch.setenv("ANYCHIP_CACHE_MB", str(3.5 * per_entry / 2**20))
+    compiler.build(src(4), ["-O1"])  # four entries > 3.5: evict down to 3/4 of the cap
+    left = {p.stem for p in folder.glob("*.so")}
+    assert by_value[1] in left and by_value[2] not in left and by_value[3] not in left
+    assert len(left) == 2 and len(list(folder.glob("*.json"))) == 2
+    assert cache.usage(folder) <= 3.5 * per_entry
+    before = compiler.COMPILES[0]
+    assert compiler.build(src(2), ["-O1"]).k() == 2  # an evicted kernel is simply rebuilt
+    assert compiler.COMPILES[0] == before + 1
+
+
+def test_cache_size_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anychip.backends.cpu import cache
+
+    monkeypatch.delenv("ANYCHIP_CACHE_MB", raising=False)
+    assert cache.cap_bytes() == int(cache.DEFAULT_MB * 2**20)
+    monkeypatch.setenv("ANYCHIP_CACHE_MB", "lots")
+    with pytest.raises(ac.ArgumentError, match="ANYCHIP_CACHE_MB"):
+        cache.cap_bytes()
