@@ -127,7 +127,8 @@ def test_independent_kernels_compile_in_parallel_processes(
     runs.mkdir()
     body = (
         'case "$*" in *kernel.c*)\n'
-        f'  touch "{runs}/$$"; sleep 1; ls "{runs}" | wc -l > "{tmp_path}/seen.$$"; rm "{runs}/$$";;\n'
+        f'  touch "{runs}/$$"; sleep 1; ls "{runs}" | wc -l > "{tmp_path}/seen.$$"\n'
+        f'  rm "{runs}/$$";;\n'
         'esac\nexec cc "$@"\n'
     )
     monkeypatch.setenv("CC", str(script(tmp_path / "countcc", body)))
