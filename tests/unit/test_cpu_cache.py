@@ -300,3 +300,22 @@ def test_cache_size_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANYCHIP_CACHE_MB", "lots")
     with pytest.raises(ac.ArgumentError, match="ANYCHIP_CACHE_MB"):
         cache.cap_bytes()
+
+
+def test_fallback_folders_of_killed_processes_are_removed(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import tempfile
+
+    from anychip.backends.cpu import cache
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = Path(tempfile.gettempdir()) / f"anychip-cache-{socket.gethostname()}-{gone.pid}-x1"
+    dead.mkdir()
+    monkeypatch.setattr(cache, "_noexec", lambda p: Path(p) == fresh / "cpu")
+    with pytest.warns(RuntimeWarning, match="ANYCHIP_CACHE_DIR"):
+        private = cache.cache_dir()
+    assert not dead.exists()
+    assert private.exists() and str(os.getpid()) in private.name

@@ -40,6 +40,9 @@ def test_cc_may_carry_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     lib = compiler.build("int k(void) { return ANSWER; }\n", ["-O1"])
     assert lib.k() == 42  # the argument reached the compiler
     assert log.read_text().count("run") >= 2  # version and target probes, then the build
+    from anychip.codegen import gemm
+
+    assert "#define" in gemm._compiler_macros()  # host detection runs it the same way
     x = ac.tensor([1.0, -2.0, 3.0], device="cpu")
     np.testing.assert_array_equal((x * 2).relu().numpy(), [2.0, 0.0, 6.0])
 

@@ -31,6 +31,12 @@ FORMAT = 1  # bump when the entry layout changes: older entries then read as for
 DEFAULT_MB = 2048.0  # ANYCHIP_CACHE_MB: the disk cache's default cap
 STALE_S = 24 * 3600  # a temporary folder this old is a leftover whoever made it
 _TMP = ".tmp-"  # prefix of build folders: .tmp-<host>-<pid>-<random>
+_PRIVATE = "anychip-cache-"  # prefix of fallback folders: anychip-cache-<host>-<pid>-<random>
+
+
+def _owned(prefix: str) -> str:
+    """A temporary name's prefix saying whose it is, so leftovers can be told apart."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-"
 
 
 def warn(msg: str) -> None:
@@ -76,8 +82,10 @@ def _resolve(wanted: Path) -> tuple[Path | None, str | None]:
         remove_leftovers(wanted)
         return wanted, None
     private: Path | None = None
+    # killed processes' fallback folders (by pid only: a live process may idle for days)
+    remove_leftovers(Path(tempfile.gettempdir()), _PRIVATE, max_age=None)
     try:
-        private = Path(tempfile.mkdtemp(prefix="anychip-cache-"))
+        private = Path(tempfile.mkdtemp(prefix=_owned(_PRIVATE)))
     except OSError as e:
         fallback_why: str | None = f"{type(e).__name__}: {e.strerror or e}"
     else:
@@ -110,16 +118,16 @@ def cache_dir() -> Path:
     return path
 
 
-def remove_leftovers(folder: Path) -> None:
+def remove_leftovers(folder: Path, prefix: str = _TMP, max_age: float | None = STALE_S) -> None:
     """Remove build folders left by killed compiles: this host's whose process is gone,
-    and anyone's older than STALE_S."""
+    and anyone's older than `max_age` seconds."""
     host = socket.gethostname()
     now = time.time()
-    for p in folder.glob(_TMP + "*"):
-        owner, _, rest = p.name[len(_TMP) :].rpartition("-")[0].rpartition("-")
+    for p in folder.glob(prefix + "*"):
+        owner, _, rest = p.name[len(prefix) :].rpartition("-")[0].rpartition("-")
         pid = int(rest) if rest.isdigit() else -1
         try:
-            old = now - p.lstat().st_mtime > STALE_S
+            old = max_age is not None and now - p.lstat().st_mtime > max_age
         except OSError:
             continue
         if old or (owner == host and pid > 0 and not _alive(pid)):
@@ -144,7 +152,7 @@ def _alive(pid: int) -> bool:
 def build_folder(folder: Path) -> Iterator[Path]:
     """A temporary folder inside the cache (same filesystem: moves out of it are atomic),
     named so `remove_leftovers` can tell whether its owner is still alive."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}{socket.gethostname()}-{os.getpid()}-", dir=folder))
+    tmp = Path(tempfile.mkdtemp(prefix=_owned(_TMP), dir=folder))
     try:
         yield tmp
     finally:
