@@ -168,7 +168,8 @@ def sha256(data: bytes) -> str:
 
 def lookup(folder: Path, key: str, source_sha: str, signature: str) -> Path | None:
     """The entry's object if it is whole and was built from this source for this signature;
-    None when there is none. A bad entry is removed with a warning (the caller rebuilds)."""
+    None when there is none. A bad entry warns and is left for the caller's rebuild to
+    replace (not removed: another process may have just replaced it with a good one)."""
     so, meta = folder / f"{key}.so", folder / f"{key}.json"
     if not so.exists():
         return None
@@ -178,9 +179,6 @@ def lookup(folder: Path, key: str, source_sha: str, signature: str) -> Path | No
             os.utime(so)  # least-recently-used order for eviction
         return so
     warn(f"rebuilding {so.name}: {why}")
-    for p in (so, meta):
-        with contextlib.suppress(OSError):
-            p.unlink()
     return None
 
 
