@@ -161,3 +161,12 @@ def test_launch_compiles_a_plans_kernels_together(monkeypatch: pytest.MonkeyPatc
     e = np.exp(x - x.max(1, keepdims=True)).sum(1) + x.sum()
     np.testing.assert_allclose(got, e, rtol=1e-5)
     assert calls and max(calls) >= 2  # one call for several kernels of one schedule
+
+
+def test_target_falls_back_to_the_host_cpu(tmp_path: Path) -> None:
+    """A driver that cannot resolve -march=native: the host's CPU and flags name the target."""
+    fake = script(
+        tmp_path / "oldcc", "echo \"error: unknown argument '-march=native'\" >&2\nexit 1\n"
+    )
+    target = compiler.resolved_target(str(fake))
+    assert target.startswith("host: ") and "native" not in target

@@ -159,7 +159,7 @@ def resolved_target(cc: str) -> str:
     cmd = shlex.split(cc)
     out = run([*cmd, "-march=native", "-###", "-E", "-x", "c", os.devnull], "resolving -march")
     words: list[str] = []
-    for line in out.stderr.splitlines():
+    for line in out.stderr.splitlines() if out.returncode == 0 else []:
         if "-march=" not in line and "-target-cpu" not in line:
             continue
         toks = shlex.split(line) if line.count('"') % 2 == 0 else line.split()
