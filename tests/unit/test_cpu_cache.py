@@ -33,6 +33,7 @@ def run(cache: Path) -> tuple[str, int]:
     return out[0], int(out[1].split()[1])
 
 
+@pytest.mark.slow  # fresh interpreters that compile
 def test_second_process_compiles_nothing(tmp_path: Path) -> None:
     first, n_first = run(tmp_path)
     second, n_second = run(tmp_path)
@@ -81,6 +82,7 @@ def objects(cache: Path) -> list[Path]:
     return sorted((cache / "cpu").glob("*.so"))
 
 
+@pytest.mark.slow  # fresh interpreters that compile
 def test_truncated_object_is_rebuilt_not_loaded(tmp_path: Path) -> None:
     expected, _ = run(tmp_path)
     for so in objects(tmp_path):  # an interrupted copy, a full disk: half an object
@@ -93,6 +95,7 @@ def test_truncated_object_is_rebuilt_not_loaded(tmp_path: Path) -> None:
     assert run(tmp_path) == (expected, 0)  # healed: the next run compiles nothing
 
 
+@pytest.mark.slow  # fresh interpreters that compile
 def test_empty_and_unrecorded_objects_are_rebuilt(tmp_path: Path) -> None:
     expected, _ = run(tmp_path)
     first, second, *_ = objects(tmp_path)
@@ -161,6 +164,7 @@ def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache._resolve.cache_clear()
 
 
+@pytest.mark.slow  # fresh interpreters that compile
 def test_unwritable_cache_dir_falls_back_to_a_private_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")  # so no folder can be made below it, even by root
@@ -235,6 +239,7 @@ def test_leftovers_of_killed_compiles_are_removed(fresh: Path) -> None:
     assert alive.exists()
 
 
+@pytest.mark.slow  # fresh interpreters that compile
 def test_kill_during_compile_leaves_nothing_for_long(tmp_path: Path) -> None:
     """`kill -9` in the middle of a compile, then a new process: no temporary folder left."""
     import time

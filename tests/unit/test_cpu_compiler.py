@@ -170,3 +170,22 @@ def test_target_falls_back_to_the_host_cpu(tmp_path: Path) -> None:
     )
     target = compiler.resolved_target(str(fake))
     assert target.startswith("host: ") and "native" not in target
+
+
+def test_a_failed_build_stops_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One kernel fails while another compiles on: the error comes at once and the other
+    compiler is stopped, not waited for."""
+    finished = tmp_path / "finished"
+    body = (
+        'for a; do case "$a" in *kernel.c) if grep -q HANG "$a"; then\n'
+        f'  sleep 120; touch "{finished}"; fi;; esac; done\nexec cc "$@"\n'
+    )
+    monkeypatch.setenv("CC", str(script(tmp_path / "cc", body)))
+    jobs = [
+        compiler.Job("/* HANG */ int k(void) { return 1; }\n", ("-O1",)),
+        compiler.Job("int k(void) { return }\n", ("-O1",)),
+    ]
+    with pytest.raises(ac.CompileError, match="failed to compile") as e:
+        compiler.build_many(jobs)
+    assert not isinstance(e.value, compiler.CompileTimeout)
+    assert not finished.exists()

@@ -106,9 +106,44 @@ def timeout_s() -> float:
     return value
 
 
-def run(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
+class Runs:
+    """One batch's compiler runs in flight, stopped together on a failure or Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.live: set[subprocess.Popen[str]] = set()
+        self.stopped = False
+        self._lock = threading.Lock()
+
+    def add(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self.live.add(proc)
+            if self.stopped:  # started as the batch was being stopped
+                _stop(proc)
+
+    def discard(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self.live.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for proc in self.live:
+                _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Kill a compiler run and its children (its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+
+
+def run(argv: list[str], what: str, runs: Runs | None = None) -> subprocess.CompletedProcess[str]:
     """Run a compiler command with the time limit. It gets a process group of its own so a
-    timeout stops the whole tree (a `ccache` wrapper's compiler, a script's children)."""
+    timeout stops the whole tree (a `ccache` wrapper's compiler, a script's children);
+    while it runs it is in `runs`, for the caller to stop with the rest of its batch."""
+    runs = runs or Runs()
     limit = timeout_s()
     try:
         proc = subprocess.Popen(
@@ -121,13 +156,11 @@ def run(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
         )
     except OSError as e:
         raise CompileError(f"cpu: cannot run the C compiler {shlex.join(argv[:1])}: {e}") from e
+    runs.add(proc)
     try:
         out, err = proc.communicate(timeout=limit)
     except BaseException as e:  # the time limit, or Ctrl-C: leave no compiler running
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            proc.kill()
+        _stop(proc)
         proc.communicate()
         if isinstance(e, subprocess.TimeoutExpired):
             raise CompileTimeout(
@@ -135,6 +168,8 @@ def run(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
                 f"{what} and was stopped; set ANYCHIP_COMPILE_TIMEOUT (seconds) to allow longer"
             ) from None
         raise
+    finally:
+        runs.discard(proc)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
@@ -257,21 +292,33 @@ def _compile_all(cmd: list[str], folder: Path, todo: dict[str, Job], ident: str)
         return done
     # threads only wait on compiler processes: the compiles themselves run in parallel
     pool = ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1), "anychip-cc")
+    runs = Runs()
     try:
         futures = {
-            pool.submit(_compile_entry, cmd, folder, key, job, ident): key
+            pool.submit(_compile_entry, cmd, folder, key, job, ident, runs): key
             for key, job in todo.items()
         }
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()  # the first failure raises
             show.step()
+    except BaseException:  # a failure or Ctrl-C: start no more, stop the running ones
+        pool.shutdown(wait=False, cancel_futures=True)
+        runs.stop()
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on an error, start no more
+        pool.shutdown(wait=True)
         show.close()
     return done
 
 
-def _compile_entry(cmd: list[str], folder: Path, key: str, job: Job, ident: str) -> Path:
+def _compile_entry(
+    cmd: list[str],
+    folder: Path,
+    key: str,
+    job: Job,
+    ident: str,
+    runs: Runs | None = None,
+) -> Path:
     """Compile one job in a build folder and store it as cache entry `key`. On failure,
     retry without the optional flags (vector width, -march=native, OpenMP)."""
     flags = _WORKING.get(job.flags, list(job.flags))
@@ -284,10 +331,12 @@ def _compile_entry(cmd: list[str], folder: Path, key: str, job: Job, ident: str)
         c_file.write_text(job.source)
         out = tmp / "kernel.so"
         for fl in tries:
+            if runs is not None and runs.stopped:  # the batch failed: build no more
+                raise CompileError("cpu: build stopped with its batch")
             with _COUNT_LOCK:
                 COMPILES[0] += 1
             argv = [*cmd, *fl, *_ALWAYS, "-o", str(out), str(c_file), "-lm"]
-            r = run(argv, f"building {job.signature or 'a kernel'}")
+            r = run(argv, f"building {job.signature or 'a kernel'}", runs)
             if r.returncode == 0 and out.exists():
                 _WORKING[job.flags] = fl
                 record = {
