@@ -194,7 +194,7 @@ def test_noexec_cache_dir_falls_back(fresh: Path, monkeypatch: pytest.MonkeyPatc
     from anychip.backends.cpu import cache, compiler
 
     monkeypatch.setattr(cache, "_noexec", lambda p: Path(p) == fresh / "cpu")
-    with pytest.warns(RuntimeWarning, match="noexec.*ANYCHIP_CACHE_DIR"):
+    with pytest.warns(RuntimeWarning, match=r"noexec.*ANYCHIP_CACHE_DIR"):
         folder = cache.cache_dir()
     assert folder != fresh / "cpu" and folder.is_dir()
     assert "cpu" in ac.devices()
@@ -324,3 +324,29 @@ def test_fallback_folders_of_killed_processes_are_removed(
         private = cache.cache_dir()
     assert not dead.exists()
     assert private.exists() and str(os.getpid()) in private.name
+
+
+def test_a_full_disk_is_a_typed_error_with_a_hint(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from anychip.backends.cpu import cache, compiler
+
+    def full(*args: object, **kwargs: object) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "store", full)
+    with pytest.raises(ac.CompileError, match=r"No space left.*ANYCHIP_CACHE_DIR"):
+        compiler.build("int k(void) { return 5; }\n", ["-O1"])
+    assert not list(cache.cache_dir().glob(".tmp-*"))  # the build folder went with it
+
+
+def test_cache_folder_removed_while_running(fresh: Path) -> None:
+    import shutil
+
+    from anychip.backends.cpu import cache, compiler
+
+    shutil.rmtree(cache.cache_dir())  # `rm -rf ~/.cache/anychip` in another terminal
+    assert compiler.build("int k(void) { return 6; }\n", ["-O1"]).k() == 6
+    assert list(cache.cache_dir().glob("*.so"))

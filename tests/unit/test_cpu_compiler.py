@@ -121,11 +121,12 @@ def test_progress_line_only_on_a_terminal() -> None:
     assert "\n" not in shown and shown.endswith("\r\x1b[K")  # one line, erased when done
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: builds run one at a time")
+@pytest.mark.parametrize("jobs", [1, 3])
 def test_independent_kernels_compile_in_parallel_processes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    jobs: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each build notes how many builds run beside it (a 1 s overlap window)."""
+    """Each build notes how many builds run beside it (a 1 s overlap window): up to
+    ANYCHIP_COMPILE_JOBS at once, and only one when it is 1."""
     runs = tmp_path / "runs"
     runs.mkdir()
     body = (
@@ -135,13 +136,25 @@ def test_independent_kernels_compile_in_parallel_processes(
         'esac\nexec cc "$@"\n'
     )
     monkeypatch.setenv("CC", str(script(tmp_path / "countcc", body)))
-    jobs = [compiler.Job(f"int k(void) {{ return {v}; }}\n", ("-O1",)) for v in range(4)]
+    monkeypatch.setenv("ANYCHIP_COMPILE_JOBS", str(jobs))
+    work = [compiler.Job(f"int k(void) {{ return {v}; }}\n", ("-O1",)) for v in range(4)]
     before = compiler.COMPILES[0]
-    libs = compiler.build_many(jobs)
+    libs = compiler.build_many(work)
     assert [lib.k() for lib in libs] == [0, 1, 2, 3]
     assert compiler.COMPILES[0] - before == 4
     seen = [int(p.read_text()) for p in tmp_path.glob("seen.*")]
-    assert len(seen) == 4 and max(seen) >= 2
+    assert len(seen) == 4 and 1 <= max(seen) <= jobs
+    if jobs > 1:
+        assert max(seen) >= 2
+
+
+def test_parallel_jobs_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANYCHIP_COMPILE_JOBS", raising=False)
+    assert compiler.parallel_jobs() == (os.cpu_count() or 1)
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv("ANYCHIP_COMPILE_JOBS", bad)
+        with pytest.raises(ac.ArgumentError, match="ANYCHIP_COMPILE_JOBS"):
+            compiler.parallel_jobs()
 
 
 def test_launch_compiles_a_plans_kernels_together(monkeypatch: pytest.MonkeyPatch) -> None:

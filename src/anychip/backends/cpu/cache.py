@@ -152,6 +152,7 @@ def _alive(pid: int) -> bool:
 def build_folder(folder: Path) -> Iterator[Path]:
     """A temporary folder inside the cache (same filesystem: moves out of it are atomic),
     named so `remove_leftovers` can tell whether its owner is still alive."""
+    folder.mkdir(parents=True, exist_ok=True)  # removed while we ran: make it again
     tmp = Path(tempfile.mkdtemp(prefix=_owned(_TMP), dir=folder))
     try:
         yield tmp
@@ -265,13 +266,14 @@ def _entries(folder: Path) -> list[Path]:
 
 def _account(folder: Path, added: int) -> None:
     """Count a new entry; past the cap, evict (a full scan only then, so stores stay cheap)."""
-    with _LOCK:
+    cap = cap_bytes()
+    with _LOCK, contextlib.suppress(OSError):  # eviction is best effort: never fail a build
         if folder not in _USAGE:
             _USAGE[folder] = usage(folder)
         else:
             _USAGE[folder] += added
-        if _USAGE[folder] > cap_bytes():
-            _USAGE[folder] = evict(folder, cap_bytes())
+        if _USAGE[folder] > cap:
+            _USAGE[folder] = evict(folder, cap)
 
 
 def evict(folder: Path, cap: int) -> int:

@@ -139,6 +139,17 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.kill()
 
 
+def parallel_jobs() -> int:
+    """How many compiler processes may run at once: `ANYCHIP_COMPILE_JOBS`, default the
+    machine's CPU count."""
+    raw = os.environ.get("ANYCHIP_COMPILE_JOBS", "")
+    if not raw:
+        return os.cpu_count() or 1
+    if not (raw.strip().isdigit() and int(raw) >= 1):
+        raise ArgumentError(f"ANYCHIP_COMPILE_JOBS={raw!r}: a whole number >= 1 expected")
+    return int(raw)
+
+
 def run(argv: list[str], what: str, runs: Runs | None = None) -> subprocess.CompletedProcess[str]:
     """Run a compiler command with the time limit. It gets a process group of its own so a
     timeout stops the whole tree (a `ccache` wrapper's compiler, a script's children);
@@ -250,7 +261,7 @@ def build(source: str, flags: list[str], signature: str = "") -> ctypes.CDLL:
 
 def build_many(jobs: list[Job]) -> list[ctypes.CDLL]:
     """Each job's shared object: cached entries are checked and loaded, missing ones are
-    compiled in parallel processes (at most os.cpu_count() at once) with a progress line
+    compiled in parallel processes (at most `parallel_jobs()` at once) with a progress line
     on a terminal's stderr."""
     cc = find_compiler()
     if cc is None:
@@ -291,7 +302,7 @@ def _compile_all(cmd: list[str], folder: Path, todo: dict[str, Job], ident: str)
         show.close()
         return done
     # threads only wait on compiler processes: the compiles themselves run in parallel
-    pool = ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1), "anychip-cc")
+    pool = ThreadPoolExecutor(min(len(todo), parallel_jobs()), "anychip-cc")
     runs = Runs()
     try:
         futures = {
@@ -321,6 +332,18 @@ def _compile_entry(
 ) -> Path:
     """Compile one job in a build folder and store it as cache entry `key`. On failure,
     retry without the optional flags (vector width, -march=native, OpenMP)."""
+    try:
+        return _compile_in(cmd, folder, key, job, ident, runs)
+    except OSError as e:  # a full disk, a folder gone read-only or removed meanwhile
+        raise CompileError(
+            f"cpu: cannot write to the kernel cache {folder}: {e}; free space there or set "
+            "ANYCHIP_CACHE_DIR to a writable folder"
+        ) from e
+
+
+def _compile_in(
+    cmd: list[str], folder: Path, key: str, job: Job, ident: str, runs: Runs | None
+) -> Path:
     flags = _WORKING.get(job.flags, list(job.flags))
     tries = [flags] + [
         [f for f in flags if f not in _DROPPABLE[: i + 1]] for i in range(len(_DROPPABLE))
