@@ -159,9 +159,9 @@ def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from anychip.backends.cpu import cache
 
     monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
-    cache._resolve.cache_clear()
+    cache.forget()
     yield tmp_path / "cache"
-    cache._resolve.cache_clear()
+    cache.forget()
 
 
 @pytest.mark.slow  # fresh interpreters that compile

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.skipif("cpu" not in ac.devices(), reason="no C compiler
 def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache folder for each test, the process's folder choice forgotten."""
     monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
-    cache._resolve.cache_clear()
+    cache.forget()
     yield tmp_path / "cache"
-    cache._resolve.cache_clear()
+    cache.forget()
 
 
 def script(path: Path, body: str) -> Path:

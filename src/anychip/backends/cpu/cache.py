@@ -104,15 +104,26 @@ def _resolve(wanted: Path) -> tuple[Path | None, str | None]:
     return private, None
 
 
+@functools.cache  # asked on every device lookup: a dict hit, not a path computation
+def _resolve_env(env: str | None, home: str | None) -> tuple[Path | None, str | None]:
+    return _resolve(configured_dir())
+
+
+def forget() -> None:
+    """Forget which folder this process chose (tests that change the folder's state)."""
+    _resolve.cache_clear()
+    _resolve_env.cache_clear()
+
+
 def problem() -> str | None:
     """Why no cache folder can be used (so `cpu` is unavailable), or None."""
-    return _resolve(configured_dir())[1]
+    return _resolve_env(os.environ.get("ANYCHIP_CACHE_DIR"), os.environ.get("HOME"))[1]
 
 
 def cache_dir() -> Path:
     """The folder entries live in: the configured one, or a private temporary one (with a
     warning naming ANYCHIP_CACHE_DIR) when that is not writable or is mounted noexec."""
-    path, why = _resolve(configured_dir())
+    path, why = _resolve_env(os.environ.get("ANYCHIP_CACHE_DIR"), os.environ.get("HOME"))
     if path is None:
         raise CompileError(f"cpu: {why}")
     return path
