@@ -98,13 +98,15 @@ def test_truncated_object_is_rebuilt_not_loaded(tmp_path: Path) -> None:
 @pytest.mark.slow  # fresh interpreters that compile
 def test_empty_and_unrecorded_objects_are_rebuilt(tmp_path: Path) -> None:
     expected, _ = run(tmp_path)
-    first, second, *_ = objects(tmp_path)
+    first, second, third, *_ = objects(tmp_path)
     first.write_bytes(b"")
     second.with_suffix(".json").unlink()  # a crash between writing the two files
+    third.with_suffix(".json").write_bytes(b"\x00garbage{")  # an unreadable record
     r = run_py(PROGRAM, tmp_path)
     assert r.stdout.splitlines()[0] == expected
-    assert int(r.stdout.splitlines()[1].split()[1]) == 2
-    assert r.stderr.count("rebuilding") == 2
+    assert int(r.stdout.splitlines()[1].split()[1]) == 3
+    assert r.stderr.count("rebuilding") == 3
+    assert "record is missing" in r.stderr and "unreadable" in r.stderr
 
 
 def test_swapped_objects_compute_their_own_kernel(tmp_path: Path) -> None:
