@@ -80,6 +80,7 @@ def _resolve(wanted: Path) -> tuple[Path | None, str | None]:
     why = _unusable(wanted)
     if why is None:
         remove_leftovers(wanted)
+        remove_leftovers(wanted, "tmp")  # earlier versions' build folders (by age only)
         return wanted, None
     private: Path | None = None
     # killed processes' fallback folders (by pid only: a live process may idle for days)
@@ -90,7 +91,7 @@ def _resolve(wanted: Path) -> tuple[Path | None, str | None]:
         fallback_why: str | None = f"{type(e).__name__}: {e.strerror or e}"
     else:
         fallback_why = _unusable(private)
-        atexit.register(shutil.rmtree, private, True)  # private: gone with the process
+        atexit.register(_remove_private, private, os.getpid())
     if private is None or fallback_why is not None:
         return None, (
             f"the kernel cache folder {wanted} is unusable ({why}) and so is a temporary "
@@ -102,6 +103,12 @@ def _resolve(wanted: Path) -> tuple[Path | None, str | None]:
         "this process (set ANYCHIP_CACHE_DIR to a writable folder to keep compiled kernels)"
     )
     return private, None
+
+
+def _remove_private(folder: Path, owner: int) -> None:
+    """At exit, the fallback folder goes with its process (not with a forked child)."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @functools.cache  # asked on every device lookup: a dict hit, not a path computation
