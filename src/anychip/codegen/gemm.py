@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -153,12 +154,12 @@ def _compiler_macros() -> str:
     for flags in (["-march=native"], []):
         try:
             r = subprocess.run(
-                [cc, *flags, "-dM", "-E", "-x", "c", os.devnull],
+                [*shlex.split(cc), *flags, "-dM", "-E", "-x", "c", os.devnull],  # CC may carry args
                 capture_output=True,
                 text=True,
                 timeout=30,
             )
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, ValueError, subprocess.TimeoutExpired):
             return ""
         if r.returncode == 0:
             return r.stdout

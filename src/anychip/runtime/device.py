@@ -80,6 +80,10 @@ class Backend(ABC):
     def compile(self, kernel: Kernel) -> Any:
         """Turn a kernel into something `launch` runs (cached as the backend sees fit)."""
 
+    def compile_many(self, kernels: list[Kernel]) -> list[Any]:
+        """`compile` for each kernel; a backend may build the missing ones together."""
+        return [self.compile(k) for k in kernels]
+
     @abstractmethod
     def launch(
         self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()

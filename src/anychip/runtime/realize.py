@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -112,15 +113,30 @@ def plan(roots: list[Node]) -> list[WorkItem]:
 
 def launch(items: list[WorkItem]) -> None:
     """Run planned work in order and remember each computed node's buffer."""
-    for w in items:
+    programs = _compile_all(items)
+    for i, w in enumerate(items):
         if w.kernel is not None:
             backend = get_backend(w.out.device)
-            program = backend.compile(w.kernel)
+            program = programs[i]
             n = w.node  # the label ANYCHIP_DEBUG=1 prints, now and when a plan replays it
             label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
             # jit records it; the scalars' nodes let a cached plan pass another graph's values
             dispatch.launch(backend, program, w.out, list(w.ins), label, w.scalars)
         remember(w.node, w.out)
+
+
+def _compile_all(items: list[WorkItem]) -> dict[int, Any]:
+    """Each item's program (by position), compiled per device in one `compile_many` call
+    so a backend can build a schedule's new kernels in parallel."""
+    by_device: dict[str, list[int]] = {}
+    for i, w in enumerate(items):
+        if w.kernel is not None:
+            by_device.setdefault(w.out.device, []).append(i)
+    programs: dict[int, Any] = {}
+    for device, idx in by_device.items():
+        kernels = [k for k in (items[i].kernel for i in idx) if k is not None]
+        programs.update(zip(idx, get_backend(device).compile_many(kernels), strict=True))
+    return programs
 
 
 def realize(nodes: list[Node]) -> list[Buffer]:

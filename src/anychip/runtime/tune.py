@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -53,8 +54,9 @@ def _cpu_model() -> str:
 @functools.cache
 def _compiler_version(cc: str) -> str:
     try:
-        r = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+        argv = [*shlex.split(cc), "--version"]  # CC may carry arguments: "ccache gcc"
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
         return "missing"
     lines = r.stdout.splitlines()
     return lines[0].strip() if r.returncode == 0 and lines else "missing"
@@ -100,8 +102,8 @@ def _read(path: Path, quiet: bool = False) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        warn(path, f"unreadable ({e})")
+    except (OSError, ValueError, RecursionError) as e:  # bad JSON or bytes, nesting too deep
+        warn(path, f"unreadable ({type(e).__name__}: {str(e)[:200]})")
         return {}
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
         warn(path, f"not a version-{CACHE_VERSION} anychip tuning cache")
@@ -164,6 +166,35 @@ def save(result: TuneResult, path: Path | None = None) -> Path:
     return path
 
 
+# what a cached choice may hold: the search never leaves these ranges, and a hostile file
+# must not make the generator divide by zero or unroll a register tile of a billion rows
+_INT_RANGES = {"mr": (1, 32), "nr": (1, 256), "vec_bytes": (0, 64), "kc": (0, 1 << 16)}
+_INT_RANGES["unroll"] = (1, 16)
+
+
+def parse_choice(raw: Any) -> TileChoice:
+    """A TileChoice from a cache entry's `choice` table, its fields checked (type and
+    range); ValueError says what is wrong.
+
+    >>> parse_choice({"mr": 6, "nr": 16, "vec_bytes": 32}).nr
+    16
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"'choice' is not a table: {raw!r}")
+    for name, value in raw.items():
+        if name == "l2_share":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (ok and 0.0 < value <= 1.0):
+                raise ValueError(f"l2_share={value!r}: a number in (0, 1] expected")
+        elif name in _INT_RANGES:
+            lo, hi = _INT_RANGES[name]
+            if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+                raise ValueError(f"{name}={value!r}: an integer in [{lo}, {hi}] expected")
+        else:
+            raise ValueError(f"unknown field {name!r}")
+    return TileChoice(**raw)
+
+
 def cached_choice(spec: GemmSpec, path: Path | None = None) -> TileChoice | None:
     """The cached choice for `spec`'s shape class, or None (a bad entry warns)."""
     path = path or cache_path()
@@ -171,12 +202,15 @@ def cached_choice(spec: GemmSpec, path: Path | None = None) -> TileChoice | None
     if entry is None:
         return None
     try:
-        choice = TileChoice(**entry["choice"])
+        if not isinstance(entry, dict):
+            raise ValueError(f"the entry is not a table: {entry!r}")
+        choice = parse_choice(entry.get("choice"))
         t = choice.tiling(gemm.fold_broadcast_batch(spec))
         lanes = t.vec_bytes // spec.acc_dtype.itemsize
         if t.vec_bytes and (lanes == 0 or t.nr % lanes):
             raise ShapeError(f"nr={t.nr} is not a multiple of {lanes} lanes")
-    except (KeyError, TypeError, ValueError) as e:  # ShapeError is a ValueError
+    # ShapeError is a ValueError; ArithmeticError: zeros or overflows the checks missed
+    except (KeyError, TypeError, ValueError, ArithmeticError) as e:
         _warn(path, f"bad entry for {shape_class(spec)!r}: {e}")
         return None
     return choice
@@ -256,8 +290,8 @@ def tune_workload(
     results = []
     for label, spec in specs:
         entry = None if force else _entries(path).get(shape_class(spec))
-        if entry is not None and cached_choice(spec, path) is not None:
-            choice = TileChoice(**entry["choice"])
+        choice = None if entry is None else cached_choice(spec, path)
+        if entry is not None and choice is not None:
             speeds = [entry.get(k) for k in ("default_gflops", "tuned_gflops")]
             speeds = [float(v) if isinstance(v, (int, float)) else math.nan for v in speeds]
             tiling = choice.tiling(gemm.fold_broadcast_batch(spec))

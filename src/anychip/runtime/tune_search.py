@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -238,8 +239,9 @@ def build(src: str, name: str, tmp: Path) -> Any:
     c, so = tmp / f"{key}.c", tmp / f"{key}.so"
     c.write_text(src)
     try:
-        r = subprocess.run([cc, *CFLAGS, str(c), "-o", str(so)], capture_output=True, text=True)
-    except OSError as e:
+        argv = [*shlex.split(cc), *CFLAGS, str(c), "-o", str(so)]  # CC may carry arguments
+        r = subprocess.run(argv, capture_output=True, text=True)
+    except (OSError, ValueError) as e:
         raise CompileError(f"gemm tune: cannot run the C compiler {cc!r}: {e}") from e
     if r.returncode:
         raise CompileError(f"gemm tune: {cc} failed on {c}:\n{r.stderr[-2000:]}")

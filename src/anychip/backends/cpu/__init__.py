@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from anychip.backends.cpu import compiler, memory
+from anychip.backends.cpu import cache, compiler, memory
 from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
 from anychip.dtypes import DType
@@ -55,7 +55,7 @@ class CpuBackend(Backend):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        return compiler.missing_compiler()
+        return compiler.missing_compiler() or cache.problem()
 
     def allocate(self, size: int, dtype: DType) -> Any:
         return memory.allocate(size, dtype)
@@ -67,26 +67,40 @@ class CpuBackend(Backend):
         return np.array(handle.array[:size], copy=True)
 
     def compile(self, kernel: Kernel) -> Any:
-        key = kernel_key(kernel)
-        prog = self.programs.get(key)
-        if prog is None:
-            prog = self.programs[key] = self._build(kernel)
-        return prog
+        return self.compile_many([kernel])[0]
 
-    def _build(self, kernel: Kernel) -> Program:
+    def compile_many(self, kernels: list[Kernel]) -> list[Any]:
+        """Programs for `kernels`: the missing ones are rendered, then compiled together
+        (in parallel processes, with a progress line on a terminal)."""
+        keys = [kernel_key(k) for k in kernels]
+        new: dict[tuple[Any, ...], tuple[str, compiler.Job, list[Any]]] = {}
+        for key, kernel in zip(keys, kernels, strict=True):
+            if key not in self.programs and key not in new:
+                new[key] = self._render(kernel)
+        if new:
+            libs = compiler.build_many([job for _, job, _ in new.values()])
+            for (key, (name, job, types)), lib in zip(new.items(), libs, strict=True):
+                fn = getattr(lib, name)
+                fn.restype = None
+                fn.argtypes = types
+                self.programs[key] = Program(fn, job.source, "anychip GEMM" in job.source)
+        return [self.programs[key] for key in keys]
+
+    def _render(self, kernel: Kernel) -> tuple[str, compiler.Job, list[Any]]:
+        """(symbol, build job, ctypes argument types) of a kernel's C."""
         from anychip.passes.pipeline import compile_source  # passes sit above backends
 
         name = c_name(kernel.name)
         source = compile_source(kernel, CpuRenderer(), name)
-        gemm = "anychip GEMM" in source
-        flags = compiler.GEMM_FLAGS if gemm else compiler.GENERIC_FLAGS
-        fn = getattr(compiler.build(source, flags), name)
-        fn.restype = None
+        flags = compiler.GEMM_FLAGS if "anychip GEMM" in source else compiler.GENERIC_FLAGS
         nodes = toposort([kernel.ast])
         args = {n.arg: n.dtype for n in nodes if n.op is Ops.ARG}
-        fn.argtypes = [ctypes.c_void_p] * (1 + len({n.arg for n in nodes if n.op is Ops.PARAM}))
-        fn.argtypes += [_SCALAR_CTYPES[args[i].name] for i in range(len(args))]
-        return Program(fn, source, gemm)
+        nargs = 1 + len({n.arg for n in nodes if n.op is Ops.PARAM})
+        types: list[Any] = [ctypes.c_void_p] * nargs
+        types += [_SCALAR_CTYPES[args[i].name] for i in range(len(args))]
+        names = ["void*"] * nargs + [args[i].name for i in range(len(args))]
+        signature = f"{name}({','.join(names)})"
+        return name, compiler.Job(source, tuple(flags), signature), types
 
     def launch(
         self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
