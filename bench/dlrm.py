@@ -7,7 +7,9 @@ Also a 1000-step loop under CosineAnnealingLR: kernels compiled after step 2 (ta
 
 Model: 3 sparse features (EmbeddingBag sum, 20K x 16 tables, 1-5 ids per sample), 13 dense
 features through a 13-64-16 bottom MLP, concatenation, a 64-32-1 top MLP, BCE-with-logits,
-SGD; batch 256.
+SGD; batch 256. As a recommendation data pipeline does, each batch's ids come padded to
+their size class (the next power of two) with B+1 offsets (`include_last_offset=True`),
+so every peer gets the same tensors and a jitted step replays on every batch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, SRC)
 
 import anychip as ac  # noqa: E402
+from anychip.frontend.embedding import size_class  # noqa: E402
 from anychip.runtime.device import get_backend  # noqa: E402
 
 try:
@@ -45,8 +48,11 @@ def batches(n: int, seed: int = 0) -> list[tuple[Any, ...]]:
         ids, offs = [], []
         for _t in range(TABLES):
             lengths = rng.integers(1, 6, BATCH)
-            ids.append(rng.integers(0, ROWS, int(lengths.sum())))
-            offs.append(np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+            n = int(lengths.sum())
+            padded = np.zeros(size_class(n), np.int64)
+            padded[:n] = rng.integers(0, ROWS, n)
+            ids.append(padded)
+            offs.append(np.concatenate([[0], np.cumsum(lengths)]))
         dense = rng.standard_normal((BATCH, DENSE), dtype=np.float32)
         out.append((ids, offs, dense, rng.integers(0, 2, BATCH).astype(np.float32)))
     return out
@@ -58,7 +64,9 @@ def build(lib: Any, dev: str | None = None) -> tuple[Any, Any]:
     class DLRM(nn.Module):  # type: ignore[name-defined,misc]
         def __init__(self) -> None:
             super().__init__()
-            self.emb = nn.ModuleList([nn.EmbeddingBag(ROWS, DIM, mode="sum") for _ in range(3)])
+            self.emb = nn.ModuleList(
+                [nn.EmbeddingBag(ROWS, DIM, mode="sum", include_last_offset=True) for _ in range(3)]
+            )
             self.bottom = nn.Sequential(nn.Linear(DENSE, 64), nn.ReLU(), nn.Linear(64, DIM))
             self.top = nn.Sequential(nn.Linear(DIM * 4, 32), nn.ReLU(), nn.Linear(32, 1))
 

@@ -130,3 +130,38 @@ def test_variable_bags_compile_nothing_after_the_first_steps(device: str, mode: 
         np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-5, atol=1e-5)
         counts.append(_programs(device))
     assert counts[-1] == counts[2], counts
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_jit_replays_variable_bags_laid_out_on_the_host(device: str, mode: str) -> None:
+    """Ids padded to a fixed length with include_last_offset=True (the end of the last
+    bag ends the batch): a jitted lookup replays its first capture for every batch, the
+    host layout step running again on each batch's ids and offsets."""
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((40, 4)).astype(np.float32)
+    w = ac.tensor(w0, device=device)
+
+    @ac.jit
+    def bags(ids: ac.Tensor, offsets: ac.Tensor) -> ac.Tensor:
+        return ac.nn.functional.embedding_bag(ids, w, offsets, mode=mode, include_last_offset=True)
+
+    captures = []
+    capture = bags._capture
+    bags._capture = lambda *a, **k: captures.append(1) or capture(*a, **k)  # type: ignore[method-assign]
+    for _ in range(5):
+        lengths = rng.integers(1, 4, size=10)
+        lengths[rng.integers(10)] = 3  # the widest bag: max's (B, 4) slots every time
+        n = int(lengths.sum())
+        ids = np.zeros(32, np.int64)
+        ids[:n] = rng.integers(0, 40, size=n)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        got = bags(ac.tensor(ids, device=device), ac.tensor(offsets, device=device))
+        want = torch.nn.functional.embedding_bag(
+            torch.tensor(ids[:n]),
+            torch.tensor(w0),
+            torch.tensor(offsets),
+            mode=mode,
+            include_last_offset=True,
+        )
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    assert len(captures) == 1  # the first call captured, the other four replayed

@@ -15,7 +15,8 @@ import numpy as np
 from anychip import dtypes
 from anychip.errors import DTypeError, IndexOutOfRange, ShapeError, describe
 from anychip.frontend.subscript import as_index, check_range, raise_if, range_flag, take
-from anychip.ir.ops import Ops
+from anychip.ir.ops import Node, Ops
+from anychip.runtime import dispatch
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -141,7 +142,10 @@ def _bag_ids(offsets: Tensor, n: int) -> Tensor:
 
 def _check_offsets(offsets: Tensor, n: int) -> np.ndarray:
     """offsets on the host (B values, small): they must start at 0, rise, and end <= n."""
-    off = offsets.numpy()
+    return _valid_offsets(offsets.numpy(), n, describe(offsets))
+
+
+def _valid_offsets(off: np.ndarray, n: int, what: str) -> np.ndarray:
     bad = ""
     if off.size and off[0] != 0:
         bad = f"offsets[0] has to be 0, but got {off[0]}"
@@ -150,7 +154,7 @@ def _check_offsets(offsets: Tensor, n: int) -> np.ndarray:
     elif off.size and off[-1] > n:
         bad = f"offsets[-1] can not be greater than input's length {n}, but got {off[-1]}"
     if bad:
-        raise IndexOutOfRange(f"embedding_bag: {bad} ({describe(offsets)})")
+        raise IndexOutOfRange(f"embedding_bag: {bad} ({what})")
     return off
 
 
@@ -173,99 +177,94 @@ def _offset_bags(
 ) -> Tensor:
     """Variable bags of a 1-d input (N,): bag b holds idx[offsets[b]:offsets[b+1]].
 
-    The jagged layout is made on the host (offsets and ids are small), in slots whose
-    sizes are size classes (`size_class`), so a batch whose bags have other lengths runs
-    the same kernels: nothing is compiled for a new total length or bag width. With
+    The jagged layout is made on the host (`_Layout`, a recorded host step, so
+    `anychip.jit` replays it on each new batch), in slots whose sizes are size classes
+    (`size_class`): a batch whose bags have other lengths runs the same kernels, nothing
+    is compiled for a new bag width. Sum and mean add each id's row into its bag (ids
+    padded to the size class of N); max reduces (B, width) slots. With
     per_sample_weights (a device tensor of the ids' length) the kernels follow N."""
     if weighted:
         assert w is not None
         return _offset_bags_weighted(idx, weight, offsets, w, mode, last)
-    n = idx.shape[0]
-    off = _check_offsets(offsets, n)
-    ids = _host_ids(idx, weight)
-    nb = len(off) - 1 if last else len(off)  # with include_last_offset the last one ends bags
-    starts = off[:nb]
-    ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
-    lengths = ends - starts
-    width = size_class(int(lengths.max())) if nb else 0
-    if mode == "max" or nb * width <= 4 * max(n, 1) + nb:
-        return _slot_bags(ids, weight, starts, ends, width, mode, pad)
-    return _scatter_bags(ids, weight, starts, ends, mode, pad)
-
-
-def _host_ids(idx: Tensor, weight: Tensor) -> np.ndarray:
-    """The ids on the host, checked against the table's rows (IndexOutOfRange)."""
-    ids = np.asarray(idx.numpy(), dtype=np.int64)
-    bad = (ids < 0) | (ids >= weight.shape[0])
-    if bad.any():
-        raise IndexOutOfRange(_out_of_range("embedding_bag", idx, weight)(int(ids[bad][0])))
-    return ids
-
-
-def _slot_bags(
-    ids: np.ndarray,
-    weight: Tensor,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    width: int,
-    mode: str,
-    pad: int | None,
-) -> Tensor:
-    """(B, width) slots, one gather-and-reduce kernel parallel over bags; slots past a
-    bag's end (and padding ids) are masked out."""
     from anychip.frontend.tensor import Tensor
 
-    dev = weight.device
-    slot = starts[:, None] + np.arange(width)[None, :]  # (B, W) element positions
-    valid = slot < ends[:, None]
-    slot_ids = np.where(valid, ids[np.minimum(slot, max(ids.size - 1, 0))] if ids.size else 0, 0)
-    if pad is not None:
-        valid &= slot_ids != pad
-    rows = _lookup(weight, Tensor(slot_ids.astype(np.int64), device=dev))  # (B, W, D)
-    vt = Tensor(valid, device=dev)
-    if mode == "max":
-        return _dense_bags(rows, vt, None, mode)
-    total = vt.unsqueeze(-1)._select(rows, 0).sum(1)  # select: inf * 0 must not leak
-    if mode == "sum":
-        return total
-    count = Tensor(np.maximum(valid.sum(1), 1).astype(rows.dtype.np), device=dev)
-    return total / count.unsqueeze(-1)
-
-
-def _scatter_bags(
-    ids: np.ndarray,
-    weight: Tensor,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    mode: str,
-    pad: int | None,
-) -> Tensor:
-    """Long-tailed bags: the ids padded to their size class, each added into its bag
-    (padding into an extra bag that is dropped), sum or mean."""
-    from anychip.frontend.tensor import Tensor
-
-    dev, nb, n = weight.device, len(starts), ids.size
-    size = size_class(n)
-    bag = np.full(size, nb, np.int64)  # positions in no bag go to the extra one
-    pos = np.arange(n)
-    owner = np.searchsorted(ends, pos, side="right")  # first bag ending after pos
-    inside = (owner < nb) & (pos >= starts[np.minimum(owner, nb - 1)])
-    if pad is not None:
-        inside &= ids != pad
-    bag[:n] = np.where(inside, owner, nb)
-    padded = np.zeros(size, np.int64)
-    padded[:n] = ids
-    rows = _lookup(weight, Tensor(padded, device=dev))  # (size, D)
+    dev, n = weight.device, idx.shape[0]
+    nb = offsets.shape[0] - 1 if last else offsets.shape[0]
+    layout = _Layout(weight.shape[0], n, last, pad, mode == "max", describe(idx, weight))
+    ins = [idx.realize().node.arg, offsets.realize().node.arg]
+    buf = dispatch.host_call(layout, ins, dev, dtypes.int64)
+    if mode == "max":  # (B, width) slots, -1 where a bag has no element
+        width = buf.size // nb if nb else 0
+        slots = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (nb, width), dev, (), buf))
+        valid = slots >= 0
+        rows = _lookup(weight, valid._select(slots, 0))  # (B, W, D)
+        return _dense_bags(rows, valid, None, mode)
+    size = size_class(n)  # ids padded to it, each with its bag (nb: in no bag)
+    lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (2, size), dev, (), buf))
+    ids, bag = lay[0], lay[1]
+    rows = _lookup(weight, ids)  # (size, D)
     dim = weight.shape[1]
     out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
-    bags = Tensor(bag, device=dev)
-    out = out._prim(Ops.SCATTER_ADD, bags.unsqueeze(-1)._broadcast((size, dim)), rows, arg=0)
+    out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((size, dim)), rows, arg=0)
     out = out._shrink([(0, nb), (0, dim)])
     if mode == "mean":
-        counts = np.bincount(bag[:n][inside], minlength=nb + 1)[:nb]
-        count = Tensor(np.maximum(counts, 1).astype(rows.dtype.np), device=dev)
-        out = out / count.unsqueeze(-1)
+        ones = Tensor._const(1, rows.dtype, (size,), dev)
+        count = Tensor._const(0, rows.dtype, (nb + 1,), dev)
+        count = count._prim(Ops.SCATTER_ADD, bag, ones, arg=0)._shrink([(0, nb)])
+        out = out / count.maximum(1).unsqueeze(-1)
     return out
+
+
+class _Layout:
+    """The host step laying a jagged batch out (ids, offsets -> int64 slots), checking
+    offsets and ids as torch does. `slots`: (B, width class) element ids, -1 where a bag
+    has none; else (2, size class of N): the ids padded with 0, and each one's bag
+    (B for padding and padding_idx ids, an extra bag that is dropped)."""
+
+    def __init__(
+        self, rows: int, n: int, last: bool, pad: int | None, slots: bool, what: str
+    ) -> None:
+        self.rows, self.n, self.last, self.pad, self.slots, self.what = (
+            rows,
+            n,
+            last,
+            pad,
+            slots,
+            what,
+        )
+
+    def __call__(self, ids: np.ndarray, off: np.ndarray) -> np.ndarray:
+        n = ids.size
+        _valid_offsets(off, n, self.what)
+        bad = (ids < 0) | (ids >= self.rows)
+        if bad.any():
+            v = int(ids[bad][0])
+            raise IndexOutOfRange(
+                f"embedding_bag: index {v} is out of range for an embedding table of "
+                f"{self.rows} rows ({self.what})"
+            )
+        nb = off.size - 1 if self.last else off.size
+        starts = off[:nb]
+        ends = np.append(off[1:], n)[:nb] if not self.last else off[1 : nb + 1]
+        if self.slots:
+            width = size_class(int((ends - starts).max())) if nb else 0
+            slot = starts[:, None] + np.arange(width)[None, :]
+            valid = slot < ends[:, None]
+            got = ids[np.minimum(slot, n - 1)] if n else np.zeros(slot.shape, np.int64)
+            if self.pad is not None:
+                valid &= got != self.pad
+            return np.where(valid, got, -1).astype(np.int64)
+        size = size_class(n)
+        out = np.zeros((2, size), np.int64)
+        out[0, :n] = ids
+        out[1, :] = nb
+        pos = np.arange(n)
+        owner = np.searchsorted(ends, pos, side="right") if nb else np.full(n, nb)
+        inside = owner < nb
+        if self.pad is not None:
+            inside &= ids != self.pad
+        out[1, :n] = np.where(inside, owner, nb)
+        return out
 
 
 def _offset_bags_weighted(

@@ -35,15 +35,16 @@ class GuardFailed(Exception):
 
 
 # --- recording -----------------------------------------------------------------------------
-LAUNCH, COPY, READ = "launch", "copy", "read"
+LAUNCH, COPY, READ, HOST = "launch", "copy", "read", "host"
 
 
 @dataclass
 class Step:
     """One recorded event: a LAUNCH of `program` on `backend` writing `out` from `ins` with
     runtime `scalars` (the values of the CONST nodes `sources`), a COPY of ins[0] into
-    `out` (another device), or a READ of ins[0] to the host that saw `value` (the
-    caller's Python may depend on it: replays check it, as a guard)."""
+    `out` (another device), a READ of ins[0] to the host that saw `value` (the
+    caller's Python may depend on it: replays check it, as a guard), or a HOST step:
+    `program` run on the host over the values of `ins`, its result put in `out`."""
 
     kind: str
     ins: list[Buffer]
@@ -131,6 +132,34 @@ def _copy(src: Buffer, device: str) -> Buffer:
     return dst
 
 
+HostFn = Callable[..., np.ndarray]
+
+
+def host_call(fn: HostFn, ins: list[Buffer], device: str, dtype: Any) -> Buffer:
+    """A buffer on `device` holding `fn(*values of ins)` (flat host arrays in storage form
+    in, an array of `dtype`'s storage form out), told to the recorders as one HOST step.
+
+    For host work whose result feeds kernels but whose values Python never looks at (a
+    jagged batch laid out into slots): a replay runs `fn` again on the replay's own
+    buffers, where a host read would be a guard that fails on every new batch. The
+    result's size must be the capture's, or the replay raises GuardFailed."""
+    data = _host_values(fn, ins)
+    out = Buffer(device, dtype, data.size, get_backend(device).allocate(data.size, dtype))
+    get_backend(device).copyin(out.handle, data)
+    for rec in _RECORDERS:
+        rec.steps.append(Step(HOST, list(ins), out, program=fn))
+    return out
+
+
+def _host_values(fn: HostFn, ins: list[Buffer]) -> np.ndarray:
+    arrays = []
+    for b in ins:
+        backend = get_backend(b.device)
+        backend.synchronize()
+        arrays.append(backend.copyout(b.handle, b.size, b.dtype))
+    return np.ascontiguousarray(fn(*arrays)).reshape(-1)
+
+
 def on_host_read(buf: Buffer, data: np.ndarray) -> None:
     """Called with each buffer read back to the host (`.numpy()`, `.item()`) and its data."""
     for rec in _RECORDERS:
@@ -182,6 +211,15 @@ class Plan:
                 launch(backend, s.program, out, [env[i] for i in s.ins], s.label, (), vals)
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
+            elif s.kind is HOST:
+                dev, dt, size = s.meta
+                data = _host_values(s.program, [env[i] for i in s.ins])
+                if data.size != size:  # this batch needs another layout: capture again
+                    raise GuardFailed
+                backend = get_backend(dev)
+                out = Buffer(dev, dt, size, backend.allocate(size, dt))
+                backend.copyin(out.handle, data)
+                env.append(out)
             else:
                 buf = env[s.ins[0]]
                 backend = get_backend(buf.device)
