@@ -139,16 +139,23 @@ _default: list[str] = []
 
 
 def default_device() -> str:
+    """The device new tensors go to when none is given: `ANYCHIP_DEVICE` if set, else the
+    last `set_default_device`, else `cpu` where it is available and `ref` (the numpy
+    oracle) otherwise. A bad `ANYCHIP_DEVICE` raises DeviceError on every call (it is
+    not remembered), so a typo never silently runs on another device."""
     if not _default:
         env = os.environ.get("ANYCHIP_DEVICE")
-        _default.append("ref")
         if env:
-            _default[0] = canonical(env)
+            # canonical raises for an unknown or unavailable name before anything is kept
+            _default.append(canonical(env, op="ANYCHIP_DEVICE"))
+        else:
+            _default.append("cpu" if "cpu" in devices() else "ref")
     return _default[0]
 
 
 def set_default_device(device: str) -> None:
-    """Make `device` the default for new tensors (like ANYCHIP_DEVICE)."""
+    """Make `device` the default for new tensors (like ANYCHIP_DEVICE), e.g.
+    `set_default_device("ref")` to run everything on the numpy oracle."""
     name = canonical(device)
     if _default:
         _default[0] = name
