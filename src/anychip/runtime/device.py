@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,11 +87,16 @@ class Backend(ABC):
 
 _BACKENDS: dict[str, type[Backend]] | None = None
 _INSTANCES: dict[str, Backend] = {}
+_LOCK = threading.RLock()  # one discovery and one instance per backend, whatever the threads
 
 
 def _discover() -> dict[str, type[Backend]]:
     global _BACKENDS
-    if _BACKENDS is None:
+    if _BACKENDS is not None:
+        return _BACKENDS
+    with _LOCK:
+        if _BACKENDS is not None:
+            return _BACKENDS
         import anychip.backends as pkg
 
         found: dict[str, type[Backend]] = {}
@@ -130,9 +136,13 @@ def canonical(device: Any, op: str = "device", what: str = "") -> str:
 
 
 def get_backend(name: str) -> Backend:
-    if name not in _INSTANCES:
-        _INSTANCES[name] = _discover()[canonical(name)]()
-    return _INSTANCES[name]
+    inst = _INSTANCES.get(name)
+    if inst is None:
+        with _LOCK:
+            if name not in _INSTANCES:
+                _INSTANCES[name] = _discover()[canonical(name)]()
+            inst = _INSTANCES[name]
+    return inst
 
 
 _default: list[str] = []

@@ -8,6 +8,7 @@ OS cost a page fault and a zeroing each (measured ~1 ms per MLP step under `anyc
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -40,25 +41,31 @@ class Pool:
         self.limit = limit
         self.held = 0
         self.free: dict[int, list[tuple[np.ndarray, int]]] = {}
+        # threads take and give at once; reentrant because `give` runs from __del__, which
+        # the garbage collector may call inside `take` on the same thread
+        self.lock = threading.RLock()
 
     def take(self, nbytes: int) -> tuple[np.ndarray, int]:
-        blocks = self.free.get(nbytes)
-        if blocks:
-            self.held -= nbytes
-            return blocks.pop()
+        with self.lock:
+            blocks = self.free.get(nbytes)
+            if blocks:
+                self.held -= nbytes
+                return blocks.pop()
         raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
         base = raw.ctypes.data
         return raw, base + (-base % ALIGN)
 
     def give(self, raw: np.ndarray, ptr: int) -> None:
         nbytes = raw.size - ALIGN
-        if self.held + nbytes <= self.limit:
-            self.free.setdefault(nbytes, []).append((raw, ptr))
-            self.held += nbytes
+        with self.lock:
+            if self.held + nbytes <= self.limit:
+                self.free.setdefault(nbytes, []).append((raw, ptr))
+                self.held += nbytes
 
     def clear(self) -> None:
-        self.free.clear()
-        self.held = 0
+        with self.lock:
+            self.free.clear()
+            self.held = 0
 
 
 POOL = Pool(_limit())
