@@ -34,6 +34,7 @@ from anychip.errors import (
     DTypeError,
     Error,
     IndexOutOfRange,
+    OutOfMemoryError,
     ShapeError,
 )
 from anychip.frontend import functional as _functional
@@ -88,6 +89,7 @@ __all__ = [
     "Error",
     "IndexOutOfRange",
     "JitError",
+    "OutOfMemoryError",
     "ShapeError",
     "Tensor",
     "arange",

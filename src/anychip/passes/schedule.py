@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from anychip import dtypes
+from anychip.errors import OutOfMemoryError
 from anychip.ir.kernel import KernelKind
 from anychip.ir.ops import ELEMENTWISE, MOVEMENT, REDUCE, Node, Ops
-from anychip.runtime.device import Kernel
+from anychip.runtime.device import MAX_NUMEL, Kernel
 
 BufferOf = Callable[[Node], Any]  # the buffer holding a node's value, or None
 _OWN_KERNEL = {Ops.SCATTER_ADD: KernelKind.SCATTER, Ops.CUMSUM: KernelKind.SCAN}
@@ -89,6 +90,11 @@ def _graph(roots: list[Node], buffer_of: BufferOf) -> list[Node]:
         if id(n) in seen or buffer_of(n) is not None:
             continue
         seen.add(id(n))
+        if n.numel > MAX_NUMEL:  # a broadcast past int64 indexing: no kernel can loop over it
+            raise OutOfMemoryError(
+                f"{n.op.name.lower()}: shape {n.shape} ({n.dtype.name}, device {n.device!r}) "
+                f"has {n.numel} elements, more than the limit of 2^63 - 1 ({MAX_NUMEL})"
+            )
         stack.append((n, True))
         stack.extend((s, False) for s in reversed(n.srcs) if id(s) not in seen)
     return out

@@ -8,6 +8,7 @@ scanning that package, so adding a chip never edits a shared file.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import pkgutil
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from anychip.dtypes import DType
-from anychip.errors import DeviceError
+from anychip.errors import DeviceError, OutOfMemoryError
 from anychip.ir.kernel import KernelKind
 from anychip.ir.ops import Node
 
@@ -83,6 +84,39 @@ class Backend(ABC):
 
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""
+
+    def memory_limit(self) -> int | None:
+        """Bytes one tensor may take on this device (None: unknown, only the element
+        count is checked). Tensor creation and realisation check sizes against it."""
+        return None
+
+
+def host_memory() -> int | None:
+    """This machine's physical memory in bytes: the limit of host-memory backends."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+MAX_NUMEL = 2**63 - 1  # elements are indexed with int64
+
+
+def check_size(device: str, shape: tuple[int, ...], itemsize: int, what: str) -> None:
+    """Raise OutOfMemoryError if a tensor of `shape` (`itemsize`-byte elements) cannot exist
+    on `device`; `what` (the op, dtype) starts the message."""
+    numel = math.prod(shape)
+    if numel > MAX_NUMEL:
+        raise OutOfMemoryError(
+            f"{what}: shape {shape} has {numel} elements, more than the limit of "
+            f"2^63 - 1 ({MAX_NUMEL}) on device {device!r}"
+        )
+    limit = get_backend(device).memory_limit()
+    if limit is not None and numel * itemsize > limit:
+        raise OutOfMemoryError(
+            f"{what}: shape {shape} needs {numel * itemsize} bytes ({numel} elements of "
+            f"{itemsize} bytes), more than device {device!r} has ({limit} bytes)"
+        )
 
 
 _BACKENDS: dict[str, type[Backend]] | None = None

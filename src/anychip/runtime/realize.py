@@ -14,6 +14,7 @@ import numpy as np
 
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops
+from anychip.runtime import device as devmod
 from anychip.runtime import dispatch
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
@@ -45,6 +46,7 @@ def remember(node: Node, buf: Buffer) -> None:
 
 
 def allocate(device: str, size: int, dtype: DType) -> Buffer:
+    devmod.check_size(device, (size,), dtype.itemsize, f"allocate ({dtype.name})")
     return Buffer(device, dtype, size, get_backend(device).allocate(size, dtype))
 
 

@@ -18,7 +18,7 @@ from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
 from anychip.dtypes import DType
 from anychip.ir.ops import Ops, toposort
-from anychip.runtime.device import Backend, Buffer, Kernel
+from anychip.runtime.device import Backend, Buffer, Kernel, host_memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,9 @@ class CpuBackend(Backend):
     @classmethod
     def unavailable(cls) -> str | None:
         return compiler.missing_compiler()
+
+    def memory_limit(self) -> int | None:
+        return host_memory()
 
     def allocate(self, size: int, dtype: DType) -> Any:
         return memory.allocate(size, dtype)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from anychip.dtypes import DType
+from anychip.errors import OutOfMemoryError
 
 ALIGN = 64  # bytes: a cache line, and the widest vector load (AVX-512)
 
@@ -51,7 +52,16 @@ class Pool:
             if blocks:
                 self.held -= nbytes
                 return blocks.pop()
-        raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+        try:
+            raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+        except MemoryError:
+            self.clear()  # pooled blocks are the first memory to give back; try once more
+            try:
+                raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+            except MemoryError:
+                raise OutOfMemoryError(
+                    f"cpu: cannot allocate {nbytes} bytes of host memory"
+                ) from None
         base = raw.ctypes.data
         return raw, base + (-base % ALIGN)
 
@@ -94,7 +104,9 @@ class Memory:
         return self._raw[start : start + self.size * self.dtype.itemsize].view(self.dtype)
 
     def __del__(self, give: Any = POOL.give) -> None:  # bound early: safe at exit too
-        give(self._raw, self.ptr)
+        raw = getattr(self, "_raw", None)  # unset when the allocation itself failed
+        if raw is not None:
+            give(raw, self.ptr)
 
 
 def allocate(size: int, dtype: DType) -> Memory:

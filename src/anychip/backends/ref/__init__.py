@@ -14,7 +14,7 @@ from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops, toposort
 from anychip.ir.primitives import RULES
-from anychip.runtime.device import Backend, Buffer, Kernel
+from anychip.runtime.device import Backend, Buffer, Kernel, host_memory
 
 
 def _load(data: np.ndarray, dtype: DType) -> np.ndarray:
@@ -74,6 +74,9 @@ def evaluate(ast: Node, inputs: list[np.ndarray]) -> np.ndarray:
 
 class RefBackend(Backend):
     name = "ref"
+
+    def memory_limit(self) -> int | None:
+        return host_memory()
 
     def allocate(self, size: int, dtype: DType) -> Any:
         return np.empty(size, dtype=dtype.np)
