@@ -85,6 +85,11 @@ class Backend(ABC):
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""
 
+    def host_view(self, handle: Any) -> np.ndarray | None:
+        """A writable flat numpy view of a buffer whose memory is host memory (in the
+        dtype's storage form), or None: loaders then read files straight into it."""
+        return None
+
     def memory_limit(self) -> int | None:
         """Bytes one tensor may take on this device (None: unknown, only the element
         count is checked). Tensor creation and realisation check sizes against it."""

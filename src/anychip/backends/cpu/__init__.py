@@ -49,6 +49,9 @@ class CpuBackend(Backend):
     def unavailable(cls) -> str | None:
         return compiler.missing_compiler()
 
+    def host_view(self, handle: Any) -> np.ndarray | None:
+        return handle.array  # type: ignore[no-any-return]
+
     def memory_limit(self) -> int | None:
         return host_memory()
 
