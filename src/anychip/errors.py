@@ -42,6 +42,11 @@ class OutOfMemoryError(Error, MemoryError):
     it is created, naming the request and the device's limit."""
 
 
+class DivisionByZeroError(Error, ZeroDivisionError, RuntimeError):
+    """An integer division or remainder by a zero scalar (torch raises a RuntimeError
+    "ZeroDivisionError" there; both `except` clauses catch this)."""
+
+
 class ArgumentError(Error, ValueError):
     """An argument value the function does not accept (a negative learning rate, an
     unknown reduction or mode name, a probability outside [0, 1])."""

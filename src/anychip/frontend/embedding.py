@@ -166,9 +166,9 @@ def _offset_bags(
     starts = off[:nb]
     ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
     width = int((ends - starts).max()) if nb else 0
-    if nb and width and np.all(ends - starts == width) and ends[-1] == nb * width:
-        # every bag `width` long, back to back (a fixed-length multi-hot feature): the
-        # (B, L) slots are input itself seen as a matrix, nothing to build on the host
+    if nb and width and np.all(ends - starts == width) and ends[-1] == nb * width == n:
+        # every bag `width` long, back to back, covering the whole input (include_last_offset
+        # may end the bags early): the (B, L) slots are input itself seen as a matrix
         rows, wb = _lookup(weight, idx.reshape(nb, width)), None
         if w is not None:
             wb = w.reshape(nb, width)  # per-sample weights, 0 for padding ids

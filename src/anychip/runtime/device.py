@@ -12,6 +12,7 @@ import math
 import os
 import pkgutil
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,27 @@ def host_memory() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+_WARNED: set[str] = set()
+
+
+def debug_level() -> int:
+    """ANYCHIP_DEBUG as a level: unset or empty is 0; a value that is not an integer
+    (`yes`, `true`) warns once and counts as 1 (print each launch), never a crash."""
+    raw = os.environ.get("ANYCHIP_DEBUG", "").strip()
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        if raw not in _WARNED:
+            _WARNED.add(raw)
+            warnings.warn(
+                f"ANYCHIP_DEBUG={raw!r} is not an integer level (0, 1 or 2); using 1",
+                stacklevel=2,
+            )
+        return 1
 
 
 MAX_NUMEL = 2**63 - 1  # elements are indexed with int64

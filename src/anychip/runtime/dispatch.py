@@ -13,7 +13,6 @@ stores are under a lock).
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +23,9 @@ import numpy as np
 
 from anychip.errors import Error
 from anychip.ir.ops import Node, Ops
-from anychip.runtime.device import Backend, Buffer, get_backend
+from anychip.runtime.device import Backend, Buffer, debug_level, get_backend
 
-DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
+DEBUG = debug_level()
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ from anychip.runtime import device as devmod
 from anychip.runtime import dispatch
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
-DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
+DEBUG = devmod.debug_level()
 
 
 @dataclass(frozen=True, slots=True)
