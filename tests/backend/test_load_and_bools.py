@@ -88,3 +88,14 @@ def test_bools_from_a_safetensors_file(device: str, tmp_path: Path) -> None:
 def test_bools_copied_between_devices(device: str) -> None:
     for other in ac.devices():
         check_canonical(ac.tensor(RAW.view(bool), device=other).to(device))
+
+
+def test_bools_through_the_contracts_copyin(device: str) -> None:
+    from anychip.ir.ops import Node, Ops
+    from anychip.runtime.device import Buffer, get_backend
+
+    backend = get_backend(device)
+    handle = backend.allocate(RAW.size, ac.bool)
+    backend.copyin(handle, RAW.view(bool))
+    buf = Buffer(device, ac.bool, RAW.size, handle)
+    check_canonical(ac.Tensor._from_node(Node(Ops.BUFFER, ac.bool, RAW.shape, device, (), buf)))

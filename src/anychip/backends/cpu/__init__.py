@@ -59,6 +59,8 @@ class CpuBackend(Backend):
         return memory.allocate(size, dtype)
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
+        if data.dtype == np.bool_:  # kernels compute on the byte: store only 0 and 1
+            data = data.view(np.uint8) != 0
         handle.array[: data.size] = data
 
     def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:

@@ -85,6 +85,8 @@ class RefBackend(Backend):
         return np.empty(size, dtype=dtype.np)
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
+        if data.dtype == np.bool_:  # numpy computes on the byte too: store only 0 and 1
+            data = data.view(np.uint8) != 0
         handle[...] = data
 
     def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:
