@@ -31,9 +31,11 @@ from anychip.errors import (
     AutogradError,
     CompileError,
     DeviceError,
+    DivisionByZeroError,
     DTypeError,
     Error,
     IndexOutOfRange,
+    OutOfMemoryError,
     ShapeError,
 )
 from anychip.frontend import functional as _functional
@@ -85,9 +87,11 @@ __all__ = [
     "DType",
     "DTypeError",
     "DeviceError",
+    "DivisionByZeroError",
     "Error",
     "IndexOutOfRange",
     "JitError",
+    "OutOfMemoryError",
     "ShapeError",
     "Tensor",
     "arange",

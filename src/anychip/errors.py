@@ -37,6 +37,16 @@ class CompileError(Error, RuntimeError):
     """A backend failed to build a kernel (its compiler's message is attached)."""
 
 
+class OutOfMemoryError(Error, MemoryError):
+    """A tensor larger than its device can hold (or than 2^63 - 1 elements): raised when
+    it is created, naming the request and the device's limit."""
+
+
+class DivisionByZeroError(Error, ZeroDivisionError, RuntimeError):
+    """An integer division or remainder by a zero scalar (torch raises a RuntimeError
+    "ZeroDivisionError" there; both `except` clauses catch this)."""
+
+
 class ArgumentError(Error, ValueError):
     """An argument value the function does not accept (a negative learning rate, an
     unknown reduction or mode name, a probability outside [0, 1])."""

@@ -63,11 +63,21 @@ static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t 
 """
 
 WORKSPACE = """\
-static char *workspace(void) { /* one per calling thread, kept for later calls */
+/* glibc's per-thread destructor list (what C++ thread_local uses; no key limit): the
+   workspace is freed when its thread exits. Weak, so a libc without it only keeps it. */
+extern int __cxa_thread_atexit_impl(void (*)(void *), void *, void *) __attribute__((weak));
+extern void *__dso_handle;
+static void workspace_free(void *ws) { free(ws); }
+
+static char *workspace(void) { /* one per calling thread, freed when the thread exits */
     static _Thread_local char *ws;
-    if (!ws && !(ws = aligned_alloc(64, WS_BYTES))) {
-        fprintf(stderr, "anychip gemm: cannot allocate %ld bytes of workspace\\n", WS_BYTES);
-        abort();
+    if (!ws) {
+        if (!(ws = aligned_alloc(64, WS_BYTES))) {
+            fprintf(stderr, "anychip gemm: cannot allocate %ld bytes of workspace\\n", WS_BYTES);
+            abort();
+        }
+        if (__cxa_thread_atexit_impl)
+            __cxa_thread_atexit_impl(workspace_free, ws, &__dso_handle);
     }
     return ws;
 }

@@ -37,6 +37,7 @@ def _filled(
     shape = _shape(size, op)
     dt = dtypes.to_dtype(dtype, op) if dtype is not None else dtypes.scalar_dtype(value)
     dev = devmod.canonical(device, op, f"shape {shape}, dtype {dt.name}")
+    devmod.check_size(dev, shape, dt.itemsize, f"{op} ({dt.name})")
     t = Tensor._const(value, dt, shape, dev)
     return t.requires_grad_() if requires_grad else t
 

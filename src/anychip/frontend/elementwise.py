@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
 from anychip.dtypes import DType
-from anychip.errors import DTypeError, ShapeError, describe
+from anychip.errors import DivisionByZeroError, DTypeError, ShapeError, describe
 from anychip.ir.ops import Node, Ops
 
 if TYPE_CHECKING:
@@ -38,6 +38,17 @@ def _is_tensor(x: Any) -> bool:
     from anychip.frontend.tensor import Tensor
 
     return isinstance(x, Tensor)
+
+
+def _nonzero_divisor(x: Tensor, divisor: Any, op: str) -> None:
+    """Integer division or remainder by a scalar 0 raises, as in torch. (A tensor divisor's
+    zeros give 0 on every device: checking them would read the data back each time.)"""
+    zero = type(divisor) in (int, bool) and divisor == 0
+    if zero and not dtypes.result_type(x, divisor).is_floating_point:
+        raise DivisionByZeroError(
+            f"{op}: integer division by zero ({describe(x)} by the scalar 0); "
+            "torch raises ZeroDivisionError here too"
+        )
 
 
 class ElementwiseMixin:
@@ -133,6 +144,7 @@ class ElementwiseMixin:
             )
             return a._prim(Ops.DIV, b)
         if rounding_mode == "trunc":
+            _nonzero_divisor(self, other, "div")
             a, b = self._operands("div", other)
             q = a._prim(Ops.DIV, b)
             return q.trunc() if q.dtype.is_floating_point else q
@@ -144,6 +156,7 @@ class ElementwiseMixin:
         )
 
     def floor_divide(self: Tensor, other: Any) -> Tensor:
+        _nonzero_divisor(self, other, "floor_divide")
         a, b = self._operands("floor_divide", other)
         if a.dtype.is_floating_point:
             return a._prim(Ops.DIV, b).floor()
@@ -153,11 +166,13 @@ class ElementwiseMixin:
 
     def remainder(self: Tensor, other: Any) -> Tensor:
         """Python's %: the result has the sign of the divisor."""
+        _nonzero_divisor(self, other, "remainder")
         a, b = self._operands("remainder", other)
         r = a._prim(Ops.MOD, b)
         return ((r != 0) & ((r < 0) ^ (b < 0)))._select(r + b, r)
 
     def fmod(self: Tensor, other: Any) -> Tensor:
+        _nonzero_divisor(self, other, "fmod")
         return self._binary(Ops.MOD, other, name="fmod")
 
     def pow(self: Tensor, exponent: Any) -> Tensor:
@@ -418,7 +433,11 @@ class ElementwiseMixin:
 
     # --- math -----------------------------------------------------------------------
     def abs(self: Tensor) -> Tensor:
-        return self if self.dtype.kind in "bu" else self.maximum(-self)
+        if self.dtype.kind in "bu":
+            return self
+        if self.dtype.is_floating_point:  # + 0.0 turns max(0.0, -0.0) = -0.0 into +0.0
+            return self.maximum(-self) + 0.0
+        return self.maximum(-self)
 
     def sign(self: Tensor) -> Tensor:
         if self.dtype is dtypes.bool_:
@@ -456,12 +475,14 @@ class ElementwiseMixin:
         return self._float()._prim(Ops.SIN)
 
     def cos(self: Tensor) -> Tensor:
-        # sin(x + pi/2) with the shift in float64: in the input's own float32 the shift
-        # rounds by up to 1e-7, all of cos near its zeros (cos(1.5707964) = -4.4e-8)
+        # 1 - 2 sin(x/2)^2 in float64: x/2 is exact, so it holds for every x, where
+        # sin(x + pi/2) loses pi/2 to x's rounding once |x| is large (cos(1e20) came out
+        # 0.657, not 0.754); its error is absolute, ~1e-16, far below float32's ulp even
+        # near cos's zeros (cos(1.5707964) = -4.4e-8)
         x = self._float()
-        if x.dtype is dtypes.float64:
-            return (x + math.pi / 2).sin()
-        return (x.to(dtypes.float64) + math.pi / 2).sin().to(x.dtype)
+        s = (x.to(dtypes.float64) * 0.5).sin()
+        out = 1.0 - 2.0 * s * s
+        return out if x.dtype is dtypes.float64 else out.to(x.dtype)
 
     def tan(self: Tensor) -> Tensor:
         return self.sin() / self.cos()

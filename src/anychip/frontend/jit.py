@@ -3,11 +3,16 @@ later calls with the same signature, skipping graph building, scheduling and com
 
 The capture is `runtime.dispatch`'s launch record; this module maps the function's tensors
 (arguments, module parameters, optimizer state, gradients) onto the record's buffers.
+
+Threads: a capture records only its own thread's launches, in-place updates and random
+draws, so threads each running their own models and jitted functions do not disturb each
+other; a jitted function's captures are shared by the threads calling it (under a lock).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -163,6 +168,18 @@ class _Capture:
         return _rebuild(self.template, outs)
 
 
+_LOCAL = threading.local()  # .guards: this thread's active capture guards (nested captures)
+
+
+def _thread_guards(t: Tensor) -> None:
+    for guard in getattr(_LOCAL, "guards", ()):
+        guard(t)
+
+
+# one hook for the process, installed once: it runs only the guards of the thread updating
+tmod._ASSIGN_HOOKS.append(_thread_guards)
+
+
 class _Guard:
     """Rejects in-place updates of tensors that are not the function's arguments."""
 
@@ -207,6 +224,7 @@ class jit(Generic[R]):
         self.fn = fn
         self.captures: dict[Any, _Capture] = {}
         self.fast: dict[Any, _Capture] = {}  # the same captures, keyed by `_fast_key`
+        self._lock = threading.Lock()  # stores into the two dicts (reads are single lookups)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
@@ -226,8 +244,10 @@ class jit(Generic[R]):
                 return self._capture(key, slots, args, kwargs, store=False)  # type: ignore[no-any-return]
         else:
             out = self._capture(key, slots, args, kwargs)
-        if fast is not None and key in self.captures:
-            self.fast[fast] = self.captures[key]
+        if fast is not None:
+            with self._lock:
+                if key in self.captures:
+                    self.fast[fast] = self.captures[key]
         return out  # type: ignore[no-any-return]
 
     def _capture(
@@ -236,9 +256,12 @@ class jit(Generic[R]):
         name = getattr(self.fn, "__name__", "function")
         before = [(t.node, t._ctx) for t in slots]
         inputs = [t.node.arg for t in slots]
-        state = rng.get_rng_state()
+        state = rng.thread_uses()
         guard = _Guard(name, slots)
-        tmod._ASSIGN_HOOKS.append(guard)
+        guards = getattr(_LOCAL, "guards", None)
+        if guards is None:
+            guards = _LOCAL.guards = []
+        guards.append(guard)
         try:
             with dispatch.recording() as rec:
                 result = self.fn(*args, **kwargs)
@@ -254,24 +277,23 @@ class jit(Generic[R]):
                 targets = [*outs, *(after[i] for i in updated)]
                 bufs = rt.realize([t.node for t in targets])
         finally:
-            tmod._ASSIGN_HOOKS.remove(guard)
+            guards.remove(guard)
         self._check(name, state, [(after[i], slots[i], before[i][1]) for i in updated])
         metas = [t.node for t in targets]
         plan = dispatch.make_plan(rec, inputs, bufs)
         cap = _Capture(plan, template, metas, len(outs), updated)
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay
-            if len(self.captures) >= SIGNATURES_PER_FUNCTION:
-                self.captures.clear()
-                self.fast.clear()
-            self.captures[key] = cap
+            with self._lock:
+                if len(self.captures) >= SIGNATURES_PER_FUNCTION:
+                    self.captures.clear()
+                    self.fast.clear()
+                self.captures[key] = cap
         return out
 
     @staticmethod
-    def _check(
-        name: str, state: tuple[int, int], changed: list[tuple[Tensor, Tensor, Any]]
-    ) -> None:
-        if rng.get_rng_state() != state:
+    def _check(name: str, state: int, changed: list[tuple[Tensor, Tensor, Any]]) -> None:
+        if rng.thread_uses() != state:  # this thread drew or reseeded during the capture
             raise JitError(
                 f"jit({name}): the function draws random numbers, which a replay would "
                 "repeat; draw them outside and pass them as arguments"

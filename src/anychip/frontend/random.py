@@ -20,7 +20,18 @@ from anychip.frontend.tensor import Tensor
 from anychip.runtime import device as devmod
 
 _lock = threading.Lock()
-_state = {"seed": 0, "counter": 0}
+_state = {"seed": 0, "counter": 0}  # one stream per process, as torch's CPU generator
+_thread = threading.local()  # per thread: how often it drew or reseeded (for anychip.jit)
+
+
+def _touch() -> None:
+    _thread.uses = getattr(_thread, "uses", 0) + 1
+
+
+def thread_uses() -> int:
+    """How many times this thread has drawn from or reseeded the stream: `anychip.jit`
+    compares it around a capture, so draws in other threads do not count against it."""
+    return int(getattr(_thread, "uses", 0))
 
 
 def manual_seed(seed: int) -> None:
@@ -31,6 +42,7 @@ def manual_seed(seed: int) -> None:
     >>> ac.manual_seed(0); a == ac.rand(3).tolist()
     True
     """
+    _touch()
     with _lock:
         _state["seed"] = int(seed) & (2**64 - 1)
         _state["counter"] = 0
@@ -45,11 +57,14 @@ def get_rng_state() -> tuple[int, int]:
 
 
 def set_rng_state(state: tuple[int, int]) -> None:
-    _state["seed"], _state["counter"] = int(state[0]), int(state[1])
+    _touch()
+    with _lock:
+        _state["seed"], _state["counter"] = int(state[0]), int(state[1])
 
 
 def _raw(n: int) -> np.ndarray:
     """The next n 64-bit words of the stream; the counter advances by whole Philox blocks."""
+    _touch()
     with _lock:
         blocks = -(-n // 4)
         bitgen = np.random.Philox(key=_state["seed"], counter=_state["counter"])

@@ -218,9 +218,14 @@ def _index(
         )
 
 
-def _expr(k: KernelIR, e: Expr, scope: _Scope) -> None:
-    if isinstance(e, Const):
+def _expr(k: KernelIR, e: Expr, scope: _Scope, seen: set[int] | None = None) -> None:
+    """Check `e` in `scope`; `seen` holds sub-expressions already checked in this scope, so
+    a value used many times (a DAG) is checked once, not once per path to it."""
+    if seen is None:
+        seen = set()
+    if isinstance(e, Const) or id(e) in seen:
         return
+    seen.add(id(e))
     if isinstance(e, Var):
         what, dt = scope.names.get(e.name, ("", None))
         if not what:
@@ -241,7 +246,7 @@ def _expr(k: KernelIR, e: Expr, scope: _Scope) -> None:
         _index(k, e.index, scope, e.buf, e.valid, "load")
         return
     for s in e.srcs:
-        _expr(k, s, scope)
+        _expr(k, s, scope, seen)
     _alu_types(k, e)
 
 

@@ -21,7 +21,6 @@ from anychip.ir.kernel import (
     Store,
     Update,
     Var,
-    walk_exprs,
     walk_stmts,
 )
 
@@ -71,21 +70,29 @@ class _Hoister:
         written = {x.buf for x in inner if isinstance(x, Store)}
         found: dict[Expr, str] = {}
         lets: list[Let] = []
+        facts: dict[int, tuple[bool, bool]] = {}  # id(e) -> (loop-invariant, holds a load)
+        done: dict[int, Expr] = {}  # id(e) -> e rewritten: shared values are visited once
 
         def visit(e: Expr) -> Expr:
-            if self._invariant(e, variant, written) and _worth(e):
+            hit = done.get(id(e))
+            if hit is not None:
+                return hit
+            invariant, load = _facts(e, variant, written, facts)
+            out = e
+            if invariant and load:  # only values holding a load are worth a name
                 name = found.get(e)
                 if name is None:
                     name = found[e] = f"h{self.count}"
                     self.count += 1
                     lets.append(Let(name, e))
-                return Var(name, e.dtype)
-            if isinstance(e, Alu):
-                return replace(e, srcs=tuple(visit(x) for x in e.srcs))
-            if isinstance(e, Load):
+                out = Var(name, e.dtype)
+            elif isinstance(e, Alu):
+                out = replace(e, srcs=tuple(visit(x) for x in e.srcs))
+            elif isinstance(e, Load):
                 valid = None if e.valid is None else visit(e.valid)
-                return replace(e, index=visit(e.index), valid=valid)
-            return e
+                out = replace(e, index=visit(e.index), valid=valid)
+            done[id(e)] = out
+            return out
 
         body = tuple(self.stmt(x, visit) for x in s.body)
         return lets, replace(s, body=body)
@@ -99,15 +106,38 @@ class _Hoister:
             return replace(s, index=visit(s.index), value=visit(s.value), valid=valid)
         return s  # nested loops were done on their own; sorts keep their bases
 
-    def _invariant(self, e: Expr, variant: set[str], written: set[int]) -> bool:
-        for x in walk_exprs(e):
-            if isinstance(x, Var) and x.name in variant:
-                return False
-            if isinstance(x, Load) and x.buf in written:
-                return False
-        return True
+
+def _facts(
+    e: Expr, variant: set[str], written: set[int], memo: dict[int, tuple[bool, bool]]
+) -> tuple[bool, bool]:
+    """(does `e` not depend on the loop, does it hold a load), bottom-up over the DAG with
+    each shared sub-expression computed once (a tree walk per node is exponential)."""
+    stack = [e]
+    while stack:
+        x = stack[-1]
+        if id(x) in memo:
+            stack.pop()
+            continue
+        kids = _children(x)
+        todo = [c for c in kids if id(c) not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        stack.pop()
+        invariant = all(memo[id(c)][0] for c in kids)
+        load = any(memo[id(c)][1] for c in kids)
+        if isinstance(x, Var) and x.name in variant:
+            invariant = False
+        if isinstance(x, Load):
+            load = True
+            invariant = invariant and x.buf not in written
+        memo[id(x)] = (invariant, load)
+    return memo[id(e)]
 
 
-def _worth(e: Expr) -> bool:
-    """Only values holding a load are worth a name: index math the C compiler hoists."""
-    return any(isinstance(x, Load) for x in walk_exprs(e))
+def _children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, Alu):
+        return e.srcs
+    if isinstance(e, Load):
+        return (e.index,) if e.valid is None else (e.index, e.valid)
+    return ()

@@ -6,7 +6,6 @@ each pass rewrites it (verified after every step), and a renderer turns it into 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -20,6 +19,7 @@ from anychip.passes.reuse import reuse_rows
 from anychip.passes.rowsplit import split_rows
 from anychip.passes.simplify import simplify
 from anychip.passes.transpose import tile_transposes
+from anychip.runtime import device as devmod
 from anychip.runtime.device import Kernel
 
 Pass = Callable[[KernelIR], KernelIR]
@@ -41,7 +41,7 @@ class Renderer(Protocol):
 
 
 def debug_level() -> int:
-    return int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
+    return devmod.debug_level()
 
 
 def lower_kernel(kernel: Kernel, passes: list[tuple[str, Pass]] | None = None) -> KernelIR:

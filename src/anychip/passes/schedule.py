@@ -16,15 +16,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from anychip import dtypes
+from anychip.errors import OutOfMemoryError
 from anychip.ir.kernel import KernelKind
 from anychip.ir.ops import ELEMENTWISE, MOVEMENT, REDUCE, Node, Ops, runtime_scalar
-from anychip.runtime.device import Kernel
+from anychip.runtime.device import MAX_NUMEL, Kernel
 
 BufferOf = Callable[[Node], Any]  # the buffer holding a node's value, or None
 _OWN_KERNEL = {Ops.SCATTER_ADD: KernelKind.SCATTER, Ops.CUMSUM: KernelKind.SCAN}
 _OWN_KERNEL[Ops.ARGSORT] = KernelKind.SORT
 _INLINE = ELEMENTWISE | MOVEMENT | {Ops.CONST}  # graphs of only these are one kernel
 _EXPENSIVE_OPS = 32  # a shared value with more inlined ops than this is stored, not recomputed
+# Bounds on one kernel's expression, beyond which inlined values are stored instead: a lazy
+# chain of any length (x = x + 1 a million times) realises in kernels of at most MAX_DEPTH
+# levels, and values used several times (where(x > 0, x, -x) repeated) cannot make the tree
+# that lowering, the kernel-IR passes and the C renderer walk grow exponentially.
+MAX_DEPTH = 64
+MAX_TREE = 4096
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ def schedule(roots: list[Node], buffer_of: BufferOf) -> list[ScheduleItem]:
         mat = {id(roots[0]): roots[0]}  # one kernel: nothing to decide
     else:
         mat, contractions = _decide(order, roots, buffer_of)
+    _cap_size(order, mat, contractions, buffer_of)
     return [_item(n, mat, contractions, buffer_of) for n in order if id(n) in mat]
 
 
@@ -84,6 +92,11 @@ def _graph(roots: list[Node], buffer_of: BufferOf) -> list[Node]:
         if id(n) in seen or buffer_of(n) is not None:
             continue
         seen.add(id(n))
+        if n.numel > MAX_NUMEL:  # a broadcast past int64 indexing: no kernel can loop over it
+            raise OutOfMemoryError(
+                f"{n.op.name.lower()}: shape {n.shape} ({n.dtype.name}, device {n.device!r}) "
+                f"has {n.numel} elements, more than the limit of 2^63 - 1 ({MAX_NUMEL})"
+            )
         stack.append((n, True))
         stack.extend((s, False) for s in reversed(n.srcs) if id(s) not in seen)
     return out
@@ -242,6 +255,120 @@ def _expensive(n: Node, mat: dict[int, Node]) -> bool:
             return True
         stack.extend(x.srcs)
     return False
+
+
+# --- bounding expression size ---------------------------------------------------------------
+def _cap_size(
+    order: list[Node], mat: dict[int, Node], contractions: set[int], buffer_of: BufferOf
+) -> None:
+    """Store (add to `mat`) inlined values until no kernel's expression is deeper than
+    MAX_DEPTH or larger than MAX_TREE nodes counted as a tree (a value used twice counts
+    twice, as every tree walk of a later pass sees it), bar chains of uncuttable nodes."""
+    cap = _Cap(mat, _contraction_parts(order, mat, contractions), buffer_of)
+    for n in order:
+        cap.fit(n)
+
+
+class _Cap:
+    """Expression sizes and depths as the scheduler goes, sources first."""
+
+    def __init__(self, mat: dict[int, Node], keep: set[int], buffer_of: BufferOf) -> None:
+        self.mat, self.keep, self.buffer_of = mat, keep, buffer_of
+        self.size: dict[int, int] = {}  # a node's expression size (as a tree) when inlined
+        self.depth: dict[int, int] = {}
+
+    def inlined(self, n: Node) -> bool:
+        return id(n) not in self.mat and self.buffer_of(n) is None
+
+    def measure(self, n: Node) -> None:
+        inl = [s for s in n.srcs if self.inlined(s)]
+        self.size[id(n)] = 1 + sum(self.size[id(s)] for s in inl)
+        self.depth[id(n)] = 1 + max((self.depth[id(s)] for s in inl), default=0)
+
+    def fit(self, n: Node) -> None:
+        self.measure(n)
+        while self.size[id(n)] > MAX_TREE or self.depth[id(n)] > MAX_DEPTH:
+            region = self.region(n)
+            cut = self.choose(n, region)
+            if cut is None:
+                return  # only pattern parts (a contraction) left: leave them whole
+            self.mat[id(cut)] = cut
+            _store_reductions(cut, self.mat, self.buffer_of)
+            for x in region:  # sources first: sizes above the cut shrink
+                self.measure(x)
+
+    def region(self, n: Node) -> list[Node]:
+        """n and the values inlined into it, sources first."""
+        out: list[Node] = []
+        seen: set[int] = set()
+        stack: list[tuple[Node, bool]] = [(n, False)]
+        while stack:
+            x, done = stack.pop()
+            if done:
+                out.append(x)
+            elif id(x) not in seen:
+                seen.add(id(x))
+                stack.append((x, True))
+                stack.extend((s, False) for s in x.srcs if self.inlined(s))
+        return out
+
+    def choose(self, n: Node, region: list[Node]) -> Node | None:
+        """The value whose storing shrinks n's expression most: if too deep, the deepest
+        source; if too large, the value counted most (paths to it times its own size)."""
+        ok = [x for x in region[:-1] if id(x) not in self.keep and x.op in _CUTTABLE]
+        if not ok:
+            return None
+        if self.depth[id(n)] > MAX_DEPTH:
+            srcs = [s for s in n.srcs if s in ok] or ok
+            return max(srcs, key=lambda s: self.depth[id(s)])
+        paths: dict[int, int] = defaultdict(int)  # ways from n down to each value
+        paths[id(n)] = 1
+        for x in reversed(region):  # consumers first
+            for s in x.srcs:
+                if self.inlined(s):
+                    paths[id(s)] += paths[id(x)]
+        return max(ok, key=lambda x: paths[id(x)] * self.size[id(x)])
+
+
+_CUTTABLE = ELEMENTWISE | MOVEMENT | REDUCE
+
+
+def _contraction_parts(order: list[Node], mat: dict[int, Node], contractions: set[int]) -> set[int]:
+    """ids of the nodes a contraction kernel matches as a pattern (SUM(MUL(views))): these
+    must stay inlined for the GEMM lowering to see them."""
+    keep: set[int] = set()
+    users: dict[int, int] = defaultdict(int)
+    for n in order:
+        for s in n.srcs:
+            users[id(s)] += 1
+    for n in order:
+        if n.op is Ops.SUM and (id(n) in contractions or contraction_operands(n, users)):
+            keep.add(id(n))
+            keep.add(id(n.srcs[0]))
+            for v in n.srcs[0].srcs:
+                while v.op in MOVEMENT or v.op is Ops.CAST:
+                    keep.add(id(v))
+                    v = v.srcs[0]
+    for c in contractions:  # a root writing a contraction through a view
+        v = mat[c]
+        while v.op in MOVEMENT:
+            keep.add(id(v))
+            v = v.srcs[0]
+    return keep
+
+
+def _store_reductions(n: Node, mat: dict[int, Node], buffer_of: BufferOf) -> None:
+    """A reduction inlined below a new kernel root `n` was fused for its old consumer's
+    loops; store it so the new kernel needs no fusion decision of its own."""
+    stack, seen = list(n.srcs), set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen or id(x) in mat or buffer_of(x) is not None:
+            continue
+        seen.add(id(x))
+        if x.op in REDUCE:
+            mat[id(x)] = x
+        stack.extend(x.srcs)
 
 
 # --- building each kernel's AST -----------------------------------------------------------

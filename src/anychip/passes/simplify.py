@@ -107,7 +107,7 @@ def _merge_divmod(terms: dict[Expr, int]) -> dict[Expr, int]:
             x, c = t.srcs[0], int(t.srcs[1].value)
             d = alu(Ops.DIV, x, t.srcs[1])
             k = terms.get(t, 0)
-            if k and terms.get(d, 0) == k * c:
+            if k and c and terms.get(d, 0) == k * c:  # c = 0: x % 0 has no x // 0 partner
                 del terms[t], terms[d]
                 terms[x] = terms.get(x, 0) + k
     return {t: k for t, k in terms.items() if k}

@@ -8,8 +8,11 @@ scanning that package, so adding a chip never edits a shared file.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import pkgutil
+import threading
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from anychip.dtypes import DType
-from anychip.errors import DeviceError
+from anychip.errors import DeviceError, OutOfMemoryError
 from anychip.ir.kernel import KernelKind
 from anychip.ir.ops import Node
 
@@ -94,14 +97,78 @@ class Backend(ABC):
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""
 
+    def host_view(self, handle: Any) -> np.ndarray | None:
+        """A writable flat numpy view of a buffer whose memory is host memory (in the
+        dtype's storage form), or None: loaders then read files straight into it."""
+        return None
+
+    def memory_limit(self) -> int | None:
+        """Bytes one tensor may take on this device (None: unknown, only the element
+        count is checked). Tensor creation and realisation check sizes against it."""
+        return None
+
+
+def host_memory() -> int | None:
+    """This machine's physical memory in bytes: the limit of host-memory backends."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+_WARNED: set[str] = set()
+
+
+def debug_level() -> int:
+    """ANYCHIP_DEBUG as a level: unset or empty is 0; a value that is not an integer
+    (`yes`, `true`) warns once and counts as 1 (print each launch), never a crash."""
+    raw = os.environ.get("ANYCHIP_DEBUG", "").strip()
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        if raw not in _WARNED:
+            _WARNED.add(raw)
+            warnings.warn(
+                f"ANYCHIP_DEBUG={raw!r} is not an integer level (0, 1 or 2); using 1",
+                stacklevel=2,
+            )
+        return 1
+
+
+MAX_NUMEL = 2**63 - 1  # elements are indexed with int64
+
+
+def check_size(device: str, shape: tuple[int, ...], itemsize: int, what: str) -> None:
+    """Raise OutOfMemoryError if a tensor of `shape` (`itemsize`-byte elements) cannot exist
+    on `device`; `what` (the op, dtype) starts the message."""
+    numel = math.prod(shape)
+    if numel > MAX_NUMEL:
+        raise OutOfMemoryError(
+            f"{what}: shape {shape} has {numel} elements, more than the limit of "
+            f"2^63 - 1 ({MAX_NUMEL}) on device {device!r}"
+        )
+    limit = get_backend(device).memory_limit()
+    if limit is not None and numel * itemsize > limit:
+        raise OutOfMemoryError(
+            f"{what}: shape {shape} needs {numel * itemsize} bytes ({numel} elements of "
+            f"{itemsize} bytes), more than device {device!r} has ({limit} bytes)"
+        )
+
 
 _BACKENDS: dict[str, type[Backend]] | None = None
 _INSTANCES: dict[str, Backend] = {}
+_LOCK = threading.RLock()  # one discovery and one instance per backend, whatever the threads
 
 
 def _discover() -> dict[str, type[Backend]]:
     global _BACKENDS
-    if _BACKENDS is None:
+    if _BACKENDS is not None:
+        return _BACKENDS
+    with _LOCK:
+        if _BACKENDS is not None:
+            return _BACKENDS
         import anychip.backends as pkg
 
         found: dict[str, type[Backend]] = {}
@@ -141,25 +208,36 @@ def canonical(device: Any, op: str = "device", what: str = "") -> str:
 
 
 def get_backend(name: str) -> Backend:
-    if name not in _INSTANCES:
-        _INSTANCES[name] = _discover()[canonical(name)]()
-    return _INSTANCES[name]
+    inst = _INSTANCES.get(name)
+    if inst is None:
+        with _LOCK:
+            if name not in _INSTANCES:
+                _INSTANCES[name] = _discover()[canonical(name)]()
+            inst = _INSTANCES[name]
+    return inst
 
 
 _default: list[str] = []
 
 
 def default_device() -> str:
+    """The device new tensors go to when none is given: `ANYCHIP_DEVICE` if set, else the
+    last `set_default_device`, else `cpu` where it is available and `ref` (the numpy
+    oracle) otherwise. A bad `ANYCHIP_DEVICE` raises DeviceError on every call (it is
+    not remembered), so a typo never silently runs on another device."""
     if not _default:
         env = os.environ.get("ANYCHIP_DEVICE")
-        _default.append("ref")
         if env:
-            _default[0] = canonical(env)
+            # canonical raises for an unknown or unavailable name before anything is kept
+            _default.append(canonical(env, op="ANYCHIP_DEVICE"))
+        else:
+            _default.append("cpu" if "cpu" in devices() else "ref")
     return _default[0]
 
 
 def set_default_device(device: str) -> None:
-    """Make `device` the default for new tensors (like ANYCHIP_DEVICE)."""
+    """Make `device` the default for new tensors (like ANYCHIP_DEVICE), e.g.
+    `set_default_device("ref")` to run everything on the numpy oracle."""
     name = canonical(device)
     if _default:
         _default[0] = name

@@ -4,12 +4,16 @@ cache plans by the graph's structure so an op seen before is never scheduled aga
 Every launch goes through `launch`, which also feeds the active recorders (the eager cache
 below and `anychip.jit`). A Plan is that record with buffers turned into slots: replaying it
 allocates fresh outputs and launches the same compiled programs on new input buffers.
+
+Threads: recorders are per thread (a launch is recorded only by recorders its own thread
+opened); the plan cache is shared by all threads (plans are immutable once stored, and
+stores are under a lock).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,9 +23,9 @@ import numpy as np
 
 from anychip.errors import Error
 from anychip.ir.ops import Node, Ops, runtime_scalar
-from anychip.runtime.device import Backend, Buffer, Scalar, get_backend
+from anychip.runtime.device import Backend, Buffer, Scalar, debug_level, get_backend
 
-DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
+DEBUG = debug_level()
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
 
 
@@ -65,18 +69,27 @@ class Recorder:
     host_reads: int = 0
 
 
-_RECORDERS: list[Recorder] = []
+_LOCAL = threading.local()  # .recorders: this thread's active recorders
+
+
+def _recorders() -> list[Recorder]:
+    recs: list[Recorder] | None = getattr(_LOCAL, "recorders", None)
+    if recs is None:
+        recs = _LOCAL.recorders = []
+    return recs
 
 
 @contextlib.contextmanager
 def recording() -> Iterator[Recorder]:
-    """Record every launch, copy and host read made inside the block (recorders nest)."""
+    """Record every launch, copy and host read this thread makes inside the block
+    (recorders nest; other threads' work is not recorded)."""
     rec = Recorder()
-    _RECORDERS.append(rec)
+    recs = _recorders()
+    recs.append(rec)
     try:
         yield rec
     finally:
-        _RECORDERS.remove(rec)
+        recs.remove(rec)
 
 
 def launch(
@@ -102,7 +115,7 @@ def launch(
         print(f"[{out.device}] {label or '(kernel)':<48} {ms:8.3f} ms")
     else:
         _run(backend, program, out, ins, scalars)
-    for rec in _RECORDERS:
+    for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources))
 
 
@@ -118,7 +131,7 @@ def _run(
 def copy(src: Buffer, device: str) -> Buffer:
     """A copy of `src` on `device` (through host memory), telling the recorders."""
     dst = _copy(src, device)
-    for rec in _RECORDERS:
+    for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(Step(COPY, [src], dst))
     return dst
 
@@ -146,7 +159,7 @@ def host_call(fn: HostFn, ins: list[Buffer], device: str, dtype: Any) -> Buffer:
     data = _host_values(fn, ins)
     out = Buffer(device, dtype, data.size, get_backend(device).allocate(data.size, dtype))
     get_backend(device).copyin(out.handle, data)
-    for rec in _RECORDERS:
+    for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(Step(HOST, list(ins), out, program=fn))
     return out
 
@@ -162,7 +175,7 @@ def _host_values(fn: HostFn, ins: list[Buffer]) -> np.ndarray:
 
 def on_host_read(buf: Buffer, data: np.ndarray) -> None:
     """Called with each buffer read back to the host (`.numpy()`, `.item()`) and its data."""
-    for rec in _RECORDERS:
+    for rec in getattr(_LOCAL, "recorders", ()):
         rec.host_reads += 1
         rec.steps.append(Step(READ, [buf], value=data.tobytes()))
 
@@ -283,7 +296,8 @@ class _Entry:
 
 
 _CACHE: dict[tuple[Any, ...], _Entry] = {}
-_stats = {"hits": 0, "misses": 0}
+_CACHE_LOCK = threading.Lock()  # stores and clears; lookups are single dict reads
+_stats = {"hits": 0, "misses": 0}  # approximate under threads (unlocked counters)
 
 
 def structure(
@@ -420,14 +434,16 @@ def _store(
     plan = make_plan(rec, leaves, [*out, *(b for _, b in extra)], where)
     if plan.consts:  # it read a buffer that is not a leaf: don't guess, don't cache
         return
-    if len(_CACHE) >= CACHE_LIMIT:
-        _CACHE.clear()
-    _CACHE[key] = _Entry(plan, positions + [i for i, _ in extra])
+    with _CACHE_LOCK:
+        if len(_CACHE) >= CACHE_LIMIT:
+            _CACHE.clear()
+        _CACHE[key] = _Entry(plan, positions + [i for i, _ in extra])
 
 
 def clear_cache() -> None:
     """Forget every cached plan (compiled programs stay in the backends' caches)."""
-    _CACHE.clear()
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 def cache_info() -> dict[str, int]:

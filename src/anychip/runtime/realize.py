@@ -7,18 +7,19 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops
+from anychip.runtime import device as devmod
 from anychip.runtime import dispatch
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
-DEBUG = int(os.environ.get("ANYCHIP_DEBUG", "0") or 0)
+DEBUG = devmod.debug_level()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +49,30 @@ def remember(node: Node, buf: Buffer) -> None:
 
 
 def allocate(device: str, size: int, dtype: DType) -> Buffer:
+    devmod.check_size(device, (size,), dtype.itemsize, f"allocate ({dtype.name})")
     return Buffer(device, dtype, size, get_backend(device).allocate(size, dtype))
 
 
 def from_host(device: str, data: np.ndarray, dtype: DType) -> Buffer:
-    """A new buffer on `device` holding `data` (already in dtype's storage form)."""
+    """A new buffer on `device` holding `data` (already in dtype's storage form). Booleans
+    are made canonical (bytes 0 or 1) here, the one door from the host: numpy views of
+    other bytes (`u8.view(bool)`) and files hold any byte, and kernels compute on the byte."""
+    if dtype is dtypes.bool_:
+        data = canonical_bool(data)
     buf = allocate(device, data.size, dtype)
     get_backend(device).copyin(buf.handle, np.ascontiguousarray(data).reshape(-1))
     return buf
+
+
+def canonical_bool(data: np.ndarray) -> np.ndarray:
+    """`data` as numpy bools whose bytes are 0 or 1 (any nonzero byte is True).
+
+    >>> canonical_bool(np.array([0, 2, 255], np.uint8).view(bool)).view(np.uint8).tolist()
+    [0, 1, 1]
+    """
+    flat = data.view(np.uint8) if data.dtype.itemsize == 1 else data
+    out: np.ndarray = np.not_equal(flat, 0)
+    return out
 
 
 def to_host(buf: Buffer) -> np.ndarray:

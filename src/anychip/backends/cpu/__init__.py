@@ -18,7 +18,7 @@ from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
 from anychip.dtypes import DType
 from anychip.ir.ops import Ops, toposort
-from anychip.runtime.device import Backend, Buffer, Kernel, Scalar
+from anychip.runtime.device import Backend, Buffer, Kernel, Scalar, host_memory
 
 # ctypes types of runtime scalar arguments (ir.ops.RUNTIME_SCALAR_DTYPES)
 _SCALAR_CTYPES = {
@@ -57,10 +57,18 @@ class CpuBackend(Backend):
     def unavailable(cls) -> str | None:
         return compiler.missing_compiler() or cache.problem()
 
+    def host_view(self, handle: Any) -> np.ndarray | None:
+        return handle.array  # type: ignore[no-any-return]
+
+    def memory_limit(self) -> int | None:
+        return host_memory()
+
     def allocate(self, size: int, dtype: DType) -> Any:
         return memory.allocate(size, dtype)
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
+        if data.dtype == np.bool_:  # kernels compute on the byte: store only 0 and 1
+            data = data.view(np.uint8) != 0
         handle.array[: data.size] = data
 
     def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:

@@ -8,11 +8,13 @@ OS cost a page fault and a zeroing each (measured ~1 ms per MLP step under `anyc
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
 
 from anychip.dtypes import DType
+from anychip.errors import OutOfMemoryError
 
 ALIGN = 64  # bytes: a cache line, and the widest vector load (AVX-512)
 
@@ -40,25 +42,40 @@ class Pool:
         self.limit = limit
         self.held = 0
         self.free: dict[int, list[tuple[np.ndarray, int]]] = {}
+        # threads take and give at once; reentrant because `give` runs from __del__, which
+        # the garbage collector may call inside `take` on the same thread
+        self.lock = threading.RLock()
 
     def take(self, nbytes: int) -> tuple[np.ndarray, int]:
-        blocks = self.free.get(nbytes)
-        if blocks:
-            self.held -= nbytes
-            return blocks.pop()
-        raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+        with self.lock:
+            blocks = self.free.get(nbytes)
+            if blocks:
+                self.held -= nbytes
+                return blocks.pop()
+        try:
+            raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+        except MemoryError:
+            self.clear()  # pooled blocks are the first memory to give back; try once more
+            try:
+                raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+            except MemoryError:
+                raise OutOfMemoryError(
+                    f"cpu: cannot allocate {nbytes} bytes of host memory"
+                ) from None
         base = raw.ctypes.data
         return raw, base + (-base % ALIGN)
 
     def give(self, raw: np.ndarray, ptr: int) -> None:
         nbytes = raw.size - ALIGN
-        if self.held + nbytes <= self.limit:
-            self.free.setdefault(nbytes, []).append((raw, ptr))
-            self.held += nbytes
+        with self.lock:
+            if self.held + nbytes <= self.limit:
+                self.free.setdefault(nbytes, []).append((raw, ptr))
+                self.held += nbytes
 
     def clear(self) -> None:
-        self.free.clear()
-        self.held = 0
+        with self.lock:
+            self.free.clear()
+            self.held = 0
 
 
 POOL = Pool(_limit())
@@ -87,7 +104,9 @@ class Memory:
         return self._raw[start : start + self.size * self.dtype.itemsize].view(self.dtype)
 
     def __del__(self, give: Any = POOL.give) -> None:  # bound early: safe at exit too
-        give(self._raw, self.ptr)
+        raw = getattr(self, "_raw", None)  # unset when the allocation itself failed
+        if raw is not None:
+            give(raw, self.ptr)
 
 
 def allocate(size: int, dtype: DType) -> Memory:

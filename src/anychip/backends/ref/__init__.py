@@ -14,7 +14,7 @@ from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops, toposort
 from anychip.ir.primitives import RULES
-from anychip.runtime.device import Backend, Buffer, Kernel, Scalar
+from anychip.runtime.device import Backend, Buffer, Kernel, Scalar, host_memory
 
 
 def _load(data: np.ndarray, dtype: DType) -> np.ndarray:
@@ -77,10 +77,18 @@ def evaluate(ast: Node, inputs: list[np.ndarray], scalars: tuple[Scalar, ...] = 
 class RefBackend(Backend):
     name = "ref"
 
+    def host_view(self, handle: Any) -> np.ndarray | None:
+        return handle  # type: ignore[no-any-return]
+
+    def memory_limit(self) -> int | None:
+        return host_memory()
+
     def allocate(self, size: int, dtype: DType) -> Any:
         return np.empty(size, dtype=dtype.np)
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
+        if data.dtype == np.bool_:  # numpy computes on the byte too: store only 0 and 1
+            data = data.view(np.uint8) != 0
         handle[...] = data
 
     def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:
