@@ -34,6 +34,7 @@ from anychip.errors import (
     DTypeError,
     Error,
     IndexOutOfRange,
+    InPlaceError,
     ShapeError,
 )
 from anychip.frontend import functional as _functional
@@ -86,6 +87,7 @@ __all__ = [
     "DTypeError",
     "DeviceError",
     "Error",
+    "InPlaceError",
     "IndexOutOfRange",
     "JitError",
     "ShapeError",

@@ -37,6 +37,11 @@ class CompileError(Error, RuntimeError):
     """A backend failed to build a kernel (its compiler's message is attached)."""
 
 
+class InPlaceError(Error, RuntimeError):
+    """An in-place update that cannot be done, as in PyTorch: writing a view whose elements
+    alias each other (an expanded view) with anything but a fill."""
+
+
 class ArgumentError(Error, ValueError):
     """An argument value the function does not accept (a negative learning rate, an
     unknown reduction or mode name, a probability outside [0, 1])."""
