@@ -344,6 +344,12 @@ class MovementMixin:
         n = self.shape[self._axis_nd(dim, "chunk")]
         return self.split(max(-(-n // chunks), 1), dim)
 
+    def select(self: Tensor, dim: int, index: int) -> Tensor:
+        """A view of self at `index` along `dim`, which is removed (`x.select(0, i)` is
+        `x[i]`)."""
+        d = self._axis_nd(dim, "select")
+        return self[(slice(None),) * d + (index,)]
+
     def unbind(self: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
         d = self._axis_nd(dim, "unbind")
         return tuple(t.squeeze(d) for t in self.split(1, d))
