@@ -152,7 +152,7 @@ class MovementMixin:
                 f"permute: {tuple(_shape_arg(dims))} is not a permutation of the "
                 f"{self.ndim} dimensions of a tensor of {describe(self)}"
             )
-        return views.make_view(self, self._prim(Ops.PERMUTE, arg=order))
+        return views.view_op(self, Ops.PERMUTE, order)
 
     def transpose(self: Tensor, dim0: int, dim1: int) -> Tensor:
         if self.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
@@ -269,10 +269,8 @@ class MovementMixin:
                 f"narrow: start {start} + length {length} exceeds dimension "
                 f"{dim} of size {n} of a tensor of {describe(self)}"
             )
-        out = self._shrink(
-            [(start, start + length) if i == d else (0, s) for i, s in enumerate(self.shape)]
-        )
-        return views.alias(self) if out is self else views.make_view(self, out)
+        box = tuple((start, start + length) if i == d else (0, s) for i, s in enumerate(self.shape))
+        return views.view_op(self, Ops.SHRINK, box)
 
     def pad(self: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
         """`torch.nn.functional.pad`: (left, right) pairs from the last dimension backwards;

@@ -12,6 +12,7 @@ as in PyTorch, whether a reshape can be a view and whether a view overlaps itsel
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -34,17 +35,32 @@ _FILLS = ("fill_", "zero_")  # may write an overlapping (expanded) view, as in P
 class View:
     """How a view derives from its base: `steps` from the base's value to the view's."""
 
-    __slots__ = ("base", "detached", "steps", "strides", "tracked")
+    __slots__ = ("_strides", "base", "detached", "steps", "tracked")
 
     def __init__(
-        self, base: Tensor, steps: tuple[Step, ...], strides: Shape, tracked: bool, detached: bool
+        self, base: Tensor, steps: tuple[Step, ...], tracked: bool, detached: bool
     ) -> None:
-        self.base, self.steps, self.strides = base, steps, strides
+        self.base, self.steps = base, steps
         self.tracked = tracked  # made while autograd recorded (else PyTorch's no_grad view)
         self.detached = detached  # made by detach()/.data: changes bypass autograd
+        self._strides: Shape | None = None
+
+    @property
+    def strides(self) -> Shape:
+        """PyTorch's strides of the view, in elements of the base's row-major layout
+        (worked out when first asked: most views never are)."""
+        if self._strides is None:
+            strides = contiguous_strides(self.base.shape)
+            for step in self.steps:
+                nxt = _step_strides(strides, step, _out_shape(step))
+                assert nxt is not None, f"view: {step} cannot be a view"
+                strides = nxt
+            self._strides = strides
+        return self._strides
 
 
 # --- strides ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
 def contiguous_strides(shape: Shape) -> Shape:
     out, acc = [], 1
     for n in reversed(shape):
@@ -91,7 +107,7 @@ def _step_strides(strides: Shape, step: Step, out_shape: Shape) -> Shape | None:
     if op is Ops.RESHAPE:
         return reshape_strides(shape, strides, out_shape)
     if op is Ops.PERMUTE:
-        return tuple(strides[i] for i in arg)
+        return tuple([strides[i] for i in arg])
     if op is Ops.EXPAND:
         return tuple(0 if a != b else s for a, b, s in zip(shape, arg, strides))
     # SHRINK keeps strides; PAD appears only inside strided slicing (x[::2]), which cuts
@@ -114,30 +130,37 @@ def _chain(src: Node, out: Node) -> tuple[Step, ...] | None:
 
 def make_view(src: Tensor, out: Tensor, detached: bool = False) -> Tensor:
     """Make `out`, just built from `src` by movement primitives, a view of src's base."""
-    from anychip.frontend.tensor import is_grad_enabled
-
     steps = _chain(src.node, out.node)
     assert steps is not None, f"make_view: {out.node} is not a movement of {src.node}"
+    return _attach(src, out, steps, detached)
+
+
+def view_op(src: Tensor, op: Ops, arg: Any) -> Tensor:
+    """src._prim(op, arg) as a view of src (one step: the common case, kept cheap)."""
+    return _attach(src, src._prim(op, arg=arg), ((op, arg, src.shape),), False)
+
+
+def _attach(src: Tensor, out: Tensor, steps: tuple[Step, ...], detached: bool) -> Tensor:
     prev = src._view
-    base = src if prev is None else prev.base
-    strides = strides_of(src)
-    for step in steps:
-        nxt = _step_strides(strides, step, _out_shape(step))
-        assert nxt is not None, f"make_view: {step} cannot be a view"
-        strides = nxt
-    out._view = View(
-        base,
-        (prev.steps if prev is not None else ()) + steps,
-        strides,
-        is_grad_enabled() and (prev is None or prev.tracked),
-        detached or (prev is not None and prev.detached),
-    )
+    if prev is None:
+        base, tracked = src, True
+    else:
+        base, tracked = prev.base, prev.tracked
+        steps = prev.steps + steps
+        detached = detached or prev.detached
+    # a view made while autograd did not record from a source that needs it is a
+    # no_grad view (PyTorch refuses to change those in place while recording)
+    tracked = tracked and (out.requires_grad or not src.requires_grad)
+    out._view = View(base, steps, tracked, detached)
     out._vc = base._vc
-    if base._views is None:
-        base._views = []
-    elif len(base._views) >= 16 and len(base._views) & (len(base._views) - 1) == 0:
-        base._views = [r for r in base._views if r() is not None]  # amortised pruning
-    base._views.append(weakref.ref(out))
+    refs = base._views
+    if refs is None:
+        base._views = [weakref.ref(out)]
+        return out
+    n = len(refs)
+    if n >= 16 and n & (n - 1) == 0:  # amortised pruning of dead views
+        refs[:] = [r for r in refs if r() is not None]
+    refs.append(weakref.ref(out))
     return out
 
 
@@ -154,7 +177,7 @@ def _out_shape(step: Step) -> Shape:
 
 def alias(t: Tensor) -> Tensor:
     """A view of all of t (what `x.view(x.shape)`, `x.permute(identity)` return)."""
-    return make_view(t, t._prim(Ops.RESHAPE, arg=t.shape))
+    return view_op(t, Ops.RESHAPE, t.shape)
 
 
 def fresh(t: Tensor) -> Tensor:
@@ -174,7 +197,7 @@ def own(t: Tensor) -> Tensor:
 
 def reshape(t: Tensor, new: Shape, op: str) -> Tensor:
     """`reshape` (a view where strides allow, else a copy) and `view` (a view or an error)."""
-    if reshape_strides(t.shape, strides_of(t), new) is None:
+    if t._view is not None and reshape_strides(t.shape, t._view.strides, new) is None:
         if op == "view":
             raise ShapeError(
                 f"view: shape {new} is not compatible with the input's size and strides "
@@ -182,7 +205,7 @@ def reshape(t: Tensor, new: Shape, op: str) -> Tensor:
                 f".reshape(...) instead ({describe(t)})"
             )
         return t._prim(Ops.RESHAPE, arg=new)
-    return make_view(t, t._prim(Ops.RESHAPE, arg=new))
+    return view_op(t, Ops.RESHAPE, new)
 
 
 # --- in place -----------------------------------------------------------------------------
