@@ -159,3 +159,40 @@ def test_contiguity_matches_torch() -> None:
     for f in cases:
         view = f(ac.zeros(3, 4))
         assert (view.contiguous() is view) == f(torch.zeros(3, 4)).is_contiguous()
+
+
+def test_weight_ema_through_data_and_detach(device: str) -> None:
+    got, want = [], []
+    for lib, out in ((ac, got), (torch, want)):
+        p = lib.tensor(X) if lib is torch else lib.tensor(X, device=device)
+        p.requires_grad_(True)
+        q = p.detach() * 0 + 1
+        ema = lib.zeros(3, 4) if lib is torch else lib.zeros(3, 4, device=device)
+        for _ in range(3):
+            ema.data.mul_(0.9).add_(p.data, alpha=0.1)  # EMA habits write through .data
+            p.detach().sub_(q)
+        out += [ema.numpy(), p.detach().numpy()]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_data_assignment_gives_new_storage() -> None:
+    for lib in (ac, torch):
+        x = lib.zeros(3)
+        v = x[:2]
+        x.data = lib.ones(3)
+        v.fill_(5)  # v keeps the old storage: x is unchanged, as in PyTorch
+        assert x.tolist() == [1.0, 1.0, 1.0] and v.tolist() == [5.0, 5.0]
+
+
+def test_views_see_a_jitted_update(device: str) -> None:
+    p = ac.zeros(2, 3, device=device)
+    row = p[1]
+
+    @ac.jit
+    def step(p: ac.Tensor) -> None:
+        p.add_(1)
+
+    for _ in range(3):  # the first call captures, the others replay
+        step(p)
+    assert p.tolist() == [[3.0] * 3] * 2 and row.tolist() == [3.0] * 3
