@@ -40,6 +40,7 @@ OPS: dict[str, Callable[[Any], Any]] = {
     "transpose": lambda x: x.transpose(0, -1),
     "contiguous": lambda x: x.contiguous() * 1,
     "clone": lambda x: x.clone(),
+    "pos": lambda x: +x,
     "getitem_ellipsis": lambda x: x[...],
     "getitem_none": lambda x: x[None],
 }
@@ -66,6 +67,13 @@ def test_issue_reproducer(device: str) -> None:
     x = ac.tensor(1.5, requires_grad=True, device=device)
     x.sum().backward()
     assert x.grad is not None and x.grad.item() == 1.0
+
+
+def test_backward_from_a_leaf_itself() -> None:
+    for lib in (ac, torch):
+        x = lib.tensor(1.5, requires_grad=True)
+        x.backward()
+        assert x.grad is not None and x.grad.item() == 1.0
 
 
 def test_cumsum_of_0d_checks_the_dim_as_torch() -> None:
