@@ -67,6 +67,8 @@ WRITES: dict[str, Callable[[Any], Any]] = {
     "iadd_on_view": lambda x: x[1].__iadd__(100),
     "T_and_mT": lambda x: x.T.mT.T.add_(1),
     "detach": lambda x: x.detach()[0].zero_(),
+    "detach_of_view_twice": lambda x: x[1:].detach().detach().t()[0].fill_(3),
+    "data": lambda x: x.data.mul_(2),
 }
 
 

@@ -90,9 +90,17 @@ def _detached_writes(a: Any, b: Any, w: Any) -> Any:
     return (x * w).sum()
 
 
+def _into_a_tensor_without_grad(a: Any, b: Any, w: Any) -> Any:
+    x = (w * 0).detach()  # no history: writing gradients into it gives it one
+    x[1].copy_(a[0])
+    x[:, 2].add_(b)
+    return (x * w).sum()
+
+
 @pytest.mark.parametrize(
     "fn",
     [
+        _into_a_tensor_without_grad,
         _through_views,
         _views_then_reads,
         _chain_of_views,

@@ -142,12 +142,11 @@ def view_op(src: Tensor, op: Ops, arg: Any) -> Tensor:
 
 def _attach(src: Tensor, out: Tensor, steps: tuple[Step, ...], detached: bool) -> Tensor:
     prev = src._view
-    if prev is None:
+    if prev is None or prev.detached:  # a detached alias is the base of its own views
         base, tracked = src, True
     else:
         base, tracked = prev.base, prev.tracked
         steps = prev.steps + steps
-        detached = detached or prev.detached
     # a view made while autograd did not record from a source that needs it is a
     # no_grad view (PyTorch refuses to change those in place while recording)
     tracked = tracked and (out.requires_grad or not src.requires_grad)
@@ -212,7 +211,7 @@ def reshape(t: Tensor, new: Shape, op: str) -> Tensor:
 def assign(t: Tensor, value: Tensor, op: str) -> Tensor:
     """t takes value's value in place (cast to t's dtype), PyTorch-style; a view writes
     through to its base, and every view of the base sees the change."""
-    from anychip.frontend.tensor import _ASSIGN_HOOKS, is_grad_enabled, no_grad
+    from anychip.frontend.tensor import _ASSIGN_HOOKS, is_grad_enabled
 
     info = t._view
     grad = is_grad_enabled()
@@ -222,9 +221,9 @@ def assign(t: Tensor, value: Tensor, op: str) -> Tensor:
             "in place; wrap the update in anychip.no_grad()"
         )
     value = _checked(t, value, op)
-    if info is None:
+    if info is None or info.detached:  # a base, or an alias with an autograd of its own
         for hook in _ASSIGN_HOOKS:  # jit hook
-            hook(t)
+            hook(t if info is None else info.base)
         accept_reads(value, t._vc)
         _set(t, value)
         return t
@@ -243,10 +242,6 @@ def assign(t: Tensor, value: Tensor, op: str) -> Tensor:
             )
     for hook in _ASSIGN_HOOKS:  # the base is what changes
         hook(base)
-    if info.detached:
-        with no_grad():
-            _set(base, _placed(t, value, op))
-        return t
     new = _placed(t, value, op)
     accept_reads(new, t._vc)
     _set(base, new)
@@ -284,6 +279,21 @@ def _set(t: Tensor, value: Tensor) -> None:
     t._vc.bump()
     t._seq = t._vc.seq
     refresh(t)
+    _push(t)
+
+
+def _push(t: Tensor) -> None:
+    """A detached alias (`detach()`, `.data`) changed: its base takes the same values,
+    outside autograd (the base's history stays as it was, as in PyTorch)."""
+    from anychip.frontend.tensor import no_grad
+
+    info = t._view
+    while info is not None and info.detached:
+        base = info.base
+        with no_grad():
+            base.node = _placed(t, t, "copy_").node
+        refresh(base, skip=t)
+        t, info = base, base._view
 
 
 def _placed(t: Tensor, value: Tensor, op: str) -> Tensor:
@@ -333,8 +343,9 @@ def _placed(t: Tensor, value: Tensor, op: str) -> Tensor:
     return v if m is None else m._select(v, base)
 
 
-def refresh(base: Tensor) -> None:
-    """Every live view of base re-derives its value (and autograd history) from base's."""
+def refresh(base: Tensor, skip: Tensor | None = None) -> None:
+    """Every live view of base re-derives its value (and autograd history) from base's;
+    a detached alias keeps its own history, and passes its new value on to its views."""
     from anychip.frontend.tensor import Tensor, _grad_mode
 
     refs = base._views
@@ -347,12 +358,16 @@ def refresh(base: Tensor) -> None:
         if v is None or info is None or info.base is not base:
             continue
         live.append(r)
+        if v is skip:
+            continue
         x = base if not info.detached else Tensor._from_node(base.node)
         with _grad_mode(base.requires_grad and info.tracked and not info.detached):
             for op, arg, _ in info.steps:
                 x = x._prim(op, arg=arg)
         v.node = x.node
-        if not info.detached:
+        if info.detached:
+            refresh(v)
+        else:
             v.requires_grad, v._ctx = x.requires_grad, x._ctx
     base._views = live
 
