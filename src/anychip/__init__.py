@@ -35,6 +35,7 @@ from anychip.errors import (
     DTypeError,
     Error,
     IndexOutOfRange,
+    InPlaceError,
     OutOfMemoryError,
     ShapeError,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "DeviceError",
     "DivisionByZeroError",
     "Error",
+    "InPlaceError",
     "IndexOutOfRange",
     "JitError",
     "OutOfMemoryError",

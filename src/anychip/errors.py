@@ -47,6 +47,11 @@ class DivisionByZeroError(Error, ZeroDivisionError, RuntimeError):
     "ZeroDivisionError" there; both `except` clauses catch this)."""
 
 
+class InPlaceError(Error, RuntimeError):
+    """An in-place update that cannot be done, as in PyTorch: writing a view whose elements
+    alias each other (an expanded view) with anything but a fill."""
+
+
 class ArgumentError(Error, ValueError):
     """An argument value the function does not accept (a negative learning rate, an
     unknown reduction or mode name, a probability outside [0, 1])."""

@@ -72,7 +72,7 @@ CASES: dict[str, tuple[Callable[..., Any], type[ac.Error], tuple[str, ...]]] = {
     "reshape": (lambda a, b, i: a.reshape(4, 2), ac.ShapeError, ("(4, 2)", "(2, 3)", "float32")),
     "reshape -1": (lambda a, b, i: a.reshape(-1, 4), ac.ShapeError, ("(-1, 4)", "(2, 3)")),
     "reshape two -1": (lambda a, b, i: a.reshape(-1, -1), ac.ShapeError, ("(2, 3)", "float32")),
-    "reshape view": (lambda a, b, i: a.view(5), ac.ShapeError, ("(5,)", "(2, 3)")),
+    "view size": (lambda a, b, i: a.view(5), ac.ShapeError, ("(5,)", "(2, 3)")),
     "cat": (lambda a, b, i: ac.cat([a, b]), ac.ShapeError, ("(2, 3)", "(4, 5)", "float32")),
     "cat 0-d": (lambda a, b, i: ac.cat([a.sum(), a.sum()]), ac.ShapeError, ("()", "float32")),
     "cat dim": (lambda a, b, i: ac.cat([a, a], 2), ac.IndexOutOfRange, ("2", "(2, 3)")),

@@ -1,36 +1,168 @@
 """Reverse-mode autograd over the tape that `Tensor._prim` records.
 
-The derivative rules themselves live beside each primitive in `ir/primitives.py`; this
-module only walks the tape in reverse and sums cotangents.
+The tape is a graph of `Ctx` records (PyTorch's grad_fn nodes): each holds what its
+primitive's derivative rule reads, as it was when the op ran, and edges to its sources'
+own records, so changing a tensor in place later never rewires history that already
+used it. The derivative rules live beside each primitive in `ir/primitives.py`; this
+module walks the records in reverse and sums cotangents.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import itertools
+from typing import TYPE_CHECKING, Any, Union
 
 from anychip.errors import AutogradError, ShapeError, describe
+from anychip.ir.ops import Node, Ops
 from anychip.ir.primitives import RULES
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
 
+# creation order of tensors and records; in-place rewiring compares these
+SEQ = itertools.count()
 
-def _tape(root: Tensor) -> list[Tensor]:
-    """Tensors with a recorded op reachable from root, consumers before producers."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+
+class Version:
+    """A version counter, shared by a tensor and all its views (as PyTorch's): every in-place
+    change bumps `n`; `seq` is when (in `SEQ` order) it last changed."""
+
+    __slots__ = ("n", "seq")
+
+    def __init__(self) -> None:
+        self.n, self.seq = 0, next(SEQ)
+
+    def bump(self) -> None:
+        self.n += 1
+        self.seq = next(SEQ)
+
+
+# an edge to a source's history: its record, the leaf tensor itself, or None (no gradient)
+Parent = Union["Ctx", "Tensor", None]
+
+
+class Ctx:
+    """How a tensor was made: `op` on sources whose values (graph nodes) and versions are
+    kept as they were then, and the output's value and version. Backward reads the kept
+    values; a rule that reads a source (or output) changed in place since raises, as in
+    PyTorch, because the value it needs was overwritten."""
+
+    __slots__ = (
+        "arg",
+        "nodes",
+        "op",
+        "out",
+        "out_n",
+        "out_vc",
+        "parents",
+        "seq",
+        "vcs",
+        "versions",
+    )
+
+    def __init__(self, op: Ops, srcs: tuple[Tensor, ...], arg: Any, out: Tensor) -> None:
+        self.op, self.arg = op, arg
+        self.nodes = tuple(s.node for s in srcs)
+        self.vcs = [s._vc for s in srcs]
+        self.versions = [v.n for v in self.vcs]
+        self.parents: tuple[Parent, ...] = tuple(
+            (s._ctx or s) if s.requires_grad else None for s in srcs
+        )
+        self.out, self.out_vc, self.out_n = out.node, out._vc, out._vc.n
+        self.seq = next(SEQ)
+
+
+_KEPT = Version()  # never bumped: reads of a kept value that no in-place change can touch
+
+
+def accept_reads(value: Tensor, vc: Version) -> None:
+    """An in-place op is about to bump `vc`: the records it made itself to compute `value`
+    (those made since vc last changed, that read a tensor of vc at its current version) read
+    the value kept in the record, which no later change touches, so they stay valid:
+    `h.mul_(h)` differentiates as h_old * h_old (PyTorch refuses it)."""
+    ctx = value._ctx
+    if ctx is None:
+        return
+    stack, seen = [ctx], set()
     while stack:
-        t, done = stack.pop()
+        c = stack.pop()
+        if id(c) in seen or c.seq < vc.seq:
+            continue
+        seen.add(id(c))
+        for i, s in enumerate(c.vcs):
+            if s is vc and c.versions[i] == vc.n:
+                c.vcs[i], c.versions[i] = _KEPT, 0
+        stack.extend(p for p in c.parents if isinstance(p, Ctx))
+
+
+def _order(root: Ctx) -> list[Ctx]:
+    """Records reachable from root, consumers before producers (iterative)."""
+    order: list[Ctx] = []
+    seen: set[int] = set()
+    stack: list[tuple[Ctx, bool]] = [(root, False)]
+    while stack:
+        c, done = stack.pop()
         if done:
-            order.append(t)
+            order.append(c)
             continue
-        if id(t) in seen or t._ctx is None:
+        if id(c) in seen:
             continue
-        seen.add(id(t))
-        stack.append((t, True))
-        stack.extend((s, False) for s in t._ctx.srcs if s.requires_grad and id(s) not in seen)
+        seen.add(id(c))
+        stack.append((c, True))
+        stack.extend((p, False) for p in c.parents if isinstance(p, Ctx) and id(p) not in seen)
     return order[::-1]
+
+
+def _reaches(node: Node, targets: dict[int, str], stop: set[int]) -> str | None:
+    """The target `node`'s graph reads, walking only the part a derivative rule just built
+    (the rule's inputs in `stop` end the walk)."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if id(n) in targets:
+            return targets[id(n)]
+        if id(n) in seen or id(n) in stop or n.op is Ops.BUFFER:
+            continue
+        seen.add(id(n))
+        stack.extend(n.srcs)
+    return None
+
+
+def _vjp(ctx: Ctx, g: Tensor) -> tuple[Tensor | None, ...]:
+    """Cotangents for ctx's sources. A source or output changed in place since the op ran
+    is passed as a placeholder; a cotangent that needs one is an error (as in PyTorch)."""
+    from anychip.frontend.tensor import Tensor
+
+    vjp = RULES[ctx.op].vjp
+    assert vjp is not None
+    stale: dict[int, str] = {}
+
+    def value(node: Node, vc: Any, then: int, what: str) -> Tensor:
+        if vc.n == then:
+            return Tensor._from_node(node)
+        hole = Node(Ops.CONST, node.dtype, node.shape, node.device, (), 0)
+        stale[id(hole)] = (
+            f"{what} of shape {node.shape}, dtype {node.dtype.name}, is at version {vc.n}; "
+            f"expected version {then}"
+        )
+        return Tensor._from_node(hole)
+
+    out = value(ctx.out, ctx.out_vc, ctx.out_n, "its output")
+    srcs = tuple(
+        value(n, vc, v, f"input {i}")
+        for i, (n, vc, v) in enumerate(zip(ctx.nodes, ctx.vcs, ctx.versions))
+    )
+    cots = vjp(g, out, srcs, ctx.arg)
+    if stale:
+        stop = {id(g.node)} | {id(t.node) for t in (out, *srcs) if id(t.node) not in stale}
+        for p, c in zip(ctx.parents, cots):
+            bad = _reaches(c.node, stale, stop) if p is not None and c is not None else None
+            if bad is not None:
+                raise AutogradError(
+                    f"backward: a tensor needed by {ctx.op.name} was modified in place after "
+                    f"it was used ({bad}); clone it before changing it"
+                )
+    return tuple(cots)
 
 
 def grad(
@@ -50,10 +182,8 @@ def backward(root: Tensor, gradient: Tensor | None = None) -> None:
     realize_together([root, *(t.grad for t in leaves if t is not None and t.grad is not None)])
 
 
-def _run(
-    root: Tensor, gradient: Tensor | None, wanted: list[Tensor] | None, accumulate: bool
-) -> list[Tensor | None]:
-    from anychip.frontend.tensor import Tensor, no_grad
+def _seed(root: Tensor, gradient: Tensor | None) -> Tensor:
+    from anychip.frontend.tensor import Tensor
 
     if not root.requires_grad:
         raise AutogradError(
@@ -75,38 +205,47 @@ def _run(
             f"backward: gradient of shape {gradient.shape} does not match the "
             f"output's shape {root.shape} (output, gradient: {describe(root, gradient)})"
         )
-    grads: dict[int, Tensor] = {id(root): gradient.detach().to(root.dtype)}
-    results: dict[int, Tensor] = {}
+    return Tensor._from_node(gradient.node).to(root.dtype)
+
+
+def _run(
+    root: Tensor, gradient: Tensor | None, wanted: list[Tensor] | None, accumulate: bool
+) -> list[Tensor | None]:
+    from anychip.frontend.tensor import no_grad
+
+    g0 = _seed(root, gradient)
+    results: dict[int, Tensor] = {}  # by id of a wanted leaf or record
     leaves: dict[int, Tensor] = {}  # whose .grad this call changed
-    want = {id(w) for w in wanted} if wanted is not None else None
+    # a wanted non-leaf is identified by its record now, a leaf by itself
+    want = {id(w._ctx or w) for w in wanted} if wanted is not None else None
+
+    def to_leaf(leaf: Tensor, c: Tensor) -> None:
+        if not leaf.requires_grad:
+            return
+        if want is None:
+            leaf.grad = c if leaf.grad is None else leaf.grad + c
+            leaves[id(leaf)] = leaf
+        elif id(leaf) in want:
+            results[id(leaf)] = results[id(leaf)] + c if id(leaf) in results else c
+
     with no_grad():
-        for t in _tape(root):
-            g = grads.pop(id(t), None)
-            ctx = t._ctx
-            if g is None or ctx is None:
-                continue
-            if want is not None and id(t) in want:
-                results[id(t)] = g
-            for s, v in zip(ctx.srcs, ctx.versions):
-                if s.requires_grad and s._version != v:
-                    raise AutogradError(
-                        f"backward: a tensor of shape {s.shape} needed by {ctx.op.name} was "
-                        "modified in place after it was used; clone it before changing it"
-                    )
-            vjp = RULES[ctx.op].vjp
-            assert vjp is not None
-            cots = vjp(g, t.detach(), tuple(s.detach() for s in ctx.srcs), ctx.arg)
-            for s, c in zip(ctx.srcs, cots):
-                if c is None or not s.requires_grad:
+        if root._ctx is None:  # a leaf differentiated by itself
+            to_leaf(root, g0)
+        else:
+            grads: dict[int, Tensor] = {id(root._ctx): g0}
+            for ctx in _order(root._ctx):
+                g = grads.pop(id(ctx), None)
+                if g is None:
                     continue
-                if s._ctx is None:  # a leaf
-                    if want is None:
-                        s.grad = c if s.grad is None else s.grad + c
-                        leaves[id(s)] = s
+                if want is not None and id(ctx) in want:
+                    results[id(ctx)] = g
+                for p, c in zip(ctx.parents, _vjp(ctx, g)):
+                    if c is None or p is None:
+                        continue
+                    if isinstance(p, Ctx):
+                        grads[id(p)] = grads[id(p)] + c if id(p) in grads else c
                     else:
-                        results[id(s)] = results[id(s)] + c if id(s) in results else c
-                else:
-                    grads[id(s)] = grads[id(s)] + c if id(s) in grads else c
+                        to_leaf(p, c)
     if wanted is None:
         return list(leaves.values())  # the leaves whose .grad changed
-    return [results.get(id(w)) for w in wanted]
+    return [results.get(id(w._ctx or w)) for w in wanted]

@@ -11,6 +11,7 @@ from anychip import dtypes
 from anychip.errors import IndexOutOfRange, ShapeError, describe
 from anychip.frontend.movement import _int_sizes, _shape_arg, same_device
 from anychip.frontend.tensor import Tensor
+from anychip.ir.ops import Ops
 from anychip.runtime import device as devmod
 
 
@@ -199,7 +200,8 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         out = part if out is None else out + part
         start += n
     assert out is not None
-    return out
+    # one tensor joined with nothing: a copy all the same (a new node, never a view of it)
+    return out._prim(Ops.RESHAPE, arg=out.shape) if any(out is t for t in ts) else out
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:

@@ -230,7 +230,7 @@ class ElementwiseMixin:
         return self.neg()
 
     def __pos__(self: Tensor) -> Tensor:
-        return self
+        return self._prim(Ops.RESHAPE, arg=self.shape)  # a copy, as torch: a new node
 
     def __abs__(self: Tensor) -> Tensor:
         return self.abs()

@@ -173,8 +173,8 @@ class IndexingMixin:
                 f"{list(src.shape)}, nor than self {list(self.shape)} apart from dimension "
                 f"{d} ({describe(self, idx, src)})"
             )
-        if idx.numel() == 0:
-            return self
+        if idx.numel() == 0:  # nothing added: a copy all the same (a new node)
+            return self._prim(Ops.RESHAPE, arg=self.shape)
         _in_range(idx, self.shape[d], d, "scatter_add", self, idx, src)
         part = src._shrink([(0, i) for i in idx.shape])
         window = tuple(

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from anychip.frontend import random as rng
 from anychip.frontend import tensor as tmod
+from anychip.frontend import views
 from anychip.frontend.tensor import Tensor, is_grad_enabled
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import device as devmod
@@ -164,6 +165,7 @@ class _Capture:
             t = slots[i]
             t.node = Node(Ops.BUFFER, m.dtype, m.shape, m.device, (), b)
             t._version += 1
+            views.refresh(t)  # views of t see its new value
         outs = [_wrap(b, m) for b, m in zip(bufs[:k], self.metas[:k])]
         return _rebuild(self.template, outs)
 

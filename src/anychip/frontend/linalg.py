@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
 from anychip.errors import DTypeError, ShapeError, describe
+from anychip.ir.ops import Ops
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -158,7 +159,10 @@ def einsum(equation: str, *operands: Any) -> Tensor:
         later = set(out).union(*(lab for _, lab in ops[k + 1 :]))
         acc, acc_labels = _contract_pair((acc, acc_labels), ops[k], later, out, sizes)
     order = tuple(acc_labels.index(lab) for lab in out)
-    return acc.permute(order) if order else acc
+    if order:
+        return acc.permute(order)
+    # '->' of a 0-d operand: a new node all the same, so autograd sees an op
+    return acc._prim(Ops.RESHAPE, arg=()) if any(acc is t for t in ts) else acc
 
 
 def _parse_term(equation: str, term: str) -> tuple[Labels, Labels | None]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
 from anychip.errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, describe
+from anychip.frontend import views
 from anychip.ir.ops import Ops
 
 if TYPE_CHECKING:
@@ -64,32 +65,44 @@ class MovementMixin:
             )
         return x._prim(Ops.EXPAND, arg=tuple(shape)) if x.shape != shape else x
 
-    def reshape(self: Tensor, *shape: Any) -> Tensor:
-        new = _int_sizes(_shape_arg(shape), "reshape")
+    def _reshape(self: Tensor, shape: Sequence[int]) -> Tensor:
+        """RESHAPE for internal use: never a view, self when the shape is the same."""
+        shape = tuple(shape)
+        return self if shape == self.shape else self._prim(Ops.RESHAPE, arg=shape)
+
+    def _new_shape(self: Tensor, shape: Sequence[Any], op: str) -> tuple[int, ...]:
+        new = _int_sizes(_shape_arg(shape), op)
         if new.count(-1) > 1:
             raise ShapeError(
-                f"reshape: only one dimension can be -1, got {tuple(new)} ({describe(self)})"
+                f"{op}: only one dimension can be -1, got {tuple(new)} ({describe(self)})"
             )
         known = math.prod(s for s in new if s != -1)
         if -1 in new:
             if known == 0 or self.numel() % known:
                 raise ShapeError(
-                    f"reshape: shape {tuple(new)} is invalid for a tensor of "
+                    f"{op}: shape {tuple(new)} is invalid for a tensor of "
                     f"{self.numel()} elements ({describe(self)})"
                 )
             new[new.index(-1)] = self.numel() // known
         if math.prod(new) != self.numel() or any(s < 0 for s in new):
             raise ShapeError(
-                f"reshape: shape {tuple(new)} is invalid for a tensor of "
+                f"{op}: shape {tuple(new)} is invalid for a tensor of "
                 f"{self.numel()} elements ({describe(self)})"
             )
-        return self if tuple(new) == self.shape else self._prim(Ops.RESHAPE, arg=tuple(new))
+        return tuple(new)
+
+    def reshape(self: Tensor, *shape: Any) -> Tensor:
+        """A view of self with the new shape where self's layout allows one (as in
+        PyTorch), else a copy."""
+        return views.reshape(self, self._new_shape(shape, "reshape"), "reshape")
 
     def view(self: Tensor, *shape: Any) -> Tensor:
-        return self.reshape(*shape)
+        """A view of self with the new shape; a ShapeError where self's layout (a transposed
+        or sliced view) cannot be viewed so, as in PyTorch."""
+        return views.reshape(self, self._new_shape(shape, "view"), "view")
 
     def view_as(self: Tensor, other: Tensor) -> Tensor:
-        return self.reshape(other.shape)
+        return self.view(other.shape)
 
     def reshape_as(self: Tensor, other: Tensor) -> Tensor:
         return self.reshape(other.shape)
@@ -139,11 +152,11 @@ class MovementMixin:
                 f"permute: {tuple(_shape_arg(dims))} is not a permutation of the "
                 f"{self.ndim} dimensions of a tensor of {describe(self)}"
             )
-        return self if order == tuple(range(self.ndim)) else self._prim(Ops.PERMUTE, arg=order)
+        return views.view_op(self, Ops.PERMUTE, order)
 
     def transpose(self: Tensor, dim0: int, dim1: int) -> Tensor:
         if self.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
-            return self
+            return views.alias(self)
         order = list(range(self.ndim))
         a, b = self._axis(dim0, "transpose"), self._axis(dim1, "transpose")
         order[a], order[b] = order[b], order[a]
@@ -155,7 +168,7 @@ class MovementMixin:
     def t(self: Tensor) -> Tensor:
         if self.ndim > 2:
             raise ShapeError(f"t: expects a tensor with at most 2 dimensions, got {describe(self)}")
-        return self.transpose(0, 1) if self.ndim == 2 else self
+        return self.transpose(0, 1) if self.ndim == 2 else views.alias(self)
 
     @property
     def T(self: Tensor) -> Tensor:
@@ -181,7 +194,8 @@ class MovementMixin:
                 f"expand: sizes {tuple(shape)} may hold -1 only for existing dimensions and "
                 f"no other negative size (tensor of {describe(self)})"
             )
-        return self._broadcast(full)
+        out = self._broadcast(full)
+        return views.alias(self) if out is self else views.make_view(self, out)
 
     def expand_as(self: Tensor, other: Tensor) -> Tensor:
         return self.expand(other.shape)
@@ -200,7 +214,7 @@ class MovementMixin:
         # (r0, s0, r1, s1, ...) by expanding an axis before each, then merge pairs
         inter = x.reshape(tuple(v for s in x.shape for v in (1, s)))
         inter = inter.expand(tuple(v for r, s in zip(reps, x.shape) for v in (r, s)))
-        return inter.reshape(tuple(r * s for r, s in zip(reps, x.shape)))
+        return views.own(inter.reshape(tuple(r * s for r, s in zip(reps, x.shape))))
 
     def tile(self: Tensor, *sizes: Any) -> Tensor:
         reps = _shape_arg(sizes)
@@ -208,7 +222,7 @@ class MovementMixin:
 
     def flip(self: Tensor, *dims: Any) -> Tensor:
         axes = tuple(sorted(self._unique_axes(_shape_arg(dims), "flip")))
-        return self._prim(Ops.FLIP, arg=axes) if axes and self.ndim else self
+        return self._prim(Ops.FLIP, arg=axes) if axes and self.ndim else views.fresh(self)
 
     def roll(
         self: Tensor, shifts: int | Sequence[int], dims: int | Sequence[int] | None = None
@@ -219,7 +233,7 @@ class MovementMixin:
             if not isinstance(shifts, int) and len(shifts) != 1:
                 raise ShapeError(f"roll: without dims, shifts must be one int, got {shifts}")
             s = shifts if isinstance(shifts, int) else shifts[0]
-            return self.flatten().roll(s, 0).reshape(self.shape)
+            return views.own(self.flatten().roll(s, 0).reshape(self.shape))
         sh = (shifts,) if isinstance(shifts, int) else tuple(shifts)
         ds = (dims,) if isinstance(dims, int) else tuple(dims)
         if len(sh) != len(ds):
@@ -234,7 +248,7 @@ class MovementMixin:
             if n:
                 s %= n
                 x = cat([x.narrow(d, n - s, s), x.narrow(d, 0, n - s)], d) if s else x
-        return x
+        return views.fresh(x) if x is self else x
 
     def _shrink(self: Tensor, box: Sequence[tuple[int, int]]) -> Tensor:
         box = tuple(box)
@@ -255,9 +269,8 @@ class MovementMixin:
                 f"narrow: start {start} + length {length} exceeds dimension "
                 f"{dim} of size {n} of a tensor of {describe(self)}"
             )
-        return self._shrink(
-            [(start, start + length) if i == d else (0, s) for i, s in enumerate(self.shape)]
-        )
+        box = tuple((start, start + length) if i == d else (0, s) for i, s in enumerate(self.shape))
+        return views.view_op(self, Ops.SHRINK, box)
 
     def pad(self: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
         """`torch.nn.functional.pad`: (left, right) pairs from the last dimension backwards;
@@ -287,7 +300,7 @@ class MovementMixin:
 
             mask = Tensor._const(True, dtypes.bool_, x.shape, x.device)
             out = mask._pad_zero(grow)._select(out, value).to(self.dtype)
-        return out
+        return views.fresh(out) if out is self else out
 
     def split(
         self: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0
@@ -328,6 +341,12 @@ class MovementMixin:
             raise ShapeError(f"chunk: chunks must be positive, got {chunks} ({describe(self)})")
         n = self.shape[self._axis_nd(dim, "chunk")]
         return self.split(max(-(-n // chunks), 1), dim)
+
+    def select(self: Tensor, dim: int, index: int) -> Tensor:
+        """A view of self at `index` along `dim`, which is removed (`x.select(0, i)` is
+        `x[i]`)."""
+        d = self._axis_nd(dim, "select")
+        return self[(slice(None),) * d + (index,)]
 
     def unbind(self: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
         d = self._axis_nd(dim, "unbind")

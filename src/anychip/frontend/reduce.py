@@ -47,7 +47,8 @@ class ReduceMixin:
                 f"{name}: cannot reduce over an empty dimension of a tensor of "
                 f"{describe(self)}; the reduction has no identity"
             )
-        out = self._reduce(op, axes) if axes else self
+        # nothing to reduce (a 0-d input): still a new node, so autograd sees an op
+        out = self._reduce(op, axes) if axes else self._prim(Ops.RESHAPE, arg=self.shape)
         return (
             out
             if keepdim
@@ -211,9 +212,8 @@ class ReduceMixin:
 
     def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
         x = self._acc_dtype(dtype)
-        if x.ndim == 0:
-            return x
-        return x._cumsum(x._axis(dim, "cumsum"))
+        d = x._axis(dim, "cumsum")
+        return x._cumsum(d) if x.ndim else x._prim(Ops.RESHAPE, arg=())
 
     def norm(self: Tensor, p: float = 2, dim: Dim = None, keepdim: bool = False) -> Tensor:
         self._dims(dim, "norm")

@@ -17,6 +17,7 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.errors import DTypeError, IndexOutOfRange, ShapeError, describe
+from anychip.frontend import views
 from anychip.frontend.elementwise import broadcast_shapes
 from anychip.ir.ops import Node, Ops
 
@@ -303,21 +304,21 @@ def _basic(x: Tensor, plan: _Plan) -> Tensor:
         y = y._pad_zero([(0, d.step - 1) if _stepped(d) else (0, 0) for d in plan.dims])
         # a dim that is not stepped has exactly d.length elements after the shrink
         split = [v for d in plan.dims for v in ((d.length, d.step) if _stepped(d) else (d.length,))]
-        y = y.reshape(split)
+        y = y._reshape(split)
         box = [
             b
             for d in plan.dims
             for b in (((0, d.length), (0, 1)) if _stepped(d) else ((0, d.length),))
         ]
         y = y._shrink(box)
-    return y.reshape(plan.shape)
+    return y._reshape(plan.shape)
 
 
 def _place(v: Tensor, plan: _Plan, shape: tuple[int, ...]) -> Tensor:
     """The transpose of `_basic`: v (plan.shape) put where it was read from, zeros elsewhere."""
-    v = v.reshape(tuple(d.length for d in plan.dims))
+    v = v._reshape(tuple(d.length for d in plan.dims))
     if any(_stepped(d) for d in plan.dims):
-        v = v.reshape(
+        v = v._reshape(
             [s for d in plan.dims for s in ((d.length, 1) if _stepped(d) else (d.length,))]
         )
         v = v._pad_zero(
@@ -327,7 +328,7 @@ def _place(v: Tensor, plan: _Plan, shape: tuple[int, ...]) -> Tensor:
                 for p in (((0, 0), (0, d.step - 1)) if _stepped(d) else ((0, 0),))
             ]
         )
-        v = v.reshape([d.length * d.step if _stepped(d) else d.length for d in plan.dims])
+        v = v._reshape([d.length * d.step if _stepped(d) else d.length for d in plan.dims])
         v = v._shrink([(0, _span(d)) for d in plan.dims])
     return v._pad_zero(
         [(d.start, n - d.start - _span(d)) for d, n in zip(plan.dims, shape, strict=True)]
@@ -360,9 +361,13 @@ def _advanced(y: Tensor, adv: tuple[_Adv, ...]) -> Tensor:
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
+    """x[index]: a view of x for basic indices (ints, slices, None, Ellipsis), as in
+    PyTorch; a copy once an integer tensor or a mask takes part."""
     plan = _plan(x, index)
     y = _basic(x, plan)
-    return _advanced(y, plan.adv) if plan.adv else y
+    if plan.adv:
+        return _advanced(y, plan.adv)
+    return views.alias(x) if y is x else views.make_view(x, y)
 
 
 # --- assignment ---------------------------------------------------------------------------

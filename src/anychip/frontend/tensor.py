@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +26,8 @@ from anychip.errors import (
     ShapeError,
     describe,
 )
+from anychip.frontend import views
+from anychip.frontend.autograd import SEQ, Ctx, Version
 from anychip.frontend.elementwise import ElementwiseMixin
 from anychip.frontend.indexing import IndexingMixin
 from anychip.frontend.linalg import LinalgMixin
@@ -37,7 +39,7 @@ from anychip.runtime import device as devmod
 from anychip.runtime import realize as rt
 
 _state = threading.local()
-_SEQ = itertools.count()  # creation order of tensors, for in-place rewiring
+_SEQ = SEQ  # creation order of tensors (the jit tells its own tensors by it)
 # jit hook: called with each tensor updated in place (anychip.jit rejects non-arguments)
 _ASSIGN_HOOKS: list[Callable[[Tensor], None]] = []
 
@@ -78,16 +80,6 @@ class enable_grad(no_grad):
     def __enter__(self) -> None:
         self._prev = is_grad_enabled()
         _state.grad = True
-
-
-class _Ctx:
-    """How a tensor was made: op, source tensors (and their versions then), arg."""
-
-    __slots__ = ("arg", "op", "srcs", "versions")
-
-    def __init__(self, op: Ops, srcs: tuple[Tensor, ...], arg: Any) -> None:
-        self.op, self.srcs, self.arg = op, srcs, arg
-        self.versions = tuple(s._version for s in srcs)
 
 
 def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
@@ -142,7 +134,17 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
     [[2.0, 4.0], [6.0, 8.0]]
     """
 
-    __slots__ = ("__weakref__", "_ctx", "_seq", "_version", "grad", "node", "requires_grad")
+    __slots__ = (
+        "__weakref__",
+        "_ctx",
+        "_seq",
+        "_vc",
+        "_view",
+        "_views",
+        "grad",
+        "node",
+        "requires_grad",
+    )
     __array_priority__ = 1000  # numpy defers `ndarray + Tensor` to Tensor.__radd__
 
     def __init__(
@@ -169,16 +171,20 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         self.node = node
         self.requires_grad = False
         self.grad: Tensor | None = None
-        self._ctx: _Ctx | None = None
-        self._version = 0
-        self._seq = next(_SEQ)
+        self._ctx: Ctx | None = None
+        self._vc = Version()  # shared with views (views.py)
+        self._view: views.View | None = None  # how this view derives from its base
+        self._views: list[weakref.ref[Tensor]] | None = None  # views of this base
+        self._seq = self._vc.seq
 
     @classmethod
     def _from_node(cls, node: Node) -> Tensor:
         # every op's result is made here (~300 per training step): `_init_node` inlined
         t = cls.__new__(cls)
-        t.node, t.requires_grad, t.grad, t._ctx, t._version = node, False, None, None, 0
-        t._seq = next(_SEQ)
+        t.node, t.requires_grad, t.grad, t._ctx = node, False, None, None
+        t._vc = vc = Version()
+        t._view = t._views = None
+        t._seq = vc.seq
         return t
 
     @classmethod
@@ -213,7 +219,7 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         differentiable = rule.vjp is not None and dtype.kind == "f"
         if differentiable and is_grad_enabled() and any(s.requires_grad for s in srcs):
             out.requires_grad = True
-            out._ctx = _Ctx(op, srcs, arg)
+            out._ctx = Ctx(op, srcs, arg, out)
         return out
 
     def _reduce(self, op: Ops, axes: tuple[int, ...]) -> Tensor:
@@ -251,8 +257,17 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
     def data(self, value: Tensor) -> None:
         for hook in _ASSIGN_HOOKS:  # jit hook
             hook(self)
-        self.node = value.node
-        self._version += 1
+        views.rebind(self, value.node)
+
+    @property
+    def _version(self) -> builtins.int:
+        """How many times this tensor (or its base, or a view of it) changed in place."""
+        return self._vc.n
+
+    @_version.setter
+    def _version(self, n: builtins.int) -> None:
+        self._vc.n = n
+        self._vc.seq = next(_SEQ)
 
     def size(self, dim: int | None = None) -> Any:
         return self.shape if dim is None else self.shape[self._axis(dim, "size")]
@@ -391,8 +406,9 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         return self.to(dtypes.bool_)
 
     def contiguous(self) -> Tensor:
-        """Lazy tensors have no strides to fix; returns self (here for PyTorch code)."""
-        return self
+        """self if its elements are in row-major order in its base, else a copy (as in
+        PyTorch: a transposed or sliced view's copy no longer writes through)."""
+        return self if views.is_contiguous(self) else views.fresh(self)
 
     def clone(self) -> Tensor:
         return (
@@ -402,7 +418,9 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         )
 
     def detach(self) -> Tensor:
-        return Tensor._from_node(self.node)
+        """A view of self outside autograd: in-place changes to it change self too (as in
+        PyTorch) without being recorded."""
+        return views.make_view(self, Tensor._from_node(self.node), detached=True)
 
     def zeros_like(self) -> Tensor:
         return Tensor._const(0, self.dtype, self.shape, self.device)
@@ -433,48 +451,10 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
 
         backward(self, gradient)
 
-    def _check_inplace(self, op: str) -> None:
-        if is_grad_enabled() and self.requires_grad and self.is_leaf:
-            raise AutogradError(
-                f"{op}: a leaf tensor that requires grad cannot be changed "
-                "in place; wrap the update in anychip.no_grad()"
-            )
-
     def _assign(self, value: Tensor, op: str) -> Tensor:
-        """In-place update: self takes value's value (cast to self's dtype), PyTorch-style.
-
-        If autograd is recording, self's old state moves to a shadow tensor and the ops
-        that built `value` from self are rewired to the shadow, so gradients stay right.
-        """
-        self._check_inplace(op)
-        for hook in _ASSIGN_HOOKS:  # jit hook
-            hook(self)
-        if value.shape != self.shape:
-            raise ShapeError(
-                f"{op}: a result of shape {value.shape} cannot be written in place "
-                f"into the tensor ({describe(self, value)})"
-            )
-        if value.dtype is not self.dtype:
-            if dtypes.promote_types(value.dtype, self.dtype) is not self.dtype:
-                raise DTypeError(
-                    f"{op}: result type {value.dtype.name} can't be cast to the "
-                    f"in-place output type {self.dtype.name} ({describe(self, value)})"
-                )
-            value = value.to(self.dtype)
-        if value.requires_grad:
-            shadow = Tensor._from_node(self.node)
-            shadow.requires_grad, shadow._ctx, shadow._seq = (
-                self.requires_grad,
-                self._ctx,
-                self._seq,
-            )
-            shadow._version = self._version
-            _rewire(value, self, shadow)
-            self.requires_grad, self._ctx = True, value._ctx
-        self.node = value.node
-        self._version += 1
-        self._seq = next(_SEQ)
-        return self
+        """The in-place door: self takes value's value (cast to self's dtype), PyTorch-style;
+        a view writes through to its base. Autograd records it; see `views.assign`."""
+        return views.assign(self, value, op)
 
     def _axis(self, dim: builtins.int, op: str) -> builtins.int:
         n = max(self.ndim, 1)
@@ -484,20 +464,6 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
                 f"for a tensor of {describe(self)}"
             )
         return dim % n
-
-
-def _rewire(value: Tensor, old: Tensor, shadow: Tensor) -> None:
-    """In the tape of `value`, point uses of `old` made since its last change at `shadow`."""
-    stack, seen = [value], set()
-    while stack:
-        t = stack.pop()
-        if id(t) in seen or t._ctx is None or t._seq < old._seq:
-            continue
-        seen.add(id(t))
-        srcs = t._ctx.srcs
-        if any(s is old for s in srcs):
-            t._ctx.srcs = tuple(shadow if s is old else s for s in srcs)
-        stack.extend(s for s in srcs if s is not old)
 
 
 def to_tensor(x: Any, like: Tensor | None = None) -> Tensor:
