@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
 from anychip.dtypes import DType
-from anychip.errors import DTypeError, ShapeError, describe
+from anychip.errors import DTypeError, DTypeNotImplemented, ShapeError, describe
 from anychip.ir.ops import Node, Ops
 
 if TYPE_CHECKING:
@@ -161,6 +161,11 @@ class ElementwiseMixin:
         return self._binary(Ops.MOD, other, name="fmod")
 
     def pow(self: Tensor, exponent: Any) -> Tensor:
+        if type(exponent) is int and exponent < 0 and not self.dtype.is_floating_point:
+            raise DTypeError(  # as torch: the result would not be an integer
+                f"pow: integers to negative integer powers are not allowed "
+                f"(exponent {exponent}, {describe(self)})"
+            )
         if (
             isinstance(exponent, (int, float))
             and not isinstance(exponent, bool)
@@ -342,7 +347,7 @@ class ElementwiseMixin:
         dt = dtypes.result_type(self, o)
         if dt.is_floating_point:
             ts = [self, o] if _is_tensor(o) else [self]
-            raise DTypeError(
+            raise DTypeNotImplemented(
                 f"{name}: bitwise ops need integer or bool tensors, got {describe(*ts)}"
             )
         return self._binary(op, o, reverse, name=name)

@@ -211,9 +211,10 @@ class ReduceMixin:
 
     def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
         x = self._acc_dtype(dtype)
+        axis = x._axis(dim, "cumsum")  # a 0-d tensor takes dim 0 or -1, as in torch
         if x.ndim == 0:
             return x
-        return x._cumsum(x._axis(dim, "cumsum"))
+        return x._cumsum(axis)
 
     def norm(self: Tensor, p: float = 2, dim: Dim = None, keepdim: bool = False) -> Tensor:
         self._dims(dim, "norm")
