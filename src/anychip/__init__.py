@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from anychip import nn, optim
+from anychip.checkpoint import load, save
 from anychip.dtypes import (
     DType,
     bfloat16,
@@ -67,7 +68,7 @@ from anychip.frontend.random import (
 from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
 from anychip.runtime.device import devices, set_default_device
 from anychip.runtime.dispatch import JitError
-from anychip.serialization import load, load_file, save, save_file
+from anychip.serialization import load_file, save_file
 
 bool = bool_  # noqa: A001  (anychip.bool, as torch.bool)
 float = float32  # noqa: A001
