@@ -1,0 +1,207 @@
+"""`anychip.utils.data`: Dataset, TensorDataset and DataLoader, as `torch.utils.data`.
+
+>>> import anychip as ac
+>>> from anychip.utils.data import DataLoader, TensorDataset
+>>> ds = TensorDataset(ac.arange(10), ac.arange(10) * 2)
+>>> [x.tolist() for x, _ in DataLoader(ds, batch_size=4)]
+[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.errors import ArgumentError, DTypeError, ShapeError
+from anychip.frontend.creation import stack
+from anychip.frontend.tensor import Tensor
+from anychip.frontend.torch_api import Generator
+
+T = TypeVar("T")
+
+
+class Dataset(Generic[T]):
+    """A map-style dataset: subclasses give `__getitem__(index)` and `__len__`."""
+
+    def __getitem__(self, index: int) -> T:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class TensorDataset(Dataset[tuple[Tensor, ...]]):
+    """Samples are the i-th rows of each tensor (all share their first dimension)."""
+
+    def __init__(self, *tensors: Tensor) -> None:
+        if not tensors:
+            raise ArgumentError("TensorDataset: needs at least one tensor")
+        n = tensors[0].shape[0] if tensors[0].ndim else -1
+        if any(t.ndim == 0 or t.shape[0] != n for t in tensors):
+            raise ShapeError(
+                "TensorDataset: size mismatch between tensors (first dimensions "
+                f"{[t.shape[0] if t.ndim else None for t in tensors]})"
+            )
+        self.tensors = tensors
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def _batch(self, indices: list[int]) -> list[Tensor]:
+        """A whole batch by one gather per tensor (what default_collate of the samples
+        would give, without a graph node per sample)."""
+        idx = Tensor(np.asarray(indices, dtype=np.int64), device=self.tensors[0].device)
+        return [t.index_select(0, idx) for t in self.tensors]
+
+
+class Subset(Dataset[T]):
+    """The samples of `dataset` at `indices`."""
+
+    def __init__(self, dataset: Dataset[T], indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __getitem__(self, index: int) -> T:
+        return self.dataset[self.indices[index]]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def random_split(
+    dataset: Dataset[T], lengths: Sequence[int | float], generator: Generator | None = None
+) -> list[Subset[T]]:
+    """Split into non-overlapping random subsets of the given lengths (or fractions)."""
+    n = len(dataset)
+    sizes = [int(x) for x in lengths]
+    if all(isinstance(x, float) and 0 <= x <= 1 for x in lengths) and sum(lengths) == 1:
+        sizes = [int(np.floor(n * float(x))) for x in lengths]
+        for i in range(n - sum(sizes)):  # the remainder round-robin, as torch
+            sizes[i % len(sizes)] += 1
+    if sum(sizes) != n:
+        raise ArgumentError(f"random_split: lengths {list(lengths)} do not sum to {n}")
+    order = _rng(generator).permutation(n).tolist()
+    out, start = [], 0
+    for s in sizes:
+        out.append(Subset(dataset, order[start : start + s]))
+        start += s
+    return out
+
+
+def _rng(generator: Generator | None) -> np.random.Generator:
+    """The generator's stream, or one seeded from anychip's global seed (manual_seed)."""
+    if generator is not None:
+        return generator.rng
+    from anychip.frontend.random import randint
+
+    return np.random.default_rng(int(randint(0, 1 << 62, ()).item()))
+
+
+def default_collate(batch: Sequence[Any]) -> Any:
+    """Samples -> a batch: tensors and arrays stacked; Python numbers as a tensor (int64,
+    float64, bool); strings as they come; dicts collated key by key; tuples and lists field
+    by field into a list (as torch; a namedtuple keeps its type)."""
+    first = batch[0]
+    if isinstance(first, Tensor):
+        return stack(list(batch))
+    if isinstance(first, np.ndarray):
+        return stack([Tensor(b) for b in batch])
+    if isinstance(first, (bool, np.bool_)):
+        return Tensor(np.asarray(batch, dtype=np.bool_))
+    if isinstance(first, (int, np.integer)):
+        return Tensor(np.asarray(batch, dtype=np.int64))
+    if isinstance(first, (float, np.floating)):
+        return Tensor(np.asarray(batch, dtype=np.float64), dtype=dtypes.float64)
+    if isinstance(first, str):
+        return batch  # as given (torch: a list from dicts, a tuple from tuple fields)
+    if isinstance(first, Mapping):
+        return {k: default_collate([b[k] for b in batch]) for k in first}
+    if isinstance(first, (tuple, list)):
+        if any(len(b) != len(first) for b in batch):
+            raise ShapeError("default_collate: each element in the batch must be of equal size")
+        fields = [default_collate(col) for col in zip(*batch, strict=True)]
+        if hasattr(first, "_fields"):  # a namedtuple keeps its type
+            return type(first)(*fields)
+        return fields  # tuples become lists, as torch's default_collate does
+    raise DTypeError(f"default_collate: cannot collate samples of type {type(first).__name__}")
+
+
+class DataLoader(Generic[T]):
+    """Batches of a dataset: `batch_size`, `shuffle` (seeded by `generator`, or by
+    anychip.manual_seed), `drop_last`, `collate_fn` (default_collate). Loading runs in
+    the calling process: `num_workers` and `pin_memory` are accepted and change nothing."""
+
+    def __init__(
+        self,
+        dataset: Dataset[T],
+        batch_size: int | None = 1,
+        shuffle: bool = False,
+        sampler: Iterable[int] | None = None,
+        batch_sampler: Iterable[list[int]] | None = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[list[T]], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        generator: Generator | None = None,
+        **ignored: Any,
+    ) -> None:
+        if batch_size is not None and batch_size <= 0:
+            raise ArgumentError(f"DataLoader: batch_size must be positive, got {batch_size}")
+        if shuffle and sampler is not None:
+            raise ArgumentError("DataLoader: sampler option is mutually exclusive with shuffle")
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.sampler, self.batch_sampler = sampler, batch_sampler
+        self.collate_fn = collate_fn or default_collate
+        self.drop_last, self.generator = drop_last, generator
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def _indices(self) -> list[int]:
+        if self.sampler is not None:
+            return list(self.sampler)
+        n = len(self.dataset)  # type: ignore[arg-type]
+        return _rng(self.generator).permutation(n).tolist() if self.shuffle else list(range(n))
+
+    def _batches(self) -> Iterator[list[int]]:
+        if self.batch_sampler is not None:
+            yield from (list(b) for b in self.batch_sampler)
+            return
+        order = self._indices()
+        size = self.batch_size or 1
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            if len(chunk) == size or not self.drop_last:
+                yield chunk
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.batch_size is None and self.batch_sampler is None:  # no batching
+            yield from (self.dataset[i] for i in self._indices())
+            return
+        fast = isinstance(self.dataset, TensorDataset) and self.collate_fn is default_collate
+        for chunk in self._batches():
+            if fast:
+                yield self.dataset._batch(chunk)  # type: ignore[attr-defined]
+            else:
+                yield self.collate_fn([self.dataset[i] for i in chunk])
+
+    def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)  # type: ignore[arg-type]
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)  # type: ignore[arg-type]
+        if self.batch_size is None:
+            return n
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+__all__ = [
+    "DataLoader",
+    "Dataset",
+    "Subset",
+    "TensorDataset",
+    "default_collate",
+    "random_split",
+]

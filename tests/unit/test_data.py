@@ -1,0 +1,124 @@
+"""anychip.utils.data against torch.utils.data: batches, drop_last, shuffling with a seeded
+generator, and default_collate of tuples, dicts, numbers and strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.utils.data as tud
+
+import anychip as ac
+from anychip.utils.data import DataLoader, Dataset, TensorDataset, default_collate, random_split
+
+
+def _plain(x: Any) -> Any:
+    """Batches of either library as plain Python values and dtype names, to compare."""
+    if isinstance(x, (ac.Tensor, torch.Tensor)):
+        return (str(x.dtype).split(".")[-1], x.tolist())
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x).__name__, [_plain(v) for v in x]
+    return x
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "drop_last"), [(1, False), (4, False), (4, True), (10, True), (16, False)]
+)
+def test_tensor_dataset_batches(batch_size: int, drop_last: bool) -> None:
+    x, y = np.arange(20.0, dtype=np.float32).reshape(10, 2), np.arange(10)
+    ours = DataLoader(
+        TensorDataset(ac.tensor(x), ac.tensor(y)), batch_size=batch_size, drop_last=drop_last
+    )
+    theirs = tud.DataLoader(
+        tud.TensorDataset(torch.tensor(x), torch.tensor(y)),
+        batch_size=batch_size,
+        drop_last=drop_last,
+    )
+    assert len(ours) == len(theirs)
+    assert [_plain(b) for b in ours] == [_plain(b) for b in theirs]
+
+
+class Samples(Dataset[Any]):
+    def __init__(self, lib: Any) -> None:
+        self.lib = lib
+
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, i: int) -> Any:
+        m = self.lib
+        return {
+            "x": m.ones(2) * i,
+            "label": i,
+            "w": i * 0.5,
+            "flag": i % 2 == 0,
+            "name": f"s{i}",
+            "pair": (m.tensor([i, i]), i),
+        }
+
+
+class TorchSamples(Samples, tud.Dataset[Any]):
+    pass
+
+
+def test_collate_dicts_tuples_numbers_strings() -> None:
+    ours = [_plain(b) for b in DataLoader(Samples(ac), batch_size=2)]
+    theirs = [_plain(b) for b in tud.DataLoader(TorchSamples(torch), batch_size=2)]
+    assert ours == theirs
+    assert _plain(default_collate([(1, "a"), (2, "b")])) == _plain(
+        tud.default_collate([(1, "a"), (2, "b")])
+    )
+
+
+def test_shuffle_is_a_seeded_permutation() -> None:
+    ds = TensorDataset(ac.arange(10))
+
+    def epoch(seed: int) -> list[int]:
+        g = ac.Generator().manual_seed(seed)
+        return [
+            v
+            for (b,) in DataLoader(ds, batch_size=3, shuffle=True, generator=g)
+            for v in b.tolist()
+        ]
+
+    assert sorted(epoch(0)) == list(range(10)) and epoch(0) == epoch(0) and epoch(0) != epoch(1)
+    ac.manual_seed(5)
+    a = [b.tolist() for (b,) in DataLoader(ds, batch_size=10, shuffle=True)]
+    ac.manual_seed(5)
+    assert a == [b.tolist() for (b,) in DataLoader(ds, batch_size=10, shuffle=True)]
+    loader = DataLoader(ds, batch_size=10, shuffle=True)
+    assert [b.tolist() for (b,) in loader] != [b.tolist() for (b,) in loader]  # new order per epoch
+
+
+def test_random_split_and_errors() -> None:
+    ds = TensorDataset(ac.arange(10))
+    parts = random_split(ds, [0.7, 0.3], generator=ac.Generator().manual_seed(0))
+    assert [len(p) for p in parts] == [len(p) for p in tud.random_split(range(10), [0.7, 0.3])]
+    got = sorted(int(p[i][0].item()) for p in parts for i in range(len(p)))
+    assert got == list(range(10))
+    with pytest.raises(ValueError):
+        random_split(ds, [3, 3])
+    with pytest.raises(RuntimeError):
+        TensorDataset(ac.ones(3), ac.ones(4))
+    with pytest.raises(ValueError):
+        DataLoader(ds, batch_size=0)
+
+
+def test_trains_a_model_from_a_loader() -> None:
+    ac.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
+    model = ac.nn.Linear(3, 1)
+    opt = ac.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(ac.tensor(x), ac.tensor(y)), batch_size=16, shuffle=True)
+    for _ in range(30):
+        for xb, yb in loader:
+            opt.zero_grad()
+            ac.nn.functional.mse_loss(model(xb), yb).backward()
+            opt.step()
+    np.testing.assert_allclose(model.weight.numpy(), [[1.0, -2.0, 0.5]], atol=1e-3)
