@@ -2,14 +2,14 @@
 freeing of a graph after `backward` without `retain_graph`, as in PyTorch.
 
 Tensors have fixed slots, so hooks live here keyed by the tensor's id (with a weak
-reference to drop the entry when the tensor dies).
+reference to drop the entry when the tensor dies); a freed op is marked in its record.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from anychip.ir.ops import Ops
 
@@ -87,21 +87,17 @@ def retain_grad(t: Tensor) -> None:
     register_hook(t, store)
 
 
-# id(ctx) -> (a weak reference to its tensor, the ctx): the ops a backward without
-# retain_graph released (the ctx is kept so a reused id can never match another op)
-_FREED: dict[int, tuple[weakref.ref[Any], _Ctx]] = {}
+# a backward without retain_graph sets a released op's saved-version record to this tuple:
+# no allocation per op, and nothing to clean up when the tensor dies
+FREED: tuple[int, ...] = (-1,)
 
 
 def free_graph(tensors: Iterable[Tensor]) -> None:
     """Release each tensor's recorded op: a later backward through it raises."""
     for t in tensors:
-        ctx = t._ctx
-        if ctx is None:
-            continue
-        key = id(ctx)
-        _FREED[key] = (weakref.ref(t, lambda _, k=key: _FREED.pop(k, None)), ctx)  # type: ignore[misc]
+        if t._ctx is not None:
+            t._ctx.versions = FREED
 
 
 def is_freed(ctx: _Ctx) -> bool:
-    entry = _FREED.get(id(ctx))
-    return entry is not None and entry[1] is ctx
+    return ctx.versions is FREED
