@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from safetensors import TensorSpec, deserialize, serialize
+from safetensors import SafetensorError, TensorSpec, deserialize, serialize
 
 from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError
@@ -153,7 +153,15 @@ def load(
             data = src.read()
     else:
         data = f.read()
-    tensors = {name: _to_tensor(name, info, where) for name, info in deserialize(data)}  # type: ignore[no-untyped-call]
+    try:
+        entries = deserialize(data)  # type: ignore[no-untyped-call]
+    except SafetensorError as e:
+        kind = "a zip archive (a torch.save pickle?)" if data[:2] == b"PK" else "not safetensors"
+        raise ArgumentError(
+            f"load: the file is {kind} ({e}); anychip reads only safetensors, never pickles "
+            "(convert a PyTorch checkpoint with safetensors.torch.save_file)"
+        ) from None
+    tensors = {name: _to_tensor(name, info, where) for name, info in entries}
     structure = _metadata(data).get(STRUCTURE_KEY)
     if structure is None:
         return tensors

@@ -89,6 +89,14 @@ def test_unsupported_values_raise(tmp_path: Path) -> None:
         ac.load(tmp_path / "y", map_location={"cpu": "ref"})
 
 
+def test_a_torch_pickle_is_refused_not_executed(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "t.pt")
+    with pytest.raises(ac.ArgumentError, match="never pickles"):
+        ac.load(tmp_path / "t.pt")
+
+
 def test_a_plain_safetensors_file_loads_as_a_dict(tmp_path: Path) -> None:
     ac.save_file({"w": ac.ones(2)}, tmp_path / "w.safetensors")
     got = ac.load(tmp_path / "w.safetensors")
