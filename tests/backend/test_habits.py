@@ -181,6 +181,10 @@ def test_random_fills(device: str) -> None:
     assert abs(z.mean() - 1.0) < 0.2 and abs(z.std() - 2.0) < 0.2
     with pytest.raises(TypeError):
         ac.zeros(2, dtype=ac.int64).uniform_()
+    a = ac.zeros(5, device=device).uniform_(generator=ac.Generator().manual_seed(3))
+    b = ac.zeros(5, device=device).uniform_(generator=ac.Generator().manual_seed(3))
+    c = ac.zeros(5, device=device).normal_(generator=ac.Generator().manual_seed(4))
+    assert a.tolist() == b.tolist() and a.tolist() != c.tolist()
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,19 @@ import torch
 import torch.utils.data as tud
 
 import anychip as ac
-from anychip.utils.data import DataLoader, Dataset, TensorDataset, default_collate, random_split
+from anychip.utils.data import (
+    BatchSampler,
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    TensorDataset,
+    default_collate,
+    random_split,
+)
 
 
 def _plain(x: Any) -> Any:
@@ -122,3 +134,45 @@ def test_trains_a_model_from_a_loader() -> None:
             ac.nn.functional.mse_loss(model(xb), yb).backward()
             opt.step()
     np.testing.assert_allclose(model.weight.numpy(), [[1.0, -2.0, 0.5]], atol=1e-3)
+
+
+def test_samplers_concat_and_iterable_datasets() -> None:
+    ds = TensorDataset(ac.arange(7))
+    tds = tud.TensorDataset(torch.arange(7))
+    for ours, theirs in (
+        (
+            BatchSampler(SequentialSampler(ds), 3, False),
+            tud.BatchSampler(tud.SequentialSampler(tds), 3, False),
+        ),
+        (BatchSampler(range(7), 3, True), tud.BatchSampler(range(7), 3, True)),
+    ):
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
+    g = ac.Generator().manual_seed(1)
+    assert sorted(RandomSampler(ds, generator=g)) == list(range(7))
+    assert len(list(RandomSampler(ds, replacement=True, num_samples=20, generator=g))) == 20
+    assert sorted(SubsetRandomSampler([5, 1, 3], generator=g)) == [1, 3, 5]
+    loader = DataLoader(ds, batch_sampler=BatchSampler(RandomSampler(ds, generator=g), 4, False))
+    assert sorted(v for (b,) in loader for v in b.tolist()) == list(range(7))
+    both = ds + TensorDataset(ac.arange(10, 13))
+    tboth = tds + tud.TensorDataset(torch.arange(10, 13))
+    assert isinstance(both, ConcatDataset) and len(both) == len(tboth) == 10
+    assert [both[i][0].item() for i in (0, 6, 7, 9, -1)] == [
+        tboth[i][0].item() for i in (0, 6, 7, 9, -1)
+    ]
+    with pytest.raises(IndexError):
+        both[10]
+
+    class Stream(IterableDataset[Any]):
+        def __iter__(self) -> Any:
+            return iter(range(5))
+
+    class TStream(tud.IterableDataset[Any]):
+        def __iter__(self) -> Any:
+            return iter(range(5))
+
+    assert _plain(list(DataLoader(Stream(), batch_size=2))) == _plain(
+        list(tud.DataLoader(TStream(), batch_size=2))
+    )
+    assert _plain(list(DataLoader(Stream(), batch_size=2, drop_last=True))) == _plain(
+        list(tud.DataLoader(TStream(), batch_size=2, drop_last=True))
+    )

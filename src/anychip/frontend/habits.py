@@ -123,16 +123,28 @@ class HabitsMixin:
         return self._assign(self.masked_fill(mask, value), "masked_fill_")
 
     def uniform_(self: Tensor, a: float = 0.0, b: float = 1.0, generator: Any = None) -> Tensor:
-        """Fill with values uniform in [a, b) from anychip's seeded generator."""
+        """Fill with values uniform in [a, b) from anychip's seeded generator (or from
+        `generator`, an anychip.Generator)."""
         from anychip.frontend.random import rand
+        from anychip.frontend.tensor import Tensor
 
-        u = rand(*self.shape, dtype=self._float_dtype("uniform_"), device=self.device)
+        dt = self._float_dtype("uniform_")
+        if generator is not None:
+            u = Tensor(generator.rng.random(self.shape), dtype=dt, device=self.device)
+        else:
+            u = rand(*self.shape, dtype=dt, device=self.device)
         return self._assign(u * (b - a) + a, "uniform_")
 
     def normal_(self: Tensor, mean: float = 0.0, std: float = 1.0, generator: Any = None) -> Tensor:
+        """Fill with normal values from anychip's seeded generator (or `generator`)."""
         from anychip.frontend.random import randn
+        from anychip.frontend.tensor import Tensor
 
-        z = randn(*self.shape, dtype=self._float_dtype("normal_"), device=self.device)
+        dt = self._float_dtype("normal_")
+        if generator is not None:
+            z = Tensor(generator.rng.standard_normal(self.shape), dtype=dt, device=self.device)
+        else:
+            z = randn(*self.shape, dtype=dt, device=self.device)
         return self._assign(z * std + mean, "normal_")
 
     def _float_dtype(self: Tensor, op: str) -> dtypes.DType:

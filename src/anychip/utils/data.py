@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from anychip import dtypes
-from anychip.errors import ArgumentError, DTypeError, ShapeError
+from anychip.errors import ArgumentError, DTypeError, IndexOutOfRange, ShapeError
 from anychip.frontend.creation import stack
 from anychip.frontend.tensor import Tensor
 from anychip.frontend.torch_api import Generator
@@ -31,6 +31,36 @@ class Dataset(Generic[T]):
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def __add__(self, other: Dataset[T]) -> ConcatDataset[T]:
+        return ConcatDataset([self, other])
+
+
+class IterableDataset(Generic[T]):
+    """A stream of samples: subclasses give `__iter__`; a DataLoader batches it in order."""
+
+    def __iter__(self) -> Iterator[T]:
+        raise NotImplementedError
+
+
+class ConcatDataset(Dataset[T]):
+    """The samples of several datasets, one after another."""
+
+    def __init__(self, datasets: Iterable[Dataset[T]]) -> None:
+        self.datasets = list(datasets)
+        self.cumulative_sizes = list(np.cumsum([len(d) for d in self.datasets]))
+
+    def __getitem__(self, index: int) -> T:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexOutOfRange(f"ConcatDataset: index {index} out of range for {len(self)}")
+        k = int(np.searchsorted(self.cumulative_sizes, index, side="right"))
+        start = int(self.cumulative_sizes[k - 1]) if k else 0
+        return self.datasets[k][index - start]
+
+    def __len__(self) -> int:
+        return int(self.cumulative_sizes[-1]) if self.datasets else 0
 
 
 class TensorDataset(Dataset[tuple[Tensor, ...]]):
@@ -91,6 +121,90 @@ def random_split(
         out.append(Subset(dataset, order[start : start + s]))
         start += s
     return out
+
+
+class Sampler(Generic[T]):
+    """Yields dataset indices (or batches of them) for a DataLoader."""
+
+    def __iter__(self) -> Iterator[T]:
+        raise NotImplementedError
+
+
+class SequentialSampler(Sampler[int]):
+    def __init__(self, data_source: Sized) -> None:
+        self.data_source = data_source
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self.data_source)))
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+
+class RandomSampler(Sampler[int]):
+    """A new random order of the indices each pass (with `replacement`: `num_samples`
+    draws), from `generator` or anychip's global seed."""
+
+    def __init__(
+        self,
+        data_source: Sized,
+        replacement: bool = False,
+        num_samples: int | None = None,
+        generator: Generator | None = None,
+    ) -> None:
+        self.data_source, self.replacement = data_source, replacement
+        self._num_samples, self.generator = num_samples, generator
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.data_source) if self._num_samples is None else self._num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        n, rng = len(self.data_source), _rng(self.generator)
+        if self.replacement:
+            return iter(rng.integers(0, n, self.num_samples).tolist())
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-self.num_samples // n))])
+        return iter(order[: self.num_samples].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class SubsetRandomSampler(Sampler[int]):
+    """The given indices in a random order each pass."""
+
+    def __init__(self, indices: Sequence[int], generator: Generator | None = None) -> None:
+        self.indices, self.generator = list(indices), generator
+
+    def __iter__(self) -> Iterator[int]:
+        order = _rng(self.generator).permutation(len(self.indices))
+        return iter([self.indices[i] for i in order])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class BatchSampler(Sampler[list[int]]):
+    """Groups another sampler's indices into lists of `batch_size`."""
+
+    def __init__(self, sampler: Iterable[int], batch_size: int, drop_last: bool) -> None:
+        if batch_size <= 0:
+            raise ArgumentError(f"BatchSampler: batch_size must be positive, got {batch_size}")
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        for i in self.sampler:
+            batch.append(i)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def __len__(self) -> int:
+        n = len(self.sampler)  # type: ignore[arg-type]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
 def _rng(generator: Generator | None) -> np.random.Generator:
@@ -178,6 +292,9 @@ class DataLoader(Generic[T]):
                 yield chunk
 
     def __iter__(self) -> Iterator[Any]:
+        if isinstance(self.dataset, IterableDataset):
+            yield from self._stream(self.dataset)
+            return
         if self.batch_size is None and self.batch_sampler is None:  # no batching
             yield from (self.dataset[i] for i in self._indices())
             return
@@ -187,6 +304,20 @@ class DataLoader(Generic[T]):
                 yield self.dataset._batch(chunk)  # type: ignore[attr-defined]
             else:
                 yield self.collate_fn([self.dataset[i] for i in chunk])
+
+    def _stream(self, samples: Iterable[Any]) -> Iterator[Any]:
+        """Batches of an IterableDataset, in its own order."""
+        if self.batch_size is None:
+            yield from samples
+            return
+        batch: list[Any] = []
+        for s in samples:
+            batch.append(s)
+            if len(batch) == self.batch_size:
+                yield self.collate_fn(batch)
+                batch = []
+        if batch and not self.drop_last:
+            yield self.collate_fn(batch)
 
     def __len__(self) -> int:
         if self.batch_sampler is not None:
@@ -198,9 +329,16 @@ class DataLoader(Generic[T]):
 
 
 __all__ = [
+    "BatchSampler",
+    "ConcatDataset",
     "DataLoader",
     "Dataset",
+    "IterableDataset",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
     "Subset",
+    "SubsetRandomSampler",
     "TensorDataset",
     "default_collate",
     "random_split",
