@@ -63,6 +63,27 @@ def test_size_and_strides(device: str) -> None:
     assert x.cpu().device == "cpu" and x.cpu().tolist() == tx.tolist()
 
 
+def test_small_attributes(device: str) -> None:
+    (a, t) = _pair(np.ones((2, 3), np.float32), device)
+    for name in ("nelement", "ndimension", "get_device", "is_pinned"):
+        assert getattr(a, name)() == getattr(t, name)(), name
+    for name in ("nbytes", "itemsize", "is_cuda"):
+        assert getattr(a, name) == getattr(t, name), name
+    for name in ("short", "byte", "char"):
+        assert getattr(a, name)().dtype.name == str(getattr(t, name)().dtype)[6:]
+    assert a.type_as(ac.ones(1, dtype=ac.float64)).dtype is ac.float64
+    assert a.pin_memory() is a
+    (b, u) = _pair([1.0], device, grad=True)
+    assert (b.grad_fn is None) == (u.grad_fn is None)
+    assert ((b * 2).grad_fn is None) == ((u * 2).grad_fn is None)
+    y = b * 2
+    y.detach_()
+    assert not y.requires_grad and y.grad_fn is None and y.tolist() == [2.0]
+    ac.manual_seed(0)
+    m = ac.zeros(4000, device=device).bernoulli_(0.25).numpy()
+    assert set(np.unique(m)) <= {0.0, 1.0} and abs(m.mean() - 0.25) < 0.03
+
+
 def test_new_tensors(device: str) -> None:
     x = ac.ones(2, dtype=ac.float64, device=device)
     tx = torch.ones(2, dtype=torch.float64)
@@ -133,6 +154,13 @@ INPLACE = [
         "scatter_add_reduce",
         lambda t, m: t.scatter_(1, m.tensor([[1], [1], [0]]), m.full((3, 1), 2.0), reduce="add"),
     ),
+    ("floor_", lambda t, m: t.mul_(3).floor_()),
+    ("round_", lambda t, m: t.mul_(3).round_()),
+    ("reciprocal_", lambda t, m: t.reciprocal_()),
+    ("square_", lambda t, m: t.square_()),
+    ("index_fill_", lambda t, m: t.index_fill_(1, m.tensor([0, 2]), -2.0)),
+    ("index_copy_", lambda t, m: t.index_copy_(0, m.tensor([2, 0]), t[:2] * 5)),
+    ("index_copy_dim1", lambda t, m: t.index_copy_(1, m.tensor([1]), t[:, :1] + 1)),
     (
         "index_put_",
         lambda t, m: t.index_put_((m.tensor([0, 2]), m.tensor([1, 1])), m.tensor([7.0, 8.0])),

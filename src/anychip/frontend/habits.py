@@ -83,6 +83,57 @@ class HabitsMixin:
         strides = tuple(reversed(out))
         return strides if dim is None else strides[self._axis(dim, "stride")]
 
+    def nelement(self: Tensor) -> int:
+        return self.numel()
+
+    def ndimension(self: Tensor) -> int:
+        return self.ndim
+
+    @property
+    def itemsize(self: Tensor) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self: Tensor) -> int:
+        return self.numel() * self.dtype.itemsize
+
+    @property
+    def is_cuda(self: Tensor) -> bool:
+        return False
+
+    def get_device(self: Tensor) -> int:
+        """-1, as torch answers for a tensor in host memory (anychip has no device ids)."""
+        return -1
+
+    @property
+    def grad_fn(self: Tensor) -> Any:
+        """The recorded op that made this tensor (None for a leaf), for `is None` checks."""
+        return self._ctx
+
+    def pin_memory(self: Tensor) -> Tensor:
+        return self  # host memory is what every anychip device copies from anyway
+
+    def is_pinned(self: Tensor) -> bool:
+        return False
+
+    def type_as(self: Tensor, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+    def short(self: Tensor) -> Tensor:
+        return self.to(dtypes.int16)
+
+    def byte(self: Tensor) -> Tensor:
+        return self.to(dtypes.uint8)
+
+    def char(self: Tensor) -> Tensor:
+        return self.to(dtypes.int8)
+
+    def detach_(self: Tensor) -> Tensor:
+        """Make this tensor a leaf that does not require grad, in place."""
+        t: Tensor = self  # (assigned through a Tensor: the slots are Tensor's, not the mixin's)
+        t._ctx, t.requires_grad = None, False
+        return t
+
     # --- new tensors like this one --------------------------------------------------
     def _new(self: Tensor, value: Any, size: Sequence[Any], kw: dict[str, Any]) -> Tensor:
         from anychip.frontend.creation import full
@@ -178,6 +229,56 @@ class HabitsMixin:
 
     def relu_(self: Tensor) -> Tensor:
         return self._assign(self.relu(), "relu_")
+
+    def floor_(self: Tensor) -> Tensor:
+        return self._assign(self.floor(), "floor_")
+
+    def ceil_(self: Tensor) -> Tensor:
+        return self._assign(self.ceil(), "ceil_")
+
+    def round_(self: Tensor, decimals: int = 0) -> Tensor:
+        return self._assign(self.round(decimals), "round_")
+
+    def trunc_(self: Tensor) -> Tensor:
+        return self._assign(self.trunc(), "trunc_")
+
+    def sign_(self: Tensor) -> Tensor:
+        return self._assign(self.sign(), "sign_")
+
+    def reciprocal_(self: Tensor) -> Tensor:
+        return self._assign(self.reciprocal(), "reciprocal_")
+
+    def square_(self: Tensor) -> Tensor:
+        return self._assign(self.square(), "square_")
+
+    def bernoulli_(self: Tensor, p: Any = 0.5, generator: Any = None) -> Tensor:
+        """Fill with 1 with probability p (a number or a tensor of probabilities), else 0."""
+        from anychip.frontend.tensor import Tensor
+
+        u = Tensor._const(0.0, dtypes.float64, self.shape, self.device).uniform_(
+            generator=generator
+        )
+        return self._assign((u < p).to(self.dtype), "bernoulli_")
+
+    def index_fill_(self: Tensor, dim: int, index: Any, value: Any) -> Tensor:
+        """self[..., index, ...] = value along `dim`."""
+        from anychip.frontend.subscript import as_index
+
+        d = self._axis(dim, "index_fill_")
+        where: list[Any] = [slice(None)] * self.ndim
+        where[d] = as_index(self, index, "index_fill_").reshape(-1)
+        self[tuple(where)] = value
+        return self
+
+    def index_copy_(self: Tensor, dim: int, index: Any, source: Tensor) -> Tensor:
+        """self[..., index[i], ...] = source[..., i, ...] along `dim`."""
+        from anychip.frontend.subscript import as_index
+
+        d = self._axis(dim, "index_copy_")
+        where: list[Any] = [slice(None)] * self.ndim
+        where[d] = as_index(self, index, "index_copy_").reshape(-1)
+        self[tuple(where)] = source  # one advanced index keeps its place: source fits as is
+        return self
 
     def clamp_min_(self: Tensor, min: Any) -> Tensor:
         return self._assign(self.clamp(min=min), "clamp_min_")
