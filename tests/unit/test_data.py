@@ -176,3 +176,16 @@ def test_samplers_concat_and_iterable_datasets() -> None:
     assert _plain(list(DataLoader(Stream(), batch_size=2, drop_last=True))) == _plain(
         list(tud.DataLoader(TStream(), batch_size=2, drop_last=True))
     )
+
+
+def test_tensor_dataset_batches_keep_dtypes_devices_and_autograd() -> None:
+    dev = ac.devices()[-1]
+    x = ac.tensor([[0.5, 1.5], [2.5, 3.5], [4.5, 5.5]], dtype=ac.bfloat16, device=dev)
+    y = ac.tensor([7, 8, 9], dtype=ac.int32, device=dev)
+    (xb, yb), *_ = DataLoader(TensorDataset(x, y), batch_size=2, sampler=[2, 0, 1])
+    assert (xb.dtype, yb.dtype, xb.device) == (ac.bfloat16, ac.int32, dev)
+    assert xb.tolist() == [[4.5, 5.5], [0.5, 1.5]] and yb.tolist() == [9, 7]
+    w = ac.ones(3, 2, requires_grad=True)
+    (wb,) = next(iter(DataLoader(TensorDataset(w), batch_size=2, sampler=[1, 1])))
+    wb.sum().backward()  # the batch is a gather autograd sees
+    assert w.grad is not None and w.grad.tolist() == [[0.0, 0.0], [2.0, 2.0], [0.0, 0.0]]
