@@ -185,6 +185,10 @@ def test_tensor_dataset_batches_keep_dtypes_devices_and_autograd() -> None:
     (xb, yb), *_ = DataLoader(TensorDataset(x, y), batch_size=2, sampler=[2, 0, 1])
     assert (xb.dtype, yb.dtype, xb.device) == (ac.bfloat16, ac.int32, dev)
     assert xb.tolist() == [[4.5, 5.5], [0.5, 1.5]] and yb.tolist() == [9, 7]
+    ds = TensorDataset(y)
+    assert next(iter(DataLoader(ds, batch_size=3)))[0].tolist() == [7, 8, 9]
+    y.mul_(2)  # an in-place change shows in later batches, as in torch
+    assert next(iter(DataLoader(ds, batch_size=3)))[0].tolist() == [14, 16, 18]
     w = ac.ones(3, 2, requires_grad=True)
     (wb,) = next(iter(DataLoader(TensorDataset(w), batch_size=2, sampler=[1, 1])))
     wb.sum().backward()  # the batch is a gather autograd sees

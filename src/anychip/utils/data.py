@@ -77,6 +77,7 @@ class TensorDataset(Dataset[tuple[Tensor, ...]]):
             )
         self.tensors = tensors
         self._host: list[np.ndarray] | None = None  # host copies for batching, made once
+        self._host_versions: tuple[int, ...] = ()  # the tensors' versions at that copy
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         return tuple(t[index] for t in self.tensors)
@@ -92,8 +93,10 @@ class TensorDataset(Dataset[tuple[Tensor, ...]]):
         if any(t.requires_grad for t in self.tensors):
             idx = Tensor(np.asarray(indices, dtype=np.int64), device=self.tensors[0].device)
             return [t.index_select(0, idx) for t in self.tensors]
-        if self._host is None:
+        versions = tuple(t._version for t in self.tensors)
+        if self._host is None or versions != self._host_versions:  # changed in place: recopy
             self._host = [t.numpy() for t in self.tensors]
+            self._host_versions = versions
         rows = np.asarray(indices, dtype=np.int64)
         return [
             Tensor(h[rows], dtype=t.dtype, device=t.device)
