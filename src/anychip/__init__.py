@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from anychip import nn, optim
+from anychip.checkpoint import load, save
 from anychip.dtypes import (
     DType,
     bfloat16,
@@ -70,7 +71,7 @@ from anychip.frontend.random import (
 from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
 from anychip.runtime.device import devices, set_default_device
 from anychip.runtime.dispatch import JitError
-from anychip.serialization import load, load_file, save, save_file
+from anychip.serialization import load_file, save_file
 
 bool = bool_  # noqa: A001  (anychip.bool, as torch.bool)
 float = float32  # noqa: A001
@@ -149,3 +150,19 @@ __all__ = [
     "zeros_like",
     *_functional.__all__,
 ]
+
+# PyTorch habits (issue 10): torch-style free functions, autograd, data loading
+from anychip import autograd, utils  # noqa: E402
+from anychip.frontend.torch_api import *  # noqa: E402, F403
+from anychip.frontend.torch_api import __all__ as _torch_api_all  # noqa: E402
+
+__all__ += ["autograd", "utils", *_torch_api_all]
+concat = concatenate = cat  # torch's (and numpy's) other names for cat
+__all__ += ["concat", "concatenate"]
+
+# numpy's axis=/keepdims= wherever dim=/keepdim= is taken (frontend/aliases.py)
+from anychip.frontend import aliases as _aliases  # noqa: E402
+
+_aliases.install_class(Tensor)
+_aliases.install_module(globals())
+_aliases.install_module(vars(nn.functional))

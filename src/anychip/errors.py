@@ -1,7 +1,8 @@
 """The typed errors a user sees.
 
 Every error anychip raises on bad input is a subclass of `anychip.Error` and of the
-built-in exception it mirrors, so `except ValueError` keeps working for PyTorch users.
+built-in exceptions PyTorch raises in the same situation (multiple inheritance), so
+`except RuntimeError` clauses ported from PyTorch code keep working (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ class Error(Exception):
     """Base class of every anychip error."""
 
 
-class ShapeError(Error, ValueError):
+class ShapeError(Error, ValueError, RuntimeError):
     """Shapes that do not fit the op (broadcasting, reshape, matmul, cat...)."""
 
 
-class DTypeError(Error, TypeError):
+class DTypeError(Error, TypeError, RuntimeError):
     """A dtype the op does not accept, or a value that does not fit a dtype."""
 
 
-class IndexOutOfRange(Error, IndexError):
-    """An index outside the bounds of a dimension or of a tensor's data."""
+class IndexOutOfRange(Error, IndexError, RuntimeError):
+    """An index outside the bounds of a dimension or of a tensor's data (torch raises
+    IndexError for dimensions and subscripts, RuntimeError for topk's k and narrow)."""
 
 
 class DeviceError(Error, RuntimeError):
@@ -52,9 +54,22 @@ class InPlaceError(Error, RuntimeError):
     alias each other (an expanded view) with anything but a fill."""
 
 
-class ArgumentError(Error, ValueError):
+class ArgumentError(Error, ValueError, RuntimeError):
     """An argument value the function does not accept (a negative learning rate, an
     unknown reduction or mode name, a probability outside [0, 1])."""
+
+
+class IndexDTypeError(DTypeError, IndexError):
+    """A tensor or list of a non-integer dtype used as an index (torch: IndexError)."""
+
+
+class DTypeNotImplemented(DTypeError, NotImplementedError):
+    """An op that has no kernel for a dtype: linspace to bool, bitwise ops on floats
+    (torch: NotImplementedError, "... not implemented for 'Bool'")."""
+
+
+class ModeNotImplemented(ArgumentError, NotImplementedError):
+    """An unknown mode name, such as pad(mode="typo") (torch: NotImplementedError)."""
 
 
 def describe(*tensors: Any) -> str:

@@ -167,14 +167,19 @@ def _read_into(f: io.BufferedReader, out: np.ndarray, name: str, key: str) -> No
         done += got
 
 
-def save(tensors: Mapping[str, Tensor], filename: PathLike) -> None:
-    """`anychip.save(state_dict, path)`: the safetensors format (see save_file)."""
-    save_file(tensors, filename)
+def save(obj: Any, filename: PathLike) -> None:
+    """`anychip.save(obj, path)`: nested checkpoints in the safetensors format (see
+    anychip.checkpoint)."""
+    from anychip import checkpoint
+
+    checkpoint.save(obj, filename)
 
 
-def load(filename: PathLike, device: Any = None) -> dict[str, Tensor]:
-    """`anychip.load(path)`: a dict of tensors from a safetensors file."""
-    return load_file(filename, device)
+def load(filename: PathLike, device: Any = None) -> Any:
+    """`anychip.load(path)`: what `save` wrote (a plain safetensors file: a dict of tensors)."""
+    from anychip import checkpoint
+
+    return checkpoint.load(filename, device=device)
 
 
 __all__ = ["load", "load_file", "save", "save_file"]

@@ -215,8 +215,10 @@ def test_autograd_grad_with_grad_outputs_and_intermediates() -> None:
 def test_autograd_grad_unused_input_is_none() -> None:
     a = ac.tensor([1.0], requires_grad=True)
     b = ac.tensor([2.0], requires_grad=True)
-    ga, gb = autograd.grad((a * 2).sum(), [a, b])
+    ga, gb = autograd.grad((a * 2).sum(), [a, b], allow_unused=True)
     assert ga is not None and ga.tolist() == [2.0] and gb is None
+    with pytest.raises(RuntimeError, match="allow_unused"):  # as torch.autograd.grad
+        autograd.grad((a * 2).sum(), [a, b])
 
 
 def test_requires_grad_rules() -> None:

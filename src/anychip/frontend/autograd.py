@@ -10,9 +10,11 @@ module walks the records in reverse and sums cotangents.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from anychip.errors import AutogradError, ShapeError, describe
+from anychip.frontend.hooks import SAVES, call_hooks
 from anychip.ir.ops import Node, Ops
 from anychip.ir.primitives import RULES
 
@@ -48,7 +50,9 @@ class Ctx:
     PyTorch, because the value it needs was overwritten."""
 
     __slots__ = (
+        "__weakref__",
         "arg",
+        "freed",
         "nodes",
         "op",
         "out",
@@ -70,6 +74,7 @@ class Ctx:
         )
         self.out, self.out_vc, self.out_n = out.node, out._vc, out._vc.n
         self.seq = next(SEQ)
+        self.freed = False  # a backward without retain_graph released what it saved
 
 
 _KEPT = Version()  # never bumped: reads of a kept value that no in-place change can touch
@@ -128,10 +133,31 @@ def _reaches(node: Node, targets: dict[int, str], stop: set[int]) -> str | None:
     return None
 
 
-def _vjp(ctx: Ctx, g: Tensor) -> tuple[Tensor | None, ...]:
-    """Cotangents for ctx's sources. A source or output changed in place since the op ran
-    is passed as a placeholder; a cotangent that needs one is an error (as in PyTorch)."""
+def _with_history(node: Node, parent: Parent) -> Tensor:
+    """A tensor of a kept value that differentiates into `parent` (create_graph)."""
     from anychip.frontend.tensor import Tensor
+
+    if parent is None:
+        return Tensor._from_node(node)
+    if not isinstance(parent, Ctx):
+        return parent if parent.node is node else Tensor._from_node(node)
+    t = Tensor._from_node(node)
+    t.requires_grad, t._ctx = True, parent
+    return t
+
+
+def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None, ...]:
+    """Cotangents for ctx's sources. A source or output changed in place since the op ran
+    is passed as a placeholder; a cotangent that needs one is an error (as in PyTorch).
+    With `create_graph` the kept values carry their history, so the cotangents do too."""
+    from anychip.frontend.tensor import Tensor
+
+    if ctx.freed:
+        raise AutogradError(
+            "backward: trying to backward through the graph a second time (the "
+            f"{ctx.op.name} of shape {ctx.out.shape} saved values that the first backward "
+            "freed); pass retain_graph=True to the first backward"
+        )
 
     vjp = RULES[ctx.op].vjp
     assert vjp is not None
@@ -152,6 +178,9 @@ def _vjp(ctx: Ctx, g: Tensor) -> tuple[Tensor | None, ...]:
         value(n, vc, v, f"input {i}")
         for i, (n, vc, v) in enumerate(zip(ctx.nodes, ctx.vcs, ctx.versions))
     )
+    if create_graph and not stale:
+        srcs = tuple(_with_history(n, p) for n, p in zip(ctx.nodes, ctx.parents))
+        out = _with_history(ctx.out, ctx)
     cots = vjp(g, out, srcs, ctx.arg)
     if stale:
         stop = {id(g.node)} | {id(t.node) for t in (out, *srcs) if id(t.node) not in stale}
@@ -166,23 +195,57 @@ def _vjp(ctx: Ctx, g: Tensor) -> tuple[Tensor | None, ...]:
 
 
 def grad(
-    outputs: Tensor, inputs: list[Tensor], grad_outputs: Tensor | None = None
-) -> list[Tensor | None]:
-    """d(outputs)/d(inputs) without touching `.grad` (like `torch.autograd.grad`)."""
-    return _run(outputs, grad_outputs, inputs, accumulate=False)
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool | None = None,
+) -> Any:
+    """d(outputs)/d(inputs) without touching `.grad`, as `torch.autograd.grad`: a tuple
+    with one gradient per input (None for an input that outputs do not depend on, which
+    torch allows only with `allow_unused=True`). With `create_graph` the gradients are
+    themselves differentiable (second derivatives)."""
+    from anychip.frontend.tensor import Tensor
+
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    gos = grad_outputs if isinstance(grad_outputs, list | tuple) else [grad_outputs] * len(outs)
+    retain = create_graph if retain_graph is None else retain_graph
+    total: list[Tensor | None] = [None] * len(ins)
+    for i, (out, go) in enumerate(zip(outs, gos, strict=True)):
+        last = i == len(outs) - 1  # free the graph only after the last output used it
+        got = _run(out, go, ins, False, retain or not last, create_graph)
+        total = [a if b is None else b if a is None else a + b for a, b in zip(total, got)]
+    if not allow_unused and any(g is None for g in total):
+        raise AutogradError(
+            "grad: one of the differentiated tensors appears to not have been used in the "
+            "graph; set allow_unused=True if this is the desired behavior"
+        )
+    return tuple(total)
 
 
-def backward(root: Tensor, gradient: Tensor | None = None) -> None:
+def backward(
+    root: Tensor,
+    gradient: Tensor | None = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+) -> None:
     """Accumulate d(root)/d(leaf) into each leaf's `.grad`, computed now with `root` itself
     in one schedule (as PyTorch computes them here): the forward values both need are
-    computed once, and a later `root.realize()` or optimizer step finds them ready."""
+    computed once, and a later `root.realize()` or optimizer step finds them ready.
+    Without `retain_graph` the graph is freed as in torch: a second backward through an
+    op that saved tensors raises."""
     from anychip.frontend.tensor import realize_together
 
-    leaves = _run(root, gradient, None, accumulate=True)
-    realize_together([root, *(t.grad for t in leaves if t is not None and t.grad is not None)])
+    retain = create_graph if retain_graph is None else retain_graph
+    leaves = _run(root, gradient, None, True, retain, create_graph)
+    if not create_graph:
+        grads = [t.grad for t in leaves if t is not None and t.grad is not None]
+        realize_together([root, *grads])
 
 
-def _seed(root: Tensor, gradient: Tensor | None) -> Tensor:
+def _seed(root: Tensor, gradient: Tensor | None, create_graph: bool = False) -> Tensor:
     from anychip.frontend.tensor import Tensor
 
     if not root.requires_grad:
@@ -205,47 +268,66 @@ def _seed(root: Tensor, gradient: Tensor | None) -> Tensor:
             f"backward: gradient of shape {gradient.shape} does not match the "
             f"output's shape {root.shape} (output, gradient: {describe(root, gradient)})"
         )
+    if create_graph:
+        return gradient.to(root.dtype)
     return Tensor._from_node(gradient.node).to(root.dtype)
 
 
 def _run(
-    root: Tensor, gradient: Tensor | None, wanted: list[Tensor] | None, accumulate: bool
+    root: Tensor,
+    gradient: Tensor | None,
+    wanted: list[Tensor] | None,
+    accumulate: bool,
+    retain_graph: bool = True,
+    create_graph: bool = False,
 ) -> list[Tensor | None]:
-    from anychip.frontend.tensor import no_grad
+    from anychip.frontend.tensor import enable_grad, no_grad
 
-    g0 = _seed(root, gradient)
+    g0 = _seed(root, gradient, create_graph)
     results: dict[int, Tensor] = {}  # by id of a wanted leaf or record
-    leaves: dict[int, Tensor] = {}  # whose .grad this call changed
+    totals: dict[int, tuple[Tensor, Tensor]] = {}  # leaf id -> (leaf, its summed cotangent)
     # a wanted non-leaf is identified by its record now, a leaf by itself
     want = {id(w._ctx or w) for w in wanted} if wanted is not None else None
 
     def to_leaf(leaf: Tensor, c: Tensor) -> None:
-        if not leaf.requires_grad:
-            return
-        if want is None:
-            leaf.grad = c if leaf.grad is None else leaf.grad + c
-            leaves[id(leaf)] = leaf
-        elif id(leaf) in want:
-            results[id(leaf)] = results[id(leaf)] + c if id(leaf) in results else c
+        if leaf.requires_grad:
+            got = totals.get(id(leaf))
+            totals[id(leaf)] = (leaf, c if got is None else got[1] + c)
 
-    with no_grad():
+    order: list[Ctx] = []
+    with enable_grad() if create_graph else no_grad():
         if root._ctx is None:  # a leaf differentiated by itself
             to_leaf(root, g0)
         else:
             grads: dict[int, Tensor] = {id(root._ctx): g0}
-            for ctx in _order(root._ctx):
+            order = _order(root._ctx)
+            for ctx in order:
                 g = grads.pop(id(ctx), None)
                 if g is None:
                     continue
+                g = call_hooks(ctx, g)
                 if want is not None and id(ctx) in want:
                     results[id(ctx)] = g
-                for p, c in zip(ctx.parents, _vjp(ctx, g)):
+                for p, c in zip(ctx.parents, _vjp(ctx, g, create_graph)):
                     if c is None or p is None:
                         continue
                     if isinstance(p, Ctx):
                         grads[id(p)] = grads[id(p)] + c if id(p) in grads else c
                     else:
                         to_leaf(p, c)
+        # a leaf's hooks see the total of this pass, and .grad gets it once (torch's order)
+        leaves: list[Tensor | None] = []
+        for key, (leaf, c) in totals.items():
+            c = call_hooks(leaf, c)
+            if want is None:
+                leaf.grad = c if leaf.grad is None else leaf.grad + c
+                leaves.append(leaf)
+            elif key in want:
+                results[key] = c
+    if not retain_graph:
+        for ctx in order:
+            if ctx.op in SAVES:
+                ctx.freed = True
     if wanted is None:
-        return list(leaves.values())  # the leaves whose .grad changed
+        return leaves  # the leaves whose .grad changed
     return [results.get(id(w._ctx or w)) for w in wanted]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from anychip import dtypes
-from anychip.errors import IndexOutOfRange, ShapeError, describe
+from anychip.errors import DTypeNotImplemented, IndexOutOfRange, ShapeError, describe
 from anychip.frontend.movement import _int_sizes, _shape_arg, same_device
 from anychip.frontend.tensor import Tensor
 from anychip.ir.ops import Ops
@@ -152,6 +152,8 @@ def linspace(
     if steps < 0:
         raise ShapeError(f"linspace: number of steps must be non-negative, got {steps}")
     dt = dtypes.to_dtype(dtype, "linspace") if dtype is not None else dtypes.default_float
+    if dt is dtypes.bool_:  # as torch: there is no bool linspace kernel
+        raise DTypeNotImplemented(f"linspace: not implemented for dtype bool (steps {steps})")
     i = np.arange(steps, dtype=np.float64)
     step = (end - start) / (steps - 1) if steps > 1 else 0.0
     # from both ends, as torch does, so the last value is exactly `end` (one step: `start`)

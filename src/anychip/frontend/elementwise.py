@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
 from anychip.dtypes import DType
-from anychip.errors import DivisionByZeroError, DTypeError, ShapeError, describe
+from anychip.errors import (
+    DivisionByZeroError,
+    DTypeError,
+    DTypeNotImplemented,
+    ShapeError,
+    describe,
+)
 from anychip.ir.ops import Node, Ops
 
 if TYPE_CHECKING:
@@ -176,6 +182,11 @@ class ElementwiseMixin:
         return self._binary(Ops.MOD, other, name="fmod")
 
     def pow(self: Tensor, exponent: Any) -> Tensor:
+        if type(exponent) is int and exponent < 0 and not self.dtype.is_floating_point:
+            raise DTypeError(  # as torch: the result would not be an integer
+                f"pow: integers to negative integer powers are not allowed "
+                f"(exponent {exponent}, {describe(self)})"
+            )
         if (
             isinstance(exponent, (int, float))
             and not isinstance(exponent, bool)
@@ -357,7 +368,7 @@ class ElementwiseMixin:
         dt = dtypes.result_type(self, o)
         if dt.is_floating_point:
             ts = [self, o] if _is_tensor(o) else [self]
-            raise DTypeError(
+            raise DTypeNotImplemented(
                 f"{name}: bitwise ops need integer or bool tensors, got {describe(*ts)}"
             )
         return self._binary(op, o, reverse, name=name)
@@ -518,7 +529,9 @@ class ElementwiseMixin:
         return (tie & odd)._select(r - 1, r)
 
     def sigmoid(self: Tensor) -> Tensor:
-        return 1 / (1 + (-self._float()).exp())
+        from anychip.frontend import stable  # finite gradients at +-1000 (stable.py)
+
+        return stable.sigmoid(self._float())
 
     def tanh(self: Tensor) -> Tensor:
         # (1 - e) / (1 + e) with e = exp(-2|x|) cancels as |x| -> 0 (tanh(1e-6) came out 7%
@@ -527,8 +540,9 @@ class ElementwiseMixin:
         a = x.abs()
         e = (a * -2).exp()
         big = (1 - e) / (1 + e)
-        x2 = x * x
-        poly = x * (1 + x2 * (-1 / 3 + x2 * (2 / 15 + x2 * (-17 / 315 + x2 * (62 / 2835)))))
+        xs = (a < 0.125)._select(x, 0)  # the polynomial of a huge x overflows (NaN grads)
+        x2 = xs * xs
+        poly = xs * (1 + x2 * (-1 / 3 + x2 * (2 / 15 + x2 * (-17 / 315 + x2 * (62 / 2835)))))
         return (a < 0.125)._select(poly, (x < 0)._select(-big, big))
 
     def relu(self: Tensor) -> Tensor:
@@ -538,7 +552,8 @@ class ElementwiseMixin:
         return (self < 0)._select(self * negative_slope, self)
 
     def elu(self: Tensor, alpha: float = 1.0) -> Tensor:
-        return (self > 0)._select(self, (self.exp() - 1) * alpha)
+        neg = (self > 0)._select(0, self)  # exp of the unused positive branch could overflow
+        return (self > 0)._select(self, (neg.exp() - 1) * alpha)
 
     def gelu(self: Tensor, approximate: str = "none") -> Tensor:
         x = self._float()
@@ -553,8 +568,9 @@ class ElementwiseMixin:
         return self * self.sigmoid()
 
     def softplus(self: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
-        x = self._float() * beta
-        return (x > threshold)._select(self, (x.exp() + 1).log() / beta)
+        from anychip.frontend import stable
+
+        return stable.softplus(self._float(), beta, threshold)
 
     def hardtanh(self: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
         return self.clamp(min_val, max_val)

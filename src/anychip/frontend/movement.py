@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
-from anychip.errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, describe
+from anychip.errors import (
+    DeviceError,
+    DTypeError,
+    IndexOutOfRange,
+    ModeNotImplemented,
+    ShapeError,
+    describe,
+)
 from anychip.frontend import views
 from anychip.ir.ops import Ops
 
@@ -276,7 +283,7 @@ class MovementMixin:
         """`torch.nn.functional.pad`: (left, right) pairs from the last dimension backwards;
         negative amounts crop."""
         if mode != "constant":
-            raise ShapeError(
+            raise ModeNotImplemented(
                 f"pad: only mode='constant' is supported, got {mode!r} ({describe(self)})"
             )
         if len(pad) % 2 or len(pad) // 2 > self.ndim:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from anychip import dtypes
-from anychip.errors import DTypeError, IndexOutOfRange, ShapeError, describe
+from anychip.errors import DTypeError, IndexDTypeError, IndexOutOfRange, ShapeError, describe
 from anychip.frontend import views
 from anychip.frontend.elementwise import broadcast_shapes
 from anychip.ir.ops import Node, Ops
@@ -162,12 +162,12 @@ def as_index(x: Tensor, idx: Any, op: str) -> Tensor:
         if arr.size == 0:
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iu":
-            raise DTypeError(f"{op}: indices must be integers, got {arr.dtype} values")
+            raise IndexDTypeError(f"{op}: indices must be integers, got {arr.dtype} values")
         t = Tensor(arr.astype(np.int64), device=x.device)
         _HOST_VALUES[t.node] = arr  # lets check_range skip the read-back
         return t
     if idx.dtype.kind not in "iu":
-        raise DTypeError(
+        raise IndexDTypeError(
             f"{op}: tensors used as indices must be integer tensors, got {describe(idx)}"
         )
     return idx.to(x.device, dtypes.int64)
@@ -189,7 +189,7 @@ def _item(x: Tensor, it: Any) -> Any:
             m = it.to(x.device, dtypes.bool_)
             return _Bool(bool(m.item())) if m.ndim == 0 else _Mask(m)
         if it.dtype.kind not in "iu":
-            raise DTypeError(
+            raise IndexDTypeError(
                 "getitem: tensors used as indices must be integer or bool tensors, "
                 f"got {describe(it)}"
             )

@@ -29,6 +29,7 @@ from anychip.errors import (
 from anychip.frontend import views
 from anychip.frontend.autograd import SEQ, Ctx, Version
 from anychip.frontend.elementwise import ElementwiseMixin
+from anychip.frontend.habits import HabitsMixin
 from anychip.frontend.indexing import IndexingMixin
 from anychip.frontend.linalg import LinalgMixin
 from anychip.frontend.movement import MovementMixin
@@ -124,7 +125,7 @@ def _storage(arr: np.ndarray, dt: DType) -> np.ndarray:
     return arr.astype(dt.np, copy=False)
 
 
-class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, LinalgMixin):
+class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, LinalgMixin, HabitsMixin):
     """An n-dimensional array on a device.
 
     >>> import anychip as ac
@@ -270,7 +271,9 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         self._vc.seq = next(_SEQ)
 
     def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[self._axis(dim, "size")]
+        from anychip.frontend.habits import Size
+
+        return Size(self.shape) if dim is None else self.shape[self._axis(dim, "size")]
 
     def dim(self) -> int:
         return self.ndim
@@ -440,16 +443,22 @@ class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, Linalg
         return self
 
     def retain_grad(self) -> None:
-        raise AutogradError(
-            "retain_grad: not supported; compute the gradient of an "
-            "intermediate with anychip.autograd.grad instead"
-        )
+        """Keep this non-leaf tensor's gradient in `.grad` after backward."""
+        from anychip.frontend.hooks import retain_grad
 
-    def backward(self, gradient: Tensor | None = None) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's `.grad`."""
+        retain_grad(self)
+
+    def backward(
+        self,
+        gradient: Tensor | None = None,
+        retain_graph: builtins.bool | None = None,
+        create_graph: builtins.bool = False,
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (the graph is freed unless
+        `retain_graph`, as in PyTorch)."""
         from anychip.frontend.autograd import backward
 
-        backward(self, gradient)
+        backward(self, gradient, retain_graph, create_graph)
 
     def _assign(self, value: Tensor, op: str) -> Tensor:
         """The in-place door: self takes value's value (cast to self's dtype), PyTorch-style;

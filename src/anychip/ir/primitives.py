@@ -121,7 +121,9 @@ def _pow_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
     a, b = s
     ga = g * b * a.pow(b - 1)
     ga = (b == 0)._select(0, ga)
-    gb = g * out * (a == 0)._select(1, a).log()
+    # d/db a^b = a^b log a: at a = 0 that is 0 for b >= 0 and -inf for b < 0 (inf * -inf),
+    # as torch gives; only the b >= 0 side is masked
+    gb = g * out * a.log()
     gb = ((a == 0) & (b >= 0))._select(0, gb)
     return ga, gb
 

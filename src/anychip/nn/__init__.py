@@ -84,3 +84,8 @@ __all__ = [
     "init",
     "utils",
 ]
+
+# PyTorch habits (issue 10): normalisation with running statistics
+from anychip.nn.norm import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm
+
+__all__ += ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm"]

@@ -279,3 +279,24 @@ __all__ = [
     "softplus",
     "tanh",
 ]
+
+
+# PyTorch habits (issue 10): normalisation with running statistics lives in nn/norm.py
+from anychip.nn.norm import batch_norm, group_norm  # noqa: E402
+
+__all__ += ["batch_norm", "group_norm"]
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """log(sigmoid(x)), finite with a finite gradient for every finite x (stable.py).
+
+    >>> import anychip as ac
+    >>> ac.nn.functional.logsigmoid(ac.tensor([-1000.0, 0.0])).tolist()[0]
+    -1000.0
+    """
+    from anychip.frontend import stable
+
+    return stable.logsigmoid(input._float())
+
+
+__all__ += ["logsigmoid"]

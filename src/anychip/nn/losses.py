@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError, IndexOutOfRange, ShapeError, describe
+from anychip.frontend import stable
 from anychip.frontend.tensor import Tensor, to_tensor
 from anychip.ir.ops import Ops
 from anychip.nn.module import Module
@@ -257,7 +258,7 @@ def binary_cross_entropy_with_logits(
             f"{describe(input, target)}"
         )
     x, y = input, target.to(input.dtype)
-    softplus_neg = (-x.abs()).exp().log1p() + (-x).relu()  # log(1 + exp(-x)), stable
+    softplus_neg = stable.softplus_exact(-x)  # log(1 + exp(-x)), stable
     if pos_weight is not None:
         loss = (1 - y) * x + (1 + (pos_weight - 1) * y) * softplus_neg
     else:

@@ -1,4 +1,5 @@
-"""`anychip.optim`: optimizers (SGD, Adam, AdamW, Adagrad) and learning-rate schedules.
+"""`anychip.optim`: optimizers (SGD, Adam, AdamW, Adagrad, RMSprop, SparseAdam) and
+learning-rate schedules.
 
 >>> import anychip as ac
 >>> model = ac.nn.Linear(2, 1)
@@ -16,3 +17,9 @@ from anychip.optim.optimizer import Optimizer
 from anychip.optim.sgd import SGD
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "lr_scheduler"]
+
+# PyTorch habits (issue 10)
+from anychip.optim.rmsprop import RMSprop
+from anychip.optim.sparse_adam import SparseAdam
+
+__all__ += ["RMSprop", "SparseAdam"]
