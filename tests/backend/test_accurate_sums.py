@@ -150,3 +150,18 @@ def test_bias_gradient_counts_rows(device: str) -> None:
 def test_ones_2_31_sum(device: str) -> None:
     # the issue's own reproducer: 8 GiB of float32 ones (lazy: a constant, not stored)
     assert ac.ones(2**31, device=device).sum().item() == 2.0**31
+
+
+# --- running sums ----------------------------------------------------------------------
+def test_cumsum_counts_past_2_24(device: str) -> None:
+    c = ac.ones(2**25, device=device).cumsum(0)
+    assert c[-1].item() == 2.0**25 and c[2**24 + 1].item() == 2.0**24 + 2
+
+
+@pytest.mark.parametrize("shape, dim", [((4, 10**6), 1), ((10**6, 4), 0)], ids=["last", "0"])
+def test_cumsum_is_accurate(shape: tuple[int, int], dim: int, device: str) -> None:
+    a = rows(shape)
+    got = ac.tensor(a, device=device).cumsum(dim).numpy()
+    want = np.cumsum(a.astype(np.float64), dim)
+    torch32 = torch.from_numpy(a).cumsum(dim).numpy()  # torch's CPU cumsum adds in double
+    assert_accurate(got, want, torch32, 2e-7, f"cumsum over {dim}")

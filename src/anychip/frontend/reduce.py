@@ -72,6 +72,7 @@ class ReduceMixin:
     ) -> Tensor:
         x = self._acc_dtype(dtype)
         if x.dtype is dtypes.float32:
+            x._dims(dim, "prod")  # a bad dim's error names the float32 tensor
             # float32 products round once per factor in any order, and the errors of
             # factors near 1 do not cancel (10**7 of them drift by percents): multiply in
             # float64 (the cast fuses into the reduction) and round once

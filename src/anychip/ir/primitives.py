@@ -224,12 +224,19 @@ _rule(Ops.SUM, _reduce_infer, ref_sum, lambda g, out, s, arg: (g.expand(s[0].sha
 _rule(Ops.RMAX, _reduce_infer, lambda arg, x: np.max(x, axis=arg, keepdims=True), _extreme_vjp)
 _rule(Ops.RMIN, _reduce_infer, lambda arg, x: np.min(x, axis=arg, keepdims=True), _extreme_vjp)
 _rule(Ops.PROD, _reduce_infer, _ref_reduce(np.prod), _prod_vjp)
+
+
+def _ref_cumsum(arg: int, x: np.ndarray) -> np.ndarray:
+    """Running sums: float32 and halves accumulate in float64 (numpy's are serial in the
+    input's dtype: 2**25 ones would stop at 2**24), rounding each value once."""
+    acc = np.float64 if x.dtype.kind == "f" else x.dtype
+    return np.cumsum(x, axis=arg, dtype=acc).astype(x.dtype)
+
+
 _rule(
     Ops.CUMSUM,
     lambda srcs, arg: (srcs[0].shape, srcs[0].dtype),
-    lambda arg, x: np.cumsum(
-        x, axis=arg, dtype=np.float32 if x.dtype == np.float16 else x.dtype
-    ).astype(x.dtype),
+    _ref_cumsum,
     lambda g, out, s, arg: (g.flip(arg)._cumsum(arg).flip(arg),),
 )
 

@@ -34,6 +34,7 @@ from anychip import dtypes
 from anychip.ir.kernel import (
     INDEX,
     Acc,
+    Alu,
     BufDecl,
     BufRole,
     Const,
@@ -56,7 +57,7 @@ from anychip.ir.kernel import (
 from anychip.ir.ops import Ops
 from anychip.passes.interchange import Rewriter, coefficient
 from anychip.passes.reuse import substitute
-from anychip.passes.simplify import simplify
+from anychip.passes.simplify import linear, simplify
 
 BLOCK = 32  # terms a lane accumulator (one element of a local or output row) adds per block
 SCALAR_BLOCK = 256  # a scalar accumulator's block: up to 16 vector lanes of 16 terms
@@ -112,6 +113,10 @@ class _Blocker(Rewriter):
             if not isinstance(s, Loop):
                 out.append(s)
                 continue
+            scan = self.scan(s, accs) or self.scan_rows(s)
+            if scan is not None:
+                out.extend(scan)
+                continue
             nest = self.nest(s, accs)
             if nest is None:
                 out.append(replace(s, body=self.block(s.body, accs)))
@@ -164,6 +169,107 @@ class _Blocker(Rewriter):
         if names & (inner - {lane.var}) or coefficient(st.index, lane.var) in (0, None):
             return None  # the element depends on the chain, or lanes share one element
         return _Target(d, buf=st.buf, index=st.index, lane=lane)
+
+    def scan(self, lp: Loop, accs: dict[str, Acc]) -> list[Stmt] | None:
+        """A running sum (cumsum: `a <- x[s]; out[s] = a` in a long serial loop) in blocks of
+        BLOCK: within a block a fresh partial runs from 0 and each value written is (the
+        compensated total before the block) + partial; the partial is then folded into the
+        total with compensation. Two adds per element, as before."""
+        if lp.kind is not LoopKind.SERIAL or lp.extent <= SCALAR_BLOCK:
+            return None
+        if any(isinstance(x, Loop | Acc | Local) for x in lp.body):
+            return None
+        ups = [i for i, x in enumerate(lp.body) if isinstance(x, Update)]
+        if len(ups) != 1:
+            return None
+        u = lp.body[ups[0]]
+        assert isinstance(u, Update)
+        a = accs.get(u.var)
+        if a is None or a.op is not Ops.SUM or a.dtype not in FLOATS:
+            return None
+        if a.var in _reads(replace(lp, body=lp.body[: ups[0] + 1])) or a.var not in _reads(lp):
+            return None  # not a scan: the total is read before it is added to, or never
+        t = _Target(a.dtype, acc=a.var)
+        comp = self.comp(t)
+        assert isinstance(comp, str)
+        full, tail = divmod(lp.extent, BLOCK)
+        out: list[Stmt] = [Acc(comp, Ops.SUM, a.dtype)]
+        for first, n, loop_var in ((None, BLOCK, self.fresh(lp.var + "_b")), (full, tail, None)):
+            if not n or (first is None and not full):
+                continue
+            start = (
+                alu(Ops.MUL, Var(loop_var, INDEX), const(BLOCK))
+                if loop_var
+                else const(full * BLOCK)
+            )
+            body = self.scan_block(lp, u, t, comp, start, n)
+            var = loop_var or self.fresh(lp.var + "_t")
+            out.append(Loop(var, full if loop_var else 1, tuple(body), LoopKind.SERIAL))
+        j = self.fresh("j")
+        out.append(Loop(j, 1, (Update(a.var, Var(comp, a.dtype)),), LoopKind.SERIAL))
+        return out
+
+    def scan_block(
+        self, lp: Loop, u: Update, t: _Target, comp: str, start: Expr, n: int
+    ) -> list[Stmt]:
+        assert t.acc is not None
+        d = t.dtype
+        base, part, run = self.fresh("base"), self.fresh("part"), self.fresh("run")
+        vi = self.fresh("blk")
+        at = alu(Ops.ADD, start, Var(vi, INDEX))
+        body: list[Stmt] = []
+        for x in lp.body:
+            x = _subst(x, lp.var, at)
+            if isinstance(x, Update):
+                body += [Update(part, x.value), Let(run, alu(Ops.ADD, Var(base, d), Var(part, d)))]
+            elif body and any(isinstance(y, Let) and y.var == run for y in body):
+                body.append(_subst(x, t.acc, Var(run, d)))
+            else:
+                body.append(x)
+        head: list[Stmt] = [Let(base, alu(Ops.ADD, Var(t.acc, d), Var(comp, d)))]
+        head.append(Acc(part, Ops.SUM, d))
+        return [*head, Loop(vi, n, tuple(body), LoopKind.SERIAL), *self.fold(t, part, comp)]
+
+    def scan_rows(self, lp: Loop) -> list[Stmt] | None:
+        """A running sum down rows (`out[s] = out[s - 1] + x[s]` across a vector loop of
+        lanes, cumsum over a non-innermost axis) as a compensated running total per lane in
+        local arrays, each row written as total + compensation."""
+        if lp.kind is not LoopKind.SERIAL or lp.extent <= SCALAR_BLOCK or len(lp.body) != 1:
+            return None
+        lane = lp.body[0]
+        if not isinstance(lane, Loop) or lane.kind is not LoopKind.VECTOR or len(lane.body) != 1:
+            return None
+        st = lane.body[0]
+        d = self.k.bufs[st.buf].dtype if isinstance(st, Store) else None
+        if not isinstance(st, Store) or st.combine is not None or d not in FLOATS:
+            return None
+        v = st.value
+        if not (isinstance(v, Alu) and v.op is Ops.ADD and isinstance(v.srcs[0], Load)):
+            return None
+        prev, x = v.srcs
+        assert isinstance(prev, Load)
+        step = coefficient(st.index, lp.var)
+        (ti, ci), (tp, cp) = linear(st.index), linear(prev.index)
+        if prev.buf != st.buf or not step or ti != tp or cp != ci - step:
+            return None
+        if st.buf in _reads(replace(lane, body=(Store(st.buf, st.index, x),))):
+            return None  # the new term reads the output too: not a plain running sum
+        assert d is not None
+        probe = _Target(d, buf=st.buf, index=st.index, lane=lane)
+        run, comp = self.local(probe, "run"), self.local(probe, "comp")
+        lv = Var(lane.var, INDEX)
+        zero = Const(0.0, d)
+        init: list[Stmt] = [Store(run, lv, zero), Store(comp, lv, zero)]
+        lets, err = self.two_sum(Load(run, lv, d), x, d)
+        total = Var(lets[0].var, d)
+        step_body: tuple[Stmt, ...] = (
+            *lets,
+            Store(comp, lv, err, Ops.ADD),
+            Store(run, lv, total),
+            Store(st.buf, st.index, alu(Ops.ADD, total, Load(comp, lv, d)), None, st.valid),
+        )
+        rows = replace(lp, body=(replace(lane, body=step_body),))
+        return [Local(run), Local(comp), replace(lane, body=tuple(init)), rows]
 
     # --- the rewrite ---------------------------------------------------------------
     def rewrite(
