@@ -145,3 +145,21 @@ def test_compensation_recovers_what_a_float32_total_drops() -> None:
     blocked = verify(block_sums(k))
     assert _run(k, {1: x})[0] == f32(1 << 24)
     assert _run(blocked, {1: x})[0] == f32((1 << 24) + blocks) == math.fsum(x.tolist())
+
+
+def test_long_running_sums_are_blocked_short_ones_left_alone() -> None:
+    row = ir_of(ac.tensor(np.ones(1 << 12, np.float32)).cumsum(0))
+    accs = [s.var for s in walk_stmts(row.body) if isinstance(s, Acc)]
+    assert any(a.startswith("comp") for a in accs)
+    blocks = [s for s in walk_stmts(row.body) if isinstance(s, Loop) and s.var.startswith("blk")]
+    assert blocks and all(b.extent <= BLOCK for b in blocks)
+    cols = ir_of(ac.tensor(np.ones((1000, 64), np.float32)).cumsum(0))
+    names = [b.name for b in cols.bufs if b.role is BufRole.LOCAL]
+    assert any(n.endswith("_run") for n in names) and any(n.endswith("_comp") for n in names)
+    for t in (
+        ac.tensor(np.ones((100, 64), np.float32)).cumsum(1),
+        ac.tensor(np.ones((100, 64), np.float32)).cumsum(0),
+    ):
+        k = ir_of(t)
+        assert all(b.role is not BufRole.LOCAL for b in k.bufs)
+        assert not any(isinstance(s, Acc) and s.var.startswith("comp") for s in walk_stmts(k.body))

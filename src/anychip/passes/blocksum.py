@@ -23,6 +23,8 @@ and lane accumulators (`local acc[64]` of column tiles and row partials, or an o
 that a middle-axis reduction adds into) get the same per lane, with local arrays for the
 partials and the compensation. Only the innermost chain is blocked: the fold is one
 compensated step per block, so a block of 32 lane terms costs a few percent more.
+Running sums (cumsum's scans) longer than SCALAR_BLOCK get the same treatment (`scan`,
+`scan_rows`).
 """
 
 from __future__ import annotations
