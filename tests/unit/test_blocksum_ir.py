@@ -41,15 +41,23 @@ def ir_of(t: ac.Tensor) -> KernelIR:
 
 
 def test_whole_sum_adds_blocks_with_compensation() -> None:
+    # blocks of 64 lanes * BLOCK contiguous terms (rowsplit then splits each into lanes)
     x = ac.tensor(np.ones(1 << 20, np.float32)).realize()
     k = ir_of(x.sum())
     accs = [s.var for s in walk_stmts(k.body) if isinstance(s, Acc)]
     assert any(a.startswith("comp") for a in accs) and any(a.startswith("part") for a in accs)
-    blocks = [s for s in walk_stmts(k.body) if isinstance(s, Loop) and s.var.startswith("blk")]
-    assert blocks and all(b.extent <= SCALAR_BLOCK for b in blocks)
     assert sum(isinstance(s, Let) for s in walk_stmts(k.body)) >= 3  # TwoSum's temporaries
     outer = next(s for s in k.body if isinstance(s, Loop))
     assert outer.kind is LoopKind.REDUCE  # still threaded by the renderer
+    assert outer.extent == (1 << 20) // (64 * BLOCK)
+    chunks = [
+        s for s in walk_stmts(outer.body) if isinstance(s, Loop) and s.kind is LoopKind.SERIAL
+    ]
+    assert any(c.extent == BLOCK for c in chunks)  # each lane adds BLOCK terms per block
+    # a strided whole-tensor sum is left to vector lanes: SCALAR_BLOCK terms per block
+    k = ir_of(ac.tensor(np.ones((1 << 16, 2), np.float32)).realize().sum(0))
+    blocks = [s for s in walk_stmts(k.body) if isinstance(s, Loop) and s.var.startswith("blk")]
+    assert blocks and all(b.extent <= SCALAR_BLOCK for b in blocks)
     (part_loop,) = [b for b in blocks if b.extent == SCALAR_BLOCK]
     assert all(isinstance(u, Update) and u.var.startswith("part") for u in part_loop.body)
 
@@ -58,13 +66,16 @@ def test_column_and_middle_sums_block_their_lanes() -> None:
     for t in (
         ac.tensor(np.ones((10_000, 64), np.float32)).sum(0),  # interchange's tile
         ac.tensor(np.ones((4, 5000, 64), np.float32)).sum(1),  # reduce_into_rows' rows
-        ac.tensor(np.ones((4, 64 * 200), np.float32)).sum(1),  # rowsplit's partials
     ):
         k = ir_of(t)
         names = [b.name for b in k.bufs if b.role is BufRole.LOCAL]
         assert any(n.endswith("_comp") for n in names) and any(n.endswith("_block") for n in names)
         blocks = [s for s in walk_stmts(k.body) if isinstance(s, Loop) and s.var.startswith("blk")]
         assert blocks and all(b.extent <= BLOCK for b in blocks)
+    # rows: blocked as scalar sums first, then split into rowsplit's lanes of partials
+    k = ir_of(ac.tensor(np.ones((4, 64 * 200), np.float32)).sum(1))
+    assert any(isinstance(s, Acc) and s.var.startswith("comp") for s in walk_stmts(k.body))
+    assert any(b.name.endswith("_part") for b in k.bufs)
 
 
 def test_short_integer_and_extreme_reductions_are_left_alone() -> None:
@@ -130,9 +141,9 @@ def test_compensation_recovers_what_a_float32_total_drops() -> None:
     # (a tie, to even), so a float32 total stays at 2**24 however it is blocked; the
     # compensation keeps every lost 1 and adds them back
     f32 = np.float32
-    blocks = 64
-    x = np.full(SCALAR_BLOCK * (blocks + 1), f32(1 / SCALAR_BLOCK), f32)
-    x[0], x[1:SCALAR_BLOCK] = f32(1 << 24), 0
+    blocks, size = 16, 64 * BLOCK  # a contiguous row: 64 lanes of BLOCK terms per block
+    x = np.full(size * (blocks + 1), f32(1 / size), f32)
+    x[0], x[1:size] = f32(1 << 24), 0
     n = x.size
     r = Var("r", INDEX)
     body = (

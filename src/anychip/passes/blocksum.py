@@ -59,6 +59,7 @@ from anychip.ir.kernel import (
 from anychip.ir.ops import Ops
 from anychip.passes.interchange import Rewriter, coefficient
 from anychip.passes.reuse import substitute
+from anychip.passes.rowsplit import CHUNK_BYTES, MIN_LANES
 from anychip.passes.simplify import linear, simplify
 
 BLOCK = 32  # terms a lane accumulator (one element of a local or output row) adds per block
@@ -145,7 +146,7 @@ class _Blocker(Rewriter):
                     continue
                 if a.var not in reads and all(t.acc != a.var for t in targets):
                     targets.append(_Target(a.dtype, acc=a.var))
-            limit = SCALAR_BLOCK
+            limit = _row_block(last, targets) if len(path) == 1 else SCALAR_BLOCK
         else:
             lane = lanes[0]
             for st in lane.body:
@@ -389,6 +390,28 @@ class _Blocker(Rewriter):
         ]
         err = alu(Ops.ADD, alu(Ops.ADD, a, alu(Ops.NEG, avv)), alu(Ops.ADD, b, alu(Ops.NEG, bvv)))
         return lets, err
+
+
+def _row_block(lp: Loop, targets: list[_Target]) -> int:
+    """A scalar accumulator's block: rowsplit (which runs next) folds a contiguous row
+    block into lanes of partials (256 bytes of them), so such a block may be BLOCK terms
+    per lane long; other loops are spread over vector lanes by the target (SCALAR_BLOCK)."""
+    if not targets:
+        return SCALAR_BLOCK
+    rows = 0
+    for x in lp.body:
+        exprs = [x.value] if isinstance(x, Update | Let) else []
+        for e in exprs:
+            for y in walk_exprs(e):
+                if isinstance(y, Load):
+                    c = coefficient(y.index, lp.var)
+                    if c not in (0, 1):
+                        return SCALAR_BLOCK  # strided or gathered: not a row
+                    rows += c == 1
+    if not rows or any(not isinstance(x, Update | Let) for x in lp.body):
+        return SCALAR_BLOCK
+    lanes = max(CHUNK_BYTES // max(t.dtype.itemsize for t in targets), MIN_LANES)
+    return max(SCALAR_BLOCK, BLOCK * lanes)
 
 
 def _path(root: Loop) -> list[Loop]:

@@ -33,8 +33,8 @@ PASSES: list[tuple[str, Pass]] = [
     ("transpose", tile_transposes),  # reads through a transposed view: square tiles
     ("reuse", reuse_rows),  # a row's costly reduced values (softmax's exp) computed once
     ("hoist", hoist),  # loop-invariant loads (a bag's row id) computed before their loop
-    ("rowsplit", split_rows),  # contiguous row reductions: independent partials, tree combine
     ("blocksum", block_sums),  # long float sums: short blocks, folded with compensation
+    ("rowsplit", split_rows),  # contiguous row reductions: independent partials, tree combine
 ]
 
 
