@@ -400,7 +400,9 @@ def _row_block(lp: Loop, targets: list[_Target]) -> int:
         return SCALAR_BLOCK
     rows = 0
     for x in lp.body:
-        exprs = [x.value] if isinstance(x, Update | Let) else []
+        if not (isinstance(x, Update) or (isinstance(x, Store) and x.combine is None)):
+            return SCALAR_BLOCK  # rowsplit folds updates and plain stores only
+        exprs = [x.value] if isinstance(x, Update) else _store_exprs(x)
         for e in exprs:
             for y in walk_exprs(e):
                 if isinstance(y, Load):
@@ -408,10 +410,15 @@ def _row_block(lp: Loop, targets: list[_Target]) -> int:
                     if c not in (0, 1):
                         return SCALAR_BLOCK  # strided or gathered: not a row
                     rows += c == 1
-    if not rows or any(not isinstance(x, Update | Let) for x in lp.body):
+    if not rows:
         return SCALAR_BLOCK
     lanes = max(CHUNK_BYTES // max(t.dtype.itemsize for t in targets), MIN_LANES)
     return max(SCALAR_BLOCK, BLOCK * lanes)
+
+
+def _store_exprs(x: Stmt) -> list[Expr]:
+    assert isinstance(x, Store)
+    return [x.index, x.value] + ([x.valid] if x.valid is not None else [])
 
 
 def _path(root: Loop) -> list[Loop]:
