@@ -71,7 +71,14 @@ class ReduceMixin:
     def prod(
         self: Tensor, dim: int | None = None, keepdim: bool = False, dtype: Any = None
     ) -> Tensor:
-        return self._acc_dtype(dtype)._reduce_to(Ops.PROD, dim, keepdim, "prod")
+        x = self._acc_dtype(dtype)
+        if x.dtype is dtypes.float32:
+            x._dims(dim, "prod")  # a bad dim's error names the float32 tensor
+            # float32 products round once per factor in any order, and the errors of
+            # factors near 1 do not cancel (10**7 of them drift by percents): multiply in
+            # float64 (the cast fuses into the reduction) and round once
+            return x.to(dtypes.float64)._reduce_to(Ops.PROD, dim, keepdim, "prod").to(x.dtype)
+        return x._reduce_to(Ops.PROD, dim, keepdim, "prod")
 
     def mean(self: Tensor, dim: Dim = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
         x = self.to(dtypes.to_dtype(dtype)) if dtype is not None else self
@@ -141,19 +148,17 @@ class ReduceMixin:
         return ValuesIndices(values, idx)
 
     def _arg_extreme(self: Tensor, dim: int | None, keepdim: bool, op: Ops, name: str) -> Tensor:
-        from anychip.frontend.creation import arange
-
         if dim is None:
             out = self.reshape(-1)._arg_extreme(0, False, op, name)
             return out.reshape((1,) * self.ndim) if keepdim else out
         x = self.detach()
         d = x._axis(dim, name) if x.ndim else 0
         if x.ndim == 0:
-            return arange(1, device=self.device).reshape(()) * 0
+            return _positions(1, self.device).reshape(()) * 0
         m = x._reduce_to(op, d, True, name)
         hit = (x == m) | (x.isnan() if x.dtype.is_floating_point else False)
         n = x.shape[d]
-        idx = arange(n, device=self.device).reshape((n,) + (1,) * (x.ndim - d - 1))
+        idx = _positions(n, self.device).reshape((n,) + (1,) * (x.ndim - d - 1))
         first = hit._select(idx, n)._reduce_to(Ops.RMIN, d, keepdim, name)
         return first
 
@@ -227,3 +232,14 @@ class ReduceMixin:
 
     def count_nonzero(self: Tensor, dim: Dim = None) -> Tensor:
         return (self != 0).sum(dim)
+
+
+def _positions(n: int, device: Any) -> Tensor:
+    """0, 1, ..., n-1 as int64, computed where it is used (argmax's kernel) from two aranges
+    of about sqrt(n) each: `arange(n)` would hold 8 bytes per element of host memory."""
+    from anychip.frontend.creation import arange
+
+    b = 1 << (max(n - 1, 1).bit_length() + 1) // 2  # a power of two near sqrt(n)
+    a = -(-n // b)
+    rows = arange(a, device=device).reshape(a, 1) * b
+    return (rows + arange(b, device=device).reshape(1, b)).reshape(a * b)[:n]

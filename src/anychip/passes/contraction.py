@@ -31,6 +31,9 @@ from anychip.ir.ops import Ops
 from anychip.passes.simplify import affine
 
 Strides = dict[str, int]
+# Dot products (M or N is 1) longer than this keep their loops: the blocksum pass makes
+# those sums accurate, where a GEMV's vector chains would add K / 32 terms each in a row.
+LONG_DOT = 8192
 
 
 def attach_contraction(k: KernelIR) -> KernelIR:
@@ -47,7 +50,9 @@ def attach_contraction(k: KernelIR) -> KernelIR:
     if k.kind is not KernelKind.CONTRACTION:
         return k
     spec = _spec(k)
-    return k if spec is None else replace(k, contraction=spec)
+    if spec is None or (min(spec.m, spec.n) == 1 and spec.k > LONG_DOT):
+        return k
+    return replace(k, contraction=spec)
 
 
 def _operand(e: Expr) -> tuple[Load, Strides, int] | None:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from anychip.ir.kernel import KernelIR, render_ir
 from anychip.ir.verify import verify
+from anychip.passes.blocksum import block_sums
 from anychip.passes.contraction import attach_contraction
 from anychip.passes.hoist import hoist
 from anychip.passes.interchange import interchange
@@ -32,6 +33,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("transpose", tile_transposes),  # reads through a transposed view: square tiles
     ("reuse", reuse_rows),  # a row's costly reduced values (softmax's exp) computed once
     ("hoist", hoist),  # loop-invariant loads (a bag's row id) computed before their loop
+    ("blocksum", block_sums),  # long float sums: short blocks, folded with compensation
     ("rowsplit", split_rows),  # contiguous row reductions: independent partials, tree combine
 ]
 

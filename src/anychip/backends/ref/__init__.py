@@ -6,6 +6,7 @@ held as float32 arrays rounded to bfloat16 after every op.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -32,11 +33,22 @@ def _contractible(n: Node) -> bool:
 
 
 def _contract(n: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """SUM over MUL(a, b) by einsum, without materialising the broadcast product."""
+    """SUM over MUL(a, b) by einsum, without materialising the broadcast product. Where
+    the product is no larger than the inputs (a norm's x*x, a broadcast weight's gradient) it
+    is formed and summed by the SUM rule, accurately along any axis."""
+    if n.srcs[0].numel <= _stored(a) + _stored(b):
+        return np.asarray(RULES[Ops.SUM].ref(n.arg, np.multiply(a, b)))
     letters = "abcdefghijklmnopqrstuvwxyz"[: len(n.shape)]
     out = "".join(c for i, c in enumerate(letters) if i not in n.arg)
-    res = np.einsum(f"{letters},{letters}->{out}", a, b)
+    # float32 sums of products in float64 (einsum casts in small buffers): its own
+    # float32 loops add every term to one accumulator in a row
+    res = np.einsum(f"{letters},{letters}->{out}", a, b, dtype=np.float64)
     return np.asarray(res, dtype=a.dtype).reshape(n.shape)
+
+
+def _stored(a: np.ndarray) -> int:
+    """Elements `a` really holds: broadcast (zero-stride) axes count once."""
+    return math.prod(s for s, st in zip(a.shape, a.strides) if st != 0)
 
 
 def evaluate(ast: Node, inputs: list[np.ndarray], scalars: tuple[Scalar, ...] = ()) -> np.ndarray:
