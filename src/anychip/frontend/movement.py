@@ -262,10 +262,10 @@ class MovementMixin:
     def pad(self: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
         """`torch.nn.functional.pad`: (left, right) pairs from the last dimension backwards;
         negative amounts crop."""
-        if mode != "constant":
-            raise ShapeError(
-                f"pad: only mode='constant' is supported, got {mode!r} ({describe(self)})"
-            )
+        if mode != "constant":  # reflect, replicate, circular (or a typed error)
+            from anychip.frontend.padding import pad_mode
+
+            return pad_mode(self, pad, mode)
         if len(pad) % 2 or len(pad) // 2 > self.ndim:
             raise ShapeError(
                 f"pad: padding length {len(pad)} must be even and at most twice "

@@ -84,3 +84,22 @@ __all__ = [
     "init",
     "utils",
 ]
+
+# --- convolution, pooling and attention layers (issue 10) --------------------------------
+from anychip.nn.conv import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+)
+
+__all__ += [
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+]

@@ -279,3 +279,22 @@ __all__ = [
     "softplus",
     "tanh",
 ]
+
+# --- convolution, pooling, attention and the other torch ops (issue 10) -------------------
+from anychip.frontend.conv import (  # noqa: E402
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
+
+__all__ += [
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+]
