@@ -90,11 +90,11 @@ class _Conv(_ConvNd):
         padding: tuple[int, ...] | str | int = self.padding
         if self.padding_mode != "zeros":
             # pad by the mode first, then convolve without padding (as torch does)
-            if isinstance(padding, str):
-                pads = C._same_pads(self.kernel_size, self.dilation) if padding == "same" else []
-                pairs = pads or [(0, 0)] * self.nd
+            if isinstance(self.padding, str):
+                same = self.padding == "same"
+                pairs = C._same_pads(self.kernel_size, self.dilation) if same else []
             else:
-                pairs = [(p, p) for p in padding]
+                pairs = [(p, p) for p in self.padding]
             flat = [v for lo_hi in reversed(pairs) for v in lo_hi]
             x = x.pad(flat, mode=self.padding_mode)
             padding = 0
