@@ -136,3 +136,6 @@ __all__ += [
     "MaxUnpool2d",
     "Upsample",
 ]
+from anychip.nn.attention import MultiheadAttention, TransformerEncoderLayer  # noqa: E402
+
+__all__ += ["MultiheadAttention", "TransformerEncoderLayer"]

@@ -332,3 +332,7 @@ __all__ += [
     "max_unpool1d",
     "max_unpool2d",
 ]
+
+from anychip.frontend.attention import scaled_dot_product_attention  # noqa: E402
+
+__all__ += ["scaled_dot_product_attention"]
