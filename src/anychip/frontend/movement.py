@@ -86,6 +86,8 @@ class MovementMixin:
         return self if tuple(new) == self.shape else self._prim(Ops.RESHAPE, arg=tuple(new))
 
     def view(self: Tensor, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (dtypes.DType, str)):  # x.view(ac.int32)
+            return self._bitcast(shape[0])
         return self.reshape(*shape)
 
     def view_as(self: Tensor, other: Tensor) -> Tensor:

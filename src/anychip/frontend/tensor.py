@@ -27,6 +27,8 @@ from anychip.errors import (
     describe,
 )
 from anychip.frontend.elementwise import ElementwiseMixin
+from anychip.frontend.extra_math import ExtraMathMixin
+from anychip.frontend.extra_ops import ExtraOpsMixin
 from anychip.frontend.indexing import IndexingMixin
 from anychip.frontend.linalg import LinalgMixin
 from anychip.frontend.movement import MovementMixin
@@ -132,7 +134,15 @@ def _storage(arr: np.ndarray, dt: DType) -> np.ndarray:
     return arr.astype(dt.np, copy=False)
 
 
-class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, LinalgMixin):
+class Tensor(
+    ElementwiseMixin,
+    ReduceMixin,
+    MovementMixin,
+    IndexingMixin,
+    LinalgMixin,
+    ExtraMathMixin,  # issue 10: more math and activations
+    ExtraOpsMixin,  # issue 10: scans, scatter, triangles, unfold, ...
+):
     """An n-dimensional array on a device.
 
     >>> import anychip as ac

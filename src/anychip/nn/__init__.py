@@ -139,3 +139,28 @@ __all__ += [
 from anychip.nn.attention import MultiheadAttention, TransformerEncoderLayer  # noqa: E402
 
 __all__ += ["MultiheadAttention", "TransformerEncoderLayer"]
+from anychip.nn.activation_extra import (  # noqa: E402
+    CELU,
+    SELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LogSigmoid,
+    Mish,
+    ReLU6,
+    Softmin,
+    Softsign,
+)
+
+__all__ += [
+    "CELU",
+    "SELU",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "LogSigmoid",
+    "Mish",
+    "ReLU6",
+    "Softmin",
+    "Softsign",
+]

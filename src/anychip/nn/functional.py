@@ -168,7 +168,10 @@ def rms_norm(
 
 
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
-    """input / max(||input||_p, eps) along `dim`."""
+    """input / max(||input||_p, eps) along `dim` (p=0: the count of nonzeros)."""
+    if p == 0:  # a constant to autograd, as torch's norm(p=0)
+        count = (input != 0).sum(dim, keepdim=True).to(input.dtype)
+        return input / count.clamp(min=eps)
     return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
 
 
@@ -336,3 +339,31 @@ __all__ += [
 from anychip.frontend.attention import scaled_dot_product_attention  # noqa: E402
 
 __all__ += ["scaled_dot_product_attention"]
+
+from anychip.nn.activation_extra import (  # noqa: E402
+    celu,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    logsigmoid,
+    mish,
+    relu6,
+    selu,
+    softmin,
+    softsign,
+    unfold,
+)
+
+__all__ += [
+    "celu",
+    "hardsigmoid",
+    "hardswish",
+    "hardtanh",
+    "logsigmoid",
+    "mish",
+    "relu6",
+    "selu",
+    "softmin",
+    "softsign",
+    "unfold",
+]
