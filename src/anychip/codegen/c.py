@@ -67,7 +67,7 @@ class CRenderer:
 
     # {0} {1} {2}: the sources; {t}: the result's C type; {f}: "f" for float math, "" double
     OPS: ClassVar[dict[Ops, str]] = {
-        Ops.NEG: "(-{0})",
+        Ops.NEG: "(- {0})",  # the space: a negative literal operand must not make `--`
         Ops.SQRT: "sqrt{f}({0})",
         Ops.EXP: "exp{f}({0})",
         Ops.LOG: "log{f}({0})",

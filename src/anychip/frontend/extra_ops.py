@@ -4,7 +4,7 @@ repeat_interleave, std_mean/var_mean, movedim and meshgrid.
 
 Scans other than cumsum run as a Hillis-Steele scan: log2(n) steps, each combining every
 element with the one 2**s before it (a shift is a pad and a slice), so values and
-gradients come from ordinary elementwise ops.
+gradients come from ordinary elementwise ops; each step is computed when it is built.
 """
 
 from __future__ import annotations
@@ -34,18 +34,24 @@ def _shifted(x: Tensor, d: int, s: int, fill: Any) -> Tensor:
 def _scan(x: Tensor, d: int, combine: Callable[[Tensor, Tensor], Tensor], fill: Any) -> Tensor:
     s = 1
     while s < x.shape[d]:
-        x = combine(_shifted(x, d, s, fill), x)
+        # each step is computed now: a step reads the one before it several times, so
+        # fusing all log2(n) steps into one kernel would copy the first step's expression
+        # (its uses multiplied together) into the last
+        x = combine(_shifted(x, d, s, fill), x).realize()
         s *= 2
     return x
 
 
 def _scan_pairs(v: Tensor, i: Tensor, d: int, later_wins: Callable[..., Tensor], fill: Any) -> Pair:
     """Scan (value, index) pairs: the later pair wins where `later_wins(earlier, later)`."""
+    from anychip.frontend.tensor import realize_together
+
     s = 1
     while s < v.shape[d]:
         pv, pi = _shifted(v, d, s, fill), _shifted(i, d, s, -1)
         take = later_wins(pv, v)
         v, i = take._select(v, pv), take._select(i, pi)
+        realize_together([v, i])  # one step at a time, as in _scan
         s *= 2
     return v, i
 
@@ -153,7 +159,8 @@ class ExtraOpsMixin:
         ones = srcv.zeros_like() + 1
         count = zeros.scatter_add(d, index, ones)
         hit = count > 0
-        base = self if include_self else hit._select(zeros, self)
+        identity = zeros + 1 if reduce == "prod" else zeros
+        base = self if include_self else hit._select(identity, self)
         if reduce in ("sum", "mean"):
             total = base.scatter_add(d, index, srcv)
             if reduce == "sum":
@@ -336,8 +343,7 @@ def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple[Tensor, ...]:
         view = [1] * len(ts)
         view[k] = t.numel()
         out.append(t.reshape(view).expand(shape))
-    if swap:
-        out = [o.transpose(0, 1) for o in out]
+    if swap:  # 'xy' is 'ij' of the first two swapped, their grids swapped back
         out[0], out[1] = out[1], out[0]
     return tuple(out)
 
