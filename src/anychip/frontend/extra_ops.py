@@ -73,7 +73,7 @@ class ExtraOpsMixin:
         from anychip.frontend.reduce import ValuesIndices
 
         if self.ndim == 0:
-            return ValuesIndices(self * 1, Tensor_zeros_index(self))
+            return ValuesIndices(self * 1, _zero_index(self))
         d = self._axis(dim, op)
         n = self.shape[d]
         idx = arange(n, device=self.device).reshape([n if a == d else 1 for a in range(self.ndim)])
@@ -312,7 +312,8 @@ class ExtraOpsMixin:
         )
 
 
-def Tensor_zeros_index(x: Tensor) -> Tensor:
+def _zero_index(x: Tensor) -> Tensor:
+    """The index a 0-d cummax or cummin returns: 0, as int64."""
     from anychip.frontend.tensor import Tensor
 
     return Tensor._const(0, dtypes.int64, x.shape, x.device)
