@@ -336,6 +336,57 @@ def b_compile(dev: str, repeat: int) -> dict[str, float]:
     return {"anychip": cold, "anychip_warm": warm}
 
 
+def b_conv2d(dev: str, n: int, c: int, hw: int, k: int, repeat: int) -> dict[str, float]:
+    """conv2d (k x k, padding k//2, c -> c channels) forward + backward to both grads."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
+    w = rng.standard_normal((c, c, k, k), dtype=np.float32) * 0.05
+    g = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
+    ax, aw = (ac.tensor(a, device=dev, requires_grad=True) for a in (x, w))
+    ag = ac.tensor(g, device=dev).realize()
+
+    def ours() -> None:
+        ax.grad = aw.grad = None
+        ac.nn.functional.conv2d(ax, aw, padding=k // 2).backward(ag)
+
+    def tfn() -> Fn:
+        tx, tw = (torch.tensor(a, requires_grad=True) for a in (x, w))
+        tg = torch.tensor(g)
+
+        def step() -> None:
+            tx.grad = tw.grad = None
+            torch.nn.functional.conv2d(tx, tw, padding=k // 2).backward(tg)
+
+        return step
+
+    return best_of(peers({"anychip": ours}, None, tfn), repeat)
+
+
+def b_sdpa(dev: str, b: int, h: int, t: int, d: int, repeat: int) -> dict[str, float]:
+    """Causal scaled_dot_product_attention forward + backward to q, k and v."""
+    rng = np.random.default_rng(0)
+    arrs = [rng.standard_normal((b, h, t, d), dtype=np.float32) for _ in range(4)]
+    aq, ak, av = (ac.tensor(a, device=dev, requires_grad=True) for a in arrs[:3])
+    ag = ac.tensor(arrs[3], device=dev).realize()
+
+    def ours() -> None:
+        aq.grad = ak.grad = av.grad = None
+        ac.nn.functional.scaled_dot_product_attention(aq, ak, av, is_causal=True).backward(ag)
+
+    def tfn() -> Fn:
+        tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in arrs[:3])
+        tg = torch.tensor(arrs[3])
+
+        def step() -> None:
+            tq.grad = tk.grad = tv.grad = None
+            sdpa = torch.nn.functional.scaled_dot_product_attention
+            sdpa(tq, tk, tv, is_causal=True).backward(tg)
+
+        return step
+
+    return best_of(peers({"anychip": ours}, None, tfn), repeat)
+
+
 def suite(quick: bool) -> dict[str, tuple[Callable[..., dict[str, float]], tuple[Any, ...]]]:
     """name -> (benchmark, its size arguments before `dev`... after `dev`)."""
     mm = (64, 128) if quick else (512, 1024, 2048)
@@ -350,6 +401,9 @@ def suite(quick: bool) -> dict[str, tuple[Callable[..., dict[str, float]], tuple
     small = (1000, 16, 64) if quick else (100_000, 64, 4096)
     s["embedding_bag_grad"] = (b_embedding_bag_grad, small)
     s["mlp_step"] = (b_mlp, (32 if quick else 256,))
+    s["conv2d_3x3"] = (b_conv2d, (2, 8, 8, 3) if quick else (32, 64, 56, 3))
+    s["conv2d_1x1"] = (b_conv2d, (2, 8, 8, 1) if quick else (32, 64, 56, 1))
+    s["sdpa"] = (b_sdpa, (1, 2, 32, 16) if quick else (8, 8, 512, 64))
     s["tiny"] = (b_tiny, ())
     s["compile"] = (b_compile, ())
     return s

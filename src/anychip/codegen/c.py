@@ -68,7 +68,7 @@ class CRenderer:
 
     # {0} {1} {2}: the sources; {t}: the result's C type; {f}: "f" for float math, "" double
     OPS: ClassVar[dict[Ops, str]] = {
-        Ops.NEG: "(-{0})",
+        Ops.NEG: "(- {0})",  # the space: a negative literal operand must not make `--`
         Ops.SQRT: "sqrt{f}({0})",
         Ops.EXP: "exp{f}({0})",
         Ops.LOG: "log{f}({0})",
@@ -293,7 +293,11 @@ class CRenderer:
         elif isinstance(s, Local):
             # declared in the block: private to each thread running it
             b = self.bufs[s.buf]
-            self.emit(f"{self.stype(b.dtype)} b{s.buf}[{max(b.size, 1)}];")
+            # aligned explicitly: gcc 12 with -march=native (AVX-512) was seen storing to an
+            # unaligned stack array with vmovdqa (a float64 loop contraction crashed)
+            self.emit(
+                f"{self.stype(b.dtype)} b{s.buf}[{max(b.size, 1)}] __attribute__((aligned(64)));"
+            )
 
     def identity(self, op: Ops, d: DType) -> str:
         if op is Ops.SUM:

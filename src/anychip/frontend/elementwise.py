@@ -453,7 +453,13 @@ class ElementwiseMixin:
     def sign(self: Tensor) -> Tensor:
         if self.dtype is dtypes.bool_:
             return self.clone()
-        return (self > 0).to(self.dtype) - (self < 0).to(self.dtype)
+        s = (self > 0).to(self.dtype) - (self < 0).to(self.dtype)
+        if self.requires_grad:  # a zero gradient, as torch: where(True, s, self)
+            from anychip.frontend.tensor import Tensor
+
+            always = Tensor._const(True, dtypes.bool_, self.shape, self.device)
+            return always._select(s, self)
+        return s
 
     def sqrt(self: Tensor) -> Tensor:
         return self._float()._prim(Ops.SQRT)

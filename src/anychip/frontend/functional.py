@@ -142,4 +142,27 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, Tensor)
 
 
-__all__ = [*_METHODS, "where", "is_tensor", "one_hot", "embedding", "embedding_bag", "einsum"]
+# issue 10: more torch free functions, each `x.name(...)` (meshgrid builds grids)
+_EXTRA = [
+    *("atan", "asin", "acos", "atan2", "arctan", "arcsin", "arccos", "arctan2"),
+    *("sinh", "cosh", "asinh", "acosh", "atanh", "copysign", "logaddexp"),
+    *("bitwise_left_shift", "bitwise_right_shift", "cumprod", "cummax", "cummin"),
+    *("logcumsumexp", "scatter", "scatter_reduce", "tril", "triu", "diag", "diagonal"),
+    *("repeat_interleave", "movedim", "moveaxis", "std_mean", "var_mean"),
+]
+for _name in _EXTRA:
+    globals()[_name] = _forward(_name)
+
+from anychip.frontend.extra_ops import meshgrid  # noqa: E402
+
+__all__ = [
+    *_METHODS,
+    *_EXTRA,
+    "meshgrid",
+    "where",
+    "is_tensor",
+    "one_hot",
+    "embedding",
+    "embedding_bag",
+    "einsum",
+]

@@ -16,7 +16,6 @@ from anychip.errors import (
     DeviceError,
     DTypeError,
     IndexOutOfRange,
-    ModeNotImplemented,
     ShapeError,
     describe,
 )
@@ -105,7 +104,10 @@ class MovementMixin:
 
     def view(self: Tensor, *shape: Any) -> Tensor:
         """A view of self with the new shape; a ShapeError where self's layout (a transposed
-        or sliced view) cannot be viewed so, as in PyTorch."""
+        or sliced view) cannot be viewed so, as in PyTorch. `x.view(dtype)` reinterprets
+        the bytes (a copy, read on the host)."""
+        if len(shape) == 1 and isinstance(shape[0], (dtypes.DType, str)):  # x.view(ac.int32)
+            return self._bitcast(shape[0])
         return views.reshape(self, self._new_shape(shape, "view"), "view")
 
     def view_as(self: Tensor, other: Tensor) -> Tensor:
@@ -282,10 +284,10 @@ class MovementMixin:
     def pad(self: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
         """`torch.nn.functional.pad`: (left, right) pairs from the last dimension backwards;
         negative amounts crop."""
-        if mode != "constant":
-            raise ModeNotImplemented(
-                f"pad: only mode='constant' is supported, got {mode!r} ({describe(self)})"
-            )
+        if mode != "constant":  # reflect, replicate, circular (or a typed error)
+            from anychip.frontend.padding import pad_mode
+
+            return pad_mode(self, pad, mode)
         if len(pad) % 2 or len(pad) // 2 > self.ndim:
             raise ShapeError(
                 f"pad: padding length {len(pad)} must be even and at most twice "

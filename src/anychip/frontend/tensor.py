@@ -29,6 +29,8 @@ from anychip.errors import (
 from anychip.frontend import views
 from anychip.frontend.autograd import SEQ, Ctx, Version
 from anychip.frontend.elementwise import ElementwiseMixin
+from anychip.frontend.extra_math import ExtraMathMixin
+from anychip.frontend.extra_ops import ExtraOpsMixin
 from anychip.frontend.habits import HabitsMixin
 from anychip.frontend.indexing import IndexingMixin
 from anychip.frontend.linalg import LinalgMixin
@@ -125,7 +127,16 @@ def _storage(arr: np.ndarray, dt: DType) -> np.ndarray:
     return arr.astype(dt.np, copy=False)
 
 
-class Tensor(ElementwiseMixin, ReduceMixin, MovementMixin, IndexingMixin, LinalgMixin, HabitsMixin):
+class Tensor(
+    ElementwiseMixin,
+    ReduceMixin,
+    MovementMixin,
+    IndexingMixin,
+    LinalgMixin,
+    ExtraMathMixin,  # issue 10: more math and activations
+    ExtraOpsMixin,  # issue 10: scans, scatter, triangles, unfold, ...
+    HabitsMixin,  # issue 10: PyTorch habits (new_*, in-place methods, strides, ...)
+):
     """An n-dimensional array on a device.
 
     >>> import anychip as ac

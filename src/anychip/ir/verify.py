@@ -46,6 +46,9 @@ class _Scope:
     ranges: Ranges = field(default_factory=dict)
     loops: list[Loop] = field(default_factory=list)
     acc_depth: dict[str, int] = field(default_factory=dict)  # acc -> loop depth it lives at
+    # expressions already checked in this scope: a shared sub-expression (a DAG, as deep
+    # composites like atan's backward build) is checked once, not once per path to it
+    checked: set[int] = field(default_factory=set)
 
 
 def verify(k: KernelIR) -> KernelIR:
@@ -87,10 +90,11 @@ def _buf(k: KernelIR, i: int, what: str) -> None:
 
 
 def _block(k: KernelIR, body: tuple[Stmt, ...], scope: _Scope) -> None:
-    outer = dict(scope.names)
+    outer, checked = dict(scope.names), set(scope.checked)
     for s in body:
         _stmt(k, s, scope)
     scope.names = outer  # names bound in a block end with it
+    scope.checked = checked  # and so does what was checked with them
 
 
 def _bind(k: KernelIR, scope: _Scope, name: str, what: str, info: object) -> None:

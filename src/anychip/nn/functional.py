@@ -168,7 +168,10 @@ def rms_norm(
 
 
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
-    """input / max(||input||_p, eps) along `dim`."""
+    """input / max(||input||_p, eps) along `dim` (p=0: the count of nonzeros)."""
+    if p == 0:  # a constant to autograd, as torch's norm(p=0)
+        count = (input != 0).sum(dim, keepdim=True).to(input.dtype)
+        return input / count.clamp(min=eps)
     return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
 
 
@@ -300,3 +303,86 @@ def logsigmoid(input: Tensor) -> Tensor:
 
 
 __all__ += ["logsigmoid"]
+
+# --- convolution, pooling, attention and the other torch ops (issue 10) -------------------
+from anychip.frontend.conv import (  # noqa: E402
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
+
+__all__ += [
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+]
+
+from anychip.frontend.pool import (  # noqa: E402
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    interpolate,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+    max_unpool1d,
+    max_unpool2d,
+)
+
+__all__ += [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "interpolate",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+]
+
+from anychip.frontend.attention import scaled_dot_product_attention  # noqa: E402
+
+__all__ += ["scaled_dot_product_attention"]
+
+from anychip.nn.activation_extra import (  # noqa: E402
+    celu,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    mish,
+    relu6,
+    selu,
+    softmin,
+    softsign,
+    unfold,
+)
+
+__all__ += [
+    "celu",
+    "hardsigmoid",
+    "hardswish",
+    "hardtanh",
+    "mish",
+    "relu6",
+    "selu",
+    "softmin",
+    "softsign",
+    "unfold",
+]

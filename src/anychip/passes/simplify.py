@@ -100,16 +100,29 @@ def build(terms: dict[Expr, int], c: int) -> Expr:
     return alu(Ops.ADD, out, const(c)) if c else out
 
 
+def _div_by(x: Expr, c: int) -> Expr:
+    """x // c in the canonical form `_divmod` gives it: (y // a) // c is y // (a*c)."""
+    if isinstance(x, Alu) and x.op is Ops.DIV and isinstance(x.srcs[1], Const):
+        return alu(Ops.DIV, x.srcs[0], const(int(x.srcs[1].value) * c))
+    return alu(Ops.DIV, x, const(c))
+
+
 def _merge_divmod(terms: dict[Expr, int]) -> dict[Expr, int]:
-    """(x // c) * c*k + (x % c) * k -> x * k."""
-    for t in list(terms):
-        if isinstance(t, Alu) and t.op is Ops.MOD and isinstance(t.srcs[1], Const):
-            x, c = t.srcs[0], int(t.srcs[1].value)
-            d = alu(Ops.DIV, x, t.srcs[1])
-            k = terms.get(t, 0)
-            if k and c and terms.get(d, 0) == k * c:  # c = 0: x % 0 has no x // 0 partner
-                del terms[t], terms[d]
-                terms[x] = terms.get(x, 0) + k
+    """(x // c) * c*k + (x % c) * k -> x * k, repeated while it applies, so a flat index
+    split into several axes and joined again (a reshape of a reshape) comes back whole:
+    (i//9)*9 + ((i//3)%3)*3 + i%3 -> (i//3)*3 + i%3 -> i."""
+    changed = True
+    while changed:
+        changed = False
+        for t in list(terms):
+            if isinstance(t, Alu) and t.op is Ops.MOD and isinstance(t.srcs[1], Const):
+                x, c = t.srcs[0], int(t.srcs[1].value)
+                d = _div_by(x, c)
+                k = terms.get(t, 0)
+                if k and c and terms.get(d, 0) == k * c:  # x % 0 has no x // 0 partner
+                    del terms[t], terms[d]
+                    terms[x] = terms.get(x, 0) + k
+                    changed = True
     return {t: k for t, k in terms.items() if k}
 
 

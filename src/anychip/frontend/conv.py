@@ -1,0 +1,327 @@
+"""Convolutions (conv1d/2d/3d and their transposes) as contractions on sliding windows.
+
+`sliding_windows` views every window of a tensor through movement ops only (index math,
+no copies); a convolution stores that view once as an im2col matrix and multiplies it by
+the weight with a batched matmul, which the compiler hands to its GEMM generator. The
+gradients come from the same primitives' rules: two more GEMMs and a col2im sum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from anychip.errors import ArgumentError, DTypeError, ShapeError, describe
+
+if TYPE_CHECKING:
+    from anychip.frontend.tensor import Tensor
+
+IntOrTuple = int | Sequence[int]
+
+
+def ntuple(v: Any, n: int, name: str, op: str) -> tuple[int, ...]:
+    """An int or a sequence of n ints -> a tuple of n ints (`stride=2` -> (2, 2))."""
+    if isinstance(v, int):
+        return (v,) * n
+    t = tuple(int(x) for x in v)
+    if len(t) == 1:
+        return t * n
+    if len(t) != n:
+        raise ShapeError(f"{op}: {name} must be an int or {n} ints, got {tuple(v)}")
+    return t
+
+
+def _window_last(x: Tensor, k: int, s: int, d: int) -> Tensor:
+    """(..., i) -> (..., o, k): element [a, b] is x[a*s + b*d], o = (i - d(k-1) - 1)//s + 1."""
+    lead, i = x.shape[:-1], x.shape[-1]
+    o = (i - d * (k - 1) - 1) // s + 1
+    keep = [(0, n) for n in lead]
+    if d == 1 and k <= s:  # non-overlapping windows: rows of length s, keep the first k
+        x = x._pad_zero([*[(0, 0)] * len(lead), (0, max(o * s - i, 0))])
+        x = x._shrink([*keep, (0, o * s)]).reshape((*lead, o, s))
+        return x._shrink([*keep, (0, o), (0, k)])
+    # k copies of x laid end to end, then re-read with rows of length i2 + d: row b starts
+    # b*d further into x, so [b, a*s] is x[b*d + a*s] (x padded so rows hold o*s values)
+    i2 = max(i, o * s - d)
+    x = x._pad_zero([*[(0, 0)] * len(lead), (0, i2 - i)])
+    x = x.reshape((*lead, 1, i2)).expand((*lead, k, i2)).reshape((*lead, k * i2))
+    x = x._pad_zero([*[(0, 0)] * len(lead), (0, k * d)]).reshape((*lead, k, i2 + d))
+    x = x._shrink([*keep, (0, k), (0, o * s)]).reshape((*lead, k, o, s))
+    x = x._shrink([*keep, (0, k), (0, o), (0, 1)]).reshape((*lead, k, o))
+    n = len(lead)
+    return x.permute((*range(n), n + 1, n))
+
+
+def sliding_windows(
+    x: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> Tensor:
+    """(*lead, *spatial) -> (*lead, *out, *kernel), a view of every window of the last
+    len(kernel) dimensions: out[..., p, q] = x[..., p*stride + q*dilation].
+
+    >>> import anychip as ac
+    >>> sliding_windows(ac.arange(5.0), (2,), (2,), (1,)).tolist()
+    [[0.0, 1.0], [2.0, 3.0]]
+    """
+    n = len(kernel)
+    lead = x.ndim - n
+    for j, (k, s, d) in enumerate(zip(kernel, stride, dilation, strict=True)):
+        ax = lead + j
+        rest = [a for a in range(x.ndim) if a != ax]
+        w = _window_last(x.permute((*rest, ax)), k, s, d)  # (...rest, o, k)
+        # put o back at ax; the kernel axis goes last, after those already made
+        order = list(range(w.ndim - 2))
+        order.insert(ax, w.ndim - 2)
+        x = w.permute((*order, w.ndim - 1))
+    # kernel axes sit after the spatial ones already, in order
+    return x
+
+
+def _check_conv(x: Tensor, w: Tensor, nd: int, groups: int, op: str) -> None:
+    if w.ndim != nd + 2 or x.ndim not in (nd + 1, nd + 2):
+        raise ShapeError(
+            f"{op}: expected a {nd + 1}-d (unbatched) or {nd + 2}-d input and a "
+            f"{nd + 2}-d weight, got {describe(x, w)}"
+        )
+    if not x.dtype.is_floating_point or x.dtype is not w.dtype:
+        raise DTypeError(f"{op}: input and weight must share one float dtype, got {describe(x, w)}")
+    if groups < 1:
+        raise ArgumentError(f"{op}: groups must be positive, got {groups}")
+
+
+def _same_pads(kernel: tuple[int, ...], dilation: tuple[int, ...]) -> list[tuple[int, int]]:
+    """'same' padding (stride 1): the extra element of an odd total goes after, as in torch."""
+    totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+    return [(t // 2, t - t // 2) for t in totals]
+
+
+def conv_nd(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrTuple,
+    padding: IntOrTuple | str,
+    dilation: IntOrTuple,
+    groups: int,
+    nd: int,
+    op: str,
+) -> Tensor:
+    """N-d convolution (cross-correlation, as torch): input (N, C, *sp), weight
+    (O, C/groups, *k) -> (N, O, *out)."""
+    _check_conv(x, weight, nd, groups, op)
+    if x.ndim == nd + 1:
+        return conv_nd(
+            x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, nd, op
+        ).squeeze(0)
+    n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    o_ch, cg, kernel = weight.shape[0], weight.shape[1], weight.shape[2:]
+    st = ntuple(stride, nd, "stride", op)
+    dil = ntuple(dilation, nd, "dilation", op)
+    if c % groups or o_ch % groups or cg * groups != c:
+        raise ShapeError(
+            f"{op}: input channels {c} and output channels {o_ch} must divide into "
+            f"groups={groups} with weight.shape[1] == channels/groups ({describe(x, weight)})"
+        )
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ArgumentError(f"{op}: padding must be 'same', 'valid' or ints, got {padding!r}")
+        if padding == "same" and any(s != 1 for s in st):
+            raise ArgumentError(f"{op}: padding='same' needs stride 1, got stride {st}")
+        pads = _same_pads(kernel, dil) if padding == "same" else [(0, 0)] * nd
+    else:
+        pads = [(p, p) for p in ntuple(padding, nd, "padding", op)]
+    if min(st) < 1 or min(dil) < 1 or min(lo for lo, _ in pads) < 0:
+        raise ArgumentError(f"{op}: stride and dilation must be positive, padding >= 0")
+    padded = [s + lo + hi for s, (lo, hi) in zip(spatial, pads, strict=True)]
+    out = [(p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel, st, dil)]
+    if min(out, default=1) < 1:
+        raise ShapeError(
+            f"{op}: kernel {kernel} (dilation {dil}) is larger than the padded input "
+            f"{tuple(padded)} ({describe(x, weight)})"
+        )
+    kk, ll = math.prod(kernel), math.prod(out)
+    xp = x._pad_zero([(0, 0), (0, 0), *pads])
+    trivial = kk == 1 and all(s == 1 for s in st) and not any(lo or hi for lo, hi in pads)
+    if trivial:  # 1x1: the input is already the (N, C, L) matrix, read strided
+        cols = xp.reshape(n, groups, cg, ll)
+    else:
+        win = sliding_windows(xp, kernel, st, dil)  # (N, C, *out, *k)
+        perm = (0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))
+        # (N, G, Cg*K, L) im2col, stored once (`* 1.0` gives the GEMM a plain operand)
+        cols = win.permute(perm).reshape(n, groups, cg * kk, ll) * 1.0
+    # the weight broadcast over the batch explicitly, so its gradient is a batched GEMM
+    # per sample summed after (the GEMM needs one stride per reduced axis)
+    wm = weight.reshape(1, groups, o_ch // groups, cg * kk).expand(n, groups, o_ch // groups, -1)
+    y = (wm @ cols).reshape((n, o_ch, *out))
+    if bias is not None:
+        y = y + bias.reshape((1, o_ch, *[1] * nd))
+    return y
+
+
+def _dilate(x: Tensor, stride: tuple[int, ...]) -> Tensor:
+    """Insert stride-1 zeros between the elements of the last len(stride) axes."""
+    nd = len(stride)
+    lead = x.ndim - nd
+    for j, s in enumerate(stride):
+        if s == 1:
+            continue
+        ax = lead + j
+        shp = x.shape
+        x = x.unsqueeze(ax + 1)._pad_zero(
+            [(0, 0)] * (ax + 1) + [(0, s - 1)] + [(0, 0)] * (nd - j - 1)
+        )
+        x = x.reshape((*shp[:ax], shp[ax] * s, *shp[ax + 1 :]))
+        x = x.narrow(ax, 0, (shp[ax] - 1) * s + 1)
+    return x
+
+
+def conv_transpose_nd(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrTuple,
+    padding: IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+    nd: int,
+    op: str,
+) -> Tensor:
+    """N-d transposed convolution: input (N, Cin, *sp), weight (Cin, Cout/groups, *k).
+    Computed as the convolution of the stride-dilated input with the flipped kernel."""
+    _check_conv(x, weight, nd, groups, op)
+    if x.ndim == nd + 1:
+        return conv_transpose_nd(
+            x.unsqueeze(0), weight, bias, stride, padding, output_padding, groups, dilation, nd, op
+        ).squeeze(0)
+    cin, cog, kernel = weight.shape[0], weight.shape[1], weight.shape[2:]
+    if x.shape[1] != cin or cin % groups:
+        raise ShapeError(
+            f"{op}: input channels {x.shape[1]} must equal weight.shape[0] and divide "
+            f"into groups={groups} ({describe(x, weight)})"
+        )
+    st = ntuple(stride, nd, "stride", op)
+    pd = ntuple(padding, nd, "padding", op)
+    opd = ntuple(output_padding, nd, "output_padding", op)
+    dil = ntuple(dilation, nd, "dilation", op)
+    if any(p >= max(s, d) for p, s, d in zip(opd, st, dil)):
+        raise ArgumentError(
+            f"{op}: output_padding {opd} must be smaller than stride {st} or dilation {dil}"
+        )
+    xd = _dilate(x, st)
+    # pad by d(k-1) - p each side (+ output_padding after); a negative amount crops
+    flat: list[int] = []
+    for k, p, q, d in reversed(list(zip(kernel, pd, opd, dil))):
+        e = d * (k - 1) - p
+        flat += [e, e + q]
+    xd = xd.pad(flat)
+    g = groups
+    w = weight.reshape((g, cin // g, cog, *kernel)).transpose(1, 2)
+    w = w.reshape((g * cog, cin // g, *kernel)).flip(tuple(range(2, 2 + nd)))
+    return conv_nd(xd, w, bias, 1, 0, dil, groups, nd, op)
+
+
+# --- the torch.nn.functional names -----------------------------------------------------
+def conv1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> Tensor:
+    """1-d convolution: (N, C, L) with weight (O, C/groups, k) -> (N, O, L_out).
+
+    >>> import anychip as ac
+    >>> conv1d(ac.ones(1, 1, 4), ac.ones(1, 1, 2)).tolist()
+    [[[2.0, 2.0, 2.0]]]
+    """
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 1, "conv1d")
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> Tensor:
+    """2-d convolution: (N, C, H, W) with weight (O, C/groups, kh, kw) -> (N, O, H', W').
+
+    >>> import anychip as ac
+    >>> conv2d(ac.ones(1, 1, 3, 3), ac.ones(1, 1, 2, 2)).tolist()
+    [[[[4.0, 4.0], [4.0, 4.0]]]]
+    """
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 2, "conv2d")
+
+
+def conv3d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> Tensor:
+    """3-d convolution: (N, C, D, H, W) with weight (O, C/groups, kd, kh, kw)."""
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 3, "conv3d")
+
+
+def conv_transpose1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> Tensor:
+    """1-d transposed convolution: (N, Cin, L) with weight (Cin, Cout/groups, k)."""
+    return conv_transpose_nd(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 1,
+        "conv_transpose1d",
+    )  # fmt: skip
+
+
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> Tensor:
+    """2-d transposed convolution: (N, Cin, H, W) with weight (Cin, Cout/groups, kh, kw).
+
+    >>> import anychip as ac
+    >>> conv_transpose2d(ac.ones(1, 1, 2, 2), ac.ones(1, 1, 2, 2), stride=2).shape
+    (1, 1, 4, 4)
+    """
+    return conv_transpose_nd(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 2,
+        "conv_transpose2d",
+    )  # fmt: skip
+
+
+def conv_transpose3d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> Tensor:
+    """3-d transposed convolution: (N, Cin, D, H, W) with weight (Cin, Cout/groups, k...)."""
+    return conv_transpose_nd(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 3,
+        "conv_transpose3d",
+    )  # fmt: skip

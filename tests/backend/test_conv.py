@@ -1,0 +1,141 @@
+"""Convolutions (F.conv*, F.conv_transpose*, nn.Conv*, nn.ConvTranspose*) against PyTorch:
+forward values and gradients of input, weight and bias, on every device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import anychip as ac
+import anychip.nn.functional as F
+from anychip.passes.pipeline import lower_kernel
+from anychip.runtime.realize import plan
+from helpers import check, rand
+
+CONV = [
+    # (nd, input shape, weight shape, kwargs)
+    (1, (2, 3, 9), (4, 3, 3), {}),
+    (1, (2, 3, 9), (4, 3, 4), {"padding": "same", "dilation": 2}),
+    (1, (2, 4, 11), (6, 2, 2), {"stride": 5, "groups": 2}),
+    (2, (2, 4, 7, 6), (6, 4, 3, 3), {"padding": 1}),
+    (
+        2,
+        (2, 4, 7, 6),
+        (6, 2, 3, 2),
+        {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2), "groups": 2},
+    ),
+    (2, (2, 4, 5, 5), (3, 4, 1, 1), {}),
+    (2, (1, 2, 6, 5), (2, 2, 2, 3), {"padding": "valid", "stride": 3}),
+    (2, (3, 6, 6), (2, 3, 3, 3), {"padding": "same"}),  # unbatched
+    (3, (1, 2, 4, 5, 5), (3, 2, 2, 3, 2), {"stride": (1, 2, 1), "padding": 1}),
+]
+
+
+@pytest.mark.parametrize(("nd", "xs", "ws", "kw"), CONV)
+def test_conv_matches_torch(device: str, nd: int, xs: tuple, ws: tuple, kw: dict) -> None:
+    name = f"conv{nd}d"
+    bias = rand(ws[0], seed=3)
+    check(
+        lambda x, w, b: getattr(F, name)(x, w, b, **kw),
+        [rand(*xs), rand(*ws, seed=1), bias],
+        device,
+        torch_fn=lambda x, w, b: getattr(torch.nn.functional, name)(x, w, b, **kw),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+
+
+TRANSPOSED = [
+    (1, (2, 4, 5), (4, 3, 3), {"stride": 3}),
+    (2, (2, 4, 5, 4), (4, 3, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}),
+    (
+        2,
+        (2, 4, 5, 4),
+        (4, 3, 3, 2),
+        {"stride": (1, 2), "padding": (0, 1), "groups": 2, "dilation": 2},
+    ),
+    (3, (1, 2, 3, 3, 3), (2, 2, 2, 2, 2), {"stride": 2}),
+]
+
+
+@pytest.mark.parametrize(("nd", "xs", "ws", "kw"), TRANSPOSED)
+def test_conv_transpose_matches_torch(device: str, nd: int, xs: tuple, ws: tuple, kw: dict) -> None:
+    name = f"conv_transpose{nd}d"
+    out_ch = ws[1] * kw.get("groups", 1)
+    check(
+        lambda x, w, b: getattr(F, name)(x, w, b, **kw),
+        [rand(*xs), rand(*ws, seed=1), rand(out_ch, seed=3)],
+        device,
+        torch_fn=lambda x, w, b: getattr(torch.nn.functional, name)(x, w, b, **kw),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cls", "args", "kw", "xs"),
+    [
+        ("Conv1d", (3, 4, 3), {"padding": 1, "padding_mode": "reflect"}, (2, 3, 8)),
+        ("Conv2d", (4, 6, 3), {"stride": 2, "groups": 2, "bias": False}, (2, 4, 7, 7)),
+        ("Conv2d", (2, 3, (3, 2)), {"padding": "same", "padding_mode": "circular"}, (1, 2, 5, 6)),
+        ("Conv2d", (2, 3, 3), {"padding": 1, "padding_mode": "replicate"}, (1, 2, 5, 6)),
+        ("Conv3d", (2, 3, 2), {}, (1, 2, 3, 4, 4)),
+        ("ConvTranspose1d", (3, 2, 3), {"stride": 2}, (2, 3, 4)),
+        (
+            "ConvTranspose2d",
+            (4, 2, 3),
+            {"stride": 2, "padding": 1, "output_padding": 1},
+            (1, 4, 3, 3),
+        ),
+        ("ConvTranspose3d", (2, 2, 2), {"stride": 2}, (1, 2, 2, 2, 2)),
+    ],
+)
+def test_conv_modules_match_torch(device: str, cls: str, args: tuple, kw: dict, xs: tuple) -> None:
+    torch.manual_seed(0)
+    tm = getattr(torch.nn, cls)(*args, **kw)
+    am = getattr(ac.nn, cls)(*args, **kw).to(device)
+    assert am.weight.shape == tuple(tm.weight.shape)
+    am.load_state_dict({k: ac.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
+    x = rand(*xs).astype(np.float32)
+    tx, ax = torch.tensor(x, requires_grad=True), ac.tensor(x, device=device, requires_grad=True)
+    ty, ay = tm(tx), am(ax)
+    np.testing.assert_allclose(ay.numpy(), ty.detach().numpy(), atol=1e-4, rtol=1e-4)
+    ty.square().sum().backward()
+    ay.square().sum().backward()
+    np.testing.assert_allclose(ax.grad.numpy(), tx.grad.numpy(), atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(am.weight.grad.numpy(), tm.weight.grad.numpy(), atol=1e-3, rtol=1e-4)
+
+
+def test_conv_module_default_init_bounds() -> None:
+    # kaiming_uniform_(a=sqrt(5)): |w| <= 1/sqrt(fan_in), as torch
+    m = ac.nn.Conv2d(4, 8, 3)
+    bound = 1 / np.sqrt(4 * 9)
+    assert np.abs(m.weight.numpy()).max() <= bound
+    assert np.abs(m.bias.numpy()).max() <= bound
+
+
+def test_conv_reaches_the_gemm_generator() -> None:
+    # the forward product is a contraction with a strided-matmul spec (not a loop fallback)
+    x = ac.ones(2, 4, 6, 6).realize()
+    w = ac.ones(5, 4, 3, 3).realize()
+    y = F.conv2d(x, w, padding=1)
+    specs = [
+        lower_kernel(it.kernel).contraction
+        for it in plan([y.node])
+        if it.kernel is not None and it.kernel.kind.value == "contraction"
+    ]
+    assert specs and all(s is not None for s in specs)
+    assert (specs[0].m, specs[0].n, specs[0].k) == (5, 36, 36)
+
+
+def test_conv_errors() -> None:
+    x, w = ac.ones(1, 4, 5, 5), ac.ones(2, 3, 3, 3)
+    with pytest.raises(ac.ShapeError, match=r"conv2d: .*groups"):
+        F.conv2d(x, w)
+    with pytest.raises(ac.ShapeError, match=r"conv2d: .*larger than the padded input"):
+        F.conv2d(ac.ones(1, 3, 2, 2), w)
+    with pytest.raises(ac.ArgumentError, match=r"conv2d: padding='same' needs stride 1"):
+        F.conv2d(ac.ones(1, 3, 5, 5), w, stride=2, padding="same")
+    with pytest.raises(ac.ShapeError, match=r"conv1d: expected a 2-d .* or 3-d input"):
+        F.conv1d(ac.ones(5), ac.ones(1, 1, 1))
