@@ -269,3 +269,23 @@ def test_energy_constants_follow_their_source():
     assert e.mac_f16 == pytest.approx(2.0) and e.mac_i8 == pytest.approx(0.3)
     assert [sram_pj_per_byte(s) for s in (8 << 10, 32 << 10, 1 << 20)] == [1.25, 2.5, 12.5]
     assert DC.energy.dram == pytest.approx(3.9 * 8)  # HBM2, 3.9 pJ/bit
+
+
+def test_docs_worked_example_on_edge():
+    # docs/npu-timing.md, "Worked example": the hand program on the real edge design.
+    # A: 512 B in one 2 KiB page -> 512 + 256 = 768 B of bandwidth time at 16 B/cycle:
+    #    [1, 49); no load in the last 200 cycles: lands at 249.
+    # B: [49, 97); the last 200 cycles carried 768 B: rho = 768 / (200 * 16) = 0.24,
+    #    latency 200 * (1 + 0.25 * 0.24 / 0.76) = 215.789..: lands at 312.789..
+    # mma 16^3, output-stationary 16x16 array taking 4 k per cycle: one fold, stream
+    #    ceil(16/4) = 4 < R = 16 (the drain): 16 cycles; latency 8 + (16 + 16 - 2) = 38.
+    # vmuls 256 f32: 16 lanes -> 16 cycles (ub port: 1024 B / 128 = 8); latency 6.
+    # store: 1024 B, one page -> 1280 / 16 = 80 cycles; no load in its window: +200.
+    from test_timing import hand_program
+
+    r = simulate_timing(hand_program(), EDGE)
+    lat_b = 200 * (1 + 0.25 * 0.24 / 0.76)
+    mma_start = 97 + lat_b
+    store_start = mma_start + 16 + 38 + 16 + 6
+    want = store_start + 80 + 200
+    assert r.exact_cycles == pytest.approx(want) and r.cycles == 669
