@@ -1,10 +1,12 @@
 """The timing model: how many cycles a program takes on a design, and where they go.
 
-Separate from the functional model: it never touches data. Each core's scalar unit issues
-the dynamic instruction stream (`program.expand`) into per-unit queues; the DMA-in, DMA-out,
-matrix and vector units run them in order and in parallel, waiting only on flags, barriers
-and device-memory bandwidth, which all active DMA transfers of all cores share fairly.
-The rules are in docs/npu-timing.md; the costs per instruction in `npu/costs.py`.
+Separate from the functional model: it never touches data, but times only programs that
+model accepts (`npu/validate.py` runs first). Each core's scalar unit issues the dynamic
+instruction stream into per-unit queues; the DMA-in, DMA-out, matrix and vector units run
+them in order and in parallel, waiting on flags, barriers, data their own engine has not
+landed yet, buffer ports (`npu/ports.py`) and device memory (`npu/dram.py`), whose
+bandwidth all active DMA transfers of all cores share fairly. The rules are in
+docs/npu-timing.md; the costs per instruction in `npu/costs.py`.
 """
 
 from __future__ import annotations
