@@ -9,6 +9,7 @@ SRAMs, InterfaceBandwidth CALC (no memory stalls), topology rows `name, M, N, K,
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from timing_programs import box
 
@@ -124,3 +125,19 @@ def test_operand_ports_bound_the_matrix_unit():
                                                     "l0b.bank_width": 128, "l0a.banks": 8,
                                                     "l0b.banks": 8}))  # fmt: skip
         assert fast.units["core0.matrix"].busy < floor / 4
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_double_buffering_only_helps_and_never_beats_the_array(dataflow):
+    # On random shapes (edge's 16x16 array, D = 4 MACs per element per cycle, and the
+    # 128x128 one): overlapped folds never cost more than serial ones, and no mma runs
+    # faster than its MACs over the array's MACs per cycle.
+    rng = np.random.default_rng(3)
+    for base in (PROFILES["edge"], BASE):
+        serial = base.replace(matrix_dataflow=dataflow, matrix_double_buffer=False)
+        overlapped = serial.replace(matrix_double_buffer=True)
+        for _ in range(20):
+            m, n, k = (int(x) for x in rng.integers(1, 600, 3))
+            one = mma_cost(serial, mma(m, n, k, 1)).cycles
+            two = mma_cost(overlapped, mma(m, n, k, 1)).cycles
+            assert m * n * k / base.matrix_macs_per_cycle <= two <= one, (m, n, k)
