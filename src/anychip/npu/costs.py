@@ -320,15 +320,16 @@ def dma_cost(cfg: NpuConfig, i: Dma | Gather) -> DmaCost:
                        traffic + acts * cfg.dram_activate, min(row, cfg.dma_request), acts,
                        ports)  # fmt: skip
     nbytes = math.prod(i.shape) * size
+    written = math.prod(i.pad) * size  # padding is written to the buffer too
     src, dst = i.src.space, i.dst.space
     level = f"{src.name.lower()}->{dst.name.lower()}"
     if Space.DRAM not in (src, dst):  # on-chip copy: limited by the engine and both buffers
         sname, dname = src.name.lower(), dst.name.lower()
         cap = float(min(cfg.dma_width, cfg.buffer(sname).bandwidth,
                         cfg.buffer(dname).bandwidth))  # fmt: skip
-        copy_ports: tuple[tuple[str, int], ...] = ((sname, nbytes), (dname, nbytes))
+        copy_ports: tuple[tuple[str, int], ...] = ((sname, nbytes), (dname, written))
         if sname == dname:
-            copy_ports = ((sname, 2 * nbytes),)
+            copy_ports = ((sname, nbytes + written),)
         return DmaCost(level, nbytes, nbytes, cap, False, ONCHIP_LATENCY, nbytes, 0, 0, copy_ports)
     on_chip, strides, ref = (
         (dst, i.src_strides, i.src) if src == Space.DRAM else (src, i.dst_strides, i.dst)
@@ -340,7 +341,7 @@ def dma_cost(cfg: NpuConfig, i: Dma | Gather) -> DmaCost:
     cap = min(float(cfg.dma_width), float(cfg.buffer(name).bandwidth), cfg.dram_bandwidth)
     return DmaCost(level, nbytes, traffic, cap, True, cfg.dma_latency,
                    traffic + acts * cfg.dram_activate, min(run * size, cfg.dma_request), acts,
-                   ((name, nbytes),))  # fmt: skip
+                   ((name, written if dst == on_chip else nbytes),))  # fmt: skip
 
 
 Region = tuple[tuple[int, int, int], ...]  # (space, lo, hi) byte ranges
