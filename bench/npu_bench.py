@@ -1,26 +1,33 @@
-"""npu simulator speed and kernel efficiency: functional MAC/s, timing-model cost, rooflines.
+"""npu simulator speed and kernel efficiency per profile: functional MAC/s and instructions/s,
+timing-model speed, and the library kernels' utilisation, energy and watts (honest model).
 
-Run: PYTHONPATH=src /work/venv/bin/python bench/npu_bench.py [--quick] [--size 512]
-[--design datacenter] [--json out.json]. Parts whose code is not on this branch yet
-(the timing model, the kernel library) print a note and are reported as skipped.
-Targets (issue 4): >= 1e8 simulated MACs per second, timing <= 3x the functional time,
-GEMM 2048^3 fp16 >= 90% of matrix peak, elementwise >= 80% of device-memory bandwidth.
+Run: PYTHONPATH=src python bench/npu_bench.py [--quick] [--size 512] [--design NAME]
+[--json out.json]. Every profile unless --design names one. BLAS is pinned to one thread
+(set before numpy loads) so speeds are reproducible. Parts whose code is not on this
+branch print a note and are reported as skipped. Targets (issue 11): >= 1e8 simulated
+MAC/s and >= 1e5 instructions/s (functional), GEMM 2048^3 fp16 >= 85% of matrix peak on
+datacenter and >= 80% on cube.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import time
-from typing import Any
+import os
 
-import numpy as np
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy loads: one BLAS thread, for the record
 
-from anychip.npu.config import NpuConfig, get_config
-from anychip.npu.isa import DT, Dma, Finish, Mma, Ref, SetFlag, Space, Unit, WaitFlag
-from anychip.npu.program import DataDecl, Program
-from anychip.npu.simulator import Simulator
+import argparse  # noqa: E402  (after pinning BLAS threads)
+import importlib  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from anychip.npu.config import PROFILES, NpuConfig, get_config  # noqa: E402
+from anychip.npu.isa import DT, Dma, Finish, Mma, Ref, SetFlag, Space, Unit, WaitFlag  # noqa: E402
+from anychip.npu.program import DataDecl, Program  # noqa: E402
+from anychip.npu.simulator import Simulator  # noqa: E402
 
 
 def hand_gemm(cfg: NpuConfig, m: int, n: int, k: int) -> Program:
@@ -105,14 +112,17 @@ def functional_gemm(cfg: NpuConfig, size: int, repeat: int) -> dict[str, Any]:
     c = sim.get(prog.data[2].addr, (size, size), DT.F32)
     ref = host["a"].astype(np.float64) @ host["b"].astype(np.float64)
     err = float(np.abs(c - ref).max() / np.abs(ref).max())
+    ran = sum(stats.instructions.values())
     return {
         "size": size,
         "design": cfg.name,
-        "instructions": prog.num_instructions,
+        "instructions": ran,
         "macs": stats.macs,
         "seconds": best,
         "macs_per_s": stats.macs / best,
+        "instructions_per_s": ran / best,
         "target_macs_per_s": 1e8,
+        "target_instructions_per_s": 1e5,
         "max_rel_error": err,
     }
 
@@ -125,78 +135,94 @@ def _optional(module: str) -> Any:
 
 
 def timing_vs_functional(cfg: NpuConfig, size: int, func_s: float) -> dict[str, Any]:
-    """(b) Wall time of the timing model against the functional run of the same program."""
+    """(b) Wall time of the timing model (validation included) on the same program."""
     timing = _optional("anychip.npu.timing")
     if timing is None:
         return {"skipped": "anychip.npu.timing is not on this branch yet"}
     prog = hand_gemm(cfg, size, size, size)
     t0 = time.perf_counter()
-    timing.simulate_timing(prog, cfg)
+    rep = timing.simulate_timing(prog, cfg)
     t = time.perf_counter() - t0
+    ran = sum(s.instructions for s in rep.units.values())
     return {"size": size, "seconds": t, "functional_seconds": func_s,
-            "ratio": t / func_s, "target_ratio": 3.0}  # fmt: skip
+            "ratio": t / func_s, "instructions_per_s": ran / t}  # fmt: skip
 
 
-def _report_field(report: Any, *names: str) -> Any:
-    for name in names:
-        v = report.get(name) if isinstance(report, dict) else getattr(report, name, None)
-        if v is not None:
-            return v
-    return None
+def _kernel_row(timing: Any, cfg: NpuConfig, kern: Any) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rep = timing.simulate_timing(kern.program, cfg)
+    wall = time.perf_counter() - t0
+    return {"cycles": rep.cycles, "seconds": rep.seconds, "utilisation": rep.utilisation,
+            "bandwidth_utilisation": rep.bandwidth_utilisation,
+            "roofline_fraction": rep.roofline_fraction, "bound": rep.bound,
+            "energy_joules": rep.energy_joules, "average_watts": rep.average_watts,
+            "gflops_per_watt": rep.flops_per_joule / 1e9, "timing_wall_s": wall}  # fmt: skip
+
+
+GEMM_TARGET = {"datacenter": 0.85, "cube": 0.80}
 
 
 def kernel_utilisation(cfg: NpuConfig, size: int, elements: int) -> dict[str, Any]:
-    """(c) GEMM matrix-unit utilisation and elementwise bandwidth utilisation (timing)."""
+    """(c) GEMM matrix utilisation, elementwise bandwidth utilisation, and their energy."""
     timing = _optional("anychip.npu.timing")
     kernels = _optional("anychip.npu.kernels")
     if timing is None or kernels is None:
         missing = [n for n, m in (("timing", timing), ("kernels", kernels)) if m is None]
         return {"skipped": f"anychip.npu.{' and anychip.npu.'.join(missing)} not on this branch"}
-    out: dict[str, Any] = {}
-    gemm = kernels.gemm(cfg, size, size, size)
-    rep = timing.simulate_timing(gemm.program, cfg)
-    out["gemm"] = {"size": size, "cycles": rep.cycles, "utilisation": rep.utilisation,
-                   "target": 0.9, "roofline_fraction": rep.roofline_fraction,
-                   "bound": rep.bound}  # fmt: skip
-    ew = kernels.elementwise(cfg, "fma", elements)
-    rep = timing.simulate_timing(ew.program, cfg)
-    out["elementwise"] = {"elements": elements, "cycles": rep.cycles,
-                          "utilisation": rep.bandwidth_utilisation, "target": 0.8,
-                          "roofline_fraction": rep.roofline_fraction,
-                          "bound": rep.bound}  # fmt: skip
-    return out
+    gemm = _kernel_row(timing, cfg, kernels.gemm(cfg, size, size, size))
+    gemm.update(size=size, target=GEMM_TARGET.get(cfg.name))
+    ew = _kernel_row(timing, cfg, kernels.elementwise(cfg, "fma", elements))
+    ew.update(elements=elements)
+    return {"gemm": gemm, "elementwise": ew}
+
+
+def bench_profile(cfg: NpuConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Every part for one design, printed as it goes."""
+    size = args.size
+    if size % cfg.matrix_m or size % cfg.matrix_n or size % cfg.matrix_k:
+        size = max(cfg.matrix_m, cfg.matrix_n, cfg.matrix_k) * 2
+    res: dict[str, Any] = {}
+    res["functional"] = f = functional_gemm(cfg, size, args.repeat)
+    print(f"[{cfg.name}] (a) functional GEMM {size}^3 f16: {f['macs_per_s']:.3g} MAC/s, "
+          f"{f['instructions_per_s']:.3g} instructions/s ({f['seconds']:.3f} s; targets "
+          "1e8, 1e5)")  # fmt: skip
+    res["timing"] = t = timing_vs_functional(cfg, size, f["seconds"])
+    speed = t.get("skipped") or (
+        f"{t['ratio']:.3f}x functional, {t['instructions_per_s']:.3g} instructions/s"
+    )
+    print(f"[{cfg.name}] (b) timing model:", speed)
+    res["utilisation"] = u = kernel_utilisation(cfg, args.big, args.elements)
+    if "skipped" in u:
+        print(f"[{cfg.name}] (c) kernels:", u["skipped"])
+        return res
+    g, e = u["gemm"], u["elementwise"]
+    target = f" (target {g['target']:.0%})" if g["target"] else ""
+    print(f"[{cfg.name}] (c) gemm {args.big}^3: {g['utilisation']:.1%} of matrix peak{target}, "
+          f"{g['energy_joules'] * 1e3:.3f} mJ, {g['average_watts']:.1f} W, "
+          f"{g['gflops_per_watt']:.0f} GFLOP/s/W")  # fmt: skip
+    print(f"[{cfg.name}] (c) fma x{args.elements}: {e['bandwidth_utilisation']:.1%} of "
+          f"device-memory bandwidth, {e['energy_joules'] * 1e3:.3f} mJ, "
+          f"{e['average_watts']:.1f} W")  # fmt: skip
+    return res
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--design", default="datacenter")
-    p.add_argument("--size", type=int, default=512, help="functional GEMM size (cube)")
+    p.add_argument("--design", help="one profile or config file (default: every profile)")
+    p.add_argument("--size", type=int, default=512, help="functional GEMM size")
     p.add_argument("--big", type=int, default=2048, help="utilisation GEMM size")
     p.add_argument("--elements", type=int, default=1 << 24, help="elementwise kernel size")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="small sizes, one round")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()
-    cfg = get_config(args.design)
     if args.quick:
-        args.size, args.big, args.repeat = cfg.matrix_m * 2, cfg.matrix_m * 4, 1
-        args.elements = 1 << 16
-    res: dict[str, Any] = {"design": cfg.name}
-    res["functional"] = f = functional_gemm(cfg, args.size, args.repeat)
-    print(f"(a) functional GEMM {args.size}^3 f16 on {cfg.name}: {f['macs_per_s']:.3g} MAC/s "
-          f"({f['seconds']:.3f} s, {f['instructions']} instructions; target 1e8)")  # fmt: skip
-    res["timing"] = t = timing_vs_functional(cfg, args.size, f["seconds"])
-    print("(b) timing model:", t.get("skipped") or f"{t['ratio']:.3f}x functional (target <= 3)")
-    res["utilisation"] = u = kernel_utilisation(cfg, args.big, args.elements)
-    for name, part in [("kernels", u)] if "skipped" in u else u.items():
-        print(
-            f"(c) {name}:",
-            part.get("skipped")
-            or (
-                f"{part['utilisation']:.1%} of peak (target {part['target']:.0%}), "
-                f"{part['roofline_fraction']:.1%} of its {part['bound']} roofline"
-            ),
-        )
+        args.size, args.big, args.repeat, args.elements = 128, 256, 1, 1 << 16
+    designs = [get_config(args.design)] if args.design else list(PROFILES.values())
+    res: dict[str, Any] = {"blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+                           "profiles": {}}  # fmt: skip
+    for cfg in designs:
+        res["profiles"][cfg.name] = bench_profile(cfg, args)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)

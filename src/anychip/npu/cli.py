@@ -283,10 +283,15 @@ def _sweep(args: argparse.Namespace) -> int:
                 bandwidth_utilisation=rep.bandwidth_utilisation,
                 achieved_tflops=rep.achieved_flops / 1e12,
                 dram_traffic=rep.dram_traffic,
+                energy_uj=rep.energy_joules * 1e6,
+                average_watts=rep.average_watts,
+                gflops_per_watt=rep.flops_per_joule / 1e9,
             )
             print(
                 f"  {point}: {rep.cycles} cycles, {rep.seconds * 1e6:.2f} us, matrix "
-                f"{100 * rep.utilisation:.1f}%, DRAM {100 * rep.bandwidth_utilisation:.1f}%"
+                f"{100 * rep.utilisation:.1f}%, DRAM {100 * rep.bandwidth_utilisation:.1f}%, "
+                f"{rep.energy_joules * 1e6:.3g} uJ, {rep.average_watts:.3g} W, "
+                f"{rep.flops_per_joule / 1e9:.3g} GFLOP/s/W"
             )
         rows.append(row)
     _write_csv(Path(args.out), rows)
@@ -306,7 +311,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], keys: list[str], kernel: str) -> None:
-    """Time and utilisation per design point, if matplotlib (the `plot` extra) is present."""
+    """Time, utilisation and performance per watt per design point, if matplotlib (the `plot`
+    extra) is present."""
     try:
         import matplotlib
 
@@ -317,7 +323,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], keys: list[str], kernel: str) 
         return
     ok = [r for r in rows if "cycles" in r]
     labels = ["\n".join(f"{k}={r[k]}" for k in keys) or "base" for r in ok]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(ok)), 4.5))
+    fig, (ax, ax3) = plt.subplots(2, 1, figsize=(max(6.0, 1.2 * len(ok)), 7.5))
     x = np.arange(len(ok))
     ax.bar(x, [r["time_us"] for r in ok], color="tab:blue")
     ax.set_ylabel("time (us)")
@@ -330,6 +336,15 @@ def _plot(path: Path, rows: list[dict[str, Any]], keys: list[str], kernel: str) 
     ax2.set_ylim(0, 105)
     ax2.legend(loc="upper right")
     ax.set_title(f"npu sweep: {kernel}")
+    # performance per watt: matrix GFLOP/s per W for matrix kernels, else GB/s per W
+    if any(r["gflops_per_watt"] for r in ok):
+        ax3.bar(x, [r["gflops_per_watt"] for r in ok], color="tab:purple")
+        ax3.set_ylabel("GFLOP/s per W")
+    else:
+        ax3.bar(x, [r["dram_traffic"] / r["energy_uj"] / 1e3 for r in ok], color="tab:purple")
+        ax3.set_ylabel("GB/s per W (device memory)")
+    ax3.set_xticks(x, labels, fontsize=7)
+    ax3.set_title("performance per watt")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anychip.npu.energy import DDR_PJ_PER_BYTE, HBM2_PJ_PER_BYTE, EnergySpec, energy_for
 from anychip.npu.errors import ConfigError
 
 MATRIX_DTYPES = ("f16", "bf16", "i8")
 VECTOR_DTYPES = ("f32", "f16", "bf16", "i32")
 BUFFERS = ("l1", "l0a", "l0b", "l0c", "ub")
+DATAFLOWS = ("ws", "os", "tile")  # weight-stationary, output-stationary, pipelined tile engine
+TABLES = (*BUFFERS, "energy")  # fields written as TOML tables
+DEFAULT_ENERGY = EnergySpec()  # frozen: one instance serves every config
 
 
 @dataclass(frozen=True)
@@ -52,21 +56,27 @@ class NpuConfig:
     name: str = "custom"
     clock_ghz: float = 1.0
     cores: int = 1
-    # matrix unit: one MxNxK tile costs ceil(M*N*K / matrix_macs_per_cycle) cycles
+    # matrix unit: one MxNxK tile costs ceil(M*N*K / matrix_macs_per_cycle) cycles of
+    # work; `matrix_dataflow` says how folds are scheduled (docs/npu-timing.md): 'ws' and
+    # 'os' are systolic arrays (K x N and M x N processing elements) paying weight preload
+    # and fill/drain per fold, overlapped between folds when `matrix_double_buffer`; 'tile'
+    # is a pipelined cube (one tile per tile_cycles, its fill hidden in matrix_latency)
     matrix_m: int = 16
     matrix_n: int = 16
     matrix_k: int = 16
     matrix_macs_per_cycle: int = 4096
     matrix_latency: int = 16
     matrix_dtypes: tuple[str, ...] = MATRIX_DTYPES
+    matrix_dataflow: str = "tile"
+    matrix_double_buffer: bool = True
     # vector unit: `vector_lanes` 32-bit elements per cycle (16-bit dtypes: twice as many)
     vector_lanes: int = 64
     vector_latency: int = 8
     vector_dtypes: tuple[str, ...] = VECTOR_DTYPES
     # on-chip buffers (l1 may be absent: size 0)
     l1: BufferSpec = BufferSpec(0)
-    l0a: BufferSpec = BufferSpec(65536, 4, 64)
-    l0b: BufferSpec = BufferSpec(65536, 4, 64)
+    l0a: BufferSpec = BufferSpec(65536, 16, 64)
+    l0b: BufferSpec = BufferSpec(65536, 16, 64)
     l0c: BufferSpec = BufferSpec(262144, 8, 64)
     ub: BufferSpec = BufferSpec(262144, 8, 64)
     # DMA engines (one dma_in and one dma_out per core) and device memory
@@ -76,6 +86,17 @@ class NpuConfig:
     dram_bandwidth: float = 256.0
     dram_burst: int = 64
     queue_depth: int = 16
+    # device memory as it is: a row (page) of `dram_page` bytes is opened per run of a
+    # transfer that enters it, costing `dram_activate` bytes' worth of bandwidth time; each
+    # DMA engine keeps at most `dma_outstanding` requests of `dma_request` bytes in flight,
+    # so latency x bandwidth bounds its rate; latency grows with load by `dram_queueing`
+    dram_page: int = 2048
+    dram_activate: int = 256
+    dma_request: int = 256
+    dma_outstanding: int = 64
+    dram_queueing: float = 0.25
+    # energy: pJ per MAC / element op / byte per memory level, static watts (npu/energy.py)
+    energy: EnergySpec = DEFAULT_ENERGY
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -117,9 +138,11 @@ class NpuConfig:
         for key, value in changes.items():
             if "." in key:
                 buf, attr = key.split(".", 1)
-                if buf not in BUFFERS or attr not in ("size", "banks", "bank_width"):
+                if buf not in TABLES:
                     raise ConfigError(f"npu config: unknown key {key!r}")
-                base = flat.get(buf, self.buffer(buf))
+                base = flat.get(buf, getattr(self, buf))
+                if attr not in {f.name for f in dataclasses.fields(base)}:
+                    raise ConfigError(f"npu config: unknown key {key!r}")
                 flat[buf] = dataclasses.replace(base, **{attr: value})
             else:
                 flat[key] = value
@@ -134,7 +157,7 @@ class NpuConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = dataclasses.asdict(v) if isinstance(v, BufferSpec) else v
+            out[f.name] = dataclasses.asdict(v) if f.name in TABLES else v
         for k in ("matrix_dtypes", "vector_dtypes"):
             out[k] = list(out[k])
         return out
@@ -148,13 +171,14 @@ class NpuConfig:
             raise ConfigError(f"npu config: unknown key(s) {unknown}; known: {sorted(names)}")
         kw: dict[str, Any] = {}
         for key, value in data.items():
-            if key in BUFFERS:
+            if key in TABLES:
+                spec = EnergySpec if key == "energy" else BufferSpec
                 if not isinstance(value, dict):
                     raise ConfigError(f"npu config: {key} must be a table, got {value!r}")
-                bad = sorted(set(value) - {"size", "banks", "bank_width"})
+                bad = sorted(set(value) - {f.name for f in dataclasses.fields(spec)})
                 if bad:
                     raise ConfigError(f"npu config: unknown key(s) {bad} in [{key}]")
-                kw[key] = BufferSpec(**value)
+                kw[key] = spec(**value)
             elif key in ("matrix_dtypes", "vector_dtypes"):
                 kw[key] = tuple(value)
             else:
@@ -194,17 +218,25 @@ def _validate(c: NpuConfig) -> None:
         "dram_size": c.dram_size,
         "dram_burst": c.dram_burst,
         "queue_depth": c.queue_depth,
+        "dram_page": c.dram_page,
+        "dma_request": c.dma_request,
+        "dma_outstanding": c.dma_outstanding,
     }
     for key, v in ints.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"npu config {c.name!r}: {key} must be an integer >= 1, got {v!r}")
-    for key, v in {"matrix_latency": c.matrix_latency, "vector_latency": c.vector_latency,
-                   "dma_latency": c.dma_latency}.items():  # fmt: skip
+    latencies = {"matrix_latency": c.matrix_latency, "vector_latency": c.vector_latency,
+                 "dma_latency": c.dma_latency, "dram_activate": c.dram_activate}  # fmt: skip
+    for key, v in latencies.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ConfigError(f"npu config {c.name!r}: {key} must be an integer >= 0, got {v!r}")
     for key, fv in {"clock_ghz": c.clock_ghz, "dram_bandwidth": c.dram_bandwidth}.items():
         if not isinstance(fv, (int, float)) or isinstance(fv, bool) or not fv > 0:
             raise ConfigError(f"npu config {c.name!r}: {key} must be a number > 0, got {fv!r}")
+    if not isinstance(c.dram_queueing, (int, float)) or not c.dram_queueing >= 0:
+        raise ConfigError(f"npu config {c.name!r}: dram_queueing must be >= 0")
+    _validate_matrix(c)
+    _validate_energy(c)
     tile = c.matrix_m * c.matrix_n * c.matrix_k
     if c.matrix_macs_per_cycle > tile:
         raise ConfigError(
@@ -242,6 +274,35 @@ def _validate(c: NpuConfig) -> None:
             )
 
 
+def _validate_matrix(c: NpuConfig) -> None:
+    if c.matrix_dataflow not in DATAFLOWS:
+        raise ConfigError(
+            f"npu config {c.name!r}: matrix_dataflow must be one of {DATAFLOWS}, "
+            f"got {c.matrix_dataflow!r}"
+        )
+    if not isinstance(c.matrix_double_buffer, bool):
+        raise ConfigError(f"npu config {c.name!r}: matrix_double_buffer must be true or false")
+    if c.matrix_dataflow != "tile":
+        rows = c.matrix_k if c.matrix_dataflow == "ws" else c.matrix_m
+        pes = rows * c.matrix_n
+        if c.matrix_macs_per_cycle % pes:
+            raise ConfigError(
+                f"npu config {c.name!r}: a {c.matrix_dataflow} array of {rows}x{c.matrix_n} "
+                f"processing elements needs matrix_macs_per_cycle a multiple of {pes}, "
+                f"got {c.matrix_macs_per_cycle}"
+            )
+
+
+def _validate_energy(c: NpuConfig) -> None:
+    e = c.energy
+    if not isinstance(e, EnergySpec):
+        raise ConfigError(f"npu config {c.name!r}: energy must be an EnergySpec, got {e!r}")
+    for f in dataclasses.fields(e):
+        v = getattr(e, f.name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"npu config {c.name!r}: energy.{f.name} must be a number >= 0")
+
+
 def to_toml(cfg: NpuConfig) -> str:
     """The config as TOML text (scalars first, then one table per buffer)."""
     lines = [f"# anychip npu design {cfg.name!r}"]
@@ -270,41 +331,53 @@ def _toml_value(v: Any) -> str:
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 
 PROFILES: dict[str, NpuConfig] = {
-    # A small inference design: one core, a 16x16x16 tile every 4 cycles, narrow LPDDR.
+    # A small inference design: one core, an output-stationary 16x16 array taking 4 k-steps
+    # per cycle (a 16x16x16 tile every 4 cycles), narrow LPDDR-class memory.
     "edge": NpuConfig(
         name="edge", clock_ghz=1.0, cores=1,
         matrix_m=16, matrix_n=16, matrix_k=16, matrix_macs_per_cycle=1024, matrix_latency=8,
-        matrix_dtypes=("f16", "i8"),
+        matrix_dtypes=("f16", "i8"), matrix_dataflow="os", matrix_double_buffer=True,
         vector_lanes=16, vector_latency=6, vector_dtypes=("f32", "f16", "i32"),
-        l1=BufferSpec(0), l0a=BufferSpec(32 * KIB, 2, 32), l0b=BufferSpec(32 * KIB, 2, 32),
-        l0c=BufferSpec(64 * KIB, 4, 32), ub=BufferSpec(128 * KIB, 4, 32),
+        l1=BufferSpec(0), l0a=BufferSpec(32 * KIB, 4, 64), l0b=BufferSpec(32 * KIB, 4, 64),
+        l0c=BufferSpec(64 * KIB, 4, 64), ub=BufferSpec(128 * KIB, 4, 32),
         dma_width=32, dma_latency=200, dram_size=1 * GIB, dram_bandwidth=16.0, dram_burst=32,
-        queue_depth=8,
+        queue_depth=8, dram_page=2048, dram_activate=256, dma_request=128,
+        dma_outstanding=128, dram_queueing=0.25,
+        energy=energy_for({"l0a": 32 * KIB, "l0b": 32 * KIB, "l0c": 64 * KIB,
+                           "ub": 128 * KIB}, DDR_PJ_PER_BYTE, 0.2),
     ),
-    # A training design: four cores, each a 128x128 systolic array (a 128^3 tile per
-    # 128 cycles), HBM-class memory shared by all cores' DMA engines.
+    # A training design: four cores, each a 128x128 weight-stationary systolic array with
+    # double-buffered weights (a 128^3 tile per 128 cycles), HBM-class memory shared by all
+    # cores' DMA engines.
     "datacenter": NpuConfig(
         name="datacenter", clock_ghz=1.5, cores=4,
         matrix_m=128, matrix_n=128, matrix_k=128, matrix_macs_per_cycle=16384,
-        matrix_latency=256,
+        matrix_latency=16, matrix_dataflow="ws", matrix_double_buffer=True,
         vector_lanes=128, vector_latency=12,
         l1=BufferSpec(4 * MIB, 16, 64), l0a=BufferSpec(512 * KIB, 8, 128),
         l0b=BufferSpec(512 * KIB, 8, 128), l0c=BufferSpec(2 * MIB, 16, 128),
         ub=BufferSpec(2 * MIB, 16, 128),
         dma_width=512, dma_latency=500, dram_size=32 * GIB, dram_bandwidth=1024.0,
-        dram_burst=64, queue_depth=32,
+        dram_burst=64, queue_depth=32, dram_page=1024, dram_activate=128, dma_request=512,
+        dma_outstanding=1024, dram_queueing=0.25,
+        energy=energy_for({"l1": 4 * MIB, "l0a": 512 * KIB, "l0b": 512 * KIB,
+                           "l0c": 2 * MIB, "ub": 2 * MIB}, HBM2_PJ_PER_BYTE, 30.0),
     ),
-    # A cube/vector split: a 16x16x16 cube every cycle, separate L1, L0A/L0B/L0C and a
-    # unified buffer for the vector unit; two cores.
+    # A cube/vector split: a pipelined 16x16x16 cube every cycle (fed 512 B/cycle of each
+    # operand), separate L1, L0A/L0B/L0C and a unified buffer for the vector unit; two cores.
     "cube": NpuConfig(
         name="cube", clock_ghz=1.8, cores=2,
         matrix_m=16, matrix_n=16, matrix_k=16, matrix_macs_per_cycle=4096, matrix_latency=16,
+        matrix_dataflow="tile",
         vector_lanes=64, vector_latency=8,
-        l1=BufferSpec(1 * MIB, 8, 64), l0a=BufferSpec(64 * KIB, 4, 64),
-        l0b=BufferSpec(64 * KIB, 4, 64), l0c=BufferSpec(256 * KIB, 8, 64),
+        l1=BufferSpec(1 * MIB, 8, 64), l0a=BufferSpec(64 * KIB, 16, 64),
+        l0b=BufferSpec(64 * KIB, 16, 64), l0c=BufferSpec(256 * KIB, 8, 64),
         ub=BufferSpec(256 * KIB, 8, 64),
         dma_width=256, dma_latency=300, dram_size=8 * GIB, dram_bandwidth=256.0,
-        dram_burst=64, queue_depth=16,
+        dram_burst=64, queue_depth=16, dram_page=1024, dram_activate=128, dma_request=512,
+        dma_outstanding=256, dram_queueing=0.25,
+        energy=energy_for({"l1": 1 * MIB, "l0a": 64 * KIB, "l0b": 64 * KIB,
+                           "l0c": 256 * KIB, "ub": 256 * KIB}, HBM2_PJ_PER_BYTE, 8.0),
     ),
 }  # fmt: skip
 

@@ -65,6 +65,8 @@ class TimingReport:
     macs: int
     vector_elements: int
     events: list[Event] = field(default_factory=list, repr=False)
+    port_bytes: dict[str, int] = field(default_factory=dict)  # on-chip reads + writes
+    macs_by_dtype: dict[str, int] = field(default_factory=dict)
 
     # ---- headline figures ----------------------------------------------------------------
     @property
@@ -137,6 +139,34 @@ class TimingReport:
         """roofline_cycles / cycles: 1.0 means on the roofline."""
         return self.roofline_cycles / self.exact_cycles if self.exact_cycles else 0.0
 
+    # ---- energy (the design's EnergySpec, docs/npu-timing.md) --------------------------------
+    @property
+    def energy(self) -> dict[str, float]:
+        """Joules by where they went: 'matrix', 'vector', each buffer, 'dram', 'static'."""
+        e = self.config.energy
+        out = {"matrix": sum(n * e.mac(dt) for dt, n in self.macs_by_dtype.items()) * 1e-12,
+               "vector": self.vector_elements * e.vector_op * 1e-12}  # fmt: skip
+        for name, nbytes in sorted(self.port_bytes.items()):
+            out[name] = nbytes * getattr(e, name) * 1e-12
+        out["dram"] = self.dram_traffic * e.dram * 1e-12
+        out["static"] = e.static_w * self.seconds
+        return out
+
+    @property
+    def energy_joules(self) -> float:
+        """Total energy of the run: dynamic (operations and bytes) plus static."""
+        return sum(self.energy.values())
+
+    @property
+    def average_watts(self) -> float:
+        """energy_joules / seconds."""
+        return self.energy_joules / self.seconds if self.seconds else 0.0
+
+    @property
+    def flops_per_joule(self) -> float:
+        """Matrix FLOPs per joule (= FLOP/s per watt): performance per watt."""
+        return self.flops / self.energy_joules if self.energy_joules else 0.0
+
     # ---- output ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (no trace events)."""
@@ -161,6 +191,10 @@ class TimingReport:
             "bound": self.bound,
             "roofline_cycles": _num(self.roofline_cycles),
             "roofline_fraction": self.roofline_fraction,
+            "energy_joules": self.energy_joules,
+            "average_watts": self.average_watts,
+            "flops_per_joule": self.flops_per_joule,
+            "energy": self.energy,
             "units": {name: s.to_dict() for name, s in self.units.items()},
         }
 
@@ -195,6 +229,10 @@ class TimingReport:
             f"  roofline   {self.bound}-bound at {self._intensity_text()}: "
             f"limit {self.roofline_cycles:.0f} cycles, reached "
             f"{100 * self.roofline_fraction:.1f}%",
+            f"  energy     {self.energy_joules * 1e6:.3f} uJ, {self.average_watts:.2f} W average, "
+            f"{self.flops_per_joule / 1e9:.1f} GFLOP/J ("
+            + ", ".join(f"{k} {v * 1e6:.3g}" for k, v in self.energy.items() if v)
+            + " uJ)",
             "  bytes      "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.bytes_moved.items())) or "none"),
             f"  {'unit':<16}{'instrs':>9}{'busy':>12}{'sync':>12}{'bandwidth':>12}"

@@ -1,10 +1,12 @@
 """The timing model: how many cycles a program takes on a design, and where they go.
 
-Separate from the functional model: it never touches data. Each core's scalar unit issues
-the dynamic instruction stream (`program.expand`) into per-unit queues; the DMA-in, DMA-out,
-matrix and vector units run them in order and in parallel, waiting only on flags, barriers
-and device-memory bandwidth, which all active DMA transfers of all cores share fairly.
-The rules are in docs/npu-timing.md; the costs per instruction in `npu/costs.py`.
+Separate from the functional model: it never touches data, but times only programs that
+model accepts (`npu/validate.py` runs first). Each core's scalar unit issues the dynamic
+instruction stream into per-unit queues; the DMA-in, DMA-out, matrix and vector units run
+them in order and in parallel, waiting on flags, barriers, data their own engine has not
+landed yet, buffer ports (`npu/ports.py`) and device memory (`npu/dram.py`), whose
+bandwidth all active DMA transfers of all cores share fairly. The rules are in
+docs/npu-timing.md; the costs per instruction in `npu/costs.py`.
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ from anychip.npu.asm import describe
 from anychip.npu.config import NpuConfig, get_config
 from anychip.npu.costs import (
     DmaCost,
+    Region,
+    UnitCost,
     dma_cost,
+    dma_regions,
     fair_rates,
-    mma_cycles,
-    vector_cycles,
+    mma_cost,
+    vector_cost,
     vector_elements,
 )
-from anychip.npu.errors import IllegalInstruction, SyncError
+from anychip.npu.dram import loaded_latency, request_rate
+from anychip.npu.errors import SyncError
 from anychip.npu.isa import Barrier, Dma, Finish, Gather, Instr, Mma, SetFlag, Unit, WaitFlag
-from anychip.npu.program import Program, expand
+from anychip.npu.ports import Ports, Reservation
+from anychip.npu.program import Program
 from anychip.npu.report import Event, TimingReport, UnitStats
+from anychip.npu.validate import check_cores, validate
 
 __all__ = ["Event", "TimingReport", "UnitStats", "simulate_timing"]
 
@@ -70,17 +78,19 @@ class _Transfer:
     inst: Instr
     cost: DmaCost
     start: float
-    left: float  # bytes of traffic still to move
+    left: float  # bytes of bandwidth time still to use (traffic plus page activations)
+    cap: float  # its rate limit: engine, buffer port, requests in flight over latency
+    latency: float  # its loaded latency
+    holds: list[Reservation]
 
 
 class _Engine:
     """A discrete-event schedule of all cores; events run in time order off one heap."""
 
-    def __init__(self, program: Program, cfg: NpuConfig, max_steps: int) -> None:
+    def __init__(self, streams: list[list[tuple[int, Instr]]], cfg: NpuConfig) -> None:
         self.cfg = cfg
-        ncores = len(program.cores)
-        self.disp = [_Dispatcher(expand(code, c, ncores, max_steps))
-                     for c, code in enumerate(program.cores)]  # fmt: skip
+        ncores = len(streams)
+        self.disp = [_Dispatcher(stream) for stream in streams]
         self.units = [{u: _UnitState() for u in QUEUED} for _ in range(ncores)]
         self.flags: dict[FlagKey, list[float]] = {}  # set times, in order
         self.consumed: Counter[FlagKey] = Counter()
@@ -91,14 +101,21 @@ class _Engine:
         self.rates: list[float] = []
         self.dram_t = 0.0
         self.dram_version = 0
+        self.served = 0.0  # bandwidth-time bytes served so far, and (time, served) points
+        self.history: deque[tuple[float, float]] = deque([(0.0, 0.0)])
         self.events: list[Event] = []
         self.bytes_moved: Counter[str] = Counter()
         self.dram_traffic = 0
         self.macs = 0
         self.vector_elements = 0
-        self.mma_cache: dict[Instr, int] = {}
-        self.vec_cache: dict[Instr, int] = {}
-        self.dma_cache: dict[Instr, DmaCost] = {}
+        self.unit_cache: dict[Instr, UnitCost] = {}
+        self.dma_cache: dict[Instr, tuple[DmaCost, Region, Region]] = {}
+        self.ports = Ports(cfg)
+        self.port_bytes: Counter[str] = Counter()  # on-chip bytes read + written per buffer
+        self.macs_by_dtype: Counter[str] = Counter()
+        # per (core, engine): (space, lo, hi, lands) of recent DMA writes, so that a DMA
+        # reading them on the same engine waits until they have landed
+        self.landing: dict[tuple[int, Unit], list[tuple[int, int, int, float]]] = {}
 
     # ---- the event loop ----------------------------------------------------------------
     def _push(self, t: float, kind: int, core: int = 0, unit: int = 0) -> None:
@@ -216,6 +233,8 @@ class _Engine:
                     self.waiters[key] = (core, unit)
                     return
                 t = max(t, sets[k])
+            elif type(inst) is Dma or type(inst) is Gather:
+                t = max(t, self._landed(core, unit, inst, t))
             if t > now:
                 self._wake(core, unit, t)
                 return
@@ -238,10 +257,30 @@ class _Engine:
         if self.disp[core].blocked == _BARRIER and self._drained(core):
             self._push(now, _DISPATCH, core)
 
+    def _dma_info(self, inst: Instr) -> tuple[DmaCost, Region, Region]:
+        info = self.dma_cache.get(inst)
+        if info is None:
+            cost = dma_cost(self.cfg, inst)  # type: ignore[arg-type]
+            info = self.dma_cache[inst] = (cost, *dma_regions(inst))  # type: ignore[arg-type]
+        return info
+
+    def _landed(self, core: int, unit: Unit, inst: Instr, now: float) -> float:
+        """When the earlier writes of this engine that `inst` reads have landed."""
+        writes = self.landing.get((core, unit))
+        if not writes:
+            return 0.0
+        writes[:] = [w for w in writes if w[3] > now]
+        _, reads, _ = self._dma_info(inst)
+        ready = 0.0
+        for space, lo, hi in reads:
+            for wspace, wlo, whi, lands in writes:
+                if wspace == space and wlo < hi and lo < whi:
+                    ready = max(ready, lands)
+        return ready
+
     def _start(self, core: int, unit: Unit, s: _UnitState, index: int, inst: Instr,
                now: float) -> bool:  # fmt: skip
         """Starts `inst` at `now`; False when it is a device-memory transfer (unit stays busy)."""
-        cfg = self.cfg
         tp = type(inst)
         if tp is SetFlag:  # counts up once all earlier work of this unit has completed
             key = (core, inst.src, inst.dst, inst.flag)  # type: ignore[attr-defined]
@@ -253,34 +292,55 @@ class _Engine:
                 self._wake(waiter[0], waiter[1], at)
             return True
         if tp is Dma or tp is Gather:
-            cost = self.dma_cache.get(inst)
-            if cost is None:
-                cost = self.dma_cache[inst] = dma_cost(cfg, inst)  # type: ignore[arg-type]
+            cost, _, writes = self._dma_info(inst)
             self.bytes_moved[cost.level] += cost.nbytes
+            for name, nbytes in cost.ports:
+                self.port_bytes[name] += nbytes
             if cost.dram:
-                self.dram_traffic += cost.traffic
-                self._dram_start(_Transfer(core, unit, index, inst, cost, now, cost.traffic), now)
-                s.transfer = True
+                self._dram_begin(core, unit, s, index, inst, cost, now)
                 return False
-            cycles = cost.traffic / cost.cap
-            latency = cost.latency
-        elif tp is Mma:
-            cycles = self.mma_cache.get(inst, 0)
-            if not cycles:
-                cycles = self.mma_cache[inst] = mma_cycles(cfg, inst)  # type: ignore[arg-type]
-            latency = cfg.matrix_latency
-            self.macs += inst.m * inst.n * inst.k  # type: ignore[attr-defined]
+            cycles = self.ports.share(core, cost.ports, now, cost.traffic / cost.cap)
+            latency: float = cost.latency
+            self._wrote(core, unit, writes, now + cycles + latency)
         else:
-            cycles = self.vec_cache.get(inst, 0)
-            if not cycles:
-                cycles = self.vec_cache[inst] = vector_cycles(cfg, inst)
-            latency = cfg.vector_latency
-            self.vector_elements += vector_elements(inst)
+            uc = self.unit_cache.get(inst)
+            if uc is None:
+                if tp is Mma:
+                    uc = mma_cost(self.cfg, inst)  # type: ignore[arg-type]
+                else:
+                    uc = vector_cost(self.cfg, inst)
+                self.unit_cache[inst] = uc
+            cycles, latency = self.ports.share(core, uc.ports, now, uc.cycles), uc.latency
+            for name, nbytes in uc.ports:
+                self.port_bytes[name] += nbytes
+            if tp is Mma:
+                macs = inst.m * inst.n * inst.k  # type: ignore[attr-defined]
+                self.macs += macs
+                self.macs_by_dtype[inst.dtype.name.lower()] += macs  # type: ignore[attr-defined]
+            else:
+                self.vector_elements += vector_elements(inst)
         s.free = now + cycles
         s.done = max(s.done, s.free + latency)
         s.stats.busy += cycles
         self.events.append((core, unit, index, inst, now, s.free, s.free + latency))
         return True
+
+    def _wrote(self, core: int, unit: Unit, writes: Region, lands: float) -> None:
+        self.landing.setdefault((core, unit), []).extend((*w, lands) for w in writes)
+
+    def _dram_begin(self, core: int, unit: Unit, s: _UnitState, index: int, inst: Instr,
+                    cost: DmaCost, now: float) -> None:  # fmt: skip
+        """Starts a device-memory transfer: its latency from the load it meets, its rate
+        limited by the engine, the buffer's port and its requests in flight."""
+        self._dram_advance(now)
+        self.dram_traffic += cost.traffic
+        latency = loaded_latency(self.cfg, self._load(now))
+        cap = min(cost.cap, request_rate(self.cfg, cost.request, latency))
+        cap, holds = self.ports.open(core, cost.ports, now, cap)
+        tr = _Transfer(core, unit, index, inst, cost, now, cost.occupancy, cap, latency, holds)
+        self.active.append(tr)
+        self._dram_plan(now)
+        s.transfer = True
 
     # ---- device memory: max-min fair sharing between active transfers -----------------
     def _dram_advance(self, now: float) -> None:
@@ -288,37 +348,51 @@ class _Engine:
         if dt > 0:
             for tr, rate in zip(self.active, self.rates):
                 tr.left -= rate * dt
+            self.served += sum(self.rates) * dt
+            self.history.append((now, self.served))
         self.dram_t = now
+
+    def _load(self, now: float) -> float:
+        """Device memory's utilisation over the last `dma_latency` cycles: the queues a
+        request meets were built by recent traffic."""
+        window = max(1.0, float(self.cfg.dma_latency))
+        since = now - window
+        h = self.history
+        while len(h) > 1 and h[1][0] <= since:
+            h.popleft()
+        t0, s0 = h[0]
+        if t0 < since and len(h) > 1:  # interpolate inside the first segment
+            t1, s1 = h[1]
+            s0 += (s1 - s0) * (since - t0) / (t1 - t0)
+        return (self.served - s0) / (window * self.cfg.dram_bandwidth)
 
     def _dram_plan(self, now: float) -> None:
         self.dram_version += 1
         if not self.active:
             self.rates = []
             return
-        self.rates = fair_rates([tr.cost.cap for tr in self.active], self.cfg.dram_bandwidth)
+        self.rates = fair_rates([tr.cap for tr in self.active], self.cfg.dram_bandwidth)
         soonest = min(tr.left / r for tr, r in zip(self.active, self.rates))
         self._push(now + max(0.0, soonest), _DRAM, 0, self.dram_version)
-
-    def _dram_start(self, tr: _Transfer, now: float) -> None:
-        self._dram_advance(now)
-        self.active.append(tr)
-        self._dram_plan(now)
 
     def _dram_done(self, now: float) -> None:
         self._dram_advance(now)
         still: list[_Transfer] = []
         for tr in self.active:
-            if tr.left > 1e-9 * tr.cost.traffic + 1e-6:
+            if tr.left > 1e-9 * tr.cost.occupancy + 1e-6:
                 still.append(tr)
                 continue
             s = self.units[tr.core][tr.unit]
-            solo = tr.cost.traffic / tr.cost.cap
+            solo = tr.cost.occupancy / tr.cap
             s.stats.busy += solo
             s.stats.stalls["bandwidth"] += max(0.0, now - tr.start - solo)
             s.free = now
-            s.done = max(s.done, now + tr.cost.latency)
+            s.done = max(s.done, now + tr.latency)
             s.transfer = False
-            self.events.append((tr.core, tr.unit, tr.index, tr.inst, tr.start, now, s.done))
+            self.ports.close(tr.holds, now)
+            self._wrote(tr.core, tr.unit, self._dma_info(tr.inst)[2], now + tr.latency)
+            self.events.append((tr.core, tr.unit, tr.index, tr.inst, tr.start, now,
+                                now + tr.latency))  # fmt: skip
             self._wake(tr.core, tr.unit, now)
         self.active = still
         self._dram_plan(now)
@@ -329,19 +403,16 @@ def simulate_timing(
 ) -> TimingReport:
     """Times `program` on design `config` (a profile name works); returns its report.
 
-    >>> from anychip.npu.isa import DT, Mma, Ref, Space
-    >>> mma = Mma(DT.F16, Ref(Space.L0C, 0), Ref(Space.L0A, 0), Ref(Space.L0B, 0), 16, 16, 16)
-    >>> r = simulate_timing(Program(((mma, Finish()),)), "edge")
-    >>> r.cycles  # issued at 0, starts at 1, 4 busy cycles + 8 latency
-    13
+    >>> from anychip.npu.isa import DT, Ref, Space, VDup
+    >>> dup = VDup(DT.F32, Ref(Space.UB, 0), 1.0, (1, 64), (64, 1))
+    >>> r = simulate_timing(Program(((dup, Finish()),)), "edge")
+    >>> r.cycles  # issued at 0, starts at 1, 64 / 16 lanes = 4 busy cycles + 6 latency
+    11
     """
     cfg = get_config(config)
-    if len(program.cores) > cfg.cores:
-        raise IllegalInstruction(
-            f"npu timing: program has {len(program.cores)} cores but design {cfg.name!r} "
-            f"has {cfg.cores}"
-        )
-    eng = _Engine(program, cfg, max_steps)
+    check_cores(program, cfg, "npu timing")
+    streams = validate(program, cfg, max_steps=max_steps)
+    eng = _Engine(streams, cfg)
     eng.run()
     units: dict[str, UnitStats] = {}
     for c, d in enumerate(eng.disp):
@@ -356,5 +427,7 @@ def simulate_timing(
         dram_traffic=eng.dram_traffic,
         macs=eng.macs,
         vector_elements=eng.vector_elements,
+        port_bytes=dict(eng.port_bytes),
+        macs_by_dtype=dict(eng.macs_by_dtype),
         events=eng.events,
     )

@@ -84,6 +84,10 @@ def test_sweep_writes_one_row_per_design_point(tmp_path, capsys):
     }
     for r in rows:
         assert int(r["cycles"]) > 0 and 0 < float(r["utilisation"]) <= 1
+        # performance per watt: achieved FLOP/s over average watts
+        watts, tflops = float(r["average_watts"]), float(r["achieved_tflops"])
+        assert float(r["gflops_per_watt"]) == pytest.approx(1e3 * tflops / watts, rel=1e-6)
+        assert float(r["energy_uj"]) == pytest.approx(watts * float(r["time_us"]), rel=1e-3)
     # the 16^3 tile, 256 B/cycle point is at least as fast as the 64 B/cycle one
     t = {(r["matrix_unit"], r["dram_bandwidth"]): float(r["time_us"]) for r in rows}
     assert t[("16", "256")] <= t[("16", "64")]

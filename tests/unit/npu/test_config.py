@@ -38,6 +38,14 @@ def test_profiles_are_distinct_design_points():
         ({"ub": BufferSpec(1000, 3)}, "ub.size 1000 is not divisible by its 3 banks"),
         ({"l0a": BufferSpec(0)}, "l0a.size must be an integer >= 1"),
         ({"dma_latency": -5}, "dma_latency must be an integer >= 0"),
+        ({"matrix_dataflow": "is"}, "matrix_dataflow must be one of"),
+        ({"matrix_dataflow": "ws", "matrix_macs_per_cycle": 300}, "a multiple of 256"),
+        ({"matrix_double_buffer": 1}, "matrix_double_buffer must be true or false"),
+        ({"dram_page": 0}, "dram_page must be an integer >= 1"),
+        ({"dma_outstanding": 0}, "dma_outstanding must be an integer >= 1"),
+        ({"dram_activate": -1}, "dram_activate must be an integer >= 0"),
+        ({"dram_queueing": -0.5}, "dram_queueing must be >= 0"),
+        ({"energy.mac_f16": -1.0}, "energy.mac_f16 must be a number >= 0"),
     ],
 )
 def test_validation_names_the_field(change, message):
@@ -62,3 +70,11 @@ def test_replace_dotted_buffer_keys_and_missing_keys_default():
     assert NpuConfig.from_dict({"cores": 3}).cores == 3
     with pytest.raises(ConfigError, match="no profile or config file"):
         get_config("nosuch")
+
+
+def test_energy_is_a_table_of_the_design():
+    cfg = PROFILES["cube"].replace(**{"energy.static_w": 12.5})
+    assert cfg.energy.static_w == 12.5 and cfg.energy.mac_f16 == PROFILES["cube"].energy.mac_f16
+    assert NpuConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown key"):
+        PROFILES["cube"].replace(**{"energy.mac_f64": 1.0})

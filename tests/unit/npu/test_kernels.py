@@ -30,7 +30,7 @@ from anychip.npu.kernels import (
     run_softmax,
 )
 from anychip.npu.kernels.elementwise import UNARY
-from anychip.npu.kernels.gemm import _fits
+from anychip.npu.kernels.gemm import _fits, plan_gemm
 
 SHAPES = 50
 NAMES = sorted(PROFILES)
@@ -213,3 +213,22 @@ def test_unsupported_dtypes_are_typed_errors():
 def test_unknown_elementwise_op():
     with pytest.raises(ShapeError, match="unknown op 'swish'"):
         run_elementwise(PROFILES["edge"], "swish", [1.0])
+
+
+@pytest.mark.parametrize("plan", [GemmPlan(32, 32, 32, 2, 64), GemmPlan(32, 16, 16, 1, 48)])
+def test_gemm_staged_through_l1_matches_numpy(plan):
+    # cube has an L1: A and B panels of kc go through it (partial last chunks, padded edges)
+    cfg, rng = PROFILES["cube"], np.random.default_rng(7)
+    a = rng.standard_normal((100, 300)).astype(np.float16)
+    b = rng.standard_normal((300, 70)).astype(np.float16)
+    c = run_gemm(cfg, a, b, plan)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    bound = 2 * math.ceil(300 / cfg.matrix_k) * 2.0**-24 * (np.abs(a64) @ np.abs(b64))
+    assert (np.abs(c - a64 @ b64) <= bound).all()
+
+
+def test_gemm_planner_stages_only_short_rows():
+    # cube's 2048^3 plan reads A in rows of tk = 64 f16 = 128 B, under half its 1 KiB page:
+    # staged. datacenter's reads rows of 512 B (half its page) in 4096-cycle steps: direct.
+    assert plan_gemm(PROFILES["cube"], 2048, 2048, 2048).kc > 0
+    assert plan_gemm(PROFILES["datacenter"], 2048, 2048, 2048).kc == 0

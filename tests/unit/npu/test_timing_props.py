@@ -14,6 +14,7 @@ from timing_programs import box, gemm_program
 from anychip.npu.config import PROFILES
 from anychip.npu.isa import (
     DT,
+    Barrier,
     BinOp,
     Finish,
     Instr,
@@ -22,6 +23,7 @@ from anychip.npu.isa import (
     SetFlag,
     Space,
     Unit,
+    VDup,
     VScalar,
     WaitFlag,
 )
@@ -84,15 +86,31 @@ def test_overlap_never_loses():
 UNITS = (Unit.DMA_IN, Unit.DMA_OUT, Unit.MATRIX, Unit.VECTOR)
 
 
-def _op(unit: Unit, size: int) -> Instr:
+# Each unit touches only its own bytes (so no program races) and reads only what the
+# prologue wrote before its barrier (so every program passes validation):
+# dma_in: dram 0.. -> ub [0, 2K); dma_out: ub [4K, 6K) -> dram 1M + 64K*core..;
+# vector: ub [8K, 12K);
+# matrix: l0a, l0b -> l0c.
+def _op(unit: Unit, size: int, core: int) -> Instr:
     if unit == Unit.DMA_IN:
         return box(DT.F16, Ref(Space.UB, 0), Ref(Space.DRAM, 0), size, 16, 16, 16)
     if unit == Unit.DMA_OUT:
-        return box(DT.F16, Ref(Space.DRAM, 1 << 20), Ref(Space.UB, 0), size, 16, 16, 16)
+        dst = Ref(Space.DRAM, (1 << 20) + core * (1 << 16))  # each core its own output
+        return box(DT.F16, dst, Ref(Space.UB, 4096), size, 16, 16, 16)
     if unit == Unit.MATRIX:
         return Mma(DT.F16, Ref(Space.L0C, 0), Ref(Space.L0A, 0), Ref(Space.L0B, 0), size, 16, 16)
-    return VScalar(BinOp.ADD, DT.F32, Ref(Space.UB, 0), Ref(Space.UB, 0), 1.0, (size, 16),
-                   (16, 1), (16, 1))  # fmt: skip
+    return VScalar(BinOp.ADD, DT.F32, Ref(Space.UB, 8192), Ref(Space.UB, 8192), 1.0,
+                   (size, 16), (16, 1), (16, 1))  # fmt: skip
+
+
+PROLOGUE = (
+    box(DT.F16, Ref(Space.L0A, 0), Ref(Space.DRAM, 0), 64, 16, 16, 16),
+    box(DT.F16, Ref(Space.L0B, 0), Ref(Space.DRAM, 0), 16, 16, 16, 16),
+    box(DT.F16, Ref(Space.UB, 4096), Ref(Space.DRAM, 0), 64, 16, 16, 16),
+    VDup(DT.F32, Ref(Space.UB, 8192), 0.0, (64, 16), (16, 1)),
+    VDup(DT.F32, Ref(Space.L0C, 0), 0.0, (64, 16), (16, 1)),
+    Barrier(),
+)
 
 
 @st.composite
@@ -100,14 +118,14 @@ def programs(draw) -> Program:
     """Every waitf consumes a count set earlier in program order, so no run can hang."""
     ncores = draw(st.integers(1, 2))
     cores = []
-    for _ in range(ncores):
-        code: list[Instr] = []
+    for core in range(ncores):
+        code: list[Instr] = list(PROLOGUE)
         pending: dict[tuple[Unit, Unit], int] = {}
         for _ in range(draw(st.integers(0, 25))):
             kind = draw(st.sampled_from(["op", "op", "set", "wait"]))
             src, dst = draw(st.permutations(UNITS))[:2]
             if kind == "op":
-                code.append(_op(src, draw(st.integers(1, 64))))
+                code.append(_op(src, draw(st.integers(1, 64)), core))
             elif kind == "set":
                 code.append(SetFlag(src, dst, 0))
                 pending[(src, dst)] = pending.get((src, dst), 0) + 1
@@ -123,6 +141,9 @@ def programs(draw) -> Program:
 def test_random_programs_finish_and_account(prog, name):
     cfg = PROFILES[name].replace(cores=2)
     r = simulate_timing(prog, cfg)
+    sim = Simulator(cfg)  # the functional model accepts the same program
+    sim.put(np.zeros(1024), DT.F16)  # the device data the loads read
+    sim.run(prog)
     _check_accounting(r)
     assert len(r.events) == sum(len(code) for code in prog.cores)
     # each unit's instructions start in program order and never overlap

@@ -2,7 +2,8 @@
 flat arrays, streamed through the unified buffer at device-memory speed.
 
 The array is split over cores; each core pipelines chunks (dma_in -> vector -> dma_out)
-over up to three slots, so loads, compute and stores of different chunks overlap.
+over up to three input slots and three result slots, so loads, compute and stores of
+different chunks overlap.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from anychip.errors import DTypeError, ShapeError
-from anychip.npu.builder import Builder, DramLayout, Tile, pipeline, program
+from anychip.npu.builder import Builder, DramLayout, Ring, Tile, program
 from anychip.npu.config import NpuConfig
 from anychip.npu.isa import DT, BinOp, Space, Unit, UnOp
 from anychip.npu.kernels.common import Kernel, chunks, need_shape, plan_chunks, split
@@ -68,31 +69,52 @@ def elementwise(config: NpuConfig, op: str, n: int, dtype: DT = DT.F32) -> Kerne
 
 
 def _core(bld: Builder, op: str, lo: int, hi: int, ins: list[DataDecl], out: DataDecl) -> None:
+    """Inputs and results in separate rings: an input slot is free again as soon as the
+    vector unit has read it, not only once its result has landed in device memory, so
+    fewer bytes wait on device-memory latency and more are in flight (docs/npu-timing.md)."""
     dt, size = out.dtype, out.dtype.itemsize
-    nslots, per = plan_chunks(bld.free_bytes(Space.UB), hi - lo, len(ins) * size)
+    nslots, per = plan_chunks(bld.free_bytes(Space.UB), hi - lo, (len(ins) + 1) * size)
     per = max(1, per - per % (64 // size)) if per >= 64 // size else per  # aligned chunks
-    slots = [[bld.tile(Space.UB, 1, per, dt) for _ in ins] for _ in range(nslots)]
+    in_ring = Ring(
+        bld,
+        [Unit.DMA_IN, Unit.VECTOR],
+        [[bld.tile(Space.UB, 1, per, dt) for _ in ins] for _ in range(nslots)],
+    )
+    out_ring = Ring(bld, [Unit.VECTOR, Unit.DMA_OUT],
+                    [bld.tile(Space.UB, 1, per, dt) for _ in range(nslots)])  # fmt: skip
+    items = chunks(lo, hi, per)
 
-    def load(slot: list[Tile], item: tuple[int, int]) -> None:
-        for tile, src in zip(slot, ins, strict=True):
-            bld.load(Tile(tile.ref, 1, item[1] - item[0], dt), src.addr + size * item[0],
-                     1, item[1] - item[0], per)  # fmt: skip
+    def view(tile: Tile, item: tuple[int, int]) -> Tile:
+        return Tile(tile.ref, 1, item[1] - item[0], dt)  # (1, len)
 
-    def compute(slot: list[Tile], item: tuple[int, int]) -> None:
-        t = [Tile(s.ref, 1, item[1] - item[0], dt) for s in slot]  # (1, len) views
+    def load(item: tuple[int, int]) -> None:
+        for tile, src in zip(in_ring.enter(0), ins, strict=True):
+            bld.load(view(tile, item), src.addr + size * item[0], 1, item[1] - item[0], per)
+        in_ring.leave(0)
+
+    def compute_store(item: tuple[int, int]) -> None:
+        t = [view(x, item) for x in in_ring.enter(1)]
+        res = view(out_ring.enter(0), item)
         if op == "fma":
-            bld.vbin(BinOp.MUL, t[0], t[0], t[1])
-            bld.vbin(BinOp.ADD, t[0], t[0], t[2])
+            bld.vbin(BinOp.MUL, res, t[0], t[1])
+            bld.vbin(BinOp.ADD, res, res, t[2])
         elif len(t) == 2:
-            bld.vbin(BinOp[op.upper()], t[0], t[0], t[1])
+            bld.vbin(BinOp[op.upper()], res, t[0], t[1])
         else:
-            bld.vun(UnOp[op.upper()], t[0], t[0])
+            bld.vun(UnOp[op.upper()], res, t[0])
+        in_ring.leave(1)
+        out_ring.leave(0)
+        bld.store(out.addr + size * item[0], per, view(out_ring.enter(1), item))
+        out_ring.leave(1)
 
-    def store(slot: list[Tile], item: tuple[int, int]) -> None:
-        bld.store(out.addr + size * item[0], per, Tile(slot[0].ref, 1, item[1] - item[0], dt))
-
-    units = [Unit.DMA_IN, Unit.VECTOR, Unit.DMA_OUT]
-    pipeline(bld, units, slots, chunks(lo, hi, per), [load, compute, store])
+    ahead = nslots - 1  # loads run this many chunks ahead of compute and store
+    for i in range(len(items) + ahead):
+        if i < len(items):
+            load(items[i])
+        if i >= ahead:
+            compute_store(items[i - ahead])
+    in_ring.drain()
+    out_ring.drain()
     bld.finish()
 
 

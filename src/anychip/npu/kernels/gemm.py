@@ -5,6 +5,13 @@ Each core owns a contiguous run of (tm, tn) output tiles. Its dma_in engine stre
 slices of A and (tk, tn) slices of B into two L0A/L0B slots while the matrix unit works on
 the other slot; finished accumulators (two L0C slots when they fit) drain to device memory
 on the dma_out engine while the next output tile is computed.
+
+On designs with an L1 buffer, A and B are staged through it: (tm, kc) and (kc, tn) panels,
+kc a multiple of tk, come from device memory (A in rows of kc elements: long runs, few page
+activations, large requests) into two L1 slots each, a whole chunk ahead of use, which
+hides device-memory latency; each step's (tm, tk) and (tk, tn) slices are copied on chip
+into L0A/L0B. The copies follow the panel's load on the same engine, so they wait for it to
+land without a flag (docs/npu-timing.md, "Ordering on one engine").
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from anychip.npu.kernels.common import Kernel, chunks, need_shape, split
 from anychip.npu.program import DataDecl
 
 MAX_TILE = 1024  # largest tm/tn the planner tries: bigger tiles gain nothing measurable
+MAX_PANEL = 1024  # widest A panel staged in L1 (elements): 2 KiB runs of f16 are enough
 DRAM_EFFICIENCY = 0.6  # the share of peak DRAM bandwidth the planner counts on
 STORE_BLOCKS = 4  # row blocks per finished tile, stored one by one as the matrix unit ends
 
@@ -34,20 +42,35 @@ class GemmPlan:
 
     >>> from anychip.npu.config import PROFILES
     >>> plan_gemm(PROFILES["datacenter"], 2048, 2048, 2048)
-    GemmPlan(tm=512, tn=512, tk=256, acc_slots=2)
+    GemmPlan(tm=512, tn=512, tk=256, acc_slots=2, kc=0)
     """
 
     tm: int
     tn: int
     tk: int
     acc_slots: int = 2
+    kc: int = 0  # A panel width staged in L1 (a multiple of tk); 0: A straight to L0A
 
 
-def _fits(cfg: NpuConfig, tm: int, tn: int, tk: int, acc_slots: int, size: int) -> bool:
-    """Two A and two B slots, `acc_slots` f32 accumulators (64-byte aligned)."""
+def _fits(cfg: NpuConfig, tm: int, tn: int, tk: int, acc_slots: int, size: int,
+          kc: int = 0) -> bool:  # fmt: skip
+    """Two A and two B slots, `acc_slots` f32 accumulators (64-byte aligned), two L1 panels."""
     a, b = round_up(tm * tk * size, 64), round_up(tk * tn * size, 64)
     c = round_up(tm * tn * 4, 64)
-    return 2 * a <= cfg.l0a.size and 2 * b <= cfg.l0b.size and acc_slots * c <= cfg.l0c.size
+    panels = 2 * (round_up(tm * kc * size, 64) + round_up(kc * tn * size, 64)) <= cfg.l1.size
+    return (2 * a <= cfg.l0a.size and 2 * b <= cfg.l0b.size and acc_slots * c <= cfg.l0c.size
+            and panels)  # fmt: skip
+
+
+def _panel(cfg: NpuConfig, p: GemmPlan, k: int, size: int) -> int:
+    """The deepest panels (kc, a multiple of tk, at most MAX_PANEL and K) for which two A
+    (tm, kc) and two B (kc, tn) panels fit L1; 0 when none of more than one k-step fits
+    (staging would only add copies)."""
+    tk = p.tk
+    kc = min(round_up(k, tk), max(tk, MAX_PANEL - MAX_PANEL % tk))
+    while kc > tk and not _fits(cfg, p.tm, p.tn, tk, p.acc_slots, size, kc):
+        kc -= tk
+    return kc if kc > tk else 0
 
 
 def _estimate(cfg: NpuConfig, m: int, n: int, k: int, p: GemmPlan, size: int) -> float:
@@ -91,7 +114,15 @@ def plan_gemm(config: NpuConfig, m: int, n: int, k: int, dtype: DT = DT.F16) -> 
             f"npu gemm: design {config.name!r} cannot hold one {mm}x{mk} A tile, one "
             f"{mk}x{mn} B tile (two slots each) and an f32 accumulator in its L0 buffers"
         )
-    return best[2]
+    plan = best[2]
+    # Stage through L1 when loading tiles straight from device memory would waste it:
+    # A's rows (tk elements) shorter than half a page cost an activation each for little
+    # data, and a step shorter than twice the memory latency cannot hide its loads.
+    size = dtype.itemsize
+    step = (plan.tm // mm) * (plan.tn // mn) * (plan.tk // mk) * config.tile_cycles
+    if plan.tk * size < config.dram_page // 2 or step < 2 * config.dma_latency:
+        plan = GemmPlan(plan.tm, plan.tn, plan.tk, plan.acc_slots, _panel(config, plan, pk, size))
+    return plan
 
 
 def gemm(
@@ -137,8 +168,10 @@ def _check_plan(config: NpuConfig, p: GemmPlan, dtype: DT) -> None:
         and p.tk % config.matrix_k == 0
         and min(p.tm, p.tn, p.tk) > 0
         and p.acc_slots in (1, 2)
+        and p.kc >= 0
+        and p.kc % p.tk == 0
     )
-    if not ok or not _fits(config, p.tm, p.tn, p.tk, p.acc_slots, dtype.itemsize):
+    if not ok or not _fits(config, p.tm, p.tn, p.tk, p.acc_slots, dtype.itemsize, p.kc):
         raise ConfigError(f"npu gemm: plan {p} does not suit design {config.name!r}")
 
 
@@ -161,20 +194,27 @@ def _core(
     accs = [bld.alloc(Space.L0C, p.tm * p.tn * 4) for _ in range(p.acc_slots)]
     outs = Ring(bld, [Unit.MATRIX, Unit.DMA_OUT], accs)
     steps = [(i0, j0, k0) for i0, j0 in tiles for k0 in range(0, k, p.tk)]
+    stages = [_Stage(bld, p, d, (m, n, k), d is a) for d in (a, b)] if p.kc else []
+    for stage in stages:
+        stage.plan([(i0, j0, k0 - k0 % p.kc) for i0, j0, k0 in steps])
 
     def dims(i0: int, j0: int, k0: int) -> tuple[int, int, int]:
         """The step's real (rows, cols, depth); the mma runs on them rounded up to the tile."""
         return min(p.tm, m - i0), min(p.tn, n - j0), min(p.tk, k - k0)
 
     def load(step: tuple[int, int, int]) -> tuple[Tile, Tile]:
-        i0, j0, k0 = step
+        i0, j0, k0 = step  # (on-chip copies from L1 panels when staged)
         rows, cols, depth = dims(i0, j0, k0)
         em, en, ek = (round_up(rows, cfg.matrix_m), round_up(cols, cfg.matrix_n),
                       round_up(depth, cfg.matrix_k))  # fmt: skip
         ra, rb = ins.enter(0)
         ta, tb = Tile(ra, em, ek, dt), Tile(rb, ek, en, dt)  # (em, ek), (ek, en): zero-padded
-        bld.load(ta, a.addr + (i0 * k + k0) * size, rows, depth, ld=k)
-        bld.load(tb, b.addr + (k0 * n + j0) * size, depth, cols, ld=n)
+        if stages:
+            stages[0].copy(ta, step)
+            stages[1].copy(tb, step)
+        else:
+            bld.load(ta, a.addr + (i0 * k + k0) * size, rows, depth, ld=k)
+            bld.load(tb, b.addr + (k0 * n + j0) * size, depth, cols, ld=n)
         ins.leave(0)
         return ta, tb
 
@@ -208,6 +248,73 @@ def _core(
     ins.drain()
     outs.drain()
     bld.finish()
+
+
+class _Stage:
+    """One operand staged through L1: per chunk (i0, j0, kc0) a panel of A (tm, kc) or B
+    (kc, tn) in one of two L1 slots, loaded in row blocks one chunk ahead."""
+
+    def __init__(self, bld: Builder, p: GemmPlan, decl: DataDecl, mnk: tuple[int, int, int],
+                 is_a: bool) -> None:  # fmt: skip
+        self.bld, self.p, self.decl, self.mnk, self.is_a = bld, p, decl, mnk, is_a
+        size = decl.dtype.itemsize
+        width = p.tm if is_a else p.tn
+        self.slots = [bld.alloc(Space.L1, width * p.kc * size) for _ in range(2)]
+        self.chunks: list[tuple[int, int, int]] = []
+        self.index: dict[tuple[int, int, int], int] = {}
+        self.emitted = 0
+
+    def plan(self, keys: list[tuple[int, int, int]]) -> None:
+        """The chunks (i0, j0, kc0) in the order the steps use them."""
+        for key in keys:
+            if key not in self.index:
+                self.index[key] = len(self.chunks)
+                self.chunks.append(key)
+
+    def _box(self, n: int) -> tuple[int, int, int, int, Tile]:
+        """(DRAM row, DRAM col, real rows, real cols, padded panel tile) of chunk n."""
+        cfg, p, (m, nn, k) = self.bld.config, self.p, self.mnk
+        i0, j0, kc0 = self.chunks[n]
+        if self.is_a:  # A (tm, kc) at (i0, kc0): rows of the output, columns of depth
+            r, c = min(p.tm, m - i0), min(p.kc, k - kc0)
+            pr, pc, at = round_up(r, cfg.matrix_m), round_up(c, cfg.matrix_k), (i0, kc0)
+        else:  # B (kc, tn) at (kc0, j0)
+            r, c = min(p.kc, k - kc0), min(p.tn, nn - j0)
+            pr, pc, at = round_up(r, cfg.matrix_k), round_up(c, cfg.matrix_n), (kc0, j0)
+        return at[0], at[1], r, c, Tile(self.slots[n % 2], pr, pc, self.decl.dtype)
+
+    def _load(self, n: int, part: int, parts: int) -> None:
+        """Emits row block `part` of `parts` of chunk n's panel; the last block also
+        zero-fills the padding rows (and every block the padding columns)."""
+        row, col, rows, cols, panel = self._box(n)
+        blocks = chunks(0, rows, -(-rows // parts))
+        if part >= len(blocks):
+            return
+        r0, r1 = blocks[part]
+        end = panel.rows if part == len(blocks) - 1 else r1
+        ld = self.decl.shape[1]
+        at = self.decl.addr + ((row + r0) * ld + col) * self.decl.dtype.itemsize
+        self.bld.load(panel.sub(r0, 0, end - r0, panel.cols), at, r1 - r0, cols, ld=ld)
+
+    def copy(self, dst: Tile, step: tuple[int, int, int]) -> None:
+        """Copies the step's slice of its chunk's panel into the L0 tile `dst`. The next
+        chunk's panel is loaded in row blocks, one behind each copy of this chunk, so the
+        engine never holds the steps' own copies back for a whole panel."""
+        i0, j0, k0 = step
+        p, k = self.p, self.mnk[2]
+        kc0 = k0 - k0 % p.kc
+        n = self.index[(i0, j0, kc0)]
+        if self.emitted <= n:  # the first chunk: loaded whole, just before its first copy
+            self._load(n, 0, 1)
+            self.emitted = n + 1
+        panel = self._box(n)[4]
+        r0, c0 = (0, k0 - kc0) if self.is_a else (k0 - kc0, 0)
+        self.bld.copy(dst, panel.sub(r0, c0, dst.rows, dst.cols))
+        steps = -(-min(p.kc, k - kc0) // p.tk)
+        if n + 1 < len(self.chunks):
+            self._load(n + 1, (k0 - kc0) // p.tk, steps)
+            if (k0 - kc0) // p.tk == steps - 1:
+                self.emitted = n + 2
 
 
 def run_gemm(config: NpuConfig, a: Any, b: Any, plan: GemmPlan | None = None) -> np.ndarray:
