@@ -155,25 +155,100 @@ def cast(src: DT, dst: DT, a: Array) -> Array:
     return from_f64(to_f64(a, src), dst)
 
 
-def matmul(dt: DT, a: Array, b: Array, acc: Array | None) -> Array:
+# ---- the matrix unit ---------------------------------------------------------------------
+# Bits a hardware step keeps below the leading bit of its largest product. 512 products of
+# at most 2^44 units sum to under 2^53, so every step sum is an exact float64 integer sum.
+ALIGN_BITS = 44
+MAX_STEP = 512
+# per matrix input type: exponent field (shift, mask) and significand bits (with the hidden one)
+_FIELDS = {DT.F16: (10, 0x1F, 11), DT.BF16: (7, 0xFF, 8)}
+
+
+def _spans(x: Array, dt: DT, axis: int) -> Array:
+    """Per line along `axis`: bits from the lowest possible set bit of its smallest nonzero
+    finite element to the top of its largest (0 for lines of zeros). Read off the exponent
+    fields: an element with field f' = max(f, 1) lies below 2^(f'-bias+1) and is a multiple
+    of 2^(f'-bias-sig+1), so a line's span is max f' - min f' + sig bits."""
+    shift, mask, sig = _FIELDS[dt]
+    bits = x.view(np.uint16)
+    f = ((bits >> shift) & mask).astype(np.int16)
+    live = ((bits & 0x7FFF) != 0) & (f != mask)  # nonzero and finite
+    f = np.maximum(f, 1)
+    hi = np.where(live, f, 0).max(axis=axis)
+    lo = np.where(live, f, mask).min(axis=axis)
+    return np.where(hi > 0, hi - lo + sig, 0)
+
+
+def aligned_sums(prods: Array) -> Array:
+    """The step sums of `prods` (N, c) exact float64 products, as the matrix unit forms them:
+    each product truncated (toward zero) to a multiple of 2^(E - ALIGN_BITS), where
+    2^(E-1) <= max |product| < 2^E, then added exactly. Non-finite rows follow IEEE."""
+    top = np.abs(prods).max(axis=1)
+    _, e = np.frexp(top)
+    scale = np.ldexp(1.0, ALIGN_BITS - e)  # a power of two: scaling is exact
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = np.trunc(prods * scale[:, None]).sum(axis=1) / scale
+        raw = prods.sum(axis=1)
+    return np.asarray(np.where(np.isfinite(raw), s, raw))
+
+
+def _step_sums(dt: DT, a: Array, b: Array, step: int) -> Array:
+    """(steps, m, n) float64 step sums of a (m, k) @ b (k, n), k cut into `step`-deep steps.
+
+    Where a row's and a column's spans add up to at most ALIGN_BITS no product is truncated
+    and every partial sum is an exact float64 integer multiple of the smallest unit, so one
+    BLAS call gives the exact step sums whatever its blocking, order or threads; the few
+    (step, row, column) triples beyond that are summed by `aligned_sums` explicitly."""
+    m, k = a.shape
+    n = b.shape[1]
+    steps = -(-k // step)
+    pad = steps * step - k
+    if pad:  # a short last step: zero products change no sum
+        a = np.concatenate([a, np.zeros((m, pad), a.dtype)], axis=1)
+        b = np.concatenate([b, np.zeros((pad, n), b.dtype)], axis=0)
+    a3 = a.reshape(m, steps, step).transpose(1, 0, 2)  # (steps, m, c)
+    b3 = b.reshape(steps, step, n)  # (steps, c, n)
+    a64, b64 = to_f64(a3, dt), to_f64(b3, dt)
+    sums: Array = np.matmul(a64, b64)
+    span_a, span_b = _spans(a3, dt, 2), _spans(b3, dt, 1)  # (steps, m), (steps, n)
+    if int((span_a.max(axis=1) + span_b.max(axis=1)).max()) > ALIGN_BITS:
+        bad = np.nonzero(span_a[:, :, None] + span_b[:, None, :] > ALIGN_BITS)
+        st, i, j = bad
+        for lo in range(0, st.size, 1 << 14):  # bounded memory: 2^14 x c products at a time
+            sl = slice(lo, lo + (1 << 14))
+            prods = a64[st[sl], i[sl]] * b64.transpose(0, 2, 1)[st[sl], j[sl]]
+            sums[st[sl], i[sl], j[sl]] = aligned_sums(prods)
+    return sums
+
+
+def matmul(dt: DT, a: Array, b: Array, acc: Array | None, step: int = 16) -> Array:
     """acc + a @ b for one matrix instruction: a (m, k), b (k, n) in dt storage.
 
-    Floats: each product is exact, the k-term dot product is formed in float64 (exact when
-    the terms' exponents span less than 2^24), rounded once to float32, then added to the
-    float32 accumulator with one rounding. int8: the exact integer sum, added to the int32
-    accumulator modulo 2^32.
+    Floats, bit for bit: k is cut into hardware steps of `step` (the design's matrix_k)
+    products from the instruction's first k on. Each product is exact; a step's products
+    are aligned to its largest (`aligned_sums`) and added exactly, the step sum is rounded
+    once to f32, and the steps are added to the f32 accumulator in k order, each addition
+    rounded to f32 (nearest even). The result depends on nothing else: not on m, n, BLAS
+    or its threads, nor on the order of k within a step. int8: the exact integer sum, added
+    to the int32 accumulator modulo 2^32.
+
+    >>> x = to_storage([[2.0**15, 2.0**-24, -(2.0**15)]], DT.F16)
+    >>> y = to_storage([[2.0**15], [2.0**-24], [2.0**15]], DT.F16)
+    >>> float(matmul(DT.F16, x, y, None)[0, 0])  # 2^30 + 2^-48 - 2^30: 2^-48 is below 2^-13
+    0.0
     """
-    dot = to_f64(a, dt) @ to_f64(b, dt)  # (m, n)
-    if dt == DT.I8:
-        s = dot.astype(np.int64)
+    if dt == DT.I8:  # |products| <= 2^14: float64 sums are exact integers up to 2^39 terms
+        s = (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
         if acc is not None:
             s += acc.astype(np.int64)
         return s.astype(np.int32)  # wraps modulo 2^32
-    d32 = dot.astype(np.float32)
-    if acc is None:
-        return d32
+    step = min(step, MAX_STEP)
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.asarray(acc + d32, np.float32)
+        sums = (_step_sums(dt, a, b, step) + 0.0).astype(np.float32)  # + 0.0: a zero is +0
+        out = np.zeros(sums.shape[1:], np.float32) if acc is None else acc.astype(np.float32)
+        for s in sums:
+            out += s
+    return out
 
 
 def to_storage(x: Any, dt: DT) -> Array:

@@ -261,7 +261,8 @@ class Simulator:
         acc = self._acc(core, i.acc, (i.m, i.n), (i.n, 1), acc_dt)
         av, bv = a.read(who, "matrix read of a"), b.read(who, "matrix read of b")
         old = acc.read(who, "accumulator read") if i.accumulate else None
-        acc.write(nx.matmul(i.dtype, av, bv.T if i.trans_b else bv, old), who, "accumulator write")
+        res = nx.matmul(i.dtype, av, bv.T if i.trans_b else bv, old, self.config.matrix_k)
+        acc.write(res, who, "accumulator write")
         self.stats.macs += i.m * i.n * i.k
         self._touch(core, Unit.MATRIX, who, [a, b, acc] if i.accumulate else [a, b], [acc])
 
