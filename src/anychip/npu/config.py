@@ -76,6 +76,8 @@ class NpuConfig:
     dram_bandwidth: float = 256.0
     dram_burst: int = 64
     queue_depth: int = 16
+    # dynamic instructions a core may run before a run stops it as a runaway
+    max_instructions: int = 10_000_000
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -194,6 +196,7 @@ def _validate(c: NpuConfig) -> None:
         "dram_size": c.dram_size,
         "dram_burst": c.dram_burst,
         "queue_depth": c.queue_depth,
+        "max_instructions": c.max_instructions,
     }
     for key, v in ints.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:

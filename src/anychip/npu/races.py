@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any
 
 from anychip.npu.asm import describe
-from anychip.npu.errors import RaceError, SyncError
+from anychip.npu.errors import RaceError
 from anychip.npu.isa import Unit
 from anychip.npu.memory import runs_overlap
 
@@ -88,7 +88,7 @@ class RaceDetector:
         self.ncores = ncores
         n = ncores * UNITS
         self.vc = [[0] * n for _ in range(n)]
-        self.flags: dict[tuple[int, int, int, int], deque[list[int]]] = {}
+        self.flags: dict[tuple[int, int, int, int], deque[tuple[list[int], Any]]] = {}
         self.reads: Table = {}
         self.writes: Table = {}
         self.seq = 0
@@ -133,20 +133,24 @@ class RaceDetector:
         mine.add(row[g], (self.seq, lo, hi, acc, who))
         self.seq += 1
 
-    def set_flag(self, core: int, src: Unit, dst: Unit, flag: int) -> None:
+    def set_flag(self, core: int, src: Unit, dst: Unit, flag: int, who: Any) -> None:
+        """Counts the flag up, carrying src's clock (and the setf, to name it if unused)."""
         g = core * UNITS + src
-        self.flags.setdefault((core, src, dst, flag), deque()).append(list(self.vc[g]))
+        self.flags.setdefault((core, src, dst, flag), deque()).append((list(self.vc[g]), who))
 
-    def wait_flag(self, core: int, src: Unit, dst: Unit, flag: int, who: Any) -> None:
+    def wait_flag(self, core: int, src: Unit, dst: Unit, flag: int) -> bool:
+        """Consumes the oldest count of the flag into dst's clock; False when there is none
+        yet (the waiting unit stalls until a setf on another unit counts it up)."""
         q = self.flags.get((core, src, dst, flag))
         if not q:
-            raise SyncError(
-                f"npu: wait on flag {flag} from {src.name.lower()} to {dst.name.lower()} with no "
-                "earlier matching setf in program order (the queue would wait forever)",
-                describe(who),
-            )
+            return False
         g = core * UNITS + dst
-        self.vc[g] = list(map(max, self.vc[g], q.popleft()))
+        self.vc[g] = list(map(max, self.vc[g], q.popleft()[0]))
+        return True
+
+    def unconsumed(self, core: int) -> list[Any]:
+        """The setf (its `who`) of every count still standing on `core`'s flags."""
+        return [who for key, q in self.flags.items() if key[0] == core for _, who in q]
 
     def barrier(self, core: int) -> None:
         """All units of `core` wait for each other; old records that cannot race are dropped."""

@@ -18,17 +18,20 @@ import numpy as np
 from anychip.npu import numerics as nx
 from anychip.npu.asm import describe
 from anychip.npu.config import NpuConfig
-from anychip.npu.errors import IllegalInstruction, OutOfBounds, UninitializedRead, UnsupportedDType
+from anychip.npu.errors import (
+    IllegalInstruction,
+    OutOfBounds,
+    OverlapError,
+    UninitializedRead,
+    UnsupportedDType,
+)
 from anychip.npu.isa import (
     DT,
-    Barrier,
     Dma,
-    Finish,
     Gather,
     Instr,
     Mma,
     Ref,
-    SetFlag,
     Space,
     Unit,
     VBin,
@@ -37,11 +40,12 @@ from anychip.npu.isa import (
     VReduce,
     VScalar,
     VUn,
-    WaitFlag,
 )
-from anychip.npu.memory import Access, Array, Memory, Rows, Who
-from anychip.npu.program import Program, expand
+from anychip.npu.memory import Access, Array, Memory, Rows, Who, runs_overlap
+from anychip.npu.program import Program
 from anychip.npu.races import RaceDetector
+from anychip.npu.scalar import check_budget, stream
+from anychip.npu.sync import _Core
 
 __all__ = ["RunStats", "Simulator", "describe"]
 _MAX_CACHED = 1 << 16  # distinct operands remembered before the cache starts over
@@ -92,10 +96,6 @@ class Simulator:
             VReduce: self._vreduce,
             VCast: self._vcast,
             VDup: self._vdup,
-            SetFlag: self._setf,
-            WaitFlag: self._waitf,
-            Barrier: self._barrier,
-            Finish: self._barrier,
         }
 
     # ---- host side ---------------------------------------------------------------------
@@ -134,30 +134,33 @@ class Simulator:
         return nx.to_values(self.read(addr, shape, dt), dt)
 
     # ---- running -----------------------------------------------------------------------
-    def run(self, program: Program, max_steps: int = 20_000_000) -> RunStats:
-        """Executes every core's code in turn; returns this run's statistics."""
+    def run(self, program: Program, max_steps: int | None = None) -> RunStats:
+        """Executes every core's code in turn; returns this run's statistics.
+
+        `max_steps` is the instruction budget per core (default: the design's
+        `max_instructions`); the scalar unit runs first, alone, so a runaway is stopped
+        before any work. Units stalled on a `waitf` queue their later instructions (up to
+        `queue_depth`) while the others run on, as on the chip.
+        """
         ncores = len(program.cores)
         if ncores > self.config.cores:
             raise IllegalInstruction(
                 f"npu: program has {ncores} cores but design {self.config.name!r} "
                 f"has {self.config.cores}"
             )
+        budget = self.config.max_instructions if max_steps is None else max_steps
+        for core, code in enumerate(program.cores):
+            check_budget(code, core, ncores, budget)
         self.stats = RunStats()
         self._races = RaceDetector(self.config.cores)
         counts = [0] * len(Unit)  # instructions per unit, folded into stats at the end
-        handlers = self._handlers
         # The stream and the race records are many small tuples that live for the whole run
         # and make no cycles; the cyclic collector would only walk them again and again.
         collecting = gc.isenabled()
         gc.disable()
         try:
             for core, code in enumerate(program.cores):
-                for index, inst in expand(code, core, ncores, max_steps):
-                    handler = handlers.get(type(inst))
-                    if handler is not None:
-                        counts[inst.unit] += 1
-                        handler(core, (core, index, inst), inst)
-                self._races.barrier(core)
+                _Core(self, core, counts).run(stream(code, core, ncores, budget))
         finally:
             if collecting:
                 gc.enable()
@@ -210,6 +213,7 @@ class Simulator:
         src = self._acc(core, i.src, i.shape, i.src_strides, i.dtype)
         dst = self._acc(core, i.dst, i.pad, i.dst_strides, i.dtype)
         vals = src.read(who, "dma read")
+        _partial_overlap(src, dst, who)
         if i.pad != i.shape:  # (p0, p1, p2) box: pad_value around the copied (n0, n1, n2)
             full = np.full(i.pad, nx.immediate(i.pad_value, i.dtype), i.dtype.storage)
             full[: i.shape[0], : i.shape[1], : i.shape[2]] = vals
@@ -283,6 +287,8 @@ class Simulator:
         accs = [self._acc(core, r, shape, s, dt) for r, s in srcs]
         vals = [a.read(who, "vector read") for a in accs]
         out = self._acc(core, dst[0], dst_shape or shape, dst[1], dst_dt or dt)
+        for a in accs:
+            _partial_overlap(a, out, who)
         self._touch(core, Unit.VECTOR, who, accs, [out])
         return vals, out
 
@@ -338,14 +344,22 @@ class Simulator:
         _, out = self._vec(core, who, i.dtype, [], (i.dst, i.dst_strides), i.shape)
         out.write(nx.immediate(i.imm, i.dtype), who)
 
-    # ---- synchronisation ---------------------------------------------------------------
-    def _setf(self, core: int, who: Who, i: SetFlag) -> None:
-        self._races.tick(core, i.src)
-        self._races.set_flag(core, i.src, i.dst, i.flag)
 
-    def _waitf(self, core: int, who: Who, i: WaitFlag) -> None:
-        self._races.tick(core, i.dst)
-        self._races.wait_flag(core, i.src, i.dst, i.flag, who)
-
-    def _barrier(self, core: int, who: Who, i: Instr) -> None:
-        self._races.barrier(core)
+def _partial_overlap(src: Access, dst: Access, who: Who) -> None:
+    """Faults when `dst` shares bytes with `src` without being the same elements: the
+    order in which the unit reads and writes them is not part of the ISA. In place (the
+    same layout) is fine: each element is read before it is written."""
+    if src.key != dst.key or src.hi <= dst.lo or dst.hi <= src.lo:
+        return
+    same = (src.base, src.shape, src.strides, src.dt.itemsize) == (
+        dst.base, dst.shape, dst.strides, dst.dt.itemsize)  # fmt: skip
+    if same and not isinstance(who[2], VReduce):
+        return
+    addr = runs_overlap(src.runs, dst.runs)
+    if addr is not None:
+        raise OverlapError(
+            f"npu: the destination overlaps a source at {dst.mem.name} byte {addr} without "
+            f"being the same elements (source {src.shape} strides {src.strides} at "
+            f"{src.base}, destination {dst.shape} strides {dst.strides} at {dst.base})",
+            describe(who),
+        )

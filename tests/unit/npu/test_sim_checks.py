@@ -69,7 +69,8 @@ def _gemm(m: int, n: int, k: int, t: int, cores: int, a: int, b: int, c: int) ->
                 SetFlag(Unit.DMA_OUT, Unit.MATRIX, 0),
                 WaitFlag(Unit.DMA_OUT, Unit.MATRIX, 0),
             ]
-        out.append([*code, Finish()])
+        drain = [WaitFlag(Unit.MATRIX, Unit.DMA_IN, s) for s in range(min(step, 2))]
+        out.append([*code, *drain, Finish()])  # every setf is waited on
     return out
 
 
