@@ -156,27 +156,39 @@ def cast(src: DT, dst: DT, a: Array) -> Array:
 
 
 # ---- the matrix unit ---------------------------------------------------------------------
-# Bits a hardware step keeps below the leading bit of its largest product. 512 products of
-# at most 2^44 units sum to under 2^53, so every step sum is an exact float64 integer sum.
-ALIGN_BITS = 44
-MAX_STEP = 512
-# per matrix input type: exponent field (shift, mask) and significand bits (with the hidden one)
-_FIELDS = {DT.F16: (10, 0x1F, 11), DT.BF16: (7, 0xFF, 8)}
+# Bits a hardware step keeps below the leading bit of its largest product. 128 products of
+# under 2^46 units sum to under 2^53, so every step sum is an exact float64 integer sum.
+ALIGN_BITS = 46
+MAX_STEP = 128
+
+
+# per matrix input type: (exponent shift, pattern of +inf, significand bits with the hidden one)
+_EXP = {DT.F16: (10, 0x7C00, 11), DT.BF16: (7, 0x7F80, 8)}
 
 
 def _spans(x: Array, dt: DT, axis: int) -> Array:
     """Per line along `axis`: bits from the lowest possible set bit of its smallest nonzero
-    finite element to the top of its largest (0 for lines of zeros). Read off the exponent
-    fields: an element with field f' = max(f, 1) lies below 2^(f'-bias+1) and is a multiple
-    of 2^(f'-bias-sig+1), so a line's span is max f' - min f' + sig bits."""
-    shift, mask, sig = _FIELDS[dt]
-    bits = x.view(np.uint16)
-    f = ((bits >> shift) & mask).astype(np.int16)
-    live = ((bits & 0x7FFF) != 0) & (f != mask)  # nonzero and finite
-    f = np.maximum(f, 1)
-    hi = np.where(live, f, 0).max(axis=axis)
-    lo = np.where(live, f, mask).min(axis=axis)
-    return np.where(hi > 0, hi - lo + sig, 0)
+    element to the top of its largest. An element with exponent field f' = max(f, 1) lies
+    below 2^(f'-bias+1) and is a multiple of 2^(f'-bias-sig+1), so the span is the largest
+    f' minus the smallest plus `sig`. Magnitudes order like their bit patterns, so the
+    fields come from the largest and smallest nonzero patterns. Lines of zeros, and lines
+    holding an inf or NaN (every sum they enter is inf or NaN in any order), give 0."""
+    shift, inf, sig = _EXP[dt]
+    mag = x.view(np.uint16) & 0x7FFF
+    hi = mag.max(axis=axis)
+    lo = (mag - np.uint16(1)).min(axis=axis) + np.uint16(1)  # zeros wrap to the top
+    span = (hi >> shift).astype(np.int16) - np.maximum(lo >> shift, 1).astype(np.int16) + sig
+    return np.where((hi == 0) | (hi >= inf), 0, span)
+
+
+def _span(x: Array, dt: DT) -> int:
+    """`_spans` of the whole tile at once (a cheap first check for small tiles)."""
+    shift, inf, sig = _EXP[dt]
+    mag = x.view(np.uint16) & 0x7FFF
+    hi, lo = int(mag.max()), int((mag - np.uint16(1)).min()) + 1
+    if hi == 0 or hi >= inf:
+        return 0 if hi == 0 else 1 << 20  # a tile holding inf or NaN: check line by line
+    return (hi >> shift) - max(lo >> shift, 1) + sig
 
 
 def aligned_sums(prods: Array) -> Array:
@@ -188,37 +200,63 @@ def aligned_sums(prods: Array) -> Array:
     scale = np.ldexp(1.0, ALIGN_BITS - e)  # a power of two: scaling is exact
     with np.errstate(invalid="ignore", over="ignore"):
         s = np.trunc(prods * scale[:, None]).sum(axis=1) / scale
+        if np.isfinite(top).all():
+            return np.asarray(s)
         raw = prods.sum(axis=1)
     return np.asarray(np.where(np.isfinite(raw), s, raw))
 
 
-def _step_sums(dt: DT, a: Array, b: Array, step: int) -> Array:
-    """(steps, m, n) float64 step sums of a (m, k) @ b (k, n), k cut into `step`-deep steps.
+def step_sums(dt: DT, a: Array, b: Array, step: int) -> Array:
+    """(B, steps, m, n) float32 step sums of a batch of products a (B, m, k) @ b (B, k, n):
+    k cut into steps of `step` (at most MAX_STEP), each step's sum aligned and exact
+    (`aligned_sums`), rounded once to f32; a zero sum is +0.
 
     Where a row's and a column's spans add up to at most ALIGN_BITS no product is truncated
     and every partial sum is an exact float64 integer multiple of the smallest unit, so one
     BLAS call gives the exact step sums whatever its blocking, order or threads; the few
     (step, row, column) triples beyond that are summed by `aligned_sums` explicitly."""
-    m, k = a.shape
-    n = b.shape[1]
+    nb, m, k = a.shape
+    n = b.shape[2]
+    step = min(step, MAX_STEP)
     steps = -(-k // step)
-    pad = steps * step - k
-    if pad:  # a short last step: zero products change no sum
-        a = np.concatenate([a, np.zeros((m, pad), a.dtype)], axis=1)
-        b = np.concatenate([b, np.zeros((pad, n), b.dtype)], axis=0)
-    a3 = a.reshape(m, steps, step).transpose(1, 0, 2)  # (steps, m, c)
-    b3 = b.reshape(steps, step, n)  # (steps, c, n)
-    a64, b64 = to_f64(a3, dt), to_f64(b3, dt)
-    sums: Array = np.matmul(a64, b64)
-    span_a, span_b = _spans(a3, dt, 2), _spans(b3, dt, 1)  # (steps, m), (steps, n)
-    if int((span_a.max(axis=1) + span_b.max(axis=1)).max()) > ALIGN_BITS:
-        bad = np.nonzero(span_a[:, :, None] + span_b[:, None, :] > ALIGN_BITS)
-        st, i, j = bad
-        for lo in range(0, st.size, 1 << 14):  # bounded memory: 2^14 x c products at a time
-            sl = slice(lo, lo + (1 << 14))
-            prods = a64[st[sl], i[sl]] * b64.transpose(0, 2, 1)[st[sl], j[sl]]
-            sums[st[sl], i[sl], j[sl]] = aligned_sums(prods)
-    return sums
+    if steps > 1:
+        pad = steps * step - k
+        if pad:  # a short last step: zero products change no sum
+            a = np.concatenate([a, np.zeros((nb, m, pad), a.dtype)], axis=2)
+            b = np.concatenate([b, np.zeros((nb, pad, n), b.dtype)], axis=1)
+        a = a.reshape(nb, m, steps, step).transpose(0, 2, 1, 3).reshape(nb * steps, m, step)
+        b = b.reshape(nb * steps, step, n)
+    a64, b64 = to_f64(a, dt), to_f64(b, dt)
+    with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaNs as IEEE says
+        sums: Array = np.matmul(a64, b64)  # (nb * steps, m, n)
+        if _span(a, dt) + _span(b, dt) > ALIGN_BITS:  # then line by line
+            span_a, span_b = _spans(a, dt, 2), _spans(b, dt, 1)  # (nb * steps, m), (.., n)
+            if int((span_a.max(axis=1) + span_b.max(axis=1)).max()) > ALIGN_BITS:
+                _fix_truncated(sums, a64, b64, span_a, span_b)
+        return (sums + 0.0).astype(np.float32).reshape(nb, steps, m, n)
+
+
+def _fix_truncated(sums: Array, a64: Array, b64: Array, span_a: Array, span_b: Array) -> None:
+    """Sums the (step, row, column) triples whose spans allow truncation explicitly."""
+    st, i, j = np.nonzero(span_a[:, :, None] + span_b[:, None, :] > ALIGN_BITS)
+    bt = np.ascontiguousarray(b64.transpose(0, 2, 1))  # (steps, n, c)
+    for lo in range(0, st.size, 1 << 14):  # bounded memory: 2^14 x c products at a time
+        sl = slice(lo, lo + (1 << 14))
+        prods = a64[st[sl], i[sl]] * bt[st[sl], j[sl]]
+        sums[st[sl], i[sl], j[sl]] = aligned_sums(prods)
+
+
+def accumulate(acc: Array | None, sums: Array) -> Array:
+    """The f32 accumulator after adding `sums` (T, m, n) f32 in order, each addition
+    rounded to f32; `acc` None starts from +0."""
+    if acc is None:
+        if sums.shape[0] == 1:
+            return np.array(sums[0])
+        seq = sums
+    else:
+        seq = np.concatenate([acc.astype(np.float32)[None], sums])
+    with np.errstate(over="ignore", invalid="ignore"):  # sequential f32 adds, in order
+        return np.asarray(np.add.accumulate(seq, axis=0, dtype=np.float32)[-1])
 
 
 def matmul(dt: DT, a: Array, b: Array, acc: Array | None, step: int = 16) -> Array:
@@ -234,7 +272,7 @@ def matmul(dt: DT, a: Array, b: Array, acc: Array | None, step: int = 16) -> Arr
 
     >>> x = to_storage([[2.0**15, 2.0**-24, -(2.0**15)]], DT.F16)
     >>> y = to_storage([[2.0**15], [2.0**-24], [2.0**15]], DT.F16)
-    >>> float(matmul(DT.F16, x, y, None)[0, 0])  # 2^30 + 2^-48 - 2^30: 2^-48 is below 2^-13
+    >>> float(matmul(DT.F16, x, y, None)[0, 0])  # 2^30 + 2^-48 - 2^30: 2^-48 is below 2^-15
     0.0
     """
     if dt == DT.I8:  # |products| <= 2^14: float64 sums are exact integers up to 2^39 terms
@@ -242,13 +280,7 @@ def matmul(dt: DT, a: Array, b: Array, acc: Array | None, step: int = 16) -> Arr
         if acc is not None:
             s += acc.astype(np.int64)
         return s.astype(np.int32)  # wraps modulo 2^32
-    step = min(step, MAX_STEP)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sums = (_step_sums(dt, a, b, step) + 0.0).astype(np.float32)  # + 0.0: a zero is +0
-        out = np.zeros(sums.shape[1:], np.float32) if acc is None else acc.astype(np.float32)
-        for s in sums:
-            out += s
-    return out
+    return accumulate(acc, step_sums(dt, a[None], b[None], step)[0])
 
 
 def to_storage(x: Any, dt: DT) -> Array:

@@ -36,6 +36,17 @@ class _Bin:
         self.limit = _COMPACT_AT
 
     def add(self, epoch: int, rec: Record) -> None:
+        recs = self.recs
+        # the same operand again (a loop, or one of two alternating buffers): the new record
+        # covers the old one, which can go at once (as `_compact` would drop it later)
+        if recs and recs[-1][3] is rec[3]:
+            recs[-1], self.epochs[-1] = rec, epoch
+            return
+        if len(recs) > 1 and recs[-2][3] is rec[3]:
+            del recs[-2], self.epochs[-2]
+            recs.append(rec)
+            self.epochs.append(epoch)
+            return
         if len(self.recs) >= self.limit:
             self._compact()
             self.limit = max(_COMPACT_AT, 2 * len(self.recs))  # amortised O(1) per record
@@ -108,30 +119,34 @@ class RaceDetector:
         """
         g = core * UNITS + unit
         row = self.vc[g]
-        lo, hi = acc.lo, acc.hi
+        key = acc.key
         hit: tuple[Record, int, bool] | None = None
-        for table in (self.writes, self.reads) if write else (self.writes,):  # reads race
-            for h, b in table.get(acc.key, {}).items():  # only with writes
-                # skip this unit, bins that cannot overlap, and bins g has seen entirely
-                if h == g or b.lo >= hi or b.hi <= lo or b.epochs[-1] <= row[h]:
-                    continue
-                for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
-                    if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] > hit[0][0]):
-                        addr = runs_overlap(rec[3].runs, acc.runs)
-                        if addr is not None:
-                            hit = (rec, addr, table is self.writes)
+        writes = self.writes.get(key)
+        if writes is not None and (len(writes) > 1 or g not in writes):
+            hit = _scan(writes, g, row, acc, None, True)
+        reads = self.reads.get(key) if write else None  # reads race only with writes
+        if reads is not None and (len(reads) > 1 or g not in reads):
+            hit = _scan(reads, g, row, acc, hit, False)
         if hit is not None:
             rec, addr, other_write = hit
             raise _race(acc, write, who, rec[3], other_write, rec[4], addr)
         table = self.writes if write else self.reads
-        bins = table.get(acc.key)
+        bins = table.get(key)
         if bins is None:
-            bins = table[acc.key] = {}
+            bins = table[key] = {}
         mine = bins.get(g)
         if mine is None:
             mine = bins[g] = _Bin()
-        mine.add(row[g], (self.seq, lo, hi, acc, who))
+        mine.add(row[g], (self.seq, acc.lo, acc.hi, acc, who))
         self.seq += 1
+
+    def instruction(self, core: int, unit: Unit, reads: list[Any], writes: list[Any],
+                    who: Any) -> None:  # fmt: skip
+        """Checks and records one instruction's accesses, reads first."""
+        for acc in reads:
+            self.access(core, unit, acc, False, who)
+        for acc in writes:
+            self.access(core, unit, acc, True, who)
 
     def set_flag(self, core: int, src: Unit, dst: Unit, flag: int, who: Any) -> None:
         """Counts the flag up, carrying src's clock (and the setf, to name it if unused)."""
@@ -165,6 +180,24 @@ class RaceDetector:
                 seers = every if key == "dram" else range(key[0] * UNITS, (key[0] + 1) * UNITS)
                 for h, b in bins.items():
                     b.drop_seen(min((self.vc[r][h] for r in seers if r != h), default=0))
+
+
+def _scan(
+    bins: dict[int, _Bin], g: int, row: list[int], acc: Any, hit: Any, writes: bool
+) -> tuple[Record, int, bool] | None:
+    """The latest record of another unit in `bins` that `acc` overlaps and unit g has not
+    seen (through its clock `row`), if later than `hit`."""
+    lo, hi = acc.lo, acc.hi
+    for h, b in bins.items():
+        # skip this unit, bins that cannot overlap, and bins g has seen entirely
+        if h == g or b.lo >= hi or b.hi <= lo or b.epochs[-1] <= row[h]:
+            continue
+        for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
+            if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] > hit[0][0]):
+                addr = runs_overlap(rec[3].runs, acc.runs)
+                if addr is not None:
+                    hit = (rec, addr, writes)
+    return hit
 
 
 def _race(

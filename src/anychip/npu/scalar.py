@@ -79,22 +79,44 @@ def _runaway(core: int, pc: int, why: str, code: Sequence[Instr]) -> SyncError:
     return SyncError(f"npu: core {core} {why}", where(core, pc, format_instr(code[pc])))
 
 
+_KIND = {SMov: _MOV, SAlu: _ALU, SAluI: _ALUI, Branch: _BRANCH, Finish: _FINISH}
+
+
 def _kinds(code: Sequence[Instr]) -> tuple[list[int], list[tuple[str, ...]], list[int]]:
     """Per position: its kind, its register-relative address fields, and the end of the run
     of fixed-address unit instructions starting there (dispatched as they are, in one step)."""
     kinds, dyn = [], []
     for inst in code:
         tp = type(inst)
-        names = () if tp in (SMov, SAlu, SAluI, Branch, Finish) else _ref_fields(tp)
-        names = tuple(n for n in names if getattr(inst, n).reg)
+        kind = _KIND.get(tp)
+        names: tuple[str, ...] = ()
+        if kind is None:
+            names = tuple(n for n in _ref_fields(tp) if inst.__dict__[n].reg)
+            kind = _DYN if names else _UNIT
+        kinds.append(kind)
         dyn.append(names)
-        kinds.append({SMov: _MOV, SAlu: _ALU, SAluI: _ALUI, Branch: _BRANCH,
-                      Finish: _FINISH}.get(tp, _DYN if names else _UNIT))  # fmt: skip
     stretch = list(range(len(code) + 1))
     for i in reversed(range(len(code))):
         if kinds[i] == _UNIT:
             stretch[i] = stretch[i + 1]
     return kinds, dyn, stretch
+
+
+_PREPARED: dict[int, tuple[Sequence[Instr], Any]] = {}  # id(code) -> (code, its tables)
+
+
+def _prepare(code: Sequence[Instr]) -> Any:
+    """The per-position tables of `code`, kept for the last few codes: a run walks each
+    core's code twice (the budget check, then the stream)."""
+    hit = _PREPARED.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    kinds, dyn, stretch = _kinds(code)
+    tables = (kinds, dyn, stretch, _ops(code), list(enumerate(code)), _control_regs(code))
+    if len(_PREPARED) >= 8:
+        _PREPARED.clear()
+    _PREPARED[id(code)] = (code, tables)
+    return tables
 
 
 def _ops(code: Sequence[Instr]) -> list[tuple[Any, ...]]:
@@ -144,10 +166,7 @@ def stream(
     regs = [0] * NUM_REGS
     regs[1], regs[2] = core, ncores
     n = len(code)
-    kinds, dyn, stretch = _kinds(code)
-    ops = _ops(code)
-    items = list(enumerate(code))
-    ctrl = _control_regs(code)
+    kinds, dyn, stretch, ops, items, ctrl = _prepare(code)
     get_ctrl = operator.itemgetter(*ctrl) if ctrl else (lambda r: ())
     out: list[Item] = []
     done = 0  # items before `out`

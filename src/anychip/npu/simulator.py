@@ -86,6 +86,8 @@ class Simulator:
         self._races = RaceDetector(config.cores)
         self._accesses: dict[Any, Access] = {}
         self._supported: set[tuple[DT, str]] = set()  # (dtype, unit) pairs found supported
+        # float mmas checked but not yet computed: (acc, accumulate, a, b (k, n), dtype)
+        self._pending: list[tuple[Access, bool, Array, Array, DT]] = []
         self._handlers: dict[type[Instr], Callable[[int, Who, Any], None]] = {
             Dma: self._dma,
             Gather: self._gather,
@@ -172,6 +174,15 @@ class Simulator:
     def _acc(
         self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...], dt: DT
     ) -> Access:
+        """The Access of an operand of any instruction but `mma`: l0c is brought up to date
+        first (pending matrix results land before anything else sees the buffer)."""
+        if self._pending and ref.space == Space.L0C:
+            self._flush()
+        return self._operand(core, ref, shape, strides, dt)
+
+    def _operand(
+        self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...], dt: DT
+    ) -> Access:
         """The Access of one operand; equal operands share one (it caches checks and views)."""
         key = (core, ref.space, ref.off, shape, strides, dt)
         acc = self._accesses.get(key)
@@ -188,12 +199,8 @@ class Simulator:
 
     def _touch(self, core: int, unit: Unit, who: Who, reads: list[Any], writes: list[Any]) -> None:
         """Race-checks and records one instruction's accesses."""
-        if not self.check_races:
-            return
-        for acc in reads:
-            self._races.access(core, unit, acc, False, who)
-        for acc in writes:
-            self._races.access(core, unit, acc, True, who)
+        if self.check_races:
+            self._races.instruction(core, unit, reads, writes, who)
 
     def _need(self, dt: DT, unit: str, who: Who) -> None:
         if (dt, unit) in self._supported:
@@ -212,7 +219,7 @@ class Simulator:
         self._races.tick(core, i.unit)
         src = self._acc(core, i.src, i.shape, i.src_strides, i.dtype)
         dst = self._acc(core, i.dst, i.pad, i.dst_strides, i.dtype)
-        vals = src.read(who, "dma read")
+        vals = _readable(src, who, "dma read")  # a view: dst never partly overlaps it
         _partial_overlap(src, dst, who)
         if i.pad != i.shape:  # (p0, p1, p2) box: pad_value around the copied (n0, n1, n2)
             full = np.full(i.pad, nx.immediate(i.pad_value, i.dtype), i.dtype.storage)
@@ -256,19 +263,62 @@ class Simulator:
 
     # ---- matrix unit -------------------------------------------------------------------
     def _mma(self, core: int, who: Who, i: Mma) -> None:
+        """Checks and race-records at once; float results are computed later in batches
+        (`_flush`), before anything else touches l0c: independent mmas share numpy calls."""
         self._need(i.dtype, "matrix", who)
         self._races.tick(core, Unit.MATRIX)
         acc_dt = DT.I32 if i.dtype == DT.I8 else DT.F32
-        a = self._acc(core, i.a, (i.m, i.k), (i.k, 1), i.dtype)
+        a = self._operand(core, i.a, (i.m, i.k), (i.k, 1), i.dtype)
         b_shape = (i.n, i.k) if i.trans_b else (i.k, i.n)
-        b = self._acc(core, i.b, b_shape, (b_shape[1], 1), i.dtype)
-        acc = self._acc(core, i.acc, (i.m, i.n), (i.n, 1), acc_dt)
-        av, bv = a.read(who, "matrix read of a"), b.read(who, "matrix read of b")
-        old = acc.read(who, "accumulator read") if i.accumulate else None
-        res = nx.matmul(i.dtype, av, bv.T if i.trans_b else bv, old, self.config.matrix_k)
-        acc.write(res, who, "accumulator write")
+        b = self._operand(core, i.b, b_shape, (b_shape[1], 1), i.dtype)
+        acc = self._operand(core, i.acc, (i.m, i.n), (i.n, 1), acc_dt)
+        av, bv = _readable(a, who, "matrix read of a"), _readable(b, who, "matrix read of b")
+        if i.accumulate:
+            _readable(acc, who, "accumulator read")
+        acc.check_bounds(who, "accumulator write")
         self.stats.macs += i.m * i.n * i.k
-        self._touch(core, Unit.MATRIX, who, [a, b, acc] if i.accumulate else [a, b], [acc])
+        # the accumulator's read is left to its write, whose check and record cover it
+        self._touch(core, Unit.MATRIX, who, [a, b], [acc])
+        bv = bv.T if i.trans_b else bv
+        if i.dtype == DT.I8:
+            self._flush()
+            old = acc.view() if i.accumulate else None
+            acc.write(nx.matmul(i.dtype, av, bv, old), who, "accumulator write")
+            return
+        if any(p[0] is not acc and p[0].lo < acc.hi and acc.lo < p[0].hi for p in self._pending):
+            self._flush()  # another layout over the same accumulator bytes: keep the order
+        if not acc.all_written:  # written as of now, for later reads' checks
+            acc.written_view()[...] = True
+            acc.all_written = True
+        self._pending.append((acc, bool(i.accumulate), np.array(av), np.array(bv), i.dtype))
+
+    def _flush(self) -> None:
+        """Computes the pending float mmas: step sums batched by shape, then each
+        accumulator's chain of additions in program order."""
+        pend, self._pending = self._pending, []
+        if not pend:
+            return
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for j, (_, _, av, bv, dt) in enumerate(pend):
+            groups.setdefault((dt, av.shape, bv.shape), []).append(j)
+        sums: list[Array] = [np.empty(0)] * len(pend)
+        step = self.config.matrix_k
+        for (dt, _, _), idx in groups.items():
+            batch = nx.step_sums(dt, np.stack([pend[j][2] for j in idx]),
+                                 np.stack([pend[j][3] for j in idx]), step)  # fmt: skip
+            for t, j in enumerate(idx):
+                sums[j] = batch[t]  # (steps, m, n)
+        chains: dict[int, tuple[Access, Array | None, list[Array]]] = {}
+        for j, (acc, accumulate, _, _, _) in enumerate(pend):
+            chain = chains.get(id(acc))
+            if not accumulate:  # starts again from 0: earlier results are overwritten
+                chains[id(acc)] = (acc, None, [sums[j]])
+            elif chain is None:
+                chains[id(acc)] = (acc, acc.view(), [sums[j]])
+            else:
+                chain[2].append(sums[j])
+        for acc, init, parts in chains.values():
+            acc.view()[...] = nx.accumulate(init, np.concatenate(parts))
 
     # ---- vector unit -------------------------------------------------------------------
     def _vec(
@@ -363,3 +413,11 @@ def _partial_overlap(src: Access, dst: Access, who: Who) -> None:
             f"{src.base}, destination {dst.shape} strides {dst.strides} at {dst.base})",
             describe(who),
         )
+
+
+def _readable(acc: Access, who: Who, what: str) -> Array:
+    """A view of `acc`'s elements after the checks of a read (bounds, written bytes): for
+    operands that are consumed at once, without `Access.read`'s copy."""
+    if not (acc.in_bounds and acc.all_written):
+        acc.read(who, what)
+    return acc.view()

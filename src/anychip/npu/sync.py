@@ -59,6 +59,7 @@ class _Core:
                     self._drained(item, f"{why} for every queue to drain")
                     self.sim._races.barrier(core)
         self._drained(None, "the program ends for every queue to drain")
+        self.sim._flush()
         unused = self.sim._races.unconsumed(core)
         if unused:
             who = unused[0]
@@ -72,24 +73,24 @@ class _Core:
 
     def _sync(self, item: Item) -> bool:
         """Runs a setf or waitf; False when the waitf stalls its unit (now holding a queue)."""
-        index, inst = item
+        inst: Any = item[1]
         races, core = self.sim._races, self.core
-        unit = inst.unit
-        races.tick(core, unit)
+        key = (inst.src, inst.dst, inst.flag)
         if type(inst) is SetFlag:
-            races.set_flag(core, inst.src, inst.dst, inst.flag, (core, index, inst))  # type: ignore[attr-defined]
-            self.counts[unit] += 1
-            woken = self.waiting.pop((inst.src, inst.dst, inst.flag), None)  # type: ignore[attr-defined]
+            races.tick(core, inst.src)
+            races.set_flag(core, *key, (core, item[0], inst))
+            self.counts[inst.src] += 1
+            woken = self.waiting.pop(key, None)
             if woken is not None:
                 self._resume(woken)
             return True
-        if races.wait_flag(core, inst.src, inst.dst, inst.flag):  # type: ignore[attr-defined]
-            self.counts[unit] += 1
+        if races.wait_flag(core, *key):
+            races.tick(core, inst.dst)
+            self.counts[inst.dst] += 1
             return True
-        races.vc[core * len(Unit) + unit][core * len(Unit) + unit] -= 1  # not started yet
-        self.waiting[(inst.src, inst.dst, inst.flag)] = unit  # type: ignore[attr-defined]
-        if self.held[unit] is None:
-            self.held[unit] = deque([item])
+        self.waiting[key] = inst.dst
+        if self.held[inst.dst] is None:
+            self.held[inst.dst] = deque([item])
         return False
 
     def _resume(self, unit: Unit) -> None:
