@@ -183,7 +183,12 @@ class RaceDetector:
 
 
 def _scan(
-    bins: dict[int, _Bin], g: int, row: list[int], acc: Any, hit: Any, writes: bool
+    bins: dict[int, _Bin],
+    g: int,
+    row: list[int],
+    acc: Any,
+    hit: tuple[Record, int, bool] | None,
+    writes: bool,
 ) -> tuple[Record, int, bool] | None:
     """The latest record of another unit in `bins` that `acc` overlaps and unit g has not
     seen (through its clock `row`), if later than `hit`."""
