@@ -156,50 +156,43 @@ def cast(src: DT, dst: DT, a: Array) -> Array:
 
 
 # ---- the matrix unit ---------------------------------------------------------------------
-# Bits a hardware step keeps below the leading bit of its largest product. 128 products of
-# under 2^46 units sum to under 2^53, so every step sum is an exact float64 integer sum.
-ALIGN_BITS = 46
-MAX_STEP = 128
+# Bits a hardware step keeps below the leading bit of its largest product. A truncated
+# product is an integer below 2^52 units (exact in float64); 2048 of them sum exactly in int64.
+ALIGN_BITS = 52
+MAX_STEP = 2048
 
 
-# per matrix input type: (exponent shift, pattern of +inf, significand bits with the hidden one)
-_EXP = {DT.F16: (10, 0x7C00, 11), DT.BF16: (7, 0x7F80, 8)}
+# per matrix input type: (exponent field shift, offset: the ulp of field f' = max(f, 1) is
+# 2^(f' - offset))
+_ULP = {DT.F16: (10, 25), DT.BF16: (7, 134)}
 
 
-def _spans(x: Array, dt: DT, axis: int) -> Array:
-    """Per line along `axis`: bits from the lowest possible set bit of its smallest nonzero
-    element to the top of its largest. An element with exponent field f' = max(f, 1) lies
-    below 2^(f'-bias+1) and is a multiple of 2^(f'-bias-sig+1), so the span is the largest
-    f' minus the smallest plus `sig`. Magnitudes order like their bit patterns, so the
-    fields come from the largest and smallest nonzero patterns. Lines of zeros, and lines
-    holding an inf or NaN (every sum they enter is inf or NaN in any order), give 0."""
-    shift, inf, sig = _EXP[dt]
+def _min_ulp(x: Array, dt: DT, axis: int) -> Array:
+    """Per line of x along `axis`: the exponent of the smallest ulp among its nonzero
+    elements, so every element of the line is a multiple of 2^that. Magnitudes order like
+    their bit patterns, so the smallest nonzero pattern has the smallest exponent field."""
+    shift, offset = _ULP[dt]
     mag = x.view(np.uint16) & 0x7FFF
-    hi = mag.max(axis=axis)
     lo = (mag - np.uint16(1)).min(axis=axis) + np.uint16(1)  # zeros wrap to the top
-    span = (hi >> shift).astype(np.int16) - np.maximum(lo >> shift, 1).astype(np.int16) + sig
-    return np.where((hi == 0) | (hi >= inf), 0, span)
-
-
-def _span(x: Array, dt: DT) -> int:
-    """`_spans` of the whole tile at once (a cheap first check for small tiles)."""
-    shift, inf, sig = _EXP[dt]
-    mag = x.view(np.uint16) & 0x7FFF
-    hi, lo = int(mag.max()), int((mag - np.uint16(1)).min()) + 1
-    if hi == 0 or hi >= inf:
-        return 0 if hi == 0 else 1 << 20  # a tile holding inf or NaN: check line by line
-    return (hi >> shift) - max(lo >> shift, 1) + sig
+    return np.maximum(lo >> shift, 1).astype(np.int64) - offset
 
 
 def aligned_sums(prods: Array) -> Array:
     """The step sums of `prods` (N, c) exact float64 products, as the matrix unit forms them:
     each product truncated (toward zero) to a multiple of 2^(E - ALIGN_BITS), where
-    2^(E-1) <= max |product| < 2^E, then added exactly. Non-finite rows follow IEEE."""
+    2^(E-1) <= max |product| < 2^E, then added exactly. Returned as float64 values that
+    round to the exactly rounded f32 sum (rounded to odd, when not exact, from the int64
+    sum); non-finite rows follow IEEE."""
     top = np.abs(prods).max(axis=1)
     _, e = np.frexp(top)
-    scale = np.ldexp(1.0, ALIGN_BITS - e)  # a power of two: scaling is exact
     with np.errstate(invalid="ignore", over="ignore"):
-        s = np.trunc(prods * scale[:, None]).sum(axis=1) / scale
+        q = np.trunc(prods * np.ldexp(1.0, ALIGN_BITS - e)[:, None])  # integers below 2^52
+        total = np.nan_to_num(q).astype(np.int64).sum(axis=1)  # exact
+        near = total.astype(np.float64)  # rounded to nearest; made odd when not exact, so
+        off = total - near.astype(np.int64)  # that one more rounding (to f32) is exact
+        fix = (off != 0) & ((near.view(np.int64) & 1) == 0)
+        near[fix] = np.nextafter(near[fix], np.where(off[fix] > 0, np.inf, -np.inf))
+        s = np.ldexp(near, e - ALIGN_BITS)
         if np.isfinite(top).all():
             return np.asarray(s)
         raw = prods.sum(axis=1)
@@ -211,10 +204,10 @@ def step_sums(dt: DT, a: Array, b: Array, step: int) -> Array:
     k cut into steps of `step` (at most MAX_STEP), each step's sum aligned and exact
     (`aligned_sums`), rounded once to f32; a zero sum is +0.
 
-    Where a row's and a column's spans add up to at most ALIGN_BITS no product is truncated
-    and every partial sum is an exact float64 integer multiple of the smallest unit, so one
-    BLAS call gives the exact step sums whatever its blocking, order or threads; the few
-    (step, row, column) triples beyond that are summed by `aligned_sums` explicitly."""
+    Where no product can be truncated every partial sum is an exact float64 multiple of the
+    smallest unit, so one BLAS call gives the exact step sums whatever its blocking, order
+    or threads; the few (step, row, column) triples beyond that bound are summed by
+    `aligned_sums` explicitly."""
     nb, m, k = a.shape
     n = b.shape[2]
     step = min(step, MAX_STEP)
@@ -229,16 +222,23 @@ def step_sums(dt: DT, a: Array, b: Array, step: int) -> Array:
     a64, b64 = to_f64(a, dt), to_f64(b, dt)
     with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaNs as IEEE says
         sums: Array = np.matmul(a64, b64)  # (nb * steps, m, n)
-        if _span(a, dt) + _span(b, dt) > ALIGN_BITS:  # then line by line
-            span_a, span_b = _spans(a, dt, 2), _spans(b, dt, 1)  # (nb * steps, m), (.., n)
-            if int((span_a.max(axis=1) + span_b.max(axis=1)).max()) > ALIGN_BITS:
-                _fix_truncated(sums, a64, b64, span_a, span_b)
+        # The products of row i and column j are multiples of u = 2^(ulp_i + ulp_j), and the
+        # largest is at most the sum of |products| (M, from BLAS, within 2^-40). While
+        # M <= 2^51 u no product is truncated (the grid 2^(E-52) <= 2M / 2^52 <= u) and every
+        # partial sum is an exact multiple of u below 2^53 u: BLAS's sums are exact in any
+        # order, so only the (step, i, j) beyond that bound are summed explicitly.
+        bound = np.matmul(np.abs(a64), np.abs(b64)) * (1 + 2.0**-40)
+        rows = np.ldexp(1.0, -(ALIGN_BITS - 1) - _min_ulp(a, dt, 2))  # (T, m)
+        cols = np.ldexp(1.0, _min_ulp(b, dt, 1))  # (T, n)
+        beyond = bound * rows[:, :, None] > cols[:, None, :]
+        if beyond.any():
+            _fix_truncated(sums, a64, b64, np.nonzero(beyond))
         return (sums + 0.0).astype(np.float32).reshape(nb, steps, m, n)
 
 
-def _fix_truncated(sums: Array, a64: Array, b64: Array, span_a: Array, span_b: Array) -> None:
-    """Sums the (step, row, column) triples whose spans allow truncation explicitly."""
-    st, i, j = np.nonzero(span_a[:, :, None] + span_b[:, None, :] > ALIGN_BITS)
+def _fix_truncated(sums: Array, a64: Array, b64: Array, where: tuple[Array, ...]) -> None:
+    """Sums the (step, row, column) triples `where` explicitly (`aligned_sums`)."""
+    st, i, j = where
     bt = np.ascontiguousarray(b64.transpose(0, 2, 1))  # (steps, n, c)
     for lo in range(0, st.size, 1 << 14):  # bounded memory: 2^14 x c products at a time
         sl = slice(lo, lo + (1 << 14))
@@ -272,7 +272,7 @@ def matmul(dt: DT, a: Array, b: Array, acc: Array | None, step: int = 16) -> Arr
 
     >>> x = to_storage([[2.0**15, 2.0**-24, -(2.0**15)]], DT.F16)
     >>> y = to_storage([[2.0**15], [2.0**-24], [2.0**15]], DT.F16)
-    >>> float(matmul(DT.F16, x, y, None)[0, 0])  # 2^30 + 2^-48 - 2^30: 2^-48 is below 2^-15
+    >>> float(matmul(DT.F16, x, y, None)[0, 0])  # 2^30 + 2^-48 - 2^30: 2^-48 is below 2^-21
     0.0
     """
     if dt == DT.I8:  # |products| <= 2^14: float64 sums are exact integers up to 2^39 terms
