@@ -174,7 +174,7 @@ def _min_ulp(x: Array, dt: DT, axis: int) -> Array:
     shift, offset = _ULP[dt]
     mag = x.view(np.uint16) & 0x7FFF
     lo = (mag - np.uint16(1)).min(axis=axis) + np.uint16(1)  # zeros wrap to the top
-    return np.maximum(lo >> shift, 1).astype(np.int64) - offset
+    return np.asarray(np.maximum(lo >> shift, 1).astype(np.int64) - offset)
 
 
 def aligned_sums(prods: Array) -> Array:
