@@ -6,7 +6,6 @@ Two accesses to the same bytes, one a write, race unless one happens before the 
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import deque
 from typing import Any
 
@@ -17,71 +16,47 @@ from anychip.npu.memory import runs_overlap
 
 UNITS = len(Unit)
 Record = tuple[int, int, int, Any, Any]  # (sequence number, lo, hi, access, who)
-_COMPACT_AT = 256  # records a bin holds before it first drops covered ones
 
 
 class _Bin:
-    """One unit's reads (or writes) of one memory, in program order: epochs ascend.
-
-    Ascending epochs make "not yet seen by unit g" a suffix of the bin, found by bisection,
-    so an access only looks at the few records no synchronisation has ordered yet.
+    """One unit's reads (or writes) of one memory: the latest record of each operand, oldest
+    first. A repeated operand's new record replaces its old one (whatever would race with
+    the old one races with the new, later one too) and moves to the end, so epochs ascend
+    and the records another unit has not seen yet are a suffix, read from the end.
     """
 
-    __slots__ = ("epochs", "hi", "limit", "lo", "recs")
+    __slots__ = ("hi", "last", "lo", "recs")
 
     def __init__(self) -> None:
-        self.epochs: list[int] = []
-        self.recs: list[Record] = []
+        self.recs: dict[int, tuple[int, Record]] = {}  # id(access) -> (epoch, record)
         self.lo, self.hi = 1 << 62, -(1 << 62)  # bytes [lo, hi) cover every record
-        self.limit = _COMPACT_AT
+        self.last = 0  # the newest epoch
 
     def add(self, epoch: int, rec: Record) -> None:
         recs = self.recs
-        # the same operand again (a loop, or one of two alternating buffers): the new record
-        # covers the old one, which can go at once (as `_compact` would drop it later)
-        if recs and recs[-1][3] is rec[3]:
-            recs[-1], self.epochs[-1] = rec, epoch
-            return
-        if len(recs) > 1 and recs[-2][3] is rec[3]:
-            del recs[-2], self.epochs[-2]
-            recs.append(rec)
-            self.epochs.append(epoch)
-            return
-        if len(self.recs) >= self.limit:
-            self._compact()
-            self.limit = max(_COMPACT_AT, 2 * len(self.recs))  # amortised O(1) per record
-        self.epochs.append(epoch)
-        self.recs.append(rec)
+        key = id(rec[3])  # the record keeps its access alive: the id stays unique
+        if key in recs:
+            del recs[key]
+        recs[key] = (epoch, rec)
+        self.last = epoch
         if rec[1] < self.lo:
             self.lo = rec[1]
         if rec[2] > self.hi:
             self.hi = rec[2]
 
-    def _compact(self) -> None:
-        """Forgets records whose bytes a later record of this bin covers (a dense one over
-        the same span, or one with the same layout): whatever would race with the older
-        record races with the later one too."""
-        covered: set[Any] = set()
-        keep = []
-        for i in range(len(self.recs) - 1, -1, -1):
-            _, lo, hi, acc, _ = self.recs[i]
-            shape = getattr(acc, "shape", None)  # gathered Rows have no layout
-            layout = (lo, shape, acc.strides, acc.dt.itemsize) if shape is not None else None
-            if (lo, hi) in covered or layout in covered:
-                continue
-            covered.add((lo, hi) if acc.dense else layout)
-            keep.append(i)
-        keep.reverse()
-        self.recs = [self.recs[i] for i in keep]
-        self.epochs = [self.epochs[i] for i in keep]
-
     def drop_seen(self, low: int) -> None:
         """Forgets the records every other unit has seen (epoch <= low)."""
-        cut = bisect_right(self.epochs, low)
-        if cut:
-            del self.epochs[:cut], self.recs[:cut]
-            self.lo = min((r[1] for r in self.recs), default=1 << 62)
-            self.hi = max((r[2] for r in self.recs), default=-(1 << 62))
+        recs = self.recs
+        dropped = False
+        while recs:
+            first = next(iter(recs))
+            if recs[first][0] > low:
+                break
+            del recs[first]
+            dropped = True
+        if dropped:
+            self.lo = min((r[1] for _, r in recs.values()), default=1 << 62)
+            self.hi = max((r[2] for _, r in recs.values()), default=-(1 << 62))
 
 
 Table = dict[Any, dict[int, _Bin]]  # memory key -> global unit id -> its records
@@ -195,13 +170,17 @@ def _scan(
     lo, hi = acc.lo, acc.hi
     for h, b in bins.items():
         # skip this unit, bins that cannot overlap, and bins g has seen entirely
-        if h == g or b.lo >= hi or b.hi <= lo or b.epochs[-1] <= row[h]:
+        seen = row[h]
+        if h == g or b.lo >= hi or b.hi <= lo or b.last <= seen:
             continue
-        for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
-            if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] > hit[0][0]):
+        for epoch, rec in reversed(b.recs.values()):  # newest first
+            if epoch <= seen or (hit is not None and rec[0] < hit[0][0]):
+                break
+            if rec[1] < hi and rec[2] > lo:
                 addr = runs_overlap(rec[3].runs, acc.runs)
                 if addr is not None:
                     hit = (rec, addr, writes)
+                    break
     return hit
 
 

@@ -88,6 +88,7 @@ class Simulator:
         self._supported: set[tuple[DT, str]] = set()  # (dtype, unit) pairs found supported
         # float mmas checked but not yet computed: (acc, accumulate, a, b (k, n), dtype)
         self._pending: list[tuple[Access, bool, Array, Array, DT]] = []
+        self._pending_accs: dict[int, Access] = {}  # their accumulators, by identity
         self._handlers: dict[type[Instr], Callable[[int, Who, Any], None]] = {
             Dma: self._dma,
             Gather: self._gather,
@@ -216,7 +217,8 @@ class Simulator:
 
     # ---- data movement -----------------------------------------------------------------
     def _dma(self, core: int, who: Who, i: Dma) -> None:
-        self._races.tick(core, i.unit)
+        unit = i.unit
+        self._races.tick(core, unit)
         src = self._acc(core, i.src, i.shape, i.src_strides, i.dtype)
         dst = self._acc(core, i.dst, i.pad, i.dst_strides, i.dtype)
         vals = _readable(src, who, "dma read")  # a view: dst never partly overlaps it
@@ -226,7 +228,7 @@ class Simulator:
             full[: i.shape[0], : i.shape[1], : i.shape[2]] = vals
             vals = full
         dst.write(vals, who, "dma write")
-        self._touch(core, i.unit, who, [src], [dst])
+        self._touch(core, unit, who, [src], [dst])
 
     def _gather(self, core: int, who: Who, i: Gather) -> None:
         self._races.tick(core, Unit.DMA_IN)
@@ -285,8 +287,10 @@ class Simulator:
             old = acc.view() if i.accumulate else None
             acc.write(nx.matmul(i.dtype, av, bv, old), who, "accumulator write")
             return
-        if any(p[0] is not acc and p[0].lo < acc.hi and acc.lo < p[0].hi for p in self._pending):
-            self._flush()  # another layout over the same accumulator bytes: keep the order
+        if id(acc) not in self._pending_accs:
+            if any(p.lo < acc.hi and acc.lo < p.hi for p in self._pending_accs.values()):
+                self._flush()  # another layout over the same accumulator bytes: keep the order
+            self._pending_accs[id(acc)] = acc
         if not acc.all_written:  # written as of now, for later reads' checks
             acc.written_view()[...] = True
             acc.all_written = True
@@ -298,6 +302,7 @@ class Simulator:
         pend, self._pending = self._pending, []
         if not pend:
             return
+        self._pending_accs = {}
         groups: dict[tuple[Any, ...], list[int]] = {}
         for j, (_, _, av, bv, dt) in enumerate(pend):
             groups.setdefault((dt, av.shape, bv.shape), []).append(j)
