@@ -86,8 +86,10 @@ class Simulator:
         self._races = RaceDetector(config.cores)
         self._accesses: dict[Any, Access] = {}
         self._supported: set[tuple[DT, str]] = set()  # (dtype, unit) pairs found supported
-        # float mmas checked but not yet computed: (acc, accumulate, a, b (k, n), dtype)
-        self._pending: list[tuple[Access, bool, Array, Array, DT]] = []
+        # float mmas checked but not yet computed
+        self._pending: list[tuple[Access, bool, Any, int]] = []  # (acc, accumulate, batch, #)
+        # batches of their operands by (dtype, a shape, b shape): [a (cap, m, k), b, count]
+        self._groups: dict[Any, list[Any]] = {}
         self._pending_accs: dict[int, Access] = {}  # their accumulators, by identity
         self._handlers: dict[type[Instr], Callable[[int, Who, Any], None]] = {
             Dma: self._dma,
@@ -294,7 +296,18 @@ class Simulator:
         if not acc.all_written:  # written as of now, for later reads' checks
             acc.written_view()[...] = True
             acc.all_written = True
-        self._pending.append((acc, bool(i.accumulate), np.array(av), np.array(bv), i.dtype))
+        key = (i.dtype, av.shape, bv.shape)
+        group = self._groups.get(key)
+        if group is None or group[2] == len(group[0]):  # a new batch, or a fuller one
+            cap = 16 if group is None else 2 * group[2]
+            new = [np.empty((cap, *av.shape), av.dtype), np.empty((cap, *bv.shape), bv.dtype), 0]
+            if group is not None:
+                new[0][: group[2]], new[1][: group[2]], new[2] = group[0], group[1], group[2]
+            group = self._groups[key] = new
+        n = group[2]
+        group[0][n], group[1][n] = av, bv  # copies: the operands may change before the flush
+        group[2] = n + 1
+        self._pending.append((acc, bool(i.accumulate), key, n))
 
     def _flush(self) -> None:
         """Computes the pending float mmas: step sums batched by shape, then each
@@ -303,27 +316,27 @@ class Simulator:
         if not pend:
             return
         self._pending_accs = {}
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for j, (_, _, av, bv, dt) in enumerate(pend):
-            groups.setdefault((dt, av.shape, bv.shape), []).append(j)
-        sums: list[Array] = [np.empty(0)] * len(pend)
         step = self.config.matrix_k
-        for (dt, _, _), idx in groups.items():
-            batch = nx.step_sums(dt, np.stack([pend[j][2] for j in idx]),
-                                 np.stack([pend[j][3] for j in idx]), step)  # fmt: skip
-            for t, j in enumerate(idx):
-                sums[j] = batch[t]  # (steps, m, n)
-        chains: dict[int, tuple[Access, Array | None, list[Array]]] = {}
-        for j, (acc, accumulate, _, _, _) in enumerate(pend):
+        results = {key: nx.step_sums(key[0], ga[:n], gb[:n], step)  # (n, steps, m, n)
+                   for key, (ga, gb, n) in self._groups.items() if n}  # fmt: skip
+        for group in self._groups.values():
+            group[2] = 0
+        # per accumulator: its start (None: 0) and its run of (batch, first, last) in order
+        chains: dict[int, tuple[Access, Array | None, list[list[Any]]]] = {}
+        for acc, accumulate, key, t in pend:
             chain = chains.get(id(acc))
             if not accumulate:  # starts again from 0: earlier results are overwritten
-                chains[id(acc)] = (acc, None, [sums[j]])
+                chains[id(acc)] = (acc, None, [[key, t, t]])
             elif chain is None:
-                chains[id(acc)] = (acc, acc.view(), [sums[j]])
+                chains[id(acc)] = (acc, acc.view(), [[key, t, t]])
+            elif chain[2][-1][0] == key and chain[2][-1][2] == t - 1:
+                chain[2][-1][2] = t  # the next of the same batch: one slice
             else:
-                chain[2].append(sums[j])
-        for acc, init, parts in chains.values():
-            acc.view()[...] = nx.accumulate(init, np.concatenate(parts))
+                chain[2].append([key, t, t])
+        for acc, init, runs in chains.values():
+            parts = [results[key][lo : hi + 1].reshape(-1, *acc.shape) for key, lo, hi in runs]
+            seq = np.concatenate(parts) if len(parts) > 1 else parts[0]  # (steps, m, n) in order
+            acc.view()[...] = nx.accumulate(init, seq)
 
     # ---- vector unit -------------------------------------------------------------------
     def _vec(

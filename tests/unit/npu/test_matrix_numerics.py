@@ -166,3 +166,43 @@ def test_results_do_not_depend_on_blas_threads():
                            capture_output=True, text=True)  # fmt: skip
         outs.add(r.stdout)
     assert len(outs) == 1
+
+
+def test_batched_mmas_equal_one_at_a_time():
+    """The simulator computes mmas in batches; interleaved accumulators, resets, different
+    k and trans_b must give what each instruction gives alone, in program order."""
+    rng = np.random.default_rng(7)
+    cfg = PROFILES["cube"]
+    sim = Simulator(cfg)
+    xs = [rng.standard_normal((16, k)).astype(np.float16) for k in (16, 32, 16, 48)]
+    ys = [rng.standard_normal((k, 16)).astype(np.float16) for k in (16, 32, 16, 48)]
+    out = sim.alloc(2 * 16 * 16 * 4)
+    code: list = []
+    for t, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        xa = sim.put(x, DT.F16)
+        yt = sim.put(np.ascontiguousarray(y.T) if t == 1 else y, DT.F16)  # #1 via trans_b
+        k = x.shape[1]
+        bshape = (16, k) if t == 1 else (k, 16)
+        code += [
+            Dma(DT.F16, Ref(Space.L0A, t * 2048), Ref(Space.DRAM, xa), (1, 16, k), (0, k, 1),
+                (0, k, 1), (1, 16, k)),
+            Dma(DT.F16, Ref(Space.L0B, t * 2048), Ref(Space.DRAM, yt), (1, *bshape),
+                (0, bshape[1], 1), (0, bshape[1], 1), (1, *bshape)),
+        ]  # fmt: skip
+    code.append(Barrier())
+    acc0, acc1 = Ref(Space.L0C, 0), Ref(Space.L0C, 1024)
+    plan = [(0, acc0, 0), (1, acc1, 0), (2, acc0, 1), (1, acc0, 1), (3, acc1, 1), (2, acc1, 0),
+            (0, acc1, 1), (3, acc0, 1)]  # (operands, accumulator, accumulate)  # fmt: skip
+    want = {0: None, 1024: None}
+    for t, acc, accumulate in plan:
+        k = xs[t].shape[1]
+        code.append(Mma(DT.F16, acc, Ref(Space.L0A, t * 2048), Ref(Space.L0B, t * 2048), 16, 16,
+                        k, accumulate, int(t == 1)))  # fmt: skip
+        old = want[acc.off] if accumulate else None
+        want[acc.off] = nx.matmul(DT.F16, xs[t], ys[t], old, cfg.matrix_k)
+    code += [Barrier(), Dma(DT.F32, Ref(Space.DRAM, out), Ref(Space.L0C, 0), (1, 32, 16),
+                            (0, 16, 1), (0, 16, 1), (1, 32, 16)), Finish()]  # fmt: skip
+    sim.run(Program((tuple(code),)))
+    got = sim.get(out, (32, 16), DT.F32)
+    np.testing.assert_array_equal(got[:16], want[0])
+    np.testing.assert_array_equal(got[16:], want[1024])
