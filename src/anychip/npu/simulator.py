@@ -300,11 +300,12 @@ class Simulator:
         group = self._groups.get(key)
         if group is None or group[2] == len(group[0]):  # a new batch, or a fuller one
             cap = 16 if group is None else 2 * group[2]
-            new = [np.empty((cap, *av.shape), av.dtype), np.empty((cap, *bv.shape), bv.dtype), 0]
+            new: list[Any] = [np.empty((cap, *av.shape), av.dtype),
+                              np.empty((cap, *bv.shape), bv.dtype), 0]  # fmt: skip
             if group is not None:
                 new[0][: group[2]], new[1][: group[2]], new[2] = group[0], group[1], group[2]
             group = self._groups[key] = new
-        n = group[2]
+        n: int = group[2]
         group[0][n], group[1][n] = av, bv  # copies: the operands may change before the flush
         group[2] = n + 1
         self._pending.append((acc, bool(i.accumulate), key, n))
