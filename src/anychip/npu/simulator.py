@@ -158,6 +158,7 @@ class Simulator:
             check_budget(code, core, ncores, budget)
         self.stats = RunStats()
         self._races = RaceDetector(self.config.cores)
+        self._pending, self._pending_accs, self._groups = [], {}, {}  # a faulted run's leftovers
         counts = [0] * len(Unit)  # instructions per unit, folded into stats at the end
         # The stream and the race records are many small tuples that live for the whole run
         # and make no cycles; the cyclic collector would only walk them again and again.
