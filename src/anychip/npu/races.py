@@ -123,18 +123,22 @@ class RaceDetector:
         for acc in writes:
             self.access(core, unit, acc, True, who)
 
-    def set_flag(self, core: int, src: Unit, dst: Unit, flag: int, who: Any) -> None:
-        """Counts the flag up, carrying src's clock (and the setf, to name it if unused)."""
-        g = core * UNITS + src
-        self.flags.setdefault((core, src, dst, flag), deque()).append((list(self.vc[g]), who))
+    def set_flag(self, key: tuple[int, int, int, int], who: Any) -> None:
+        """Counts flag `key` = (core, src, dst, flag) up, carrying src's clock (and the setf,
+        to name it if it is never waited on)."""
+        g = key[0] * UNITS + key[1]
+        q = self.flags.get(key)
+        if q is None:
+            q = self.flags[key] = deque()
+        q.append((self.vc[g][:], who))
 
-    def wait_flag(self, core: int, src: Unit, dst: Unit, flag: int) -> bool:
-        """Consumes the oldest count of the flag into dst's clock; False when there is none
+    def wait_flag(self, key: tuple[int, int, int, int]) -> bool:
+        """Consumes the oldest count of flag `key` into dst's clock; False when there is none
         yet (the waiting unit stalls until a setf on another unit counts it up)."""
-        q = self.flags.get((core, src, dst, flag))
+        q = self.flags.get(key)
         if not q:
             return False
-        g = core * UNITS + dst
+        g = key[0] * UNITS + key[2]
         self.vc[g] = list(map(max, self.vc[g], q.popleft()[0]))
         return True
 

@@ -30,7 +30,7 @@ class _Core:
         self.sim, self.core, self.counts = sim, core, counts
         self.depth = sim.config.queue_depth
         self.held: list[deque[Item] | None] = [None] * len(Unit)  # queues of stalled units
-        self.waiting: dict[tuple[int, int, int], Unit] = {}  # flag -> the unit stalled on it
+        self.waiting: dict[tuple[int, int, int, int], Unit] = {}  # flag -> the unit stalled
 
     def run(self, chunks: Iterable[list[Item]]) -> None:
         handlers = self.sim._handlers
@@ -75,16 +75,15 @@ class _Core:
         """Runs a setf or waitf; False when the waitf stalls its unit (now holding a queue)."""
         inst: Any = item[1]
         races, core = self.sim._races, self.core
-        key = (inst.src, inst.dst, inst.flag)
+        key = (core, inst.src, inst.dst, inst.flag)
         if type(inst) is SetFlag:
             races.tick(core, inst.src)
-            races.set_flag(core, *key, (core, item[0], inst))
+            races.set_flag(key, (core, item[0], inst))
             self.counts[inst.src] += 1
-            woken = self.waiting.pop(key, None)
-            if woken is not None:
-                self._resume(woken)
+            if key in self.waiting:
+                self._resume(self.waiting.pop(key))
             return True
-        if races.wait_flag(core, *key):
+        if races.wait_flag(key):
             races.tick(core, inst.dst)
             self.counts[inst.dst] += 1
             return True
