@@ -146,14 +146,16 @@ def test_splitting_k_at_step_boundaries_gives_identical_bits():
 
 
 _THREADS_SCRIPT = """
+import hashlib
 import numpy as np
 from anychip.npu import numerics as nx
 from anychip.npu.isa import DT
 rng = np.random.default_rng(5)
-a = rng.standard_normal((96, 256)).astype(np.float16)
-b = rng.standard_normal((256, 80)).astype(np.float16)
-print(nx.matmul(DT.F16, a, b, None, 128).tobytes().hex()[:4000])
-print(nx.matmul(DT.F16, a, b, None, 128).view(np.uint32).sum(dtype=np.uint64))
+a = (rng.standard_normal((256, 512)) * 2.0 ** rng.integers(-6, 6, (256, 512)))
+b = rng.standard_normal((512, 192))
+a, b = a.astype(np.float16), b.astype(np.float16)
+for step in (512, 128):  # one big BLAS call (threaded when allowed), then batched steps
+    print(hashlib.sha256(nx.matmul(DT.F16, a, b, None, step).tobytes()).hexdigest())
 """
 
 
