@@ -162,6 +162,8 @@ def test_the_instruction_budget_stops_a_runaway_before_any_work():
     small = Simulator(PROFILES["edge"].replace(max_instructions=5000))
     with pytest.raises(SyncError, match="ran 5000 instructions"):
         small.run(Program((_counting_loop(),)))
+    with pytest.raises(SyncError, match="ran 3000 instructions"):  # the timing model too
+        simulate_timing(Program((_counting_loop(),)), "edge", max_steps=3000)
 
 
 def test_a_loop_whose_control_registers_never_change_is_stopped_at_once():
@@ -170,3 +172,5 @@ def test_a_loop_whose_control_registers_never_change_is_stopped_at_once():
     sim, _, _ = _setup()
     with pytest.raises(SyncError, match=r"loops forever.*\(r3=1\).*`bne ra=3 rb=0 target=1`"):
         sim.run(Program((code,)), max_steps=10**12)  # no budget would stop it
+    with pytest.raises(SyncError, match="loops forever"):
+        simulate_timing(Program((code,)), "edge", max_steps=10**12)
