@@ -50,6 +50,7 @@ class DataDecl:
 class Program:
     """Instructions per core (core i runs `cores[i]`) and the device data they use.
 
+    >>> from anychip.npu.isa import Finish, SMov
     >>> p = Program(((SMov(1, 5), Finish()),))
     >>> Program.from_bytes(p.to_bytes()) == p
     True
