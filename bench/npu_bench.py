@@ -81,6 +81,10 @@ def hand_gemm(cfg: NpuConfig, m: int, n: int, k: int) -> Program:
                 Dma(DT.F32, c_dst, acc, (1, tm, tn), (0, n, 1), (0, tn, 1), (1, tm, tn)),
                 SetFlag(Unit.DMA_OUT, Unit.MATRIX, 2 + t % 2),
             ]
+        # every setf must be waited on: take back the slots' last counts
+        code += [WaitFlag(Unit.MATRIX, Unit.DMA_IN, s) for s in range(min(step, 2))]
+        ntiles = len(tiles[core :: cfg.cores])
+        code += [WaitFlag(Unit.DMA_OUT, Unit.MATRIX, 2 + t % 2) for t in range(min(ntiles, 2))]
         code.append(Finish())
         cores.append(tuple(code))
     return Program(tuple(cores), data)

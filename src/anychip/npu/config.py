@@ -97,6 +97,8 @@ class NpuConfig:
     dram_queueing: float = 0.25
     # energy: pJ per MAC / element op / byte per memory level, static watts (npu/energy.py)
     energy: EnergySpec = DEFAULT_ENERGY
+    # dynamic instructions a core may run before a run stops it as a runaway
+    max_instructions: int = 10_000_000
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -221,6 +223,7 @@ def _validate(c: NpuConfig) -> None:
         "dram_page": c.dram_page,
         "dma_request": c.dma_request,
         "dma_outstanding": c.dma_outstanding,
+        "max_instructions": c.max_instructions,
     }
     for key, v in ints.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:

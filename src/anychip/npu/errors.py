@@ -49,7 +49,13 @@ class RaceError(Fault, RuntimeError):
 
 
 class SyncError(Fault, RuntimeError):
-    """A wait that no earlier set can satisfy (the program would hang), or a runaway loop."""
+    """A deadlock (a wait no set can ever satisfy), a flag set and never waited on, or a
+    runaway program (over its instruction budget, or a loop that can never end)."""
+
+
+class OverlapError(Fault, RuntimeError):
+    """A destination that partly overlaps a source of the same instruction (read while being
+    written, in an order the ISA leaves open)."""
 
 
 def where(core: int, index: int, text: str) -> str:

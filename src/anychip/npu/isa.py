@@ -6,6 +6,8 @@ What each instruction does is defined by `npu/simulator.py`; what it costs by `n
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import typing
 from dataclasses import dataclass
 from enum import IntEnum
@@ -157,6 +159,34 @@ class Instr:
         raise IllegalInstruction(f"npu: illegal {mnemonic(self)}: {why}")
 
 
+@functools.lru_cache(maxsize=4096)
+def overlapping(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    """True when two elements of a strided box (element strides) share an address.
+
+    >>> overlapping((4, 8), (8, 1)), overlapping((4, 8), (0, 1)), overlapping((2, 3), (2, 1))
+    (False, True, True)
+    """
+    reach = 0  # offset of the last element of the dimensions nested inside this one
+    for s, n in sorted((s, n) for n, s in zip(shape, strides, strict=True) if n > 1):
+        if s <= reach:  # not nested: count the distinct offsets (a big box: assume overlap)
+            if math.prod(shape) > 1 << 22:
+                return True
+            offs = np.zeros(1, np.int64)
+            for n2, s2 in zip(shape, strides, strict=True):
+                offs = (offs[:, None] + np.arange(n2, dtype=np.int64) * s2).ravel()
+            return bool(np.unique(offs).size < offs.size)
+        reach += (n - 1) * s
+    return False
+
+
+def _no_overlap(inst: Instr, shape: tuple[int, ...], strides: tuple[int, ...]) -> None:
+    if overlapping(shape, strides):
+        inst._bad(
+            f"destination elements overlap (shape {shape}, strides {strides}): "
+            "which write lands would be unspecified"
+        )
+
+
 def _need(inst: Instr, ref: Ref, spaces: tuple[Space, ...], role: str) -> None:
     if ref.space not in spaces:
         names = "/".join(s.name.lower() for s in spaces)
@@ -193,6 +223,7 @@ class Dma(Instr):
             self._bad(f"pad {self.pad} must be >= shape {self.shape}")
         if self.dst.space == Space.DRAM and self.pad != self.shape:
             self._bad("padding is only for copies into on-chip buffers")
+        _no_overlap(self, self.pad, self.dst_strides)
 
 
 @dataclass(frozen=True)
@@ -278,6 +309,10 @@ class _Vec(Instr):
         dtypes = [getattr(self, n) for n in ("dtype", "dst_dtype", "src_dtype") if hasattr(self, n)]
         if not isinstance(self, VCast) and DT.I8 in dtypes:
             self._bad("i8 is not a vector type (vcast converts to and from it)")
+        shape: I2 = getattr(self, "shape")  # noqa: B009 - every vector format has one
+        if isinstance(self, VReduce):
+            shape = (shape[0], 1) if self.axis == 1 else (1, shape[1])
+        _no_overlap(self, shape, getattr(self, "dst_strides"))  # noqa: B009
 
 
 @dataclass(frozen=True)
@@ -336,9 +371,9 @@ class VReduce(_Vec):
     a_strides: I2
 
     def check(self) -> None:
-        super().check()
         if self.axis not in (0, 1):
             self._bad(f"axis must be 0 or 1, got {self.axis}")
+        super().check()
 
 
 @dataclass(frozen=True)

@@ -155,25 +155,132 @@ def cast(src: DT, dst: DT, a: Array) -> Array:
     return from_f64(to_f64(a, src), dst)
 
 
-def matmul(dt: DT, a: Array, b: Array, acc: Array | None) -> Array:
+# ---- the matrix unit ---------------------------------------------------------------------
+# Bits a hardware step keeps below the leading bit of its largest product. A truncated
+# product is an integer below 2^52 units (exact in float64); 2048 of them sum exactly in int64.
+ALIGN_BITS = 52
+MAX_STEP = 2048
+
+
+# per matrix input type: (exponent field shift, offset: the ulp of field f' = max(f, 1) is
+# 2^(f' - offset))
+_ULP = {DT.F16: (10, 25), DT.BF16: (7, 134)}
+
+
+def _min_ulp(x: Array, dt: DT, axis: int) -> Array:
+    """Per line of x along `axis`: the exponent of the smallest ulp among its nonzero
+    elements, so every element of the line is a multiple of 2^that. Magnitudes order like
+    their bit patterns, so the smallest nonzero pattern has the smallest exponent field."""
+    shift, offset = _ULP[dt]
+    mag = x.view(np.uint16) & 0x7FFF
+    lo = (mag - np.uint16(1)).min(axis=axis) + np.uint16(1)  # zeros wrap to the top
+    return np.asarray(np.maximum(lo >> shift, 1).astype(np.int64) - offset)
+
+
+def aligned_sums(prods: Array) -> Array:
+    """The step sums of `prods` (N, c) exact float64 products, as the matrix unit forms them:
+    each product truncated (toward zero) to a multiple of 2^(E - ALIGN_BITS), where
+    2^(E-1) <= max |product| < 2^E, then added exactly. Returned as float64 values that
+    round to the exactly rounded f32 sum (rounded to odd, when not exact, from the int64
+    sum); non-finite rows follow IEEE."""
+    top = np.abs(prods).max(axis=1)
+    _, e = np.frexp(top)
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.trunc(prods * np.ldexp(1.0, ALIGN_BITS - e)[:, None])  # integers below 2^52
+        total = np.nan_to_num(q).astype(np.int64).sum(axis=1)  # exact
+        near = total.astype(np.float64)  # rounded to nearest; made odd when not exact, so
+        off = total - near.astype(np.int64)  # that one more rounding (to f32) is exact
+        fix = (off != 0) & ((near.view(np.int64) & 1) == 0)
+        near[fix] = np.nextafter(near[fix], np.where(off[fix] > 0, np.inf, -np.inf))
+        s = np.ldexp(near, e - ALIGN_BITS)
+        if np.isfinite(top).all():
+            return np.asarray(s)
+        raw = prods.sum(axis=1)
+    return np.asarray(np.where(np.isfinite(raw), s, raw))
+
+
+def step_sums(dt: DT, a: Array, b: Array, step: int) -> Array:
+    """(B, steps, m, n) float32 step sums of a batch of products a (B, m, k) @ b (B, k, n):
+    k cut into steps of `step` (at most MAX_STEP), each step's sum aligned and exact
+    (`aligned_sums`), rounded once to f32; a zero sum is +0.
+
+    Where no product can be truncated every partial sum is an exact float64 multiple of the
+    smallest unit, so one BLAS call gives the exact step sums whatever its blocking, order
+    or threads; the few (step, row, column) triples beyond that bound are summed by
+    `aligned_sums` explicitly."""
+    nb, m, k = a.shape
+    n = b.shape[2]
+    step = min(step, MAX_STEP)
+    steps = -(-k // step)
+    if steps > 1:
+        pad = steps * step - k
+        if pad:  # a short last step: zero products change no sum
+            a = np.concatenate([a, np.zeros((nb, m, pad), a.dtype)], axis=2)
+            b = np.concatenate([b, np.zeros((nb, pad, n), b.dtype)], axis=1)
+        a = a.reshape(nb, m, steps, step).transpose(0, 2, 1, 3).reshape(nb * steps, m, step)
+        b = b.reshape(nb * steps, step, n)
+    a64, b64 = to_f64(a, dt), to_f64(b, dt)
+    with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaNs as IEEE says
+        sums: Array = np.matmul(a64, b64)  # (nb * steps, m, n)
+        # The products of row i and column j are multiples of u = 2^(ulp_i + ulp_j), and the
+        # largest is at most the sum of |products| (M, from BLAS, within 2^-40). While
+        # M <= 2^51 u no product is truncated (the grid 2^(E-52) <= 2M / 2^52 <= u) and every
+        # partial sum is an exact multiple of u below 2^53 u: BLAS's sums are exact in any
+        # order, so only the (step, i, j) beyond that bound are summed explicitly.
+        bound = np.matmul(np.abs(a64), np.abs(b64)) * (1 + 2.0**-40)
+        rows = np.ldexp(1.0, -(ALIGN_BITS - 1) - _min_ulp(a, dt, 2))  # (T, m)
+        cols = np.ldexp(1.0, _min_ulp(b, dt, 1))  # (T, n)
+        beyond = bound * rows[:, :, None] > cols[:, None, :]
+        if beyond.any():
+            _fix_truncated(sums, a64, b64, np.nonzero(beyond))
+        return (sums + 0.0).astype(np.float32).reshape(nb, steps, m, n)
+
+
+def _fix_truncated(sums: Array, a64: Array, b64: Array, where: tuple[Array, ...]) -> None:
+    """Sums the (step, row, column) triples `where` explicitly (`aligned_sums`)."""
+    st, i, j = where
+    bt = np.ascontiguousarray(b64.transpose(0, 2, 1))  # (steps, n, c)
+    for lo in range(0, st.size, 1 << 14):  # bounded memory: 2^14 x c products at a time
+        sl = slice(lo, lo + (1 << 14))
+        prods = a64[st[sl], i[sl]] * bt[st[sl], j[sl]]
+        sums[st[sl], i[sl], j[sl]] = aligned_sums(prods)
+
+
+def accumulate(acc: Array | None, sums: Array) -> Array:
+    """The f32 accumulator after adding `sums` (T, m, n) f32 in order, each addition
+    rounded to f32; `acc` None starts from +0."""
+    if acc is None:
+        if sums.shape[0] == 1:
+            return np.array(sums[0])
+        seq = sums
+    else:
+        seq = np.concatenate([acc.astype(np.float32)[None], sums])
+    with np.errstate(over="ignore", invalid="ignore"):  # sequential f32 adds, in order
+        return np.asarray(np.add.accumulate(seq, axis=0, dtype=np.float32)[-1])
+
+
+def matmul(dt: DT, a: Array, b: Array, acc: Array | None, step: int = 16) -> Array:
     """acc + a @ b for one matrix instruction: a (m, k), b (k, n) in dt storage.
 
-    Floats: each product is exact, the k-term dot product is formed in float64 (exact when
-    the terms' exponents span less than 2^24), rounded once to float32, then added to the
-    float32 accumulator with one rounding. int8: the exact integer sum, added to the int32
-    accumulator modulo 2^32.
+    Floats, bit for bit: k is cut into hardware steps of `step` (the design's matrix_k)
+    products from the instruction's first k on. Each product is exact; a step's products
+    are aligned to its largest (`aligned_sums`) and added exactly, the step sum is rounded
+    once to f32, and the steps are added to the f32 accumulator in k order, each addition
+    rounded to f32 (nearest even). The result depends on nothing else: not on m, n, BLAS
+    or its threads, nor on the order of k within a step. int8: the exact integer sum, added
+    to the int32 accumulator modulo 2^32.
+
+    >>> x = to_storage([[2.0**15, 2.0**-24, -(2.0**15)]], DT.F16)
+    >>> y = to_storage([[2.0**15], [2.0**-24], [2.0**15]], DT.F16)
+    >>> float(matmul(DT.F16, x, y, None)[0, 0])  # 2^30 + 2^-48 - 2^30: 2^-48 is below 2^-21
+    0.0
     """
-    dot = to_f64(a, dt) @ to_f64(b, dt)  # (m, n)
-    if dt == DT.I8:
-        s = dot.astype(np.int64)
+    if dt == DT.I8:  # |products| <= 2^14: float64 sums are exact integers up to 2^39 terms
+        s = (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
         if acc is not None:
             s += acc.astype(np.int64)
         return s.astype(np.int32)  # wraps modulo 2^32
-    d32 = dot.astype(np.float32)
-    if acc is None:
-        return d32
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.asarray(acc + d32, np.float32)
+    return accumulate(acc, step_sums(dt, a[None], b[None], step)[0])
 
 
 def to_storage(x: Any, dt: DT) -> Array:

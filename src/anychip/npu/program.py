@@ -1,36 +1,22 @@
 """A program for the chip: one instruction list per core plus the device data it declares.
 
-`expand` runs a core's scalar unit (registers, branches) to give the stream of instructions
+`expand` (from `npu/scalar.py`) runs a core's scalar unit to give the stream of instructions
 it dispatches, with addresses resolved; both the functional and the timing model consume it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import struct
-import typing
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from anychip.npu.encoding import decode, encode
-from anychip.npu.errors import AsmError, IllegalInstruction, SyncError, where
-from anychip.npu.isa import (
-    DT,
-    NUM_REGS,
-    Branch,
-    Cond,
-    Finish,
-    Instr,
-    Ref,
-    SAlu,
-    SAluI,
-    SMov,
-    SOp,
-)
+from anychip.npu.errors import AsmError
+from anychip.npu.isa import DT, Instr
+from anychip.npu.scalar import expand
+
+__all__ = ["INITS", "DataDecl", "Program", "expand"]
 
 INITS = ("none", "zeros", "random", "range")
-_SCALAR = (SAlu, SAluI, SMov, Branch)
-_CONTROL = (*_SCALAR, Finish)  # what the scalar unit acts on itself
 
 
 @dataclass(frozen=True)
@@ -64,6 +50,7 @@ class DataDecl:
 class Program:
     """Instructions per core (core i runs `cores[i]`) and the device data they use.
 
+    >>> from anychip.npu.isa import Finish, SMov
     >>> p = Program(((SMov(1, 5), Finish()),))
     >>> Program.from_bytes(p.to_bytes()) == p
     True
@@ -130,118 +117,3 @@ def _decode_program(raw: bytes) -> Program:
             raise AsmError("npu: core code length does not match its header")
         cores.append(tuple(code))
     return Program(tuple(cores), tuple(data))
-
-
-def _scalar(op: SOp, a: int, b: int) -> int:
-    if op == SOp.ADD:
-        return a + b
-    if op == SOp.SUB:
-        return a - b
-    if op == SOp.MUL:
-        return a * b
-    if op == SOp.DIV:
-        if b == 0:
-            raise IllegalInstruction("npu: scalar division by zero")
-        return a // b
-    return min(a, b) if op == SOp.MIN else max(a, b)
-
-
-_COND = {
-    Cond.EQ: lambda a, b: a == b,
-    Cond.NE: lambda a, b: a != b,
-    Cond.LT: lambda a, b: a < b,
-    Cond.GE: lambda a, b: a >= b,
-}
-_WRAP = 1 << 64
-
-
-def _wrap64(v: int) -> int:
-    """Registers are 64-bit two's complement."""
-    v %= _WRAP
-    return v - _WRAP if v >= 1 << 63 else v
-
-
-_REF_FIELDS: dict[type[Instr], tuple[str, ...]] = {}
-
-
-def _ref_fields(cls: type[Instr]) -> tuple[str, ...]:
-    """The names of a format's address fields (cached: asked once per instruction run)."""
-    names = _REF_FIELDS.get(cls)
-    if names is None:
-        hints = typing.get_type_hints(cls)
-        names = tuple(f.name for f in dataclasses.fields(cls) if hints[f.name] is Ref)  # type: ignore[arg-type]
-        _REF_FIELDS[cls] = names
-    return names
-
-
-def _reg_refs(inst: Instr) -> tuple[str, ...]:
-    """The address fields of `inst` that add a register (empty: the address is fixed)."""
-    if isinstance(inst, _SCALAR):
-        return ()
-    return tuple(n for n in _ref_fields(type(inst)) if getattr(inst, n).reg)
-
-
-def _resolve(inst: Instr, names: tuple[str, ...], regs: list[int]) -> Instr:
-    """The instruction with every `R[reg] + off` address folded into an absolute offset."""
-    changes = {}
-    for name in names:
-        v = getattr(inst, name)
-        changes[name] = Ref(v.space, regs[v.reg] + v.off, 0)
-    return dataclasses.replace(inst, **changes)  # type: ignore[type-var]
-
-
-def expand(
-    code: Sequence[Instr], core: int = 0, ncores: int = 1, max_steps: int = 20_000_000
-) -> list[tuple[int, Instr]]:
-    """Runs the scalar unit of one core: the (index, instruction) stream it executes, in order.
-
-    Scalar instructions are included (they cost issue cycles); addresses are resolved. At
-    the start r1 holds the core's index and r2 the number of cores; r0 always reads 0.
-
-    >>> code = [SMov(3, 2), SAluI(SOp.SUB, 3, 3, 1), Branch(Cond.NE, 3, 0, 1), Finish()]
-    >>> [i for i, _ in expand(code)]
-    [0, 1, 2, 1, 2, 3]
-    """
-    regs = [0] * NUM_REGS
-    regs[1], regs[2] = core, ncores
-    out: list[tuple[int, Instr]] = []
-    n = len(code)
-    dynamic = [_reg_refs(inst) for inst in code]  # per position: fields needing registers
-    # stretch[pc]: the end of the run of unit instructions with fixed addresses from pc,
-    # which go out as they are, in one step
-    stretch = list(range(n + 1))
-    for i in reversed(range(n)):
-        if not dynamic[i] and not isinstance(code[i], _CONTROL):
-            stretch[i] = stretch[i + 1]
-    pc = 0
-    while pc < n:
-        if len(out) >= max_steps:
-            raise SyncError(
-                f"npu: core {core} ran {max_steps} instructions without finishing "
-                "(a runaway loop?)",
-                where(core, pc, repr(code[pc])),
-            )
-        end = min(stretch[pc], pc + max_steps - len(out))
-        if end > pc:
-            out.extend(zip(range(pc, end), code[pc:end], strict=True))
-            pc = end
-            continue
-        inst = code[pc]
-        names = dynamic[pc]
-        out.append((pc, _resolve(inst, names, regs) if names else inst))
-        pc += 1
-        if isinstance(inst, SMov):
-            regs[inst.rd] = _wrap64(inst.imm)
-        elif isinstance(inst, (SAlu, SAluI)):
-            b = regs[inst.rb] if isinstance(inst, SAlu) else inst.imm
-            try:
-                regs[inst.rd] = _wrap64(_scalar(inst.op, regs[inst.ra], b))
-            except IllegalInstruction as e:
-                raise IllegalInstruction(f"{e} at {where(core, pc - 1, repr(inst))}") from None
-        elif isinstance(inst, Branch):
-            if _COND[inst.cond](regs[inst.ra], regs[inst.rb]):
-                pc = inst.target
-        elif isinstance(inst, Finish):
-            break
-        regs[0] = 0
-    return out

@@ -6,71 +6,57 @@ Two accesses to the same bytes, one a write, race unless one happens before the 
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import deque
 from typing import Any
 
 from anychip.npu.asm import describe
-from anychip.npu.errors import RaceError, SyncError
+from anychip.npu.errors import RaceError
 from anychip.npu.isa import Unit
 from anychip.npu.memory import runs_overlap
 
 UNITS = len(Unit)
 Record = tuple[int, int, int, Any, Any]  # (sequence number, lo, hi, access, who)
-_COMPACT_AT = 256  # records a bin holds before it first drops covered ones
 
 
 class _Bin:
-    """One unit's reads (or writes) of one memory, in program order: epochs ascend.
-
-    Ascending epochs make "not yet seen by unit g" a suffix of the bin, found by bisection,
-    so an access only looks at the few records no synchronisation has ordered yet.
+    """One unit's reads (or writes) of one memory: the latest record of each operand, oldest
+    first. A repeated operand's new record replaces its old one (whatever would race with
+    the old one races with the new, later one too) and moves to the end, so epochs ascend
+    and the records another unit has not seen yet are a suffix, read from the end.
     """
 
-    __slots__ = ("epochs", "hi", "limit", "lo", "recs")
+    __slots__ = ("hi", "last", "lo", "recs")
 
     def __init__(self) -> None:
-        self.epochs: list[int] = []
-        self.recs: list[Record] = []
+        self.recs: dict[int, tuple[int, Record]] = {}  # id(access) -> (epoch, record)
         self.lo, self.hi = 1 << 62, -(1 << 62)  # bytes [lo, hi) cover every record
-        self.limit = _COMPACT_AT
+        self.last = 0  # the newest epoch
 
     def add(self, epoch: int, rec: Record) -> None:
-        if len(self.recs) >= self.limit:
-            self._compact()
-            self.limit = max(_COMPACT_AT, 2 * len(self.recs))  # amortised O(1) per record
-        self.epochs.append(epoch)
-        self.recs.append(rec)
+        recs = self.recs
+        key = id(rec[3])  # the record keeps its access alive: the id stays unique
+        if key in recs:
+            del recs[key]
+        recs[key] = (epoch, rec)
+        self.last = epoch
         if rec[1] < self.lo:
             self.lo = rec[1]
         if rec[2] > self.hi:
             self.hi = rec[2]
 
-    def _compact(self) -> None:
-        """Forgets records whose bytes a later record of this bin covers (a dense one over
-        the same span, or one with the same layout): whatever would race with the older
-        record races with the later one too."""
-        covered: set[Any] = set()
-        keep = []
-        for i in range(len(self.recs) - 1, -1, -1):
-            _, lo, hi, acc, _ = self.recs[i]
-            shape = getattr(acc, "shape", None)  # gathered Rows have no layout
-            layout = (lo, shape, acc.strides, acc.dt.itemsize) if shape is not None else None
-            if (lo, hi) in covered or layout in covered:
-                continue
-            covered.add((lo, hi) if acc.dense else layout)
-            keep.append(i)
-        keep.reverse()
-        self.recs = [self.recs[i] for i in keep]
-        self.epochs = [self.epochs[i] for i in keep]
-
     def drop_seen(self, low: int) -> None:
         """Forgets the records every other unit has seen (epoch <= low)."""
-        cut = bisect_right(self.epochs, low)
-        if cut:
-            del self.epochs[:cut], self.recs[:cut]
-            self.lo = min((r[1] for r in self.recs), default=1 << 62)
-            self.hi = max((r[2] for r in self.recs), default=-(1 << 62))
+        recs = self.recs
+        dropped = False
+        while recs:
+            first = next(iter(recs))
+            if recs[first][0] > low:
+                break
+            del recs[first]
+            dropped = True
+        if dropped:
+            self.lo = min((r[1] for _, r in recs.values()), default=1 << 62)
+            self.hi = max((r[2] for _, r in recs.values()), default=-(1 << 62))
 
 
 Table = dict[Any, dict[int, _Bin]]  # memory key -> global unit id -> its records
@@ -88,7 +74,7 @@ class RaceDetector:
         self.ncores = ncores
         n = ncores * UNITS
         self.vc = [[0] * n for _ in range(n)]
-        self.flags: dict[tuple[int, int, int, int], deque[list[int]]] = {}
+        self.flags: dict[tuple[int, int, int, int], deque[tuple[list[int], Any]]] = {}
         self.reads: Table = {}
         self.writes: Table = {}
         self.seq = 0
@@ -108,45 +94,57 @@ class RaceDetector:
         """
         g = core * UNITS + unit
         row = self.vc[g]
-        lo, hi = acc.lo, acc.hi
+        key = acc.key
         hit: tuple[Record, int, bool] | None = None
-        for table in (self.writes, self.reads) if write else (self.writes,):  # reads race
-            for h, b in table.get(acc.key, {}).items():  # only with writes
-                # skip this unit, bins that cannot overlap, and bins g has seen entirely
-                if h == g or b.lo >= hi or b.hi <= lo or b.epochs[-1] <= row[h]:
-                    continue
-                for rec in b.recs[bisect_right(b.epochs, row[h]) :]:
-                    if rec[1] < hi and rec[2] > lo and (hit is None or rec[0] > hit[0][0]):
-                        addr = runs_overlap(rec[3].runs, acc.runs)
-                        if addr is not None:
-                            hit = (rec, addr, table is self.writes)
+        writes = self.writes.get(key)
+        if writes is not None and (len(writes) > 1 or g not in writes):
+            hit = _scan(writes, g, row, acc, None, True)
+        reads = self.reads.get(key) if write else None  # reads race only with writes
+        if reads is not None and (len(reads) > 1 or g not in reads):
+            hit = _scan(reads, g, row, acc, hit, False)
         if hit is not None:
             rec, addr, other_write = hit
             raise _race(acc, write, who, rec[3], other_write, rec[4], addr)
         table = self.writes if write else self.reads
-        bins = table.get(acc.key)
+        bins = table.get(key)
         if bins is None:
-            bins = table[acc.key] = {}
+            bins = table[key] = {}
         mine = bins.get(g)
         if mine is None:
             mine = bins[g] = _Bin()
-        mine.add(row[g], (self.seq, lo, hi, acc, who))
+        mine.add(row[g], (self.seq, acc.lo, acc.hi, acc, who))
         self.seq += 1
 
-    def set_flag(self, core: int, src: Unit, dst: Unit, flag: int) -> None:
-        g = core * UNITS + src
-        self.flags.setdefault((core, src, dst, flag), deque()).append(list(self.vc[g]))
+    def instruction(self, core: int, unit: Unit, reads: list[Any], writes: list[Any],
+                    who: Any) -> None:  # fmt: skip
+        """Checks and records one instruction's accesses, reads first."""
+        for acc in reads:
+            self.access(core, unit, acc, False, who)
+        for acc in writes:
+            self.access(core, unit, acc, True, who)
 
-    def wait_flag(self, core: int, src: Unit, dst: Unit, flag: int, who: Any) -> None:
-        q = self.flags.get((core, src, dst, flag))
+    def set_flag(self, key: tuple[int, int, int, int], who: Any) -> None:
+        """Counts flag `key` = (core, src, dst, flag) up, carrying src's clock (and the setf,
+        to name it if it is never waited on)."""
+        g = key[0] * UNITS + key[1]
+        q = self.flags.get(key)
+        if q is None:
+            q = self.flags[key] = deque()
+        q.append((self.vc[g][:], who))
+
+    def wait_flag(self, key: tuple[int, int, int, int]) -> bool:
+        """Consumes the oldest count of flag `key` into dst's clock; False when there is none
+        yet (the waiting unit stalls until a setf on another unit counts it up)."""
+        q = self.flags.get(key)
         if not q:
-            raise SyncError(
-                f"npu: wait on flag {flag} from {src.name.lower()} to {dst.name.lower()} with no "
-                "earlier matching setf in program order (the queue would wait forever)",
-                describe(who),
-            )
-        g = core * UNITS + dst
-        self.vc[g] = list(map(max, self.vc[g], q.popleft()))
+            return False
+        g = key[0] * UNITS + key[2]
+        self.vc[g] = list(map(max, self.vc[g], q.popleft()[0]))
+        return True
+
+    def unconsumed(self, core: int) -> list[Any]:
+        """The setf (its `who`) of every count still standing on `core`'s flags."""
+        return [who for key, q in self.flags.items() if key[0] == core for _, who in q]
 
     def barrier(self, core: int) -> None:
         """All units of `core` wait for each other; old records that cannot race are dropped."""
@@ -161,6 +159,33 @@ class RaceDetector:
                 seers = every if key == "dram" else range(key[0] * UNITS, (key[0] + 1) * UNITS)
                 for h, b in bins.items():
                     b.drop_seen(min((self.vc[r][h] for r in seers if r != h), default=0))
+
+
+def _scan(
+    bins: dict[int, _Bin],
+    g: int,
+    row: list[int],
+    acc: Any,
+    hit: tuple[Record, int, bool] | None,
+    writes: bool,
+) -> tuple[Record, int, bool] | None:
+    """The latest record of another unit in `bins` that `acc` overlaps and unit g has not
+    seen (through its clock `row`), if later than `hit`."""
+    lo, hi = acc.lo, acc.hi
+    for h, b in bins.items():
+        # skip this unit, bins that cannot overlap, and bins g has seen entirely
+        seen = row[h]
+        if h == g or b.lo >= hi or b.hi <= lo or b.last <= seen:
+            continue
+        for epoch, rec in reversed(b.recs.values()):  # newest first
+            if epoch <= seen or (hit is not None and rec[0] < hit[0][0]):
+                break
+            if rec[1] < hi and rec[2] > lo:
+                addr = runs_overlap(rec[3].runs, acc.runs)
+                if addr is not None:
+                    hit = (rec, addr, writes)
+                    break
+    return hit
 
 
 def _race(

@@ -18,17 +18,20 @@ import numpy as np
 from anychip.npu import numerics as nx
 from anychip.npu.asm import describe
 from anychip.npu.config import NpuConfig
-from anychip.npu.errors import IllegalInstruction, OutOfBounds, UninitializedRead, UnsupportedDType
+from anychip.npu.errors import (
+    IllegalInstruction,
+    OutOfBounds,
+    OverlapError,
+    UninitializedRead,
+    UnsupportedDType,
+)
 from anychip.npu.isa import (
     DT,
-    Barrier,
     Dma,
-    Finish,
     Gather,
     Instr,
     Mma,
     Ref,
-    SetFlag,
     Space,
     Unit,
     VBin,
@@ -37,11 +40,12 @@ from anychip.npu.isa import (
     VReduce,
     VScalar,
     VUn,
-    WaitFlag,
 )
-from anychip.npu.memory import Access, Array, Memory, Rows, Who
-from anychip.npu.program import Program, expand
+from anychip.npu.memory import Access, Array, Memory, Rows, Who, runs_overlap
+from anychip.npu.program import Program
 from anychip.npu.races import RaceDetector
+from anychip.npu.scalar import check_budget, stream
+from anychip.npu.sync import _Core
 
 __all__ = ["RunStats", "Simulator", "describe"]
 _MAX_CACHED = 1 << 16  # distinct operands remembered before the cache starts over
@@ -82,6 +86,11 @@ class Simulator:
         self._races = RaceDetector(config.cores)
         self._accesses: dict[Any, Access] = {}
         self._supported: set[tuple[DT, str]] = set()  # (dtype, unit) pairs found supported
+        # float mmas checked but not yet computed
+        self._pending: list[tuple[Access, bool, Any, int]] = []  # (acc, accumulate, batch, #)
+        # batches of their operands by (dtype, a shape, b shape): [a (cap, m, k), b, count]
+        self._groups: dict[Any, list[Any]] = {}
+        self._pending_accs: dict[int, Access] = {}  # their accumulators, by identity
         self._handlers: dict[type[Instr], Callable[[int, Who, Any], None]] = {
             Dma: self._dma,
             Gather: self._gather,
@@ -92,10 +101,6 @@ class Simulator:
             VReduce: self._vreduce,
             VCast: self._vcast,
             VDup: self._vdup,
-            SetFlag: self._setf,
-            WaitFlag: self._waitf,
-            Barrier: self._barrier,
-            Finish: self._barrier,
         }
 
     # ---- host side ---------------------------------------------------------------------
@@ -134,30 +139,34 @@ class Simulator:
         return nx.to_values(self.read(addr, shape, dt), dt)
 
     # ---- running -----------------------------------------------------------------------
-    def run(self, program: Program, max_steps: int = 20_000_000) -> RunStats:
-        """Executes every core's code in turn; returns this run's statistics."""
+    def run(self, program: Program, max_steps: int | None = None) -> RunStats:
+        """Executes every core's code in turn; returns this run's statistics.
+
+        `max_steps` is the instruction budget per core (default: the design's
+        `max_instructions`); the scalar unit runs first, alone, so a runaway is stopped
+        before any work. Units stalled on a `waitf` queue their later instructions (up to
+        `queue_depth`) while the others run on, as on the chip.
+        """
         ncores = len(program.cores)
         if ncores > self.config.cores:
             raise IllegalInstruction(
                 f"npu: program has {ncores} cores but design {self.config.name!r} "
                 f"has {self.config.cores}"
             )
+        budget = self.config.max_instructions if max_steps is None else max_steps
+        for core, code in enumerate(program.cores):
+            check_budget(code, core, ncores, budget)
         self.stats = RunStats()
         self._races = RaceDetector(self.config.cores)
+        self._pending, self._pending_accs, self._groups = [], {}, {}  # a faulted run's leftovers
         counts = [0] * len(Unit)  # instructions per unit, folded into stats at the end
-        handlers = self._handlers
         # The stream and the race records are many small tuples that live for the whole run
         # and make no cycles; the cyclic collector would only walk them again and again.
         collecting = gc.isenabled()
         gc.disable()
         try:
             for core, code in enumerate(program.cores):
-                for index, inst in expand(code, core, ncores, max_steps):
-                    handler = handlers.get(type(inst))
-                    if handler is not None:
-                        counts[inst.unit] += 1
-                        handler(core, (core, index, inst), inst)
-                self._races.barrier(core)
+                _Core(self, core, counts).run(stream(code, core, ncores, budget))
         finally:
             if collecting:
                 gc.enable()
@@ -167,6 +176,15 @@ class Simulator:
         return self.stats
 
     def _acc(
+        self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...], dt: DT
+    ) -> Access:
+        """The Access of an operand of any instruction but `mma`: l0c is brought up to date
+        first (pending matrix results land before anything else sees the buffer)."""
+        if self._pending and ref.space == Space.L0C:
+            self._flush()
+        return self._operand(core, ref, shape, strides, dt)
+
+    def _operand(
         self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...], dt: DT
     ) -> Access:
         """The Access of one operand; equal operands share one (it caches checks and views)."""
@@ -185,12 +203,8 @@ class Simulator:
 
     def _touch(self, core: int, unit: Unit, who: Who, reads: list[Any], writes: list[Any]) -> None:
         """Race-checks and records one instruction's accesses."""
-        if not self.check_races:
-            return
-        for acc in reads:
-            self._races.access(core, unit, acc, False, who)
-        for acc in writes:
-            self._races.access(core, unit, acc, True, who)
+        if self.check_races:
+            self._races.instruction(core, unit, reads, writes, who)
 
     def _need(self, dt: DT, unit: str, who: Who) -> None:
         if (dt, unit) in self._supported:
@@ -206,16 +220,18 @@ class Simulator:
 
     # ---- data movement -----------------------------------------------------------------
     def _dma(self, core: int, who: Who, i: Dma) -> None:
-        self._races.tick(core, i.unit)
+        unit = i.unit
+        self._races.tick(core, unit)
         src = self._acc(core, i.src, i.shape, i.src_strides, i.dtype)
         dst = self._acc(core, i.dst, i.pad, i.dst_strides, i.dtype)
-        vals = src.read(who, "dma read")
+        vals = _readable(src, who, "dma read")  # a view: dst never partly overlaps it
+        _partial_overlap(src, dst, who)
         if i.pad != i.shape:  # (p0, p1, p2) box: pad_value around the copied (n0, n1, n2)
             full = np.full(i.pad, nx.immediate(i.pad_value, i.dtype), i.dtype.storage)
             full[: i.shape[0], : i.shape[1], : i.shape[2]] = vals
             vals = full
         dst.write(vals, who, "dma write")
-        self._touch(core, i.unit, who, [src], [dst])
+        self._touch(core, unit, who, [src], [dst])
 
     def _gather(self, core: int, who: Who, i: Gather) -> None:
         self._races.tick(core, Unit.DMA_IN)
@@ -252,18 +268,77 @@ class Simulator:
 
     # ---- matrix unit -------------------------------------------------------------------
     def _mma(self, core: int, who: Who, i: Mma) -> None:
+        """Checks and race-records at once; float results are computed later in batches
+        (`_flush`), before anything else touches l0c: independent mmas share numpy calls."""
         self._need(i.dtype, "matrix", who)
         self._races.tick(core, Unit.MATRIX)
         acc_dt = DT.I32 if i.dtype == DT.I8 else DT.F32
-        a = self._acc(core, i.a, (i.m, i.k), (i.k, 1), i.dtype)
+        a = self._operand(core, i.a, (i.m, i.k), (i.k, 1), i.dtype)
         b_shape = (i.n, i.k) if i.trans_b else (i.k, i.n)
-        b = self._acc(core, i.b, b_shape, (b_shape[1], 1), i.dtype)
-        acc = self._acc(core, i.acc, (i.m, i.n), (i.n, 1), acc_dt)
-        av, bv = a.read(who, "matrix read of a"), b.read(who, "matrix read of b")
-        old = acc.read(who, "accumulator read") if i.accumulate else None
-        acc.write(nx.matmul(i.dtype, av, bv.T if i.trans_b else bv, old), who, "accumulator write")
+        b = self._operand(core, i.b, b_shape, (b_shape[1], 1), i.dtype)
+        acc = self._operand(core, i.acc, (i.m, i.n), (i.n, 1), acc_dt)
+        av, bv = _readable(a, who, "matrix read of a"), _readable(b, who, "matrix read of b")
+        if i.accumulate:
+            _readable(acc, who, "accumulator read")
+        acc.check_bounds(who, "accumulator write")
         self.stats.macs += i.m * i.n * i.k
-        self._touch(core, Unit.MATRIX, who, [a, b, acc] if i.accumulate else [a, b], [acc])
+        # the accumulator's read is left to its write, whose check and record cover it
+        self._touch(core, Unit.MATRIX, who, [a, b], [acc])
+        bv = bv.T if i.trans_b else bv
+        if i.dtype == DT.I8:
+            self._flush()
+            old = acc.view() if i.accumulate else None
+            acc.write(nx.matmul(i.dtype, av, bv, old), who, "accumulator write")
+            return
+        if id(acc) not in self._pending_accs:
+            if any(p.lo < acc.hi and acc.lo < p.hi for p in self._pending_accs.values()):
+                self._flush()  # another layout over the same accumulator bytes: keep the order
+            self._pending_accs[id(acc)] = acc
+        if not acc.all_written:  # written as of now, for later reads' checks
+            acc.written_view()[...] = True
+            acc.all_written = True
+        key = (i.dtype, av.shape, bv.shape)
+        group = self._groups.get(key)
+        if group is None or group[2] == len(group[0]):  # a new batch, or a fuller one
+            cap = 16 if group is None else 2 * group[2]
+            new: list[Any] = [np.empty((cap, *av.shape), av.dtype),
+                              np.empty((cap, *bv.shape), bv.dtype), 0]  # fmt: skip
+            if group is not None:
+                new[0][: group[2]], new[1][: group[2]], new[2] = group[0], group[1], group[2]
+            group = self._groups[key] = new
+        n: int = group[2]
+        group[0][n], group[1][n] = av, bv  # copies: the operands may change before the flush
+        group[2] = n + 1
+        self._pending.append((acc, bool(i.accumulate), key, n))
+
+    def _flush(self) -> None:
+        """Computes the pending float mmas: step sums batched by shape, then each
+        accumulator's chain of additions in program order."""
+        pend, self._pending = self._pending, []
+        if not pend:
+            return
+        self._pending_accs = {}
+        step = self.config.matrix_k
+        results = {key: nx.step_sums(key[0], ga[:n], gb[:n], step)  # (n, steps, m, n)
+                   for key, (ga, gb, n) in self._groups.items() if n}  # fmt: skip
+        for group in self._groups.values():
+            group[2] = 0
+        # per accumulator: its start (None: 0) and its run of (batch, first, last) in order
+        chains: dict[int, tuple[Access, Array | None, list[list[Any]]]] = {}
+        for acc, accumulate, key, t in pend:
+            chain = chains.get(id(acc))
+            if not accumulate:  # starts again from 0: earlier results are overwritten
+                chains[id(acc)] = (acc, None, [[key, t, t]])
+            elif chain is None:
+                chains[id(acc)] = (acc, acc.view(), [[key, t, t]])
+            elif chain[2][-1][0] == key and chain[2][-1][2] == t - 1:
+                chain[2][-1][2] = t  # the next of the same batch: one slice
+            else:
+                chain[2].append([key, t, t])
+        for acc, init, runs in chains.values():
+            parts = [results[key][lo : hi + 1].reshape(-1, *acc.shape) for key, lo, hi in runs]
+            seq = np.concatenate(parts) if len(parts) > 1 else parts[0]  # (steps, m, n) in order
+            acc.view()[...] = nx.accumulate(init, seq)
 
     # ---- vector unit -------------------------------------------------------------------
     def _vec(
@@ -282,6 +357,8 @@ class Simulator:
         accs = [self._acc(core, r, shape, s, dt) for r, s in srcs]
         vals = [a.read(who, "vector read") for a in accs]
         out = self._acc(core, dst[0], dst_shape or shape, dst[1], dst_dt or dt)
+        for a in accs:
+            _partial_overlap(a, out, who)
         self._touch(core, Unit.VECTOR, who, accs, [out])
         return vals, out
 
@@ -337,14 +414,30 @@ class Simulator:
         _, out = self._vec(core, who, i.dtype, [], (i.dst, i.dst_strides), i.shape)
         out.write(nx.immediate(i.imm, i.dtype), who)
 
-    # ---- synchronisation ---------------------------------------------------------------
-    def _setf(self, core: int, who: Who, i: SetFlag) -> None:
-        self._races.tick(core, i.src)
-        self._races.set_flag(core, i.src, i.dst, i.flag)
 
-    def _waitf(self, core: int, who: Who, i: WaitFlag) -> None:
-        self._races.tick(core, i.dst)
-        self._races.wait_flag(core, i.src, i.dst, i.flag, who)
+def _partial_overlap(src: Access, dst: Access, who: Who) -> None:
+    """Faults when `dst` shares bytes with `src` without being the same elements: the
+    order in which the unit reads and writes them is not part of the ISA. In place (the
+    same layout) is fine: each element is read before it is written."""
+    if src.key != dst.key or src.hi <= dst.lo or dst.hi <= src.lo:
+        return
+    same = (src.base, src.shape, src.strides, src.dt.itemsize) == (
+        dst.base, dst.shape, dst.strides, dst.dt.itemsize)  # fmt: skip
+    if same and not isinstance(who[2], VReduce):
+        return
+    addr = runs_overlap(src.runs, dst.runs)
+    if addr is not None:
+        raise OverlapError(
+            f"npu: the destination overlaps a source at {dst.mem.name} byte {addr} without "
+            f"being the same elements (source {src.shape} strides {src.strides} at "
+            f"{src.base}, destination {dst.shape} strides {dst.strides} at {dst.base})",
+            describe(who),
+        )
 
-    def _barrier(self, core: int, who: Who, i: Instr) -> None:
-        self._races.barrier(core)
+
+def _readable(acc: Access, who: Who, what: str) -> Array:
+    """A view of `acc`'s elements after the checks of a read (bounds, written bytes): for
+    operands that are consumed at once, without `Access.read`'s copy."""
+    if not (acc.in_bounds and acc.all_written):
+        acc.read(who, what)
+    return acc.view()

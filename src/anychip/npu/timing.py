@@ -399,7 +399,7 @@ class _Engine:
 
 
 def simulate_timing(
-    program: Program, config: NpuConfig | str, max_steps: int = 20_000_000
+    program: Program, config: NpuConfig | str, max_steps: int | None = None
 ) -> TimingReport:
     """Times `program` on design `config` (a profile name works); returns its report.
 
@@ -411,6 +411,7 @@ def simulate_timing(
     """
     cfg = get_config(config)
     check_cores(program, cfg, "npu timing")
+    # the same instruction budget as the functional model (the design's max_instructions)
     streams = validate(program, cfg, max_steps=max_steps)
     eng = _Engine(streams, cfg)
     eng.run()

@@ -17,14 +17,11 @@ from anychip.npu.config import NpuConfig
 from anychip.npu.errors import IllegalInstruction, UnsupportedDType
 from anychip.npu.isa import (
     DT,
-    Barrier,
     Dma,
-    Finish,
     Gather,
     Instr,
     Mma,
     Ref,
-    SetFlag,
     Space,
     Unit,
     VBin,
@@ -33,7 +30,6 @@ from anychip.npu.isa import (
     VReduce,
     VScalar,
     VUn,
-    WaitFlag,
 )
 from anychip.npu.memory import Access, Memory
 from anychip.npu.program import Program, expand
@@ -55,7 +51,7 @@ def validate(
     program: Program,
     config: NpuConfig,
     streams: Sequence[Stream] | None = None,
-    max_steps: int = 20_000_000,
+    max_steps: int | None = None,
 ) -> list[Stream]:
     """Raises the functional model's typed error for the first rule `program` breaks on
     `config`; returns each core's dynamic stream (`program.expand`) for reuse.
@@ -73,8 +69,9 @@ def validate(
     """
     check_cores(program, config)
     ncores = len(program.cores)
+    budget = config.max_instructions if max_steps is None else max_steps
     if streams is None:
-        streams = [expand(code, c, ncores, max_steps) for c, code in enumerate(program.cores)]
+        streams = [expand(code, c, ncores, budget) for c, code in enumerate(program.cores)]
     _Walker(program, config).run(streams)
     return list(streams)
 
@@ -98,11 +95,25 @@ class _Walker:
         self.races = RaceDetector(config.cores)
         self.accesses: dict[Any, Access] = {}
 
+        # what sync._Core reads of a simulator: the same queue, flag and deadlock rules as
+        # the functional model, with this walker's checks as the instructions' handlers
+        self.config, self._races = config, self.races
+        vector = dict.fromkeys((VBin, VScalar, VUn, VReduce, VCast, VDup), self._vector)
+        self._handlers: dict[type, Any] = {
+            Dma: self._dma,
+            Gather: self._gather,
+            Mma: self._mma,
+            **vector,
+        }
+
+    def _flush(self) -> None:
+        """The functional model computes batched mma results here; nothing to do."""
+
     def run(self, streams: Sequence[Stream]) -> None:
+        from anychip.npu.sync import _Core
+
         for core, stream in enumerate(streams):
-            for index, inst in stream:
-                self.step(core, (core, index, inst), inst)
-            self.races.barrier(core)
+            _Core(self, core, [0] * len(Unit)).run([list(stream)])  # type: ignore[arg-type]
 
     def _acc(self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...],
              dt: DT) -> Access:  # fmt: skip
@@ -147,26 +158,6 @@ class _Walker:
             self.races.access(core, unit, acc, False, who)
         for acc in writes:
             self.races.access(core, unit, acc, True, who)
-
-    def step(self, core: int, who: Any, i: Instr) -> None:
-        tp = type(i)
-        races = self.races
-        if tp is SetFlag:
-            races.tick(core, i.src)  # type: ignore[attr-defined]
-            races.set_flag(core, i.src, i.dst, i.flag)  # type: ignore[attr-defined]
-        elif tp is WaitFlag:
-            races.tick(core, i.dst)  # type: ignore[attr-defined]
-            races.wait_flag(core, i.src, i.dst, i.flag, who)  # type: ignore[attr-defined]
-        elif tp is Barrier or tp is Finish:
-            races.barrier(core)
-        elif tp is Dma:
-            self._dma(core, who, i)  # type: ignore[arg-type]
-        elif tp is Gather:
-            self._gather(core, who, i)  # type: ignore[arg-type]
-        elif tp is Mma:
-            self._mma(core, who, i)  # type: ignore[arg-type]
-        elif isinstance(i, (VBin, VScalar, VUn, VReduce, VCast, VDup)):
-            self._vector(core, who, i)
 
     def _dma(self, core: int, who: Any, i: Dma) -> None:
         self.races.tick(core, i.unit)

@@ -59,6 +59,9 @@ def _strategy(cls: type[Instr], name: str, tp) -> st.SearchStrategy:
     if tp is int:
         return POS if name in ("m", "n", "k", "count", "row_len", "table_rows", "target") else I64
     n = len(typing.get_args(tp))
+    if name == "dst_strides":  # destination elements must not overlap: nested strides
+        nested = [st.integers(1, 2), st.integers(16384, 32768), st.integers(2**28, 2**29)]
+        return st.tuples(*nested[:n][::-1])
     part = NONNEG if name.endswith("strides") else POS
     return st.tuples(*[part] * n)
 

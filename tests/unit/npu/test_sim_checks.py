@@ -69,12 +69,15 @@ def _gemm(m: int, n: int, k: int, t: int, cores: int, a: int, b: int, c: int) ->
                 SetFlag(Unit.DMA_OUT, Unit.MATRIX, 0),
                 WaitFlag(Unit.DMA_OUT, Unit.MATRIX, 0),
             ]
-        out.append([*code, Finish()])
+        drain = [WaitFlag(Unit.MATRIX, Unit.DMA_IN, s) for s in range(min(step, 2))]
+        out.append([*code, *drain, Finish()])  # every setf is waited on
     return out
 
 
 def _reference(x: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
-    """The ISA's rule: per k-tile, exact dot in float64, rounded to f32, added in f32."""
+    """The ISA's rule for data whose steps truncate nothing (normal values; the general rule
+    is tested in test_matrix_numerics): per k-tile of matrix_k, the exact dot (float64 is
+    exact here), rounded to f32, added in f32."""
     acc = np.zeros((x.shape[0], y.shape[1]), np.float32)
     for kk in range(0, x.shape[1], t):
         part = x[:, kk : kk + t].astype(np.float64) @ y[kk : kk + t].astype(np.float64)

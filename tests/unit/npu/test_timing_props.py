@@ -115,7 +115,8 @@ PROLOGUE = (
 
 @st.composite
 def programs(draw) -> Program:
-    """Every waitf consumes a count set earlier in program order, so no run can hang."""
+    """Every waitf consumes a count set earlier in program order, so no run can hang, and
+    every count set is waited on by the end."""
     ncores = draw(st.integers(1, 2))
     cores = []
     for core in range(ncores):
@@ -132,6 +133,8 @@ def programs(draw) -> Program:
             elif pending.get((src, dst)):
                 code.append(WaitFlag(src, dst, 0))
                 pending[(src, dst)] -= 1
+        for (src, dst), left in pending.items():  # a setf never waited on is a fault
+            code += [WaitFlag(src, dst, 0)] * left
         cores.append((*code, Finish()))
     return Program(tuple(cores))
 

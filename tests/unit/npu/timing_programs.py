@@ -66,6 +66,9 @@ def gemm_core(
         dst = Ref(Space.DRAM, c_addr + (i * bm * n + j * bn) * 4)
         code.append(box(DT.F32, dst, acc, bm, bn, n, bn))
         code.append(SetFlag(DO, MX, ACC_FREE))
+    # take back the counts no later step consumed: a flag set and never waited on is a fault
+    code += [WaitFlag(MX, DI, FREE)] * min(step, slots)
+    code += [WaitFlag(DO, MX, ACC_FREE)] * min(len(tiles), slots)
     code.append(Finish())
     return tuple(code)
 
