@@ -34,6 +34,7 @@ from anychip.npu.isa import (
 from anychip.npu.memory import Access, Memory
 from anychip.npu.program import Program, expand
 from anychip.npu.races import RaceDetector
+from anychip.npu.simulator import _partial_overlap
 
 Stream = list[tuple[int, Instr]]
 
@@ -110,7 +111,7 @@ class _Walker:
         """The functional model computes batched mma results here; nothing to do."""
 
     def run(self, streams: Sequence[Stream]) -> None:
-        from anychip.npu.sync import _Core
+        from anychip.npu.sync import _Core  # the functional model's queues and flags
 
         for core, stream in enumerate(streams):
             _Core(self, core, [0] * len(Unit)).run([list(stream)])  # type: ignore[arg-type]
@@ -164,6 +165,7 @@ class _Walker:
         src = self._acc(core, i.src, i.shape, i.src_strides, i.dtype)
         dst = self._acc(core, i.dst, i.pad, i.dst_strides, i.dtype)
         self._read(src, who, "dma read")
+        _partial_overlap(src, dst, who)
         self._write(dst, who, "dma write")
         self._touch(core, i.unit, who, [src], [dst])
 
@@ -219,5 +221,6 @@ class _Walker:
         out = self._acc(core, i.dst, dshape, i.dst_strides, dst_dt)
         for acc in reads:
             self._read(acc, who, "vector read")
+            _partial_overlap(acc, out, who)  # the functional model's OverlapError
         self._touch(core, Unit.VECTOR, who, reads, [out])
         self._write(out, who, "write")

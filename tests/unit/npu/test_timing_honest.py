@@ -289,3 +289,17 @@ def test_docs_worked_example_on_edge():
     store_start = mma_start + 16 + 38 + 16 + 6
     want = store_start + 80 + 200
     assert r.exact_cycles == pytest.approx(want) and r.cycles == 669
+
+
+def test_both_models_reject_a_destination_shifted_onto_its_source() -> None:
+    """A vector op writing its source shifted by one element: OverlapError in both models."""
+    from anychip.npu.errors import OverlapError
+
+    cfg = PROFILES["edge"]
+    init = VDup(DT.F32, Ref(Space.UB, 0), 1.0, (1, 64), (64, 1))
+    shifted = VUn(UnOp.EXP, DT.F32, Ref(Space.UB, 4), Ref(Space.UB, 0), (1, 64), (64, 1), (64, 1))
+    prog = Program(((init, Barrier(), shifted, Finish()),))
+    with pytest.raises(OverlapError):
+        Simulator(cfg).run(prog)
+    with pytest.raises(OverlapError):
+        simulate_timing(prog, cfg)
