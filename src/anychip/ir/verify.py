@@ -222,11 +222,10 @@ def _index(
         )
 
 
-def _expr(k: KernelIR, e: Expr, scope: _Scope, seen: set[int] | None = None) -> None:
-    """Check `e` in `scope`; `seen` holds sub-expressions already checked in this scope, so
-    a value used many times (a DAG) is checked once, not once per path to it."""
-    if seen is None:
-        seen = set()
+def _expr(k: KernelIR, e: Expr, scope: _Scope) -> None:
+    """Check `e` in `scope`; a sub-expression already checked in this scope (a value used
+    many times: a DAG) is not checked again, once per path to it."""
+    seen = scope.checked
     if isinstance(e, Const) or id(e) in seen:
         return
     seen.add(id(e))
@@ -250,7 +249,7 @@ def _expr(k: KernelIR, e: Expr, scope: _Scope, seen: set[int] | None = None) -> 
         _index(k, e.index, scope, e.buf, e.valid, "load")
         return
     for s in e.srcs:
-        _expr(k, s, scope, seen)
+        _expr(k, s, scope)
     _alu_types(k, e)
 
 
