@@ -137,12 +137,17 @@ def copy(src: Buffer, device: str) -> Buffer:
 
 
 def _copy(src: Buffer, device: str) -> Buffer:
-    sb, db = get_backend(src.device), get_backend(device)
+    sb = get_backend(src.device)
     sb.synchronize()
-    data = sb.copyout(src.handle, src.size, src.dtype)
-    dst = Buffer(device, src.dtype, src.size, db.allocate(src.size, src.dtype))
-    db.copyin(dst.handle, data)
-    return dst
+    return _upload(device, src.dtype, sb.copyout(src.handle, src.size, src.dtype))
+
+
+def _upload(device: str, dtype: Any, data: np.ndarray) -> Buffer:
+    """A new buffer on `device` holding flat host `data` (in dtype's storage form)."""
+    backend = get_backend(device)
+    out = Buffer(device, dtype, data.size, backend.allocate(data.size, dtype))
+    backend.copyin(out.handle, data)
+    return out
 
 
 HostFn = Callable[..., np.ndarray]
@@ -156,9 +161,7 @@ def host_call(fn: HostFn, ins: list[Buffer], device: str, dtype: Any) -> Buffer:
     jagged batch laid out into slots): a replay runs `fn` again on the replay's own
     buffers, where a host read would be a guard that fails on every new batch. The
     result's size must be the capture's, or the replay raises GuardFailed."""
-    data = _host_values(fn, ins)
-    out = Buffer(device, dtype, data.size, get_backend(device).allocate(data.size, dtype))
-    get_backend(device).copyin(out.handle, data)
+    out = _upload(device, dtype, _host_values(fn, ins))
     for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(Step(HOST, list(ins), out, program=fn))
     return out
@@ -229,10 +232,7 @@ class Plan:
                 data = _host_values(s.program, [env[i] for i in s.ins])
                 if data.size != size:  # this batch needs another layout: capture again
                     raise GuardFailed
-                backend = get_backend(dev)
-                out = Buffer(dev, dt, size, backend.allocate(size, dt))
-                backend.copyin(out.handle, data)
-                env.append(out)
+                env.append(_upload(dev, dt, data))
             else:
                 buf = env[s.ins[0]]
                 backend = get_backend(buf.device)
@@ -343,7 +343,7 @@ def structure(
                     push(s)
         elif pos == -1:
             index[id(n)] = len(key)
-            if runtime_scalar(n):  # a launch argument: its value is not structure
+            if n.op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
                 arg = "runtime scalar"
             else:
                 arg = n.arg.hex() if type(n.arg) is float else n.arg  # 0.0 vs -0.0, NaN
