@@ -211,12 +211,9 @@ class ExtraMathMixin:
         return self / (self.abs() + 1.0)
 
     def logsigmoid(self: Tensor) -> Tensor:
-        # -softplus(-x) = min(x, 0) - log1p(exp(-|x|)): no overflow at either end
-        xt = self._float()
-        x = xt.detach()
-        e = (-x.abs()).exp()
-        value = x.minimum(x.zeros_like()) - _log1p(e)
-        return _with_grad(value, (xt, (x < 0)._select(1.0 / (1.0 + e), e / (1.0 + e))))
+        from anychip.frontend import stable  # F.logsigmoid's stable form, one place
+
+        return stable.logsigmoid(self._float())
 
     def mish(self: Tensor) -> Tensor:
         return self * self.softplus().tanh()

@@ -59,7 +59,7 @@ def _geometry(
 
 
 def _pool_args(
-    x: Tensor, nd: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any, op: str
+    nd: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any, op: str
 ) -> tuple[tuple[int, ...], ...]:
     k = ntuple(kernel_size, nd, "kernel_size", op)
     s = ntuple(stride if stride not in (None, []) else k, nd, "stride", op)
@@ -85,7 +85,7 @@ def max_pool(
     """Max over each window (padding never wins); with return_indices also each maximum's
     position in the flattened input plane, as torch (the first maximum on ties)."""
     _check(x, nd, op)
-    k, s, p, d = _pool_args(x, nd, kernel_size, stride, padding, dilation, op)
+    k, s, p, d = _pool_args(nd, kernel_size, stride, padding, dilation, op)
     spatial = x.shape[-nd:]
     outs, pads = _geometry(spatial, k, s, p, d, ceil_mode, op)
     low = -math.inf if x.dtype.is_floating_point else int(np.iinfo(x.dtype.np).min)
@@ -120,7 +120,7 @@ def avg_pool(
     from anychip.frontend.tensor import Tensor
 
     _check(x, nd, op)
-    k, s, p, d = _pool_args(x, nd, kernel_size, stride, padding, 1, op)
+    k, s, p, d = _pool_args(nd, kernel_size, stride, padding, 1, op)
     spatial = x.shape[-nd:]
     outs, pads = _geometry(spatial, k, s, p, d, ceil_mode, op)
     xf = x._float()
@@ -213,7 +213,7 @@ def max_unpool(
     from anychip.frontend.tensor import Tensor
 
     _check(x, nd, op)
-    k, s, p, _ = _pool_args(x, nd, kernel_size, stride, padding, 1, op)
+    k, s, p, _ = _pool_args(nd, kernel_size, stride, padding, 1, op)
     if x.shape != indices.shape or indices.dtype is not dtypes.int64:
         raise ShapeError(
             f"{op}: indices must be int64 of the input's shape ({describe(x, indices)})"

@@ -1,5 +1,5 @@
 """The remaining PyTorch activations as functions (re-exported by nn.functional) and
-modules: relu6, hardtanh, hardsigmoid, hardswish, softsign, logsigmoid, mish, celu, selu,
+modules: relu6, hardtanh, hardsigmoid, hardswish, softsign, mish, celu, selu,
 softmin; plus F.unfold (im2col), built on the Tensor methods."""
 
 from __future__ import annotations
@@ -32,10 +32,6 @@ def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
 
 def softsign(input: Tensor) -> Tensor:
     return input.softsign()
-
-
-def logsigmoid(input: Tensor) -> Tensor:
-    return input.logsigmoid()
 
 
 def mish(input: Tensor, inplace: bool = False) -> Tensor:

@@ -54,8 +54,9 @@ def batch_norm(
             )
         x = input._wide()
         mean = x.mean(axes, keepdim=True)
-        var = ((x - mean) * (x - mean)).mean(axes, keepdim=True)  # biased, to normalise
-        out = ((x - mean) / (var + eps).sqrt()).to(input.dtype)
+        centred = x - mean
+        var = (centred * centred).mean(axes, keepdim=True)  # biased, to normalise
+        out = (centred / (var + eps).sqrt()).to(input.dtype)
         if running_mean is not None and running_var is not None:
             with no_grad():
                 m = mean.detach().reshape(-1).to(running_mean.dtype)
@@ -67,11 +68,7 @@ def batch_norm(
             raise ArgumentError("batch_norm: running_mean and running_var are needed in eval")
         rm, rv = _per_channel(running_mean, input.ndim), _per_channel(running_var, input.ndim)
         out = (input - rm) / (rv + eps).sqrt()
-    if weight is not None:
-        out = out * _per_channel(weight, input.ndim)
-    if bias is not None:
-        out = out + _per_channel(bias, input.ndim)
-    return out
+    return _affine(out, weight, bias)
 
 
 def group_norm(
@@ -90,13 +87,18 @@ def group_norm(
         )
     n = input.shape[0]
     x = input._wide().reshape((n, num_groups, -1))  # (N, G, C/G * positions)
-    mean = x.mean(2, keepdim=True)
-    var = ((x - mean) * (x - mean)).mean(2, keepdim=True)
-    out = ((x - mean) / (var + eps).sqrt()).reshape(input.shape).to(input.dtype)
+    centred = x - x.mean(2, keepdim=True)
+    var = (centred * centred).mean(2, keepdim=True)
+    out = (centred / (var + eps).sqrt()).reshape(input.shape).to(input.dtype)
+    return _affine(out, weight, bias)
+
+
+def _affine(out: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """out * weight + bias, per channel (axis 1), each where given."""
     if weight is not None:
-        out = out * _per_channel(weight, input.ndim)
+        out = out * _per_channel(weight, out.ndim)
     if bias is not None:
-        out = out + _per_channel(bias, input.ndim)
+        out = out + _per_channel(bias, out.ndim)
     return out
 
 
