@@ -215,6 +215,14 @@ def _offset_bags(
     return out
 
 
+def _bag_bounds(off: np.ndarray, n: int, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    """(bag count, starts, ends) of the bags that offsets `off` cut n ids into; with
+    include_last_offset (`last`) the last offset ends the last bag."""
+    nb = off.size - 1 if last else off.size
+    ends = off[1 : nb + 1] if last else np.append(off[1:], n)[:nb]
+    return nb, off[:nb], ends
+
+
 class _Layout:
     """The host step laying a jagged batch out (ids, offsets -> int64 slots), checking
     offsets and ids as torch does. `slots`: (B, width class) element ids, -1 where a bag
@@ -243,9 +251,7 @@ class _Layout:
                 f"embedding_bag: index {v} is out of range for an embedding table of "
                 f"{self.rows} rows ({self.what})"
             )
-        nb = off.size - 1 if self.last else off.size
-        starts = off[:nb]
-        ends = np.append(off[1:], n)[:nb] if not self.last else off[1 : nb + 1]
+        nb, starts, ends = _bag_bounds(off, n, self.last)
         if self.slots:
             width = size_class(int((ends - starts).max())) if nb else 0
             slot = starts[:, None] + np.arange(width)[None, :]
@@ -275,9 +281,7 @@ def _offset_bags_weighted(
 
     n, dim = idx.shape[0], weight.shape[1]
     off = _check_offsets(offsets, n)
-    nb = len(off) - 1 if last else len(off)
-    starts = off[:nb]
-    ends = np.append(off[1:], n)[:nb] if not last else off[1 : nb + 1]
+    nb, starts, ends = _bag_bounds(off, n, last)
     width = int((ends - starts).max()) if nb else 0
     if nb * width <= 2 * n + nb:
         slot = starts[:, None] + np.arange(width)[None, :]  # (B, Lmax) element positions

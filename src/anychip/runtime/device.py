@@ -7,6 +7,7 @@ scanning that package, so adding a chip never edits a shared file.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
@@ -108,6 +109,7 @@ class Backend(ABC):
         return None
 
 
+@functools.cache  # asked at every allocation; physical memory does not change
 def host_memory() -> int | None:
     """This machine's physical memory in bytes: the limit of host-memory backends."""
     try:

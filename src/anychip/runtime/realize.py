@@ -151,8 +151,8 @@ def _compile_all(items: list[WorkItem]) -> dict[int, Any]:
             by_device.setdefault(w.out.device, []).append(i)
     programs: dict[int, Any] = {}
     for device, idx in by_device.items():
-        kernels = [k for k in (items[i].kernel for i in idx) if k is not None]
-        programs.update(zip(idx, get_backend(device).compile_many(kernels), strict=True))
+        kernels = [items[i].kernel for i in idx]
+        programs.update(zip(idx, get_backend(device).compile_many(kernels), strict=True))  # type: ignore[arg-type]
     return programs
 
 
