@@ -9,9 +9,9 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.errors import DTypeNotImplemented, IndexOutOfRange, ShapeError, describe
+from anychip.frontend import views
 from anychip.frontend.movement import _int_sizes, _shape_arg, same_device
 from anychip.frontend.tensor import Tensor
-from anychip.ir.ops import Ops
 from anychip.runtime import device as devmod
 
 
@@ -203,7 +203,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         start += n
     assert out is not None
     # one tensor joined with nothing: a copy all the same (a new node, never a view of it)
-    return out._prim(Ops.RESHAPE, arg=out.shape) if any(out is t for t in ts) else out
+    return views.fresh(out) if any(out is t for t in ts) else out
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:

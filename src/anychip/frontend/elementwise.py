@@ -18,6 +18,7 @@ from anychip.errors import (
     ShapeError,
     describe,
 )
+from anychip.frontend import views
 from anychip.ir.ops import Node, Ops
 
 if TYPE_CHECKING:
@@ -241,7 +242,7 @@ class ElementwiseMixin:
         return self.neg()
 
     def __pos__(self: Tensor) -> Tensor:
-        return self._prim(Ops.RESHAPE, arg=self.shape)  # a copy, as torch: a new node
+        return views.fresh(self)  # a copy, as torch: a new node
 
     def __abs__(self: Tensor) -> Tensor:
         return self.abs()

@@ -76,11 +76,9 @@ class HabitsMixin:
         >>> ac.zeros(2, 3, 4).stride()
         (12, 4, 1)
         """
-        out, step = [], 1
-        for n in reversed(self.shape):
-            out.append(step)
-            step *= max(n, 1)
-        strides = tuple(reversed(out))
+        from anychip.frontend.views import contiguous_strides
+
+        strides = contiguous_strides(self.shape)
         return strides if dim is None else strides[self._axis(dim, "stride")]
 
     def nelement(self: Tensor) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 
 from anychip import dtypes
 from anychip.errors import DTypeError, IndexOutOfRange, ShapeError, describe
+from anychip.frontend import views
 from anychip.frontend.reduce import ValuesIndices
 from anychip.frontend.subscript import (
     as_index,
@@ -174,7 +175,7 @@ class IndexingMixin:
                 f"{d} ({describe(self, idx, src)})"
             )
         if idx.numel() == 0:  # nothing added: a copy all the same (a new node)
-            return self._prim(Ops.RESHAPE, arg=self.shape)
+            return views.fresh(self)
         _in_range(idx, self.shape[d], d, "scatter_add", self, idx, src)
         part = src._shrink([(0, i) for i in idx.shape])
         window = tuple(

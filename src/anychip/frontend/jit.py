@@ -164,7 +164,7 @@ class _Capture:
         for i, b, m in zip(self.updated, bufs[k:], self.metas[k:]):
             t = slots[i]
             t.node = Node(Ops.BUFFER, m.dtype, m.shape, m.device, (), b)
-            t._version += 1
+            t._vc.bump()
             views.refresh(t)  # views of t see its new value
         outs = [_wrap(b, m) for b, m in zip(bufs[:k], self.metas[:k])]
         return _rebuild(self.template, outs)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from anychip import dtypes
 from anychip.errors import DTypeError, ShapeError, describe
-from anychip.ir.ops import Ops
+from anychip.frontend import views
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -162,7 +162,7 @@ def einsum(equation: str, *operands: Any) -> Tensor:
     if order:
         return acc.permute(order)
     # '->' of a 0-d operand: a new node all the same, so autograd sees an op
-    return acc._prim(Ops.RESHAPE, arg=()) if any(acc is t for t in ts) else acc
+    return views.fresh(acc) if any(acc is t for t in ts) else acc
 
 
 def _parse_term(equation: str, term: str) -> tuple[Labels, Labels | None]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from anychip import dtypes
 from anychip.errors import DTypeError, ShapeError, describe
+from anychip.frontend import views
 from anychip.ir.ops import Ops
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class ReduceMixin:
                 f"{describe(self)}; the reduction has no identity"
             )
         # nothing to reduce (a 0-d input): still a new node, so autograd sees an op
-        out = self._reduce(op, axes) if axes else self._prim(Ops.RESHAPE, arg=self.shape)
+        out = self._reduce(op, axes) if axes else views.fresh(self)
         return (
             out
             if keepdim
@@ -218,7 +219,7 @@ class ReduceMixin:
     def cumsum(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
         x = self._acc_dtype(dtype)
         d = x._axis(dim, "cumsum")
-        return x._cumsum(d) if x.ndim else x._prim(Ops.RESHAPE, arg=())
+        return x._cumsum(d) if x.ndim else views.fresh(x)
 
     def norm(self: Tensor, p: float = 2, dim: Dim = None, keepdim: bool = False) -> Tensor:
         self._dims(dim, "norm")

@@ -276,11 +276,6 @@ class Tensor(
         """How many times this tensor (or its base, or a view of it) changed in place."""
         return self._vc.n
 
-    @_version.setter
-    def _version(self, n: builtins.int) -> None:
-        self._vc.n = n
-        self._vc.seq = next(_SEQ)
-
     def size(self, dim: int | None = None) -> Any:
         from anychip.frontend.habits import Size
 
@@ -435,6 +430,11 @@ class Tensor(
         """A view of self outside autograd: in-place changes to it change self too (as in
         PyTorch) without being recorded."""
         return views.make_view(self, Tensor._from_node(self.node), detached=True)
+
+    def _detached(self) -> Tensor:
+        """self's current value outside autograd, for code that only reads it (an
+        optimizer's update): no view to keep in step when self later changes in place."""
+        return Tensor._from_node(self.node)
 
     def zeros_like(self) -> Tensor:
         return Tensor._const(0, self.dtype, self.shape, self.device)

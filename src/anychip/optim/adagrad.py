@@ -58,7 +58,7 @@ class Adagrad(Optimizer):
                     group["initial_accumulator_value"], p.dtype, p.shape, p.device
                 )
             step = state["step"] = state["step"] + 1
-            param = p.detach()
+            param = p._detached()
             if group["weight_decay"] != 0:
                 g = g + param * group["weight_decay"]
             decay = group["lr_decay"]  # the decayed rate varies per step: from the step tensor

@@ -64,7 +64,7 @@ class Adam(Optimizer):
                 if group["amsgrad"]:
                     state["max_exp_avg_sq"] = p.zeros_like()
             step = state["step"] = state["step"] + 1
-            param = p.detach()
+            param = p._detached()
             if wd != 0:
                 if group["decoupled_weight_decay"]:
                     param = param * (1 - lr * wd)

@@ -64,7 +64,7 @@ class RMSprop(Optimizer):
                 if group["centered"]:
                     state["grad_avg"] = p.zeros_like()
             state["step"] = state["step"] + 1
-            param = p.detach()
+            param = p._detached()
             if group["weight_decay"] != 0:
                 g = g + param * group["weight_decay"]
             v = state["square_avg"] = state["square_avg"] * alpha + g * (1 - alpha) * g

@@ -57,7 +57,7 @@ class SGD(Optimizer):
                 continue
             g = -p.grad if group["maximize"] else p.grad
             if wd != 0:
-                g = g + p.detach() * wd
+                g = g + p._detached() * wd
             if mom != 0:
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
@@ -66,4 +66,4 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = buf
                 g = g + buf * mom if nesterov else buf
             # p + g * (-lr), as torch's p.add_(g, alpha=-lr): one multiply, one add
-            p._assign(p.detach() + g * -lr, "sgd_step")
+            p._assign(p._detached() + g * -lr, "sgd_step")

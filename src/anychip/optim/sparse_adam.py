@@ -61,4 +61,4 @@ class SparseAdam(Optimizer):
             state["exp_avg_sq"] = v.where(touched, v_old)
             step_size = (lr * (1 - beta2**step).sqrt() / (1 - beta1**step)).to(p.dtype)
             delta = m / (v.sqrt() + eps) * -step_size
-            p._assign(p.detach() + delta.where(touched, 0.0), "sparse_adam_step")
+            p._assign(p._detached() + delta.where(touched, 0.0), "sparse_adam_step")
