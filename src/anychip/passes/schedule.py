@@ -264,7 +264,8 @@ def _cap_size(
     """Store (add to `mat`) inlined values until no kernel's expression is deeper than
     MAX_DEPTH or larger than MAX_TREE nodes counted as a tree (a value used twice counts
     twice, as every tree walk of a later pass sees it), bar chains of uncuttable nodes."""
-    cap = _Cap(mat, _contraction_parts(order, mat, contractions), buffer_of)
+    # the contraction patterns are found only if some expression needs a cut (rarely)
+    cap = _Cap(mat, lambda: _contraction_parts(order, mat, contractions), buffer_of)
     for n in order:
         cap.fit(n)
 
@@ -272,8 +273,12 @@ def _cap_size(
 class _Cap:
     """Expression sizes and depths as the scheduler goes, sources first."""
 
-    def __init__(self, mat: dict[int, Node], keep: set[int], buffer_of: BufferOf) -> None:
-        self.mat, self.keep, self.buffer_of = mat, keep, buffer_of
+    def __init__(
+        self, mat: dict[int, Node], keep: Callable[[], set[int]], buffer_of: BufferOf
+    ) -> None:
+        self.mat, self.buffer_of = mat, buffer_of
+        self._keep_fn = keep
+        self._keep: set[int] | None = None  # nodes never cut, found when first needed
         self.size: dict[int, int] = {}  # a node's expression size (as a tree) when inlined
         self.depth: dict[int, int] = {}
 
@@ -315,7 +320,10 @@ class _Cap:
     def choose(self, n: Node, region: list[Node]) -> Node | None:
         """The value whose storing shrinks n's expression most: if too deep, the deepest
         source; if too large, the value counted most (paths to it times its own size)."""
-        ok = [x for x in region[:-1] if id(x) not in self.keep and x.op in _CUTTABLE]
+        if self._keep is None:
+            self._keep = self._keep_fn()
+        keep = self._keep
+        ok = [x for x in region[:-1] if id(x) not in keep and x.op in _CUTTABLE]
         if not ok:
             return None
         if self.depth[id(n)] > MAX_DEPTH:
