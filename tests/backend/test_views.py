@@ -198,3 +198,21 @@ def test_views_see_a_jitted_update(device: str) -> None:
     for _ in range(3):  # the first call captures, the others replay
         step(p)
     assert p.tolist() == [[3.0] * 3] * 2 and row.tolist() == [3.0] * 3
+
+
+def test_stride_and_is_contiguous_follow_views_as_torch(device: str) -> None:
+    import torch
+
+    cases = [
+        lambda x: x,
+        lambda x: x.t(),
+        lambda x: x[:, 1:3],
+        lambda x: x[::2],
+        lambda x: x.unsqueeze(0).expand(2, 4, 6),
+        lambda x: x.permute(1, 0)[1],
+    ]
+    for f in cases:
+        a = f(ac.zeros(4, 6, device=device))
+        t = f(torch.zeros(4, 6))
+        assert a.stride() == t.stride()
+        assert a.is_contiguous() == t.is_contiguous()

@@ -66,8 +66,11 @@ class HabitsMixin:
         return self.dtype.is_floating_point
 
     def is_contiguous(self: Tensor, memory_format: Any = None) -> bool:
-        """Always True: a lazy tensor's value is laid out row-major when it is computed."""
-        return True
+        """Whether self's elements sit row-major in its storage, as in PyTorch: False for a
+        transposed, strided or expanded view (`contiguous()` then copies)."""
+        from anychip.frontend import views
+
+        return views.is_contiguous(self)
 
     def stride(self: Tensor, dim: int | None = None) -> Any:
         """Row-major strides in elements, as a contiguous PyTorch tensor has.
@@ -76,9 +79,9 @@ class HabitsMixin:
         >>> ac.zeros(2, 3, 4).stride()
         (12, 4, 1)
         """
-        from anychip.frontend.views import contiguous_strides
+        from anychip.frontend.views import strides_of
 
-        strides = contiguous_strides(self.shape)
+        strides = strides_of(self)  # a view's own strides, as PyTorch reports them
         return strides if dim is None else strides[self._axis(dim, "stride")]
 
     def nelement(self: Tensor) -> int:
