@@ -53,12 +53,13 @@ from anychip.ir.kernel import (
     Var,
     alu,
     const,
+    stmt_exprs,
     walk_exprs,
     walk_stmts,
 )
 from anychip.ir.ops import Ops
 from anychip.passes.interchange import Rewriter, coefficient
-from anychip.passes.reuse import substitute
+from anychip.passes.reuse import substitute_stmt
 from anychip.passes.rowsplit import CHUNK_BYTES, MIN_LANES
 from anychip.passes.simplify import linear, simplify
 
@@ -222,11 +223,11 @@ class _Blocker(Rewriter):
         at = alu(Ops.ADD, start, Var(vi, INDEX))
         body: list[Stmt] = []
         for x in lp.body:
-            x = _subst(x, lp.var, at)
+            x = substitute_stmt(x, lp.var, at)
             if isinstance(x, Update):
                 body += [Update(part, x.value), Let(run, alu(Ops.ADD, Var(base, d), Var(part, d)))]
             elif body and any(isinstance(y, Let) and y.var == run for y in body):
-                body.append(_subst(x, t.acc, Var(run, d)))
+                body.append(substitute_stmt(x, t.acc, Var(run, d)))
             else:
                 body.append(x)
         head: list[Stmt] = [Let(base, alu(Ops.ADD, Var(t.acc, d), Var(comp, d)))]
@@ -357,7 +358,7 @@ class _Blocker(Rewriter):
                     Local(int(parts[i])),
                     replace(t.lane, body=(Store(int(parts[i]), lv, Const(0.0, t.dtype)),)),
                 ]
-        body = tuple(_redirect(_subst(x, lp.var, at), targets, parts) for x in lp.body)
+        body = tuple(_redirect(substitute_stmt(x, lp.var, at), targets, parts) for x in lp.body)
         out.append(Loop(vi, n, body, lp.kind))
         for i, t in enumerate(targets):
             out.extend(self.fold(t, parts[i], comps[i]))
@@ -402,8 +403,7 @@ def _row_block(lp: Loop, targets: list[_Target]) -> int:
     for x in lp.body:
         if not (isinstance(x, Update) or (isinstance(x, Store) and x.combine is None)):
             return SCALAR_BLOCK  # rowsplit folds updates and plain stores only
-        exprs = [x.value] if isinstance(x, Update) else _store_exprs(x)
-        for e in exprs:
+        for e in stmt_exprs(x):
             for y in walk_exprs(e):
                 if isinstance(y, Load):
                     c = coefficient(y.index, lp.var)
@@ -414,11 +414,6 @@ def _row_block(lp: Loop, targets: list[_Target]) -> int:
         return SCALAR_BLOCK
     lanes = max(CHUNK_BYTES // max(t.dtype.itemsize for t in targets), MIN_LANES)
     return max(SCALAR_BLOCK, BLOCK * lanes)
-
-
-def _store_exprs(x: Stmt) -> list[Expr]:
-    assert isinstance(x, Store)
-    return [x.index, x.value] + ([x.valid] if x.valid is not None else [])
 
 
 def _path(root: Loop) -> list[Loop]:
@@ -447,12 +442,7 @@ def _reads(root: Loop) -> set[object]:
     """Accumulator names and buffers read anywhere in `root`."""
     out: set[object] = set()
     for s in walk_stmts((root,)):
-        exprs: list[Expr] = []
-        if isinstance(s, Let | Update):
-            exprs = [s.value]
-        elif isinstance(s, Store):
-            exprs = [s.index, s.value] + ([s.valid] if s.valid is not None else [])
-        for e in exprs:
+        for e in stmt_exprs(s):
             for x in walk_exprs(e):
                 if isinstance(x, Var):
                     out.add(x.name)
@@ -483,20 +473,6 @@ def _replace_loop(root: Loop, old: Loop, new: list[Stmt]) -> Loop | list[Stmt]:
         else:
             body.append(x)
     return replace(root, body=tuple(body))
-
-
-def _subst(s: Stmt, name: str, to: Expr) -> Stmt:
-    """Statement `s` with loop variable `name` replaced by `to`."""
-    if isinstance(s, Loop):
-        return replace(s, body=tuple(_subst(x, name, to) for x in s.body))
-    if isinstance(s, Let | Update):
-        return replace(s, value=substitute(s.value, name, to))
-    if isinstance(s, Store):
-        valid = None if s.valid is None else substitute(s.valid, name, to)
-        return replace(
-            s, index=substitute(s.index, name, to), value=substitute(s.value, name, to), valid=valid
-        )
-    return s
 
 
 def _redirect(s: Stmt, targets: list[_Target], parts: dict[int, str | int]) -> Stmt:

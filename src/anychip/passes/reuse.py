@@ -15,6 +15,7 @@ from anychip.ir.kernel import (
     Alu,
     Expr,
     KernelIR,
+    Let,
     Load,
     Loop,
     LoopKind,
@@ -135,6 +136,20 @@ def substitute(e: Expr, name: str, to: Expr) -> Expr:
         valid = None if e.valid is None else substitute(e.valid, name, to)
         return replace(e, index=substitute(e.index, name, to), valid=valid)
     return e
+
+
+def substitute_stmt(s: Stmt, name: str, to: Expr) -> Stmt:
+    """Statement `s` (nested loops too) with loop variable `name` replaced by `to`."""
+    if isinstance(s, Loop):
+        return replace(s, body=tuple(substitute_stmt(x, name, to) for x in s.body))
+    if isinstance(s, Let | Update):
+        return replace(s, value=substitute(s.value, name, to))
+    if isinstance(s, Store):
+        valid = None if s.valid is None else substitute(s.valid, name, to)
+        return replace(
+            s, index=substitute(s.index, name, to), value=substitute(s.value, name, to), valid=valid
+        )
+    return s
 
 
 def _replace_expr(e: Expr, old: Expr, new: Expr) -> Expr:

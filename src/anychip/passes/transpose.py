@@ -13,7 +13,6 @@ from dataclasses import replace
 
 from anychip.ir.kernel import (
     INDEX,
-    Expr,
     KernelIR,
     Load,
     Loop,
@@ -27,7 +26,7 @@ from anychip.ir.kernel import (
 )
 from anychip.ir.ops import Ops
 from anychip.passes.interchange import coefficient
-from anychip.passes.reuse import substitute
+from anychip.passes.reuse import substitute_stmt
 from anychip.passes.simplify import simplify
 
 TILES = (16, 8)  # tile sides tried, largest first: 16 float32 = one AVX-512 vector
@@ -110,7 +109,7 @@ def _tile(s: Stmt) -> Stmt:
     body = inner.body
     for var, tile in ((a, ta), (b, tb)):
         at = alu(Ops.ADD, alu(Ops.MUL, tile, const(side)), Var(var, INDEX))
-        body = tuple(_subst_stmt(x, var, at) for x in body)
+        body = tuple(substitute_stmt(x, var, at) for x in body)
     square = Loop(a, side, (Loop(b, side, body, LoopKind.VECTOR),), LoopKind.SERIAL)
     tiles_b = Loop(tb.name, inner.extent // side, (square,), LoopKind.PARALLEL)
     return Loop(ta.name, s.extent // side, (tiles_b,), LoopKind.PARALLEL)
@@ -133,11 +132,3 @@ def _side(outer: Loop, inner: Loop) -> int | None:
     if not transposed:
         return None
     return next((t for t in TILES if outer.extent % t == 0 and inner.extent % t == 0), None)
-
-
-def _subst_stmt(s: Stmt, name: str, to: Expr) -> Stmt:
-    assert isinstance(s, Store)
-    valid = None if s.valid is None else substitute(s.valid, name, to)
-    return replace(
-        s, index=substitute(s.index, name, to), value=substitute(s.value, name, to), valid=valid
-    )
