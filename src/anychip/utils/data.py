@@ -298,12 +298,7 @@ class DataLoader(Generic[T]):
         if self.batch_sampler is not None:
             yield from (list(b) for b in self.batch_sampler)
             return
-        order = self._indices()
-        size = self.batch_size or 1
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            if len(chunk) == size or not self.drop_last:
-                yield chunk
+        yield from BatchSampler(self._indices(), self.batch_size or 1, self.drop_last)
 
     def __iter__(self) -> Iterator[Any]:
         if isinstance(self.dataset, IterableDataset):
@@ -339,7 +334,7 @@ class DataLoader(Generic[T]):
         n = len(self.sampler) if self.sampler is not None else len(self.dataset)  # type: ignore[arg-type]
         if self.batch_size is None:
             return n
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(BatchSampler(range(n), self.batch_size, self.drop_last))
 
 
 __all__ = [
