@@ -148,11 +148,7 @@ class Simulator:
         `queue_depth`) while the others run on, as on the chip.
         """
         ncores = len(program.cores)
-        if ncores > self.config.cores:
-            raise IllegalInstruction(
-                f"npu: program has {ncores} cores but design {self.config.name!r} "
-                f"has {self.config.cores}"
-            )
+        check_cores(program, self.config)
         budget = self.config.max_instructions if max_steps is None else max_steps
         for core, code in enumerate(program.cores):
             check_budget(code, core, ncores, budget)
@@ -207,16 +203,9 @@ class Simulator:
             self._races.instruction(core, unit, reads, writes, who)
 
     def _need(self, dt: DT, unit: str, who: Who) -> None:
-        if (dt, unit) in self._supported:
-            return
-        allowed = self.config.matrix_dtypes if unit == "matrix" else self.config.vector_dtypes
-        if dt.name.lower() in allowed:
+        if (dt, unit) not in self._supported:
+            need_dtype(self.config, dt, unit, who)
             self._supported.add((dt, unit))
-        else:
-            raise UnsupportedDType(
-                f"npu: the {unit} unit of design {self.config.name!r} does not support "
-                f"{dt.name.lower()} (it supports {', '.join(allowed)}) at {describe(who)}"
-            )
 
     # ---- data movement -----------------------------------------------------------------
     def _dma(self, core: int, who: Who, i: Dma) -> None:
@@ -363,11 +352,7 @@ class Simulator:
         return vals, out
 
     def _int_check(self, i: VBin | VScalar | VUn, who: Who) -> None:
-        ok = nx.INT_BINOPS if isinstance(i, (VBin, VScalar)) else nx.INT_UNOPS
-        if i.dtype == DT.I32 and i.op not in ok:
-            raise IllegalInstruction(
-                f"npu: {i.op.name.lower()} is not defined on i32 at {describe(who)}"
-            )
+        int_check(i, who)
 
     def _vbin(self, core: int, who: Who, i: VBin) -> None:
         self._need(i.dtype, "vector", who)
@@ -413,6 +398,34 @@ class Simulator:
         self._need(i.dtype, "vector", who)
         _, out = self._vec(core, who, i.dtype, [], (i.dst, i.dst_strides), i.shape)
         out.write(nx.immediate(i.imm, i.dtype), who)
+
+
+def check_cores(program: Program, config: NpuConfig, model: str = "npu") -> None:
+    """IllegalInstruction when the program has more cores than the design."""
+    if len(program.cores) > config.cores:
+        raise IllegalInstruction(
+            f"{model}: program has {len(program.cores)} cores but design {config.name!r} "
+            f"has {config.cores}"
+        )
+
+
+def need_dtype(config: NpuConfig, dt: DT, unit: str, who: Who) -> None:
+    """UnsupportedDType unless the design's `unit` ("matrix" or "vector") computes `dt`."""
+    allowed = config.matrix_dtypes if unit == "matrix" else config.vector_dtypes
+    if dt.name.lower() not in allowed:
+        raise UnsupportedDType(
+            f"npu: the {unit} unit of design {config.name!r} does not support "
+            f"{dt.name.lower()} (it supports {', '.join(allowed)}) at {describe(who)}"
+        )
+
+
+def int_check(i: VBin | VScalar | VUn, who: Who) -> None:
+    """IllegalInstruction for an op that i32 does not define."""
+    ok = nx.INT_BINOPS if isinstance(i, (VBin, VScalar)) else nx.INT_UNOPS
+    if i.dtype == DT.I32 and i.op not in ok:
+        raise IllegalInstruction(
+            f"npu: {i.op.name.lower()} is not defined on i32 at {describe(who)}"
+        )
 
 
 def _partial_overlap(src: Access, dst: Access, who: Who) -> None:

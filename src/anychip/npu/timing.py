@@ -35,7 +35,8 @@ from anychip.npu.isa import Barrier, Dma, Finish, Gather, Instr, Mma, SetFlag, U
 from anychip.npu.ports import Ports, Reservation
 from anychip.npu.program import Program
 from anychip.npu.report import Event, TimingReport, UnitStats
-from anychip.npu.validate import check_cores, validate
+from anychip.npu.simulator import check_cores
+from anychip.npu.validate import validate
 
 __all__ = ["Event", "TimingReport", "UnitStats", "simulate_timing"]
 

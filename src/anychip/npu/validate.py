@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from anychip.npu import numerics as nx
-from anychip.npu.asm import describe
 from anychip.npu.config import NpuConfig
-from anychip.npu.errors import IllegalInstruction, UnsupportedDType
 from anychip.npu.isa import (
     DT,
     Dma,
@@ -34,18 +31,9 @@ from anychip.npu.isa import (
 from anychip.npu.memory import Access, Memory
 from anychip.npu.program import Program, expand
 from anychip.npu.races import RaceDetector
-from anychip.npu.simulator import _partial_overlap
+from anychip.npu.simulator import _partial_overlap, check_cores, int_check, need_dtype
 
 Stream = list[tuple[int, Instr]]
-
-
-def check_cores(program: Program, config: NpuConfig, model: str = "npu") -> None:
-    """IllegalInstruction when the program has more cores than the design."""
-    if len(program.cores) > config.cores:
-        raise IllegalInstruction(
-            f"{model}: program has {len(program.cores)} cores but design {config.name!r} "
-            f"has {config.cores}"
-        )
 
 
 def validate(
@@ -146,12 +134,7 @@ class _Walker:
             acc.all_written = True
 
     def _need(self, dt: DT, unit: str, who: Any) -> None:
-        allowed = self.cfg.matrix_dtypes if unit == "matrix" else self.cfg.vector_dtypes
-        if dt.name.lower() not in allowed:
-            raise UnsupportedDType(
-                f"npu: the {unit} unit of design {self.cfg.name!r} does not support "
-                f"{dt.name.lower()} (it supports {', '.join(allowed)}) at {describe(who)}"
-            )
+        need_dtype(self.cfg, dt, unit, who)
 
     def _touch(self, core: int, unit: Unit, who: Any, reads: list[Access],
                writes: list[Access]) -> None:  # fmt: skip
@@ -205,12 +188,8 @@ class _Walker:
         else:
             self._need(i.dtype, "vector", who)
             src_dt = dst_dt = i.dtype
-        if isinstance(i, (VBin, VScalar, VUn)) and i.dtype == DT.I32:
-            ok = nx.INT_BINOPS if isinstance(i, (VBin, VScalar)) else nx.INT_UNOPS
-            if i.op not in ok:
-                raise IllegalInstruction(
-                    f"npu: {i.op.name.lower()} is not defined on i32 at {describe(who)}"
-                )
+        if isinstance(i, (VBin, VScalar, VUn)):
+            int_check(i, who)
         self.races.tick(core, Unit.VECTOR)
         shape = i.shape
         srcs = [(getattr(i, n), getattr(i, n + "_strides")) for n in ("a", "b") if hasattr(i, n)]
