@@ -53,6 +53,16 @@ def _window_last(x: Tensor, k: int, s: int, d: int) -> Tensor:
     return x.permute((*range(n), n + 1, n))
 
 
+def im2col(
+    x: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> Tensor:
+    """(N, C, *spatial) -> (N, C, *kernel, *out): every window's elements, kernel axes
+    before the output positions, the layout convolution's matrix and F.unfold take."""
+    nd = len(kernel)
+    win = sliding_windows(x, kernel, stride, dilation)  # (N, C, *out, *k)
+    return win.permute((0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd)))
+
+
 def sliding_windows(
     x: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
 ) -> Tensor:
@@ -145,10 +155,8 @@ def conv_nd(
     if trivial:  # 1x1: the input is already the (N, C, L) matrix, read strided
         cols = xp.reshape(n, groups, cg, ll)
     else:
-        win = sliding_windows(xp, kernel, st, dil)  # (N, C, *out, *k)
-        perm = (0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))
         # (N, G, Cg*K, L) im2col, stored once (`* 1.0` gives the GEMM a plain operand)
-        cols = win.permute(perm).reshape(n, groups, cg * kk, ll) * 1.0
+        cols = im2col(xp, kernel, st, dil).reshape(n, groups, cg * kk, ll) * 1.0
     # the weight broadcast over the batch explicitly, so its gradient is a batched GEMM
     # per sample summed after (the GEMM needs one stride per reduced axis)
     wm = weight.reshape(1, groups, o_ch // groups, cg * kk).expand(n, groups, o_ch // groups, -1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from anychip.frontend.conv import ntuple, sliding_windows
+from anychip.frontend.conv import im2col, ntuple
 from anychip.frontend.tensor import Tensor
 from anychip.nn.module import Module
 
@@ -64,11 +64,9 @@ def unfold(
     d = ntuple(dilation, nd, "dilation", "unfold")
     p = ntuple(padding, nd, "padding", "unfold")
     s = ntuple(stride, nd, "stride", "unfold")
-    x = input.pad([v for q in reversed(p) for v in (q, q)])
-    win = sliding_windows(x, k, s, d)  # (N, C, *out, *k)
+    x = input._pad_zero([(0, 0), (0, 0), *((q, q) for q in p)])
     n, c = input.shape[:2]
-    perm = (0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))
-    return win.permute(perm).reshape(n, c * math.prod(k), -1)
+    return im2col(x, k, s, d).reshape(n, c * math.prod(k), -1)
 
 
 class _Act(Module):
