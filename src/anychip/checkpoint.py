@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, TensorSpec, deserialize, serialize
+from safetensors import SafetensorError, deserialize, serialize
 
 from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError
 from anychip.frontend.tensor import Tensor
-from anychip.serialization import _CODES, PathLike, _storage
+from anychip.serialization import _CODES, PathLike, _specs
 
 STRUCTURE_KEY = "anychip.structure"  # the safetensors metadata entry holding the JSON tree
 _FORMAT = 1
@@ -106,14 +106,7 @@ def save(obj: Any, f: PathLike | io.IOBase, metadata: dict[str, str] | None = No
     """
     writer = _Writer()
     tree = writer.encode(obj, "")
-    specs: dict[str, Any] = {}
-    keep_alive = []  # serialize reads raw pointers: hold the arrays until it returns
-    for name, t in writer.tensors.items():
-        arr = _storage(t)
-        keep_alive.append(arr)
-        specs[name] = TensorSpec(
-            dtype=t.dtype.name, shape=list(t.shape), data_ptr=arr.ctypes.data, data_len=arr.nbytes
-        )
+    specs, keep_alive = _specs(writer.tensors, "save")
     meta = dict(metadata or {})
     meta[STRUCTURE_KEY] = json.dumps({"format": _FORMAT, "tree": tree})
     data = serialize(specs, metadata=meta)

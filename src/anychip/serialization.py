@@ -64,11 +64,19 @@ def save_file(
     >>> ac.load_file(path)["w"].dtype
     anychip.bfloat16
     """
+    specs, keep_alive = _specs(tensors, "save_file")
+    serialize_file(specs, os.fspath(filename), metadata=metadata)
+    del keep_alive
+
+
+def _specs(tensors: Mapping[str, Tensor], op: str) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """safetensors' TensorSpec of each tensor, and the host arrays they point into (the
+    serializer reads raw pointers: hold the arrays until it returns)."""
     specs: dict[str, Any] = {}
-    keep_alive = []  # serialize_file reads raw pointers: hold the arrays until it returns
+    keep_alive = []
     for name, t in tensors.items():
         if not isinstance(t, Tensor):
-            raise DTypeError(f"save_file: value for {name!r} is a {type(t).__name__}, not a Tensor")
+            raise DTypeError(f"{op}: value for {name!r} is a {type(t).__name__}, not a Tensor")
         arr = _storage(t)
         keep_alive.append(arr)
         specs[name] = TensorSpec(
@@ -77,8 +85,7 @@ def save_file(
             data_ptr=arr.ctypes.data,
             data_len=arr.nbytes,
         )
-    serialize_file(specs, os.fspath(filename), metadata=metadata)
-    del keep_alive
+    return specs, keep_alive
 
 
 def load_file(filename: PathLike, device: Any = None) -> dict[str, Tensor]:
