@@ -68,7 +68,13 @@ from anychip.frontend.random import (
     randn_like,
     randperm,
 )
-from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
+from anychip.frontend.tensor import (
+    Tensor,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
 from anychip.runtime.device import devices, set_default_device
 from anychip.runtime.dispatch import JitError
 from anychip.serialization import load_file, save_file
@@ -107,6 +113,7 @@ __all__ = [
     "empty",
     "empty_like",
     "enable_grad",
+    "set_grad_enabled",
     "eye",
     "float",
     "float16",

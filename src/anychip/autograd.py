@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from anychip.frontend.autograd import grad
+from anychip.frontend.function import Function, FunctionCtx
+from anychip.frontend.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from anychip.frontend.hooks import RemovableHandle
-from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
+from anychip.frontend.tensor import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from anychip.frontend.torch_api import inference_mode
 
 
 def backward(
@@ -32,4 +35,18 @@ def backward(
         t.backward(g, retain_graph=keep, create_graph=create_graph)
 
 
-__all__ = ["RemovableHandle", "backward", "enable_grad", "grad", "is_grad_enabled", "no_grad"]
+__all__ = [
+    "Function",
+    "FunctionCtx",
+    "GradcheckError",
+    "RemovableHandle",
+    "backward",
+    "enable_grad",
+    "grad",
+    "gradcheck",
+    "gradgradcheck",
+    "inference_mode",
+    "is_grad_enabled",
+    "no_grad",
+    "set_grad_enabled",
+]

@@ -76,6 +76,10 @@ class Ctx:
         self.seq = next(SEQ)
         self.freed = False  # a backward without retain_graph released what it saved
 
+    def rule(self) -> Any:
+        """The derivative rule: `vjp(g, out, srcs, arg) -> cotangents of srcs`."""
+        return RULES[self.op].vjp
+
 
 _KEPT = Version()  # never bumped: reads of a kept value that no in-place change can touch
 
@@ -159,7 +163,7 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
             "freed); pass retain_graph=True to the first backward"
         )
 
-    vjp = RULES[ctx.op].vjp
+    vjp = ctx.rule()
     assert vjp is not None
     stale: dict[int, str] = {}
 

@@ -85,6 +85,34 @@ class enable_grad(no_grad):
         _state.grad = True
 
 
+class set_grad_enabled(no_grad):
+    """`torch.set_grad_enabled(mode)`: sets recording on or off at once (a plain call), and
+    as a context manager or decorator restores the previous mode on exit.
+
+    >>> import anychip as ac
+    >>> with ac.set_grad_enabled(False):
+    ...     ac.is_grad_enabled()
+    False
+    """
+
+    def __init__(self, mode: bool) -> None:
+        self._prev = is_grad_enabled()
+        self.mode = bool(mode)
+        self._fresh = True  # the first `with` restores the mode from before construction
+        _state.grad = self.mode
+
+    def __enter__(self) -> None:
+        if not self._fresh:
+            self._prev = is_grad_enabled()
+        self._fresh = False
+        _state.grad = self.mode
+
+    def __call__(self, fn: Any) -> Any:  # as a decorator: the mode applies inside fn only
+        _state.grad = self._prev
+        self._fresh = False
+        return super().__call__(fn)
+
+
 def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
     """Python data -> (numpy array in the dtype's compute form, dtype)."""
     if isinstance(data, (np.ndarray, np.generic)):  # numpy arrays and scalars keep their dtype
