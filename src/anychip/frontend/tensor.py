@@ -28,6 +28,7 @@ from anychip.errors import (
 )
 from anychip.frontend import views
 from anychip.frontend.autograd import SEQ, Ctx, Version
+from anychip.frontend.copying import CopyMixin
 from anychip.frontend.elementwise import ElementwiseMixin
 from anychip.frontend.extra_math import ExtraMathMixin
 from anychip.frontend.extra_ops import ExtraOpsMixin
@@ -164,6 +165,7 @@ class Tensor(
     ExtraMathMixin,  # issue 10: more math and activations
     ExtraOpsMixin,  # issue 10: scans, scatter, triangles, unfold, ...
     HabitsMixin,  # issue 10: PyTorch habits (new_*, in-place methods, strides, ...)
+    CopyMixin,  # copy.deepcopy and pickle
 ):
     """An n-dimensional array on a device.
 

@@ -169,3 +169,12 @@ __all__ += [
     "Softmin",
     "Softsign",
 ]
+
+from anychip.nn.transformer import (  # noqa: E402
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+)
+
+__all__ += ["Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder"]
