@@ -128,6 +128,16 @@ def test_adaptive_pools_match_torch(device: str, name: str, shape: tuple, size: 
         ((2, 3, 4, 5), {"scale_factor": 1.5, "mode": "bilinear"}),
         ((2, 3, 6), {"size": 4, "mode": "linear", "align_corners": False}),
         ((1, 2, 3, 4, 3), {"scale_factor": 2, "mode": "trilinear"}),
+        ((2, 3, 5, 7), {"size": (9, 4), "mode": "bicubic"}),
+        ((2, 3, 5, 7), {"scale_factor": 1.7, "mode": "bicubic", "align_corners": True}),
+        ((2, 3, 5, 7), {"scale_factor": (0.6, 2.3), "mode": "bicubic"}),
+        ((2, 3, 10), {"size": 4, "mode": "area"}),
+        ((2, 3, 5, 7), {"scale_factor": (0.6, 2.3), "mode": "area"}),
+        ((2, 3, 7), {"scale_factor": 2.3, "mode": "nearest-exact"}),
+        ((2, 3, 5, 7), {"size": (3, 11), "mode": "nearest-exact"}),
+        # an axis that keeps its size under a scale: torch's kernels differ by rank and mode
+        ((2, 3, 3, 3), {"scale_factor": 1.1, "mode": "nearest"}),
+        ((2, 3, 3, 3), {"scale_factor": 1.1, "mode": "bilinear"}),
     ],
 )
 def test_interpolate_matches_torch(device: str, shape: tuple, kw: dict) -> None:
@@ -137,6 +147,19 @@ def test_interpolate_matches_torch(device: str, shape: tuple, kw: dict) -> None:
         device,
         torch_fn=lambda x: TF.interpolate(x, **kw),
     )
+
+
+@pytest.mark.parametrize(("shape", "mode"), [((2, 3, 3), "nearest"), ((2, 3, 3, 3), "bicubic")])
+def test_interpolate_keeping_size_under_a_scale_follows_torch_forward(
+    device: str, shape: tuple, mode: str
+) -> None:
+    # torch's forward kernels move these picks while its backward kernels copy the axis;
+    # anychip's gradient is the derivative of the forward it computes, so only the values
+    # are compared with torch here
+    x = rand(*shape)
+    got = F.interpolate(ac.tensor(x, device=device), scale_factor=1.1, mode=mode)
+    want = TF.interpolate(torch.tensor(x), scale_factor=1.1, mode=mode)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
-"""Pooling and resizing: max/avg pooling over sliding windows, adaptive pooling and
-interpolation as products with small constant matrices (one per spatial axis).
+"""Pooling: max/avg pooling over sliding windows, and adaptive pooling as products with
+small constant matrices (one per spatial axis; resize.py resizes the same way).
 
 Windows come from `conv.sliding_windows` (movement ops), so a pool is one reduction
-kernel and its gradient one more; adaptive average pooling and linear/nearest resizing
-are matmuls along each axis, so they reach the GEMM generator too.
+kernel and its gradient one more; adaptive average pooling is a matmul along each axis,
+so it reaches the GEMM generator too.
 """
 
 from __future__ import annotations
@@ -227,86 +227,6 @@ def max_unpool(
     flat_x = x.reshape((*lead, -1))
     base = Tensor._const(0, x.dtype, (*lead, math.prod(outs)), x.device)
     return base.scatter_add(-1, indices.reshape((*lead, -1)), flat_x).reshape((*lead, *outs))
-
-
-def _resize_matrix(
-    i: int, o: int, mode: str, align_corners: bool, scale: float | None
-) -> np.ndarray:
-    """(o, i) weights of linear or nearest resizing along one axis, torch's index rules."""
-    mat = np.zeros((o, i))
-    dst = np.arange(o, dtype=np.float64)
-    if mode == "nearest":
-        ratio = (1.0 / scale) if scale else i / o
-        src = np.minimum(np.floor(dst * np.float32(ratio)), i - 1).astype(int)
-        mat[np.arange(o), src] = 1.0
-        return mat
-    if align_corners:
-        pos = dst * ((i - 1) / (o - 1)) if o > 1 else np.zeros(o)
-    else:
-        ratio = (1.0 / scale) if scale else i / o
-        pos = np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
-    lo = np.minimum(np.floor(pos).astype(int), i - 1)
-    hi = np.minimum(lo + 1, i - 1)
-    w = pos - lo
-    np.add.at(mat, (np.arange(o), lo), 1.0 - w)
-    np.add.at(mat, (np.arange(o), hi), w)
-    return mat
-
-
-LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
-
-
-def interpolate(
-    x: Tensor,
-    size: Any = None,
-    scale_factor: Any = None,
-    mode: str = "nearest",
-    align_corners: bool | None = None,
-    recompute_scale_factor: bool | None = None,
-) -> Tensor:
-    """Resize the spatial axes of (N, C, *spatial) by `size` or `scale_factor`: modes
-    'nearest', 'linear', 'bilinear', 'trilinear' (torch's index rules and align_corners).
-
-    >>> import anychip as ac
-    >>> interpolate(ac.tensor([[[1.0, 2.0]]]), scale_factor=2).tolist()
-    [[[1.0, 1.0, 2.0, 2.0]]]
-    """
-    nd = x.ndim - 2
-    if nd < 1:
-        raise ShapeError(f"interpolate: expected an (N, C, *spatial) input, got {describe(x)}")
-    if mode not in ("nearest", *LINEAR_MODES):
-        raise ArgumentError(
-            "interpolate: mode must be 'nearest', 'linear', 'bilinear' or 'trilinear', "
-            f"got {mode!r}"
-        )
-    if mode in LINEAR_MODES and LINEAR_MODES[mode] != nd:
-        raise ShapeError(
-            f"interpolate: mode {mode!r} needs a {LINEAR_MODES[mode] + 2}-d input, "
-            f"got {describe(x)}"
-        )
-    if mode == "nearest" and align_corners is not None:
-        raise ArgumentError("interpolate: align_corners only applies to the linear modes")
-    if (size is None) == (scale_factor is None):
-        raise ArgumentError("interpolate: give exactly one of size and scale_factor")
-    spatial = x.shape[2:]
-    scales: list[float | None]
-    if size is not None:
-        outs = [int(v) for v in ntuple(size, nd, "size", "interpolate")]
-        scales = [None] * nd
-    else:
-        sf = (
-            [float(scale_factor)] * nd
-            if not isinstance(scale_factor, (tuple, list))
-            else [float(v) for v in scale_factor]
-        )
-        outs = [math.floor(i * f) for i, f in zip(spatial, sf, strict=True)]
-        scales = [None if recompute_scale_factor else f for f in sf]
-    y = x._float()
-    for j, (i, o) in enumerate(zip(spatial, outs, strict=True)):
-        if i == o and mode == "nearest":
-            continue
-        y = _along(y, 2 + j, _resize_matrix(i, o, mode, bool(align_corners), scales[j]))
-    return y
 
 
 # --- the torch.nn.functional names -----------------------------------------------------

@@ -332,13 +332,13 @@ from anychip.frontend.pool import (  # noqa: E402
     avg_pool1d,
     avg_pool2d,
     avg_pool3d,
-    interpolate,
     max_pool1d,
     max_pool2d,
     max_pool3d,
     max_unpool1d,
     max_unpool2d,
 )
+from anychip.frontend.resize import interpolate  # noqa: E402
 
 __all__ += [
     "adaptive_avg_pool1d",

@@ -7,6 +7,7 @@ from typing import Any
 
 from anychip.errors import ArgumentError
 from anychip.frontend import pool as P
+from anychip.frontend import resize as R
 from anychip.frontend.tensor import Tensor
 from anychip.nn.module import Module
 
@@ -202,7 +203,7 @@ class Upsample(Module):
         self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
 
     def forward(self, input: Tensor) -> Tensor:
-        return P.interpolate(
+        return R.interpolate(
             input, self.size, self.scale_factor, self.mode, self.align_corners,
             self.recompute_scale_factor,
         )  # fmt: skip
