@@ -207,3 +207,28 @@ def test_pool_errors() -> None:
         F.interpolate(ac.ones(1, 1, 4), size=3, mode="cubic")
     with pytest.raises(ac.ArgumentError, match=r"exactly one of size and scale_factor"):
         F.interpolate(ac.ones(1, 1, 4))
+
+
+@pytest.mark.parametrize(
+    ("out", "k", "d", "p", "s"),
+    [((5, 6), 2, 1, 0, 1), ((7, 5), (3, 2), (2, 1), (1, 2), (2, 1)), ((4, 4), 3, 1, 1, 1)],
+)
+def test_fold_matches_torch(
+    device: str, out: tuple, k: object, d: object, p: object, s: object
+) -> None:
+    kk = 9 if k == 3 else 4 if k == 2 else 6
+    blocks = TF.unfold(torch.zeros(1, 1, *out), k, d, p, s).shape[-1]
+    check(
+        lambda x: F.fold(x, out, k, d, p, s),
+        [rand(2, 3 * kk, blocks)],
+        device,
+        torch_fn=lambda x: TF.fold(x, out, k, d, p, s),
+    )
+    x = rand(3 * kk, blocks)  # unbatched, through the module
+    got = ac.nn.Fold(out, k, d, p, s)(ac.tensor(x, device=device)).numpy()
+    np.testing.assert_allclose(got, torch.nn.Fold(out, k, d, p, s)(torch.tensor(x)).numpy())
+
+
+def test_fold_rejects_inputs_that_do_not_tile() -> None:
+    with pytest.raises(RuntimeError, match=r"fold: input shapes \(1, 5, 4\).*divisible by 4"):
+        F.fold(ac.ones(1, 5, 4), (3, 3), 2)

@@ -147,6 +147,7 @@ __all__ += ["MultiheadAttention", "TransformerEncoderLayer"]
 from anychip.nn.activation_extra import (  # noqa: E402
     CELU,
     SELU,
+    Fold,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
@@ -155,11 +156,13 @@ from anychip.nn.activation_extra import (  # noqa: E402
     ReLU6,
     Softmin,
     Softsign,
+    Unfold,
 )
 
 __all__ += [
     "CELU",
     "SELU",
+    "Fold",
     "Hardsigmoid",
     "Hardswish",
     "Hardtanh",
@@ -168,6 +171,7 @@ __all__ += [
     "ReLU6",
     "Softmin",
     "Softsign",
+    "Unfold",
 ]
 
 from anychip.nn.transformer import (  # noqa: E402

@@ -1,12 +1,16 @@
 """The remaining PyTorch activations as functions (re-exported by nn.functional) and
 modules: relu6, hardtanh, hardsigmoid, hardswish, softsign, mish, celu, selu,
-softmin; plus F.unfold (im2col), built on the Tensor methods."""
+softmin; plus F.unfold (im2col) and F.fold (col2im) with their modules, built on the
+Tensor methods."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
+
+from anychip.errors import ShapeError, describe
 from anychip.frontend.conv import im2col, ntuple
 from anychip.frontend.tensor import Tensor
 from anychip.nn.module import Module
@@ -67,6 +71,54 @@ def unfold(
     x = input._pad_zero([(0, 0), (0, 0), *((q, q) for q in p)])
     n, c = input.shape[:2]
     return im2col(x, k, s, d).reshape(n, c * math.prod(k), -1)
+
+
+def fold(
+    input: Tensor,
+    output_size: Any,
+    kernel_size: Any,
+    dilation: Any = 1,
+    padding: Any = 0,
+    stride: Any = 1,
+) -> Tensor:
+    """col2im, unfold's adjoint: (N, C*kh*kw, L) -> (N, C, H, W), each column's values added
+    at its block's positions (overlaps sum), as torch.nn.functional.fold. One index_add
+    into the padded plane, then the padding cropped.
+
+    >>> import anychip as ac
+    >>> fold(ac.ones(1, 4, 4), (3, 3), 2).tolist()
+    [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]
+    """
+    batched = input.ndim == 3
+    x = input if batched else input.unsqueeze(0)
+    if x.ndim != 3:
+        raise ShapeError(f"fold: expected a 2-d or 3-d input, got {describe(input)}")
+    out = ntuple(output_size, 2, "output_size", "fold")
+    k, d = ntuple(kernel_size, 2, "kernel_size", "fold"), ntuple(dilation, 2, "dilation", "fold")
+    p, s = ntuple(padding, 2, "padding", "fold"), ntuple(stride, 2, "stride", "fold")
+    size = [o + 2 * q for o, q in zip(out, p)]
+    blocks = [(z - dd * (kk - 1) - 1) // st + 1 for z, dd, kk, st in zip(size, d, k, s)]
+    n, ck, length = x.shape
+    kk = k[0] * k[1]
+    if ck % kk or length != blocks[0] * blocks[1] or min(blocks) < 1:
+        raise ShapeError(
+            f"fold: input {describe(input)} does not fit output_size {tuple(out)} with "
+            f"kernel_size {k}, dilation {d}, padding {p}, stride {s}: expected dim 1 divisible "
+            f"by {kk} and {max(blocks[0], 0) * max(blocks[1], 0)} blocks"
+        )
+    c = ck // kk
+    # the plane position of kernel offset (ki, kj) in block (bi, bj), as (kh*kw*L,) indices
+    ki, kj, bi, bj = np.meshgrid(
+        np.arange(k[0]), np.arange(k[1]), np.arange(blocks[0]), np.arange(blocks[1]),
+        indexing="ij",
+    )  # fmt: skip
+    rows = bi * s[0] + ki * d[0]
+    cols = bj * s[1] + kj * d[1]
+    idx = Tensor((rows * size[1] + cols).reshape(-1), device=x.device)
+    plane = Tensor._const(0, x.dtype, (n, c, size[0] * size[1]), x.device)
+    y = plane.index_add(2, idx, x.reshape(n, c, kk * length)).reshape(n, c, *size)
+    y = y[:, :, p[0] : p[0] + out[0], p[1] : p[1] + out[1]]
+    return y if batched else y.squeeze(0)
 
 
 class _Act(Module):
@@ -141,3 +193,38 @@ class Softmin(_Act):
 
     def forward(self, input: Tensor) -> Tensor:
         return softmin(input, self.dim)
+
+
+class Unfold(Module):
+    """nn.Unfold: F.unfold with fixed arguments."""
+
+    def __init__(
+        self, kernel_size: Any, dilation: Any = 1, padding: Any = 0, stride: Any = 1
+    ) -> None:
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.padding, self.stride = padding, stride
+
+    def forward(self, input: Tensor) -> Tensor:
+        return unfold(input, self.kernel_size, self.dilation, self.padding, self.stride)
+
+
+class Fold(Module):
+    """nn.Fold: F.fold with fixed arguments."""
+
+    def __init__(
+        self,
+        output_size: Any,
+        kernel_size: Any,
+        dilation: Any = 1,
+        padding: Any = 0,
+        stride: Any = 1,
+    ) -> None:
+        super().__init__()
+        self.output_size, self.kernel_size = output_size, kernel_size
+        self.dilation, self.padding, self.stride = dilation, padding, stride
+
+    def forward(self, input: Tensor) -> Tensor:
+        return fold(
+            input, self.output_size, self.kernel_size, self.dilation, self.padding, self.stride
+        )

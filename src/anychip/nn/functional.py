@@ -363,6 +363,7 @@ __all__ += ["scaled_dot_product_attention"]
 
 from anychip.nn.activation_extra import (  # noqa: E402
     celu,
+    fold,
     hardsigmoid,
     hardswish,
     hardtanh,
@@ -376,6 +377,7 @@ from anychip.nn.activation_extra import (  # noqa: E402
 
 __all__ += [
     "celu",
+    "fold",
     "hardsigmoid",
     "hardswish",
     "hardtanh",
