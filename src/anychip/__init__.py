@@ -26,6 +26,8 @@ from anychip.dtypes import (
     promote_types,
     result_type,
     uint8,
+    uint32,
+    uint64,
 )
 from anychip.errors import (
     ArgumentError,
@@ -153,6 +155,8 @@ __all__ = [
     "stack",
     "tensor",
     "uint8",
+    "uint32",
+    "uint64",
     "zeros",
     "zeros_like",
     *_functional.__all__,

@@ -45,6 +45,7 @@ int16 = DType("int16", 2, "i", np.dtype(np.int16))
 int32 = DType("int32", 4, "i", np.dtype(np.int32))
 int64 = DType("int64", 8, "i", np.dtype(np.int64))
 uint32 = DType("uint32", 4, "u", np.dtype(np.uint32))
+uint64 = DType("uint64", 8, "u", np.dtype(np.uint64))
 float16 = DType("float16", 2, "f", np.dtype(np.float16))
 bfloat16 = DType("bfloat16", 2, "f", np.dtype(np.uint16))
 float32 = DType("float32", 4, "f", np.dtype(np.float32))
@@ -58,6 +59,7 @@ ALL: tuple[DType, ...] = (
     int32,
     int64,
     uint32,
+    uint64,
     float16,
     bfloat16,
     float32,
@@ -128,7 +130,12 @@ def promote_types(a: DType, b: DType) -> DType:
             u, s = (a, b) if a.kind == "u" else (b, a)
             if s.itemsize > u.itemsize:
                 return s
-            return {1: int16, 2: int32, 4: int64}.get(u.itemsize, int64)
+            if u.itemsize == 8:  # no signed type holds both (torch refuses too)
+                raise DTypeError(
+                    f"promote_types: promotion of {u.name} with {s.name} is not supported "
+                    "(no signed type holds every value of both); cast one first"
+                )
+            return {1: int16, 2: int32, 4: int64}[u.itemsize]
         return a if a.itemsize > b.itemsize else b
     return a
 

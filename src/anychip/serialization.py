@@ -42,6 +42,7 @@ _CODES = {
     "I8": dtypes.int8,
     "U8": dtypes.uint8,
     "U32": dtypes.uint32,
+    "U64": dtypes.uint64,
     "BOOL": dtypes.bool_,
 }
 

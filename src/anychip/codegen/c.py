@@ -122,6 +122,7 @@ class CRenderer:
         "int32": "int32_t",
         "int64": "int64_t",
         "uint32": "uint32_t",
+        "uint64": "uint64_t",
         "float16": "float",
         "bfloat16": "float",
         "float32": "float",

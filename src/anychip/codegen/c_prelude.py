@@ -9,7 +9,7 @@ scalar calls would not).
 
 from __future__ import annotations
 
-INT_TYPES = ("int8_t", "int16_t", "int32_t", "int64_t", "uint8_t", "uint32_t")
+INT_TYPES = ("int8_t", "int16_t", "int32_t", "int64_t", "uint8_t", "uint32_t", "uint64_t")
 
 HEADER = r"""#include <math.h>
 #include <stdint.h>

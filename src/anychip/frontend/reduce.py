@@ -64,6 +64,8 @@ class ReduceMixin:
     def _acc_dtype(self: Tensor, dtype: Any) -> Tensor:
         if dtype is not None:
             return self.to(dtypes.to_dtype(dtype))
+        if self.dtype is dtypes.uint64:  # no wider integer: sums wrap mod 2^64, as numpy's
+            return self
         return self.to(dtypes.int64) if self.dtype.kind in "biu" else self
 
     def sum(self: Tensor, dim: Dim = None, keepdim: bool = False, dtype: Any = None) -> Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.errors import (
+    ArgumentError,
     AutogradError,
     DeviceError,
     DTypeError,
@@ -139,7 +140,27 @@ def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
             dt = dtypes.default_int
         else:
             dt = dtypes.from_numpy(arr.dtype)
+        if arr.dtype.kind in "iu" and dt.kind in "iu" and arr.size:
+            _check_int_range(arr, dt)
     return arr, dt
+
+
+def _check_int_range(arr: np.ndarray, dt: DType) -> None:
+    """Python ints that dt cannot hold raise (torch's 'without overflow' RuntimeError, or
+    its ValueError for the default int64) instead of wrapping: `tensor([2**64 - 1])` is not
+    -1. As in torch, negative values still wrap into uint8/uint32 (-1 -> 255)."""
+    info = np.iinfo(dt.np)
+    lo, hi = int(arr.min()), int(arr.max())
+    low = info.min if dt.kind == "i" or dt.itemsize == 8 else -(2**63)
+    if lo < low or hi > info.max:
+        bad = hi if hi > info.max else lo
+        hint = (
+            "; pass dtype=anychip.uint64" if dt is dtypes.int64 and 0 <= lo and hi < 2**64 else ""
+        )
+        raise ArgumentError(
+            f"tensor: value {bad} cannot be converted to {dt.name} without overflow "
+            f"(range [{info.min}, {info.max}]){hint}"
+        )
 
 
 def _wrap_int(value: int, dt: DType) -> int:
