@@ -155,7 +155,7 @@ def _check_int_range(arr: np.ndarray, dt: DType) -> None:
     if lo < low or hi > info.max:
         bad = hi if hi > info.max else lo
         hint = (
-            "; pass dtype=anychip.uint64" if dt is dtypes.int64 and 0 <= lo and hi < 2**64 else ""
+            "; pass dtype=anychip.uint64" if dt is dtypes.int64 and lo >= 0 and hi < 2**64 else ""
         )
         raise ArgumentError(
             f"tensor: value {bad} cannot be converted to {dt.name} without overflow "
