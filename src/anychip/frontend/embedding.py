@@ -211,11 +211,15 @@ def _offset_bags(
         width = buf.size // nb if nb else 0
         slots = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (nb, width), dev, (), buf))
         valid = slots >= 0
-        rows = _lookup(weight, valid._select(slots, 0), sparse, pad)  # (B, W, D)
+        # sparse: empty slots read past the table (zeros), out of the gradient's rows
+        empty = weight.shape[0] if sparse else 0
+        rows = _lookup(weight, valid._select(slots, empty), sparse, pad)  # (B, W, D)
         return _dense_bags(rows, valid, None, mode)
     size = size_class(n)  # ids padded to it, each with its bag (nb: in no bag)
     lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (2, size), dev, (), buf))
     ids, bag = lay[0], lay[1]
+    if sparse:  # ids in no bag (padding) read past the table: out of the gradient's rows
+        ids = (bag == nb)._select(weight.shape[0], ids)
     rows = _lookup(weight, ids, sparse, pad)  # (size, D)
     dim = weight.shape[1]
     out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)

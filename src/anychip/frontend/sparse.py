@@ -27,7 +27,8 @@ from anychip.runtime import dispatch
 
 class _Unique:
     """The host step of a lookup or a coalesce: ids (n,) -> (2n,) int64: the sorted unique
-    ids padded to n slots with `rows` (out of range), then each id's slot among them."""
+    ids padded to n slots with `rows` (out of range), then each id's slot among them.
+    Callers mark padding ids with `rows` itself: it sorts last and stays out of the table."""
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
