@@ -64,13 +64,15 @@ class Ctx:
         "versions",
     )
 
-    def __init__(self, op: Ops, srcs: tuple[Tensor, ...], arg: Any, out: Tensor) -> None:
+    def __init__(
+        self, op: Ops, srcs: tuple[Tensor, ...], nodes: tuple[Node, ...], arg: Any, out: Tensor
+    ) -> None:
         self.op, self.arg = op, arg
-        self.nodes = tuple(s.node for s in srcs)
-        self.vcs = [s._vc for s in srcs]
-        self.versions = [v.n for v in self.vcs]
+        self.nodes = nodes  # the sources' values, (s.node for s in srcs)
+        self.vcs = vcs = [s._vc for s in srcs]
+        self.versions = [v.n for v in vcs]
         self.parents: tuple[Parent, ...] = tuple(
-            (s._ctx or s) if s.requires_grad else None for s in srcs
+            [(s._ctx or s) if s.requires_grad else None for s in srcs]
         )
         self.out, self.out_vc, self.out_n = out.node, out._vc, out._vc.n
         self.seq = next(SEQ)
@@ -161,6 +163,13 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
 
     vjp = RULES[ctx.op].vjp
     assert vjp is not None
+    fresh = ctx.out_vc.n == ctx.out_n
+    for vc, then in zip(ctx.vcs, ctx.versions):
+        fresh = fresh and vc.n == then
+    if fresh and not create_graph:  # the common case (nothing changed in place): cheap
+        make = Tensor._from_node
+        srcs = tuple([make(n) for n in ctx.nodes])
+        return tuple(vjp(g, make(ctx.out), srcs, ctx.arg))
     stale: dict[int, str] = {}
 
     def value(node: Node, vc: Any, then: int, what: str) -> Tensor:
