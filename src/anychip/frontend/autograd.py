@@ -69,12 +69,18 @@ class Ctx:
     ) -> None:
         self.op, self.arg = op, arg
         self.nodes = nodes  # the sources' values, (s.node for s in srcs)
-        self.vcs = vcs = [s._vc for s in srcs]
-        self.versions = [v.n for v in vcs]
-        self.parents: tuple[Parent, ...] = tuple(
-            [(s._ctx or s) if s.requires_grad else None for s in srcs]
-        )
-        self.out, self.out_vc, self.out_n = out.node, out._vc, out._vc.n
+        # one plain loop (made for every differentiable op: no comprehension frames)
+        self.vcs: list[Version] = []
+        self.versions: list[int] = []
+        parents: list[Parent] = []
+        for s in srcs:
+            vc = s._ver or s._vc  # the slot, or the property that makes the counter
+            self.vcs.append(vc)
+            self.versions.append(vc.n)
+            parents.append((s._ctx or s) if s.requires_grad else None)
+        self.parents = tuple(parents)
+        self.out, self.out_vc = out.node, out._vc
+        self.out_n = self.out_vc.n
         self.seq = next(SEQ)
         self.freed = False  # a backward without retain_graph released what it saved
 
@@ -116,7 +122,9 @@ def _order(root: Ctx) -> list[Ctx]:
             continue
         seen.add(id(c))
         stack.append((c, True))
-        stack.extend((p, False) for p in c.parents if isinstance(p, Ctx) and id(p) not in seen)
+        for p in c.parents:
+            if type(p) is Ctx and id(p) not in seen:
+                stack.append((p, False))
     return order[::-1]
 
 

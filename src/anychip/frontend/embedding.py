@@ -201,11 +201,12 @@ def _offset_bags(
         return _dense_bags(rows, valid, None, mode)
     size = size_class(n)  # ids padded to it, each with its bag (nb: in no bag)
     lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (2, size), dev, (), buf))
-    ids, bag = lay[0], lay[1]
+    ids, bag = (lay._shrink([(i, i + 1), (0, size)])._reshape((size,)) for i in (0, 1))
     rows = _lookup(weight, ids)  # (size, D)
     dim = weight.shape[1]
     out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
-    out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((size, dim)), rows, arg=0)
+    at = bag._reshape((size, 1))._broadcast((size, dim))
+    out = out._prim(Ops.SCATTER_ADD, at, rows, arg=0)
     out = out._shrink([(0, nb), (0, dim)])
     if mode == "mean":
         ones = Tensor._const(1, rows.dtype, (size,), dev)

@@ -233,7 +233,7 @@ class Tensor(
         dev = node.device
         srcs = (self, *others)
         if others:
-            nodes = tuple([s.node for s in srcs])
+            nodes = (node, others[0].node) if len(others) == 1 else tuple([s.node for s in srcs])
             for n in nodes:
                 if n.device != dev:
                     raise DeviceError(
@@ -390,6 +390,8 @@ class Tensor(
     # --- device and dtype conversion ------------------------------------------------
     def to(self, *args: Any, **kwargs: Any) -> Tensor:
         """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(other_tensor)`."""
+        if len(args) == 1 and args[0] is self.node.dtype and not kwargs:
+            return self  # x.to(x.dtype): the commonest call (ops promoting their operands)
         dev, dt = kwargs.get("device"), kwargs.get("dtype")
         for a in args:
             if isinstance(a, Tensor):
@@ -405,7 +407,7 @@ class Tensor(
         out: Tensor = self
         if dt is not None and dtypes.to_dtype(dt, "to") is not self.dtype:
             out = out._prim(Ops.CAST, arg=dtypes.to_dtype(dt, "to"))
-        if dev is not None:
+        if dev is not None and dev != self.device:  # self's own device needs no check
             name = devmod.canonical(dev, "to", describe(self))
             out = out._prim(Ops.COPY, arg=name) if name != self.device else out
         return out

@@ -318,36 +318,41 @@ def structure(
     leaf_pos: set[int] = set()
     stack = roots[::-1]
     # iterative post-order (deep graphs are fine); the hot path of every eager realise, so
-    # bound methods are hoisted out of the loop
+    # bound methods are hoisted out of the loop and one-source nodes (most) skip the
+    # comprehension (a frame of its own before Python 3.12)
     pop, push, seen, emit, place = stack.pop, stack.append, index.get, key.append, order.append
     while stack:
         n = pop()
-        pos = seen(id(n))
+        i = id(n)
+        pos = seen(i)
         if pos is None:
-            buf = n.arg if n.op is Ops.BUFFER else buffer_of(n)
+            op = n.op
+            buf = n.arg if op is Ops.BUFFER else buffer_of(n)
             if buf is not None:  # a leaf: which buffer slot, not how it was computed
                 j = leaf_slot.setdefault(id(buf), len(leaves))
                 if j == len(leaves):
                     leaves.append(buf)
-                index[id(n)] = len(key)
+                index[i] = len(key)
                 leaf_pos.add(len(key))
                 emit((j, n.dtype, n.shape, n.device))
                 place(n)
                 continue
-            if n.op is Ops.COPY:
+            if op is Ops.COPY:
                 return None
-            index[id(n)] = -1
+            index[i] = -1
             push(n)
             for s in n.srcs:
                 if id(s) not in index:
                     push(s)
         elif pos == -1:
-            index[id(n)] = len(key)
-            if n.op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
+            index[i] = len(key)
+            op, arg, srcs = n.op, n.arg, n.srcs
+            if op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
                 arg = "runtime scalar"
-            else:
-                arg = n.arg.hex() if type(n.arg) is float else n.arg  # 0.0 vs -0.0, NaN
-            emit((n.op, n.dtype, n.shape, n.device, arg, tuple([index[id(s)] for s in n.srcs])))
+            elif type(arg) is float:
+                arg = arg.hex()  # 0.0 vs -0.0, NaN
+            at = (index[id(srcs[0])],) if len(srcs) == 1 else tuple([index[id(s)] for s in srcs])
+            emit((op, n.dtype, n.shape, n.device, arg, at))
             place(n)
     key.append(tuple(index[id(r)] for r in roots))
     return tuple(key), leaves, order, leaf_pos
