@@ -149,7 +149,7 @@ def _valid_offsets(off: np.ndarray, n: int, what: str) -> np.ndarray:
     bad = ""
     if off.size and off[0] != 0:
         bad = f"offsets[0] has to be 0, but got {off[0]}"
-    elif off.size and np.any(np.diff(off) < 0):
+    elif off.size and (off[1:] < off[:-1]).any():
         bad = "offsets must be non-decreasing"
     elif off.size and off[-1] > n:
         bad = f"offsets[-1] can not be greater than input's length {n}, but got {off[-1]}"
@@ -245,9 +245,8 @@ class _Layout:
     def __call__(self, ids: np.ndarray, off: np.ndarray) -> np.ndarray:
         n = ids.size
         _valid_offsets(off, n, self.what)
-        bad = (ids < 0) | (ids >= self.rows)
-        if bad.any():
-            v = int(ids[bad][0])
+        if n and (ids.min() < 0 or ids.max() >= self.rows):  # two reductions, no masks
+            v = int(ids[(ids < 0) | (ids >= self.rows)][0])
             raise IndexOutOfRange(
                 f"embedding_bag: index {v} is out of range for an embedding table of "
                 f"{self.rows} rows ({self.what})"
@@ -265,12 +264,11 @@ class _Layout:
         out = np.zeros((2, size), np.int64)
         out[0, :n] = ids
         out[1, :] = nb
-        pos = np.arange(n)
-        owner = np.searchsorted(ends, pos, side="right") if nb else np.full(n, nb)
-        inside = owner < nb
+        # the bag whose end is the first past each position: nb (no bag) past the last end
+        owner = np.searchsorted(ends, np.arange(n), side="right") if nb else nb
         if self.pad is not None:
-            inside &= ids != self.pad
-        out[1, :n] = np.where(inside, owner, nb)
+            owner = np.where(ids != self.pad, owner, nb)
+        out[1, :n] = owner
         return out
 
 

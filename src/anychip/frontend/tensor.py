@@ -193,8 +193,9 @@ class Tensor(
     def _from_node(cls, node: Node) -> Tensor:
         # every op's result is made here (~500 per training step): `_init_node` inlined
         t = cls.__new__(cls)
-        t.node, t.requires_grad, t.grad, t._ctx = node, False, None, None
-        t._ver = t._view = t._views = None
+        t.node = node
+        t.requires_grad = False
+        t.grad = t._ctx = t._ver = t._view = t._views = None
         t._seq = next(_SEQ)
         return t
 

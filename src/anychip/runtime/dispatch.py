@@ -223,8 +223,14 @@ class Plan:
                     dev, dt, size = s.meta
                     out = Buffer(dev, dt, size, backend.allocate(size, dt))
                     env.append(out)
-                vals = tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
-                launch(backend, s.program, out, [env[i] for i in s.ins], s.label, (), vals)
+                vals = (
+                    tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
+                    if s.scalars
+                    else ()  # most kernels take none: no comprehension to run
+                )
+                launch(
+                    backend, s.program, out, list(map(env.__getitem__, s.ins)), s.label, (), vals
+                )
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             elif s.kind is HOST:
