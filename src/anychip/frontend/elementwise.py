@@ -231,7 +231,7 @@ class ElementwiseMixin:
         return self._prim(Ops.NEG)
 
     def __add__(self: Tensor, o: Any) -> Tensor:
-        return self.add(o)
+        return self._binary(Ops.ADD, o)  # add(o) without its alpha: one call less per +
 
     def __radd__(self: Tensor, o: Any) -> Tensor:
         return self._binary(Ops.ADD, o, True)
@@ -243,7 +243,7 @@ class ElementwiseMixin:
         return (-self).add(o)
 
     def __mul__(self: Tensor, o: Any) -> Tensor:
-        return self.mul(o)
+        return self._binary(Ops.MUL, o)
 
     def __rmul__(self: Tensor, o: Any) -> Tensor:
         return self._binary(Ops.MUL, o, True)

@@ -324,8 +324,8 @@ def structure(
     leaf_pos: set[int] = set()
     stack = roots[::-1]
     # iterative post-order (deep graphs are fine); the hot path of every eager realise, so
-    # bound methods are hoisted out of the loop and one-source nodes (most) skip the
-    # comprehension (a frame of its own before Python 3.12)
+    # bound methods are hoisted out of the loop and nodes of one or two sources (most)
+    # skip the comprehension (a frame of its own before Python 3.12)
     pop, push, seen, emit, place = stack.pop, stack.append, index.get, key.append, order.append
     while stack:
         n = pop()
@@ -357,7 +357,12 @@ def structure(
                 arg = "runtime scalar"
             elif type(arg) is float:
                 arg = arg.hex()  # 0.0 vs -0.0, NaN
-            at = (index[id(srcs[0])],) if len(srcs) == 1 else tuple([index[id(s)] for s in srcs])
+            if len(srcs) == 1:
+                at: tuple[int, ...] = (index[id(srcs[0])],)
+            elif len(srcs) == 2:
+                at = (index[id(srcs[0])], index[id(srcs[1])])
+            else:
+                at = tuple([index[id(s)] for s in srcs])
             emit((op, n.dtype, n.shape, n.device, arg, at))
             place(n)
     key.append(tuple(index[id(r)] for r in roots))
