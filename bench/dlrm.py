@@ -3,7 +3,7 @@ PyTorch: compiles after the first steps (target: none), step time eager and unde
 `anychip.jit` against PyTorch eager, and the cold first step with an empty kernel cache.
 Also a 1000-step loop under CosineAnnealingLR: kernels compiled after step 2 (target: 0).
 
-    PYTHONPATH=src python bench/dlrm.py [--quick] [--steps N] [--repeat N]
+    PYTHONPATH=src python bench/dlrm.py [--quick] [--steps N] [--repeat N] [--calls]
 
 Model: 3 sparse features (EmbeddingBag sum, 20K x 16 tables, 1-5 ids per sample), 13 dense
 features through a 13-64-16 bottom MLP, concatenation, a 64-32-1 top MLP, BCE-with-logits,
@@ -15,7 +15,10 @@ so every peer gets the same tensors and a jitted step replays on every batch.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import os
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -85,8 +88,11 @@ def programs(dev: str) -> int:
     return len(getattr(get_backend(dev), "programs", ()))
 
 
-def ours(dev: str, data: list[tuple[Any, ...]], jit: bool) -> tuple[list[float], list[int]]:
-    """Per-step seconds and the device's compiled-program count after each step."""
+def ours(
+    dev: str, data: list[tuple[Any, ...]], jit: bool, prof: cProfile.Profile | None = None
+) -> tuple[list[float], list[int]]:
+    """Per-step seconds and the device's compiled-program count after each step; `prof`
+    profiles the steps after the third."""
     ac.manual_seed(0)
     model, opt = build(ac, dev)
     bce = ac.nn.functional.binary_cross_entropy_with_logits
@@ -100,18 +106,35 @@ def ours(dev: str, data: list[tuple[Any, ...]], jit: bool) -> tuple[list[float],
 
     fn = ac.jit(step) if jit else step
     times, counts = [], []
-    for ids, offs, dense, y in data:
+    for k, (ids, offs, dense, y) in enumerate(data):
         args = (
             [ac.tensor(i, device=dev) for i in ids],
             [ac.tensor(o, device=dev) for o in offs],
             ac.tensor(dense, device=dev),
             ac.tensor(y, device=dev),
         )
+        watch = prof if k >= 3 else None
+        if watch is not None:
+            watch.enable()
         t0 = time.perf_counter()
         fn(model, opt, *args)
         times.append(time.perf_counter() - t0)
+        if watch is not None:
+            watch.disable()
         counts.append(programs(dev))
     return times, counts
+
+
+def python_calls(dev: str, data: list[tuple[Any, ...]]) -> tuple[float, str]:
+    """Python function calls per eager step (cProfile's count over steps 4..), steadier on
+    a busy machine than a time, and the functions with the most time of their own."""
+    prof = cProfile.Profile()
+    ours(dev, data, False, prof)
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(12)
+    calls: int = stats.total_calls  # type: ignore[attr-defined]
+    return calls / max(len(data) - 3, 1), out.getvalue()
 
 
 def theirs(data: list[tuple[Any, ...]]) -> list[float]:
@@ -175,6 +198,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="few steps, a smoke run")
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
     p.add_argument("--repeat", type=int, default=3, help="runs per figure (best of)")
+    p.add_argument(
+        "--calls", action="store_true", help="also count Python calls per eager step (cProfile)"
+    )
     args = p.parse_args()
     dev = "cpu" if "cpu" in ac.devices() else ac.devices()[0]
     steps = args.steps or (8 if args.quick else 60)
@@ -206,6 +232,9 @@ def main() -> None:
         print(f"{name:<12} {sec * 1e3:8.2f} ms/step{ratio}")
     for name, n in compiles.items():
         print(f"{name}: programs compiled after step 3: {n}")
+    if args.calls:
+        calls, top = python_calls(dev, data)
+        print(f"anychip eager: {calls:.0f} Python calls per step (cProfile)\n{top}")
     n = 50 if args.quick else 1000
     print(f"cosine schedule, {n} steps: programs compiled after step 2: {cosine_loop(dev, n)}")
     if not args.quick:
