@@ -3,7 +3,7 @@ PyTorch: compiles after the first steps (target: none), step time eager and unde
 `anychip.jit` against PyTorch eager, and the cold first step with an empty kernel cache.
 Also a 1000-step loop under CosineAnnealingLR: kernels compiled after step 2 (target: 0).
 
-    PYTHONPATH=src python bench/dlrm.py [--quick] [--steps N] [--repeat N] [--sparse]
+    PYTHONPATH=src python bench/dlrm.py [--quick] [--steps N] [--repeat N] [--sparse] [--calls]
 
 Model: 3 sparse features (EmbeddingBag sum, 20K x 16 tables, 1-5 ids per sample), 13 dense
 features through a 13-64-16 bottom MLP, concatenation, a 64-32-1 top MLP, BCE-with-logits,
@@ -18,7 +18,10 @@ row-sparse (docs/sparse.md), and SGD moves only the rows a batch touched.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import os
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -94,8 +97,11 @@ def programs(dev: str) -> int:
     return len(getattr(get_backend(dev), "programs", ()))
 
 
-def ours(dev: str, data: list[tuple[Any, ...]], jit: bool) -> tuple[list[float], list[int]]:
-    """Per-step seconds and the device's compiled-program count after each step."""
+def ours(
+    dev: str, data: list[tuple[Any, ...]], jit: bool, prof: cProfile.Profile | None = None
+) -> tuple[list[float], list[int]]:
+    """Per-step seconds and the device's compiled-program count after each step; `prof`
+    profiles the steps after the third."""
     ac.manual_seed(0)
     model, opt = build(ac, dev)
     bce = ac.nn.functional.binary_cross_entropy_with_logits
@@ -109,18 +115,35 @@ def ours(dev: str, data: list[tuple[Any, ...]], jit: bool) -> tuple[list[float],
 
     fn = ac.jit(step) if jit else step
     times, counts = [], []
-    for ids, offs, dense, y in data:
+    for k, (ids, offs, dense, y) in enumerate(data):
         args = (
             [ac.tensor(i, device=dev) for i in ids],
             [ac.tensor(o, device=dev) for o in offs],
             ac.tensor(dense, device=dev),
             ac.tensor(y, device=dev),
         )
+        watch = prof if k >= 3 else None
+        if watch is not None:
+            watch.enable()
         t0 = time.perf_counter()
         fn(model, opt, *args)
         times.append(time.perf_counter() - t0)
+        if watch is not None:
+            watch.disable()
         counts.append(programs(dev))
     return times, counts
+
+
+def python_calls(dev: str, data: list[tuple[Any, ...]]) -> tuple[float, str]:
+    """Python function calls per eager step (cProfile's count over steps 4..), steadier on
+    a busy machine than a time, and the functions with the most time of their own."""
+    prof = cProfile.Profile()
+    ours(dev, data, False, prof)
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(12)
+    calls: int = stats.total_calls  # type: ignore[attr-defined]
+    return calls / max(len(data) - 3, 1), out.getvalue()
 
 
 def theirs(data: list[tuple[Any, ...]]) -> list[float]:
@@ -189,6 +212,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
     p.add_argument("--repeat", type=int, default=3, help="runs per figure (best of)")
     p.add_argument("--sparse", action="store_true", help="sparse=True tables in both peers")
+    p.add_argument(
+        "--calls", action="store_true", help="also count Python calls per eager step (cProfile)"
+    )
     args = p.parse_args()
     global SPARSE
     SPARSE = args.sparse
@@ -197,23 +223,35 @@ def main() -> None:
     data = batches(steps)
     best: dict[str, float] = {}
     compiles: dict[str, int] = {}
+    # PyTorch at its best thread count: one thread (no pool to wake per op) or all of them
+    threads = sorted({1, torch.get_num_threads()}) if torch is not None else []
+    torch_sec: dict[int, float] = {}  # thread count -> best per-step figure
     for _ in range(args.repeat):  # interleaved; per-step figure: median of steps 4..
         for name in ("anychip", "anychip_jit", "torch"):
             if name == "torch":
-                if torch is None:
-                    continue
-                t = theirs(data)
-            else:
-                t, counts = ours(dev, data, name == "anychip_jit")
-                compiles[name] = counts[-1] - counts[min(2, len(counts) - 1)]
+                for n in threads:
+                    torch.set_num_threads(n)
+                    t = theirs(data)
+                    torch_sec[n] = min(torch_sec.get(n, float("inf")), float(np.median(t[3:] or t)))
+                continue
+            t, counts = ours(dev, data, name == "anychip_jit")
+            compiles[name] = counts[-1] - counts[min(2, len(counts) - 1)]
             best[name] = min(best.get(name, float("inf")), float(np.median(t[3:] or t)))
+    if torch_sec:
+        best["torch"] = min(torch_sec.values())
     grads = "sparse" if SPARSE else "dense"
     print(f"device: {dev}; {steps} steps of batch {BATCH}, bags of 1-5 ids, 3 tables, {grads}")
+    if torch_sec:
+        tried = ", ".join(f"{n}: {s * 1e3:.2f} ms" for n, s in torch_sec.items())
+        print(f"torch per thread count ({tried}); the best is the torch figure")
     for name, sec in best.items():
         ratio = f"  torch/this {best['torch'] / sec:.2f}x" if "torch" in best else ""
         print(f"{name:<12} {sec * 1e3:8.2f} ms/step{ratio}")
     for name, n in compiles.items():
         print(f"{name}: programs compiled after step 3: {n}")
+    if args.calls:
+        calls, top = python_calls(dev, data)
+        print(f"anychip eager: {calls:.0f} Python calls per step (cProfile)\n{top}")
     n = 50 if args.quick else 1000
     print(f"cosine schedule, {n} steps: programs compiled after step 2: {cosine_loop(dev, n)}")
     if not args.quick:

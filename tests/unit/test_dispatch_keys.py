@@ -74,3 +74,46 @@ def test_realised_intermediates_are_reused_not_recomputed() -> None:
     np.testing.assert_allclose(w.numpy(), np.exp(np.arange(4) * 2) + np.arange(4) * 2, rtol=1e-6)
     np.testing.assert_allclose(z.numpy(), np.arange(4) * 2)
     assert rt.buffer_of(z.node) is not None  # realised: its buffer is kept on the node
+
+
+def op(o: Ops, *srcs: Node, arg: Any = None, shape: tuple[int, ...] | None = None) -> Node:
+    return Node(o, srcs[0].dtype, shape or srcs[0].shape, srcs[0].device, srcs, arg)
+
+
+def test_keys_follow_which_value_each_op_reads_and_its_arguments() -> None:
+    """Graphs alike but for the wiring of one operand or one op argument never share a
+    key: a shared key would replay one graph's plan for the other (a wrong answer)."""
+    a, b = leaf(), leaf()
+    e = op(Ops.EXP, a)
+    assert key(op(Ops.DIV, e, b)) != key(op(Ops.DIV, b, e))  # operand order
+    assert key(op(Ops.MUL, e, a)) != key(op(Ops.MUL, e, b))  # exp's own input again
+    assert key(op(Ops.MUL, e, e)) != key(op(Ops.MUL, e, op(Ops.EXP, a)))  # one exp or two
+    # a/b + a and a/b + b walk their nodes in the same order: only the wiring differs
+    assert key(op(Ops.ADD, op(Ops.DIV, a, b), a)) != key(op(Ops.ADD, op(Ops.DIV, a, b), b))
+    m = leaf(shape=(2, 2))
+    assert key(op(Ops.SUM, m, arg=(0,), shape=(1, 2))) != key(
+        op(Ops.SUM, m, arg=(1,), shape=(2, 1))
+    )
+    assert key(op(Ops.PAD, a, arg=((0, 1),), shape=(5,))) != key(
+        op(Ops.PAD, a, arg=((1, 0),), shape=(5,))
+    )
+    assert key(op(Ops.PERMUTE, m, arg=(1, 0))) != key(op(Ops.RESHAPE, m, arg=(2, 2)))
+
+
+def test_one_structure_on_other_buffers_reads_each_graphs_own_inputs() -> None:
+    """exp(a) * b and exp(b) * a share a key (their leaves are listed in walk order), and
+    each replay computes with its own buffers; an intermediate realised in between (a
+    leaf now, not a computation) gets a key of its own."""
+    a0, b0 = np.array([0.5, 1.0, 2.0], np.float32), np.array([3.0, -1.0, 0.25], np.float32)
+    a, b = ac.tensor(a0), ac.tensor(b0)
+    dispatch.clear_cache()
+    for _ in range(2):
+        np.testing.assert_allclose((a.exp() * b).numpy(), np.exp(a0) * b0, rtol=1e-6)
+        np.testing.assert_allclose((b.exp() * a).numpy(), np.exp(b0) * a0, rtol=1e-6)
+        np.testing.assert_allclose((a.exp() * a).numpy(), np.exp(a0) * a0, rtol=1e-6)
+        np.testing.assert_allclose((a / b + a).numpy(), a0 / b0 + a0, rtol=1e-6)
+        np.testing.assert_allclose((a / b + b).numpy(), a0 / b0 + b0, rtol=1e-6)
+        e = b.exp()
+        e.realize()
+        np.testing.assert_allclose((e * a).numpy(), np.exp(b0) * a0, rtol=1e-6)
+    assert dispatch.cache_info()["hits"] >= 4

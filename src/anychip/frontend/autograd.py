@@ -64,15 +64,23 @@ class Ctx:
         "versions",
     )
 
-    def __init__(self, op: Ops, srcs: tuple[Tensor, ...], arg: Any, out: Tensor) -> None:
+    def __init__(
+        self, op: Ops, srcs: tuple[Tensor, ...], nodes: tuple[Node, ...], arg: Any, out: Tensor
+    ) -> None:
         self.op, self.arg = op, arg
-        self.nodes = tuple(s.node for s in srcs)
-        self.vcs = [s._vc for s in srcs]
-        self.versions = [v.n for v in self.vcs]
-        self.parents: tuple[Parent, ...] = tuple(
-            (s._ctx or s) if s.requires_grad else None for s in srcs
-        )
-        self.out, self.out_vc, self.out_n = out.node, out._vc, out._vc.n
+        self.nodes = nodes  # the sources' values, (s.node for s in srcs)
+        # one plain loop (made for every differentiable op: no comprehension frames)
+        self.vcs: list[Version] = []
+        self.versions: list[int] = []
+        parents: list[Parent] = []
+        for s in srcs:
+            vc = s._ver or s._vc  # the slot, or the property that makes the counter
+            self.vcs.append(vc)
+            self.versions.append(vc.n)
+            parents.append((s._ctx or s) if s.requires_grad else None)
+        self.parents = tuple(parents)
+        self.out, self.out_vc = out.node, out._vc
+        self.out_n = self.out_vc.n
         self.seq = next(SEQ)
         self.freed = False  # a backward without retain_graph released what it saved
 
@@ -118,7 +126,9 @@ def _order(root: Ctx) -> list[Ctx]:
             continue
         seen.add(id(c))
         stack.append((c, True))
-        stack.extend((p, False) for p in c.parents if isinstance(p, Ctx) and id(p) not in seen)
+        for p in c.parents:  # records (Ctx and its subclasses: Function outputs), not leaves
+            if isinstance(p, Ctx) and id(p) not in seen:
+                stack.append((p, False))
     return order[::-1]
 
 
@@ -165,6 +175,13 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
 
     vjp = ctx.rule()
     assert vjp is not None
+    fresh = ctx.out_vc.n == ctx.out_n
+    for vc, then in zip(ctx.vcs, ctx.versions):
+        fresh = fresh and vc.n == then
+    if fresh and not create_graph:  # the common case (nothing changed in place): cheap
+        make = Tensor._from_node
+        srcs = tuple([make(n) for n in ctx.nodes])
+        return tuple(vjp(g, make(ctx.out), srcs, ctx.arg))
     stale: dict[int, str] = {}
 
     def value(node: Node, vc: Any, then: int, what: str) -> Tensor:

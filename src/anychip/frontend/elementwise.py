@@ -29,6 +29,15 @@ Scalar = int | float | bool
 
 def broadcast_shapes(op: str, *tensors: Any) -> tuple[int, ...]:
     """numpy's broadcast of the shapes of `tensors` (scalars count as 0-d)."""
+    one: tuple[int, ...] = ()  # the common case first: one shape, and scalars
+    for t in tensors:
+        s = getattr(t, "shape", ())
+        if s and s != one:
+            if one:
+                break
+            one = s
+    else:
+        return tuple(one)
     shapes = [tuple(getattr(t, "shape", ())) for t in tensors]
     ndim = max(len(s) for s in shapes)
     out = []
@@ -118,15 +127,26 @@ class ElementwiseMixin:
 
         if self.dtype is not dtypes.bool_:
             raise DTypeError(f"where: the condition must be a bool tensor, got {describe(self)}")
+        shape = self.shape
+        # fast paths (activations, gradients of where): a tensor of the condition's shape
+        # with another of its shape and dtype, or with a number that keeps its float dtype
+        if isinstance(a, Tensor) and a.shape == shape:
+            if isinstance(b, Tensor) and b.shape == shape and b.dtype is a.dtype:
+                return self._prim(Ops.WHERE, a, b)
+            if type(b) in (int, float) and a.dtype.is_floating_point:
+                return self._prim(Ops.WHERE, a, Tensor._const(b, a.dtype, shape, a.device))
+        elif isinstance(b, Tensor) and b.shape == shape and type(a) in (int, float):  # noqa: SIM102
+            if b.dtype.is_floating_point:
+                return self._prim(Ops.WHERE, Tensor._const(a, b.dtype, shape, b.device), b)
         dt = dtypes.result_type(a, b)
         shape = broadcast_shapes("where", self, a, b)
-        x, y = (
-            v.to(dt)._broadcast(shape)
-            if isinstance(v, Tensor)
-            else Tensor._const(v, dt, shape, self.device)
-            for v in (a, b)
-        )
-        return self._broadcast(shape)._prim(Ops.WHERE, x, y)
+
+        def operand(v: Any) -> Tensor:
+            if isinstance(v, Tensor):
+                return v.to(dt)._broadcast(shape)
+            return Tensor._const(v, dt, shape, self.device)
+
+        return self._broadcast(shape)._prim(Ops.WHERE, operand(a), operand(b))
 
     # --- arithmetic -----------------------------------------------------------------
     def add(self: Tensor, other: Any, alpha: Scalar = 1) -> Tensor:
@@ -144,6 +164,8 @@ class ElementwiseMixin:
         return self._binary(Ops.MUL, other)
 
     def div(self: Tensor, other: Any, rounding_mode: str | None = None) -> Tensor:
+        if rounding_mode is None and self.dtype.is_floating_point:
+            return self._binary(Ops.DIV, other, name="div")  # promotes to a float dtype
         if rounding_mode is None:
             dt = dtypes.result_type(self, other)
             a, b = self._operands(
@@ -209,7 +231,7 @@ class ElementwiseMixin:
         return self._prim(Ops.NEG)
 
     def __add__(self: Tensor, o: Any) -> Tensor:
-        return self.add(o)
+        return self._binary(Ops.ADD, o)  # add(o) without its alpha: one call less per +
 
     def __radd__(self: Tensor, o: Any) -> Tensor:
         return self._binary(Ops.ADD, o, True)
@@ -221,7 +243,7 @@ class ElementwiseMixin:
         return (-self).add(o)
 
     def __mul__(self: Tensor, o: Any) -> Tensor:
-        return self.mul(o)
+        return self._binary(Ops.MUL, o)
 
     def __rmul__(self: Tensor, o: Any) -> Tensor:
         return self._binary(Ops.MUL, o, True)

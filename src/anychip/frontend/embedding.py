@@ -162,7 +162,7 @@ def _valid_offsets(off: np.ndarray, n: int, what: str) -> np.ndarray:
     bad = ""
     if off.size and off[0] != 0:
         bad = f"offsets[0] has to be 0, but got {off[0]}"
-    elif off.size and np.any(np.diff(off) < 0):
+    elif off.size and (off[1:] < off[:-1]).any():
         bad = "offsets must be non-decreasing"
     elif off.size and off[-1] > n:
         bad = f"offsets[-1] can not be greater than input's length {n}, but got {off[-1]}"
@@ -235,7 +235,7 @@ def _offset_bags(
     size = size_class(n)  # ids padded to it, each with its bag (nb: in no bag)
     parts = 4 if layout.sparse else 2  # sparse: also the unique ids and each id's slot
     lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (parts, size), dev, (), buf))
-    ids, bag = lay[0], lay[1]
+    ids, bag = (lay._shrink([(i, i + 1), (0, size)])._reshape((size,)) for i in (0, 1))
     if sparse:
         from anychip.frontend.sparse import lookup_unique
 
@@ -246,7 +246,8 @@ def _offset_bags(
         rows = _lookup(weight, ids)  # (size, D)
     dim = weight.shape[1]
     out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
-    out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((size, dim)), rows, arg=0)
+    at = bag._reshape((size, 1))._broadcast((size, dim))
+    out = out._prim(Ops.SCATTER_ADD, at, rows, arg=0)
     out = out._shrink([(0, nb), (0, dim)])
     if mode == "mean":
         ones = Tensor._const(1, rows.dtype, (size,), dev)
@@ -288,9 +289,8 @@ class _Layout:
     def __call__(self, ids: np.ndarray, off: np.ndarray) -> np.ndarray:
         n = ids.size
         _valid_offsets(off, n, self.what)
-        bad = (ids < 0) | (ids >= self.rows)
-        if bad.any():
-            v = int(ids[bad][0])
+        if n and (ids.min() < 0 or ids.max() >= self.rows):  # two reductions, no masks
+            v = int(ids[(ids < 0) | (ids >= self.rows)][0])
             raise IndexOutOfRange(
                 f"embedding_bag: index {v} is out of range for an embedding table of "
                 f"{self.rows} rows ({self.what})"
@@ -308,12 +308,11 @@ class _Layout:
         out = np.zeros((2, size), np.int64)
         out[0, :n] = ids
         out[1, :] = nb
-        pos = np.arange(n)
-        owner = np.searchsorted(ends, pos, side="right") if nb else np.full(n, nb)
-        inside = owner < nb
+        # the bag whose end is the first past each position: nb (no bag) past the last end
+        owner = np.searchsorted(ends, np.arange(n), side="right") if nb else nb
         if self.pad is not None:
-            inside &= ids != self.pad
-        out[1, :n] = np.where(inside, owner, nb)
+            owner = np.where(ids != self.pad, owner, nb)
+        out[1, :n] = owner
         if self.sparse:
             ids_in = np.where(out[1] == nb, self.rows, out[0])
             return np.concatenate([out.reshape(-1), unique_slots(ids_in, self.rows)])

@@ -173,7 +173,7 @@ class Function:
                     continue
                 if o.dtype.kind != "f":
                     continue
-                rec = _Record(op, inputs, positions, o)  # type: ignore[arg-type]
+                rec = _Record(op, inputs, tuple(t.node for t in inputs), positions, o)  # type: ignore[arg-type]
                 rec.fn, rec.fn_ctx, rec.index = cls, ctx, i
                 rec.outs = nodes
                 o.requires_grad, o._ctx = True, rec

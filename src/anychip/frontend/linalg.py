@@ -55,8 +55,9 @@ class LinalgMixin:
             )
         if self.dtype is dtypes.bool_:
             raise DTypeError(f"matmul: not implemented for bool, got {describe(self, other)}")
-        a = self.unsqueeze(0) if self.ndim == 1 else self
-        b = other.unsqueeze(-1) if other.ndim == 1 else other
+        # internal reshapes, not views (`_reshape`): the product is a value of its own
+        a = self._reshape((1, *self.shape)) if self.ndim == 1 else self
+        b = other._reshape((*other.shape, 1)) if other.ndim == 1 else other
         if a.shape[-1] != b.shape[-2]:
             raise ShapeError(
                 f"matmul: shapes cannot be multiplied ({a.shape[-2]}x{a.shape[-1]}"
@@ -65,11 +66,13 @@ class LinalgMixin:
         batch = _batch_shape(self, other, a.shape[:-2], b.shape[:-2])
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         full = (*batch, m, k, n)
-        out = contract(a.unsqueeze(-1)._broadcast(full), b.unsqueeze(-3)._broadcast(full), -2)
-        if self.ndim == 1:
-            out = out.squeeze(-2)
+        a = a._reshape((*a.shape, 1))._broadcast(full)  # (*batch, m, k, 1) -> full
+        b = b._reshape((*b.shape[:-2], 1, k, n))._broadcast(full)  # (*batch, 1, k, n) -> full
+        out = contract(a, b, -2)  # (*batch, m, n)
+        if self.ndim == 1:  # the promoted axes go again
+            out = out._reshape((*out.shape[:-2], n))
         if other.ndim == 1:
-            out = out.squeeze(-1)
+            out = out._reshape(out.shape[:-1])
         return out
 
     def __matmul__(self: Tensor, other: Any) -> Tensor:

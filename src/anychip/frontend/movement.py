@@ -40,6 +40,15 @@ def _int_sizes(sizes: Sequence[Any], op: str) -> list[int]:
         raise DTypeError(f"{op}: sizes must be integers, got {tuple(sizes)}") from None
 
 
+def _expands_to(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
+    """Does each axis of `shape` equal `to`'s or have size 1? (a loop: every broadcast
+    asks, and a generator costs a frame)"""
+    for a, b in zip(shape, to):  # noqa: SIM110 (the loop is the point)
+        if a != b and a != 1:
+            return False
+    return True
+
+
 class MovementMixin:
     __slots__ = ()
 
@@ -65,7 +74,7 @@ class MovementMixin:
         x = self
         if x.ndim < len(shape):
             x = x._prim(Ops.RESHAPE, arg=(1,) * (len(shape) - x.ndim) + x.shape)
-        if x.ndim > len(shape) or any(a not in (1, b) for a, b in zip(x.shape, shape)):
+        if x.ndim > len(shape) or not _expands_to(x.shape, shape):
             raise ShapeError(
                 f"{op}: cannot broadcast a tensor of {describe(self)} to shape {tuple(shape)}"
             )
@@ -261,13 +270,17 @@ class MovementMixin:
 
     def _shrink(self: Tensor, box: Sequence[tuple[int, int]]) -> Tensor:
         box = tuple(box)
-        if all(a == 0 and b == s for (a, b), s in zip(box, self.shape)):
-            return self
-        return self._prim(Ops.SHRINK, arg=box)
+        for (a, b), s in zip(box, self.shape):
+            if a != 0 or b != s:
+                return self._prim(Ops.SHRINK, arg=box)
+        return self  # the whole of self
 
     def _pad_zero(self: Tensor, pads: Sequence[tuple[int, int]]) -> Tensor:
         pads = tuple(pads)
-        return self._prim(Ops.PAD, arg=pads) if any(lo or hi for lo, hi in pads) else self
+        for lo, hi in pads:
+            if lo or hi:
+                return self._prim(Ops.PAD, arg=pads)
+        return self  # nothing to pad
 
     def narrow(self: Tensor, dim: int, start: int, length: int) -> Tensor:
         d = self._axis_nd(dim, "narrow")

@@ -50,11 +50,9 @@ class ReduceMixin:
             )
         # nothing to reduce (a 0-d input): still a new node, so autograd sees an op
         out = self._reduce(op, axes) if axes else views.fresh(self)
-        return (
-            out
-            if keepdim
-            else out.reshape(tuple(s for i, s in enumerate(self.shape) if i not in axes))
-        )
+        if keepdim:
+            return out
+        return out._reshape([s for i, s in enumerate(self.shape) if i not in axes])
 
     def _wide(self: Tensor) -> Tensor:
         """Halves in float32: their sums overflow (float16 stops at 65504) or lose every

@@ -147,10 +147,11 @@ def take(x: Tensor, axis: int, idx: Tensor) -> Tensor:
     """x's slices at positions idx (any shape B, values in range) along axis:
     (..., n, ...) -> (..., *B, ...), one GATHER."""
     m = idx.numel()
-    flat = idx.reshape((1,) * axis + (m,) + (1,) * (x.ndim - axis - 1))
+    # internal reshapes, not views: the result is a value of its own, as torch's
+    flat = idx._reshape((1,) * axis + (m,) + (1,) * (x.ndim - axis - 1))
     full = (*x.shape[:axis], m, *x.shape[axis + 1 :])
     out = x._prim(Ops.GATHER, flat._broadcast(full), arg=axis)
-    return out.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1 :])
+    return out._reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1 :])
 
 
 def as_index(x: Tensor, idx: Any, op: str) -> Tensor:

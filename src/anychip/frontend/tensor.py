@@ -201,7 +201,7 @@ class Tensor(
         "__weakref__",
         "_ctx",
         "_seq",
-        "_vc",
+        "_ver",
         "_view",
         "_views",
         "grad",
@@ -236,20 +236,34 @@ class Tensor(
         self.requires_grad = False
         self.grad: Tensor | None = None
         self._ctx: Ctx | None = None
-        self._vc = Version()  # shared with views (views.py)
+        self._ver: Version | None = None  # see `_vc`
         self._view: views.View | None = None  # how this view derives from its base
         self._views: list[weakref.ref[Tensor]] | None = None  # views of this base
-        self._seq = self._vc.seq
+        self._seq = next(_SEQ)
 
     @classmethod
     def _from_node(cls, node: Node) -> Tensor:
-        # every op's result is made here (~300 per training step): `_init_node` inlined
+        # every op's result is made here (~500 per training step): `_init_node` inlined
         t = cls.__new__(cls)
-        t.node, t.requires_grad, t.grad, t._ctx = node, False, None, None
-        t._vc = vc = Version()
-        t._view = t._views = None
-        t._seq = vc.seq
+        t.node = node
+        t.requires_grad = False
+        t.grad = t._ctx = t._ver = t._view = t._views = None
+        t._seq = next(_SEQ)
         return t
+
+    @property
+    def _vc(self) -> Version:
+        """The version counter, shared with views (views.py). Made when first needed: most
+        tensors are temporaries that no autograd record reads and nothing changes in place
+        (no record can have read a tensor before its counter exists: records make it)."""
+        vc = self._ver
+        if vc is None:
+            vc = self._ver = Version()
+        return vc
+
+    @_vc.setter
+    def _vc(self, vc: Version) -> None:
+        self._ver = vc
 
     @classmethod
     def _const(cls, value: Any, dtype: DType, shape: tuple[int, ...], device: str) -> Tensor:
@@ -266,24 +280,31 @@ class Tensor(
     # --- the one door to the graph --------------------------------------------------
     def _prim(self, op: Ops, *others: Tensor, arg: Any = None) -> Tensor:
         """Apply primitive `op` to (self, *others), recording autograd if needed."""
+        # the door every op's result passes (~250 per training step): plain loops, no
+        # generators, the sources' nodes collected once and handed to the record
+        node = self.node
+        dev = node.device
         srcs = (self, *others)
-        dev = self.node.device
-        for o in others:
-            if o.node.device != dev:
-                raise DeviceError(
-                    f"{op.name.lower()}: tensors on different devices "
-                    f"({describe(*srcs)}); move one with .to()"
-                )
-        nodes = tuple(s.node for s in srcs)
+        if others:
+            nodes = (node, others[0].node) if len(others) == 1 else tuple([s.node for s in srcs])
+            for n in nodes:
+                if n.device != dev:
+                    raise DeviceError(
+                        f"{op.name.lower()}: tensors on different devices "
+                        f"({describe(*srcs)}); move one with .to()"
+                    )
+        else:
+            nodes = (node,)
         rule = RULES[op]
         shape, dtype = rule.infer(nodes, arg)
-        out_dev = arg if op is Ops.COPY else dev
-        out = Tensor._from_node(Node(op, dtype, shape, out_dev, nodes, arg))
+        out = Tensor._from_node(Node(op, dtype, shape, arg if op is Ops.COPY else dev, nodes, arg))
         # only floating results carry gradients (x.long() is a constant to autograd)
-        differentiable = rule.vjp is not None and dtype.kind == "f"
-        if differentiable and is_grad_enabled() and any(s.requires_grad for s in srcs):
-            out.requires_grad = True
-            out._ctx = Ctx(op, srcs, arg, out)
+        if rule.vjp is not None and dtype.kind == "f" and is_grad_enabled():
+            for s in srcs:
+                if s.requires_grad:
+                    out.requires_grad = True
+                    out._ctx = Ctx(op, srcs, nodes, arg, out)
+                    break
         return out
 
     def _reduce(self, op: Ops, axes: tuple[int, ...]) -> Tensor:
@@ -422,6 +443,8 @@ class Tensor(
     # --- device and dtype conversion ------------------------------------------------
     def to(self, *args: Any, **kwargs: Any) -> Tensor:
         """`.to(device)`, `.to(dtype)`, `.to(device, dtype)` or `.to(other_tensor)`."""
+        if len(args) == 1 and args[0] is self.node.dtype and not kwargs:
+            return self  # x.to(x.dtype): the commonest call (ops promoting their operands)
         dev, dt = kwargs.get("device"), kwargs.get("dtype")
         for a in args:
             if isinstance(a, Tensor):
@@ -437,7 +460,7 @@ class Tensor(
         out: Tensor = self
         if dt is not None and dtypes.to_dtype(dt, "to") is not self.dtype:
             out = out._prim(Ops.CAST, arg=dtypes.to_dtype(dt, "to"))
-        if dev is not None:
+        if dev is not None and dev != self.device:  # self's own device needs no check
             name = devmod.canonical(dev, "to", describe(self))
             out = out._prim(Ops.COPY, arg=name) if name != self.device else out
         return out

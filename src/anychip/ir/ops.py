@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 from anychip.dtypes import DType
 
@@ -107,14 +107,25 @@ def runtime_scalar(n: Node) -> bool:
     return n.op is Ops.CONST and n.dtype.name in RUNTIME_SCALAR_DTYPES
 
 
-@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, eq_default=False, field_specifiers=(field,))
+def _frozen_for_checkers(cls: type[_T]) -> type[_T]:
+    """A dataclass that type checkers hold frozen (mypy rejects assigning its fields) but
+    that is plain at run time: a frozen dataclass's __init__ sets each field through
+    object.__setattr__, 3x slower, and eager mode builds every op's result node."""
+    return dataclass(eq=False, slots=True, weakref_slot=True)(cls)
+
+
+@_frozen_for_checkers
 class Node:
     """One value in the lazy graph: `op` applied to `srcs` with `arg`.
 
-    Nodes compare by identity: two equal-looking subgraphs are two computations.
-    `realised` is the runtime's memo of the buffer holding the value once computed (see
-    runtime.realize.buffer_of): not part of what the node means, so it is the one field
-    set after construction.
+    Nodes compare by identity: two equal-looking subgraphs are two computations. Nodes
+    never change once made (mypy holds them frozen), except `realised`: the runtime's memo
+    of the buffer holding the value once computed (see runtime.realize.buffer_of), not
+    part of what the node means, so it is the one field set after construction.
     """
 
     op: Ops

@@ -171,8 +171,11 @@ _rule(
 # --- reductions -----------------------------------------------------------------------
 def _reduce_infer(srcs: tuple[Node, ...], arg: tuple[int, ...]) -> tuple[Shape, DType]:
     x = srcs[0]
-    assert all(0 <= a < len(x.shape) for a in arg), f"bad reduce axes {arg} for {x}"
-    return tuple(1 if i in arg else s for i, s in enumerate(x.shape)), x.dtype
+    shape = list(x.shape)
+    for a in arg:
+        assert 0 <= a < len(shape), f"bad reduce axes {arg} for {x}"
+        shape[a] = 1
+    return tuple(shape), x.dtype
 
 
 def _extreme_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
@@ -245,31 +248,44 @@ _rule(
 
 # --- movement -------------------------------------------------------------------------
 def _reshape_infer(srcs: tuple[Node, ...], arg: Shape) -> tuple[Shape, DType]:
-    assert math.prod(arg) == srcs[0].numel, f"bad reshape {srcs[0]} -> {arg}"
-    return tuple(arg), srcs[0].dtype
+    x = srcs[0]
+    assert math.prod(arg) == math.prod(x.shape), f"bad reshape {x} -> {arg}"
+    return tuple(arg), x.dtype
 
 
 def _permute_infer(srcs: tuple[Node, ...], arg: Shape) -> tuple[Shape, DType]:
-    assert sorted(arg) == list(range(len(srcs[0].shape))), f"bad permute {arg}"
-    return tuple(srcs[0].shape[i] for i in arg), srcs[0].dtype
+    shape = srcs[0].shape
+    assert sorted(arg) == list(range(len(shape))), f"bad permute {arg}"
+    return tuple(map(shape.__getitem__, arg)), srcs[0].dtype
 
 
 def _expand_infer(srcs: tuple[Node, ...], arg: Shape) -> tuple[Shape, DType]:
     x = srcs[0]
-    assert len(arg) == len(x.shape) and all(s in (1, t) for s, t in zip(x.shape, arg)), arg
+    assert len(arg) == len(x.shape), arg
+    for s, t in zip(x.shape, arg):
+        assert s == t or s == 1, arg
     return tuple(arg), x.dtype
 
 
+# The inference rules run for every op an eager program builds: plain loops, no generators.
 def _pad_infer(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
     x = srcs[0]
-    assert len(arg) == len(x.shape) and all(lo >= 0 and hi >= 0 for lo, hi in arg), arg
-    return tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, arg)), x.dtype
+    assert len(arg) == len(x.shape), arg
+    shape = []
+    for s, (lo, hi) in zip(x.shape, arg):
+        assert lo >= 0 and hi >= 0, arg
+        shape.append(s + lo + hi)
+    return tuple(shape), x.dtype
 
 
 def _shrink_infer(srcs: tuple[Node, ...], arg: Any) -> tuple[Shape, DType]:
     x = srcs[0]
-    assert len(arg) == len(x.shape) and all(0 <= a <= b <= s for (a, b), s in zip(arg, x.shape))
-    return tuple(b - a for a, b in arg), x.dtype
+    assert len(arg) == len(x.shape), arg
+    shape = []
+    for (a, b), s in zip(arg, x.shape):
+        assert 0 <= a <= b <= s, arg
+        shape.append(b - a)
+    return tuple(shape), x.dtype
 
 
 def _expand_vjp(g: Any, out: Any, s: Any, arg: Any) -> tuple[Any, ...]:
@@ -314,7 +330,8 @@ _rule(
 def _gather_infer(srcs: tuple[Node, ...], arg: int) -> tuple[Shape, DType]:
     src, idx = srcs
     assert idx.dtype is dtypes.int64 and len(idx.shape) == len(src.shape), srcs
-    assert all(i == arg or a == b for i, (a, b) in enumerate(zip(src.shape, idx.shape))), srcs
+    for i, (a, b) in enumerate(zip(src.shape, idx.shape)):
+        assert i == arg or a == b, srcs
     return idx.shape, src.dtype
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError, ShapeError, describe
 from anychip.frontend.tensor import Tensor
+from anychip.ir.ops import Ops
 from anychip.nn.losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -38,7 +39,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: input's last dimension must match weight's in_features: "
             f"{describe(input, weight)} (weight is (out_features, in_features))"
         )
-    out = input @ weight.t()
+    # weight's transpose as a plain PERMUTE, not a view (`.t()`): nothing outside sees it
+    out = input @ (weight._prim(Ops.PERMUTE, arg=(1, 0)) if weight.ndim == 2 else weight)
     return out + bias if bias is not None else out
 
 

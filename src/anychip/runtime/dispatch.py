@@ -223,8 +223,14 @@ class Plan:
                     dev, dt, size = s.meta
                     out = Buffer(dev, dt, size, backend.allocate(size, dt))
                     env.append(out)
-                vals = tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
-                launch(backend, s.program, out, [env[i] for i in s.ins], s.label, (), vals)
+                vals = (
+                    tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
+                    if s.scalars
+                    else ()  # most kernels take none: no comprehension to run
+                )
+                launch(
+                    backend, s.program, out, list(map(env.__getitem__, s.ins)), s.label, (), vals
+                )
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             elif s.kind is HOST:
@@ -318,36 +324,46 @@ def structure(
     leaf_pos: set[int] = set()
     stack = roots[::-1]
     # iterative post-order (deep graphs are fine); the hot path of every eager realise, so
-    # bound methods are hoisted out of the loop
+    # bound methods are hoisted out of the loop and nodes of one or two sources (most)
+    # skip the comprehension (a frame of its own before Python 3.12)
     pop, push, seen, emit, place = stack.pop, stack.append, index.get, key.append, order.append
     while stack:
         n = pop()
-        pos = seen(id(n))
+        i = id(n)
+        pos = seen(i)
         if pos is None:
-            buf = n.arg if n.op is Ops.BUFFER else buffer_of(n)
+            op = n.op
+            buf = n.arg if op is Ops.BUFFER else buffer_of(n)
             if buf is not None:  # a leaf: which buffer slot, not how it was computed
                 j = leaf_slot.setdefault(id(buf), len(leaves))
                 if j == len(leaves):
                     leaves.append(buf)
-                index[id(n)] = len(key)
+                index[i] = len(key)
                 leaf_pos.add(len(key))
                 emit((j, n.dtype, n.shape, n.device))
                 place(n)
                 continue
-            if n.op is Ops.COPY:
+            if op is Ops.COPY:
                 return None
-            index[id(n)] = -1
+            index[i] = -1
             push(n)
             for s in n.srcs:
                 if id(s) not in index:
                     push(s)
         elif pos == -1:
-            index[id(n)] = len(key)
-            if n.op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
+            index[i] = len(key)
+            op, arg, srcs = n.op, n.arg, n.srcs
+            if op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
                 arg = "runtime scalar"
+            elif type(arg) is float:
+                arg = arg.hex()  # 0.0 vs -0.0, NaN
+            if len(srcs) == 1:
+                at: tuple[int, ...] = (index[id(srcs[0])],)
+            elif len(srcs) == 2:
+                at = (index[id(srcs[0])], index[id(srcs[1])])
             else:
-                arg = n.arg.hex() if type(n.arg) is float else n.arg  # 0.0 vs -0.0, NaN
-            emit((n.op, n.dtype, n.shape, n.device, arg, tuple([index[id(s)] for s in n.srcs])))
+                at = tuple([index[id(s)] for s in srcs])
+            emit((op, n.dtype, n.shape, n.device, arg, at))
             place(n)
     key.append(tuple(index[id(r)] for r in roots))
     return tuple(key), leaves, order, leaf_pos
