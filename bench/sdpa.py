@@ -4,6 +4,7 @@ per head by default). Rounds alternate anychip and torch (a noisy neighbour hurt
 figure is the best of N. Prints the ratio torch/anychip (> 1: anychip is faster).
 
 Run: PYTHONPATH=src python bench/sdpa.py [--repeat N] [--shape B H T D] [--only NAME]
+(under `taskset -c 0` both run on one core)
 (NAME: fwd, fwd+bwd, fwd-full, fwd+bwd-full; `-full` is not causal). ANYCHIP_DEBUG=1 lists
 each kernel anychip launches with its time.
 """
@@ -80,10 +81,12 @@ def main() -> None:
     p.add_argument("--only", default=None)
     args = p.parse_args()
     shape = tuple(args.shape)
-    threads = os.environ.get("OMP_NUM_THREADS", f"{os.cpu_count()} (all cores)")
+    # both use every core this process may run on (`taskset -c 0 ...` for one)
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
     print(
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), anychip OpenMP "
-        f"threads: {threads}; shape (B, H, T, D) = {shape}; best of {args.repeat}"
+        f"torch {torch.__version__}, {threads} threads each; shape (B, H, T, D) = {shape}; "
+        f"best of {args.repeat}"
     )
     for name, causal, backward in (
         ("fwd", True, False),
