@@ -119,9 +119,20 @@ def _dropout(weights: Tensor, dropout_p: float) -> Tensor:
     return keep._select(weights * (1.0 / (1.0 - dropout_p)), 0.0)
 
 
+def _scores(q: Tensor, k: Tensor) -> Tensor:
+    """q @ k^T (..., L, S) as a sum over E of q (..., L, 1, E) times k (..., 1, S, E): the
+    same GEMM as the matmul, but k's gradient comes out (..., S, E) as k is laid out, where
+    the matmul's (of k^T) would be (..., E, S), transposed again by an extra kernel."""
+    from anychip.frontend.linalg import _batch_shape, contract
+
+    batch = _batch_shape(q, k, q.shape[:-2], k.shape[:-2])
+    full = (*batch, q.shape[-2], k.shape[-2], q.shape[-1])
+    return contract(q.unsqueeze(-2)._broadcast(full), k.unsqueeze(-3)._broadcast(full), -1)
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Mask, dropout_p: float) -> Tensor:
     """softmax(mask(q @ k^T)) @ v for q already scaled."""
-    weights = _dropout(softmax_weights(q @ k.transpose(-2, -1), mask), dropout_p)
+    weights = _dropout(softmax_weights(_scores(q, k), mask), dropout_p)
     return weights @ v.to(weights.dtype)
 
 
