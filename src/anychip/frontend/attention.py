@@ -77,10 +77,10 @@ def attention_scores(
     return masker((query * s) @ key.transpose(-2, -1))
 
 
-def softmax_weights(raw: Tensor, mask: Mask) -> Tensor:
-    """softmax(mask(raw)) over the last axis, raw (..., L, S) finite scores.
+def softmax_weights(raw: Tensor, mask: Mask, scale: float = 1.0) -> Tensor:
+    """softmax(mask(raw * scale)) over the last axis, raw (..., L, S) finite scores.
 
-    Its gradient is written directly, d raw = P * (g - sum(g * P)): one row kernel reading
+    Its gradient is written directly, d raw = scale P (g - sum(g P)): one row kernel reading
     the weights P the forward stored (for the next GEMM anyway) and the incoming g, where
     the composite softmax's derivative rules recompute exp and store the row sums apart.
     The forward is P + (raw - raw): exactly P, with an edge back to raw whose gradient a
@@ -89,20 +89,20 @@ def softmax_weights(raw: Tensor, mask: Mask) -> Tensor:
     from anychip.frontend.tensor import Tensor, is_grad_enabled
 
     if not (raw.requires_grad and is_grad_enabled()):
-        return mask(raw).softmax(-1)
+        return mask(raw * scale).softmax(-1)
     fixed = raw.detach()
     link = raw - fixed  # zeros; autograd reaches raw through it
-    weights = mask(fixed).softmax(-1) + link
+    weights = mask(fixed * scale).softmax(-1) + link
     kept = weights.node  # the node, not the tensor: no cycle back to link's record
 
     def grad(g: Tensor) -> Tensor:
         if is_grad_enabled():  # create_graph: differentiate the composite (second order)
             from anychip.frontend.autograd import grad as autograd_grad
 
-            (out,) = autograd_grad(mask(raw).softmax(-1), raw, g, create_graph=True)
+            (out,) = autograd_grad(mask(raw * scale).softmax(-1), raw, g, create_graph=True)
             return out  # type: ignore[no-any-return]
         p = Tensor._from_node(kept)
-        return p * (g - (g * p).sum(-1, keepdim=True))
+        return p * (g - (g * p).sum(-1, keepdim=True)) * scale
 
     register_hook(link, grad)
     return weights
@@ -130,16 +130,17 @@ def _scores(q: Tensor, k: Tensor) -> Tensor:
     return contract(q.unsqueeze(-2)._broadcast(full), k.unsqueeze(-3)._broadcast(full), -1)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Mask, dropout_p: float) -> Tensor:
-    """softmax(mask(q @ k^T)) @ v for q already scaled."""
-    weights = _dropout(softmax_weights(_scores(q, k), mask), dropout_p)
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Mask, scale: float, dropout_p: float) -> Tensor:
+    """softmax(mask(q @ k^T * scale)) @ v: the scale is applied inside the softmax's row
+    kernel (scaling q first would be a kernel of its own, and another for q's gradient)."""
+    weights = _dropout(softmax_weights(_scores(q, k), mask, scale), dropout_p)
     return weights @ v.to(weights.dtype)
 
 
-def _causal_blocks(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
+def _causal_blocks(q: Tensor, k: Tensor, v: Tensor, scale: float, dropout_p: float) -> Tensor:
     """Causal attention by blocks of CAUSAL_BLOCK query rows: rows [i0, i1) against keys
     [0, min(i1, S)), the causal mask only where a block meets the diagonal; the blocks'
-    outputs are joined along L. q (..., L, E) already scaled."""
+    outputs are joined along L."""
     from anychip.frontend.creation import cat
 
     n_q, n_k = q.shape[-2], k.shape[-2]
@@ -156,7 +157,7 @@ def _causal_blocks(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
                 return s
             return causal_mask(i1 - i0, end, s.device, i0)._select(s, -math.inf)
 
-        outs.append(_attend(qb, kb, vb, mask, dropout_p))
+        outs.append(_attend(qb, kb, vb, mask, scale, dropout_p))
     return cat(outs, -2)
 
 
@@ -191,10 +192,9 @@ def scaled_dot_product_attention(
     s = _check(query, key, scale, op)
     n_q, n_k = query.shape[-2], key.shape[-2]
     mask = _masker(attn_mask, is_causal, n_q, n_k, op)
-    q = query * s
     if is_causal and n_q >= 2 * CAUSAL_BLOCK and n_k > CAUSAL_BLOCK:
-        return _causal_blocks(q, key, value, dropout_p)
+        return _causal_blocks(query, key, value, s, dropout_p)
     if attn_mask is not None and attn_mask.requires_grad:  # the composite softmax's gradient
-        weights = _dropout(mask(q @ key.transpose(-2, -1)).softmax(-1), dropout_p)
+        weights = _dropout(mask(_scores(query, key) * s).softmax(-1), dropout_p)
         return weights @ value.to(weights.dtype)
-    return _attend(q, key, value, mask, dropout_p)
+    return _attend(query, key, value, mask, s, dropout_p)
