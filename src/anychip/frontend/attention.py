@@ -63,20 +63,6 @@ def _masker(attn_mask: Tensor | None, is_causal: bool, n_q: int, n_k: int, op: s
     return lambda s: s + mask.to(s.dtype)
 
 
-def attention_scores(
-    query: Tensor,
-    key: Tensor,
-    attn_mask: Tensor | None,
-    is_causal: bool,
-    scale: float | None,
-    op: str,
-) -> Tensor:
-    """The masked, scaled logits q @ k^T (..., L, S) that softmax turns into weights."""
-    s = _check(query, key, scale, op)
-    masker = _masker(attn_mask, is_causal, query.shape[-2], key.shape[-2], op)
-    return masker((query * s) @ key.transpose(-2, -1))
-
-
 def softmax_weights(raw: Tensor, mask: Mask, scale: float = 1.0) -> Tensor:
     """softmax(mask(raw * scale)) over the last axis, raw (..., L, S) finite scores.
 
@@ -128,6 +114,25 @@ def _scores(q: Tensor, k: Tensor) -> Tensor:
     batch = _batch_shape(q, k, q.shape[:-2], k.shape[:-2])
     full = (*batch, q.shape[-2], k.shape[-2], q.shape[-1])
     return contract(q.unsqueeze(-2)._broadcast(full), k.unsqueeze(-3)._broadcast(full), -1)
+
+
+def attention_weights(
+    query: Tensor,
+    key: Tensor,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    scale: float | None,
+    op: str,
+) -> Tensor:
+    """softmax(q @ k^T * scale + mask) (..., L, S), the weights that multiply v. The
+    softmax's gradient is given directly (`softmax_weights`), unless a float mask needs a
+    gradient of its own (then the composite softmax's rules give both)."""
+    s = _check(query, key, scale, op)
+    mask = _masker(attn_mask, is_causal, query.shape[-2], key.shape[-2], op)
+    raw = _scores(query, key)
+    if attn_mask is not None and attn_mask.requires_grad:
+        return mask(raw * s).softmax(-1)
+    return softmax_weights(raw, mask, s)
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Mask, scale: float, dropout_p: float) -> Tensor:
@@ -189,12 +194,11 @@ def scaled_dot_product_attention(
         raise ShapeError(
             f"{op}: key and value need the same sequence length, got {describe(key, value)}"
         )
-    s = _check(query, key, scale, op)
     n_q, n_k = query.shape[-2], key.shape[-2]
-    mask = _masker(attn_mask, is_causal, n_q, n_k, op)
     if is_causal and n_q >= 2 * CAUSAL_BLOCK and n_k > CAUSAL_BLOCK:
+        s = _check(query, key, scale, op)
+        _masker(attn_mask, is_causal, n_q, n_k, op)  # its argument check
         return _causal_blocks(query, key, value, s, dropout_p)
-    if attn_mask is not None and attn_mask.requires_grad:  # the composite softmax's gradient
-        weights = _dropout(mask(_scores(query, key) * s).softmax(-1), dropout_p)
-        return weights @ value.to(weights.dtype)
-    return _attend(query, key, value, mask, s, dropout_p)
+    weights = attention_weights(query, key, attn_mask, is_causal, scale, op)
+    weights = _dropout(weights, dropout_p)
+    return weights @ value.to(weights.dtype)
