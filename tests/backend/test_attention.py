@@ -128,6 +128,18 @@ def test_sdpa_dropout_keeps_expectation(device: str) -> None:
     assert out.min() < 0.9  # something was dropped
 
 
+def test_sdpa_causal_blocks_dropout_keeps_expectation(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 8)
+    q = ac.zeros(16, 4, 64, 2, device=device)  # row i: weights 1/(i+1) over keys 0..i
+    v = ac.ones(16, 4, 64, 3, device=device)
+    ac.manual_seed(0)
+    out = F.scaled_dot_product_attention(q, q, v, dropout_p=0.5, is_causal=True).numpy()
+    assert abs(out.mean() - 1.0) < 0.05
+    assert out.min() < 0.9
+
+
 def _copy(tm: torch.nn.Module, am: ac.nn.Module) -> None:
     am.load_state_dict({k: ac.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
 
