@@ -140,6 +140,20 @@ def test_sdpa_causal_blocks_dropout_keeps_expectation(
     assert out.min() < 0.9
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_float16_scales_before_the_product(
+    device: str, causal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # q . k = 64 * 40^2 overflows float16, q . k / 8 does not: torch's result is finite
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 4)
+    x = np.full((1, 1, 12, 64), 40.0, np.float32)
+    a = ac.tensor(x, device=device).to(ac.float16)
+    t = torch.tensor(x).half()
+    out = F.scaled_dot_product_attention(a, a, a, is_causal=causal).float().numpy()
+    ref = TF.scaled_dot_product_attention(t, t, t, is_causal=causal).float().numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-3)
+
+
 def _copy(tm: torch.nn.Module, am: ac.nn.Module) -> None:
     am.load_state_dict({k: ac.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
 

@@ -105,6 +105,14 @@ def _dropout(weights: Tensor, dropout_p: float) -> Tensor:
     return keep._select(weights * (1.0 / (1.0 - dropout_p)), 0.0)
 
 
+def _prescaled(q: Tensor, scale: float) -> tuple[Tensor, float]:
+    """(q, scale) to score with: halves scale q before the GEMM, as before, since their
+    unscaled q k^T can overflow (float16 stops at 65504) where the scaled one does not."""
+    if q.dtype in (dtypes.float16, dtypes.bfloat16) and scale != 1.0:
+        return q * scale, 1.0
+    return q, scale
+
+
 def _scores(q: Tensor, k: Tensor) -> Tensor:
     """q @ k^T (..., L, S) as a sum over E of q (..., L, 1, E) times k (..., 1, S, E): the
     same GEMM as the matmul, but k's gradient comes out (..., S, E) as k is laid out, where
@@ -127,9 +135,9 @@ def attention_weights(
     """softmax(q @ k^T * scale + mask) (..., L, S), the weights that multiply v. The
     softmax's gradient is given directly (`softmax_weights`), unless a float mask needs a
     gradient of its own (then the composite softmax's rules give both)."""
-    s = _check(query, key, scale, op)
+    q, s = _prescaled(query, _check(query, key, scale, op))
     mask = _masker(attn_mask, is_causal, query.shape[-2], key.shape[-2], op)
-    raw = _scores(query, key)
+    raw = _scores(q, key)
     if attn_mask is not None and attn_mask.requires_grad:
         return mask(raw * s).softmax(-1)
     return softmax_weights(raw, mask, s)
@@ -196,9 +204,9 @@ def scaled_dot_product_attention(
         )
     n_q, n_k = query.shape[-2], key.shape[-2]
     if is_causal and n_q >= 2 * CAUSAL_BLOCK and n_k > CAUSAL_BLOCK:
-        s = _check(query, key, scale, op)
+        q, s = _prescaled(query, _check(query, key, scale, op))
         _masker(attn_mask, is_causal, n_q, n_k, op)  # its argument check
-        return _causal_blocks(query, key, value, s, dropout_p)
+        return _causal_blocks(q, key, value, s, dropout_p)
     weights = attention_weights(query, key, attn_mask, is_causal, scale, op)
     weights = _dropout(weights, dropout_p)
     return weights @ value.to(weights.dtype)
