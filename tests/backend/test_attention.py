@@ -9,6 +9,8 @@ import torch
 
 import anychip as ac
 import anychip.nn.functional as F
+from anychip.frontend import attention
+from anychip.ir.ops import Node, Ops
 from helpers import check, rand
 
 TF = torch.nn.functional
@@ -29,6 +31,72 @@ def test_sdpa_matches_torch(device: str, kw: dict, lq: int, lk: int) -> None:
         [rand(2, 3, lq, 4), rand(2, 3, lk, 4, seed=1), rand(2, 3, lk, 5, seed=2)],
         device,
         torch_fn=lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, **kw),
+    )
+
+
+@pytest.mark.parametrize(("lq", "lk"), [(7, 7), (5, 8), (9, 3), (4, 4)])
+def test_sdpa_causal_blocks_match_torch(
+    device: str, lq: int, lk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # blocks of 2 query rows: a partial last block, keys past L (never seen), queries past
+    # S (every key seen: no mask), and exactly two blocks
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 2)
+    check(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        [rand(2, 3, lq, 4), rand(2, 3, lk, 4, seed=1), rand(2, 3, lk, 5, seed=2)],
+        device,
+        torch_fn=lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True),
+    )
+
+
+def test_sdpa_causal_blocks_skip_the_masked_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each block's scores are (rows, keys up to its last row): the upper blocks are skipped
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 2)
+    q = ac.ones(1, 6, 4, device="ref")
+    out = F.scaled_dot_product_attention(q, q, q, is_causal=True)
+    sizes = {n.shape[-2:] for n in _walk(out.node) if n.op is Ops.EXP}
+    assert sizes == {(2, 2), (2, 4), (2, 6)}
+
+
+def _walk(root: Node) -> list[Node]:
+    out, seen, todo = [], set(), [root]
+    while todo:
+        n = todo.pop()
+        if id(n) not in seen:
+            seen.add(id(n))
+            out.append(n)
+            todo.extend(n.srcs)
+    return out
+
+
+def _torch_math_sdpa(q, k, v, mask):  # type: ignore[no-untyped-def]
+    w = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5 + mask).softmax(-1)
+    return w @ v
+
+
+def test_sdpa_second_derivatives_match_torch(device: str) -> None:
+    # create_graph: the gradient is differentiated again (the composite softmax's rules)
+    arrs = [rand(1, 2, 5, 4, seed=i).astype(np.float32) for i in range(3)]
+    add = rand(5, 5, seed=7).astype(np.float32)
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in arrs)
+    aq, ak, av = (ac.tensor(a, device=device, requires_grad=True) for a in arrs)
+    tout = _torch_math_sdpa(tq, tk, tv, torch.tensor(add))
+    aout = F.scaled_dot_product_attention(aq, ak, av, attn_mask=ac.tensor(add, device=device))
+    (tg,) = torch.autograd.grad(tout.square().sum(), tq, create_graph=True)
+    (ag,) = ac.autograd.grad(aout.square().sum(), aq, create_graph=True)
+    np.testing.assert_allclose(ag.numpy(), tg.detach().numpy(), atol=1e-4, rtol=1e-4)
+    (tgk,) = torch.autograd.grad(tg.square().sum(), tk)
+    (agk,) = ac.autograd.grad(ag.square().sum(), ak)
+    np.testing.assert_allclose(agk.numpy(), tgk.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_sdpa_gradient_to_a_float_mask(device: str) -> None:
+    add = rand(5, 6, seed=4)
+    check(
+        lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+        [rand(2, 3, 5, 4), rand(2, 3, 6, 4, seed=1), rand(2, 3, 6, 4, seed=2), add],
+        device,
+        torch_fn=lambda q, k, v, m: TF.scaled_dot_product_attention(q, k, v, attn_mask=m),
     )
 
 
@@ -58,6 +126,32 @@ def test_sdpa_dropout_keeps_expectation(device: str) -> None:
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5).numpy()
     assert abs(out.mean() - 1.0) < 0.05
     assert out.min() < 0.9  # something was dropped
+
+
+def test_sdpa_causal_blocks_dropout_keeps_expectation(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 8)
+    q = ac.zeros(16, 4, 64, 2, device=device)  # row i: weights 1/(i+1) over keys 0..i
+    v = ac.ones(16, 4, 64, 3, device=device)
+    ac.manual_seed(0)
+    out = F.scaled_dot_product_attention(q, q, v, dropout_p=0.5, is_causal=True).numpy()
+    assert abs(out.mean() - 1.0) < 0.05
+    assert out.min() < 0.9
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_float16_scales_before_the_product(
+    device: str, causal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # q . k = 64 * 40^2 overflows float16, q . k / 8 does not: torch's result is finite
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 4)
+    x = np.full((1, 1, 12, 64), 40.0, np.float32)
+    a = ac.tensor(x, device=device).to(ac.float16)
+    t = torch.tensor(x).half()
+    out = F.scaled_dot_product_attention(a, a, a, is_causal=causal).float().numpy()
+    ref = TF.scaled_dot_product_attention(t, t, t, is_causal=causal).float().numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-3)
 
 
 def _copy(tm: torch.nn.Module, am: ac.nn.Module) -> None:

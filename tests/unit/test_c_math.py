@@ -60,6 +60,24 @@ def test_log_special_values() -> None:
     assert ulps(got[7:], ref).max() <= 1.0
 
 
+def test_exp_tail_and_special_values() -> None:
+    # the underflow tail: subnormal results down to -104, exact zeros below (computed without
+    # a subnormal intermediate), and -inf (a masked softmax score) -> 0
+    x = np.concatenate(
+        [
+            np.linspace(-110.0, -80.0, 200_001, dtype=np.float32),
+            np.array([-np.inf, -1e30, -104.5, np.inf, 0.0, np.nan], np.float32),
+        ]
+    )
+    got = run(x, "exp")
+    fin = np.isfinite(x)
+    with np.errstate(all="ignore"):
+        ref = np.exp(x.astype(np.float64))
+    assert ulps(got[fin], ref[fin]).max() <= 1.5
+    assert (got[x < -104.0] == 0.0).all()
+    assert got[-3] == np.inf and got[-2] == 1.0 and np.isnan(got[-1])
+
+
 def test_erf_ulp_wide_and_dense() -> None:
     rng = np.random.default_rng(1)
     x = np.concatenate(

@@ -149,6 +149,15 @@ def test_every_block_has_an_edge(tiling, tmp):
     run_and_check(*contiguous_case(3, 61, 150, 45, seed=1), tmp, tiling=tiling)
 
 
+@pytest.mark.parametrize("tiling", [None, *SMALL_BLOCKS[:3]], ids=range(4))
+def test_column_major_a(tiling, tmp):
+    # A^T @ B (attention's dK = dS^T Q): A packed 8 k rows at a time for all slivers, with
+    # edge slivers (m not a multiple of MR) and k blocks not a multiple of 8
+    a, b, out, dtype, out_dtype = contiguous_case(3, 61, 70, 45, seed=3)
+    at = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)  # (3, 61, 45), SAM 1
+    run_and_check(at, b, out, dtype, out_dtype, tmp, tiling=tiling)
+
+
 def test_scalar_fallback(tmp):
     run_and_check(*contiguous_case(2, 37, 45, 19), tmp, flags=("-DANYCHIP_GEMM_SCALAR",))
 

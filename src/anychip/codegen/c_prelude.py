@@ -92,7 +92,10 @@ static inline __attribute__((always_inline)) float ac_exp_poly(float r) {
   return AC_FMAF(p, r * r, r) + 1.0f;
 }
 static inline __attribute__((always_inline)) float ac_expf(float x) {
-  float c = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
+  /* below -104 the result is 0: compute from 0 and select 0 at the end, since scaling
+     down to a subnormal or zero costs a microcode assist per lane on x86 (a masked -inf
+     softmax entry would pay it for every masked score) */
+  float c = x < -104.0f ? 0.0f : (x > 89.0f ? 89.0f : x);
   float k = (c * 1.44269504f + 12582912.0f) - 12582912.0f;  /* round to nearest */
   float r = (c - k * 0.693359375f) - k * -2.12194440e-4f;
   float y = ac_exp_poly(r);
@@ -102,7 +105,7 @@ static inline __attribute__((always_inline)) float ac_expf(float x) {
   memcpy(&s1, &u1, 4);
   memcpy(&s2, &u2, 4);
   float out = (y * s1) * s2;
-  return x != x ? x : out;
+  return x != x ? x : (x < -104.0f ? 0.0f : out);
 }
 /* natural log in float32, branch-free like ac_expf: subnormals are scaled by 2^23 first,
    x = 2^k m with m in [sqrt(1/2), sqrt(2)) read off the bits, f = m - 1 (exact), and

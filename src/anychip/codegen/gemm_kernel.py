@@ -98,11 +98,7 @@ def pack_a_c(row_major: bool) -> str:
         for (int i = mr; i < MR; ++i)
             for (int k = 0; k < kc; ++k) dst[k * MR + i] = 0;"""
     else:
-        body = """\
-        for (int k = 0; k < kc; ++k) {
-            for (int i = 0; i < mr; ++i) dst[k * MR + i] = LOAD_IN(src[i * SAM + k * SAK]);
-            for (int i = mr; i < MR; ++i) dst[k * MR + i] = 0;
-        }"""
+        return _PACK_A_COLUMNS
     return f"""\
 static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc, long k0, int kc) {{
     for (int s = 0; s < mc; s += MR) {{
@@ -112,6 +108,35 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
         dst += MR * kc;
     }}
 }}
+"""
+
+
+# A read down its columns (A^T stored row-major: a softmax gradient's transpose in attention's
+# backward). One sliver at a time would walk all kc rows of A for MR values each, rows a
+# power-of-two stride apart that share a few L1 sets: every sliver re-fetched every row from
+# L2, and a copy of mr values GCC turns into a memmove call per row (3x slower GEMMs).
+# Instead 8 rows at a time feed every sliver, so a row's cache lines
+# stay in L1 while the slivers that need them pass.
+_PACK_A_COLUMNS = """\
+static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc, long k0, int kc) {
+    for (int kb = 0; kb < kc; kb += 8) {
+        const int ke = kc - kb < 8 ? kc : kb + 8;
+        acc_t *d = dst;
+        for (int s = 0; s < mc; s += MR) {
+            const int mr = mc - s < MR ? mc - s : MR;
+            const in_t *src = a + (m0 + s) * SAM + k0 * SAK;
+            if (mr == MR) /* a constant trip count: moves, not a memmove call per row */
+                for (int k = kb; k < ke; ++k)
+                    for (int i = 0; i < MR; ++i) d[k * MR + i] = LOAD_IN(src[i * SAM + k * SAK]);
+            else
+                for (int k = kb; k < ke; ++k) {
+                    for (int i = 0; i < mr; ++i) d[k * MR + i] = LOAD_IN(src[i * SAM + k * SAK]);
+                    for (int i = mr; i < MR; ++i) d[k * MR + i] = 0;
+                }
+            d += MR * kc;
+        }
+    }
+}
 """
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from anychip import dtypes
 from anychip.errors import ArgumentError, ShapeError, describe
-from anychip.frontend.attention import attention_scores
+from anychip.frontend.attention import attention_weights
 from anychip.frontend.tensor import Tensor
 from anychip.nn import functional as F
 from anychip.nn import init
@@ -116,8 +116,7 @@ class MultiheadAttention(Module):
             for t, wi, bi in zip((query, key, value), w, b, strict=True)
         )
         mask = self._mask(attn_mask, key_padding_mask, n, length, src, q.dtype)
-        scores = attention_scores(q, k, mask, is_causal and mask is None, None, "attention")
-        weights = scores.softmax(-1)
+        weights = attention_weights(q, k, mask, is_causal and mask is None, None, "attention")
         attn = F.dropout(weights, self.dropout, self.training)
         out = (attn @ v).transpose(1, 2).reshape(n, length, self.embed_dim)
         out = self.out_proj(out)
