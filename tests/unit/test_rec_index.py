@@ -17,13 +17,15 @@ def test_index_matches_a_dict_through_inserts_deletes_and_rehashes(kind: str) ->
         universe = np.arange(6000, dtype=np.int64)
     universe = np.unique(np.concatenate([universe, [-(2**63), 2**63 - 1, 0, -1, 2**62]]))
     ix, ref = IdIndex(16), {}
+    next_number = 0
     for step in range(30):
         batch = rng.choice(universe, 400)
         got = ix.lookup(batch)
         want = np.array([ref.get(int(k), -1) for k in batch])
         np.testing.assert_array_equal(got, want)
         new = np.unique(batch[got < 0])
-        vals = rng.integers(0, 2**31 - 1, new.size)
+        vals = rng.permutation(10**5)[: new.size] + next_number  # unused numbers
+        next_number += 10**5
         ix.insert(new, vals)
         ref.update(zip(new.tolist(), vals.tolist(), strict=True))
         if step % 3 == 2:  # delete some present and some absent ids
@@ -37,11 +39,13 @@ def test_index_matches_a_dict_through_inserts_deletes_and_rehashes(kind: str) ->
     assert dict(zip(keys.tolist(), vals.tolist(), strict=True)) == ref
 
 
-def test_set_values_changes_present_ids_only() -> None:
-    ix = IdIndex()
+def test_ids_of_numbers_and_reuse_of_a_freed_number() -> None:
+    ix = IdIndex(2)
     ix.insert(np.array([5, -9]), np.array([0, 1]))
-    ix.set_values(np.array([-9, 77]), np.array([40, 41]))
-    assert ix.lookup(np.array([5, -9, 77])).tolist() == [0, 40, -1]
+    ix.delete(np.array([5]))
+    ix.insert(np.array([2**63 - 1]), np.array([0]))  # number 0 goes to another id
+    assert ix.lookup(np.array([5, -9, 2**63 - 1])).tolist() == [-1, 1, 0]
+    assert ix.ids_of[:2].tolist() == [2**63 - 1, -9]
 
 
 def test_pool_reuses_freed_numbers_before_new_ones() -> None:

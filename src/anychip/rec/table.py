@@ -27,6 +27,7 @@ from anychip.rec import table_state
 from anychip.rec.index import IdIndex, SlotPool
 
 InitFn = Callable[[Tensor], Any]
+GROWTH = 1.125  # capacity grows by 1/8 when rows run out: ~9 copies of the rows in all
 
 
 def default_init(rows: Tensor) -> Tensor:
@@ -89,9 +90,9 @@ class DynamicEmbedding(Module):
         self.step = 0  # training calls so far: the clock when no `now=` is given
         capacity = max(int(capacity), 1)
         self._index = IdIndex(capacity)
-        self._pool = SlotPool(capacity)
-        # per row (capacity,): its id, whether in use, last sighting, version of last change
-        self._row_ids = np.zeros(capacity, np.int64)
+        self._pool = SlotPool(capacity, GROWTH)
+        # per row (capacity,): whether in use, last sighting, version of last change (its
+        # id is self._index.ids_of[row])
         self._used = np.zeros(capacity, np.bool_)
         self._last_seen = np.zeros(capacity, np.int64)
         self._changed = np.zeros(capacity, np.int64)
@@ -114,7 +115,7 @@ class DynamicEmbedding(Module):
     def memory_bytes(self) -> int:
         """Bytes the table holds: rows on the device (all `capacity`) plus the host's id
         index, per-row records and admission counts. Optimizer state is the optimizer's."""
-        host = sum(a.nbytes for a in (self._row_ids, self._used, self._last_seen, self._changed))
+        host = sum(a.nbytes for a in (self._used, self._last_seen, self._changed))
         rows = self.capacity * self.dim * self.weight.dtype.itemsize
         return int(rows + host + self._index.nbytes + self._pool.nbytes + self._pending.nbytes)
 
@@ -217,7 +218,7 @@ class DynamicEmbedding(Module):
         if new_ids.size:
             rows = self._take_rows(new_ids.size)
             self._index.insert(new_ids, rows)
-            self._row_ids[rows], self._used[rows] = new_ids, True
+            self._used[rows] = True
             out[admit] = rows
         return out[where.reshape(-1)]
 
@@ -239,7 +240,8 @@ class DynamicEmbedding(Module):
             if w.grad is not None:  # a gradient from before the growth: zero for new rows
                 w.grad = cat([w.grad, w.grad.new_zeros(extra, self.dim)], 0)
         w.realize()
-        for name in ("_row_ids", "_used", "_last_seen", "_changed"):
+        self._index.reserve(capacity)
+        for name in ("_used", "_last_seen", "_changed"):
             a = getattr(self, name)
             setattr(self, name, np.concatenate([a, np.zeros(extra, a.dtype)]))
 
@@ -265,7 +267,7 @@ class DynamicEmbedding(Module):
         rows = np.flatnonzero(self._used & (self._last_seen < limit))
         if rows.size == 0:
             return 0
-        ids = self._row_ids[rows]
+        ids = self._index.ids_of[rows]
         self._index.delete(ids)
         self._used[rows] = False
         self._pool.give_back(rows)
@@ -289,7 +291,8 @@ class DynamicEmbedding(Module):
         evicted = np.unique(np.concatenate(gone)) if gone else np.zeros(0, np.int64)
         evicted = evicted[self._index.lookup(evicted) < 0]
         values = F.embedding(Tensor(rows, device=self.weight.device), self.weight.detach())
-        return TableDelta(self._row_ids[rows].copy(), values.numpy(), evicted, self.version)
+        ids = self._index.ids_of[rows]
+        return TableDelta(ids, values.numpy(), evicted, self.version)
 
     def forget_evictions(self, upto_version: int) -> None:
         """Drop the eviction records at or before `upto_version` (every consumer of
@@ -319,13 +322,12 @@ class _Pending:
     def __init__(self) -> None:
         self.index = IdIndex(16)
         self.pool = SlotPool(16, growth=2.0)
-        self.ids = np.zeros(16, np.int64)
         self.counts = np.zeros(16, np.int64)
         self.last = np.zeros(16, np.int64)
 
     @property
     def nbytes(self) -> int:
-        return self.index.nbytes + self.pool.nbytes + 3 * self.ids.nbytes
+        return self.index.nbytes + self.pool.nbytes + self.counts.nbytes + self.last.nbytes
 
     def count(self, ids: np.ndarray, counts: np.ndarray, clock: int) -> np.ndarray:
         """Add `counts` sightings to distinct `ids`; their totals."""
@@ -333,15 +335,15 @@ class _Pending:
         new = slot < 0
         if new.any():
             fresh = self.pool.take(int(new.sum()))
-            if self.pool.capacity > self.ids.size:
-                extra = self.pool.capacity - self.ids.size
-                for name in ("ids", "counts", "last"):
+            if self.pool.capacity > self.counts.size:
+                extra = self.pool.capacity - self.counts.size
+                for name in ("counts", "last"):
                     setattr(
                         self, name, np.concatenate([getattr(self, name), np.zeros(extra, np.int64)])
                     )
             self.index.insert(ids[new], fresh)
             slot[new] = fresh
-            self.ids[fresh], self.counts[fresh] = ids[new], 0
+            self.counts[fresh] = 0
         self.counts[slot] += counts
         self.last[slot] = clock
         out: np.ndarray = self.counts[slot]
@@ -355,12 +357,13 @@ class _Pending:
         live = self.index.items()[1]
         old = live[self.last[live] < limit]
         if old.size:
-            self.drop(self.ids[old])
+            self.drop(self.index.ids_of[old])
 
     def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, counts, last sightings) of every pending id."""
         slot = self.index.items()[1]
-        return self.ids[slot].copy(), self.counts[slot].copy(), self.last[slot].copy()
+        ids = self.index.ids_of[slot]
+        return ids, self.counts[slot].copy(), self.last[slot].copy()
 
     def restore(self, ids: np.ndarray, counts: np.ndarray, last: np.ndarray) -> None:
         self.__init__()  # type: ignore[misc]

@@ -48,7 +48,7 @@ def save_state(table: DynamicEmbedding) -> dict[str, Tensor]:
     ev_v = np.concatenate([np.full(ids.size, v, np.int64) for v, ids in log]) if log else ev_ids
     meta = [table.version, table.step, table.capacity, log_length(table.weight)]
     host = {
-        "ids": table._row_ids[rows],
+        "ids": table._index.ids_of[rows],
         "row_index": rows.astype(np.int64),
         "last_seen": table._last_seen[rows],
         "changed": table._changed[rows],
@@ -86,15 +86,14 @@ def load_state(table: DynamicEmbedding, state: dict[str, Any]) -> None:
         w.grad = None
     w.realize()
     table.version, table.step = version, step
-    table._index = IdIndex(max(ids.size, 16))
+    table._index = IdIndex(capacity)
     table._index.insert(ids, where)
-    table._row_ids = np.zeros(capacity, np.int64)
     table._used = np.zeros(capacity, np.bool_)
     table._last_seen = np.zeros(capacity, np.int64)
     table._changed = np.zeros(capacity, np.int64)
-    table._row_ids[where], table._used[where] = ids, True
+    table._used[where] = True
     table._last_seen[where], table._changed[where] = get["last_seen"], get["changed"]
-    table._pool = SlotPool(capacity)
+    table._pool = SlotPool(capacity, table._pool.growth)
     table._pool.top = capacity  # every row not in use is free (and freshly drawn)
     table._pool.give_back(np.flatnonzero(~table._used)[::-1])
     table._pending.restore(get["pending_ids"], get["counts"], get["pending_last_seen"])
