@@ -196,3 +196,31 @@ def test_bad_input_raises_typed_errors() -> None:
     with pytest.raises(ArgumentError, match="ttl=None"):
         table.evict()
     assert len(table) == 0
+
+
+@pytest.mark.parametrize("make_opt", ["adagrad", "rowwise", "sgd"])
+def test_sparse_gradients_train_as_dense_ones(make_opt: str) -> None:
+    def run(sparse: bool) -> tuple[np.ndarray, np.ndarray]:
+        table = DynamicEmbedding(2, ttl=2, capacity=2, init=const_init(0.5), sparse=sparse)
+        opt = {
+            "adagrad": lambda p: ac.optim.Adagrad(p, lr=0.1),
+            "rowwise": lambda p: ac.rec.RowWiseAdagrad(p, lr=0.1),
+            "sgd": lambda p: ac.optim.SGD(p, lr=0.1),
+        }[make_opt](table.parameters())
+        coef = ac.tensor([1.0, -2.0])
+        for i, ids in enumerate(([1, 2], [2, 3, 3], [3, 4, 5, 6], [7], [1, 7, 8])):
+            if i != 2:  # step 3 accumulates onto step 2's gradient across a growth
+                opt.zero_grad()
+            (table(np.array(ids)) * coef).sum().backward()
+            if i != 1:
+                opt.step()
+            table.evict()
+        assert sparse == bool(getattr(table.weight.grad, "is_sparse", False))
+        keys = np.arange(1, 9)
+        table.eval()
+        return table(keys).numpy(), table.rows_of(keys)
+
+    dense, rows_dense = run(False)
+    sparse, rows_sparse = run(True)
+    np.testing.assert_array_equal(rows_sparse, rows_dense)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-6)

@@ -238,7 +238,7 @@ class DynamicEmbedding(Module):
         with no_grad():
             w.data = cat([w.detach(), self._fresh(extra, w.dtype, w.device)], 0)
             if w.grad is not None:  # a gradient from before the growth: zero for new rows
-                w.grad = cat([w.grad, w.grad.new_zeros(extra, self.dim)], 0)
+                w.grad = _grown_grad(w.grad, old, capacity)
         w.realize()
         self._index.reserve(capacity)
         for name in ("_used", "_last_seen", "_changed"):
@@ -370,6 +370,16 @@ class _Pending:
         if ids.size:
             self.count(ids, counts, 0)
             self.last[self.index.lookup(ids)] = last
+
+
+def _grown_grad(g: Tensor, old: int, capacity: int) -> Tensor:
+    """A gradient of `old` rows as one of `capacity` rows (zero in the new ones)."""
+    if not getattr(g, "is_sparse", False):
+        return cat([g, g.new_zeros(capacity - old, *g.shape[1:])], 0)
+    # row-sparse (frontend/sparse.py): its unused slots hold row id `old`, out of range
+    # until now; they move to `capacity` so they stay out of range
+    idx, vals = g._parts()  # type: ignore[attr-defined]
+    return type(g)((idx >= old)._select(capacity, idx), vals, (capacity, *g.shape[1:]))  # type: ignore[call-arg]
 
 
 def _as_ids(op: str, ids: Any) -> tuple[np.ndarray, tuple[int, ...]]:
