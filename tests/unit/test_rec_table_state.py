@@ -81,6 +81,9 @@ def test_load_rejects_missing_keys_and_wrong_dim() -> None:
     state = table.state_dict()
     with pytest.raises(StateDictError, match=r"Missing key.*counts"):
         DynamicEmbedding(3).load_state_dict({k: v for k, v in state.items() if k != "counts"})
+    fresh = DynamicEmbedding(3)
+    result = fresh.load_state_dict({k: v for k, v in state.items() if k != "counts"}, False)
+    assert result.missing_keys == ["counts"] and len(fresh) == 0  # left as it was
     with pytest.raises(ac.errors.ShapeError, match="dim 4"):
         DynamicEmbedding(4).load_state_dict(state)
 

@@ -430,9 +430,10 @@ class Module:
                     cur.data = value
                 else:
                     mod._buffers[name] = value
-            for dot, own in owners:
+            for dot, own in owners:  # all of its keys or none (strict=False: left as is)
                 keys = own._own_state_keys() or ()
-                own._load_own_state({k: state_dict[dot + k] for k in keys if dot + k in state_dict})
+                if all(dot + k in state_dict for k in keys):
+                    own._load_own_state({k: state_dict[dot + k] for k in keys})
         return IncompatibleKeys(missing, unexpected)
 
     # --- printing -------------------------------------------------------------------

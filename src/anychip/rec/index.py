@@ -66,8 +66,9 @@ class IdIndex:
 
     def _probe(self, slot: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each slot's number and whether it holds `want`."""
-        v = self.slots[slot]
-        return v, (v >= 0) & (self.ids_of[np.maximum(v, 0)] == want)
+        v = np.take(self.slots, slot)
+        # mode="clip" reads ids_of[0] for EMPTY and DELETED slots, which v >= 0 masks
+        return v, (np.take(self.ids_of, v, mode="clip") == want) & (v >= 0)
 
     def _find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The slot holding each id and its number, both -1 where absent: all ids probe
@@ -149,10 +150,23 @@ def _slots_for(n: int) -> int:
     return slots
 
 
+def ladder(n: int) -> int:
+    """n rounded up to a multiple of 2^(bits - 5): 16 to 32 sizes per doubling, the same
+    in every run, so the kernels of a table that grew to a size are compiled once (disk
+    cache) and sizes are at most 1/16 above n.
+
+    >>> ladder(31), ladder(33), ladder(1000), ladder(1 << 20)
+    (31, 34, 1024, 1048576)
+    """
+    step = 1 << max(0, n.bit_length() - 5)
+    return -(-n // step) * step
+
+
 class SlotPool:
     """Numbers 0, 1, 2, ... handed out and taken back in batches: freed numbers first (a
-    stack), then ones never used; `capacity` grows geometrically (by `growth`) when both
-    run out, so the arrays an owner keeps per number are reallocated O(log n) times.
+    stack), then ones never used; `capacity` grows geometrically (by `growth`, then up to
+    the next `ladder` size) when both run out, so the arrays an owner keeps per number
+    are reallocated O(log n) times.
 
     >>> pool = SlotPool(4)
     >>> pool.take(3).tolist(), pool.capacity
@@ -174,7 +188,7 @@ class SlotPool:
         fresh = np.arange(self.top, self.top + n - reuse, dtype=np.int64)
         self.top += fresh.size
         if self.top > self.capacity:
-            self.capacity = max(self.top, int(self.capacity * self.growth))
+            self.capacity = ladder(max(self.top, int(self.capacity * self.growth)))
         return np.concatenate([out, fresh]) if reuse else fresh
 
     def give_back(self, numbers: np.ndarray) -> None:
