@@ -98,10 +98,11 @@ class DynamicEmbedding(Module):
         self._used = np.zeros(capacity, np.bool_)
         self._last_seen = np.zeros(capacity, np.int64)
         self._changed = np.zeros(capacity, np.int64)
+        self._hot = np.zeros(0, np.int64)  # rows the latest training call read
         self._evicted: list[tuple[int, np.ndarray]] = []  # (version, ids) per sweep
         self._pending = _Pending()  # counts of ids not yet admitted
-        rows = zeros(capacity, dim, dtype=dtype, device=device)
-        self.weight = Parameter(self._fresh(capacity, rows.dtype, rows.device))
+        like = zeros(0, dim, dtype=dtype, device=device)  # resolves dtype and device names
+        self.weight = Parameter(self._fresh(capacity, like.dtype, like.device))
         self.weight.realize()
 
     # --- sizes ---------------------------------------------------------------------
@@ -164,7 +165,7 @@ class DynamicEmbedding(Module):
             )
         # pool the rows with zeros in place of missing ids: bag positions over a (N, dim)
         # tensor of the looked-up rows, so every mode sees zero vectors there
-        looked = self.forward_rows(rows)  # (N, dim)
+        looked = self._rows_or_zeros(rows)  # (N, dim)
         pos = Tensor(np.arange(rows.size).reshape(shape), device=dev)
         return F.embedding_bag(
             pos,
@@ -175,7 +176,7 @@ class DynamicEmbedding(Module):
             include_last_offset=include_last_offset,
         )
 
-    def forward_rows(self, rows: np.ndarray) -> Tensor:
+    def _rows_or_zeros(self, rows: np.ndarray) -> Tensor:
         """(N, dim) rows at row numbers `rows` (N,), zeros where a number is -1."""
         dev = self.weight.device
         out = F.embedding(Tensor(np.maximum(rows, 0), device=dev), self.weight, sparse=self.sparse)
@@ -202,9 +203,11 @@ class DynamicEmbedding(Module):
         self.version += 1
         seen = rows[rows >= 0]
         self._last_seen[seen] = clock
-        # the optimizer step after this call changes these rows: they count as changed
-        # at the next version, so a delta taken before that step still sends them later
-        self._changed[seen] = self.version + 1
+        # the rows the previous call read were changed by the optimizer step since, and
+        # this call's rows will be by the next one: every delta sends the latter (`_hot`)
+        self._changed[self._hot] = self.version
+        self._changed[seen] = self.version
+        self._hot = seen
         return rows, shape
 
     def _admit(self, missing: np.ndarray, clock: int) -> np.ndarray:
@@ -286,9 +289,12 @@ class DynamicEmbedding(Module):
 
     # --- serving sync --------------------------------------------------------------
     def delta(self, since_version: int) -> TableDelta:
-        """The rows added or changed after `since_version` and the ids evicted since then
-        (and not readmitted); pass the returned `version` next time."""
-        rows = np.flatnonzero(self._used & (self._changed > since_version))
+        """The rows added or changed after `since_version` (and those the latest training
+        call read, which its optimizer step may change after this delta) and the ids
+        evicted since then and not readmitted; pass the returned `version` next time."""
+        changed = self._changed > since_version
+        changed[self._hot] = True  # their optimizer step may come after this delta
+        rows = np.flatnonzero(self._used & changed)
         gone = [ids for v, ids in self._evicted if v > since_version]
         evicted = np.unique(np.concatenate(gone)) if gone else np.zeros(0, np.int64)
         evicted = evicted[self._index.lookup(evicted) < 0]
