@@ -183,6 +183,16 @@ def test_memory_counts_rows_and_index() -> None:
     assert table.bytes_per_row == table.memory_bytes() / 100
 
 
+def test_init_may_fill_in_place_or_return_rows() -> None:
+    ids = np.array([3, 1])
+    filled = DynamicEmbedding(2, init=lambda t: ac.nn.init.constant_(t, 2.0))(ids)
+    made = DynamicEmbedding(2, init=lambda t: np.full(t.shape, 2.0))(ids)
+    np.testing.assert_array_equal(filled.numpy(), np.full((2, 2), 2.0))
+    np.testing.assert_array_equal(made.numpy(), np.full((2, 2), 2.0))
+    with pytest.raises(ac.errors.ShapeError, match="init gave rows of shape"):
+        DynamicEmbedding(2, init=lambda t: np.zeros(3))
+
+
 def test_bad_input_raises_typed_errors() -> None:
     table = DynamicEmbedding(2)
     with pytest.raises(DTypeError, match=r"ids must be integers.*float32"):

@@ -251,11 +251,18 @@ class DynamicEmbedding(Module):
             setattr(self, name, np.concatenate([a, np.zeros(extra, a.dtype)]))
 
     def _fresh(self, n: int, dtype: Any, device: str) -> Tensor:
+        """n new rows from `init`: it fills the zeros it is given in place (as nn.init's
+        functions) or returns the rows (a Tensor or array of that shape)."""
         rows = zeros(n, self.dim, dtype=dtype, device=device)
         with no_grad():
-            self.init(rows)
+            made = self.init(rows)
+        if made is not None and made is not rows:
+            made = made if isinstance(made, Tensor) else Tensor(np.asarray(made))
+            rows = made.detach().to(device, dtype)
         if rows.shape != (n, self.dim):
-            raise ShapeError(f"DynamicEmbedding: init changed the rows' shape to {rows.shape}")
+            raise ShapeError(
+                f"DynamicEmbedding: init gave rows of shape {rows.shape}, wanted {(n, self.dim)}"
+            )
         return rows
 
     # --- eviction ------------------------------------------------------------------
