@@ -1,0 +1,10 @@
+"""anychip.rec: the recommendation engine: embedding tables, CTR models, data, training."""
+
+from __future__ import annotations
+
+# batches, tables and models (re-exported one name per line: others add theirs beside)
+from anychip.rec.collection import EmbeddingBagCollection as EmbeddingBagCollection
+from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
+from anychip.rec.collection import KeyedTensor as KeyedTensor
+from anychip.rec.jagged import JaggedTensor as JaggedTensor
+from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
