@@ -10,3 +10,4 @@ from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
 from anychip.rec.collection import KeyedTensor as KeyedTensor
 from anychip.rec.jagged import JaggedTensor as JaggedTensor
 from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
+from anychip.rec import synthetic as synthetic
