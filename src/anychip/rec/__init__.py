@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from anychip.rec import models as models
+from anychip.rec import synthetic as synthetic
 
 # batches, tables and models (re-exported one name per line: others add theirs beside)
 from anychip.rec.collection import EmbeddingBagCollection as EmbeddingBagCollection
@@ -10,4 +11,3 @@ from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
 from anychip.rec.collection import KeyedTensor as KeyedTensor
 from anychip.rec.jagged import JaggedTensor as JaggedTensor
 from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
-from anychip.rec import synthetic as synthetic
