@@ -11,3 +11,15 @@ from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
 from anychip.rec.collection import KeyedTensor as KeyedTensor
 from anychip.rec.jagged import JaggedTensor as JaggedTensor
 from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
+from anychip.rec.optim import RowWiseAdagrad
+
+__all__ = [
+    "EmbeddingBagCollection",
+    "EmbeddingBagConfig",
+    "JaggedTensor",
+    "KeyedJaggedTensor",
+    "KeyedTensor",
+    "RowWiseAdagrad",
+    "models",
+    "synthetic",
+]
