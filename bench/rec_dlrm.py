@@ -1,18 +1,20 @@
 """The synthetic DLRM training step of issue 13, anychip against PyTorch, side by side:
 samples/s at each thread count, and each run's peak memory.
 
-    PYTHONPATH=src python bench/rec_dlrm.py [--quick] [--threads 1,2] [--steps N] [--json PATH]
+    PYTHONPATH=src python bench/rec_dlrm.py [--quick] [--threads 1,2] [--json PATH]
     anychip rec bench [same options]
 
 Model: 26 tables (Criteo-shaped sizes totalling ~2.5M rows, `anychip.rec.synthetic`) of
 dim 64, one id per feature, 13 dense features through a 13-512-256-64 bottom MLP, dot
-interactions, a 415-512-256-1 top MLP, BCE-with-logits; batch 2048; row-wise Adagrad on
-the tables (anychip.rec.RowWiseAdagrad) and Adam on the dense layers. PyTorch runs its
-twin (bench/rec_twins.py: the same weights, copied) with nn.EmbeddingBag(sparse=True),
-torch.optim.Adagrad on the tables and Adam on the rest, eagerly. anychip runs eagerly and
-under anychip.jit. Each (framework, thread count) runs in a process of its own (threads
-are fixed when OpenMP starts; peak memory is the process's peak RSS), on the same batches
-drawn before timing. TorchRec is not installed here: its column is not run.
+interactions, a 415-512-256-1 top MLP, BCE-with-logits; batch 2048. anychip: row-wise
+Adagrad on the tables (anychip.rec.RowWiseAdagrad on row-sparse gradients), Adam on the
+rest, eagerly and under anychip.jit. PyTorch: its twin (bench/rec_twins.py) with
+nn.EmbeddingBag(sparse=True), torch.optim.Adagrad on the tables, Adam on the rest, eagerly.
+Both start from the same weights; the first step's loss (same weights, same batch) is
+printed as the check that both train the same model. Each (framework, thread count) runs
+in a process of its own (threads are fixed when OpenMP starts; peak memory is the
+process's peak RSS), on the same batches, drawn before timing. TorchRec is not installed
+here: its column is not run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ for p in (SRC, str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-RUNS = ("anychip", "anychip_jit", "torch")
+RUNS = ("torch", "anychip", "anychip_jit")
 LR_TABLES, LR_DENSE = 0.01, 1e-3
 
 
@@ -49,17 +52,27 @@ def config(quick: bool, rows: int) -> dict[str, Any]:
             "bottom": [512, 256, 64], "top": [512, 256, 1], "steps": 12, "warmup": 3}  # fmt: skip
 
 
-def _twin(cfg: dict[str, Any]) -> Any:
-    import rec_twins
-    import torch
-
+def _tables(cfg: dict[str, Any]) -> list[Any]:
     from anychip.rec.synthetic import criteo_tables
 
-    torch.manual_seed(0)
-    tables = criteo_tables(cfg["dim"], cfg["sizes"])
-    return tables, rec_twins.build(
-        "dlrm", tables, 13, sparse=True, bottom_mlp=cfg["bottom"], top_mlp=cfg["top"]
-    )
+    return criteo_tables(cfg["dim"], cfg["sizes"])
+
+
+def initial_values(
+    named_shapes: list[tuple[str, tuple[int, ...]]],
+) -> Iterator[tuple[str, np.ndarray]]:
+    """The same starting weights for both frameworks, one parameter at a time (no second
+    copy of the tables is ever held): tables U(-1/sqrt(rows), 1/sqrt(rows)) as TorchRec,
+    Linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch's defaults."""
+    rng = np.random.default_rng(0)
+    fan_in = 1
+    for name, shape in named_shapes:
+        if name.startswith("ebc."):
+            bound = 1.0 / np.sqrt(shape[0])
+        else:
+            fan_in = shape[1] if len(shape) == 2 else fan_in  # a bias follows its weight
+            bound = 1.0 / np.sqrt(fan_in)
+        yield name, rng.uniform(-bound, bound, shape).astype(np.float32)
 
 
 def _batches(cfg: dict[str, Any], n: int) -> list[Any]:
@@ -70,18 +83,27 @@ def _batches(cfg: dict[str, Any], n: int) -> list[Any]:
     return [gen.batch(rng, cfg["batch"]) for _ in range(n)]
 
 
-def run_torch(cfg: dict[str, Any], threads: int, batches: list[Any]) -> list[float]:
+def run_torch(
+    cfg: dict[str, Any], threads: int, batches: list[Any]
+) -> tuple[list[float], list[float]]:
+    import rec_twins
     import torch
 
     torch.set_num_threads(threads)
-    _, model = _twin(cfg)
+    model = rec_twins.build(
+        "dlrm", _tables(cfg), 13, sparse=True, bottom_mlp=cfg["bottom"], top_mlp=cfg["top"]
+    )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in initial_values([(n, tuple(p.shape)) for n, p in params.items()]):
+            params[name].copy_(torch.from_numpy(value))
     tables = list(model.ebc.parameters())
     ids_of = {id(p) for p in tables}
     dense = [p for p in model.parameters() if id(p) not in ids_of]
     opt_t = torch.optim.Adagrad(tables, lr=LR_TABLES)
     opt_d = torch.optim.Adam(dense, lr=LR_DENSE)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    times = []
+    times, losses = [], []
     b = cfg["batch"]
     offsets = torch.arange(b + 1)
     for i in range(cfg["steps"]):
@@ -91,32 +113,34 @@ def run_torch(cfg: dict[str, Any], threads: int, batches: list[Any]) -> list[flo
         t0 = time.perf_counter()
         opt_t.zero_grad()
         opt_d.zero_grad()
-        bce(model(x, feats), y).backward()
+        loss = bce(model(x, feats), y)
+        loss.backward()
         opt_t.step()
         opt_d.step()
         times.append(time.perf_counter() - t0)
-    return times
+        losses.append(float(loss))
+    return times, losses
 
 
-def run_anychip(cfg: dict[str, Any], jit: bool, batches: list[Any]) -> tuple[list[float], str]:
-    import rec_twins
-
+def run_anychip(
+    cfg: dict[str, Any], jit: bool, batches: list[Any]
+) -> tuple[list[float], list[float]]:
     import anychip as ac
-    from anychip.rec import models
+    from anychip.rec import RowWiseAdagrad, models
 
     dev = "cpu" if "cpu" in ac.devices() else ac.devices()[0]
-    tables, twin = _twin(cfg)
     model = models.build(
-        "dlrm", tables, 13, device=dev, bottom_mlp=cfg["bottom"], top_mlp=cfg["top"]
+        "dlrm", _tables(cfg), 13, device=dev, bottom_mlp=cfg["bottom"], top_mlp=cfg["top"]
     )
-    rec_twins.copy_into(twin, model)
-    del twin
+    params = dict(model.named_parameters())
+    with ac.no_grad():
+        for name, value in initial_values([(n, tuple(p.shape)) for n, p in params.items()]):
+            params[name].copy_(ac.tensor(value, device=dev))
+            params[name].realize()
     table_params = list(model.ebc.parameters())
     ids_of = {id(p) for p in table_params}
     dense = [p for p in model.parameters() if id(p) not in ids_of]
-    row_wise = getattr(__import__("anychip.rec", fromlist=["x"]), "RowWiseAdagrad", None)
-    note = "RowWiseAdagrad" if row_wise else "dense Adagrad (no RowWiseAdagrad yet)"
-    opt_t = (row_wise or ac.optim.Adagrad)(table_params, lr=LR_TABLES)
+    opt_t = RowWiseAdagrad(table_params, lr=LR_TABLES)
     opt_d = ac.optim.Adam(dense, lr=LR_DENSE)
     bce = ac.nn.functional.binary_cross_entropy_with_logits
 
@@ -130,27 +154,27 @@ def run_anychip(cfg: dict[str, Any], jit: bool, batches: list[Any]) -> tuple[lis
         return loss.realize()
 
     fn = ac.jit(step) if jit else step
-    times = []
+    times, losses = [], []
     for i in range(cfg["steps"]):
         x, kjt, y = batches[i % len(batches)].tensors(dev)
         t0 = time.perf_counter()
-        fn(model, opt_t, opt_d, x, kjt, y)
+        loss = fn(model, opt_t, opt_d, x, kjt, y)
         times.append(time.perf_counter() - t0)
-    return times, note
+        losses.append(loss.item())
+    return times, losses
 
 
 def child(run: str, threads: int, quick: bool, rows: int) -> dict[str, Any]:
     cfg = config(quick, rows)
     batches = _batches(cfg, 4)
-    note = ""
     if run == "torch":
-        times = run_torch(cfg, threads, batches)
+        times, losses = run_torch(cfg, threads, batches)
     else:
-        times, note = run_anychip(cfg, run == "anychip_jit", batches)
+        times, losses = run_anychip(cfg, run == "anychip_jit", batches)
     sec = float(np.median(times[cfg["warmup"] :]))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {"samples_per_s": cfg["batch"] / sec, "ms_per_step": sec * 1e3, "peak_bytes": peak,
-            "first_step_s": times[0], "note": note}  # fmt: skip
+            "first_step_s": times[0], "losses": losses}  # fmt: skip
 
 
 def measure(run: str, threads: int, quick: bool, rows: int) -> dict[str, Any] | str:
@@ -210,10 +234,9 @@ def _print_row(run: str, threads: int, got: Any, torch_row: Any) -> None:
     ratio = ""
     if run != "torch" and isinstance(torch_row, dict) and "samples_per_s" in torch_row:
         ratio = f"  {got['samples_per_s'] / torch_row['samples_per_s']:.2f}x torch"
-    note = f"  ({got['note']})" if got.get("note") else ""
     print(f"{run:<12} {threads} thr  {got['samples_per_s']:9.0f} samples/s  "
           f"{got['ms_per_step']:8.1f} ms/step  peak {got['peak_bytes'] / 2**30:5.2f} GiB  "
-          f"first step {got['first_step_s']:.1f}s{ratio}{note}")  # fmt: skip
+          f"first step {got['first_step_s']:.1f}s, loss {got['losses'][0]:.5f}{ratio}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -193,8 +193,6 @@ class EmbeddingBagCollection(Module):
 
 
 def _table(cfg: EmbeddingBagConfig, device: Any, sparse: bool) -> EmbeddingBag:
-    # sparse=True asks for row-sparse gradients; where embedding_bag has none yet the
-    # module takes the flag and its gradient stays dense
     table = EmbeddingBag(
         cfg.num_embeddings,
         cfg.embedding_dim,
