@@ -12,6 +12,7 @@ from anychip.rec.collection import KeyedTensor as KeyedTensor
 from anychip.rec.jagged import JaggedTensor as JaggedTensor
 from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
 from anychip.rec.optim import RowWiseAdagrad
+from anychip.rec.synthetic import synthetic_criteo as synthetic_criteo
 
 __all__ = [
     "EmbeddingBagCollection",
@@ -22,4 +23,5 @@ __all__ = [
     "RowWiseAdagrad",
     "models",
     "synthetic",
+    "synthetic_criteo",
 ]

@@ -58,7 +58,12 @@ def _dims(ebc: EmbeddingBagCollection) -> list[int]:
 
 
 def _device(ebc: EmbeddingBagCollection) -> str:
-    return next(iter(ebc.parameters())).device if list(ebc.parameters()) else "ref"
+    """The device of ebc's tables (the default device for tables without parameters)."""
+    from anychip.runtime.device import canonical
+
+    for p in ebc.parameters():
+        return p.device
+    return canonical(None)
 
 
 def _same_dim(model: str, ebc: EmbeddingBagCollection) -> int:
@@ -78,7 +83,9 @@ def _check_dense(model: str, dense: Tensor | None, dense_in: int, batch: int) ->
 
 def linear_tables(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection:
     """Dim-1 tables over ebc's features (one weight per id: a linear model of the ids),
-    on ebc's device; each table sums its bags."""
+    on ebc's device; each table sums its bags. They are plain tables of each config's
+    num_embeddings rows, also for a table ebc takes from `modules` (DeepFM, WideDeep and
+    MF need ids below num_embeddings there; DLRM and DCN have no linear tables)."""
     cfgs = [
         EmbeddingBagConfig(t.name, 1, t.num_embeddings, list(t.feature_names), "sum")
         for t in ebc.embedding_bag_configs()
