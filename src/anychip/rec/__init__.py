@@ -1,7 +1,32 @@
 """`anychip.rec`: the recommendation engine: collisionless dynamic embedding tables
-(docs/rec-table.md), row-wise optimizers, and what trains on them."""
+(docs/rec-table.md), row-wise optimizers, batches of sparse features, CTR models, data and
+training (docs/rec.md)."""
 
+from __future__ import annotations
+
+from anychip.rec import models as models
+from anychip.rec import synthetic as synthetic
+
+# batches, tables and models (re-exported one name per line: others add theirs beside)
+from anychip.rec.collection import EmbeddingBagCollection as EmbeddingBagCollection
+from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
+from anychip.rec.collection import KeyedTensor as KeyedTensor
+from anychip.rec.jagged import JaggedTensor as JaggedTensor
+from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
 from anychip.rec.optim import RowWiseAdagrad
+from anychip.rec.synthetic import synthetic_criteo as synthetic_criteo
 from anychip.rec.table import DynamicEmbedding, TableDelta
 
-__all__ = ["DynamicEmbedding", "RowWiseAdagrad", "TableDelta"]
+__all__ = [
+    "DynamicEmbedding",
+    "EmbeddingBagCollection",
+    "EmbeddingBagConfig",
+    "JaggedTensor",
+    "KeyedJaggedTensor",
+    "KeyedTensor",
+    "RowWiseAdagrad",
+    "TableDelta",
+    "models",
+    "synthetic",
+    "synthetic_criteo",
+]
