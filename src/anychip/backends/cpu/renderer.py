@@ -1,10 +1,12 @@
-"""The cpu target's renderer: the shared C renderer, plus matrix products handed to our
-own GEMM generator (codegen/gemm.py) when the kernel carries a ContractionSpec.
+"""The cpu target's renderer: the shared C renderer (long kernels chunked, codegen/c_chunk.py),
+plus matrix products handed to our own GEMM generator (codegen/gemm.py) when the kernel
+carries a ContractionSpec.
 """
 
 from __future__ import annotations
 
-from anychip.codegen.c import CRenderer, c_name
+from anychip.codegen.c import c_name
+from anychip.codegen.c_chunk import ChunkedCRenderer
 from anychip.codegen.gemm import GemmSpec, gemm_source
 from anychip.ir.kernel import ContractionSpec, KernelIR, arg_name
 from anychip.runtime.tune import tuned_tiling
@@ -26,7 +28,7 @@ def gemm_spec(c: ContractionSpec) -> GemmSpec:
     )
 
 
-class CpuRenderer(CRenderer):
+class CpuRenderer(ChunkedCRenderer):
     """C for the host: generic kernels as loops, contractions through the GEMM generator.
 
     >>> from anychip.ir.kernel import *
@@ -42,6 +44,7 @@ class CpuRenderer(CRenderer):
         c = k.contraction
         if c is None or len(c.batch) != 1:
             return super().render(k, name)
+        self.chunking = None
         fname = c_name(name or k.name)
         inner = f"{fname}_gemm"
         spec = gemm_spec(c)

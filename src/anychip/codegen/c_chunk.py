@@ -1,0 +1,232 @@
+"""Chunked C kernels: a long kernel runs as several calls, each over a range of its heaviest
+top-level loop, so the host gets control back between calls (Ctrl-C stops it within a chunk).
+
+The rule: a kernel's cost is the number of expression nodes its statements evaluate, summed
+over all loop iterations (`cost`: elements x ops). A kernel costing at least
+`MIN_CHUNKS * chunk_work()` is chunked: its costliest top-level loop is cut into ranges of
+about `chunk_work()` cost each (`ANYCHIP_CHUNK_WORK`, default `CHUNK_WORK`). Smaller
+kernels are rendered and launched exactly as before (one call, no extra arguments).
+
+A chunked function takes three more arguments, after the runtime scalars:
+`int64_t lo_, int64_t hi_` (the range of the chunk loop this call runs) and `char *st_`
+(`Chunking.state_bytes` of zeroed scratch the launcher keeps across the calls of one launch).
+Statements before the chunk loop run in every call when they only declare (`Let`; `Acc` and
+`Local` live in `st_` so their values carry over), the others only in the call with
+`lo_ == 0`; statements after it only in the call that ends the loop. A reduction whose
+threads keep per-thread partials keeps them in `st_` too, so each thread's running sum is
+one long compensated chain, as in one call.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from anychip.codegen.c import CRenderer, _Block
+from anychip.errors import ArgumentError
+from anychip.ir.kernel import (
+    Acc,
+    KernelIR,
+    Let,
+    Load,
+    Local,
+    Loop,
+    SortRow,
+    Stmt,
+    Store,
+    Var,
+    stmt_exprs,
+    walk_exprs,
+    walk_stmts,
+)
+
+CHUNK_WORK = 1 << 24  # cost per chunk: ~10-60 ms of one core's work at 0.3-2 ns per node
+MIN_CHUNKS = 4  # kernels under MIN_CHUNKS * chunk_work() are never chunked (no overhead)
+ENV = "ANYCHIP_CHUNK_WORK"
+_ALIGN = 64  # bytes: each value kept in the state starts on a cache line
+
+
+def chunk_work() -> int:
+    """Cost per chunk: `ANYCHIP_CHUNK_WORK` (a whole number >= 1) or `CHUNK_WORK`."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return CHUNK_WORK
+    if not (raw.isdigit() and int(raw) >= 1):
+        raise ArgumentError(f"{ENV}={raw!r}: a whole number >= 1 expected (cost per chunk)")
+    return int(raw)
+
+
+def cost(body: tuple[Stmt, ...]) -> int:
+    """Expression nodes the statements evaluate, over every iteration (at least 1 each).
+
+    >>> from anychip.ir.kernel import *
+    >>> from anychip import dtypes
+    >>> x = Load(1, Var("i", INDEX), dtypes.float32)
+    >>> cost((Loop("i", 1000, (Store(0, Var("i", INDEX), x),)),))  # i, b1[i] and its i
+    3000
+    """
+    total = 0
+    for s in body:
+        if isinstance(s, Loop):
+            total += s.extent * cost(s.body)
+        elif isinstance(s, SortRow):
+            total += s.n * max(1, s.n.bit_length())
+        else:
+            total += max(1, sum(len(walk_exprs(e)) for e in stmt_exprs(s)))
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Chunking:
+    """How a launcher calls a chunked kernel: ranges of `step` iterations of `extent`, with
+    `state_bytes` of zeroed scratch shared by the calls."""
+
+    extent: int
+    step: int
+    state_bytes: int
+
+
+def choose(k: KernelIR, work: int) -> tuple[int, int] | None:
+    """(position in `k.body` of the loop to chunk, iterations per chunk), or None when the
+    kernel is cheap or its structure does not allow it."""
+    if cost(k.body) < MIN_CHUNKS * work:
+        return None
+    loops = [(cost((s,)), i) for i, s in enumerate(k.body) if isinstance(s, Loop)]
+    if not loops:
+        return None
+    c, at = max(loops)
+    loop = k.body[at]
+    assert isinstance(loop, Loop)
+    step = max(1, work * loop.extent // max(c, 1))
+    if step >= loop.extent or not _safe_prologue(k, at):
+        return None
+    return at, step
+
+
+def _safe_prologue(k: KernelIR, at: int) -> bool:
+    """Lets before the chunk loop are recomputed by every call: they must not read an
+    accumulator or a buffer the kernel writes (their value could differ by then)."""
+    written = {s.buf for s in walk_stmts(k.body) if isinstance(s, Store)}
+    accs = {s.var for s in walk_stmts(k.body) if isinstance(s, Acc)}
+    for s in k.body[:at]:
+        if not isinstance(s, Let):
+            continue
+        for e in walk_exprs(s.value):
+            if isinstance(e, Var) and e.name in accs:
+                return False
+            if isinstance(e, Load) and e.buf in written:
+                return False
+    return True
+
+
+class ChunkedCRenderer(CRenderer):
+    """The C renderer, chunking kernels that cost at least MIN_CHUNKS * chunk_work();
+    after `render`, `chunking` says how to launch the result (None: one plain call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunking: Chunking | None = None
+        self._loop: Loop | None = None
+        self._state = 0
+        self._saved: list[tuple[str, str, int]] = []  # (accumulator, C type, state offset)
+        self._returned = False
+        self._plan: tuple[int, int] | None = None
+        self._nt = 0
+
+    def render(self, k: KernelIR, name: str | None = None) -> str:
+        self.chunking, self._loop, self._state, self._saved = None, None, 0, []
+        self._plan = choose(k, chunk_work())
+        self._returned = False
+        src = super().render(k, name)
+        if self._loop is not None and self._plan is not None:
+            self.chunking = Chunking(self._loop.extent, self._plan[1], max(self._state, 8))
+        return src
+
+    def signature(self, k: KernelIR, name: str) -> str:
+        sig = super().signature(k, name)
+        if self._plan is None:
+            return sig
+        extra = "int64_t lo_, int64_t hi_, char *restrict st_"
+        return sig[:-1] + (", " if sig[-2] != "(" else "") + extra + ")"
+
+    def _slot(self, nbytes: int) -> int:
+        """Offset of `nbytes` of fresh state."""
+        at = self._state
+        self._state += -(-nbytes // _ALIGN) * _ALIGN
+        return at
+
+    def top(self, k: KernelIR) -> None:
+        if self._plan is None:
+            super().top(k)
+            return
+        at = self._plan[0]
+        loop = k.body[at]
+        assert isinstance(loop, Loop)
+        self._loop = loop
+        self.blocks.append(_Block())
+        for s in k.body[:at]:
+            self._prologue(s)
+        self.stmt(loop)
+        if not self._returned and (k.body[at + 1 :] or self._saved):
+            self._leave_unless_last("")
+        for s in k.body[at + 1 :]:
+            self.stmt(s)
+        self.blocks.pop()
+
+    def _prologue(self, s: Stmt) -> None:
+        if isinstance(s, Acc):
+            self.acc_ops[s.var] = s
+            self.forget(s.var)
+            t = self.vtype(s.dtype)
+            off = self._slot(8)
+            self._saved.append((s.var, t, off))
+            ident = self.identity(s.op, s.dtype)
+            self.emit(f"{t} {s.var} = lo_ ? *({t} *)(st_ + {off}) : {ident};")
+        elif isinstance(s, Local):
+            b = self.bufs[s.buf]
+            t = self.stype(b.dtype)
+            off = self._slot(max(b.size, 1) * b.dtype.itemsize)
+            self.emit(f"{t} *restrict b{s.buf} = ({t} *)(st_ + {off});")
+        elif isinstance(s, Let):
+            self.stmt(s)
+        else:  # side effects: once, in the first call
+            self.block((s,), ["if (lo_ == 0) {"])
+
+    def _leave_unless_last(self, extra: str) -> None:
+        """Unless this call ends the chunk loop: keep the accumulators in the state, return."""
+        assert self._loop is not None
+        self.emit(f"if (hi_ < {self._loop.extent}) {{")
+        for var, t, off in self._saved:
+            self.emit(f"  *({t} *)(st_ + {off}) = {var};")
+        if extra:
+            self.emit(f"  {extra}")
+        self.emit("  return;")
+        self.emit("}")
+        self._returned = True
+
+    def loop_range(self, s: Loop) -> tuple[str, str]:
+        if s is self._loop:
+            return "lo_", "hi_"
+        return super().loop_range(s)
+
+    # a reduction over the chunk loop keeps its per-thread partials in the state
+    def partials(self, s: Loop, accs: list[str]) -> None:
+        if s is not self._loop:
+            super().partials(s, accs)
+            return
+        self._nt = self._slot(8)
+        self.emit(f"int64_t nt_ = lo_ ? *(int64_t *)(st_ + {self._nt}) : 1;")
+        for a in accs:
+            acc = self.acc_ops[a]
+            t = self.vtype(acc.dtype)
+            off = self._slot(64 * 8)
+            self.emit(f"{t} *restrict {a}_part = ({t} *)(st_ + {off});")
+            ident = self.identity(acc.op, acc.dtype)
+            self.emit(f"if (lo_ == 0) for (int t_ = 0; t_ < 64; t_++) {a}_part[t_] = {ident};")
+
+    def thread_start(self, s: Loop, acc: str) -> str:
+        return f"{acc}_part[t_]" if s is self._loop else super().thread_start(s, acc)
+
+    def before_combine(self, s: Loop) -> None:
+        if s is self._loop:
+            self._leave_unless_last(f"*(int64_t *)(st_ + {self._nt}) = nt_;")
