@@ -29,15 +29,21 @@ def _run(fn: Callable[[], ac.Tensor]) -> tuple[np.ndarray, bool]:
     return out, chunked
 
 
-def both(fn: Callable[[], ac.Tensor], monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
-    """fn's value with tiny chunks, checked equal to the unchunked value."""
+def both(
+    fn: Callable[[], ac.Tensor], monkeypatch: pytest.MonkeyPatch, exact: bool = True
+) -> np.ndarray:
+    """fn's value with tiny chunks, checked equal to the unchunked value (close, for a
+    matrix product: a GEMM of fewer rows may block its sums otherwise)."""
     plain, was = _run(fn)
     assert not was  # small kernels never chunk at the default size
     monkeypatch.setenv(c_chunk.ENV, "16")
     chunked, was = _run(fn)
     monkeypatch.delenv(c_chunk.ENV)
     assert was, "nothing ran chunked"
-    np.testing.assert_array_equal(chunked, plain)
+    if exact:
+        np.testing.assert_array_equal(chunked, plain)
+    else:
+        np.testing.assert_allclose(chunked, plain, rtol=1e-5, atol=1e-5)
     return chunked
 
 
@@ -92,11 +98,11 @@ def test_other_reductions(op: str, dim: int | None, monkeypatch: pytest.MonkeyPa
 
 
 def test_matmul_and_batched_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
-    got = both(lambda: t(A) @ t(B), monkeypatch)
+    got = both(lambda: t(A) @ t(B), monkeypatch, exact=False)
     np.testing.assert_allclose(got, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
     xb = X[:, :5, :]
-    yb = X[:, :, :4]
-    got = both(lambda: t(xb) @ t(yb), monkeypatch)
+    yb = X[:, :23, :4]
+    got = both(lambda: t(xb) @ t(yb), monkeypatch, exact=False)
     np.testing.assert_allclose(got, xb.astype(np.float64) @ yb, rtol=1e-4, atol=1e-4)
 
 

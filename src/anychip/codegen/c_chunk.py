@@ -19,6 +19,7 @@ one long compensated chain, as in one call.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from anychip.ir.kernel import (
 
 CHUNK_WORK = 1 << 24  # cost per chunk: ~10-60 ms of one core's work at 0.3-2 ns per node
 MIN_CHUNKS = 4  # kernels under MIN_CHUNKS * chunk_work() are never chunked (no overhead)
+GEMM_WORK = 64  # a GEMM's multiply-adds per unit of chunk work: chunks of ~2 GFLOP at the default
 ENV = "ANYCHIP_CHUNK_WORK"
 _ALIGN = 64  # bytes: each value kept in the state starts on a cache line
 
@@ -101,6 +103,24 @@ def choose(k: KernelIR, work: int) -> tuple[int, int] | None:
     if step >= loop.extent or not _safe_prologue(k, at):
         return None
     return at, step
+
+
+def split_count(count: int, unit: int, work: int) -> int | None:
+    """Items per chunk when `count` items (GEMM rows or batch entries) of `unit`
+    multiply-adds each run in chunks of about GEMM_WORK * work: a divisor of `count`, so
+    every chunk is the same GEMM. None when the product is small or no divisor comes
+    within 16x of the target (it then runs in one call).
+
+    >>> split_count(4096, 4096 * 4096, 1 << 24)  # a 4096^3 product: 64 rows per call
+    64
+    """
+    target = GEMM_WORK * work
+    if count < 2 or count * unit < MIN_CHUNKS * target:
+        return None
+    small = [d for d in range(1, math.isqrt(count) + 1) if count % d == 0]
+    divisors = {*small, *(count // d for d in small)} - {count}
+    best = min(divisors, key=lambda d: abs(math.log(d * unit / target)))
+    return best if target / 16 <= best * unit <= target * 16 else None
 
 
 def _safe_prologue(k: KernelIR, at: int) -> bool:

@@ -5,8 +5,10 @@ carries a ContractionSpec.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from anychip.codegen.c import c_name
-from anychip.codegen.c_chunk import ChunkedCRenderer
+from anychip.codegen.c_chunk import ChunkedCRenderer, Chunking, chunk_work, split_count
 from anychip.codegen.gemm import GemmSpec, gemm_source
 from anychip.ir.kernel import ContractionSpec, KernelIR, arg_name
 from anychip.runtime.tune import tuned_tiling
@@ -44,18 +46,38 @@ class CpuRenderer(ChunkedCRenderer):
         c = k.contraction
         if c is None or len(c.batch) != 1:
             return super().render(k, name)
-        self.chunking = None
         fname = c_name(name or k.name)
         inner = f"{fname}_gemm"
-        spec = gemm_spec(c)
+        spec, axis, per, chunks = _split(gemm_spec(c))
+        self.chunking = None if per is None else Chunking(chunks, 1, 8)
         # the tuned tiling when `anychip tune` / ANYCHIP_TUNE=1 found one, else the default
         body = gemm_source(spec, tuned_tiling(spec), name=inner)
-        args = ", ".join(
-            f"({'const ' if op.buf else ''}char *)b{op.buf} + {op.offset * op.dtype.itemsize}"
-            for op in (c.out, c.a, c.b)
-        )
-        params = ", ".join(
-            [f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs))]
-            + [f"{self.vtype(d)} {arg_name(i)}" for i, d in enumerate(k.scalars)]
-        )
-        return f"{body}\nvoid {fname}({params}) {{\n  {inner}({args});\n}}\n"
+        args = []
+        for op in (c.out, c.a, c.b):
+            ptr = f"({'const ' if op.buf else ''}char *)b{op.buf} + {op.offset * op.dtype.itemsize}"
+            # chunk c_ starts `per` batch entries or rows (B's rows are all of k) further
+            stride = op.batch_strides[0] if axis == "batch" else (0 if op is c.b else op.rows)
+            args.append(ptr if per is None else f"{ptr} + c_ * {per * stride * op.dtype.itemsize}")
+        params = [f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs))]
+        params += [f"{self.vtype(d)} {arg_name(i)}" for i, d in enumerate(k.scalars)]
+        call = f"{inner}({', '.join(args)});"
+        if per is None:
+            return f"{body}\nvoid {fname}({', '.join(params)}) {{\n  {call}\n}}\n"
+        params += ["int64_t lo_", "int64_t hi_", "char *st_"]
+        loop = f"for (int64_t c_ = lo_; c_ < hi_; c_++) {call}"
+        return f"{body}\nvoid {fname}({', '.join(params)}) {{\n  {loop}\n}}\n"
+
+
+def _split(spec: GemmSpec) -> tuple[GemmSpec, str, int | None, int]:
+    """A long product runs in chunks of `per` batch entries (or rows when the batch is 1),
+    a divisor of the whole (codegen/c_chunk.py): (the spec of one chunk, the axis, per,
+    how many chunks); per is None (the spec the whole) for one call."""
+    if spec.batch > 1:
+        per = split_count(spec.batch, spec.m * spec.n * spec.k, chunk_work())
+        if per is None:
+            return spec, "batch", None, 1
+        return replace(spec, batch=per), "batch", per, spec.batch // per
+    per = split_count(spec.m, spec.n * spec.k, chunk_work())
+    if per is None:
+        return spec, "m", None, 1
+    return replace(spec, m=per), "m", per, spec.m // per
