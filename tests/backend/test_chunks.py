@@ -13,7 +13,7 @@ import anychip as ac
 from anychip.codegen import c_chunk
 from anychip.runtime import dispatch
 
-pytestmark = pytest.mark.skipif("cpu" not in ac.devices(), reason="cpu backend not available")
+NO_CPU = pytest.mark.skipif("cpu" not in ac.devices(), reason="cpu backend not available")
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((37, 29, 23)).astype(np.float32)
 A = RNG.standard_normal((67, 45)).astype(np.float32)
@@ -51,6 +51,7 @@ def t(a: np.ndarray) -> ac.Tensor:
     return ac.tensor(a, device="cpu")
 
 
+@NO_CPU
 def test_elementwise(monkeypatch: pytest.MonkeyPatch) -> None:
     got = both(lambda: (t(X) * 0.5 + 1).exp().sin() / (t(X).abs() + 1), monkeypatch)
     want = np.sin(np.exp(X * 0.5 + 1)) / (np.abs(X) + 1)
@@ -59,6 +60,7 @@ def test_elementwise(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_array_equal(got, np.abs(X).astype(np.int32) % 3)
 
 
+@NO_CPU
 @pytest.mark.parametrize("dim", [None, 0, 1, 2, (0, 2)])
 def test_sums_over_every_axis(
     dim: int | tuple[int, ...] | None, monkeypatch: pytest.MonkeyPatch
@@ -68,12 +70,14 @@ def test_sums_over_every_axis(
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@NO_CPU
 def test_a_long_full_sum_stays_accurate(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.full(1_000_003, 1.1, np.float32)
     got = both(lambda: t(x).mean(), monkeypatch)
     assert got == pytest.approx(np.float64(np.float32(1.1)), rel=1.2e-7)  # 1 ulp
 
 
+@NO_CPU
 @pytest.mark.parametrize("op", ["amax", "amin", "prod", "argmax", "isum"])
 @pytest.mark.parametrize("dim", [None, 0, 2])
 def test_other_reductions(op: str, dim: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,6 +101,7 @@ def test_other_reductions(op: str, dim: int | None, monkeypatch: pytest.MonkeyPa
         np.testing.assert_array_equal(got, getattr(np, op)(X, axis=dim))
 
 
+@NO_CPU
 def test_matmul_and_batched_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
     got = both(lambda: t(A) @ t(B), monkeypatch, exact=False)
     np.testing.assert_allclose(got, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
@@ -106,6 +111,7 @@ def test_matmul_and_batched_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(got, xb.astype(np.float64) @ yb, rtol=1e-4, atol=1e-4)
 
 
+@NO_CPU
 def test_scatter_gather_and_index_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     idx = RNG.integers(0, 37, size=200)
     src = RNG.standard_normal((200, 23)).astype(np.float32)
@@ -124,3 +130,26 @@ def test_scatter_gather_and_index_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(got, np.cumsum(X.astype(np.float64), 1), rtol=1e-5, atol=1e-5)
     got = both(lambda: t(X).argsort(2), monkeypatch)
     np.testing.assert_array_equal(got, np.argsort(X, 2, kind="stable"))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: (x * 0.5 + 1).exp().sin(),
+        lambda x: x.sum(2),
+        lambda x: x.sum((0, 2)),
+        lambda x: x.amax(1),
+        lambda x: x[:, :5, :] @ x[:, :23, :4],
+    ],
+)
+def test_ref_blocks_give_the_values_of_one_call(fn, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from anychip.backends.ref import blocks
+
+    whole = fn(ac.tensor(X, device="ref")).numpy()
+    monkeypatch.setattr(blocks, "REF_BLOCK", 7)
+    cuts = []
+    real = blocks.blocks
+    monkeypatch.setattr(blocks, "blocks", lambda *a: cuts.append(len(real(*a))) or real(*a))
+    cut = fn(ac.tensor(X, device="ref")).numpy()
+    assert max(cuts) > 1, "nothing ran in blocks"
+    np.testing.assert_array_equal(cut, whole)
