@@ -15,6 +15,12 @@ Statements before the chunk loop run in every call when they only declare (`Let`
 `lo_ == 0`; statements after it only in the call that ends the loop. A reduction whose
 threads keep per-thread partials keeps them in `st_` too, so each thread's running sum is
 one long compensated chain, as in one call.
+
+When one iteration of that loop alone costs more than MIN_CHUNKS chunks (2 rows of 2^30
+summed, a cumsum over 4 long rows) and its heaviest inner loop can use the threads (or
+the outer loop has at most FEW iterations), the chunk loop is that inner loop instead:
+each call runs one iteration `o_` of the outer loop (`lo_` and `hi_` then count from
+`o_ * inner extent`), with the same rules one level down.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from anychip.ir.kernel import (
     Load,
     Local,
     Loop,
+    LoopKind,
     SortRow,
     Stmt,
     Store,
@@ -43,6 +50,7 @@ from anychip.ir.kernel import (
 
 CHUNK_WORK = 1 << 24  # cost per chunk: ~10-60 ms of one core's work at 0.3-2 ns per node
 MIN_CHUNKS = 4  # kernels under MIN_CHUNKS * chunk_work() are never chunked (no overhead)
+FEW = 8  # an outer loop this short may run one iteration per call though its inner is serial
 GEMM_WORK = 64  # a GEMM's multiply-adds per unit of chunk work: chunks of ~2 GFLOP at the default
 ENV = "ANYCHIP_CHUNK_WORK"
 _ALIGN = 64  # bytes: each value kept in the state starts on a cache line
@@ -80,29 +88,59 @@ def cost(body: tuple[Stmt, ...]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Chunking:
-    """How a launcher calls a chunked kernel: ranges of `step` iterations of `extent`, with
-    `state_bytes` of zeroed scratch shared by the calls."""
+    """How a launcher calls a chunked kernel: for each of `outer` iterations o, ranges of
+    `step` iterations of `extent` (passed as o * extent + the range), with `state_bytes` of
+    zeroed scratch shared by all the calls."""
 
     extent: int
     step: int
     state_bytes: int
+    outer: int = 1
 
 
-def choose(k: KernelIR, work: int) -> tuple[int, int] | None:
-    """(position in `k.body` of the loop to chunk, iterations per chunk), or None when the
-    kernel is cheap or its structure does not allow it."""
+@dataclass(frozen=True, slots=True)
+class ChunkPlan:
+    """Where to chunk: `path` holds the chunk loop's position in the kernel body, or the
+    outer loop's and then the chunk loop's position in its body; `step` its iterations per
+    call."""
+
+    path: tuple[int, ...]
+    step: int
+
+
+def choose(k: KernelIR, work: int) -> ChunkPlan | None:
+    """Where to chunk `k`, or None when it is cheap or its structure does not allow it."""
     if cost(k.body) < MIN_CHUNKS * work:
         return None
-    loops = [(cost((s,)), i) for i, s in enumerate(k.body) if isinstance(s, Loop)]
+    written = {s.buf for s in walk_stmts(k.body) if isinstance(s, Store)}
+    accs = frozenset(s.var for s in walk_stmts(k.body) if isinstance(s, Acc))
+    top = _heaviest(k.body)
+    if top is None or not _safe_prologue(k.body[: top[0]], accs, written):
+        return None
+    at, loop, c = top
+    inner = _heaviest(loop.body)
+    if c // loop.extent > MIN_CHUNKS * work and inner is not None:  # one iteration is long
+        at2, loop2, c2 = inner
+        # run one outer iteration per call only where that keeps the threads busy, or where
+        # the outer loop is too short to feed many anyway (4 long rows of a cumsum)
+        threads = loop2.kind is not LoopKind.SERIAL or loop.kind is LoopKind.SERIAL
+        threads = threads or loop.extent <= FEW
+        step2 = max(1, work * loop2.extent // max(c2, 1))
+        dominant = 2 * c2 * loop.extent >= c  # the inner loop is most of the work
+        safe = _safe_prologue(loop.body[:at2], accs, written)
+        if threads and step2 < loop2.extent and dominant and safe:
+            return ChunkPlan((at, at2), step2)
+    step = max(1, work * loop.extent // max(c, 1))
+    return ChunkPlan((at,), step) if step < loop.extent else None
+
+
+def _heaviest(body: tuple[Stmt, ...]) -> tuple[int, Loop, int] | None:
+    """(position, loop, cost) of the costliest loop directly in `body`."""
+    loops = [(cost((s,)), i, s) for i, s in enumerate(body) if isinstance(s, Loop)]
     if not loops:
         return None
-    c, at = max(loops)
-    loop = k.body[at]
-    assert isinstance(loop, Loop)
-    step = max(1, work * loop.extent // max(c, 1))
-    if step >= loop.extent or not _safe_prologue(k, at):
-        return None
-    return at, step
+    c, at, loop = max(loops, key=lambda x: (x[0], x[1]))
+    return at, loop, c
 
 
 def split_count(count: int, unit: int, work: int) -> int | None:
@@ -123,12 +161,10 @@ def split_count(count: int, unit: int, work: int) -> int | None:
     return best if target / 16 <= best * unit <= target * 16 else None
 
 
-def _safe_prologue(k: KernelIR, at: int) -> bool:
+def _safe_prologue(body: tuple[Stmt, ...], accs: frozenset[str], written: set[int]) -> bool:
     """Lets before the chunk loop are recomputed by every call: they must not read an
     accumulator or a buffer the kernel writes (their value could differ by then)."""
-    written = {s.buf for s in walk_stmts(k.body) if isinstance(s, Store)}
-    accs = {s.var for s in walk_stmts(k.body) if isinstance(s, Acc)}
-    for s in k.body[:at]:
+    for s in body:
         if not isinstance(s, Let):
             continue
         for e in walk_exprs(s.value):
@@ -146,11 +182,11 @@ class ChunkedCRenderer(CRenderer):
     def __init__(self) -> None:
         super().__init__()
         self.chunking: Chunking | None = None
-        self._loop: Loop | None = None
+        self._plan: ChunkPlan | None = None
+        self._loop: Loop | None = None  # the chunk loop
         self._state = 0
-        self._saved: list[tuple[str, str, int]] = []  # (accumulator, C type, state offset)
+        self._saved: list[list[tuple[str, str, int]]] = []  # per level: (acc, C type, offset)
         self._returned = False
-        self._plan: tuple[int, int] | None = None
         self._nt = 0
 
     def render(self, k: KernelIR, name: str | None = None) -> str:
@@ -159,7 +195,9 @@ class ChunkedCRenderer(CRenderer):
         self._returned = False
         src = super().render(k, name)
         if self._loop is not None and self._plan is not None:
-            self.chunking = Chunking(self._loop.extent, self._plan[1], max(self._state, 8))
+            outer = k.body[self._plan.path[0]]
+            n = outer.extent if len(self._plan.path) > 1 and isinstance(outer, Loop) else 1
+            self.chunking = Chunking(self._loop.extent, self._plan.step, max(self._state, 8), n)
         return src
 
     def signature(self, k: KernelIR, name: str) -> str:
@@ -179,29 +217,59 @@ class ChunkedCRenderer(CRenderer):
         if self._plan is None:
             super().top(k)
             return
-        at = self._plan[0]
-        loop = k.body[at]
-        assert isinstance(loop, Loop)
-        self._loop = loop
         self.blocks.append(_Block())
-        for s in k.body[:at]:
-            self._prologue(s)
-        self.stmt(loop)
-        if not self._returned and (k.body[at + 1 :] or self._saved):
-            self._leave_unless_last("")
-        for s in k.body[at + 1 :]:
-            self.stmt(s)
+        if len(self._plan.path) > 1:  # lo_ and hi_ count from o_ * the chunk loop's extent
+            outer = k.body[self._plan.path[0]]
+            assert isinstance(outer, Loop)
+            inner = outer.body[self._plan.path[1]]
+            assert isinstance(inner, Loop)
+            self.emit(f"const int64_t o_ = lo_ / {inner.extent};")
+            self.emit(f"lo_ -= o_ * {inner.extent}; hi_ -= o_ * {inner.extent};")
+            self._level(k.body, self._plan.path, "(o_ == 0 && lo_ == 0)")
+        else:
+            self._level(k.body, self._plan.path, "(lo_ == 0)")
         self.blocks.pop()
 
-    def _prologue(self, s: Stmt) -> None:
+    def _level(self, body: tuple[Stmt, ...], path: tuple[int, ...], first: str) -> None:
+        """Render `body` around the loop at path[0]: `first` is true in the first call that
+        runs this body (its side effects happen then, its accumulators start there)."""
+        at = path[0]
+        loop = body[at]
+        assert isinstance(loop, Loop)
+        self._saved.append([])
+        for s in body[:at]:
+            self._prologue(s, first)
+        rest = body[at + 1 :]
+        if len(path) == 1:
+            self._loop = loop
+            self.stmt(loop)
+            if not self._returned and (rest or any(self._saved)):
+                self._leave(f"hi_ < {loop.extent}", self._saved)
+        else:  # this call runs iteration o_ of the outer loop only
+            self.emit("{")
+            self.blocks.append(_Block())
+            self.emit(f"const int64_t {loop.var} = o_;")
+            inner = loop.body[path[1]]
+            assert isinstance(inner, Loop)
+            self._level(loop.body, path[1:], "(lo_ == 0)")
+            self.blocks.pop()
+            self.emit("}")
+            if rest or self._saved[0]:  # what follows runs after the last outer iteration
+                more = f"o_ < {loop.extent - 1} || hi_ < {inner.extent}"
+                self._leave(more, self._saved[:1])
+        for s in rest:
+            self.stmt(s)
+        self._saved.pop()
+
+    def _prologue(self, s: Stmt, first: str) -> None:
         if isinstance(s, Acc):
             self.acc_ops[s.var] = s
             self.forget(s.var)
             t = self.vtype(s.dtype)
             off = self._slot(8)
-            self._saved.append((s.var, t, off))
+            self._saved[-1].append((s.var, t, off))
             ident = self.identity(s.op, s.dtype)
-            self.emit(f"{t} {s.var} = lo_ ? *({t} *)(st_ + {off}) : {ident};")
+            self.emit(f"{t} {s.var} = {first} ? {ident} : *({t} *)(st_ + {off});")
         elif isinstance(s, Local):
             b = self.bufs[s.buf]
             t = self.stype(b.dtype)
@@ -210,19 +278,17 @@ class ChunkedCRenderer(CRenderer):
         elif isinstance(s, Let):
             self.stmt(s)
         else:  # side effects: once, in the first call
-            self.block((s,), ["if (lo_ == 0) {"])
+            self.block((s,), [f"if {first} {{"])
 
-    def _leave_unless_last(self, extra: str) -> None:
-        """Unless this call ends the chunk loop: keep the accumulators in the state, return."""
-        assert self._loop is not None
-        self.emit(f"if (hi_ < {self._loop.extent}) {{")
-        for var, t, off in self._saved:
+    def _leave(self, more: str, saved: list[list[tuple[str, str, int]]], extra: str = "") -> None:
+        """While `more` (more calls follow): keep the accumulators in the state, return."""
+        self.emit(f"if ({more}) {{")
+        for var, t, off in (x for level in saved for x in level):
             self.emit(f"  *({t} *)(st_ + {off}) = {var};")
         if extra:
             self.emit(f"  {extra}")
         self.emit("  return;")
         self.emit("}")
-        self._returned = True
 
     def loop_range(self, s: Loop) -> tuple[str, str]:
         if s is self._loop:
@@ -249,4 +315,6 @@ class ChunkedCRenderer(CRenderer):
 
     def before_combine(self, s: Loop) -> None:
         if s is self._loop:
-            self._leave_unless_last(f"*(int64_t *)(st_ + {self._nt}) = nt_;")
+            nt = f"*(int64_t *)(st_ + {self._nt}) = nt_;"
+            self._leave(f"hi_ < {s.extent}", self._saved, nt)
+            self._returned = True

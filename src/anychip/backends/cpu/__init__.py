@@ -133,8 +133,10 @@ class CpuBackend(Backend):
         state = np.zeros(chunks.state_bytes // 8 + 8, np.int64)  # 64-byte aligned inside
         at = state.ctypes.data
         st = at + (-at) % 64
-        for lo in range(0, chunks.extent, chunks.step):
-            program.fn(*args, lo, min(lo + chunks.step, chunks.extent), st)
+        n, step = chunks.extent, chunks.step
+        for base in range(0, chunks.outer * n, n):  # outer iterations run one at a time
+            for lo in range(0, n, step):
+                program.fn(*args, base + lo, base + min(lo + step, n), st)
 
 
 BACKEND = CpuBackend
