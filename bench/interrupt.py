@@ -57,12 +57,15 @@ def long_kernels(repeat: int) -> None:
     v = rng.standard_normal(1 << 26).astype(np.float32)
     m = rng.standard_normal((1 << 13, 1 << 13)).astype(np.float32)
     g = rng.standard_normal((2048, 2048)).astype(np.float32)
-    x, xm, xg = (ac.tensor(a, device="cpu") for a in (v, m, g))
+    w = rng.standard_normal((4, 1 << 24)).astype(np.float32)
+    x, xm, xg, xw = (ac.tensor(a, device="cpu") for a in (v, m, g, w))
     cases: list[tuple[str, Callable[[], ac.Tensor], Callable[[], object]]] = [
         ("exp(x*2+1), 2^26", lambda: (x * 2 + 1).exp(), lambda: np.exp(v * 2 + 1)),
         ("sum, 2^26", lambda: x.sum(), lambda: v.sum()),
         ("sum(0), 8192^2", lambda: xm.sum(0), lambda: m.sum(0)),
         ("sum(1), 8192^2", lambda: xm.sum(1), lambda: m.sum(1)),
+        ("sum(1), 4 x 2^24", lambda: xw.sum(1), lambda: w.sum(1)),
+        ("cumsum(1), 4 x 2^24", lambda: xw.cumsum(1), lambda: w.cumsum(1)),
         ("matmul 2048^3", lambda: xg @ xg, lambda: g @ g),
     ]
     print(f"{'kernel':<22} {'chunked ms':>11} {'one call ms':>12} {'ratio':>7} {'numpy ms':>9}")

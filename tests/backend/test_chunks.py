@@ -153,3 +153,14 @@ def test_ref_blocks_give_the_values_of_one_call(fn, monkeypatch) -> None:  # typ
     cut = fn(ac.tensor(X, device="ref")).numpy()
     assert max(cuts) > 1, "nothing ran in blocks"
     np.testing.assert_array_equal(cut, whole)
+
+
+@NO_CPU
+def test_tiny_chunks_leave_empty_and_tiny_tensors_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(c_chunk.ENV, "1")
+    dispatch.clear_cache()
+    empty = np.zeros((0, 5), np.float32)
+    np.testing.assert_array_equal(t(empty).sum(0).numpy(), np.zeros(5, np.float32))
+    np.testing.assert_array_equal((t(empty) * 2).numpy(), empty)
+    one = np.array([[3.0]], np.float32)
+    np.testing.assert_array_equal((t(one).exp() + t(one).sum()).numpy(), np.exp(one) + 3)

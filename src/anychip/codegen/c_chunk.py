@@ -115,12 +115,12 @@ def choose(k: KernelIR, work: int) -> ChunkPlan | None:
     written = {s.buf for s in walk_stmts(k.body) if isinstance(s, Store)}
     accs = frozenset(s.var for s in walk_stmts(k.body) if isinstance(s, Acc))
     top = _heaviest(k.body)
-    if top is None or not _safe_prologue(k.body[: top[0]], accs, written):
+    if top is None or top[1].extent < 2 or not _safe_prologue(k.body[: top[0]], accs, written):
         return None
     at, loop, c = top
     inner = _heaviest(loop.body)
-    if c // loop.extent > MIN_CHUNKS * work and inner is not None:  # one iteration is long
-        at2, loop2, c2 = inner
+    if c // loop.extent > MIN_CHUNKS * work and inner is not None and inner[1].extent >= 2:
+        at2, loop2, c2 = inner  # one iteration of `loop` is long: chunk inside it?
         # run one outer iteration per call only where that keeps the threads busy, or where
         # the outer loop is too short to feed many anyway (4 long rows of a cumsum)
         threads = loop2.kind is not LoopKind.SERIAL or loop.kind is LoopKind.SERIAL
