@@ -140,6 +140,9 @@ def test_scatter_gather_and_index_ops(monkeypatch: pytest.MonkeyPatch) -> None:
         lambda x: x.sum((0, 2)),
         lambda x: x.amax(1),
         lambda x: x[:, :5, :] @ x[:, :23, :4],
+        lambda x: x.cumsum(1),
+        lambda x: x.argsort(2, descending=True),
+        lambda x: x.topk(3, dim=0).indices,
     ],
 )
 def test_ref_blocks_give_the_values_of_one_call(fn, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -93,15 +93,24 @@ def evaluate(ast: Node, inputs: list[np.ndarray], scalars: tuple[Scalar, ...] = 
 
 
 def _apply(n: Node, srcs: list[np.ndarray]) -> np.ndarray:
-    """n's rule on its sources' values; a long elementwise op or reduction runs in blocks
-    (`blocks.py`) so a pending Ctrl-C is raised between numpy calls."""
+    """n's rule on its sources' values; a long elementwise op, reduction, cumsum or sort
+    runs in blocks of the axes it does not work along (`blocks.py`), so a pending Ctrl-C
+    is raised between numpy calls."""
     rule = RULES[n.op].ref
+
+    def fn(*xs: np.ndarray) -> np.ndarray:
+        return np.asarray(rule(n.arg, *xs))
+
     if n.op in ELEMENTWISE:
-        return blockwise(lambda *xs: np.asarray(rule(n.arg, *xs)), srcs, n.shape, n.shape)
+        return blockwise(fn, srcs, n.shape, n.shape)
+    shape = n.srcs[0].shape
     if n.op in REDUCE:
-        shape, fixed = n.srcs[0].shape, frozenset(n.arg)
-        return blockwise(lambda x: np.asarray(rule(n.arg, x)), srcs, shape, n.shape, fixed)
-    return np.asarray(rule(n.arg, *srcs))
+        return blockwise(fn, srcs, shape, n.shape, frozenset(n.arg))
+    if n.op is Ops.CUMSUM:
+        return blockwise(fn, srcs, shape, n.shape, frozenset({n.arg}))
+    if n.op is Ops.ARGSORT:  # arg: (axis, descending[, k])
+        return blockwise(fn, srcs, shape, n.shape, frozenset({n.arg[0]}))
+    return fn(*srcs)
 
 
 class RefBackend(Backend):

@@ -2,9 +2,9 @@
 
 Python runs signal handlers only between calls into C, and one numpy call over 2^30
 elements (or an einsum matrix product of 1024^3 multiply-adds, ~4 s) does not return
-early. Elementwise primitives, reductions over the axes they keep and contractions whose
-work exceeds `REF_BLOCK` are evaluated block by block along their leading kept axes: each
-block is the same numpy call on a slice, so the values are exactly those of one call.
+early. Elementwise primitives, reductions, cumsums and sorts (over the axes they do not
+work along) and contractions whose work exceeds `REF_BLOCK` are evaluated block by block:
+each block is the same numpy call on a slice, so the values are exactly those of one call.
 """
 
 from __future__ import annotations
