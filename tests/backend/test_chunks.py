@@ -4,7 +4,7 @@ result is checked against numpy (float64 where it sums) and against the unchunke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -18,6 +18,13 @@ RNG = np.random.default_rng(7)
 X = RNG.standard_normal((37, 29, 23)).astype(np.float32)
 A = RNG.standard_normal((67, 45)).astype(np.float32)
 B = RNG.standard_normal((45, 53)).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plans() -> Iterator[None]:
+    """Plans cached under a tiny chunk size hold chunked programs: none outlive a test."""
+    yield
+    dispatch.clear_cache()
 
 
 def _run(fn: Callable[[], ac.Tensor]) -> tuple[np.ndarray, bool]:
