@@ -116,6 +116,11 @@ def test_matmul_and_batched_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
     yb = X[:, :23, :4]
     got = both(lambda: t(xb) @ t(yb), monkeypatch, exact=False)
     np.testing.assert_allclose(got, xb.astype(np.float64) @ yb, rtol=1e-4, atol=1e-4)
+    # 3 entries (prime) too long for one chunk each: chunks of rows within each entry
+    xr = RNG.standard_normal((3, 64, 32)).astype(np.float32)
+    yr = RNG.standard_normal((3, 32, 16)).astype(np.float32)
+    got = both(lambda: t(xr) @ t(yr), monkeypatch, exact=False)
+    np.testing.assert_allclose(got, xr.astype(np.float64) @ yr, rtol=1e-4, atol=1e-4)
 
 
 @NO_CPU

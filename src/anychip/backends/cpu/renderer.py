@@ -48,36 +48,43 @@ class CpuRenderer(ChunkedCRenderer):
             return super().render(k, name)
         fname = c_name(name or k.name)
         inner = f"{fname}_gemm"
-        spec, axis, per, chunks = _split(gemm_spec(c))
-        self.chunking = None if per is None else Chunking(chunks, 1, 8)
+        spec = gemm_spec(c)
+        split = _split(spec)
+        self.chunking = None if split is None else Chunking(split[3], 1, 8)
+        if split is not None:
+            spec = split[0]
         # the tuned tiling when `anychip tune` / ANYCHIP_TUNE=1 found one, else the default
         body = gemm_source(spec, tuned_tiling(spec), name=inner)
         args = []
         for op in (c.out, c.a, c.b):
             ptr = f"({'const ' if op.buf else ''}char *)b{op.buf} + {op.offset * op.dtype.itemsize}"
-            # chunk c_ starts `per` batch entries or rows (B's rows are all of k) further
-            stride = op.batch_strides[0] if axis == "batch" else (0 if op is c.b else op.rows)
-            args.append(ptr if per is None else f"{ptr} + c_ * {per * stride * op.dtype.itemsize}")
+            if split is not None:  # chunk c_: entries b_ * pb.., rows r_ * pm.. (B: all rows)
+                _, pb, pm, _ = split
+                nm = c.m // pm  # row chunks per batch entry
+                per_b = pb * op.batch_strides[0] * op.dtype.itemsize
+                per_m = 0 if op is c.b else pm * op.rows * op.dtype.itemsize
+                ptr += f" + (c_ / {nm}) * {per_b} + (c_ % {nm}) * {per_m}"
+            args.append(ptr)
         params = [f"{'const ' if i else ''}void *b{i}" for i in range(len(k.bufs))]
         params += [f"{self.vtype(d)} {arg_name(i)}" for i, d in enumerate(k.scalars)]
         call = f"{inner}({', '.join(args)});"
-        if per is None:
+        if split is None:
             return f"{body}\nvoid {fname}({', '.join(params)}) {{\n  {call}\n}}\n"
         params += ["int64_t lo_", "int64_t hi_", "char *st_"]
         loop = f"for (int64_t c_ = lo_; c_ < hi_; c_++) {call}"
         return f"{body}\nvoid {fname}({', '.join(params)}) {{\n  {loop}\n}}\n"
 
 
-def _split(spec: GemmSpec) -> tuple[GemmSpec, str, int | None, int]:
-    """A long product runs in chunks of `per` batch entries (or rows when the batch is 1),
-    a divisor of the whole (codegen/c_chunk.py): (the spec of one chunk, the axis, per,
-    how many chunks); per is None (the spec the whole) for one call."""
+def _split(spec: GemmSpec) -> tuple[GemmSpec, int, int, int] | None:
+    """How a long product runs in chunks (codegen/c_chunk.py): (the spec of one chunk, batch
+    entries per chunk, rows per chunk, how many chunks), each count a divisor of the whole;
+    whole batch entries when that works, else rows of one entry; None for one call."""
+    work = chunk_work()
     if spec.batch > 1:
-        per = split_count(spec.batch, spec.m * spec.n * spec.k, chunk_work())
-        if per is None:
-            return spec, "batch", None, 1
-        return replace(spec, batch=per), "batch", per, spec.batch // per
-    per = split_count(spec.m, spec.n * spec.k, chunk_work())
-    if per is None:
-        return spec, "m", None, 1
-    return replace(spec, m=per), "m", per, spec.m // per
+        pb = split_count(spec.batch, spec.m * spec.n * spec.k, work)
+        if pb is not None:
+            return replace(spec, batch=pb), pb, spec.m, spec.batch // pb
+    pm = split_count(spec.m, spec.n * spec.k, work)
+    if pm is None:
+        return None
+    return replace(spec, batch=1, m=pm), 1, pm, spec.batch * (spec.m // pm)
