@@ -56,7 +56,7 @@ def long_kernels(repeat: int) -> None:
     rng = np.random.default_rng(0)
     v = rng.standard_normal(1 << 26).astype(np.float32)
     m = rng.standard_normal((1 << 13, 1 << 13)).astype(np.float32)
-    g = rng.standard_normal((2048, 2048)).astype(np.float32)
+    g = rng.standard_normal((4096, 4096)).astype(np.float32)
     w = rng.standard_normal((4, 1 << 24)).astype(np.float32)
     x, xm, xg, xw = (ac.tensor(a, device="cpu") for a in (v, m, g, w))
     cases: list[tuple[str, Callable[[], ac.Tensor], Callable[[], object]]] = [
@@ -66,7 +66,7 @@ def long_kernels(repeat: int) -> None:
         ("sum(1), 8192^2", lambda: xm.sum(1), lambda: m.sum(1)),
         ("sum(1), 4 x 2^24", lambda: xw.sum(1), lambda: w.sum(1)),
         ("cumsum(1), 4 x 2^24", lambda: xw.cumsum(1), lambda: w.cumsum(1)),
-        ("matmul 2048^3", lambda: xg @ xg, lambda: g @ g),
+        ("matmul 4096^3", lambda: xg @ xg, lambda: g @ g),
     ]
     print(f"{'kernel':<22} {'chunked ms':>11} {'one call ms':>12} {'ratio':>7} {'numpy ms':>9}")
     for name, fn, peer in cases:

@@ -94,8 +94,8 @@ def test_nested_chunks_keep_the_accumulator_per_row(monkeypatch: pytest.MonkeyPa
 
 
 def test_gemm_chunks_are_divisors() -> None:
-    assert split_count(4096, 4096 * 4096, 1 << 24) == 64
-    assert split_count(512, 512 * 512, 1 << 24) is None  # too small to chunk
+    assert split_count(4096, 4096 * 4096, 1 << 24) == 256
+    assert split_count(2048, 2048 * 2048, 1 << 24) is None  # too small to chunk
     assert split_count(4099, 4096 * 4096, 1 << 24) is None  # prime rows: no even split
 
 

@@ -51,7 +51,7 @@ from anychip.ir.kernel import (
 CHUNK_WORK = 1 << 24  # cost per chunk: ~10-60 ms of one core's work at 0.3-2 ns per node
 MIN_CHUNKS = 4  # kernels under MIN_CHUNKS * chunk_work() are never chunked (no overhead)
 FEW = 8  # an outer loop this short may run one iteration per call though its inner is serial
-GEMM_WORK = 64  # a GEMM's multiply-adds per unit of chunk work: chunks of ~2 GFLOP at the default
+GEMM_WORK = 256  # a GEMM's multiply-adds per unit of chunk work: ~8 GFLOP chunks by default
 ENV = "ANYCHIP_CHUNK_WORK"
 _ALIGN = 64  # bytes: each value kept in the state starts on a cache line
 
@@ -149,8 +149,8 @@ def split_count(count: int, unit: int, work: int) -> int | None:
     every chunk is the same GEMM. None when the product is small or no divisor comes
     within 16x of the target (it then runs in one call).
 
-    >>> split_count(4096, 4096 * 4096, 1 << 24)  # a 4096^3 product: 64 rows per call
-    64
+    >>> split_count(4096, 4096 * 4096, 1 << 24)  # a 4096^3 product: 256 rows per call
+    256
     """
     target = GEMM_WORK * work
     if count < 2 or count * unit < MIN_CHUNKS * target:
