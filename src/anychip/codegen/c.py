@@ -347,8 +347,13 @@ class CRenderer:
         )
 
     # --- loops ----------------------------------------------------------------------
+    def loop_range(self, s: Loop) -> tuple[str, str]:
+        """C text of a loop's first and end values (a chunked kernel's loop runs a range)."""
+        return "0", str(s.extent)
+
     def loop(self, s: Loop) -> None:
-        head = f"for (int64_t {s.var} = 0; {s.var} < {s.extent}; {s.var}++) {{"
+        lo, hi = self.loop_range(s)
+        head = f"for (int64_t {s.var} = {lo}; {s.var} < {hi}; {s.var}++) {{"
         if s.kind is LoopKind.REDUCE and self.omp == 0 and work(s) >= PARALLEL_WORK:
             self.parallel_reduce(s, head)
             return
@@ -395,12 +400,7 @@ class CRenderer:
         accs = [a for a in accs if a in self.acc_ops]
         self.emit("{")
         self.blocks.append(_Block())
-        self.emit("int nt_ = 1;")
-        for a in accs:
-            acc = self.acc_ops[a]
-            ident = self.identity(acc.op, acc.dtype)
-            self.emit(f"{self.vtype(acc.dtype)} {a}_part[64];")
-            self.emit(f"for (int t_ = 0; t_ < 64; t_++) {a}_part[t_] = {ident};")
+        self.partials(s, accs)
         self.emit(
             "#pragma omp parallel num_threads(omp_get_max_threads() < 64 ? "
             "omp_get_max_threads() : 64)"
@@ -411,13 +411,18 @@ class CRenderer:
         self.emit("#ifdef _OPENMP")
         self.emit("t_ = omp_get_thread_num(); n_ = omp_get_num_threads();")
         self.emit("#endif")
-        self.emit("if (t_ == 0) nt_ = n_;")
+        self.emit("if (t_ == 0 && n_ > nt_) nt_ = n_;")
         for a in accs:
             acc = self.acc_ops[a]
-            self.emit(f"{self.vtype(acc.dtype)} {a} = {self.identity(acc.op, acc.dtype)};")
+            self.emit(f"{self.vtype(acc.dtype)} {a} = {self.thread_start(s, a)};")
             self.forget(a)  # each thread's own partial shadows it here
-        lo = f"{s.extent} * t_ / n_"
-        hi = f"{s.extent} * (t_ + 1) / n_"
+        first, end = self.loop_range(s)
+        lo = f"{end} * t_ / n_" if first == "0" else f"{first} + ({end} - {first}) * t_ / n_"
+        hi = (
+            f"{end} * (t_ + 1) / n_"
+            if first == "0"
+            else f"{first} + ({end} - {first}) * (t_ + 1) / n_"
+        )
         self.omp += 1
         pragma = self.pragma(s)
         self.block(
@@ -430,6 +435,7 @@ class CRenderer:
             self.emit(f"{a}_part[t_] = {a};")
         self.blocks.pop()
         self.emit("}")
+        self.before_combine(s)
         self.emit("for (int t_ = 0; t_ < nt_; t_++) {")
         for a in accs:
             self.emit("  " + self.update(a, f"{a}_part[t_]"))
@@ -438,6 +444,23 @@ class CRenderer:
         self.emit("}")
         for a in accs:
             self.forget(a)
+
+    def partials(self, s: Loop, accs: list[str]) -> None:
+        """Declare the thread count `nt_` and each accumulator's per-thread partials."""
+        self.emit("int nt_ = 1;")
+        for a in accs:
+            acc = self.acc_ops[a]
+            ident = self.identity(acc.op, acc.dtype)
+            self.emit(f"{self.vtype(acc.dtype)} {a}_part[64];")
+            self.emit(f"for (int t_ = 0; t_ < 64; t_++) {a}_part[t_] = {ident};")
+
+    def thread_start(self, s: Loop, acc: str) -> str:
+        """C text of the value a thread's partial of `acc` starts from."""
+        a = self.acc_ops[acc]
+        return self.identity(a.op, a.dtype)
+
+    def before_combine(self, s: Loop) -> None:
+        """Hook: code between the threads' slices and combining their partials."""
 
     # --- the whole kernel -----------------------------------------------------------
     def signature(self, k: KernelIR, name: str) -> str:
@@ -469,9 +492,13 @@ class CRenderer:
         self.written = {s.buf for s in walk_stmts(k.body) if isinstance(s, Store)}
         self.written |= {s.buf for s in walk_stmts(k.body) if isinstance(s, Local)}
         self.lines, self.blocks, self.count, self.acc_ops = [], [], 0, {}
-        self.block(k.body)
+        self.top(k)
         body = "\n".join("  " + line for line in self.lines)
         return f"{self.prelude(k)}\n{self.signature(k, fname)} {{\n{body}\n}}\n"
+
+    def top(self, k: KernelIR) -> None:
+        """Render the kernel's body (a chunked kernel splits it around its chunk loop)."""
+        self.block(k.body)
 
 
 def c_name(name: str) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 from anychip.backends.cpu import cache, compiler, memory
 from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
+from anychip.codegen.c_chunk import Chunking, chunk_work
 from anychip.dtypes import DType
 from anychip.ir.ops import Ops, toposort
 from anychip.runtime.device import Backend, Buffer, Kernel, Scalar, host_memory
@@ -31,9 +32,10 @@ _SCALAR_CTYPES = {
 
 @dataclass(frozen=True, slots=True)
 class Program:
-    fn: Any  # the ctypes function: void name(void *b0, ...)
+    fn: Any  # the ctypes function: void name(void *b0, ..., scalars[, lo_, hi_, st_])
     source: str
     gemm: bool
+    chunking: Chunking | None = None  # set: a long kernel, called once per chunk
 
 
 def kernel_key(kernel: Kernel) -> tuple[Any, ...]:
@@ -80,26 +82,29 @@ class CpuBackend(Backend):
     def compile_many(self, kernels: list[Kernel]) -> list[Any]:
         """Programs for `kernels`: the missing ones are rendered, then compiled together
         (in parallel processes, with a progress line on a terminal)."""
-        keys = [kernel_key(k) for k in kernels]
-        new: dict[tuple[Any, ...], tuple[str, compiler.Job, list[Any]]] = {}
+        work = chunk_work()  # programs rendered under another chunk size are others
+        keys = [(work, *kernel_key(k)) for k in kernels]
+        new: dict[tuple[Any, ...], tuple[str, compiler.Job, list[Any], Chunking | None]] = {}
         for key, kernel in zip(keys, kernels, strict=True):
             if key not in self.programs and key not in new:
                 new[key] = self._render(kernel)
         if new:
-            libs = compiler.build_many([job for _, job, _ in new.values()])
-            for (key, (name, job, types)), lib in zip(new.items(), libs, strict=True):
+            libs = compiler.build_many([job for _, job, _, _ in new.values()])
+            for (key, (name, job, types, chunks)), lib in zip(new.items(), libs, strict=True):
                 fn = getattr(lib, name)
                 fn.restype = None
                 fn.argtypes = types
-                self.programs[key] = Program(fn, job.source, "anychip GEMM" in job.source)
+                gemm = "anychip GEMM" in job.source
+                self.programs[key] = Program(fn, job.source, gemm, chunks)
         return [self.programs[key] for key in keys]
 
-    def _render(self, kernel: Kernel) -> tuple[str, compiler.Job, list[Any]]:
-        """(symbol, build job, ctypes argument types) of a kernel's C."""
+    def _render(self, kernel: Kernel) -> tuple[str, compiler.Job, list[Any], Chunking | None]:
+        """(symbol, build job, ctypes argument types, chunking) of a kernel's C."""
         from anychip.passes.pipeline import compile_source  # passes sit above backends
 
         name = c_name(kernel.name)
-        source = compile_source(kernel, CpuRenderer(), name)
+        renderer = CpuRenderer()
+        source = compile_source(kernel, renderer, name)
         flags = compiler.GEMM_FLAGS if "anychip GEMM" in source else compiler.GENERIC_FLAGS
         nodes = toposort([kernel.ast])
         args = {n.arg: n.dtype for n in nodes if n.op is Ops.ARG}
@@ -107,13 +112,31 @@ class CpuBackend(Backend):
         types: list[Any] = [ctypes.c_void_p] * nargs
         types += [_SCALAR_CTYPES[args[i].name] for i in range(len(args))]
         names = ["void*"] * nargs + [args[i].name for i in range(len(args))]
+        chunks = renderer.chunking
+        if chunks is not None:  # lo_, hi_, st_
+            types += [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+            names += ["int64", "int64", "void*"]
         signature = f"{name}({','.join(names)})"
-        return name, compiler.Job(source, tuple(flags), signature), types
+        return name, compiler.Job(source, tuple(flags), signature), types, chunks
 
     def launch(
         self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
     ) -> None:
-        program.fn(out.handle.ptr, *[b.handle.ptr for b in ins], *scalars)
+        args = (out.handle.ptr, *[b.handle.ptr for b in ins], *scalars)
+        chunks = program.chunking
+        if chunks is None:
+            program.fn(*args)
+            return
+        # one call per chunk: ctypes lets go of the GIL in each call and Python runs its
+        # signal handlers between them, so Ctrl-C raises KeyboardInterrupt here within a
+        # chunk; `out` is then half written, and the caller never records it as realised
+        state = np.zeros(chunks.state_bytes // 8 + 8, np.int64)  # 64-byte aligned inside
+        at = state.ctypes.data
+        st = at + (-at) % 64
+        n, step = chunks.extent, chunks.step
+        for base in range(0, chunks.outer * n, n):  # outer iterations run one at a time
+            for lo in range(0, n, step):
+                program.fn(*args, base + lo, base + min(lo + step, n), st)
 
 
 BACKEND = CpuBackend

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from anychip import dtypes
+from anychip.backends.ref.blocks import blockwise
 from anychip.dtypes import DType
-from anychip.ir.ops import Node, Ops, toposort
+from anychip.ir.ops import ELEMENTWISE, REDUCE, Node, Ops, toposort
 from anychip.ir.primitives import RULES
 from anychip.runtime.device import Backend, Buffer, Kernel, Scalar, host_memory
 
@@ -40,10 +41,15 @@ def _contract(n: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.asarray(RULES[Ops.SUM].ref(n.arg, np.multiply(a, b)))
     letters = "abcdefghijklmnopqrstuvwxyz"[: len(n.shape)]
     out = "".join(c for i, c in enumerate(letters) if i not in n.arg)
-    # float32 sums of products in float64 (einsum casts in small buffers): its own
-    # float32 loops add every term to one accumulator in a row
-    res = np.einsum(f"{letters},{letters}->{out}", a, b, dtype=np.float64)
-    return np.asarray(res, dtype=a.dtype).reshape(n.shape)
+
+    def product_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # float32 sums of products in float64 (einsum casts in small buffers): its own
+        # float32 loops add every term to one accumulator in a row
+        res = np.einsum(f"{letters},{letters}->{out}", a, b, dtype=np.float64)
+        return np.expand_dims(np.asarray(res, dtype=a.dtype), tuple(n.arg))
+
+    # a long product (a 1024^3 matmul: seconds) in blocks of its kept axes (Ctrl-C between)
+    return blockwise(product_sum, [a, b], n.srcs[0].shape, n.shape, frozenset(n.arg))
 
 
 def _stored(a: np.ndarray) -> int:
@@ -79,11 +85,32 @@ def evaluate(ast: Node, inputs: list[np.ndarray], scalars: tuple[Scalar, ...] = 
             a, b = n.srcs[0].srcs
             v = _contract(n, values[id(a)], values[id(b)])
         else:
-            v = np.asarray(RULES[n.op].ref(n.arg, *(values[id(s)] for s in n.srcs)))
+            v = _apply(n, [values[id(s)] for s in n.srcs])
             if n.dtype is dtypes.bfloat16:
                 v = dtypes.round_bf16(v.astype(np.float32))
         values[id(n)] = v
     return values[id(ast)]
+
+
+def _apply(n: Node, srcs: list[np.ndarray]) -> np.ndarray:
+    """n's rule on its sources' values; a long elementwise op, reduction, cumsum or sort
+    runs in blocks of the axes it does not work along (`blocks.py`), so a pending Ctrl-C
+    is raised between numpy calls."""
+    rule = RULES[n.op].ref
+
+    def fn(*xs: np.ndarray) -> np.ndarray:
+        return np.asarray(rule(n.arg, *xs))
+
+    if n.op in ELEMENTWISE:
+        return blockwise(fn, srcs, n.shape, n.shape)
+    shape = n.srcs[0].shape
+    if n.op in REDUCE:
+        return blockwise(fn, srcs, shape, n.shape, frozenset(n.arg))
+    if n.op is Ops.CUMSUM:
+        return blockwise(fn, srcs, shape, n.shape, frozenset({n.arg}))
+    if n.op is Ops.ARGSORT:  # arg: (axis, descending[, k])
+        return blockwise(fn, srcs, shape, n.shape, frozenset({n.arg[0]}))
+    return fn(*srcs)
 
 
 class RefBackend(Backend):
