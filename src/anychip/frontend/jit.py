@@ -47,6 +47,9 @@ def _flatten(x: Any, slots: list[Tensor], seen: dict[int, int]) -> Any:
         return (dict, tuple([(k, _flatten(v, slots, seen)) for k, v in x.items()]))
     if t is float:
         return (float, x.hex())  # 0.0 and -0.0 differ; NaN equals NaN
+    flat = getattr(x, "__jit_flatten__", None)
+    if flat is not None:  # a batch holding tensors (anychip.rec's KeyedJaggedTensor)
+        return (t, _flatten(flat(), slots, seen))
     if hasattr(x, "named_parameters") and hasattr(x, "named_buffers"):  # an nn.Module
         params = tuple((n, _flatten(p, slots, seen)) for n, p in x.named_parameters())
         bufs = tuple((n, _flatten(b, slots, seen)) for n, b in x.named_buffers())
@@ -173,6 +176,12 @@ class _Capture:
 _LOCAL = threading.local()  # .guards: this thread's active capture guards (nested captures)
 
 
+def capturing() -> bool:
+    """Whether this thread is inside a jit capture (code whose host-side choices a replay
+    would not repeat can refuse to run there)."""
+    return bool(getattr(_LOCAL, "guards", None))
+
+
 def _thread_guards(t: Tensor) -> None:
     for guard in getattr(_LOCAL, "guards", ()):
         guard(t)
@@ -203,7 +212,8 @@ class jit(Generic[R]):
     them on later calls; results are detached tensors of the same structure.
 
     The signature is the shapes, dtypes, devices and requires_grad of the tensors in the
-    arguments (also inside tuples, lists, dicts, nn.Modules and optimizers, and their
+    arguments (also inside tuples, lists, dicts, nn.Modules, optimizers, objects with a
+    `__jit_flatten__()` returning their tensors such as KeyedJaggedTensor, and their
     gradients), how they alias, and the other arguments by value. Replays do not rerun
     Python: values the function reads on the host (`.item()`, `.numpy()`, bounds checks)
     are guards, checked on each replay, and a call where one differs runs the function

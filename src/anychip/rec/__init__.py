@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from anychip.rec import metrics
-from anychip.rec.movielens import MovieLens, load_movielens
-
-__all__ = ["MovieLens", "load_movielens", "metrics"]
+# batches, tables and models (re-exported one name per line: others add theirs beside)
+from anychip.rec import metrics as metrics
+from anychip.rec.collection import EmbeddingBagCollection as EmbeddingBagCollection
+from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
+from anychip.rec.collection import KeyedTensor as KeyedTensor
+from anychip.rec.jagged import JaggedTensor as JaggedTensor
+from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
+from anychip.rec.movielens import MovieLens as MovieLens
+from anychip.rec.movielens import load_movielens as load_movielens
