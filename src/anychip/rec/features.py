@@ -83,8 +83,7 @@ class MovieLensFeatures:
             )
             self._dense = b.dense
         else:
-            # no dense features: one constant column keeps every model's dense input alive
-            self._dense = np.ones((len(ml), 1), np.float32)
+            self._dense = np.zeros((len(ml), 0), np.float32)  # no dense features
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -93,7 +92,7 @@ class MovieLensFeatures:
 
     @property
     def dense_names(self) -> tuple[str, ...]:
-        return history.DENSE_NAMES if self.history else ("one",)
+        return history.DENSE_NAMES if self.history else ()
 
     @property
     def dense_in(self) -> int:

@@ -126,3 +126,42 @@ def behaviour(
         axis=1,
     )
     return Behaviour(recent, liked, dense.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The behaviour state after a whole stream, as a feature store serves it: per user
+    (indexed by raw id) the recent items and liked items and 3 stats; per item 3 stats."""
+
+    recent_items: Jagged  # (num_users bags)
+    recent_liked: Jagged
+    user_dense: np.ndarray  # (num_users, 3) float32
+    item_dense: np.ndarray  # (num_items, 3) float32
+
+
+def snapshot(
+    user: np.ndarray,
+    item: np.ndarray,
+    rating: np.ndarray,
+    timestamp: np.ndarray,
+    num_users: int,
+    num_items: int,
+    k: int = 20,
+) -> Snapshot:
+    """What `behaviour` would give a new event of every user and every item one second
+    after the stream ends (probe events appended; their own rating is never read)."""
+    n = max(num_users, num_items)
+    after = int(np.max(timestamp)) + 1 if len(timestamp) else 0
+    probe_u = np.arange(n) % num_users  # each user and each item at least once
+    probe_i = np.arange(n) % num_items
+    b = behaviour(
+        np.concatenate([user, probe_u]), np.concatenate([item, probe_i]),
+        np.concatenate([rating, np.zeros(n)]), np.concatenate([timestamp, np.full(n, after)]), k,
+    )  # fmt: skip
+    first = len(user)
+    users = first + np.arange(num_users)  # probe rows n0..: probe r has user r % num_users
+    items = first + np.arange(num_items)
+    return Snapshot(
+        b.recent_items.take(users), b.recent_liked.take(users),
+        b.dense[users, :3], b.dense[items, 3:],
+    )  # fmt: skip
