@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from anychip.rec import models as models
-
 # batches, tables and models (re-exported one name per line: others add theirs beside)
 from anychip.rec import metrics as metrics
+from anychip.rec import models as models
 from anychip.rec.collection import EmbeddingBagCollection as EmbeddingBagCollection
 from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
 from anychip.rec.collection import KeyedTensor as KeyedTensor

@@ -1,7 +1,7 @@
 """`anychip rec ...`: train and evaluate a CTR model on MovieLens-100k (`rec train`).
 
-    anychip rec train --dataset ml-100k --model deepfm --protocol online [--device cpu]
-        [--json PATH] [--plot PNG] [--save DIR]
+anychip rec train --dataset ml-100k --model deepfm --protocol online [--device cpu]
+    [--json PATH] [--plot PNG] [--save DIR]
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     subs = p.add_subparsers(dest="rec_command", metavar="ACTION", required=True)
     t = subs.add_parser("train", help="train and evaluate a model on a dataset under a protocol")
     t.add_argument("--dataset", default="ml-100k", choices=["ml-100k"])
-    t.add_argument("--path", default=None, help="folder with u.data, u.user, u.item "
-                   "(default: the copy in the installed recbole package)")  # fmt: skip
+    t.add_argument(
+        "--path", default=None,
+        help="folder with u.data, u.user, u.item (default: the copy in the recbole package)",
+    )  # fmt: skip
     t.add_argument("--model", default="deepfm", choices=MODELS)
     t.add_argument("--protocol", default="online", choices=["static", "online"])
     t.add_argument("--device", default=None, help="device (default: ANYCHIP_DEVICE or ref)")
@@ -35,8 +37,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     t.add_argument("--dim", type=int, default=16, help="embedding width")
-    t.add_argument("--no-history", action="store_true",
-                   help="leave out the behaviour features (recent items, running rates)")  # fmt: skip
+    t.add_argument(
+        "--no-history", action="store_true",
+        help="leave out the behaviour features (recent items, running rates)",
+    )  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(_rec=_train)
 
@@ -77,7 +81,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ArgumentError("rec train: --plot needs matplotlib (pip install 'anychip[plot]')")
     cfg = protocol.Config(batch_size=args.batch_size, max_epochs=args.epochs, seed=args.seed)
-    settings = Settings(dim=args.dim, lr=args.lr, history=not args.no_history, seed=args.seed, run=cfg)
+    settings = Settings(
+        dim=args.dim, lr=args.lr, history=not args.no_history, seed=args.seed, run=cfg
+    )
     print(
         f"anychip rec train: {args.model} on {args.dataset}, {args.protocol} protocol, "
         f"device {args.device or 'default'}"
@@ -120,7 +126,9 @@ def _plot(res: Any, path: str, title: str) -> None:
     else:  # static: one test period, shown as a line at its AUC
         ax.axhline(res.metrics["auc"])
         ax.set_xlabel("test period")
-    ax.axhline(res.metrics["auc"], linestyle="--", color="gray", label=f"AUC {res.metrics['auc']:.3f}")
+    ax.axhline(
+        res.metrics["auc"], linestyle="--", color="gray", label=f"AUC {res.metrics['auc']:.3f}"
+    )
     ax.set_ylabel("AUC")
     ax.set_title(title)
     ax.legend()

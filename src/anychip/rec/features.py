@@ -96,7 +96,7 @@ class MovieLensFeatures:
 
     @property
     def dense_in(self) -> int:
-        return self._dense.shape[1]
+        return int(self._dense.shape[1])
 
     def tables(self) -> list[Table]:
         """One table per feature; the item table also serves the history bags (pooled by

@@ -23,6 +23,7 @@ from anychip.frontend.tensor import Tensor
 from anychip.nn.module import Module
 from anychip.rec import history, models
 from anychip.rec.collection import EmbeddingBagConfig
+from anychip.rec.train import hparams_for
 from anychip.serialization import load_file, save_file
 
 FORMAT = "anychip.rec.model/1"
@@ -39,13 +40,13 @@ def save(path: str, model_name: str, trainer: Any, settings: Any) -> None:
     save_file(tables, os.path.join(path, "tables.safetensors"))
     save_file(dense, os.path.join(path, "model.safetensors"))
     store = feature_store(features)
-    save_file(
-        {k: Tensor(v) for k, v in store.items()}, os.path.join(path, "features.safetensors")
-    )
+    save_file({k: Tensor(v) for k, v in store.items()}, os.path.join(path, "features.safetensors"))
     config = {
         "format": FORMAT,
         "model": model_name,
-        "hparams": settings.hparams,
+        "hparams": hparams_for(model_name, settings.dim)
+        if settings.hparams is None
+        else settings.hparams,
         "dim": settings.dim,
         "dense_in": features.dense_in,
         "sparse_features": list(features.keys),

@@ -42,8 +42,19 @@ class Settings:
     history: bool = True  # behaviour features from the stream (anychip.rec.history)
     hash_fraction: float | None = None  # hashed id tables of this fraction of the rows
     seed: int = 0
-    hparams: dict[str, Any] = field(default_factory=dict)  # passed to models.build
-    run: protocol.Config = protocol.Config()
+    hparams: dict[str, Any] | None = None  # for models.build (default: hparams_for)
+    run: protocol.Config = field(default_factory=protocol.Config)
+
+
+def hparams_for(name: str, dim: int) -> dict[str, Any]:
+    """MovieLens-sized layers (the models' defaults are Criteo-sized)."""
+    return {
+        "dlrm": {"bottom_mlp": (64, dim), "top_mlp": (128, 64, 1)},
+        "dcn": {"num_cross_layers": 2, "deep_mlp": (128, 64)},
+        "deepfm": {"deep_mlp": (128, 64)},
+        "wide_deep": {"deep_mlp": (128, 64)},
+        "mf": {},
+    }[name]
 
 
 def table_configs(features: MovieLensFeatures, dim: int) -> list[EmbeddingBagConfig]:
@@ -54,15 +65,12 @@ def table_configs(features: MovieLensFeatures, dim: int) -> list[EmbeddingBagCon
     ]
 
 
-def build(
-    name: str, features: MovieLensFeatures, settings: Settings, device: Any = None
-) -> Module:
+def build(name: str, features: MovieLensFeatures, settings: Settings, device: Any = None) -> Module:
     """Model `name` (one of anychip.rec.models.MODELS) over the feature set's tables."""
     manual_seed(settings.seed)
     tables = table_configs(features, settings.dim)
-    return models.build(
-        name, tables, features.dense_in, device=device, sparse=False, **settings.hparams
-    )
+    hp = hparams_for(name, settings.dim) if settings.hparams is None else settings.hparams
+    return models.build(name, tables, features.dense_in, device=device, sparse=False, **hp)
 
 
 def adam(lr: float) -> MakeOptimizers:
@@ -174,7 +182,9 @@ def train(
 ) -> tuple[protocol.Result, Trainer]:
     """Train `model_name` on `dataset` under `protocol_name` ('static' or 'online')."""
     if model_name not in models.MODELS:
-        raise ArgumentError(f"rec train: unknown model {model_name!r}; choose one of {models.MODELS}")
+        raise ArgumentError(
+            f"rec train: unknown model {model_name!r}; choose one of {models.MODELS}"
+        )
     ml = load_dataset(dataset, path)
     features = MovieLensFeatures(ml, settings.history, hash_fraction=settings.hash_fraction)
     model = build(model_name, features, settings, device)
