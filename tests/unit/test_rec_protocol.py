@@ -88,3 +88,12 @@ def test_unknown_protocol_is_a_typed_error() -> None:
     labels, users = _data(100)
     with pytest.raises(ac.ArgumentError, match="'offline'"):
         protocol.run("offline", Recorder(labels, 0), labels, users)
+
+
+def test_both_protocols_share_one_static_training() -> None:
+    labels, users = _data()
+    both = protocol.run_protocols(("online", "static"), Recorder(labels, 2), labels, users)
+    alone = protocol.run("static", Recorder(labels, 2), labels, users)
+    assert list(both) == ["static", "online"]
+    np.testing.assert_array_equal(both["static"].probs, alone.probs)
+    assert both["online"].epochs == alone.epochs == 2

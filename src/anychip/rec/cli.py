@@ -42,6 +42,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help="leave out the behaviour features (recent items, running rates)",
     )  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=None, help="use only the first N events")
     t.set_defaults(_rec=_train)
 
 
@@ -90,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     res, trainer = train(
         args.model, args.protocol, device=args.device, settings=settings,
-        dataset=args.dataset, path=args.path, progress=Bar(),
+        dataset=args.dataset, path=args.path, limit=args.limit, progress=Bar(),
     )  # fmt: skip
     m = res.metrics
     print(table([

@@ -108,6 +108,17 @@ class MovieLens:
     def __len__(self) -> int:
         return len(self.user)
 
+    def first(self, n: int) -> MovieLens:
+        """The first `n` events (quick runs and tests); side features stay whole."""
+        return MovieLens(
+            self.user[:n],
+            self.item[:n],
+            self.rating[:n],
+            self.timestamp[:n],
+            self.side,
+            self.source,
+        )
+
     @property
     def num_users(self) -> int:
         return len(self.side.users["age"])  # max user id + 1

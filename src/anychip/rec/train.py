@@ -48,13 +48,14 @@ class Settings:
 
 def hparams_for(name: str, dim: int) -> dict[str, Any]:
     """MovieLens-sized layers (the models' defaults are Criteo-sized)."""
-    return {
+    table: dict[str, dict[str, Any]] = {
         "dlrm": {"bottom_mlp": (64, dim), "top_mlp": (128, 64, 1)},
         "dcn": {"num_cross_layers": 2, "deep_mlp": (128, 64)},
         "deepfm": {"deep_mlp": (128, 64)},
         "wide_deep": {"deep_mlp": (128, 64)},
         "mf": {},
-    }[name]
+    }
+    return table[name]
 
 
 def table_configs(features: MovieLensFeatures, dim: int) -> list[EmbeddingBagConfig]:
@@ -178,14 +179,18 @@ def train(
     settings: Settings = Settings(),
     dataset: str = "ml-100k",
     path: str | None = None,
+    limit: int | None = None,
     progress: protocol.Progress | None = None,
 ) -> tuple[protocol.Result, Trainer]:
-    """Train `model_name` on `dataset` under `protocol_name` ('static' or 'online')."""
+    """Train `model_name` on `dataset` under `protocol_name` ('static' or 'online');
+    `limit` keeps only the first events of the stream."""
     if model_name not in models.MODELS:
         raise ArgumentError(
             f"rec train: unknown model {model_name!r}; choose one of {models.MODELS}"
         )
     ml = load_dataset(dataset, path)
+    if limit is not None:
+        ml = ml.first(limit)
     features = MovieLensFeatures(ml, settings.history, hash_fraction=settings.hash_fraction)
     model = build(model_name, features, settings, device)
     trainer = Trainer(model, adam(settings.lr), features, settings.run.batch_size, device)
