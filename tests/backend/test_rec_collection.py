@@ -177,3 +177,19 @@ def test_exact_values_are_refused_inside_a_capture() -> None:
     with pytest.raises(ac.JitError, match=r"values\(\).*bags"):
         ac.jit(lambda k: k.values() + 1)(kjt)
     assert (kjt.values() + 1).tolist() == [2, 3, 4]  # eagerly it is fine
+
+
+def test_join_of_many_parts_matches_torch_cat(device: str) -> None:
+    from anychip.rec.collection import join
+
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal((3, 1 + i % 3)).astype(np.float32) for i in range(20)]
+    parts = [ac.tensor(a, device=device, requires_grad=True) for a in arrays]
+    tparts = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
+    got, want = join(parts, 1), torch.cat(tparts, 1)
+    assert_close(got, want, 0, 0, "join")
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    (got * ac.tensor(g, device=device)).sum().backward()
+    (want * torch.from_numpy(g)).sum().backward()
+    for p, t in zip(parts, tparts):
+        assert_close(p.grad, t.grad, 0, 0, "join grad")

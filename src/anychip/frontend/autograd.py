@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from anychip.errors import AutogradError, ShapeError, describe
-from anychip.frontend.hooks import SAVES, call_hooks
+from anychip.frontend.hooks import SAVES, call_hooks, grad_rule
 from anychip.ir.ops import Node, Ops
 from anychip.ir.primitives import RULES
 
@@ -308,7 +308,9 @@ def _run(
                 g = call_hooks(ctx, g)
                 if want is not None and id(ctx) in want:
                     results[id(ctx)] = g
-                for p, c in zip(ctx.parents, _vjp(ctx, g, create_graph)):
+                rule = None if create_graph or ctx.freed else grad_rule(ctx)  # a sparse lookup's
+                cots = _vjp(ctx, g, create_graph) if rule is None else (rule(g), None)
+                for p, c in zip(ctx.parents, cots):
                     if c is None or p is None:
                         continue
                     if isinstance(p, Ctx):

@@ -65,9 +65,12 @@ def _padding(op: str, padding_idx: int | None, n: int) -> int | None:
     return padding_idx % n
 
 
-def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+def embedding(
+    input: Any, weight: Tensor, padding_idx: int | None = None, sparse: bool = False
+) -> Tensor:
     """weight's rows at the ids in `input`: shape (*input.shape, dim). The row at
-    `padding_idx` is returned as is but gets no gradient.
+    `padding_idx` is returned as is but gets no gradient. With `sparse`, weight's gradient
+    is a row-sparse `SparseTensor` (frontend/sparse.py) instead of a dense table.
 
     >>> import anychip as ac
     >>> w = ac.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]])
@@ -75,16 +78,26 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
     [[[3.0, 4.0], [1.0, 2.0]]]
     """
     idx = _rows("embedding", input, weight)
-    out = take(weight, 0, idx)  # (*input.shape, D)
     pad = _padding("embedding", padding_idx, weight.shape[0])
+    out = _take(weight, idx, sparse, pad)  # (*input.shape, D)
     if pad is not None and out.requires_grad:
         out = (idx == pad).unsqueeze(-1)._select(out.detach(), out)
     return out
 
 
-def _lookup(weight: Tensor, idx: Tensor) -> Tensor:
+def _take(weight: Tensor, idx: Tensor, sparse: bool, pad: int | None) -> Tensor:
+    """Rows of weight at idx; `sparse`: weight's gradient is row-sparse (frontend/sparse.py),
+    without the padding row."""
+    if not sparse:
+        return take(weight, 0, idx)
+    from anychip.frontend.sparse import lookup
+
+    return lookup(weight, idx, pad)
+
+
+def _lookup(weight: Tensor, idx: Tensor, sparse: bool = False, pad: int | None = None) -> Tensor:
     """Rows of weight at idx, in float32 for half tables (bags accumulate in float32)."""
-    rows = take(weight, 0, idx)
+    rows = _take(weight, idx, sparse, pad)
     return rows.to(dtypes.float32) if weight.dtype in (dtypes.float16, dtypes.bfloat16) else rows
 
 
@@ -174,6 +187,7 @@ def _offset_bags(
     last: bool,
     pad: int | None,
     weighted: bool,
+    sparse: bool = False,
 ) -> Tensor:
     """Variable bags of a 1-d input (N,): bag b holds idx[offsets[b]:offsets[b+1]].
 
@@ -185,7 +199,7 @@ def _offset_bags(
     per_sample_weights (a device tensor of the ids' length) the kernels follow N."""
     if weighted:
         assert w is not None
-        return _offset_bags_weighted(idx, weight, offsets, w, mode, last)
+        return _offset_bags_weighted(idx, weight, offsets, w, mode, last, sparse, pad)
     from anychip.frontend.tensor import Tensor
 
     dev, n = weight.device, idx.shape[0]
@@ -197,12 +211,16 @@ def _offset_bags(
         width = buf.size // nb if nb else 0
         slots = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (nb, width), dev, (), buf))
         valid = slots >= 0
-        rows = _lookup(weight, valid._select(slots, 0))  # (B, W, D)
+        # sparse: empty slots read past the table (zeros), out of the gradient's rows
+        empty = weight.shape[0] if sparse else 0
+        rows = _lookup(weight, valid._select(slots, empty), sparse, pad)  # (B, W, D)
         return _dense_bags(rows, valid, None, mode)
     size = size_class(n)  # ids padded to it, each with its bag (nb: in no bag)
     lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (2, size), dev, (), buf))
     ids, bag = lay[0], lay[1]
-    rows = _lookup(weight, ids)  # (size, D)
+    if sparse:  # ids in no bag (padding) read past the table: out of the gradient's rows
+        ids = (bag == nb)._select(weight.shape[0], ids)
+    rows = _lookup(weight, ids, sparse, pad)  # (size, D)
     dim = weight.shape[1]
     out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
     out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((size, dim)), rows, arg=0)
@@ -274,7 +292,14 @@ class _Layout:
 
 
 def _offset_bags_weighted(
-    idx: Tensor, weight: Tensor, offsets: Tensor, w: Tensor, mode: str, last: bool
+    idx: Tensor,
+    weight: Tensor,
+    offsets: Tensor,
+    w: Tensor,
+    mode: str,
+    last: bool,
+    sparse: bool = False,
+    pad: int | None = None,
 ) -> Tensor:
     """Bags with per_sample_weights `w` (N,) on the device (0 already for padding ids)."""
     from anychip.frontend.tensor import Tensor
@@ -288,10 +313,10 @@ def _offset_bags_weighted(
         valid = slot < ends[:, None]
         pos = as_index(idx, np.minimum(slot, max(n - 1, 0)), "embedding_bag")
         vt = Tensor(valid, device=idx.device)
-        rows = _lookup(weight, take(idx, 0, pos)) * take(w, 0, pos).unsqueeze(-1)
+        rows = _lookup(weight, take(idx, 0, pos), sparse, pad) * take(w, 0, pos).unsqueeze(-1)
         return vt.unsqueeze(-1)._select(rows, 0).sum(1)  # per_sample_weights: sum only
     bag = _bag_ids(offsets, n)  # (N,) in [0, len(offsets))
-    rows = _lookup(weight, idx) * w.unsqueeze(-1)  # (N, D)
+    rows = _lookup(weight, idx, sparse, pad) * w.unsqueeze(-1)  # (N, D)
     out = Tensor._const(0, rows.dtype, (len(off), dim), weight.device)
     out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((n, dim)), rows, arg=0)
     return out._shrink([(0, nb), (0, dim)])  # drops what follows include_last_offset's end
@@ -305,13 +330,15 @@ def embedding_bag(
     per_sample_weights: Tensor | None = None,
     include_last_offset: bool = False,
     padding_idx: int | None = None,
+    sparse: bool = False,
 ) -> Tensor:
     """Sum, mean or max of bags of embedding rows: (B, dim).
 
     input (B, L) holds B bags of L ids; or input (N,) with offsets (B,) where bag b is
     input[offsets[b]:offsets[b+1]] (with `include_last_offset`, offsets has B+1 entries).
     `per_sample_weights` (input's shape, mode 'sum' only) scales each row; ids equal to
-    `padding_idx` are left out (of the mean's count too). Empty bags give zeros.
+    `padding_idx` are left out (of the mean's count too). Empty bags give zeros. With
+    `sparse`, weight's gradient is a row-sparse `SparseTensor` (docs/sparse.md).
 
     >>> import anychip as ac
     >>> w = ac.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
@@ -333,7 +360,7 @@ def embedding_bag(
                 "embedding_bag: if input is 2-d (fixed-size bags), offsets has to be None"
             )
         valid = (idx != pad) if pad is not None else None
-        out = _dense_bags(_lookup(weight, idx), valid, w, mode).to(weight.dtype)
+        out = _dense_bags(_lookup(weight, idx, sparse, pad), valid, w, mode).to(weight.dtype)
         return _check_rows("embedding_bag", out, idx, weight)
     if idx.ndim != 1 or offsets is None:
         raise ShapeError(
@@ -345,7 +372,7 @@ def embedding_bag(
             f"embedding_bag: offsets has to be a non-empty 1-d tensor ({describe(off)})"
         )
     weighted = per_sample_weights is not None
-    out = _offset_bags(idx, weight, off, w, mode, include_last_offset, pad, weighted)
+    out = _offset_bags(idx, weight, off, w, mode, include_last_offset, pad, weighted, sparse)
     out = out.to(weight.dtype)
     if weighted:
         return _check_rows("embedding_bag", out, idx, weight)

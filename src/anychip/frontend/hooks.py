@@ -80,6 +80,24 @@ def call_hooks(t: Tensor | Ctx, grad: Tensor) -> Tensor:
     return grad
 
 
+# records whose gradient for their first source is made by a function instead of the
+# primitive's rule: a sparse lookup's GATHER gives its table a row-sparse gradient
+_RULES: dict[int, tuple[weakref.ref[Any], Callable[[Tensor], Tensor]]] = {}
+
+
+def set_grad_rule(ctx: Ctx, rule: Callable[[Tensor], Tensor]) -> None:
+    """Backward gives ctx's first source `rule(g)` (g: the output's cotangent) and its other
+    sources nothing (`frontend/sparse.py`'s lookups; graphs built with create_graph use
+    the primitive's own rule)."""
+    key = id(ctx)
+    _RULES[key] = (weakref.ref(ctx, lambda _: _RULES.pop(key, None)), rule)
+
+
+def grad_rule(ctx: Ctx) -> Callable[[Tensor], Tensor] | None:
+    entry = _RULES.get(id(ctx))
+    return entry[1] if entry is not None and entry[0]() is ctx else None
+
+
 def retain_grad(t: Tensor) -> None:
     """Keep a non-leaf tensor's gradient in `.grad` after backward (a hook that stores it)."""
     if t.is_leaf:

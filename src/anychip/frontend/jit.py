@@ -35,6 +35,9 @@ def _flatten(x: Any, slots: list[Tensor], seen: dict[int, int]) -> Any:
     """A hashable description of `x`'s structure and non-tensor values; tensors found are
     appended to `slots` (each object once) and described by their slot index."""
     if isinstance(x, Tensor):
+        if x.is_sparse:  # a row-sparse gradient: its indices and values are the tensors
+            parts = tuple([_flatten(p, slots, seen) for p in x._parts()])  # type: ignore[attr-defined]
+            return ("sparse", x.shape, x.is_coalesced(), parts)  # type: ignore[attr-defined]
         j = seen.get(id(x))
         if j is None:
             j = seen[id(x)] = len(slots)

@@ -158,6 +158,7 @@ class Tensor(
         "requires_grad",
     )
     __array_priority__ = 1000  # numpy defers `ndarray + Tensor` to Tensor.__radd__
+    is_sparse = False  # frontend/sparse.py's SparseTensor (row-sparse gradients) says True
 
     def __init__(
         self, data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
@@ -503,6 +504,8 @@ def realize_together(tensors: list[Tensor]) -> None:
     >>> realize_together([b, c]); (b.tolist(), c.tolist())
     ([2.0, 2.0], [3.0, 3.0])
     """
+    if any(t.is_sparse for t in tensors):  # a sparse tensor is computed as its parts
+        tensors = [p for t in tensors for p in (t._parts() if t.is_sparse else (t,))]  # type: ignore[attr-defined]
     todo = list({id(t): t for t in tensors if t.node.op is not Ops.BUFFER}.values())
     by_device: dict[str, list[Tensor]] = {}
     for t in todo:

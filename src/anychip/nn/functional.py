@@ -186,11 +186,11 @@ def embedding(
     sparse: bool = False,
 ) -> Tensor:
     """Rows of `weight` (num_embeddings, dim) picked by integer `input`: (*) -> (*, dim);
-    the row at padding_idx gets no gradient."""
+    the row at padding_idx gets no gradient; `sparse`: weight's gradient is row-sparse."""
     from anychip.frontend import indexing
 
     _unsupported("embedding", max_norm=max_norm, scale_grad_by_freq=scale_grad_by_freq)
-    return indexing.embedding(input, weight, padding_idx=padding_idx)  # type: ignore[attr-defined, no-any-return]
+    return indexing.embedding(input, weight, padding_idx=padding_idx, sparse=sparse)  # type: ignore[attr-defined, no-any-return]
 
 
 def embedding_bag(
@@ -219,6 +219,7 @@ def embedding_bag(
         per_sample_weights=per_sample_weights,
         include_last_offset=include_last_offset,
         padding_idx=padding_idx,
+        sparse=sparse,
     )
 
 

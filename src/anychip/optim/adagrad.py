@@ -1,12 +1,15 @@
 """Adagrad: per-element learning rates from the running sum of squared gradients; the same
-update rule as torch.optim.Adagrad."""
+update rule as torch.optim.Adagrad, also for row-sparse gradients (only their rows move)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from anychip.errors import ArgumentError
+from anychip.frontend.sparse import gather_rows, scatter_rows
 from anychip.frontend.tensor import Tensor
 from anychip.optim.optimizer import Optimizer, ParamsT, check_range, step_counter
+from anychip.optim.rowstate import sync_row_state
 
 
 class Adagrad(Optimizer):
@@ -57,14 +60,36 @@ class Adagrad(Optimizer):
                 state["sum"] = Tensor._const(
                     group["initial_accumulator_value"], p.dtype, p.shape, p.device
                 )
+            sync_row_state(state, p, ("sum",))
             step = state["step"] = state["step"] + 1
             param = p._detached()
-            if group["weight_decay"] != 0:
-                g = g + param * group["weight_decay"]
             decay = group["lr_decay"]  # the decayed rate varies per step: from the step tensor
             neg_clr = (-group["lr"] / (1 + (step - 1) * decay)).to(p.dtype) if decay else None
+            if g.is_sparse:
+                _sparse_step(p, g, state, -group["lr"] if neg_clr is None else neg_clr, group)
+                continue
+            if group["weight_decay"] != 0:
+                g = g + param * group["weight_decay"]
             state["sum"] = state["sum"] + g * g
             std = state["sum"].sqrt() + group["eps"]
             p._assign(
                 param + g * (-group["lr"] if neg_clr is None else neg_clr) / std, "adagrad_step"
             )
+
+
+def _sparse_step(
+    p: Tensor, g: Tensor, state: dict[str, Any], neg_clr: Any, group: dict[str, Any]
+) -> None:
+    """torch's sparse Adagrad on the gradient's rows only: sum[rows] += g^2, then
+    p[rows] += (g / (sqrt(sum[rows]) + eps)) * -clr; gather, compute, scatter (fused)."""
+    if group["weight_decay"] != 0:
+        raise ArgumentError(
+            f"Adagrad: weight_decay={group['weight_decay']} is not compatible with sparse "
+            f"gradients (of the parameter of shape {p.shape})"
+        )
+    idx, vals = g.coalesce()._parts()  # type: ignore[attr-defined]
+    sq = vals * vals
+    total = gather_rows(state["sum"], idx) + sq  # (n, D): the touched rows' new sums
+    state["sum"] = scatter_rows(state["sum"], idx, sq)
+    delta = vals / (total.sqrt() + group["eps"]) * neg_clr
+    p._assign(scatter_rows(p._detached(), idx, delta), "adagrad_step")

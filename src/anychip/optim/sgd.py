@@ -1,11 +1,14 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay;
-the same update rule as torch.optim.SGD."""
+the same update rule as torch.optim.SGD. A row-sparse gradient (a table looked up with
+`sparse=True`) updates only its rows, as torch does: without momentum or weight decay."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from anychip.errors import ArgumentError
+from anychip.frontend.sparse import scatter_rows
+from anychip.frontend.tensor import Tensor
 from anychip.optim.optimizer import Optimizer, ParamsT, check_range
 
 
@@ -56,6 +59,9 @@ class SGD(Optimizer):
             if p.grad is None:
                 continue
             g = -p.grad if group["maximize"] else p.grad
+            if g.is_sparse:
+                _sparse_step(p, g, lr, mom, wd)
+                continue
             if wd != 0:
                 g = g + p._detached() * wd
             if mom != 0:
@@ -67,3 +73,16 @@ class SGD(Optimizer):
                 g = g + buf * mom if nesterov else buf
             # p + g * (-lr), as torch's p.add_(g, alpha=-lr): one multiply, one add
             p._assign(p._detached() + g * -lr, "sgd_step")
+
+
+def _sparse_step(p: Tensor, g: Tensor, lr: float, momentum: float, weight_decay: float) -> None:
+    """p[rows] -= lr * values: one scatter kernel; duplicate rows add up, so an uncoalesced
+    gradient needs no coalescing."""
+    if momentum != 0 or weight_decay != 0:
+        raise ArgumentError(
+            f"SGD: sparse gradients (of the table of shape {p.shape}) are supported only "
+            f"without momentum and weight_decay (got momentum={momentum}, "
+            f"weight_decay={weight_decay})"
+        )
+    idx, vals = g._parts()  # type: ignore[attr-defined]
+    p._assign(scatter_rows(p._detached(), idx, vals * -lr), "sgd_step")

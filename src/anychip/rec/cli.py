@@ -1,7 +1,8 @@
-"""`anychip rec ...`: train and evaluate a CTR model on MovieLens-100k (`rec train`).
+"""`anychip rec ...`: the recommendation engine's commands, each a sub-subcommand
+registered with `@subcommand` in this file (`anychip rec bench`, `anychip rec train`).
 
-anychip rec train --dataset ml-100k --model deepfm --protocol online [--device cpu]
-    [--json PATH] [--plot PNG] [--save DIR]
+    anychip rec train --dataset ml-100k --model deepfm --protocol online [--device cpu]
+        [--json PATH] [--plot PNG] [--save DIR]
 """
 
 from __future__ import annotations
@@ -11,17 +12,88 @@ import importlib.util
 import json
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from anychip.cli import command
+from anychip.cli import Configure, Run, command
 from anychip.errors import ArgumentError
 
+SUBCOMMANDS: dict[str, tuple[str, Configure, Run]] = {}
 MODELS = ("dlrm", "dcn", "deepfm", "wide_deep", "mf")  # as anychip.rec.models.MODELS
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
-    subs = p.add_subparsers(dest="rec_command", metavar="ACTION", required=True)
-    t = subs.add_parser("train", help="train and evaluate a model on a dataset under a protocol")
+def subcommand(name: str, help: str, configure: Configure) -> Callable[[Run], Run]:
+    """Register `fn(args) -> exit code` as `anychip rec <name>`."""
+
+    def register(fn: Run) -> Run:
+        SUBCOMMANDS[name] = (help, configure, fn)
+        return fn
+
+    return register
+
+
+def _rec_args(p: argparse.ArgumentParser) -> None:
+    subs = p.add_subparsers(dest="rec_command", metavar="SUBCOMMAND")
+    for name, (text, configure, fn) in sorted(SUBCOMMANDS.items()):
+        sub = subs.add_parser(name, help=text, description=text)
+        configure(sub)
+        sub.set_defaults(_rec_run=fn)
+
+
+@command("rec", "recommendation models: train and evaluate, benchmark a training step", _rec_args)
+def _rec(args: argparse.Namespace) -> int:
+    fn = getattr(args, "_rec_run", None)
+    if fn is None:
+        names = ", ".join(sorted(SUBCOMMANDS))
+        raise ArgumentError(f"rec: give a subcommand ({names}); see anychip rec --help")
+    return int(fn(args) or 0)
+
+
+# --- anychip rec bench ---------------------------------------------------------------
+def _bench_script() -> Path:
+    """bench/rec_dlrm.py of the source checkout this package runs from."""
+    path = Path(__file__).resolve().parents[3] / "bench" / "rec_dlrm.py"
+    if not path.is_file():
+        raise ArgumentError(
+            f"rec bench: {path} not found; the benchmark ships with the source checkout "
+            "(run anychip from it: PYTHONPATH=src)"
+        )
+    return path
+
+
+def _load_bench() -> ModuleType:
+    path = _bench_script()
+    spec = importlib.util.spec_from_file_location("rec_dlrm", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="small tables, a few steps (smoke run)")
+    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
+    p.add_argument("--rows", type=int, default=2_500_000, help="table rows in all (default 2.5M)")
+    p.add_argument(
+        "--only", default="torch,anychip,anychip_jit", help="runs, comma-separated (default all)"
+    )
+    p.add_argument("--json", default=None, help="write the figures to this JSON file")
+
+
+@subcommand(
+    "bench",
+    "the synthetic DLRM training step (batch 2048, 26 tables, ~2.5M rows) against PyTorch",
+    _bench_args,
+)
+def _bench(args: argparse.Namespace) -> int:
+    run: Run = _load_bench().run
+    return int(run(args) or 0)
+
+
+# --- anychip rec train ---------------------------------------------------------------
+def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--dataset", default="ml-100k", choices=["ml-100k"])
     t.add_argument(
         "--path", default=None,
@@ -43,20 +115,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, default=None, help="use only the first N events")
-    t.set_defaults(_rec=_train)
-
-
-@command("rec", "recommendation models: train and evaluate on MovieLens-100k", _configure)
-def _rec(args: argparse.Namespace) -> int:
-    run: Any = args._rec
-    return int(run(args) or 0)
 
 
 class Bar:
     """A one-line progress bar on stderr: `train [#####     ] 5/10`."""
 
-    def __init__(self, stream: Any = sys.stderr, width: int = 30) -> None:
-        self.stream, self.width, self.t0 = stream, width, time.perf_counter()
+    def __init__(self, stream: Any = None, width: int = 30) -> None:
+        self.stream = sys.stderr if stream is None else stream  # sys.stderr of the call's time
+        self.width, self.t0 = width, time.perf_counter()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         fill = self.width * done // max(total, 1)
@@ -75,6 +141,9 @@ def table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines + [f"{k:<{w}}  {v}" for k, v in rows])
 
 
+@subcommand(
+    "train", "train and evaluate a CTR model on MovieLens-100k under a protocol", _train_args
+)
 def _train(args: argparse.Namespace) -> int:
     from anychip.rec import protocol
     from anychip.rec.train import Settings, train

@@ -20,13 +20,18 @@ from typing import Any
 import numpy as np
 
 from anychip.errors import ArgumentError, ShapeError
-from anychip.frontend.creation import cat, stack
+from anychip.frontend.creation import cat
 from anychip.frontend.tensor import Tensor
 from anychip.nn.activation import ReLU
 from anychip.nn.containers import Sequential
 from anychip.nn.layers import Linear
 from anychip.nn.module import Module, Parameter
-from anychip.rec.collection import EmbeddingBagCollection, EmbeddingBagConfig, KeyedTensor
+from anychip.rec.collection import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    KeyedTensor,
+    join,
+)
 from anychip.rec.jagged import KeyedJaggedTensor
 
 MODELS = ("dlrm", "dcn", "deepfm", "wide_deep", "mf")
@@ -43,12 +48,22 @@ def mlp(sizes: Sequence[int], last_relu: bool = True, device: Any = None) -> Seq
     return Sequential(*layers)
 
 
+def stack_features(vecs: Sequence[Tensor]) -> Tensor:
+    """n tensors (B, D) -> (B, n, D), joined as `join` does."""
+    return join([v.unsqueeze(1) for v in vecs], 1)
+
+
 def _dims(ebc: EmbeddingBagCollection) -> list[int]:
     return [t.embedding_dim for t in ebc.embedding_bag_configs() for _ in t.feature_names]
 
 
 def _device(ebc: EmbeddingBagCollection) -> str:
-    return next(iter(ebc.parameters())).device if list(ebc.parameters()) else "ref"
+    """The device of ebc's tables (the default device for tables without parameters)."""
+    from anychip.runtime.device import canonical
+
+    for p in ebc.parameters():
+        return p.device
+    return canonical(None)
 
 
 def _same_dim(model: str, ebc: EmbeddingBagCollection) -> int:
@@ -68,7 +83,9 @@ def _check_dense(model: str, dense: Tensor | None, dense_in: int, batch: int) ->
 
 def linear_tables(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection:
     """Dim-1 tables over ebc's features (one weight per id: a linear model of the ids),
-    on ebc's device; each table sums its bags."""
+    on ebc's device; each table sums its bags. They are plain tables of each config's
+    num_embeddings rows, also for a table ebc takes from `modules` (DeepFM, WideDeep and
+    MF need ids below num_embeddings there; DLRM and DCN have no linear tables)."""
     cfgs = [
         EmbeddingBagConfig(t.name, 1, t.num_embeddings, list(t.feature_names), "sum")
         for t in ebc.embedding_bag_configs()
@@ -115,7 +132,7 @@ class DLRM(Module):
             assert dense is not None
             x = self.bottom(dense)  # (B, D)
             vecs = [x, *vecs]
-        t = stack(vecs, 1)  # (B, n, D)
+        t = stack_features(vecs)  # (B, n, D)
         z = (t @ t.transpose(1, 2)).reshape(b, -1)  # (B, n*n)
         inter = z[:, self.pairs]  # (B, n(n-1)/2): the pairs above the diagonal
         top_in = inter if x is None else cat([x, inter], 1)
@@ -180,7 +197,7 @@ def _flat_input(
     if not dense_in:
         return kt.values()
     assert dense is not None
-    return cat([dense, *list(kt.to_dict().values())], 1)
+    return join([dense, *list(kt.to_dict().values())], 1)
 
 
 class DeepFM(Module):
@@ -206,7 +223,7 @@ class DeepFM(Module):
         b = sparse.stride()
         _check_dense("DeepFM", dense, self.dense_in, b)
         kt = self.ebc(sparse)
-        v = stack(list(kt.to_dict().values()), 1)  # (B, F, D)
+        v = stack_features(list(kt.to_dict().values()))  # (B, F, D)
         second = 0.5 * (v.sum(1) ** 2 - (v * v).sum(1)).sum(1)  # (B,)
         first = self.linear(sparse).values().sum(1)  # (B,)
         parts = list(kt.to_dict().values())
@@ -214,7 +231,7 @@ class DeepFM(Module):
             assert dense is not None
             first = first + self.dense_linear(dense).reshape(b)
             parts = [dense, *parts]
-        deep = self.head(self.deep(cat(parts, 1))).reshape(b)
+        deep = self.head(self.deep(join(parts, 1))).reshape(b)
         out: Tensor = first + second + deep
         return out
 
