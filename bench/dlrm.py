@@ -3,13 +3,16 @@ PyTorch: compiles after the first steps (target: none), step time eager and unde
 `anychip.jit` against PyTorch eager, and the cold first step with an empty kernel cache.
 Also a 1000-step loop under CosineAnnealingLR: kernels compiled after step 2 (target: 0).
 
-    PYTHONPATH=src python bench/dlrm.py [--quick] [--steps N] [--repeat N]
+    PYTHONPATH=src python bench/dlrm.py [--quick] [--steps N] [--repeat N] [--sparse]
 
 Model: 3 sparse features (EmbeddingBag sum, 20K x 16 tables, 1-5 ids per sample), 13 dense
 features through a 13-64-16 bottom MLP, concatenation, a 64-32-1 top MLP, BCE-with-logits,
 SGD; batch 256. As a recommendation data pipeline does, each batch's ids come padded to
 their size class (the next power of two) with B+1 offsets (`include_last_offset=True`),
 so every peer gets the same tensors and a jitted step replays on every batch.
+
+`--sparse`: both peers' tables are `EmbeddingBag(sparse=True)`, whose gradients are
+row-sparse (docs/sparse.md), and SGD moves only the rows a batch touched.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ def batches(n: int, seed: int = 0) -> list[tuple[Any, ...]]:
     return out
 
 
+SPARSE = False  # --sparse: tables with sparse=True (row-sparse gradients) in both peers
+
+
 def build(lib: Any, dev: str | None = None) -> tuple[Any, Any]:
     nn = lib.nn
 
@@ -65,7 +71,10 @@ def build(lib: Any, dev: str | None = None) -> tuple[Any, Any]:
         def __init__(self) -> None:
             super().__init__()
             self.emb = nn.ModuleList(
-                [nn.EmbeddingBag(ROWS, DIM, mode="sum", include_last_offset=True) for _ in range(3)]
+                [
+                    nn.EmbeddingBag(ROWS, DIM, mode="sum", include_last_offset=True, sparse=SPARSE)
+                    for _ in range(3)
+                ]
             )
             self.bottom = nn.Sequential(nn.Linear(DENSE, 64), nn.ReLU(), nn.Linear(64, DIM))
             self.top = nn.Sequential(nn.Linear(DIM * 4, 32), nn.ReLU(), nn.Linear(32, 1))
@@ -121,7 +130,9 @@ def theirs(data: list[tuple[Any, ...]]) -> list[float]:
     times = []
     for ids, offs, dense, y in data:
         args = (
-            [torch.from_numpy(i) for i in ids],
+            # torch's sparse backward fails on ids past the last offset: give it only the
+            # bags' ids (torch needs no padding: it compiles nothing per shape)
+            [torch.from_numpy(i[: o[-1]] if SPARSE else i) for i, o in zip(ids, offs)],
             [torch.from_numpy(o) for o in offs],
             torch.from_numpy(dense),
             torch.from_numpy(y),
@@ -155,6 +166,7 @@ def cosine_loop(dev: str, steps: int) -> int:
 COLD = """
 import sys, time; sys.path.insert(0, {src!r}); sys.path.insert(0, {bench!r})
 import dlrm
+dlrm.SPARSE = {sparse!r}
 data = dlrm.batches(1)
 t0 = time.perf_counter(); dlrm.ours({dev!r}, data, False); print(time.perf_counter() - t0)
 """
@@ -163,7 +175,8 @@ t0 = time.perf_counter(); dlrm.ours({dev!r}, data, False); print(time.perf_count
 def cold_start(dev: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ANYCHIP_CACHE_DIR": tmp}
-        code = COLD.format(src=SRC, bench=str(Path(__file__).parent), dev=dev)
+        bench = str(Path(__file__).parent)
+        code = COLD.format(src=SRC, bench=bench, dev=dev, sparse=SPARSE)
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(r.stderr[-2000:])
@@ -175,7 +188,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="few steps, a smoke run")
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
     p.add_argument("--repeat", type=int, default=3, help="runs per figure (best of)")
+    p.add_argument("--sparse", action="store_true", help="sparse=True tables in both peers")
     args = p.parse_args()
+    global SPARSE
+    SPARSE = args.sparse
     dev = "cpu" if "cpu" in ac.devices() else ac.devices()[0]
     steps = args.steps or (8 if args.quick else 60)
     data = batches(steps)
@@ -191,7 +207,8 @@ def main() -> None:
                 t, counts = ours(dev, data, name == "anychip_jit")
                 compiles[name] = counts[-1] - counts[min(2, len(counts) - 1)]
             best[name] = min(best.get(name, float("inf")), float(np.median(t[3:] or t)))
-    print(f"device: {dev}; {steps} steps of batch {BATCH}, bags of 1-5 ids, 3 tables")
+    grads = "sparse" if SPARSE else "dense"
+    print(f"device: {dev}; {steps} steps of batch {BATCH}, bags of 1-5 ids, 3 tables, {grads}")
     for name, sec in best.items():
         ratio = f"  torch/this {best['torch'] / sec:.2f}x" if "torch" in best else ""
         print(f"{name:<12} {sec * 1e3:8.2f} ms/step{ratio}")

@@ -166,3 +166,8 @@ from anychip.frontend import aliases as _aliases  # noqa: E402
 _aliases.install_class(Tensor)
 _aliases.install_module(globals())
 _aliases.install_module(vars(nn.functional))
+
+# the recommendation engine (issue 13): anychip.rec
+from anychip import rec  # noqa: E402
+
+__all__ += ["rec"]

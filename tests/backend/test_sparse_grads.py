@@ -163,3 +163,36 @@ def test_jit_step_replays_on_new_ids(device: str) -> None:
     assert fn is not None and len(fn.captures) == 1  # one signature, replayed
     untouched = np.setdiff1d(np.arange(rows), np.concatenate(batches))
     np.testing.assert_array_equal(eager[untouched], w0[untouched])
+
+
+def test_jit_replays_when_the_previous_gradient_had_another_size(device: str) -> None:
+    """The previous step's gradient has the previous batch's slot count; a step that starts
+    with zero_grad never reads it, so one capture per batch shape serves every order."""
+    rows, dim = 40, 3
+    rng = np.random.default_rng(4)
+    w0 = rng.standard_normal((rows, dim)).astype(np.float32)
+    sizes = [4, 8, 16, 4, 16, 8, 4, 8]  # ids per batch: every order of three shapes
+    batches = [rng.integers(0, rows, (n, 2)) for n in sizes]
+    ran = [0]
+
+    def run(jit: bool) -> np.ndarray:
+        emb = ac.nn.Embedding(rows, dim, sparse=True, _weight=ac.tensor(w0)).to(device)
+        opt = ac.optim.Adagrad(emb.parameters(), lr=0.1)
+
+        def step(emb: Any, opt: Any, ids: Any) -> Any:
+            ran[0] += 1
+            opt.zero_grad()
+            loss = emb(ids).sin().sum()
+            loss.backward()
+            opt.step()
+            return loss
+
+        fn = ac.jit(step) if jit else step
+        for b in batches:
+            fn(emb, opt, ac.tensor(b, device=device))
+        return emb.weight.numpy()
+
+    eager = run(False)
+    ran[0] = 0
+    np.testing.assert_allclose(run(True), eager, rtol=1e-6, atol=1e-6)
+    assert ran[0] == 4  # the first call, then one capture per shape (4, 8, 16)

@@ -171,6 +171,22 @@ def _valid_offsets(off: np.ndarray, n: int, what: str) -> np.ndarray:
     return off
 
 
+def unique_slots(ids: np.ndarray, rows: int) -> np.ndarray:
+    """(2n,) int64 for ids (n,) of a table of `rows` rows: the sorted unique ids padded to n
+    slots with `rows` (one past the table), then each id's slot among them. The host half
+    of a sparse lookup (frontend/sparse.py); padding ids come in as `rows` themselves.
+
+    >>> unique_slots(np.array([5, 2, 5]), 9).tolist()
+    [2, 5, 9, 1, 0, 1]
+    """
+    n = ids.size
+    out = np.full(2 * n, rows, np.int64)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    out[: uniq.size] = uniq
+    out[n:] = inv.reshape(-1)
+    return out
+
+
 def size_class(n: int) -> int:
     """The size kernels over a jagged length `n` are compiled for: the next power of two
     (0 stays 0). Lengths that vary from batch to batch (bag widths, total ids) then reuse
@@ -205,6 +221,7 @@ def _offset_bags(
     dev, n = weight.device, idx.shape[0]
     nb = offsets.shape[0] - 1 if last else offsets.shape[0]
     layout = _Layout(weight.shape[0], n, last, pad, mode == "max", describe(idx, weight))
+    layout.sparse = sparse and mode != "max"
     ins = [idx.realize().node.arg, offsets.realize().node.arg]
     buf = dispatch.host_call(layout, ins, dev, dtypes.int64)
     if mode == "max":  # (B, width) slots, -1 where a bag has no element
@@ -216,11 +233,17 @@ def _offset_bags(
         rows = _lookup(weight, valid._select(slots, empty), sparse, pad)  # (B, W, D)
         return _dense_bags(rows, valid, None, mode)
     size = size_class(n)  # ids padded to it, each with its bag (nb: in no bag)
-    lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (2, size), dev, (), buf))
+    parts = 4 if layout.sparse else 2  # sparse: also the unique ids and each id's slot
+    lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (parts, size), dev, (), buf))
     ids, bag = lay[0], lay[1]
-    if sparse:  # ids in no bag (padding) read past the table: out of the gradient's rows
-        ids = (bag == nb)._select(weight.shape[0], ids)
-    rows = _lookup(weight, ids, sparse, pad)  # (size, D)
+    if sparse:
+        from anychip.frontend.sparse import lookup_unique
+
+        rows = lookup_unique(weight, lay[2], lay[3], pad)  # (size, D)
+        if rows.dtype in (dtypes.float16, dtypes.bfloat16):
+            rows = rows.to(dtypes.float32)
+    else:
+        rows = _lookup(weight, ids)  # (size, D)
     dim = weight.shape[1]
     out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
     out = out._prim(Ops.SCATTER_ADD, bag.unsqueeze(-1)._broadcast((size, dim)), rows, arg=0)
@@ -245,7 +268,10 @@ class _Layout:
     """The host step laying a jagged batch out (ids, offsets -> int64 slots), checking
     offsets and ids as torch does. `slots`: (B, width class) element ids, -1 where a bag
     has none; else (2, size class of N): the ids padded with 0, and each one's bag
-    (B for padding and padding_idx ids, an extra bag that is dropped)."""
+    (B for padding and padding_idx ids, an extra bag that is dropped); `sparse` adds
+    `unique_slots` of the ids in bags (others count as past the table): (4, size)."""
+
+    sparse = False
 
     def __init__(
         self, rows: int, n: int, last: bool, pad: int | None, slots: bool, what: str
@@ -288,6 +314,9 @@ class _Layout:
         if self.pad is not None:
             inside &= ids != self.pad
         out[1, :n] = np.where(inside, owner, nb)
+        if self.sparse:
+            ids_in = np.where(out[1] == nb, self.rows, out[0])
+            return np.concatenate([out.reshape(-1), unique_slots(ids_in, self.rows)])
         return out
 
 

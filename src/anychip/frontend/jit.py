@@ -119,6 +119,22 @@ def _fast_key(args: tuple[Any, ...]) -> Any:
     return (*key, is_grad_enabled(), devmod.default_device())
 
 
+def _loose(key: Any, slots: list[Tensor]) -> Any:
+    """`key` without the shapes of the slots holding row-sparse gradients' parts (their slot
+    count follows the batch that made them), or None when there are none. A capture
+    that never reads those slots (the step starts with zero_grad) replays under it."""
+    grads: list[Any] = [t.grad for t in slots if t.grad is not None and t.grad.is_sparse]
+    parts = {id(p) for g in grads for p in g._parts()}
+    if not parts:
+        return None
+    metas = tuple(None if id(t) in parts else m for t, m in zip(slots, key[1], strict=True))
+    return (key[0], metas, *key[2:])
+
+
+def _reads(plan: Plan, index: int) -> bool:
+    return any(index in s.ins for s in plan.steps) or index in plan.outputs
+
+
 def _template(x: Any, outs: list[Tensor]) -> Any:
     """`x` with each tensor replaced by its index in `outs` (wrapped, to tell it from ints)."""
     if isinstance(x, Tensor):
@@ -239,6 +255,7 @@ class jit(Generic[R]):
         self.fn = fn
         self.captures: dict[Any, _Capture] = {}
         self.fast: dict[Any, _Capture] = {}  # the same captures, keyed by `_fast_key`
+        self.loose: dict[Any, _Capture] = {}  # the same captures, keyed by `_loose`
         self._lock = threading.Lock()  # stores into the two dicts (reads are single lookups)
         functools.update_wrapper(self, fn)
 
@@ -252,6 +269,8 @@ class jit(Generic[R]):
                 pass
         key, slots = _gather(args, kwargs)
         cap = self.captures.get(key)
+        if cap is None and self.loose:
+            cap = self.loose.get(_loose(key, slots))
         if cap is not None:
             try:
                 out = cap.replay(slots)
@@ -269,6 +288,7 @@ class jit(Generic[R]):
         self, key: Any, slots: list[Tensor], args: Any, kwargs: Any, store: bool = True
     ) -> Any:
         name = getattr(self.fn, "__name__", "function")
+        loose = _loose(key, slots)  # before the function replaces the gradients
         before = [(t.node, t._ctx) for t in slots]
         inputs = [t.node.arg for t in slots]
         state = rng.thread_uses()
@@ -303,7 +323,11 @@ class jit(Generic[R]):
                 if len(self.captures) >= SIGNATURES_PER_FUNCTION:
                     self.captures.clear()
                     self.fast.clear()
+                    self.loose.clear()
                 self.captures[key] = cap
+                parts = [i for i, m in enumerate(loose[1]) if m is None] if loose else []
+                if loose is not None and not any(_reads(plan, i) for i in parts):
+                    self.loose[loose] = cap
         return out
 
     @staticmethod

@@ -19,6 +19,7 @@ import numpy as np
 from anychip import dtypes
 from anychip.errors import ArgumentError, InPlaceError, ShapeError, describe
 from anychip.frontend.autograd import Version
+from anychip.frontend.embedding import unique_slots
 from anychip.frontend.hooks import set_grad_rule
 from anychip.frontend.tensor import Tensor, is_grad_enabled, no_grad, realize_together
 from anychip.ir.ops import Node, Ops
@@ -26,20 +27,13 @@ from anychip.runtime import dispatch
 
 
 class _Unique:
-    """The host step of a lookup or a coalesce: ids (n,) -> (2n,) int64: the sorted unique
-    ids padded to n slots with `rows` (out of range), then each id's slot among them.
-    Callers mark padding ids with `rows` itself: it sorts last and stays out of the table."""
+    """The host step of a lookup or a coalesce: ids (n,) -> `unique_slots` (2n,)."""
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        n = ids.size
-        out = np.full(2 * n, self.rows, np.int64)
-        uniq, inv = np.unique(ids, return_inverse=True)
-        out[: uniq.size] = uniq
-        out[n:] = inv.reshape(-1)
-        return out
+        return unique_slots(ids, self.rows)
 
 
 def _unique(ids: Tensor, rows: int) -> tuple[Tensor, Tensor]:
@@ -68,22 +62,29 @@ def scatter_rows(t: Tensor, idx: Tensor, rows: Tensor) -> Tensor:
 
 
 def lookup(weight: Tensor, ids: Tensor, pad: int | None = None) -> Tensor:
-    """weight's rows at `ids` (any shape): (*ids.shape, *rest), recorded so that weight's
-    gradient is a `SparseTensor` over the unique ids (but `pad`, a padding row, as torch):
-    the rows of the unique ids are gathered once, and the ids read them; backward sums
-    each id's gradient into its unique row's slot (a scatter over n slots, never over the
-    table)."""
+    """weight's rows at `ids` (any shape; ids past the table read zeros), recorded so that
+    weight's gradient is a `SparseTensor` over the unique ids (`lookup_unique`)."""
     if not (weight.requires_grad and is_grad_enabled()):
         return gather_rows(weight, ids.reshape(ids.numel())).reshape(ids.shape + weight.shape[1:])
     uniq, inv = _unique(ids, weight.shape[0])
+    return lookup_unique(weight, uniq, inv.reshape(ids.shape), pad)
+
+
+def lookup_unique(weight: Tensor, uniq: Tensor, inv: Tensor, pad: int | None = None) -> Tensor:
+    """weight's rows at uniq[inv]: (*inv.shape, *rest), where uniq (n,) are unique row ids
+    (padded with ids past the table) and inv their slots. The rows of the unique ids are
+    gathered once and the ids read them; backward sums each id's gradient into its row's
+    slot (a scatter over n slots, never over the table), and weight gets a coalesced
+    `SparseTensor` of those rows (without `pad`, a padding row, as torch)."""
     urows = gather_rows(weight, uniq)  # (n, *rest)
     ctx = urows._ctx
-    assert ctx is not None
-    shape = weight.shape
-    if pad is not None:  # the padding row's slot points out of the table
-        uniq = (uniq == pad)._select(shape[0], uniq)
-    set_grad_rule(ctx, lambda g: SparseTensor(uniq, g, shape, coalesced=True))
-    return gather_rows(urows, inv).reshape(ids.shape + weight.shape[1:])
+    if ctx is not None:
+        shape = weight.shape
+        if pad is not None:  # the padding row's slot points out of the table
+            uniq = (uniq == pad)._select(shape[0], uniq)
+        set_grad_rule(ctx, lambda g: SparseTensor(uniq, g, shape, coalesced=True))
+    flat = gather_rows(urows, inv.reshape(inv.numel()))
+    return flat.reshape(inv.shape + weight.shape[1:])
 
 
 class SparseTensor(Tensor):

@@ -345,12 +345,36 @@ class Module:
         out: OrderedDict[str, Tensor] = OrderedDict() if destination is None else destination
         for key, (_, _, t) in self._state_slots(prefix.rstrip(".")).items():
             out[key] = t if keep_vars else t.detach()
+        for dot, mod in self._own_state_modules(prefix.rstrip(".")):
+            out.update((dot + k, v) for k, v in mod._own_state().items())
         return out
+
+    # A module whose saved state is not its parameters and buffers (anychip.rec's tables
+    # save only their used rows, with their ids) names its keys in _own_state_keys and
+    # writes and reads them in _own_state and _load_own_state.
+    def _own_state_keys(self) -> tuple[str, ...] | None:
+        return None
+
+    def _own_state(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _load_own_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _own_state_modules(self, prefix: str = "") -> list[tuple[str, Module]]:
+        """(dotted prefix with its dot, module) of each module that keeps its own state."""
+        return [
+            (f"{p}." if p else "", m)
+            for p, m in self.named_modules(prefix=prefix, remove_duplicate=False)
+            if m._own_state_keys() is not None
+        ]
 
     def _state_slots(self, prefix: str = "") -> dict[str, tuple[Module, str, Tensor]]:
         """Dotted name -> (owning module, attribute, current tensor) for the state dict."""
         slots: dict[str, tuple[Module, str, Tensor]] = {}
         for mod_prefix, mod in self.named_modules(prefix=prefix, remove_duplicate=False):
+            if mod._own_state_keys() is not None:
+                continue
             dot = f"{mod_prefix}." if mod_prefix else ""
             for name, p in mod._parameters.items():
                 if p is not None:
@@ -369,8 +393,13 @@ class Module:
         always does. Returns the (missing_keys, unexpected_keys) found.
         """
         slots = self._state_slots()
+        owners = self._own_state_modules()
+        expected = set(slots) | {d + k for d, m in owners for k in m._own_state_keys() or ()}
         missing = [k for k in slots if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in slots]
+        missing += [
+            d + k for d, m in owners for k in m._own_state_keys() or () if d + k not in state_dict
+        ]
+        unexpected = [k for k in state_dict if k not in expected]
         problems = []
         for key, (_, _, cur) in slots.items():
             if key in state_dict:
@@ -401,6 +430,10 @@ class Module:
                     cur.data = value
                 else:
                     mod._buffers[name] = value
+            for dot, own in owners:  # all of its keys or none (strict=False: left as is)
+                keys = own._own_state_keys() or ()
+                if all(dot + k in state_dict for k in keys):
+                    own._load_own_state({k: state_dict[dot + k] for k in keys})
         return IncompatibleKeys(missing, unexpected)
 
     # --- printing -------------------------------------------------------------------

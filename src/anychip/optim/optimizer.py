@@ -15,6 +15,7 @@ from anychip.dtypes import float64
 from anychip.errors import ArgumentError, AutogradError, DTypeError
 from anychip.frontend.creation import tensor
 from anychip.frontend.tensor import Tensor, enable_grad, no_grad, realize_together
+from anychip.optim.rowstate import follow_rows
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -106,6 +107,9 @@ class Optimizer:
             grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
             realize_together(grads)  # each gradient computed once, not per use
             for g in self.param_groups:
+                for p in g["params"]:  # state of tables that grew or recycled rows
+                    if p.grad is not None and self.state.get(p):
+                        follow_rows(self.state[p], p)
                 self._update(g)
         self._realize()
         return loss

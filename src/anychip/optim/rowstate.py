@@ -38,10 +38,30 @@ def reset_rows(param: Tensor, rows: Any) -> None:
     if idx.size == 0:
         return
     with _LOCK:
-        if id(param) not in _LOGS:
-            _LOGS[id(param)] = []
-            weakref.finalize(param, _LOGS.pop, id(param), None)
-        _LOGS[id(param)].append(idx.copy())
+        _log(param).append(idx.copy())
+
+
+def _log(param: Tensor) -> list[np.ndarray]:
+    """param's log, made on first use (hold _LOCK)."""
+    if id(param) not in _LOGS:
+        _LOGS[id(param)] = []
+        weakref.finalize(param, _LOGS.pop, id(param), None)
+    return _LOGS[id(param)]
+
+
+def log_length(param: Tensor) -> int:
+    """How many `reset_rows` calls `param`'s log holds (a table saves it in checkpoints)."""
+    with _LOCK:
+        return len(_LOGS.get(id(param), []))
+
+
+def restore_log_length(param: Tensor, n: int) -> None:
+    """Pad `param`'s log with empty entries up to `n`: a table restored from a checkpoint
+    calls it so that optimizer state restored beside it (which counts the saving process's
+    entries as seen) still sees the resets that come after."""
+    with _LOCK:
+        log = _log(param)
+        log += [np.zeros(0, np.int64)] * max(0, n - len(log))
 
 
 def resets_since(param: Tensor, seen: int) -> tuple[np.ndarray, int]:
@@ -74,3 +94,14 @@ def sync_row_state(state: dict[str, Any], param: Tensor, names: tuple[str, ...])
             t = t.where(mask, t.new_zeros(()))
         state[name] = t
     state[_SEEN_KEY] = n
+
+
+def follow_rows(state: dict[str, Any], param: Tensor) -> None:
+    """`sync_row_state` over every per-row tensor of an optimizer's state for `param` (the
+    tensors of its trailing shape), with nothing to do for a parameter that has never
+    grown nor reset rows. Optimizer.step calls it for each parameter it updates."""
+    per_row = {k: v for k, v in state.items() if isinstance(v, Tensor) and v.ndim}
+    if id(param) not in _LOGS and all(v.shape == param.shape for v in per_row.values()):
+        return
+    names = tuple(k for k, v in per_row.items() if v.shape[1:] == param.shape[1:])
+    sync_row_state(state, param, names)

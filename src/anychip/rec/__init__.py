@@ -1,4 +1,5 @@
-"""anychip.rec: the recommendation engine: embedding tables, CTR models, data, training."""
+"""anychip.rec: the recommendation engine: embedding tables, CTR models, data, training;
+collisionless dynamic embedding tables (docs/rec-table.md) and row-wise optimizers."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from anychip.rec.movielens import MovieLens as MovieLens
 from anychip.rec.movielens import load_movielens as load_movielens
 from anychip.rec.optim import RowWiseAdagrad
 from anychip.rec.synthetic import synthetic_criteo as synthetic_criteo
+from anychip.rec.table import DynamicEmbedding, TableDelta
 
 __all__ = [
+    "DynamicEmbedding",
     "EmbeddingBagCollection",
     "EmbeddingBagConfig",
     "JaggedTensor",
@@ -24,6 +27,7 @@ __all__ = [
     "KeyedTensor",
     "MovieLens",
     "RowWiseAdagrad",
+    "TableDelta",
     "load_movielens",
     "metrics",
     "models",
