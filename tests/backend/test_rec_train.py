@@ -91,3 +91,14 @@ def test_saved_model_predicts_as_the_trained_one(tmp_path: Path) -> None:
 def test_plot_without_matplotlib_says_so_before_training(capsys) -> None:
     assert main(["rec", "train", "--plot", "x.png"]) == 1
     assert "matplotlib" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the growing tables compile kernels for each capacity: ~20s cold
+def test_dynamic_tables_hold_a_row_per_id_trained_on() -> None:
+    settings = Settings(dynamic=True, history=False, run=protocol.Config(max_epochs=1))
+    _, trainer = train("mf", "static", settings=settings, limit=1500)
+    ml = trainer.features.ml
+    trained = protocol.split(len(ml)).train  # the test period is only predicted (eval mode)
+    bags = trainer.model.ebc.embedding_bags
+    assert len(bags["user_id"].table) == len(np.unique(ml.user[trained]))
+    assert len(bags["item_id"].table) == len(np.unique(ml.item[trained]))

@@ -18,6 +18,7 @@ import numpy as np
 
 from anychip import optim
 from anychip.errors import ArgumentError
+from anychip.frontend.embedding import size_class
 from anychip.frontend.random import manual_seed
 from anychip.frontend.tensor import Tensor, no_grad
 from anychip.nn.losses import binary_cross_entropy_with_logits
@@ -27,6 +28,7 @@ from anychip.rec.collection import EmbeddingBagConfig
 from anychip.rec.features import Batch, MovieLensFeatures
 from anychip.rec.jagged import KeyedJaggedTensor
 from anychip.rec.movielens import load_movielens
+from anychip.rec.table import DynamicEmbedding
 from anychip.runtime.device import canonical
 
 DATASETS = ("ml-100k",)
@@ -41,6 +43,7 @@ class Settings:
     lr: float = 1e-3  # Adam
     history: bool = True  # behaviour features from the stream (anychip.rec.history)
     hash_fraction: float | None = None  # hashed id tables of this fraction of the rows
+    dynamic: bool = False  # user and item ids in DynamicEmbedding tables (collisionless)
     seed: int = 0
     hparams: dict[str, Any] | None = None  # for models.build (default: hparams_for)
     run: protocol.Config = field(default_factory=protocol.Config)
@@ -71,7 +74,34 @@ def build(name: str, features: MovieLensFeatures, settings: Settings, device: An
     manual_seed(settings.seed)
     tables = table_configs(features, settings.dim)
     hp = hparams_for(name, settings.dim) if settings.hparams is None else settings.hparams
-    return models.build(name, tables, features.dense_in, device=device, sparse=False, **hp)
+    modules: dict[str, Module] | None = None
+    if settings.dynamic:  # collisionless growing tables for the raw user and item ids
+        modules = {t: DynamicBag(settings.dim, device) for t in ("user_id", "item_id")}
+    return models.build(
+        name, tables, features.dense_in, device=device, sparse=False, modules=modules, **hp
+    )
+
+
+class DynamicBag(Module):
+    """A `DynamicEmbedding` in an EmbeddingBagCollection's place (`modules=`): a bag's exact
+    ids are padded to a size class (with the batch's first id, which only adds sightings
+    of an id already there) so compiled kernels see few shapes."""
+
+    def __init__(self, dim: int, device: Any = None) -> None:
+        super().__init__()
+        self.table = DynamicEmbedding(dim, device=device, sparse=False)
+
+    def pooled(
+        self, ids: Tensor, offsets: Tensor, mode: str = "sum", per_sample_weights: Any = None
+    ) -> Tensor:
+        host = ids.numpy()
+        padded = np.full(size_class(len(host)), host[0] if len(host) else 0, np.int64)
+        padded[: len(host)] = host
+        out: Tensor = self.table.bag(
+            padded, offsets, mode=mode, per_sample_weights=per_sample_weights,
+            include_last_offset=True,
+        )  # fmt: skip
+        return out
 
 
 def adam(lr: float) -> MakeOptimizers:
