@@ -118,7 +118,7 @@ def _train_args(t: argparse.ArgumentParser) -> None:
 
 
 class Bar:
-    """A one-line progress bar on stderr: `train [#####     ] 5/10`."""
+    """A one-line progress bar per phase on stderr: `epoch 1  [#####     ] 141/282 9.5s`."""
 
     def __init__(self, stream: Any = None, width: int = 30) -> None:
         self.stream = sys.stderr if stream is None else stream  # sys.stderr of the call's time
@@ -128,7 +128,7 @@ class Bar:
         fill = self.width * done // max(total, 1)
         secs = time.perf_counter() - self.t0
         bar = "#" * fill + " " * (self.width - fill)
-        self.stream.write(f"\r{phase:<7}[{bar}] {done}/{total} {secs:6.1f}s")
+        self.stream.write(f"\r{phase:<9}[{bar}] {done}/{total} {secs:6.1f}s")
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()

@@ -87,9 +87,19 @@ def _batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def _fit_epoch(learner: Learner, rows: np.ndarray, cfg: Config, rng: np.random.Generator) -> int:
-    for chunk in _batches(rng.permutation(rows), cfg.batch_size):
+def _fit_epoch(
+    learner: Learner,
+    rows: np.ndarray,
+    cfg: Config,
+    rng: np.random.Generator,
+    progress: Progress = _quiet,
+    phase: str = "train",
+) -> int:
+    chunks = _batches(rng.permutation(rows), cfg.batch_size)
+    for i, chunk in enumerate(chunks):
         learner.fit(chunk)
+        if i % 16 == 15 or i == len(chunks) - 1:
+            progress(phase, i + 1, len(chunks))
     return len(rows)
 
 
@@ -108,17 +118,16 @@ def train_static(
     rng = np.random.default_rng(cfg.seed)
     best, best_state, history, events = -1.0, None, [], 0
     for epoch in range(cfg.max_epochs):
-        events += _fit_epoch(learner, s.fit, cfg, rng)
+        events += _fit_epoch(learner, s.fit, cfg, rng, progress, f"epoch {epoch + 1}")
         score = metrics.auc(_predict(learner, s.valid, cfg), labels[s.valid])
         events += len(s.valid)
         history.append(score)
-        progress("train", epoch + 1, cfg.max_epochs)
         if score > best:
             best, best_state = score, learner.snapshot()
         elif epoch - int(np.argmax(history)) >= cfg.patience:
             break
     learner.restore(best_state)
-    events += _fit_epoch(learner, s.valid, cfg, rng)
+    events += _fit_epoch(learner, s.valid, cfg, rng, progress, "valid")
     return int(np.argmax(history)) + 1, history, events
 
 
