@@ -168,7 +168,7 @@ def _line(r: dict[str, Any]) -> str:
 
 
 def _verdicts(rows: list[dict[str, Any]]) -> None:
-    online = [r for r in rows if r["protocol"] == "online" and "/hash" not in r["model"]]
+    online = [r for r in rows if r["protocol"] == "online" and "/" not in r["model"]]
     if online:
         best = max(online, key=lambda r: r["anychip_auc"])
         ok = best["anychip_auc"] >= TARGET_AUC
