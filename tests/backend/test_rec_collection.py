@@ -193,3 +193,19 @@ def test_join_of_many_parts_matches_torch_cat(device: str) -> None:
     (want * torch.from_numpy(g)).sum().backward()
     for p, t in zip(parts, tparts):
         assert_close(p.grad, t.grad, 0, 0, "join grad")
+
+
+def test_kjt_from_jagged_tensors_keeps_weights(device: str) -> None:
+    from anychip.rec import JaggedTensor
+
+    a = JaggedTensor(np.array([1, 2, 3]), lengths=np.array([2, 1]), weights=np.ones(3, np.float32))
+    b = JaggedTensor(
+        np.array([9]), offsets=np.array([0, 0, 1]), weights=np.full(1, 0.5, np.float32)
+    )
+    kjt = KeyedJaggedTensor.from_jt_dict({"a": a, "b": b}).to(device)
+    assert kjt.device() == device and kjt.lengths().tolist() == [2, 1, 0, 1]
+    assert kjt.values().tolist() == [1, 2, 3, 9]
+    assert kjt.weights().tolist() == [1.0, 1.0, 1.0, 0.5]
+    assert kjt["b"].weights().tolist() == [0.5] and kjt["b"].to_dense() == [[], [9]]
+    with pytest.raises(ac.ShapeError, match="offsets must start at 0"):
+        JaggedTensor(np.array([1]), offsets=np.array([1, 1]))

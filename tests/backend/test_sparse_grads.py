@@ -196,3 +196,18 @@ def test_jit_replays_when_the_previous_gradient_had_another_size(device: str) ->
     ran[0] = 0
     np.testing.assert_allclose(run(True), eager, rtol=1e-6, atol=1e-6)
     assert ran[0] == 4  # the first call, then one capture per shape (4, 8, 16)
+
+
+def test_clip_grad_norm_scales_sparse_gradients(device: str) -> None:
+    """torch refuses clip_grad_norm_ on sparse gradients: the reference is its dense twin."""
+    w, tw = _tables(device)
+    for ids in ([[2, 3], [3, 3]], [9, 2, 0]):  # uncoalesced: the norm sums duplicates first
+        F.embedding(ac.tensor(ids, device=device), w, sparse=True).sum().backward()
+        TF.embedding(torch.tensor(ids), tw).sum().backward()
+    got = ac.nn.utils.clip_grad_norm_([w], 1.5)
+    want = torch.nn.utils.clip_grad_norm_([tw], 1.5)
+    np.testing.assert_allclose(got.item(), want.item(), rtol=1e-5)
+    assert w.grad.is_sparse
+    np.testing.assert_allclose(w.grad.to_dense().numpy(), tw.grad.numpy(), **TOL)
+    with pytest.raises(ac.errors.InPlaceError, match="sparse"):
+        w.grad.add_(1.0)

@@ -239,7 +239,8 @@ class SparseTensor(Tensor):
         return other + self.to_dense()
 
     def __mul__(self, other: Any) -> Tensor:  # type: ignore[override]
-        if isinstance(other, int | float):  # stays sparse: g * scale
+        scalar = isinstance(other, Tensor) and not other.is_sparse and other.ndim == 0
+        if isinstance(other, int | float) or scalar:  # stays sparse: g * scale
             return SparseTensor(self._idx, self._vals * other, self._size, self._coalesced)
         return self.to_dense() * other
 
@@ -249,6 +250,24 @@ class SparseTensor(Tensor):
         if isinstance(other, int | float):
             return SparseTensor(self._idx, self._vals / other, self._size, self._coalesced)
         return self.to_dense() / other
+
+    def norm(self, p: Any = 2, dim: Any = None, keepdim: builtins.bool = False) -> Tensor:  # type: ignore[override]
+        """The norm of the dense value, from the coalesced rows alone (`clip_grad_norm_`)."""
+        if dim is None and not keepdim:
+            return self.coalesce()._vals.norm(p)
+        return self.to_dense().norm(p, dim, keepdim)
+
+    def _assign(self, value: Tensor, op: str) -> Tensor:
+        """In place (`g.mul_(c)`, as `clip_grad_norm_` scales gradients): a sparse value of
+        the same size takes over the entries; anything else would make self dense."""
+        if not isinstance(value, SparseTensor) or value._size != self._size:
+            raise InPlaceError(
+                f"{op}: a sparse tensor of size {self._size} can only be changed in place "
+                "by a sparse result of its size (scale it, or use .to_dense())"
+            )
+        self._idx, self._vals, self._coalesced = value._idx, value._vals, value._coalesced
+        self._vc.bump()
+        return self
 
     def __neg__(self) -> SparseTensor:
         return SparseTensor(self._idx, -self._vals, self._size, self._coalesced)
