@@ -183,6 +183,16 @@ def test_memory_counts_rows_and_index() -> None:
     assert table.bytes_per_row == table.memory_bytes() / 100
 
 
+def test_init_may_fill_in_place_or_return_rows() -> None:
+    ids = np.array([3, 1])
+    filled = DynamicEmbedding(2, init=lambda t: ac.nn.init.constant_(t, 2.0))(ids)
+    made = DynamicEmbedding(2, init=lambda t: np.full(t.shape, 2.0))(ids)
+    np.testing.assert_array_equal(filled.numpy(), np.full((2, 2), 2.0))
+    np.testing.assert_array_equal(made.numpy(), np.full((2, 2), 2.0))
+    with pytest.raises(ac.errors.ShapeError, match="init gave rows of shape"):
+        DynamicEmbedding(2, init=lambda t: np.zeros(3))
+
+
 def test_bad_input_raises_typed_errors() -> None:
     table = DynamicEmbedding(2)
     with pytest.raises(DTypeError, match=r"ids must be integers.*float32"):
@@ -224,3 +234,44 @@ def test_sparse_gradients_train_as_dense_ones(make_opt: str) -> None:
     sparse, rows_sparse = run(True)
     np.testing.assert_array_equal(rows_sparse, rows_dense)
     np.testing.assert_allclose(sparse, dense, rtol=1e-6)
+
+
+def test_jit_replays_map_every_batch_and_grow_outside_replays() -> None:
+    """A jitted lookup replays its kernels with the host mapping run again per batch: the
+    same results, counts and rows as plain calls, identical batches included."""
+
+    def make() -> DynamicEmbedding:
+        return DynamicEmbedding(2, admit_after=2, capacity=4, init=const_init(1.0))
+
+    plain, jitted = make(), make()
+    f = ac.jit(lambda table, ids: table(ids) * 2.0)
+    batches = [[1, 2, 3], [1, 2, 3], [1, 2, 3], [4, 5, 4], [6, 7, 8], [6, 7, 8], [1, 9, 9]]
+    for b in batches:
+        ids = ac.tensor(np.array(b))
+        np.testing.assert_array_equal(f(jitted, ids).numpy(), (plain(ids) * 2.0).numpy())
+        assert len(jitted) == len(plain) and jitted.version == plain.version
+    np.testing.assert_array_equal(jitted.rows_of(np.arange(10)), plain.rows_of(np.arange(10)))
+    assert jitted.capacity == plain.capacity > 4  # it grew, outside a replay
+    assert 1 <= len(f.captures) < len(batches)  # and replayed in between
+
+
+def test_jitted_training_step_matches_plain_steps() -> None:
+    def make() -> tuple[DynamicEmbedding, ac.optim.Adagrad]:
+        table = DynamicEmbedding(2, capacity=8, init=const_init(1.0))  # sparse gradients
+        return table, ac.optim.Adagrad(table.parameters(), lr=0.1)
+
+    def step(table: DynamicEmbedding, opt: ac.optim.Adagrad, ids: ac.Tensor) -> ac.Tensor:
+        opt.zero_grad()
+        loss = (table(ids) * ac.tensor([1.0, -2.0])).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    (plain, plain_opt), (jitted, jitted_opt) = make(), make()
+    f = ac.jit(step)
+    for b in ([1, 2, 3], [2, 3, 4], [1, 1, 5], [6, 7, 8], [9, 10, 11], [1, 2, 3]):
+        ids = ac.tensor(np.array(b))
+        got, want = f(jitted, jitted_opt, ids).item(), step(plain, plain_opt, ids).item()
+        assert got == pytest.approx(want, rel=1e-6)
+    np.testing.assert_allclose(jitted.weight.numpy(), plain.weight.numpy(), rtol=1e-6)
+    assert len(f.captures) == 2  # before and after the growth at the 4th batch

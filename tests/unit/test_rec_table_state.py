@@ -111,8 +111,12 @@ def test_delta_sends_changed_rows_and_evictions() -> None:
         table(np.array(ids)).sum().backward()
         if i == 1:
             sync()  # between a forward and its step: the step still reaches serving
+        if i == 2:
+            table.evict()  # an eviction (a new version) and a sync before the step
+            sync()
         opt.step()
-        table.evict()
+        if i != 2:
+            table.evict()
         sync()
         want = truth()
         assert serving.keys() == want.keys()

@@ -34,3 +34,18 @@ def test_two_followers_each_see_every_reset() -> None:
     sync_row_state(a, w, ("m",))
     assert a["m"].tolist() == [0.0, 1.0, 0.0, 0.0]
     assert b["m"].tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_follow_rows_syncs_every_per_row_state() -> None:
+    from anychip.optim.rowstate import follow_rows
+
+    w = ac.nn.Parameter(ac.ones(3, 2))
+    state = {"m": ac.full((3, 2), 5.0), "rowsum": ac.full((3,), 7.0), "step": ac.tensor(2.0)}
+    follow_rows(state, w)  # nothing grew, nothing reset: no bookkeeping added
+    assert "_rows_reset_seen" not in state
+    w.data = ac.ones(4, 2)
+    reset_rows(w, [0])
+    follow_rows(state, w)
+    assert state["m"].tolist() == [[0.0, 0.0], [5.0, 5.0], [5.0, 5.0], [0.0, 0.0]]
+    assert state["rowsum"].tolist() == [0.0, 7.0, 7.0, 0.0]
+    assert state["step"].item() == 2.0

@@ -97,11 +97,16 @@ def sync_row_state(state: dict[str, Any], param: Tensor, names: tuple[str, ...])
 
 
 def follow_rows(state: dict[str, Any], param: Tensor) -> None:
-    """`sync_row_state` over every per-row tensor of an optimizer's state for `param` (the
-    tensors of its trailing shape), with nothing to do for a parameter that has never
+    """`sync_row_state` over every per-row tensor of an optimizer's state for `param` (each
+    with a first dimension of at most param's rows: (rows, ...) like Adam's moments, or
+    (rows,) like RowWiseAdagrad's sums), with nothing to do for a parameter that has never
     grown nor reset rows. Optimizer.step calls it for each parameter it updates."""
-    per_row = {k: v for k, v in state.items() if isinstance(v, Tensor) and v.ndim}
-    if id(param) not in _LOGS and all(v.shape == param.shape for v in per_row.values()):
+    if not param.ndim:
         return
-    names = tuple(k for k, v in per_row.items() if v.shape[1:] == param.shape[1:])
+    rows = param.shape[0]
+    names = tuple(
+        k for k, v in state.items() if isinstance(v, Tensor) and v.ndim and v.shape[0] <= rows
+    )
+    if id(param) not in _LOGS and all(state[k].shape[0] == rows for k in names):
+        return
     sync_row_state(state, param, names)

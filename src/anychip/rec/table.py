@@ -19,12 +19,14 @@ from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError, IndexDTypeError, ShapeError
 from anychip.frontend.creation import cat, zeros
 from anychip.frontend.tensor import Tensor, no_grad
+from anychip.ir.ops import Node, Ops
 from anychip.nn import functional as F
 from anychip.nn import init as nn_init
 from anychip.nn.module import Module, Parameter
 from anychip.optim.rowstate import reset_rows
 from anychip.rec import table_state
 from anychip.rec.index import IdIndex, SlotPool
+from anychip.runtime import dispatch
 
 InitFn = Callable[[Tensor], Any]
 # capacity grows by 1/16 (then to a ladder size) when rows run out: the rows are copied
@@ -98,10 +100,11 @@ class DynamicEmbedding(Module):
         self._used = np.zeros(capacity, np.bool_)
         self._last_seen = np.zeros(capacity, np.int64)
         self._changed = np.zeros(capacity, np.int64)
+        self._hot = np.zeros(0, np.int64)  # rows the latest training call read
         self._evicted: list[tuple[int, np.ndarray]] = []  # (version, ids) per sweep
         self._pending = _Pending()  # counts of ids not yet admitted
-        rows = zeros(capacity, dim, dtype=dtype, device=device)
-        self.weight = Parameter(self._fresh(capacity, rows.dtype, rows.device))
+        like = zeros(0, dim, dtype=dtype, device=device)  # resolves dtype and device names
+        self.weight = Parameter(self._fresh(capacity, like.dtype, like.device))
         self.weight.realize()
 
     # --- sizes ---------------------------------------------------------------------
@@ -130,13 +133,11 @@ class DynamicEmbedding(Module):
     def forward(self, ids: Any, now: int | None = None) -> Tensor:
         """Rows of `ids` (int64 Tensor or array, any shape): (*ids.shape, dim); zeros for
         ids not admitted."""
-        rows, shape = self._map("DynamicEmbedding", ids, now)
-        safe = Tensor(np.maximum(rows, 0).reshape(shape), device=self.weight.device)
-        out = F.embedding(safe, self.weight, sparse=self.sparse)
-        if (rows < 0).any():  # not-admitted ids read zeros; their gradient goes nowhere
-            keep = Tensor((rows >= 0).reshape(*shape, 1), device=self.weight.device)
-            out = out.where(keep, 0.0)
-        return out
+        rows = self._rows("DynamicEmbedding", ids, now)
+        out = F.embedding(rows.clamp(min=0), self.weight, sparse=self.sparse)
+        # not-admitted ids (-1) read zeros and their gradient goes nowhere; masked always,
+        # so the kernels do not depend on the ids' values (anychip.jit replays them)
+        return out.where((rows >= 0).unsqueeze(-1), 0.0)
 
     def bag(
         self,
@@ -150,11 +151,10 @@ class DynamicEmbedding(Module):
         """Pooled rows per bag, as F.embedding_bag over this table's rows: 2-d `input`
         (B, L) is B bags, 1-d `input` is split at `offsets`; -> (B, dim). An id not
         admitted counts as a zero row (in a mean's count too)."""
-        rows, shape = self._map("DynamicEmbedding.bag", input, now)
-        dev = self.weight.device
-        if not (rows < 0).any():
+        rows = self._rows("DynamicEmbedding.bag", input, now)
+        if self.training and self.admit_after == 1:  # every id has a row: pool the table
             return F.embedding_bag(
-                Tensor(rows.reshape(shape), device=dev),
+                rows,
                 self.weight,
                 offsets,
                 mode=mode,
@@ -162,10 +162,12 @@ class DynamicEmbedding(Module):
                 per_sample_weights=per_sample_weights,
                 include_last_offset=include_last_offset,
             )
-        # pool the rows with zeros in place of missing ids: bag positions over a (N, dim)
-        # tensor of the looked-up rows, so every mode sees zero vectors there
-        looked = self.forward_rows(rows)  # (N, dim)
-        pos = Tensor(np.arange(rows.size).reshape(shape), device=dev)
+        # ids may lack rows: pool the looked-up rows (N, dim), zeros for missing ids, by
+        # their positions, so every mode sees zero vectors there
+        flat = rows.reshape(-1)
+        looked = F.embedding(flat.clamp(min=0), self.weight, sparse=self.sparse)
+        looked = looked.where((flat >= 0).unsqueeze(-1), 0.0)
+        pos = Tensor(np.arange(flat.shape[0]).reshape(rows.shape), device=self.weight.device)
         return F.embedding_bag(
             pos,
             looked,
@@ -175,24 +177,35 @@ class DynamicEmbedding(Module):
             include_last_offset=include_last_offset,
         )
 
-    def forward_rows(self, rows: np.ndarray) -> Tensor:
-        """(N, dim) rows at row numbers `rows` (N,), zeros where a number is -1."""
-        dev = self.weight.device
-        out = F.embedding(Tensor(np.maximum(rows, 0), device=dev), self.weight, sparse=self.sparse)
-        return out.where(Tensor((rows >= 0)[:, None], device=dev), 0.0)
-
     def rows_of(self, ids: Any) -> np.ndarray:
         """The row number of each id (ids' shape; -1 if not admitted), without counting a
         sighting."""
         flat, shape = _as_ids("DynamicEmbedding.rows_of", ids)
         return self._index.lookup(flat).reshape(shape)
 
+    def _rows(self, op: str, ids: Any, now: int | None) -> Tensor:
+        """Row numbers of ids (int64, ids' shape, -1 if not admitted) on the weight's
+        device. For Tensor ids the mapping is a host step (`dispatch.host_call`), so an
+        `anychip.jit` replay maps (counts, admits) each new batch of ids again."""
+        dev = self.weight.device
+        if not isinstance(ids, Tensor):
+            rows, shape = self._map(op, ids, now)
+            return Tensor(rows.reshape(shape), device=dev)
+        _check_dtype(op, ids.dtype, ids.shape, ids.device)
+        flat = ids.reshape(-1).realize()
+        buf = dispatch.host_call(_IdMap(self, now), [flat.node.arg], dev, dtypes.int64)
+        node = Node(Ops.BUFFER, dtypes.int64, flat.shape, dev, (), buf)
+        return Tensor._from_node(node).reshape(ids.shape)
+
     def _map(self, op: str, ids: Any, now: int | None) -> tuple[np.ndarray, tuple[int, ...]]:
         """Row numbers (N,) of the flattened ids and their shape; in training mode this
         is a sighting: counted, admitted, stamped."""
         flat, shape = _as_ids(op, ids)
+        return self._map_flat(flat, now), shape
+
+    def _map_flat(self, flat: np.ndarray, now: int | None) -> np.ndarray:
         if not self.training:
-            return self._index.lookup(flat), shape
+            return self._index.lookup(flat)
         self.step += 1
         clock = self.step if now is None else int(now)
         rows = self._index.lookup(flat)
@@ -202,10 +215,12 @@ class DynamicEmbedding(Module):
         self.version += 1
         seen = rows[rows >= 0]
         self._last_seen[seen] = clock
-        # the optimizer step after this call changes these rows: they count as changed
-        # at the next version, so a delta taken before that step still sends them later
-        self._changed[seen] = self.version + 1
-        return rows, shape
+        # the rows the previous call read were changed by the optimizer step since, and
+        # this call's rows will be by the next one: every delta sends the latter (`_hot`)
+        self._changed[self._hot] = self.version
+        self._changed[seen] = self.version
+        self._hot = seen
+        return rows
 
     def _admit(self, missing: np.ndarray, clock: int) -> np.ndarray:
         """Rows for ids not in the table: the ids reaching `admit_after` sightings get
@@ -223,6 +238,18 @@ class DynamicEmbedding(Module):
             self._used[rows] = True
             out[admit] = rows
         return out[where.reshape(-1)]
+
+    def _new_rows_needed(self, flat: np.ndarray) -> int:
+        """How many rows a training call on `flat` ids would admit (changes nothing)."""
+        missing = flat[self._index.lookup(flat) < 0]
+        if self.admit_after == 1 or missing.size == 0:
+            return int(np.unique(missing).size)
+        uniq, counts = np.unique(missing, return_counts=True)
+        return int(np.count_nonzero(self._pending.total(uniq, counts) >= self.admit_after))
+
+    def _rows_free(self) -> int:
+        """Rows a new id can take without the table growing."""
+        return int(self._pool.free.size + self.capacity - self._pool.top)
 
     def _take_rows(self, n: int) -> np.ndarray:
         rows = self._pool.take(n)
@@ -248,11 +275,18 @@ class DynamicEmbedding(Module):
             setattr(self, name, np.concatenate([a, np.zeros(extra, a.dtype)]))
 
     def _fresh(self, n: int, dtype: Any, device: str) -> Tensor:
+        """n new rows from `init`: it fills the zeros it is given in place (as nn.init's
+        functions) or returns the rows (a Tensor or array of that shape)."""
         rows = zeros(n, self.dim, dtype=dtype, device=device)
         with no_grad():
-            self.init(rows)
+            made = self.init(rows)
+        if made is not None and made is not rows:
+            made = made if isinstance(made, Tensor) else Tensor(np.asarray(made))
+            rows = made.detach().to(device, dtype)
         if rows.shape != (n, self.dim):
-            raise ShapeError(f"DynamicEmbedding: init changed the rows' shape to {rows.shape}")
+            raise ShapeError(
+                f"DynamicEmbedding: init gave rows of shape {rows.shape}, wanted {(n, self.dim)}"
+            )
         return rows
 
     # --- eviction ------------------------------------------------------------------
@@ -286,9 +320,12 @@ class DynamicEmbedding(Module):
 
     # --- serving sync --------------------------------------------------------------
     def delta(self, since_version: int) -> TableDelta:
-        """The rows added or changed after `since_version` and the ids evicted since then
-        (and not readmitted); pass the returned `version` next time."""
-        rows = np.flatnonzero(self._used & (self._changed > since_version))
+        """The rows added or changed after `since_version` (and those the latest training
+        call read, which its optimizer step may change after this delta) and the ids
+        evicted since then and not readmitted; pass the returned `version` next time."""
+        changed = self._changed > since_version
+        changed[self._hot] = True  # their optimizer step may come after this delta
+        rows = np.flatnonzero(self._used & changed)
         gone = [ids for v, ids in self._evicted if v > since_version]
         evicted = np.unique(np.concatenate(gone)) if gone else np.zeros(0, np.int64)
         evicted = evicted[self._index.lookup(evicted) < 0]
@@ -316,6 +353,24 @@ class DynamicEmbedding(Module):
             f"{self.dim}, rows={len(self)}, capacity={self.capacity}, "
             f"admit_after={self.admit_after}, ttl={self.ttl}"
         )
+
+
+class _IdMap:
+    """The host step of one lookup: flat ids -> row numbers, counting them in training mode.
+    A jit replay runs it again on the replay's ids; where those need the table to grow, it
+    refuses before changing anything (dispatch.GuardFailed), and the jitted function runs
+    again in Python, which grows the table (a new shape, so a new capture)."""
+
+    def __init__(self, table: DynamicEmbedding, now: int | None) -> None:
+        self.table, self.now, self.calls = table, now, 0
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        flat = ids.astype(np.int64, copy=False).reshape(-1)
+        t = self.table
+        if self.calls > 1 and t.training and t._new_rows_needed(flat) > t._rows_free():
+            raise dispatch.GuardFailed("DynamicEmbedding: this batch makes the table grow")
+        return t._map_flat(flat, self.now)
 
 
 class _Pending:
@@ -351,6 +406,14 @@ class _Pending:
         out: np.ndarray = self.counts[slot]
         return out
 
+    def total(self, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """What `count` would return, without counting."""
+        slot = self.index.lookup(ids)
+        known = slot >= 0
+        out = counts.copy()
+        out[known] += self.counts[slot[known]]
+        return out
+
     def drop(self, ids: np.ndarray) -> None:
         slot = self.index.delete(ids)
         self.pool.give_back(slot[slot >= 0])
@@ -384,14 +447,21 @@ def _grown_grad(g: Tensor, old: int, capacity: int) -> Tensor:
     return type(g)((idx >= old)._select(capacity, idx), vals, (capacity, *g.shape[1:]))  # type: ignore[call-arg]
 
 
+_INT_IDS = (dtypes.int64, dtypes.int32, dtypes.int16, dtypes.int8, dtypes.uint8)
+
+
+def _check_dtype(op: str, dtype: Any, shape: tuple[int, ...], device: str) -> None:
+    if dtype not in _INT_IDS:
+        raise IndexDTypeError(
+            f"{op}: ids must be integers (int64), got shape {shape}, dtype {dtype.name}, "
+            f"device {device}"
+        )
+
+
 def _as_ids(op: str, ids: Any) -> tuple[np.ndarray, tuple[int, ...]]:
     """ids (a Tensor, array or list of integers) as a flat int64 array, and their shape."""
     if isinstance(ids, Tensor):
-        if ids.dtype not in (dtypes.int64, dtypes.int32, dtypes.int16, dtypes.int8, dtypes.uint8):
-            raise IndexDTypeError(
-                f"{op}: ids must be integers (int64), got shape {ids.shape}, dtype "
-                f"{ids.dtype.name}, device {ids.device}"
-            )
+        _check_dtype(op, ids.dtype, ids.shape, ids.device)
         arr = ids.numpy()
     else:
         arr = np.asarray(ids)

@@ -93,6 +93,7 @@ def load_state(table: DynamicEmbedding, state: dict[str, Any]) -> None:
     table._changed = np.zeros(capacity, np.int64)
     table._used[where] = True
     table._last_seen[where], table._changed[where] = get["last_seen"], get["changed"]
+    table._hot = np.zeros(0, np.int64)
     table._pool = SlotPool(capacity, table._pool.growth)
     table._pool.top = capacity  # every row not in use is free (and freshly drawn)
     table._pool.give_back(np.flatnonzero(~table._used)[::-1])
