@@ -10,6 +10,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# MovieLens-100k for anychip.rec's tests: RecBole ships it; its own deps are not needed
+	$(BIN)/pip install -q --no-deps recbole==1.2.1
 	touch $@
 
 demo: $(BIN)/.installed
