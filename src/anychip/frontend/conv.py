@@ -156,7 +156,8 @@ def conv_nd(
         cols = xp.reshape(n, groups, cg, ll)
     else:
         # (N, G, Cg*K, L) im2col, stored once (`* 1.0` gives the GEMM a plain operand)
-        cols = im2col(xp, kernel, st, dil).reshape(n, groups, cg * kk, ll) * 1.0
+        # stored with its axes apart, so each is one loop and the window index is affine
+        cols = (im2col(xp, kernel, st, dil) * 1.0).reshape(n, groups, cg * kk, ll)
     # the weight broadcast over the batch explicitly, so its gradient is a batched GEMM
     # per sample summed after (the GEMM needs one stride per reduced axis)
     wm = weight.reshape(1, groups, o_ch // groups, cg * kk).expand(n, groups, o_ch // groups, -1)
