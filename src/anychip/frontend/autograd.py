@@ -59,6 +59,7 @@ class Ctx:
         "out_n",
         "out_vc",
         "parents",
+        "rule",
         "seq",
         "vcs",
         "versions",
@@ -75,6 +76,24 @@ class Ctx:
         self.out, self.out_vc, self.out_n = out.node, out._vc, out._vc.n
         self.seq = next(SEQ)
         self.freed = False  # a backward without retain_graph released what it saved
+        self.rule: Any = None  # a composite's own derivative (see `composite`), else RULES'
+
+
+def composite(value: Tensor, srcs: tuple[Tensor, ...], vjp: Any, arg: Any) -> Tensor:
+    """`value` (computed from srcs outside autograd) as one record whose derivative is
+    `vjp(g, out, srcs, arg)`, a rule written like the primitives' (`ir/primitives.py`):
+    for composites whose primitive-by-primitive derivative costs more than a direct one
+    (a convolution's input gradient: shifted slices summed, not a window scatter). The
+    record keeps srcs' values and versions as a primitive's does; srcs without
+    requires_grad (saved intermediates) get no gradient."""
+    from anychip.frontend.tensor import Tensor, is_grad_enabled
+
+    out = Tensor._from_node(value.node)
+    if is_grad_enabled() and any(s.requires_grad for s in srcs):
+        out.requires_grad = True
+        out._ctx = Ctx(Ops.MUL, srcs, arg, out)  # MUL: a record that saves its sources
+        out._ctx.rule = vjp
+    return out
 
 
 _KEPT = Version()  # never bumped: reads of a kept value that no in-place change can touch
@@ -159,7 +178,7 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
             "freed); pass retain_graph=True to the first backward"
         )
 
-    vjp = RULES[ctx.op].vjp
+    vjp = ctx.rule or RULES[ctx.op].vjp
     assert vjp is not None
     stale: dict[int, str] = {}
 
