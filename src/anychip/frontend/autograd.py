@@ -59,7 +59,6 @@ class Ctx:
         "out_n",
         "out_vc",
         "parents",
-        "rule",
         "seq",
         "vcs",
         "versions",
@@ -76,24 +75,10 @@ class Ctx:
         self.out, self.out_vc, self.out_n = out.node, out._vc, out._vc.n
         self.seq = next(SEQ)
         self.freed = False  # a backward without retain_graph released what it saved
-        self.rule: Any = None  # a composite's own derivative (see `composite`), else RULES'
 
-
-def composite(value: Tensor, srcs: tuple[Tensor, ...], vjp: Any, arg: Any) -> Tensor:
-    """`value` (computed from srcs outside autograd) as one record whose derivative is
-    `vjp(g, out, srcs, arg)`, a rule written like the primitives' (`ir/primitives.py`):
-    for composites whose primitive-by-primitive derivative costs more than a direct one
-    (a convolution's input gradient: shifted slices summed, not a window scatter). The
-    record keeps srcs' values and versions as a primitive's does; srcs without
-    requires_grad (saved intermediates) get no gradient."""
-    from anychip.frontend.tensor import Tensor, is_grad_enabled
-
-    out = Tensor._from_node(value.node)
-    if is_grad_enabled() and any(s.requires_grad for s in srcs):
-        out.requires_grad = True
-        out._ctx = Ctx(Ops.MUL, srcs, arg, out)  # MUL: a record that saves its sources
-        out._ctx.rule = vjp
-    return out
+    def rule(self) -> Any:
+        """The derivative rule: `vjp(g, out, srcs, arg) -> cotangents of srcs`."""
+        return RULES[self.op].vjp
 
 
 _KEPT = Version()  # never bumped: reads of a kept value that no in-place change can touch
@@ -178,7 +163,7 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
             "freed); pass retain_graph=True to the first backward"
         )
 
-    vjp = ctx.rule or RULES[ctx.op].vjp
+    vjp = ctx.rule()
     assert vjp is not None
     stale: dict[int, str] = {}
 
@@ -350,3 +335,31 @@ def _run(
     if wanted is None:
         return leaves  # the leaves whose .grad changed
     return [results.get(id(w._ctx or w)) for w in wanted]
+
+
+class _Composite(Ctx):
+    """A record whose derivative is its composite's own rule (see `composite`)."""
+
+    __slots__ = ("vjp",)
+    vjp: Any
+
+    def rule(self) -> Any:
+        return self.vjp
+
+
+def composite(value: Tensor, srcs: tuple[Tensor, ...], vjp: Any, arg: Any) -> Tensor:
+    """`value` (computed from srcs outside autograd) as one record whose derivative is
+    `vjp(g, out, srcs, arg)`, a rule written like the primitives' (`ir/primitives.py`):
+    for composites whose primitive-by-primitive derivative costs more than a direct one
+    (a convolution's input gradient: shifted slices summed, not a window scatter). The
+    record keeps srcs' values and versions as a primitive's does; srcs without
+    requires_grad (saved intermediates) get no gradient."""
+    from anychip.frontend.tensor import Tensor, is_grad_enabled
+
+    out = Tensor._from_node(value.node)
+    if is_grad_enabled() and any(s.requires_grad for s in srcs):
+        out.requires_grad = True
+        ctx = _Composite(Ops.MUL, srcs, arg, out)  # MUL: a record that saves its sources
+        ctx.vjp = vjp
+        out._ctx = ctx
+    return out
