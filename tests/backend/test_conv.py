@@ -29,6 +29,11 @@ CONV = [
     (2, (1, 2, 6, 5), (2, 2, 2, 3), {"padding": "valid", "stride": 3}),
     (2, (3, 6, 6), (2, 3, 3, 3), {"padding": "same"}),  # unbatched
     (3, (1, 2, 4, 5, 5), (3, 2, 2, 3, 2), {"stride": (1, 2, 1), "padding": 1}),
+    # an even kernel padded 'same' (one more after than before), and stride with dilation
+    (2, (2, 3, 6, 7), (4, 3, 2, 4), {"padding": "same"}),
+    (2, (1, 2, 9, 8), (3, 2, 3, 2), {"stride": (3, 2), "dilation": (2, 3), "padding": 2}),
+    # more taps than MAX_TAPS: the window view's own gradient rules
+    (1, (2, 2, 80), (3, 2, 66), {"padding": 1}),
 ]
 
 
@@ -139,3 +144,41 @@ def test_conv_errors() -> None:
         F.conv2d(ac.ones(1, 3, 5, 5), w, stride=2, padding="same")
     with pytest.raises(ac.ShapeError, match=r"conv1d: expected a 2-d .* or 3-d input"):
         F.conv1d(ac.ones(5), ac.ones(1, 1, 1))
+
+
+def test_conv_second_derivatives_match_torch(device: str) -> None:
+    # the input gradient is conv's own rule (shifted slices summed): differentiable again,
+    # d/dx and d/dw of sum(dL/dx * v), with create_graph, against torch
+    x0, w0, v0 = rand(2, 3, 6, 5), rand(4, 3, 3, 2, seed=1), rand(2, 3, 6, 5, seed=2)
+    g0 = rand(2, 4, 3, 6, seed=3)
+    kw = {"stride": (2, 1), "padding": 1}
+
+    def run(lib, mod, tensor):
+        x, w = tensor(x0, requires_grad=True), tensor(w0, requires_grad=True)
+        y = mod.conv2d(x, w, **kw)
+        (gx,) = lib.autograd.grad(y, [x], tensor(g0), create_graph=True)
+        return lib.autograd.grad((gx * tensor(v0)).sum(), [x, w], allow_unused=True)
+
+    def ac_tensor(a, requires_grad=False):
+        return ac.tensor(a, device=device, requires_grad=requires_grad)
+
+    ours = run(ac, F, ac_tensor)
+    theirs = run(torch, torch.nn.functional, lambda a, **k: torch.tensor(a, **k))
+    assert ours[0] is None or np.abs(ours[0].numpy()).max() == 0  # linear in x
+    np.testing.assert_allclose(ours[1].numpy(), theirs[1].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_input_changed_in_place_after_use_keeps_its_values(device: str) -> None:
+    # the conv record keeps the im2col it multiplied: a later in-place change to its input
+    # does not reach the gradients (torch raises here; the values it would need are kept)
+    x0, w0 = rand(1, 2, 5, 5), rand(3, 2, 3, 3, seed=1)
+    x = ac.tensor(x0, device=device, requires_grad=True)
+    w = ac.tensor(w0, device=device, requires_grad=True)
+    h = x * 1.0
+    y = F.conv2d(h, w, padding=1)
+    h.add_(1.0)
+    y.sum().backward()
+    tx, tw = torch.tensor(x0, requires_grad=True), torch.tensor(w0, requires_grad=True)
+    torch.nn.functional.conv2d(tx, tw, padding=1).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-6, atol=1e-6)

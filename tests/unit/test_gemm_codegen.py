@@ -510,3 +510,24 @@ def test_split_k_sums_every_thread_s_part(shape, dtype, out_dtype, tmp):
     at = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
     wide = np.empty((2, m, 2 * n), out.dtype)[:1, :, ::2]
     run_and_check(at, b, wide, dt, odt, tmp, tiling=forced)
+
+
+# one row block (M <= MC, a convolution's 64 output channels): each thread packs a B sliver
+# and runs every row tile on it at once. Threads sharing one matrix, a batch over threads,
+# A read in place, an edge row tile (m = 20 = 3 x 6 + 2), an edge sliver (n = 150), k split
+ONE_ROW_BLOCK = [
+    GemmTiling(mc=24, nc=128, kc=45, mr=6, nr=64, vec_bytes=64, unroll=4, threads=2),
+    GemmTiling(mc=24, nc=64, kc=16, mr=6, nr=32, vec_bytes=64, threads=2, batch_parallel=True),
+    GemmTiling(mc=20, nc=48, kc=45, mr=4, nr=16, vec_bytes=32, unroll=2, threads=1),
+]
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("tiling", ONE_ROW_BLOCK, ids=["team", "batch", "single"])
+def test_one_row_block_packs_slivers_as_used(tiling, flags, tmp):
+    run_and_check(*contiguous_case(3, 20, 150, 45, seed=4), tmp, tiling=tiling, flags=flags)
+    # a transposed (column-major) B, as a weight gradient x.T reads it
+    rng = np.random.default_rng(5)
+    a, bt = rand((3, 20, 45), "float32", rng), rand((3, 150, 45), "float32", rng)
+    out = np.empty((3, 20, 150), np.float32)
+    run_and_check(a, bt.transpose(0, 2, 1), out, "float32", "float32", tmp, tiling=tiling)

@@ -354,3 +354,33 @@ def _run(
     if wanted is None:
         return leaves  # the leaves whose .grad changed
     return [results.get(id(w._ctx or w)) for w in wanted]
+
+
+class _Composite(Ctx):
+    """A record whose derivative is its composite's own rule (see `composite`)."""
+
+    __slots__ = ("vjp",)
+    vjp: Any
+
+    def rule(self) -> Any:
+        return self.vjp
+
+
+def composite(value: Tensor, srcs: tuple[Tensor, ...], vjp: Any, arg: Any) -> Tensor:
+    """`value` (computed from srcs outside autograd) as one record whose derivative is
+    `vjp(g, out, srcs, arg)`, a rule written like the primitives' (`ir/primitives.py`):
+    for composites whose primitive-by-primitive derivative costs more than a direct one
+    (a convolution's input gradient: shifted slices summed, not a window scatter). The
+    record keeps srcs' values and versions as a primitive's does; srcs without
+    requires_grad (saved intermediates) get no gradient."""
+    from anychip.frontend.tensor import Tensor, is_grad_enabled
+
+    out = Tensor._from_node(value.node)
+    if is_grad_enabled() and any(s.requires_grad for s in srcs):
+        out.requires_grad = True
+        ctx = _Composite(
+            Ops.MUL, srcs, tuple(t.node for t in srcs), arg, out
+        )  # MUL: a record that saves its sources
+        ctx.vjp = vjp
+        out._ctx = ctx
+    return out

@@ -8,11 +8,14 @@ gradients come from the same primitives' rules: two more GEMMs and a col2im sum.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from anychip.errors import ArgumentError, DTypeError, ShapeError, describe
+from anychip.frontend.autograd import composite
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -123,7 +126,7 @@ def conv_nd(
         return conv_nd(
             x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, nd, op
         ).squeeze(0)
-    n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    c, spatial = x.shape[1], x.shape[2:]
     o_ch, cg, kernel = weight.shape[0], weight.shape[1], weight.shape[2:]
     st = ntuple(stride, nd, "stride", op)
     dil = ntuple(dilation, nd, "dilation", op)
@@ -149,21 +152,98 @@ def conv_nd(
             f"{op}: kernel {kernel} (dilation {dil}) is larger than the padded input "
             f"{tuple(padded)} ({describe(x, weight)})"
         )
-    kk, ll = math.prod(kernel), math.prod(out)
-    xp = x._pad_zero([(0, 0), (0, 0), *pads])
-    trivial = kk == 1 and all(s == 1 for s in st) and not any(lo or hi for lo, hi in pads)
-    if trivial:  # 1x1: the input is already the (N, C, L) matrix, read strided
-        cols = xp.reshape(n, groups, cg, ll)
-    else:
-        # (N, G, Cg*K, L) im2col, stored once (`* 1.0` gives the GEMM a plain operand)
-        cols = im2col(xp, kernel, st, dil).reshape(n, groups, cg * kk, ll) * 1.0
-    # the weight broadcast over the batch explicitly, so its gradient is a batched GEMM
-    # per sample summed after (the GEMM needs one stride per reduced axis)
-    wm = weight.reshape(1, groups, o_ch // groups, cg * kk).expand(n, groups, o_ch // groups, -1)
-    y = (wm @ cols).reshape((n, o_ch, *out))
+    geo = Geometry(tuple(pads), tuple(kernel), st, dil, groups, tuple(out))
+    if math.prod(kernel) == 1 and all(s == 1 for s in st) and not any(sum(p) for p in pads):
+        y = _conv_gemm(x, weight, geo)[0]  # 1x1: no im2col, the primitives' gradients
+    elif math.prod(kernel) <= MAX_TAPS:
+        # forward outside autograd, one record with conv's own derivative (`_conv_vjp`);
+        # the stored im2col is kept for the weight gradient
+        y, cols = _conv_gemm(x._detached(), weight._detached(), geo)
+        y = composite(y, (x, weight, cols), _conv_vjp, geo)
+    else:  # so many taps that summing shifted slices would be one huge kernel
+        y = _conv_gemm(x, weight, geo)[0]
     if bias is not None:
         y = y + bias.reshape((1, o_ch, *[1] * nd))
     return y
+
+
+# Kernels with more taps than this differentiate through the window view's own rules
+# (a scatter); up to this many, the input gradient is a sum of that many shifted slices.
+MAX_TAPS = 64
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A convolution's shape parameters, per spatial axis; `out` is the output's size."""
+
+    pads: tuple[tuple[int, int], ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    out: tuple[int, ...]
+
+
+def _cols(x: Tensor, geo: Geometry) -> Tensor:
+    """(N, C, *sp) -> (N, G, Cg*K, L): the input padded and cut into windows, stored once
+    (`* 1.0` gives the GEMM a plain operand) with its axes apart (an affine index); a
+    view of x itself for a 1x1 kernel with stride 1 and no padding."""
+    n, c = x.shape[:2]
+    kk, ll = math.prod(geo.kernel), math.prod(geo.out)
+    g = geo.groups
+    if kk == 1 and all(s == 1 for s in geo.stride) and not any(sum(p) for p in geo.pads):
+        return x.reshape(n, g, c // g, ll)
+    xp = x._pad_zero([(0, 0), (0, 0), *geo.pads])
+    return (im2col(xp, geo.kernel, geo.stride, geo.dilation) * 1.0).reshape(n, g, c // g * kk, ll)
+
+
+def _conv_gemm(x: Tensor, weight: Tensor, geo: Geometry) -> tuple[Tensor, Tensor]:
+    """(y (N, O, *out), the im2col matrix it multiplied)."""
+    n, g, o = x.shape[0], geo.groups, weight.shape[0]
+    cols = _cols(x, geo)  # (N, G, Cg*K, L)
+    # the weight broadcast over the batch explicitly, so its gradient is a batched GEMM
+    # per sample summed after (the GEMM needs one stride per reduced axis)
+    wm = weight.reshape(1, g, o // g, cols.shape[2]).expand(n, g, o // g, cols.shape[2])
+    return (wm @ cols).reshape((n, o, *geo.out)), cols
+
+
+def _conv_vjp(
+    g: Tensor, out: Tensor, srcs: tuple[Tensor, ...], geo: Geometry
+) -> tuple[Tensor | None, ...]:
+    """Cotangents of (x, weight, cols) for y = conv(x, weight): two GEMMs, as the
+    primitives' rules give them, and the input gradient as the sum over kernel taps of
+    that tap's column gradient slid back into place (shifted, strided slices: index math
+    a fused kernel reads directly, where the window view's own rule scatters)."""
+    x, w, cols = srcs
+    n, c, o, gr = x.shape[0], x.shape[1], w.shape[0], geo.groups
+    if x.requires_grad:  # create_graph: the columns must carry x's history
+        cols = _cols(x, geo)
+    ck, ll = cols.shape[2], cols.shape[3]
+    gm = g.reshape(n, gr, o // gr, ll)  # (N, G, Og, L)
+    gw = (gm @ cols.transpose(2, 3)).sum(0).reshape(w.shape)
+    wt = w.reshape(1, gr, o // gr, ck).transpose(2, 3).expand(n, gr, ck, o // gr)
+    gcols = (wt @ gm).reshape((n, c, *geo.kernel, *geo.out))
+    return _col2im(gcols, x.shape, geo), gw, None
+
+
+def _col2im(gc: Tensor, shape: tuple[int, ...], geo: Geometry) -> Tensor:
+    """(N, C, *kernel, *out) column gradient -> (N, C, *spatial): each tap's slice
+    (N, C, *out) strided by `stride` and shifted by tap * dilation into the padded input,
+    summed, then the padding cut off."""
+    nd = len(geo.kernel)
+    padded = [s + lo + hi for s, (lo, hi) in zip(shape[2:], geo.pads, strict=True)]
+    total: Tensor | None = None
+    for taps in itertools.product(*(range(k) for k in geo.kernel)):
+        piece = _dilate(gc[(slice(None), slice(None), *taps)], geo.stride)
+        spans = [(o - 1) * s + 1 for o, s in zip(geo.out, geo.stride, strict=True)]
+        shift = [t * d for t, d in zip(taps, geo.dilation, strict=True)]
+        piece = piece._pad_zero(
+            [(0, 0), (0, 0), *[(a, p - a - w) for a, p, w in zip(shift, padded, spans)]]
+        )
+        total = piece if total is None else total + piece
+    assert total is not None
+    keep = [(lo, lo + s) for (lo, _), s in zip(geo.pads, shape[2:], strict=True)]
+    return total._shrink([(0, shape[0]), (0, shape[1]), *keep]) if nd else total
 
 
 def _dilate(x: Tensor, stride: tuple[int, ...]) -> Tensor:
@@ -225,7 +305,9 @@ def conv_transpose_nd(
     xd = xd.pad(flat)
     g = groups
     w = weight.reshape((g, cin // g, cog, *kernel)).transpose(1, 2)
-    w = w.reshape((g * cog, cin // g, *kernel)).flip(tuple(range(2, 2 + nd)))
+    # stored (`* 1.0`, a few KB): the GEMM reads a weight with one stride per axis, which
+    # the flipped, transposed view reshaped into a matrix is not
+    w = w.reshape((g * cog, cin // g, *kernel)).flip(tuple(range(2, 2 + nd))) * 1.0
     return conv_nd(xd, w, bias, 1, 0, dil, groups, nd, op)
 
 

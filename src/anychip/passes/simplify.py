@@ -216,6 +216,9 @@ class _Simplifier:
             if inner % c == 0:  # (y % (b*k)) % b -> y % b
                 return self._alu(alu(Ops.MOD, x.srcs[0], const(c)), ranges)
         terms, k = linear(x)
+        exact = _residue_divmod(e.op, terms, k, c, ranges)
+        if exact is not None:
+            return self._alu(exact, ranges) if isinstance(exact, Alu) else exact
         whole = {t: v // c for t, v in terms.items() if v % c == 0}
         rest = {t: v for t, v in terms.items() if v % c}
         rest_expr = build(rest, k % c)
@@ -228,6 +231,20 @@ class _Simplifier:
         return self._alu(
             alu(Ops.ADD, q, self._alu(alu(Ops.DIV, rest_expr, const(c)), ranges)), ranges
         )
+
+
+def _residue_divmod(op: Ops, terms: dict[Expr, int], k: int, c: int, ranges: Ranges) -> Expr | None:
+    """x // c and x % c for x = sum(v*t) + k >= 0 when the residues r = sum((v % c)*t) +
+    k % c stay within [0, c): then x = c*q + r exactly, q = sum((v // c)*t) + k // c.
+    This is what makes a sliding window affine: the window trick (copies laid end to end,
+    re-read with longer rows) reads (i + 9*j) % 8 with i + j < 8, which is i + j."""
+    if not any(v % c != v for v in terms.values()):
+        return None  # no coefficient to reduce: the general rules already saw this form
+    r = build({t: v % c for t, v in terms.items() if v % c}, k % c)
+    rb = bounds(r, ranges)
+    if rb is None or rb[0] < 0 or rb[1] >= c:
+        return None
+    return r if op is Ops.MOD else build({t: v // c for t, v in terms.items() if v // c}, k // c)
 
 
 def _fold(e: Alu) -> Expr | None:

@@ -339,12 +339,12 @@ static char *workspace(void) { /* one per calling thread, freed when the thread 
 
 static void macro(acc_t *ct, const acc_t *apack, const acc_t *bpack, const in_t *a,
                   const in_t *b, long ic, int mc, long jc, int nc, long pc, int s0, int s1,
-                  int kc, int first) {
+                  int kc, int first, int one_sliver) {
     for (int s = s0; s < s1; ++s) {
         const int nr = nc - s * NR < NR ? nc - s * NR : NR;
         const int ub = INPLACE_B && nr == NR;
         const acc_t *bp = ub ? (const acc_t *)(b + pc * SBK + (jc + (long)s * NR) * SBN)
-                             : bpack + (INPLACE_B ? 0 : (long)s * NR * kc);
+                             : bpack + (INPLACE_B || one_sliver ? 0 : (long)s * NR * kc);
         /* the last, narrow sliver of N: the edge kernel computes only its EDGE_NR columns */
         const int ew = EDGE_NR && nr <= EDGE_NR, width = ew ? EDGE_NR : NR;
         for (int ir = 0; ir < mc; ir += MR) {
@@ -400,6 +400,24 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
         const int njg = (nth + nic - 1) / nic < nsl ? (nth + nic - 1) / nic : nsl;
         for (long pc = k_lo; pc < k_hi; pc += KC) {
             const int kc = k_hi - pc < KC ? (int)(k_hi - pc) : KC;
+            if (nic == 1 && njg == nth && !INPLACE_B) {
+                /* one row block and each thread's own slivers: pack each sliver just before
+                   the row tiles use it, into one buffer that stays in L1/L2, where packing
+                   the whole (kc, nc) panel first sends it out to L3 and back (small M: a
+                   convolution's 64 x 576 x 3136, the B panel 7 MB) */
+                const int skip = INPLACE_A ? (int)(M / MR * MR) : 0; /* rows read in place */
+                if (M > skip) pack_a(apack, a, skip, (int)M - skip, pc, kc);
+                /* this thread's buffer: where its first sliver would sit in the panel */
+                acc_t *mine = bpack + (long)(tid * nsl / nth) * NR * kc;
+                for (int s = tid * nsl / nth; s < (tid + 1) * nsl / nth; ++s) {
+                    pack_b_sliver(mine, b, pc, kc, jc + (long)s * NR,
+                                  nc - s * NR < NR ? nc - s * NR : NR);
+                    macro(ct, apack, mine, a, b, 0, (int)M, jc, nc, pc, s, s + 1, kc,
+                          pc == k_lo, 1);
+                }
+                sync_team(nth); /* the next block's packing reuses these buffers */
+                continue;
+            }
             for (int s = tid * nsl / nth; s < (tid + 1) * nsl / nth; ++s)
                 if (!INPLACE_B || nc - s * NR < NR) /* in place: pack the edge sliver only */
                     pack_b_sliver(bpack + (INPLACE_B ? 0 : (long)s * NR * kc), b, pc, kc,
@@ -411,7 +429,7 @@ static void gemm_one(out_t *out, const in_t *a, const in_t *b, char *ws, int slo
                 const int skip = INPLACE_A ? mc / MR * MR : 0; /* rows read in place */
                 if (mc > skip) pack_a(apack, a, ic + skip, mc - skip, pc, kc);
                 macro(ct, apack, bpack, a, b, ic, mc, jc, nc, pc, jg * nsl / njg,
-                      (jg + 1) * nsl / njg, kc, pc == k_lo);
+                      (jg + 1) * nsl / njg, kc, pc == k_lo, 0);
             }
             sync_team(nth);
         }
