@@ -17,13 +17,16 @@ def _update() -> wire.Update:
         np.array([7], np.int64),
     )
     dense = {"over.0.weight": rng.standard_normal((2, 5)).astype(np.float32)}
-    return wire.Update(5, 3, "delta", dense, {"embedding_bags.user_id": rows})
+    return wire.Update(
+        5, 3, "delta", dense, {"embedding_bags.user_id": rows}, {"events_upto": "17-0"}
+    )
 
 
 def test_round_trip_keeps_every_value_and_version() -> None:
     u = _update()
     back = wire.decode(wire.encode(u))
     assert (back.version, back.base_version, back.kind) == (5, 3, "delta")
+    assert back.info == {"events_upto": "17-0"}
     np.testing.assert_array_equal(back.dense["over.0.weight"], u.dense["over.0.weight"])
     t, t0 = back.tables["embedding_bags.user_id"], u.tables["embedding_bags.user_id"]
     np.testing.assert_array_equal(t.ids, t0.ids)

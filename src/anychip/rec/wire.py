@@ -6,6 +6,8 @@ library, and never unpickled). Its metadata holds the versions, its tensors the 
     metadata  format = "anychip.rec.update/1", kind = "delta" | "full",
               version = V (the version the server is at after applying it),
               base_version = B (the version the delta was taken against; "full": -1)
+              info.<key> = free-form strings (e.g. info.events_upto: the log id of
+              the last event this version learned from, info.published_at)
     dense/<state key>          a dense parameter's new value (MLPs, cross layers, biases)
     rows/<table>/ids           int64 (n,): the rows changed, as the table's own ids
                                (row numbers of a plain table, raw ids of a DynamicEmbedding)
@@ -53,6 +55,7 @@ class Update:
     kind: str = "delta"
     dense: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, TableRows] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)  # e.g. the last event it learned
 
 
 def encode(update: Update) -> bytes:
@@ -66,6 +69,7 @@ def encode(update: Update) -> bytes:
         tensors[f"rows/{name}/values"] = np.ascontiguousarray(t.values, np.float32)
         tensors[f"rows/{name}/evicted"] = np.ascontiguousarray(t.evicted, np.int64)
     meta = {
+        **{f"info.{k}": str(v) for k, v in update.info.items()},
         "format": FORMAT,
         "kind": update.kind,
         "version": str(update.version),
@@ -105,7 +109,8 @@ def decode(data: bytes) -> Update:
                 "expected ids, values and evicted"
             )
         tables[name] = TableRows(p["ids"], p["values"], p["evicted"])
-    update = Update(version, base, meta.get("kind", ""), dense, tables)
+    info = {k[len("info.") :]: v for k, v in meta.items() if k.startswith("info.")}
+    update = Update(version, base, meta.get("kind", ""), dense, tables, info)
     _check(update)
     return update
 
