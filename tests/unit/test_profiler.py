@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 import anychip as ac
-from anychip.backends.ref import RefBackend
+import fakechip
 from anychip.errors import ArgumentError
 from anychip.profiler import kernel_counts
-from anychip.runtime import device as devmod
 from anychip.runtime import dispatch
-from anychip.runtime.device import Buffer, Scalar
 from anychip.runtime.realize import plan
+from fakechip import FakeChip
 
 DEV = "ref"
 
@@ -160,49 +157,7 @@ def test_chrome_trace_has_one_slice_per_launch(tmp_path: Path) -> None:
 
 
 # --- a simulated chip: the optional launch_stats of the device contract ------------------------
-class FakeChip(RefBackend):
-    """The ref interpreter reporting made-up simulated figures for each launch: 1 ns per
-    output element, two cores' matrix and vector units, 1000 bytes, a two-span trace."""
-
-    name = "fakechip"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.local = threading.local()
-        self.asked = 0
-
-    def launch(
-        self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
-    ) -> None:
-        super().launch(program, out, ins, scalars)
-        t = out.size * 1e-9
-        self.local.stats = {
-            "time_s": t,
-            "units": {
-                "core0.matrix": 0.5,
-                "core1.matrix": 0.3,
-                "core0.vector": 0.2,
-                "core1.vector": 0.4,
-            },
-            "flops": 7,
-            "bytes": 1000,
-            "trace": [("core0.dma_in", 0.0, t / 2, "load"), ("core0.vector", t / 2, t, "exp")],
-        }
-
-    def launch_stats(self) -> dict[str, Any] | None:
-        self.asked += 1
-        stats: dict[str, Any] | None = getattr(self.local, "stats", None)
-        return stats
-
-
-@pytest.fixture
-def chip(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeChip]:
-    monkeypatch.setitem(devmod._discover(), FakeChip.name, FakeChip)
-    try:
-        yield devmod.get_backend(FakeChip.name)  # type: ignore[misc]
-    finally:
-        devmod._INSTANCES.pop(FakeChip.name, None)
-        dispatch.clear_cache()
+chip = fakechip.chip  # the fixture registering the fake chip
 
 
 def test_simulated_time_units_and_bytes_come_from_the_backend(chip: FakeChip) -> None:
