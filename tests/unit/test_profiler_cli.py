@@ -82,6 +82,7 @@ def test_the_command_prints_the_designs_side_by_side(
     assert rows["FLOPs"] == ["65.54k", "65.54k"]
     assert rows["device-memory traffic"] == ["14.34kB", "14.34kB"]
     assert rows["roofline bound"] == ["896.000", "ns", "(memory)", "9.333", "ns", "(memory)"]
+    assert rows["of roofline"] == ["-", "-"]  # host time against a chip's bound: not shown
     assert rows["top kernel 1"] == ["contraction", "100%", "contraction", "100%"]
 
 
@@ -96,6 +97,11 @@ def test_simulated_chips_report_unit_utilisation(
     assert rows["step time"] == ["1.024", "us"]  # 64 * 16 output elements
     assert rows["time from"] == ["timing", "model"]
     assert rows["device-memory traffic"] == ["1.00kB"]  # the chip's own figure
+    # cube at 1.8 GHz: FLOPS at 2 cores * 4096 MACs/cycle (2.222 ns) outlast 1000 bytes at
+    # 256 B/cycle (2.170 ns); that bound is 0.2% of the 1.024 us step
+    assert FLOPS / (2 * 2 * 4096 * 1.8e9) > 1000 / (256 * 1.8e9)
+    assert rows["roofline bound"] == ["2.222", "ns", "(matrix)"]
+    assert rows["of roofline"] == ["0.2%"]
 
 
 def test_plot_writes_a_png(script: str, tmp_path: Path) -> None:
