@@ -89,6 +89,22 @@ def test_a_profiler_records_only_the_threads_it_was_entered_on() -> None:
     assert [(e.name, e.thread) for e in prof.events] == [("elementwise_sin", "MainThread")]
 
 
+def test_other_threads_launches_are_not_timed_while_one_profiles(chip: FakeChip) -> None:
+    x = ac.randn(16, device=chip.name).realize()
+    asked = []
+    other = threading.Thread(target=lambda: asked.append((x.exp().realize(), chip.asked)))
+    with ac.profile():
+        before = chip.asked
+        other.start()
+        other.join()
+    assert asked[0][1] == before  # the other thread's launch never asked for its stats
+
+
+def test_leaving_a_profiler_never_entered_is_an_error() -> None:
+    with pytest.raises(ArgumentError, match="was not entered on thread 'MainThread'"):
+        ac.profile().__exit__(None, None, None)
+
+
 def test_one_profiler_entered_on_several_threads_records_them_all() -> None:
     prof = ac.profile()
     x = ac.randn(16, device=DEV).realize()

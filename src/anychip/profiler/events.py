@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from anychip.errors import ArgumentError
 from anychip.profiler.counts import kernel_counts
 from anychip.runtime import dispatch
 
@@ -79,6 +80,11 @@ class Profiler:
     ) -> None:
         tid = threading.get_ident()
         with self._lock:
+            if tid not in self._open:
+                raise ArgumentError(
+                    f"Profiler.__exit__: this profiler was not entered on thread "
+                    f"{threading.current_thread().name!r}"
+                )
             depth, stack = self._open[tid]
             if depth > 1:
                 self._open[tid] = (depth - 1, stack)

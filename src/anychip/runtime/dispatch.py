@@ -109,7 +109,7 @@ def launch(
     `kernel` (what `program` computes) goes to the launch watchers (the profiler)."""
     if scalars is None:
         scalars = tuple([n.arg for n in sources])
-    if DEBUG >= 1 or _WATCHING[0]:
+    if DEBUG >= 1 or (_WATCHING[0] and getattr(_LOCAL, "watchers", None)):
         _timed(backend, program, out, ins, scalars, label, kernel)
     else:
         _run(backend, program, out, ins, scalars)
@@ -136,7 +136,7 @@ class Launch:
 
 
 Watcher = Callable[[Launch], None]
-_WATCHING = [0]  # threads with a watcher: launches are timed only while nonzero
+_WATCHING = [0]  # watchers open in any thread: while 0, a launch looks no further
 _WATCH_LOCK = threading.Lock()
 
 
