@@ -151,7 +151,7 @@ def profile_designs(
 ) -> list[DesignResult]:
     """Run the script's step on `npu:<design>` for each design (or on `device` for all,
     run once) and profile `steps` steps after `warmup` unprofiled ones."""
-    from anychip.npu.config import get_config
+    from anychip.npu.config import PROFILES, get_config
 
     if steps < 1 or warmup < 0:
         raise ArgumentError(f"npu profile: --steps {steps} must be >= 1, --warmup {warmup} >= 0")
@@ -164,7 +164,8 @@ def profile_designs(
         if dev not in runs:
             runs[dev] = _run_steps(make_step, dev, warmup, steps)
         events, wall = runs[dev]
-        results.append(DesignResult(cfg.name, dev, events, steps, Roofline.of(cfg), wall))
+        label = Path(name).stem if name not in PROFILES else name  # a design file: its stem
+        results.append(DesignResult(label, dev, events, steps, Roofline.of(cfg), wall))
     return results
 
 
@@ -319,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
 
         os.makedirs(args.trace, exist_ok=True)
         for r in results:
-            out = Path(args.trace) / f"{Path(r.design).stem}.json"
+            out = Path(args.trace) / f"{r.design}.json"
             out.write_text(_json(chrome_trace(r.events)))
             print(f"wrote {out}")
     if args.plot:

@@ -151,6 +151,27 @@ def test_table_groups_by_kernel_with_calls_shares_and_totals() -> None:
     assert by_calls[2].startswith("contraction")
 
 
+def test_grouping_by_shape_splits_a_kernel_by_its_output() -> None:
+    x = ac.randn(4, 4, device=DEV).realize()
+    y = ac.randn(8, device=DEV).realize()
+    with ac.profile() as prof:
+        x.exp().realize()
+        y.exp().realize()
+        x.exp().realize()
+    assert [(r.name, r.calls) for r in prof.key_averages()] == [("elementwise_exp", 3)]
+    rows = {r.shape: (r.calls, r.flops) for r in prof.key_averages(group_by_shape=True)}
+    assert rows == {(4, 4): (2, 32), (8,): (1, 8)}
+    assert "elementwise_exp [4, 4]" in prof.table(group_by_shape=True)
+
+
+def test_an_empty_profile_reports_zeros() -> None:
+    with ac.profile() as prof:
+        pass
+    assert prof.events == [] and prof.key_averages() == []
+    assert prof.table().splitlines()[-1].split()[:2] == ["Total", "0"]
+    assert ac.profiler.chrome_trace(prof.events)["traceEvents"] == []
+
+
 def test_table_rejects_unknown_sort_keys() -> None:
     with pytest.raises(ArgumentError, match=r"Profiler.table: sort_by='speed' .*time, calls"):
         ac.profile().table(sort_by="speed")

@@ -69,6 +69,14 @@ def test_profile_runs_the_step_and_bounds_it_on_each_design(script: str) -> None
     assert edge.utilisation("matrix") is None  # host devices report no units
 
 
+def test_a_design_file_brings_its_own_peaks(script: str, tmp_path: Path) -> None:
+    path = tmp_path / "wide.toml"
+    PROFILES["edge"].replace(dram_bandwidth=32.0).save(path)  # twice edge's bandwidth
+    (wide,) = profile_designs(script, [str(path)], device="ref", warmup=0)
+    assert wide.design == "wide"
+    assert wide.bound == (pytest.approx(BYTES / 32e9), "memory")
+
+
 def test_the_command_prints_the_designs_side_by_side(
     script: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
