@@ -17,7 +17,8 @@ from anychip.runtime.device import Buffer, Scalar
 
 class FakeChip(RefBackend):
     """The ref interpreter reporting made-up simulated figures for each launch: 1 ns per
-    output element, two cores' matrix and vector units, 1000 bytes, a two-span trace."""
+    output element, two cores' matrix and vector units, 1000 bytes, a two-span trace
+    (`spans = False`: no trace, as a backend without one)."""
 
     name = "fakechip"
 
@@ -25,6 +26,8 @@ class FakeChip(RefBackend):
         super().__init__()
         self.local = threading.local()
         self.asked = 0
+        self.spans = True
+        self.idle = False  # also report core0.dma_out, idle (busy 0)
 
     def launch(
         self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
@@ -41,8 +44,12 @@ class FakeChip(RefBackend):
             },
             "flops": 7,
             "bytes": 1000,
-            "trace": [("core0.dma_in", 0.0, t / 2, "load"), ("core0.vector", t / 2, t, "exp")],
         }
+        if self.idle:
+            self.local.stats["units"]["core0.dma_out"] = 0.0
+        if self.spans:
+            trace = [("core0.dma_in", 0.0, t / 2, "load"), ("core0.vector", t / 2, t, "exp")]
+            self.local.stats["trace"] = trace
 
     def launch_stats(self) -> dict[str, Any] | None:
         self.asked += 1

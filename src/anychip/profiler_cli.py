@@ -227,7 +227,7 @@ def side_by_side(results: list[DesignResult], top: int = 3) -> str:
         ("of roofline", [pct(_of_roofline(r)) for r in results]),
         ("host wall time", [fmt_time(r.wall_s / r.steps) for r in results]),
     ]
-    for i in range(top):
+    for i in range(min(top, max(len(r.top(top)) for r in results))):
         cells = []
         for r in results:
             ks = r.top(top)

@@ -242,6 +242,25 @@ def test_simulated_chips_get_a_track_per_unit(chip: FakeChip, tmp_path: Path) ->
     assert procs == ["fakechip (simulated)"]
 
 
+def test_without_spans_each_busy_unit_gets_a_slice_per_kernel(chip: FakeChip) -> None:
+    x = ac.randn(1000, device=chip.name).realize()
+    chip.spans = False
+    chip.idle = True
+    with ac.profile() as prof:
+        x.exp().realize()
+    trace = ac.profiler.chrome_trace(prof.events)["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in trace if e["name"] == "thread_name"}
+    slices = sorted((names[e["tid"]], e["name"]) for e in trace if e["ph"] == "X")
+    assert all(e["dur"] == pytest.approx(1.0) for e in trace if e["ph"] == "X")  # 1000 ns
+    assert slices == [  # and none for the idle core0.dma_out
+        ("core0.matrix", "elementwise_exp (50%)"),
+        ("core0.vector", "elementwise_exp (20%)"),
+        ("core1.matrix", "elementwise_exp (30%)"),
+        ("core1.vector", "elementwise_exp (40%)"),
+        ("kernels", "elementwise_exp"),
+    ]
+
+
 def test_debug_prints_simulated_time_and_units(
     chip: FakeChip, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -249,4 +268,4 @@ def test_debug_prints_simulated_time_and_units(
     monkeypatch.setattr(dispatch, "DEBUG", 1)
     x.exp().realize()
     out = capsys.readouterr().out
-    assert "simulated 0.001 ms" in out and "core0.matrix 50%" in out
+    assert "simulated 1.000 us" in out and "core0.matrix 50%" in out

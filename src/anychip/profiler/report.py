@@ -177,7 +177,8 @@ def si(value: float, unit: str = "") -> str:
 def chrome_trace(events: list[KernelEvent]) -> dict[str, Any]:
     """The trace as JSON-ready data: complete ("X") events in microseconds, one process per
     device; host devices get a track per thread, simulated chips a `kernels` track and a
-    track per unit (the timing model's spans, or each kernel's busy fraction per unit)."""
+    track per unit (the timing model's spans, or a slice per kernel naming the unit's busy
+    fraction; none where the unit stayed idle)."""
     out: list[dict[str, Any]] = []
     pids: dict[str, int] = {}
     tids: dict[tuple[int, str], int] = {}
@@ -205,6 +206,8 @@ def chrome_trace(events: list[KernelEvent]) -> dict[str, Any]:
                 out.append(_slice(label, pid, utid, e.start_s + a, b - a, {"kernel": e.name}))
         else:
             for unit, frac in e.units.items():
+                if frac <= 0:  # idle through the kernel: nothing to draw
+                    continue
                 _, utid = track(e.device, unit, True)
                 info = {"kernel": e.name, "busy": frac}
                 out.append(_slice(f"{e.name} ({frac:.0%})", pid, utid, e.start_s, e.time_s, info))

@@ -188,7 +188,7 @@ def _sim(stats: dict[str, Any] | None) -> str:
     if not stats:
         return ""
     units = " ".join(f"{u} {f:.0%}" for u, f in sorted(stats.get("units", {}).items()))
-    return f"  simulated {float(stats['time_s']) * 1e3:.3f} ms  {units}".rstrip()
+    return f"  simulated {float(stats['time_s']) * 1e6:.3f} us  {units}".rstrip()
 
 
 def _run(
