@@ -150,3 +150,14 @@ def test_an_absent_npu_device_points_to_the_host(
     assert main(["npu", "profile", script, "--design", "edge"]) == 1
     err = capsys.readouterr().err
     assert "'npu:edge'" in err and "--device cpu runs the step on the host" in err
+
+
+def test_on_the_npu_each_design_is_simulated(script: str) -> None:
+    if "npu" not in ac.devices():
+        pytest.skip("no npu backend on this branch: the fake chip covers launch_stats")
+    edge, cube = profile_designs(script, ["edge", "cube"], warmup=0)
+    assert (edge.device, cube.device) == ("npu:edge", "npu:cube")
+    assert edge.simulated and cube.simulated
+    assert edge.flops == FLOPS  # the counting rule, the same on every device
+    assert edge.utilisation("matrix") is not None
+    assert 0 < edge.step_time_s != cube.step_time_s  # two designs, two timing models
