@@ -2,8 +2,9 @@
 cache plans by the graph's structure so an op seen before is never scheduled again.
 
 Every launch goes through `launch`, which also feeds the active recorders (the eager cache
-below and `anychip.jit`) and the launch watchers (`anychip.profile`). A Plan is that record with buffers turned into slots: replaying it
-allocates fresh outputs and launches the same compiled programs on new input buffers.
+below and `anychip.jit`) and the launch watchers (`anychip.profile`). A Plan is that record
+with buffers turned into slots: replaying it allocates fresh outputs and launches the same
+compiled programs on new input buffers.
 
 Threads: recorders and watchers are per thread (a launch is seen only by those its own
 thread opened); the plan cache is shared by all threads (plans are immutable once stored, and
