@@ -16,6 +16,7 @@ import fakechip
 from anychip.errors import ArgumentError
 from anychip.profiler import kernel_counts
 from anychip.runtime import dispatch
+from anychip.runtime.device import get_backend
 from anychip.runtime.realize import plan
 from fakechip import FakeChip
 
@@ -52,6 +53,20 @@ def test_replayed_plans_and_jit_are_recorded() -> None:
         f(x)
         f(x)
     assert [(e.name, e.flops) for e in prof.events] == [("reduce_add_exp_sum", 32 + 32 + 31)] * 2
+
+
+def test_a_launch_without_its_kernel_is_named_by_its_label() -> None:
+    x = ac.randn(6, device=DEV).realize()
+    (item,) = plan([x.exp().node])
+    backend = get_backend(DEV)
+    program = backend.compile(item.kernel)  # type: ignore[arg-type]
+    with ac.profile() as prof:  # a caller that does not pass the kernel: nothing to count
+        dispatch.launch(backend, program, item.out, list(item.ins), "my_exp float32 [6]")
+    (e,) = prof.events
+    assert (e.name, e.flops, e.bytes, e.shape) == ("my_exp", 0, 6 * 4 + 6 * 4, (6,))
+    np.testing.assert_allclose(
+        get_backend(DEV).copyout(item.out.handle, 6, item.out.dtype), np.exp(x.numpy()), rtol=1e-6
+    )
 
 
 def test_nothing_is_recorded_outside_and_watching_stops_on_exit() -> None:
