@@ -77,6 +77,7 @@ from anychip.frontend.tensor import (
     no_grad,
     set_grad_enabled,
 )
+from anychip.profiler import profile
 from anychip.runtime.device import devices, set_default_device
 from anychip.runtime.dispatch import JitError
 from anychip.serialization import load_file, save_file
@@ -141,6 +142,7 @@ __all__ = [
     "ones",
     "ones_like",
     "optim",
+    "profile",
     "promote_types",
     "rand",
     "rand_like",

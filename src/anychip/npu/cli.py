@@ -1,5 +1,6 @@
 """`anychip npu ...`: run a program file on a chosen design, emit a library kernel as a
-program file, and sweep a kernel over design variants into a CSV (and a PNG plot).
+program file, sweep a kernel over design variants into a CSV (and a PNG plot), and profile
+a model's step on several designs (`profile`, in anychip/profiler_cli.py).
 
 The timing model (`anychip.npu.timing`) is imported lazily; without it `run` prints the
 functional report only, and `sweep` (which needs cycles) says so.
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from anychip import profiler_cli
 from anychip.cli import command
 from anychip.errors import Error
 from anychip.npu.config import NpuConfig, get_config
@@ -65,6 +67,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "ub.size=256K,1M; dram_bandwidth=128,256); several --param give their product",
     )
     sweep.add_argument("--out", "-o", default="sweep.csv", help="CSV file (PNG beside it)")
+    profiler_cli.add_parser(subs)  # `npu profile SCRIPT.py`: choose a chip by running a model
 
 
 def _design(p: argparse.ArgumentParser) -> None:
@@ -81,7 +84,9 @@ def _shape(p: argparse.ArgumentParser) -> None:
 
 @command("npu", "the simulated accelerator: run programs, emit kernels, sweep designs", _configure)
 def _npu(args: argparse.Namespace) -> int:
-    action = {"run": _run, "emit": _emit, "sweep": _sweep}[args.npu_command]
+    action = {"run": _run, "emit": _emit, "sweep": _sweep, "profile": profiler_cli.run}[
+        args.npu_command
+    ]
     return action(args)
 
 

@@ -108,6 +108,14 @@ class Backend(ABC):
         count is checked). Tensor creation and realisation check sizes against it."""
         return None
 
+    def launch_stats(self) -> dict[str, Any] | None:
+        """What the latest launch on the calling thread cost, for a backend that knows better
+        than the host's clock (a simulator): `{"time_s": simulated seconds, "units": {unit:
+        busy fraction}, "flops": int, "bytes": int, "trace": [(unit, start_s, end_s,
+        label), ...] (optional)}`; None (the default) when the host's wall time is the truth.
+        Asked only while a profiler watches or ANYCHIP_DEBUG is set (docs/profiler.md)."""
+        return None
+
 
 @functools.cache  # asked at every allocation; physical memory does not change
 def host_memory() -> int | None:

@@ -2,11 +2,12 @@
 cache plans by the graph's structure so an op seen before is never scheduled again.
 
 Every launch goes through `launch`, which also feeds the active recorders (the eager cache
-below and `anychip.jit`). A Plan is that record with buffers turned into slots: replaying it
-allocates fresh outputs and launches the same compiled programs on new input buffers.
+below and `anychip.jit`) and the launch watchers (`anychip.profile`). A Plan is that record
+with buffers turned into slots: replaying it allocates fresh outputs and launches the same
+compiled programs on new input buffers.
 
-Threads: recorders are per thread (a launch is recorded only by recorders its own thread
-opened); the plan cache is shared by all threads (plans are immutable once stored, and
+Threads: recorders and watchers are per thread (a launch is seen only by those its own
+thread opened); the plan cache is shared by all threads (plans are immutable once stored, and
 stores are under a lock).
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from anychip.errors import Error
 from anychip.ir.ops import Node, Ops, runtime_scalar
-from anychip.runtime.device import Backend, Buffer, Scalar, debug_level, get_backend
+from anychip.runtime.device import Backend, Buffer, Kernel, Scalar, debug_level, get_backend
 
 DEBUG = debug_level()
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
@@ -59,6 +60,7 @@ class Step:
     label: str = ""  # what ANYCHIP_DEBUG=1 prints for a launch: kernel, dtype, shape
     scalars: tuple[Scalar, ...] = ()
     sources: tuple[Node, ...] = ()
+    kernel: Kernel | None = None  # what the program computes (the profiler counts it)
 
 
 @dataclass(eq=False)  # recorders are removed from the active list by identity
@@ -100,23 +102,94 @@ def launch(
     label: str = "",
     sources: tuple[Node, ...] = (),
     scalars: tuple[Scalar, ...] | None = None,
+    kernel: Kernel | None = None,
 ) -> None:
     """Run a compiled program (the one door to `Backend.launch`), telling the recorders;
     with ANYCHIP_DEBUG=1 print `label` (kernel name, dtype, shape) and the time it took.
-    The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`."""
+    The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`.
+    `kernel` (what `program` computes) goes to the launch watchers (the profiler)."""
     if scalars is None:
         scalars = tuple([n.arg for n in sources])
-    if DEBUG >= 1:
-        backend.synchronize()
-        t0 = time.perf_counter()
-        _run(backend, program, out, ins, scalars)
-        backend.synchronize()
-        ms = (time.perf_counter() - t0) * 1e3
-        print(f"[{out.device}] {label or '(kernel)':<48} {ms:8.3f} ms")
+    if DEBUG >= 1 or (_WATCHING[0] and getattr(_LOCAL, "watchers", None)):
+        _timed(backend, program, out, ins, scalars, label, kernel)
     else:
         _run(backend, program, out, ins, scalars)
     for rec in getattr(_LOCAL, "recorders", ()):
-        rec.steps.append(Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources))
+        rec.steps.append(
+            Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources, kernel)
+        )
+
+
+# --- launch watchers (anychip.profile) --------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """What a watcher is told about one launch: `wall_s` is the host's measured time
+    (synchronised before and after), `stats` the backend's `launch_stats()` (or None)."""
+
+    backend: Backend
+    kernel: Kernel | None
+    out: Buffer
+    ins: list[Buffer]
+    label: str
+    start: float  # time.perf_counter() when it started
+    wall_s: float
+    stats: dict[str, Any] | None
+
+
+Watcher = Callable[[Launch], None]
+_WATCHING = [0]  # watchers open in any thread: while 0, a launch looks no further
+_WATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def watching(fn: Watcher) -> Iterator[None]:
+    """Call `fn(Launch)` after each kernel launch this thread makes inside the block
+    (watchers nest; launches of other threads are not seen). When no thread watches, a
+    launch costs one list read more than an unwatched one."""
+    ws: list[Watcher] | None = getattr(_LOCAL, "watchers", None)
+    if ws is None:
+        ws = _LOCAL.watchers = []
+    ws.append(fn)
+    with _WATCH_LOCK:
+        _WATCHING[0] += 1
+    try:
+        yield
+    finally:
+        ws.remove(fn)
+        with _WATCH_LOCK:
+            _WATCHING[0] -= 1
+
+
+def _timed(
+    backend: Backend,
+    program: Any,
+    out: Buffer,
+    ins: list[Buffer],
+    scalars: tuple[Scalar, ...],
+    label: str,
+    kernel: Kernel | None,
+) -> None:
+    backend.synchronize()
+    t0 = time.perf_counter()
+    _run(backend, program, out, ins, scalars)
+    backend.synchronize()
+    wall = time.perf_counter() - t0
+    stats = backend.launch_stats()
+    if DEBUG >= 1:
+        print(f"[{out.device}] {label or '(kernel)':<48} {wall * 1e3:8.3f} ms{_sim(stats)}")
+    watchers: list[Watcher] = getattr(_LOCAL, "watchers", [])
+    if watchers:
+        event = Launch(backend, kernel, out, ins, label, t0, wall, stats)
+        for fn in list(watchers):
+            fn(event)
+
+
+def _sim(stats: dict[str, Any] | None) -> str:
+    """A simulated launch's time and each unit's busy fraction, for ANYCHIP_DEBUG=1."""
+    if not stats:
+        return ""
+    units = " ".join(f"{u} {f:.0%}" for u, f in sorted(stats.get("units", {}).items()))
+    return f"  simulated {float(stats['time_s']) * 1e6:.3f} us  {units}".rstrip()
 
 
 def _run(
@@ -197,6 +270,7 @@ class _PlanStep:
     # per runtime scalar: (position of its CONST node in the replayed graph's walk, value
     # at capture); position -1 replays the captured value (jit: a captured constant)
     scalars: tuple[tuple[int, Scalar], ...] = ()
+    kernel: Kernel | None = None
 
 
 @dataclass
@@ -228,9 +302,8 @@ class Plan:
                     if s.scalars
                     else ()  # most kernels take none: no comprehension to run
                 )
-                launch(
-                    backend, s.program, out, list(map(env.__getitem__, s.ins)), s.label, (), vals
-                )
+                ins = list(map(env.__getitem__, s.ins))
+                launch(backend, s.program, out, ins, s.label, (), vals, s.kernel)
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             elif s.kind is HOST:
@@ -290,7 +363,9 @@ def make_plan(
         sc = tuple([(where.get(id(n), -1), v) for n, v in zip(s.sources, s.scalars)])
         if len(sc) < len(s.scalars):  # values launched without their nodes: constants
             sc = tuple([(-1, v) for v in s.scalars])
-        steps.append(_PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc))
+        steps.append(
+            _PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc, s.kernel)
+        )
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
 
