@@ -133,6 +133,34 @@ def test_batch_transposes_and_broadcast_weight(design: str) -> None:
     assert np.all(np.abs(out - ar @ br) <= bound(ar, br, 40))
 
 
+@pytest.mark.parametrize("mnk", [(1, 1, 1), (1, 33, 17), (17, 1, 300), (5, 7, 1)])
+def test_vector_and_degenerate_shapes(mnk: tuple[int, int, int]) -> None:
+    m, n, k = mnk
+    a, b = randn(2, m, k), randn(1, k, n, seed=1)
+    out = run("cube", a, b, trans_b=True)
+    ar, br = rounded(a, DT.F16), rounded(b, DT.F16)
+    assert np.all(np.abs(out - ar @ br) <= bound(ar, br, k))
+
+
+def test_two_batch_dimensions_with_a_broadcast_one() -> None:
+    """batch (2, 3): a has both, b only the second (stride 0 over the first)."""
+    cfg = get_config("edge")
+    m, n, k = 9, 11, 13
+    a, b = randn(2, 3, m, k, seed=14), randn(3, k, n, seed=15)
+    sim = Simulator(cfg)
+    regs = {3: sim.put(a, DT.F16), 4: sim.put(b, DT.F16), 5: sim.alloc(2 * 3 * m * n * 4)}
+    spec = GemmSpec(
+        (2, 3), m, n, k,
+        GemmView(3, DT.F16, 0, (3 * m * k, m * k), k, 1),
+        GemmView(4, DT.F16, 0, (0, k * n), n, 1),
+        GemmView(5, DT.F32, 0, (3 * m * n, m * n), n, 1),
+    )  # fmt: skip
+    sim.run(bind(npu_gemm(cfg, spec).program, regs))
+    out = sim.get(regs[5], (2, 3, m, n), DT.F32)
+    ar, br = rounded(a, DT.F16), rounded(b, DT.F16)
+    assert np.all(np.abs(out - ar @ br) <= bound(ar, br, k))
+
+
 def test_work_splits_over_cores_and_output_can_be_column_major() -> None:
     cfg = get_config("datacenter")
     a, b = randn(1, 300, 64), randn(1, 64, 200, seed=3)
