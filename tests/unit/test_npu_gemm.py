@@ -231,7 +231,7 @@ def test_epilogue_bias_scale_relu_and_f16_store(design: str) -> None:
     assert np.all(out >= 0) and np.any(out == 0)
 
 
-def _row_bias_residual_gelu(bias_dt: DT, res_dt: DT) -> None:
+def _row_bias_residual_gelu(bias_dt: DT, res_dt: DT, plan: GemmPlan | None = None) -> None:
     """A per-row bias (column stride 0), a full (m, n) residual, gelu, a bf16 store."""
     m, n, k = 40, 24, 20
     a, b = randn(1, m, k, seed=10), randn(1, k, n, seed=11)
@@ -242,15 +242,18 @@ def _row_bias_residual_gelu(bias_dt: DT, res_dt: DT) -> None:
         Unary(UnOp.GELU),
     )
     extra = {"rowb": (rowb, bias_dt), "res": (res, res_dt)}
-    out = run("cube", a, b, out_dt=DT.BF16, epilogue=epi, extra=extra)
+    out = run("cube", a, b, out_dt=DT.BF16, epilogue=epi, extra=extra, plan=plan)
     ar, br = rounded(a, DT.F16), rounded(b, DT.F16)
     x = ar @ br + rounded(rowb, bias_dt)[:, None] + rounded(res, res_dt)
     ref = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
     assert np.all(np.abs(out - ref) <= 2.0**-8 * np.abs(ref) + 1e-4 * (1 + np.abs(x)))
 
 
-def test_epilogue_row_bias_residual_gelu_bf16_store() -> None:
-    _row_bias_residual_gelu(DT.F32, DT.F32)
+@pytest.mark.parametrize("plan", [None, GemmPlan(16, 16, 16, 2)])
+def test_epilogue_row_bias_residual_gelu_bf16_store(plan: GemmPlan | None) -> None:
+    """Also with small tiles: 3 x 2 output tiles of 2 k-steps, epilogue operands flowing
+    through their slots (one for the full residual) from tile to tile."""
+    _row_bias_residual_gelu(DT.F32, DT.F32, plan)
 
 
 def _widening_vcast_works() -> bool:

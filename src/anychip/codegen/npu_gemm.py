@@ -213,14 +213,24 @@ def _check(config: NpuConfig, s: GemmSpec) -> None:
 
 
 # ---- planning ------------------------------------------------------------------------
+def _bias_elems(v: GemmView, p: GemmPlan) -> int:
+    """Elements of one tile of an epilogue operand: a broadcast dimension holds one."""
+    return (1 if v.rows == 0 else p.tm) * (1 if v.cols == 0 else p.tn)
+
+
+def _bias_slots(v: GemmView) -> int:
+    """Two slots for a broadcast operand (a row or a column), one for a full tile."""
+    return 2 if 0 in (v.rows, v.cols) else 1
+
+
 def _ub_bytes(s: GemmSpec, p: GemmPlan, pieces: int) -> int:
     """Unified-buffer bytes: the float32 split's slots, bias slots, down-cast slots."""
-    tile = round_up(p.tm * p.tn * 4, 64)
     need = 0
     for e in s.epilogue:
         if isinstance(e, Bias):
-            need += 2 * round_up(tile // 4 * e.view.dtype.itemsize, 64)
-            need += tile if e.view.dtype != DT.F32 else 0
+            elems = _bias_elems(e.view, p)
+            need += _bias_slots(e.view) * round_up(elems * e.view.dtype.itemsize, 64)
+            need += round_up(4 * elems, 64) if e.view.dtype != DT.F32 else 0
     if s.out.dtype != DT.F32:
         need += 2 * round_up(p.tm * p.tn * s.out.dtype.itemsize, 64)
     if s.a.dtype == DT.F32:
@@ -395,10 +405,11 @@ class _CoreGen:
         self.biases: list[tuple[Bias, Ring, Ref | None]] = []
         for e in s.epilogue:
             if isinstance(e, Bias):
-                slot = p.tm * p.tn * e.view.dtype.itemsize
-                ring = Ring(bld, [Unit.DMA_IN, Unit.VECTOR],
-                            [bld.alloc(Space.UB, slot) for _ in range(2)])  # fmt: skip
-                wide = bld.alloc(Space.UB, 4 * p.tm * p.tn) if e.view.dtype != DT.F32 else None
+                elems = _bias_elems(e.view, p)
+                slot = elems * e.view.dtype.itemsize
+                slots = [bld.alloc(Space.UB, slot) for _ in range(_bias_slots(e.view))]
+                ring = Ring(bld, [Unit.DMA_IN, Unit.VECTOR], slots)
+                wide = bld.alloc(Space.UB, 4 * elems) if e.view.dtype != DT.F32 else None
                 self.biases.append((e, ring, wide))
         if self.split:
             raw = [(bld.alloc(Space.UB, 4 * p.tm * p.tk), bld.alloc(Space.UB, 4 * p.tk * p.tn))
@@ -528,10 +539,13 @@ class _CoreGen:
             if self.acc_uses >= len(self.accs):
                 bld.wait(Unit.DMA_OUT, Unit.MATRIX, self.f_free)
             self.acc_uses += 1
-            for e, ring, _ in self.biases:
-                self._bias_load(e, ring, st)
         acc = Tile(slot, er, ec, DT.F32)
         last = k0 + p.tk >= self.s.k
+        if k0 == max(0, (math.ceil(self.s.k / p.tk) - 2) * p.tk):
+            # epilogue operands load two steps before the tile's end: with one slot, the
+            # previous tile's epilogue is done by then, and the load lands before its own
+            for e, ring, _ in self.biases:
+                self._bias_load(e, ring, st)
         bs = round_up(-(-er // STORE_BLOCKS), cfg.matrix_m) if last else er
         blocks = [(b0, min(b0 + bs, er)) for b0 in range(0, er, bs)]
         self.ins.enter(1)
