@@ -15,9 +15,9 @@ import json
 import time
 from typing import Any
 
-from anychip.codegen.npu_gemm import GemmSpec, GemmView, bind, npu_gemm
+from anychip.codegen.npu_gemm import Bias, GemmSpec, GemmView, Unary, bind, npu_gemm
 from anychip.npu.config import NpuConfig, get_config
-from anychip.npu.isa import DT
+from anychip.npu.isa import DT, UnOp
 from anychip.npu.kernels import gemm as library_gemm
 from anychip.npu.program import Program
 from anychip.npu.report import TimingReport
@@ -45,13 +45,17 @@ def timed(prog: Program, cfg: NpuConfig, flops: int) -> dict[str, Any]:
     }
 
 
-def generated(cfg: NpuConfig, size: int, dt: DT, precision: str) -> dict[str, Any]:
+def generated(
+    cfg: NpuConfig, size: int, dt: DT, precision: str, fused: bool = False
+) -> dict[str, Any]:
+    """out = a @ b, or with `fused` relu(a @ b + bias) stored as float16."""
     n = size
     a = GemmView(3, dt, 0, (), n, 1)
     b = GemmView(4, dt, 0, (), n, 1)
-    out = GemmView(5, DT.F32, 0, (), n, 1)
-    g = npu_gemm(cfg, GemmSpec((), n, n, n, a, b, out, (), precision))
-    regs = {3: 0, 4: n * n * dt.itemsize, 5: 2 * n * n * dt.itemsize}
+    out = GemmView(5, DT.F16 if fused else DT.F32, 0, (), n, 1)
+    epi = (Bias(GemmView(6, DT.F32, 0, (), 0, 1)), Unary(UnOp.RELU)) if fused else ()
+    g = npu_gemm(cfg, GemmSpec((), n, n, n, a, b, out, epi, precision))
+    regs = {3: 0, 4: n * n * dt.itemsize, 5: 2 * n * n * dt.itemsize, 6: 3 * n * n * dt.itemsize}
     row = timed(bind(g.program, regs), cfg, g.flops)
     row["plan"] = str(g.plan)
     return row
@@ -89,6 +93,8 @@ def main() -> None:
     ok = peak >= TARGET_PEAK and ratio >= TARGET_LIBRARY
     print(f"  generated / library speed: {ratio:.1%} (targets: >= {TARGET_PEAK:.0%} of peak, "
           f">= {TARGET_LIBRARY:.0%} of the library) -> {'met' if ok else 'NOT met'}")  # fmt: skip
+    res["generated_f16_fused"] = r = generated(cfg, n, DT.F16, "highest", fused=True)
+    print(line("generated, relu(a@b + bias) -> f16", r))
     if "bf16" in cfg.matrix_dtypes:
         for p in ("medium", "high", "highest"):
             res[f"generated_f32_{p}"] = r = generated(cfg, n, DT.F32, p)
