@@ -33,6 +33,7 @@ from anychip.npu.isa import (
     DT,
     Branch,
     Cond,
+    Dma,
     Finish,
     Ref,
     SAluI,
@@ -205,6 +206,23 @@ def test_f32_precisions_against_float64(design: str) -> None:
     assert err["high"] <= 4 * 2.0**-16  # dropped x1*y1 and the rounded x1
     assert err["medium"] <= 4 * 2.0**-9  # x0 and y0 rounded to bf16
     assert err["medium"] > 10 * err["high"] > 100 * err["highest"]
+
+
+@pytest.mark.parametrize(("design", "tile"), [("cube", 16), ("datacenter", 128)])
+def test_f32_rows_of_tiles_reuse_a_pieces_from_l1(design: str, tile: int) -> None:
+    """Several output tiles per row: A's split pieces come from L1 after the first."""
+    cfg = get_config(design)
+    plan = GemmPlan(tile, tile, tile, 2)
+    m, n, k = tile + 3, 3 * tile - 5, 2 * tile + 1
+    v = GemmView(3, DT.F32, 0, (1,), k, 1)
+    spec = GemmSpec((1,), m, n, k, v, v, v, (), "highest")
+    assert ng._caches_a(cfg, spec, plan, pieces=3)
+    code = npu_gemm(cfg, spec, plan).program.cores[0]
+    assert any(isinstance(i, Dma) and i.src.space == Space.L1 for i in code)
+    a, b = randn(1, m, k, seed=16), randn(1, k, n, seed=17)
+    out = run(design, a, b, dt=DT.F32, plan=plan)
+    ref = a.astype(np.float32).astype(np.float64) @ b.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(out, ref, rtol=1.3e-6, atol=1e-5)
 
 
 def test_f32_highest_keeps_exact_products_exact() -> None:

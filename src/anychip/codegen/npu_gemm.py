@@ -262,17 +262,33 @@ def _estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     hw = (p.tm // cfg.matrix_m) * (p.tn // cfg.matrix_n) * (p.tk // cfg.matrix_k)
     compute = per_core * steps * hw * cfg.tile_cycles * npass
     size = s.a.dtype.itemsize
-    traffic = bat * (size * s.k * (s.m * math.ceil(s.n / p.tn) + s.n * math.ceil(s.m / p.tm))
+    pieces = 1 + max(max(pq) for pq in PASSES[s.precision])
+    # A's tiles are loaded (and split) once per output tile, or once per row of tiles
+    # when the float32 split keeps them in L1
+    a_reuse = math.ceil(s.n / p.tn) if _caches_a(cfg, s, p, pieces) else 1
+    a_loads = s.m * math.ceil(s.n / p.tn) / a_reuse
+    traffic = bat * (size * s.k * (a_loads + s.n * math.ceil(s.m / p.tm))
                      + s.out.dtype.itemsize * s.m * s.n)  # fmt: skip
     mem = traffic / (DRAM_EFFICIENCY * cfg.dram_bandwidth)
     vector = 0.0
     if s.a.dtype == DT.F32:
-        ops = 5 * (1 + max(max(pq) for pq in PASSES[s.precision])) - 4  # the split's ops
-        vector = per_core * steps * ops * (p.tm + p.tn) * p.tk / cfg.vector_lanes
+        ops = 5 * pieces - 4  # the split's vector ops per element
+        vector = per_core * steps * ops * (p.tm / a_reuse + p.tn) * p.tk / cfg.vector_lanes
     share = cfg.dram_bandwidth / min(cfg.cores, tiles)
     fill = (size * p.tk * (p.tm + p.tn) + 4 * p.tm * p.tn) / share + 2 * cfg.dma_latency
     stall = 0.0 if p.acc_slots == 2 else per_core * 4 * p.tm * p.tn / share
-    return max(compute, mem, vector) + fill + stall + per_core * steps * 8 * npass
+    # a step shorter than a load's round trip leaves the matrix unit waiting on its loads
+    step = hw * cfg.tile_cycles * npass
+    short = max(0, 2 * cfg.dma_latency - step)
+    return max(compute, mem, vector) + fill + stall + per_core * steps * (8 * npass + short)
+
+
+def _caches_a(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
+    """Whether a float32 GEMM keeps the bf16 pieces of a row of A tiles (tm, K) in L1,
+    so that the row's other output tiles reuse them instead of loading and splitting A
+    again: when they fit and a row has more than one output tile."""
+    depth = math.ceil(s.k / p.tk) * p.tk
+    return s.a.dtype == DT.F32 and s.n > p.tn and 2 * pieces * p.tm * depth <= cfg.l1.size
 
 
 def plan_npu_gemm(config: NpuConfig, s: GemmSpec) -> GemmPlan:
@@ -419,6 +435,11 @@ class _CoreGen:
             self.pcs = Ring(bld, [Unit.VECTOR, Unit.DMA_IN], pcs)
             scratch = 4 * p.tk * max(p.tm, p.tn)
             self.scratch = [bld.alloc(Space.UB, scratch) for _ in range(2)]
+        # a row of A's split tiles kept in L1 (one block per k-step) for the row's tiles
+        self.a_cache: Ref | None = None
+        if _caches_a(bld.config, s, p, pieces):
+            self.a_cache = bld.alloc(Space.L1, a_bytes * math.ceil(s.k / p.tk))
+        self.a_cached: list[bool] = []
         self.steps: list[Step] = []
         self.ready: dict[int, tuple[list[Tile], list[Tile]]] = {}
         self.prepared = 0
@@ -434,6 +455,13 @@ class _CoreGen:
     def emit(self, items: list[tuple[tuple[int, ...], int, int]]) -> None:
         s, p = self.s, self.p
         self.steps = [(b, i0, j0, k0) for b, i0, j0 in items for k0 in range(0, s.k, p.tk)]
+        # a step finds A's pieces in L1 when the tile before it was in the same row
+        rows = [(b, i0) for b, i0, _, _ in self.steps]
+        nk = math.ceil(s.k / p.tk)
+        self.a_cached = [
+            self.a_cache is not None and n >= nk and rows[n - nk] == rows[n]
+            for n in range(len(self.steps))
+        ]
         lead = 3 if self.split else 1
         for n, st in enumerate(self.steps):
             while self.prepared <= min(n + lead, len(self.steps) + 1):
@@ -484,7 +512,8 @@ class _CoreGen:
         bidx, i0, j0, k0 = st = self.steps[i]
         r, c, d, er, ec, ed = self.dims(st)
         ra, rb = self.raw.enter(0)
-        _load(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
+        if not self.a_cached[i]:
+            _load(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
         _load(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
         self.raw.leave(0)
 
@@ -497,7 +526,10 @@ class _CoreGen:
         bld = self.bld
         raws = self.raw.enter(1)
         outs = self.pcs.enter(0)
-        for ref, rows, cols, dst in ((raws[0], er, ed, outs[0]), (raws[1], ed, ec, outs[1])):
+        todo = [(raws[1], ed, ec, outs[1])]
+        if not self.a_cached[i]:
+            todo.insert(0, (raws[0], er, ed, outs[0]))
+        for ref, rows, cols, dst in todo:
             x = Tile(ref, rows, cols, DT.F32)
             t, r = (Tile(sc, rows, cols, DT.F32) for sc in self.scratch)
             piece = [Tile(dataclasses.replace(dst, off=dst.off + q * rows * cols * 2), rows,
@@ -515,13 +547,26 @@ class _CoreGen:
         self.pcs.leave(0)
 
     def _copy(self, i: int) -> None:
+        """The pieces into L0A/L0B: A's from L1 when cached, else from the unified buffer
+        (and into L1 for the row's next tiles). dma_in reads what it wrote to L1 in order."""
         _, _, _, er, ec, ed = self.dims(self.steps[i])
         src = self.pcs.enter(1)
         dst = self.ins.enter(0)
+        block = None
+        if self.a_cache is not None:
+            off = self.steps[i][3] // self.p.tk * 2 * self.pieces * self.p.tm * self.p.tk
+            block = Tile(dataclasses.replace(self.a_cache, off=self.a_cache.off + off), 1,
+                         self.pieces * er * ed, DT.BF16)  # fmt: skip
         tiles: list[list[Tile]] = []
         for s_ref, d_ref, rows, cols in ((src[0], dst[0], er, ed), (src[1], dst[1], ed, ec)):
             flat = self.pieces * rows * cols
-            self.bld.copy(Tile(d_ref, 1, flat, DT.BF16), Tile(s_ref, 1, flat, DT.BF16))
+            into = Tile(d_ref, 1, flat, DT.BF16)
+            if d_ref is dst[0] and block is not None and self.a_cached[i]:
+                self.bld.copy(into, block)
+            else:
+                self.bld.copy(into, Tile(s_ref, 1, flat, DT.BF16))
+                if d_ref is dst[0] and block is not None:
+                    self.bld.copy(block, Tile(s_ref, 1, flat, DT.BF16))
             tiles.append([Tile(dataclasses.replace(d_ref, off=d_ref.off + q * rows * cols * 2),
                                rows, cols, DT.BF16) for q in range(self.pieces)])  # fmt: skip
         self.pcs.leave(1)
