@@ -210,6 +210,14 @@ def _check(config: NpuConfig, s: GemmSpec) -> None:
             raise ShapeError(f"{what}: negative strides or offsets are not supported ({v})")
         if not 3 <= v.reg < 32:
             raise ArgumentError(f"{what}: base register r{v.reg} must be in r3..r31")
+    o = s.out
+    dims = sorted((st, n) for st, n in ((o.rows, s.m), (o.cols, s.n),
+                  *zip(o.batch_strides, s.batch, strict=True)) if n > 1)  # fmt: skip
+    span = 1  # each dimension's stride must clear everything inside it
+    for st, n in dims:
+        if st < span:
+            raise ShapeError(f"{what}: the output view writes an element twice ({o})")
+        span = st * n
 
 
 # ---- planning ------------------------------------------------------------------------
