@@ -231,7 +231,12 @@ def _bias_slots(v: GemmView) -> int:
     return 2 if 0 in (v.rows, v.cols) else 1
 
 
-def _ub_bytes(s: GemmSpec, p: GemmPlan, pieces: int) -> int:
+def _block_rows(cfg: NpuConfig, rows: int) -> int:
+    """Rows of each block the last k-step of a (rows, tn) tile is handed on in."""
+    return round_up(-(-rows // STORE_BLOCKS), cfg.matrix_m)
+
+
+def _ub_bytes(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
     """Unified-buffer bytes: the float32 split's slots, bias slots, down-cast slots."""
     need = 0
     for e in s.epilogue:
@@ -240,7 +245,7 @@ def _ub_bytes(s: GemmSpec, p: GemmPlan, pieces: int) -> int:
             need += _bias_slots(e.view) * round_up(elems * e.view.dtype.itemsize, 64)
             need += round_up(4 * elems, 64) if e.view.dtype != DT.F32 else 0
     if s.out.dtype != DT.F32:
-        need += 2 * round_up(p.tm * p.tn * s.out.dtype.itemsize, 64)
+        need += 2 * round_up(_block_rows(cfg, p.tm) * p.tn * s.out.dtype.itemsize, 64)
     if s.a.dtype == DT.F32:
         a, b = p.tm * p.tk, p.tk * p.tn
         need += 2 * (round_up(4 * a, 64) + round_up(4 * b, 64))  # raw f32 tiles
@@ -256,7 +261,7 @@ def _fits(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
         2 * a <= cfg.l0a.size
         and 2 * b <= cfg.l0b.size
         and p.acc_slots * round_up(4 * p.tm * p.tn, 64) <= cfg.l0c.size
-        and _ub_bytes(s, p, pieces) <= cfg.ub.size
+        and _ub_bytes(cfg, s, p, pieces) <= cfg.ub.size
     )
 
 
@@ -420,10 +425,10 @@ class _CoreGen:
         self.f_out = bld.flag((last, Unit.DMA_OUT))  # block ready to store
         self.f_free = bld.flag((Unit.DMA_OUT, Unit.MATRIX))  # accumulator stored
         self.acc_uses = 0
-        self.casts: list[Ref] = []  # down-cast output tiles, two slots
+        self.casts: list[Ref] = []  # down-cast output blocks, two slots
         self.cast_uses = 0
         if s.out.dtype != DT.F32:
-            slot = p.tm * p.tn * s.out.dtype.itemsize
+            slot = _block_rows(bld.config, p.tm) * p.tn * s.out.dtype.itemsize
             self.casts = [bld.alloc(Space.UB, slot) for _ in range(2)]
             self.f_cast = bld.flag((Unit.DMA_OUT, Unit.VECTOR))  # a cast slot stored
         self.biases: list[tuple[Bias, Ring, Ref | None]] = []
@@ -599,7 +604,7 @@ class _CoreGen:
             # previous tile's epilogue is done by then, and the load lands before its own
             for e, ring, _ in self.biases:
                 self._bias_load(e, ring, st)
-        bs = round_up(-(-er // STORE_BLOCKS), cfg.matrix_m) if last else er
+        bs = _block_rows(cfg, er) if last else er
         blocks = [(b0, min(b0 + bs, er)) for b0 in range(0, er, bs)]
         self.ins.enter(1)
         for b0, b1 in blocks:
@@ -612,9 +617,7 @@ class _CoreGen:
                         self.f_ready if self.vec else self.f_out)  # fmt: skip
         self.ins.leave(1)
         if last:
-            if self.vec:
-                self._epilogue(acc, blocks, st)
-            self._stores(acc, blocks, st, r, c)
+            self._drain(acc, blocks, st, r, c)
 
     def _bias_load(self, e: Bias, ring: Ring, st: Step) -> None:
         bidx, i0, j0, _ = st
@@ -626,34 +629,47 @@ class _CoreGen:
         _load(self.bld, Tile(ref, prow, pcol, v.dtype), v, bidx, i0, j0, rows, cols)
         ring.leave(0)
 
-    def _epilogue(self, acc: Tile, blocks: list[tuple[int, int]], st: Step) -> None:
+    def _drain(self, acc: Tile, blocks: list[tuple[int, int]], st: Step, r: int, c: int) -> None:
+        """The finished tile, block by block: the epilogue and down-cast (vector), then the
+        store (dma_out). Emitted block by block, so that a vector wait for a cast slot is
+        dispatched after the store that frees it (an in-order scalar unit would deadlock
+        behind a full vector queue otherwise)."""
         bld, s = self.bld, self.s
+        bidx, i0, j0, _ = st
         er, ec = acc.shape
         tiles = {}  # id(op) -> (bias tile, f32 scratch or None)
         for bias, ring, wide in self.biases:
             v = bias.view
             prow, pcol = (1 if v.rows == 0 else er), (1 if v.cols == 0 else ec)
             tiles[id(bias)] = (Tile(ring.enter(1), prow, pcol, v.dtype), wide)
-        out = None
-        if self.casts:
-            if self.cast_uses >= len(self.casts):
-                bld.wait(Unit.DMA_OUT, Unit.VECTOR, self.f_cast)
-            out = Tile(self.casts[self.cast_uses % len(self.casts)], er, ec, s.out.dtype)
         for b0, b1 in blocks:
-            bld.wait(Unit.MATRIX, Unit.VECTOR, self.f_ready)
             part = acc.sub(b0, 0, b1 - b0, ec)
-            for e in s.epilogue:
-                if isinstance(e, Scale):
-                    bld.vscalar(BinOp.MUL, part, part, e.value)
-                elif isinstance(e, Unary):
-                    bld.vun(e.op, part, part)
-                else:
-                    bld.vbin(BinOp.ADD, part, part, self._bias_block(e, *tiles[id(e)], b0, b1, ec))
-            if out is not None:
-                bld.vcast(out.sub(b0, 0, b1 - b0, ec), part)
-            bld.set(Unit.VECTOR, Unit.DMA_OUT, self.f_out)
+            if self.vec:
+                bld.wait(Unit.MATRIX, Unit.VECTOR, self.f_ready)
+                for e in s.epilogue:
+                    if isinstance(e, Scale):
+                        bld.vscalar(BinOp.MUL, part, part, e.value)
+                    elif isinstance(e, Unary):
+                        bld.vun(e.op, part, part)
+                    else:
+                        add = self._bias_block(e, *tiles[id(e)], b0, b1, ec)
+                        bld.vbin(BinOp.ADD, part, part, add)
+                if self.casts:  # into the next block slot dma_out has stored
+                    if self.cast_uses >= len(self.casts):
+                        bld.wait(Unit.DMA_OUT, Unit.VECTOR, self.f_cast)
+                    slot = self.casts[self.cast_uses % len(self.casts)]
+                    self.cast_uses += 1
+                    part = Tile(slot, b1 - b0, ec, s.out.dtype)
+                    bld.vcast(part, acc.sub(b0, 0, b1 - b0, ec))
+                bld.set(Unit.VECTOR, Unit.DMA_OUT, self.f_out)
+            bld.wait(Unit.VECTOR if self.vec else Unit.MATRIX, Unit.DMA_OUT, self.f_out)
+            rows = min(b1, r) - b0  # rows past the matrix's end are padding
+            _store(bld, s.out, bidx, i0 + b0, j0, part.sub(0, 0, rows, ec), rows, c)
+            if self.casts:
+                bld.set(Unit.DMA_OUT, Unit.VECTOR, self.f_cast)
         for _, ring, _ in self.biases:
             ring.leave(1)
+        bld.set(Unit.DMA_OUT, Unit.MATRIX, self.f_free)  # the accumulator is free again
 
     def _bias_block(self, e: Bias, t: Tile, wide: Ref | None, b0: int, b1: int,
                     cols: int) -> Tile:  # fmt: skip
@@ -669,22 +685,6 @@ class _CoreGen:
         if e.view.cols == 0:
             src = src.bcast_cols(cols)
         return src
-
-    def _stores(self, acc: Tile, blocks: list[tuple[int, int]], st: Step, r: int, c: int) -> None:
-        bld = self.bld
-        bidx, i0, j0, _ = st
-        er, ec = acc.shape
-        src = acc
-        if self.casts:
-            src = Tile(self.casts[self.cast_uses % len(self.casts)], er, ec, self.s.out.dtype)
-        for b0, b1 in blocks:
-            bld.wait(Unit.VECTOR if self.vec else Unit.MATRIX, Unit.DMA_OUT, self.f_out)
-            part = src.sub(b0, 0, min(b1, r) - b0, ec)
-            _store(bld, self.s.out, bidx, i0 + b0, j0, part, min(b1, r) - b0, c)
-        if self.casts:
-            bld.set(Unit.DMA_OUT, Unit.VECTOR, self.f_cast)
-            self.cast_uses += 1
-        bld.set(Unit.DMA_OUT, Unit.MATRIX, self.f_free)
 
 
 __all__ = [
