@@ -14,6 +14,7 @@ import pytest
 import anychip as ac
 from anychip import precision
 from anychip.codegen import npu_gemm as ng
+from anychip.codegen import npu_gemm_plan
 from anychip.codegen.npu_gemm import (
     Bias,
     GemmPlan,
@@ -218,7 +219,7 @@ def test_f32_rows_of_tiles_reuse_a_pieces_from_l1(precision_: str) -> None:
     m, n, k = 20, 5 * tile + 3, 40  # two rows of six tiles over two cores
     v = GemmView(3, DT.F32, 0, (1,), k, 1)
     spec = GemmSpec((1,), m, n, k, v, v, GemmView(5, DT.F32, 0, (1,), n, 1), (), precision_)
-    assert ng._caches_a(cfg, spec, plan, pieces=3 if precision_ == "highest" else 1)
+    assert npu_gemm_plan.caches_a(cfg, spec, plan, pieces=3 if precision_ == "highest" else 1)
     code = npu_gemm(cfg, spec, plan).program.cores[0]
     assert any(isinstance(i, Dma) and i.src.space == Space.L1 for i in code)
     a, b = randn(1, m, k, seed=16), randn(1, k, n, seed=17)
@@ -398,5 +399,5 @@ def test_precision_is_process_wide_like_torch(restore_precision: None) -> None:
 
 
 def test_docstring_examples() -> None:
-    for mod in (ng, precision):
+    for mod in (ng, npu_gemm_plan, precision):
         assert doctest.testmod(mod).failed == 0
