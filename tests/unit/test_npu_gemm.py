@@ -306,26 +306,37 @@ def test_epilogue_16bit_operands_are_widened_on_chip() -> None:
     _row_bias_residual_gelu(DT.F16, DT.BF16)
 
 
-def test_from_contraction_runs_a_kernel_ir_matmul() -> None:
-    """The ContractionSpec the scheduler attaches to x @ w.T becomes a GemmSpec."""
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_from_contraction_runs_a_kernel_ir_matmul(dtype: str) -> None:
+    """The ContractionSpec the scheduler attaches to x @ w.T becomes a GemmSpec: operand
+    and output dtypes from the kernel's buffers, the precision from the setting."""
     from anychip.passes.pipeline import lower_kernel
     from anychip.runtime.realize import plan
 
-    x, w = ac.randn(12, 20).realize(), ac.randn(9, 20).realize()
+    adt = getattr(ac, dtype)
+    dt = DT.F32 if dtype == "float32" else DT.F16
+    x = ac.randn(12, 20).to(adt).realize()
+    w = ac.randn(9, 20).to(adt).realize()
     ir = lower_kernel(plan([(x @ w.T).node])[0].kernel)
     c = ir.contraction
     assert c is not None
-    spec = from_contraction(c, regs=[3 + i for i in range(len(ir.bufs))], out_dtype=ac.float32)
-    assert spec.a.dtype == DT.F32 and spec.precision == ac.get_float32_matmul_precision()
+    spec = from_contraction(c, regs=[3 + i for i in range(len(ir.bufs))])
+    odt = {ac.float32: DT.F32, ac.float16: DT.F16}[ir.bufs[0].dtype]
+    assert spec.a.dtype == dt and spec.out.dtype == odt  # the kernel's output buffer
+    assert spec.precision == ac.get_float32_matmul_precision()
     cfg = get_config("cube")
     sim = Simulator(cfg)
-    by_size = {x.numel(): x.numpy(), w.numel(): w.numpy()}  # buffers by element count
-    regs = {3: sim.alloc(4 * ir.bufs[0].size)}
+    xs, ws = x.float().numpy().astype(np.float64), w.float().numpy().astype(np.float64)
+    by_size = {x.numel(): xs, w.numel(): ws}  # buffers by element count
+    regs = {3: sim.alloc(odt.itemsize * ir.bufs[0].size)}
     for i, buf in enumerate(ir.bufs[1:], start=1):
-        regs[3 + i] = sim.put(by_size[buf.size], DT.F32)
+        regs[3 + i] = sim.put(by_size[buf.size], dt)
     sim.run(bind(npu_gemm(cfg, spec).program, regs))
-    got = sim.get(regs[3], (12, 9), DT.F32)
-    np.testing.assert_allclose(got, x.numpy() @ w.numpy().T, rtol=1.3e-6, atol=1e-5)
+    got = sim.get(regs[3], (12, 9), odt).astype(np.float64)
+    if dt == DT.F32:
+        np.testing.assert_allclose(got, xs @ ws.T, rtol=1.3e-6, atol=1e-5)
+    else:  # f32 sums (rounded once more if the kernel stores f16)
+        assert np.all(np.abs(got - xs @ ws.T) <= bound(xs, ws.T, 20) + 2.0**-11 * np.abs(got))
 
 
 @pytest.mark.parametrize("design", DESIGNS)

@@ -84,7 +84,7 @@ def from_contraction(
 ) -> GemmSpec:
     """The GemmSpec of a kernel IR contraction: `regs[i]` holds the base address of the
     kernel's buffer i (Operand.buf); the output is cast to `out_dtype` (default the
-    accumulator's dtype); `precision` defaults to get_float32_matmul_precision()."""
+    output buffer's dtype); `precision` defaults to get_float32_matmul_precision()."""
 
     def view(op: Operand, dt: dtypes.DType) -> GemmView:
         if dt not in _DT:
@@ -95,7 +95,7 @@ def from_contraction(
 
     return GemmSpec(
         c.batch, c.m, c.n, c.k, view(c.a, c.a.dtype), view(c.b, c.b.dtype),
-        view(c.out, out_dtype or c.acc), tuple(epilogue),
+        view(c.out, out_dtype or c.out.dtype), tuple(epilogue),
         precision or get_float32_matmul_precision(),
     )  # fmt: skip
 
