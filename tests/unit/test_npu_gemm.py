@@ -209,24 +209,31 @@ def test_f32_precisions_against_float64(design: str, k: int) -> None:
     assert err["medium"] > 10 * err["high"] > 100 * err["highest"]
 
 
-@pytest.mark.parametrize("precision_", ["highest", "medium"])
-def test_f32_rows_of_tiles_reuse_a_pieces_from_l1(precision_: str) -> None:
-    """Several output tiles per row on a core: A's split pieces come from L1 after the
-    row's first tile."""
+@pytest.mark.parametrize(
+    ("dt", "precision_", "transposed"),
+    [(DT.F32, "highest", False), (DT.F32, "medium", True), (DT.F16, "highest", True)],
+)
+def test_rows_of_tiles_reuse_a_from_l1(dt: DT, precision_: str, transposed: bool) -> None:
+    """Several output tiles per row on a core: A's tiles (a float32 A's split pieces) come
+    from L1 after the row's first tile, which also puts them there."""
     design, tile = "cube", 16
     cfg = get_config(design)
     plan = GemmPlan(tile, tile, tile, 2)
     m, n, k = 20, 5 * tile + 3, 40  # two rows of six tiles over two cores
-    v = GemmView(3, DT.F32, 0, (1,), k, 1)
+    v = GemmView(3, dt, 0, (1,), k, 1)
     spec = GemmSpec((1,), m, n, k, v, v, GemmView(5, DT.F32, 0, (1,), n, 1), (), precision_)
-    assert npu_gemm_plan.caches_a(cfg, spec, plan, pieces=3 if precision_ == "highest" else 1)
+    pieces = 3 if dt == DT.F32 and precision_ == "highest" else 1
+    assert npu_gemm_plan.caches_a(cfg, spec, plan, pieces)
     code = npu_gemm(cfg, spec, plan).program.cores[0]
     assert any(isinstance(i, Dma) and i.src.space == Space.L1 for i in code)
     a, b = randn(1, m, k, seed=16), randn(1, k, n, seed=17)
-    out = run(design, a, b, dt=DT.F32, plan=plan, precision_=precision_)
-    if precision_ == "medium":  # the same bits as bf16 inputs
-        ref = rounded(a, DT.BF16) @ rounded(b, DT.BF16)
-        assert np.all(np.abs(out - ref) <= bound(rounded(a, DT.BF16), rounded(b, DT.BF16), k))
+    out = run(design, a, b, dt=dt, plan=plan, precision_=precision_, trans_a=transposed)
+    if dt == DT.F16 or precision_ == "medium":  # the same bits as 16-bit inputs
+        ar, br = (
+            rounded(a, DT.BF16 if dt == DT.F32 else dt),
+            rounded(b, DT.BF16 if dt == DT.F32 else dt),
+        )
+        assert np.all(np.abs(out - ar @ br) <= bound(ar, br, k))
     else:
         ref = a.astype(np.float32).astype(np.float64) @ b.astype(np.float32).astype(np.float64)
         np.testing.assert_allclose(out, ref, rtol=1.3e-6, atol=1e-5)

@@ -299,9 +299,21 @@ class _CoreGen:
         r, c, d, er, ec, ed = self.dims(st)
         ra, rb = self.ins.enter(0)
         ta, tb = Tile(ra, er, ed, self.mdt), Tile(rb, ed, ec, self.mdt)
-        _load(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
+        block = None
+        if self.a_cache is not None:  # the row's A tiles stay in L1 for its other tiles
+            off = k0 // self.p.tk * self.mdt.itemsize * self.p.tm * self.p.tk
+            block = Tile(dataclasses.replace(self.a_cache, off=self.a_cache.off + off), er, ed,
+                         self.mdt)  # fmt: skip
+        if block is not None and self.a_cached[i]:
+            self.bld.copy(ta, block)
+        else:
+            _load(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
         _load(self.bld, tb, self.s.b, bidx, k0, j0, d, c)
         self.ins.leave(0)
+        if block is not None and not self.a_cached[i]:
+            # kept for the row's next tiles: after B's load, so the engine waits for A's
+            # data (its own earlier write) while B's streams, not before
+            self.bld.copy(block, ta)
         self.ready[i] = ([ta], [tb])
 
     def _raw(self, i: int) -> None:

@@ -219,11 +219,11 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
 
 
 def caches_a(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
-    """Whether a float32 GEMM keeps the bf16 pieces of a row of A tiles (tm, K) in L1,
-    so that the row's other output tiles reuse them instead of loading and splitting A
-    again: when they fit and a row has more than one output tile."""
+    """Whether a core keeps a row of A's (tm, K) tiles (a float32 A's bf16 pieces) in
+    L1, so that the row's other output tiles copy them on chip instead of loading (and
+    splitting) A again: when they fit and a row has more than one output tile."""
     depth = math.ceil(s.k / p.tk) * p.tk
-    return s.a.dtype == DT.F32 and s.n > p.tn and 2 * pieces * p.tm * depth <= cfg.l1.size
+    return s.n > p.tn and 2 * pieces * p.tm * depth <= cfg.l1.size
 
 
 def plan_npu_gemm(config: NpuConfig, s: GemmSpec) -> GemmPlan:
