@@ -91,8 +91,12 @@ def main() -> None:
     res["generated_vs_library"] = ratio
     peak = res["generated_f16"]["utilisation"]
     ok = peak >= TARGET_PEAK and ratio >= TARGET_LIBRARY
+    verdict = "met" if ok else "NOT met"
+    if (cfg.name, n) != ("datacenter", 2048):
+        verdict = "the targets are for 2048^3 on datacenter"
+    res["targets_met"] = ok
     print(f"  generated / library speed: {ratio:.1%} (targets: >= {TARGET_PEAK:.0%} of peak, "
-          f">= {TARGET_LIBRARY:.0%} of the library) -> {'met' if ok else 'NOT met'}")  # fmt: skip
+          f">= {TARGET_LIBRARY:.0%} of the library) -> {verdict}")  # fmt: skip
     res["generated_f16_fused"] = r = generated(cfg, n, DT.F16, "highest", fused=True)
     print(line("generated, relu(a@b + bias) -> f16", r))
     if "bf16" in cfg.matrix_dtypes:
