@@ -21,9 +21,10 @@ to at most 2 (six passes; the three dropped ones are below 2^-24 relative to |x|
 
 Schedule per core (work is split over cores by output tiles): dma_in streams (tm, tk) A
 and (tk, tn) B tiles (through the unified buffer and the split when float32) into two
-L0A/L0B slots ahead of the matrix unit; the last k-step of a tile runs in row blocks, each
+L0A/L0B slots ahead of the matrix unit, keeping a row's A tiles in L1 (when they fit)
+for the row's other output tiles; the last k-step of a tile runs in row blocks, each
 handed on to the vector unit (epilogue, down-cast) and the dma_out engine as it finishes,
-while the next tile computes in the other accumulator.
+while the next tile computes in the other accumulator. docs/npu-gemm.md has the details.
 """
 
 from __future__ import annotations
