@@ -27,8 +27,9 @@ _precision = "highest"
 
 def set_float32_matmul_precision(precision: str) -> None:
     """Sets the precision of float32 matrix products for every thread of the process
-    (as torch: a setting made in one thread is seen by all); compiled programs built
-    under another setting are not reused."""
+    (as torch: a setting made in one thread is seen by all). It is read when a matmul
+    is compiled (the npu GEMM's spec carries it, so a cache keyed on the spec rebuilds
+    for a new setting)."""
     global _precision
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ArgumentError(
