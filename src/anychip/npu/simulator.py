@@ -495,6 +495,10 @@ class Simulator:
         self.stats.loads[core].append(v)
         return v
 
+    def scalar_item(self, core: int, who: Who) -> None:
+        """An sld/sst reaching the units' side of the stream: its access already ran (the
+        stream called `scalar_load`/`scalar_store` when the scalar unit reached it)."""
+
     def scalar_store(self, core: int, who: Who, i: SStore, value: int) -> None:
         acc = self._acc(core, i.dst, (1,), (1,), i.dtype)
         acc.write(nx.from_register(value, i.dtype), who, "scalar store")

@@ -60,6 +60,8 @@ class _Core:
                     why = _WHY[tp]
                     self._drained(item, f"{why} for every queue to drain")
                     self.sim._races.barrier(core)
+                    if tp is SLoad or tp is SStore:
+                        self.sim.scalar_item(core, (core, item[0], inst))
         self._drained(None, "the program ends for every queue to drain")
         self.sim._flush()
         unused = self.sim._races.unconsumed(core)

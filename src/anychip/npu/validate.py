@@ -20,6 +20,7 @@ from anychip.npu.isa import (
     Mma,
     Ref,
     ScatterAdd,
+    SLoad,
     Space,
     Unit,
     VBin,
@@ -178,6 +179,14 @@ class _Walker:
         dst = self._acc(core, i.dst, (i.count, i.row_len), (i.dst_stride, 1), i.dtype)
         self._write(dst, who, "gather write")
         self._touch(core, Unit.DMA_IN, who, [index], [dst])
+
+    def scalar_item(self, core: int, who: Any) -> None:
+        """An sld reads and an sst writes one element (the values are the functional run's)."""
+        i = who[2]
+        if isinstance(i, SLoad):
+            self._read(self._acc(core, i.src, (1,), (1,), i.dtype), who, "scalar load")
+        else:
+            self._write(self._acc(core, i.dst, (1,), (1,), i.dtype), who, "scalar store")
 
     def _scatter_add(self, core: int, who: Any, i: ScatterAdd) -> None:
         # As for gather, the rows depend on the index data: the functional model checks them.
