@@ -353,7 +353,8 @@ class _Engine:
         limited by the engine, the buffer's port and its requests in flight."""
         self._dram_advance(now)
         self.dram_traffic += cost.traffic
-        latency = loaded_latency(self.cfg, self._load(now))
+        # a scatter_add's write-back adds its second round trip (cost.latency beyond one)
+        latency = loaded_latency(self.cfg, self._load(now)) + cost.latency - self.cfg.dma_latency
         cap = min(cost.cap, request_rate(self.cfg, cost.request, latency))
         cap, holds = self.ports.open(core, cost.ports, now, cap)
         tr = _Transfer(core, unit, index, inst, cost, now, cost.occupancy, cap, latency, holds)
