@@ -30,6 +30,7 @@ from anychip.npu.isa import (
     VDup,
     VReduce,
     VSel,
+    VSort,
     VUn,
 )
 
@@ -216,7 +217,7 @@ def _operands(i: Instr) -> tuple[list[tuple[Ref, tuple[int, int], int]], tuple[i
         if hasattr(i, name):
             ops.append((getattr(i, name), getattr(i, name + "_strides"), size))
     if not isinstance(i, VReduce):  # a reduction's output is a tiny fraction of its input
-        dsize = 1 if isinstance(i, (VCmp, VCmpS)) else size  # a mask is a byte per element
+        dsize = 1 if isinstance(i, (VCmp, VCmpS)) else 4 if isinstance(i, VSort) else size
         ops.append((i.dst, i.dst_strides, dsize))  # type: ignore[attr-defined]
     return ops, shape
 
@@ -252,6 +253,8 @@ def vector_cycles(cfg: NpuConfig, i: Instr) -> int:
     ops, (rows, cols) = _operands(i)
     itemsize = max(size for _, _, size in ops)
     lanes = vector_lanes(cfg, itemsize)
+    if isinstance(i, VSort):
+        return sort_cycles(cfg, i, lanes)
     if all(_dense((rows, cols), strides) for _, strides, _ in ops):
         groups, group = -(-(rows * cols) // lanes), min(lanes, rows * cols)
     else:
@@ -264,6 +267,23 @@ def vector_cycles(cfg: NpuConfig, i: Instr) -> int:
     if f64_math(i):
         factor *= cfg.vector_f64_cycles
     return groups * factor
+
+
+def sort_cycles(cfg: NpuConfig, i: VSort, lanes: int) -> int:
+    """A bitonic sorting network per row: a row padded to p = 2^L elements passes
+    L(L+1)/2 compare-exchange stages, each ceil(p / lanes) cycles.
+
+    >>> from anychip.npu.config import PROFILES
+    >>> from anychip.npu.isa import DT
+    >>> ub = Ref(Space.UB, 0)
+    >>> sort_cycles(PROFILES["edge"], VSort(DT.F32, 0, ub, ub, (1, 100), (100, 1), (100, 1)), 16)
+    224
+    """
+    rows, cols = i.shape
+    levels = max(1, (cols - 1).bit_length())
+    per_row = levels * (levels + 1) // 2 * -(-(1 << levels) // lanes)
+    factor = cfg.vector_f64_cycles if i.dtype == DT.F64 else 1
+    return rows * per_row * factor
 
 
 def vector_cost(cfg: NpuConfig, i: Instr) -> UnitCost:

@@ -464,6 +464,48 @@ class VReduce(_Vec):
 
 
 @dataclass(frozen=True)
+class VScan(_Vec):
+    """dst = the inclusive prefix sums of a along `axis` (1: along each row, 0: down each
+    column); dst has a's shape (`CUMSUM`)."""
+
+    MNEMONIC: ClassVar[str] = "vcumsum"
+    dtype: DT
+    axis: int
+    dst: Ref
+    a: Ref
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+    def check(self) -> None:
+        if self.axis not in (0, 1):
+            self._bad(f"axis must be 0 or 1, got {self.axis}")
+        if self.dtype == DT.BOOL:
+            self._bad("bool has no sums (cast to i32 first)")
+        super().check()
+
+
+@dataclass(frozen=True)
+class VSort(_Vec):
+    """dst (i32) = the stable sort order of each row of a (`ARGSORT` along the last axis):
+    ascending puts NaN last, descending first; -0.0 ties 0.0."""
+
+    MNEMONIC: ClassVar[str] = "vargsort"
+    dtype: DT
+    descending: int
+    dst: Ref
+    a: Ref
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+    def check(self) -> None:
+        if self.descending not in (0, 1):
+            self._bad(f"descending must be 0 or 1, got {self.descending}")
+        super().check()
+
+
+@dataclass(frozen=True)
 class VCast(_Vec):
     """dst (dst_dtype) = a (src_dtype) converted. `vcast` (op ROUND): round to nearest even,
     saturating to ints; `vcastt` (op TRUNC): toward zero to ints, integers wrap."""
@@ -699,7 +741,7 @@ def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
     rows += [("vsel", VSel, None), ("vcastt", VCast, CastMode.TRUNC)]
     rows += [("s" + o.name.lower(), SAlu, o) for o in list(SOp)[6:]]
     rows += [("s" + o.name.lower() + "i", SAluI, o) for o in list(SOp)[6:]]
-    for cls in (SLoad, SStore, ScatterAdd):
+    for cls in (SLoad, SStore, ScatterAdd, VScan, VSort):
         rows.append((cls.MNEMONIC, cls, None))
     return rows
 

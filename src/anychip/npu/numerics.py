@@ -282,6 +282,43 @@ def _fsum(line: Array) -> float:
         return float(np.sign(line.sum()) * np.inf)
 
 
+def cumsum(dt: DT, a: Array, axis: int) -> Array:
+    """Inclusive prefix sums along `axis`. f32/f16/bf16: running sums in float64 (exact
+    for the first 2^29 f32 terms of one binade, and far below f32's rounding otherwise),
+    each prefix rounded once; f64: compensated (Neumaier) running sums, each prefix
+    rounded once; integers wrap."""
+    if dt.is_int:
+        with np.errstate(over="ignore"):
+            return np.asarray(np.cumsum(a.astype(np.int64), axis=axis), dt.storage)
+    if dt != DT.F64:
+        with np.errstate(all="ignore"):
+            return from_f64(np.cumsum(to_f64(a, dt), axis=axis), dt)
+    x = np.moveaxis(a.astype(np.float64), axis, 0)  # (n, lines)
+    out = np.empty_like(x)
+    s = np.zeros(x.shape[1:], np.float64)
+    c = np.zeros_like(s)
+    with np.errstate(all="ignore"):
+        for i in range(x.shape[0]):
+            t = s + x[i]
+            big = np.abs(s) >= np.abs(x[i])
+            c += np.where(big, (s - t) + x[i], (x[i] - t) + s)
+            s = t
+            out[i] = np.where(np.isfinite(s), s + c, s)
+    return np.moveaxis(out, 0, axis)
+
+
+def argsort(dt: DT, a: Array, descending: int) -> Array:
+    """Each row's stable sort order (int32): ascending puts NaN last, descending puts NaN
+    first and keeps ties in their original order; -0.0 and 0.0 tie."""
+    x = bf16_to_f32(a) if dt == DT.BF16 else a
+    n = x.shape[1]
+    if not descending:
+        return np.asarray(np.argsort(x, axis=1, kind="stable"), np.int32)
+    # stable descending: sort the reversed rows ascending, then reverse back
+    rev = np.argsort(x[:, ::-1], axis=1, kind="stable")[:, ::-1]
+    return np.asarray(n - 1 - rev, np.int32)
+
+
 def cast(src: DT, dst: DT, a: Array, mode: CastMode = CastMode.ROUND) -> Array:
     """Convert. ROUND (`vcast`): the exact value rounded once to nearest even into dst
     (16-bit floats through float32); to ints: half to even, saturating, NaN -> 0; integer

@@ -45,7 +45,9 @@ from anychip.npu.isa import (
     VDup,
     VReduce,
     VScalar,
+    VScan,
     VSel,
+    VSort,
     VUn,
 )
 from anychip.npu.memory import Access, Array, Memory, Rows, Who, runs_overlap
@@ -112,6 +114,8 @@ class Simulator:
             VCmp: self._vcmp,
             VCmpS: self._vcmps,
             VSel: self._vsel,
+            VScan: self._vscan,
+            VSort: self._vsort,
             ScatterAdd: self._scatter_add,
         }
 
@@ -484,6 +488,19 @@ class Simulator:
             _partial_overlap(acc, out, who)
         self._touch(core, Unit.VECTOR, who, [mask, *accs], [out])
         out.write(nx.select(m, a, b), who)
+
+    def _vscan(self, core: int, who: Who, i: VScan) -> None:
+        self._need(i.dtype, "vector", who)
+        (a,), out = self._vec(
+            core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides), i.shape
+        )
+        out.write(nx.cumsum(i.dtype, a, i.axis), who)
+
+    def _vsort(self, core: int, who: Who, i: VSort) -> None:
+        self._need(i.dtype, "vector", who)
+        (a,), out = self._vec(core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides),
+                              i.shape, None, DT.I32)  # fmt: skip
+        out.write(nx.argsort(i.dtype, a, i.descending), who)
 
     # ---- the scalar unit's memory accesses (sync._Core calls these after draining) -----
     def scalar_load(self, core: int, who: Who, i: SLoad) -> int:

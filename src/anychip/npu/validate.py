@@ -30,7 +30,9 @@ from anychip.npu.isa import (
     VDup,
     VReduce,
     VScalar,
+    VScan,
     VSel,
+    VSort,
     VUn,
 )
 from anychip.npu.memory import Access, Memory
@@ -59,6 +61,7 @@ def validate(
     run (`RunStats.loads`), replayed since this walk has no data.
 
     >>> from anychip.npu.config import PROFILES
+    >>> from anychip.npu.isa import Finish
     >>> a = Ref(Space.L0A, 0)
     >>> bad = Mma(DT.F16, Ref(Space.L0C, 0), a, Ref(Space.L0B, 0), 4096, 4096, 4096)
     >>> validate(Program(((bad, Finish()),)), PROFILES["edge"])
@@ -101,7 +104,8 @@ class _Walker:
         # what sync._Core reads of a simulator: the same queue, flag and deadlock rules as
         # the functional model, with this walker's checks as the instructions' handlers
         self.config, self._races = config, self.races
-        vector = dict.fromkeys((VBin, VScalar, VUn, VReduce, VCast, VDup, VCmp, VCmpS, VSel),
+        vector = dict.fromkeys((VBin, VScalar, VUn, VReduce, VCast, VDup, VCmp, VCmpS, VSel,
+                                VScan, VSort),
                                self._vector)  # fmt: skip
         self._handlers: dict[type, Any] = {
             Dma: self._dma,
@@ -225,6 +229,8 @@ class _Walker:
             src_dt = dst_dt = i.dtype
             if isinstance(i, (VCmp, VCmpS)):
                 dst_dt = DT.BOOL
+            elif isinstance(i, VSort):
+                dst_dt = DT.I32
         op_check(i, who)
         self.races.tick(core, Unit.VECTOR)
         shape = i.shape

@@ -39,10 +39,14 @@ def _strategy(cls: type[Instr], name: str, tp) -> st.SearchStrategy:
     if issubclass(cls, isa._Vec):
         if tp is Ref:
             return st.builds(Ref, st.sampled_from(isa.VECTOR_SPACES), I64, st.integers(0, 31))
+        if tp is DT and cls is isa.VScan:
+            return st.sampled_from([DT.F32, DT.I64, DT.F64])
         if tp is DT:
             return st.sampled_from([DT.F32, DT.F16, DT.BF16, DT.I32, DT.I64, DT.F64, DT.BOOL])
-        if name == "axis":
+        if name in ("axis", "descending"):
             return st.sampled_from([0, 1])
+        if tp is DT and cls is isa.VScan:
+            return st.sampled_from([DT.F32, DT.I64, DT.F64])
     if issubclass(cls, isa._Flag):
         if name == "flag":
             return st.integers(0, isa.NUM_FLAGS - 1)

@@ -30,7 +30,9 @@ from anychip.npu.isa import (
     VDup,
     VReduce,
     VScalar,
+    VScan,
     VSel,
+    VSort,
     VUn,
 )
 from anychip.npu.program import Program
@@ -275,3 +277,55 @@ def test_cycles_of_64_bit_and_mask_instructions_by_hand():
     # the whole program: vdup issued at 0, starts at 1, busy 8 (f64, full rate), + latency 6
     dup = VDup(DT.F64, ub, 1.0, (1, 64), s)
     assert simulate_timing(Program(((dup, Finish()),)), edge).cycles == 15
+
+
+def _row_op(make, x, dt, out_dt):
+    return run_vec(make, [(x, dt)], out_dt)
+
+
+@pytest.mark.parametrize("dt", [DT.F32, DT.F64, DT.I64, DT.F16])
+def test_cumsum_along_rows_and_columns(dt):
+    x = RNG.integers(-50, 50, (3, 40)).astype(np.float64)
+    if dt.is_float:
+        x = x + RNG.standard_normal((3, 40))
+    store = {DT.F32: np.float32, DT.F64: np.float64, DT.I64: np.int64, DT.F16: np.float16}[dt]
+    x = x.astype(store)
+    r, c = x.shape
+    for axis in (0, 1):
+        got = _row_op(
+            lambda ins, o, ax=axis: VScan(dt, ax, o, ins[0], (r, c), (c, 1), (c, 1)), x, dt, dt
+        )
+        exact = np.cumsum(x.astype(np.float64) if dt.is_float else x, axis=axis)
+        if dt == DT.F64:  # each prefix within one rounding of the exact sum
+            fs = np.array(
+                [
+                    [math.fsum(line[: j + 1]) for j in range(line.size)]
+                    for line in np.moveaxis(x, axis, 0).T
+                ]
+            ).T
+            np.testing.assert_array_equal(got, np.moveaxis(fs, 0, axis))
+        else:
+            np.testing.assert_array_equal(got, exact.astype(store))
+
+
+def test_argsort_is_stable_with_nan_and_signed_zero_as_torch():
+    x = np.array([[3.0, np.nan, -0.0, 1.0, 0.0, 3.0, np.nan, -np.inf]], np.float32)
+    x = np.concatenate([x, RNG.integers(0, 4, (3, 8)).astype(np.float32)])
+    for desc in (0, 1):
+        got = _row_op(
+            lambda ins, o, d=desc: VSort(DT.F32, d, o, ins[0], (4, 8), (8, 1), (8, 1)),
+            x,
+            DT.F32,
+            DT.I32,
+        )
+        want = torch.sort(torch.from_numpy(x), dim=1, descending=bool(desc), stable=True)[1]
+        np.testing.assert_array_equal(got, want.numpy())
+
+
+def test_sort_and_scan_cycles_by_hand():
+    edge = PROFILES["edge"]
+    ub = Ref(Space.UB, 0)
+    # 3 rows of 100 f32: padded to 128, 7 * 8 / 2 = 28 stages of 128 / 16 = 8 cycles
+    assert vector_cycles(edge, VSort(DT.F32, 0, ub, ub, (3, 100), (100, 1), (100, 1))) == 672
+    # a scan streams like an elementwise op: 3 * 100 / 16 lanes, dense
+    assert vector_cycles(edge, VScan(DT.F32, 1, ub, ub, (3, 100), (100, 1), (100, 1))) == 19
