@@ -631,6 +631,17 @@ class Barrier(Instr):
 
 
 @dataclass(frozen=True)
+class GBarrier(Instr):
+    """Every core of the launch finishes all earlier work before any core starts later work."""
+
+    MNEMONIC: ClassVar[str] = "gbarrier"
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.SCALAR
+
+
+@dataclass(frozen=True)
 class Finish(Instr):
     """End of the core's program: a barrier, then the core stops."""
 
@@ -741,7 +752,7 @@ def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
     rows += [("vsel", VSel, None), ("vcastt", VCast, CastMode.TRUNC)]
     rows += [("s" + o.name.lower(), SAlu, o) for o in list(SOp)[6:]]
     rows += [("s" + o.name.lower() + "i", SAluI, o) for o in list(SOp)[6:]]
-    for cls in (SLoad, SStore, ScatterAdd, VScan, VSort):
+    for cls in (SLoad, SStore, ScatterAdd, VScan, VSort, GBarrier):
         rows.append((cls.MNEMONIC, cls, None))
     return rows
 

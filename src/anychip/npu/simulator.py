@@ -54,7 +54,7 @@ from anychip.npu.memory import Access, Array, Memory, Rows, Who, runs_overlap
 from anychip.npu.program import Program
 from anychip.npu.races import RaceDetector
 from anychip.npu.scalar import check_args, check_budget, stream
-from anychip.npu.sync import _Core
+from anychip.npu.sync import _Core, run_cores
 
 __all__ = ["RunStats", "Simulator", "describe"]
 _MAX_CACHED = 1 << 16  # distinct operands remembered before the cache starts over
@@ -158,7 +158,8 @@ class Simulator:
     def run(
         self, program: Program, max_steps: int | None = None, args: Sequence[int] = ()
     ) -> RunStats:
-        """Executes every core's code in turn; returns this run's statistics.
+        """Executes every core's code in turn (up to each `gbarrier`, then the next
+        phase); returns this run's statistics.
 
         `args` are the launch arguments: integers (addresses, sizes, scalars) placed in
         r3, r4, ... of every core before it starts (`scalar.ARG_REGS`). `max_steps` is the
@@ -182,9 +183,10 @@ class Simulator:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            for core, code in enumerate(program.cores):
-                runner = _Core(self, core, counts)
-                runner.run(stream(code, core, ncores, budget, args=args, memory=runner))
+            runners = [_Core(self, core, counts) for core in range(ncores)]
+            run_cores(runners, [stream(code, core, ncores, budget, args=args, memory=runner)
+                                for (core, code), runner in zip(enumerate(program.cores),
+                                                                runners, strict=True)])  # fmt: skip
         finally:
             if collecting:
                 gc.enable()

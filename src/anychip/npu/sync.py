@@ -10,19 +10,50 @@ where it becomes certain, naming the waiting `waitf`; so is a flag set and never
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from anychip.npu.asm import describe
 from anychip.npu.errors import SyncError
-from anychip.npu.isa import Barrier, Finish, Instr, SetFlag, SLoad, SStore, Unit, WaitFlag
+from anychip.npu.isa import (
+    Barrier,
+    Finish,
+    GBarrier,
+    Instr,
+    SetFlag,
+    SLoad,
+    SStore,
+    Unit,
+    WaitFlag,
+)
 
 if TYPE_CHECKING:
     from anychip.npu.simulator import Simulator
 
 Item = tuple[int, Instr]
 _WHY = {Finish: "the program ends", Barrier: "this barrier waits", SLoad: "this sld waits",
-        SStore: "this sst waits"}  # fmt: skip
+        SStore: "this sst waits", GBarrier: "this gbarrier waits"}  # fmt: skip
+
+
+def run_cores(runners: Sequence[_Core], streams: Sequence[Iterable[list[Item]]]) -> None:
+    """Runs every core's stream, phase by phase: each core up to its next `gbarrier`, then
+    (all there) the barrier joins every core's clocks; a core that ends while another
+    waits at a `gbarrier` is a deadlock."""
+    its = [iter(s) for s in streams]
+    while True:
+        stops = [r.run_phase(it) for r, it in zip(runners, its, strict=True)]
+        waiting = [(c, item) for c, item in enumerate(stops) if item is not None]
+        if not waiting:
+            return
+        if len(waiting) < len(stops):
+            ended = [c for c, item in enumerate(stops) if item is None]
+            c, (index, inst) = waiting[0]
+            raise SyncError(
+                f"npu: deadlock: core(s) {ended} ended while core(s) "
+                f"{[w[0] for w in waiting]} wait at a gbarrier (every core must reach it)",
+                describe((c, index, inst)),
+            )
+        runners[0].sim._races.barrier(None)
 
 
 class _Core:
@@ -33,12 +64,27 @@ class _Core:
         self.depth = sim.config.queue_depth
         self.held: list[deque[Item] | None] = [None] * len(Unit)  # queues of stalled units
         self.waiting: dict[tuple[int, int, int, int], Unit] = {}  # flag -> the unit stalled
+        self.rest: list[Item] = []  # the chunk's items after the gbarrier it stopped at
+        self.ended = False
 
     def run(self, chunks: Iterable[list[Item]]) -> None:
+        """Runs a whole single-core stream (`run_cores` runs several, with gbarriers)."""
+        run_cores([self], [chunks])
+
+    def run_phase(self, chunks: Iterator[list[Item]]) -> Item | None:
+        """Runs the stream up to its next `gbarrier` (returned) or its end (None)."""
+        if self.ended:
+            return None
         handlers = self.sim._handlers
         held, core, counts = self.held, self.core, self.counts
-        for chunk in chunks:
-            for item in chunk:
+        while True:
+            if self.rest:
+                chunk, self.rest = self.rest, []
+            else:
+                chunk = next(chunks, None)  # type: ignore[arg-type]
+                if chunk is None:
+                    break
+            for k, item in enumerate(chunk):
                 inst = item[1]
                 tp = type(inst)
                 handler = handlers.get(tp)
@@ -62,6 +108,13 @@ class _Core:
                     self.sim._races.barrier(core)
                     if tp is SLoad or tp is SStore:
                         self.sim.scalar_item(core, (core, item[0], inst))
+                elif tp is GBarrier:
+                    self._drained(item, "this gbarrier waits for every queue to drain")
+                    self.sim._flush()
+                    self.sim._races.barrier(core)
+                    self.rest = chunk[k + 1 :]
+                    return item
+        self.ended = True
         self._drained(None, "the program ends for every queue to drain")
         self.sim._flush()
         unused = self.sim._races.unconsumed(core)
@@ -74,6 +127,7 @@ class _Core:
                 f"{core}'s program; the next program would start with them)",
                 describe(who),
             )
+        return None
 
     # ---- the scalar unit's memory accesses: the stream calls these (scalar.Memory) ------
     def _scalar_access(self, pc: int, inst: Instr) -> tuple[int, int, Instr]:

@@ -37,6 +37,7 @@ from anychip.npu.isa import (
     Dma,
     Finish,
     Gather,
+    GBarrier,
     Instr,
     Mma,
     ScatterAdd,
@@ -59,6 +60,7 @@ QUEUED = (Unit.DMA_IN, Unit.DMA_OUT, Unit.MATRIX, Unit.VECTOR)
 _INF = float("inf")
 _STEP, _DISPATCH, _DRAM = 0, 1, 2  # event kinds
 _BARRIER = -1  # the dispatcher waits for its core to drain (barrier, finish, sld, sst)
+_GBARRIER = -2  # the dispatcher waits for every core at a gbarrier
 _DMAS = (Dma, Gather, ScatterAdd)
 FlagKey = tuple[int, int, int, int]  # (core, src unit, dst unit, flag)
 
@@ -133,6 +135,7 @@ class _Engine:
         # per (core, engine): (space, lo, hi, lands) of recent DMA writes, so that a DMA
         # reading them on the same engine waits until they have landed
         self.landing: dict[tuple[int, Unit], list[tuple[int, int, int, float]]] = {}
+        self.arrived: dict[int, tuple[float, int, Instr, float]] = {}  # cores at a gbarrier
 
     # ---- the event loop ----------------------------------------------------------------
     def _push(self, t: float, kind: int, core: int = 0, unit: int = 0) -> None:
@@ -181,7 +184,7 @@ class _Engine:
 
     def _dispatch(self, core: int, now: float) -> None:
         d = self.disp[core]
-        if d.end is not None:
+        if d.end is not None or d.blocked == _GBARRIER:
             return
         if d.blocked == _BARRIER:
             if not self._drained(core):
@@ -205,6 +208,15 @@ class _Engine:
                     return
                 s.queue.append((ts + 1, index, inst))
                 self._wake(core, unit, ts + 1)
+            elif type(inst) is GBarrier:
+                if not self._drained(core):
+                    d.ts, d.blocked = ts, _BARRIER
+                    return
+                arrive = max(ts + 1, max(s.done for s in units.values()))
+                d.ts, d.blocked = ts, _GBARRIER
+                self.arrived[core] = (arrive, index, inst, ts)
+                self._release_gbarrier()
+                return
             elif isinstance(inst, (Barrier, Finish, SLoad, SStore)):
                 if not self._drained(core):
                     d.ts, d.blocked = ts, _BARRIER
@@ -233,6 +245,25 @@ class _Engine:
             d.ts, d.blocked = ts, _BARRIER
             return
         d.end = max([ts] + [s.done for s in units.values()])
+
+    def _release_gbarrier(self) -> None:
+        """Once every running core waits at its gbarrier, all go on `dma_latency` cycles
+        after the last arrived (a semaphore round trip through device memory)."""
+        live = [c for c, d in enumerate(self.disp) if d.end is None]
+        if not all(c in self.arrived for c in live):
+            return
+        t = max(a[0] for a in self.arrived.values()) + self.cfg.dma_latency
+        for c in live:
+            _, index, inst, ts = self.arrived[c]
+            d = self.disp[c]
+            d.stats.stalls["sync"] += t - (ts + 1)
+            d.stats.busy += 1
+            d.stats.instructions += 1
+            self.events.append((c, Unit.SCALAR, index, inst, ts, t, t))
+            d.pos += 1
+            d.ts, d.blocked = t, None
+            self._push(t, _DISPATCH, c)
+        self.arrived.clear()
 
     # ---- the queued units --------------------------------------------------------------
     def _step(self, core: int, unit: Unit, now: float) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from anychip.npu.config import PROFILES
-from anychip.npu.errors import IllegalInstruction, OutOfBounds, SyncError
+from anychip.npu.errors import IllegalInstruction, OutOfBounds, RaceError, SyncError
 from anychip.npu.isa import (
     DT,
     BinOp,
@@ -15,6 +15,7 @@ from anychip.npu.isa import (
     Cond,
     Dma,
     Finish,
+    GBarrier,
     Ref,
     SAluI,
     SetFlag,
@@ -181,3 +182,59 @@ def test_a_negative_stride_below_the_buffer_is_out_of_bounds():
         Simulator(EDGE).run(Program((code,)))
     with pytest.raises(IllegalInstruction, match="destination elements overlap"):
         VUn(UnOp.NEG, DT.F32, Ref(UB, 64), Ref(UB, 0), (2, 4), (-2, 1), (4, 1))
+
+
+def _two_core_handoff(sync: bool) -> tuple[Simulator, Program, int, int]:
+    """Core 0 stores 8 values to device memory; core 1 loads them, doubles, stores."""
+    cube = PROFILES["cube"]
+    sim = Simulator(cube)
+    x = sim.put(np.arange(8, dtype=np.float32), DT.F32)
+    mid, y = sim.alloc(32), sim.alloc(32)
+    hand = (GBarrier(),) if sync else ()
+    core0 = (
+        _row_io(Ref(UB, 0), Ref(DRAM, x), 8),
+        SetFlag(Unit.DMA_IN, Unit.DMA_OUT, 0),
+        WaitFlag(Unit.DMA_IN, Unit.DMA_OUT, 0),
+        _row_io(Ref(DRAM, mid), Ref(UB, 0), 8),
+        *hand,
+        Finish(),
+    )
+    core1 = (
+        *hand,
+        _row_io(Ref(UB, 0), Ref(DRAM, mid), 8),
+        SetFlag(Unit.DMA_IN, Unit.VECTOR, 0),
+        WaitFlag(Unit.DMA_IN, Unit.VECTOR, 0),
+        VBin(
+            BinOp.ADD, DT.F32, Ref(UB, 64), Ref(UB, 0), Ref(UB, 0), (1, 8), (8, 1), (8, 1), (8, 1)
+        ),
+        SetFlag(Unit.VECTOR, Unit.DMA_OUT, 0),
+        WaitFlag(Unit.VECTOR, Unit.DMA_OUT, 0),
+        _row_io(Ref(DRAM, y), Ref(UB, 64), 8),
+        Finish(),
+    )
+    return sim, Program((core0, core1)), mid, y
+
+
+def test_gbarrier_orders_one_cores_stores_before_anothers_loads():
+    sim, prog, _, y = _two_core_handoff(sync=True)
+    sim.run(prog)
+    np.testing.assert_array_equal(sim.get(y, (8,), DT.F32), 2 * np.arange(8, dtype=np.float32))
+    assert simulate_timing(prog, "cube").cycles > 0
+    sim, prog, _, _ = _two_core_handoff(sync=False)
+    with pytest.raises(RaceError, match="race on dram"):
+        sim.run(prog)
+
+
+def test_gbarrier_reached_by_some_cores_only_is_a_deadlock():
+    prog = Program(((GBarrier(), Finish()), (Finish(),)))
+    with pytest.raises(SyncError, match=r"core\(s\) \[1\] ended while core\(s\) \[0\] wait"):
+        Simulator(PROFILES["cube"]).run(prog)
+    with pytest.raises(SyncError, match="wait at a gbarrier"):
+        simulate_timing(prog, "cube")
+
+
+def test_gbarrier_cycles_by_hand():
+    # cube (dma_latency 300): both cores issue gbarrier at 0 and arrive at 1; they go on
+    # at 1 + 300; finish issued at 301 ends at 302
+    prog = Program(((GBarrier(), Finish()), (GBarrier(), Finish())))
+    assert simulate_timing(prog, "cube").cycles == 302
