@@ -432,6 +432,21 @@ class VScalar(_Vec):
 
 
 @dataclass(frozen=True)
+class VScalarR(_Vec):
+    """dst = a op (the scalar in register rs) elementwise: rs's low bytes as dtype (a float
+    as its bit pattern), read when the scalar unit dispatches the instruction."""
+
+    op: BinOp
+    dtype: DT
+    dst: Ref
+    a: Ref
+    rs: int
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+
+@dataclass(frozen=True)
 class VUn(_Vec):
     """dst = f(a) elementwise: exp, log, tanh, sigmoid, gelu, rsqrt, sqrt, relu, ..."""
 
@@ -754,6 +769,7 @@ def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
     rows += [("s" + o.name.lower() + "i", SAluI, o) for o in list(SOp)[6:]]
     for cls in (SLoad, SStore, ScatterAdd, VScan, VSort, GBarrier):
         rows.append((cls.MNEMONIC, cls, None))
+    rows += [("v" + o.name.lower() + "r", VScalarR, o) for o in BinOp]
     return rows
 
 

@@ -56,10 +56,13 @@ def _ref_fields(cls: type[Instr]) -> tuple[str, ...]:
 
 
 def _resolve(inst: Instr, names: tuple[str, ...], regs: list[int]) -> Instr:
-    """`inst` with every `R[reg] + off` address folded into an absolute offset. Built without
-    re-running the format's checks: only offsets change, and offsets are not checked."""
+    """`inst` with every `R[reg] + off` address folded into an absolute offset (and a
+    register scalar's value kept as `value`). Built without re-running the format's checks:
+    only offsets change, and offsets are not checked."""
     new = object.__new__(type(inst))
     fields = dict(inst.__dict__)
+    if "rs" in fields and not isinstance(inst, SStore):  # a vector op's register scalar:
+        fields["value"] = regs[fields["rs"]]  # its value at dispatch, beside the fields
     for name in names:
         v = fields[name]
         ref = object.__new__(Ref)
@@ -154,7 +157,7 @@ def _kinds(code: Sequence[Instr]) -> tuple[list[int], list[tuple[str, ...]], lis
         names: tuple[str, ...] = ()
         if kind is None:
             names = tuple(n for n in _ref_fields(tp) if inst.__dict__[n].reg)
-            kind = _DYN if names else _UNIT
+            kind = _DYN if names or "rs" in inst.__dict__ else _UNIT
         kinds.append(kind)
         dyn.append(names)
     stretch = list(range(len(code) + 1))

@@ -45,6 +45,7 @@ from anychip.npu.isa import (
     VDup,
     VReduce,
     VScalar,
+    VScalarR,
     VScan,
     VSel,
     VSort,
@@ -115,6 +116,7 @@ class Simulator:
             VCmpS: self._vcmps,
             VSel: self._vsel,
             VScan: self._vscan,
+            VScalarR: self._vscalarr,
             VSort: self._vsort,
             ScatterAdd: self._scatter_add,
         }
@@ -436,6 +438,14 @@ class Simulator:
         )
         out.write(nx.binop(i.op, i.dtype, a, nx.immediate(i.imm, i.dtype)), who)
 
+    def _vscalarr(self, core: int, who: Who, i: VScalarR) -> None:
+        self._check_op(i, who)
+        (a,), out = self._vec(
+            core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides), i.shape
+        )
+        value: int = i.__dict__["value"]  # rs at dispatch (scalar.stream puts it there)
+        out.write(nx.binop(i.op, i.dtype, a, nx.from_register(value, i.dtype)), who)
+
     def _vun(self, core: int, who: Who, i: VUn) -> None:
         self._check_op(i, who)
         (a,), out = self._vec(
@@ -545,7 +555,7 @@ def need_dtype(config: NpuConfig, dt: DT, unit: str, who: Who) -> None:
 
 def op_check(i: Any, who: Who) -> None:
     """IllegalInstruction for an op its element type does not define (`nx.vector_ok`)."""
-    if isinstance(i, (VBin, VScalar, VUn, VReduce)) and not nx.vector_ok(i.op, i.dtype):
+    if isinstance(i, (VBin, VScalar, VScalarR, VUn, VReduce)) and not nx.vector_ok(i.op, i.dtype):
         raise IllegalInstruction(
             f"npu: {i.op.name.lower()} is not defined on {i.dtype.name.lower()} at {describe(who)}"
         )

@@ -30,6 +30,7 @@ from anychip.npu.isa import (
     VDup,
     VReduce,
     VScalar,
+    VScalarR,
     VScan,
     VSel,
     VSort,
@@ -105,7 +106,7 @@ class _Walker:
         # the functional model, with this walker's checks as the instructions' handlers
         self.config, self._races = config, self.races
         vector = dict.fromkeys((VBin, VScalar, VUn, VReduce, VCast, VDup, VCmp, VCmpS, VSel,
-                                VScan, VSort),
+                                VScan, VSort, VScalarR),
                                self._vector)  # fmt: skip
         self._handlers: dict[type, Any] = {
             Dma: self._dma,
