@@ -25,6 +25,7 @@ _UN_INT = {UnOp.RELU, UnOp.NEG, UnOp.ABS, UnOp.COPY, UnOp.NOT, UnOp.SIGN}
 _UN_BOOL = {UnOp.NOT, UnOp.COPY}
 _UN_FLOAT = set(UnOp) - {UnOp.NOT}
 _RED_BOOL = {RedOp.MAX, RedOp.MIN}
+_INTS = frozenset((DT.I32, DT.I8, DT.I64))
 # Kept for callers of version 1: the i32 ops.
 INT_BINOPS = tuple(sorted(_BIN_INT))
 INT_UNOPS = tuple(sorted(_UN_INT))
@@ -131,7 +132,7 @@ def binop(op: BinOp, dt: DT, a: Array, b: Array) -> Array:
     """Elementwise a op b. Floats: + - * / max min in float32 (f64: in float64), rounded
     once to dt (for + - * / the correctly rounded result); pow and mod in float64 from the
     exact inputs, rounded as `from_f64`. Integers: see `_int_binop`. bool: logical."""
-    if dt.is_int:
+    if dt in _INTS:
         return _int_binop(op, dt, a, b)
     if dt == DT.BOOL:
         x, y = a != 0, b != 0

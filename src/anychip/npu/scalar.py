@@ -20,6 +20,7 @@ from anychip.npu.isa import (
     Branch,
     Cond,
     Finish,
+    GBarrier,
     Instr,
     Ref,
     SAlu,
@@ -33,7 +34,7 @@ from anychip.npu.isa import (
 Item = tuple[int, Instr]  # (index in the core's code, instruction with addresses resolved)
 DEFAULT_BUDGET = 10_000_000  # dynamic instructions per core (NpuConfig.max_instructions)
 CHUNK = 1 << 14  # items per chunk of the stream
-_UNIT, _DYN, _MOV, _ALU, _ALUI, _BRANCH, _FINISH, _LOAD, _STORE = range(9)
+_UNIT, _DYN, _MOV, _ALU, _ALUI, _BRANCH, _FINISH, _LOAD, _STORE, _GBAR = range(10)
 ARG_REGS = range(3, NUM_REGS)  # launch arguments go to r3, r4, ... (r1, r2: core, cores)
 _WRAP = 1 << 64
 _REF_FIELDS: dict[type[Instr], tuple[str, ...]] = {}
@@ -99,7 +100,7 @@ def _runaway(core: int, pc: int, why: str, code: Sequence[Instr]) -> SyncError:
 
 
 _KIND = {SMov: _MOV, SAlu: _ALU, SAluI: _ALUI, Branch: _BRANCH, Finish: _FINISH,
-         SLoad: _LOAD, SStore: _STORE}  # fmt: skip
+         SLoad: _LOAD, SStore: _STORE, GBarrier: _GBAR}  # fmt: skip
 
 
 class Memory(typing.Protocol):
@@ -295,6 +296,15 @@ def stream(
             if collect:
                 out.append(items[pc])
             break
+        elif k == _GBAR:  # ends its chunk: the cores meet there (sync.run_cores)
+            if collect:
+                out.append(items[pc])
+                done += len(out)
+                yield out
+                out = []
+            else:
+                done += 1
+            pc += 1
         elif k in (_LOAD, _STORE):
             inst: Any = _resolve(code[pc], ("src",) if k == _LOAD else ("dst",), regs)
             if memory is None:

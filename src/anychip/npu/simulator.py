@@ -97,6 +97,7 @@ class Simulator:
         self._races = RaceDetector(config.cores)
         self._accesses: dict[Any, Access] = {}
         self._supported: set[tuple[DT, str]] = set()  # (dtype, unit) pairs found supported
+        self._legal: set[tuple[Any, Any, DT]] = set()  # (format, op, dtype) found legal
         # float mmas checked but not yet computed
         self._pending: list[tuple[Access, bool, Any, int]] = []  # (acc, accumulate, batch, #)
         # batches of their operands by (dtype, a shape, b shape): [a (cap, m, k), b, count]
@@ -422,8 +423,11 @@ class Simulator:
         return vals, out
 
     def _check_op(self, i: Any, who: Who) -> None:
-        self._need(i.dtype, "vector", who)
-        op_check(i, who)
+        key = (type(i), i.op, i.dtype)
+        if key not in self._legal:  # checked once per (format, op, dtype) and run
+            self._need(i.dtype, "vector", who)
+            op_check(i, who)
+            self._legal.add(key)
 
     def _vbin(self, core: int, who: Who, i: VBin) -> None:
         self._check_op(i, who)

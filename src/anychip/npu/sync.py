@@ -35,6 +35,16 @@ _WHY = {Finish: "the program ends", Barrier: "this barrier waits", SLoad: "this 
         SStore: "this sst waits", GBarrier: "this gbarrier waits"}  # fmt: skip
 
 
+def split_at_gbarriers(items: list[Item]) -> list[list[Item]]:
+    """A whole stream as chunks, each `gbarrier` ending one (as `run_phase` needs)."""
+    chunks: list[list[Item]] = [[]]
+    for item in items:
+        chunks[-1].append(item)
+        if type(item[1]) is GBarrier:
+            chunks.append([])
+    return chunks
+
+
 def run_cores(runners: Sequence[_Core], streams: Sequence[Iterable[list[Item]]]) -> None:
     """Runs every core's stream, phase by phase: each core up to its next `gbarrier`, then
     (all there) the barrier joins every core's clocks; a core that ends while another
@@ -64,7 +74,6 @@ class _Core:
         self.depth = sim.config.queue_depth
         self.held: list[deque[Item] | None] = [None] * len(Unit)  # queues of stalled units
         self.waiting: dict[tuple[int, int, int, int], Unit] = {}  # flag -> the unit stalled
-        self.rest: list[Item] = []  # the chunk's items after the gbarrier it stopped at
         self.ended = False
 
     def run(self, chunks: Iterable[list[Item]]) -> None:
@@ -77,14 +86,8 @@ class _Core:
             return None
         handlers = self.sim._handlers
         held, core, counts = self.held, self.core, self.counts
-        while True:
-            if self.rest:
-                chunk, self.rest = self.rest, []
-            else:
-                chunk = next(chunks, None)  # type: ignore[arg-type]
-                if chunk is None:
-                    break
-            for k, item in enumerate(chunk):
+        for chunk in chunks:  # a gbarrier always ends its chunk (scalar.stream, split_at)
+            for item in chunk:
                 inst = item[1]
                 tp = type(inst)
                 handler = handlers.get(tp)
@@ -112,7 +115,6 @@ class _Core:
                     self._drained(item, "this gbarrier waits for every queue to drain")
                     self.sim._flush()
                     self.sim._races.barrier(core)
-                    self.rest = chunk[k + 1 :]
                     return item
         self.ended = True
         self._drained(None, "the program ends for every queue to drain")

@@ -120,10 +120,11 @@ class _Walker:
         """The functional model computes batched mma results here; nothing to do."""
 
     def run(self, streams: Sequence[Stream]) -> None:
-        from anychip.npu.sync import _Core, run_cores  # the functional model's queues, flags
+        from anychip.npu.sync import _Core, run_cores, split_at_gbarriers
 
+        # the functional model's queues, flags and gbarrier phases
         runners = [_Core(self, core, [0] * len(Unit)) for core in range(len(streams))]  # type: ignore[arg-type]
-        run_cores(runners, [[list(stream)] for stream in streams])
+        run_cores(runners, [split_at_gbarriers(list(stream)) for stream in streams])
 
     def _acc(self, core: int, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...],
              dt: DT) -> Access:  # fmt: skip
