@@ -25,6 +25,7 @@ from anychip.npu.costs import (
     UnitCost,
     dma_cost,
     dma_regions,
+    f64_math,
     fair_rates,
     mma_cost,
     vector_cost,
@@ -127,6 +128,7 @@ class _Engine:
         self.dram_traffic = 0
         self.macs = 0
         self.vector_elements = 0
+        self.vector_f64_elements = 0
         self.unit_cache: dict[Instr, UnitCost] = {}
         self.dma_cache: dict[Instr, tuple[DmaCost, Region, Region]] = {}
         self.ports = Ports(cfg)
@@ -368,7 +370,10 @@ class _Engine:
                 self.macs += macs
                 self.macs_by_dtype[inst.dtype.name.lower()] += macs  # type: ignore[attr-defined]
             else:
-                self.vector_elements += vector_elements(inst)
+                n = vector_elements(inst)
+                self.vector_elements += n
+                if f64_math(inst):
+                    self.vector_f64_elements += n
         s.free = now + cycles
         s.done = max(s.done, s.free + latency)
         s.stats.busy += cycles
@@ -496,6 +501,7 @@ def simulate_timing(
         dram_traffic=eng.dram_traffic,
         macs=eng.macs,
         vector_elements=eng.vector_elements,
+        vector_f64_elements=eng.vector_f64_elements,
         port_bytes=dict(eng.port_bytes),
         macs_by_dtype=dict(eng.macs_by_dtype),
         events=eng.events,

@@ -329,3 +329,29 @@ def test_sort_and_scan_cycles_by_hand():
     assert vector_cycles(edge, VSort(DT.F32, 0, ub, ub, (3, 100), (100, 1), (100, 1))) == 672
     # a scan streams like an elementwise op: 3 * 100 / 16 lanes, dense
     assert vector_cycles(edge, VScan(DT.F32, 1, ub, ub, (3, 100), (100, 1), (100, 1))) == 19
+
+
+def test_f64_elements_cost_their_own_energy():
+    edge = PROFILES["edge"]
+    ub = Ref(Space.UB, 0)
+    s = (64, 1)
+    add = VBin(BinOp.ADD, DT.F64, ub, ub, ub, (1, 64), s, s, s)
+    code = (VDup(DT.F64, ub, 1.0, (1, 64), s), add, Finish())
+    rep = simulate_timing(Program((code,)), edge)
+    assert (rep.vector_elements, rep.vector_f64_elements) == (128, 64)  # the dup moves bits
+    e = edge.energy
+    assert rep.energy["vector"] == pytest.approx((64 * e.vector_op + 64 * e.vector_op_f64) * 1e-12)
+    assert e.vector_op_f64 == pytest.approx(4 * e.vector_op)
+
+
+def test_a_reversed_dma_pays_a_burst_per_element():
+    from anychip.npu.costs import dma_cost
+    from anychip.npu.isa import Dma
+
+    edge = PROFILES["edge"]  # 32-byte bursts
+    fwd = Dma(DT.F32, Ref(Space.UB, 0), Ref(Space.DRAM, 0), (1, 1, 8), (0, 0, 1), (0, 0, 1),
+              (1, 1, 8))  # fmt: skip
+    rev = Dma(DT.F32, Ref(Space.UB, 0), Ref(Space.DRAM, 28), (1, 1, 8), (0, 0, 1), (0, 0, -1),
+              (1, 1, 8))  # fmt: skip
+    # forward: one 32-byte run, one burst; reversed: 8 runs of 4 bytes, a burst each
+    assert (dma_cost(edge, fwd).traffic, dma_cost(edge, rev).traffic) == (32, 8 * 32)
