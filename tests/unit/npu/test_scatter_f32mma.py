@@ -13,6 +13,7 @@ from anychip.npu.costs import dma_cost, mma_cycles
 from anychip.npu.errors import OutOfBounds, RaceError
 from anychip.npu.isa import (
     DT,
+    BinOp,
     Dma,
     Finish,
     Gather,
@@ -22,6 +23,10 @@ from anychip.npu.isa import (
     SetFlag,
     Space,
     Unit,
+    UnOp,
+    VBin,
+    VCast,
+    VUn,
     WaitFlag,
 )
 from anychip.npu.program import Program
@@ -190,3 +195,61 @@ def test_f32_mma_runs_on_the_simulator_and_costs_matrix_f32_cycles():
     rep = simulate_timing(Program((code,)), cube)
     assert rep.macs_by_dtype == {"f32": 32 * 16 * 16}
     assert rep.energy["matrix"] == pytest.approx(32 * 16 * 16 * 4.6e-12)
+
+
+def test_a_fused_epilogue_runs_on_the_accumulator_before_the_store():
+    """out = relu(x @ w + bias) in f16: bias add, relu and down-cast read and write l0c /
+    ub directly after the mma; the result makes one trip to device memory."""
+    edge = PROFILES["edge"]
+    sim = Simulator(edge)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 16)).astype(np.float16)
+    w = rng.standard_normal((16, 16)).astype(np.float16)
+    bias = rng.standard_normal((1, 16)).astype(np.float32)
+    xa, wa, ba, out = sim.put(x, DT.F16), sim.put(w, DT.F16), sim.put(bias, DT.F32), sim.alloc(512)
+    acc, b_ub, y_ub = Ref(Space.L0C, 0), Ref(UB, 0), Ref(UB, 1024)
+    s = (16, 1)
+    code = (
+        Dma(
+            DT.F16,
+            Ref(Space.L0A, 0),
+            Ref(DRAM, xa),
+            (1, 16, 16),
+            (0, 16, 1),
+            (0, 16, 1),
+            (1, 16, 16),
+        ),
+        Dma(
+            DT.F16,
+            Ref(Space.L0B, 0),
+            Ref(DRAM, wa),
+            (1, 16, 16),
+            (0, 16, 1),
+            (0, 16, 1),
+            (1, 16, 16),
+        ),
+        Dma(DT.F32, b_ub, Ref(DRAM, ba), (1, 1, 16), (0, 0, 1), (0, 0, 1), (1, 1, 16)),
+        SetFlag(Unit.DMA_IN, Unit.MATRIX, 0),
+        WaitFlag(Unit.DMA_IN, Unit.MATRIX, 0),
+        SetFlag(Unit.DMA_IN, Unit.VECTOR, 0),
+        WaitFlag(Unit.DMA_IN, Unit.VECTOR, 0),
+        Mma(DT.F16, acc, Ref(Space.L0A, 0), Ref(Space.L0B, 0), 16, 16, 16, 0),
+        SetFlag(Unit.MATRIX, Unit.VECTOR, 0),
+        WaitFlag(Unit.MATRIX, Unit.VECTOR, 0),
+        VBin(BinOp.ADD, DT.F32, acc, acc, b_ub, (16, 16), s, s, (0, 1)),  # bias row broadcast
+        VUn(UnOp.RELU, DT.F32, acc, acc, (16, 16), s, s),
+        VCast(DT.F16, DT.F32, y_ub, acc, (16, 16), s, s),
+        SetFlag(Unit.VECTOR, Unit.DMA_OUT, 0),
+        WaitFlag(Unit.VECTOR, Unit.DMA_OUT, 0),
+        Dma(DT.F16, Ref(DRAM, out), y_ub, (1, 16, 16), (0, 16, 1), (0, 16, 1), (1, 16, 16)),
+        Finish(),
+    )
+    sim.run(Program((code,)))
+    ref = _reference(x.astype(np.float32), w.astype(np.float32), edge.matrix_k)
+    want = np.maximum(ref + bias, 0).astype(np.float16)
+    np.testing.assert_array_equal(sim.get(out, (16, 16), DT.F16), want)
+    rep = simulate_timing(Program((code,)), edge)
+    # edge: 16 lanes of f32; the add and the relu are 256 / 16 = 16 cycles each, the cast
+    # 16 (lanes by the wider f32); but l0c's port (4 x 64 B) bounds the first two: 2 KiB
+    # read + 2 KiB written (+ 64 B of bias from ub) over 256 B/cycle = 16 cycles: still 16
+    assert rep.units["core0.vector"].busy == 16 + 16 + 16
