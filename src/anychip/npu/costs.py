@@ -364,7 +364,7 @@ def _scatter_cost(cfg: NpuConfig, i: ScatterAdd) -> DmaCost:
     cap = min(float(cfg.dma_width), float(cfg.buffer(name).bandwidth), cfg.dram_bandwidth)
     traffic = 2 * _bursts(row, i.count, cfg.dram_burst)
     acts = 2 * i.count * -(-row // cfg.dram_page)
-    ports = ((name, i.count * row), (i.index.space.name.lower(), 4 * i.count))
+    ports = ((name, i.count * row), (i.index.space.name.lower(), i.op.dtype.itemsize * i.count))
     return DmaCost(f"{name}->dram", i.count * row, traffic, cap, True, 2 * cfg.dma_latency,
                    traffic + acts * cfg.dram_activate, min(row, cfg.dma_request), acts,
                    ports)  # fmt: skip
@@ -390,7 +390,7 @@ def dma_cost(cfg: NpuConfig, i: Dma | Gather | ScatterAdd) -> DmaCost:
         cap = min(float(cfg.dma_width), float(cfg.buffer(name).bandwidth), cfg.dram_bandwidth)
         traffic = _bursts(row, i.count, cfg.dram_burst)
         acts = i.count * -(-row // cfg.dram_page)  # rows at random: each opens its pages
-        ports = ((name, i.count * row), (i.index.space.name.lower(), 4 * i.count))
+        ports = ((name, i.count * row), (i.index.space.name.lower(), i.op.dtype.itemsize * i.count))
         return DmaCost(f"dram->{name}", i.count * row, traffic, cap, True, cfg.dma_latency,
                        traffic + acts * cfg.dram_activate, min(row, cfg.dma_request), acts,
                        ports)  # fmt: skip
@@ -442,9 +442,9 @@ def dma_regions(i: Dma | Gather | ScatterAdd) -> tuple[Region, Region]:
     size = i.dtype.itemsize
     if isinstance(i, ScatterAdd):  # its writes are device-memory rows chosen by data
         src = _span(i.src, (i.count, i.row_len), (i.src_stride, 1), size)
-        return (_span(i.index, (i.count,), (1,), 4), src), ()
+        return (_span(i.index, (i.count,), (1,), i.op.dtype.itemsize), src), ()
     if isinstance(i, Gather):
-        index = _span(i.index, (i.count,), (1,), 4)
+        index = _span(i.index, (i.count,), (1,), i.op.dtype.itemsize)
         return (index,), (_span(i.dst, (i.count, i.row_len), (i.dst_stride, 1), size),)
     return ((_span(i.src, i.shape, i.src_strides, size),),
             (_span(i.dst, i.pad, i.dst_strides, size),))  # fmt: skip

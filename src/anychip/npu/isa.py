@@ -135,6 +135,17 @@ class CmpOp(IntEnum):
     GE = 5
 
 
+class IndexDT(IntEnum):
+    """The index type of a `gather` / `scatter_add` (`gather64`, `scatter_add64`: i64)."""
+
+    I32 = 0
+    I64 = 1
+
+    @property
+    def dtype(self) -> DT:
+        return DT.I64 if self == IndexDT.I64 else DT.I32
+
+
 class CastMode(IntEnum):
     """`vcast` rounds to nearest even and saturates; `vcastt` truncates (C and numpy casts)."""
 
@@ -282,10 +293,10 @@ class Dma(Instr):
 class Gather(Instr):
     """dst row i = `row_len` elements at table + index[i]*table_stride (elements); dma_in.
 
-    `index` holds `count` int32 row numbers in an on-chip buffer (an embedding lookup).
+    `index` holds `count` int32 (`gather64`: int64) row numbers in an on-chip buffer (an
+    embedding lookup).
     """
 
-    MNEMONIC: ClassVar[str] = "gather"
     dtype: DT
     dst: Ref
     table: Ref
@@ -295,6 +306,7 @@ class Gather(Instr):
     table_stride: int
     dst_stride: int
     table_rows: int
+    op: IndexDT = IndexDT.I32
 
     @property
     def unit(self) -> Unit:
@@ -315,10 +327,9 @@ class ScatterAdd(Instr):
     """table row index[i] += `row_len` elements of src row i, for i in order; dma_out.
 
     Repeated indices accumulate every row (an embedding gradient). `index` holds `count`
-    int32 row numbers on chip; the table is in device memory.
+    int32 (`scatter_add64`: int64) row numbers on chip; the table is in device memory.
     """
 
-    MNEMONIC: ClassVar[str] = "scatter_add"
     dtype: DT
     table: Ref
     src: Ref
@@ -328,6 +339,7 @@ class ScatterAdd(Instr):
     table_stride: int
     src_stride: int
     table_rows: int
+    op: IndexDT = IndexDT.I32
 
     @property
     def unit(self) -> Unit:
@@ -744,8 +756,7 @@ def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
     """Version 1's opcodes 0..51 keep their numbers; what version 2 added follows them."""
     rows: list[tuple[str, type[Instr], IntEnum | None]] = []
     cls: type[Instr]
-    for cls in (Dma, Gather, Mma):
-        rows.append((cls.MNEMONIC, cls, None))
+    rows += [("dma", Dma, None), ("gather", Gather, IndexDT.I32), ("mma", Mma, None)]
     bin1, un1, red1, s1 = list(BinOp)[:6], list(UnOp)[:12], list(RedOp)[:2], list(SOp)[:6]
     rows += [("v" + o.name.lower(), VBin, o) for o in bin1]
     rows += [("v" + o.name.lower() + "s", VScalar, o) for o in bin1]
@@ -767,9 +778,12 @@ def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
     rows += [("vsel", VSel, None), ("vcastt", VCast, CastMode.TRUNC)]
     rows += [("s" + o.name.lower(), SAlu, o) for o in list(SOp)[6:]]
     rows += [("s" + o.name.lower() + "i", SAluI, o) for o in list(SOp)[6:]]
-    for cls in (SLoad, SStore, ScatterAdd, VScan, VSort, GBarrier):
+    rows += [("sld", SLoad, None), ("sst", SStore, None)]
+    rows.append(("scatter_add", ScatterAdd, IndexDT.I32))
+    for cls in (VScan, VSort, GBarrier):
         rows.append((cls.MNEMONIC, cls, None))
     rows += [("v" + o.name.lower() + "r", VScalarR, o) for o in BinOp]
+    rows += [("gather64", Gather, IndexDT.I64), ("scatter_add64", ScatterAdd, IndexDT.I64)]
     return rows
 
 

@@ -251,7 +251,7 @@ class Simulator:
 
     def _gather(self, core: int, who: Who, i: Gather) -> None:
         self._races.tick(core, Unit.DMA_IN)
-        index = self._acc(core, i.index, (i.count,), (1,), DT.I32)
+        index = self._acc(core, i.index, (i.count,), (1,), i.op.dtype)
         idx = index.read(who, "gather index read").astype(np.int64)
         bad = np.flatnonzero((idx < 0) | (idx >= i.table_rows))
         if bad.size:
@@ -285,7 +285,7 @@ class Simulator:
     def _scatter_add(self, core: int, who: Who, i: ScatterAdd) -> None:
         """table row index[p] += src row p for p in order: repeated rows accumulate all."""
         self._races.tick(core, Unit.DMA_OUT)
-        index = self._acc(core, i.index, (i.count,), (1,), DT.I32)
+        index = self._acc(core, i.index, (i.count,), (1,), i.op.dtype)
         idx = index.read(who, "scatter_add index read").astype(np.int64)
         bad = np.flatnonzero((idx < 0) | (idx >= i.table_rows))
         size = i.dtype.itemsize

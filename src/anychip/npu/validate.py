@@ -178,7 +178,7 @@ class _Walker:
         # Which table rows are read depends on the index data: the functional model checks
         # them; here the index operand, the first row and the destination are checked.
         self.races.tick(core, Unit.DMA_IN)
-        index = self._acc(core, i.index, (i.count,), (1,), DT.I32)
+        index = self._acc(core, i.index, (i.count,), (1,), i.op.dtype)
         self._read(index, who, "gather index read")
         row = self._acc(core, i.table, (1, i.row_len), (i.table_stride, 1), i.dtype)
         row.check_bounds(who, "gather read")
@@ -197,7 +197,7 @@ class _Walker:
     def _scatter_add(self, core: int, who: Any, i: ScatterAdd) -> None:
         # As for gather, the rows depend on the index data: the functional model checks them.
         self.races.tick(core, Unit.DMA_OUT)
-        index = self._acc(core, i.index, (i.count,), (1,), DT.I32)
+        index = self._acc(core, i.index, (i.count,), (1,), i.op.dtype)
         self._read(index, who, "scatter_add index read")
         src = self._acc(core, i.src, (i.count, i.row_len), (i.src_stride, 1), i.dtype)
         self._read(src, who, "scatter_add read")

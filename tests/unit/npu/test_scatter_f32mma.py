@@ -17,6 +17,7 @@ from anychip.npu.isa import (
     Dma,
     Finish,
     Gather,
+    IndexDT,
     Mma,
     Ref,
     ScatterAdd,
@@ -253,3 +254,27 @@ def test_a_fused_epilogue_runs_on_the_accumulator_before_the_store():
     # 16 (lanes by the wider f32); but l0c's port (4 x 64 B) bounds the first two: 2 KiB
     # read + 2 KiB written (+ 64 B of bias from ub) over 256 B/cycle = 16 cycles: still 16
     assert rep.units["core0.vector"].busy == 16 + 16 + 16
+
+
+def test_i64_indices_gather_and_scatter_the_same_rows():
+    sim = Simulator(EDGE)
+    table = np.arange(24, dtype=np.float32).reshape(6, 4)
+    t = sim.put(table, DT.F32)
+    idx = sim.put(np.array([5, 0, 5], np.int64), DT.I64)
+    out = sim.alloc(48)
+    code = (
+        Dma(DT.I64, Ref(UB, 8192), Ref(DRAM, idx), (1, 1, 3), (0, 0, 1), (0, 0, 1), (1, 1, 3)),
+        Gather(DT.F32, Ref(UB, 0), Ref(DRAM, t), Ref(UB, 8192), 3, 4, 4, 4, 6, IndexDT.I64),
+        SetFlag(Unit.DMA_IN, Unit.DMA_OUT, 0),
+        WaitFlag(Unit.DMA_IN, Unit.DMA_OUT, 0),
+        Dma(DT.F32, Ref(DRAM, out), Ref(UB, 0), (1, 3, 4), (0, 4, 1), (0, 4, 1), (1, 3, 4)),
+        ScatterAdd(DT.F32, Ref(DRAM, t), Ref(UB, 0), Ref(UB, 8192), 3, 4, 4, 4, 6, IndexDT.I64),
+        Finish(),
+    )
+    sim.run(Program((code,)))
+    np.testing.assert_array_equal(sim.get(out, (3, 4), DT.F32), table[[5, 0, 5]])
+    want = table.copy()
+    np.add.at(want, [5, 0, 5], table[[5, 0, 5]])
+    np.testing.assert_array_equal(sim.get(t, (6, 4), DT.F32), want)
+    g = Gather(DT.F32, Ref(UB, 0), Ref(DRAM, 0), Ref(UB, 8192), 3, 4, 4, 4, 6, IndexDT.I64)
+    assert dma_cost(EDGE, g).ports[1] == ("ub", 3 * 8)  # the index bytes read: 8 each
