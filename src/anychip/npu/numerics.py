@@ -286,7 +286,7 @@ def _fsum(line: Array) -> float:
 def cumsum(dt: DT, a: Array, axis: int) -> Array:
     """Inclusive prefix sums along `axis`. f32/f16/bf16: running sums in float64 (exact
     for the first 2^29 f32 terms of one binade, and far below f32's rounding otherwise),
-    each prefix rounded once; f64: compensated (Neumaier) running sums, each prefix
+    each prefix rounded as `from_f64`; f64: compensated (Neumaier) running sums, each prefix
     rounded once; integers wrap."""
     if dt.is_int:
         with np.errstate(over="ignore"):
