@@ -28,6 +28,7 @@ from anychip.npu.isa import (
     VCmp,
     VCmpS,
     VDup,
+    VIota,
     VReduce,
     VSel,
     VSort,
@@ -227,7 +228,7 @@ def f64_math(i: Instr) -> bool:
     f64 bits (vcopy, vneg, vabs, vsel, vdup) runs at full rate."""
     if isinstance(i, VCast):
         return DT.F64 in (i.src_dtype, i.dst_dtype)
-    if isinstance(i, (VSel, VDup)) or getattr(i, "dtype", None) != DT.F64:
+    if isinstance(i, (VSel, VDup, VIota)) or getattr(i, "dtype", None) != DT.F64:
         return False
     return not (isinstance(i, VUn) and i.op in (UnOp.COPY, UnOp.NEG, UnOp.ABS))
 

@@ -605,6 +605,22 @@ class VDup(_Vec):
     dst_strides: I2
 
 
+@dataclass(frozen=True)
+class VIota(_Vec):
+    """dst[i, j] = R[rs] + base + i * row_step + j * col_step, converted to dtype: loop
+    indices as values (masks such as i < j, one-hot rows, padding validity)."""
+
+    MNEMONIC: ClassVar[str] = "viota"
+    dtype: DT
+    dst: Ref
+    rs: int
+    base: int
+    row_step: int
+    col_step: int
+    shape: I2
+    dst_strides: I2
+
+
 # ---- synchronisation --------------------------------------------------------------------
 class _Flag(Instr):
     src: Unit
@@ -784,6 +800,7 @@ def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
         rows.append((cls.MNEMONIC, cls, None))
     rows += [("v" + o.name.lower() + "r", VScalarR, o) for o in BinOp]
     rows += [("gather64", Gather, IndexDT.I64), ("scatter_add64", ScatterAdd, IndexDT.I64)]
+    rows.append(("viota", VIota, None))
     return rows
 
 

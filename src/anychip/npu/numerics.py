@@ -167,6 +167,22 @@ _CMP = {CmpOp.EQ: np.equal, CmpOp.NE: np.not_equal, CmpOp.LT: np.less,
         CmpOp.LE: np.less_equal, CmpOp.GT: np.greater, CmpOp.GE: np.greater_equal}  # fmt: skip
 
 
+def iota(dt: DT, start: int, row_step: int, col_step: int, shape: tuple[int, int]) -> Array:
+    """start + i*row_step + j*col_step over `shape`, exact in int64 (wrapping), converted
+    to dt: integers keep the low bits, floats round to nearest even, bool is value != 0."""
+    rows, cols = shape
+    with np.errstate(over="ignore"):
+        i = np.arange(rows, dtype=np.int64)[:, None] * np.int64(row_step)
+        v = np.int64(start) + i + np.arange(cols, dtype=np.int64)[None, :] * np.int64(col_step)
+    if dt.is_int:
+        return v.astype(dt.storage)
+    if dt == DT.BOOL:
+        return np.asarray(v != 0, np.uint8)
+    if dt == DT.F64:
+        return v.astype(np.float64)
+    return from_f32(v.astype(np.float32), dt)  # int64 to f32 rounds once
+
+
 def compare(op: CmpOp, dt: DT, a: Array, b: Array) -> Array:
     """A bool mask (uint8 0/1) of a op b on the exact values; NaN is unequal to everything
     (so only `ne` is true for it)."""

@@ -40,7 +40,7 @@ _WRAP = 1 << 64
 _REF_FIELDS: dict[type[Instr], tuple[str, ...]] = {}
 
 
-def _wrap64(v: int) -> int:
+def wrap64(v: int) -> int:
     """Registers are 64-bit two's complement."""
     v %= _WRAP
     return v - _WRAP if v >= 1 << 63 else v
@@ -341,7 +341,7 @@ def stream(
                 except IllegalInstruction as e:
                     raise _runaway(core, pc, str(e).removeprefix("npu: "), code) from None
             if not _LO <= v < _HI:
-                v = _wrap64(v)
+                v = wrap64(v)
             regs[rd] = v
             regs[0] = 0
             pc += 1

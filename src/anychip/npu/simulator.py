@@ -43,6 +43,7 @@ from anychip.npu.isa import (
     VCmp,
     VCmpS,
     VDup,
+    VIota,
     VReduce,
     VScalar,
     VScalarR,
@@ -54,7 +55,7 @@ from anychip.npu.isa import (
 from anychip.npu.memory import Access, Array, Memory, Rows, Who, runs_overlap
 from anychip.npu.program import Program
 from anychip.npu.races import RaceDetector
-from anychip.npu.scalar import check_args, check_budget, stream
+from anychip.npu.scalar import check_args, check_budget, stream, wrap64
 from anychip.npu.sync import _Core, run_cores
 
 __all__ = ["RunStats", "Simulator", "describe"]
@@ -118,6 +119,7 @@ class Simulator:
             VSel: self._vsel,
             VScan: self._vscan,
             VScalarR: self._vscalarr,
+            VIota: self._viota,
             VSort: self._vsort,
             ScatterAdd: self._scatter_add,
         }
@@ -473,6 +475,12 @@ class Simulator:
         (a,), out = self._vec(core, who, i.src_dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides),
                               i.shape, None, i.dst_dtype)  # fmt: skip
         out.write(nx.cast(i.src_dtype, i.dst_dtype, a, i.op), who)
+
+    def _viota(self, core: int, who: Who, i: VIota) -> None:
+        self._need(i.dtype, "vector", who)
+        _, out = self._vec(core, who, i.dtype, [], (i.dst, i.dst_strides), i.shape)
+        start = wrap64(i.__dict__["value"] + i.base)  # rs at dispatch (scalar.stream)
+        out.write(nx.iota(i.dtype, start, i.row_step, i.col_step, i.shape), who)
 
     def _vdup(self, core: int, who: Who, i: VDup) -> None:
         self._need(i.dtype, "vector", who)

@@ -28,6 +28,7 @@ from anychip.npu.isa import (
     VCmp,
     VCmpS,
     VDup,
+    VIota,
     VReduce,
     VScalar,
     VScalarR,
@@ -106,7 +107,7 @@ class _Walker:
         # the functional model, with this walker's checks as the instructions' handlers
         self.config, self._races = config, self.races
         vector = dict.fromkeys((VBin, VScalar, VUn, VReduce, VCast, VDup, VCmp, VCmpS, VSel,
-                                VScan, VSort, VScalarR),
+                                VScan, VSort, VScalarR, VIota),
                                self._vector)  # fmt: skip
         self._handlers: dict[type, Any] = {
             Dma: self._dma,

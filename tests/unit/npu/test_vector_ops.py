@@ -18,10 +18,13 @@ from anychip.npu.isa import (
     BinOp,
     CastMode,
     CmpOp,
+    Dma,
     Finish,
     RedOp,
     Ref,
+    SetFlag,
     Space,
+    Unit,
     UnOp,
     VBin,
     VCast,
@@ -34,6 +37,7 @@ from anychip.npu.isa import (
     VSel,
     VSort,
     VUn,
+    WaitFlag,
 )
 from anychip.npu.program import Program
 from anychip.npu.timing import simulate_timing
@@ -355,3 +359,28 @@ def test_a_reversed_dma_pays_a_burst_per_element():
               (1, 1, 8))  # fmt: skip
     # forward: one 32-byte run, one burst; reversed: 8 runs of 4 bytes, a burst each
     assert (dma_cost(edge, fwd).traffic, dma_cost(edge, rev).traffic) == (32, 8 * 32)
+
+
+def test_iota_gives_loop_indices_as_values_from_a_register_offset():
+    from anychip.npu.isa import SMov, VIota
+    from anychip.npu.simulator import Simulator
+
+    sim = Simulator(PROFILES["edge"])
+    out = sim.alloc(3 * 5 * 8)
+    ub = Ref(Space.UB, 0)
+    code = (
+        SMov(7, 100),  # the tile's first row index
+        VIota(DT.I64, ub, 7, 2, 5, 1, (3, 5), (5, 1)),
+        SetFlag(Unit.VECTOR, Unit.DMA_OUT, 0),
+        WaitFlag(Unit.VECTOR, Unit.DMA_OUT, 0),
+        Dma(DT.I64, Ref(Space.DRAM, out), ub, (1, 3, 5), (0, 5, 1), (0, 5, 1), (1, 3, 5)),
+        Finish(),
+    )
+    sim.run(Program((code,)))
+    i, j = np.meshgrid(np.arange(3), np.arange(5), indexing="ij")
+    np.testing.assert_array_equal(sim.get(out, (3, 5), DT.I64), 102 + 5 * i + j)
+    big = run_vec(lambda ins, o: VIota(DT.F32, o, 0, 2**24, 1, 1, (1, 4), (4, 1)),
+                  [(np.zeros((1, 4), np.float32), DT.F32)], DT.F32)  # fmt: skip
+    np.testing.assert_array_equal(big, [[2.0**24, 2.0**24, 2.0**24 + 2, 2.0**24 + 4]])
+    # cost: as vdup, 15 i64 elements on 8 lanes of 64 bits: 2 groups
+    assert vector_cycles(PROFILES["edge"], code[1]) == 2
