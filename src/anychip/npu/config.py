@@ -17,7 +17,7 @@ from anychip.npu.energy import DDR_PJ_PER_BYTE, HBM2_PJ_PER_BYTE, EnergySpec, en
 from anychip.npu.errors import ConfigError
 
 MATRIX_DTYPES = ("f16", "bf16", "i8", "f32")
-VECTOR_DTYPES = ("f32", "f16", "bf16", "i32", "bool", "i64", "f64")
+VECTOR_DTYPES = ("f32", "f16", "bf16", "i32", "bool", "i64", "f64", "u8", "i16", "u32", "u64")
 BUFFERS = ("l1", "l0a", "l0b", "l0c", "ub")
 DATAFLOWS = ("ws", "os", "tile")  # weight-stationary, output-stationary, pipelined tile engine
 TABLES = (*BUFFERS, "energy")  # fields written as TOML tables
@@ -349,7 +349,7 @@ PROFILES: dict[str, NpuConfig] = {
         matrix_m=16, matrix_n=16, matrix_k=16, matrix_macs_per_cycle=1024, matrix_latency=8,
         matrix_dtypes=("f16", "i8", "f32"), matrix_dataflow="os", matrix_double_buffer=True,
         vector_lanes=16, vector_latency=6,
-        vector_dtypes=("f32", "f16", "i32", "bool", "i64", "f64"),
+        vector_dtypes=("f32", "f16", "i32", "bool", "i64", "f64", "u8", "i16", "u32", "u64"),
         l1=BufferSpec(0), l0a=BufferSpec(32 * KIB, 4, 64), l0b=BufferSpec(32 * KIB, 4, 64),
         l0c=BufferSpec(64 * KIB, 4, 64), ub=BufferSpec(128 * KIB, 4, 32),
         dma_width=32, dma_latency=200, dram_size=1 * GIB, dram_bandwidth=16.0, dram_burst=32,

@@ -53,10 +53,14 @@ class DT(IntEnum):
     BOOL = 5
     I64 = 6
     F64 = 7
+    U8 = 8
+    I16 = 9
+    U32 = 10
+    U64 = 11
 
     @property
     def itemsize(self) -> int:
-        return (4, 2, 2, 4, 1, 1, 8, 8)[self]
+        return (4, 2, 2, 4, 1, 1, 8, 8, 1, 2, 4, 8)[self]
 
     @property
     def storage(self) -> np.dtype[Any]:
@@ -69,10 +73,11 @@ class DT(IntEnum):
 
     @property
     def is_int(self) -> bool:
-        return self in (DT.I32, DT.I8, DT.I64)
+        return self in (DT.I32, DT.I8, DT.I64, DT.U8, DT.I16, DT.U32, DT.U64)
 
 
-_STORAGE = (np.float32, np.float16, np.uint16, np.int32, np.int8, np.uint8, np.int64, np.float64)
+_STORAGE = (np.float32, np.float16, np.uint16, np.int32, np.int8, np.uint8, np.int64, np.float64,
+            np.uint8, np.int16, np.uint32, np.uint64)  # fmt: skip
 
 
 class BinOp(IntEnum):

@@ -15,7 +15,9 @@ from anychip.dtypes import bf16_to_f32, f32_to_bf16
 from anychip.npu.isa import DT, BinOp, CastMode, CmpOp, RedOp, UnOp
 
 Array = np.ndarray[Any, Any]
-_INT_RANGE = {DT.I32: (-(2**31), 2**31 - 1), DT.I8: (-128, 127), DT.I64: (-(2**63), 2**63 - 1)}
+_INT_RANGE = {DT.I32: (-(2**31), 2**31 - 1), DT.I8: (-128, 127), DT.I64: (-(2**63), 2**63 - 1),
+              DT.U8: (0, 255), DT.I16: (-(2**15), 2**15 - 1), DT.U32: (0, 2**32 - 1),
+              DT.U64: (0, 2**64 - 1)}  # fmt: skip
 # The ops each kind of element type defines (vector_ok); the rest are illegal on it.
 _BIN_FLOAT = {BinOp.ADD, BinOp.SUB, BinOp.MUL, BinOp.DIV, BinOp.MAX, BinOp.MIN, BinOp.POW,
               BinOp.MOD}  # fmt: skip
@@ -25,7 +27,7 @@ _UN_INT = {UnOp.RELU, UnOp.NEG, UnOp.ABS, UnOp.COPY, UnOp.NOT, UnOp.SIGN}
 _UN_BOOL = {UnOp.NOT, UnOp.COPY}
 _UN_FLOAT = set(UnOp) - {UnOp.NOT}
 _RED_BOOL = {RedOp.MAX, RedOp.MIN}
-_INTS = frozenset((DT.I32, DT.I8, DT.I64))
+_INTS = frozenset(_INT_RANGE)
 # Kept for callers of version 1: the i32 ops.
 INT_BINOPS = tuple(sorted(_BIN_INT))
 INT_UNOPS = tuple(sorted(_UN_INT))
@@ -92,12 +94,24 @@ def _to_int(x: Array, dt: DT, trunc: bool = False) -> Array:
     lo, hi = _INT_RANGE[dt]
     r = np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
     r = np.asarray(np.trunc(r) if trunc else np.rint(r))
+    if dt not in (DT.I64, DT.U64):
+        return np.asarray(np.clip(r, lo, hi).astype(np.int64).astype(dt.storage))
+    big, small = r >= float(hi), r < float(lo)  # float(hi) is 2^63 or 2^64: above the range
     with np.errstate(invalid="ignore"):
-        out = np.clip(r, lo, hi).astype(np.int64) if dt != DT.I64 else r.astype(np.int64)
-        if dt == DT.I64:
-            out[r >= 2.0**63] = hi
-            out[r < -(2.0**63)] = lo
-    return np.asarray(out.astype(dt.storage))
+        out = np.where(big | small, 0.0, r).astype(dt.storage)
+    out[big], out[small] = hi, lo
+    return np.asarray(out)
+
+
+def _saturate(a: Array, dst: DT) -> Array:
+    """Integers to integer type `dst`, saturating (any source type, u64 included)."""
+    lo, hi = _INT_RANGE[dst]
+    if a.dtype == np.uint64:  # every value >= 0: only the top can saturate
+        return np.minimum(a, np.uint64(hi)).astype(dst.storage)
+    x = a.astype(np.int64)  # every other integer type fits int64
+    if dst == DT.U64:
+        return np.maximum(x, 0).astype(np.uint64)
+    return np.clip(x, lo, hi).astype(dst.storage)
 
 
 def immediate(value: float, dt: DT) -> Array:
@@ -352,8 +366,7 @@ def cast(src: DT, dst: DT, a: Array, mode: CastMode = CastMode.ROUND) -> Array:
     if not src.is_float and not dst.is_float:
         if mode == CastMode.TRUNC:
             return a.astype(dst.storage)  # numpy's integer casts wrap
-        lo, hi = _INT_RANGE[dst]
-        return np.clip(a.astype(np.int64), lo, hi).astype(dst.storage)
+        return _saturate(a, dst)
     if not src.is_float:  # integer to float: one rounding (i64 to f32 directly, not via f64)
         if dst in (DT.F32, DT.F64):
             return a.astype(dst.storage)
@@ -503,7 +516,8 @@ def to_register(value: Any, dt: DT) -> int:
     (1065353216, -3)
     """
     if not dt.is_float:
-        return int(value)
+        v = int(value)
+        return v - (1 << 64) if v >= 1 << 63 else v  # a u64 above 2^63 wraps like its bits
     bits = int(np.asarray(value, dt.storage).view(_BITS[dt.itemsize]))
     return bits - (1 << 64) if bits >= 1 << 63 else bits
 
@@ -534,8 +548,7 @@ def to_storage(x: Any, dt: DT) -> Array:
     if dt == DT.BOOL:
         return np.asarray(arr != 0, np.uint8)
     if dt in _INT_RANGE and arr.dtype.kind in "iub":
-        lo, hi = _INT_RANGE[dt]
-        return np.clip(arr.astype(np.int64), lo, hi).astype(dt.storage)
+        return _saturate(arr if arr.dtype.kind != "b" else arr.astype(np.int64), dt)
     if dt in _INT_RANGE:
         return _to_int(arr.astype(np.float64), dt)
     with np.errstate(over="ignore"):

@@ -384,3 +384,40 @@ def test_iota_gives_loop_indices_as_values_from_a_register_offset():
     np.testing.assert_array_equal(big, [[2.0**24, 2.0**24, 2.0**24 + 2, 2.0**24 + 4]])
     # cost: as vdup, 15 i64 elements on 8 lanes of 64 bits: 2 groups
     assert vector_cycles(PROFILES["edge"], code[1]) == 2
+
+
+def test_unsigned_and_16_bit_integers_wrap_compare_and_shift_as_numpy():
+    a8 = np.array([[200, 5, 255, 0]], np.uint8)
+    b8 = np.array([[100, 7, 1, 1]], np.uint8)
+    np.testing.assert_array_equal(_binary(BinOp.ADD, DT.U8, a8, b8), a8 + b8)  # wraps
+    np.testing.assert_array_equal(_binary(BinOp.SUB, DT.U8, a8, b8), a8 - b8)
+    a32 = np.array([[2**31 + 5, 1, 2**32 - 1]], np.uint32)
+    b32 = np.array([[3, 2**31, 4]], np.uint32)
+    np.testing.assert_array_equal(_binary(BinOp.DIV, DT.U32, a32, b32), a32 // b32)
+    # logical (zero-filling), by the count modulo 32
+    np.testing.assert_array_equal(_binary(BinOp.SHR, DT.U32, a32, b32), a32 >> (b32 % 32))
+    s3 = (3, 1)
+    gt = lambda ins, o: VCmp(CmpOp.GT, DT.U32, o, ins[0], ins[1], (1, 3), s3, s3, s3)  # noqa: E731
+    got = run_vec(gt, [(a32, DT.U32), (b32, DT.U32)], DT.BOOL)
+    np.testing.assert_array_equal(got, (a32 > b32).astype(np.uint8))
+    a64 = np.array([[2**64 - 1, 2**63]], np.uint64)
+    one = np.array([[1, 2**63]], np.uint64)
+    np.testing.assert_array_equal(_binary(BinOp.ADD, DT.U64, a64, one), a64 + one)
+    np.testing.assert_array_equal(_binary(BinOp.MAX, DT.U64, a64, one), np.maximum(a64, one))
+    i16 = np.array([[300, -300, 2**15 - 1]], np.int16)
+    np.testing.assert_array_equal(_binary(BinOp.MUL, DT.I16, i16, i16), i16 * i16)
+
+
+def test_casts_among_unsigned_types_wrap_or_saturate():
+    x = np.array([[300, -1, 7]], np.int32)
+    np.testing.assert_array_equal(_cast(DT.I32, DT.U8, x, CastMode.TRUNC), [[44, 255, 7]])
+    np.testing.assert_array_equal(_cast(DT.I32, DT.U8, x, CastMode.ROUND), [[255, 0, 7]])
+    f = np.array([[-5.5, 300.7, 2.0**70, np.nan]], np.float32)
+    np.testing.assert_array_equal(_cast(DT.F32, DT.U8, f, CastMode.TRUNC), [[0, 255, 255, 0]])
+    np.testing.assert_array_equal(_cast(DT.F32, DT.U64, f, CastMode.TRUNC),
+                                  [[0, 300, 2**64 - 1, 0]])  # fmt: skip
+    u = np.array([[2**64 - 1, 2**40]], np.uint64)
+    np.testing.assert_array_equal(
+        _cast(DT.U64, DT.I32, u, CastMode.ROUND), [[2**31 - 1, 2**31 - 1]]
+    )
+    np.testing.assert_array_equal(_cast(DT.U64, DT.F32, u, CastMode.ROUND), u.astype(np.float32))
