@@ -46,8 +46,3 @@ def run_vec(
     code += [_io(out_dt, Ref(Space.DRAM, y), out, rows, cols), Finish()]
     sim.run(Program((tuple(code),)))
     return sim.get(y, (rows, cols), out_dt)
-
-
-def dense(rows: int, cols: int) -> tuple[int, int]:
-    """Row-major strides of a (rows, cols) operand."""
-    return (cols, 1)
