@@ -146,9 +146,13 @@ class RaceDetector:
         """The setf (its `who`) of every count still standing on `core`'s flags."""
         return [who for key, q in self.flags.items() if key[0] == core for _, who in q]
 
-    def barrier(self, core: int) -> None:
-        """All units of `core` wait for each other; old records that cannot race are dropped."""
-        rows = range(core * UNITS, (core + 1) * UNITS)
+    def barrier(self, core: int | None) -> None:
+        """All units of `core` (None: of every core, a `gbarrier`) wait for each other; old
+        records that cannot race are dropped."""
+        if core is None:
+            rows = range(len(self.vc))
+        else:
+            rows = range(core * UNITS, (core + 1) * UNITS)
         joined = [max(col) for col in zip(*(self.vc[r] for r in rows), strict=True)]
         for r in rows:
             self.vc[r] = list(joined)

@@ -67,6 +67,7 @@ class TimingReport:
     events: list[Event] = field(default_factory=list, repr=False)
     port_bytes: dict[str, int] = field(default_factory=dict)  # on-chip reads + writes
     macs_by_dtype: dict[str, int] = field(default_factory=dict)
+    vector_f64_elements: int = 0  # of vector_elements, those computed in f64
 
     # ---- headline figures ----------------------------------------------------------------
     @property
@@ -144,8 +145,10 @@ class TimingReport:
     def energy(self) -> dict[str, float]:
         """Joules by where they went: 'matrix', 'vector', each buffer, 'dram', 'static'."""
         e = self.config.energy
+        f32_ops = self.vector_elements - self.vector_f64_elements
+        vector = f32_ops * e.vector_op + self.vector_f64_elements * e.vector_op_f64
         out = {"matrix": sum(n * e.mac(dt) for dt, n in self.macs_by_dtype.items()) * 1e-12,
-               "vector": self.vector_elements * e.vector_op * 1e-12}  # fmt: skip
+               "vector": vector * 1e-12}  # fmt: skip
         for name, nbytes in sorted(self.port_bytes.items()):
             out[name] = nbytes * getattr(e, name) * 1e-12
         out["dram"] = self.dram_traffic * e.dram * 1e-12

@@ -10,17 +10,60 @@ where it becomes certain, naming the waiting `waitf`; so is a flag set and never
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from anychip.npu.asm import describe
 from anychip.npu.errors import SyncError
-from anychip.npu.isa import Barrier, Finish, Instr, SetFlag, Unit, WaitFlag
+from anychip.npu.isa import (
+    Barrier,
+    Finish,
+    GBarrier,
+    Instr,
+    SetFlag,
+    SLoad,
+    SStore,
+    Unit,
+    WaitFlag,
+)
 
 if TYPE_CHECKING:
     from anychip.npu.simulator import Simulator
 
 Item = tuple[int, Instr]
+_WHY = {Finish: "the program ends", Barrier: "this barrier waits", SLoad: "this sld waits",
+        SStore: "this sst waits", GBarrier: "this gbarrier waits"}  # fmt: skip
+
+
+def split_at_gbarriers(items: list[Item]) -> list[list[Item]]:
+    """A whole stream as chunks, each `gbarrier` ending one (as `run_phase` needs)."""
+    chunks: list[list[Item]] = [[]]
+    for item in items:
+        chunks[-1].append(item)
+        if type(item[1]) is GBarrier:
+            chunks.append([])
+    return chunks
+
+
+def run_cores(runners: Sequence[_Core], streams: Sequence[Iterable[list[Item]]]) -> None:
+    """Runs every core's stream, phase by phase: each core up to its next `gbarrier`, then
+    (all there) the barrier joins every core's clocks; a core that ends while another
+    waits at a `gbarrier` is a deadlock."""
+    its = [iter(s) for s in streams]
+    while True:
+        stops = [r.run_phase(it) for r, it in zip(runners, its, strict=True)]
+        waiting = [(c, item) for c, item in enumerate(stops) if item is not None]
+        if not waiting:
+            return
+        if len(waiting) < len(stops):
+            ended = [c for c, item in enumerate(stops) if item is None]
+            c, (index, inst) = waiting[0]
+            raise SyncError(
+                f"npu: deadlock: core(s) {ended} ended while core(s) "
+                f"{[w[0] for w in waiting]} wait at a gbarrier (every core must reach it)",
+                describe((c, index, inst)),
+            )
+        runners[0].sim._races.barrier(None)
 
 
 class _Core:
@@ -31,11 +74,19 @@ class _Core:
         self.depth = sim.config.queue_depth
         self.held: list[deque[Item] | None] = [None] * len(Unit)  # queues of stalled units
         self.waiting: dict[tuple[int, int, int, int], Unit] = {}  # flag -> the unit stalled
+        self.ended = False
 
     def run(self, chunks: Iterable[list[Item]]) -> None:
+        """Runs a whole single-core stream (`run_cores` runs several, with gbarriers)."""
+        run_cores([self], [chunks])
+
+    def run_phase(self, chunks: Iterator[list[Item]]) -> Item | None:
+        """Runs the stream up to its next `gbarrier` (returned) or its end (None)."""
+        if self.ended:
+            return None
         handlers = self.sim._handlers
         held, core, counts = self.held, self.core, self.counts
-        for chunk in chunks:
+        for chunk in chunks:  # a gbarrier always ends its chunk (scalar.stream, split_at)
             for item in chunk:
                 inst = item[1]
                 tp = type(inst)
@@ -54,10 +105,18 @@ class _Core:
                         self._sync(item)
                     else:
                         self._enqueue(q, item)
-                elif tp is Barrier or tp is Finish:
-                    why = "the program ends" if tp is Finish else "this barrier waits"
+                elif tp is Barrier or tp is Finish or tp is SLoad or tp is SStore:
+                    why = _WHY[tp]
                     self._drained(item, f"{why} for every queue to drain")
                     self.sim._races.barrier(core)
+                    if tp is SLoad or tp is SStore:
+                        self.sim.scalar_item(core, (core, item[0], inst))
+                elif tp is GBarrier:
+                    self._drained(item, "this gbarrier waits for every queue to drain")
+                    self.sim._flush()
+                    self.sim._races.barrier(core)
+                    return item
+        self.ended = True
         self._drained(None, "the program ends for every queue to drain")
         self.sim._flush()
         unused = self.sim._races.unconsumed(core)
@@ -70,6 +129,25 @@ class _Core:
                 f"{core}'s program; the next program would start with them)",
                 describe(who),
             )
+        return None
+
+    # ---- the scalar unit's memory accesses: the stream calls these (scalar.Memory) ------
+    def _scalar_access(self, pc: int, inst: Instr) -> tuple[int, int, Instr]:
+        """Drains every queue (sld and sst are ordered like a barrier), ticks the scalar unit."""
+        who = (self.core, pc, inst)
+        self._drained((pc, inst), f"{_WHY[type(inst)]} for every queue to drain")
+        self.sim._races.barrier(self.core)
+        self.sim._races.tick(self.core, Unit.SCALAR)
+        return who
+
+    def load(self, pc: int, inst: SLoad) -> int:
+        value = self.sim.scalar_load(self.core, self._scalar_access(pc, inst), inst)
+        self.sim._races.barrier(self.core)
+        return value
+
+    def store(self, pc: int, inst: SStore, value: int) -> None:
+        self.sim.scalar_store(self.core, self._scalar_access(pc, inst), inst, value)
+        self.sim._races.barrier(self.core)
 
     def _sync(self, item: Item) -> bool:
         """Runs a setf or waitf; False when the waitf stalls its unit (now holding a queue)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from anychip.npu.asm import describe
@@ -24,6 +25,7 @@ from anychip.npu.costs import (
     UnitCost,
     dma_cost,
     dma_regions,
+    f64_math,
     fair_rates,
     mma_cost,
     vector_cost,
@@ -31,7 +33,22 @@ from anychip.npu.costs import (
 )
 from anychip.npu.dram import loaded_latency, request_rate
 from anychip.npu.errors import SyncError
-from anychip.npu.isa import Barrier, Dma, Finish, Gather, Instr, Mma, SetFlag, Unit, WaitFlag
+from anychip.npu.isa import (
+    Barrier,
+    Dma,
+    Finish,
+    Gather,
+    GBarrier,
+    Instr,
+    Mma,
+    ScatterAdd,
+    SetFlag,
+    SLoad,
+    Space,
+    SStore,
+    Unit,
+    WaitFlag,
+)
 from anychip.npu.ports import Ports, Reservation
 from anychip.npu.program import Program
 from anychip.npu.report import Event, TimingReport, UnitStats
@@ -43,7 +60,9 @@ __all__ = ["Event", "TimingReport", "UnitStats", "simulate_timing"]
 QUEUED = (Unit.DMA_IN, Unit.DMA_OUT, Unit.MATRIX, Unit.VECTOR)
 _INF = float("inf")
 _STEP, _DISPATCH, _DRAM = 0, 1, 2  # event kinds
-_BARRIER = -1  # the dispatcher waits for its core to drain (barrier or finish)
+_BARRIER = -1  # the dispatcher waits for its core to drain (barrier, finish, sld, sst)
+_GBARRIER = -2  # the dispatcher waits for every core at a gbarrier
+_DMAS = (Dma, Gather, ScatterAdd)
 FlagKey = tuple[int, int, int, int]  # (core, src unit, dst unit, flag)
 
 
@@ -109,6 +128,7 @@ class _Engine:
         self.dram_traffic = 0
         self.macs = 0
         self.vector_elements = 0
+        self.vector_f64_elements = 0
         self.unit_cache: dict[Instr, UnitCost] = {}
         self.dma_cache: dict[Instr, tuple[DmaCost, Region, Region]] = {}
         self.ports = Ports(cfg)
@@ -117,6 +137,7 @@ class _Engine:
         # per (core, engine): (space, lo, hi, lands) of recent DMA writes, so that a DMA
         # reading them on the same engine waits until they have landed
         self.landing: dict[tuple[int, Unit], list[tuple[int, int, int, float]]] = {}
+        self.arrived: dict[int, tuple[float, int, Instr, float]] = {}  # cores at a gbarrier
 
     # ---- the event loop ----------------------------------------------------------------
     def _push(self, t: float, kind: int, core: int = 0, unit: int = 0) -> None:
@@ -165,7 +186,7 @@ class _Engine:
 
     def _dispatch(self, core: int, now: float) -> None:
         d = self.disp[core]
-        if d.end is not None:
+        if d.end is not None or d.blocked == _GBARRIER:
             return
         if d.blocked == _BARRIER:
             if not self._drained(core):
@@ -189,14 +210,25 @@ class _Engine:
                     return
                 s.queue.append((ts + 1, index, inst))
                 self._wake(core, unit, ts + 1)
-            elif isinstance(inst, (Barrier, Finish)):
+            elif type(inst) is GBarrier:
+                if not self._drained(core):
+                    d.ts, d.blocked = ts, _BARRIER
+                    return
+                arrive = max(ts + 1, max(s.done for s in units.values()))
+                d.ts, d.blocked = ts, _GBARRIER
+                self.arrived[core] = (arrive, index, inst, ts)
+                self._release_gbarrier()
+                return
+            elif isinstance(inst, (Barrier, Finish, SLoad, SStore)):
                 if not self._drained(core):
                     d.ts, d.blocked = ts, _BARRIER
                     return
                 after = max(ts + 1, max(s.done for s in units.values()))
                 d.stats.stalls["sync"] += after - (ts + 1)
+                access = scalar_access_cycles(self.cfg, inst)
+                after += access  # sld / sst: the round trip to the memory
                 events.append((core, Unit.SCALAR, index, inst, ts, after, after))
-                d.stats.busy += 1
+                d.stats.busy += 1 + access
                 d.stats.instructions += 1
                 d.pos += 1
                 if isinstance(inst, Finish):
@@ -216,6 +248,25 @@ class _Engine:
             return
         d.end = max([ts] + [s.done for s in units.values()])
 
+    def _release_gbarrier(self) -> None:
+        """Once every running core waits at its gbarrier, all go on `dma_latency` cycles
+        after the last arrived (a semaphore round trip through device memory)."""
+        live = [c for c, d in enumerate(self.disp) if d.end is None]
+        if not all(c in self.arrived for c in live):
+            return
+        t = max(a[0] for a in self.arrived.values()) + self.cfg.dma_latency
+        for c in live:
+            _, index, inst, ts = self.arrived[c]
+            d = self.disp[c]
+            d.stats.stalls["sync"] += t - (ts + 1)
+            d.stats.busy += 1
+            d.stats.instructions += 1
+            self.events.append((c, Unit.SCALAR, index, inst, ts, t, t))
+            d.pos += 1
+            d.ts, d.blocked = t, None
+            self._push(t, _DISPATCH, c)
+        self.arrived.clear()
+
     # ---- the queued units --------------------------------------------------------------
     def _step(self, core: int, unit: Unit, now: float) -> None:
         s = self.units[core][unit]
@@ -234,7 +285,7 @@ class _Engine:
                     self.waiters[key] = (core, unit)
                     return
                 t = max(t, sets[k])
-            elif type(inst) is Dma or type(inst) is Gather:
+            elif type(inst) in _DMAS:
                 t = max(t, self._landed(core, unit, inst, t))
             if t > now:
                 self._wake(core, unit, t)
@@ -292,7 +343,7 @@ class _Engine:
             if waiter is not None:
                 self._wake(waiter[0], waiter[1], at)
             return True
-        if tp is Dma or tp is Gather:
+        if tp in _DMAS:
             cost, _, writes = self._dma_info(inst)
             self.bytes_moved[cost.level] += cost.nbytes
             for name, nbytes in cost.ports:
@@ -319,7 +370,10 @@ class _Engine:
                 self.macs += macs
                 self.macs_by_dtype[inst.dtype.name.lower()] += macs  # type: ignore[attr-defined]
             else:
-                self.vector_elements += vector_elements(inst)
+                n = vector_elements(inst)
+                self.vector_elements += n
+                if f64_math(inst):
+                    self.vector_f64_elements += n
         s.free = now + cycles
         s.done = max(s.done, s.free + latency)
         s.stats.busy += cycles
@@ -335,7 +389,8 @@ class _Engine:
         limited by the engine, the buffer's port and its requests in flight."""
         self._dram_advance(now)
         self.dram_traffic += cost.traffic
-        latency = loaded_latency(self.cfg, self._load(now))
+        # a scatter_add's write-back adds its second round trip (cost.latency beyond one)
+        latency = loaded_latency(self.cfg, self._load(now)) + cost.latency - self.cfg.dma_latency
         cap = min(cost.cap, request_rate(self.cfg, cost.request, latency))
         cap, holds = self.ports.open(core, cost.ports, now, cap)
         tr = _Transfer(core, unit, index, inst, cost, now, cost.occupancy, cap, latency, holds)
@@ -399,10 +454,27 @@ class _Engine:
         self._dram_plan(now)
 
 
+def scalar_access_cycles(cfg: NpuConfig, inst: Instr) -> int:
+    """Cycles an `sld`/`sst` waits for its memory once the queues have drained: a device-
+    memory round trip (`dma_latency`) or one on-chip buffer cycle; 0 for other scalar ones."""
+    ref = getattr(inst, "src", None) if type(inst) is SLoad else getattr(inst, "dst", None)
+    if not isinstance(inst, (SLoad, SStore)) or ref is None:
+        return 0
+    return cfg.dma_latency if ref.space == Space.DRAM else 1
+
+
 def simulate_timing(
-    program: Program, config: NpuConfig | str, max_steps: int | None = None
+    program: Program,
+    config: NpuConfig | str,
+    max_steps: int | None = None,
+    args: Sequence[int] = (),
+    loads: Sequence[Sequence[int]] | None = None,
 ) -> TimingReport:
     """Times `program` on design `config` (a profile name works); returns its report.
+
+    `args` are the launch arguments (r3, r4, ... as `Simulator.run` sets them); a program
+    that loads registers from memory (`sld`) needs `loads`, the values the functional run
+    read (`RunStats.loads`): the timing model has no data.
 
     >>> from anychip.npu.isa import DT, Ref, Space, VDup
     >>> dup = VDup(DT.F32, Ref(Space.UB, 0), 1.0, (1, 64), (64, 1))
@@ -413,7 +485,7 @@ def simulate_timing(
     cfg = get_config(config)
     check_cores(program, cfg, "npu timing")
     # the same instruction budget as the functional model (the design's max_instructions)
-    streams = validate(program, cfg, max_steps=max_steps)
+    streams = validate(program, cfg, max_steps=max_steps, args=args, loads=loads)
     eng = _Engine(streams, cfg)
     eng.run()
     units: dict[str, UnitStats] = {}
@@ -429,6 +501,7 @@ def simulate_timing(
         dram_traffic=eng.dram_traffic,
         macs=eng.macs,
         vector_elements=eng.vector_elements,
+        vector_f64_elements=eng.vector_f64_elements,
         port_bytes=dict(eng.port_bytes),
         macs_by_dtype=dict(eng.macs_by_dtype),
         events=eng.events,
