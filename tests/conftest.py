@@ -11,9 +11,25 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import anychip as ac
 
-DEVICES = ac.devices()
+# The simulated chip (`npu`) runs a test only where its module is listed here or the test
+# is marked `npu`: a functional simulator is slow, and not every op lowers to it yet
+# (README, "Tests on npu"). ANYCHIP_TEST_NPU=all runs it everywhere.
+DEVICES = [d for d in ac.devices() if d != "npu"]
+NPU = "npu" in ac.devices()
+NPU_MODULES = {
+    "test_npu_backend",
+}
+
+
+def _npu_here(metafunc: pytest.Metafunc) -> bool:
+    if not NPU:
+        return False
+    if os.environ.get("ANYCHIP_TEST_NPU") == "all":
+        return True
+    name = metafunc.module.__name__.rsplit(".", 1)[-1]
+    return name in NPU_MODULES or metafunc.definition.get_closest_marker("npu") is not None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device" in metafunc.fixturenames:
-        metafunc.parametrize("device", DEVICES)
+        metafunc.parametrize("device", DEVICES + (["npu"] if _npu_here(metafunc) else []))

@@ -1,0 +1,1065 @@
+"""Kernel IR -> npu instructions: loop nests as 2-D tiles of the unified buffer.
+
+A kernel's loops are cut into *steps*. A step covers a (rows, cols) box of iteration
+points whose loop variables are affine in (row, col): rows and columns from two loops, or
+both from one long loop (point = base + row*cols + col). Inside a step every expression is
+one tile of the unified buffer (`ub`): loads are DMAs (strided boxes; other index patterns
+through the gather DMA from a table of element numbers the compiler computes), arithmetic
+is vector instructions on whole tiles, stores are DMAs back. Steps flow through a
+two-slot ring (dma_in -> vector -> dma_out, double buffered, ordered by flags); values
+that outlive a step (accumulators, a row's reduced values, runtime scalars, constants)
+sit in a persistent part of `ub`. Independent rows go to different cores.
+
+Buffer addresses and runtime scalars are launch arguments: buffer i is addressed through
+register `BUF_REG + i`, the scalars are read from a device-memory block at register
+`arg_reg`, and the compiler's tables from `const_reg` (see `backends/npu/__init__.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.dtypes import DType
+from anychip.errors import CompileError
+from anychip.ir.kernel import (
+    Acc,
+    Alu,
+    Const,
+    Expr,
+    KernelIR,
+    Let,
+    Load,
+    Local,
+    Loop,
+    LoopKind,
+    SortRow,
+    Stmt,
+    Store,
+    Update,
+    Var,
+    arg_name,
+    walk_exprs,
+)
+from anychip.ir.ops import Ops
+from anychip.npu.builder import Tile, round_up
+from anychip.npu.config import NpuConfig
+from anychip.npu.isa import (
+    DT,
+    NUM_REGS,
+    Barrier,
+    BinOp,
+    Dma,
+    Finish,
+    Gather,
+    Instr,
+    RedOp,
+    Ref,
+    SetFlag,
+    Space,
+    Unit,
+    UnOp,
+    VBin,
+    VCast,
+    VDup,
+    VReduce,
+    VScalar,
+    VUn,
+    WaitFlag,
+)
+
+BUF_REG = 3  # buffer i's device address is in register BUF_REG + i (r1, r2: core id, count)
+PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
+
+
+class NpuUnsupported(CompileError, NotImplementedError):
+    """An op or a kernel shape the npu backend cannot run on the chip (never a fallback)."""
+
+
+class _TooBig(Exception):
+    """A step's tiles do not fit the unified buffer: compile again with smaller tiles."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A kernel lowered for one design: each core's code (without the launch prologue),
+    the int32 table the code reads at `const_reg`, and static counts for the profiler."""
+
+    name: str
+    cores: tuple[tuple[Instr, ...], ...]
+    consts: np.ndarray
+    nbufs: int
+    scalars: tuple[DType, ...]
+    flops: int
+    tile_elems: int
+
+    @property
+    def arg_reg(self) -> int:
+        return BUF_REG + self.nbufs
+
+    @property
+    def const_reg(self) -> int:
+        return BUF_REG + self.nbufs + 1
+
+
+# ---- storage types ---------------------------------------------------------------------
+_STORE_DT = {"float32": DT.F32, "int32": DT.I32, "bool": DT.I8}
+
+
+def _kind(d: DType) -> str:
+    """How the vector unit computes a dtype: 'f' (f32) or 'i' (i32; bools as 0/1)."""
+    if d is dtypes.float32:
+        return "f"
+    if d is dtypes.int32 or d is dtypes.bool_:
+        return "i"
+    raise NpuUnsupported(f"npu: dtype {d.name} is not supported by the npu backend yet")
+
+
+def _vdt(kind: str) -> DT:
+    return DT.F32 if kind == "f" else DT.I32
+
+
+# ---- index analysis --------------------------------------------------------------------
+Affine = tuple[int, dict[str, int]]
+
+
+def _affine(e: Expr, lets: dict[str, Expr]) -> Affine | None:
+    """`e` as c + sum(k_v * v) over loop variables, or None."""
+    if isinstance(e, Const):
+        return (int(e.value), {}) if isinstance(e.value, int | bool) else None
+    if isinstance(e, Var):
+        if e.name in lets:
+            return _affine(lets[e.name], lets)
+        return (0, {e.name: 1})
+    if not isinstance(e, Alu):
+        return None
+    if e.op is Ops.NEG:
+        a = _affine(e.srcs[0], lets)
+        return None if a is None else (-a[0], {v: -k for v, k in a[1].items()})
+    if e.op is Ops.ADD:
+        a, b = _affine(e.srcs[0], lets), _affine(e.srcs[1], lets)
+        if a is None or b is None:
+            return None
+        out = dict(a[1])
+        for v, k in b[1].items():
+            out[v] = out.get(v, 0) + k
+        return a[0] + b[0], out
+    if e.op is Ops.MUL:
+        a, b = _affine(e.srcs[0], lets), _affine(e.srcs[1], lets)
+        if a is None or b is None:
+            return None
+        if not a[1]:
+            a, b = b, a
+        if b[1]:
+            return None
+        return a[0] * b[0], {v: k * b[0] for v, k in a[1].items()}
+    return None
+
+
+def _static(e: Expr, loop_vars: set[str], lets: dict[str, Expr]) -> bool:
+    """True when `e` depends on loop variables only (the compiler can tabulate it)."""
+    for x in walk_exprs(e):
+        if isinstance(x, Load):
+            return False
+        if isinstance(x, Var):
+            if x.name in lets:
+                if not _static(lets[x.name], loop_vars, lets):
+                    return False
+            elif x.name not in loop_vars:
+                return False
+        if isinstance(x, Const) and not isinstance(x.value, int | bool):
+            return False
+    return True
+
+
+def _np_eval(e: Expr, env: dict[str, np.ndarray], lets: dict[str, Expr]) -> np.ndarray:
+    """The value of a static integer/bool expression at every point (int64 arrays)."""
+    if isinstance(e, Const):
+        return np.asarray(int(e.value), np.int64)
+    if isinstance(e, Var):
+        return _np_eval(lets[e.name], env, lets) if e.name in lets else env[e.name]
+    assert isinstance(e, Alu)
+    s = [_np_eval(x, env, lets) for x in e.srcs]
+    with np.errstate(all="ignore"):
+        return np.asarray(_np_op(e, s), np.int64)
+
+
+def _np_op(e: Alu, s: list[np.ndarray]) -> Any:
+    op = e.op
+    if op is Ops.ADD:
+        return s[0] + s[1]
+    if op is Ops.MUL:
+        return s[0] * s[1]
+    if op is Ops.NEG:
+        return -s[0]
+    if op is Ops.DIV:
+        q = np.where(s[1] == 0, 0, np.abs(s[0]) // np.where(s[1] == 0, 1, np.abs(s[1])))
+        return np.asarray(q * np.sign(s[0]) * np.sign(s[1]), np.int64)
+    if op is Ops.MOD:
+        d = np.where(s[1] == 0, 1, s[1])
+        r = np.abs(s[0]) % np.abs(d)
+        return np.where(s[1] == 0, 0, np.sign(s[0]) * r).astype(np.int64)
+    if op is Ops.MAX:
+        return np.maximum(s[0], s[1])
+    if op is Ops.MIN:
+        return np.minimum(s[0], s[1])
+    if op is Ops.CMPLT:
+        return (s[0] < s[1]).astype(np.int64)
+    if op is Ops.CMPEQ:
+        return (s[0] == s[1]).astype(np.int64)
+    if op is Ops.AND:
+        return s[0] & s[1]
+    if op is Ops.OR:
+        return s[0] | s[1]
+    if op is Ops.XOR:
+        return s[0] ^ s[1]
+    if op is Ops.NOT:
+        return 1 - s[0] if e.dtype is dtypes.bool_ else ~s[0]
+    if op is Ops.WHERE:
+        return np.where(s[0] != 0, s[1], s[2])
+    if op is Ops.CAST:
+        return (s[0] != 0).astype(np.int64) if e.dtype is dtypes.bool_ else s[0]
+    raise NpuUnsupported(f"npu: index op {op.name} has no static evaluation")
+
+
+# ---- frames: which iteration points a step covers --------------------------------------
+@dataclass(frozen=True)
+class Frame:
+    """rows x cols points; loop variable v = base[v] + r*rstep[v] + c*cstep[v]."""
+
+    rows: int
+    cols: int
+    base: dict[str, int]
+    rstep: dict[str, int] = field(default_factory=dict)
+    cstep: dict[str, int] = field(default_factory=dict)
+
+    def at(self, a: Affine) -> tuple[int, int, int]:
+        """(start, row stride, col stride) of an affine form over this frame."""
+        c, ks = a
+        start = c + sum(k * self.base[v] for v, k in ks.items())
+        rs = sum(k * self.rstep.get(v, 0) for v, k in ks.items())
+        cs = sum(k * self.cstep.get(v, 0) for v, k in ks.items())
+        return start, rs, cs
+
+    def grid(self) -> dict[str, np.ndarray]:
+        r = np.arange(self.rows, dtype=np.int64)[:, None]
+        c = np.arange(self.cols, dtype=np.int64)[None, :]
+        return {
+            v: b + r * self.rstep.get(v, 0) + c * self.cstep.get(v, 0) for v, b in self.base.items()
+        }
+
+
+def _blocks(extent: int, size: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, extent, size):
+        yield lo, min(size, extent - lo)
+
+
+def _long_frames(
+    base: dict[str, int], var: str, extent: int, elems: int, width: int
+) -> list[Frame]:
+    """Frames covering var = 0..extent-1 as (rows, width) boxes of consecutive points."""
+    out: list[Frame] = []
+    cols = min(extent, width)
+    rows = max(1, elems // cols)
+    lo = 0
+    while lo < extent:
+        left = extent - lo
+        if left >= cols:
+            r = min(rows, left // cols)
+            out.append(Frame(r, cols, {**base, var: lo}, {var: cols}, {var: 1}))
+            lo += r * cols
+        else:
+            out.append(Frame(1, left, {**base, var: lo}, {var: cols}, {var: 1}))
+            lo += left
+    return out
+
+
+def _has_loop(body: tuple[Stmt, ...]) -> bool:
+    return any(isinstance(s, Loop) for s in body)
+
+
+# ---- one step: loads, vector code, stores ------------------------------------------------
+@dataclass
+class Step:
+    loads: list[Instr] = field(default_factory=list)
+    compute: list[Instr] = field(default_factory=list)
+    stores: list[Instr] = field(default_factory=list)
+    reads: list[tuple[int, int, int]] = field(default_factory=list)  # (buf, lo, hi) elements
+    writes: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+@dataclass
+class Val:
+    """A computed value: a tile (maybe broadcast) of kind 'f' or 'i'."""
+
+    tile: Tile
+    kind: str
+
+
+class _AccState:
+    def __init__(self, op: Ops, kind: str, tile: Tile, partials: Tile | None) -> None:
+        self.op, self.kind, self.tile, self.partials = op, kind, tile, partials
+        self.used = 0  # partial columns holding values
+
+
+class CoreLowering:
+    """Builds one core's steps for its share of the kernel's groups."""
+
+    def __init__(self, low: Lowering) -> None:
+        self.low = low
+        self.cfg = low.cfg
+        self.ub = self.cfg.ub.size
+        self.persist_top = 0  # group-local values grow up from 0 ...
+        self.persist_size = self.ub // 4
+        self.const_top = self.persist_size  # ... constants down from the top
+        self.group_mark = 0
+        slot = (self.ub - self.persist_size) // 2 // 64 * 64
+        self.slot_base = [self.persist_size, self.persist_size + slot]
+        self.slot_size = slot
+        self.steps: list[Step] = []
+        self.step: Step | None = None
+        self.slot_top = 0
+        self.env: dict[str, Val] = {}
+        self.accs: dict[str, _AccState] = {}
+        self.consts: dict[tuple[float, str], Tile] = {}
+        self.args: dict[int, Tile] = {}
+        self.prologue: list[Instr] = []
+        self.memo: dict[tuple[Any, ...], Val] = {}
+
+    # -- memory
+    def persist(self, rows: int, cols: int, dt: DT) -> Tile:
+        addr = round_up(self.persist_top, 64)
+        n = rows * cols * dt.itemsize
+        if addr + n > self.const_top:
+            raise _TooBig
+        self.persist_top = addr + n
+        return Tile(Ref(Space.UB, addr), rows, cols, dt)
+
+    def new_group(self) -> None:
+        """Group-local persistent values (accumulators, a row's values) start over."""
+        self.persist_top = self.group_mark
+        self.env = {}
+        self.accs = {}
+
+    def temp(self, rows: int, cols: int, dt: DT) -> Tile:
+        addr = round_up(self.slot_top, 64)
+        n = rows * cols * dt.itemsize
+        if addr + n > self.slot_size:
+            raise _TooBig
+        self.slot_top = addr + n
+        slot = self.slot_base[(len(self.steps) - 1) % 2]
+        return Tile(Ref(Space.UB, slot + addr), rows, cols, dt)
+
+    def open(self) -> Step:
+        if self.step is None:
+            self.step = Step()
+            self.steps.append(self.step)
+            self.slot_top = 0
+            self.memo = {}
+        return self.step
+
+    def close(self) -> None:
+        self.step = None
+
+    # -- emission helpers
+    def v(self, inst: Instr) -> None:
+        self.open().compute.append(inst)
+
+    def const(self, value: float, kind: str) -> Tile:
+        key = (float(value), kind)
+        t = self.consts.get(key)
+        if t is None:
+            addr = (self.const_top - 4) // 64 * 64
+            if addr < self.persist_top:
+                raise _TooBig
+            self.const_top = addr
+            t = Tile(Ref(Space.UB, addr), 1, 1, _vdt(kind))
+            self.prologue.append(VDup(t.dtype, t.ref, float(value), (1, 1), (1, 1)))
+            self.consts[key] = t
+        return t
+
+    # -- broadcasting
+    @staticmethod
+    def view(t: Tile, rows: int, cols: int) -> Tile:
+        sr, sc = t.strides
+        if t.rows == 1 and rows > 1:
+            sr = 0
+        if t.cols == 1 and cols > 1:
+            sc = 0
+        return Tile(t.ref, rows, cols, t.dtype, sr, sc)
+
+    def bin(
+        self, op: BinOp, a: Val, b: Val, f: Frame, kind: str | None = None, into: Val | None = None
+    ) -> Val:
+        """a op b into a fresh temp, or in place into `into` (a temp of the right shape)."""
+        k = kind or a.kind
+        r, c = self.shape_of(a, b, f)
+        dst = self.temp(r, c, _vdt(k)) if into is None else into.tile
+        va, vb = self.view(a.tile, r, c), self.view(b.tile, r, c)
+        self.v(
+            VBin(op, dst.dtype, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides,
+                 vb.strides)
+        )  # fmt: skip
+        return Val(dst, k)
+
+    def scal(self, op: BinOp, a: Val, imm: float, inplace: bool = False) -> Val:
+        t = a.tile
+        dst = t if inplace else self.temp(t.rows, t.cols, t.dtype)
+        self.v(VScalar(op, dst.dtype, dst.ref, t.ref, imm, dst.shape, dst.strides, t.strides))
+        return Val(dst, a.kind)
+
+    def un(self, op: UnOp, a: Val, inplace: bool = False) -> Val:
+        t = a.tile
+        dst = t if inplace else self.temp(t.rows, t.cols, t.dtype)
+        self.v(VUn(op, dst.dtype, dst.ref, t.ref, dst.shape, dst.strides, t.strides))
+        return Val(dst, a.kind)
+
+    def cast(self, a: Val, to: str, inplace: bool = False) -> Val:
+        t = a.tile
+        if inplace:
+            dst = Tile(t.ref, t.rows, t.cols, _vdt(to), *t.strides)
+        else:
+            dst = self.temp(t.rows, t.cols, _vdt(to))
+        self.v(VCast(dst.dtype, t.dtype, dst.ref, t.ref, t.shape, dst.strides, t.strides))
+        return Val(dst, to)
+
+    def not01(self, m: Val, inplace: bool = True) -> Val:
+        """1 - m for an i32 (or f32) 0/1 mask."""
+        return self.scal(BinOp.ADD, self.scal(BinOp.MUL, m, -1.0, inplace), 1.0, True)
+
+    @staticmethod
+    def shape_of(a: Val, b: Val, f: Frame) -> tuple[int, int]:
+        return max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
+
+    def as_bits(self, a: Val) -> Val:
+        """The same bytes read as i32 (bit patterns of f32)."""
+        t = a.tile
+        return Val(Tile(t.ref, t.rows, t.cols, DT.I32, *t.strides), "i")
+
+    # -- comparisons and selection on the current ISA (exact; see docs/npu-backend.md)
+    def lt_f(self, a: Val, b: Val, f: Frame) -> Val:
+        """(a < b) as i32 0/1 for f32 a, b: the sign of b - a (exact: a nonzero difference
+        of two f32 never rounds to 0), saturated to 0/1; NaN casts to 0. 6 vector ops."""
+        d = self.bin(BinOp.SUB, b, a, f)
+        self.scal(BinOp.MUL, d, 2.0**127, True)
+        self.scal(BinOp.MUL, d, 2.0**127, True)
+        self.scal(BinOp.MAX, d, 0.0, True)
+        self.scal(BinOp.MIN, d, 1.0, True)
+        return self.cast(d, "i", True)
+
+    def eq_f(self, a: Val, b: Val, f: Frame) -> Val:
+        """(a == b) as i32 0/1 for f32: a - b == 0 (false for NaN, and for equal
+        infinities, whose difference is NaN), or equal bits where a is infinite. 23 ops."""
+        d = self.bin(BinOp.SUB, a, b, f)
+        self.un(UnOp.ABS, d, True)
+        self.scal(BinOp.MUL, d, 2.0**127, True)
+        self.scal(BinOp.MUL, d, 2.0**127, True)
+        self.scal(BinOp.MIN, d, 1.0, True)
+        self.not01(d)
+        eq = self.cast(d, "i", True)  # NaN (unordered, or inf - inf) -> 0
+        bits = self.eq_i(self.as_bits(a), self.as_bits(b), f)
+        g = self.un(UnOp.ABS, Val(self.view(a.tile, *bits.tile.shape), "f"))
+        self.scal(BinOp.MUL, g, 2.0**-128, True)  # finite: < 1; inf: inf; NaN: NaN
+        self.scal(BinOp.ADD, g, -1.0, True)
+        self.scal(BinOp.MAX, g, 0.0, True)
+        self.scal(BinOp.MIN, g, 1.0, True)
+        inf = self.cast(g, "i", True)
+        both = self.bin(BinOp.MIN, bits, inf, f, "i", into=bits)
+        return self.bin(BinOp.MAX, eq, both, f, "i", into=eq)
+
+    def eq_i(self, a: Val, b: Val, f: Frame) -> Val:
+        """(a == b) for i32, in i32 alone: e = |a - b| - 1 (wrapping) is -1 exactly when
+        a == b and >= 0 otherwise (|INT_MIN| - 1 wraps to INT_MAX), so min(e, 0) + 1 is
+        (a != b). 7 ops."""
+        d = self.bin(BinOp.SUB, a, b, f, "i")
+        self.un(UnOp.ABS, d, True)
+        self.scal(BinOp.ADD, d, -1.0, True)
+        self.scal(BinOp.MIN, d, 0.0, True)
+        self.scal(BinOp.ADD, d, 1.0, True)
+        return self.not01(d)
+
+    def select(self, c: Val, a: Val, b: Val, f: Frame, kind: str) -> Val:
+        """where(c, a, b) on bit patterns: b + c * (a - b) in wrapping i32 is exact."""
+        ab, bb = self.as_bits(a), self.as_bits(b)
+        d = self.bin(BinOp.SUB, ab, bb, f, "i")
+        d = self.bin(BinOp.MUL, d, c, f, "i", into=d)
+        r = self.bin(BinOp.ADD, d, bb, f, "i", into=d)
+        return Val(Tile(r.tile.ref, r.tile.rows, r.tile.cols, _vdt(kind)), kind)
+
+    # -- expressions
+    def ev(self, e: Expr, f: Frame) -> Val:
+        key = (e,)
+        got = self.memo.get(key)
+        if got is None:
+            got = self._ev(e, f)
+            self.memo[key] = got
+        return got
+
+    def _ev(self, e: Expr, f: Frame) -> Val:
+        low = self.low
+        if isinstance(e, Const):
+            k = _kind(e.dtype)
+            return Val(self.const(float(e.value), k), k)
+        if low.is_static(e) and e.dtype in (dtypes.int64, dtypes.int32, dtypes.bool_):
+            return self.table(e, f)
+        if isinstance(e, Var):
+            if e.name in self.accs:
+                return Val(self.finish_acc(e.name), self.accs[e.name].kind)
+            if e.name in self.env:
+                return self.env[e.name]
+            if e.name in low.lets:
+                return self.ev(low.lets[e.name], f)
+            if e.name in low.argidx:
+                i = low.argidx[e.name]
+                k = _kind(low.ir.scalars[i]) if low.ir.scalars[i] is not dtypes.int64 else "i"
+                return Val(self.arg(i, k), k)
+            raise NpuUnsupported(f"npu: variable {e.name} has no value in kernel {low.ir.name}")
+        if isinstance(e, Load):
+            return self.load(e, f)
+        return self.alu(e, f)
+
+    def arg(self, i: int, kind: str) -> Tile:
+        t = self.args.get(i)
+        if t is None:
+            raise NpuUnsupported(f"npu: runtime scalar {i} was not loaded")
+        return Tile(t.ref, 1, 1, _vdt(kind))
+
+    def table(self, e: Expr, f: Frame) -> Val:
+        """A static integer expression: its values, computed now, DMA'd from the table."""
+        vals = _np_eval(e, f.grid(), self.low.lets)
+        vals = np.broadcast_to(vals, (f.rows, f.cols))
+        if vals.size and (vals.min() < -(2**31) or vals.max() >= 2**31):
+            raise NpuUnsupported(f"npu: index values beyond int32 in kernel {self.low.ir.name}")
+        t = self.temp(f.rows, f.cols, DT.I32)
+        off = self.low.add_table(vals.astype(np.int32))
+        st = self.open()
+        st.loads.append(self.dma_in_table(t, off))
+        return Val(t, "i")
+
+    def dma_in_table(self, t: Tile, off: int) -> Dma:
+        n = t.rows * t.cols
+        src = Ref(Space.DRAM, off * 4, self.low.const_reg)
+        return Dma(DT.I32, t.ref, src, (1, 1, n), (0, 0, 1), (0, 0, 1), (1, 1, n))
+
+    def load(self, e: Load, f: Frame) -> Val:
+        low = self.low
+        decl = low.ir.bufs[e.buf]
+        kind = _kind(decl.dtype)
+        sdt = _STORE_DT[decl.dtype.name]
+        st = self.open()
+        a = _affine(e.index, low.lets) if e.valid is None else None
+        pos = None if a is None else f.at(a)
+        if pos is not None and pos[1] >= 0 and pos[2] >= 0 and pos[0] >= 0:
+            start, rs, cs = pos
+            hi = start + rs * (f.rows - 1) + cs * (f.cols - 1)
+            if hi >= decl.size:
+                raise NpuUnsupported(f"npu: load of b{e.buf} past its end in {low.ir.name}")
+            t = self.temp(f.rows, f.cols, sdt)
+            src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
+            st.loads.append(
+                Dma(sdt, t.ref, src, (1, f.rows, f.cols), (0, f.cols, 1), (0, rs, cs),
+                    (1, f.rows, f.cols))
+            )  # fmt: skip
+            st.reads.append((e.buf, start, hi + 1))
+        elif low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
+            grid = f.grid()
+            idx = np.broadcast_to(_np_eval(e.index, grid, low.lets), (f.rows, f.cols))
+            ok = np.ones((f.rows, f.cols), bool)
+            if e.valid is not None:
+                ok = np.broadcast_to(_np_eval(e.valid, grid, low.lets) != 0, ok.shape)
+            idx = np.where(ok, idx, 0)
+            if idx.size and (idx.min() < 0 or idx.max() >= decl.size):
+                raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
+            t = self.gather(e.buf, sdt, idx.astype(np.int32), f)
+            st.reads.append((e.buf, int(idx.min()), int(idx.max()) + 1))
+            if not ok.all():
+                mask = self.temp(f.rows, f.cols, DT.I32)
+                st.loads.append(self.dma_in_table(mask, low.add_table(ok.astype(np.int32))))
+                val = self.widen(Val(t, kind), sdt)
+                bits = self.as_bits(val)
+                z = self.bin(BinOp.MUL, bits, Val(mask, "i"), f, "i")
+                r = z.tile
+                return Val(Tile(r.ref, r.rows, r.cols, _vdt(kind)), kind)
+        else:
+            raise NpuUnsupported(
+                f"npu: data-dependent load b{e.buf}[{e.index}] (a gather) is not lowered yet "
+                f"in kernel {low.ir.name}"
+            )
+        return self.widen(Val(t, kind), sdt)
+
+    def gather(self, buf: int, sdt: DT, idx: np.ndarray, f: Frame) -> Tile:
+        """An element gather: idx (rows, cols) element numbers of buffer `buf`."""
+        low = self.low
+        st = self.open()
+        it = self.temp(f.rows, f.cols, DT.I32)
+        st.loads.append(self.dma_in_table(it, low.add_table(idx)))
+        t = self.temp(f.rows, f.cols, sdt)
+        n = f.rows * f.cols
+        table = Ref(Space.DRAM, 0, BUF_REG + buf)
+        st.loads.append(Gather(sdt, t.ref, table, it.ref, n, 1, 1, 1, low.ir.bufs[buf].size))
+        return t
+
+    def widen(self, v: Val, sdt: DT) -> Val:
+        """Bools are bytes in memory, i32 0/1 in the vector unit."""
+        if sdt == DT.I8:
+            dst = self.temp(v.tile.rows, v.tile.cols, DT.I32)
+            self.v(VCast(DT.I32, DT.I8, dst.ref, v.tile.ref, dst.shape, dst.strides,
+                         v.tile.strides))  # fmt: skip
+            return Val(dst, "i")
+        return v
+
+    def alu(self, e: Alu, f: Frame) -> Val:
+        op = e.op
+        src_dt = e.srcs[-1].dtype if op is Ops.WHERE else e.srcs[0].dtype
+        k = _kind(src_dt)
+        name = f"npu: {op.name} on {src_dt.name} in kernel {self.low.ir.name}"
+        if op is Ops.CAST:
+            return self.cast_to(self.ev(e.srcs[0], f), src_dt, e.dtype, f, name)
+        s = [self.ev(x, f) for x in e.srcs]
+        if k == "f":
+            if op in _F_UNARY:
+                return self.un(_F_UNARY[op], s[0])
+            if op in _BIN:
+                return self.bin(_BIN[op], s[0], s[1], f)
+            if op is Ops.CMPLT:
+                return self.lt_f(s[0], s[1], f)
+            if op is Ops.CMPEQ:
+                return self.eq_f(s[0], s[1], f)
+            if op is Ops.WHERE:
+                return self.select(s[0], s[1], s[2], f, "f")
+        else:
+            boolean = src_dt is dtypes.bool_
+            if op is Ops.WHERE:
+                return self.select(s[0], s[1], s[2], f, "i")
+            if op is Ops.CMPEQ:
+                return self.eq_i(s[0], s[1], f)
+            if not boolean and op in (Ops.MAX, Ops.MIN, Ops.ADD, Ops.MUL):
+                return self.bin(_BIN[op], s[0], s[1], f)
+            if op is Ops.NEG and not boolean:
+                return self.un(UnOp.NEG, s[0])
+            if boolean:
+                if op in (Ops.AND, Ops.MUL, Ops.MIN):
+                    return self.bin(BinOp.MIN, s[0], s[1], f)
+                if op is Ops.MAX:
+                    return self.bin(BinOp.MAX, s[0], s[1], f)
+                if op in (Ops.OR, Ops.ADD):
+                    return self.bin(BinOp.MAX, s[0], s[1], f)
+                if op is Ops.XOR:
+                    return self.un(UnOp.ABS, self.bin(BinOp.SUB, s[0], s[1], f), True)
+                if op is Ops.NOT:
+                    return self.not01(s[0], inplace=False)
+                if op is Ops.CMPLT:  # a < b for 0/1 is b - a clamped at 0
+                    return self.scal(BinOp.MAX, self.bin(BinOp.SUB, s[1], s[0], f), 0.0, True)
+            elif op is Ops.NOT:  # ~a = -a - 1
+                return self.scal(BinOp.ADD, self.un(UnOp.NEG, s[0]), -1.0, True)
+        raise NpuUnsupported(
+            f"{name}: no npu instruction sequence for it yet (see docs/npu-backend.md)"
+        )
+
+    def cast_to(self, v: Val, src: DType, dst: DType, f: Frame, name: str) -> Val:
+        ks, kd = _kind(src), _kind(dst)
+        if src is dst or (ks == "i" and kd == "i" and dst is not dtypes.bool_):
+            return v
+        if dst is dtypes.bool_:
+            zero = Val(self.const(0.0, ks), ks)
+            eq = self.eq_f(v, zero, f) if ks == "f" else self.eq_i(v, zero, f)
+            return self.not01(eq)
+        if src is dtypes.bool_ and kd == "f":  # 0/1 times the bits of 1.0f: 0.0f or 1.0f
+            one = self.scal(BinOp.MUL, v, float(0x3F800000))
+            return Val(Tile(one.tile.ref, one.tile.rows, one.tile.cols, DT.F32), "f")
+        if ks == "i" and kd == "f":  # the simulator's vcast to f32 keeps i32 (see docs)
+            raise NpuUnsupported(f"{name} -> {dst.name}: vcast i32 -> f32 is not usable yet")
+        raise NpuUnsupported(f"{name} -> {dst.name}: truncating casts need an ISA addition")
+
+    # -- accumulators
+    def init_acc(self, s: Acc, rows: int) -> None:
+        kind = _kind(s.dtype)
+        if s.op not in (Ops.SUM, Ops.RMAX, Ops.RMIN):
+            raise NpuUnsupported(f"npu: reduction {s.op.name} in kernel {self.low.ir.name}")
+        t = self.persist(rows, 1, _vdt(kind))
+        ident = {Ops.SUM: 0.0, Ops.RMAX: -math.inf, Ops.RMIN: math.inf}[s.op]
+        if kind == "i" and s.op is not Ops.SUM:
+            ident = -(2.0**31) if s.op is Ops.RMAX else 2.0**31 - 1
+        self.v(VDup(t.dtype, t.ref, ident, t.shape, t.strides))
+        parts = None
+        if s.op is Ops.SUM and kind == "f":
+            cols = min(PARTIALS, (self.const_top - self.persist_top) // (8 * rows))
+            if cols >= 2:
+                parts = self.persist(rows, cols, DT.F32)
+        self.accs[s.var] = _AccState(s.op, kind, t, parts)
+
+    def update(self, s: Update, f: Frame, outer_rows: int) -> None:
+        acc = self.accs[s.var]
+        x = self.ev(s.value, f)
+        x = Val(self.view(x.tile, f.rows, f.cols), x.kind)
+        red = RedOp.SUM if acc.op is Ops.SUM else RedOp.MAX
+        if acc.op is Ops.RMIN:
+            x = self.un(UnOp.NEG, x)
+        part = self.temp(f.rows, 1, x.tile.dtype)
+        self.v(VReduce(red, x.tile.dtype, 1, part.ref, x.tile.ref, x.tile.shape, part.strides,
+                       x.tile.strides))  # fmt: skip
+        if f.rows != outer_rows:  # a long loop's rows: fold them too (outer is one point)
+            p2 = self.temp(1, 1, x.tile.dtype)
+            self.v(VReduce(red, x.tile.dtype, 0, p2.ref, part.ref, part.shape, p2.strides,
+                           part.strides))  # fmt: skip
+            part = p2
+        if acc.op is Ops.RMIN:
+            part = self.un(UnOp.NEG, Val(part, acc.kind)).tile
+        if acc.partials is not None:
+            if acc.used == acc.partials.cols:
+                self.fold(acc)
+            col = acc.partials.sub(0, acc.used, acc.tile.rows, 1)
+            self.v(VUn(UnOp.COPY, DT.F32, col.ref, part.ref, col.shape, col.strides,
+                       part.strides))  # fmt: skip
+            acc.used += 1
+            return
+        op = {Ops.SUM: BinOp.ADD, Ops.RMAX: BinOp.MAX, Ops.RMIN: BinOp.MIN}[acc.op]
+        t = acc.tile
+        self.v(VBin(op, t.dtype, t.ref, t.ref, part.ref, t.shape, t.strides, t.strides,
+                    part.strides))  # fmt: skip
+
+    def fold(self, acc: _AccState) -> None:
+        """acc += sum of the partial columns in use (one rounding for the lot)."""
+        if acc.partials is None or acc.used == 0:
+            return
+        t = acc.tile
+        p = acc.partials.sub(0, 0, t.rows, acc.used)
+        tmp = self.temp(t.rows, 1, DT.F32)
+        self.v(VReduce(RedOp.SUM, DT.F32, 1, tmp.ref, p.ref, p.shape, tmp.strides, p.strides))
+        self.v(VBin(BinOp.ADD, DT.F32, t.ref, t.ref, tmp.ref, t.shape, t.strides, t.strides,
+                    tmp.strides))  # fmt: skip
+        acc.used = 0
+
+    def finish_acc(self, name: str) -> Tile:
+        acc = self.accs[name]
+        if acc.used:
+            self.fold(acc)
+        return acc.tile
+
+    # -- stores
+    def store(self, s: Store, f: Frame) -> None:
+        low = self.low
+        if s.combine is not None or s.valid is not None:
+            raise NpuUnsupported(
+                f"npu: {'combining' if s.combine is not None else 'guarded'} store into "
+                f"b{s.buf} (scatter) is not lowered yet in kernel {low.ir.name}"
+            )
+        decl = low.ir.bufs[s.buf]
+        sdt = _STORE_DT.get(decl.dtype.name)
+        if sdt is None:
+            raise NpuUnsupported(f"npu: dtype {decl.dtype.name} is not supported yet")
+        a = _affine(s.index, low.lets)
+        pos = None if a is None else f.at(a)
+        if pos is None or pos[1] < 0 or pos[2] < 0 or pos[0] < 0:
+            raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] is not a strided box")
+        start, rs, cs = pos
+        if (f.rows > 1 and rs == 0) or (f.cols > 1 and cs == 0):
+            raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] writes one element twice")
+        v = self.ev(s.value, f)
+        src = self.view(v.tile, f.rows, f.cols)
+        out = self.temp(f.rows, f.cols, sdt)  # stores read only this step's slot
+        if sdt == DT.I8:
+            self.v(VCast(DT.I8, DT.I32, out.ref, src.ref, out.shape, out.strides, src.strides))
+        else:
+            self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+        st = self.open()
+        dst = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.buf)
+        box = (1, f.rows, f.cols)
+        st.stores.append(Dma(sdt, dst, out.ref, box, (0, rs, cs), (0, f.cols, 1), box))
+        hi = start + rs * (f.rows - 1) + cs * (f.cols - 1)
+        if hi >= decl.size:
+            raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
+        st.writes.append((s.buf, start, hi + 1))
+
+    # -- statements
+    def run(self, body: tuple[Stmt, ...], f: Frame) -> None:
+        """Statements in the outer frame `f` (rows x 1 points); inner loops become steps."""
+        for s in body:
+            if isinstance(s, Loop):
+                self.close()
+                self.loop(s, f)
+                self.close()
+            elif isinstance(s, Acc):
+                self.init_acc(s, f.rows)
+            elif isinstance(s, Let):
+                self.let(s, f, keep=True)
+            elif isinstance(s, Store):
+                self.store(s, f)
+            elif isinstance(s, Update):
+                self.update(s, Frame(f.rows, 1, f.base, f.rstep, f.cstep), f.rows)
+            elif isinstance(s, Local | SortRow):
+                raise NpuUnsupported(f"npu: {type(s).__name__} in kernel {self.low.ir.name}")
+
+    def let(self, s: Let, f: Frame, keep: bool) -> None:
+        if s.value.dtype is dtypes.int64 or s.var in self.low.lets:
+            return  # index math: substituted where it is used
+        v = self.ev(s.value, f)
+        if keep:  # lives across steps: copy out of the slot
+            t = self.persist(v.tile.rows, v.tile.cols, v.tile.dtype)
+            self.v(VUn(UnOp.COPY, t.dtype, t.ref, v.tile.ref, t.shape, t.strides, v.tile.strides))
+            v = Val(t, v.kind)
+        self.env[s.var] = v
+
+    def loop(self, s: Loop, f: Frame) -> None:
+        if _has_loop(s.body):  # an outer loop inside the frame: one value at a time
+            for i in range(s.extent):
+                self.run(s.body, Frame(f.rows, f.cols, {**f.base, s.var: i}, f.rstep, f.cstep))
+                self.close()
+            return
+        if f.rows == 1:
+            frames = _long_frames(f.base, s.var, s.extent, self.low.elems, self.low.width)
+        else:
+            cols = max(1, min(s.extent, self.low.elems // f.rows))
+            frames = [
+                Frame(f.rows, n, {**f.base, s.var: lo}, f.rstep, {s.var: 1})
+                for lo, n in _blocks(s.extent, cols)
+            ]
+        saved = dict(self.env)
+        for g in frames:
+            self.open()
+            for t in s.body:
+                if isinstance(t, Let):
+                    self.let(t, g, keep=False)
+                elif isinstance(t, Store):
+                    self.store(t, g)
+                elif isinstance(t, Update):
+                    self.update(t, g, f.rows)
+                else:
+                    raise NpuUnsupported(f"npu: {type(t).__name__} inside an inner loop")
+            self.close()
+            self.env = dict(saved)
+
+
+_F_UNARY = {Ops.NEG: UnOp.NEG, Ops.SQRT: UnOp.SQRT, Ops.EXP: UnOp.EXP, Ops.LOG: UnOp.LOG}
+_BIN = {
+    Ops.ADD: BinOp.ADD,
+    Ops.MUL: BinOp.MUL,
+    Ops.DIV: BinOp.DIV,
+    Ops.MAX: BinOp.MAX,
+    Ops.MIN: BinOp.MIN,
+}
+
+
+class Lowering:
+    """Plans a kernel's groups of steps and lowers them for each core."""
+
+    def __init__(self, ir: KernelIR, cfg: NpuConfig, elems: int) -> None:
+        self.ir, self.cfg, self.elems = ir, cfg, elems
+        self.width = max(1, min(elems, 8 * cfg.vector_lanes))
+        self.lets: dict[str, Expr] = {}
+        self.loop_vars: set[str] = set()
+        self.argidx = {arg_name(i): i for i in range(len(ir.scalars))}
+        self.tables: list[np.ndarray] = []
+        self.table_top = 0
+        self._static: dict[Expr, bool] = {}
+        for s in _all_stmts(ir.body):
+            if isinstance(s, Loop):
+                self.loop_vars.add(s.var)
+            elif isinstance(s, Let) and s.value.dtype is dtypes.int64:
+                self.lets[s.var] = s.value
+        nregs = BUF_REG + len(ir.bufs) + 2
+        if nregs > NUM_REGS:
+            raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
+
+    @property
+    def const_reg(self) -> int:
+        return BUF_REG + len(self.ir.bufs) + 1
+
+    def is_static(self, e: Expr) -> bool:
+        got = self._static.get(e)
+        if got is None:
+            got = _static(e, self.loop_vars, self.lets)
+            self._static[e] = got
+        return got
+
+    def add_table(self, vals: np.ndarray) -> int:
+        """Appends int32 values to the compiler's table; their element offset."""
+        off = self.table_top
+        flat = np.ascontiguousarray(vals, np.int32).reshape(-1)
+        pad = (-flat.size) % 16  # keep each table 64-byte aligned
+        self.tables.append(flat)
+        if pad:
+            self.tables.append(np.zeros(pad, np.int32))
+        self.table_top += flat.size + pad
+        return off
+
+    def groups(self) -> tuple[list[tuple[tuple[Stmt, ...], Frame, bool]], int]:
+        """Independent units of work: (statements, frame, inner) and the count."""
+        body = self.ir.body
+        nest: list[Loop] = []
+        while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
+            nest.append(body[0])
+            body = body[0].body
+        out: list[tuple[tuple[Stmt, ...], Frame, bool]] = []
+        straight = bool(nest) and not _has_loop(body)
+        keep = nest[:-2] if straight else nest[:-1]
+        fixed = [dict(zip([lp.var for lp in keep], vals, strict=True))
+                 for vals in np.ndindex(*[lp.extent for lp in keep])]  # fmt: skip
+        for base in fixed:
+            base = {k: int(v) for k, v in base.items()}
+            if straight:
+                last = nest[-1]
+                if len(nest) >= 2 and last.extent * 2 <= self.elems:
+                    row = nest[-2]
+                    rows = max(1, self.elems // last.extent)
+                    for lo, n in _blocks(row.extent, rows):
+                        g = Frame(n, last.extent, {**base, row.var: lo, last.var: 0},
+                                  {row.var: 1}, {last.var: 1})  # fmt: skip
+                        out.append((body, g, True))
+                else:
+                    if len(nest) >= 2:
+                        row = nest[-2]
+                        for i in range(row.extent):
+                            b2 = {**base, row.var: i}
+                            for g in _long_frames(
+                                b2, last.var, last.extent, self.elems, self.width
+                            ):
+                                out.append((body, g, True))
+                    else:
+                        for g in _long_frames(base, last.var, last.extent, self.elems, self.width):
+                            out.append((body, g, True))
+            elif nest:
+                row = nest[-1]
+                rows = max(1, min(row.extent, self.elems // 256, 1024))
+                for lo, n in _blocks(row.extent, rows):
+                    out.append((body, Frame(n, 1, {**base, row.var: lo}, {row.var: 1}), False))
+            else:
+                out.append((body, Frame(1, 1, dict(base)), False))
+        return out, len(out)
+
+    def lower(self) -> tuple[tuple[Instr, ...], ...]:
+        groups, n = self.groups()
+        ncores = max(1, min(self.cfg.cores, n))
+        cores: list[tuple[Instr, ...]] = []
+        for c in range(ncores):
+            mine = groups[c * n // ncores : (c + 1) * n // ncores]
+            cl = CoreLowering(self)
+            self.load_args(cl)
+            cl.group_mark = cl.persist_top
+            for body, g, inner in mine:
+                cl.new_group()
+                if inner:
+                    cl.open()
+                    for s in body:
+                        if isinstance(s, Let):
+                            cl.let(s, g, keep=False)
+                        elif isinstance(s, Store):
+                            cl.store(s, g)
+                        else:
+                            raise NpuUnsupported(f"npu: {type(s).__name__} in an elementwise body")
+                    cl.close()
+                else:
+                    cl.run(body, g)
+                    cl.close()
+            cores.append(tuple(_emit(cl)))
+        return tuple(cores)
+
+    def load_args(self, cl: CoreLowering) -> None:
+        n = len(self.ir.scalars)
+        if not n:
+            return
+        t = cl.persist(1, 2 * n, DT.I32)
+        cl.prologue.append(
+            Dma(DT.I32, t.ref, Ref(Space.DRAM, 0, BUF_REG + len(self.ir.bufs)), (1, 1, 2 * n),
+                (0, 0, 1), (0, 0, 1), (1, 1, 2 * n))
+        )  # fmt: skip
+        cl.prologue.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
+        cl.prologue.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
+        for i in range(n):
+            cl.args[i] = Tile(Ref(Space.UB, t.ref.off + 8 * i), 1, 1, DT.I32)
+
+    def table_bytes(self) -> np.ndarray:
+        if not self.tables:
+            return np.zeros(16, np.int32)
+        return np.concatenate(self.tables)
+
+
+_PAR = (LoopKind.PARALLEL, LoopKind.VECTOR)
+_F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE = 0, 1, 2, 3, 4, 5
+
+
+def _all_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
+    for s in body:
+        yield s
+        if isinstance(s, Loop):
+            yield from _all_stmts(s.body)
+
+
+def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
+    return any(b == d and lo < dhi and dlo < hi for b, lo, hi in reads for d, dlo, dhi in dirty)
+
+
+def _emit(cl: CoreLowering) -> list[Instr]:
+    """One core's stream: prologue, then the steps through a two-slot ring, the loads of
+    step i+1 issued before the vector work of step i (double buffering). A step reading
+    device memory an earlier step wrote first lets every unit drain (a barrier)."""
+    code: list[Instr] = list(cl.prologue)
+    steps = list(cl.steps)
+    dirty: list[tuple[int, int, int]] = []
+
+    def load(i: int) -> None:
+        if i >= 2:  # slot i % 2 read by step i - 2's vector work and stores
+            code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+            code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        code.extend(steps[i].loads)
+        code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+
+    def rest(i: int) -> None:
+        code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        if i >= 2:
+            code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        code.extend(steps[i].compute)
+        code.append(SetFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+        code.append(SetFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+        code.extend(steps[i].stores)
+        code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+
+    loaded = -1
+    for i in range(len(steps)):
+        if loaded < i:
+            if _overlaps(steps[i].reads, dirty):
+                code.append(Barrier())
+                dirty = []
+            load(i)
+            loaded = i
+        nxt = i + 1
+        if nxt < len(steps) and not _overlaps(steps[nxt].reads, dirty + steps[i].writes):
+            load(nxt)
+            loaded = nxt
+        rest(i)
+        dirty.extend(steps[i].writes)
+    t = len(steps)
+    for _ in range(min(t, 2)):
+        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+        code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+    code.append(Finish())
+    return code
+
+
+def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
+    """Lower `ir` for design `cfg`, shrinking tiles until every step fits `ub`."""
+    for s in ir.bufs:
+        _kind(s.dtype)
+    for d in ir.scalars:
+        if d not in (dtypes.float32, dtypes.int32, dtypes.int64):
+            raise NpuUnsupported(f"npu: runtime scalar of dtype {d.name} in kernel {ir.name}")
+    elems = min(1 << 15, cfg.ub.size // 4 // 12)
+    while True:
+        low = Lowering(ir, cfg, elems)
+        try:
+            cores = low.lower()
+        except _TooBig:
+            if elems == 1:
+                raise NpuUnsupported(f"npu: kernel {ir.name} does not fit ub") from None
+            elems = max(1, elems // 2)
+            continue
+        flops = 0
+        return Compiled(ir.name, cores, low.table_bytes(), len(ir.bufs), ir.scalars, flops, elems)
