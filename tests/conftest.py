@@ -17,7 +17,7 @@ import anychip as ac
 DEVICES = [d for d in ac.devices() if d != "npu"]
 NPU = "npu" in ac.devices()
 NPU_MODULES = {
-    "test_npu_backend",
+    "test_fuzz_graphs",
 }
 
 
@@ -28,6 +28,21 @@ def _npu_here(metafunc: pytest.Metafunc) -> bool:
         return True
     name = metafunc.module.__name__.rsplit(".", 1)[-1]
     return name in NPU_MODULES or metafunc.definition.get_closest_marker("npu") is not None
+
+
+# device-parametrised tests of those modules whose kernels the npu cannot lower yet: they
+# must raise the typed NpuUnsupported (never a host fallback, never a wrong value)
+NPU_UNSUPPORTED = {
+    "test_random_graph_matches_float64_numpy[npu-14]",  # scatter-add
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from anychip.backends.npu import NpuUnsupported
+
+    for item in items:
+        if item.name in NPU_UNSUPPORTED:
+            item.add_marker(pytest.mark.xfail(raises=NpuUnsupported, strict=True))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

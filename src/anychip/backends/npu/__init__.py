@@ -25,7 +25,7 @@ from anychip import dtypes
 from anychip.backends.npu.lower import BUF_REG, Compiled, NpuUnsupported, lower_ir
 from anychip.dtypes import DType
 from anychip.errors import ArgumentError, DeviceError, OutOfMemoryError
-from anychip.npu.config import PROFILES, NpuConfig, get_config
+from anychip.npu.config import PROFILES, NpuConfig, get_config, to_toml
 from anychip.npu.errors import NpuError
 from anychip.npu.isa import Instr, SMov
 from anychip.npu.program import Program
@@ -112,6 +112,7 @@ class NpuBackend(Backend):
         self.variant = variant
         self.device = f"npu:{variant}" if variant else "npu"
         self.config = _design(variant)
+        self.design_text = to_toml(self.config)  # part of every program's cache key
         self.sim = Simulator(self.config, check_races=True)
         self.memory = DeviceMemory(self.device, self.config.dram_size)
         self.programs: dict[str, Compiled] = {}
@@ -119,6 +120,7 @@ class NpuBackend(Backend):
         self.argblock: Mem | None = None
         self.local = threading.local()
         self.lock = threading.RLock()  # one simulator: one launch at a time
+        self.stale = False  # memory was marked unwritten since the last run
 
     @classmethod
     def canonical_variant(cls, variant: str) -> str:
@@ -151,7 +153,12 @@ class NpuBackend(Backend):
         nbytes = size * dtype.itemsize
         mem = Mem(self.memory, nbytes, f"allocate ({dtype.name}, {size} elements)")
         self.sim.dram.ensure(mem.addr + max(nbytes, 1))
-        self.sim.dram.written[mem.addr : mem.addr + nbytes] = False  # fresh: unwritten
+        with self.lock:
+            # fresh memory reads as never written, so a kernel reading an output before
+            # writing it faults; the simulator's operand cache assumes written bytes stay
+            # written, so it is dropped before the next run (see docs/npu-backend.md)
+            self.sim.dram.written[mem.addr : mem.addr + nbytes] = False
+            self.stale = True
         return mem
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
@@ -170,12 +177,15 @@ class NpuBackend(Backend):
     def compile(self, kernel: Kernel) -> Any:
         from anychip.backends.npu import cache
 
-        key = cache.key_of(kernel, self.config)
+        key = cache.key_of(kernel, self.design_text)
         got = self.programs.get(key)
         if got is None:
             got = cache.load(key)
             if got is None:
-                got = lower_ir(cache.kernel_ir(kernel), self.config)
+                try:
+                    got = lower_ir(cache.kernel_ir(kernel), self.config)
+                except NpuUnsupported as e:
+                    raise NpuUnsupported(f"{e} (device {self.device!r})") from None
                 cache.save(key, got)
             self.programs[key] = got
         return got
@@ -192,6 +202,9 @@ class NpuBackend(Backend):
                 pre.append(SMov(comp.arg_reg, self._write_args(comp, scalars)))
             pre.append(SMov(comp.const_reg, self._table(comp)))
             prog = Program(tuple(tuple(pre) + code for code in comp.cores))
+            if self.stale:
+                self.sim._accesses.clear()
+                self.stale = False
             self.sim.run(prog)
         run = _Launch(prog, comp)
         self.local.last = run

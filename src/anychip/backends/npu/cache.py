@@ -18,7 +18,6 @@ from anychip.backends.cpu import cache as shared
 from anychip.backends.cpu import kernel_key
 from anychip.backends.npu.lower import Compiled
 from anychip.ir.kernel import KernelIR
-from anychip.npu.config import NpuConfig, to_toml
 from anychip.runtime.device import Kernel
 
 MAGIC = b"ANPUK2"
@@ -44,11 +43,11 @@ def _compiler_sha() -> str:
     return h.hexdigest()
 
 
-def key_of(kernel: Kernel, config: NpuConfig) -> str:
-    """The cache key of `kernel` lowered for `config`."""
+def key_of(kernel: Kernel, design: str) -> str:
+    """The cache key of `kernel` lowered for the design whose TOML text is `design`."""
     h = hashlib.sha256()
     h.update(repr(kernel_key(kernel)).encode())
-    h.update(to_toml(config).encode())
+    h.update(design.encode())
     h.update(_compiler_sha().encode())
     return "npu-" + h.hexdigest()[:40]
 
