@@ -16,8 +16,8 @@ from typing import Any
 from anychip.npu.energy import DDR_PJ_PER_BYTE, HBM2_PJ_PER_BYTE, EnergySpec, energy_for
 from anychip.npu.errors import ConfigError
 
-MATRIX_DTYPES = ("f16", "bf16", "i8")
-VECTOR_DTYPES = ("f32", "f16", "bf16", "i32")
+MATRIX_DTYPES = ("f16", "bf16", "i8", "f32")
+VECTOR_DTYPES = ("f32", "f16", "bf16", "i32", "bool", "i64", "f64")
 BUFFERS = ("l1", "l0a", "l0b", "l0c", "ub")
 DATAFLOWS = ("ws", "os", "tile")  # weight-stationary, output-stationary, pipelined tile engine
 TABLES = (*BUFFERS, "energy")  # fields written as TOML tables
@@ -67,12 +67,18 @@ class NpuConfig:
     matrix_macs_per_cycle: int = 4096
     matrix_latency: int = 16
     matrix_dtypes: tuple[str, ...] = MATRIX_DTYPES
+    # f32 inputs run at a reduced rate: every fold or tile takes matrix_f32_cycles times
+    # its 16-bit cycles (4: a quarter-rate f32 mode, as a 16-bit multiplier array split
+    # four ways for 24-bit significands)
+    matrix_f32_cycles: int = 4
     matrix_dataflow: str = "tile"
     matrix_double_buffer: bool = True
     # vector unit: `vector_lanes` 32-bit elements per cycle (16-bit dtypes: twice as many)
     vector_lanes: int = 64
     vector_latency: int = 8
     vector_dtypes: tuple[str, ...] = VECTOR_DTYPES
+    # f64 arithmetic issues one lane group every vector_f64_cycles cycles (a narrow f64 pipe)
+    vector_f64_cycles: int = 4
     # on-chip buffers (l1 may be absent: size 0)
     l1: BufferSpec = BufferSpec(0)
     l0a: BufferSpec = BufferSpec(65536, 16, 64)
@@ -216,6 +222,8 @@ def _validate(c: NpuConfig) -> None:
         "matrix_k": c.matrix_k,
         "matrix_macs_per_cycle": c.matrix_macs_per_cycle,
         "vector_lanes": c.vector_lanes,
+        "matrix_f32_cycles": c.matrix_f32_cycles,
+        "vector_f64_cycles": c.vector_f64_cycles,
         "dma_width": c.dma_width,
         "dram_size": c.dram_size,
         "dram_burst": c.dram_burst,
@@ -339,8 +347,9 @@ PROFILES: dict[str, NpuConfig] = {
     "edge": NpuConfig(
         name="edge", clock_ghz=1.0, cores=1,
         matrix_m=16, matrix_n=16, matrix_k=16, matrix_macs_per_cycle=1024, matrix_latency=8,
-        matrix_dtypes=("f16", "i8"), matrix_dataflow="os", matrix_double_buffer=True,
-        vector_lanes=16, vector_latency=6, vector_dtypes=("f32", "f16", "i32"),
+        matrix_dtypes=("f16", "i8", "f32"), matrix_dataflow="os", matrix_double_buffer=True,
+        vector_lanes=16, vector_latency=6,
+        vector_dtypes=("f32", "f16", "i32", "bool", "i64", "f64"),
         l1=BufferSpec(0), l0a=BufferSpec(32 * KIB, 4, 64), l0b=BufferSpec(32 * KIB, 4, 64),
         l0c=BufferSpec(64 * KIB, 4, 64), ub=BufferSpec(128 * KIB, 4, 32),
         dma_width=32, dma_latency=200, dram_size=1 * GIB, dram_bandwidth=16.0, dram_burst=32,

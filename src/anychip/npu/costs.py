@@ -14,7 +14,24 @@ from functools import lru_cache
 import numpy as np
 
 from anychip.npu.config import NpuConfig
-from anychip.npu.isa import Dma, Gather, Instr, Mma, Ref, Space, VCast, VReduce
+from anychip.npu.isa import (
+    DT,
+    Dma,
+    Gather,
+    Instr,
+    Mma,
+    Ref,
+    ScatterAdd,
+    Space,
+    UnOp,
+    VCast,
+    VCmp,
+    VCmpS,
+    VDup,
+    VReduce,
+    VSel,
+    VUn,
+)
 
 # On-chip copies (buffer to buffer) have no device-memory round trip: they complete when
 # their last byte is written.
@@ -97,7 +114,8 @@ def mma_cost(cfg: NpuConfig, i: Mma) -> UnitCost:
         tm, tn, tk = -(-m // cfg.matrix_m), -(-n // cfg.matrix_n), -(-k // cfg.matrix_k)
         a, b = m * k * size * tn, k * n * size * tm  # a tile row is re-read per tile column
         c = m * n * 4 * (1 + i.accumulate)
-        cycles = max(float(tm * tn * tk * cfg.tile_cycles), _port(cfg, "l0a", a),
+        work = tm * tn * tk * cfg.tile_cycles * f32_factor(cfg, i)
+        cycles = max(float(work), _port(cfg, "l0a", a),
                      _port(cfg, "l0b", b), _port(cfg, "l0c", c))  # fmt: skip
         return UnitCost(cycles, cfg.matrix_latency, (("l0a", a), ("l0b", b), ("l0c", c)))
     if cfg.matrix_dataflow == "ws":
@@ -105,11 +123,16 @@ def mma_cost(cfg: NpuConfig, i: Mma) -> UnitCost:
     return _os(cfg, i, size)
 
 
+def f32_factor(cfg: NpuConfig, i: Mma) -> int:
+    """How many times longer an `mma` streams its operands: `matrix_f32_cycles` for f32."""
+    return cfg.matrix_f32_cycles if i.dtype == DT.F32 else 1
+
+
 def _ws(cfg: NpuConfig, i: Mma, size: int) -> UnitCost:
     r, c = cfg.matrix_k, cfg.matrix_n
     d = cfg.matrix_macs_per_cycle // (r * c)
     m, n, k = i.m, i.n, i.k
-    stream_t = -(-m // d)
+    stream_t = -(-m // d) * f32_factor(cfg, i)
     fill = r + c - 2
     total = a_all = b_all = c_all = 0.0
     first_preload = 0.0
@@ -137,7 +160,7 @@ def _os(cfg: NpuConfig, i: Mma, size: int) -> UnitCost:
     r, c = cfg.matrix_m, cfg.matrix_n
     d = cfg.matrix_macs_per_cycle // (r * c)
     m, n, k = i.m, i.n, i.k
-    stream_t = float(-(-k // d))
+    stream_t = float(-(-k // d) * f32_factor(cfg, i))
     fill = r + c - 2
     total = a_all = b_all = c_all = 0.0
     for m0 in range(0, m, r):
@@ -187,17 +210,31 @@ def _operands(i: Instr) -> tuple[list[tuple[Ref, tuple[int, int], int]], tuple[i
         ops.append((i.dst, i.dst_strides, i.dst_dtype.itemsize))
         return ops, shape
     size = i.dtype.itemsize  # type: ignore[attr-defined]
+    if isinstance(i, VSel):
+        ops.append((i.mask, i.mask_strides, 1))
     for name in ("a", "b"):
         if hasattr(i, name):
             ops.append((getattr(i, name), getattr(i, name + "_strides"), size))
     if not isinstance(i, VReduce):  # a reduction's output is a tiny fraction of its input
-        ops.append((i.dst, i.dst_strides, size))  # type: ignore[attr-defined]
+        dsize = 1 if isinstance(i, (VCmp, VCmpS)) else size  # a mask is a byte per element
+        ops.append((i.dst, i.dst_strides, dsize))  # type: ignore[attr-defined]
     return ops, shape
 
 
+def f64_math(i: Instr) -> bool:
+    """True when a vector instruction computes in f64 (at 1/vector_f64_cycles rate); moving
+    f64 bits (vcopy, vneg, vabs, vsel, vdup) runs at full rate."""
+    if isinstance(i, VCast):
+        return DT.F64 in (i.src_dtype, i.dst_dtype)
+    if isinstance(i, (VSel, VDup)) or getattr(i, "dtype", None) != DT.F64:
+        return False
+    return not (isinstance(i, VUn) and i.op in (UnOp.COPY, UnOp.NEG, UnOp.ABS))
+
+
 def vector_lanes(cfg: NpuConfig, itemsize: int) -> int:
-    """Elements per cycle: `vector_lanes` 32-bit elements, twice as many 16-bit ones."""
-    return cfg.vector_lanes * 4 // max(2, min(4, itemsize))
+    """Elements per cycle: `vector_lanes` 32-bit elements, twice as many 16-bit (and 8-bit)
+    ones, half as many 64-bit ones."""
+    return cfg.vector_lanes * 4 // max(2, itemsize)
 
 
 def vector_cycles(cfg: NpuConfig, i: Instr) -> int:
@@ -205,7 +242,7 @@ def vector_cycles(cfg: NpuConfig, i: Instr) -> int:
 
     Dense operands stream as one run: ceil(rows*cols / lanes) groups; otherwise every row
     starts a new group: rows * ceil(cols / lanes). Each group costs the worst bank factor
-    of its operands.
+    of its operands, times `vector_f64_cycles` when it computes in f64 (`f64_math`).
 
     >>> from anychip.npu.config import PROFILES
     >>> from anychip.npu.isa import DT, VDup
@@ -224,6 +261,8 @@ def vector_cycles(cfg: NpuConfig, i: Instr) -> int:
         spec = cfg.buffer(ref.space.name.lower())
         factor = max(factor, bank_factor(abs(strides[1]) * size, group, spec.banks,
                                          spec.bank_width))  # fmt: skip
+    if f64_math(i):
+        factor *= cfg.vector_f64_cycles
     return groups * factor
 
 
@@ -297,7 +336,21 @@ def _pages(base: int, shape: tuple[int, ...], strides: tuple[int, ...], size: in
     return int(((starts + length - 1) // page - starts // page + 1).sum())
 
 
-def dma_cost(cfg: NpuConfig, i: Dma | Gather) -> DmaCost:
+def _scatter_cost(cfg: NpuConfig, i: ScatterAdd) -> DmaCost:
+    """Each row is read from and written back to device memory (a read-modify-write in
+    the memory-side adder): twice the bursts and the pages of a gather, two latencies."""
+    row = i.row_len * i.dtype.itemsize
+    name = i.src.space.name.lower()
+    cap = min(float(cfg.dma_width), float(cfg.buffer(name).bandwidth), cfg.dram_bandwidth)
+    traffic = 2 * _bursts(row, i.count, cfg.dram_burst)
+    acts = 2 * i.count * -(-row // cfg.dram_page)
+    ports = ((name, i.count * row), (i.index.space.name.lower(), 4 * i.count))
+    return DmaCost(f"{name}->dram", i.count * row, traffic, cap, True, 2 * cfg.dma_latency,
+                   traffic + acts * cfg.dram_activate, min(row, cfg.dma_request), acts,
+                   ports)  # fmt: skip
+
+
+def dma_cost(cfg: NpuConfig, i: Dma | Gather | ScatterAdd) -> DmaCost:
     """Bytes, device-memory traffic, solo rate and latency of a DMA or gather.
 
     >>> from anychip.npu.config import PROFILES
@@ -309,6 +362,8 @@ def dma_cost(cfg: NpuConfig, i: Dma | Gather) -> DmaCost:
     ('dram->l0a', 512, 512, 16.0, 200, 1, 768)
     """
     size = i.dtype.itemsize
+    if isinstance(i, ScatterAdd):
+        return _scatter_cost(cfg, i)
     if isinstance(i, Gather):
         row = i.row_len * size
         name = i.dst.space.name.lower()
@@ -349,11 +404,12 @@ Region = tuple[tuple[int, int, int], ...]  # (space, lo, hi) byte ranges
 
 def _span(ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...], size: int) -> tuple[
         int, int, int]:  # fmt: skip
-    extent = 1 + sum((n - 1) * st for n, st in zip(shape, strides, strict=True))
-    return int(ref.space), ref.off, ref.off + extent * size
+    low = sum((n - 1) * st for n, st in zip(shape, strides, strict=True) if st < 0)
+    high = sum((n - 1) * st for n, st in zip(shape, strides, strict=True) if st > 0)
+    return int(ref.space), ref.off + low * size, ref.off + (high + 1) * size
 
 
-def dma_regions(i: Dma | Gather) -> tuple[Region, Region]:
+def dma_regions(i: Dma | Gather | ScatterAdd) -> tuple[Region, Region]:
     """The byte ranges a DMA or gather reads and writes (a gather's table rows excluded:
     which ones depends on data, and device memory is written only by dma_out).
 
@@ -364,6 +420,9 @@ def dma_regions(i: Dma | Gather) -> tuple[Region, Region]:
     (((1, 0, 48),), ((2, 64, 96),))
     """
     size = i.dtype.itemsize
+    if isinstance(i, ScatterAdd):  # its writes are device-memory rows chosen by data
+        src = _span(i.src, (i.count, i.row_len), (i.src_stride, 1), size)
+        return (_span(i.index, (i.count,), (1,), 4), src), ()
     if isinstance(i, Gather):
         index = _span(i.index, (i.count,), (1,), 4)
         return (index,), (_span(i.dst, (i.count, i.row_len), (i.dst_stride, 1), size),)

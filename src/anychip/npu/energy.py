@@ -16,6 +16,8 @@ from dataclasses import dataclass
 # 3.7 pJ (their mean stands for one vector-unit element operation).
 MAC_F16_PJ = 1.1 + 0.9
 MAC_I8_PJ = 0.2 + 0.1
+# Horowitz 2014: 32-bit FP multiply 3.7 pJ + add 0.9 pJ (an f32-input MAC)
+MAC_F32_PJ = 3.7 + 0.9
 VECTOR_OP_PJ = (0.9 + 3.7) / 2
 # Horowitz 2014: a 64-bit SRAM read costs 10 pJ (8 KB), 20 pJ (32 KB), 100 pJ (1 MB);
 # DRAM 1.3-2.6 nJ per 64 bits (the low end, 1.3 nJ / 8 B, is the default).
@@ -53,6 +55,7 @@ class EnergySpec:
     mac_f16: float = MAC_F16_PJ
     mac_bf16: float = MAC_F16_PJ
     mac_i8: float = MAC_I8_PJ
+    mac_f32: float = MAC_F32_PJ
     vector_op: float = VECTOR_OP_PJ
     l1: float = sram_pj_per_byte(1 << 20)
     l0a: float = sram_pj_per_byte(32 << 10)
@@ -63,7 +66,7 @@ class EnergySpec:
     static_w: float = 0.0
 
     def mac(self, dtype: str) -> float:
-        """pJ per multiply-accumulate of a matrix input dtype ('f16', 'bf16', 'i8')."""
+        """pJ per multiply-accumulate of a matrix input dtype ('f16', 'bf16', 'i8', 'f32')."""
         value: float = getattr(self, "mac_" + dtype)
         return value
 

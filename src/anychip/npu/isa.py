@@ -43,26 +43,36 @@ class Space(IntEnum):
 
 
 class DT(IntEnum):
-    """Element types. bf16 is stored as its 16-bit pattern."""
+    """Element types. bf16 is stored as its 16-bit pattern; bool as one byte, 0 or 1."""
 
     F32 = 0
     F16 = 1
     BF16 = 2
     I32 = 3
     I8 = 4
+    BOOL = 5
+    I64 = 6
+    F64 = 7
 
     @property
     def itemsize(self) -> int:
-        return (4, 2, 2, 4, 1)[self]
+        return (4, 2, 2, 4, 1, 1, 8, 8)[self]
 
     @property
     def storage(self) -> np.dtype[Any]:
-        """The numpy dtype holding the bits (uint16 for bf16)."""
-        return np.dtype((np.float32, np.float16, np.uint16, np.int32, np.int8)[self])
+        """The numpy dtype holding the bits (uint16 for bf16, uint8 for bool)."""
+        return np.dtype(_STORAGE[self])
 
     @property
     def is_float(self) -> bool:
-        return self in (DT.F32, DT.F16, DT.BF16)
+        return self in (DT.F32, DT.F16, DT.BF16, DT.F64)
+
+    @property
+    def is_int(self) -> bool:
+        return self in (DT.I32, DT.I8, DT.I64)
+
+
+_STORAGE = (np.float32, np.float16, np.uint16, np.int32, np.int8, np.uint8, np.int64, np.float64)
 
 
 class BinOp(IntEnum):
@@ -72,6 +82,13 @@ class BinOp(IntEnum):
     DIV = 3
     MAX = 4
     MIN = 5
+    AND = 6  # from here on: ISA version 2 (opcodes appended after the first table)
+    OR = 7
+    XOR = 8
+    SHL = 9
+    SHR = 10
+    POW = 11
+    MOD = 12
 
 
 class UnOp(IntEnum):
@@ -87,11 +104,42 @@ class UnOp(IntEnum):
     ABS = 9
     RECIP = 10
     COPY = 11
+    NOT = 12  # version 2
+    SIN = 13
+    COS = 14
+    ERF = 15
+    FLOOR = 16
+    CEIL = 17
+    ROUND = 18
+    TRUNC = 19
+    SIGN = 20
+    LOG1P = 21
+    EXPM1 = 22
 
 
 class RedOp(IntEnum):
     SUM = 0
     MAX = 1
+    MIN = 2  # version 2
+    PROD = 3
+
+
+class CmpOp(IntEnum):
+    """Vector comparisons: each writes a bool mask (one byte, 0 or 1)."""
+
+    EQ = 0
+    NE = 1
+    LT = 2
+    LE = 3
+    GT = 4
+    GE = 5
+
+
+class CastMode(IntEnum):
+    """`vcast` rounds to nearest even and saturates; `vcastt` truncates (C and numpy casts)."""
+
+    ROUND = 0
+    TRUNC = 1
 
 
 class SOp(IntEnum):
@@ -101,6 +149,11 @@ class SOp(IntEnum):
     DIV = 3  # floor division, like Python's //
     MIN = 4
     MAX = 5
+    AND = 6  # version 2
+    OR = 7
+    XOR = 8
+    SHL = 9  # shift counts are taken modulo 64
+    SHR = 10  # arithmetic (sign-filling)
 
 
 class Cond(IntEnum):
@@ -149,9 +202,7 @@ class Instr:
             v = getattr(self, f.name)
             if isinstance(v, tuple) and f.name in ("shape", "pad") and min(v) < 1:
                 self._bad(f"{f.name} {v} must be >= 1 in every dimension")
-            if isinstance(v, tuple) and f.name.endswith("strides") and min(v) < 0:
-                self._bad(f"{f.name} {v} must be >= 0")
-            if f.name in ("rd", "ra", "rb") and not 0 <= v < NUM_REGS:
+            if f.name in ("rd", "ra", "rb", "rs") and not 0 <= v < NUM_REGS:
                 self._bad(f"register r{v} does not exist")
         self.check()
 
@@ -163,9 +214,10 @@ class Instr:
 def overlapping(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
     """True when two elements of a strided box (element strides) share an address.
 
-    >>> overlapping((4, 8), (8, 1)), overlapping((4, 8), (0, 1)), overlapping((2, 3), (2, 1))
+    >>> overlapping((4, 8), (8, 1)), overlapping((4, 8), (0, 1)), overlapping((2, 3), (2, -1))
     (False, True, True)
     """
+    strides = tuple(abs(s) for s in strides)  # a reversed dimension holds the same offsets
     reach = 0  # offset of the last element of the dimensions nested inside this one
     for s, n in sorted((s, n) for n, s in zip(shape, strides, strict=True) if n > 1):
         if s <= reach:  # not nested: count the distinct offsets (a big box: assume overlap)
@@ -258,12 +310,47 @@ class Gather(Instr):
             self._bad("table_stride and dst_stride must be >= row_len")
 
 
+@dataclass(frozen=True)
+class ScatterAdd(Instr):
+    """table row index[i] += `row_len` elements of src row i, for i in order; dma_out.
+
+    Repeated indices accumulate every row (an embedding gradient). `index` holds `count`
+    int32 row numbers on chip; the table is in device memory.
+    """
+
+    MNEMONIC: ClassVar[str] = "scatter_add"
+    dtype: DT
+    table: Ref
+    src: Ref
+    index: Ref
+    count: int
+    row_len: int
+    table_stride: int
+    src_stride: int
+    table_rows: int
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.DMA_OUT
+
+    def check(self) -> None:
+        _need(self, self.table, (Space.DRAM,), "table")
+        _need(self, self.src, ONCHIP, "src")
+        _need(self, self.index, ONCHIP, "index")
+        if self.dtype in (DT.BOOL, DT.I8):
+            self._bad(f"dtype {self.dtype.name.lower()} cannot be added")
+        if min(self.count, self.row_len, self.table_rows) < 1:
+            self._bad("count, row_len and table_rows must be >= 1")
+        if self.table_stride < self.row_len or self.src_stride < self.row_len:
+            self._bad("table_stride and src_stride must be >= row_len")
+
+
 # ---- matrix unit ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Mma(Instr):
     """acc (m, n) [+]= a (m, k) @ b (k, n); b is stored (n, k) when trans_b=1. Dense tiles.
 
-    fp16/bf16 inputs accumulate in f32, int8 inputs in i32 (wrapping).
+    f32/fp16/bf16 inputs accumulate in f32, int8 inputs in i32 (wrapping).
     """
 
     MNEMONIC: ClassVar[str] = "mma"
@@ -285,7 +372,7 @@ class Mma(Instr):
         _need(self, self.a, (Space.L0A,), "a")
         _need(self, self.b, (Space.L0B,), "b")
         _need(self, self.acc, (Space.L0C,), "acc")
-        if self.dtype not in (DT.F16, DT.BF16, DT.I8):
+        if self.dtype not in (DT.F16, DT.BF16, DT.I8, DT.F32):
             self._bad(f"dtype {self.dtype.name.lower()} is not a matrix input type")
         if (
             min(self.m, self.n, self.k) < 1
@@ -378,9 +465,9 @@ class VReduce(_Vec):
 
 @dataclass(frozen=True)
 class VCast(_Vec):
-    """dst (dst_dtype) = a (src_dtype) converted: round to nearest even, saturating to ints."""
+    """dst (dst_dtype) = a (src_dtype) converted. `vcast` (op ROUND): round to nearest even,
+    saturating to ints; `vcastt` (op TRUNC): toward zero to ints, integers wrap."""
 
-    MNEMONIC: ClassVar[str] = "vcast"
     dst_dtype: DT
     src_dtype: DT
     dst: Ref
@@ -388,6 +475,53 @@ class VCast(_Vec):
     shape: I2
     dst_strides: I2
     a_strides: I2
+    op: CastMode = CastMode.ROUND
+
+
+@dataclass(frozen=True)
+class VCmp(_Vec):
+    """dst (bool mask: 1 where true, else 0) = a op b elementwise; NaN compares unequal."""
+
+    op: CmpOp
+    dtype: DT
+    dst: Ref
+    a: Ref
+    b: Ref
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+    b_strides: I2
+
+
+@dataclass(frozen=True)
+class VCmpS(_Vec):
+    """dst (bool mask) = a op imm elementwise (imm rounded to dtype first)."""
+
+    op: CmpOp
+    dtype: DT
+    dst: Ref
+    a: Ref
+    imm: float
+    shape: I2
+    dst_strides: I2
+    a_strides: I2
+
+
+@dataclass(frozen=True)
+class VSel(_Vec):
+    """dst = a where mask (bool) else b, elementwise: a bit-exact select (`where`)."""
+
+    MNEMONIC: ClassVar[str] = "vsel"
+    dtype: DT
+    dst: Ref
+    mask: Ref
+    a: Ref
+    b: Ref
+    shape: I2
+    dst_strides: I2
+    mask_strides: I2
+    a_strides: I2
+    b_strides: I2
 
 
 @dataclass(frozen=True)
@@ -502,6 +636,28 @@ class SAluI(_Scalar):
 
 
 @dataclass(frozen=True)
+class SLoad(_Scalar):
+    """rd = the element of `dtype` at `src`: integers and bool by value (sign-extended),
+    floats as their bit pattern. Waits for every queue of the core to drain first."""
+
+    MNEMONIC: ClassVar[str] = "sld"
+    dtype: DT
+    rd: int
+    src: Ref
+
+
+@dataclass(frozen=True)
+class SStore(_Scalar):
+    """The element of `dtype` at `dst` = rs's low bits (itemsize bytes). Waits for every
+    queue of the core to drain first."""
+
+    MNEMONIC: ClassVar[str] = "sst"
+    dtype: DT
+    dst: Ref
+    rs: int
+
+
+@dataclass(frozen=True)
 class Branch(_Scalar):
     """If `ra cond rb`, continue at instruction index `target` of this core."""
 
@@ -517,19 +673,34 @@ class Branch(_Scalar):
 
 # ---- opcodes: one byte names the format and its op ---------------------------------------
 def _table() -> list[tuple[str, type[Instr], IntEnum | None]]:
+    """Version 1's opcodes 0..51 keep their numbers; what version 2 added follows them."""
     rows: list[tuple[str, type[Instr], IntEnum | None]] = []
     cls: type[Instr]
     for cls in (Dma, Gather, Mma):
         rows.append((cls.MNEMONIC, cls, None))
-    rows += [("v" + o.name.lower(), VBin, o) for o in BinOp]
-    rows += [("v" + o.name.lower() + "s", VScalar, o) for o in BinOp]
-    rows += [("v" + o.name.lower(), VUn, o) for o in UnOp]
-    rows += [("vr" + o.name.lower(), VReduce, o) for o in RedOp]
-    for cls in (VCast, VDup, SetFlag, WaitFlag, Barrier, Finish, SMov):
+    bin1, un1, red1, s1 = list(BinOp)[:6], list(UnOp)[:12], list(RedOp)[:2], list(SOp)[:6]
+    rows += [("v" + o.name.lower(), VBin, o) for o in bin1]
+    rows += [("v" + o.name.lower() + "s", VScalar, o) for o in bin1]
+    rows += [("v" + o.name.lower(), VUn, o) for o in un1]
+    rows += [("vr" + o.name.lower(), VReduce, o) for o in red1]
+    rows.append(("vcast", VCast, CastMode.ROUND))
+    for cls in (VDup, SetFlag, WaitFlag, Barrier, Finish, SMov):
         rows.append((cls.MNEMONIC, cls, None))
-    rows += [("s" + o.name.lower(), SAlu, o) for o in SOp]
-    rows += [("s" + o.name.lower() + "i", SAluI, o) for o in SOp]
+    rows += [("s" + o.name.lower(), SAlu, o) for o in s1]
+    rows += [("s" + o.name.lower() + "i", SAluI, o) for o in s1]
     rows += [("b" + o.name.lower(), Branch, o) for o in Cond]
+    # version 2
+    rows += [("v" + o.name.lower(), VBin, o) for o in list(BinOp)[6:]]
+    rows += [("v" + o.name.lower() + "s", VScalar, o) for o in list(BinOp)[6:]]
+    rows += [("v" + o.name.lower(), VUn, o) for o in list(UnOp)[12:]]
+    rows += [("vr" + o.name.lower(), VReduce, o) for o in list(RedOp)[2:]]
+    rows += [("vcmp" + o.name.lower(), VCmp, o) for o in CmpOp]
+    rows += [("vcmp" + o.name.lower() + "s", VCmpS, o) for o in CmpOp]
+    rows += [("vsel", VSel, None), ("vcastt", VCast, CastMode.TRUNC)]
+    rows += [("s" + o.name.lower(), SAlu, o) for o in list(SOp)[6:]]
+    rows += [("s" + o.name.lower() + "i", SAluI, o) for o in list(SOp)[6:]]
+    for cls in (SLoad, SStore, ScatterAdd):
+        rows.append((cls.MNEMONIC, cls, None))
     return rows
 
 

@@ -75,10 +75,13 @@ class Access:
         self.mem, self.base, self.shape, self.strides, self.dt = mem, base, shape, strides, dt
         self.key = key  # which memory, for the race detector: "dram" or (core, space)
         size = dt.itemsize
-        span = 1
+        low = high = 0  # element offsets of the first and last element (negative strides)
         for n, s in zip(shape, strides, strict=True):
-            span += (n - 1) * s
-        self.lo, self.hi = base, base + size * span
+            if s < 0:
+                low += (n - 1) * s
+            else:
+                high += (n - 1) * s
+        self.lo, self.hi = base + size * low, base + size * (high + 1)
         self.in_bounds = False
         self.all_written = False
         self._data: Array | None = None  # the memory array the cached views look into

@@ -6,57 +6,97 @@ work on whole tiles at once; `npu/simulator.py` calls them, and `docs/npu-isa.md
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from anychip.dtypes import bf16_to_f32, f32_to_bf16
-from anychip.npu.isa import DT, BinOp, RedOp, UnOp
+from anychip.npu.isa import DT, BinOp, CastMode, CmpOp, RedOp, UnOp
 
 Array = np.ndarray[Any, Any]
-_INT_RANGE = {DT.I32: (-(2**31), 2**31 - 1), DT.I8: (-128, 127)}
-# Ops an integer vector instruction may use; the rest need floating point.
-INT_BINOPS = (BinOp.ADD, BinOp.SUB, BinOp.MUL, BinOp.MAX, BinOp.MIN)
-INT_UNOPS = (UnOp.RELU, UnOp.NEG, UnOp.ABS, UnOp.COPY)
+_INT_RANGE = {DT.I32: (-(2**31), 2**31 - 1), DT.I8: (-128, 127), DT.I64: (-(2**63), 2**63 - 1)}
+# The ops each kind of element type defines (vector_ok); the rest are illegal on it.
+_BIN_FLOAT = {BinOp.ADD, BinOp.SUB, BinOp.MUL, BinOp.DIV, BinOp.MAX, BinOp.MIN, BinOp.POW,
+              BinOp.MOD}  # fmt: skip
+_BIN_INT = _BIN_FLOAT | {BinOp.AND, BinOp.OR, BinOp.XOR, BinOp.SHL, BinOp.SHR}
+_BIN_BOOL = {BinOp.AND, BinOp.OR, BinOp.XOR, BinOp.MAX, BinOp.MIN}
+_UN_INT = {UnOp.RELU, UnOp.NEG, UnOp.ABS, UnOp.COPY, UnOp.NOT, UnOp.SIGN}
+_UN_BOOL = {UnOp.NOT, UnOp.COPY}
+_UN_FLOAT = set(UnOp) - {UnOp.NOT}
+_RED_BOOL = {RedOp.MAX, RedOp.MIN}
+# Kept for callers of version 1: the i32 ops.
+INT_BINOPS = tuple(sorted(_BIN_INT))
+INT_UNOPS = tuple(sorted(_UN_INT))
+
+
+def vector_ok(op: BinOp | UnOp | RedOp, dt: DT) -> bool:
+    """Whether the vector unit defines `op` on element type `dt`.
+
+    >>> vector_ok(BinOp.AND, DT.F32), vector_ok(BinOp.AND, DT.BOOL), vector_ok(UnOp.SIN, DT.I32)
+    (False, True, False)
+    """
+    table: set[Any]
+    if isinstance(op, BinOp):
+        table = _BIN_BOOL if dt == DT.BOOL else _BIN_INT if dt.is_int else _BIN_FLOAT
+    elif isinstance(op, UnOp):
+        table = _UN_BOOL if dt == DT.BOOL else _UN_INT if dt.is_int else _UN_FLOAT
+    else:
+        table = _RED_BOOL if dt == DT.BOOL else set(RedOp)
+    return op in table
 
 
 def to_f64(x: Array, dt: DT) -> Array:
-    """Exact float64 values of storage `x` (every dtype of the chip fits float64 exactly)."""
+    """float64 values of storage `x`: exact for every type but i64 beyond 2^53."""
     if dt == DT.BF16:
         return bf16_to_f32(x).astype(np.float64)
     return x.astype(np.float64)
 
 
 def to_f32(x: Array, dt: DT) -> Array:
-    """float32 values; exact for f32, f16, bf16, i8 (i32 rounds to nearest even above 2^24)."""
+    """float32 values; exact for f32, f16, bf16, i8, bool (ints round to nearest even)."""
     if dt == DT.BF16:
         return bf16_to_f32(x)
     return x.astype(np.float32)
 
 
 def from_f32(x: Array, dt: DT) -> Array:
-    """float32 values rounded to nearest even into `dt` storage (ints: saturate, NaN -> 0)."""
-    if dt == DT.F32:
-        return x.astype(np.float32)
+    """float32 values rounded to nearest even into `dt` storage (ints: saturate, NaN -> 0;
+    bool: nonzero -> 1)."""
+    if dt in (DT.F32, DT.F64):
+        return x.astype(dt.storage)
     if dt == DT.F16:
         return x.astype(np.float16)
     if dt == DT.BF16:
         return f32_to_bf16(x)
+    if dt == DT.BOOL:
+        return np.asarray(x != 0, np.uint8)
     return _to_int(x.astype(np.float64), dt)
 
 
 def from_f64(x: Array, dt: DT) -> Array:
-    """float64 values rounded to float32 (nearest even), then to `dt` (nearest even)."""
+    """float64 values rounded into `dt`: f64 as is; other floats to float32 (nearest even),
+    then to `dt` (nearest even); ints to nearest (half to even), saturating."""
     if dt in _INT_RANGE:
         return _to_int(x, dt)
+    if dt == DT.F64:
+        return np.asarray(x, np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         return from_f32(x.astype(np.float32), dt)
 
 
-def _to_int(x: Array, dt: DT) -> Array:
+def _to_int(x: Array, dt: DT, trunc: bool = False) -> Array:
+    """Float64 values to integers: rounded (half to even) or truncated toward zero, NaN to 0,
+    saturating (2^63 is above every float64 below it, so i64's top is set apart)."""
     lo, hi = _INT_RANGE[dt]
-    r = np.rint(np.nan_to_num(x, nan=0.0, posinf=hi, neginf=lo))
-    return np.asarray(np.clip(r, lo, hi), dtype=dt.storage)
+    r = np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
+    r = np.asarray(np.trunc(r) if trunc else np.rint(r))
+    with np.errstate(invalid="ignore"):
+        out = np.clip(r, lo, hi).astype(np.int64) if dt != DT.I64 else r.astype(np.int64)
+        if dt == DT.I64:
+            out[r >= 2.0**63] = hi
+            out[r < -(2.0**63)] = lo
+    return np.asarray(out.astype(dt.storage))
 
 
 def immediate(value: float, dt: DT) -> Array:
@@ -64,18 +104,47 @@ def immediate(value: float, dt: DT) -> Array:
     return from_f64(np.array(value, np.float64), dt)
 
 
-def binop(op: BinOp, dt: DT, a: Array, b: Array) -> Array:
-    """Elementwise a op b. Floats: computed in float32, rounded once to dt (for + - * / this
-    is the correctly rounded result). i32: + - * wrap modulo 2^32."""
-    if dt == DT.I32:
-        x, y = a.astype(np.int32), b.astype(np.int32)
+def _int_binop(op: BinOp, dt: DT, a: Array, b: Array) -> Array:
+    """Integer a op b: wrapping, division truncating (x / 0 = 0, x % 0 = 0, as the
+    primitives), shifts by the count modulo the width (SHR fills with the sign)."""
+    x, y = a.astype(dt.storage), b.astype(dt.storage)
+    bits = 8 * dt.itemsize
+    with np.errstate(all="ignore"):
+        if op in (BinOp.DIV, BinOp.MOD):
+            safe = np.where(y == 0, 1, y).astype(dt.storage)
+            r = np.fmod(x, safe)
+            if op == BinOp.DIV:  # (x - x % y) / y is exact; MIN / -1 wraps to MIN
+                r = (x - r) // safe
+            return np.asarray(np.where(y == 0, 0, r), dtype=dt.storage)
+        if op == BinOp.POW:
+            return np.asarray(np.power(x, np.maximum(y, 0)), dtype=dt.storage)
+        if op in (BinOp.SHL, BinOp.SHR):
+            n = (y.astype(np.int64) % bits).astype(dt.storage)
+            return np.asarray(np.left_shift(x, n) if op == BinOp.SHL else np.right_shift(x, n))
         fn: Any = {BinOp.ADD: np.add, BinOp.SUB: np.subtract, BinOp.MUL: np.multiply,
-              BinOp.MAX: np.maximum, BinOp.MIN: np.minimum}[op]  # fmt: skip
-        with np.errstate(over="ignore"):
-            return np.asarray(fn(x, y), dtype=np.int32)
-    x, y = to_f32(a, dt), to_f32(b, dt)
+                   BinOp.MAX: np.maximum, BinOp.MIN: np.minimum, BinOp.AND: np.bitwise_and,
+                   BinOp.OR: np.bitwise_or, BinOp.XOR: np.bitwise_xor}[op]  # fmt: skip
+        return np.asarray(fn(x, y), dtype=dt.storage)
+
+
+def binop(op: BinOp, dt: DT, a: Array, b: Array) -> Array:
+    """Elementwise a op b. Floats: + - * / max min in float32 (f64: in float64), rounded
+    once to dt (for + - * / the correctly rounded result); pow and mod in float64 from the
+    exact inputs, rounded as `from_f64`. Integers: see `_int_binop`. bool: logical."""
+    if dt.is_int:
+        return _int_binop(op, dt, a, b)
+    if dt == DT.BOOL:
+        x, y = a != 0, b != 0
+        fn: Any = {BinOp.AND: np.logical_and, BinOp.OR: np.logical_or, BinOp.MAX: np.logical_or,
+                   BinOp.XOR: np.logical_xor, BinOp.MIN: np.logical_and}[op]  # fmt: skip
+        return np.asarray(fn(x, y), np.uint8)
     r: Any
     with np.errstate(all="ignore"):
+        if op in (BinOp.POW, BinOp.MOD):
+            x64, y64 = to_f64(a, dt), to_f64(b, dt)
+            r = np.power(x64, y64) if op == BinOp.POW else np.fmod(x64, y64)
+            return from_f64(np.asarray(r, np.float64), dt)
+        x, y = (a, b) if dt == DT.F64 else (to_f32(a, dt), to_f32(b, dt))
         if op == BinOp.ADD:
             r = x + y
         elif op == BinOp.SUB:
@@ -88,12 +157,41 @@ def binop(op: BinOp, dt: DT, a: Array, b: Array) -> Array:
             r = np.maximum(x, y)
         else:
             r = np.minimum(x, y)
+    if dt == DT.F64:
+        return np.asarray(r, np.float64)
     return from_f32(np.asarray(r, np.float32), dt)
+
+
+_CMP = {CmpOp.EQ: np.equal, CmpOp.NE: np.not_equal, CmpOp.LT: np.less,
+        CmpOp.LE: np.less_equal, CmpOp.GT: np.greater, CmpOp.GE: np.greater_equal}  # fmt: skip
+
+
+def compare(op: CmpOp, dt: DT, a: Array, b: Array) -> Array:
+    """A bool mask (uint8 0/1) of a op b on the exact values; NaN is unequal to everything
+    (so only `ne` is true for it)."""
+    if dt == DT.BF16:
+        a, b = bf16_to_f32(a), bf16_to_f32(b)
+    fn: Any = _CMP[op]
+    with np.errstate(invalid="ignore"):
+        return np.asarray(fn(a, b), np.uint8)
+
+
+def select(mask: Array, a: Array, b: Array) -> Array:
+    """a where mask is nonzero, else b: the bits, unchanged."""
+    return np.asarray(np.where(mask != 0, a, b))
 
 
 def _gelu(x: Array) -> Array:
     # the tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x: Array) -> Array:
+    """math.erf per element (libm's erf, within an ulp of float64)."""
+    return np.asarray(_ERF(x), np.float64) if x.size else np.asarray(x, np.float64)
 
 
 _F64: dict[UnOp, Any] = {
@@ -109,20 +207,35 @@ _F64: dict[UnOp, Any] = {
     UnOp.NEG: np.negative,
     UnOp.ABS: np.abs,
     UnOp.COPY: lambda x: x,
+    UnOp.SIN: np.sin,
+    UnOp.COS: np.cos,
+    UnOp.ERF: _erf,
+    UnOp.FLOOR: np.floor,
+    UnOp.CEIL: np.ceil,
+    UnOp.ROUND: np.rint,
+    UnOp.TRUNC: np.trunc,
+    UnOp.SIGN: np.sign,
+    UnOp.LOG1P: np.log1p,
+    UnOp.EXPM1: np.expm1,
 }
 
 
+def _int_unop(op: UnOp, dt: DT, a: Array) -> Array:
+    x = a.astype(dt.storage)
+    with np.errstate(over="ignore"):
+        fn: Any = {UnOp.RELU: lambda v: np.maximum(v, 0), UnOp.NEG: np.negative,
+                   UnOp.NOT: np.invert, UnOp.SIGN: np.sign, UnOp.ABS: np.abs,
+                   UnOp.COPY: np.copy}[op]  # fmt: skip
+        return np.asarray(fn(x), dt.storage)
+
+
 def unop(op: UnOp, dt: DT, a: Array) -> Array:
-    """Elementwise f(a): computed in float64 from the exact inputs, rounded as `from_f64`.
-    i32 allows relu, neg, abs, copy (exact, neg wraps)."""
-    if dt == DT.I32:
-        x = a.astype(np.int32)
-        with np.errstate(over="ignore"):
-            if op == UnOp.RELU:
-                return np.maximum(x, 0)
-            if op == UnOp.NEG:
-                return np.negative(x)
-            return np.abs(x) if op == UnOp.ABS else x.copy()
+    """Elementwise f(a): floats computed in float64 from the exact inputs, rounded as
+    `from_f64`. Integers: relu, neg, abs (wrap), not (bitwise), sign, copy. bool: not, copy."""
+    if dt.is_int:
+        return _int_unop(op, dt, a)
+    if dt == DT.BOOL:
+        return (a == 0).astype(np.uint8) if op == UnOp.NOT else a.copy()
     if op == UnOp.COPY:
         return a.copy()
     with np.errstate(all="ignore"):
@@ -131,27 +244,68 @@ def unop(op: UnOp, dt: DT, a: Array) -> Array:
 
 
 def reduce(op: RedOp, dt: DT, a: Array, axis: int) -> Array:
-    """Sum or max along `axis`, keeping it as size 1. Float sums are taken in float64 and
-    rounded once (as `from_f64`), so the result does not depend on summation order within
-    float64's precision; i32 sums wrap modulo 2^32."""
-    if dt == DT.I32:
+    """Sum, max, min or product along `axis`, keeping it as size 1. Float sums and products
+    are taken in float64 and rounded once (as `from_f64`); f64 sums are exact sums rounded
+    once (math.fsum), f64 products multiply in order. Integer sums and products wrap;
+    max and min are exact (NaN propagates); bool: max is any, min is all."""
+    if dt.is_int or dt == DT.BOOL:
         if op == RedOp.MAX:
             return np.asarray(a.max(axis=axis, keepdims=True))
-        s = a.astype(np.int64).sum(axis=axis, keepdims=True)
-        return np.asarray(s, dtype=np.int32)  # numpy's int64 -> int32 conversion wraps modulo 2^32
-    if op == RedOp.MAX:
-        return from_f32(to_f32(a, dt).max(axis=axis, keepdims=True), dt)
-    return from_f64(to_f64(a, dt).sum(axis=axis, keepdims=True), dt)
+        if op == RedOp.MIN:
+            return np.asarray(a.min(axis=axis, keepdims=True))
+        fn = np.sum if op == RedOp.SUM else np.prod
+        with np.errstate(over="ignore"):
+            s = fn(a.astype(np.int64), axis=axis, keepdims=True)  # wraps modulo 2^64
+        return np.asarray(s, dtype=dt.storage)  # int64 -> int32 wraps modulo 2^32
+    if op in (RedOp.MAX, RedOp.MIN):
+        x = a if dt == DT.F64 else to_f32(a, dt)
+        r = x.max(axis=axis, keepdims=True) if op == RedOp.MAX else x.min(axis=axis, keepdims=True)
+        return from_f32(r, dt) if dt != DT.F64 else np.asarray(r)
+    x64 = to_f64(a, dt)
+    with np.errstate(all="ignore"):
+        if op == RedOp.PROD:
+            return from_f64(np.prod(x64, axis=axis, keepdims=True), dt)
+        if dt == DT.F64:
+            lines = np.moveaxis(x64, axis, -1).reshape(-1, x64.shape[axis])
+            sums = np.array([_fsum(line) for line in lines], np.float64)
+            return sums.reshape([1 if d == axis else n for d, n in enumerate(x64.shape)])
+        return from_f64(x64.sum(axis=axis, keepdims=True), dt)
 
 
-def cast(src: DT, dst: DT, a: Array) -> Array:
-    """Convert: exact value in float64 (ints as int64), rounded once to nearest even into dst;
-    to ints: NaN -> 0, saturating; i32 -> bf16/f16 rounds via float32."""
+def _fsum(line: Array) -> float:
+    """The exactly rounded sum (IEEE infinities and NaN as a plain sum gives them)."""
+    if not np.isfinite(line).all():
+        return float(line.sum())
+    try:
+        return math.fsum(line.tolist())
+    except OverflowError:
+        return float(np.sign(line.sum()) * np.inf)
+
+
+def cast(src: DT, dst: DT, a: Array, mode: CastMode = CastMode.ROUND) -> Array:
+    """Convert. ROUND (`vcast`): the exact value rounded once to nearest even into dst
+    (16-bit floats through float32); to ints: half to even, saturating, NaN -> 0; integer
+    to integer saturates. TRUNC (`vcastt`): floats to ints toward zero (saturating, NaN ->
+    0), integers to integers wrap (keep the low bits); other pairs as ROUND. To bool:
+    nonzero (NaN too) is 1; from bool: 0 or 1."""
     if src == dst:
         return a.copy()
+    if dst == DT.BOOL:
+        x = bf16_to_f32(a) if src == DT.BF16 else a
+        return np.asarray(x != 0, np.uint8)
+    if src == DT.BOOL:
+        return from_f64(a.astype(np.float64), dst)
     if not src.is_float and not dst.is_float:
+        if mode == CastMode.TRUNC:
+            return a.astype(dst.storage)  # numpy's integer casts wrap
         lo, hi = _INT_RANGE[dst]
         return np.clip(a.astype(np.int64), lo, hi).astype(dst.storage)
+    if not src.is_float:  # integer to float: one rounding (i64 to f32 directly, not via f64)
+        if dst in (DT.F32, DT.F64):
+            return a.astype(dst.storage)
+        return from_f32(a.astype(np.float32), dst)
+    if not dst.is_float:
+        return _to_int(to_f64(a, src), dst, trunc=mode == CastMode.TRUNC)
     return from_f64(to_f64(a, src), dst)
 
 
@@ -163,18 +317,19 @@ MAX_STEP = 2048
 
 
 # per matrix input type: (exponent field shift, offset: the ulp of field f' = max(f, 1) is
-# 2^(f' - offset))
-_ULP = {DT.F16: (10, 25), DT.BF16: (7, 134)}
+# 2^(f' - offset), bit-pattern view, magnitude mask)
+_ULP = {DT.F16: (10, 25, np.uint16, 0x7FFF), DT.BF16: (7, 134, np.uint16, 0x7FFF),
+        DT.F32: (23, 150, np.uint32, 0x7FFFFFFF)}  # fmt: skip
 
 
 def _min_ulp(x: Array, dt: DT, axis: int) -> Array:
     """Per line of x along `axis`: the exponent of the smallest ulp among its nonzero
     elements, so every element of the line is a multiple of 2^that. Magnitudes order like
     their bit patterns, so the smallest nonzero pattern has the smallest exponent field."""
-    shift, offset = _ULP[dt]
-    mag = x.view(np.uint16) & 0x7FFF
-    lo = (mag - np.uint16(1)).min(axis=axis) + np.uint16(1)  # zeros wrap to the top
-    return np.asarray(np.maximum(lo >> shift, 1).astype(np.int64) - offset)
+    shift, offset, view, mask = _ULP[dt]
+    mag = x.view(view) & view(mask)
+    lo = (mag - view(1)).min(axis=axis) + view(1)  # zeros wrap to the top
+    return np.asarray(np.maximum(lo >> view(shift), 1).astype(np.int64) - offset)
 
 
 def aligned_sums(prods: Array) -> Array:
@@ -283,6 +438,36 @@ def matmul(dt: DT, a: Array, b: Array, acc: Array | None, step: int = 16) -> Arr
     return accumulate(acc, step_sums(dt, a[None], b[None], step)[0])
 
 
+_BITS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def to_register(value: Any, dt: DT) -> int:
+    """What `sld` puts in a 64-bit register: integers and bool by value, floats as their
+    bit pattern (zero-extended; f64's as a signed 64-bit integer).
+
+    >>> to_register(np.float32(1.0), DT.F32), to_register(np.int8(-3), DT.I8)
+    (1065353216, -3)
+    """
+    if not dt.is_float:
+        return int(value)
+    bits = int(np.asarray(value, dt.storage).view(_BITS[dt.itemsize]))
+    return bits - (1 << 64) if bits >= 1 << 63 else bits
+
+
+def from_register(value: int, dt: DT) -> Array:
+    """What `sst` writes: the register's low `itemsize` bytes as `dt` (bool: nonzero is 1).
+
+    >>> float(from_register(1065353216, DT.F32)), int(from_register(300, DT.I8))
+    (1.0, 44)
+    """
+    if dt == DT.BOOL:
+        return np.array(value != 0, np.uint8)
+    low = np.array(value & ((1 << (8 * dt.itemsize)) - 1), np.uint64)
+    if dt.is_float:
+        return low.astype(_BITS[dt.itemsize]).view(dt.storage)
+    return low.astype(dt.storage)
+
+
 def to_storage(x: Any, dt: DT) -> Array:
     """Host values rounded once (nearest even) into `dt` storage; ints saturate.
 
@@ -292,6 +477,11 @@ def to_storage(x: Any, dt: DT) -> Array:
     arr = np.asarray(x)
     if dt == DT.BF16:
         return f32_to_bf16(arr.astype(np.float32))
+    if dt == DT.BOOL:
+        return np.asarray(arr != 0, np.uint8)
+    if dt in _INT_RANGE and arr.dtype.kind in "iub":
+        lo, hi = _INT_RANGE[dt]
+        return np.clip(arr.astype(np.int64), lo, hi).astype(dt.storage)
     if dt in _INT_RANGE:
         return _to_int(arr.astype(np.float64), dt)
     with np.errstate(over="ignore"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,24 +27,31 @@ from anychip.npu.errors import (
 )
 from anychip.npu.isa import (
     DT,
+    BinOp,
     Dma,
     Gather,
     Instr,
     Mma,
     Ref,
+    ScatterAdd,
+    SLoad,
     Space,
+    SStore,
     Unit,
     VBin,
     VCast,
+    VCmp,
+    VCmpS,
     VDup,
     VReduce,
     VScalar,
+    VSel,
     VUn,
 )
 from anychip.npu.memory import Access, Array, Memory, Rows, Who, runs_overlap
 from anychip.npu.program import Program
 from anychip.npu.races import RaceDetector
-from anychip.npu.scalar import check_budget, stream
+from anychip.npu.scalar import check_args, check_budget, stream
 from anychip.npu.sync import _Core
 
 __all__ = ["RunStats", "Simulator", "describe"]
@@ -57,6 +64,7 @@ class RunStats:
 
     instructions: Counter[str] = field(default_factory=Counter)
     macs: int = 0
+    loads: list[list[int]] = field(default_factory=list)  # per core: what each sld read
 
 
 class Simulator:
@@ -101,6 +109,10 @@ class Simulator:
             VReduce: self._vreduce,
             VCast: self._vcast,
             VDup: self._vdup,
+            VCmp: self._vcmp,
+            VCmpS: self._vcmps,
+            VSel: self._vsel,
+            ScatterAdd: self._scatter_add,
         }
 
     # ---- host side ---------------------------------------------------------------------
@@ -139,20 +151,25 @@ class Simulator:
         return nx.to_values(self.read(addr, shape, dt), dt)
 
     # ---- running -----------------------------------------------------------------------
-    def run(self, program: Program, max_steps: int | None = None) -> RunStats:
+    def run(
+        self, program: Program, max_steps: int | None = None, args: Sequence[int] = ()
+    ) -> RunStats:
         """Executes every core's code in turn; returns this run's statistics.
 
-        `max_steps` is the instruction budget per core (default: the design's
-        `max_instructions`); the scalar unit runs first, alone, so a runaway is stopped
-        before any work. Units stalled on a `waitf` queue their later instructions (up to
-        `queue_depth`) while the others run on, as on the chip.
+        `args` are the launch arguments: integers (addresses, sizes, scalars) placed in
+        r3, r4, ... of every core before it starts (`scalar.ARG_REGS`). `max_steps` is the
+        instruction budget per core (default: the design's `max_instructions`); the scalar
+        unit runs first, alone, so a runaway is stopped before any work (unless the program
+        loads registers from memory, `sld`). Units stalled on a `waitf` queue their later
+        instructions (up to `queue_depth`) while the others run on, as on the chip.
         """
         ncores = len(program.cores)
         check_cores(program, self.config)
+        check_args(args)
         budget = self.config.max_instructions if max_steps is None else max_steps
         for core, code in enumerate(program.cores):
-            check_budget(code, core, ncores, budget)
-        self.stats = RunStats()
+            check_budget(code, core, ncores, budget, args)
+        self.stats = RunStats(loads=[[] for _ in program.cores])
         self._races = RaceDetector(self.config.cores)
         self._pending, self._pending_accs, self._groups = [], {}, {}  # a faulted run's leftovers
         counts = [0] * len(Unit)  # instructions per unit, folded into stats at the end
@@ -162,7 +179,8 @@ class Simulator:
         gc.disable()
         try:
             for core, code in enumerate(program.cores):
-                _Core(self, core, counts).run(stream(code, core, ncores, budget))
+                runner = _Core(self, core, counts)
+                runner.run(stream(code, core, ncores, budget, args=args, memory=runner))
         finally:
             if collecting:
                 gc.enable()
@@ -255,6 +273,50 @@ class Simulator:
         starts = i.table.off + idx * (i.table_stride * size)
         self._touch(core, Unit.DMA_IN, who, [index, Rows("dram", starts, i.row_len * size)], [dst])
 
+    def _scatter_add(self, core: int, who: Who, i: ScatterAdd) -> None:
+        """table row index[p] += src row p for p in order: repeated rows accumulate all."""
+        self._races.tick(core, Unit.DMA_OUT)
+        index = self._acc(core, i.index, (i.count,), (1,), DT.I32)
+        idx = index.read(who, "scatter_add index read").astype(np.int64)
+        bad = np.flatnonzero((idx < 0) | (idx >= i.table_rows))
+        size = i.dtype.itemsize
+        if bad.size:
+            k = int(bad[0])
+            raise OutOfBounds(
+                f"npu: scatter_add index {int(idx[k])} at position {k} is outside the table "
+                f"of {i.table_rows} rows "
+                f"(address {i.table.off + int(idx[k]) * i.table_stride * size})",
+                describe(who),
+            )
+        src = self._acc(core, i.src, (i.count, i.row_len), (i.src_stride, 1), i.dtype)
+        vals = src.read(who, "scatter_add read")
+        lo = int(idx.min())
+        base = Ref(Space.DRAM, i.table.off + lo * i.table_stride * size)
+        nrows = int(idx.max()) - lo + 1
+        rows = self._acc(core, base, (nrows, i.row_len), (i.table_stride, 1), i.dtype)
+        rows.check_bounds(who, "scatter_add read")
+        written = rows.written_view()[idx - lo].reshape(i.count, -1).all(axis=1)
+        if not written.all():
+            k = int(np.flatnonzero(~written)[0])
+            raise UninitializedRead(
+                f"npu: scatter_add of a never-written dram row {int(idx[k])} (position {k}) at "
+                f"byte {i.table.off + int(idx[k]) * i.table_stride * size}",
+                describe(who),
+            )
+        starts = i.table.off + idx * (i.table_stride * size)
+        table = Rows("dram", starts, i.row_len * size)
+        self._touch(core, Unit.DMA_OUT, who, [index, src, table], [table])
+        view = rows.view()
+        # the k-th occurrence of every row in round k: within a round the rows are distinct
+        order = np.argsort(idx, kind="stable")
+        first = np.searchsorted(idx[order], idx[order])  # start of each row's run
+        rank = np.empty_like(idx)
+        rank[order] = np.arange(idx.size) - first
+        for k in range(int(rank.max()) + 1):
+            sel = np.flatnonzero(rank == k)
+            r = idx[sel] - lo
+            view[r] = nx.binop(BinOp.ADD, i.dtype, view[r], vals[sel])
+
     # ---- matrix unit -------------------------------------------------------------------
     def _mma(self, core: int, who: Who, i: Mma) -> None:
         """Checks and race-records at once; float results are computed later in batches
@@ -345,40 +407,38 @@ class Simulator:
         self._races.tick(core, Unit.VECTOR)
         accs = [self._acc(core, r, shape, s, dt) for r, s in srcs]
         vals = [a.read(who, "vector read") for a in accs]
-        out = self._acc(core, dst[0], dst_shape or shape, dst[1], dst_dt or dt)
+        out = self._acc(core, dst[0], dst_shape or shape, dst[1], dt if dst_dt is None else dst_dt)
         for a in accs:
             _partial_overlap(a, out, who)
         self._touch(core, Unit.VECTOR, who, accs, [out])
         return vals, out
 
-    def _int_check(self, i: VBin | VScalar | VUn, who: Who) -> None:
-        int_check(i, who)
+    def _check_op(self, i: Any, who: Who) -> None:
+        self._need(i.dtype, "vector", who)
+        op_check(i, who)
 
     def _vbin(self, core: int, who: Who, i: VBin) -> None:
-        self._need(i.dtype, "vector", who)
-        self._int_check(i, who)
+        self._check_op(i, who)
         (a, b), out = self._vec(core, who, i.dtype, [(i.a, i.a_strides), (i.b, i.b_strides)],
                                 (i.dst, i.dst_strides), i.shape)  # fmt: skip
         out.write(nx.binop(i.op, i.dtype, a, b), who)
 
     def _vscalar(self, core: int, who: Who, i: VScalar) -> None:
-        self._need(i.dtype, "vector", who)
-        self._int_check(i, who)
+        self._check_op(i, who)
         (a,), out = self._vec(
             core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides), i.shape
         )
         out.write(nx.binop(i.op, i.dtype, a, nx.immediate(i.imm, i.dtype)), who)
 
     def _vun(self, core: int, who: Who, i: VUn) -> None:
-        self._need(i.dtype, "vector", who)
-        self._int_check(i, who)
+        self._check_op(i, who)
         (a,), out = self._vec(
             core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides), i.shape
         )
         out.write(nx.unop(i.op, i.dtype, a), who)
 
     def _vreduce(self, core: int, who: Who, i: VReduce) -> None:
-        self._need(i.dtype, "vector", who)
+        self._check_op(i, who)
         rows, cols = i.shape
         dshape = (rows, 1) if i.axis == 1 else (1, cols)
         (a,), out = self._vec(
@@ -392,12 +452,57 @@ class Simulator:
                 self._need(dt, "vector", who)
         (a,), out = self._vec(core, who, i.src_dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides),
                               i.shape, None, i.dst_dtype)  # fmt: skip
-        out.write(nx.cast(i.src_dtype, i.dst_dtype, a), who)
+        out.write(nx.cast(i.src_dtype, i.dst_dtype, a, i.op), who)
 
     def _vdup(self, core: int, who: Who, i: VDup) -> None:
         self._need(i.dtype, "vector", who)
         _, out = self._vec(core, who, i.dtype, [], (i.dst, i.dst_strides), i.shape)
         out.write(nx.immediate(i.imm, i.dtype), who)
+
+    def _vcmp(self, core: int, who: Who, i: VCmp) -> None:
+        self._need(i.dtype, "vector", who)
+        (a, b), out = self._vec(core, who, i.dtype, [(i.a, i.a_strides), (i.b, i.b_strides)],
+                                (i.dst, i.dst_strides), i.shape, None, DT.BOOL)  # fmt: skip
+        out.write(nx.compare(i.op, i.dtype, a, b), who)
+
+    def _vcmps(self, core: int, who: Who, i: VCmpS) -> None:
+        self._need(i.dtype, "vector", who)
+        (a,), out = self._vec(core, who, i.dtype, [(i.a, i.a_strides)], (i.dst, i.dst_strides),
+                              i.shape, None, DT.BOOL)  # fmt: skip
+        out.write(nx.compare(i.op, i.dtype, a, nx.immediate(i.imm, i.dtype)), who)
+
+    def _vsel(self, core: int, who: Who, i: VSel) -> None:
+        self._need(i.dtype, "vector", who)
+        self._races.tick(core, Unit.VECTOR)
+        mask = self._acc(core, i.mask, i.shape, i.mask_strides, DT.BOOL)
+        accs = [self._acc(core, r, i.shape, st, i.dtype)
+                for r, st in ((i.a, i.a_strides), (i.b, i.b_strides))]  # fmt: skip
+        m = mask.read(who, "vector read of the mask")
+        a, b = (acc.read(who, "vector read") for acc in accs)
+        out = self._acc(core, i.dst, i.shape, i.dst_strides, i.dtype)
+        for acc in (mask, *accs):
+            _partial_overlap(acc, out, who)
+        self._touch(core, Unit.VECTOR, who, [mask, *accs], [out])
+        out.write(nx.select(m, a, b), who)
+
+    # ---- the scalar unit's memory accesses (sync._Core calls these after draining) -----
+    def scalar_load(self, core: int, who: Who, i: SLoad) -> int:
+        """The value `sld` puts in its register (see `nx.to_register`)."""
+        acc = self._acc(core, i.src, (1,), (1,), i.dtype)
+        val = acc.read(who, "scalar load")
+        self._touch(core, Unit.SCALAR, who, [acc], [])
+        v = nx.to_register(val[0], i.dtype)
+        self.stats.loads[core].append(v)
+        return v
+
+    def scalar_item(self, core: int, who: Who) -> None:
+        """An sld/sst reaching the units' side of the stream: its access already ran (the
+        stream called `scalar_load`/`scalar_store` when the scalar unit reached it)."""
+
+    def scalar_store(self, core: int, who: Who, i: SStore, value: int) -> None:
+        acc = self._acc(core, i.dst, (1,), (1,), i.dtype)
+        acc.write(nx.from_register(value, i.dtype), who, "scalar store")
+        self._touch(core, Unit.SCALAR, who, [], [acc])
 
 
 def check_cores(program: Program, config: NpuConfig, model: str = "npu") -> None:
@@ -419,13 +524,15 @@ def need_dtype(config: NpuConfig, dt: DT, unit: str, who: Who) -> None:
         )
 
 
-def int_check(i: VBin | VScalar | VUn, who: Who) -> None:
-    """IllegalInstruction for an op that i32 does not define."""
-    ok = nx.INT_BINOPS if isinstance(i, (VBin, VScalar)) else nx.INT_UNOPS
-    if i.dtype == DT.I32 and i.op not in ok:
+def op_check(i: Any, who: Who) -> None:
+    """IllegalInstruction for an op its element type does not define (`nx.vector_ok`)."""
+    if isinstance(i, (VBin, VScalar, VUn, VReduce)) and not nx.vector_ok(i.op, i.dtype):
         raise IllegalInstruction(
-            f"npu: {i.op.name.lower()} is not defined on i32 at {describe(who)}"
+            f"npu: {i.op.name.lower()} is not defined on {i.dtype.name.lower()} at {describe(who)}"
         )
+
+
+int_check = op_check  # the name version 1 used
 
 
 def _partial_overlap(src: Access, dst: Access, who: Who) -> None:

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from anychip.npu.asm import describe
 from anychip.npu.errors import SyncError
-from anychip.npu.isa import Barrier, Finish, Instr, SetFlag, Unit, WaitFlag
+from anychip.npu.isa import Barrier, Finish, Instr, SetFlag, SLoad, SStore, Unit, WaitFlag
 
 if TYPE_CHECKING:
     from anychip.npu.simulator import Simulator
 
 Item = tuple[int, Instr]
+_WHY = {Finish: "the program ends", Barrier: "this barrier waits", SLoad: "this sld waits",
+        SStore: "this sst waits"}  # fmt: skip
 
 
 class _Core:
@@ -54,10 +56,12 @@ class _Core:
                         self._sync(item)
                     else:
                         self._enqueue(q, item)
-                elif tp is Barrier or tp is Finish:
-                    why = "the program ends" if tp is Finish else "this barrier waits"
+                elif tp is Barrier or tp is Finish or tp is SLoad or tp is SStore:
+                    why = _WHY[tp]
                     self._drained(item, f"{why} for every queue to drain")
                     self.sim._races.barrier(core)
+                    if tp is SLoad or tp is SStore:
+                        self.sim.scalar_item(core, (core, item[0], inst))
         self._drained(None, "the program ends for every queue to drain")
         self.sim._flush()
         unused = self.sim._races.unconsumed(core)
@@ -70,6 +74,24 @@ class _Core:
                 f"{core}'s program; the next program would start with them)",
                 describe(who),
             )
+
+    # ---- the scalar unit's memory accesses: the stream calls these (scalar.Memory) ------
+    def _scalar_access(self, pc: int, inst: Instr) -> tuple[int, int, Instr]:
+        """Drains every queue (sld and sst are ordered like a barrier), ticks the scalar unit."""
+        who = (self.core, pc, inst)
+        self._drained((pc, inst), f"{_WHY[type(inst)]} for every queue to drain")
+        self.sim._races.barrier(self.core)
+        self.sim._races.tick(self.core, Unit.SCALAR)
+        return who
+
+    def load(self, pc: int, inst: SLoad) -> int:
+        value = self.sim.scalar_load(self.core, self._scalar_access(pc, inst), inst)
+        self.sim._races.barrier(self.core)
+        return value
+
+    def store(self, pc: int, inst: SStore, value: int) -> None:
+        self.sim.scalar_store(self.core, self._scalar_access(pc, inst), inst, value)
+        self.sim._races.barrier(self.core)
 
     def _sync(self, item: Item) -> bool:
         """Runs a setf or waitf; False when the waitf stalls its unit (now holding a queue)."""

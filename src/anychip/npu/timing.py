@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from anychip.npu.asm import describe
@@ -31,7 +32,21 @@ from anychip.npu.costs import (
 )
 from anychip.npu.dram import loaded_latency, request_rate
 from anychip.npu.errors import SyncError
-from anychip.npu.isa import Barrier, Dma, Finish, Gather, Instr, Mma, SetFlag, Unit, WaitFlag
+from anychip.npu.isa import (
+    Barrier,
+    Dma,
+    Finish,
+    Gather,
+    Instr,
+    Mma,
+    ScatterAdd,
+    SetFlag,
+    SLoad,
+    Space,
+    SStore,
+    Unit,
+    WaitFlag,
+)
 from anychip.npu.ports import Ports, Reservation
 from anychip.npu.program import Program
 from anychip.npu.report import Event, TimingReport, UnitStats
@@ -43,7 +58,8 @@ __all__ = ["Event", "TimingReport", "UnitStats", "simulate_timing"]
 QUEUED = (Unit.DMA_IN, Unit.DMA_OUT, Unit.MATRIX, Unit.VECTOR)
 _INF = float("inf")
 _STEP, _DISPATCH, _DRAM = 0, 1, 2  # event kinds
-_BARRIER = -1  # the dispatcher waits for its core to drain (barrier or finish)
+_BARRIER = -1  # the dispatcher waits for its core to drain (barrier, finish, sld, sst)
+_DMAS = (Dma, Gather, ScatterAdd)
 FlagKey = tuple[int, int, int, int]  # (core, src unit, dst unit, flag)
 
 
@@ -189,14 +205,16 @@ class _Engine:
                     return
                 s.queue.append((ts + 1, index, inst))
                 self._wake(core, unit, ts + 1)
-            elif isinstance(inst, (Barrier, Finish)):
+            elif isinstance(inst, (Barrier, Finish, SLoad, SStore)):
                 if not self._drained(core):
                     d.ts, d.blocked = ts, _BARRIER
                     return
                 after = max(ts + 1, max(s.done for s in units.values()))
                 d.stats.stalls["sync"] += after - (ts + 1)
+                access = scalar_access_cycles(self.cfg, inst)
+                after += access  # sld / sst: the round trip to the memory
                 events.append((core, Unit.SCALAR, index, inst, ts, after, after))
-                d.stats.busy += 1
+                d.stats.busy += 1 + access
                 d.stats.instructions += 1
                 d.pos += 1
                 if isinstance(inst, Finish):
@@ -234,7 +252,7 @@ class _Engine:
                     self.waiters[key] = (core, unit)
                     return
                 t = max(t, sets[k])
-            elif type(inst) is Dma or type(inst) is Gather:
+            elif type(inst) in _DMAS:
                 t = max(t, self._landed(core, unit, inst, t))
             if t > now:
                 self._wake(core, unit, t)
@@ -292,7 +310,7 @@ class _Engine:
             if waiter is not None:
                 self._wake(waiter[0], waiter[1], at)
             return True
-        if tp is Dma or tp is Gather:
+        if tp in _DMAS:
             cost, _, writes = self._dma_info(inst)
             self.bytes_moved[cost.level] += cost.nbytes
             for name, nbytes in cost.ports:
@@ -335,7 +353,8 @@ class _Engine:
         limited by the engine, the buffer's port and its requests in flight."""
         self._dram_advance(now)
         self.dram_traffic += cost.traffic
-        latency = loaded_latency(self.cfg, self._load(now))
+        # a scatter_add's write-back adds its second round trip (cost.latency beyond one)
+        latency = loaded_latency(self.cfg, self._load(now)) + cost.latency - self.cfg.dma_latency
         cap = min(cost.cap, request_rate(self.cfg, cost.request, latency))
         cap, holds = self.ports.open(core, cost.ports, now, cap)
         tr = _Transfer(core, unit, index, inst, cost, now, cost.occupancy, cap, latency, holds)
@@ -399,10 +418,27 @@ class _Engine:
         self._dram_plan(now)
 
 
+def scalar_access_cycles(cfg: NpuConfig, inst: Instr) -> int:
+    """Cycles an `sld`/`sst` waits for its memory once the queues have drained: a device-
+    memory round trip (`dma_latency`) or one on-chip buffer cycle; 0 for other scalar ones."""
+    ref = getattr(inst, "src", None) if type(inst) is SLoad else getattr(inst, "dst", None)
+    if not isinstance(inst, (SLoad, SStore)) or ref is None:
+        return 0
+    return cfg.dma_latency if ref.space == Space.DRAM else 1
+
+
 def simulate_timing(
-    program: Program, config: NpuConfig | str, max_steps: int | None = None
+    program: Program,
+    config: NpuConfig | str,
+    max_steps: int | None = None,
+    args: Sequence[int] = (),
+    loads: Sequence[Sequence[int]] | None = None,
 ) -> TimingReport:
     """Times `program` on design `config` (a profile name works); returns its report.
+
+    `args` are the launch arguments (r3, r4, ... as `Simulator.run` sets them); a program
+    that loads registers from memory (`sld`) needs `loads`, the values the functional run
+    read (`RunStats.loads`): the timing model has no data.
 
     >>> from anychip.npu.isa import DT, Ref, Space, VDup
     >>> dup = VDup(DT.F32, Ref(Space.UB, 0), 1.0, (1, 64), (64, 1))
@@ -413,7 +449,7 @@ def simulate_timing(
     cfg = get_config(config)
     check_cores(program, cfg, "npu timing")
     # the same instruction budget as the functional model (the design's max_instructions)
-    streams = validate(program, cfg, max_steps=max_steps)
+    streams = validate(program, cfg, max_steps=max_steps, args=args, loads=loads)
     eng = _Engine(streams, cfg)
     eng.run()
     units: dict[str, UnitStats] = {}

@@ -19,19 +19,25 @@ from anychip.npu.isa import (
     Instr,
     Mma,
     Ref,
+    ScatterAdd,
+    SLoad,
     Space,
     Unit,
     VBin,
     VCast,
+    VCmp,
+    VCmpS,
     VDup,
     VReduce,
     VScalar,
+    VSel,
     VUn,
 )
 from anychip.npu.memory import Access, Memory
 from anychip.npu.program import Program, expand
 from anychip.npu.races import RaceDetector
-from anychip.npu.simulator import _partial_overlap, check_cores, int_check, need_dtype
+from anychip.npu.scalar import Replay, check_args
+from anychip.npu.simulator import _partial_overlap, check_cores, need_dtype, op_check
 
 Stream = list[tuple[int, Instr]]
 
@@ -41,12 +47,16 @@ def validate(
     config: NpuConfig,
     streams: Sequence[Stream] | None = None,
     max_steps: int | None = None,
+    args: Sequence[int] = (),
+    loads: Sequence[Sequence[int]] | None = None,
 ) -> list[Stream]:
     """Raises the functional model's typed error for the first rule `program` breaks on
     `config`; returns each core's dynamic stream (`program.expand`) for reuse.
 
     Device memory counts as written where the program declares initialised data
-    (`.data` with init other than 'none'), or everywhere when it declares none.
+    (`.data` with init other than 'none'), or everywhere when it declares none. `args` are
+    the launch arguments (r3, r4, ...); `loads` what each core's `sld`s read in a functional
+    run (`RunStats.loads`), replayed since this walk has no data.
 
     >>> from anychip.npu.config import PROFILES
     >>> a = Ref(Space.L0A, 0)
@@ -59,8 +69,12 @@ def validate(
     check_cores(program, config)
     ncores = len(program.cores)
     budget = config.max_instructions if max_steps is None else max_steps
+    check_args(args)
     if streams is None:
-        streams = [expand(code, c, ncores, budget) for c, code in enumerate(program.cores)]
+        streams = [
+            expand(code, c, ncores, budget, args, Replay(loads[c]) if loads else None)
+            for c, code in enumerate(program.cores)
+        ]
     _Walker(program, config).run(streams)
     return list(streams)
 
@@ -87,10 +101,12 @@ class _Walker:
         # what sync._Core reads of a simulator: the same queue, flag and deadlock rules as
         # the functional model, with this walker's checks as the instructions' handlers
         self.config, self._races = config, self.races
-        vector = dict.fromkeys((VBin, VScalar, VUn, VReduce, VCast, VDup), self._vector)
+        vector = dict.fromkeys((VBin, VScalar, VUn, VReduce, VCast, VDup, VCmp, VCmpS, VSel),
+                               self._vector)  # fmt: skip
         self._handlers: dict[type, Any] = {
             Dma: self._dma,
             Gather: self._gather,
+            ScatterAdd: self._scatter_add,
             Mma: self._mma,
             **vector,
         }
@@ -164,6 +180,25 @@ class _Walker:
         self._write(dst, who, "gather write")
         self._touch(core, Unit.DMA_IN, who, [index], [dst])
 
+    def scalar_item(self, core: int, who: Any) -> None:
+        """An sld reads and an sst writes one element (the values are the functional run's)."""
+        i = who[2]
+        if isinstance(i, SLoad):
+            self._read(self._acc(core, i.src, (1,), (1,), i.dtype), who, "scalar load")
+        else:
+            self._write(self._acc(core, i.dst, (1,), (1,), i.dtype), who, "scalar store")
+
+    def _scatter_add(self, core: int, who: Any, i: ScatterAdd) -> None:
+        # As for gather, the rows depend on the index data: the functional model checks them.
+        self.races.tick(core, Unit.DMA_OUT)
+        index = self._acc(core, i.index, (i.count,), (1,), DT.I32)
+        self._read(index, who, "scatter_add index read")
+        src = self._acc(core, i.src, (i.count, i.row_len), (i.src_stride, 1), i.dtype)
+        self._read(src, who, "scatter_add read")
+        row = self._acc(core, i.table, (1, i.row_len), (i.table_stride, 1), i.dtype)
+        row.check_bounds(who, "scatter_add read")
+        self._touch(core, Unit.DMA_OUT, who, [index, src], [])
+
     def _mma(self, core: int, who: Any, i: Mma) -> None:
         self._need(i.dtype, "matrix", who)
         self.races.tick(core, Unit.MATRIX)
@@ -188,12 +223,15 @@ class _Walker:
         else:
             self._need(i.dtype, "vector", who)
             src_dt = dst_dt = i.dtype
-        if isinstance(i, (VBin, VScalar, VUn)):
-            int_check(i, who)
+            if isinstance(i, (VCmp, VCmpS)):
+                dst_dt = DT.BOOL
+        op_check(i, who)
         self.races.tick(core, Unit.VECTOR)
         shape = i.shape
         srcs = [(getattr(i, n), getattr(i, n + "_strides")) for n in ("a", "b") if hasattr(i, n)]
         reads = [self._acc(core, r, shape, s, src_dt) for r, s in srcs]
+        if isinstance(i, VSel):
+            reads.append(self._acc(core, i.mask, shape, i.mask_strides, DT.BOOL))
         dshape = shape
         if isinstance(i, VReduce):
             dshape = (shape[0], 1) if i.axis == 1 else (1, shape[1])

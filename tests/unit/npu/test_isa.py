@@ -18,7 +18,6 @@ from anychip.npu.program import DataDecl, Program
 
 I64 = st.integers(-(2**40), 2**40)
 POS = st.integers(1, 4096)
-NONNEG = st.integers(0, 4096)
 
 
 def _strategy(cls: type[Instr], name: str, tp) -> st.SearchStrategy:
@@ -27,19 +26,21 @@ def _strategy(cls: type[Instr], name: str, tp) -> st.SearchStrategy:
         space = {"a": Space.L0A, "b": Space.L0B, "acc": Space.L0C}[name]
         return st.builds(Ref, st.just(space), I64, st.integers(0, 31))
     if cls is isa.Mma and name == "dtype":
-        return st.sampled_from([DT.F16, DT.BF16, DT.I8])
-    if cls is isa.Gather:
+        return st.sampled_from([DT.F16, DT.BF16, DT.I8, DT.F32])
+    if cls in (isa.Gather, isa.ScatterAdd):
         if name == "table":
             return st.builds(Ref, st.just(Space.DRAM), I64, st.integers(0, 31))
-        if name in ("dst", "index"):
+        if name in ("dst", "index", "src"):
             return st.builds(Ref, st.sampled_from(isa.ONCHIP), I64, st.integers(0, 31))
-        if name in ("table_stride", "dst_stride"):
+        if name in ("table_stride", "dst_stride", "src_stride"):
             return st.integers(4096, 8192)
+        if name == "dtype":
+            return st.sampled_from([DT.F32, DT.F16, DT.BF16, DT.I32, DT.I64, DT.F64])
     if issubclass(cls, isa._Vec):
         if tp is Ref:
             return st.builds(Ref, st.sampled_from(isa.VECTOR_SPACES), I64, st.integers(0, 31))
         if tp is DT:
-            return st.sampled_from([DT.F32, DT.F16, DT.BF16, DT.I32])
+            return st.sampled_from([DT.F32, DT.F16, DT.BF16, DT.I32, DT.I64, DT.F64, DT.BOOL])
         if name == "axis":
             return st.sampled_from([0, 1])
     if issubclass(cls, isa._Flag):
@@ -48,7 +49,7 @@ def _strategy(cls: type[Instr], name: str, tp) -> st.SearchStrategy:
         return st.sampled_from([u for u in Unit if u != Unit.SCALAR])
     if name in ("accumulate", "trans_b"):
         return st.sampled_from([0, 1])
-    if name in ("rd", "ra", "rb"):
+    if name in ("rd", "ra", "rb", "rs"):
         return st.integers(0, 31)
     if isinstance(tp, type) and issubclass(tp, IntEnum):
         return st.sampled_from(list(tp))
@@ -62,7 +63,7 @@ def _strategy(cls: type[Instr], name: str, tp) -> st.SearchStrategy:
     if name == "dst_strides":  # destination elements must not overlap: nested strides
         nested = [st.integers(1, 2), st.integers(16384, 32768), st.integers(2**28, 2**29)]
         return st.tuples(*nested[:n][::-1])
-    part = NONNEG if name.endswith("strides") else POS
+    part = st.integers(-4096, 4096) if name.endswith("strides") else POS
     return st.tuples(*[part] * n)
 
 
@@ -136,7 +137,18 @@ def test_text_form_reads_like_the_docs():
         ("vfrob dtype=f32", "unknown mnemonic 'vfrob'"),
         ("smov rd=1 imm=2 colour=3", "smov has no field 'colour'"),
         ("smov rd=1 imm=zz", r"smov field imm='zz'"),
-        ("mma dtype=f32 acc=l0c:0 a=l0a:0 b=l0b:0 m=1 n=1 k=1", "f32 is not a matrix input type"),
+        ("mma dtype=i32 acc=l0c:0 a=l0a:0 b=l0b:0 m=1 n=1 k=1", "i32 is not a matrix input type"),
+        (
+            "vcmpeq dtype=f32 dst=l1:0 a=ub:0 b=ub:0 shape=1,1 dst_strides=1,1 a_strides=1,1 "
+            "b_strides=1,1",
+            "dst must be in ub/l0c, got l1",
+        ),
+        (
+            "scatter_add dtype=bool table=dram:0 src=ub:0 index=ub:64 count=1 row_len=1 "
+            "table_stride=1 src_stride=1 table_rows=1",
+            "bool cannot be added",
+        ),
+        ("sst dtype=f32 dst=ub:0 rs=32", "register r32 does not exist"),
         ("mma dtype=f16 acc=ub:0 a=l0a:0 b=l0b:0 m=1 n=1 k=1", "acc must be in l0c, got ub"),
         ("setf src=matrix dst=matrix flag=1", "flags connect two different"),
         ("waitf src=dma_in dst=matrix flag=16", "flag 16 out of range"),
