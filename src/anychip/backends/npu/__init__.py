@@ -221,6 +221,10 @@ class NpuBackend(Backend):
         for d, v in zip(comp.scalars, scalars, strict=True):
             if d is dtypes.float32:
                 raw += struct.pack("<fi", float(v), 0)
+            elif d is dtypes.float64:
+                raw += struct.pack("<d", float(v))
+            elif d is dtypes.int64:
+                raw += struct.pack("<q", int(v))
             else:
                 iv = int(v)
                 if not -(2**31) <= iv < 2**31:

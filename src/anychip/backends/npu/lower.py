@@ -54,6 +54,8 @@ from anychip.npu.isa import (
     NUM_REGS,
     Barrier,
     BinOp,
+    CastMode,
+    CmpOp,
     Dma,
     Finish,
     Gather,
@@ -66,9 +68,10 @@ from anychip.npu.isa import (
     UnOp,
     VBin,
     VCast,
+    VCmp,
     VDup,
     VReduce,
-    VScalar,
+    VSel,
     VUn,
     WaitFlag,
 )
@@ -108,20 +111,23 @@ class Compiled:
 
 
 # ---- storage types ---------------------------------------------------------------------
-_STORE_DT = {"float32": DT.F32, "int32": DT.I32, "bool": DT.I8}
+_DT = {
+    "float32": DT.F32,
+    "float16": DT.F16,
+    "bfloat16": DT.BF16,
+    "float64": DT.F64,
+    "int32": DT.I32,
+    "int64": DT.I64,
+    "bool": DT.BOOL,
+}
 
 
-def _kind(d: DType) -> str:
-    """How the vector unit computes a dtype: 'f' (f32) or 'i' (i32; bools as 0/1)."""
-    if d is dtypes.float32:
-        return "f"
-    if d is dtypes.int32 or d is dtypes.bool_:
-        return "i"
-    raise NpuUnsupported(f"npu: dtype {d.name} is not supported by the npu backend yet")
-
-
-def _vdt(kind: str) -> DT:
-    return DT.F32 if kind == "f" else DT.I32
+def _dt(d: DType) -> DT:
+    """The chip's element type of an anychip dtype (memory and vector unit alike)."""
+    got = _DT.get(d.name)
+    if got is None:
+        raise NpuUnsupported(f"npu: dtype {d.name} has no npu element type")
+    return got
 
 
 # ---- index analysis --------------------------------------------------------------------
@@ -295,14 +301,14 @@ class Step:
 
 @dataclass
 class Val:
-    """A computed value: a tile (maybe broadcast) of kind 'f' or 'i'."""
+    """A computed value: a tile (maybe broadcast) of the chip's element type `kind`."""
 
     tile: Tile
-    kind: str
+    kind: DT
 
 
 class _AccState:
-    def __init__(self, op: Ops, kind: str, tile: Tile, partials: Tile | None) -> None:
+    def __init__(self, op: Ops, kind: DT, tile: Tile, partials: Tile | None) -> None:
         self.op, self.kind, self.tile, self.partials = op, kind, tile, partials
         self.used = 0  # partial columns holding values
 
@@ -326,10 +332,10 @@ class CoreLowering:
         self.slot_top = 0
         self.env: dict[str, Val] = {}
         self.accs: dict[str, _AccState] = {}
-        self.consts: dict[tuple[float, str], Tile] = {}
+        self.consts: dict[tuple[float, DT], Tile] = {}
         self.args: dict[int, Tile] = {}
         self.prologue: list[Instr] = []
-        self.memo: dict[tuple[Any, ...], Val] = {}
+        self.memo: dict[Expr, Val] = {}
 
     # -- memory
     def persist(self, rows: int, cols: int, dt: DT) -> Tile:
@@ -370,15 +376,15 @@ class CoreLowering:
     def v(self, inst: Instr) -> None:
         self.open().compute.append(inst)
 
-    def const(self, value: float, kind: str) -> Tile:
+    def const(self, value: float, kind: DT) -> Tile:
         key = (float(value), kind)
         t = self.consts.get(key)
         if t is None:
-            addr = (self.const_top - 4) // 64 * 64
+            addr = (self.const_top - 8) // 64 * 64
             if addr < self.persist_top:
                 raise _TooBig
             self.const_top = addr
-            t = Tile(Ref(Space.UB, addr), 1, 1, _vdt(kind))
+            t = Tile(Ref(Space.UB, addr), 1, 1, kind)
             self.prologue.append(VDup(t.dtype, t.ref, float(value), (1, 1), (1, 1)))
             self.consts[key] = t
         return t
@@ -393,117 +399,64 @@ class CoreLowering:
             sc = 0
         return Tile(t.ref, rows, cols, t.dtype, sr, sc)
 
-    def bin(
-        self, op: BinOp, a: Val, b: Val, f: Frame, kind: str | None = None, into: Val | None = None
-    ) -> Val:
-        """a op b into a fresh temp, or in place into `into` (a temp of the right shape)."""
+    def bin(self, op: BinOp, a: Val, b: Val, kind: DT | None = None) -> Val:
+        """a op b (broadcast to the larger shape) into a fresh temp."""
         k = kind or a.kind
-        r, c = self.shape_of(a, b, f)
-        dst = self.temp(r, c, _vdt(k)) if into is None else into.tile
+        r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
+        dst = self.temp(r, c, k)
         va, vb = self.view(a.tile, r, c), self.view(b.tile, r, c)
-        self.v(
-            VBin(op, dst.dtype, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides,
-                 vb.strides)
-        )  # fmt: skip
+        self.v(VBin(op, k, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides, vb.strides))
         return Val(dst, k)
 
-    def scal(self, op: BinOp, a: Val, imm: float, inplace: bool = False) -> Val:
-        t = a.tile
-        dst = t if inplace else self.temp(t.rows, t.cols, t.dtype)
-        self.v(VScalar(op, dst.dtype, dst.ref, t.ref, imm, dst.shape, dst.strides, t.strides))
+    def cmp(self, op: CmpOp, a: Val, b: Val) -> Val:
+        r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
+        dst = self.temp(r, c, DT.BOOL)
+        va, vb = self.view(a.tile, r, c), self.view(b.tile, r, c)
+        self.v(
+            VCmp(op, a.kind, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides,
+                 vb.strides)
+        )  # fmt: skip
+        return Val(dst, DT.BOOL)
+
+    def select(self, m: Val, a: Val, b: Val) -> Val:
+        r = max(m.tile.rows, a.tile.rows, b.tile.rows)
+        c = max(m.tile.cols, a.tile.cols, b.tile.cols)
+        dst = self.temp(r, c, a.kind)
+        vm, va, vb = (self.view(x.tile, r, c) for x in (m, a, b))
+        self.v(
+            VSel(a.kind, dst.ref, vm.ref, va.ref, vb.ref, dst.shape, dst.strides, vm.strides,
+                 va.strides, vb.strides)
+        )  # fmt: skip
         return Val(dst, a.kind)
 
-    def un(self, op: UnOp, a: Val, inplace: bool = False) -> Val:
+    def un(self, op: UnOp, a: Val) -> Val:
         t = a.tile
-        dst = t if inplace else self.temp(t.rows, t.cols, t.dtype)
-        self.v(VUn(op, dst.dtype, dst.ref, t.ref, dst.shape, dst.strides, t.strides))
+        dst = self.temp(t.rows, t.cols, a.kind)
+        self.v(VUn(op, a.kind, dst.ref, t.ref, dst.shape, dst.strides, t.strides))
         return Val(dst, a.kind)
 
-    def cast(self, a: Val, to: str, inplace: bool = False) -> Val:
+    def cast(self, a: Val, to: DT) -> Val:
+        """The primitives' CAST (`vcastt`: floats truncate to integers, integers wrap)."""
+        if a.kind == to:
+            return a
         t = a.tile
-        if inplace:
-            dst = Tile(t.ref, t.rows, t.cols, _vdt(to), *t.strides)
-        else:
-            dst = self.temp(t.rows, t.cols, _vdt(to))
-        self.v(VCast(dst.dtype, t.dtype, dst.ref, t.ref, t.shape, dst.strides, t.strides))
+        dst = self.temp(t.rows, t.cols, to)
+        self.v(VCast(to, a.kind, dst.ref, t.ref, t.shape, dst.strides, t.strides,
+                     CastMode.TRUNC))  # fmt: skip
         return Val(dst, to)
-
-    def not01(self, m: Val, inplace: bool = True) -> Val:
-        """1 - m for an i32 (or f32) 0/1 mask."""
-        return self.scal(BinOp.ADD, self.scal(BinOp.MUL, m, -1.0, inplace), 1.0, True)
-
-    @staticmethod
-    def shape_of(a: Val, b: Val, f: Frame) -> tuple[int, int]:
-        return max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
-
-    def as_bits(self, a: Val) -> Val:
-        """The same bytes read as i32 (bit patterns of f32)."""
-        t = a.tile
-        return Val(Tile(t.ref, t.rows, t.cols, DT.I32, *t.strides), "i")
-
-    # -- comparisons and selection on the current ISA (exact; see docs/npu-backend.md)
-    def lt_f(self, a: Val, b: Val, f: Frame) -> Val:
-        """(a < b) as i32 0/1 for f32 a, b: the sign of b - a (exact: a nonzero difference
-        of two f32 never rounds to 0), saturated to 0/1; NaN casts to 0. 6 vector ops."""
-        d = self.bin(BinOp.SUB, b, a, f)
-        self.scal(BinOp.MUL, d, 2.0**127, True)
-        self.scal(BinOp.MUL, d, 2.0**127, True)
-        self.scal(BinOp.MAX, d, 0.0, True)
-        self.scal(BinOp.MIN, d, 1.0, True)
-        return self.cast(d, "i", True)
-
-    def eq_f(self, a: Val, b: Val, f: Frame) -> Val:
-        """(a == b) as i32 0/1 for f32: a - b == 0 (false for NaN, and for equal
-        infinities, whose difference is NaN), or equal bits where a is infinite. 23 ops."""
-        d = self.bin(BinOp.SUB, a, b, f)
-        self.un(UnOp.ABS, d, True)
-        self.scal(BinOp.MUL, d, 2.0**127, True)
-        self.scal(BinOp.MUL, d, 2.0**127, True)
-        self.scal(BinOp.MIN, d, 1.0, True)
-        self.not01(d)
-        eq = self.cast(d, "i", True)  # NaN (unordered, or inf - inf) -> 0
-        bits = self.eq_i(self.as_bits(a), self.as_bits(b), f)
-        g = self.un(UnOp.ABS, Val(self.view(a.tile, *bits.tile.shape), "f"))
-        self.scal(BinOp.MUL, g, 2.0**-128, True)  # finite: < 1; inf: inf; NaN: NaN
-        self.scal(BinOp.ADD, g, -1.0, True)
-        self.scal(BinOp.MAX, g, 0.0, True)
-        self.scal(BinOp.MIN, g, 1.0, True)
-        inf = self.cast(g, "i", True)
-        both = self.bin(BinOp.MIN, bits, inf, f, "i", into=bits)
-        return self.bin(BinOp.MAX, eq, both, f, "i", into=eq)
-
-    def eq_i(self, a: Val, b: Val, f: Frame) -> Val:
-        """(a == b) for i32, in i32 alone: e = |a - b| - 1 (wrapping) is -1 exactly when
-        a == b and >= 0 otherwise (|INT_MIN| - 1 wraps to INT_MAX), so min(e, 0) + 1 is
-        (a != b). 7 ops."""
-        d = self.bin(BinOp.SUB, a, b, f, "i")
-        self.un(UnOp.ABS, d, True)
-        self.scal(BinOp.ADD, d, -1.0, True)
-        self.scal(BinOp.MIN, d, 0.0, True)
-        self.scal(BinOp.ADD, d, 1.0, True)
-        return self.not01(d)
-
-    def select(self, c: Val, a: Val, b: Val, f: Frame, kind: str) -> Val:
-        """where(c, a, b) on bit patterns: b + c * (a - b) in wrapping i32 is exact."""
-        ab, bb = self.as_bits(a), self.as_bits(b)
-        d = self.bin(BinOp.SUB, ab, bb, f, "i")
-        d = self.bin(BinOp.MUL, d, c, f, "i", into=d)
-        r = self.bin(BinOp.ADD, d, bb, f, "i", into=d)
-        return Val(Tile(r.tile.ref, r.tile.rows, r.tile.cols, _vdt(kind)), kind)
 
     # -- expressions
     def ev(self, e: Expr, f: Frame) -> Val:
-        key = (e,)
-        got = self.memo.get(key)
+        got = self.memo.get(e)
         if got is None:
             got = self._ev(e, f)
-            self.memo[key] = got
+            self.memo[e] = got
         return got
 
     def _ev(self, e: Expr, f: Frame) -> Val:
         low = self.low
         if isinstance(e, Const):
-            k = _kind(e.dtype)
+            k = _dt(e.dtype)
             return Val(self.const(float(e.value), k), k)
         if low.is_static(e) and e.dtype in (dtypes.int64, dtypes.int32, dtypes.bool_):
             return self.table(e, f)
@@ -515,19 +468,12 @@ class CoreLowering:
             if e.name in low.lets:
                 return self.ev(low.lets[e.name], f)
             if e.name in low.argidx:
-                i = low.argidx[e.name]
-                k = _kind(low.ir.scalars[i]) if low.ir.scalars[i] is not dtypes.int64 else "i"
-                return Val(self.arg(i, k), k)
+                t = self.args[low.argidx[e.name]]
+                return Val(t, t.dtype)
             raise NpuUnsupported(f"npu: variable {e.name} has no value in kernel {low.ir.name}")
         if isinstance(e, Load):
             return self.load(e, f)
         return self.alu(e, f)
-
-    def arg(self, i: int, kind: str) -> Tile:
-        t = self.args.get(i)
-        if t is None:
-            raise NpuUnsupported(f"npu: runtime scalar {i} was not loaded")
-        return Tile(t.ref, 1, 1, _vdt(kind))
 
     def table(self, e: Expr, f: Frame) -> Val:
         """A static integer expression: its values, computed now, DMA'd from the table."""
@@ -537,9 +483,8 @@ class CoreLowering:
             raise NpuUnsupported(f"npu: index values beyond int32 in kernel {self.low.ir.name}")
         t = self.temp(f.rows, f.cols, DT.I32)
         off = self.low.add_table(vals.astype(np.int32))
-        st = self.open()
-        st.loads.append(self.dma_in_table(t, off))
-        return Val(t, "i")
+        self.open().loads.append(self.dma_in_table(t, off))
+        return self.cast(Val(t, DT.I32), _dt(e.dtype))
 
     def dma_in_table(self, t: Tile, off: int) -> Dma:
         n = t.rows * t.cols
@@ -549,189 +494,131 @@ class CoreLowering:
     def load(self, e: Load, f: Frame) -> Val:
         low = self.low
         decl = low.ir.bufs[e.buf]
-        kind = _kind(decl.dtype)
-        sdt = _STORE_DT[decl.dtype.name]
+        sdt = _dt(decl.dtype)
         st = self.open()
         a = _affine(e.index, low.lets) if e.valid is None else None
         pos = None if a is None else f.at(a)
-        if pos is not None and pos[1] >= 0 and pos[2] >= 0 and pos[0] >= 0:
+        if pos is not None and pos[0] >= 0:
             start, rs, cs = pos
-            hi = start + rs * (f.rows - 1) + cs * (f.cols - 1)
-            if hi >= decl.size:
-                raise NpuUnsupported(f"npu: load of b{e.buf} past its end in {low.ir.name}")
+            lo = start + min(rs, 0) * (f.rows - 1) + min(cs, 0) * (f.cols - 1)
+            hi = start + max(rs, 0) * (f.rows - 1) + max(cs, 0) * (f.cols - 1)
+            if lo < 0 or hi >= decl.size:
+                raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
             t = self.temp(f.rows, f.cols, sdt)
             src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
             st.loads.append(
                 Dma(sdt, t.ref, src, (1, f.rows, f.cols), (0, f.cols, 1), (0, rs, cs),
                     (1, f.rows, f.cols))
             )  # fmt: skip
-            st.reads.append((e.buf, start, hi + 1))
-        elif low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
+            st.reads.append((e.buf, lo, hi + 1))
+            return Val(t, sdt)
+        if low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
             grid = f.grid()
             idx = np.broadcast_to(_np_eval(e.index, grid, low.lets), (f.rows, f.cols))
             ok = np.ones((f.rows, f.cols), bool)
             if e.valid is not None:
                 ok = np.broadcast_to(_np_eval(e.valid, grid, low.lets) != 0, ok.shape)
-            idx = np.where(ok, idx, 0)
+            if not ok.any():  # every point reads the padding
+                return Val(self.const(0.0, sdt), sdt)
+            idx = np.where(ok, idx, idx[ok].min())  # a position it reads anyway
             if idx.size and (idx.min() < 0 or idx.max() >= decl.size):
                 raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
-            t = self.gather(e.buf, sdt, idx.astype(np.int32), f)
+            it = self.temp(f.rows, f.cols, DT.I32)
+            st.loads.append(self.dma_in_table(it, low.add_table(idx.astype(np.int32))))
+            t = self.gather(e.buf, sdt, it, f)
             st.reads.append((e.buf, int(idx.min()), int(idx.max()) + 1))
-            if not ok.all():
-                mask = self.temp(f.rows, f.cols, DT.I32)
-                st.loads.append(self.dma_in_table(mask, low.add_table(ok.astype(np.int32))))
-                val = self.widen(Val(t, kind), sdt)
-                bits = self.as_bits(val)
-                z = self.bin(BinOp.MUL, bits, Val(mask, "i"), f, "i")
-                r = z.tile
-                return Val(Tile(r.ref, r.rows, r.cols, _vdt(kind)), kind)
-        else:
-            raise NpuUnsupported(
-                f"npu: data-dependent load b{e.buf}[{e.index}] (a gather) is not lowered yet "
-                f"in kernel {low.ir.name}"
-            )
-        return self.widen(Val(t, kind), sdt)
+            if ok.all():
+                return Val(t, sdt)
+            mt = self.temp(f.rows, f.cols, DT.I32)
+            st.loads.append(self.dma_in_table(mt, low.add_table(ok.astype(np.int32))))
+            m = self.cast(Val(mt, DT.I32), DT.BOOL)
+            return self.select(m, Val(t, sdt), Val(self.const(0.0, sdt), sdt))
+        raise NpuUnsupported(
+            f"npu: data-dependent load b{e.buf}[...] (a gather by computed indices) is not "
+            f"lowered yet in kernel {low.ir.name}"
+        )
 
-    def gather(self, buf: int, sdt: DT, idx: np.ndarray, f: Frame) -> Tile:
-        """An element gather: idx (rows, cols) element numbers of buffer `buf`."""
-        low = self.low
-        st = self.open()
-        it = self.temp(f.rows, f.cols, DT.I32)
-        st.loads.append(self.dma_in_table(it, low.add_table(idx)))
+    def gather(self, buf: int, sdt: DT, it: Tile, f: Frame) -> Tile:
+        """Element gather: `it` holds (rows, cols) element numbers of buffer `buf`."""
         t = self.temp(f.rows, f.cols, sdt)
-        n = f.rows * f.cols
         table = Ref(Space.DRAM, 0, BUF_REG + buf)
-        st.loads.append(Gather(sdt, t.ref, table, it.ref, n, 1, 1, 1, low.ir.bufs[buf].size))
+        n = f.rows * f.cols
+        self.open().loads.append(
+            Gather(sdt, t.ref, table, it.ref, n, 1, 1, 1, self.low.ir.bufs[buf].size)
+        )
         return t
-
-    def widen(self, v: Val, sdt: DT) -> Val:
-        """Bools are bytes in memory, i32 0/1 in the vector unit."""
-        if sdt == DT.I8:
-            dst = self.temp(v.tile.rows, v.tile.cols, DT.I32)
-            self.v(VCast(DT.I32, DT.I8, dst.ref, v.tile.ref, dst.shape, dst.strides,
-                         v.tile.strides))  # fmt: skip
-            return Val(dst, "i")
-        return v
 
     def alu(self, e: Alu, f: Frame) -> Val:
         op = e.op
-        src_dt = e.srcs[-1].dtype if op is Ops.WHERE else e.srcs[0].dtype
-        k = _kind(src_dt)
-        name = f"npu: {op.name} on {src_dt.name} in kernel {self.low.ir.name}"
         if op is Ops.CAST:
-            return self.cast_to(self.ev(e.srcs[0], f), src_dt, e.dtype, f, name)
+            return self.cast(self.ev(e.srcs[0], f), _dt(e.dtype))
         s = [self.ev(x, f) for x in e.srcs]
-        if k == "f":
-            if op in _F_UNARY:
-                return self.un(_F_UNARY[op], s[0])
-            if op in _BIN:
-                return self.bin(_BIN[op], s[0], s[1], f)
-            if op is Ops.CMPLT:
-                return self.lt_f(s[0], s[1], f)
-            if op is Ops.CMPEQ:
-                return self.eq_f(s[0], s[1], f)
-            if op is Ops.WHERE:
-                return self.select(s[0], s[1], s[2], f, "f")
-        else:
-            boolean = src_dt is dtypes.bool_
-            if op is Ops.WHERE:
-                return self.select(s[0], s[1], s[2], f, "i")
-            if op is Ops.CMPEQ:
-                return self.eq_i(s[0], s[1], f)
-            if not boolean and op in (Ops.MAX, Ops.MIN, Ops.ADD, Ops.MUL):
-                return self.bin(_BIN[op], s[0], s[1], f)
-            if op is Ops.NEG and not boolean:
-                return self.un(UnOp.NEG, s[0])
-            if boolean:
-                if op in (Ops.AND, Ops.MUL, Ops.MIN):
-                    return self.bin(BinOp.MIN, s[0], s[1], f)
-                if op is Ops.MAX:
-                    return self.bin(BinOp.MAX, s[0], s[1], f)
-                if op in (Ops.OR, Ops.ADD):
-                    return self.bin(BinOp.MAX, s[0], s[1], f)
-                if op is Ops.XOR:
-                    return self.un(UnOp.ABS, self.bin(BinOp.SUB, s[0], s[1], f), True)
-                if op is Ops.NOT:
-                    return self.not01(s[0], inplace=False)
-                if op is Ops.CMPLT:  # a < b for 0/1 is b - a clamped at 0
-                    return self.scal(BinOp.MAX, self.bin(BinOp.SUB, s[1], s[0], f), 0.0, True)
-            elif op is Ops.NOT:  # ~a = -a - 1
-                return self.scal(BinOp.ADD, self.un(UnOp.NEG, s[0]), -1.0, True)
+        k = s[-1].kind
+        boolean = k == DT.BOOL
+        if op is Ops.WHERE:
+            return self.select(s[0], s[1], s[2])
+        if op is Ops.CMPLT:
+            return self.cmp(CmpOp.LT, s[0], s[1])
+        if op is Ops.CMPEQ:
+            return self.cmp(CmpOp.EQ, s[0], s[1])
+        if boolean and op in _BOOL_BIN:
+            return self.bin(_BOOL_BIN[op], s[0], s[1])
+        if op in _BIN:
+            return self.bin(_BIN[op], s[0], s[1])
+        if op in _UN:
+            return self.un(_UN[op], s[0])
         raise NpuUnsupported(
-            f"{name}: no npu instruction sequence for it yet (see docs/npu-backend.md)"
+            f"npu: {op.name} on {e.srcs[0].dtype.name} in kernel {self.low.ir.name} has no "
+            "npu instruction (see docs/npu-backend.md)"
         )
-
-    def cast_to(self, v: Val, src: DType, dst: DType, f: Frame, name: str) -> Val:
-        ks, kd = _kind(src), _kind(dst)
-        if src is dst or (ks == "i" and kd == "i" and dst is not dtypes.bool_):
-            return v
-        if dst is dtypes.bool_:
-            zero = Val(self.const(0.0, ks), ks)
-            eq = self.eq_f(v, zero, f) if ks == "f" else self.eq_i(v, zero, f)
-            return self.not01(eq)
-        if src is dtypes.bool_ and kd == "f":  # 0/1 times the bits of 1.0f: 0.0f or 1.0f
-            one = self.scal(BinOp.MUL, v, float(0x3F800000))
-            return Val(Tile(one.tile.ref, one.tile.rows, one.tile.cols, DT.F32), "f")
-        if ks == "i" and kd == "f":  # the simulator's vcast to f32 keeps i32 (see docs)
-            raise NpuUnsupported(f"{name} -> {dst.name}: vcast i32 -> f32 is not usable yet")
-        raise NpuUnsupported(f"{name} -> {dst.name}: truncating casts need an ISA addition")
 
     # -- accumulators
     def init_acc(self, s: Acc, rows: int) -> None:
-        kind = _kind(s.dtype)
-        if s.op not in (Ops.SUM, Ops.RMAX, Ops.RMIN):
-            raise NpuUnsupported(f"npu: reduction {s.op.name} in kernel {self.low.ir.name}")
-        t = self.persist(rows, 1, _vdt(kind))
-        ident = {Ops.SUM: 0.0, Ops.RMAX: -math.inf, Ops.RMIN: math.inf}[s.op]
-        if kind == "i" and s.op is not Ops.SUM:
-            ident = -(2.0**31) if s.op is Ops.RMAX else 2.0**31 - 1
-        self.v(VDup(t.dtype, t.ref, ident, t.shape, t.strides))
+        kind = _dt(s.dtype)
+        t = self.persist(rows, 1, kind)
+        self.v(VDup(kind, t.ref, _identity(s.op, kind), t.shape, t.strides))
         parts = None
-        if s.op is Ops.SUM and kind == "f":
-            cols = min(PARTIALS, (self.const_top - self.persist_top) // (8 * rows))
+        if s.op is Ops.SUM and kind.is_float:
+            cols = min(PARTIALS, (self.const_top - self.persist_top) // (16 * rows))
             if cols >= 2:
-                parts = self.persist(rows, cols, DT.F32)
+                parts = self.persist(rows, cols, kind)
         self.accs[s.var] = _AccState(s.op, kind, t, parts)
 
     def update(self, s: Update, f: Frame, outer_rows: int) -> None:
         acc = self.accs[s.var]
         x = self.ev(s.value, f)
         x = Val(self.view(x.tile, f.rows, f.cols), x.kind)
-        red = RedOp.SUM if acc.op is Ops.SUM else RedOp.MAX
-        if acc.op is Ops.RMIN:
-            x = self.un(UnOp.NEG, x)
-        part = self.temp(f.rows, 1, x.tile.dtype)
-        self.v(VReduce(red, x.tile.dtype, 1, part.ref, x.tile.ref, x.tile.shape, part.strides,
+        if x.kind != acc.kind:
+            x = self.cast(x, acc.kind)
+        red = _RED[acc.op]
+        dt = acc.kind
+        part = self.temp(f.rows, 1, dt)
+        self.v(VReduce(red, dt, 1, part.ref, x.tile.ref, x.tile.shape, part.strides,
                        x.tile.strides))  # fmt: skip
         if f.rows != outer_rows:  # a long loop's rows: fold them too (outer is one point)
-            p2 = self.temp(1, 1, x.tile.dtype)
-            self.v(VReduce(red, x.tile.dtype, 0, p2.ref, part.ref, part.shape, p2.strides,
-                           part.strides))  # fmt: skip
+            p2 = self.temp(1, 1, dt)
+            self.v(VReduce(red, dt, 0, p2.ref, part.ref, part.shape, p2.strides, part.strides))
             part = p2
-        if acc.op is Ops.RMIN:
-            part = self.un(UnOp.NEG, Val(part, acc.kind)).tile
         if acc.partials is not None:
             if acc.used == acc.partials.cols:
                 self.fold(acc)
             col = acc.partials.sub(0, acc.used, acc.tile.rows, 1)
-            self.v(VUn(UnOp.COPY, DT.F32, col.ref, part.ref, col.shape, col.strides,
-                       part.strides))  # fmt: skip
+            self.v(VUn(UnOp.COPY, dt, col.ref, part.ref, col.shape, col.strides, part.strides))
             acc.used += 1
             return
-        op = {Ops.SUM: BinOp.ADD, Ops.RMAX: BinOp.MAX, Ops.RMIN: BinOp.MIN}[acc.op]
         t = acc.tile
-        self.v(VBin(op, t.dtype, t.ref, t.ref, part.ref, t.shape, t.strides, t.strides,
-                    part.strides))  # fmt: skip
+        self.v(VBin(_COMBINE[acc.op], dt, t.ref, t.ref, part.ref, t.shape, t.strides,
+                    t.strides, part.strides))  # fmt: skip
 
     def fold(self, acc: _AccState) -> None:
-        """acc += sum of the partial columns in use (one rounding for the lot)."""
+        """acc += the sum of the partial columns in use (one rounding for the lot)."""
         if acc.partials is None or acc.used == 0:
             return
-        t = acc.tile
+        t, dt = acc.tile, acc.kind
         p = acc.partials.sub(0, 0, t.rows, acc.used)
-        tmp = self.temp(t.rows, 1, DT.F32)
-        self.v(VReduce(RedOp.SUM, DT.F32, 1, tmp.ref, p.ref, p.shape, tmp.strides, p.strides))
-        self.v(VBin(BinOp.ADD, DT.F32, t.ref, t.ref, tmp.ref, t.shape, t.strides, t.strides,
+        tmp = self.temp(t.rows, 1, dt)
+        self.v(VReduce(RedOp.SUM, dt, 1, tmp.ref, p.ref, p.shape, tmp.strides, p.strides))
+        self.v(VBin(BinOp.ADD, dt, t.ref, t.ref, tmp.ref, t.shape, t.strides, t.strides,
                     tmp.strides))  # fmt: skip
         acc.used = 0
 
@@ -741,7 +628,6 @@ class CoreLowering:
             self.fold(acc)
         return acc.tile
 
-    # -- stores
     def store(self, s: Store, f: Frame) -> None:
         low = self.low
         if s.combine is not None or s.valid is not None:
@@ -750,9 +636,7 @@ class CoreLowering:
                 f"b{s.buf} (scatter) is not lowered yet in kernel {low.ir.name}"
             )
         decl = low.ir.bufs[s.buf]
-        sdt = _STORE_DT.get(decl.dtype.name)
-        if sdt is None:
-            raise NpuUnsupported(f"npu: dtype {decl.dtype.name} is not supported yet")
+        sdt = _dt(decl.dtype)
         a = _affine(s.index, low.lets)
         pos = None if a is None else f.at(a)
         if pos is None or pos[1] < 0 or pos[2] < 0 or pos[0] < 0:
@@ -763,10 +647,7 @@ class CoreLowering:
         v = self.ev(s.value, f)
         src = self.view(v.tile, f.rows, f.cols)
         out = self.temp(f.rows, f.cols, sdt)  # stores read only this step's slot
-        if sdt == DT.I8:
-            self.v(VCast(DT.I8, DT.I32, out.ref, src.ref, out.shape, out.strides, src.strides))
-        else:
-            self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+        self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
         st = self.open()
         dst = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.buf)
         box = (1, f.rows, f.cols)
@@ -835,14 +716,42 @@ class CoreLowering:
             self.env = dict(saved)
 
 
-_F_UNARY = {Ops.NEG: UnOp.NEG, Ops.SQRT: UnOp.SQRT, Ops.EXP: UnOp.EXP, Ops.LOG: UnOp.LOG}
+_UN = {
+    Ops.NEG: UnOp.NEG,
+    Ops.SQRT: UnOp.SQRT,
+    Ops.EXP: UnOp.EXP,
+    Ops.LOG: UnOp.LOG,
+    Ops.SIN: UnOp.SIN,
+    Ops.ERF: UnOp.ERF,
+    Ops.FLOOR: UnOp.FLOOR,
+    Ops.NOT: UnOp.NOT,
+}
 _BIN = {
     Ops.ADD: BinOp.ADD,
     Ops.MUL: BinOp.MUL,
     Ops.DIV: BinOp.DIV,
+    Ops.MOD: BinOp.MOD,
+    Ops.POW: BinOp.POW,
     Ops.MAX: BinOp.MAX,
     Ops.MIN: BinOp.MIN,
+    Ops.AND: BinOp.AND,
+    Ops.OR: BinOp.OR,
+    Ops.XOR: BinOp.XOR,
 }
+_BOOL_BIN = {Ops.ADD: BinOp.OR, Ops.MUL: BinOp.AND}  # numpy's bool + and *
+_RED = {Ops.SUM: RedOp.SUM, Ops.RMAX: RedOp.MAX, Ops.RMIN: RedOp.MIN, Ops.PROD: RedOp.PROD}
+_COMBINE = {Ops.SUM: BinOp.ADD, Ops.RMAX: BinOp.MAX, Ops.RMIN: BinOp.MIN, Ops.PROD: BinOp.MUL}
+
+
+def _identity(op: Ops, dt: DT) -> float:
+    """The starting value of an accumulator (as a `vdup` immediate)."""
+    if op is Ops.SUM:
+        return 0.0
+    if op is Ops.PROD:
+        return 1.0
+    ends = {DT.I32: (-(2.0**31), 2.0**31 - 1), DT.I64: (-(2.0**63), 2.0**63), DT.BOOL: (0, 1)}
+    lo, hi = ends.get(dt, (-math.inf, math.inf))  # i64: immediates saturate to the range
+    return float(lo if op is Ops.RMAX else hi)
 
 
 class Lowering:
@@ -970,8 +879,8 @@ class Lowering:
         )  # fmt: skip
         cl.prologue.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
         cl.prologue.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
-        for i in range(n):
-            cl.args[i] = Tile(Ref(Space.UB, t.ref.off + 8 * i), 1, 1, DT.I32)
+        for i, d in enumerate(self.ir.scalars):
+            cl.args[i] = Tile(Ref(Space.UB, t.ref.off + 8 * i), 1, 1, _dt(d))
 
     def table_bytes(self) -> np.ndarray:
         if not self.tables:
@@ -1047,10 +956,13 @@ def _emit(cl: CoreLowering) -> list[Instr]:
 def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
     """Lower `ir` for design `cfg`, shrinking tiles until every step fits `ub`."""
     for s in ir.bufs:
-        _kind(s.dtype)
+        _dt(s.dtype)
     for d in ir.scalars:
-        if d not in (dtypes.float32, dtypes.int32, dtypes.int64):
-            raise NpuUnsupported(f"npu: runtime scalar of dtype {d.name} in kernel {ir.name}")
+        _dt(d)
+    if any(isinstance(s, Loop) and s.extent == 0 for s in _all_stmts(ir.body)):
+        return Compiled(
+            ir.name, ((Finish(),),), np.zeros(16, np.int32), len(ir.bufs), ir.scalars, 0, 0
+        )  # fmt: skip  (no elements: nothing to do)
     elems = min(1 << 15, cfg.ub.size // 4 // 12)
     while True:
         low = Lowering(ir, cfg, elems)
