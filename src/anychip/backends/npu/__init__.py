@@ -118,6 +118,7 @@ class NpuBackend(Backend):
         self.programs: dict[str, Compiled] = {}
         self.tables: dict[int, Mem] = {}  # id(compiled) -> its table in device memory
         self.argblock: Mem | None = None
+        self.scratch: Mem | None = None
         self.local = threading.local()
         self.lock = threading.RLock()  # one simulator: one launch at a time
         self.stale = False  # memory was marked unwritten since the last run
@@ -201,6 +202,8 @@ class NpuBackend(Backend):
             if comp.scalars:
                 pre.append(SMov(comp.arg_reg, self._write_args(comp, scalars)))
             pre.append(SMov(comp.const_reg, self._table(comp)))
+            if comp.scratch:
+                pre.append(SMov(comp.scratch_reg, self._scratch(4 * comp.scratch)))
             prog = Program(tuple(tuple(pre) + code for code in comp.cores))
             if self.stale:
                 self.sim._accesses.clear()
@@ -238,6 +241,14 @@ class NpuBackend(Backend):
             self.sim.dram.ensure(self.argblock.addr + self.argblock.nbytes)
         self.sim.write(self.argblock.addr, np.frombuffer(bytes(raw), np.uint8))
         return self.argblock.addr
+
+    def _scratch(self, nbytes: int) -> int:
+        """Device memory for computed gather indices (grown to the largest asked)."""
+        if self.scratch is None or self.scratch.nbytes < nbytes:
+            self.scratch = None
+            self.scratch = Mem(self.memory, nbytes, "npu gather scratch")
+            self.sim.dram.ensure(self.scratch.addr + nbytes)
+        return self.scratch.addr
 
     def _table(self, comp: Compiled) -> int:
         mem = self.tables.get(id(comp))

@@ -64,16 +64,17 @@ def to_bytes(c: Compiled) -> bytes:
     instruction form instruction by instruction would cost more than lowering again).
     Entries are checksummed by the shared machinery before they are read."""
     parts = (c.name, c.cores, c.consts, c.nbufs, [d.name for d in c.scalars], c.flops,
-             c.tile_elems)  # fmt: skip
+             c.tile_elems, c.scratch)  # fmt: skip
     return MAGIC + pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def from_bytes(raw: bytes) -> Compiled:
     if raw[: len(MAGIC)] != MAGIC:
         raise ValueError("not an npu program entry")
-    name, cores, consts, nbufs, scalars, flops, tile = pickle.loads(raw[len(MAGIC) :])
+    parts = pickle.loads(raw[len(MAGIC) :])
+    name, cores, consts, nbufs, scalars, flops, tile, scratch = parts
     return Compiled(name, cores, consts, nbufs, tuple(getattr(dtypes, n) for n in scalars),
-                    flops, tile)  # fmt: skip
+                    flops, tile, scratch)  # fmt: skip
 
 
 def load(key: str) -> Compiled | None:

@@ -62,6 +62,7 @@ from anychip.npu.isa import (
     Instr,
     RedOp,
     Ref,
+    ScatterAdd,
     SetFlag,
     Space,
     Unit,
@@ -100,6 +101,7 @@ class Compiled:
     scalars: tuple[DType, ...]
     flops: int
     tile_elems: int
+    scratch: int = 0  # int32 elements of device-memory scratch (computed gather indices)
 
     @property
     def arg_reg(self) -> int:
@@ -108,6 +110,10 @@ class Compiled:
     @property
     def const_reg(self) -> int:
         return BUF_REG + self.nbufs + 1
+
+    @property
+    def scratch_reg(self) -> int:
+        return BUF_REG + self.nbufs + 2
 
 
 # ---- storage types ---------------------------------------------------------------------
@@ -270,6 +276,8 @@ def _long_frames(
 ) -> list[Frame]:
     """Frames covering var = 0..extent-1 as (rows, width) boxes of consecutive points."""
     out: list[Frame] = []
+    if extent == 0:
+        return out
     cols = min(extent, width)
     rows = max(1, elems // cols)
     lo = 0
@@ -336,6 +344,7 @@ class CoreLowering:
         self.args: dict[int, Tile] = {}
         self.prologue: list[Instr] = []
         self.memo: dict[Expr, Val] = {}
+        self.gathers: dict[Load, tuple[int, int]] = {}  # prepared: scratch offsets
 
     # -- memory
     def persist(self, rows: int, cols: int, dt: DT) -> Tile:
@@ -353,6 +362,8 @@ class CoreLowering:
         self.accs = {}
 
     def temp(self, rows: int, cols: int, dt: DT) -> Tile:
+        """A tile in the open step's slot (opening one: the slot is the step's)."""
+        self.open()
         addr = round_up(self.slot_top, 64)
         n = rows * cols * dt.itemsize
         if addr + n > self.slot_size:
@@ -533,10 +544,64 @@ class CoreLowering:
             st.loads.append(self.dma_in_table(mt, low.add_table(ok.astype(np.int32))))
             m = self.cast(Val(mt, DT.I32), DT.BOOL)
             return self.select(m, Val(t, sdt), Val(self.const(0.0, sdt), sdt))
-        raise NpuUnsupported(
-            f"npu: data-dependent load b{e.buf}[...] (a gather by computed indices) is not "
-            f"lowered yet in kernel {low.ir.name}"
-        )
+        got = self.gathers.get(e)
+        if got is None:
+            raise NpuUnsupported(f"npu: load b{e.buf}[...] was not prepared in {low.ir.name}")
+        n = f.rows * f.cols
+        it = self.temp(f.rows, f.cols, DT.I32)
+        st.loads.append(self.dma_scratch(it, got[0], into=True))
+        st.reads.append((-1, got[0], got[0] + n))
+        t = self.gather(e.buf, sdt, it, f)
+        st.reads.append((e.buf, 0, decl.size))
+        if got[1] < 0:
+            return Val(t, sdt)
+        mt = self.temp(f.rows, f.cols, DT.I32)
+        st.loads.append(self.dma_scratch(mt, got[1], into=True))
+        st.reads.append((-1, got[1], got[1] + n))
+        m = self.cast(Val(mt, DT.I32), DT.BOOL)
+        return self.select(m, Val(t, sdt), Val(self.const(0.0, sdt), sdt))
+
+    def dma_scratch(self, t: Tile, off: int, into: bool) -> Dma:
+        """A dense (rows, cols) i32 tile to (or from, `into`) the scratch at `off`."""
+        n = t.rows * t.cols
+        mem = Ref(Space.DRAM, off * 4, self.low.scratch_reg)
+        dst, src = (t.ref, mem) if into else (mem, t.ref)
+        return Dma(DT.I32, dst, src, (1, 1, n), (0, 0, 1), (0, 0, 1), (1, 1, n))
+
+    def prepare(self, stmts: tuple[Stmt, ...] | list[Stmt], f: Frame) -> None:
+        """Data-dependent loads (gathers by computed indices) of `stmts`: each gets a step
+        of its own before the step that reads it, computing the element numbers (and the
+        guard) on the vector unit and storing them to device-memory scratch; the reading
+        step DMAs them back (after a barrier: they are fresh) and gathers."""
+        self.gathers = {}
+        low = self.low
+        for e in _stmt_exprs(stmts):
+            for x in reversed(walk_exprs(e)):
+                if not isinstance(x, Load) or x in self.gathers or not low.dependent(x):
+                    continue
+                self.close()
+                st = self.open()
+                n = f.rows * f.cols
+                idx = self.ev(low.subst(x.index), f)
+                mask_off = -1
+                if x.valid is not None:
+                    m = self.ev(low.subst(x.valid), f)
+                    idx = self.select(m, idx, Val(self.const(0.0, idx.kind), idx.kind))
+                    mv = self.cast(Val(self.view(m.tile, f.rows, f.cols), m.kind), DT.I32)
+                    mask_off = self.scratch_out(st, mv, n)
+                iv = self.cast(Val(self.view(idx.tile, f.rows, f.cols), idx.kind), DT.I32)
+                self.gathers[x] = (self.scratch_out(st, iv, n), mask_off)
+                self.close()
+
+    def scratch_out(self, st: Step, v: Val, n: int) -> int:
+        """Stores i32 `v` (made dense in this step's slot) to fresh scratch; its offset."""
+        t = self.temp(v.tile.rows, v.tile.cols, DT.I32)
+        self.v(VUn(UnOp.COPY, DT.I32, t.ref, v.tile.ref, t.shape, t.strides, v.tile.strides))
+        off = self.low.scratch_top
+        self.low.scratch_top += -(-n // 16) * 16
+        st.stores.append(self.dma_scratch(t, off, into=False))
+        st.writes.append((-1, off, off + n))
+        return off
 
     def gather(self, buf: int, sdt: DT, it: Tile, f: Frame) -> Tile:
         """Element gather: `it` holds (rows, cols) element numbers of buffer `buf`."""
@@ -630,10 +695,12 @@ class CoreLowering:
 
     def store(self, s: Store, f: Frame) -> None:
         low = self.low
-        if s.combine is not None or s.valid is not None:
+        if s.combine is not None:
+            self.scatter_add(s, f)
+            return
+        if s.valid is not None:
             raise NpuUnsupported(
-                f"npu: {'combining' if s.combine is not None else 'guarded'} store into "
-                f"b{s.buf} (scatter) is not lowered yet in kernel {low.ir.name}"
+                f"npu: guarded store into b{s.buf} is not lowered yet in kernel {low.ir.name}"
             )
         decl = low.ir.bufs[s.buf]
         sdt = _dt(decl.dtype)
@@ -657,6 +724,55 @@ class CoreLowering:
             raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
         st.writes.append((s.buf, start, hi + 1))
 
+    def scatter_add(self, s: Store, f: Frame) -> None:
+        """buf[index] += value at every point (in order; repeated places accumulate), as
+        one element-wise `scatter_add` on dma_out; where `valid` is false, 0 is added to
+        an element the store reaches anyway (or to element 0)."""
+        low = self.low
+        if s.combine is not Ops.ADD:
+            raise NpuUnsupported(f"npu: {s.combine} store in kernel {low.ir.name}")
+        decl = low.ir.bufs[s.buf]
+        sdt = _dt(decl.dtype)
+        st = self.open()
+        n = f.rows * f.cols
+        it = self.temp(f.rows, f.cols, DT.I32)
+        ok: Val | None = None
+        if low.is_static(s.index) and (s.valid is None or low.is_static(s.valid)):
+            grid = f.grid()
+            idx = np.broadcast_to(_np_eval(s.index, grid, low.lets), (f.rows, f.cols))
+            okv = np.ones((f.rows, f.cols), bool)
+            if s.valid is not None:
+                okv = np.broadcast_to(_np_eval(s.valid, grid, low.lets) != 0, okv.shape)
+            if not okv.any():
+                return
+            idx = np.where(okv, idx, idx[okv].min())
+            if idx.min() < 0 or idx.max() >= decl.size:
+                raise NpuUnsupported(f"npu: scatter into b{s.buf} out of bounds in {low.ir.name}")
+            st.loads.append(self.dma_in_table(it, low.add_table(idx.astype(np.int32))))
+            if not okv.all():
+                mt = self.temp(f.rows, f.cols, DT.I32)
+                st.loads.append(self.dma_in_table(mt, low.add_table(okv.astype(np.int32))))
+                ok = self.cast(Val(mt, DT.I32), DT.BOOL)
+        else:
+            iv = self.ev(s.index, f)
+            if s.valid is not None:
+                ok = self.ev(s.valid, f)
+                iv = self.select(ok, iv, Val(self.const(0.0, iv.kind), iv.kind))
+            i32 = self.cast(Val(self.view(iv.tile, f.rows, f.cols), iv.kind), DT.I32)
+            self.v(VUn(UnOp.COPY, DT.I32, it.ref, i32.tile.ref, it.shape, it.strides,
+                       i32.tile.strides))  # fmt: skip
+        v = self.ev(s.value, f)
+        if v.kind != sdt:
+            v = self.cast(v, sdt)
+        if ok is not None:
+            v = self.select(ok, v, Val(self.const(0.0, sdt), sdt))
+        src = self.view(v.tile, f.rows, f.cols)
+        out = self.temp(f.rows, f.cols, sdt)
+        self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+        table = Ref(Space.DRAM, 0, BUF_REG + s.buf)
+        st.stores.append(ScatterAdd(sdt, table, out.ref, it.ref, n, 1, 1, 1, decl.size))
+        st.writes.append((s.buf, 0, decl.size))
+
     # -- statements
     def run(self, body: tuple[Stmt, ...], f: Frame) -> None:
         """Statements in the outer frame `f` (rows x 1 points); inner loops become steps."""
@@ -668,10 +784,13 @@ class CoreLowering:
             elif isinstance(s, Acc):
                 self.init_acc(s, f.rows)
             elif isinstance(s, Let):
+                self.prepare([s], f)
                 self.let(s, f, keep=True)
             elif isinstance(s, Store):
+                self.prepare([s], f)
                 self.store(s, f)
             elif isinstance(s, Update):
+                self.prepare([s], f)
                 self.update(s, Frame(f.rows, 1, f.base, f.rstep, f.cstep), f.rows)
             elif isinstance(s, Local | SortRow):
                 raise NpuUnsupported(f"npu: {type(s).__name__} in kernel {self.low.ir.name}")
@@ -692,6 +811,7 @@ class CoreLowering:
                 self.run(s.body, Frame(f.rows, f.cols, {**f.base, s.var: i}, f.rstep, f.cstep))
                 self.close()
             return
+        _check_no_carry(s, self.low.ir.name)
         if f.rows == 1:
             frames = _long_frames(f.base, s.var, s.extent, self.low.elems, self.low.width)
         else:
@@ -702,6 +822,7 @@ class CoreLowering:
             ]
         saved = dict(self.env)
         for g in frames:
+            self.prepare(s.body, g)
             self.open()
             for t in s.body:
                 if isinstance(t, Let):
@@ -765,19 +886,45 @@ class Lowering:
         self.argidx = {arg_name(i): i for i in range(len(ir.scalars))}
         self.tables: list[np.ndarray] = []
         self.table_top = 0
+        self.scratch_top = 0
+        self.defs: dict[str, Expr] = {}  # every Let: substituted into prepared indices
         self._static: dict[Expr, bool] = {}
         for s in _all_stmts(ir.body):
             if isinstance(s, Loop):
                 self.loop_vars.add(s.var)
-            elif isinstance(s, Let) and s.value.dtype is dtypes.int64:
-                self.lets[s.var] = s.value
-        nregs = BUF_REG + len(ir.bufs) + 2
+            elif isinstance(s, Let):
+                self.defs[s.var] = s.value
+                if s.value.dtype is dtypes.int64:
+                    self.lets[s.var] = s.value
+        nregs = BUF_REG + len(ir.bufs) + 3
         if nregs > NUM_REGS:
             raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
 
     @property
     def const_reg(self) -> int:
         return BUF_REG + len(self.ir.bufs) + 1
+
+    @property
+    def scratch_reg(self) -> int:
+        return BUF_REG + len(self.ir.bufs) + 2
+
+    def dependent(self, e: Load) -> bool:
+        """A load whose element number depends on loaded data (a gather)."""
+        if e.valid is None and _affine(e.index, self.lets) is not None:
+            return False
+        return not (self.is_static(e.index) and (e.valid is None or self.is_static(e.valid)))
+
+    def subst(self, e: Expr) -> Expr:
+        """`e` with every Let variable replaced by its definition."""
+        if isinstance(e, Var):
+            d = self.defs.get(e.name)
+            return e if d is None else self.subst(d)
+        if isinstance(e, Alu):
+            return Alu(e.op, tuple(self.subst(x) for x in e.srcs), e.dtype)
+        if isinstance(e, Load):
+            valid = None if e.valid is None else self.subst(e.valid)
+            return Load(e.buf, self.subst(e.index), e.dtype, valid)
+        return e
 
     def is_static(self, e: Expr) -> bool:
         got = self._static.get(e)
@@ -853,6 +1000,7 @@ class Lowering:
             for body, g, inner in mine:
                 cl.new_group()
                 if inner:
+                    cl.prepare(body, g)
                     cl.open()
                     for s in body:
                         if isinstance(s, Let):
@@ -897,6 +1045,32 @@ def _all_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
         yield s
         if isinstance(s, Loop):
             yield from _all_stmts(s.body)
+
+
+def _stmt_exprs(stmts: tuple[Stmt, ...] | list[Stmt]) -> list[Expr]:
+    out: list[Expr] = []
+    for s in stmts:
+        if isinstance(s, Let | Update):
+            out.append(s.value)
+        elif isinstance(s, Store):
+            out += [s.index, s.value] + ([s.valid] if s.valid is not None else [])
+    return out
+
+
+def _check_no_carry(loop: Loop, kernel: str) -> None:
+    """An innermost loop becomes whole tiles: its iterations must not read an accumulator
+    the loop itself updates (a running value, as CUMSUM's scan)."""
+    updated = {s.var for s in loop.body if isinstance(s, Update)}
+    for s in loop.body:
+        exprs = [s.value] if isinstance(s, Let | Update) else []
+        if isinstance(s, Store):
+            exprs = [s.index, s.value] + ([s.valid] if s.valid is not None else [])
+        for e in exprs:
+            if any(isinstance(x, Var) and x.name in updated for x in walk_exprs(e)):
+                raise NpuUnsupported(
+                    f"npu: a running value (a scan: loop {loop.var} reads what it accumulates) "
+                    f"is not lowered yet in kernel {kernel}"
+                )
 
 
 def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
@@ -959,7 +1133,7 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
         _dt(s.dtype)
     for d in ir.scalars:
         _dt(d)
-    if any(isinstance(s, Loop) and s.extent == 0 for s in _all_stmts(ir.body)):
+    if ir.bufs[0].size == 0:
         return Compiled(
             ir.name, ((Finish(),),), np.zeros(16, np.int32), len(ir.bufs), ir.scalars, 0, 0
         )  # fmt: skip  (no elements: nothing to do)
@@ -974,4 +1148,7 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
             elems = max(1, elems // 2)
             continue
         flops = 0
-        return Compiled(ir.name, cores, low.table_bytes(), len(ir.bufs), ir.scalars, flops, elems)
+        return Compiled(
+            ir.name, cores, low.table_bytes(), len(ir.bufs), ir.scalars, flops, elems,
+            low.scratch_top,
+        )  # fmt: skip
