@@ -182,3 +182,8 @@ _aliases.install_module(vars(nn.functional))
 from anychip import rec  # noqa: E402
 
 __all__ += ["rec"]
+
+# float32 matmul precision, as torch (issue 12)
+from anychip.precision import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402
+
+__all__ += ["get_float32_matmul_precision", "set_float32_matmul_precision"]
