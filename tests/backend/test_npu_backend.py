@@ -168,6 +168,15 @@ def test_contraction_on_the_vector_unit(design: str) -> None:
     _close(ac.tensor(x, device=design) @ ac.tensor(y, device=design), want, rtol=1e-5, atol=1e-5)
 
 
+def test_matmul_runs_on_the_matrix_unit_at_float32_accuracy() -> None:
+    x, y = _rand(64, 96), _rand(96, 48, seed=1)
+    want = (x.astype(np.float64) @ y.astype(np.float64)).astype(np.float32)
+    _close(ac.tensor(x, device="npu") @ ac.tensor(y, device="npu"), want, rtol=1e-5, atol=1e-5)
+    st = get_backend("npu").launch_stats()
+    assert st is not None and st["units"]["matrix"] > 0  # codegen/npu_gemm, not the vectors
+    assert st["flops"] >= 2 * 64 * 96 * 48
+
+
 def test_int32_and_bool_tensors() -> None:
     x = np.arange(-50, 50, dtype=np.int32) * 40_000_000  # wraps when doubled
     a = ac.tensor(x, device="npu")

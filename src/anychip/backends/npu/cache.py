@@ -37,9 +37,11 @@ def kernel_ir(kernel: Kernel) -> KernelIR:
 @functools.cache
 def _compiler_sha() -> str:
     here = Path(__file__).parent
+    codegen = here.parent.parent / "codegen"
     h = hashlib.sha256()
-    for name in ("lower.py", "cache.py"):
-        h.update((here / name).read_bytes())
+    for path in (here / "lower.py", here / "cache.py", codegen / "npu_gemm.py",
+                 codegen / "npu_gemm_plan.py"):  # fmt: skip
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 

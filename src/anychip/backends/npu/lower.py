@@ -1127,8 +1127,42 @@ def _emit(cl: CoreLowering) -> list[Instr]:
     return code
 
 
+def _pure_contraction(ir: KernelIR) -> bool:
+    """True when the kernel stores its contraction's sum unchanged (no fused epilogue,
+    no runtime scalars): then the GEMM generator computes the whole kernel."""
+    if ir.contraction is None or ir.scalars:
+        return False
+    stmts = list(_all_stmts(ir.body))
+    accs = [s for s in stmts if isinstance(s, Acc)]
+    stores = [s for s in stmts if isinstance(s, Store)]
+    if len(accs) != 1 or accs[0].op is not Ops.SUM or len(stores) != 1:
+        return False
+    st = stores[0]
+    return st.combine is None and st.valid is None and st.value == Var(accs[0].var, accs[0].dtype)
+
+
+def _gemm(ir: KernelIR, cfg: NpuConfig) -> Compiled | None:
+    """A contraction on the matrix unit through `codegen/npu_gemm.py` (float32 at
+    `anychip.get_float32_matmul_precision()`), or None where it has no matrix path."""
+    from anychip.codegen.npu_gemm import from_contraction, npu_gemm
+
+    assert ir.contraction is not None
+    try:
+        spec = from_contraction(ir.contraction, [BUF_REG + i for i in range(len(ir.bufs))])
+        g = npu_gemm(cfg, spec)
+    except (CompileError, ValueError, TypeError, NotImplementedError):
+        return None  # no matrix path for these dtypes or shapes: the vector unit runs it
+    return Compiled(ir.name, g.program.cores, np.zeros(16, np.int32), len(ir.bufs), (),
+                    g.flops, 0)  # fmt: skip
+
+
 def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
-    """Lower `ir` for design `cfg`, shrinking tiles until every step fits `ub`."""
+    """Lower `ir` for design `cfg`: a pure contraction through the GEMM generator, else
+    as tiles, shrinking them until every step fits `ub`."""
+    if _pure_contraction(ir):
+        got = _gemm(ir, cfg)
+        if got is not None:
+            return got
     for s in ir.bufs:
         _dt(s.dtype)
     for d in ir.scalars:
