@@ -79,6 +79,7 @@ from anychip.npu.isa import (
 
 BUF_REG = 3  # buffer i's device address is in register BUF_REG + i (r1, r2: core id, count)
 PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
+SLOTS = 3  # unified-buffer slots steps rotate through: loads run up to 2 steps ahead
 
 
 class NpuUnsupported(CompileError, NotImplementedError):
@@ -332,8 +333,8 @@ class CoreLowering:
         self.persist_size = self.ub // 4
         self.const_top = self.persist_size  # ... constants down from the top
         self.group_mark = 0
-        slot = (self.ub - self.persist_size) // 2 // 64 * 64
-        self.slot_base = [self.persist_size, self.persist_size + slot]
+        slot = (self.ub - self.persist_size) // SLOTS // 64 * 64
+        self.slot_base = [self.persist_size + i * slot for i in range(SLOTS)]
         self.slot_size = slot
         self.steps: list[Step] = []
         self.step: Step | None = None
@@ -369,7 +370,7 @@ class CoreLowering:
         if addr + n > self.slot_size:
             raise _TooBig
         self.slot_top = addr + n
-        slot = self.slot_base[(len(self.steps) - 1) % 2]
+        slot = self.slot_base[(len(self.steps) - 1) % SLOTS]
         return Tile(Ref(Space.UB, slot + addr), rows, cols, dt)
 
     def open(self) -> Step:
@@ -1078,15 +1079,16 @@ def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int
 
 
 def _emit(cl: CoreLowering) -> list[Instr]:
-    """One core's stream: prologue, then the steps through a two-slot ring, the loads of
-    step i+1 issued before the vector work of step i (double buffering). A step reading
-    device memory an earlier step wrote first lets every unit drain (a barrier)."""
+    """One core's stream: prologue, then the steps through a ring of SLOTS slots, the
+    loads of steps i+1 .. i+SLOTS-1 issued before the vector work of step i (multiple
+    buffering). A step reading device memory an earlier step wrote waits until those
+    stores are issued and then lets every unit drain (a barrier)."""
     code: list[Instr] = list(cl.prologue)
     steps = list(cl.steps)
     dirty: list[tuple[int, int, int]] = []
 
     def load(i: int) -> None:
-        if i >= 2:  # slot i % 2 read by step i - 2's vector work and stores
+        if i >= SLOTS:  # slot i % SLOTS: read by step i - SLOTS's vector work and stores
             code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
             code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
         code.extend(steps[i].loads)
@@ -1094,7 +1096,7 @@ def _emit(cl: CoreLowering) -> list[Instr]:
 
     def rest(i: int) -> None:
         code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
-        if i >= 2:
+        if i >= SLOTS:
             code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
         code.extend(steps[i].compute)
         code.append(SetFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
@@ -1112,14 +1114,17 @@ def _emit(cl: CoreLowering) -> list[Instr]:
                 dirty = []
             load(i)
             loaded = i
-        nxt = i + 1
-        if nxt < len(steps) and not _overlaps(steps[nxt].reads, dirty + steps[i].writes):
+        pending = [w for k in range(i, loaded + 1) for w in steps[k].writes]
+        while loaded + 1 < min(len(steps), i + SLOTS):
+            nxt = loaded + 1
+            if _overlaps(steps[nxt].reads, dirty + pending):
+                break
             load(nxt)
             loaded = nxt
+            pending += steps[nxt].writes
         rest(i)
         dirty.extend(steps[i].writes)
-    t = len(steps)
-    for _ in range(min(t, 2)):
+    for _ in range(min(len(steps), SLOTS)):
         code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
         code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
         code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
