@@ -963,7 +963,8 @@ class Lowering:
                 last = nest[-1]
                 if len(nest) >= 2 and last.extent * 2 <= self.elems:
                     row = nest[-2]
-                    rows = max(1, self.elems // last.extent)
+                    share = -(-row.extent // self.cfg.cores)  # rows enough for every core
+                    rows = max(1, min(self.elems // last.extent, share))
                     for lo, n in _blocks(row.extent, rows):
                         g = Frame(n, last.extent, {**base, row.var: lo, last.var: 0},
                                   {row.var: 1}, {last.var: 1})  # fmt: skip
@@ -982,7 +983,8 @@ class Lowering:
                             out.append((body, g, True))
             elif nest:
                 row = nest[-1]
-                rows = max(1, min(row.extent, self.elems // 256, 1024))
+                share = -(-row.extent // self.cfg.cores)  # rows enough for every core
+                rows = max(1, min(share, self.elems // 256, 1024))
                 for lo, n in _blocks(row.extent, rows):
                     out.append((body, Frame(n, 1, {**base, row.var: lo}, {row.var: 1}), False))
             else:
