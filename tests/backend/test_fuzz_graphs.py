@@ -149,7 +149,8 @@ def test_random_half_graph_matches_the_ref_backend(seed: int, dtype: str) -> Non
     # halves round after every op, so float64 math is no reference: the numpy `ref`
     # backend, which rounds op by op, is (what the passes fuse must not change the result
     # beyond a few roundings)
-    devices = [d for d in ac.devices() if d != "ref"]
+    # npu: no half or 64-bit integer types yet (docs/npu-backend.md); float32 graphs run there
+    devices = [d for d in ac.devices() if d not in ("ref", "npu")]
     if not devices:
         pytest.skip("only the ref backend is present")
     refs = _graph(seed, "ref", dtype)[-3:]
@@ -204,7 +205,8 @@ def _int_graph(seed: int, device: str, dtype: str) -> list[Any]:
 @pytest.mark.parametrize("dtype", ["int32", "int64"])
 @pytest.mark.parametrize("seed", range(int(os.environ.get("ANYCHIP_FUZZ_SEEDS", "60")) // 2))
 def test_random_int_graph_matches_the_ref_backend_exactly(seed: int, dtype: str) -> None:
-    devices = [d for d in ac.devices() if d != "ref"]
+    # npu: no half or 64-bit integer types yet (docs/npu-backend.md); float32 graphs run there
+    devices = [d for d in ac.devices() if d not in ("ref", "npu")]
     if not devices:
         pytest.skip("only the ref backend is present")
     refs = [t.numpy() for t in _int_graph(seed, "ref", dtype)[-3:]]

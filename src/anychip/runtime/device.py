@@ -116,6 +116,19 @@ class Backend(ABC):
         Asked only while a profiler watches or ANYCHIP_DEBUG is set (docs/profiler.md)."""
         return None
 
+    @classmethod
+    def canonical_variant(cls, variant: str) -> str:
+        """The canonical form of `variant` in a device name `name:variant` ('' for the
+        backend's default); a DeviceError saying why when it names nothing. Backends
+        without variants (the default) accept none."""
+        raise DeviceError(f"device {cls.name!r} has no variants (got {cls.name}:{variant})")
+
+    @classmethod
+    def create(cls, variant: str) -> Backend:
+        """The backend instance for device `name:variant` (`variant` canonical, '' for the
+        plain name)."""
+        return cls()
+
 
 @functools.cache  # asked at every allocation; physical memory does not change
 def host_memory() -> int | None:
@@ -202,19 +215,26 @@ def all_backends() -> dict[str, str | None]:
 
 
 def canonical(device: Any, op: str = "device", what: str = "") -> str:
-    """Check a device name (`'ref'`, `'cpu'`, ...) and return it. `op` and `what` (the
-    tensor's shape and dtype) go into the error message."""
+    """Check a device name (`'ref'`, `'cpu'`, `'npu:edge'`: a backend, optionally with
+    a variant after a colon) and return its canonical form. `op` and `what` (the tensor's
+    shape and dtype) go into the error message."""
     name = str(device if device is not None else default_device())
     backends = _discover()
     about = f" for a tensor of {what}" if what else ""
-    if name not in backends:
+    base, colon, variant = name.partition(":")
+    if base not in backends:
         raise DeviceError(
             f"{op}: unknown device {name!r}{about}; known devices: {', '.join(sorted(backends))}"
         )
-    why = backends[name].unavailable()
+    why = backends[base].unavailable()
     if why is not None:
         raise DeviceError(f"{op}: device {name!r}{about} is not available on this machine: {why}")
-    return name
+    if colon:
+        try:
+            variant = backends[base].canonical_variant(variant)
+        except DeviceError as e:
+            raise DeviceError(f"{op}: bad device {name!r}{about}: {e}") from None
+    return f"{base}:{variant}" if variant else base
 
 
 def get_backend(name: str) -> Backend:
@@ -222,7 +242,9 @@ def get_backend(name: str) -> Backend:
     if inst is None:
         with _LOCK:
             if name not in _INSTANCES:
-                _INSTANCES[name] = _discover()[canonical(name)]()
+                full = canonical(name)
+                base, _, variant = full.partition(":")
+                _INSTANCES[name] = _discover()[base].create(variant)
             inst = _INSTANCES[name]
     return inst
 

@@ -1,0 +1,1195 @@
+"""Kernel IR -> npu instructions: loop nests as 2-D tiles of the unified buffer.
+
+A kernel's loops are cut into *steps*. A step covers a (rows, cols) box of iteration
+points whose loop variables are affine in (row, col): rows and columns from two loops, or
+both from one long loop (point = base + row*cols + col). Inside a step every expression is
+one tile of the unified buffer (`ub`): loads are DMAs (strided boxes; other index patterns
+through the gather DMA from a table of element numbers the compiler computes), arithmetic
+is vector instructions on whole tiles, stores are DMAs back. Steps flow through a
+two-slot ring (dma_in -> vector -> dma_out, double buffered, ordered by flags); values
+that outlive a step (accumulators, a row's reduced values, runtime scalars, constants)
+sit in a persistent part of `ub`. Independent rows go to different cores.
+
+Buffer addresses and runtime scalars are launch arguments: buffer i is addressed through
+register `BUF_REG + i`, the scalars are read from a device-memory block at register
+`arg_reg`, and the compiler's tables from `const_reg` (see `backends/npu/__init__.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from anychip import dtypes
+from anychip.dtypes import DType
+from anychip.errors import CompileError
+from anychip.ir.kernel import (
+    Acc,
+    Alu,
+    Const,
+    Expr,
+    KernelIR,
+    Let,
+    Load,
+    Local,
+    Loop,
+    LoopKind,
+    SortRow,
+    Stmt,
+    Store,
+    Update,
+    Var,
+    arg_name,
+    walk_exprs,
+)
+from anychip.ir.ops import Ops
+from anychip.npu.builder import Tile, round_up
+from anychip.npu.config import NpuConfig
+from anychip.npu.isa import (
+    DT,
+    NUM_REGS,
+    Barrier,
+    BinOp,
+    CastMode,
+    CmpOp,
+    Dma,
+    Finish,
+    Gather,
+    Instr,
+    RedOp,
+    Ref,
+    ScatterAdd,
+    SetFlag,
+    Space,
+    Unit,
+    UnOp,
+    VBin,
+    VCast,
+    VCmp,
+    VDup,
+    VReduce,
+    VSel,
+    VUn,
+    WaitFlag,
+)
+
+BUF_REG = 3  # buffer i's device address is in register BUF_REG + i (r1, r2: core id, count)
+PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
+SLOTS = 3  # unified-buffer slots steps rotate through: loads run up to 2 steps ahead
+
+
+class NpuUnsupported(CompileError, NotImplementedError):
+    """An op or a kernel shape the npu backend cannot run on the chip (never a fallback)."""
+
+
+class _TooBig(Exception):
+    """A step's tiles do not fit the unified buffer: compile again with smaller tiles."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A kernel lowered for one design: each core's code (without the launch prologue),
+    the int32 table the code reads at `const_reg`, and static counts for the profiler."""
+
+    name: str
+    cores: tuple[tuple[Instr, ...], ...]
+    consts: np.ndarray
+    nbufs: int
+    scalars: tuple[DType, ...]
+    flops: int
+    tile_elems: int
+    scratch: int = 0  # int32 elements of device-memory scratch (computed gather indices)
+
+    @property
+    def arg_reg(self) -> int:
+        return BUF_REG + self.nbufs
+
+    @property
+    def const_reg(self) -> int:
+        return BUF_REG + self.nbufs + 1
+
+    @property
+    def scratch_reg(self) -> int:
+        return BUF_REG + self.nbufs + 2
+
+
+# ---- storage types ---------------------------------------------------------------------
+_DT = {
+    "float32": DT.F32,
+    "float16": DT.F16,
+    "bfloat16": DT.BF16,
+    "float64": DT.F64,
+    "int32": DT.I32,
+    "int64": DT.I64,
+    "bool": DT.BOOL,
+}
+
+
+def _dt(d: DType) -> DT:
+    """The chip's element type of an anychip dtype (memory and vector unit alike)."""
+    got = _DT.get(d.name)
+    if got is None:
+        raise NpuUnsupported(f"npu: dtype {d.name} has no npu element type")
+    return got
+
+
+# ---- index analysis --------------------------------------------------------------------
+Affine = tuple[int, dict[str, int]]
+
+
+def _affine(e: Expr, lets: dict[str, Expr]) -> Affine | None:
+    """`e` as c + sum(k_v * v) over loop variables, or None."""
+    if isinstance(e, Const):
+        return (int(e.value), {}) if isinstance(e.value, int | bool) else None
+    if isinstance(e, Var):
+        if e.name in lets:
+            return _affine(lets[e.name], lets)
+        return (0, {e.name: 1})
+    if not isinstance(e, Alu):
+        return None
+    if e.op is Ops.NEG:
+        a = _affine(e.srcs[0], lets)
+        return None if a is None else (-a[0], {v: -k for v, k in a[1].items()})
+    if e.op is Ops.ADD:
+        a, b = _affine(e.srcs[0], lets), _affine(e.srcs[1], lets)
+        if a is None or b is None:
+            return None
+        out = dict(a[1])
+        for v, k in b[1].items():
+            out[v] = out.get(v, 0) + k
+        return a[0] + b[0], out
+    if e.op is Ops.MUL:
+        a, b = _affine(e.srcs[0], lets), _affine(e.srcs[1], lets)
+        if a is None or b is None:
+            return None
+        if not a[1]:
+            a, b = b, a
+        if b[1]:
+            return None
+        return a[0] * b[0], {v: k * b[0] for v, k in a[1].items()}
+    return None
+
+
+def _static(e: Expr, loop_vars: set[str], lets: dict[str, Expr]) -> bool:
+    """True when `e` depends on loop variables only (the compiler can tabulate it)."""
+    for x in walk_exprs(e):
+        if isinstance(x, Load):
+            return False
+        if isinstance(x, Var):
+            if x.name in lets:
+                if not _static(lets[x.name], loop_vars, lets):
+                    return False
+            elif x.name not in loop_vars:
+                return False
+        if isinstance(x, Const) and not isinstance(x.value, int | bool):
+            return False
+    return True
+
+
+def _np_eval(e: Expr, env: dict[str, np.ndarray], lets: dict[str, Expr]) -> np.ndarray:
+    """The value of a static integer/bool expression at every point (int64 arrays)."""
+    if isinstance(e, Const):
+        return np.asarray(int(e.value), np.int64)
+    if isinstance(e, Var):
+        return _np_eval(lets[e.name], env, lets) if e.name in lets else env[e.name]
+    assert isinstance(e, Alu)
+    s = [_np_eval(x, env, lets) for x in e.srcs]
+    with np.errstate(all="ignore"):
+        return np.asarray(_np_op(e, s), np.int64)
+
+
+def _np_op(e: Alu, s: list[np.ndarray]) -> Any:
+    op = e.op
+    if op is Ops.ADD:
+        return s[0] + s[1]
+    if op is Ops.MUL:
+        return s[0] * s[1]
+    if op is Ops.NEG:
+        return -s[0]
+    if op is Ops.DIV:
+        q = np.where(s[1] == 0, 0, np.abs(s[0]) // np.where(s[1] == 0, 1, np.abs(s[1])))
+        return np.asarray(q * np.sign(s[0]) * np.sign(s[1]), np.int64)
+    if op is Ops.MOD:
+        d = np.where(s[1] == 0, 1, s[1])
+        r = np.abs(s[0]) % np.abs(d)
+        return np.where(s[1] == 0, 0, np.sign(s[0]) * r).astype(np.int64)
+    if op is Ops.MAX:
+        return np.maximum(s[0], s[1])
+    if op is Ops.MIN:
+        return np.minimum(s[0], s[1])
+    if op is Ops.CMPLT:
+        return (s[0] < s[1]).astype(np.int64)
+    if op is Ops.CMPEQ:
+        return (s[0] == s[1]).astype(np.int64)
+    if op is Ops.AND:
+        return s[0] & s[1]
+    if op is Ops.OR:
+        return s[0] | s[1]
+    if op is Ops.XOR:
+        return s[0] ^ s[1]
+    if op is Ops.NOT:
+        return 1 - s[0] if e.dtype is dtypes.bool_ else ~s[0]
+    if op is Ops.WHERE:
+        return np.where(s[0] != 0, s[1], s[2])
+    if op is Ops.CAST:
+        return (s[0] != 0).astype(np.int64) if e.dtype is dtypes.bool_ else s[0]
+    raise NpuUnsupported(f"npu: index op {op.name} has no static evaluation")
+
+
+# ---- frames: which iteration points a step covers --------------------------------------
+@dataclass(frozen=True)
+class Frame:
+    """rows x cols points; loop variable v = base[v] + r*rstep[v] + c*cstep[v]."""
+
+    rows: int
+    cols: int
+    base: dict[str, int]
+    rstep: dict[str, int] = field(default_factory=dict)
+    cstep: dict[str, int] = field(default_factory=dict)
+
+    def at(self, a: Affine) -> tuple[int, int, int]:
+        """(start, row stride, col stride) of an affine form over this frame."""
+        c, ks = a
+        start = c + sum(k * self.base[v] for v, k in ks.items())
+        rs = sum(k * self.rstep.get(v, 0) for v, k in ks.items())
+        cs = sum(k * self.cstep.get(v, 0) for v, k in ks.items())
+        return start, rs, cs
+
+    def grid(self) -> dict[str, np.ndarray]:
+        r = np.arange(self.rows, dtype=np.int64)[:, None]
+        c = np.arange(self.cols, dtype=np.int64)[None, :]
+        return {
+            v: b + r * self.rstep.get(v, 0) + c * self.cstep.get(v, 0) for v, b in self.base.items()
+        }
+
+
+def _blocks(extent: int, size: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, extent, size):
+        yield lo, min(size, extent - lo)
+
+
+def _long_frames(
+    base: dict[str, int], var: str, extent: int, elems: int, width: int
+) -> list[Frame]:
+    """Frames covering var = 0..extent-1 as (rows, width) boxes of consecutive points."""
+    out: list[Frame] = []
+    if extent == 0:
+        return out
+    cols = min(extent, width)
+    rows = max(1, elems // cols)
+    lo = 0
+    while lo < extent:
+        left = extent - lo
+        if left >= cols:
+            r = min(rows, left // cols)
+            out.append(Frame(r, cols, {**base, var: lo}, {var: cols}, {var: 1}))
+            lo += r * cols
+        else:
+            out.append(Frame(1, left, {**base, var: lo}, {var: cols}, {var: 1}))
+            lo += left
+    return out
+
+
+def _has_loop(body: tuple[Stmt, ...]) -> bool:
+    return any(isinstance(s, Loop) for s in body)
+
+
+# ---- one step: loads, vector code, stores ------------------------------------------------
+@dataclass
+class Step:
+    loads: list[Instr] = field(default_factory=list)
+    compute: list[Instr] = field(default_factory=list)
+    stores: list[Instr] = field(default_factory=list)
+    reads: list[tuple[int, int, int]] = field(default_factory=list)  # (buf, lo, hi) elements
+    writes: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+@dataclass
+class Val:
+    """A computed value: a tile (maybe broadcast) of the chip's element type `kind`."""
+
+    tile: Tile
+    kind: DT
+
+
+class _AccState:
+    def __init__(self, op: Ops, kind: DT, tile: Tile, partials: Tile | None) -> None:
+        self.op, self.kind, self.tile, self.partials = op, kind, tile, partials
+        self.used = 0  # partial columns holding values
+
+
+class CoreLowering:
+    """Builds one core's steps for its share of the kernel's groups."""
+
+    def __init__(self, low: Lowering) -> None:
+        self.low = low
+        self.cfg = low.cfg
+        self.ub = self.cfg.ub.size
+        self.persist_top = 0  # group-local values grow up from 0 ...
+        self.persist_size = self.ub // 4
+        self.const_top = self.persist_size  # ... constants down from the top
+        self.group_mark = 0
+        slot = (self.ub - self.persist_size) // SLOTS // 64 * 64
+        self.slot_base = [self.persist_size + i * slot for i in range(SLOTS)]
+        self.slot_size = slot
+        self.steps: list[Step] = []
+        self.step: Step | None = None
+        self.slot_top = 0
+        self.env: dict[str, Val] = {}
+        self.accs: dict[str, _AccState] = {}
+        self.consts: dict[tuple[float, DT], Tile] = {}
+        self.args: dict[int, Tile] = {}
+        self.prologue: list[Instr] = []
+        self.memo: dict[Expr, Val] = {}
+        self.gathers: dict[Load, tuple[int, int]] = {}  # prepared: scratch offsets
+
+    # -- memory
+    def persist(self, rows: int, cols: int, dt: DT) -> Tile:
+        addr = round_up(self.persist_top, 64)
+        n = rows * cols * dt.itemsize
+        if addr + n > self.const_top:
+            raise _TooBig
+        self.persist_top = addr + n
+        return Tile(Ref(Space.UB, addr), rows, cols, dt)
+
+    def new_group(self) -> None:
+        """Group-local persistent values (accumulators, a row's values) start over."""
+        self.persist_top = self.group_mark
+        self.env = {}
+        self.accs = {}
+
+    def temp(self, rows: int, cols: int, dt: DT) -> Tile:
+        """A tile in the open step's slot (opening one: the slot is the step's)."""
+        self.open()
+        addr = round_up(self.slot_top, 64)
+        n = rows * cols * dt.itemsize
+        if addr + n > self.slot_size:
+            raise _TooBig
+        self.slot_top = addr + n
+        slot = self.slot_base[(len(self.steps) - 1) % SLOTS]
+        return Tile(Ref(Space.UB, slot + addr), rows, cols, dt)
+
+    def open(self) -> Step:
+        if self.step is None:
+            self.step = Step()
+            self.steps.append(self.step)
+            self.slot_top = 0
+            self.memo = {}
+        return self.step
+
+    def close(self) -> None:
+        self.step = None
+
+    # -- emission helpers
+    def v(self, inst: Instr) -> None:
+        self.open().compute.append(inst)
+
+    def const(self, value: float, kind: DT) -> Tile:
+        key = (float(value), kind)
+        t = self.consts.get(key)
+        if t is None:
+            addr = (self.const_top - 8) // 64 * 64
+            if addr < self.persist_top:
+                raise _TooBig
+            self.const_top = addr
+            t = Tile(Ref(Space.UB, addr), 1, 1, kind)
+            self.prologue.append(VDup(t.dtype, t.ref, float(value), (1, 1), (1, 1)))
+            self.consts[key] = t
+        return t
+
+    # -- broadcasting
+    @staticmethod
+    def view(t: Tile, rows: int, cols: int) -> Tile:
+        sr, sc = t.strides
+        if t.rows == 1 and rows > 1:
+            sr = 0
+        if t.cols == 1 and cols > 1:
+            sc = 0
+        return Tile(t.ref, rows, cols, t.dtype, sr, sc)
+
+    def bin(self, op: BinOp, a: Val, b: Val, kind: DT | None = None) -> Val:
+        """a op b (broadcast to the larger shape) into a fresh temp."""
+        k = kind or a.kind
+        r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
+        dst = self.temp(r, c, k)
+        va, vb = self.view(a.tile, r, c), self.view(b.tile, r, c)
+        self.v(VBin(op, k, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides, vb.strides))
+        return Val(dst, k)
+
+    def cmp(self, op: CmpOp, a: Val, b: Val) -> Val:
+        r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
+        dst = self.temp(r, c, DT.BOOL)
+        va, vb = self.view(a.tile, r, c), self.view(b.tile, r, c)
+        self.v(
+            VCmp(op, a.kind, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides,
+                 vb.strides)
+        )  # fmt: skip
+        return Val(dst, DT.BOOL)
+
+    def select(self, m: Val, a: Val, b: Val) -> Val:
+        r = max(m.tile.rows, a.tile.rows, b.tile.rows)
+        c = max(m.tile.cols, a.tile.cols, b.tile.cols)
+        dst = self.temp(r, c, a.kind)
+        vm, va, vb = (self.view(x.tile, r, c) for x in (m, a, b))
+        self.v(
+            VSel(a.kind, dst.ref, vm.ref, va.ref, vb.ref, dst.shape, dst.strides, vm.strides,
+                 va.strides, vb.strides)
+        )  # fmt: skip
+        return Val(dst, a.kind)
+
+    def un(self, op: UnOp, a: Val) -> Val:
+        t = a.tile
+        dst = self.temp(t.rows, t.cols, a.kind)
+        self.v(VUn(op, a.kind, dst.ref, t.ref, dst.shape, dst.strides, t.strides))
+        return Val(dst, a.kind)
+
+    def cast(self, a: Val, to: DT) -> Val:
+        """The primitives' CAST (`vcastt`: floats truncate to integers, integers wrap)."""
+        if a.kind == to:
+            return a
+        t = a.tile
+        dst = self.temp(t.rows, t.cols, to)
+        self.v(VCast(to, a.kind, dst.ref, t.ref, t.shape, dst.strides, t.strides,
+                     CastMode.TRUNC))  # fmt: skip
+        return Val(dst, to)
+
+    # -- expressions
+    def ev(self, e: Expr, f: Frame) -> Val:
+        got = self.memo.get(e)
+        if got is None:
+            got = self._ev(e, f)
+            self.memo[e] = got
+        return got
+
+    def _ev(self, e: Expr, f: Frame) -> Val:
+        low = self.low
+        if isinstance(e, Const):
+            k = _dt(e.dtype)
+            return Val(self.const(float(e.value), k), k)
+        if low.is_static(e) and e.dtype in (dtypes.int64, dtypes.int32, dtypes.bool_):
+            return self.table(e, f)
+        if isinstance(e, Var):
+            if e.name in self.accs:
+                return Val(self.finish_acc(e.name), self.accs[e.name].kind)
+            if e.name in self.env:
+                return self.env[e.name]
+            if e.name in low.lets:
+                return self.ev(low.lets[e.name], f)
+            if e.name in low.argidx:
+                t = self.args[low.argidx[e.name]]
+                return Val(t, t.dtype)
+            raise NpuUnsupported(f"npu: variable {e.name} has no value in kernel {low.ir.name}")
+        if isinstance(e, Load):
+            return self.load(e, f)
+        return self.alu(e, f)
+
+    def table(self, e: Expr, f: Frame) -> Val:
+        """A static integer expression: its values, computed now, DMA'd from the table."""
+        vals = _np_eval(e, f.grid(), self.low.lets)
+        vals = np.broadcast_to(vals, (f.rows, f.cols))
+        if vals.size and (vals.min() < -(2**31) or vals.max() >= 2**31):
+            raise NpuUnsupported(f"npu: index values beyond int32 in kernel {self.low.ir.name}")
+        t = self.temp(f.rows, f.cols, DT.I32)
+        off = self.low.add_table(vals.astype(np.int32))
+        self.open().loads.append(self.dma_in_table(t, off))
+        return self.cast(Val(t, DT.I32), _dt(e.dtype))
+
+    def dma_in_table(self, t: Tile, off: int) -> Dma:
+        n = t.rows * t.cols
+        src = Ref(Space.DRAM, off * 4, self.low.const_reg)
+        return Dma(DT.I32, t.ref, src, (1, 1, n), (0, 0, 1), (0, 0, 1), (1, 1, n))
+
+    def load(self, e: Load, f: Frame) -> Val:
+        low = self.low
+        decl = low.ir.bufs[e.buf]
+        sdt = _dt(decl.dtype)
+        st = self.open()
+        a = _affine(e.index, low.lets) if e.valid is None else None
+        pos = None if a is None else f.at(a)
+        if pos is not None and pos[0] >= 0:
+            start, rs, cs = pos
+            lo = start + min(rs, 0) * (f.rows - 1) + min(cs, 0) * (f.cols - 1)
+            hi = start + max(rs, 0) * (f.rows - 1) + max(cs, 0) * (f.cols - 1)
+            if lo < 0 or hi >= decl.size:
+                raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
+            t = self.temp(f.rows, f.cols, sdt)
+            src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
+            st.loads.append(
+                Dma(sdt, t.ref, src, (1, f.rows, f.cols), (0, f.cols, 1), (0, rs, cs),
+                    (1, f.rows, f.cols))
+            )  # fmt: skip
+            st.reads.append((e.buf, lo, hi + 1))
+            return Val(t, sdt)
+        if low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
+            grid = f.grid()
+            idx = np.broadcast_to(_np_eval(e.index, grid, low.lets), (f.rows, f.cols))
+            ok = np.ones((f.rows, f.cols), bool)
+            if e.valid is not None:
+                ok = np.broadcast_to(_np_eval(e.valid, grid, low.lets) != 0, ok.shape)
+            if not ok.any():  # every point reads the padding
+                return Val(self.const(0.0, sdt), sdt)
+            idx = np.where(ok, idx, idx[ok].min())  # a position it reads anyway
+            if idx.size and (idx.min() < 0 or idx.max() >= decl.size):
+                raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
+            it = self.temp(f.rows, f.cols, DT.I32)
+            st.loads.append(self.dma_in_table(it, low.add_table(idx.astype(np.int32))))
+            t = self.gather(e.buf, sdt, it, f)
+            st.reads.append((e.buf, int(idx.min()), int(idx.max()) + 1))
+            if ok.all():
+                return Val(t, sdt)
+            mt = self.temp(f.rows, f.cols, DT.I32)
+            st.loads.append(self.dma_in_table(mt, low.add_table(ok.astype(np.int32))))
+            m = self.cast(Val(mt, DT.I32), DT.BOOL)
+            return self.select(m, Val(t, sdt), Val(self.const(0.0, sdt), sdt))
+        got = self.gathers.get(e)
+        if got is None:
+            raise NpuUnsupported(f"npu: load b{e.buf}[...] was not prepared in {low.ir.name}")
+        n = f.rows * f.cols
+        it = self.temp(f.rows, f.cols, DT.I32)
+        st.loads.append(self.dma_scratch(it, got[0], into=True))
+        st.reads.append((-1, got[0], got[0] + n))
+        t = self.gather(e.buf, sdt, it, f)
+        st.reads.append((e.buf, 0, decl.size))
+        if got[1] < 0:
+            return Val(t, sdt)
+        mt = self.temp(f.rows, f.cols, DT.I32)
+        st.loads.append(self.dma_scratch(mt, got[1], into=True))
+        st.reads.append((-1, got[1], got[1] + n))
+        m = self.cast(Val(mt, DT.I32), DT.BOOL)
+        return self.select(m, Val(t, sdt), Val(self.const(0.0, sdt), sdt))
+
+    def dma_scratch(self, t: Tile, off: int, into: bool) -> Dma:
+        """A dense (rows, cols) i32 tile to (or from, `into`) the scratch at `off`."""
+        n = t.rows * t.cols
+        mem = Ref(Space.DRAM, off * 4, self.low.scratch_reg)
+        dst, src = (t.ref, mem) if into else (mem, t.ref)
+        return Dma(DT.I32, dst, src, (1, 1, n), (0, 0, 1), (0, 0, 1), (1, 1, n))
+
+    def prepare(self, stmts: tuple[Stmt, ...] | list[Stmt], f: Frame) -> None:
+        """Data-dependent loads (gathers by computed indices) of `stmts`: each gets a step
+        of its own before the step that reads it, computing the element numbers (and the
+        guard) on the vector unit and storing them to device-memory scratch; the reading
+        step DMAs them back (after a barrier: they are fresh) and gathers."""
+        self.gathers = {}
+        low = self.low
+        for e in _stmt_exprs(stmts):
+            for x in reversed(walk_exprs(e)):
+                if not isinstance(x, Load) or x in self.gathers or not low.dependent(x):
+                    continue
+                self.close()
+                st = self.open()
+                n = f.rows * f.cols
+                idx = self.ev(low.subst(x.index), f)
+                mask_off = -1
+                if x.valid is not None:
+                    m = self.ev(low.subst(x.valid), f)
+                    idx = self.select(m, idx, Val(self.const(0.0, idx.kind), idx.kind))
+                    mv = self.cast(Val(self.view(m.tile, f.rows, f.cols), m.kind), DT.I32)
+                    mask_off = self.scratch_out(st, mv, n)
+                iv = self.cast(Val(self.view(idx.tile, f.rows, f.cols), idx.kind), DT.I32)
+                self.gathers[x] = (self.scratch_out(st, iv, n), mask_off)
+                self.close()
+
+    def scratch_out(self, st: Step, v: Val, n: int) -> int:
+        """Stores i32 `v` (made dense in this step's slot) to fresh scratch; its offset."""
+        t = self.temp(v.tile.rows, v.tile.cols, DT.I32)
+        self.v(VUn(UnOp.COPY, DT.I32, t.ref, v.tile.ref, t.shape, t.strides, v.tile.strides))
+        off = self.low.scratch_top
+        self.low.scratch_top += -(-n // 16) * 16
+        st.stores.append(self.dma_scratch(t, off, into=False))
+        st.writes.append((-1, off, off + n))
+        return off
+
+    def gather(self, buf: int, sdt: DT, it: Tile, f: Frame) -> Tile:
+        """Element gather: `it` holds (rows, cols) element numbers of buffer `buf`."""
+        t = self.temp(f.rows, f.cols, sdt)
+        table = Ref(Space.DRAM, 0, BUF_REG + buf)
+        n = f.rows * f.cols
+        self.open().loads.append(
+            Gather(sdt, t.ref, table, it.ref, n, 1, 1, 1, self.low.ir.bufs[buf].size)
+        )
+        return t
+
+    def alu(self, e: Alu, f: Frame) -> Val:
+        op = e.op
+        if op is Ops.CAST:
+            return self.cast(self.ev(e.srcs[0], f), _dt(e.dtype))
+        s = [self.ev(x, f) for x in e.srcs]
+        k = s[-1].kind
+        boolean = k == DT.BOOL
+        if op is Ops.WHERE:
+            return self.select(s[0], s[1], s[2])
+        if op is Ops.CMPLT:
+            return self.cmp(CmpOp.LT, s[0], s[1])
+        if op is Ops.CMPEQ:
+            return self.cmp(CmpOp.EQ, s[0], s[1])
+        if boolean and op in _BOOL_BIN:
+            return self.bin(_BOOL_BIN[op], s[0], s[1])
+        if op in _BIN:
+            return self.bin(_BIN[op], s[0], s[1])
+        if op in _UN:
+            return self.un(_UN[op], s[0])
+        raise NpuUnsupported(
+            f"npu: {op.name} on {e.srcs[0].dtype.name} in kernel {self.low.ir.name} has no "
+            "npu instruction (see docs/npu-backend.md)"
+        )
+
+    # -- accumulators
+    def init_acc(self, s: Acc, rows: int) -> None:
+        kind = _dt(s.dtype)
+        t = self.persist(rows, 1, kind)
+        self.v(VDup(kind, t.ref, _identity(s.op, kind), t.shape, t.strides))
+        parts = None
+        if s.op is Ops.SUM and kind.is_float:
+            cols = min(PARTIALS, (self.const_top - self.persist_top) // (16 * rows))
+            if cols >= 2:
+                parts = self.persist(rows, cols, kind)
+        self.accs[s.var] = _AccState(s.op, kind, t, parts)
+
+    def update(self, s: Update, f: Frame, outer_rows: int) -> None:
+        acc = self.accs[s.var]
+        x = self.ev(s.value, f)
+        x = Val(self.view(x.tile, f.rows, f.cols), x.kind)
+        if x.kind != acc.kind:
+            x = self.cast(x, acc.kind)
+        red = _RED[acc.op]
+        dt = acc.kind
+        part = self.temp(f.rows, 1, dt)
+        self.v(VReduce(red, dt, 1, part.ref, x.tile.ref, x.tile.shape, part.strides,
+                       x.tile.strides))  # fmt: skip
+        if f.rows != outer_rows:  # a long loop's rows: fold them too (outer is one point)
+            p2 = self.temp(1, 1, dt)
+            self.v(VReduce(red, dt, 0, p2.ref, part.ref, part.shape, p2.strides, part.strides))
+            part = p2
+        if acc.partials is not None:
+            if acc.used == acc.partials.cols:
+                self.fold(acc)
+            col = acc.partials.sub(0, acc.used, acc.tile.rows, 1)
+            self.v(VUn(UnOp.COPY, dt, col.ref, part.ref, col.shape, col.strides, part.strides))
+            acc.used += 1
+            return
+        t = acc.tile
+        self.v(VBin(_COMBINE[acc.op], dt, t.ref, t.ref, part.ref, t.shape, t.strides,
+                    t.strides, part.strides))  # fmt: skip
+
+    def fold(self, acc: _AccState) -> None:
+        """acc += the sum of the partial columns in use (one rounding for the lot)."""
+        if acc.partials is None or acc.used == 0:
+            return
+        t, dt = acc.tile, acc.kind
+        p = acc.partials.sub(0, 0, t.rows, acc.used)
+        tmp = self.temp(t.rows, 1, dt)
+        self.v(VReduce(RedOp.SUM, dt, 1, tmp.ref, p.ref, p.shape, tmp.strides, p.strides))
+        self.v(VBin(BinOp.ADD, dt, t.ref, t.ref, tmp.ref, t.shape, t.strides, t.strides,
+                    tmp.strides))  # fmt: skip
+        acc.used = 0
+
+    def finish_acc(self, name: str) -> Tile:
+        acc = self.accs[name]
+        if acc.used:
+            self.fold(acc)
+        return acc.tile
+
+    def store(self, s: Store, f: Frame) -> None:
+        low = self.low
+        if s.combine is not None:
+            self.scatter_add(s, f)
+            return
+        if s.valid is not None:
+            raise NpuUnsupported(
+                f"npu: guarded store into b{s.buf} is not lowered yet in kernel {low.ir.name}"
+            )
+        decl = low.ir.bufs[s.buf]
+        sdt = _dt(decl.dtype)
+        a = _affine(s.index, low.lets)
+        pos = None if a is None else f.at(a)
+        if pos is None or pos[1] < 0 or pos[2] < 0 or pos[0] < 0:
+            raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] is not a strided box")
+        start, rs, cs = pos
+        if (f.rows > 1 and rs == 0) or (f.cols > 1 and cs == 0):
+            raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] writes one element twice")
+        v = self.ev(s.value, f)
+        src = self.view(v.tile, f.rows, f.cols)
+        out = self.temp(f.rows, f.cols, sdt)  # stores read only this step's slot
+        self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+        st = self.open()
+        dst = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.buf)
+        box = (1, f.rows, f.cols)
+        st.stores.append(Dma(sdt, dst, out.ref, box, (0, rs, cs), (0, f.cols, 1), box))
+        hi = start + rs * (f.rows - 1) + cs * (f.cols - 1)
+        if hi >= decl.size:
+            raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
+        st.writes.append((s.buf, start, hi + 1))
+
+    def scatter_add(self, s: Store, f: Frame) -> None:
+        """buf[index] += value at every point (in order; repeated places accumulate), as
+        one element-wise `scatter_add` on dma_out; where `valid` is false, 0 is added to
+        an element the store reaches anyway (or to element 0)."""
+        low = self.low
+        if s.combine is not Ops.ADD:
+            raise NpuUnsupported(f"npu: {s.combine} store in kernel {low.ir.name}")
+        decl = low.ir.bufs[s.buf]
+        sdt = _dt(decl.dtype)
+        st = self.open()
+        n = f.rows * f.cols
+        it = self.temp(f.rows, f.cols, DT.I32)
+        ok: Val | None = None
+        if low.is_static(s.index) and (s.valid is None or low.is_static(s.valid)):
+            grid = f.grid()
+            idx = np.broadcast_to(_np_eval(s.index, grid, low.lets), (f.rows, f.cols))
+            okv = np.ones((f.rows, f.cols), bool)
+            if s.valid is not None:
+                okv = np.broadcast_to(_np_eval(s.valid, grid, low.lets) != 0, okv.shape)
+            if not okv.any():
+                return
+            idx = np.where(okv, idx, idx[okv].min())
+            if idx.min() < 0 or idx.max() >= decl.size:
+                raise NpuUnsupported(f"npu: scatter into b{s.buf} out of bounds in {low.ir.name}")
+            st.loads.append(self.dma_in_table(it, low.add_table(idx.astype(np.int32))))
+            if not okv.all():
+                mt = self.temp(f.rows, f.cols, DT.I32)
+                st.loads.append(self.dma_in_table(mt, low.add_table(okv.astype(np.int32))))
+                ok = self.cast(Val(mt, DT.I32), DT.BOOL)
+        else:
+            iv = self.ev(s.index, f)
+            if s.valid is not None:
+                ok = self.ev(s.valid, f)
+                iv = self.select(ok, iv, Val(self.const(0.0, iv.kind), iv.kind))
+            i32 = self.cast(Val(self.view(iv.tile, f.rows, f.cols), iv.kind), DT.I32)
+            self.v(VUn(UnOp.COPY, DT.I32, it.ref, i32.tile.ref, it.shape, it.strides,
+                       i32.tile.strides))  # fmt: skip
+        v = self.ev(s.value, f)
+        if v.kind != sdt:
+            v = self.cast(v, sdt)
+        if ok is not None:
+            v = self.select(ok, v, Val(self.const(0.0, sdt), sdt))
+        src = self.view(v.tile, f.rows, f.cols)
+        out = self.temp(f.rows, f.cols, sdt)
+        self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+        table = Ref(Space.DRAM, 0, BUF_REG + s.buf)
+        st.stores.append(ScatterAdd(sdt, table, out.ref, it.ref, n, 1, 1, 1, decl.size))
+        st.writes.append((s.buf, 0, decl.size))
+
+    # -- statements
+    def run(self, body: tuple[Stmt, ...], f: Frame) -> None:
+        """Statements in the outer frame `f` (rows x 1 points); inner loops become steps."""
+        for s in body:
+            if isinstance(s, Loop):
+                self.close()
+                self.loop(s, f)
+                self.close()
+            elif isinstance(s, Acc):
+                self.init_acc(s, f.rows)
+            elif isinstance(s, Let):
+                self.prepare([s], f)
+                self.let(s, f, keep=True)
+            elif isinstance(s, Store):
+                self.prepare([s], f)
+                self.store(s, f)
+            elif isinstance(s, Update):
+                self.prepare([s], f)
+                self.update(s, Frame(f.rows, 1, f.base, f.rstep, f.cstep), f.rows)
+            elif isinstance(s, Local | SortRow):
+                raise NpuUnsupported(f"npu: {type(s).__name__} in kernel {self.low.ir.name}")
+
+    def let(self, s: Let, f: Frame, keep: bool) -> None:
+        if s.value.dtype is dtypes.int64 or s.var in self.low.lets:
+            return  # index math: substituted where it is used
+        v = self.ev(s.value, f)
+        if keep:  # lives across steps: copy out of the slot
+            t = self.persist(v.tile.rows, v.tile.cols, v.tile.dtype)
+            self.v(VUn(UnOp.COPY, t.dtype, t.ref, v.tile.ref, t.shape, t.strides, v.tile.strides))
+            v = Val(t, v.kind)
+        self.env[s.var] = v
+
+    def loop(self, s: Loop, f: Frame) -> None:
+        if _has_loop(s.body):  # an outer loop inside the frame: one value at a time
+            for i in range(s.extent):
+                self.run(s.body, Frame(f.rows, f.cols, {**f.base, s.var: i}, f.rstep, f.cstep))
+                self.close()
+            return
+        _check_no_carry(s, self.low.ir.name)
+        if f.rows == 1:
+            frames = _long_frames(f.base, s.var, s.extent, self.low.elems, self.low.width)
+        else:
+            cols = max(1, min(s.extent, self.low.elems // f.rows))
+            frames = [
+                Frame(f.rows, n, {**f.base, s.var: lo}, f.rstep, {s.var: 1})
+                for lo, n in _blocks(s.extent, cols)
+            ]
+        saved = dict(self.env)
+        for g in frames:
+            self.prepare(s.body, g)
+            self.open()
+            for t in s.body:
+                if isinstance(t, Let):
+                    self.let(t, g, keep=False)
+                elif isinstance(t, Store):
+                    self.store(t, g)
+                elif isinstance(t, Update):
+                    self.update(t, g, f.rows)
+                else:
+                    raise NpuUnsupported(f"npu: {type(t).__name__} inside an inner loop")
+            self.close()
+            self.env = dict(saved)
+
+
+_UN = {
+    Ops.NEG: UnOp.NEG,
+    Ops.SQRT: UnOp.SQRT,
+    Ops.EXP: UnOp.EXP,
+    Ops.LOG: UnOp.LOG,
+    Ops.SIN: UnOp.SIN,
+    Ops.ERF: UnOp.ERF,
+    Ops.FLOOR: UnOp.FLOOR,
+    Ops.NOT: UnOp.NOT,
+}
+_BIN = {
+    Ops.ADD: BinOp.ADD,
+    Ops.MUL: BinOp.MUL,
+    Ops.DIV: BinOp.DIV,
+    Ops.MOD: BinOp.MOD,
+    Ops.POW: BinOp.POW,
+    Ops.MAX: BinOp.MAX,
+    Ops.MIN: BinOp.MIN,
+    Ops.AND: BinOp.AND,
+    Ops.OR: BinOp.OR,
+    Ops.XOR: BinOp.XOR,
+}
+_BOOL_BIN = {Ops.ADD: BinOp.OR, Ops.MUL: BinOp.AND}  # numpy's bool + and *
+_RED = {Ops.SUM: RedOp.SUM, Ops.RMAX: RedOp.MAX, Ops.RMIN: RedOp.MIN, Ops.PROD: RedOp.PROD}
+_COMBINE = {Ops.SUM: BinOp.ADD, Ops.RMAX: BinOp.MAX, Ops.RMIN: BinOp.MIN, Ops.PROD: BinOp.MUL}
+
+
+def _identity(op: Ops, dt: DT) -> float:
+    """The starting value of an accumulator (as a `vdup` immediate)."""
+    if op is Ops.SUM:
+        return 0.0
+    if op is Ops.PROD:
+        return 1.0
+    ends = {DT.I32: (-(2.0**31), 2.0**31 - 1), DT.I64: (-(2.0**63), 2.0**63), DT.BOOL: (0, 1)}
+    lo, hi = ends.get(dt, (-math.inf, math.inf))  # i64: immediates saturate to the range
+    return float(lo if op is Ops.RMAX else hi)
+
+
+class Lowering:
+    """Plans a kernel's groups of steps and lowers them for each core."""
+
+    def __init__(self, ir: KernelIR, cfg: NpuConfig, elems: int) -> None:
+        self.ir, self.cfg, self.elems = ir, cfg, elems
+        self.width = max(1, min(elems, 8 * cfg.vector_lanes))
+        self.lets: dict[str, Expr] = {}
+        self.loop_vars: set[str] = set()
+        self.argidx = {arg_name(i): i for i in range(len(ir.scalars))}
+        self.tables: list[np.ndarray] = []
+        self.table_top = 0
+        self.scratch_top = 0
+        self.defs: dict[str, Expr] = {}  # every Let: substituted into prepared indices
+        self._static: dict[Expr, bool] = {}
+        for s in _all_stmts(ir.body):
+            if isinstance(s, Loop):
+                self.loop_vars.add(s.var)
+            elif isinstance(s, Let):
+                self.defs[s.var] = s.value
+                if s.value.dtype is dtypes.int64:
+                    self.lets[s.var] = s.value
+        nregs = BUF_REG + len(ir.bufs) + 3
+        if nregs > NUM_REGS:
+            raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
+
+    @property
+    def const_reg(self) -> int:
+        return BUF_REG + len(self.ir.bufs) + 1
+
+    @property
+    def scratch_reg(self) -> int:
+        return BUF_REG + len(self.ir.bufs) + 2
+
+    def dependent(self, e: Load) -> bool:
+        """A load whose element number depends on loaded data (a gather)."""
+        if e.valid is None and _affine(e.index, self.lets) is not None:
+            return False
+        return not (self.is_static(e.index) and (e.valid is None or self.is_static(e.valid)))
+
+    def subst(self, e: Expr) -> Expr:
+        """`e` with every Let variable replaced by its definition."""
+        if isinstance(e, Var):
+            d = self.defs.get(e.name)
+            return e if d is None else self.subst(d)
+        if isinstance(e, Alu):
+            return Alu(e.op, tuple(self.subst(x) for x in e.srcs), e.dtype)
+        if isinstance(e, Load):
+            valid = None if e.valid is None else self.subst(e.valid)
+            return Load(e.buf, self.subst(e.index), e.dtype, valid)
+        return e
+
+    def is_static(self, e: Expr) -> bool:
+        got = self._static.get(e)
+        if got is None:
+            got = _static(e, self.loop_vars, self.lets)
+            self._static[e] = got
+        return got
+
+    def add_table(self, vals: np.ndarray) -> int:
+        """Appends int32 values to the compiler's table; their element offset."""
+        off = self.table_top
+        flat = np.ascontiguousarray(vals, np.int32).reshape(-1)
+        pad = (-flat.size) % 16  # keep each table 64-byte aligned
+        self.tables.append(flat)
+        if pad:
+            self.tables.append(np.zeros(pad, np.int32))
+        self.table_top += flat.size + pad
+        return off
+
+    def groups(self) -> tuple[list[tuple[tuple[Stmt, ...], Frame, bool]], int]:
+        """Independent units of work: (statements, frame, inner) and the count."""
+        body = self.ir.body
+        nest: list[Loop] = []
+        while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
+            nest.append(body[0])
+            body = body[0].body
+        out: list[tuple[tuple[Stmt, ...], Frame, bool]] = []
+        straight = bool(nest) and not _has_loop(body)
+        keep = nest[:-2] if straight else nest[:-1]
+        fixed = [dict(zip([lp.var for lp in keep], vals, strict=True))
+                 for vals in np.ndindex(*[lp.extent for lp in keep])]  # fmt: skip
+        for base in fixed:
+            base = {k: int(v) for k, v in base.items()}
+            if straight:
+                last = nest[-1]
+                if len(nest) >= 2 and last.extent * 2 <= self.elems:
+                    row = nest[-2]
+                    share = -(-row.extent // self.cfg.cores)  # rows enough for every core
+                    rows = max(1, min(self.elems // last.extent, share))
+                    for lo, n in _blocks(row.extent, rows):
+                        g = Frame(n, last.extent, {**base, row.var: lo, last.var: 0},
+                                  {row.var: 1}, {last.var: 1})  # fmt: skip
+                        out.append((body, g, True))
+                else:
+                    if len(nest) >= 2:
+                        row = nest[-2]
+                        for i in range(row.extent):
+                            b2 = {**base, row.var: i}
+                            for g in _long_frames(
+                                b2, last.var, last.extent, self.elems, self.width
+                            ):
+                                out.append((body, g, True))
+                    else:
+                        for g in _long_frames(base, last.var, last.extent, self.elems, self.width):
+                            out.append((body, g, True))
+            elif nest:
+                row = nest[-1]
+                share = -(-row.extent // self.cfg.cores)  # rows enough for every core
+                rows = max(1, min(share, self.elems // 256, 1024))
+                for lo, n in _blocks(row.extent, rows):
+                    out.append((body, Frame(n, 1, {**base, row.var: lo}, {row.var: 1}), False))
+            else:
+                out.append((body, Frame(1, 1, dict(base)), False))
+        return out, len(out)
+
+    def lower(self) -> tuple[tuple[Instr, ...], ...]:
+        groups, n = self.groups()
+        ncores = max(1, min(self.cfg.cores, n))
+        cores: list[tuple[Instr, ...]] = []
+        for c in range(ncores):
+            mine = groups[c * n // ncores : (c + 1) * n // ncores]
+            cl = CoreLowering(self)
+            self.load_args(cl)
+            cl.group_mark = cl.persist_top
+            for body, g, inner in mine:
+                cl.new_group()
+                if inner:
+                    cl.prepare(body, g)
+                    cl.open()
+                    for s in body:
+                        if isinstance(s, Let):
+                            cl.let(s, g, keep=False)
+                        elif isinstance(s, Store):
+                            cl.store(s, g)
+                        else:
+                            raise NpuUnsupported(f"npu: {type(s).__name__} in an elementwise body")
+                    cl.close()
+                else:
+                    cl.run(body, g)
+                    cl.close()
+            cores.append(tuple(_emit(cl)))
+        return tuple(cores)
+
+    def load_args(self, cl: CoreLowering) -> None:
+        n = len(self.ir.scalars)
+        if not n:
+            return
+        t = cl.persist(1, 2 * n, DT.I32)
+        cl.prologue.append(
+            Dma(DT.I32, t.ref, Ref(Space.DRAM, 0, BUF_REG + len(self.ir.bufs)), (1, 1, 2 * n),
+                (0, 0, 1), (0, 0, 1), (1, 1, 2 * n))
+        )  # fmt: skip
+        cl.prologue.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
+        cl.prologue.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
+        for i, d in enumerate(self.ir.scalars):
+            cl.args[i] = Tile(Ref(Space.UB, t.ref.off + 8 * i), 1, 1, _dt(d))
+
+    def table_bytes(self) -> np.ndarray:
+        if not self.tables:
+            return np.zeros(16, np.int32)
+        return np.concatenate(self.tables)
+
+
+_PAR = (LoopKind.PARALLEL, LoopKind.VECTOR)
+_F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE = 0, 1, 2, 3, 4, 5
+
+
+def _all_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
+    for s in body:
+        yield s
+        if isinstance(s, Loop):
+            yield from _all_stmts(s.body)
+
+
+def _stmt_exprs(stmts: tuple[Stmt, ...] | list[Stmt]) -> list[Expr]:
+    out: list[Expr] = []
+    for s in stmts:
+        if isinstance(s, Let | Update):
+            out.append(s.value)
+        elif isinstance(s, Store):
+            out += [s.index, s.value] + ([s.valid] if s.valid is not None else [])
+    return out
+
+
+def _check_no_carry(loop: Loop, kernel: str) -> None:
+    """An innermost loop becomes whole tiles: its iterations must not read an accumulator
+    the loop itself updates (a running value, as CUMSUM's scan)."""
+    updated = {s.var for s in loop.body if isinstance(s, Update)}
+    for s in loop.body:
+        exprs = [s.value] if isinstance(s, Let | Update) else []
+        if isinstance(s, Store):
+            exprs = [s.index, s.value] + ([s.valid] if s.valid is not None else [])
+        for e in exprs:
+            if any(isinstance(x, Var) and x.name in updated for x in walk_exprs(e)):
+                raise NpuUnsupported(
+                    f"npu: a running value (a scan: loop {loop.var} reads what it accumulates) "
+                    f"is not lowered yet in kernel {kernel}"
+                )
+
+
+def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
+    return any(b == d and lo < dhi and dlo < hi for b, lo, hi in reads for d, dlo, dhi in dirty)
+
+
+def _emit(cl: CoreLowering) -> list[Instr]:
+    """One core's stream: prologue, then the steps through a ring of SLOTS slots, the
+    loads of steps i+1 .. i+SLOTS-1 issued before the vector work of step i (multiple
+    buffering). A step reading device memory an earlier step wrote waits until those
+    stores are issued and then lets every unit drain (a barrier)."""
+    code: list[Instr] = list(cl.prologue)
+    steps = list(cl.steps)
+    dirty: list[tuple[int, int, int]] = []
+
+    def load(i: int) -> None:
+        if i >= SLOTS:  # slot i % SLOTS: read by step i - SLOTS's vector work and stores
+            code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+            code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        code.extend(steps[i].loads)
+        code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+
+    def rest(i: int) -> None:
+        code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        if i >= SLOTS:
+            code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        code.extend(steps[i].compute)
+        code.append(SetFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+        code.append(SetFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+        code.extend(steps[i].stores)
+        code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+
+    loaded = -1
+    for i in range(len(steps)):
+        if loaded < i:
+            if _overlaps(steps[i].reads, dirty):
+                code.append(Barrier())
+                dirty = []
+            load(i)
+            loaded = i
+        pending = [w for k in range(i, loaded + 1) for w in steps[k].writes]
+        while loaded + 1 < min(len(steps), i + SLOTS):
+            nxt = loaded + 1
+            if _overlaps(steps[nxt].reads, dirty + pending):
+                break
+            load(nxt)
+            loaded = nxt
+            pending += steps[nxt].writes
+        rest(i)
+        dirty.extend(steps[i].writes)
+    for _ in range(min(len(steps), SLOTS)):
+        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+        code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+    code.append(Finish())
+    return code
+
+
+def _pure_contraction(ir: KernelIR) -> bool:
+    """True when the kernel stores its contraction's sum unchanged (no fused epilogue,
+    no runtime scalars): then the GEMM generator computes the whole kernel."""
+    if ir.contraction is None or ir.scalars:
+        return False
+    stmts = list(_all_stmts(ir.body))
+    accs = [s for s in stmts if isinstance(s, Acc)]
+    stores = [s for s in stmts if isinstance(s, Store)]
+    if len(accs) != 1 or accs[0].op is not Ops.SUM or len(stores) != 1:
+        return False
+    st = stores[0]
+    return st.combine is None and st.valid is None and st.value == Var(accs[0].var, accs[0].dtype)
+
+
+def _gemm(ir: KernelIR, cfg: NpuConfig) -> Compiled | None:
+    """A contraction on the matrix unit through `codegen/npu_gemm.py` (float32 at
+    `anychip.get_float32_matmul_precision()`), or None where it has no matrix path."""
+    from anychip.codegen.npu_gemm import from_contraction, npu_gemm
+
+    assert ir.contraction is not None
+    try:
+        spec = from_contraction(ir.contraction, [BUF_REG + i for i in range(len(ir.bufs))])
+        g = npu_gemm(cfg, spec)
+    except (CompileError, ValueError, TypeError, NotImplementedError):
+        return None  # no matrix path for these dtypes or shapes: the vector unit runs it
+    return Compiled(ir.name, g.program.cores, np.zeros(16, np.int32), len(ir.bufs), (),
+                    g.flops, 0)  # fmt: skip
+
+
+def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
+    """Lower `ir` for design `cfg`: a pure contraction through the GEMM generator, else
+    as tiles, shrinking them until every step fits `ub`."""
+    if _pure_contraction(ir):
+        got = _gemm(ir, cfg)
+        if got is not None:
+            return got
+    for s in ir.bufs:
+        _dt(s.dtype)
+    for d in ir.scalars:
+        _dt(d)
+    if ir.bufs[0].size == 0:
+        return Compiled(
+            ir.name, ((Finish(),),), np.zeros(16, np.int32), len(ir.bufs), ir.scalars, 0, 0
+        )  # fmt: skip  (no elements: nothing to do)
+    elems = min(1 << 15, cfg.ub.size // 4 // 12)
+    while True:
+        low = Lowering(ir, cfg, elems)
+        try:
+            cores = low.lower()
+        except _TooBig:
+            if elems == 1:
+                raise NpuUnsupported(f"npu: kernel {ir.name} does not fit ub") from None
+            elems = max(1, elems // 2)
+            continue
+        flops = 0
+        return Compiled(
+            ir.name, cores, low.table_bytes(), len(ir.bufs), ir.scalars, flops, elems,
+            low.scratch_top,
+        )  # fmt: skip
