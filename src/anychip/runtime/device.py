@@ -47,11 +47,14 @@ Scalar = bool | int | float  # a runtime argument's value (ARG i of a kernel)
 class Kernel:
     """One unit of scheduled work: `ast` computes one output from PARAM i = input i and
     ARG i = runtime scalar i (a launch argument: its value is not part of the kernel).
-    `kind` is the scheduler's classification (passes/schedule.py)."""
+    `kind` is the scheduler's classification (passes/schedule.py). `alias` j: the output
+    is written into input j's buffer (a donated buffer, runtime/donate.py): `launch` gets
+    that buffer as `out` and as `ins[j]`."""
 
     ast: Node
     name: str = "kernel"
     kind: KernelKind = KernelKind.ELEMENTWISE
+    alias: int | None = None
 
 
 class Backend(ABC):

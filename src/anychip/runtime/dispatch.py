@@ -92,6 +92,29 @@ def recording() -> Iterator[Recorder]:
         recs.remove(rec)
 
 
+def walk_holders() -> int | None:
+    """For buffer donation (runtime/donate.py): None while a capture other than the eager
+    cache's own records this thread's launches (a replay of a record that wrote over a
+    buffer it did not make would compute from the new value); else how many lists of the
+    eager cache's walk (`structure`) hold each graph node and leaf buffer (0 or 1)."""
+    own = getattr(_LOCAL, "own", None)
+    if any(r is not own for r in getattr(_LOCAL, "recorders", ())):
+        return None
+    held: int = getattr(_LOCAL, "held", 0)
+    return held
+
+
+@contextlib.contextmanager
+def _walked(rec: Recorder | None) -> Iterator[None]:
+    """Inside: `structure`'s lists hold the graph (and `rec` is the eager cache's own)."""
+    before = getattr(_LOCAL, "held", 0), getattr(_LOCAL, "own", None)
+    _LOCAL.held, _LOCAL.own = 1, rec
+    try:
+        yield
+    finally:
+        _LOCAL.held, _LOCAL.own = before
+
+
 def launch(
     backend: Backend,
     program: Any,
@@ -410,7 +433,8 @@ def cached_realize(
     try:
         entry = _CACHE.get(key)
     except TypeError:  # an unhashable op argument: not cacheable
-        return slow(nodes)
+        with _walked(None):
+            return slow(nodes)
     if entry is not None:
         _stats["hits"] += 1
         bufs = entry.plan.run(leaves, order)
@@ -419,7 +443,7 @@ def cached_realize(
                 remember(order[pos], buf)
         return bufs[: len(nodes)]
     _stats["misses"] += 1
-    with recording() as rec:
+    with recording() as rec, _walked(rec):
         out = slow(nodes)
     _store(key, rec, leaves, order, leaf_pos, nodes, out, buffer_of)
     return out
@@ -437,6 +461,8 @@ def _store(
 ) -> None:
     """Cache the recorded launches as the plan for `key` (if they are replayable)."""
     if rec.host_reads or any(s.kind is not LAUNCH for s in rec.steps):
+        return
+    if any(s.out is b for s in rec.steps for b in s.ins):  # donated: decided at each call
         return
     where = {id(n): i for i, n in enumerate(order)}
     positions = [where[id(n)] for n in nodes]

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import device as devmod
-from anychip.runtime import dispatch
+from anychip.runtime import dispatch, donate
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
 DEBUG = devmod.debug_level()
@@ -44,8 +44,12 @@ def buffer_of(node: Node) -> Buffer | None:
 
 def remember(node: Node, buf: Buffer) -> None:
     """Record that `buf` holds `node`'s value: the buffer lives as long as the node, and
-    later graphs reading the node read the buffer instead of recomputing it."""
+    later graphs reading the node read the buffer instead of recomputing it. The node
+    forgets its sources (no graph walks past a realised node), so the graph behind it is
+    freed and its inputs' reference counts say who can still read them (donation)."""
     object.__setattr__(node, "realised", buf)  # the memo field of the frozen Node
+    if node.srcs:
+        object.__setattr__(node, "srcs", ())
 
 
 def allocate(device: str, size: int, dtype: DType) -> Buffer:
@@ -119,12 +123,20 @@ def plan(roots: list[Node]) -> list[WorkItem]:
         return []
     made: dict[int, Buffer] = {}
     items: list[WorkItem] = []
-    for it in schedule(todo, buffer_of):
+    work = schedule(todo, buffer_of)
+    gifts = donate.choose(work, todo, buffer_of, dispatch.walk_holders())
+    for k, it in enumerate(work):
         ins = tuple(buffer_of(n) or made[id(n)] for n in it.inputs)
         n = it.out
-        out = ins[0] if it.kernel is None else allocate(n.device, n.numel, n.dtype)
+        kernel, j = it.kernel, gifts.get(k)
+        if kernel is None:
+            out = ins[0]
+        elif j is not None:  # the input's old value is read by nothing after this kernel
+            out, kernel = ins[j], replace(kernel, alias=j)
+        else:
+            out = allocate(n.device, n.numel, n.dtype)
         made[id(n)] = out
-        items.append(WorkItem(n, it.kernel, ins, out, it.scalars))
+        items.append(WorkItem(n, kernel, ins, out, it.scalars))
     return items
 
 
@@ -139,6 +151,8 @@ def launch(items: list[WorkItem]) -> None:
             label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
             # jit records it; the scalars' nodes let a cached plan pass another graph's values
             dispatch.launch(backend, program, w.out, list(w.ins), label, w.scalars)
+            if w.kernel.alias is not None:
+                donate.count()
         remember(w.node, w.out)
 
 

@@ -42,7 +42,7 @@ def kernel_key(kernel: Kernel) -> tuple[Any, ...]:
     """The kernel's structure (what its code depends on) as a hashable tuple."""
     order = toposort([kernel.ast])
     pos = {id(n): i for i, n in enumerate(order)}
-    parts: list[Any] = [kernel.kind]
+    parts: list[Any] = [kernel.kind, kernel.alias]
     for n in order:
         arg = n.arg.hex() if isinstance(n.arg, float) else n.arg  # -0.0 and 0.0 differ
         parts.append((n.op, n.dtype, n.shape, arg, tuple(pos[id(s)] for s in n.srcs)))
