@@ -351,9 +351,24 @@ def _run(
         for ctx in order:
             if ctx.op in SAVES:
                 ctx.freed = True
+            if type(ctx) is Ctx:
+                _forget(ctx)
     if wanted is None:
         return leaves  # the leaves whose .grad changed
     return [results.get(id(w._ctx or w)) for w in wanted]
+
+
+def _forget(ctx: Ctx) -> None:
+    """Drop the values a plain record kept, keeping their shapes, dtypes and devices: a
+    freed record never reads them again, and the linear ops' rules (the ones a second
+    backward may run) read only those. As torch frees saved tensors: the values' buffers
+    can go, or be donated to an in-place update (runtime/donate.py)."""
+
+    def shape_of(n: Node) -> Node:
+        return Node(Ops.CONST, n.dtype, n.shape, n.device, (), 0)
+
+    ctx.nodes = tuple([shape_of(n) for n in ctx.nodes])
+    ctx.out = shape_of(ctx.out)
 
 
 class _Composite(Ctx):

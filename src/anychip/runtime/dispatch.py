@@ -23,6 +23,7 @@ import numpy as np
 
 from anychip.errors import Error
 from anychip.ir.ops import Node, Ops, runtime_scalar
+from anychip.runtime import donate
 from anychip.runtime.device import Backend, Buffer, Scalar, debug_level, get_backend
 
 DEBUG = debug_level()
@@ -59,6 +60,7 @@ class Step:
     label: str = ""  # what ANYCHIP_DEBUG=1 prints for a launch: kernel, dtype, shape
     scalars: tuple[Scalar, ...] = ()
     sources: tuple[Node, ...] = ()
+    kernel: Any = None  # the launch's Kernel (a replay may compile a donating variant)
 
 
 @dataclass(eq=False)  # recorders are removed from the active list by identity
@@ -123,10 +125,12 @@ def launch(
     label: str = "",
     sources: tuple[Node, ...] = (),
     scalars: tuple[Scalar, ...] | None = None,
+    kernel: Any = None,
 ) -> None:
     """Run a compiled program (the one door to `Backend.launch`), telling the recorders;
     with ANYCHIP_DEBUG=1 print `label` (kernel name, dtype, shape) and the time it took.
-    The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`."""
+    The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`;
+    `kernel` (the program's Kernel) lets a plan made of the record compile variants."""
     if scalars is None:
         scalars = tuple([n.arg for n in sources])
     if DEBUG >= 1:
@@ -139,7 +143,9 @@ def launch(
     else:
         _run(backend, program, out, ins, scalars)
     for rec in getattr(_LOCAL, "recorders", ()):
-        rec.steps.append(Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources))
+        rec.steps.append(
+            Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources, kernel)
+        )
 
 
 def _run(
@@ -220,6 +226,11 @@ class _PlanStep:
     # per runtime scalar: (position of its CONST node in the replayed graph's walk, value
     # at capture); position -1 replays the captured value (jit: a captured constant)
     scalars: tuple[tuple[int, Scalar], ...] = ()
+    kernel: Any = None  # the Kernel of a launch
+    # donation (`Plan.donate`): an input slot this fresh output may be written into, and
+    # the program compiled for that (the kernel with `alias` set)
+    donor: int = -1
+    donor_program: Any = None
 
 
 @dataclass
@@ -232,16 +243,27 @@ class Plan:
     consts: list[Buffer]
     outputs: list[int]
 
-    def run(self, inputs: list[Buffer], nodes: list[Node] | None = None) -> list[Buffer]:
+    def run(
+        self,
+        inputs: list[Buffer],
+        nodes: list[Node] | None = None,
+        donated: frozenset[int] = frozenset(),
+    ) -> list[Buffer]:
         """Replay on `inputs`; `nodes` (the graph's nodes in the walk order the plan was
-        made with) give the runtime scalars' new values."""
+        made with) give the runtime scalars' new values; the steps at the positions in
+        `donated` write into their donor input's buffer (see `donate`)."""
         env = [*inputs, *self.consts]
-        for s in self.steps:
+        for at, s in enumerate(self.steps):
             if s.kind is LAUNCH:
                 backend = s.backend
                 assert backend is not None
+                program = s.program
                 if s.out < len(env):
                     out = env[s.out]
+                elif at in donated:  # the input's old value is read by nothing after this
+                    out, program = env[s.donor], s.donor_program
+                    env.append(out)
+                    donate.count()
                 else:
                     dev, dt, size = s.meta
                     out = Buffer(dev, dt, size, backend.allocate(size, dt))
@@ -251,9 +273,7 @@ class Plan:
                     if s.scalars
                     else ()  # most kernels take none: no comprehension to run
                 )
-                launch(
-                    backend, s.program, out, list(map(env.__getitem__, s.ins)), s.label, (), vals
-                )
+                launch(backend, program, out, list(map(env.__getitem__, s.ins)), s.label, (), vals)
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             elif s.kind is HOST:
@@ -313,8 +333,42 @@ def make_plan(
         sc = tuple([(where.get(id(n), -1), v) for n, v in zip(s.sources, s.scalars)])
         if len(sc) < len(s.scalars):  # values launched without their nodes: constants
             sc = tuple([(-1, v) for v in s.scalars])
-        steps.append(_PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc))
+        steps.append(
+            _PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc, s.kernel)
+        )
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
+
+
+def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For `pairs` (input slot i, plan output k: the new value of input i), the ones whose
+    output a replay may write into input i's buffer, as (step position, i): the launch
+    making output k is a fresh output whose kernel may overwrite input i
+    (`donate.donors`), and no later step or other output reads input i. Marks those steps
+    (their donor program is compiled here); a replay decides per call, from reference
+    counts, whether to use them (`Plan.run(donated=...)`)."""
+    from dataclasses import replace
+
+    made_at = {s.out: at for at, s in enumerate(plan.steps) if s.kind is LAUNCH}
+    out: list[tuple[int, int]] = []
+    for i, k in pairs:
+        o = plan.outputs[k]
+        at = made_at.get(o)
+        if at is None or not donate.ENABLED:
+            continue
+        s = plan.steps[at]
+        if o < n_inputs + len(plan.consts) or s.kernel is None or s.backend is None:
+            continue  # not a fresh buffer of a launch we know the kernel of
+        js = [j for j in donate.donors(s.kernel.ast, s.kernel.kind) if s.ins[j] == i]
+        if not js:
+            continue
+        j = js[0]
+        later = plan.steps[at + 1 :]
+        if any(i in t.ins or t.out == i for t in later) or plan.outputs.count(i):
+            continue
+        s.donor = i
+        s.donor_program = s.backend.compile(replace(s.kernel, alias=j))
+        out.append((at, i))
+    return out
 
 
 # --- the eager cache: graph structure -> plan ------------------------------------------------

@@ -32,20 +32,28 @@ def count() -> None:
     _stats["donated"] += 1
 
 
-def donor(ast: Node, kind: KernelKind) -> int | None:
-    """The input j (PARAM j of a kernel's `ast`) whose buffer the output may be written
-    into, or None. A SCATTER's base when nothing else in the kernel reads it (the indexed
-    writes then touch only their rows); an ELEMENTWISE kernel's input of the output's
-    shape and dtype read only through elementwise ops (output element i reads input
-    element i alone, before writing it). The first such input wins."""
+def donors(ast: Node, kind: KernelKind) -> tuple[int, ...]:
+    """The inputs j (PARAM j of a kernel's `ast`) whose buffer the output may be written
+    into. A SCATTER's base when nothing else in the kernel reads it (the indexed writes
+    then touch only their rows); an ELEMENTWISE kernel's inputs of the output's shape and
+    dtype read only through elementwise ops (output element i reads input element i
+    alone, before writing it).
+
+    >>> import anychip as ac
+    >>> from anychip.runtime.realize import plan
+    >>> a, b = ac.ones(4).realize(), ac.ones(2, 4).realize()
+    >>> k = plan([(a * 2 + b[1]).node])[0].kernel
+    >>> donors(k.ast, k.kind)  # b is read through a slice: only a qualifies
+    (0,)
+    """
     if ast.op is Ops.SCATTER_ADD and kind is KernelKind.SCATTER:
         base = ast.srcs[0]
         if base.op is not Ops.PARAM or base.dtype != ast.dtype or base.shape != ast.shape:
-            return None
+            return ()
         j = base.arg
-        return None if _reads_param(ast.srcs[1:], j) else int(j)
+        return () if _reads_param(ast.srcs[1:], j) else (int(j),)
     if kind is not KernelKind.ELEMENTWISE or ast.op not in ELEMENTWISE:
-        return None
+        return ()
     clean: dict[int, Node] = {}  # PARAMs reached through elementwise ops only
     dirty: set[int] = set()  # PARAM indices reached through anything else
     stack: list[tuple[Node, bool]] = [(ast, True)]
@@ -63,11 +71,11 @@ def donor(ast: Node, kind: KernelKind) -> int | None:
             continue
         keep = ok and n.op in ELEMENTWISE and n.shape == ast.shape
         stack.extend((s, keep) for s in n.srcs)
-    for j in sorted(clean):
-        p = clean[j]
-        if j not in dirty and p.dtype == ast.dtype and p.shape == ast.shape:
-            return int(j)
-    return None
+    return tuple(
+        int(j)
+        for j in sorted(clean)
+        if j not in dirty and clean[j].dtype == ast.dtype and clean[j].shape == ast.shape
+    )
 
 
 def _reads_param(roots: tuple[Node, ...], j: Any) -> bool:
@@ -101,9 +109,7 @@ def choose(items: list[Any], roots: list[Node], buffer_of: Any, held: int | None
     for k, it in enumerate(items):
         kernel = it.kernel
         if kernel is not None and kernel.kind in (KernelKind.ELEMENTWISE, KernelKind.SCATTER):
-            j = donor(kernel.ast, kernel.kind)
-            if j is not None:
-                cands.append((k, j))
+            cands += [(k, j) for j in donors(kernel.ast, kernel.kind)]
     if not cands:
         return {}
     last, shared, readers = _uses(items, buffer_of)
@@ -112,6 +118,8 @@ def choose(items: list[Any], roots: list[Node], buffer_of: Any, held: int | None
     gifts: dict[int, int] = {}
     taken: set[int] = set()
     for k, j in cands:
+        if k in gifts:
+            continue  # an earlier input of this kernel was given
         it = items[k]
         m = it.inputs[j]
         b = buffer_of(m)
@@ -195,3 +203,19 @@ class _Graph:
                 return False
             todo.extend(self.parents.get(id(x), ()))
         return True
+
+
+def sole(t: Any) -> bool:
+    """Whether tensor `t`'s realised value is held by `t` alone: its node is a BUFFER node
+    referenced only by `t`, and the buffer only by that node (no view, alias, saved value,
+    lazy reader or other tensor sharing it), and no capture records this thread's launches.
+    A jit replay then writes `t`'s new value into that buffer."""
+    from anychip.runtime.dispatch import walk_holders  # dispatch imports this module
+
+    if not ENABLED or walk_holders() is None:
+        return False
+    n = t.node
+    if n.op is not Ops.BUFFER or refs(n) != 2:  # t's slot and the local `n`
+        return False
+    b = n.arg
+    return refs(b) == 2  # n's arg and the local `b`

@@ -150,7 +150,7 @@ def launch(items: list[WorkItem]) -> None:
             n = w.node  # the label ANYCHIP_DEBUG=1 prints, now and when a plan replays it
             label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
             # jit records it; the scalars' nodes let a cached plan pass another graph's values
-            dispatch.launch(backend, program, w.out, list(w.ins), label, w.scalars)
+            dispatch.launch(backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel)
             if w.kernel.alias is not None:
                 donate.count()
         remember(w.node, w.out)
