@@ -16,7 +16,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ class Step:
     scalars: tuple[Scalar, ...] = ()
     sources: tuple[Node, ...] = ()
     kernel: Any = None  # the launch's Kernel (a replay may compile a donating variant)
+    checks: tuple[tuple[Node, int], ...] = ()  # a donating launch's (donate.choose)
 
 
 @dataclass(eq=False)  # recorders are removed from the active list by identity
@@ -126,11 +127,13 @@ def launch(
     sources: tuple[Node, ...] = (),
     scalars: tuple[Scalar, ...] | None = None,
     kernel: Any = None,
+    checks: tuple[tuple[Node, int], ...] = (),
 ) -> None:
     """Run a compiled program (the one door to `Backend.launch`), telling the recorders;
     with ANYCHIP_DEBUG=1 print `label` (kernel name, dtype, shape) and the time it took.
     The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`;
-    `kernel` (the program's Kernel) lets a plan made of the record compile variants."""
+    `kernel` (the program's Kernel) lets a plan made of the record compile variants;
+    `checks` come with a kernel writing into a donated input (runtime/donate.py)."""
     if scalars is None:
         scalars = tuple([n.arg for n in sources])
     if DEBUG >= 1:
@@ -144,7 +147,7 @@ def launch(
         _run(backend, program, out, ins, scalars)
     for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(
-            Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources, kernel)
+            Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources, kernel, checks)
         )
 
 
@@ -231,6 +234,9 @@ class _PlanStep:
     # the program compiled for that (the kernel with `alias` set)
     donor: int = -1
     donor_program: Any = None
+    # an eager plan's donating step: (position in the graph's walk, count) to check at
+    # each replay (donate.clear); `program` is then compiled at the first replay without
+    checks: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -260,11 +266,15 @@ class Plan:
                 program = s.program
                 if s.out < len(env):
                     out = env[s.out]
-                elif at in donated:  # the input's old value is read by nothing after this
+                elif at in donated or (
+                    s.checks and nodes is not None and donate.clear(nodes, s.checks, env[s.donor])
+                ):  # the input's old value is read by nothing after this
                     out, program = env[s.donor], s.donor_program
                     env.append(out)
                     donate.count()
                 else:
+                    if program is None:  # an eager donating step that cannot donate now
+                        program = s.program = backend.compile(replace(s.kernel, alias=None))
                     dev, dt, size = s.meta
                     out = Buffer(dev, dt, size, backend.allocate(size, dt))
                     env.append(out)
@@ -322,20 +332,26 @@ def make_plan(
     size = len(inputs) + len(consts)
     for s in rec.steps:
         refs = tuple(slot[id(b)] for b in s.ins)
-        o, meta = -1, _NO_META
+        o, meta, donor = -1, _NO_META, -1
+        checks = tuple([(where.get(id(n), -1), c) for n, c in s.checks])
         if s.out is not None:
             meta = (s.out.device, s.out.dtype, s.out.size)
             if id(s.out) in slot and s.kind is LAUNCH:
                 o = slot[id(s.out)]  # a launch writing a buffer it did not make: in place
-            else:
+            if checks and all(p >= 0 for p, _ in checks) and o >= 0:
+                donor, o = o, -1  # donated: a fresh output, or the donor at a replay
+            if o < 0:
                 o, size = size, size + 1
                 slot[id(s.out)] = o
         sc = tuple([(where.get(id(n), -1), v) for n, v in zip(s.sources, s.scalars)])
         if len(sc) < len(s.scalars):  # values launched without their nodes: constants
             sc = tuple([(-1, v) for v in s.scalars])
-        steps.append(
-            _PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc, s.kernel)
-        )
+        step = _PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc)
+        step.kernel = s.kernel
+        if donor >= 0:  # the recorded program writes over its input; the plain one is made
+            step.donor, step.donor_program, step.program = donor, s.program, None
+            step.checks = checks
+        steps.append(step)
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
 
@@ -346,8 +362,6 @@ def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[t
     (`donate.donors`), and no later step or other output reads input i. Marks those steps
     (their donor program is compiled here); a replay decides per call, from reference
     counts, whether to use them (`Plan.run(donated=...)`)."""
-    from dataclasses import replace
-
     made_at = {s.out: at for at, s in enumerate(plan.steps) if s.kind is LAUNCH}
     out: list[tuple[int, int]] = []
     for i, k in pairs:
@@ -516,8 +530,6 @@ def _store(
     """Cache the recorded launches as the plan for `key` (if they are replayable)."""
     if rec.host_reads or any(s.kind is not LAUNCH for s in rec.steps):
         return
-    if any(s.out is b for s in rec.steps for b in s.ins):  # donated: decided at each call
-        return
     where = {id(n): i for i, n in enumerate(order)}
     positions = [where[id(n)] for n in nodes]
     extra = [
@@ -530,6 +542,9 @@ def _store(
     plan = make_plan(rec, leaves, [*out, *(b for _, b in extra)], where)
     if plan.consts:  # it read a buffer that is not a leaf: don't guess, don't cache
         return
+    if any(s.kind is LAUNCH and s.out < len(leaves) for s in plan.steps):
+        return  # it wrote over a leaf it could not check again at a replay
+
     with _CACHE_LOCK:
         if len(_CACHE) >= CACHE_LIMIT:
             _CACHE.clear()

@@ -96,13 +96,21 @@ def refs(x: object) -> int:
     return sys.getrefcount(x) - 2  # the parameter and getrefcount's own argument
 
 
-def choose(items: list[Any], roots: list[Node], buffer_of: Any, held: int | None) -> dict[int, int]:
-    """{item position: input j} for the scheduled items (passes/schedule.py ScheduleItem)
-    that may write their output into input j's buffer: `donor` allows it, the input is a
-    realised value of the output's size and dtype, no later item reads its buffer and no
-    reshape shares it, and nothing outside the graph above `roots` holds its node, its
-    buffer, or an unrealised node that reads it (`unreferenced`). `held`: how many lists
-    of the caller's walk hold each node and leaf buffer besides (None: don't donate)."""
+Checks = tuple[tuple[Node, int], ...]  # nodes whose references a replay checks, and counts
+
+
+def choose(
+    items: list[Any], roots: list[Node], buffer_of: Any, held: int | None
+) -> dict[int, tuple[int, Checks]]:
+    """{item position: (input j, checks)} for the scheduled items (passes/schedule.py
+    ScheduleItem) that may write their output into input j's buffer: `donors` allows it,
+    the input is a realised value of the output's size and dtype, no later item reads its
+    buffer and no reshape shares it, and nothing outside the graph above `roots` holds its
+    node, its buffer, or an unrealised node that reads it. `held`: how many lists of the
+    caller's walk hold each node and leaf buffer besides (None: don't donate). `checks`
+    are the input's node and the unrealised nodes reading it, each with how often the
+    graph's nodes list it as a source: a replay of the same graph donates when those
+    counts are again all their references (`clear`)."""
     if held is None or not ENABLED:
         return {}
     cands: list[tuple[int, int]] = []
@@ -115,7 +123,7 @@ def choose(items: list[Any], roots: list[Node], buffer_of: Any, held: int | None
     last, shared, readers = _uses(items, buffer_of)
     outs = {id(it.out) for it in items}
     graph = _Graph(roots, buffer_of)
-    gifts: dict[int, int] = {}
+    gifts: dict[int, tuple[int, Checks]] = {}
     taken: set[int] = set()
     for k, j in cands:
         if k in gifts:
@@ -134,9 +142,10 @@ def choose(items: list[Any], roots: list[Node], buffer_of: Any, held: int | None
         # holders of b: m, the walk's leaf list and the local `b` here
         if refs(b) != 1 + held + 1:
             continue
-        if not graph.private_readers(m, outs, held):
+        ancestors = graph.private_readers(m, outs, held)
+        if ancestors is None:
             continue
-        gifts[k] = j
+        gifts[k] = (j, ((m, graph.count(m)), *ancestors))
         taken.add(id(b))
     return gifts
 
@@ -184,12 +193,13 @@ class _Graph:
     def count(self, n: Node) -> int:
         return self.counts.get(id(n), 0)
 
-    def private_readers(self, m: Node, outs: set[int], held: int) -> bool:
-        """Whether every unrealised node reading `m` (through others) that stays unrealised
-        after the schedule (not in `outs`) is held only by this graph: nothing can
-        recompute from m's buffer later."""
+    def private_readers(self, m: Node, outs: set[int], held: int) -> Checks | None:
+        """The unrealised nodes reading `m` (through others) that stay unrealised after
+        the schedule (not in `outs`), with their counts, if each is held only by this
+        graph (nothing can recompute from m's buffer later); else None."""
         todo = list(self.parents.get(id(m), ()))
         seen: set[int] = set()
+        found: list[tuple[Node, int]] = []
         while todo:
             i = todo.pop()
             if i in seen:
@@ -200,9 +210,10 @@ class _Graph:
                 continue  # computed now: realised, it forgets its sources
             # holders: its readers in the graph, `self.nodes`, the walk's list, local `x`
             if refs(x) != self.count(x) + 1 + held + 1:
-                return False
+                return None
+            found.append((x, self.count(x)))
             todo.extend(self.parents.get(id(x), ()))
-        return True
+        return tuple(found)
 
 
 def sole(t: Any) -> bool:
@@ -219,3 +230,18 @@ def sole(t: Any) -> bool:
         return False
     b = n.arg
     return refs(b) == 2  # n's arg and the local `b`
+
+
+def clear(nodes: list[Node], checks: tuple[tuple[int, int], ...], buf: Any) -> bool:
+    """At a replay of the eager cache's plan (runtime/dispatch.py): whether the checked
+    nodes (by position in the replayed graph's walk `nodes`) are again held only by the
+    graph (their counts) and the walk, and `buf` (the donor input's buffer) only by its
+    node, the walk's leaf list and the replay's slots."""
+    from anychip.runtime.dispatch import walk_holders  # dispatch imports this module
+
+    if walk_holders() is None:
+        return False
+    for pos, n in checks:
+        if refs(nodes[pos]) != n + 1:  # + the walk's list
+            return False
+    return refs(buf) == 4  # its node, the leaf list, the replay's slots, the local `buf`

@@ -34,6 +34,7 @@ class WorkItem:
     ins: tuple[Buffer, ...]
     out: Buffer
     scalars: tuple[Node, ...] = ()
+    checks: donate.Checks = ()  # a donating kernel's: what a replay checks (donate.choose)
 
 
 def buffer_of(node: Node) -> Buffer | None:
@@ -128,15 +129,16 @@ def plan(roots: list[Node]) -> list[WorkItem]:
     for k, it in enumerate(work):
         ins = tuple(buffer_of(n) or made[id(n)] for n in it.inputs)
         n = it.out
-        kernel, j = it.kernel, gifts.get(k)
+        kernel, gift, checks = it.kernel, gifts.get(k), ()
         if kernel is None:
             out = ins[0]
-        elif j is not None:  # the input's old value is read by nothing after this kernel
+        elif gift is not None:  # the input's old value is read by nothing after this kernel
+            j, checks = gift
             out, kernel = ins[j], replace(kernel, alias=j)
         else:
             out = allocate(n.device, n.numel, n.dtype)
         made[id(n)] = out
-        items.append(WorkItem(n, kernel, ins, out, it.scalars))
+        items.append(WorkItem(n, kernel, ins, out, it.scalars, checks))
     return items
 
 
@@ -150,7 +152,9 @@ def launch(items: list[WorkItem]) -> None:
             n = w.node  # the label ANYCHIP_DEBUG=1 prints, now and when a plan replays it
             label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
             # jit records it; the scalars' nodes let a cached plan pass another graph's values
-            dispatch.launch(backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel)
+            dispatch.launch(
+                backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel, w.checks
+            )
             if w.kernel.alias is not None:
                 donate.count()
         remember(w.node, w.out)
