@@ -129,7 +129,8 @@ def plan(roots: list[Node]) -> list[WorkItem]:
     for k, it in enumerate(work):
         ins = tuple(buffer_of(n) or made[id(n)] for n in it.inputs)
         n = it.out
-        kernel, gift, checks = it.kernel, gifts.get(k), ()
+        kernel, gift = it.kernel, gifts.get(k)
+        checks: donate.Checks = ()
         if kernel is None:
             out = ins[0]
         elif gift is not None:  # the input's old value is read by nothing after this kernel
