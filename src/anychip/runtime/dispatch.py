@@ -283,7 +283,8 @@ class Plan:
                     if s.scalars
                     else ()  # most kernels take none: no comprehension to run
                 )
-                launch(backend, program, out, list(map(env.__getitem__, s.ins)), s.label, (), vals)
+                ins = list(map(env.__getitem__, s.ins))
+                launch(backend, program, out, ins, s.label, (), vals, s.kernel)
             elif s.kind is COPY:
                 env.append(copy(env[s.ins[0]], s.meta[0]))
             elif s.kind is HOST:
