@@ -115,7 +115,7 @@ def test_dense_optimizers_match_torch_and_update_in_place(
 
     run = ac.jit(step) if jit else step
     same = []
-    for i, x in enumerate(xs):
+    for x in xs:
         before = handle(w)
         run(w, b, opt, ac.tensor(x, device=device))
         same.append(handle(w) is before)
@@ -355,7 +355,7 @@ def test_threads_each_donate_their_own_parameters(device: str) -> None:
             for _ in range(6):
                 step(p, opt)
             results[k] = p.numpy()
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+        except BaseException as e:  # reported by the main thread
             errors.append(e)
 
     threads = [threading.Thread(target=train, args=(k,)) for k in range(1, 4)]
