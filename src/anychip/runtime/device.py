@@ -43,6 +43,13 @@ class Buffer:
 Scalar = bool | int | float  # a runtime argument's value (ARG i of a kernel)
 
 
+# `LAUNCHED.out`: the id of the output buffer of this thread's last launch of a donated kernel
+# (`Kernel.alias`) that ran to its end, set by the backend with no call in between (so a
+# KeyboardInterrupt cannot fall between the write and the mark): runtime/realize.py then
+# knows the donated input was overwritten even when the launch raises afterwards.
+LAUNCHED = threading.local()
+
+
 @dataclass(frozen=True)
 class Kernel:
     """One unit of scheduled work: `ast` computes one output from PARAM i = input i and

@@ -24,7 +24,7 @@ import numpy as np
 from anychip.errors import Error
 from anychip.ir.ops import Node, Ops, runtime_scalar
 from anychip.runtime import donate
-from anychip.runtime.device import Backend, Buffer, Scalar, debug_level, get_backend
+from anychip.runtime.device import LAUNCHED, Backend, Buffer, Scalar, debug_level, get_backend
 
 DEBUG = debug_level()
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
@@ -259,51 +259,82 @@ class Plan:
         made with) give the runtime scalars' new values; the steps at the positions in
         `donated` write into their donor input's buffer (see `donate`)."""
         env = [*inputs, *self.consts]
-        for at, s in enumerate(self.steps):
-            if s.kind is LAUNCH:
-                backend = s.backend
-                assert backend is not None
-                program = s.program
-                if s.out < len(env):
-                    out = env[s.out]
-                elif at in donated or (
-                    s.checks and nodes is not None and donate.clear(nodes, s.checks, env[s.donor])
-                ):  # the input's old value is read by nothing after this
-                    out, program = env[s.donor], s.donor_program
-                    env.append(out)
-                    donate.count()
-                else:
-                    if program is None:  # an eager donating step that cannot donate now
-                        program = s.program = backend.compile(replace(s.kernel, alias=None))
+        try:
+            for at, s in enumerate(self.steps):
+                if s.kind is LAUNCH:
+                    self._launch(at, s, env, nodes, donated)
+                elif s.kind is COPY:
+                    env.append(copy(env[s.ins[0]], s.meta[0]))
+                elif s.kind is HOST:
                     dev, dt, size = s.meta
-                    out = Buffer(dev, dt, size, backend.allocate(size, dt))
-                    env.append(out)
-                vals = (
-                    tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
-                    if s.scalars
-                    else ()  # most kernels take none: no comprehension to run
-                )
-                ins = list(map(env.__getitem__, s.ins))
-                launch(backend, program, out, ins, s.label, (), vals, s.kernel)
-            elif s.kind is COPY:
-                env.append(copy(env[s.ins[0]], s.meta[0]))
-            elif s.kind is HOST:
-                dev, dt, size = s.meta
-                data = _host_values(s.program, [env[i] for i in s.ins])
-                if data.size != size:  # this batch needs another layout: capture again
-                    raise GuardFailed
-                env.append(_upload(dev, dt, data))
-            else:
-                buf = env[s.ins[0]]
-                backend = get_backend(buf.device)
-                backend.synchronize()
-                data = backend.copyout(buf.handle, buf.size, buf.dtype)
-                on_host_read(buf, data)
-                if data.tobytes() != s.value:
-                    raise GuardFailed
+                    data = _host_values(s.program, [env[i] for i in s.ins])
+                    if data.size != size:  # this batch needs another layout: capture again
+                        raise GuardFailed
+                    env.append(_upload(dev, dt, data))
+                else:
+                    buf = env[s.ins[0]]
+                    backend = get_backend(buf.device)
+                    backend.synchronize()
+                    data = backend.copyout(buf.handle, buf.size, buf.dtype)
+                    on_host_read(buf, data)
+                    if data.tobytes() != s.value:
+                        raise GuardFailed
+        except KeyboardInterrupt as e:
+            # env holds the values computed so far; a donated write that ran to its end
+            # counts too (its input's old value is gone): the caller records them
+            written = getattr(e, "anychip_written", None)
+            if isinstance(written, Buffer) and getattr(LAUNCHED, "out", 0) == id(written):
+                env.append(written)
+            e.anychip_plan_env = env  # type: ignore[attr-defined]
+            raise
         if DEBUG >= 1:
             print(f"[plan] replayed {len(self.steps)} steps")
         return [env[i] for i in self.outputs]
+
+    def _launch(
+        self,
+        at: int,
+        s: _PlanStep,
+        env: list[Buffer],
+        nodes: list[Node] | None,
+        donated: frozenset[int],
+    ) -> None:
+        """Run launch step `s` (at position `at`); a fresh output joins env once computed."""
+        backend = s.backend
+        assert backend is not None
+        program, fresh = s.program, s.out >= len(env)
+        if not fresh:
+            out = env[s.out]
+        elif at in donated or (
+            s.checks and nodes is not None and donate.clear(nodes, s.checks, env[s.donor])
+        ):  # the input's old value is read by nothing after this
+            out, program = env[s.donor], s.donor_program
+            LAUNCHED.out = 0
+            vals = self._scalars(s, nodes)
+            ins = list(map(env.__getitem__, s.ins))
+            try:
+                launch(backend, program, out, ins, s.label, (), vals, s.kernel)
+            except KeyboardInterrupt as e:
+                e.anychip_written = out  # type: ignore[attr-defined]
+                raise
+            env.append(out)
+            donate.count()
+            return
+        else:
+            if program is None:  # an eager donating step that cannot donate now
+                program = s.program = backend.compile(replace(s.kernel, alias=None))
+            dev, dt, size = s.meta
+            out = Buffer(dev, dt, size, backend.allocate(size, dt))
+        ins = list(map(env.__getitem__, s.ins))
+        launch(backend, program, out, ins, s.label, (), self._scalars(s, nodes), s.kernel)
+        if fresh:
+            env.append(out)
+
+    @staticmethod
+    def _scalars(s: _PlanStep, nodes: list[Node] | None) -> tuple[Scalar, ...]:
+        if not s.scalars:
+            return ()  # most kernels take none: no comprehension to run
+        return tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
 
 
 _NO_META: tuple[str, Any, int] = ("", None, 0)  # a READ writes nothing
@@ -506,7 +537,14 @@ def cached_realize(
             return slow(nodes)
     if entry is not None:
         _stats["hits"] += 1
-        bufs = entry.plan.run(leaves, order)
+        try:
+            bufs = entry.plan.run(leaves, order)
+        except KeyboardInterrupt as e:  # what was computed stays computed (see Plan.run)
+            env = getattr(e, "anychip_plan_env", [])
+            for pos, slot in zip(entry.positions, entry.plan.outputs):
+                if slot < len(env) and pos not in leaf_pos:
+                    remember(order[pos], env[slot])
+            raise
         for pos, buf in zip(entry.positions, bufs):
             if pos not in leaf_pos:
                 remember(order[pos], buf)

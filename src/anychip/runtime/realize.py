@@ -153,12 +153,29 @@ def launch(items: list[WorkItem]) -> None:
             n = w.node  # the label ANYCHIP_DEBUG=1 prints, now and when a plan replays it
             label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
             # jit records it; the scalars' nodes let a cached plan pass another graph's values
-            dispatch.launch(
-                backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel, w.checks
-            )
-            if w.kernel.alias is not None:
-                donate.count()
+            if w.kernel.alias is None:
+                dispatch.launch(
+                    backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel
+                )
+            else:
+                _launch_donated(w, backend, program, label)
         remember(w.node, w.out)
+
+
+def _launch_donated(w: WorkItem, backend: Any, program: Any, label: str) -> None:
+    """Launch a kernel writing over its input. Interrupted once the backend has written
+    (`LAUNCHED`), the node is recorded as computed all the same: its input's old value is
+    gone, so recomputing it from that input would apply the update twice."""
+    devmod.LAUNCHED.out = 0
+    try:
+        dispatch.launch(
+            backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel, w.checks
+        )
+    except KeyboardInterrupt:
+        if getattr(devmod.LAUNCHED, "out", 0) == id(w.out):
+            remember(w.node, w.out)
+        raise
+    donate.count()
 
 
 def _compile_all(items: list[WorkItem]) -> dict[int, Any]:
