@@ -382,3 +382,19 @@ def test_donation_can_be_turned_off(device: str, monkeypatch: pytest.MonkeyPatch
         _sgd_step(p)
         assert handle(p) is not before
     np.testing.assert_array_equal(p.numpy(), [-1.5] * 4)
+
+
+def test_index_put_accumulate_scatters_into_the_tensor(device: str) -> None:
+    w = ac.zeros(4, 3, 2, device=device)
+    want = np.zeros((4, 3, 2), F32)
+    i, j = np.array([0, 3, 0]), np.array([1, 2, 1])
+    for step in range(3):
+        w.realize()
+        before = handle(w)
+        v = np.full((3, 2), step + 1.0, F32)
+        w.index_put_((ac.tensor(i, device=device), ac.tensor(j, device=device)),
+                     ac.tensor(v, device=device), accumulate=True)  # fmt: skip
+        np.add.at(want, (i, j), v)
+        w.realize()
+        assert handle(w) is before
+    np.testing.assert_array_equal(w.numpy(), want)

@@ -211,8 +211,11 @@ class _Lowerer:
     def scatter(self, root: Node) -> None:
         base, index, src = root.srcs
         axis = root.arg
-        if not (base.op is Ops.PARAM and base.arg == self.kernel.alias):
-            self.pointwise(root, base)  # a donated base already holds it: no copy
+        given = self.kernel.alias
+        while given is not None and base.op is Ops.RESHAPE:  # reshapes keep element order
+            base = base.srcs[0]
+        if not (base.op is Ops.PARAM and base.arg == given):
+            self.pointwise(root, root.srcs[0])  # a donated base already holds it: no copy
         if axis != len(src.shape) - 1 and src.shape[-1] > 1:
             self.scatter_rows(root)
             return

@@ -47,8 +47,8 @@ def donors(ast: Node, kind: KernelKind) -> tuple[int, ...]:
     (0,)
     """
     if ast.op is Ops.SCATTER_ADD and kind is KernelKind.SCATTER:
-        base = ast.srcs[0]
-        if base.op is not Ops.PARAM or base.dtype != ast.dtype or base.shape != ast.shape:
+        base = scatter_base(ast)
+        if base is None or base.dtype != ast.dtype or base.numel != ast.numel:
             return ()
         j = base.arg
         return () if _reads_param(ast.srcs[1:], j) else (int(j),)
@@ -76,6 +76,16 @@ def donors(ast: Node, kind: KernelKind) -> tuple[int, ...]:
         for j in sorted(clean)
         if j not in dirty and clean[j].dtype == ast.dtype and clean[j].shape == ast.shape
     )
+
+
+def scatter_base(ast: Node) -> Node | None:
+    """The PARAM a scatter kernel's base is, seen through reshapes (which keep the
+    row-major order of its elements: `index_put_(..., accumulate=True)` scatters into
+    rows of the flattened tensor), or None."""
+    base = ast.srcs[0]
+    while base.op is Ops.RESHAPE:
+        base = base.srcs[0]
+    return base if base.op is Ops.PARAM else None
 
 
 def _reads_param(roots: tuple[Node, ...], j: Any) -> bool:
