@@ -449,3 +449,20 @@ def test_ctrl_c_never_leaves_a_donated_update_half_done(device: str) -> None:
     assert lo == hi  # every element updated the same number of times
     assert hi in (done, done + 1)  # an update interrupted after its write counts once
     # (without the cpu launcher finishing donated chunks, lo < hi: a half-done update)
+
+
+def test_a_jit_replay_whose_guard_fails_leaves_its_arguments_unchanged(device: str) -> None:
+    p = ac.nn.Parameter(ac.zeros(3, device=device))
+
+    @ac.jit
+    def step(p: ac.Tensor, flag: ac.Tensor) -> ac.Tensor:
+        with ac.no_grad():
+            p.add_(1.0)
+        p.realize()  # the update runs before the host read below
+        return p * (2.0 if flag.item() > 0 else 3.0)  # a guard of every replay
+
+    on, off = ac.tensor(1.0, device=device), ac.tensor(0.0, device=device)
+    for k, flag in enumerate((on, on, on, on, off, on)):  # off: the guard fails, runs again
+        out = step(p, flag)
+        np.testing.assert_array_equal(p.numpy(), [k + 1.0] * 3)  # one update per call
+        np.testing.assert_array_equal(out.numpy(), [(k + 1.0) * (2 if flag is on else 3)] * 3)

@@ -391,7 +391,8 @@ def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[t
     """For `pairs` (input slot i, plan output k: the new value of input i), the ones whose
     output a replay may write into input i's buffer, as (step position, i): the launch
     making output k is a fresh output whose kernel may overwrite input i
-    (`donate.donors`), and no later step or other output reads input i. Marks those steps
+    (`donate.donors`), and no later step or other output reads input i, nor any later
+    host read or host step can fail the replay (GuardFailed). Marks those steps
     (their donor program is compiled here); a replay decides per call, from reference
     counts, whether to use them (`Plan.run(donated=...)`)."""
     made_at = {s.out: at for at, s in enumerate(plan.steps) if s.kind is LAUNCH}
@@ -411,6 +412,8 @@ def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[t
         later = plan.steps[at + 1 :]
         if any(i in t.ins or t.out == i for t in later) or plan.outputs.count(i):
             continue
+        if any(t.kind is not LAUNCH for t in later):
+            continue  # a guard may still fail after it: arguments must be unchanged then
         s.donor = i
         s.donor_program = s.backend.compile(replace(s.kernel, alias=j))
         out.append((at, i))
