@@ -122,8 +122,8 @@ def test_dense_optimizers_match_torch_and_update_in_place(
     tw, tb = _torch_dense(name)
     np.testing.assert_allclose(w.numpy(), tw, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b.numpy(), tb, rtol=1e-5, atol=1e-6)
-    # eager: once the state exists; jit: from the second replay of the capture made once
-    # the state exists (the first replay's input is that capture's output)
+    # eager: once the state exists; jit: in the steady state (calls 0 and 1 capture: the
+    # optimizer's state changes the signature; SGD's first momentum buffer is the gradient)
     assert all(same[3:] if jit else same[1:]), same
 
 
