@@ -466,3 +466,12 @@ def test_a_jit_replay_whose_guard_fails_leaves_its_arguments_unchanged(device: s
         out = step(p, flag)
         np.testing.assert_array_equal(p.numpy(), [k + 1.0] * 3)  # one update per call
         np.testing.assert_array_equal(out.numpy(), [(k + 1.0) * (2 if flag is on else 3)] * 3)
+
+
+def test_a_value_only_autograd_holds_is_not_overwritten(device: str) -> None:
+    x = ac.tensor([1.0, 2.0, 3.0], device=device, requires_grad=True)
+    out = x * ac.tensor([4.0, 5.0, 6.0], device=device)  # the record alone keeps the factor
+    out.realize()  # an elementwise kernel that could write over the factor's buffer
+    out.backward(ac.ones(3, device=device))
+    assert x.grad is not None
+    np.testing.assert_array_equal(x.grad.numpy(), [4.0, 5.0, 6.0])

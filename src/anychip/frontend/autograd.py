@@ -68,7 +68,10 @@ class Ctx:
         self, op: Ops, srcs: tuple[Tensor, ...], nodes: tuple[Node, ...], arg: Any, out: Tensor
     ) -> None:
         self.op, self.arg = op, arg
-        self.nodes = nodes  # the sources' values, (s.node for s in srcs)
+        # the sources' values, (s.node for s in srcs), in a tuple of the record's own: the
+        # caller's is also the output node's sources, which its realisation lets go of,
+        # and buffer donation counts the record's references (runtime/donate.py)
+        self.nodes = (*nodes,)
         # one plain loop (made for every differentiable op: no comprehension frames)
         self.vcs: list[Version] = []
         self.versions: list[int] = []
