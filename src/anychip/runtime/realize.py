@@ -3,6 +3,8 @@
 `plan(roots)` schedules a graph into work items (kernel, input buffers, output buffer) and
 `launch(items)` runs them; `realize(nodes)` does both. Nodes realised before keep their buffer
 (`Node.realised`), so a tensor computed once is never computed again, even from another graph.
+A kernel whose output replaces a realised value nothing else can read writes into that
+value's buffer (buffer donation, runtime/donate.py).
 """
 
 from __future__ import annotations
