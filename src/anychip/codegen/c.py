@@ -469,7 +469,9 @@ class CRenderer:
             if b.role is BufRole.LOCAL:
                 continue  # declared where its `Local` statement is
             const = "const " if b.role is BufRole.IN else ""
-            params.append(f"{const}{self.stype(b.dtype)} *restrict b{i}")
+            shared = k.alias is not None and i in (0, k.alias)  # one memory, two names
+            restrict = "" if shared else "restrict "
+            params.append(f"{const}{self.stype(b.dtype)} *{restrict}b{i}")
         params += [f"{self.vtype(d)} {arg_name(i)}" for i, d in enumerate(k.scalars)]
         return f"void {name}({', '.join(params)})"
 

@@ -68,7 +68,10 @@ class Ctx:
         self, op: Ops, srcs: tuple[Tensor, ...], nodes: tuple[Node, ...], arg: Any, out: Tensor
     ) -> None:
         self.op, self.arg = op, arg
-        self.nodes = nodes  # the sources' values, (s.node for s in srcs)
+        # the sources' values, (s.node for s in srcs), in a tuple of the record's own: the
+        # caller's is also the output node's sources, which its realisation lets go of,
+        # and buffer donation counts the record's references (runtime/donate.py)
+        self.nodes = (*nodes,)
         # one plain loop (made for every differentiable op: no comprehension frames)
         self.vcs: list[Version] = []
         self.versions: list[int] = []
@@ -351,9 +354,24 @@ def _run(
         for ctx in order:
             if ctx.op in SAVES:
                 ctx.freed = True
+            if type(ctx) is Ctx:
+                _forget(ctx)
     if wanted is None:
         return leaves  # the leaves whose .grad changed
     return [results.get(id(w._ctx or w)) for w in wanted]
+
+
+def _forget(ctx: Ctx) -> None:
+    """Drop the values a plain record kept, keeping their shapes, dtypes and devices: a
+    freed record never reads them again, and the linear ops' rules (the ones a second
+    backward may run) read only those. As torch frees saved tensors: the values' buffers
+    can go, or be donated to an in-place update (runtime/donate.py)."""
+
+    def shape_of(n: Node) -> Node:
+        return Node(Ops.CONST, n.dtype, n.shape, n.device, (), 0)
+
+    ctx.nodes = tuple([shape_of(n) for n in ctx.nodes])
+    ctx.out = shape_of(ctx.out)
 
 
 class _Composite(Ctx):

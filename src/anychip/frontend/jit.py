@@ -23,7 +23,7 @@ from anychip.frontend import views
 from anychip.frontend.tensor import Tensor, is_grad_enabled
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import device as devmod
-from anychip.runtime import dispatch
+from anychip.runtime import dispatch, donate
 from anychip.runtime import realize as rt
 from anychip.runtime.dispatch import JitError, Plan
 
@@ -176,9 +176,11 @@ class _Capture:
     metas: list[Node]  # shape/dtype/device of each plan output
     n_returned: int
     updated: list[int]  # slots whose value the function changed (in place or rebound)
+    gifts: list[tuple[int, int]]  # (step, slot): the step may write into the slot's buffer
 
     def replay(self, slots: list[Tensor]) -> Any:
-        bufs = self.plan.run([t.node.arg for t in slots])
+        donated = frozenset([at for at, i in self.gifts if donate.sole(slots[i])])
+        bufs = self.plan.run([t.node.arg for t in slots], None, donated)
         return self.finish(slots, bufs)
 
     def finish(self, slots: list[Tensor], bufs: list[Any]) -> Any:
@@ -314,9 +316,12 @@ class jit(Generic[R]):
         finally:
             guards.remove(guard)
         self._check(name, state, [(after[i], slots[i], before[i][1]) for i in updated])
-        metas = [t.node for t in targets]
+        # shape, dtype and device only: the capture's buffers are not kept alive
+        metas = [Node(t.node.op, t.node.dtype, t.node.shape, t.node.device) for t in targets]
         plan = dispatch.make_plan(rec, inputs, bufs)
-        cap = _Capture(plan, template, metas, len(outs), updated)
+        pairs = [(i, len(outs) + k) for k, i in enumerate(updated)]
+        gifts = dispatch.donations(plan, len(inputs), pairs) if same else []
+        cap = _Capture(plan, template, metas, len(outs), updated, gifts)
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay
             with self._lock:

@@ -200,7 +200,9 @@ class ContractionSpec:
 class KernelIR:
     """One kernel: buffers (bufs[0] is the output), runtime scalar arguments (scalar i is
     `Var(arg_name(i), scalars[i])`, bound for the whole kernel, its value given at each
-    launch) and a body of statements."""
+    launch) and a body of statements. `alias` i: bufs[i] (an input) is the same memory
+    as the output bufs[0] (a donated buffer): every element of it the kernel reads, it
+    reads before writing that element."""
 
     name: str
     kind: KernelKind
@@ -208,6 +210,7 @@ class KernelIR:
     body: tuple[Stmt, ...]
     contraction: ContractionSpec | None = field(default=None)
     scalars: tuple[DType, ...] = ()
+    alias: int | None = None
 
 
 def arg_name(i: int) -> str:
@@ -335,6 +338,8 @@ def render_ir(k: KernelIR) -> str:
         lines.append(f"  b{i}: {b.role.value} {b.dtype.name}[{b.size}] {b.name}")
     for i, d in enumerate(k.scalars):
         lines.append(f"  {arg_name(i)}: runtime {d.name}")
+    if k.alias is not None:
+        lines.append(f"  b{k.alias} is b0 (donated)")
     if k.contraction is not None:
         c = k.contraction
         lines.append(f"  contraction: batch {c.batch} m {c.m} n {c.n} k {c.k} acc {c.acc.name}")

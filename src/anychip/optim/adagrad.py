@@ -88,8 +88,9 @@ def _sparse_step(
             f"gradients (of the parameter of shape {p.shape})"
         )
     idx, vals = g.coalesce()._parts()  # type: ignore[attr-defined]
-    sq = vals * vals
-    total = gather_rows(state["sum"], idx) + sq  # (n, D): the touched rows' new sums
-    state["sum"] = scatter_rows(state["sum"], idx, sq)
+    state["sum"] = scatter_rows(state["sum"], idx, vals * vals)
+    # (n, D): the touched rows' new sums, read back (ids are unique: old + g^2 exactly),
+    # so nothing but the scatter reads the old sums and it can update them in place
+    total = gather_rows(state["sum"], idx)
     delta = vals / (total.sqrt() + group["eps"]) * neg_clr
     p._assign(scatter_rows(p._detached(), idx, delta), "adagrad_step")

@@ -166,7 +166,9 @@ class _Lowerer:
         else:
             self.pointwise(root, root)
         name = self.kernel.name
-        return KernelIR(name, kind, tuple(self.bufs), tuple(self.levels[0]), None, self.scalars)
+        alias = None if self.kernel.alias is None else 1 + self.kernel.alias
+        body = tuple(self.levels[0])
+        return KernelIR(name, kind, tuple(self.bufs), body, None, self.scalars, alias)
 
     def pointwise(self, root: Node, value_of: Node) -> None:
         """for each output element: out[idx] = value_of[idx]."""
@@ -209,7 +211,11 @@ class _Lowerer:
     def scatter(self, root: Node) -> None:
         base, index, src = root.srcs
         axis = root.arg
-        self.pointwise(root, base)
+        given = self.kernel.alias
+        while given is not None and base.op is Ops.RESHAPE:  # reshapes keep element order
+            base = base.srcs[0]
+        if not (base.op is Ops.PARAM and base.arg == given):
+            self.pointwise(root, root.srcs[0])  # a donated base already holds it: no copy
         if axis != len(src.shape) - 1 and src.shape[-1] > 1:
             self.scatter_rows(root)
             return

@@ -109,8 +109,10 @@ def _rows_step(
     if idx is None:
         total = state["sum"] = state["sum"] + sq
     else:
-        total = gather_rows(state["sum"], idx) + sq
+        # the new sums read back (ids are unique: old + sq exactly), so nothing but the
+        # scatter reads the old sums and it can update them in place
         state["sum"] = scatter_rows(state["sum"], idx, sq)
+        total = gather_rows(state["sum"], idx)
     std = (total.sqrt() + group["eps"]).reshape(total.shape + (1,) * len(axes))
     delta = g * rate / std
     new = p._detached() + delta if idx is None else scatter_rows(p._detached(), idx, delta)

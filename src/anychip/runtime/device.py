@@ -43,15 +43,25 @@ class Buffer:
 Scalar = bool | int | float  # a runtime argument's value (ARG i of a kernel)
 
 
+# `LAUNCHED.out`: the id of the output buffer of this thread's last launch of a donated kernel
+# (`Kernel.alias`) that ran to its end, set by the backend with no call in between (so a
+# KeyboardInterrupt cannot fall between the write and the mark): runtime/realize.py then
+# knows the donated input was overwritten even when the launch raises afterwards.
+LAUNCHED = threading.local()
+
+
 @dataclass(frozen=True)
 class Kernel:
     """One unit of scheduled work: `ast` computes one output from PARAM i = input i and
     ARG i = runtime scalar i (a launch argument: its value is not part of the kernel).
-    `kind` is the scheduler's classification (passes/schedule.py)."""
+    `kind` is the scheduler's classification (passes/schedule.py). `alias` j: the output
+    is written into input j's buffer (a donated buffer, runtime/donate.py): `launch` gets
+    that buffer as `out` and as `ins[j]`."""
 
     ast: Node
     name: str = "kernel"
     kind: KernelKind = KernelKind.ELEMENTWISE
+    alias: int | None = None
 
 
 class Backend(ABC):

@@ -17,14 +17,23 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from anychip.errors import Error
 from anychip.ir.ops import Node, Ops, runtime_scalar
-from anychip.runtime.device import Backend, Buffer, Kernel, Scalar, debug_level, get_backend
+from anychip.runtime import donate
+from anychip.runtime.device import (
+    LAUNCHED,
+    Backend,
+    Buffer,
+    Kernel,
+    Scalar,
+    debug_level,
+    get_backend,
+)
 
 DEBUG = debug_level()
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
@@ -60,7 +69,8 @@ class Step:
     label: str = ""  # what ANYCHIP_DEBUG=1 prints for a launch: kernel, dtype, shape
     scalars: tuple[Scalar, ...] = ()
     sources: tuple[Node, ...] = ()
-    kernel: Kernel | None = None  # what the program computes (the profiler counts it)
+    kernel: Any = None  # the launch's Kernel (a replay may compile a donating variant)
+    checks: tuple[tuple[Node, int], ...] = ()  # a donating launch's (donate.choose)
 
 
 @dataclass(eq=False)  # recorders are removed from the active list by identity
@@ -94,6 +104,29 @@ def recording() -> Iterator[Recorder]:
         recs.remove(rec)
 
 
+def walk_holders() -> int | None:
+    """For buffer donation (runtime/donate.py): None while a capture other than the eager
+    cache's own records this thread's launches (a replay of a record that wrote over a
+    buffer it did not make would compute from the new value); else how many lists of the
+    eager cache's walk (`structure`) hold each graph node and leaf buffer (0 or 1)."""
+    own = getattr(_LOCAL, "own", None)
+    if any(r is not own for r in getattr(_LOCAL, "recorders", ())):
+        return None
+    held: int = getattr(_LOCAL, "held", 0)
+    return held
+
+
+@contextlib.contextmanager
+def _walked(rec: Recorder | None) -> Iterator[None]:
+    """Inside: `structure`'s lists hold the graph (and `rec` is the eager cache's own)."""
+    before = getattr(_LOCAL, "held", 0), getattr(_LOCAL, "own", None)
+    _LOCAL.held, _LOCAL.own = 1, rec
+    try:
+        yield
+    finally:
+        _LOCAL.held, _LOCAL.own = before
+
+
 def launch(
     backend: Backend,
     program: Any,
@@ -102,12 +135,15 @@ def launch(
     label: str = "",
     sources: tuple[Node, ...] = (),
     scalars: tuple[Scalar, ...] | None = None,
-    kernel: Kernel | None = None,
+    kernel: Any = None,
+    checks: tuple[tuple[Node, int], ...] = (),
 ) -> None:
     """Run a compiled program (the one door to `Backend.launch`), telling the recorders;
     with ANYCHIP_DEBUG=1 print `label` (kernel name, dtype, shape) and the time it took.
-    The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`.
-    `kernel` (what `program` computes) goes to the launch watchers (the profiler)."""
+    The runtime scalars are `scalars`, or else the values of the CONST nodes `sources`;
+    `kernel` (the program's Kernel) lets a plan made of the record compile variants;
+    `checks` come with a kernel writing into a donated input (runtime/donate.py).
+    `kernel` also goes to the launch watchers (the profiler)."""
     if scalars is None:
         scalars = tuple([n.arg for n in sources])
     if DEBUG >= 1 or (_WATCHING[0] and getattr(_LOCAL, "watchers", None)):
@@ -116,7 +152,7 @@ def launch(
         _run(backend, program, out, ins, scalars)
     for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(
-            Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources, kernel)
+            Step(LAUNCH, ins, out, backend, program, b"", label, scalars, sources, kernel, checks)
         )
 
 
@@ -270,7 +306,14 @@ class _PlanStep:
     # per runtime scalar: (position of its CONST node in the replayed graph's walk, value
     # at capture); position -1 replays the captured value (jit: a captured constant)
     scalars: tuple[tuple[int, Scalar], ...] = ()
-    kernel: Kernel | None = None
+    kernel: Any = None  # the Kernel of a launch
+    # donation (`Plan.donate`): an input slot this fresh output may be written into, and
+    # the program compiled for that (the kernel with `alias` set)
+    donor: int = -1
+    donor_program: Any = None
+    # an eager plan's donating step: (position in the graph's walk, count) to check at
+    # each replay (donate.clear); `program` is then compiled at the first replay without
+    checks: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -283,46 +326,92 @@ class Plan:
     consts: list[Buffer]
     outputs: list[int]
 
-    def run(self, inputs: list[Buffer], nodes: list[Node] | None = None) -> list[Buffer]:
+    def run(
+        self,
+        inputs: list[Buffer],
+        nodes: list[Node] | None = None,
+        donated: frozenset[int] = frozenset(),
+    ) -> list[Buffer]:
         """Replay on `inputs`; `nodes` (the graph's nodes in the walk order the plan was
-        made with) give the runtime scalars' new values."""
+        made with) give the runtime scalars' new values; the steps at the positions in
+        `donated` write into their donor input's buffer (see `donate`)."""
         env = [*inputs, *self.consts]
-        for s in self.steps:
-            if s.kind is LAUNCH:
-                backend = s.backend
-                assert backend is not None
-                if s.out < len(env):
-                    out = env[s.out]
-                else:
+        try:
+            for at, s in enumerate(self.steps):
+                if s.kind is LAUNCH:
+                    self._launch(at, s, env, nodes, donated)
+                elif s.kind is COPY:
+                    env.append(copy(env[s.ins[0]], s.meta[0]))
+                elif s.kind is HOST:
                     dev, dt, size = s.meta
-                    out = Buffer(dev, dt, size, backend.allocate(size, dt))
-                    env.append(out)
-                vals = (
-                    tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
-                    if s.scalars
-                    else ()  # most kernels take none: no comprehension to run
-                )
-                ins = list(map(env.__getitem__, s.ins))
-                launch(backend, s.program, out, ins, s.label, (), vals, s.kernel)
-            elif s.kind is COPY:
-                env.append(copy(env[s.ins[0]], s.meta[0]))
-            elif s.kind is HOST:
-                dev, dt, size = s.meta
-                data = _host_values(s.program, [env[i] for i in s.ins])
-                if data.size != size:  # this batch needs another layout: capture again
-                    raise GuardFailed
-                env.append(_upload(dev, dt, data))
-            else:
-                buf = env[s.ins[0]]
-                backend = get_backend(buf.device)
-                backend.synchronize()
-                data = backend.copyout(buf.handle, buf.size, buf.dtype)
-                on_host_read(buf, data)
-                if data.tobytes() != s.value:
-                    raise GuardFailed
+                    data = _host_values(s.program, [env[i] for i in s.ins])
+                    if data.size != size:  # this batch needs another layout: capture again
+                        raise GuardFailed
+                    env.append(_upload(dev, dt, data))
+                else:
+                    buf = env[s.ins[0]]
+                    backend = get_backend(buf.device)
+                    backend.synchronize()
+                    data = backend.copyout(buf.handle, buf.size, buf.dtype)
+                    on_host_read(buf, data)
+                    if data.tobytes() != s.value:
+                        raise GuardFailed
+        except KeyboardInterrupt as e:
+            # env holds the values computed so far; a donated write that ran to its end
+            # counts too (its input's old value is gone): the caller records them
+            written = getattr(e, "anychip_written", None)
+            if isinstance(written, Buffer) and getattr(LAUNCHED, "out", 0) == id(written):
+                env.append(written)
+            e.anychip_plan_env = env  # type: ignore[attr-defined]
+            raise
         if DEBUG >= 1:
             print(f"[plan] replayed {len(self.steps)} steps")
         return [env[i] for i in self.outputs]
+
+    def _launch(
+        self,
+        at: int,
+        s: _PlanStep,
+        env: list[Buffer],
+        nodes: list[Node] | None,
+        donated: frozenset[int],
+    ) -> None:
+        """Run launch step `s` (at position `at`); a fresh output joins env once computed."""
+        backend = s.backend
+        assert backend is not None
+        program, fresh = s.program, s.out >= len(env)
+        if not fresh:
+            out = env[s.out]
+        elif at in donated or (
+            s.checks and nodes is not None and donate.clear(nodes, s.checks, env[s.donor])
+        ):  # the input's old value is read by nothing after this
+            out, program = env[s.donor], s.donor_program
+            LAUNCHED.out = 0
+            vals = self._scalars(s, nodes)
+            ins = list(map(env.__getitem__, s.ins))
+            try:
+                launch(backend, program, out, ins, s.label, (), vals, s.kernel)
+            except KeyboardInterrupt as e:
+                e.anychip_written = out  # type: ignore[attr-defined]
+                raise
+            env.append(out)
+            donate.count()
+            return
+        else:
+            if program is None:  # an eager donating step that cannot donate now
+                program = s.program = backend.compile(replace(s.kernel, alias=None))
+            dev, dt, size = s.meta
+            out = Buffer(dev, dt, size, backend.allocate(size, dt))
+        ins = list(map(env.__getitem__, s.ins))
+        launch(backend, program, out, ins, s.label, (), self._scalars(s, nodes), s.kernel)
+        if fresh:
+            env.append(out)
+
+    @staticmethod
+    def _scalars(s: _PlanStep, nodes: list[Node] | None) -> tuple[Scalar, ...]:
+        if not s.scalars:
+            return ()  # most kernels take none: no comprehension to run
+        return tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
 
 
 _NO_META: tuple[str, Any, int] = ("", None, 0)  # a READ writes nothing
@@ -352,21 +441,60 @@ def make_plan(
     size = len(inputs) + len(consts)
     for s in rec.steps:
         refs = tuple(slot[id(b)] for b in s.ins)
-        o, meta = -1, _NO_META
+        o, meta, donor = -1, _NO_META, -1
+        checks = tuple([(where.get(id(n), -1), c) for n, c in s.checks])
         if s.out is not None:
             meta = (s.out.device, s.out.dtype, s.out.size)
             if id(s.out) in slot and s.kind is LAUNCH:
                 o = slot[id(s.out)]  # a launch writing a buffer it did not make: in place
-            else:
+            if checks and all(p >= 0 for p, _ in checks) and o >= 0:
+                donor, o = o, -1  # donated: a fresh output, or the donor at a replay
+            if o < 0:
                 o, size = size, size + 1
                 slot[id(s.out)] = o
         sc = tuple([(where.get(id(n), -1), v) for n, v in zip(s.sources, s.scalars)])
         if len(sc) < len(s.scalars):  # values launched without their nodes: constants
             sc = tuple([(-1, v) for v in s.scalars])
-        steps.append(
-            _PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc, s.kernel)
-        )
+        step = _PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc)
+        step.kernel = s.kernel
+        if donor >= 0:  # the recorded program writes over its input; the plain one is made
+            step.donor, step.donor_program, step.program = donor, s.program, None
+            step.checks = checks
+        steps.append(step)
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
+
+
+def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For `pairs` (input slot i, plan output k: the new value of input i), the ones whose
+    output a replay may write into input i's buffer, as (step position, i): the launch
+    making output k is a fresh output whose kernel may overwrite input i
+    (`donate.donors`), and no later step or other output reads input i, nor any later
+    host read or host step can fail the replay (GuardFailed). Marks those steps
+    (their donor program is compiled here); a replay decides per call, from reference
+    counts, whether to use them (`Plan.run(donated=...)`)."""
+    made_at = {s.out: at for at, s in enumerate(plan.steps) if s.kind is LAUNCH}
+    out: list[tuple[int, int]] = []
+    for i, k in pairs:
+        o = plan.outputs[k]
+        at = made_at.get(o)
+        if at is None or not donate.ENABLED:
+            continue
+        s = plan.steps[at]
+        if o < n_inputs + len(plan.consts) or s.kernel is None or s.backend is None:
+            continue  # not a fresh buffer of a launch we know the kernel of
+        js = [j for j in donate.donors(s.kernel.ast, s.kernel.kind) if s.ins[j] == i]
+        if not js:
+            continue
+        j = js[0]
+        later = plan.steps[at + 1 :]
+        if any(i in t.ins or t.out == i for t in later) or plan.outputs.count(i):
+            continue
+        if any(t.kind is not LAUNCH for t in later):
+            continue  # a guard may still fail after it: arguments must be unchanged then
+        s.donor = i
+        s.donor_program = s.backend.compile(replace(s.kernel, alias=j))
+        out.append((at, i))
+    return out
 
 
 # --- the eager cache: graph structure -> plan ------------------------------------------------
@@ -485,16 +613,24 @@ def cached_realize(
     try:
         entry = _CACHE.get(key)
     except TypeError:  # an unhashable op argument: not cacheable
-        return slow(nodes)
+        with _walked(None):
+            return slow(nodes)
     if entry is not None:
         _stats["hits"] += 1
-        bufs = entry.plan.run(leaves, order)
+        try:
+            bufs = entry.plan.run(leaves, order)
+        except KeyboardInterrupt as e:  # what was computed stays computed (see Plan.run)
+            env = getattr(e, "anychip_plan_env", [])
+            for pos, slot in zip(entry.positions, entry.plan.outputs):
+                if slot < len(env) and pos not in leaf_pos:
+                    remember(order[pos], env[slot])
+            raise
         for pos, buf in zip(entry.positions, bufs):
             if pos not in leaf_pos:
                 remember(order[pos], buf)
         return bufs[: len(nodes)]
     _stats["misses"] += 1
-    with recording() as rec:
+    with recording() as rec, _walked(rec):
         out = slow(nodes)
     _store(key, rec, leaves, order, leaf_pos, nodes, out, buffer_of)
     return out
@@ -525,6 +661,9 @@ def _store(
     plan = make_plan(rec, leaves, [*out, *(b for _, b in extra)], where)
     if plan.consts:  # it read a buffer that is not a leaf: don't guess, don't cache
         return
+    if any(s.kind is LAUNCH and s.out < len(leaves) for s in plan.steps):
+        return  # it wrote over a leaf it could not check again at a replay
+
     with _CACHE_LOCK:
         if len(_CACHE) >= CACHE_LIMIT:
             _CACHE.clear()

@@ -3,11 +3,13 @@
 `plan(roots)` schedules a graph into work items (kernel, input buffers, output buffer) and
 `launch(items)` runs them; `realize(nodes)` does both. Nodes realised before keep their buffer
 (`Node.realised`), so a tensor computed once is never computed again, even from another graph.
+A kernel whose output replaces a realised value nothing else can read writes into that
+value's buffer (buffer donation, runtime/donate.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import device as devmod
-from anychip.runtime import dispatch
+from anychip.runtime import dispatch, donate
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
 DEBUG = devmod.debug_level()
@@ -34,6 +36,7 @@ class WorkItem:
     ins: tuple[Buffer, ...]
     out: Buffer
     scalars: tuple[Node, ...] = ()
+    checks: donate.Checks = ()  # a donating kernel's: what a replay checks (donate.choose)
 
 
 def buffer_of(node: Node) -> Buffer | None:
@@ -44,8 +47,12 @@ def buffer_of(node: Node) -> Buffer | None:
 
 def remember(node: Node, buf: Buffer) -> None:
     """Record that `buf` holds `node`'s value: the buffer lives as long as the node, and
-    later graphs reading the node read the buffer instead of recomputing it."""
+    later graphs reading the node read the buffer instead of recomputing it. The node
+    forgets its sources (no graph walks past a realised node), so the graph behind it is
+    freed and its inputs' reference counts say who can still read them (donation)."""
     object.__setattr__(node, "realised", buf)  # the memo field of the frozen Node
+    if node.srcs:
+        object.__setattr__(node, "srcs", ())
 
 
 def allocate(device: str, size: int, dtype: DType) -> Buffer:
@@ -119,12 +126,22 @@ def plan(roots: list[Node]) -> list[WorkItem]:
         return []
     made: dict[int, Buffer] = {}
     items: list[WorkItem] = []
-    for it in schedule(todo, buffer_of):
+    work = schedule(todo, buffer_of)
+    gifts = donate.choose(work, todo, buffer_of, dispatch.walk_holders())
+    for k, it in enumerate(work):
         ins = tuple(buffer_of(n) or made[id(n)] for n in it.inputs)
         n = it.out
-        out = ins[0] if it.kernel is None else allocate(n.device, n.numel, n.dtype)
+        kernel, gift = it.kernel, gifts.get(k)
+        checks: donate.Checks = ()
+        if kernel is None:
+            out = ins[0]
+        elif gift is not None:  # the input's old value is read by nothing after this kernel
+            j, checks = gift
+            out, kernel = ins[j], replace(kernel, alias=j)
+        else:
+            out = allocate(n.device, n.numel, n.dtype)
         made[id(n)] = out
-        items.append(WorkItem(n, it.kernel, ins, out, it.scalars))
+        items.append(WorkItem(n, kernel, ins, out, it.scalars, checks))
     return items
 
 
@@ -138,8 +155,29 @@ def launch(items: list[WorkItem]) -> None:
             n = w.node  # the label ANYCHIP_DEBUG=1 prints, now and when a plan replays it
             label = f"{w.kernel.name:<24} {n.dtype.name:<8} {list(n.shape)}"
             # jit records it; the scalars' nodes let a cached plan pass another graph's values
-            dispatch.launch(backend, program, w.out, list(w.ins), label, w.scalars, kernel=w.kernel)
+            if w.kernel.alias is None:
+                dispatch.launch(
+                    backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel
+                )
+            else:
+                _launch_donated(w, backend, program, label)
         remember(w.node, w.out)
+
+
+def _launch_donated(w: WorkItem, backend: Any, program: Any, label: str) -> None:
+    """Launch a kernel writing over its input. Interrupted once the backend has written
+    (`LAUNCHED`), the node is recorded as computed all the same: its input's old value is
+    gone, so recomputing it from that input would apply the update twice."""
+    devmod.LAUNCHED.out = 0
+    try:
+        dispatch.launch(
+            backend, program, w.out, list(w.ins), label, w.scalars, None, w.kernel, w.checks
+        )
+    except KeyboardInterrupt:
+        if getattr(devmod.LAUNCHED, "out", 0) == id(w.out):
+            remember(w.node, w.out)
+        raise
+    donate.count()
 
 
 def _compile_all(items: list[WorkItem]) -> dict[int, Any]:

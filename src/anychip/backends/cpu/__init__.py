@@ -19,7 +19,7 @@ from anychip.codegen.c import c_name
 from anychip.codegen.c_chunk import Chunking, chunk_work
 from anychip.dtypes import DType
 from anychip.ir.ops import Ops, toposort
-from anychip.runtime.device import Backend, Buffer, Kernel, Scalar, host_memory
+from anychip.runtime.device import LAUNCHED, Backend, Buffer, Kernel, Scalar, host_memory
 
 # ctypes types of runtime scalar arguments (ir.ops.RUNTIME_SCALAR_DTYPES)
 _SCALAR_CTYPES = {
@@ -36,13 +36,14 @@ class Program:
     source: str
     gemm: bool
     chunking: Chunking | None = None  # set: a long kernel, called once per chunk
+    donated: bool = False  # writes over an input (Kernel.alias): never left half done
 
 
 def kernel_key(kernel: Kernel) -> tuple[Any, ...]:
     """The kernel's structure (what its code depends on) as a hashable tuple."""
     order = toposort([kernel.ast])
     pos = {id(n): i for i, n in enumerate(order)}
-    parts: list[Any] = [kernel.kind]
+    parts: list[Any] = [kernel.kind, kernel.alias]
     for n in order:
         arg = n.arg.hex() if isinstance(n.arg, float) else n.arg  # -0.0 and 0.0 differ
         parts.append((n.op, n.dtype, n.shape, arg, tuple(pos[id(s)] for s in n.srcs)))
@@ -95,7 +96,8 @@ class CpuBackend(Backend):
                 fn.restype = None
                 fn.argtypes = types
                 gemm = "anychip GEMM" in job.source
-                self.programs[key] = Program(fn, job.source, gemm, chunks)
+                donated = key[2] is not None  # kernel_key: (kind, alias, ...)
+                self.programs[key] = Program(fn, job.source, gemm, chunks, donated)
         return [self.programs[key] for key in keys]
 
     def _render(self, kernel: Kernel) -> tuple[str, compiler.Job, list[Any], Chunking | None]:
@@ -124,6 +126,8 @@ class CpuBackend(Backend):
     ) -> None:
         args = (out.handle.ptr, *[b.handle.ptr for b in ins], *scalars)
         chunks = program.chunking
+        if program.donated:  # marked before the call: nothing between can raise
+            LAUNCHED.out = id(out)
         if chunks is None:
             program.fn(*args)
             return
@@ -134,9 +138,35 @@ class CpuBackend(Backend):
         at = state.ctypes.data
         st = at + (-at) % 64
         n, step = chunks.extent, chunks.step
+        if program.donated:  # its input is being overwritten: finish, then raise
+            spans = [
+                (base + lo, base + min(lo + step, n))
+                for base in range(0, chunks.outer * n, n)
+                for lo in range(0, n, step)
+            ]
+            run_all(program.fn, args, spans, st)
+            return
         for base in range(0, chunks.outer * n, n):  # outer iterations run one at a time
             for lo in range(0, n, step):
                 program.fn(*args, base + lo, base + min(lo + step, n), st)
+
+
+def run_all(fn: Any, args: tuple[Any, ...], spans: list[tuple[int, int]], st: int) -> None:
+    """Call `fn` on every span even if KeyboardInterrupt arrives between the calls (a kernel
+    writing over its own input must not stop half way), then raise it. The count moves on
+    before each call: an interrupt raised after a call returns leaves it right."""
+    pending: BaseException | None = None
+    i = 0
+    while i < len(spans):
+        try:
+            while i < len(spans):
+                lo, hi = spans[i]
+                i += 1
+                fn(*args, lo, hi, st)
+        except KeyboardInterrupt as e:
+            pending = e
+    if pending is not None:
+        raise pending
 
 
 BACKEND = CpuBackend
