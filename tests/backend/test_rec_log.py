@@ -12,7 +12,15 @@ import pytest
 
 from anychip.errors import ArgumentError
 from anychip.rec.log import (
-    EVENTS, Event, Log, MemoryLog, Reader, RedisServer, id_key, open_log, redis_available,
+    EVENTS,
+    Event,
+    Log,
+    MemoryLog,
+    Reader,
+    RedisServer,
+    id_key,
+    open_log,
+    redis_available,
 )  # fmt: skip
 
 needs_redis = pytest.mark.skipif(
