@@ -41,8 +41,9 @@ class _Predict(BaseHTTPRequestHandler):
         type(self).requests.append(body)
         items = sorted(body["candidates"], key=lambda i: -_score(body["user_id"], i))
         items = items[: body.get("k", 10)]
-        data = json.dumps({"version": type(self).version, "items": items,
-                           "scores": [_score(body["user_id"], i) for i in items]}).encode()  # fmt: skip
+        scores = [_score(body["user_id"], i) for i in items]
+        reply = {"version": type(self).version, "items": items, "scores": scores}
+        data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -89,8 +90,8 @@ def test_replay_scores_each_event_before_it_enters_the_log(
     rows = period_rows(ml, "test")
     assert rows[0] == len(protocol.split(len(ml)).train) and len(rows) == 20_000
     log, path = MemoryLog(), tmp_path / "replay.jsonl"
-    log.add(UPDATES, {"version": 3, "kind": "full",
-                      "data": wire.encode(wire.Update(3, -1, "full", info={"events_upto": "0"}))})  # fmt: skip
+    v3 = wire.Update(3, -1, "full", info={"events_upto": "0"})
+    log.add(UPDATES, {"version": 3, "kind": "full", "data": wire.encode(v3)})
     with open(path, "w") as out:
         r = Replayer(ml, log, server, out, Plan(speed=1e9, candidates=20, limit=300,
                                                 probe_every=0))  # fmt: skip
