@@ -16,9 +16,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from anychip.cli import main
 from anychip.errors import ArgumentError
 from anychip.rec import load_movielens, movielens, protocol, wire
-from anychip.rec.log import EVENTS, UPDATES, Event, MemoryLog
+from anychip.rec.log import (
+    EVENTS,
+    UPDATES,
+    Event,
+    MemoryLog,
+    RedisServer,
+    open_log,
+    redis_available,
+)  # fmt: skip
 from anychip.rec.replay import Plan, Replayer, freshness, period_rows, report
 
 pytestmark = pytest.mark.skipif(
@@ -169,3 +178,23 @@ def test_report_refuses_records_without_scores(tmp_path: Path) -> None:
         report(str(path))
     with pytest.raises(ArgumentError, match="cannot read"):
         report(str(tmp_path / "missing.jsonl"))
+
+
+@pytest.mark.skipif(not redis_available(), reason="needs Debian's redis-server")
+def test_cli_replays_into_redis_and_reports(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "replay.jsonl")
+    with RedisServer() as redis:
+        assert main(["rec", "replay", "--dataset", "ml-100k", "--from", "test", "--speed", "1e9",
+                     "--redis", redis.url, "--url", server, "--candidates", "10",
+                     "--limit", "120", "--probe-every", "0", "--out", path]) == 0  # fmt: skip
+        log = open_log(redis.url)
+        assert log.length(EVENTS) == 120
+        log.close()
+    assert main(["rec", "replay", "--report", path]) == 0
+    text = capsys.readouterr().out
+    summary = report(path)
+    assert f"{summary['auc']:.4f}" in text and "freshness_p99_s" in text
+    assert main(["rec", "replay", "--url", server]) != 0
+    assert "give --redis URL and --url SERVER" in capsys.readouterr().err

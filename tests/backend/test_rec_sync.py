@@ -16,12 +16,22 @@ from typing import Any
 import numpy as np
 import pytest
 
+from anychip.cli import main
 from anychip.errors import ArgumentError
 from anychip.frontend.tensor import Tensor
-from anychip.rec import load_movielens, movielens, wire
+from anychip.rec import load_movielens, movielens, protocol, store, wire
 from anychip.rec.features import MovieLensFeatures
 from anychip.rec.follow import Follower, OnlineFeatures, Publisher, read_token
-from anychip.rec.log import EVENTS, UPDATES, Event, MemoryLog, id_key
+from anychip.rec.log import (
+    EVENTS,
+    UPDATES,
+    Event,
+    MemoryLog,
+    RedisServer,
+    id_key,
+    open_log,
+    redis_available,
+)  # fmt: skip
 from anychip.rec.table import DynamicEmbedding
 from anychip.rec.train import Settings, build
 
@@ -294,3 +304,41 @@ def test_follower_run_stops_when_idle_and_publishes_the_rest(ml: movielens.Movie
     assert ups[-1].info["events_upto"] == log.range(EVENTS)[-1][0]
     assert id_key(ups[-1].info["events_upto"]) == (100, 0)
     assert all(0 < p < 1 for p in stats.probs)
+
+
+@pytest.mark.skipif(not redis_available(), reason="needs Debian's redis-server")
+def test_cli_follows_redis_and_publishes_to_the_server(
+    ml: movielens.MovieLens, endpoint: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    n_train = len(protocol.split(N).train)  # 2080: the test period follows
+    with RedisServer() as redis:
+        log = open_log(redis.url)
+        for e in _events(ml, range(n_train, N)):
+            log.add(EVENTS, e.fields())
+        # --limit: the stream is the first N events; it trains on their train period first
+        code = main([
+            "rec", "train", "--follow", redis.url, "--publish", endpoint, "--model", "dcn",
+            "--limit", str(N), "--epochs", "1", "--dim", "4", "--device", "ref",
+            "--save", str(tmp_path / "start"), "--idle-exit", "1", "--token-file", str(token),
+            "--json", str(tmp_path / "follow.json"),
+        ])  # fmt: skip
+        assert code == 0
+        ups = [wire.decode(f[b"data"]) for _, f in log.range(UPDATES)]
+        last_event = log.range(EVENTS)[-1][0]
+        log.close()
+    out = json.loads((tmp_path / "follow.json").read_text())
+    assert out["events"] == N - n_train == 520
+    assert [(u.kind, u.version) for u in _Endpoint.received] == [(u.kind, u.version) for u in ups]
+    assert ups[0].kind == "full" and ups[-1].info["events_upto"] == last_event
+    # the starting model on disk is the full update's: what a server starts from
+    model, feature_store = store.load(str(tmp_path / "start"), "ref")
+    state = model.state_dict()
+    for name, t in ups[0].tables.items():
+        np.testing.assert_array_equal(t.values, state[f"{name}.weight"].numpy())
+    # its feature store holds the train period only (nothing of the events to come)
+    seen = np.diff(feature_store["user_recent_items_offsets"])
+    user = int(ml.user[PAST + 5])
+    assert seen[user] == min(20, int((ml.user[:n_train] == user).sum()))
+    assert "online AUC" in capsys.readouterr().out
