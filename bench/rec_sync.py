@@ -1,0 +1,192 @@
+"""Live sync on MovieLens-100k: the figures of issue 14's closing note for the trainer side.
+
+One static training (part 1's: epochs on the fit period, early stopping on the validation
+period), saved as the starting model; then, from that same state:
+
+1. part 1's online protocol over the replayed events (predict a shard of 400, then train
+   on it): the online AUC to compare with;
+2. the live loop: a private redis-server, `anychip rec train --follow` (a process) on the
+   event log publishing every `--sync-every` seconds, and the replayer sending the test
+   period at `--speed`. With `--serve` (needs the serve branch: `anychip rec serve`) a
+   prediction server runs from the starting model and the replay records served scores:
+   served AUC, versions seen and freshness (event in the log -> first response by a
+   version that learned it). Without it the replayer only feeds the log and the figures
+   are the trainer's own: its online AUC and log-to-publish delay (sent_at -> the
+   published_at of the first update whose events_upto covers the event), a lower bound
+   of freshness.
+
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python bench/rec_sync.py --speed 3600 \\
+        --max-seconds 300 --sync-every 10 [--serve] [--json rec_sync.json]
+
+ml-100k's test period spans 47 days: at --speed 3600 (an hour a second) it takes 1,125 s;
+--max-seconds or --limit replay a prefix, and the online AUC is then taken over the same
+prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from anychip.rec import load_movielens, metrics, protocol, wire
+from anychip.rec.follow import from_dataset, save_start
+from anychip.rec.log import EVENTS, UPDATES, RedisServer, free_port, id_key, open_log
+from anychip.rec.replay import Plan, Replayer, period_rows, report
+from anychip.rec.train import Settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def part1_online(trainer: Any, rows: np.ndarray, labels: np.ndarray, cfg: Any) -> np.ndarray:
+    """Part 1's online protocol over `rows`: 50 shards of the whole test period, each
+    predicted, then trained on in batches (as protocol.run's online walk)."""
+    probs = []
+    for shard in np.array_split(rows, cfg.shards):
+        probs.append(trainer.predict(shard))
+        for i in range(0, len(shard), cfg.batch_size):
+            trainer.fit(shard[i : i + cfg.batch_size])
+    return np.concatenate(probs)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "anychip", "rec", *args]
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"no server at {url} after {timeout} s")
+
+
+def publish_delay(log: Any, sent: list[tuple[str, float]]) -> np.ndarray:
+    """Per event: published_at of the first update whose events_upto covers it - sent_at."""
+    ups = [wire.decode(f[b"data"]) for _, f in log.range(UPDATES)]
+    marks = sorted(
+        (float(u.info["published_at"]), id_key(u.info["events_upto"]))
+        for u in ups
+        if u.info.get("events_upto")
+    )
+    out = []
+    for entry, sent_at in sent:
+        key = id_key(entry)
+        first = next((t for t, upto in marks if upto >= key), float("nan"))
+        out.append(first - sent_at)
+    return np.asarray(out)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ml = load_movielens()
+    cfg = protocol.Config(max_epochs=args.epochs)
+    settings = Settings(run=cfg)
+    test = period_rows(ml, "test")
+    t0 = time.perf_counter()
+    _, trainer = from_dataset(args.model, ml, settings, args.device)
+    print(f"static training: {time.perf_counter() - t0:.0f} s", flush=True)
+    work = tempfile.mkdtemp(prefix="rec-sync-")
+    start_dir = os.path.join(work, "start")
+    save_start(start_dir, args.model, trainer, ml, settings)
+    probs = part1_online(trainer, test, ml.label, cfg)
+    out: dict[str, Any] = {"model": args.model, "speed": args.speed,
+                           "sync_every": args.sync_every,
+                           "part1_online_auc": metrics.auc(probs, ml.label[test])}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src"), "ANYCHIP_REC_TOKEN": "bench"}
+    procs: list[subprocess.Popen[bytes]] = []
+    with RedisServer() as redis:
+        try:
+            url = None
+            if args.serve:
+                port = free_port()
+                url = f"http://127.0.0.1:{port}"
+                procs.append(subprocess.Popen(_cli(
+                    "serve", "--model", start_dir, "--port", str(port), "--device", args.device,
+                    "--redis", redis.url), env=env))  # fmt: skip
+                _wait_http(url, procs[-1])
+            follow_json = os.path.join(work, "follow.json")
+            trainer_cmd = _cli(
+                "train", "--follow", redis.url, "--model", start_dir, "--device", args.device,
+                "--sync-every", str(args.sync_every), "--idle-exit", "20", "--json", follow_json,
+            )  # fmt: skip
+            if url:
+                trainer_cmd += ["--publish", url]
+            follower = subprocess.Popen(trainer_cmd, env=env)
+            procs.append(follower)
+            log = open_log(redis.url)
+            deadline = time.monotonic() + 600
+            while log.length(UPDATES) == 0 and time.monotonic() < deadline:
+                time.sleep(0.5)  # the trainer loads and publishes its first full update
+            plan = Plan(args.speed, args.candidates, args.limit, args.max_seconds,
+                        0.5 if url else 0.0)  # fmt: skip
+            path = os.path.join(work, "replay.jsonl")
+            with open(path, "w") as f:
+                replayer = Replayer(ml, log, url, f, plan)  # url None: only feed the log
+                sent = replayer.run(test)
+                replayer.close()
+            follower.wait(timeout=args.max_seconds + 600 if args.max_seconds else None)
+            with open(follow_json) as fj:
+                follow = json.load(fj)
+            rows = test[:sent]
+            prefix = probs[:sent]
+            out.update({
+                "events_replayed": sent, "part1_online_auc_prefix":
+                metrics.auc(prefix, ml.label[rows]), "follower_online_auc": follow["online_auc"],
+                "updates": follow["updates"], "full_updates": follow["full"],
+            })  # fmt: skip
+            delay = publish_delay(log, [(i, float(f[b"sent_at"])) for i, f in log.range(EVENTS)])
+            d = delay[~np.isnan(delay)]
+            out["publish_delay_p50_s"] = float(np.percentile(d, 50))
+            out["publish_delay_p99_s"] = float(np.percentile(d, 99))
+            if url:
+                out.update({f"served_{k}": v for k, v in report(path).items()})
+            log.close()
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                p.wait()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="dcn")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--speed", type=float, default=3600.0)
+    p.add_argument("--sync-every", type=float, default=10.0)
+    p.add_argument("--candidates", type=int, default=20)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--max-seconds", type=float, default=300.0)
+    p.add_argument("--serve", action="store_true", help="run `anychip rec serve` too")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if args.serve and importlib.util.find_spec("anychip.rec.serve") is None:
+        p.error("--serve needs anychip.rec.serve (the prediction server)")
+    out = run(args)
+    for k, v in out.items():
+        print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
