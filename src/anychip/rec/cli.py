@@ -3,6 +3,8 @@ registered with `@subcommand` in this file (`anychip rec bench`, `anychip rec tr
 
     anychip rec train --dataset ml-100k --model deepfm --protocol online [--device cpu]
         [--json PATH] [--plot PNG] [--save DIR]
+    anychip rec serve --model DIR --port P [--redis URL] [--token-file PATH] ...
+    anychip rec loadtest --url URL --qps 500 --duration 30 --candidates 100 [--json PATH]
 """
 
 from __future__ import annotations
@@ -205,3 +207,32 @@ def _plot(res: Any, path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --- anychip rec serve, anychip rec loadtest (src/anychip/rec/serve/, rec/loadtest.py) ---
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from anychip.rec.serve import main
+
+    main.configure(p)
+
+
+@subcommand("serve", "serve a saved model over HTTP (POST /predict, /update; docs/rec-serving.md)",
+            _serve_args)  # fmt: skip
+def _serve(args: argparse.Namespace) -> int:
+    from anychip.rec.serve import main
+
+    return main.run(args)
+
+
+def _loadtest_args(p: argparse.ArgumentParser) -> None:
+    from anychip.rec import loadtest
+
+    loadtest.configure(p)
+
+
+@subcommand("loadtest", "open-loop Poisson load on a server, latency from scheduled send times",
+            _loadtest_args)  # fmt: skip
+def _loadtest(args: argparse.Namespace) -> int:
+    from anychip.rec import loadtest
+
+    return loadtest.run(args)
