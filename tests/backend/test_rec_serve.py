@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from rec_serving import load_model, reference, serving
+from rec_serving import (
+    free_port,
+    has_redis,
+    load_model,
+    redis_server,
+    reference,
+    serving,
+    wait_for,
+)
 
 import anychip as ac
 from anychip.cli import main
 from anychip.rec import wire
+from anychip.rec.serve.follow import UPDATES
 
 TS = 881250949  # a MovieLens timestamp: 1997-12-04 15:55:49 UTC
 TOKEN = "s3cret-token"
@@ -145,7 +159,12 @@ def test_a_full_queue_sheds_load_with_503_and_retry_after(model_dir: str) -> Non
             async def burst() -> list[httpx.Response]:
                 async with httpx.AsyncClient(base_url=url, timeout=10) as c:
                     tasks = [asyncio.create_task(c.post("/predict", json=body)) for _ in range(9)]
-                    done, _ = await asyncio.wait(tasks, timeout=2)
+                    for _ in range(500):  # until the refusals are in (at least 9 - 5)
+                        await asyncio.sleep(0.01)
+                        if sum(t.done() for t in tasks) >= 4:
+                            break
+                    await asyncio.sleep(0.2)  # and any refusal still on its way
+                    done = {t for t in tasks if t.done()}
                     refused = [t.result() for t in done]
                     server.model.lock.release()
                     await asyncio.gather(*tasks)
@@ -310,3 +329,65 @@ def test_loadtest_reports_latency_from_scheduled_times(served: Any, tmp_path: Pa
     assert fig["errors"] == {} and fig["ok"] == fig["requests"] > 50
     assert 0 < fig["p50_ms"] <= fig["p90_ms"] <= fig["p99_ms"] <= fig["p999_ms"]
     assert fig["versions"] == {"0": fig["ok"]}
+
+
+@pytest.mark.skipif(not has_redis(), reason="needs /usr/bin/redis-server")
+def test_a_server_catches_up_from_the_log_and_follows_it(model_dir: str) -> None:
+    import redis
+
+    model, _ = load_model(model_dir)
+    log = [
+        encoded_update(model, 2, -1, "full"),  # older than the newest full: skipped
+        encoded_update(model, 3, 2),
+        encoded_update(model, 5, -1, "full"),
+        encoded_update(model, 6, 5),
+        encoded_update(model, 7, 6),
+        encoded_update(model, 9, 8),  # a gap: refused, the server stays at 7
+    ]
+    req = {"user_id": 3, "candidates": [1, 2]}
+    with redis_server() as url_redis:
+        r = redis.Redis.from_url(url_redis)
+        for u in log:
+            r.xadd(UPDATES, {"version": u.version, "kind": u.kind, "data": wire.encode(u)})
+        with serving(model_dir, max_batch=32, token=TOKEN, redis=url_redis) as (server, url):
+            assert server.metrics.updates["redis"] == 3  # 5 (full), 6, 7
+            got = predict(url, req).json()
+            assert got["version"] == 7
+            np.testing.assert_allclose(got["scores"], [expect(7)] * 2, rtol=1e-6)
+            # the follower applies what the trainer adds; the same update POSTed is stale
+            late = encoded_update(model, 8, 7)
+            r.xadd(UPDATES, {"version": 8, "kind": "delta", "data": wire.encode(late)})
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{url}/healthz").json()["version"] != 8:
+                assert time.monotonic() < deadline, "the follower did not apply version 8"
+                time.sleep(0.05)
+            assert post_update(url, late).status_code == 409
+            np.testing.assert_allclose(predict(url, req).json()["scores"], [expect(8)] * 2)
+        r.close()
+
+
+def test_the_cli_serves_with_a_token_file_and_stops_on_sigterm(
+    model_dir: str, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    port = free_port()
+    cmd = [sys.executable, "-m", "anychip", "rec", "serve", "--model", model_dir, "--port",
+           str(port), "--token-file", str(token), "--max-batch", "16"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(url, proc)
+        r = predict(url, {"user_id": 1, "candidates": [4, 5]})
+        assert r.status_code == 200 and r.json()["version"] == 0
+        model, _ = load_model(model_dir)
+        assert post_update(url, encoded_update(model, 1, 0)).json() == {"version": 1}
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert b"batch classes [17]" in out and b"stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

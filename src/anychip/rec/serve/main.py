@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -117,9 +118,14 @@ def run(args: argparse.Namespace) -> int:
         make_app(server), host=args.host, port=args.port, log_level="warning",
         access_log=False, lifespan="on",
     )  # fmt: skip
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for
+    # the handler in place before it: this one lets the command end normally (exit 0)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     try:
         uvicorn.Server(config).run()
     finally:
         if follower is not None:
             follower.stop()
+    print("anychip rec serve: stopped", flush=True)
     return 0
