@@ -7,6 +7,8 @@ registered with `@subcommand` in this file (`anychip rec bench`, `anychip rec tr
         [--model DIR | --dataset ml-100k] [--sync-every SECONDS] [--token-file PATH]
     anychip rec replay --dataset ml-100k --from test --speed 60 --redis URL --url SERVER
     anychip rec replay --report [PATH]
+    anychip rec serve --model DIR --port P [--redis URL] [--token-file PATH] ...
+    anychip rec loadtest --url URL --qps 500 --duration 30 --candidates 100 [--json PATH]
 """
 
 from __future__ import annotations
@@ -272,3 +274,32 @@ def _replay(args: argparse.Namespace) -> int:
     if args.redis is None or args.url is None:
         raise ArgumentError("rec replay: give --redis URL and --url SERVER (or --report)")
     return replay.main(args)
+
+
+# --- anychip rec serve, anychip rec loadtest (src/anychip/rec/serve/, rec/loadtest.py) ---
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from anychip.rec.serve import main
+
+    main.configure(p)
+
+
+@subcommand("serve", "serve a saved model over HTTP (POST /predict, /update; docs/rec-serving.md)",
+            _serve_args)  # fmt: skip
+def _serve(args: argparse.Namespace) -> int:
+    from anychip.rec.serve import main
+
+    return main.run(args)
+
+
+def _loadtest_args(p: argparse.ArgumentParser) -> None:
+    from anychip.rec import loadtest
+
+    loadtest.configure(p)
+
+
+@subcommand("loadtest", "open-loop Poisson load on a server, latency from scheduled send times",
+            _loadtest_args)  # fmt: skip
+def _loadtest(args: argparse.Namespace) -> int:
+    from anychip.rec import loadtest
+
+    return loadtest.run(args)
