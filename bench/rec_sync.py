@@ -29,6 +29,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -120,10 +121,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "serve", "--model", start_dir, "--port", str(port), "--device", args.device,
                     "--redis", redis.url), env=env))  # fmt: skip
                 _wait_http(url, procs[-1])
+            plan = Plan(args.speed, args.candidates, args.limit, args.max_seconds,
+                        0.5 if url else 0.0, linger=2 * args.sync_every + 5)  # fmt: skip
+            count = len(plan.rows(ml, test))  # the trainer stops after the last of them
             follow_json = os.path.join(work, "follow.json")
             trainer_cmd = _cli(
                 "train", "--follow", redis.url, "--model", start_dir, "--device", args.device,
-                "--sync-every", str(args.sync_every), "--idle-exit", "20", "--json", follow_json,
+                "--sync-every", str(args.sync_every), "--max-events", str(count),
+                "--json", follow_json,
             )  # fmt: skip
             if url:
                 trainer_cmd += ["--publish", url]
@@ -133,14 +138,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             deadline = time.monotonic() + 600
             while log.length(UPDATES) == 0 and time.monotonic() < deadline:
                 time.sleep(0.5)  # the trainer loads and publishes its first full update
-            plan = Plan(args.speed, args.candidates, args.limit, args.max_seconds,
-                        0.5 if url else 0.0)  # fmt: skip
             path = os.path.join(work, "replay.jsonl")
             with open(path, "w") as f:
                 replayer = Replayer(ml, log, url, f, plan)  # url None: only feed the log
                 sent = replayer.run(test)
                 replayer.close()
-            follower.wait(timeout=args.max_seconds + 600 if args.max_seconds else None)
+            follower.wait(timeout=600)
             with open(follow_json) as fj:
                 follow = json.load(fj)
             rows = test[:sent]
@@ -178,6 +181,7 @@ def main() -> None:
     p.add_argument("--serve", action="store_true", help="run `anychip rec serve` too")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the cleanup in `finally`
     if args.serve and importlib.util.find_spec("anychip.rec.serve") is None:
         p.error("--serve needs anychip.rec.serve (the prediction server)")
     out = run(args)

@@ -252,6 +252,8 @@ def _replay_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--max-seconds", type=float, default=None, help="stop after S seconds")
     r.add_argument("--probe-every", type=float, default=0.5, metavar="SECONDS",
                    help="ask the server this often between events (0: never)")  # fmt: skip
+    r.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
+                   help="keep probing this long after the last event")  # fmt: skip
     r.add_argument("--seed", type=int, default=0, help="candidate sampling")
     r.add_argument("--out", default="replay.jsonl", metavar="PATH", help="records (JSON lines)")
     r.add_argument("--report", nargs="?", const="", default=None, metavar="PATH",

@@ -41,6 +41,15 @@ class Plan:
     max_seconds: float | None = None  # stop after this much real time
     probe_every: float = 0.5  # seconds between probes while waiting (0: none)
     seed: int = 0
+    linger: float = 0.0  # seconds of probes after the last event (freshness of the last)
+
+    def rows(self, ml: MovieLens, rows: np.ndarray) -> np.ndarray:
+        """The rows this plan sends: the first `limit`, up to `max_seconds` of its clock."""
+        rows = rows if self.limit is None else rows[: self.limit]
+        if self.max_seconds is not None and len(rows):
+            offset = (ml.timestamp[rows] - ml.timestamp[rows[0]]) / self.speed
+            rows = rows[offset <= self.max_seconds]
+        return rows
 
 
 def period_rows(ml: MovieLens, period: str) -> np.ndarray:
@@ -130,8 +139,7 @@ class Replayer:
     def run(self, rows: np.ndarray) -> int:
         """Replay `rows` (time-ordered); returns how many events were sent."""
         ml, plan = self.ml, self.plan
-        if plan.limit is not None:
-            rows = rows[: plan.limit]
+        rows = plan.rows(ml, rows)
         if len(rows) == 0:
             return 0
         base_ts, start = int(ml.timestamp[rows[0]]), self.clock()
@@ -139,8 +147,6 @@ class Replayer:
         for row in rows.tolist():
             user, item, ts = int(ml.user[row]), int(ml.item[row]), int(ml.timestamp[row])
             due = start + (ts - base_ts) / plan.speed
-            if plan.max_seconds is not None and due - start > plan.max_seconds:
-                break
             if sent:
                 self._wait(due, user, item, ts)
             asked = self.clock()
@@ -157,6 +163,8 @@ class Replayer:
                          "sent_at": e.sent_at})  # fmt: skip
             self._versions()
             sent += 1
+        if plan.linger > 0:
+            self._wait(self.clock() + plan.linger, user, item, ts)
         return sent
 
     def close(self) -> None:
@@ -242,7 +250,7 @@ def main(args: Any) -> int:
     ml = load_dataset(args.dataset, args.path)
     rows = period_rows(ml, args.period)
     plan = Plan(args.speed, args.candidates, args.limit, args.max_seconds, args.probe_every,
-                args.seed)  # fmt: skip
+                args.seed, args.linger)  # fmt: skip
     log = open_log(args.redis)
     span = (ml.timestamp[rows[-1]] - ml.timestamp[rows[0]]) / plan.speed
     print(f"rec replay: {len(rows)} events of {args.dataset}'s {args.period} period span "
