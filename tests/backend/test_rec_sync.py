@@ -67,12 +67,18 @@ def _log_with(events: list[Event]) -> MemoryLog:
 
 
 def _follower(
-    ml: movielens.MovieLens, log: MemoryLog, history: bool = True, dynamic: bool = False, **kw: Any
+    ml: movielens.MovieLens,
+    log: MemoryLog,
+    history: bool = True,
+    dynamic: bool = False,
+    batch_size: int = 64,
+    **kw: Any,
 ) -> Follower:
     s = _settings(history=history, dynamic=dynamic)
     model = build("dcn", MovieLensFeatures(ml.first(PAST), history), s, "ref")
     feats = OnlineFeatures(ml, PAST, history)
-    return Follower(model, feats, log, None, batch_size=64, device="ref", say=lambda s: None, **kw)
+    return Follower(model, feats, log, None, batch_size=batch_size, device="ref",
+                    say=lambda s: None, **kw)  # fmt: skip
 
 
 def _updates(log: MemoryLog) -> list[wire.Update]:
@@ -242,7 +248,7 @@ def test_the_publisher_posts_wire_bytes_and_falls_back_to_full(
     ml: movielens.MovieLens, endpoint: str
 ) -> None:
     log = _log_with(_events(ml, range(PAST, PAST + 256)))
-    f = _follower(ml, log, full_every=100)
+    f = _follower(ml, log, full_every=100, batch_size=32)
     f.publisher = Publisher(endpoint, "s3cret")
     f.publish("full")
     f.step(block_ms=0)
@@ -261,6 +267,13 @@ def test_the_publisher_posts_wire_bytes_and_falls_back_to_full(
     state = f.model.state_dict()
     for name, t in got.tables.items():
         np.testing.assert_array_equal(t.values, state[f"{name}.weight"].numpy())
+    # the server read the next delta from the log before its POST came: 409 at its own
+    # version, which needs no full update
+    f.step(block_ms=0)
+    _Endpoint.version = f.version + 1
+    up = f.publish()
+    assert (up.kind, up.version) == ("delta", 11) and f.stats.via_log == 1
+    assert f.stats.conflicts == 1 and _Endpoint.received[-1].version == 10
 
 
 def test_a_wrong_token_is_an_error_and_a_dead_server_is_skipped(

@@ -283,6 +283,7 @@ class Stats:
     updates: int = 0
     full: int = 0
     conflicts: int = 0
+    via_log: int = 0  # POSTs answered 409 because the server had the update from the log
     failed_posts: int = 0
     probs: list[float] = field(default_factory=list)  # predicted before training on each
     labels: list[float] = field(default_factory=list)
@@ -345,13 +346,16 @@ class Follower:
 
     def publish(self, kind: str = "delta") -> wire.Update:
         """Build the next update, XADD it to the updates stream, then POST it; on 409 send
-        a "full" update at a version above the server's."""
+        a "full" update at a version above the server's, unless the server is at this
+        update's version already (it read it from the log first)."""
         if self._since_full + 1 >= self.full_every:
             kind = "full"
         update = self._next(kind)
         self._send(update)
         conflict = self._post(update)
-        if conflict is not None and update.kind == "delta":
+        # 409 at this very version: the server already applied it from the log (it was
+        # XADDed first); at any other, the server cannot apply the delta: send it all
+        if conflict is not None and conflict != update.version and update.kind == "delta":
             full = self._next("full", at_least=conflict + 1)
             self._send(full)
             self._post(full)
@@ -383,9 +387,12 @@ class Follower:
         try:
             self.publisher.post(update)
         except Conflict as c:
-            self.stats.conflicts += 1
-            self.say(f"rec.follow: server at version {c.version} refused {update.kind} "
-                     f"{update.version} ({c})")  # fmt: skip
+            if c.version == update.version:
+                self.stats.via_log += 1
+            else:
+                self.stats.conflicts += 1
+                self.say(f"rec.follow: server at version {c.version} refused {update.kind} "
+                         f"{update.version} ({c})")  # fmt: skip
             return c.version
         except Unreachable as e:
             self.stats.failed_posts += 1
@@ -517,14 +524,15 @@ def main(args: Any) -> int:
     y = np.asarray(stats.labels)
     auc = metrics.auc(stats.probs, y) if 0 < y.sum() < len(y) else float("nan")
     say(f"events {stats.events}, updates {stats.updates} ({stats.full} full), conflicts "
-        f"{stats.conflicts}, failed posts {stats.failed_posts}, version {follower.version}, "
-        f"online AUC {auc:.4f}")  # fmt: skip
+        f"{stats.conflicts}, applied from the log first {stats.via_log}, failed posts "
+        f"{stats.failed_posts}, version {follower.version}, online AUC {auc:.4f}")  # fmt: skip
     if args.json:
         import json
 
         with open(args.json, "w") as f:
             json.dump({"events": stats.events, "updates": stats.updates, "full": stats.full,
-                       "conflicts": stats.conflicts, "failed_posts": stats.failed_posts,
+                       "conflicts": stats.conflicts, "via_log": stats.via_log,
+                       "failed_posts": stats.failed_posts,
                        "version": follower.version, "online_auc": auc}, f, indent=2)  # fmt: skip
     if publisher is not None:
         publisher.close()
