@@ -18,6 +18,12 @@ period), saved as the starting model; then, from that same state:
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python bench/rec_sync.py --speed 3600 \\
         --max-seconds 300 --sync-every 10 [--serve] [--json rec_sync.json]
 
+`--loadtest` measures instead the server's p99 under `anychip rec loadtest` (--qps, 100
+candidates) alone and while real deltas of the trainer are POSTed every --sync-every
+seconds, interleaved (--rounds of --duration seconds each), best p99 of each kind:
+
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python bench/rec_sync.py --loadtest --qps 500
+
 ml-100k's test period spans 47 days: at --speed 3600 (an hour a second) it takes 1,125 s;
 --max-seconds or --limit replay a prefix, and the online AUC is then taken over the same
 prefix.
@@ -168,6 +174,76 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _updates_for(start_dir: str, ml: Any, device: str, n: int, per: int) -> list[bytes]:
+    """`n` real deltas of the follower from the starting model, one per `per` test events."""
+    from anychip.rec.follow import Follower, OnlineFeatures, from_snapshot
+    from anychip.rec.log import Event, MemoryLog
+
+    model, config, _ = from_snapshot(start_dir, device)
+    log = MemoryLog()
+    first = len(protocol.split(len(ml)).train)
+    for i in range(first, first + n * per):
+        e = Event(int(ml.user[i]), int(ml.item[i]), int(ml.label[i]), int(ml.timestamp[i]),
+                  time.time(), float(ml.rating[i]))  # fmt: skip
+        log.add(EVENTS, e.fields())
+    feats = OnlineFeatures(ml, first, bool(config["history"]), dict(config["id_rows"]))
+    f = Follower(model, feats, log, None, device=device, full_every=10**9)
+    out = []
+    for _ in range(n):
+        done = 0
+        while done < per:
+            done += f.step(block_ms=0)
+        out.append(wire.encode(f.publish()))
+    return out
+
+
+def loadtest_under_sync(args: argparse.Namespace, start_dir: str, ml: Any) -> dict[str, Any]:
+    """p99 of `anychip rec loadtest` on the server alone and while real deltas are POSTed
+    every `sync_every` seconds (from this process: the trainer runs elsewhere in
+    production), interleaved, `--rounds` of each; the best p99 of each is kept."""
+    import httpx
+
+    rounds, secs = args.rounds, args.duration
+    per_phase = max(1, int(secs // args.sync_every))
+    updates = _updates_for(start_dir, ml, args.device, rounds * per_phase, 200)
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src"), "ANYCHIP_REC_TOKEN": "bench"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(_cli("serve", "--model", start_dir, "--port", str(port),
+                                   "--device", args.device), env=env)  # fmt: skip
+    results: dict[str, list[dict[str, Any]]] = {"steady": [], "sync": []}
+    try:
+        _wait_http(url, server)
+        headers = {"Authorization": "Bearer bench", "Content-Type": "application/octet-stream"}
+        pending = list(updates)
+        for _ in range(rounds):
+            for phase in ("steady", "sync"):
+                out = os.path.join(tempfile.mkdtemp(), "load.json")
+                load = subprocess.Popen(_cli(
+                    "loadtest", "--url", url, "--qps", str(args.qps), "--duration", str(secs),
+                    "--candidates", "100", "--json", out), env=env,
+                    stdout=subprocess.DEVNULL)  # fmt: skip
+                if phase == "sync":
+                    t0 = time.monotonic()
+                    for k in range(per_phase):
+                        time.sleep(max(0.0, t0 + (k + 0.5) * args.sync_every - time.monotonic()))
+                        r = httpx.post(url + "/update", content=pending.pop(0), headers=headers,
+                                       timeout=60)  # fmt: skip
+                        assert r.status_code == 200, r.text
+                load.wait()
+                with open(out) as f:
+                    results[phase].append(json.load(f))
+    finally:
+        server.terminate()
+        server.wait()
+    steady = min(r["p99_ms"] for r in results["steady"])
+    sync = min(r["p99_ms"] for r in results["sync"])
+    return {"qps": args.qps, "steady_p99_ms": steady, "sync_p99_ms": sync,
+            "sync_over_steady_p99": sync / steady,
+            "errors": sum(sum(r["errors"].values()) if isinstance(r["errors"], dict)
+                          else r["errors"] for v in results.values() for r in v)}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="dcn")
@@ -179,12 +255,28 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-seconds", type=float, default=300.0)
     p.add_argument("--serve", action="store_true", help="run `anychip rec serve` too")
+    p.add_argument(
+        "--loadtest",
+        action="store_true",
+        help="instead: p99 under load with and without a sync every --sync-every s",
+    )
+    p.add_argument("--qps", type=float, default=500.0)
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per load phase")
+    p.add_argument("--rounds", type=int, default=2, help="phases of each kind, interleaved")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the cleanup in `finally`
     if args.serve and importlib.util.find_spec("anychip.rec.serve") is None:
         p.error("--serve needs anychip.rec.serve (the prediction server)")
-    out = run(args)
+    if args.loadtest:
+        ml = load_movielens()
+        settings = Settings(run=protocol.Config(max_epochs=args.epochs))
+        _, trainer = from_dataset(args.model, ml, settings, args.device)
+        start_dir = os.path.join(tempfile.mkdtemp(prefix="rec-sync-"), "start")
+        save_start(start_dir, args.model, trainer, ml, settings)
+        out = loadtest_under_sync(args, start_dir, ml)
+    else:
+        out = run(args)
     for k, v in out.items():
         print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
     if args.json:
