@@ -48,6 +48,7 @@ from anychip.rec import load_movielens, metrics, protocol, wire
 from anychip.rec.follow import from_dataset, save_start
 from anychip.rec.log import EVENTS, UPDATES, RedisServer, free_port, id_key, open_log
 from anychip.rec.replay import Plan, Replayer, period_rows, report
+from anychip.rec.replay import read as read_records
 from anychip.rec.train import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,19 +85,19 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) 
     raise RuntimeError(f"no server at {url} after {timeout} s")
 
 
-def publish_delay(log: Any, sent: list[tuple[str, float]]) -> np.ndarray:
-    """Per event: published_at of the first update whose events_upto covers it - sent_at."""
-    ups = [wire.decode(f[b"data"]) for _, f in log.range(UPDATES)]
+def publish_delay(records: dict[str, list[dict[str, Any]]]) -> np.ndarray:
+    """Per event: published_at of the first update whose events_upto covers it - sent_at
+    (from the replay's records: the updates stream itself is trimmed)."""
     marks = sorted(
-        (float(u.info["published_at"]), id_key(u.info["events_upto"]))
-        for u in ups
-        if u.info.get("events_upto")
+        (v["published_at"], id_key(v["events_upto"]))
+        for v in records["version"]
+        if v["events_upto"]
     )
     out = []
-    for entry, sent_at in sent:
-        key = id_key(entry)
+    for e in records["event"]:
+        key = id_key(e["id"])
         first = next((t for t, upto in marks if upto >= key), float("nan"))
-        out.append(first - sent_at)
+        out.append(first - e["sent_at"])
     return np.asarray(out)
 
 
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 metrics.auc(prefix, ml.label[rows]), "follower_online_auc": follow["online_auc"],
                 "updates": follow["updates"], "full_updates": follow["full"],
             })  # fmt: skip
-            delay = publish_delay(log, [(i, float(f[b"sent_at"])) for i, f in log.range(EVENTS)])
+            delay = publish_delay(read_records(path))
             d = delay[~np.isnan(delay)]
             out["publish_delay_p50_s"] = float(np.percentile(d, 50))
             out["publish_delay_p99_s"] = float(np.percentile(d, 99))
