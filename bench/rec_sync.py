@@ -188,12 +188,14 @@ def _updates_for(start_dir: str, ml: Any, device: str, n: int, per: int) -> list
                   time.time(), float(ml.rating[i]))  # fmt: skip
         log.add(EVENTS, e.fields())
     feats = OnlineFeatures(ml, first, bool(config["history"]), dict(config["id_rows"]))
-    f = Follower(model, feats, log, None, device=device, full_every=10**9)
+    f = Follower(model, feats, log, None, batch_size=per, device=device, full_every=10**9)
     out = []
     for _ in range(n):
         done = 0
         while done < per:
-            done += f.step(block_ms=0)
+            got = f.step(block_ms=0)
+            assert got, "the log ran out of events"
+            done += got
         out.append(wire.encode(f.publish()))
     return out
 
@@ -206,7 +208,7 @@ def loadtest_under_sync(args: argparse.Namespace, start_dir: str, ml: Any) -> di
 
     rounds, secs = args.rounds, args.duration
     per_phase = max(1, int(secs // args.sync_every))
-    updates = _updates_for(start_dir, ml, args.device, rounds * per_phase, 200)
+    updates = _updates_for(start_dir, ml, args.device, rounds * per_phase, 256)
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src"), "ANYCHIP_REC_TOKEN": "bench"}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -275,6 +277,7 @@ def main() -> None:
         _, trainer = from_dataset(args.model, ml, settings, args.device)
         start_dir = os.path.join(tempfile.mkdtemp(prefix="rec-sync-"), "start")
         save_start(start_dir, args.model, trainer, ml, settings)
+        print("static training done", flush=True)
         out = loadtest_under_sync(args, start_dir, ml)
     else:
         out = run(args)
