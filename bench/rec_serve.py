@@ -3,7 +3,10 @@ this machine: `anychip rec serve` and `anychip rec loadtest` in two processes.
 
 1. the target: 100 candidates a request at 500 requests/s (Poisson) for --duration
    seconds; p50/p90/p99/p99.9 from each request's scheduled send time, errors by kind;
-2. the capacity: rising rates (--ladder) for --step seconds each; the highest with
+2. the same load while a publisher POSTs a delta every --sync-every seconds (every dense
+   parameter and --sync-rows rows of each id table, as a trainer's delta has them): its
+   p99 against the steady one's;
+3. the capacity: rising rates (--ladder) for --step seconds each; the highest with
    p99 <= 10 ms and no errors.
 
 Prints the load average before and after each run (the machine is shared; a neighbour's
@@ -24,14 +27,19 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
+if SRC not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, SRC)
 TARGET_P99_MS = 10.0
+TOKEN = "bench-token"
 
 
 def _env() -> dict[str, str]:
@@ -64,7 +72,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = anychip("rec", "serve", "--model", model_dir, "--port", str(self.port), *extra)
-        self.proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, text=True)
+        env = {**_env(), "ANYCHIP_REC_TOKEN": TOKEN}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -93,6 +102,49 @@ def load(url: str, qps: float, duration: float, candidates: int) -> dict[str, An
     return fig
 
 
+class Publisher:
+    """Every `every` seconds, a delta to the server as a trainer publishes one: all dense
+    parameters and `rows` random rows of each id table, slightly changed; records how
+    long each POST took."""
+
+    def __init__(self, url: str, model_dir: str, every: float, rows: int) -> None:
+        from anychip.rec import store
+
+        model, _ = store.load(model_dir, "cpu")
+        self.state = {k: v.numpy() for k, v in model.state_dict().items()}
+        self.url, self.every, self.rows = url, every, rows
+        self.version = int(httpx.get(f"{url}/healthz").json()["version"])
+        self.posts: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from anychip.rec import wire
+
+        rng = np.random.default_rng(0)
+        while not self.stop.wait(self.every):
+            dense, tables = {}, {}
+            for k, v in self.state.items():
+                if "embedding_bags." not in k:
+                    dense[k] = v + rng.normal(0, 1e-4, v.shape).astype(v.dtype)
+                elif k.endswith(("user_id.weight", "item_id.weight")):
+                    ids = rng.choice(len(v), min(self.rows, len(v)), replace=False)
+                    tables[k[: -len(".weight")]] = wire.TableRows(ids, v[ids] * 1.001)
+            upd = wire.Update(self.version + 1, self.version, "delta", dense, tables)
+            t = time.perf_counter()
+            r = httpx.post(f"{self.url}/update", content=wire.encode(upd), timeout=30,
+                           headers={"authorization": f"Bearer {TOKEN}"})  # fmt: skip
+            self.posts.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                raise SystemExit(f"update refused: {r.status_code} {r.text}")
+            self.version += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def line(fig: dict[str, Any]) -> str:
     g = fig["generator"]
     errs = ", ".join(f"{k} {n}" for k, n in fig["errors"].items()) or "none"
@@ -116,6 +168,8 @@ def main() -> int:
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--ladder", default="250,500,750,1000,1250,1500", help="rates to try")
     p.add_argument("--step", type=float, default=10.0, help="seconds at each ladder rate")
+    p.add_argument("--sync-every", type=float, default=10.0, help="seconds between deltas")
+    p.add_argument("--sync-rows", type=int, default=1000, help="rows of each id table a delta")
     p.add_argument("--server-args", default="", help="more `rec serve` options, space-separated")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -127,6 +181,14 @@ def main() -> int:
             load(server.url, 200, 3, args.candidates)  # warm: connections, caches
             target = load(server.url, 500, args.duration, args.candidates)
             print("target ", line(target), flush=True)
+            pub = Publisher(server.url, model_dir, args.sync_every, args.sync_rows)
+            try:
+                synced = load(server.url, 500, args.duration, args.candidates)
+            finally:
+                pub.close()
+            synced["sync"] = {"every_s": args.sync_every, "updates": len(pub.posts),
+                              "post_ms": [1e3 * t for t in pub.posts]}  # fmt: skip
+            print("synced ", line(synced), f"({len(pub.posts)} updates)", flush=True)
             ladder = []
             for qps in (float(q) for q in args.ladder.split(",")):
                 fig = load(server.url, qps, args.step, args.candidates)
@@ -141,12 +203,16 @@ def main() -> int:
     print(f"500 req/s x {args.candidates} candidates: p99 {target['p99_ms']:.2f} ms, errors "
           f"{target['error_count']} -> {'met' if ok(target) else 'NOT met'} (p99 <= 10 ms, "
           "no errors)")  # fmt: skip
+    print(f"with a delta every {args.sync_every:g} s: p99 {synced['p99_ms']:.2f} ms = "
+          f"{synced['p99_ms'] / target['p99_ms']:.2f}x the steady p99 (target <= 1.2x); "
+          f"versions served {synced['versions']}")  # fmt: skip
     print(f"highest rate tried with p99 <= 10 ms and no errors: {best} req/s")
     batches = [ln for ln in metrics.splitlines() if ln.startswith("anychip_rec_batch_requests_")]
     print("\n".join(b for b in batches if "_sum" in b or "_count" in b))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"target": target, "ladder": ladder, "capacity_qps": best}, f, indent=2)
+            json.dump({"target": target, "synced": synced, "ladder": ladder, "capacity_qps": best},
+                      f, indent=2)  # fmt: skip
     return 0
 
 
