@@ -391,3 +391,26 @@ def test_the_cli_serves_with_a_token_file_and_stops_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_requests_only_replay_the_captures_made_at_start(served: Any) -> None:
+    server, url = served
+    scorer = server.model._score
+    assert len(scorer.captures) == len(server.model.classes) == 3  # 17, 33, 65 rows
+    calls: list[Any] = []
+    capture = scorer._capture
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(args[0])
+        return capture(*args, **kw)
+
+    scorer._capture = counted  # type: ignore[method-assign]
+    try:
+        rng = np.random.default_rng(2)
+        for n in (1, 16, 17, 33, 40, 64):  # every class; users with long, short, no history
+            for user in (1, 13, 405, 10**9):
+                items = (rng.choice(1682, n, replace=False) + 1).tolist()
+                assert predict(url, {"user_id": user, "candidates": items}).status_code == 200
+    finally:
+        del scorer._capture
+    assert calls == []
