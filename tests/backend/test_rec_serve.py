@@ -414,3 +414,17 @@ def test_requests_only_replay_the_captures_made_at_start(served: Any) -> None:
     finally:
         del scorer._capture
     assert calls == []
+
+
+def test_an_oversized_chunked_body_is_refused_without_reading_it_all(served: Any) -> None:
+    _, url = served
+
+    def chunks() -> Any:
+        yield b'{"user_id": 1, "candidates": ['
+        for _ in range(1000):  # 1 MB in all, no content-length
+            yield b"1, " * 341 + b"\n"
+        yield b"1]}"
+
+    r = httpx.post(f"{url}/predict", content=chunks(), timeout=10)
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]
+    assert predict(url, {"user_id": 1, "candidates": [2]}).status_code == 200

@@ -89,6 +89,21 @@ def top_k(items: np.ndarray, probs: np.ndarray, k: int) -> tuple[list[int], list
     return items[order].tolist(), probs[order].astype(float).tolist()
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, read no further than `limit` + 1 bytes (parse_predict refuses
+    a longer one), so an oversized body never fills memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"body of {declared} bytes exceeds {limit}", 413, "too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
 def _error(message: str, status: int, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
@@ -107,7 +122,7 @@ class Server:
         start = time.perf_counter()
         self.metrics.request()
         try:
-            query, k = parse_predict(await request.body(), self.cap)
+            query, k = parse_predict(await _body(request, MAX_PREDICT_BYTES), self.cap)
             version, probs = await self.batcher.submit(query)
         except BadRequest as e:
             self.metrics.error(e.kind)
