@@ -118,6 +118,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_scores(
 BAD = [
     (b"{not json", 400, "not JSON"),
     (b"[1, 2]", 400, "JSON object"),
+    (b"[" * 60000, 400, "not JSON"),
     ({"candidates": [1]}, 400, "user_id"),
     ({"user_id": 1}, 400, "candidates"),
     ({"user_id": "7", "candidates": [1]}, 400, "user_id"),

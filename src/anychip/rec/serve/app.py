@@ -53,7 +53,7 @@ def parse_predict(body: bytes, cap: int) -> tuple[Query, int]:
         raise BadRequest(f"body of {len(body)} bytes exceeds {MAX_PREDICT_BYTES}", 413, "too_large")
     try:
         req = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # (nested too deep)
         raise BadRequest(f"body is not JSON: {e}") from None
     if not isinstance(req, dict):
         raise BadRequest(f"body must be a JSON object, got {type(req).__name__}")
