@@ -319,11 +319,14 @@ def test_no_response_mixes_two_versions(model_dir: str) -> None:
     assert len(versions) > 2  # requests did run during the updates
 
 
-def test_loadtest_reports_latency_from_scheduled_times(served: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["raw", "httpx"])
+def test_loadtest_reports_latency_from_scheduled_times(
+    served: Any, tmp_path: Path, client: str
+) -> None:
     _, url = served
     out = tmp_path / "lt.json"
     args = ["rec", "loadtest", "--url", url, "--qps", "100", "--duration", "1",
-            "--candidates", "20", "--json", str(out)]  # fmt: skip
+            "--candidates", "20", "--json", str(out), "--client", client]  # fmt: skip
     assert main(args) == 0
     fig = json.loads(out.read_text())
     assert {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "qps", "errors"} <= fig.keys()
