@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -242,6 +243,18 @@ def test_updates_need_the_token_and_follow_versions(model_dir: str) -> None:
             assert r.status_code == 401 and "unauthorized" in r.json()["error"]
         assert predict(url, req).json() == before  # nothing changed
         assert post_update(url, b"garbage").status_code == 400
+        data = wire.encode(full)
+        for cut in (len(data) // 2, len(data) - 1):  # a publisher killed mid-POST
+            assert post_update(url, data[:cut]).status_code == 400
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # gone mid-body
+            sock.sendall(
+                f"POST /update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+                f"\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                + data[:100]
+            )
+        time.sleep(0.2)
+        assert predict(url, req).json() == before
         r = post_update(url, full)
         assert r.status_code == 200 and r.json() == {"version": 4}
         got = predict(url, req).json()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -127,6 +127,9 @@ class Server:
         except BadRequest as e:
             self.metrics.error(e.kind)
             return _error(str(e), e.status)
+        except ClientDisconnect:
+            self.metrics.error("bad_request")
+            return _error("the body ended early (client disconnected)", 400)
         except Overloaded as e:
             self.metrics.error("overloaded")
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503,
@@ -152,7 +155,11 @@ class Server:
             self.metrics.error("unauthorized")
             why = "a wrong or missing token" if self.token else "no token configured"
             return _error(f"unauthorized: {why} (Authorization: Bearer <token>)", 401)
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # a publisher gone mid-body: nothing to apply
+            self.metrics.error("bad_update")
+            return _error("the body ended early (client disconnected)", 400)
         try:
             version = await run_in_threadpool(self.apply, body, "post")
         except StaleUpdate as e:
