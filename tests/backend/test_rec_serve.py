@@ -301,15 +301,20 @@ def test_no_response_mixes_two_versions(model_dir: str) -> None:
         stop = threading.Event()
         seen: list[list[tuple[int, list[float]]]] = [[] for _ in range(3)]
 
+        failures: list[BaseException] = []
+
         def client(out: list[tuple[int, list[float]]]) -> None:
             rng = np.random.default_rng(len(out))
-            with httpx.Client(base_url=url, timeout=10) as c:
-                while not stop.is_set():
-                    items = (rng.choice(1682, 15, replace=False) + 1).tolist()
-                    r = c.post("/predict", json={"user_id": int(rng.integers(1, 943)),
-                                                 "candidates": items})  # fmt: skip
-                    assert r.status_code == 200
-                    out.append((r.json()["version"], r.json()["scores"]))
+            try:
+                with httpx.Client(base_url=url, timeout=10) as c:
+                    while not stop.is_set():
+                        items = (rng.choice(1682, 15, replace=False) + 1).tolist()
+                        r = c.post("/predict", json={"user_id": int(rng.integers(1, 943)),
+                                                     "candidates": items})  # fmt: skip
+                        assert r.status_code == 200, r.text
+                        out.append((r.json()["version"], r.json()["scores"]))
+            except BaseException as e:  # seen by the test's thread below
+                failures.append(e)
 
         threads = [threading.Thread(target=client, args=(s,)) for s in seen]
         for t in threads:
@@ -321,6 +326,7 @@ def test_no_response_mixes_two_versions(model_dir: str) -> None:
             stop.set()
             for t in threads:
                 t.join()
+    assert not failures, failures
     versions = set()
     for responses in seen:
         assert responses, "a client got no answer"
