@@ -207,8 +207,9 @@ def main() -> int:
           f"{synced['p99_ms'] / target['p99_ms']:.2f}x the steady p99 (target <= 1.2x); "
           f"versions served {synced['versions']}")  # fmt: skip
     print(f"highest rate tried with p99 <= 10 ms and no errors: {best} req/s")
-    batches = [ln for ln in metrics.splitlines() if ln.startswith("anychip_rec_batch_requests_")]
-    print("\n".join(b for b in batches if "_sum" in b or "_count" in b))
+    for name in ("batch_requests", "update_swap_seconds"):  # the server's own figures
+        sums = [ln for ln in metrics.splitlines() if ln.startswith(f"anychip_rec_{name}_")]
+        print("\n".join(b for b in sums if "_sum" in b or "_count" in b))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"target": target, "synced": synced, "ladder": ladder, "capacity_qps": best},

@@ -292,6 +292,8 @@ def test_updates_need_the_token_and_follow_versions(model_dir: str) -> None:
         bad = wire.Update(7, 6, "delta", dense={"nope": np.zeros(1, np.float32)})
         assert post_update(url, bad).status_code == 400
         assert httpx.get(f"{url}/healthz").json()["version"] == 6
+        assert metric(url, "anychip_rec_update_swap_seconds_count") == 3  # applied ones only
+        assert 0 < metric(url, "anychip_rec_update_swap_seconds_sum") < 3
 
 
 def test_no_response_mixes_two_versions(model_dir: str) -> None:

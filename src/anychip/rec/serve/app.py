@@ -173,7 +173,7 @@ class Server:
     def apply(self, data: bytes, source: str) -> int:
         """Decode and apply an update's bytes (off the event loop); its new version."""
         version = self.model.apply(wire.decode(data))
-        self.metrics.update(source, version)
+        self.metrics.update(source, version, self.model.last_swap_s)
         return version
 
     async def healthz(self, request: Request) -> Response:
