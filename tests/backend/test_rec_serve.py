@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -118,6 +119,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_scores(
 BAD = [
     (b"{not json", 400, "not JSON"),
     (b"[1, 2]", 400, "JSON object"),
+    (b"[" * 60000, 400, "not JSON"),
     ({"candidates": [1]}, 400, "user_id"),
     ({"user_id": 1}, 400, "candidates"),
     ({"user_id": "7", "candidates": [1]}, 400, "user_id"),
@@ -241,6 +243,18 @@ def test_updates_need_the_token_and_follow_versions(model_dir: str) -> None:
             assert r.status_code == 401 and "unauthorized" in r.json()["error"]
         assert predict(url, req).json() == before  # nothing changed
         assert post_update(url, b"garbage").status_code == 400
+        data = wire.encode(full)
+        for cut in (len(data) // 2, len(data) - 1):  # a publisher killed mid-POST
+            assert post_update(url, data[:cut]).status_code == 400
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # gone mid-body
+            sock.sendall(
+                f"POST /update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+                f"\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                + data[:100]
+            )
+        time.sleep(0.2)
+        assert predict(url, req).json() == before
         r = post_update(url, full)
         assert r.status_code == 200 and r.json() == {"version": 4}
         got = predict(url, req).json()
@@ -278,6 +292,8 @@ def test_updates_need_the_token_and_follow_versions(model_dir: str) -> None:
         bad = wire.Update(7, 6, "delta", dense={"nope": np.zeros(1, np.float32)})
         assert post_update(url, bad).status_code == 400
         assert httpx.get(f"{url}/healthz").json()["version"] == 6
+        assert metric(url, "anychip_rec_update_swap_seconds_count") == 3  # applied ones only
+        assert 0 < metric(url, "anychip_rec_update_swap_seconds_sum") < 3
 
 
 def test_no_response_mixes_two_versions(model_dir: str) -> None:
@@ -287,15 +303,20 @@ def test_no_response_mixes_two_versions(model_dir: str) -> None:
         stop = threading.Event()
         seen: list[list[tuple[int, list[float]]]] = [[] for _ in range(3)]
 
+        failures: list[BaseException] = []
+
         def client(out: list[tuple[int, list[float]]]) -> None:
             rng = np.random.default_rng(len(out))
-            with httpx.Client(base_url=url, timeout=10) as c:
-                while not stop.is_set():
-                    items = (rng.choice(1682, 15, replace=False) + 1).tolist()
-                    r = c.post("/predict", json={"user_id": int(rng.integers(1, 943)),
-                                                 "candidates": items})  # fmt: skip
-                    assert r.status_code == 200
-                    out.append((r.json()["version"], r.json()["scores"]))
+            try:
+                with httpx.Client(base_url=url, timeout=10) as c:
+                    while not stop.is_set():
+                        items = (rng.choice(1682, 15, replace=False) + 1).tolist()
+                        r = c.post("/predict", json={"user_id": int(rng.integers(1, 943)),
+                                                     "candidates": items})  # fmt: skip
+                        assert r.status_code == 200, r.text
+                        out.append((r.json()["version"], r.json()["scores"]))
+            except BaseException as e:  # seen by the test's thread below
+                failures.append(e)
 
         threads = [threading.Thread(target=client, args=(s,)) for s in seen]
         for t in threads:
@@ -307,6 +328,7 @@ def test_no_response_mixes_two_versions(model_dir: str) -> None:
             stop.set()
             for t in threads:
                 t.join()
+    assert not failures, failures
     versions = set()
     for responses in seen:
         assert responses, "a client got no answer"
@@ -318,11 +340,14 @@ def test_no_response_mixes_two_versions(model_dir: str) -> None:
     assert len(versions) > 2  # requests did run during the updates
 
 
-def test_loadtest_reports_latency_from_scheduled_times(served: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["raw", "httpx"])
+def test_loadtest_reports_latency_from_scheduled_times(
+    served: Any, tmp_path: Path, client: str
+) -> None:
     _, url = served
     out = tmp_path / "lt.json"
     args = ["rec", "loadtest", "--url", url, "--qps", "100", "--duration", "1",
-            "--candidates", "20", "--json", str(out)]  # fmt: skip
+            "--candidates", "20", "--json", str(out), "--client", client]  # fmt: skip
     assert main(args) == 0
     fig = json.loads(out.read_text())
     assert {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "qps", "errors"} <= fig.keys()
@@ -391,3 +416,40 @@ def test_the_cli_serves_with_a_token_file_and_stops_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_requests_only_replay_the_captures_made_at_start(served: Any) -> None:
+    server, url = served
+    scorer = server.model._score
+    assert len(scorer.captures) == len(server.model.classes) == 3  # 17, 33, 65 rows
+    calls: list[Any] = []
+    capture = scorer._capture
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(args[0])
+        return capture(*args, **kw)
+
+    scorer._capture = counted  # type: ignore[method-assign]
+    try:
+        rng = np.random.default_rng(2)
+        for n in (1, 16, 17, 33, 40, 64):  # every class; users with long, short, no history
+            for user in (1, 13, 405, 10**9):
+                items = (rng.choice(1682, n, replace=False) + 1).tolist()
+                assert predict(url, {"user_id": user, "candidates": items}).status_code == 200
+    finally:
+        del scorer._capture
+    assert calls == []
+
+
+def test_an_oversized_chunked_body_is_refused_without_reading_it_all(served: Any) -> None:
+    _, url = served
+
+    def chunks() -> Any:
+        yield b'{"user_id": 1, "candidates": ['
+        for _ in range(1000):  # 1 MB in all, no content-length
+            yield b"1, " * 341 + b"\n"
+        yield b"1]}"
+
+    r = httpx.post(f"{url}/predict", content=chunks(), timeout=10)
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]
+    assert predict(url, {"user_id": 1, "candidates": [2]}).status_code == 200

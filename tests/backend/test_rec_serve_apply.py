@@ -104,3 +104,18 @@ def test_updates_that_do_not_fit_are_refused_naming_what(update: wire.Update, wo
     model, _ = _model()
     with pytest.raises(ArgumentError, match=words):
         apply.prepare(model, update)
+
+
+def test_catch_up_starts_at_the_newest_full_update_past_the_served_version() -> None:
+    from anychip.rec.serve.follow import plan
+
+    def entry(i: int, version: int, kind: str) -> tuple[bytes, dict[bytes, bytes]]:
+        return f"{i}-0".encode(), {b"version": str(version).encode(), b"kind": kind.encode()}
+
+    log = [entry(1, 2, "full"), entry(2, 3, "delta"), entry(3, 5, "full"), entry(4, 6, "delta"),
+           entry(5, 7, "delta")]  # fmt: skip
+    assert plan(log, 0) == [b"3-0", b"4-0", b"5-0"]
+    assert plan(log, 6) == [b"5-0"]  # past the newest full: the deltas after the version
+    assert plan(log, 7) == []
+    assert plan(log[:2], 0) == [b"1-0", b"2-0"]
+    assert plan([], 3) == []

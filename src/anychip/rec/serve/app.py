@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -53,7 +53,7 @@ def parse_predict(body: bytes, cap: int) -> tuple[Query, int]:
         raise BadRequest(f"body of {len(body)} bytes exceeds {MAX_PREDICT_BYTES}", 413, "too_large")
     try:
         req = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # (nested too deep)
         raise BadRequest(f"body is not JSON: {e}") from None
     if not isinstance(req, dict):
         raise BadRequest(f"body must be a JSON object, got {type(req).__name__}")
@@ -89,6 +89,21 @@ def top_k(items: np.ndarray, probs: np.ndarray, k: int) -> tuple[list[int], list
     return items[order].tolist(), probs[order].astype(float).tolist()
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, read no further than `limit` + 1 bytes (parse_predict refuses
+    a longer one), so an oversized body never fills memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"body of {declared} bytes exceeds {limit}", 413, "too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
 def _error(message: str, status: int, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
@@ -107,11 +122,14 @@ class Server:
         start = time.perf_counter()
         self.metrics.request()
         try:
-            query, k = parse_predict(await request.body(), self.cap)
+            query, k = parse_predict(await _body(request, MAX_PREDICT_BYTES), self.cap)
             version, probs = await self.batcher.submit(query)
         except BadRequest as e:
             self.metrics.error(e.kind)
             return _error(str(e), e.status)
+        except ClientDisconnect:
+            self.metrics.error("bad_request")
+            return _error("the body ended early (client disconnected)", 400)
         except Overloaded as e:
             self.metrics.error("overloaded")
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503,
@@ -137,7 +155,11 @@ class Server:
             self.metrics.error("unauthorized")
             why = "a wrong or missing token" if self.token else "no token configured"
             return _error(f"unauthorized: {why} (Authorization: Bearer <token>)", 401)
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # a publisher gone mid-body: nothing to apply
+            self.metrics.error("bad_update")
+            return _error("the body ended early (client disconnected)", 400)
         try:
             version = await run_in_threadpool(self.apply, body, "post")
         except StaleUpdate as e:
@@ -151,7 +173,7 @@ class Server:
     def apply(self, data: bytes, source: str) -> int:
         """Decode and apply an update's bytes (off the event loop); its new version."""
         version = self.model.apply(wire.decode(data))
-        self.metrics.update(source, version)
+        self.metrics.update(source, version, self.model.last_swap_s)
         return version
 
     async def healthz(self, request: Request) -> Response:

@@ -121,13 +121,14 @@ class Batcher:
                     j.loop.call_soon_threadsafe(_fail, j.future, e)
                 continue
             self.metrics.batch(len(jobs), sum(len(p) for p in probs))
-            for j, p in zip(jobs, probs):
-                j.loop.call_soon_threadsafe(_done, j.future, (version, p))
+            done = [(j.future, (version, p)) for j, p in zip(jobs, probs)]
+            jobs[0].loop.call_soon_threadsafe(_done_all, done)  # the one loop, woken once
 
 
-def _done(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():  # the request may have been cancelled (client gone)
-        fut.set_result(value)
+def _done_all(results: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for fut, value in results:
+        if not fut.done():  # the request may have been cancelled (client gone)
+            fut.set_result(value)
 
 
 def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from anychip.errors import ArgumentError
+
 UPDATES = "anychip:rec:updates"
 BLOCK_MS = 1000  # how long one XREAD waits, so `stop` is seen within about a second
 
@@ -50,7 +52,12 @@ class Follower:
 
     def catch_up(self) -> int:
         """Apply what the log holds beyond the served version; how many updates applied."""
-        entries = self.client.xrange(UPDATES, "-", "+")
+        import redis
+
+        try:
+            entries = self.client.xrange(UPDATES, "-", "+")
+        except redis.RedisError as e:
+            raise ArgumentError(f"rec serve: cannot read {UPDATES} from --redis: {e}") from None
         if entries:
             self.last_id = entries[-1][0]
         todo = set(plan(entries, self.version()))
@@ -61,8 +68,6 @@ class Follower:
         return n
 
     def _apply(self, fields: dict[bytes, bytes]) -> bool:
-        from anychip.errors import ArgumentError
-
         try:
             self.apply(_field(fields, "data"), "redis")
         except ArgumentError as e:  # stale (came by POST first), or does not fit: skip it

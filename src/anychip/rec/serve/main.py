@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # the server's modules import starlette: only when serving
     from anychip.rec.serve.follow import Follower
 
 TOKEN_ENV = "ANYCHIP_REC_TOKEN"
+SWITCH_INTERVAL_S = 0.0005
 
 
 def read_token(path: str | None) -> str | None:
@@ -114,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         f"http://{args.host}:{args.port} (updates {'on' if token else 'off: no token'})",
         flush=True,
     )
+    # the event loop and the inference thread share the GIL; a thread waiting for it gets
+    # it after this interval at most (default 5 ms, a whole latency budget): 0.5 ms
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = uvicorn.Config(
         make_app(server), host=args.host, port=args.port, log_level="warning",
         access_log=False, lifespan="on",

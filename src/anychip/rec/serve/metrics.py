@@ -10,6 +10,7 @@ import threading
 from collections import defaultdict
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 1.0)
+SWAP_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.1, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -45,6 +46,7 @@ class Metrics:
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batch_rows = Histogram(BATCH_BUCKETS)
         self.batch_requests = Histogram(BATCH_BUCKETS)
+        self.swap = Histogram(SWAP_BUCKETS)
         self.version = 0
         self.queue_depth = 0
 
@@ -65,10 +67,11 @@ class Metrics:
             self.batch_requests.observe(requests)
             self.batch_rows.observe(rows)
 
-    def update(self, source: str, version: int) -> None:
+    def update(self, source: str, version: int, swap_s: float) -> None:
         with self.lock:
             self.updates[source] += 1
             self.version = version
+            self.swap.observe(swap_s)
 
     def text(self) -> str:
         p = "anychip_rec_"
@@ -99,5 +102,8 @@ class Metrics:
                 f"# HELP {p}updates_total Model updates applied, by how they came.",
                 f"# TYPE {p}updates_total counter",
                 *(f'{p}updates_total{{source="{k}"}} {n}' for k, n in sorted(self.updates.items())),
+                f"# HELP {p}update_swap_seconds How long an update held up inference (its swap).",
+                f"# TYPE {p}update_swap_seconds histogram",
+                *self.swap.lines(f"{p}update_swap_seconds"),
             ]
         return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,7 @@ class ServedModel:
         self._score = jit(_Scorer(self.model))
         self._tensors = _tensors(self.model)
         self.path = os.path.abspath(path)
+        self.last_swap_s = 0.0  # how long the latest update held the inference lock
 
     def size_for(self, rows: int) -> int:
         """The batch class `rows` real rows are padded to."""
@@ -142,8 +144,10 @@ class ServedModel:
             ready = apply.prepare(self.model, update)
             grows = ready.grows
             with self.lock:
+                start = time.perf_counter()
                 ready.swap()
                 self.version = update.version
                 if grows:  # new table shapes: capture each batch class again, now
                     self._capture_all()
+                self.last_swap_s = time.perf_counter() - start
             return update.version
