@@ -3,6 +3,12 @@ registered with `@subcommand` in this file (`anychip rec bench`, `anychip rec tr
 
     anychip rec train --dataset ml-100k --model deepfm --protocol online [--device cpu]
         [--json PATH] [--plot PNG] [--save DIR]
+    anychip rec train --follow redis://HOST:PORT --publish http://HOST:PORT
+        [--model DIR | --dataset ml-100k] [--sync-every SECONDS] [--token-file PATH]
+    anychip rec replay --dataset ml-100k --from test --speed 60 --redis URL --url SERVER
+    anychip rec replay --report [PATH]
+    anychip rec serve --model DIR --port P [--redis URL] [--token-file PATH] ...
+    anychip rec loadtest --url URL --qps 500 --duration 30 --candidates 100 [--json PATH]
 """
 
 from __future__ import annotations
@@ -99,7 +105,10 @@ def _train_args(t: argparse.ArgumentParser) -> None:
         "--path", default=None,
         help="folder with u.data, u.user, u.item (default: the copy in the recbole package)",
     )  # fmt: skip
-    t.add_argument("--model", default="deepfm", choices=MODELS)
+    t.add_argument(
+        "--model", default="deepfm", metavar="NAME|DIR",
+        help=f"one of {', '.join(MODELS)}; with --follow also a saved model directory",
+    )  # fmt: skip
     t.add_argument("--protocol", default="online", choices=["static", "online"])
     t.add_argument("--device", default=None, help="device (default: ANYCHIP_DEVICE or ref)")
     t.add_argument("--json", default=None, metavar="PATH", help="write the figures as JSON")
@@ -115,6 +124,22 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, default=None, help="use only the first N events")
+    _follow_args(t)
+
+
+def _follow_args(t: argparse.ArgumentParser) -> None:
+    """`anychip rec train --follow URL`: train online from the event log (rec/follow.py)."""
+    f = t.add_argument_group("online training from the event log (docs/rec-serving.md)")
+    f.add_argument("--follow", default=None, metavar="URL", help="Redis URL of the event log")
+    f.add_argument("--publish", default=None, metavar="URL", help="server to POST updates to")
+    f.add_argument("--sync-every", type=float, default=10.0, metavar="SECONDS")
+    f.add_argument("--full-every", type=int, default=20, help="a full update every N versions")
+    f.add_argument("--token-file", default=None, metavar="PATH",
+                   help="update token (default: $ANYCHIP_REC_TOKEN)")  # fmt: skip
+    f.add_argument("--max-events", type=int, default=None, help="stop after N events")
+    f.add_argument("--max-seconds", type=float, default=None, help="stop after S seconds")
+    f.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="stop when no event came for this long")  # fmt: skip
 
 
 class Bar:
@@ -148,6 +173,12 @@ def _train(args: argparse.Namespace) -> int:
     from anychip.rec import protocol
     from anychip.rec.train import Settings, train
 
+    if args.follow is not None:
+        from anychip.rec.follow import main
+
+        return main(args)
+    if args.model not in MODELS:
+        raise ArgumentError(f"rec train: unknown model {args.model!r}; choose one of {MODELS}")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ArgumentError("rec train: --plot needs matplotlib (pip install 'anychip[plot]')")
     cfg = protocol.Config(batch_size=args.batch_size, max_epochs=args.epochs, seed=args.seed)
@@ -205,3 +236,72 @@ def _plot(res: Any, path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --- anychip rec replay --------------------------------------------------------------
+def _replay_args(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--dataset", default="ml-100k", choices=["ml-100k"])
+    r.add_argument("--path", default=None, help="folder with the dataset's files")
+    r.add_argument("--from", dest="period", default="test", choices=["test"])
+    r.add_argument("--speed", type=float, default=60.0,
+                   help="seconds of dataset time per second (default 60)")  # fmt: skip
+    r.add_argument("--redis", default=None, metavar="URL", help="Redis URL of the event log")
+    r.add_argument("--url", default=None, metavar="SERVER", help="prediction server")
+    r.add_argument("--candidates", type=int, default=20, help="items per request (default 20)")
+    r.add_argument("--limit", type=int, default=None, help="send at most N events")
+    r.add_argument("--max-seconds", type=float, default=None, help="stop after S seconds")
+    r.add_argument("--probe-every", type=float, default=0.5, metavar="SECONDS",
+                   help="ask the server this often between events (0: never)")  # fmt: skip
+    r.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
+                   help="keep probing this long after the last event")  # fmt: skip
+    r.add_argument("--seed", type=int, default=0, help="candidate sampling")
+    r.add_argument("--out", default="replay.jsonl", metavar="PATH", help="records (JSON lines)")
+    r.add_argument("--report", nargs="?", const="", default=None, metavar="PATH",
+                   help="print the report of a replay's records (default: --out)")  # fmt: skip
+
+
+@subcommand(
+    "replay",
+    "replay a dataset's events to the log at an accelerated clock, scoring each on the server",
+    _replay_args,
+)
+def _replay(args: argparse.Namespace) -> int:
+    from anychip.rec import replay
+
+    if args.report is not None:
+        summary = replay.report(args.report or args.out)
+        print(table([(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+                     for k, v in summary.items()]))  # fmt: skip
+        return 0
+    if args.redis is None or args.url is None:
+        raise ArgumentError("rec replay: give --redis URL and --url SERVER (or --report)")
+    return replay.main(args)
+
+
+# --- anychip rec serve, anychip rec loadtest (src/anychip/rec/serve/, rec/loadtest.py) ---
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from anychip.rec.serve import main
+
+    main.configure(p)
+
+
+@subcommand("serve", "serve a saved model over HTTP (POST /predict, /update; docs/rec-serving.md)",
+            _serve_args)  # fmt: skip
+def _serve(args: argparse.Namespace) -> int:
+    from anychip.rec.serve import main
+
+    return main.run(args)
+
+
+def _loadtest_args(p: argparse.ArgumentParser) -> None:
+    from anychip.rec import loadtest
+
+    loadtest.configure(p)
+
+
+@subcommand("loadtest", "open-loop Poisson load on a server, latency from scheduled send times",
+            _loadtest_args)  # fmt: skip
+def _loadtest(args: argparse.Namespace) -> int:
+    from anychip.rec import loadtest
+
+    return loadtest.run(args)

@@ -333,6 +333,37 @@ class DynamicEmbedding(Module):
         ids = self._index.ids_of[rows]
         return TableDelta(ids, values.numpy(), evicted, self.version)
 
+    def apply_delta(self, delta: TableDelta) -> None:
+        """Make this table hold what `delta` says (a server applying a trainer's delta):
+        `delta.evicted` ids leave, each of `delta.ids` gets row `delta.rows[i]` (admitted
+        now if absent, with no sighting counted). The table may grow."""
+        ids = np.asarray(delta.ids, np.int64).reshape(-1)
+        values = np.asarray(delta.rows, np.float32)
+        if values.shape != (ids.size, self.dim) or np.unique(ids).size != ids.size:
+            raise ShapeError(
+                f"DynamicEmbedding.apply_delta: ids {ids.shape} must be distinct with rows "
+                f"of shape ({ids.size}, {self.dim}), got {values.shape}"
+            )
+        gone = np.asarray(delta.evicted, np.int64).reshape(-1)
+        gone = np.unique(gone[self._index.lookup(gone) >= 0])
+        if gone.size:
+            freed = self._index.delete(gone)
+            self._used[freed] = False
+            self._pool.give_back(freed)
+        rows = self._index.lookup(ids)
+        new = rows < 0
+        if new.any():
+            rows[new] = self._take_rows(int(new.sum()))
+            self._index.insert(ids[new], rows[new])
+            self._used[rows[new]] = True
+        self.version += 1
+        self._changed[rows] = self.version
+        if ids.size:
+            w = self.weight
+            with no_grad():
+                w.index_copy_(0, Tensor(rows, device=w.device), Tensor(values, device=w.device))
+            w.realize()
+
     def forget_evictions(self, upto_version: int) -> None:
         """Drop the eviction records at or before `upto_version` (every consumer of
         `delta` has passed it), so the log stays short in a long run."""

@@ -1,0 +1,141 @@
+"""A served request's features from the model directory's feature store, as one padded
+batch of fixed shapes: the candidates of several requests side by side, padded to a
+batch size class, each sparse key padded to a fixed number of ids, so every batch of one
+class runs the same replayed kernels.
+
+Unknown users and items (ids outside the store) read row 0 of the store and of the id
+tables: the store's row 0 is no one (MovieLens ids start at 1), so it holds what a user or
+item with no past has: no side features, empty histories, zero behaviour statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from anychip.errors import ArgumentError
+from anychip.rec import movielens
+from anychip.rec.features import HISTORY_FEATURES
+
+
+@dataclass(frozen=True)
+class Query:
+    """One request: score `items` (n,) for `user` at unix time `timestamp`."""
+
+    user: int
+    items: np.ndarray
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Padded:
+    """A batch of `rows` real rows padded to `size` rows: per key K, `values` holds that
+    key's ids (fixed count per size) and `lengths` its `size` bag lengths, key-major as a
+    KeyedJaggedTensor takes them; `dense` (size, dense_in)."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+    dense: np.ndarray
+    rows: int
+    size: int
+
+
+def _bags(values: np.ndarray, offsets: np.ndarray) -> movielens.Jagged:
+    return movielens.Jagged(np.asarray(values, np.int64), np.asarray(offsets, np.int64))
+
+
+class ServingFeatures:
+    """The feature store of a saved model (rec.store.load's second result) and the batch
+    layout of its model: `batch(queries, size)` -> Padded."""
+
+    def __init__(self, store: dict[str, Any]) -> None:
+        cfg = store["config"]
+        self.keys: tuple[str, ...] = tuple(cfg["sparse_features"])
+        self.dense_in = int(cfg["dense_in"])
+        self.history = bool(cfg["history"])
+        self.id_rows = {k: int(v) for k, v in cfg["id_rows"].items()}
+        self.users = {k: np.asarray(store[f"user_{k}"], np.int64) for k in movielens.USER_FEATURES}
+        self.num_users = len(self.users["age"])
+        self.year = np.asarray(store["item_year"], np.int64)
+        self.num_items = len(self.year)
+        self.genres = _bags(store["item_genres_values"], store["item_genres_offsets"])
+        self.recent: dict[str, movielens.Jagged] = {}
+        if self.history:
+            for k in HISTORY_FEATURES:
+                self.recent[k] = _bags(store[f"user_{k}_values"], store[f"user_{k}_offsets"])
+            self.user_dense = np.asarray(store["user_dense"], np.float32)
+            self.item_dense = np.asarray(store["item_dense"], np.float32)
+        unknown = set(self.keys) - {*movielens.FEATURES, *HISTORY_FEATURES}
+        if unknown:
+            raise ArgumentError(f"rec serve: the model reads features {sorted(unknown)} "
+                                "this server does not know")  # fmt: skip
+        # the most ids a row can hold per key: every batch of `size` rows gets size * width
+        # ids of each key (the last padding row holds the filler), so its shapes are fixed
+        widths = dict.fromkeys(self.keys, 1)
+        widths["genres"] = max(1, int(self.genres.lengths.max(initial=0)))
+        for k, j in self.recent.items():
+            widths[k] = max(1, int(j.lengths.max(initial=0)))
+        self.widths = widths
+
+    def known_users(self, users: np.ndarray) -> np.ndarray:
+        """Raw user ids with those outside the store (cold start) as 0."""
+        return np.where((users > 0) & (users < self.num_users), users, 0)
+
+    def known_items(self, items: np.ndarray) -> np.ndarray:
+        return np.where((items > 0) & (items < self.num_items), items, 0)
+
+    def empty(self, size: int) -> Padded:
+        """A batch of `size` rows of the cold-start user and item (a warm-up batch)."""
+        return self.batch([Query(0, np.zeros(size - 1, np.int64), 0)], size)
+
+    def batch(self, queries: list[Query], size: int) -> Padded:
+        """The queries' candidates as rows 0..n-1 of a batch of `size` rows (n < size: the
+        last row is always padding, holding each key's filler ids)."""
+        counts = [len(q.items) for q in queries]
+        n = sum(counts)
+        if n >= size:
+            raise ArgumentError(f"rec serve: {n} rows do not fit a batch of {size} "
+                                "(one row is kept for padding)")  # fmt: skip
+        raw_users = np.repeat(np.array([q.user for q in queries], np.int64), counts)
+        raw_items = np.concatenate([q.items for q in queries]).astype(np.int64)
+        stamps = np.repeat(np.array([q.timestamp for q in queries], np.int64), counts)
+        u, i = self.known_users(raw_users), self.known_items(raw_items)
+        feats: dict[str, movielens.Jagged] = {
+            "user_id": _single(u % self.id_rows["user_id"]),
+            "item_id": _single(i % self.id_rows["item_id"]),
+            "genres": self.genres.take(i),
+            "year": _single(self.year[i]),
+        }
+        for k in movielens.USER_FEATURES:
+            feats[k] = _single(self.users[k][u])
+        hour, weekday = movielens.time_features(stamps)
+        feats["hour"], feats["weekday"] = _single(hour), _single(weekday)
+        for k, j in self.recent.items():
+            bags = j.take(u)
+            feats[k] = movielens.Jagged(bags.values % self.id_rows["item_id"], bags.offsets)
+        values, lengths = [], []
+        for k in self.keys:
+            j = feats[k]
+            fill = size * self.widths[k] - len(j.values)  # ids of the last (padding) row
+            lens = np.zeros(size, np.int64)
+            lens[:n] = j.lengths
+            lens[-1] = fill
+            values += [j.values, np.zeros(fill, np.int64)]
+            lengths.append(lens)
+        dense = np.zeros((size, self.dense_in), np.float32)
+        if self.dense_in:
+            dense[:n, :3] = self.user_dense[u]
+            dense[:n, 3:] = self.item_dense[i]
+        return Padded(np.concatenate(values), np.concatenate(lengths), dense, n, size)
+
+
+def _single(ids: np.ndarray) -> movielens.Jagged:
+    return movielens.Jagged(ids.astype(np.int64), np.arange(len(ids) + 1, dtype=np.int64))
+
+
+def now() -> int:
+    """The unix time of a request that names none (its hour and weekday features)."""
+    return int(time.time())

@@ -1,0 +1,136 @@
+"""`anychip rec serve`: load a saved model, capture its batch classes, follow the update
+log if asked, and serve HTTP with uvicorn until stopped (Ctrl-C or SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from anychip.errors import ArgumentError
+
+if TYPE_CHECKING:  # the server's modules import starlette: only when serving
+    from anychip.rec.serve.app import Server
+    from anychip.rec.serve.follow import Follower
+
+TOKEN_ENV = "ANYCHIP_REC_TOKEN"
+SWITCH_INTERVAL_S = 0.0005
+
+
+def read_token(path: str | None) -> str | None:
+    """The update token: the content of `path` (stripped) if given, else $ANYCHIP_REC_TOKEN;
+    None when neither is set (the server then refuses every update)."""
+    if path is not None:
+        try:
+            with open(path) as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise ArgumentError(f"rec serve: cannot read --token-file {path!r}: {e}") from None
+        if not token:
+            raise ArgumentError(f"rec serve: --token-file {path!r} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="DIR", help="a model `rec train --save` wrote")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="catch up from and follow the update log there (redis://host:port)",
+    )
+    p.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help=f"the token POST /update needs (default: ${TOKEN_ENV})",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=1024,
+        help="most candidate rows per inference batch (default 1024)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=1.0,
+        help="longest a request waits for others to batch with (default 1 ms)",
+    )
+    p.add_argument("--queue", type=int, default=128,
+                   help="requests that may wait; more get 503 (default 128)")  # fmt: skip
+
+
+def build(
+    model_dir: str,
+    device: str = "cpu",
+    max_batch: int = 1024,
+    max_wait_ms: float = 1.0,
+    queue: int = 128,
+    token: str | None = None,
+    redis: str | None = None,
+) -> tuple[Server, Follower | None]:
+    """A server for the model in `model_dir`, warmed up (every batch class captured) and,
+    with `redis`, caught up from the update log, whose follower is started."""
+    from anychip.rec.serve.app import Server
+    from anychip.rec.serve.batching import Batcher
+    from anychip.rec.serve.follow import Follower
+    from anychip.rec.serve.metrics import Metrics
+    from anychip.rec.serve.model import ServedModel
+
+    if queue < 1 or max_wait_ms < 0:
+        raise ArgumentError("rec serve: --queue must be >= 1 and --max-wait-ms >= 0")
+    model = ServedModel(model_dir, device, max_batch)
+    model.warmup()
+    metrics = Metrics()
+    server = Server(model, Batcher(model, metrics, max_wait_ms / 1000, queue), metrics, token)
+    follower = None
+    if redis:
+        follower = Follower(redis, server.apply, lambda: model.version)
+        n = follower.catch_up()
+        print(f"anychip rec serve: caught up {n} updates from {redis}", flush=True)
+        follower.start()
+    return server, follower
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from anychip.rec.serve.app import make_app
+
+    token = read_token(args.token_file)
+    t0 = time.perf_counter()
+    server, follower = build(args.model, args.device, args.max_batch, args.max_wait_ms,
+                             args.queue, token, args.redis)  # fmt: skip
+    model = server.model
+    print(
+        f"anychip rec serve: {os.path.basename(model.path)} version {model.version}, batch "
+        f"classes {model.classes} ready in {time.perf_counter() - t0:.1f}s; "
+        f"http://{args.host}:{args.port} (updates {'on' if token else 'off: no token'})",
+        flush=True,
+    )
+    # the event loop and the inference thread share the GIL; a thread waiting for it gets
+    # it after this interval at most (default 5 ms, a whole latency budget): 0.5 ms
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    config = uvicorn.Config(
+        make_app(server), host=args.host, port=args.port, log_level="warning",
+        access_log=False, lifespan="on",
+    )  # fmt: skip
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for
+    # the handler in place before it: this one lets the command end normally (exit 0)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if follower is not None:
+            follower.stop()
+    print("anychip rec serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,153 @@
+"""The served model: its scoring function under `anychip.jit`, captured once per batch
+size class at start (`warmup`), so a request only replays recorded kernels; its version;
+and the two locks that make updates atomic: `lock` is held while one batch is scored and
+while an update is swapped in, `update_lock` while an update is checked and prepared.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from anychip.errors import ArgumentError
+from anychip.frontend.jit import jit
+from anychip.frontend.tensor import Tensor, no_grad
+from anychip.nn.module import Module
+from anychip.rec import store, wire
+from anychip.rec.jagged import KeyedJaggedTensor
+from anychip.rec.serve import apply
+from anychip.rec.serve.features import Padded, Query, ServingFeatures
+
+SMALLEST_CLASS = 16  # rows of the smallest batch class
+
+
+class StaleUpdate(ArgumentError):
+    """An update that does not follow the served version (HTTP 409): `version` is the
+    served one."""
+
+    def __init__(self, message: str, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+def batch_classes(max_batch: int) -> list[int]:
+    """Batch sizes the model is captured for: powers of two from SMALLEST_CLASS up to
+    the first >= max_batch, plus one row each (a batch always ends in a padding row)."""
+    if max_batch < 1:
+        raise ArgumentError(f"rec serve: max_batch must be >= 1, got {max_batch}")
+    sizes, n = [], SMALLEST_CLASS
+    while True:
+        sizes.append(n + 1)
+        if n >= max_batch:
+            return sizes
+        n *= 2
+
+
+class _Scorer:
+    """`model`'s probabilities, called with the model's tensors as an argument: jit maps
+    them (and rebinds after an update) by walking a flat tuple, cheaper on each call than
+    walking the module tree."""
+
+    def __init__(self, model: Module) -> None:
+        self.model = model
+        self.__name__ = "score"
+
+    def __call__(
+        self, tensors: tuple[Tensor, ...], dense: Tensor | None, kjt: KeyedJaggedTensor
+    ) -> Tensor:
+        out: Tensor = self.model(dense, kjt).sigmoid()
+        return out
+
+
+def _tensors(model: Module) -> tuple[Tensor, ...]:
+    return (*(p for _, p in model.named_parameters()), *(b for _, b in model.named_buffers()))
+
+
+class ServedModel:
+    """A saved model directory loaded for serving; see the module docstring."""
+
+    def __init__(self, path: str, device: Any = "cpu", max_batch: int = 1024) -> None:
+        self.model, feature_store = store.load(path, device)
+        self.model.eval()
+        self.device = device
+        self.features = ServingFeatures(feature_store)
+        self.version = int(feature_store["config"].get("version", 0))
+        self.max_batch = max_batch
+        self.classes = batch_classes(max_batch)
+        self.lock = threading.Lock()
+        self.update_lock = threading.Lock()
+        self._score = jit(_Scorer(self.model))
+        self._tensors = _tensors(self.model)
+        self.path = os.path.abspath(path)
+        self.last_swap_s = 0.0  # how long the latest update held the inference lock
+
+    def size_for(self, rows: int) -> int:
+        """The batch class `rows` real rows are padded to."""
+        for size in self.classes:
+            if rows < size:
+                return size
+        raise ArgumentError(f"rec serve: {rows} rows exceed the largest batch ({self.max_batch})")
+
+    def warmup(self) -> None:
+        """Capture the scoring function for every batch class (compiling its kernels)."""
+        with self.lock:
+            self._capture_all()
+
+    def _capture_all(self) -> None:
+        for size in self.classes:
+            dense, kjt = self._inputs(self.features.empty(size))
+            with no_grad():
+                self._score(self._tensors, dense, kjt)
+
+    def _inputs(self, batch: Padded) -> tuple[Tensor | None, KeyedJaggedTensor]:
+        dense = Tensor(batch.dense, device=self.device) if batch.dense.shape[1] else None
+        kjt = KeyedJaggedTensor(
+            list(self.features.keys), batch.values, batch.lengths, device=self.device
+        )
+        return dense, kjt
+
+    def run(self, batch: Padded) -> tuple[int, np.ndarray]:
+        """(version, probabilities (batch.rows,)) of a padded batch, one model version."""
+        dense, kjt = self._inputs(batch)
+        with self.lock, no_grad():
+            version = self.version
+            probs = self._score(self._tensors, dense, kjt).numpy()
+        return version, probs[: batch.rows]
+
+    def score(self, queries: list[Query]) -> tuple[int, list[np.ndarray]]:
+        """Each query's candidate probabilities, all from one model version."""
+        rows = sum(len(q.items) for q in queries)
+        version, probs = self.run(self.features.batch(queries, self.size_for(rows)))
+        cuts = np.cumsum([len(q.items) for q in queries])[:-1]
+        return version, np.split(probs, cuts)
+
+    def apply(self, update: wire.Update) -> int:
+        """Swap `update` in (atomically between batches) and return the new version.
+        Raises StaleUpdate when it does not follow the served version, ArgumentError when
+        it does not fit the model; either way nothing changes."""
+        with self.update_lock:
+            current = self.version
+            if update.version <= current:
+                raise StaleUpdate(
+                    f"rec serve update: version {update.version} is not newer than the "
+                    f"served version {current}", current,
+                )  # fmt: skip
+            if update.kind == "delta" and update.base_version != current:
+                raise StaleUpdate(
+                    f"rec serve update: a delta from version {update.base_version} does not "
+                    f"apply to the served version {current}; send a full update", current,
+                )  # fmt: skip
+            ready = apply.prepare(self.model, update)
+            grows = ready.grows
+            with self.lock:
+                start = time.perf_counter()
+                ready.swap()
+                self.version = update.version
+                if grows:  # new table shapes: capture each batch class again, now
+                    self._capture_all()
+                self.last_swap_s = time.perf_counter() - start
+            return update.version
