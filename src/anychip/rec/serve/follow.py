@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from anychip.errors import ArgumentError
+from anychip.rec.log import UPDATES
 
-UPDATES = "anychip:rec:updates"
 BLOCK_MS = 1000  # how long one XREAD waits, so `stop` is seen within about a second
 
 Apply = Callable[[bytes, str], int]  # (wire bytes, source) -> new version
