@@ -113,6 +113,7 @@ def test_simulated_chips_report_unit_utilisation(
 
 
 def test_plot_writes_a_png(script: str, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
     png = tmp_path / "designs.png"
     assert main(["npu", "profile", script, "--device", "ref", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
