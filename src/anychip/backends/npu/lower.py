@@ -72,7 +72,9 @@ from anychip.npu.isa import (
     VCmp,
     VDup,
     VReduce,
+    VScan,
     VSel,
+    VSort,
     VUn,
     WaitFlag,
 )
@@ -341,6 +343,7 @@ class CoreLowering:
         self.slot_top = 0
         self.env: dict[str, Val] = {}
         self.accs: dict[str, _AccState] = {}
+        self.carries: dict[str, Tile] = {}  # scanned accumulators: the running value so far
         self.consts: dict[tuple[float, DT], Tile] = {}
         self.args: dict[int, Tile] = {}
         self.prologue: list[Instr] = []
@@ -361,6 +364,7 @@ class CoreLowering:
         self.persist_top = self.group_mark
         self.env = {}
         self.accs = {}
+        self.carries = {}
 
     def temp(self, rows: int, cols: int, dt: DT) -> Tile:
         """A tile in the open step's slot (opening one: the slot is the step's)."""
@@ -473,10 +477,10 @@ class CoreLowering:
         if low.is_static(e) and e.dtype in (dtypes.int64, dtypes.int32, dtypes.bool_):
             return self.table(e, f)
         if isinstance(e, Var):
+            if e.name in self.env:  # a Let, or inside a scan its accumulator's running value
+                return self.env[e.name]
             if e.name in self.accs:
                 return Val(self.finish_acc(e.name), self.accs[e.name].kind)
-            if e.name in self.env:
-                return self.env[e.name]
             if e.name in low.lets:
                 return self.ev(low.lets[e.name], f)
             if e.name in low.argidx:
@@ -649,6 +653,7 @@ class CoreLowering:
             if cols >= 2:
                 parts = self.persist(rows, cols, kind)
         self.accs[s.var] = _AccState(s.op, kind, t, parts)
+        self.carries.pop(s.var, None)
 
     def update(self, s: Update, f: Frame, outer_rows: int) -> None:
         acc = self.accs[s.var]
@@ -694,15 +699,45 @@ class CoreLowering:
             self.fold(acc)
         return acc.tile
 
+    def scan(self, s: Update, f: Frame) -> None:
+        """A running sum along the frame's columns (rows are independent scans): `vcumsum`
+        of the step's values plus the carry of the earlier steps; the running values
+        stand for the accumulator in the rest of this step, and the last column is the
+        next carry. Halves scan and carry in f32 (rounded once per element)."""
+        acc = self.accs[s.var]
+        if acc.op is not Ops.SUM or acc.kind == DT.BOOL:
+            raise NpuUnsupported(f"npu: a running {acc.op.name} in kernel {self.low.ir.name}")
+        kind = DT.F32 if acc.kind in (DT.F16, DT.BF16) else acc.kind
+        carry = self.carries.get(s.var)
+        if carry is None:
+            carry = acc.tile
+            if kind != acc.kind:
+                carry = self.persist(acc.tile.rows, 1, kind)
+                self.v(VDup(kind, carry.ref, 0.0, carry.shape, carry.strides))
+            self.carries[s.var] = carry
+        x = self.ev(s.value, f)
+        x = self.cast(Val(self.view(x.tile, f.rows, f.cols), x.kind), kind)
+        run = self.temp(f.rows, f.cols, kind)
+        self.v(VScan(kind, 1, run.ref, x.tile.ref, run.shape, run.strides, x.tile.strides))
+        got = self.bin(BinOp.ADD, Val(run, kind), Val(carry, kind))
+        last = got.tile.sub(0, f.cols - 1, f.rows, 1)
+        self.v(VUn(UnOp.COPY, kind, carry.ref, last.ref, carry.shape, carry.strides,
+                   last.strides))  # fmt: skip
+        self.env[s.var] = self.cast(got, acc.kind)
+
     def store(self, s: Store, f: Frame) -> None:
+        """buf[index] = value over the frame as strided-box DMAs: one box, or where a guard
+        holds only on part of the frame (a loop's tail past an axis' end) the boxes where
+        it holds. A combining store other than add (a column max, `b0[i] max= x`) reads
+        the box back, combines on the vector unit and writes it (a later step reading it
+        waits behind a barrier)."""
         low = self.low
-        if s.combine is not None:
+        if s.combine is Ops.ADD:
             self.scatter_add(s, f)
             return
-        if s.valid is not None:
-            raise NpuUnsupported(
-                f"npu: guarded store into b{s.buf} is not lowered yet in kernel {low.ir.name}"
-            )
+        boxes = [(0, 0, f.rows, f.cols)] if s.valid is None else self.guard_boxes(s, f)
+        if not boxes:
+            return  # the guard is false on the whole frame
         decl = low.ir.bufs[s.buf]
         sdt = _dt(decl.dtype)
         a = _affine(s.index, low.lets)
@@ -713,25 +748,70 @@ class CoreLowering:
         if (f.rows > 1 and rs == 0) or (f.cols > 1 and cs == 0):
             raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] writes one element twice")
         v = self.ev(s.value, f)
-        src = self.view(v.tile, f.rows, f.cols)
-        out = self.temp(f.rows, f.cols, sdt)  # stores read only this step's slot
-        self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+        whole = self.view(v.tile, f.rows, f.cols)
         st = self.open()
-        dst = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.buf)
-        box = (1, f.rows, f.cols)
-        st.stores.append(Dma(sdt, dst, out.ref, box, (0, rs, cs), (0, f.cols, 1), box))
-        hi = start + rs * (f.rows - 1) + cs * (f.cols - 1)
-        if hi >= decl.size:
-            raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
-        st.writes.append((s.buf, start, hi + 1))
+        for r0, c0, rows, cols in boxes:
+            at = start + r0 * rs + c0 * cs
+            hi = at + rs * (rows - 1) + cs * (cols - 1)
+            if hi >= decl.size:
+                raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
+            dst = Ref(Space.DRAM, at * sdt.itemsize, BUF_REG + s.buf)
+            box = (1, rows, cols)
+            src = whole.sub(r0, c0, rows, cols)
+            if s.combine is not None:
+                src = self.combine_old(s, sdt, src, dst, (0, rs, cs)).tile
+                st.reads.append((s.buf, at, hi + 1))
+            out = self.temp(rows, cols, sdt)  # stores read only this step's slot
+            self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+            st.stores.append(Dma(sdt, dst, out.ref, box, (0, rs, cs), (0, cols, 1), box))
+            st.writes.append((s.buf, at, hi + 1))
+
+    def guard_boxes(self, s: Store, f: Frame) -> list[tuple[int, int, int, int]]:
+        """(r0, c0, rows, cols) boxes of `f` covering the points where the store's guard
+        holds: rows whose true points are one run of columns, consecutive rows with the
+        same run merged. The compiler evaluates the guard (it depends on loop variables
+        only); a guard on loaded data, or one true on scattered columns, is not lowered."""
+        low = self.low
+        assert s.valid is not None
+        if not low.is_static(s.valid):
+            raise NpuUnsupported(
+                f"npu: store into b{s.buf} guarded by loaded data in kernel {low.ir.name}"
+            )
+        ok = np.broadcast_to(_np_eval(s.valid, f.grid(), low.lets) != 0, (f.rows, f.cols))
+        boxes: list[tuple[int, int, int, int]] = []
+        for r in range(f.rows):
+            cols = np.flatnonzero(ok[r])
+            if cols.size == 0:
+                continue
+            c0, n = int(cols[0]), int(cols[-1]) + 1 - int(cols[0])
+            if n != cols.size:
+                raise NpuUnsupported(
+                    f"npu: store into b{s.buf} guarded on scattered columns in {low.ir.name}"
+                )
+            last = boxes[-1] if boxes else None
+            if last is not None and last[0] + last[2] == r and last[1::2] == (c0, n):
+                boxes[-1] = (last[0], c0, last[2] + 1, n)
+            else:
+                boxes.append((r, c0, 1, n))
+        return boxes
+
+    def combine_old(self, s: Store, sdt: DT, src: Tile, dst: Ref, strides: tuple[int, int, int]
+                    ) -> Val:  # fmt: skip
+        """combine(buf's current box at `dst`, src): the old values DMA'd in this step."""
+        assert s.combine is not None
+        ops = _BOOL_BIN if sdt == DT.BOOL and s.combine in _BOOL_BIN else _BIN
+        if s.combine not in ops:
+            raise NpuUnsupported(f"npu: {s.combine} store in kernel {self.low.ir.name}")
+        old = self.temp(src.rows, src.cols, sdt)
+        box = (1, src.rows, src.cols)
+        self.open().loads.append(Dma(sdt, old.ref, dst, box, (0, src.cols, 1), strides, box))
+        return self.bin(ops[s.combine], Val(old, sdt), Val(src, sdt))
 
     def scatter_add(self, s: Store, f: Frame) -> None:
         """buf[index] += value at every point (in order; repeated places accumulate), as
         one element-wise `scatter_add` on dma_out; where `valid` is false, 0 is added to
         an element the store reaches anyway (or to element 0)."""
         low = self.low
-        if s.combine is not Ops.ADD:
-            raise NpuUnsupported(f"npu: {s.combine} store in kernel {low.ir.name}")
         decl = low.ir.bufs[s.buf]
         sdt = _dt(decl.dtype)
         st = self.open()
@@ -774,6 +854,38 @@ class CoreLowering:
         st.stores.append(ScatterAdd(sdt, table, out.ref, it.ref, n, 1, 1, 1, decl.size))
         st.writes.append((s.buf, 0, decl.size))
 
+    def sort_row(self, s: SortRow, f: Frame) -> None:
+        """`vargsort` of the frame's rows of keys (one row of `s.n` keys per point, DMA'd
+        in as one box), its first k columns widened to the output's integer type and
+        stored. A row must fit the unified buffer (a longer one would need a merge pass
+        of compares and selects: not lowered, `NpuUnsupported`)."""
+        low = self.low
+        sdt, ddt = _dt(low.ir.bufs[s.src].dtype), _dt(low.ir.bufs[s.dst].dtype)
+        a, b = _affine(s.src_base, low.lets), _affine(s.dst_base, low.lets)
+        if a is None or b is None:
+            raise NpuUnsupported(f"npu: sort rows not at strided places in {low.ir.name}")
+        (start, rs, _), (dstart, drs, _) = f.at(a), f.at(b)
+        k = s.n if s.k is None else s.k
+        if min(start, rs, dstart, drs, s.src_stride, s.dst_stride) < 0:
+            raise NpuUnsupported(f"npu: sort rows with negative strides in {low.ir.name}")
+        st = self.open()
+        keys = self.temp(f.rows, s.n, sdt)
+        box = (1, f.rows, s.n)
+        src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.src)
+        st.loads.append(Dma(sdt, keys.ref, src, box, (0, s.n, 1), (0, rs, s.src_stride), box))
+        st.reads.append((s.src, start, start + rs * (f.rows - 1) + s.src_stride * (s.n - 1) + 1))
+        order = self.temp(f.rows, s.n, DT.I32)
+        self.v(VSort(sdt, int(s.descending), order.ref, keys.ref, keys.shape, order.strides,
+                     keys.strides))  # fmt: skip
+        first = order.sub(0, 0, f.rows, k)
+        out = self.temp(f.rows, k, ddt)
+        self.v(VCast(ddt, DT.I32, out.ref, first.ref, out.shape, out.strides, first.strides,
+                     CastMode.TRUNC))  # fmt: skip
+        box = (1, f.rows, k)
+        dst = Ref(Space.DRAM, dstart * ddt.itemsize, BUF_REG + s.dst)
+        st.stores.append(Dma(ddt, dst, out.ref, box, (0, drs, s.dst_stride), (0, k, 1), box))
+        st.writes.append((s.dst, dstart, dstart + drs * (f.rows - 1) + s.dst_stride * (k - 1) + 1))
+
     # -- statements
     def run(self, body: tuple[Stmt, ...], f: Frame) -> None:
         """Statements in the outer frame `f` (rows x 1 points); inner loops become steps."""
@@ -793,7 +905,9 @@ class CoreLowering:
             elif isinstance(s, Update):
                 self.prepare([s], f)
                 self.update(s, Frame(f.rows, 1, f.base, f.rstep, f.cstep), f.rows)
-            elif isinstance(s, Local | SortRow):
+            elif isinstance(s, SortRow):
+                self.sort_row(s, f)
+            elif isinstance(s, Local):
                 raise NpuUnsupported(f"npu: {type(s).__name__} in kernel {self.low.ir.name}")
 
     def let(self, s: Let, f: Frame, keep: bool) -> None:
@@ -812,8 +926,8 @@ class CoreLowering:
                 self.run(s.body, Frame(f.rows, f.cols, {**f.base, s.var: i}, f.rstep, f.cstep))
                 self.close()
             return
-        _check_no_carry(s, self.low.ir.name)
-        if f.rows == 1:
+        scans = _scanned(s)
+        if f.rows == 1 and not scans:
             frames = _long_frames(f.base, s.var, s.extent, self.low.elems, self.low.width)
         else:
             cols = max(1, min(s.extent, self.low.elems // f.rows))
@@ -830,6 +944,8 @@ class CoreLowering:
                     self.let(t, g, keep=False)
                 elif isinstance(t, Store):
                     self.store(t, g)
+                elif isinstance(t, Update) and t.var in scans:
+                    self.scan(t, g)
                 elif isinstance(t, Update):
                     self.update(t, g, f.rows)
                 else:
@@ -952,6 +1068,8 @@ class Lowering:
         while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
             nest.append(body[0])
             body = body[0].body
+        if len(body) == 1 and isinstance(body[0], SortRow):
+            return self.sort_groups(nest, body)
         out: list[tuple[tuple[Stmt, ...], Frame, bool]] = []
         straight = bool(nest) and not _has_loop(body)
         keep = nest[:-2] if straight else nest[:-1]
@@ -989,6 +1107,27 @@ class Lowering:
                     out.append((body, Frame(n, 1, {**base, row.var: lo}, {row.var: 1}), False))
             else:
                 out.append((body, Frame(1, 1, dict(base)), False))
+        return out, len(out)
+
+    def sort_groups(
+        self, nest: list[Loop], body: tuple[Stmt, ...]
+    ) -> tuple[list[tuple[tuple[Stmt, ...], Frame, bool]], int]:
+        """A sort kernel's rows in blocks of whole rows (`elems` keys a step at most) over
+        its innermost parallel loop; outer loops one value at a time."""
+        (row,) = body
+        assert isinstance(row, SortRow)
+        out: list[tuple[tuple[Stmt, ...], Frame, bool]] = []
+        fixed = nest[:-1]
+        for vals in np.ndindex(*[lp.extent for lp in fixed]):
+            base = {lp.var: int(v) for lp, v in zip(fixed, vals, strict=True)}
+            if not nest:
+                out.append((body, Frame(1, 1, base), False))
+                continue
+            last = nest[-1]
+            share = -(-last.extent // self.cfg.cores)  # rows enough for every core
+            rows = max(1, min(self.elems // row.n, share))
+            for lo, n in _blocks(last.extent, rows):
+                out.append((body, Frame(n, 1, {**base, last.var: lo}, {last.var: 1}), False))
         return out, len(out)
 
     def lower(self) -> tuple[tuple[Instr, ...], ...]:
@@ -1060,20 +1199,12 @@ def _stmt_exprs(stmts: tuple[Stmt, ...] | list[Stmt]) -> list[Expr]:
     return out
 
 
-def _check_no_carry(loop: Loop, kernel: str) -> None:
-    """An innermost loop becomes whole tiles: its iterations must not read an accumulator
-    the loop itself updates (a running value, as CUMSUM's scan)."""
+def _scanned(loop: Loop) -> set[str]:
+    """The accumulators an innermost loop both updates and reads (a running value, as
+    CUMSUM's scan): its tiles compute them with `vcumsum` instead of a reduction."""
     updated = {s.var for s in loop.body if isinstance(s, Update)}
-    for s in loop.body:
-        exprs = [s.value] if isinstance(s, Let | Update) else []
-        if isinstance(s, Store):
-            exprs = [s.index, s.value] + ([s.valid] if s.valid is not None else [])
-        for e in exprs:
-            if any(isinstance(x, Var) and x.name in updated for x in walk_exprs(e)):
-                raise NpuUnsupported(
-                    f"npu: a running value (a scan: loop {loop.var} reads what it accumulates) "
-                    f"is not lowered yet in kernel {kernel}"
-                )
+    read = {x.name for e in _stmt_exprs(loop.body) for x in walk_exprs(e) if isinstance(x, Var)}
+    return updated & read
 
 
 def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
