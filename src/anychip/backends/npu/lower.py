@@ -128,6 +128,11 @@ _DT = {
     "int32": DT.I32,
     "int64": DT.I64,
     "bool": DT.BOOL,
+    "int8": DT.I8,
+    "uint8": DT.U8,
+    "int16": DT.I16,
+    "uint32": DT.U32,
+    "uint64": DT.U64,
 }
 
 
@@ -137,6 +142,12 @@ def _dt(d: DType) -> DT:
     if got is None:
         raise NpuUnsupported(f"npu: dtype {d.name} has no npu element type")
     return got
+
+
+def _vk(dt: DT) -> DT:
+    """The vector unit's type for values stored as `dt`: i8 is no vector type (only casts
+    touch it), so int8 values compute in i16 and wrap back to 8 bits after each op."""
+    return DT.I16 if dt == DT.I8 else dt
 
 
 # ---- index analysis --------------------------------------------------------------------
@@ -219,6 +230,8 @@ def _np_op(e: Alu, s: list[np.ndarray]) -> Any:
         d = np.where(s[1] == 0, 1, s[1])
         r = np.abs(s[0]) % np.abs(d)
         return np.where(s[1] == 0, 0, np.sign(s[0]) * r).astype(np.int64)
+    if op is Ops.POW:  # integers: a negative exponent counts as 0; wraps as the vector op
+        return np.power(s[0], np.maximum(s[1], 0))
     if op is Ops.MAX:
         return np.maximum(s[0], s[1])
     if op is Ops.MIN:
@@ -452,13 +465,16 @@ class CoreLowering:
         return Val(dst, a.kind)
 
     def cast(self, a: Val, to: DT) -> Val:
-        """The primitives' CAST (`vcastt`: floats truncate to integers, integers wrap)."""
+        """The primitives' CAST (`vcastt`: floats truncate to integers, integers wrap); to
+        i8 it wraps through i8 and comes back as i16 (`_vk`)."""
         if a.kind == to:
             return a
         t = a.tile
         dst = self.temp(t.rows, t.cols, to)
         self.v(VCast(to, a.kind, dst.ref, t.ref, t.shape, dst.strides, t.strides,
                      CastMode.TRUNC))  # fmt: skip
+        if to == DT.I8:
+            return self.cast(Val(dst, to), DT.I16)
         return Val(dst, to)
 
     # -- expressions
@@ -472,7 +488,7 @@ class CoreLowering:
     def _ev(self, e: Expr, f: Frame) -> Val:
         low = self.low
         if isinstance(e, Const):
-            k = _dt(e.dtype)
+            k = _vk(_dt(e.dtype))
             return Val(self.const(float(e.value), k), k)
         if low.is_static(e) and e.dtype in (dtypes.int64, dtypes.int32, dtypes.bool_):
             return self.table(e, f)
@@ -511,6 +527,7 @@ class CoreLowering:
         low = self.low
         decl = low.ir.bufs[e.buf]
         sdt = _dt(decl.dtype)
+        vk = _vk(sdt)
         st = self.open()
         a = _affine(e.index, low.lets) if e.valid is None else None
         pos = None if a is None else f.at(a)
@@ -527,7 +544,7 @@ class CoreLowering:
                     (1, f.rows, f.cols))
             )  # fmt: skip
             st.reads.append((e.buf, lo, hi + 1))
-            return Val(t, sdt)
+            return self.widen(t)
         if low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
             grid = f.grid()
             idx = np.broadcast_to(_np_eval(e.index, grid, low.lets), (f.rows, f.cols))
@@ -535,7 +552,7 @@ class CoreLowering:
             if e.valid is not None:
                 ok = np.broadcast_to(_np_eval(e.valid, grid, low.lets) != 0, ok.shape)
             if not ok.any():  # every point reads the padding
-                return Val(self.const(0.0, sdt), sdt)
+                return Val(self.const(0.0, vk), vk)
             idx = np.where(ok, idx, idx[ok].min())  # a position it reads anyway
             if idx.size and (idx.min() < 0 or idx.max() >= decl.size):
                 raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
@@ -544,11 +561,11 @@ class CoreLowering:
             t = self.gather(e.buf, sdt, it, f)
             st.reads.append((e.buf, int(idx.min()), int(idx.max()) + 1))
             if ok.all():
-                return Val(t, sdt)
+                return self.widen(t)
             mt = self.temp(f.rows, f.cols, DT.I32)
             st.loads.append(self.dma_in_table(mt, low.add_table(ok.astype(np.int32))))
             m = self.cast(Val(mt, DT.I32), DT.BOOL)
-            return self.select(m, Val(t, sdt), Val(self.const(0.0, sdt), sdt))
+            return self.select(m, self.widen(t), Val(self.const(0.0, vk), vk))
         got = self.gathers.get(e)
         if got is None:
             raise NpuUnsupported(f"npu: load b{e.buf}[...] was not prepared in {low.ir.name}")
@@ -559,12 +576,16 @@ class CoreLowering:
         t = self.gather(e.buf, sdt, it, f)
         st.reads.append((e.buf, 0, decl.size))
         if got[1] < 0:
-            return Val(t, sdt)
+            return self.widen(t)
         mt = self.temp(f.rows, f.cols, DT.I32)
         st.loads.append(self.dma_scratch(mt, got[1], into=True))
         st.reads.append((-1, got[1], got[1] + n))
         m = self.cast(Val(mt, DT.I32), DT.BOOL)
-        return self.select(m, Val(t, sdt), Val(self.const(0.0, sdt), sdt))
+        return self.select(m, self.widen(t), Val(self.const(0.0, vk), vk))
+
+    def widen(self, t: Tile) -> Val:
+        """A loaded tile as a vector value (int8 widened to i16, see `_vk`)."""
+        return self.cast(Val(t, t.dtype), DT.I16) if t.dtype == DT.I8 else Val(t, t.dtype)
 
     def dma_scratch(self, t: Tile, off: int, into: bool) -> Dma:
         """A dense (rows, cols) i32 tile to (or from, `into`) the scratch at `off`."""
@@ -633,10 +654,9 @@ class CoreLowering:
             return self.cmp(CmpOp.EQ, s[0], s[1])
         if boolean and op in _BOOL_BIN:
             return self.bin(_BOOL_BIN[op], s[0], s[1])
-        if op in _BIN:
-            return self.bin(_BIN[op], s[0], s[1])
-        if op in _UN:
-            return self.un(_UN[op], s[0])
+        if op in _BIN or op in _UN:
+            out = self.bin(_BIN[op], s[0], s[1]) if op in _BIN else self.un(_UN[op], s[0])
+            return self.cast(out, DT.I8) if e.dtype is dtypes.int8 else out
         raise NpuUnsupported(
             f"npu: {op.name} on {e.srcs[0].dtype.name} in kernel {self.low.ir.name} has no "
             "npu instruction (see docs/npu-backend.md)"
@@ -644,7 +664,9 @@ class CoreLowering:
 
     # -- accumulators
     def init_acc(self, s: Acc, rows: int) -> None:
-        kind = _dt(s.dtype)
+        kind = _vk(_dt(s.dtype))
+        if s.dtype is dtypes.int8 and s.op not in (Ops.RMAX, Ops.RMIN):
+            raise NpuUnsupported(f"npu: an int8 {s.op.name} in kernel {self.low.ir.name}")
         t = self.persist(rows, 1, kind)
         self.v(VDup(kind, t.ref, _identity(s.op, kind), t.shape, t.strides))
         parts = None
@@ -762,9 +784,18 @@ class CoreLowering:
                 src = self.combine_old(s, sdt, src, dst, (0, rs, cs)).tile
                 st.reads.append((s.buf, at, hi + 1))
             out = self.temp(rows, cols, sdt)  # stores read only this step's slot
-            self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
+            self.put(out, src, v.kind)
             st.stores.append(Dma(sdt, dst, out.ref, box, (0, rs, cs), (0, cols, 1), box))
             st.writes.append((s.buf, at, hi + 1))
+
+    def put(self, out: Tile, src: Tile, kind: DT) -> None:
+        """Copies `src` (values of `kind`) into `out` in `out`'s storage type (i16 values
+        of an int8 buffer wrap into i8)."""
+        if kind == out.dtype:
+            self.v(VUn(UnOp.COPY, kind, out.ref, src.ref, out.shape, out.strides, src.strides))
+        else:
+            self.v(VCast(out.dtype, kind, out.ref, src.ref, out.shape, out.strides, src.strides,
+                         CastMode.TRUNC))  # fmt: skip
 
     def guard_boxes(self, s: Store, f: Frame) -> list[tuple[int, int, int, int]]:
         """(r0, c0, rows, cols) boxes of `f` covering the points where the store's guard
@@ -799,6 +830,8 @@ class CoreLowering:
                     ) -> Val:  # fmt: skip
         """combine(buf's current box at `dst`, src): the old values DMA'd in this step."""
         assert s.combine is not None
+        if sdt == DT.I8:
+            raise NpuUnsupported(f"npu: an int8 {s.combine} store in {self.low.ir.name}")
         ops = _BOOL_BIN if sdt == DT.BOOL and s.combine in _BOOL_BIN else _BIN
         if s.combine not in ops:
             raise NpuUnsupported(f"npu: {s.combine} store in kernel {self.low.ir.name}")
@@ -814,6 +847,8 @@ class CoreLowering:
         low = self.low
         decl = low.ir.bufs[s.buf]
         sdt = _dt(decl.dtype)
+        if sdt == DT.I8:
+            raise NpuUnsupported(f"npu: an int8 scatter-add in kernel {low.ir.name}")
         st = self.open()
         n = f.rows * f.cols
         it = self.temp(f.rows, f.cols, DT.I32)
@@ -874,8 +909,9 @@ class CoreLowering:
         src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.src)
         st.loads.append(Dma(sdt, keys.ref, src, box, (0, s.n, 1), (0, rs, s.src_stride), box))
         st.reads.append((s.src, start, start + rs * (f.rows - 1) + s.src_stride * (s.n - 1) + 1))
+        keys = self.widen(keys).tile
         order = self.temp(f.rows, s.n, DT.I32)
-        self.v(VSort(sdt, int(s.descending), order.ref, keys.ref, keys.shape, order.strides,
+        self.v(VSort(keys.dtype, int(s.descending), order.ref, keys.ref, keys.shape, order.strides,
                      keys.strides))  # fmt: skip
         first = order.sub(0, 0, f.rows, k)
         out = self.temp(f.rows, k, ddt)
@@ -987,7 +1023,15 @@ def _identity(op: Ops, dt: DT) -> float:
         return 0.0
     if op is Ops.PROD:
         return 1.0
-    ends = {DT.I32: (-(2.0**31), 2.0**31 - 1), DT.I64: (-(2.0**63), 2.0**63), DT.BOOL: (0, 1)}
+    ends = {
+        DT.I16: (-(2.0**15), 2.0**15 - 1),
+        DT.I32: (-(2.0**31), 2.0**31 - 1),
+        DT.I64: (-(2.0**63), 2.0**63),
+        DT.U8: (0, 255),
+        DT.U32: (0, 2.0**32 - 1),
+        DT.U64: (0, 2.0**64),
+        DT.BOOL: (0, 1),
+    }
     lo, hi = ends.get(dt, (-math.inf, math.inf))  # i64: immediates saturate to the range
     return float(lo if op is Ops.RMAX else hi)
 
@@ -1170,7 +1214,7 @@ class Lowering:
         cl.prologue.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
         cl.prologue.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
         for i, d in enumerate(self.ir.scalars):
-            cl.args[i] = Tile(Ref(Space.UB, t.ref.off + 8 * i), 1, 1, _dt(d))
+            cl.args[i] = Tile(Ref(Space.UB, t.ref.off + 8 * i), 1, 1, _vk(_dt(d)))
 
     def table_bytes(self) -> np.ndarray:
         if not self.tables:
