@@ -200,9 +200,9 @@ def test_runtime_scalars_are_launch_arguments() -> None:
 
 
 def test_unsupported_ops_raise_naming_op_and_device() -> None:
-    a = ac.tensor(_rand(8), device="npu:cube")
-    with pytest.raises(NpuUnsupported, match=r"SortRow .*device 'npu:cube'"):
-        a.argsort().numpy()  # sorting rows is not lowered yet: a typed error, no fallback
+    a = ac.tensor(_rand(2, 20000), device="npu:cube")
+    with pytest.raises(NpuUnsupported, match=r"sort_2x20000 does not fit ub .*device 'npu:cube'"):
+        a.argsort().numpy()  # a row past the unified buffer: a typed error, no fallback
 
 
 def test_gathers_and_scatter_adds_match_torch() -> None:

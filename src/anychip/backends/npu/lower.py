@@ -529,18 +529,20 @@ class CoreLowering:
         sdt = _dt(decl.dtype)
         vk = _vk(sdt)
         st = self.open()
-        a = _affine(e.index, low.lets) if e.valid is None else None
-        pos = None if a is None else f.at(a)
-        if pos is not None and pos[0] >= 0:
+        a = _affine(e.index, low.lets)
+        box = (f.rows, f.cols) if e.valid is None else self.origin_box(e.valid, f)
+        pos = None if a is None or box is None else f.at(a)
+        if pos is not None and box is not None and pos[0] >= 0:
             start, rs, cs = pos
-            lo = start + min(rs, 0) * (f.rows - 1) + min(cs, 0) * (f.cols - 1)
-            hi = start + max(rs, 0) * (f.rows - 1) + max(cs, 0) * (f.cols - 1)
+            rows, cols = box  # the guard's true points; the DMA pads the rest with 0
+            lo = start + min(rs, 0) * (rows - 1) + min(cs, 0) * (cols - 1)
+            hi = start + max(rs, 0) * (rows - 1) + max(cs, 0) * (cols - 1)
             if lo < 0 or hi >= decl.size:
                 raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
             t = self.temp(f.rows, f.cols, sdt)
             src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
             st.loads.append(
-                Dma(sdt, t.ref, src, (1, f.rows, f.cols), (0, f.cols, 1), (0, rs, cs),
+                Dma(sdt, t.ref, src, (1, rows, cols), (0, f.cols, 1), (0, rs, cs),
                     (1, f.rows, f.cols))
             )  # fmt: skip
             st.reads.append((e.buf, lo, hi + 1))
@@ -582,6 +584,18 @@ class CoreLowering:
         st.reads.append((-1, got[1], got[1] + n))
         m = self.cast(Val(mt, DT.I32), DT.BOOL)
         return self.select(m, self.widen(t), Val(self.const(0.0, vk), vk))
+
+    def origin_box(self, guard: Expr, f: Frame) -> tuple[int, int] | None:
+        """(rows, cols) when a guard the compiler can evaluate holds exactly on the
+        frame's leading box of that size (the whole frame, or short of a loop's tail past
+        an axis' end): the guarded load is one DMA box padded with zeros. Else None."""
+        if not self.low.is_static(guard):
+            return None
+        ok = np.broadcast_to(_np_eval(guard, f.grid(), self.low.lets) != 0, (f.rows, f.cols))
+        rows, cols = int(ok[:, 0].sum()), int(ok[0].sum())
+        if rows == 0 or ok.sum() != rows * cols or not ok[:rows, :cols].all():
+            return None
+        return rows, cols
 
     def widen(self, t: Tile) -> Val:
         """A loaded tile as a vector value (int8 widened to i16, see `_vk`)."""
@@ -753,13 +767,16 @@ class CoreLowering:
         it holds. A combining store other than add (a column max, `b0[i] max= x`) reads
         the box back, combines on the vector unit and writes it (a later step reading it
         waits behind a barrier)."""
-        low = self.low
         if s.combine is Ops.ADD:
             self.scatter_add(s, f)
             return
+        if s.valid is None or self.guard_boxes(s, f):
+            self.store_val(s, f, self.ev(s.value, f))
+
+    def store_val(self, s: Store, f: Frame, v: Val) -> None:
+        """`store` of the value `v` (combining by `s.combine` through a read-back)."""
+        low = self.low
         boxes = [(0, 0, f.rows, f.cols)] if s.valid is None else self.guard_boxes(s, f)
-        if not boxes:
-            return  # the guard is false on the whole frame
         decl = low.ir.bufs[s.buf]
         sdt = _dt(decl.dtype)
         a = _affine(s.index, low.lets)
@@ -769,7 +786,6 @@ class CoreLowering:
         start, rs, cs = pos
         if (f.rows > 1 and rs == 0) or (f.cols > 1 and cs == 0):
             raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] writes one element twice")
-        v = self.ev(s.value, f)
         whole = self.view(v.tile, f.rows, f.cols)
         st = self.open()
         for r0, c0, rows, cols in boxes:
@@ -946,6 +962,91 @@ class CoreLowering:
             elif isinstance(s, Local):
                 raise NpuUnsupported(f"npu: {type(s).__name__} in kernel {self.low.ir.name}")
 
+    def line_loop(self, s: Loop, f: Frame) -> bool:
+        """A serial loop around one inner loop, the cpu's line forms (`passes/lower.py`
+        `reduce_into_rows`, `scan_rows`): its values become a tile's rows and the inner
+        loop its columns, so a block of rows is one step, not a step (and a barrier) per
+        row. A store to the same place on every row (`out[b, d] max= x[b, l, d]`) folds
+        the rows with one reduction and combines once per block; a store of the row above
+        plus a value (`out[r] = out[r - 1] + x[r]`) is a `vcumsum` down the columns plus
+        a carry row. False, emitting nothing, for any other body."""
+        low = self.low
+        inner = s.body[0]
+        if len(s.body) != 1 or not isinstance(inner, Loop) or _has_loop(inner.body):
+            return False
+        if any(not isinstance(t, Let | Store) for t in inner.body) or inner.extent * 2 > low.elems:
+            return False
+        probe = Frame(2, inner.extent, {**f.base, s.var: 1, inner.var: 0}, {s.var: 1},
+                      {inner.var: 1})  # fmt: skip
+        forms = {t: self.line_form(t, probe) for t in inner.body if isinstance(t, Store)}
+        if not forms or None in forms.values():
+            return False
+        mark, saved = self.persist_top, dict(self.env)
+        for r in range(f.rows):
+            self.persist_top = mark  # each row's carries start over
+            base = {v: b + r * f.rstep.get(v, 0) for v, b in f.base.items()}
+            carries: dict[Store, Tile] = {}
+            for lo, n in _blocks(s.extent, low.elems // inner.extent):
+                g = Frame(n, inner.extent, {**base, s.var: lo, inner.var: 0}, {s.var: 1},
+                          {inner.var: 1})  # fmt: skip
+                self.prepare(inner.body, g)
+                self.open()
+                for t in inner.body:
+                    if isinstance(t, Let):
+                        self.let(t, g, keep=False)
+                    elif isinstance(t, Store):
+                        self.line_store(t, g, forms[t], carries)
+                self.close()
+                self.env = dict(saved)
+        self.persist_top = mark
+        return True
+
+    def line_form(self, t: Store, f: Frame) -> Expr | None:
+        """What a line loop computes for store `t` over frame `f` (rows: the serial loop):
+        the value to fold (a combining store to the same place on every row) or to scan
+        (`t.value` is the row above plus this value); None for any other store."""
+        low = self.low
+        a = _affine(t.index, low.lets)
+        if a is None:
+            return None
+        start, rs, cs = f.at(a)
+        reads_self = [x for x in walk_exprs(t.value) if isinstance(x, Load) and x.buf == t.buf]
+        if t.combine is not None:
+            return t.value if rs == 0 and cs != 0 and t.valid is None and not reads_self else None
+        v = t.value
+        if not (isinstance(v, Alu) and v.op is Ops.ADD and rs != 0 and len(reads_self) == 1):
+            return None
+        above, x = v.srcs if isinstance(v.srcs[0], Load) and v.srcs[0].buf == t.buf else v.srcs[::-1]
+        b = _affine(above.index, low.lets) if isinstance(above, Load) else None
+        if b is None or f.at(b) != (start - rs, rs, cs) or above in walk_exprs(x):
+            return None
+        return x
+
+    def line_store(self, t: Store, f: Frame, x: Expr, carries: dict[Store, Tile]) -> None:
+        """One block of rows of a line loop's store (see `line_loop`)."""
+        v = self.ev(x, f)
+        v = Val(self.view(v.tile, f.rows, f.cols), v.kind)
+        kind = v.kind
+        if t.combine is not None:  # fold the rows, then combine with the stored row
+            red = _LINE_FOLD[(t.combine, kind == DT.BOOL)]
+            part = self.temp(1, f.cols, kind)
+            self.v(VReduce(red, kind, 0, part.ref, v.tile.ref, v.tile.shape, part.strides,
+                           v.tile.strides))  # fmt: skip
+            one = Frame(1, f.cols, f.base, {}, f.cstep)
+            self.store_val(t, one, Val(part, kind))
+            return
+        carry = carries.get(t)
+        if carry is None:
+            carry = carries[t] = self.persist(1, f.cols, kind)
+            self.v(VDup(kind, carry.ref, 0.0, carry.shape, carry.strides))
+        run = self.temp(f.rows, f.cols, kind)
+        self.v(VScan(kind, 0, run.ref, v.tile.ref, run.shape, run.strides, v.tile.strides))
+        got = self.bin(BinOp.ADD, Val(run, kind), Val(carry, kind))
+        last = got.tile.sub(f.rows - 1, 0, 1, f.cols)
+        self.v(VUn(UnOp.COPY, kind, carry.ref, last.ref, carry.shape, carry.strides,
+                   last.strides))  # fmt: skip
+        self.store_val(t, f, got)
+
     def let(self, s: Let, f: Frame, keep: bool) -> None:
         if s.value.dtype is dtypes.int64 or s.var in self.low.lets:
             return  # index math: substituted where it is used
@@ -957,6 +1058,8 @@ class CoreLowering:
         self.env[s.var] = v
 
     def loop(self, s: Loop, f: Frame) -> None:
+        if _has_loop(s.body) and self.line_loop(s, f):
+            return
         if _has_loop(s.body):  # an outer loop inside the frame: one value at a time
             for i in range(s.extent):
                 self.run(s.body, Frame(f.rows, f.cols, {**f.base, s.var: i}, f.rstep, f.cstep))
@@ -1014,6 +1117,16 @@ _BIN = {
 }
 _BOOL_BIN = {Ops.ADD: BinOp.OR, Ops.MUL: BinOp.AND}  # numpy's bool + and *
 _RED = {Ops.SUM: RedOp.SUM, Ops.RMAX: RedOp.MAX, Ops.RMIN: RedOp.MIN, Ops.PROD: RedOp.PROD}
+_LINE_FOLD = {  # a combining store's fold of many rows: (combine, on bool) -> reduction
+    (Ops.ADD, False): RedOp.SUM,
+    (Ops.MUL, False): RedOp.PROD,
+    (Ops.MAX, False): RedOp.MAX,
+    (Ops.MIN, False): RedOp.MIN,
+    (Ops.ADD, True): RedOp.MAX,
+    (Ops.MUL, True): RedOp.MIN,
+    (Ops.MAX, True): RedOp.MAX,
+    (Ops.MIN, True): RedOp.MIN,
+}
 _COMBINE = {Ops.SUM: BinOp.ADD, Ops.RMAX: BinOp.MAX, Ops.RMIN: BinOp.MIN, Ops.PROD: BinOp.MUL}
 
 
