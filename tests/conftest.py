@@ -18,13 +18,33 @@ import anychip as ac
 DEVICES = [d for d in ac.devices() if d != "npu"]
 NPU = "npu" in ac.devices()
 NPU_MODULES = {
+    "test_autograd_0d",
+    "test_broadcast_props",
+    "test_colreduce",
+    "test_creation",
     "test_elementwise",
     "test_embedding",
     "test_fuzz_graphs",
+    "test_indexing",
+    "test_indexing_props",
+    "test_linalg",
     "test_losses",
     "test_movement",
+    "test_nn",
     "test_norm",
+    "test_op_sweep",
+    "test_ops_extra",
+    "test_parity",
     "test_profiler_devices",
+    "test_reduce",
+    "test_runtime_scalars",
+    "test_small_answers",
+    "test_sort",
+    "test_sparse_grads",
+    "test_stable_grads",
+    "test_training",
+    "test_training_kernels",
+    "test_uint64",
     "test_views",
 }
 

@@ -140,3 +140,13 @@ def test_small_integers_wrap_as_numpy(dtype: str) -> None:
     np.testing.assert_array_equal(x.amax().numpy(), a.max())
     np.testing.assert_array_equal((x < y).numpy(), a < b)
     np.testing.assert_array_equal(x.float().numpy(), a.astype(np.float32))
+
+
+def test_transposed_boxes_move_runs_of_device_memory() -> None:
+    # x.T + 1: the tile's rows are x's columns; the DMA walks x's rows innermost
+    a = np.arange(64 * 48, dtype=np.float32).reshape(64, 48)
+    code = _program(lambda t: t.T + 1, a)
+    loads = [i for i in code if isinstance(i, Dma) and i.src.space == Space.DRAM]
+    assert loads and all(i.src_strides[2] == 1 for i in loads)
+    got = (ac.tensor(a, device="npu:edge").T + 1).numpy()
+    np.testing.assert_array_equal(got, a.T + 1)

@@ -541,10 +541,8 @@ class CoreLowering:
                 raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
             t = self.temp(f.rows, f.cols, sdt)
             src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
-            st.loads.append(
-                Dma(sdt, t.ref, src, (1, rows, cols), (0, f.cols, 1), (0, rs, cs),
-                    (1, f.rows, f.cols))
-            )  # fmt: skip
+            st.loads.append(_box_dma(sdt, t.ref, src, (rows, cols), (f.cols, 1), (rs, cs),
+                                     (f.rows, f.cols)))  # fmt: skip
             st.reads.append((e.buf, lo, hi + 1))
             return self.widen(t)
         if low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
@@ -801,7 +799,7 @@ class CoreLowering:
                 st.reads.append((s.buf, at, hi + 1))
             out = self.temp(rows, cols, sdt)  # stores read only this step's slot
             self.put(out, src, v.kind)
-            st.stores.append(Dma(sdt, dst, out.ref, box, (0, rs, cs), (0, cols, 1), box))
+            st.stores.append(_box_dma(sdt, dst, out.ref, (rows, cols), (rs, cs), (cols, 1)))
             st.writes.append((s.buf, at, hi + 1))
 
     def put(self, out: Tile, src: Tile, kind: DT) -> None:
@@ -1362,6 +1360,21 @@ def _scanned(loop: Loop) -> set[str]:
     updated = {s.var for s in loop.body if isinstance(s, Update)}
     read = {x.name for e in _stmt_exprs(loop.body) for x in walk_exprs(e) if isinstance(x, Var)}
     return updated & read
+
+
+def _box_dma(dt: DT, dst: Ref, src: Ref, shape: tuple[int, int], dst_strides: tuple[int, int],
+             src_strides: tuple[int, int], pad: tuple[int, int] | None = None) -> Dma:  # fmt: skip
+    """A (rows, cols) box copy, walked so that device memory is read or written in runs:
+    when the device-memory side is contiguous down the rows (a transposed box, `x.T`, a
+    column of an accumulator form) the DMA walks columns outer, rows inner, and moves
+    runs of `rows` elements instead of single elements."""
+    d = dst_strides if dst.space == Space.DRAM else src_strides  # the device-memory side
+    box, p = (1, *shape), (1, *(pad or shape))
+    if abs(d[0]) == 1 and abs(d[1]) > 1 and shape[0] > 1 and p == box:
+        t = (1, shape[1], shape[0])
+        return Dma(dt, dst, src, t, (0, dst_strides[1], dst_strides[0]),
+                   (0, src_strides[1], src_strides[0]), t)  # fmt: skip
+    return Dma(dt, dst, src, box, (0, *dst_strides), (0, *src_strides), p)
 
 
 def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
