@@ -56,7 +56,7 @@ def main() -> None:
     print(f"{'kernel':<22} {'shape':<15} {'simulated':>11} {'DRAM floor':>11} {'host':>7}")
     for name, shape, dtype, op, ref in CASES:
         sim, floor, host = run(args.design, shape, dtype, op, ref)
-        print(f"{name:<22} {str(shape):<15} {sim * 1e6:>9.1f}us {floor * 1e6:>9.1f}us "
+        print(f"{name:<22} {shape!s:<15} {sim * 1e6:>9.1f}us {floor * 1e6:>9.1f}us "
               f"{host:>6.2f}s")  # fmt: skip
 
 

@@ -792,10 +792,9 @@ class CoreLowering:
             if hi >= decl.size:
                 raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
             dst = Ref(Space.DRAM, at * sdt.itemsize, BUF_REG + s.buf)
-            box = (1, rows, cols)
             src = whole.sub(r0, c0, rows, cols)
             if s.combine is not None:
-                src = self.combine_old(s, sdt, src, dst, (0, rs, cs)).tile
+                src = self.combine_old(s, sdt, src, dst, (rs, cs)).tile
                 st.reads.append((s.buf, at, hi + 1))
             out = self.temp(rows, cols, sdt)  # stores read only this step's slot
             self.put(out, src, v.kind)
@@ -840,7 +839,7 @@ class CoreLowering:
                 boxes.append((r, c0, 1, n))
         return boxes
 
-    def combine_old(self, s: Store, sdt: DT, src: Tile, dst: Ref, strides: tuple[int, int, int]
+    def combine_old(self, s: Store, sdt: DT, src: Tile, dst: Ref, strides: tuple[int, int]
                     ) -> Val:  # fmt: skip
         """combine(buf's current box at `dst`, src): the old values DMA'd in this step."""
         assert s.combine is not None
@@ -850,8 +849,7 @@ class CoreLowering:
         if s.combine not in ops:
             raise NpuUnsupported(f"npu: {s.combine} store in kernel {self.low.ir.name}")
         old = self.temp(src.rows, src.cols, sdt)
-        box = (1, src.rows, src.cols)
-        self.open().loads.append(Dma(sdt, old.ref, dst, box, (0, src.cols, 1), strides, box))
+        self.open().loads.append(_box_dma(sdt, old.ref, dst, old.shape, old.strides, strides))
         return self.bin(ops[s.combine], Val(old, sdt), Val(src, sdt))
 
     def scatter_add(self, s: Store, f: Frame) -> None:
@@ -976,8 +974,10 @@ class CoreLowering:
             return False
         probe = Frame(2, inner.extent, {**f.base, s.var: 1, inner.var: 0}, {s.var: 1},
                       {inner.var: 1})  # fmt: skip
-        forms = {t: self.line_form(t, probe) for t in inner.body if isinstance(t, Store)}
-        if not forms or None in forms.values():
+        stores = [t for t in inner.body if isinstance(t, Store)]
+        got = {t: self.line_form(t, probe) for t in stores}
+        forms = {t: x for t, x in got.items() if x is not None}
+        if not stores or len(forms) < len(stores):
             return False
         mark, saved = self.persist_top, dict(self.env)
         for r in range(f.rows):
@@ -1014,7 +1014,9 @@ class CoreLowering:
         v = t.value
         if not (isinstance(v, Alu) and v.op is Ops.ADD and rs != 0 and len(reads_self) == 1):
             return None
-        above, x = v.srcs if isinstance(v.srcs[0], Load) and v.srcs[0].buf == t.buf else v.srcs[::-1]
+        above, x = (
+            v.srcs if isinstance(v.srcs[0], Load) and v.srcs[0].buf == t.buf else v.srcs[::-1]
+        )
         b = _affine(above.index, low.lets) if isinstance(above, Load) else None
         if b is None or f.at(b) != (start - rs, rs, cs) or above in walk_exprs(x):
             return None
