@@ -38,7 +38,7 @@ def _cumsum64(a: np.ndarray, axis: int) -> np.ndarray:
 @pytest.mark.parametrize(
     ("shape", "axis"),
     [((1,), 0), ((7,), 0), ((5000,), 0), ((3, 4), 1), ((9, 1), 0), ((40, 33), 0),
-     ((3, 3001), 1), ((3, 50, 17), 1), ((2, 3, 5), 0)],
+     ((3, 3001), 1), ((3, 50, 17), 1), ((2, 3, 5), 0), ((3000, 20), 0)],
     ids=str,
 )  # fmt: skip
 def test_running_sums_float32(shape: tuple[int, ...], axis: int, design: str) -> None:
@@ -103,14 +103,22 @@ def test_a_row_longer_than_the_unified_buffer_is_unsupported() -> None:
 
 @pytest.mark.parametrize("design", DESIGNS)
 @pytest.mark.parametrize("op", ["amax", "amin", "prod"])
-@pytest.mark.parametrize("shape", [(3, 20, 33), (2, 7, 1500), (5, 2, 3)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 20, 33), (2, 7, 1500), (5, 2, 3), (2, 3000, 20)], ids=str)
 def test_combining_stores_down_a_middle_axis(shape: tuple[int, ...], op: str, design: str) -> None:
     rng = np.random.default_rng(4)
-    a = rng.choice([-1.5, -1.0, 0.5, 1.0, 2.0], shape).astype(np.float32)
+    a = rng.choice([-1.0, 0.999, 1.0, 1.002] if op == "prod" else [-1.5, 0.5, 2.0], shape)
+    a = a.astype(np.float32)
     a[0, -1, 0] = np.nan  # max/min propagate NaN, prod too
     want = {"amax": np.max, "amin": np.min, "prod": np.prod}[op](a.astype(np.float64), 1)
     got = getattr(ac.tensor(a, device=design), op)(1).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["any", "all"])
+def test_boolean_folds_down_a_middle_axis(op: str) -> None:
+    a = np.random.default_rng(7).random((4, 300, 40)) < (0.005 if op == "any" else 0.995)
+    got = getattr(ac.tensor(a, device="npu:edge"), op)(1).numpy()
+    np.testing.assert_array_equal(got, getattr(a, op)(1))
 
 
 def test_guarded_stores_write_only_where_the_guard_holds() -> None:
