@@ -768,13 +768,15 @@ class CoreLowering:
         if s.combine is Ops.ADD:
             self.scatter_add(s, f)
             return
-        if s.valid is None or self.guard_boxes(s, f):
-            self.store_val(s, f, self.ev(s.value, f))
+        boxes = self.guard_boxes(s, f)
+        if boxes:  # else the guard is false on the whole frame
+            self.store_val(s, f, self.ev(s.value, f), boxes)
 
-    def store_val(self, s: Store, f: Frame, v: Val) -> None:
-        """`store` of the value `v` (combining by `s.combine` through a read-back)."""
+    def store_val(self, s: Store, f: Frame, v: Val, boxes: list[tuple[int, int, int, int]]
+                  ) -> None:  # fmt: skip
+        """`store` of the value `v` into `boxes` of the frame (`guard_boxes`), combining by
+        `s.combine` through a read-back."""
         low = self.low
-        boxes = [(0, 0, f.rows, f.cols)] if s.valid is None else self.guard_boxes(s, f)
         decl = low.ir.bufs[s.buf]
         sdt = _dt(decl.dtype)
         a = _affine(s.index, low.lets)
@@ -812,11 +814,13 @@ class CoreLowering:
 
     def guard_boxes(self, s: Store, f: Frame) -> list[tuple[int, int, int, int]]:
         """(r0, c0, rows, cols) boxes of `f` covering the points where the store's guard
-        holds: rows whose true points are one run of columns, consecutive rows with the
-        same run merged. The compiler evaluates the guard (it depends on loop variables
-        only); a guard on loaded data, or one true on scattered columns, is not lowered."""
+        holds (the whole frame without one): rows whose true points are one run of
+        columns, consecutive rows with the same run merged. The compiler evaluates the
+        guard (it depends on loop variables only); a guard on loaded data, or one true on
+        scattered columns, is not lowered."""
         low = self.low
-        assert s.valid is not None
+        if s.valid is None:
+            return [(0, 0, f.rows, f.cols)]
         if not low.is_static(s.valid):
             raise NpuUnsupported(
                 f"npu: store into b{s.buf} guarded by loaded data in kernel {low.ir.name}"
@@ -917,9 +921,8 @@ class CoreLowering:
             raise NpuUnsupported(f"npu: sort rows with negative strides in {low.ir.name}")
         st = self.open()
         keys = self.temp(f.rows, s.n, sdt)
-        box = (1, f.rows, s.n)
         src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.src)
-        st.loads.append(Dma(sdt, keys.ref, src, box, (0, s.n, 1), (0, rs, s.src_stride), box))
+        st.loads.append(_box_dma(sdt, keys.ref, src, keys.shape, keys.strides, (rs, s.src_stride)))
         st.reads.append((s.src, start, start + rs * (f.rows - 1) + s.src_stride * (s.n - 1) + 1))
         keys = self.widen(keys).tile
         order = self.temp(f.rows, s.n, DT.I32)
@@ -929,9 +932,8 @@ class CoreLowering:
         out = self.temp(f.rows, k, ddt)
         self.v(VCast(ddt, DT.I32, out.ref, first.ref, out.shape, out.strides, first.strides,
                      CastMode.TRUNC))  # fmt: skip
-        box = (1, f.rows, k)
         dst = Ref(Space.DRAM, dstart * ddt.itemsize, BUF_REG + s.dst)
-        st.stores.append(Dma(ddt, dst, out.ref, box, (0, drs, s.dst_stride), (0, k, 1), box))
+        st.stores.append(_box_dma(ddt, dst, out.ref, out.shape, (drs, s.dst_stride), out.strides))
         st.writes.append((s.dst, dstart, dstart + drs * (f.rows - 1) + s.dst_stride * (k - 1) + 1))
 
     # -- statements
@@ -1033,7 +1035,7 @@ class CoreLowering:
             self.v(VReduce(red, kind, 0, part.ref, v.tile.ref, v.tile.shape, part.strides,
                            v.tile.strides))  # fmt: skip
             one = Frame(1, f.cols, f.base, {}, f.cstep)
-            self.store_val(t, one, Val(part, kind))
+            self.store_val(t, one, Val(part, kind), self.guard_boxes(t, one))
             return
         carry = carries.get(t)
         if carry is None:
@@ -1045,7 +1047,9 @@ class CoreLowering:
         last = got.tile.sub(f.rows - 1, 0, 1, f.cols)
         self.v(VUn(UnOp.COPY, kind, carry.ref, last.ref, carry.shape, carry.strides,
                    last.strides))  # fmt: skip
-        self.store_val(t, f, got)
+        boxes = self.guard_boxes(t, f)
+        if boxes:
+            self.store_val(t, f, got, boxes)
 
     def let(self, s: Let, f: Frame, keep: bool) -> None:
         if s.value.dtype is dtypes.int64 or s.var in self.low.lets:
