@@ -13,8 +13,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import anychip as ac
 
 # The simulated chip (`npu`) runs a test only where its module is listed here or the test
-# is marked `npu`: a functional simulator is slow, and not every op lowers to it yet
-# (README, "Tests on npu"). ANYCHIP_TEST_NPU=all runs it everywhere.
+# is marked `npu` (the regression training tests: matrix products are slow to simulate):
+# a functional simulator is slow, and not every kernel lowers to it yet (README, "Tests on
+# npu"). ANYCHIP_TEST_NPU=all runs it everywhere.
 DEVICES = [d for d in ac.devices() if d != "npu"]
 NPU = "npu" in ac.devices()
 NPU_MODULES = {
@@ -42,7 +43,6 @@ NPU_MODULES = {
     "test_sort",
     "test_sparse_grads",
     "test_stable_grads",
-    "test_training",
     "test_training_kernels",
     "test_uint64",
     "test_views",

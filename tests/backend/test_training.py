@@ -30,6 +30,7 @@ def test_spiral_data_is_deterministic_and_balanced() -> None:
     assert np.abs(x1).max() < 1.5
 
 
+@pytest.mark.npu
 @pytest.mark.parametrize("opt_name", ["SGD", "AdamW", "Adagrad"])
 def test_regression_loss_decreases(opt_name: str, device: str) -> None:
     # a linear target the model can fit exactly: y = x @ w_true + 0.5
