@@ -972,6 +972,8 @@ class CoreLowering:
         inner = s.body[0]
         if len(s.body) != 1 or not isinstance(inner, Loop) or _has_loop(inner.body):
             return False
+        if f.cols != 1:  # outer points are the frame's rows only
+            return False
         if any(not isinstance(t, Let | Store) for t in inner.body) or inner.extent * 2 > low.elems:
             return False
         probe = Frame(2, inner.extent, {**f.base, s.var: 1, inner.var: 0}, {s.var: 1},
