@@ -197,9 +197,7 @@ def _index_view(n: Node) -> bool:
 
 def _float_cast(n: Node) -> bool:
     """A cast between floating-point dtypes: a contraction's store can round to it."""
-    return (
-        n.op is Ops.CAST and n.dtype.is_floating_point and n.srcs[0].dtype.is_floating_point
-    )
+    return n.op is Ops.CAST and n.dtype.is_floating_point and n.srcs[0].dtype.is_floating_point
 
 
 def _fusable(r: Node, s: _State) -> bool:
