@@ -177,6 +177,22 @@ def test_matmul_runs_on_the_matrix_unit_at_float32_accuracy() -> None:
     assert st["flops"] >= 2 * 64 * 96 * 48
 
 
+@pytest.mark.parametrize("dt", ["float16", "bfloat16"])
+def test_half_matmul_is_one_matrix_kernel_rounding_on_chip(dt: str) -> None:
+    # f32 accumulation, one rounding to the half dtype in the GEMM's store: torch's result
+    x, y = _rand(64, 96), _rand(96, 48, seed=1)
+    tx, ty = (torch.tensor(v).to(getattr(torch, dt)) for v in (x, y))
+    want = (tx.float() @ ty.float()).to(getattr(torch, dt)).float().numpy()
+    a, b = (ac.tensor(t.float().numpy(), device="npu").to(getattr(ac, dt)) for t in (tx, ty))
+    a.realize(), b.realize()
+    with ac.profile() as prof:
+        out = (a @ b).realize()
+    assert [e.name for e in prof.events] == ["contraction"]  # no separate cast kernel
+    assert prof.events[0].units["matrix"] > 0
+    got = out.to(ac.float32).numpy()
+    np.testing.assert_allclose(got, want, rtol=2**-8, atol=1e-3)
+
+
 def test_int32_and_bool_tensors() -> None:
     x = np.arange(-50, 50, dtype=np.int32) * 40_000_000  # wraps when doubled
     a = ac.tensor(x, device="npu")

@@ -72,6 +72,17 @@ def test_matmul_gets_a_contraction_kernel_with_spec() -> None:
     assert (spec.b.rows, spec.b.cols) == (1, 8)
 
 
+def test_half_matmul_rounds_in_its_contraction_kernel() -> None:
+    # float16 products accumulate in float32; the rounding to float16 is the contraction
+    # kernel's store, not a kernel of its own (an extra pass over the output)
+    a, b = (t.to(ac.float16).realize() for t in inputs((16, 32), 2))
+    (k,) = kernels(a @ b.T)
+    assert k.kernel.kind is KernelKind.CONTRACTION
+    spec = lower_kernel(k.kernel).contraction
+    assert spec is not None and spec.out.dtype is ac.float16 and spec.a.dtype is ac.float16
+    assert (spec.m, spec.n, spec.k) == (16, 16, 32)
+
+
 def test_every_scheduled_kernel_lowers_to_verified_ir() -> None:
     a, b, c = inputs((4, 6))
     graph = ((a @ b.T).softmax(-1).cumsum(0) + c.sum(0)[:4].reshape(4, 1)).argsort(-1)

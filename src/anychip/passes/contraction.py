@@ -86,7 +86,10 @@ def _nest(body: tuple[Stmt, ...]) -> tuple[list[Loop], list[Loop], Acc, Update, 
     if not reds or len(inner) != 1 or not isinstance(inner[0], Update):
         return None
     upd = inner[0]
-    ok = acc.op is Ops.SUM and upd.var == acc.var and store.value == Var(acc.var, acc.dtype)
+    value = store.value  # the sum, or the sum rounded to the output's float dtype
+    if isinstance(value, Alu) and value.op is Ops.CAST and value.dtype.is_floating_point:
+        value = value.srcs[0]
+    ok = acc.op is Ops.SUM and upd.var == acc.var and value == Var(acc.var, acc.dtype)
     if not ok or store.combine is not None or store.valid is not None or store.buf != 0:
         return None
     return outs, reds, acc, upd, store

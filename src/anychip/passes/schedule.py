@@ -171,13 +171,15 @@ def _decide(
 
 
 def _viewed_roots(roots: list[Node], users: dict[int, int]) -> dict[int, Node]:
-    """{id(c): root} for each root that is a RESHAPE/PERMUTE chain over a value c used by
-    nothing else: if c is a contraction, the root's kernel computes it, writing the GEMM's
-    output through the view (a weight gradient (x.T @ g).T needs no transpose kernel)."""
+    """{id(c): root} for each root that is a RESHAPE/PERMUTE chain (and half casts) over a
+    value c used by nothing else: if c is a contraction, the root's kernel computes it,
+    writing the GEMM's output through the view (a weight gradient (x.T @ g).T needs no
+    transpose kernel) and in the root's dtype (a float16 matmul, accumulated in float32,
+    stores float16 from the accumulator: no separate cast kernel)."""
     out: dict[int, Node] = {}
     for r in roots:
         n = r
-        while _index_view(n) and (n is r or users.get(id(n), 0) == 1):
+        while (_index_view(n) or _half_cast(n)) and (n is r or users.get(id(n), 0) == 1):
             n = n.srcs[0]
         if n is not r and users.get(id(n), 0) == 1 and n.op is Ops.SUM:
             out.setdefault(id(n), r)
@@ -191,6 +193,15 @@ def _index_view(n: Node) -> bool:
         return True
     strip = tuple(d for d in n.shape if d != 1)
     return n.op is Ops.RESHAPE and strip == tuple(d for d in n.srcs[0].shape if d != 1)
+
+
+def _half_cast(n: Node) -> bool:
+    """A float32 value rounded to float16/bfloat16 (a half matmul's result): a contraction's
+    store can do the rounding. (Other casts stay kernels of their own: a contraction's
+    spec reads its operands through their casts, so its accumulator dtype is not the
+    store's to change.)"""
+    halves = (dtypes.float16, dtypes.bfloat16)
+    return n.op is Ops.CAST and n.dtype in halves and n.srcs[0].dtype is dtypes.float32
 
 
 def _fusable(r: Node, s: _State) -> bool:

@@ -1444,8 +1444,9 @@ def _emit(cl: CoreLowering) -> list[Instr]:
 
 
 def _pure_contraction(ir: KernelIR) -> bool:
-    """True when the kernel stores its contraction's sum unchanged (no fused epilogue,
-    no runtime scalars): then the GEMM generator computes the whole kernel."""
+    """True when the kernel stores its contraction's sum unchanged or rounded to the
+    output's float dtype (no other epilogue, no runtime scalars): then the GEMM generator
+    computes the whole kernel, rounding on chip before the store."""
     if ir.contraction is None or ir.scalars:
         return False
     stmts = list(_all_stmts(ir.body))
@@ -1454,7 +1455,10 @@ def _pure_contraction(ir: KernelIR) -> bool:
     if len(accs) != 1 or accs[0].op is not Ops.SUM or len(stores) != 1:
         return False
     st = stores[0]
-    return st.combine is None and st.valid is None and st.value == Var(accs[0].var, accs[0].dtype)
+    value = st.value
+    if isinstance(value, Alu) and value.op is Ops.CAST and value.dtype.is_floating_point:
+        value = value.srcs[0]
+    return st.combine is None and st.valid is None and value == Var(accs[0].var, accs[0].dtype)
 
 
 def _gemm(ir: KernelIR, cfg: NpuConfig) -> Compiled | None:
