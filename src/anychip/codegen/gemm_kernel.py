@@ -111,6 +111,40 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
 """
 
 
+# A whose rows or K are several loops (GemmSpec.m_dims / k_dims: an implicit-GEMM
+# convolution's weight gradient, rows C x kh x kw of the padded input): each row's start
+# from a_row(), each k's offset from a_k() once per block, then rows read as usual.
+PACK_A_INDEXED = """\
+static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc, long k0, int kc) {
+    long koff[KC];
+    for (int k = 0; k < kc; ++k) koff[k] = a_k(k0 + k);
+    for (int s = 0; s < mc; s += MR) {
+        const int mr = mc - s < MR ? mc - s : MR;
+        for (int i = 0; i < mr; ++i) {
+            const in_t *src = a + a_row(m0 + s + i);
+            for (int k = 0; k < kc; ++k) dst[k * MR + i] = LOAD_IN(src[koff[k]]);
+        }
+        for (int i = mr; i < MR; ++i)
+            for (int k = 0; k < kc; ++k) dst[k * MR + i] = 0;
+        dst += MR * kc;
+    }
+}
+"""
+
+# B whose K is several loops (an implicit-GEMM convolution: K = C x kh x kw, a row of B
+# is the padded input shifted by that tap): each row's start from b_k(), read along N.
+PACK_B_INDEXED = """\
+static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
+                          long n0, int nr) {
+    for (int k = 0; k < kc; ++k) {
+        const in_t *src = b + b_k(k0 + k) + n0 * SBN;
+        for (int j = 0; j < nr; ++j) dst[k * NR + j] = LOAD_IN(src[j * SBN]);
+        for (int j = nr; j < NR; ++j) dst[k * NR + j] = 0;
+    }
+}
+"""
+
+
 # A read down its columns (A^T stored row-major: a softmax gradient's transpose in attention's
 # backward). One sliver at a time would walk all kc rows of A for MR values each, rows a
 # power-of-two stride apart that share a few L1 sets: every sliver re-fetched every row from

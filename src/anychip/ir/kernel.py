@@ -184,7 +184,13 @@ class Operand:
 class ContractionSpec:
     """out[batch..., m, n] = sum_k a[batch..., m, k] * b[batch..., k, n] in `acc` precision,
     every operand a strided view (strides may be 0 for broadcast). This is what a
-    matmul generator needs; the kernel's loop body stays as the generic fallback."""
+    matmul generator needs; the kernel's loop body stays as the generic fallback.
+
+    `k_dims` (extent, a stride, b stride) per loop, outermost first, when K is several
+    loops that do not fold into one stride (an implicit-GEMM convolution: K = C x kh x kw
+    read straight from the padded input); `m_dims` (extent, a stride) likewise for A's
+    rows (a convolution's weight gradient, rows C x kh x kw). Empty otherwise; a.cols,
+    b.rows (a.rows) then hold the innermost loop's strides."""
 
     batch: tuple[int, ...]
     m: int
@@ -194,6 +200,8 @@ class ContractionSpec:
     b: Operand
     out: Operand
     acc: DType
+    k_dims: tuple[tuple[int, int, int], ...] = ()
+    m_dims: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ is not three strided views (a guarded load, a batch that will not fold into one 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 from anychip import dtypes
@@ -103,6 +104,19 @@ def _fold(vars_: list[str], extents: dict[str, int], ops: list[Strides]) -> list
     return [st.get(vars_[-1], 0) for st in ops]
 
 
+def _dims(vars_: list[str], extents: dict[str, int], ops: list[Strides]) -> list[tuple[int, ...]]:
+    """`vars_` (outermost first) as (extent, stride per operand) runs, neighbours merged
+    where every operand folds them into one stride: the loops an offset table walks."""
+    out: list[tuple[int, ...]] = []
+    for x in vars_:
+        strides = tuple(st.get(x, 0) for st in ops)
+        if out and all(p == s * extents[x] for p, s in zip(out[-1][1:], strides, strict=True)):
+            out[-1] = (out[-1][0] * extents[x], *strides)
+        else:
+            out.append((extents[x], *strides))
+    return out
+
+
 def _spec(k: KernelIR) -> ContractionSpec | None:
     nest = _nest(k.body)
     if nest is None:
@@ -118,40 +132,50 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
         return None
     (la, sa, oa), (lb, sb, ob), (so, oo) = pa, pb, po
     ext = {lp.var: lp.extent for lp in outs + reds}
-    kk = _fold([lp.var for lp in reds], ext, [sa, sb])
-    if kk is None:
-        return None
+    # K: one stride per operand, or an offset table over several loops (implicit GEMM)
+    k_dims = _dims([lp.var for lp in reds], ext, [sa, sb])
+    kk = list(k_dims[-1][1:])
     out_vars = [lp.var for lp in outs]
     # n: an output axis only b moves along; m: one only a moves along; the rest is batch
     n_cands = [x for x in out_vars if x in sb and x not in sa]
     m_cands = [x for x in out_vars if x in sa and x not in sb]
     nv = min(n_cands, key=lambda x: abs(so.get(x, 0)), default=None)
     mv = min(m_cands, key=lambda x: abs(so.get(x, 0)), default=None)
+    m_vars = [mv] if mv is not None else []
     batch_vars = sorted(
         (x for x in out_vars if x not in (nv, mv)), key=lambda x: -abs(so.get(x, 0))
     )
     bs = _fold(batch_vars, ext, [sa, sb, so])
+    if bs is None and len(m_cands) > 1:
+        # all of a's own axes as rows through a table (a convolution's weight gradient:
+        # rows C x kh x kw of the padded input), when they fold in out
+        m_vars = sorted(m_cands, key=lambda x: -abs(so.get(x, 0)))
+        batch_vars = [x for x in batch_vars if x not in m_vars]
+        bs = _fold(batch_vars, ext, [sa, sb, so])
+        if _fold(m_vars, ext, [so]) is None:
+            return None
     if bs is None:
         return None
-    batch = 1
-    for x in batch_vars:
-        batch *= ext[x]
-    m, n = ext.get(mv or "", 1), ext.get(nv or "", 1)
-    kext = 1
-    for lp in reds:
-        kext *= lp.extent
+    m_dims = [(e, s) for e, s in _dims(m_vars, ext, [sa])] if m_vars else [(1, 0)]
+    batch = math.prod(ext[x] for x in batch_vars)
+    m, n = math.prod(ext[x] for x in m_vars), ext.get(nv or "", 1)
+    kext = math.prod(lp.extent for lp in reds)
 
     def st(s: Strides, x: str | None) -> int:
         return s.get(x, 0) if x is not None else 0
 
-    a = Operand(la.buf, la.dtype, oa, (bs[0],), st(sa, mv), kk[0])
+    mo = _fold(m_vars, ext, [so]) or [0]
+    a = Operand(la.buf, la.dtype, oa, (bs[0],), m_dims[-1][1], kk[0])
     b = Operand(lb.buf, lb.dtype, ob, (bs[1],), kk[1], st(sb, nv))
-    out = Operand(0, k.bufs[0].dtype, oo, (bs[2],), st(so, mv), st(so, nv))
-    if m > 1 and n > 1 and abs(out.rows) == 1 and abs(out.cols) != 1:
+    out = Operand(0, k.bufs[0].dtype, oo, (bs[2],), mo[0], st(so, nv))
+    kd = tuple((e, s_a, s_b) for e, s_a, s_b in k_dims) if len(k_dims) > 1 else ()
+    md = tuple(m_dims) if len(m_dims) > 1 else ()
+    if m > 1 and n > 1 and abs(out.rows) == 1 and abs(out.cols) != 1 and not md:
         # out is stored column-major (a weight gradient x.T @ g written as W's layout):
         # compute out.T = b.T @ a.T instead, so the GEMM writes rows of contiguous C
-        return ContractionSpec((batch,), n, m, kext, _t(b), _t(a), _t(out), acc.dtype)
-    return ContractionSpec((batch,), m, n, kext, a, b, out, acc.dtype)
+        kd = tuple((e, s_b, s_a) for e, s_a, s_b in kd)
+        return ContractionSpec((batch,), n, m, kext, _t(b), _t(a), _t(out), acc.dtype, kd)
+    return ContractionSpec((batch,), m, n, kext, a, b, out, acc.dtype, kd, md)
 
 
 def _t(op: Operand) -> Operand:
