@@ -531,3 +531,46 @@ def test_one_row_block_packs_slivers_as_used(tiling, flags, tmp):
     a, bt = rand((3, 20, 45), "float32", rng), rand((3, 150, 45), "float32", rng)
     out = np.empty((3, 20, 150), np.float32)
     run_and_check(a, bt.transpose(0, 2, 1), out, "float32", "float32", tmp, tiling=tiling)
+
+
+# ------------------------------------------------------------------ offset tables
+
+
+def _taps(x: np.ndarray, kh: int, kw: int, p: int) -> np.ndarray:
+    """(batch, C, Hp, Wp) -> (batch, C*kh*kw, p): row (c, i, j) is x's flat (c) plane
+    from i * Wp + j on, what an implicit-GEMM convolution's K (or row) table addresses."""
+    batch, c, hp, wp = x.shape
+    flat = x.reshape(batch, c, hp * wp)
+    rows = [flat[:, ci, i * wp + j : i * wp + j + p] for ci in range(c) for i in range(kh) for j in range(kw)]
+    return np.stack(rows, axis=1)
+
+
+@pytest.mark.parametrize("tiling", [None, *SMALL_BLOCKS[:3]], ids=range(4))
+def test_k_and_m_as_offset_tables(tiling, tmp):
+    # k_dims: B's K = C x kh x kw rows of a padded image (a conv's forward); m_dims: A's
+    # rows likewise (its weight gradient); against the gathered matrices in float64
+    rng = np.random.default_rng(5)
+    batch, c, hp, wp, kh, kw, o = 2, 5, 7, 9, 3, 2, 11
+    p = (hp - kh) * wp  # wide output positions whose taps stay inside the image
+    x = rand((batch, c, hp, wp), "float32", rng)
+    w = rand((o, c * kh * kw), "float32", rng)
+    lens = (c * kh * kw, hp * wp)
+    k_dims = ((c, kh * kw, hp * wp), (kh, kw, wp), (kw, 1, 1))
+    spec = GemmSpec(batch, o, p, lens[0], "float32", a_strides=(0, lens[0], 1),
+                    b_strides=(c * lens[1], 1, 1), k_dims=k_dims)  # fmt: skip
+    out = np.full((batch, o, p), np.nan, np.float32)
+    build(gemm_source(spec, tiling, "mm"), "mm", tmp)(out.ctypes.data, w.ctypes.data, x.ctypes.data)
+    taps = _taps(x.astype(np.float64), kh, kw, p)
+    np.testing.assert_allclose(out, w.astype(np.float64) @ taps, rtol=1e-5, atol=1e-5)
+    g = rand((batch, p, o), "float32", rng)
+    m_dims = ((c, hp * wp), (kh, wp), (kw, 1))
+    spec = GemmSpec(batch, lens[0], o, p, "float32", a_strides=(c * lens[1], 1, 1),
+                    b_strides=(p * o, o, 1), m_dims=m_dims)  # fmt: skip
+    out = np.full((batch, lens[0], o), np.nan, np.float32)
+    build(gemm_source(spec, tiling, "mm"), "mm", tmp)(out.ctypes.data, x.ctypes.data, g.ctypes.data)
+    np.testing.assert_allclose(out, taps @ g.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_offset_tables_must_cover_their_dimension():
+    with pytest.raises(ShapeError, match=r"k_dims extents \[2, 3\] must multiply to 7"):
+        GemmSpec(1, 2, 2, 7, "float32", k_dims=((2, 3, 9), (3, 1, 1)))
