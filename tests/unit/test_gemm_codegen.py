@@ -541,7 +541,12 @@ def _taps(x: np.ndarray, kh: int, kw: int, p: int) -> np.ndarray:
     from i * Wp + j on, what an implicit-GEMM convolution's K (or row) table addresses."""
     batch, c, hp, wp = x.shape
     flat = x.reshape(batch, c, hp * wp)
-    rows = [flat[:, ci, i * wp + j : i * wp + j + p] for ci in range(c) for i in range(kh) for j in range(kw)]
+    rows = [
+        flat[:, ci, i * wp + j : i * wp + j + p]
+        for ci in range(c)
+        for i in range(kh)
+        for j in range(kw)
+    ]
     return np.stack(rows, axis=1)
 
 
