@@ -152,15 +152,15 @@ def test_conv_stride1_is_an_implicit_gemm() -> None:
     y = F.conv2d(x, w, padding=1)
     (fwd,) = _contractions(y)
     assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2,), 5, 48, 36)
-    assert fwd.k_dims == ((4, 9, 72), (3, 3, 8), (3, 1, 1)) and fwd.b.cols == 1
+    assert fwd.k_dims == ((4, 72), (3, 8), (3, 1)) and fwd.a.cols == 1
     gx, gw = ac.autograd.grad(y, [x, w], ac.tensor(rand(2, 5, 6, 6, seed=1)))
     # input gradient: the same product with the flipped kernel (C = 4 rows, O x 3 x 3 taps)
     (bx,) = _contractions(gx)
     assert (bx.m, bx.n, bx.k) == (4, 48, 45) and len(bx.k_dims) == 3
-    # weight gradient: rows C x kh x kw of the padded input (a row table), per sample
+    # weight gradient: columns C x kh x kw of the padded input (a column table), per sample
     (bw,) = _contractions(gw)
-    assert (bw.batch, bw.m, bw.n, bw.k) == ((2,), 36, 5, 48)
-    assert bw.m_dims == ((4, 72), (3, 8), (3, 1)) and bw.k_dims == ()
+    assert (bw.batch, bw.m, bw.n, bw.k) == ((2,), 5, 36, 48)
+    assert bw.n_dims == ((4, 72), (3, 8), (3, 1)) and bw.k_dims == ()
 
 
 def test_conv_errors() -> None:

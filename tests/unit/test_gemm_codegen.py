@@ -550,32 +550,35 @@ def _taps(x: np.ndarray, kh: int, kw: int, p: int) -> np.ndarray:
     return np.stack(rows, axis=1)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("tiling", [None, *SMALL_BLOCKS[:3]], ids=range(4))
-def test_k_and_m_as_offset_tables(tiling, tmp):
-    # k_dims: B's K = C x kh x kw rows of a padded image (a conv's forward); m_dims: A's
-    # rows likewise (its weight gradient); against the gathered matrices in float64
+def test_k_or_n_as_offset_tables(tiling, dtype, tmp):
+    # k_dims: B's K = C x kh x kw rows of a padded image (a conv's forward); n_dims: B's
+    # columns likewise (its weight gradient); against the gathered matrices in float64
     rng = np.random.default_rng(5)
     batch, c, hp, wp, kh, kw, o = 2, 5, 7, 9, 3, 2, 11
     p = (hp - kh) * wp  # wide output positions whose taps stay inside the image
-    x = rand((batch, c, hp, wp), "float32", rng)
-    w = rand((o, c * kh * kw), "float32", rng)
-    lens = (c * kh * kw, hp * wp)
-    k_dims = ((c, kh * kw, hp * wp), (kh, kw, wp), (kw, 1, 1))
-    spec = GemmSpec(batch, o, p, lens[0], "float32", a_strides=(0, lens[0], 1),
-                    b_strides=(c * lens[1], 1, 1), k_dims=k_dims)  # fmt: skip
-    out = np.full((batch, o, p), np.nan, np.float32)
+    x = rand((batch, c, hp, wp), dtype, rng)
+    w = rand((o, c * kh * kw), dtype, rng)
+    ck, plane = c * kh * kw, hp * wp
+    taps = _taps(x.astype(np.float64), kh, kw, p)  # (batch, ck, p)
+    k_dims = ((c, plane), (kh, wp), (kw, 1))
+    spec = GemmSpec(batch, o, p, ck, dtype, a_strides=(0, ck, 1), b_strides=(c * plane, 1, 1),
+                    k_dims=k_dims)  # fmt: skip
+    out = np.full((batch, o, p), np.nan, dtype)
     build(gemm_source(spec, tiling, "mm"), "mm", tmp)(out.ctypes.data, w.ctypes.data, x.ctypes.data)
-    taps = _taps(x.astype(np.float64), kh, kw, p)
     np.testing.assert_allclose(out, w.astype(np.float64) @ taps, rtol=1e-5, atol=1e-5)
-    g = rand((batch, p, o), "float32", rng)
-    m_dims = ((c, hp * wp), (kh, wp), (kw, 1))
-    spec = GemmSpec(batch, lens[0], o, p, "float32", a_strides=(c * lens[1], 1, 1),
-                    b_strides=(p * o, o, 1), m_dims=m_dims)  # fmt: skip
-    out = np.full((batch, lens[0], o), np.nan, np.float32)
-    build(gemm_source(spec, tiling, "mm"), "mm", tmp)(out.ctypes.data, x.ctypes.data, g.ctypes.data)
-    np.testing.assert_allclose(out, taps @ g.astype(np.float64), rtol=1e-5, atol=1e-5)
+    g = rand((batch, o, p), dtype, rng)
+    spec = GemmSpec(batch, o, ck, p, dtype, a_strides=(o * p, p, 1), b_strides=(c * plane, 1, 1),
+                    n_dims=k_dims)  # fmt: skip
+    out = np.full((batch, o, ck), np.nan, dtype)
+    build(gemm_source(spec, tiling, "mm"), "mm", tmp)(out.ctypes.data, g.ctypes.data, x.ctypes.data)
+    want = g.astype(np.float64) @ taps.transpose(0, 2, 1)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
 def test_offset_tables_must_cover_their_dimension():
     with pytest.raises(ShapeError, match=r"k_dims extents \[2, 3\] must multiply to 7"):
-        GemmSpec(1, 2, 2, 7, "float32", k_dims=((2, 3, 9), (3, 1, 1)))
+        GemmSpec(1, 2, 2, 7, "float32", k_dims=((2, 9), (3, 1)))
+    with pytest.raises(ShapeError, match=r"k_dims and n_dims together"):
+        GemmSpec(1, 2, 2, 2, "float32", k_dims=((2, 9),), n_dims=((2, 9),))

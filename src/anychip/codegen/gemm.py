@@ -25,7 +25,6 @@ The contract for the caller (the cpu backend's compiler and scheduler):
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import re
 import shlex
@@ -103,10 +102,10 @@ class GemmSpec:
 
     Strides are in elements, (batch, row, col) per operand; `()` means contiguous.
     `dtype` is A's and B's element type, `out_dtype` the result's (default: dtype).
-    `k_dims`: K as several loops, (extent, a stride, b stride) each, outermost first, when
-    it is not one stride (an implicit-GEMM convolution reads K = C x kh x kw from the padded
-    input); `m_dims`: A's rows likewise, (extent, a stride) each. The packing routines then
-    walk offset tables instead of `k * stride` (the row/col strides they replace are unused).
+    `k_dims`: B's K as several loops, (extent, b stride) each, outermost first, when it is
+    not one stride (an implicit-GEMM convolution reads K = C x kh x kw from the padded
+    input); `n_dims`: B's columns likewise (its weight gradient). At most one of them; B's
+    packing then walks an offset per row (column), the b stride it replaces unused.
 
     >>> s = GemmSpec(2, 3, 4, 5, "float32", b_strides=(0, 1, 5))  # b: one (4,5) matrix, .T
     >>> s.a_strides, s.b_strides, s.out_dtype.name, s.acc_dtype.name
@@ -122,17 +121,19 @@ class GemmSpec:
     a_strides: Strides = field(default=())  # type: ignore[assignment]
     b_strides: Strides = field(default=())  # type: ignore[assignment]
     c_strides: Strides = field(default=())  # type: ignore[assignment]
-    k_dims: tuple[tuple[int, int, int], ...] = ()
-    m_dims: tuple[tuple[int, int], ...] = ()
+    k_dims: tuple[tuple[int, int], ...] = ()
+    n_dims: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         dims = (self.batch, self.m, self.n, self.k)
         if any(not isinstance(d, int) or d < 0 for d in dims):
             raise ShapeError(f"gemm: batch, m, n, k must be ints >= 0, got {dims}")
-        for what, size, loops in (("k", self.k, self.k_dims), ("m", self.m, self.m_dims)):
+        for what, size, loops in (("k", self.k, self.k_dims), ("n", self.n, self.n_dims)):
             extents = [d[0] for d in loops]
             if loops and (min(extents) < 1 or _prod(extents) != size):
                 raise ShapeError(f"gemm: {what}_dims extents {extents} must multiply to {size}")
+        if self.k_dims and self.n_dims:
+            raise ShapeError("gemm: k_dims and n_dims together are not supported")
         dt = to_dtype(self.dtype)
         out = dt if self.out_dtype is None else to_dtype(self.out_dtype)
         for d in (dt, out):
@@ -387,8 +388,6 @@ def fold_broadcast_batch(spec: GemmSpec) -> GemmSpec:
     40
     """
     sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
-    if spec.m_dims:
-        return spec
     if spec.batch > 1 and sb[0] == 0 and sa[0] == spec.m * sa[1] and sc[0] == spec.m * sc[1]:
         m = spec.batch * spec.m
         return replace(spec, batch=1, m=m, a_strides=(0, sa[1], sa[2]), c_strides=(0, *sc[1:]))
@@ -424,7 +423,7 @@ def _inplace(spec: GemmSpec, t: GemmTiling) -> str:
     most twice, cheaper than packing it: a weight gradient g.T @ h of a 10-class head,
     10x512x256, 48 -> 15 us). Only unit-stride rows in the accumulator's own dtype
     (packing is what widens halves)."""
-    if spec.dtype is not spec.acc_dtype or spec.k_dims or spec.m_dims:
+    if spec.dtype is not spec.acc_dtype or spec.k_dims or spec.n_dims:
         return ""
     if spec.a_strides[2] == 1 and spec.n <= t.nr:
         return "a"
@@ -446,7 +445,7 @@ def _gemv(spec: GemmSpec) -> tuple[str, str] | None:
     traffic. None otherwise. Halves take the blocked path (packing widens them)."""
     if spec.dtype is not spec.acc_dtype or spec.k == 0 or spec.batch * spec.m * spec.n == 0:
         return None
-    if spec.k_dims or spec.m_dims:
+    if spec.k_dims or spec.n_dims:
         return None
     sa, sb = spec.a_strides, spec.b_strides
     for matrix, vector_dim, k_unit, other_unit in (
@@ -514,7 +513,7 @@ def gemm_source(
         header=f"/* anychip GEMM: {spec}\n   tiling: {t} */\n",
         defines=_defines(spec, t, direct),
         conversions=gk.conversions_c(spec.dtype.name, spec.out_dtype.name, acc_c),
-        pack_a=_pack_a(spec),
+        pack_a=gk.pack_a_c(row_major=spec.a_strides[2] == 1 and spec.a_strides[1] != 1),
         pack_b=_pack_b(spec),
         micro=gk.micro_c(
             t.mr, t.nr, lanes, t.unroll, t.vec_bytes, _inplace(spec, t), _edge(spec, t)
@@ -539,27 +538,13 @@ def _offsets(fn: str, loops: list[tuple[int, int]]) -> str:
     return f"static inline long {fn}(long i) {{\n" + "\n".join(body) + "\n    return o;\n}\n"
 
 
-def _pack_a(spec: GemmSpec) -> str:
-    """pack_a: strided, or through offset tables when A's rows or K are several loops."""
-    sa = spec.a_strides
-    k_loops = [(e, s) for e, s, _ in spec.k_dims]
-    if not spec.m_dims and _folds(k_loops):
-        return gk.pack_a_c(row_major=sa[2] == 1 and sa[1] != 1)
-    rows = _offsets("a_row", list(spec.m_dims) or [(spec.m, sa[1])])
-    return rows + _offsets("a_k", k_loops or [(spec.k, sa[2])]) + gk.PACK_A_INDEXED
-
-
 def _pack_b(spec: GemmSpec) -> str:
-    """pack_b: strided, or through a K offset table when B's K is several loops."""
-    sb = spec.b_strides
-    k_loops = [(e, s) for e, _, s in spec.k_dims]
-    if _folds(k_loops):
-        return gk.pack_b_c(
-            col_major=sb[1] == 1 and sb[2] != 1, float32=spec.dtype.name == "float32"
-        )
-    return _offsets("b_k", k_loops) + gk.PACK_B_INDEXED
-
-
-def _folds(loops: list[tuple[int, int]]) -> bool:
-    """The loops walk one stride (or there are none): `k * stride` addresses them."""
-    return all(p[1] == q[1] * q[0] for p, q in itertools.pairwise(loops))
+    """pack_b: strided, or through an offset per row (column) when B's K (N) is several
+    loops."""
+    sb, f32 = spec.b_strides, spec.dtype.name == "float32"
+    if spec.k_dims:
+        return _offsets("b_k", list(spec.k_dims)) + gk.PACK_B_ROWS_INDEXED
+    if spec.n_dims:
+        t16 = gk.transpose16_c(indexed=True) if f32 else ""
+        return t16 + _offsets("b_n", list(spec.n_dims)) + gk.PACK_B_COLUMNS_INDEXED
+    return gk.pack_b_c(col_major=sb[1] == 1 and sb[2] != 1, float32=f32)

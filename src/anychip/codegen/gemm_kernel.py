@@ -111,29 +111,10 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
 """
 
 
-# A whose rows or K are several loops (GemmSpec.m_dims / k_dims: an implicit-GEMM
-# convolution's weight gradient, rows C x kh x kw of the padded input): each row's start
-# from a_row(), each k's offset from a_k() once per block, then rows read as usual.
-PACK_A_INDEXED = """\
-static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc, long k0, int kc) {
-    long koff[KC];
-    for (int k = 0; k < kc; ++k) koff[k] = a_k(k0 + k);
-    for (int s = 0; s < mc; s += MR) {
-        const int mr = mc - s < MR ? mc - s : MR;
-        for (int i = 0; i < mr; ++i) {
-            const in_t *src = a + a_row(m0 + s + i);
-            for (int k = 0; k < kc; ++k) dst[k * MR + i] = LOAD_IN(src[koff[k]]);
-        }
-        for (int i = mr; i < MR; ++i)
-            for (int k = 0; k < kc; ++k) dst[k * MR + i] = 0;
-        dst += MR * kc;
-    }
-}
-"""
-
-# B whose K is several loops (an implicit-GEMM convolution: K = C x kh x kw, a row of B
-# is the padded input shifted by that tap): each row's start from b_k(), read along N.
-PACK_B_INDEXED = """\
+# B whose K is several loops (GemmSpec.k_dims: an implicit-GEMM convolution, K = C x kh x kw,
+# a row of B the padded input shifted by that tap): each row's start from b_k(), then the
+# row read along N as usual.
+PACK_B_ROWS_INDEXED = """\
 static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
                           long n0, int nr) {
     for (int k = 0; k < kc; ++k) {
@@ -143,6 +124,45 @@ static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, 
     }
 }
 """
+
+# B whose columns are several loops (GemmSpec.n_dims: a convolution's weight gradient,
+# columns C x kh x kw of the padded input's taps, each a run along K): each column's start
+# from b_n(), then read down the columns as `pack_b_c(col_major=True)` does, AVX-512
+# float32 16 x 16 blocks transposed in registers from those starts.
+PACK_B_COLUMNS_INDEXED = """\
+static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
+                          long n0, int nr) {
+    long off[NR];
+    for (int j = 0; j < nr; ++j) off[j] = b_n(n0 + j) + k0 * SBK;
+    int j0 = 0;
+#ifdef PACK_B_T16
+    if (SBK == 1)
+        for (; j0 + 16 <= nr; j0 += 16) {
+            int k = 0;
+            for (; k + 16 <= kc; k += 16) transpose16(dst + k * NR + j0, b + k, off + j0);
+            for (; k < kc; ++k)
+                for (int j = j0; j < j0 + 16; ++j) dst[k * NR + j] = b[off[j] + k];
+        }
+#endif
+    for (int kb = 0; kb < kc; kb += 16) {
+        const int ke = kb + 16 < kc ? kb + 16 : kc;
+        for (int j = j0; j < nr; ++j)
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = LOAD_IN(b[off[j] + k * SBK]);
+        for (int j = nr; j < NR; ++j)
+            for (int k = kb; k < ke; ++k) dst[k * NR + j] = 0;
+    }
+}
+"""
+
+
+def transpose16_c(indexed: bool) -> str:
+    """TRANSPOSE16, or (`indexed`) its form whose column i starts at src + off[i]."""
+    if not indexed:
+        return TRANSPOSE16
+    sig = "const float *restrict src)"
+    return TRANSPOSE16.replace(
+        sig, "const float *restrict src,\n                               const long *restrict off)"
+    ).replace("src + i * SBN", "src + off[i]")
 
 
 # A read down its columns (A^T stored row-major: a softmax gradient's transpose in attention's

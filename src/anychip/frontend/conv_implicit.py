@@ -82,9 +82,9 @@ def _vjp(
     g: Tensor, out: Tensor, srcs: tuple[Tensor, ...], geo: Geometry
 ) -> tuple[Tensor | None, ...]:
     """Cotangents of (x, weight, padded x). Input gradient: the convolution of g padded
-    by k - 1 - p with the flipped, transposed kernel. Weight gradient: per sample, rows
-    (c, i, j) of the padded input's taps times g widened to Wp columns (zeros in the junk
-    ones), (C*kh*kw, H' * Wp) @ (H' * Wp, O), summed over the batch."""
+    by k - 1 - p with the flipped, transposed kernel. Weight gradient: per sample, g widened
+    to Wp columns (zeros in the junk ones) times the padded input's taps as columns
+    (c, i, j), (O, H' * Wp) @ (H' * Wp, C*kh*kw), summed over the batch."""
     x, w, xp = srcs
     if x.requires_grad:  # create_graph: the padded input must carry x's history
         xp = _padded(x, geo.pads)
@@ -95,6 +95,6 @@ def _vjp(
     wt = w.transpose(0, 1).flip((2, 3)) * 1.0  # (C, O, kh, kw), stored: a plain operand
     gx = _wide_conv(_padded(g, back), wt, (h, wd))
     gwide = g._pad_zero([(0, 0), (0, 0), (0, 0), (0, wp - wo)]) * 1.0  # (N, O, H', Wp)
-    a = _taps(xp, kernel, ho).reshape(n, c, *kernel, 1, ho * wp)
-    gw = contract(a, gwide.reshape(n, 1, 1, 1, o, ho * wp), 5).sum(0)  # (C, kh, kw, O)
-    return gx, gw.permute((3, 0, 1, 2)), None
+    b = _taps(xp, kernel, ho).reshape(n, 1, c, *kernel, ho * wp)
+    gw = contract(gwide.reshape(n, o, 1, 1, 1, ho * wp), b, 5).sum(0)  # (O, C, kh, kw)
+    return gx, gw, None

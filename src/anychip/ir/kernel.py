@@ -186,11 +186,12 @@ class ContractionSpec:
     every operand a strided view (strides may be 0 for broadcast). This is what a
     matmul generator needs; the kernel's loop body stays as the generic fallback.
 
-    `k_dims` (extent, a stride, b stride) per loop, outermost first, when K is several
-    loops that do not fold into one stride (an implicit-GEMM convolution: K = C x kh x kw
-    read straight from the padded input); `m_dims` (extent, a stride) likewise for A's
-    rows (a convolution's weight gradient, rows C x kh x kw). Empty otherwise; a.cols,
-    b.rows (a.rows) then hold the innermost loop's strides."""
+    `k_dims` (extent, b stride) per loop, outermost first, when B's K is several loops
+    that do not fold into one stride (an implicit-GEMM convolution: K = C x kh x kw read
+    straight from the padded input; A's K still one stride, a.cols); `n_dims` likewise for
+    B's columns (a convolution's weight gradient, columns C x kh x kw; out's columns one
+    stride). At most one of them; empty otherwise, b.rows / b.cols then the innermost
+    loop's stride."""
 
     batch: tuple[int, ...]
     m: int
@@ -200,8 +201,8 @@ class ContractionSpec:
     b: Operand
     out: Operand
     acc: DType
-    k_dims: tuple[tuple[int, int, int], ...] = ()
-    m_dims: tuple[tuple[int, int], ...] = ()
+    k_dims: tuple[tuple[int, int], ...] = ()
+    n_dims: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ def gemm_spec(c: ContractionSpec) -> GemmSpec:
         b_strides=(c.b.batch_strides[0], c.b.rows, c.b.cols),
         c_strides=(c.out.batch_strides[0], c.out.rows, c.out.cols),
         k_dims=c.k_dims,
-        m_dims=c.m_dims,
+        n_dims=c.n_dims,
     )
 
 
@@ -87,6 +87,6 @@ def _split(spec: GemmSpec) -> tuple[GemmSpec, int, int, int] | None:
         if pb is not None:
             return replace(spec, batch=pb), pb, spec.m, spec.batch // pb
     pm = split_count(spec.m, spec.n * spec.k, work)
-    if pm is None or spec.m_dims:  # rows through a table: whole entries only
+    if pm is None:
         return None
     return replace(spec, batch=1, m=pm), 1, pm, spec.batch * (spec.m // pm)

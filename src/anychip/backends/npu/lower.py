@@ -1139,7 +1139,7 @@ def _pure_contraction(ir: KernelIR) -> bool:
     no runtime scalars): then the GEMM generator computes the whole kernel."""
     if ir.contraction is None or ir.scalars:
         return False
-    if ir.contraction.k_dims or ir.contraction.m_dims:
+    if ir.contraction.k_dims or ir.contraction.n_dims:
         return False  # offset-table operands (implicit-GEMM convolution): the vector unit
     stmts = list(_all_stmts(ir.body))
     accs = [s for s in stmts if isinstance(s, Acc)]
