@@ -93,8 +93,25 @@ def _vjp(
     (ho, wo), wp = geo.out, xp.shape[3]
     back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(geo.pads, kernel, strict=True))
     wt = w.transpose(0, 1).flip((2, 3)) * 1.0  # (C, O, kh, kw), stored: a plain operand
-    gx = _wide_conv(_padded(g, back), wt, (h, wd))
-    gwide = g._pad_zero([(0, 0), (0, 0), (0, 0), (0, wp - wo)]) * 1.0  # (N, O, H', Wp)
+    gp = _padded(g, back)
+    gx = _wide_conv(gp, wt, (h, wd))
     b = _taps(xp, kernel, ho).reshape(n, 1, c, *kernel, ho * wp)
-    gw = contract(gwide.reshape(n, o, 1, 1, 1, ho * wp), b, 5).sum(0)  # (O, C, kh, kw)
+    gw = contract(_widened(g, gp, back, wp), b, 5).sum(0)  # (O, C, kh, kw)
     return gx, gw, None
+
+
+def _widened(g: Tensor, gp: Tensor, back: tuple[tuple[int, int], ...], wp: int) -> Tensor:
+    """(N, O, H', W') -> (N, O, 1, 1, 1, H' * Wp): g's rows Wp long, zeros after W'. When
+    the padded g's rows are Wp long too (left + right padding = kw - 1, 'same' as in
+    ResNet), that is a view of it: row y from its left padding on, the junk columns its
+    right padding and the next row's left; else a copy."""
+    n, o, ho, wo = g.shape
+    (top, _), (left, _) = back
+    if gp.shape[3] == wp:
+        start = top * wp + left
+        flat = gp.reshape(n, o, gp.shape[2] * wp)._shrink(
+            [(0, n), (0, o), (start, start + ho * wp)]
+        )
+    else:
+        flat = (g._pad_zero([(0, 0), (0, 0), (0, 0), (0, wp - wo)]) * 1.0).reshape(n, o, ho * wp)
+    return flat.reshape(n, o, 1, 1, 1, ho * wp)
