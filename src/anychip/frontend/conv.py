@@ -4,6 +4,7 @@
 no copies); a convolution stores that view once as an im2col matrix and multiplies it by
 the weight with a batched matmul, which the compiler hands to its GEMM generator. The
 gradients come from the same primitives' rules: two more GEMMs and a col2im sum.
+Stride-1 2-d convolutions skip im2col: `conv_implicit.py`.
 """
 
 from __future__ import annotations
