@@ -89,8 +89,7 @@ def _vjp(
     if x.requires_grad:  # create_graph: the padded input must carry x's history
         xp = _padded(x, geo.pads)
     n, c, h, wd = x.shape
-    o, kernel = w.shape[0], geo.kernel
-    (ho, wo), wp = geo.out, xp.shape[3]
+    kernel, ho, wp = geo.kernel, geo.out[0], xp.shape[3]
     back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(geo.pads, kernel, strict=True))
     wt = w.transpose(0, 1).flip((2, 3)) * 1.0  # (C, O, kh, kw), stored: a plain operand
     gp = _padded(g, back)
