@@ -175,12 +175,17 @@ def test_conv_errors() -> None:
         F.conv1d(ac.ones(5), ac.ones(1, 1, 1))
 
 
-def test_conv_second_derivatives_match_torch(device: str) -> None:
-    # the input gradient is conv's own rule (shifted slices summed): differentiable again,
-    # d/dx and d/dw of sum(dL/dx * v), with create_graph, against torch
+@pytest.mark.parametrize(
+    ("kw", "out"),
+    [({"stride": (2, 1), "padding": 1}, (3, 6)), ({"padding": (1, 0)}, (6, 4))],
+    ids=["im2col", "implicit"],
+)
+def test_conv_second_derivatives_match_torch(device: str, kw: dict, out: tuple) -> None:
+    # the input gradient is conv's own rule (shifted slices summed, or the flipped kernel's
+    # implicit GEMM): differentiable again, d/dx and d/dw of sum(dL/dx * v), with
+    # create_graph, against torch
     x0, w0, v0 = rand(2, 3, 6, 5), rand(4, 3, 3, 2, seed=1), rand(2, 3, 6, 5, seed=2)
-    g0 = rand(2, 4, 3, 6, seed=3)
-    kw = {"stride": (2, 1), "padding": 1}
+    g0 = rand(2, 4, *out, seed=3)
 
     def run(lib, mod, tensor):
         x, w = tensor(x0, requires_grad=True), tensor(w0, requires_grad=True)
