@@ -32,6 +32,13 @@ CONV = [
     # an even kernel padded 'same' (one more after than before), and stride with dilation
     (2, (2, 3, 6, 7), (4, 3, 2, 4), {"padding": "same"}),
     (2, (1, 2, 9, 8), (3, 2, 3, 2), {"stride": (3, 2), "dilation": (2, 3), "padding": 2}),
+    # stride 1 (the implicit GEMM, conv_implicit.py): odd sizes and channel counts off the
+    # register tile, no padding, uneven padding, K = 64 x 9 longer than one K block
+    (2, (3, 19, 9, 11), (21, 19, 3, 3), {"padding": 1}),
+    (2, (2, 3, 7, 9), (4, 3, 3, 3), {}),
+    (2, (2, 3, 8, 7), (5, 3, 5, 3), {"padding": (2, 0)}),
+    (2, (1, 64, 6, 5), (8, 64, 3, 3), {"padding": 1}),
+    (2, (1, 2, 5, 5), (3, 2, 2, 2), {"padding": 2}),  # padding > k - 1: im2col
     # more taps than MAX_TAPS: the window view's own gradient rules
     (1, (2, 2, 80), (3, 2, 66), {"padding": 1}),
 ]
@@ -120,18 +127,40 @@ def test_conv_module_default_init_bounds() -> None:
     assert np.abs(m.bias.numpy()).max() <= bound
 
 
+def _contractions(*ts: ac.Tensor) -> list:
+    return [
+        lower_kernel(it.kernel).contraction
+        for it in plan([t.node for t in ts])
+        if it.kernel is not None and it.kernel.kind.value == "contraction"
+    ]
+
+
 def test_conv_reaches_the_gemm_generator() -> None:
     # the forward product is a contraction with a strided-matmul spec (not a loop fallback)
     x = ac.ones(2, 4, 6, 6).realize()
     w = ac.ones(5, 4, 3, 3).realize()
-    y = F.conv2d(x, w, padding=1)
-    specs = [
-        lower_kernel(it.kernel).contraction
-        for it in plan([y.node])
-        if it.kernel is not None and it.kernel.kind.value == "contraction"
-    ]
+    specs = _contractions(F.conv2d(x, w, stride=2, padding=1))  # im2col, then one GEMM
     assert specs and all(s is not None for s in specs)
-    assert (specs[0].m, specs[0].n, specs[0].k) == (5, 36, 36)
+    assert (specs[0].m, specs[0].n, specs[0].k, specs[0].k_dims) == (5, 9, 36, ())
+
+
+def test_conv_stride1_is_an_implicit_gemm() -> None:
+    # stride 1: the GEMM reads K = C x kh x kw straight from the padded input (9 x 8 per
+    # channel: 6 + 2 padding + 1 spare row, 6 + 2), over the 6 x 8 wide output rows
+    x = ac.tensor(rand(2, 4, 6, 6), requires_grad=True)
+    w = ac.tensor(rand(5, 4, 3, 3), requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    (fwd,) = _contractions(y)
+    assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2,), 5, 48, 36)
+    assert fwd.k_dims == ((4, 72), (3, 8), (3, 1)) and fwd.a.cols == 1
+    gx, gw = ac.autograd.grad(y, [x, w], ac.tensor(rand(2, 5, 6, 6, seed=1)))
+    # input gradient: the same product with the flipped kernel (C = 4 rows, O x 3 x 3 taps)
+    (bx,) = _contractions(gx)
+    assert (bx.m, bx.n, bx.k) == (4, 48, 45) and len(bx.k_dims) == 3
+    # weight gradient: columns C x kh x kw of the padded input (a column table), per sample
+    (bw,) = _contractions(gw)
+    assert (bw.batch, bw.m, bw.n, bw.k) == ((2,), 5, 36, 48)
+    assert bw.n_dims == ((4, 72), (3, 8), (3, 1)) and bw.k_dims == ()
 
 
 def test_conv_errors() -> None:
@@ -146,12 +175,17 @@ def test_conv_errors() -> None:
         F.conv1d(ac.ones(5), ac.ones(1, 1, 1))
 
 
-def test_conv_second_derivatives_match_torch(device: str) -> None:
-    # the input gradient is conv's own rule (shifted slices summed): differentiable again,
-    # d/dx and d/dw of sum(dL/dx * v), with create_graph, against torch
+@pytest.mark.parametrize(
+    ("kw", "out"),
+    [({"stride": (2, 1), "padding": 1}, (3, 6)), ({"padding": (1, 0)}, (6, 4))],
+    ids=["im2col", "implicit"],
+)
+def test_conv_second_derivatives_match_torch(device: str, kw: dict, out: tuple) -> None:
+    # the input gradient is conv's own rule (shifted slices summed, or the flipped kernel's
+    # implicit GEMM): differentiable again, d/dx and d/dw of sum(dL/dx * v), with
+    # create_graph, against torch
     x0, w0, v0 = rand(2, 3, 6, 5), rand(4, 3, 3, 2, seed=1), rand(2, 3, 6, 5, seed=2)
-    g0 = rand(2, 4, 3, 6, seed=3)
-    kw = {"stride": (2, 1), "padding": 1}
+    g0 = rand(2, 4, *out, seed=3)
 
     def run(lib, mod, tensor):
         x, w = tensor(x0, requires_grad=True), tensor(w0, requires_grad=True)

@@ -531,3 +531,54 @@ def test_one_row_block_packs_slivers_as_used(tiling, flags, tmp):
     a, bt = rand((3, 20, 45), "float32", rng), rand((3, 150, 45), "float32", rng)
     out = np.empty((3, 20, 150), np.float32)
     run_and_check(a, bt.transpose(0, 2, 1), out, "float32", "float32", tmp, tiling=tiling)
+
+
+# ------------------------------------------------------------------ offset tables
+
+
+def _taps(x: np.ndarray, kh: int, kw: int, p: int) -> np.ndarray:
+    """(batch, C, Hp, Wp) -> (batch, C*kh*kw, p): row (c, i, j) is x's flat (c) plane
+    from i * Wp + j on, what an implicit-GEMM convolution's K (or row) table addresses."""
+    batch, c, hp, wp = x.shape
+    flat = x.reshape(batch, c, hp * wp)
+    rows = [
+        flat[:, ci, i * wp + j : i * wp + j + p]
+        for ci in range(c)
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return np.stack(rows, axis=1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("tiling", [None, *SMALL_BLOCKS[:3]], ids=range(4))
+def test_k_or_n_as_offset_tables(tiling, dtype, tmp):
+    # k_dims: B's K = C x kh x kw rows of a padded image (a conv's forward); n_dims: B's
+    # columns likewise (its weight gradient); against the gathered matrices in float64
+    rng = np.random.default_rng(5)
+    batch, c, hp, wp, kh, kw, o = 2, 5, 7, 9, 3, 2, 11
+    p = (hp - kh) * wp  # wide output positions whose taps stay inside the image
+    x = rand((batch, c, hp, wp), dtype, rng)
+    w = rand((o, c * kh * kw), dtype, rng)
+    ck, plane = c * kh * kw, hp * wp
+    taps = _taps(x.astype(np.float64), kh, kw, p)  # (batch, ck, p)
+    k_dims = ((c, plane), (kh, wp), (kw, 1))
+    spec = GemmSpec(batch, o, p, ck, dtype, a_strides=(0, ck, 1), b_strides=(c * plane, 1, 1),
+                    k_dims=k_dims)  # fmt: skip
+    out = np.full((batch, o, p), np.nan, dtype)
+    build(gemm_source(spec, tiling, "mm"), "mm", tmp)(out.ctypes.data, w.ctypes.data, x.ctypes.data)
+    np.testing.assert_allclose(out, w.astype(np.float64) @ taps, rtol=1e-5, atol=1e-5)
+    g = rand((batch, o, p), dtype, rng)
+    spec = GemmSpec(batch, o, ck, p, dtype, a_strides=(o * p, p, 1), b_strides=(c * plane, 1, 1),
+                    n_dims=k_dims)  # fmt: skip
+    out = np.full((batch, o, ck), np.nan, dtype)
+    build(gemm_source(spec, tiling, "mm"), "mm", tmp)(out.ctypes.data, g.ctypes.data, x.ctypes.data)
+    want = g.astype(np.float64) @ taps.transpose(0, 2, 1)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_offset_tables_must_cover_their_dimension():
+    with pytest.raises(ShapeError, match=r"k_dims extents \[2, 3\] must multiply to 7"):
+        GemmSpec(1, 2, 2, 7, "float32", k_dims=((2, 9), (3, 1)))
+    with pytest.raises(ShapeError, match=r"k_dims and n_dims together"):
+        GemmSpec(1, 2, 2, 2, "float32", k_dims=((2, 9),), n_dims=((2, 9),))

@@ -102,6 +102,10 @@ class GemmSpec:
 
     Strides are in elements, (batch, row, col) per operand; `()` means contiguous.
     `dtype` is A's and B's element type, `out_dtype` the result's (default: dtype).
+    `k_dims`: B's K as several loops, (extent, b stride) each, outermost first, when it is
+    not one stride (an implicit-GEMM convolution reads K = C x kh x kw from the padded
+    input); `n_dims`: B's columns likewise (its weight gradient). At most one of them; B's
+    packing then walks an offset per row (column), the b stride it replaces unused.
 
     >>> s = GemmSpec(2, 3, 4, 5, "float32", b_strides=(0, 1, 5))  # b: one (4,5) matrix, .T
     >>> s.a_strides, s.b_strides, s.out_dtype.name, s.acc_dtype.name
@@ -117,11 +121,19 @@ class GemmSpec:
     a_strides: Strides = field(default=())  # type: ignore[assignment]
     b_strides: Strides = field(default=())  # type: ignore[assignment]
     c_strides: Strides = field(default=())  # type: ignore[assignment]
+    k_dims: tuple[tuple[int, int], ...] = ()
+    n_dims: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         dims = (self.batch, self.m, self.n, self.k)
         if any(not isinstance(d, int) or d < 0 for d in dims):
             raise ShapeError(f"gemm: batch, m, n, k must be ints >= 0, got {dims}")
+        for what, size, loops in (("k", self.k, self.k_dims), ("n", self.n, self.n_dims)):
+            extents = [d[0] for d in loops]
+            if loops and (min(extents) < 1 or _prod(extents) != size):
+                raise ShapeError(f"gemm: {what}_dims extents {extents} must multiply to {size}")
+        if self.k_dims and self.n_dims:
+            raise ShapeError("gemm: k_dims and n_dims together are not supported")
         dt = to_dtype(self.dtype)
         out = dt if self.out_dtype is None else to_dtype(self.out_dtype)
         for d in (dt, out):
@@ -222,6 +234,13 @@ def host_info() -> HostInfo:
 
 
 # ---------------------------------------------------------------- tiling choice
+
+
+def _prod(xs: Iterable[int]) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p
 
 
 def _round_up(x: int, m: int) -> int:
@@ -404,7 +423,7 @@ def _inplace(spec: GemmSpec, t: GemmTiling) -> str:
     most twice, cheaper than packing it: a weight gradient g.T @ h of a 10-class head,
     10x512x256, 48 -> 15 us). Only unit-stride rows in the accumulator's own dtype
     (packing is what widens halves)."""
-    if spec.dtype is not spec.acc_dtype:
+    if spec.dtype is not spec.acc_dtype or spec.k_dims or spec.n_dims:
         return ""
     if spec.a_strides[2] == 1 and spec.n <= t.nr:
         return "a"
@@ -425,6 +444,8 @@ def _gemv(spec: GemmSpec) -> tuple[str, str] | None:
     dimension is); such products read each matrix element once, so packing would only add
     traffic. None otherwise. Halves take the blocked path (packing widens them)."""
     if spec.dtype is not spec.acc_dtype or spec.k == 0 or spec.batch * spec.m * spec.n == 0:
+        return None
+    if spec.k_dims or spec.n_dims:
         return None
     sa, sb = spec.a_strides, spec.b_strides
     for matrix, vector_dim, k_unit, other_unit in (
@@ -493,10 +514,7 @@ def gemm_source(
         defines=_defines(spec, t, direct),
         conversions=gk.conversions_c(spec.dtype.name, spec.out_dtype.name, acc_c),
         pack_a=gk.pack_a_c(row_major=spec.a_strides[2] == 1 and spec.a_strides[1] != 1),
-        pack_b=gk.pack_b_c(
-            col_major=spec.b_strides[1] == 1 and spec.b_strides[2] != 1,
-            float32=spec.dtype.name == "float32",
-        ),
+        pack_b=_pack_b(spec),
         micro=gk.micro_c(
             t.mr, t.nr, lanes, t.unroll, t.vec_bytes, _inplace(spec, t), _edge(spec, t)
         ),
@@ -506,3 +524,27 @@ def gemm_source(
         empty=spec.batch * spec.m * spec.n == 0,
         zero_k=spec.k == 0,
     )
+
+
+def _offsets(fn: str, loops: list[tuple[int, int]]) -> str:
+    """C for `long fn(long i)`: the offset of flat index i over `loops` ((extent, stride)
+    outermost first), innermost peeled first (constant divisors: multiplies and shifts)."""
+    body = ["    long o = 0;"]
+    for j, (e, st) in enumerate(reversed(loops)):
+        last = j == len(loops) - 1
+        body.append(f"    o += {'i' if last else f'(i % {e}L)'} * {st}L;")
+        if not last:
+            body.append(f"    i /= {e}L;")
+    return f"static inline long {fn}(long i) {{\n" + "\n".join(body) + "\n    return o;\n}\n"
+
+
+def _pack_b(spec: GemmSpec) -> str:
+    """pack_b: strided, or through an offset per row (column) when B's K (N) is several
+    loops."""
+    sb, f32 = spec.b_strides, spec.dtype.name == "float32"
+    if spec.k_dims:
+        return _offsets("b_k", list(spec.k_dims)) + gk.PACK_B_ROWS_INDEXED
+    if spec.n_dims:
+        t16 = gk.transpose16_c(indexed=True) if f32 else ""
+        return t16 + _offsets("b_n", list(spec.n_dims)) + gk.PACK_B_COLUMNS_INDEXED
+    return gk.pack_b_c(col_major=sb[1] == 1 and sb[2] != 1, float32=f32)

@@ -4,6 +4,7 @@
 no copies); a convolution stores that view once as an im2col matrix and multiplies it by
 the weight with a batched matmul, which the compiler hands to its GEMM generator. The
 gradients come from the same primitives' rules: two more GEMMs and a col2im sum.
+Stride-1 2-d convolutions skip im2col: `conv_implicit.py`.
 """
 
 from __future__ import annotations
@@ -153,7 +154,12 @@ def conv_nd(
             f"{tuple(padded)} ({describe(x, weight)})"
         )
     geo = Geometry(tuple(pads), tuple(kernel), st, dil, groups, tuple(out))
-    if math.prod(kernel) == 1 and all(s == 1 for s in st) and not any(sum(p) for p in pads):
+    # imported here: the implicit path builds on this module's window view
+    from anychip.frontend import conv_implicit
+
+    if conv_implicit.fits(x, geo):
+        y = conv_implicit.conv2d_implicit(x, weight, geo)  # no im2col, fwd nor bwd
+    elif math.prod(kernel) == 1 and all(s == 1 for s in st) and not any(sum(p) for p in pads):
         y = _conv_gemm(x, weight, geo)[0]  # 1x1: no im2col, the primitives' gradients
     elif math.prod(kernel) <= MAX_TAPS:
         # forward outside autograd, one record with conv's own derivative (`_conv_vjp`);

@@ -184,7 +184,14 @@ class Operand:
 class ContractionSpec:
     """out[batch..., m, n] = sum_k a[batch..., m, k] * b[batch..., k, n] in `acc` precision,
     every operand a strided view (strides may be 0 for broadcast). This is what a
-    matmul generator needs; the kernel's loop body stays as the generic fallback."""
+    matmul generator needs; the kernel's loop body stays as the generic fallback.
+
+    `k_dims` (extent, b stride) per loop, outermost first, when B's K is several loops
+    that do not fold into one stride (an implicit-GEMM convolution: K = C x kh x kw read
+    straight from the padded input; A's K still one stride, a.cols); `n_dims` likewise for
+    B's columns (a convolution's weight gradient, columns C x kh x kw; out's columns one
+    stride). At most one of them; empty otherwise, b.rows / b.cols then the innermost
+    loop's stride."""
 
     batch: tuple[int, ...]
     m: int
@@ -194,6 +201,8 @@ class ContractionSpec:
     b: Operand
     out: Operand
     acc: DType
+    k_dims: tuple[tuple[int, int], ...] = ()
+    n_dims: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ is not three strided views (a guarded load, a batch that will not fold into one 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 from anychip import dtypes
@@ -106,6 +107,19 @@ def _fold(vars_: list[str], extents: dict[str, int], ops: list[Strides]) -> list
     return [st.get(vars_[-1], 0) for st in ops]
 
 
+def _dims(vars_: list[str], extents: dict[str, int], st: Strides) -> list[tuple[int, int]]:
+    """`vars_` (outermost first) as (extent, stride) runs of one operand, neighbours
+    merged where they fold into one stride: the loops an offset table walks."""
+    out: list[tuple[int, int]] = []
+    for x in vars_:
+        s = st.get(x, 0)
+        if out and out[-1][1] == s * extents[x]:
+            out[-1] = (out[-1][0] * extents[x], s)
+        else:
+            out.append((extents[x], s))
+    return out
+
+
 def _spec(k: KernelIR) -> ContractionSpec | None:
     nest = _nest(k.body)
     if nest is None:
@@ -121,8 +135,12 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
         return None
     (la, sa, oa), (lb, sb, ob), (so, oo) = pa, pb, po
     ext = {lp.var: lp.extent for lp in outs + reds}
-    kk = _fold([lp.var for lp in reds], ext, [sa, sb])
-    if kk is None:
+    red_vars = [lp.var for lp in reds]
+    # K: one stride for a; for b one stride or an offset table over several loops (an
+    # implicit-GEMM convolution's K = C x kh x kw read from the padded input)
+    k_dims = _dims(red_vars, ext, sb)
+    ka = _fold(red_vars, ext, [sa])
+    if ka is None:
         return None
     out_vars = [lp.var for lp in outs]
     # n: an output axis only b moves along; m: one only a moves along; the rest is batch
@@ -130,31 +148,38 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
     m_cands = [x for x in out_vars if x in sa and x not in sb]
     nv = min(n_cands, key=lambda x: abs(so.get(x, 0)), default=None)
     mv = min(m_cands, key=lambda x: abs(so.get(x, 0)), default=None)
+    n_vars = [nv] if nv is not None else []
     batch_vars = sorted(
         (x for x in out_vars if x not in (nv, mv)), key=lambda x: -abs(so.get(x, 0))
     )
     bs = _fold(batch_vars, ext, [sa, sb, so])
-    if bs is None:
+    if bs is None and len(n_cands) > 1 and len(k_dims) == 1:
+        # all of b's own axes as columns through a table (a convolution's weight gradient:
+        # columns C x kh x kw of the padded input's taps), when they fold in out
+        n_vars = sorted(n_cands, key=lambda x: -abs(so.get(x, 0)))
+        batch_vars = [x for x in batch_vars if x not in n_vars]
+        bs = _fold(batch_vars, ext, [sa, sb, so])
+    no = _fold(n_vars, ext, [so])
+    if bs is None or no is None:
         return None
-    batch = 1
-    for x in batch_vars:
-        batch *= ext[x]
-    m, n = ext.get(mv or "", 1), ext.get(nv or "", 1)
-    kext = 1
-    for lp in reds:
-        kext *= lp.extent
+    n_dims = _dims(n_vars, ext, sb) if n_vars else [(1, 0)]
+    batch = math.prod(ext[x] for x in batch_vars)
+    m, n = ext.get(mv or "", 1), math.prod(ext[x] for x in n_vars)
+    kext = math.prod(lp.extent for lp in reds)
 
     def st(s: Strides, x: str | None) -> int:
         return s.get(x, 0) if x is not None else 0
 
-    a = Operand(la.buf, la.dtype, oa, (bs[0],), st(sa, mv), kk[0])
-    b = Operand(lb.buf, lb.dtype, ob, (bs[1],), kk[1], st(sb, nv))
-    out = Operand(0, k.bufs[0].dtype, oo, (bs[2],), st(so, mv), st(so, nv))
-    if m > 1 and n > 1 and abs(out.rows) == 1 and abs(out.cols) != 1:
+    a = Operand(la.buf, la.dtype, oa, (bs[0],), st(sa, mv), ka[0])
+    b = Operand(lb.buf, lb.dtype, ob, (bs[1],), k_dims[-1][1], n_dims[-1][1])
+    out = Operand(0, k.bufs[0].dtype, oo, (bs[2],), st(so, mv), no[0])
+    kd = tuple(k_dims) if len(k_dims) > 1 else ()
+    nd = tuple(n_dims) if len(n_dims) > 1 else ()
+    if m > 1 and n > 1 and abs(out.rows) == 1 and abs(out.cols) != 1 and not kd + nd:
         # out is stored column-major (a weight gradient x.T @ g written as W's layout):
         # compute out.T = b.T @ a.T instead, so the GEMM writes rows of contiguous C
         return ContractionSpec((batch,), n, m, kext, _t(b), _t(a), _t(out), acc.dtype)
-    return ContractionSpec((batch,), m, n, kext, a, b, out, acc.dtype)
+    return ContractionSpec((batch,), m, n, kext, a, b, out, acc.dtype, kd, nd)
 
 
 def _t(op: Operand) -> Operand:

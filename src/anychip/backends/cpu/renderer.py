@@ -27,6 +27,8 @@ def gemm_spec(c: ContractionSpec) -> GemmSpec:
         a_strides=(c.a.batch_strides[0], c.a.rows, c.a.cols),
         b_strides=(c.b.batch_strides[0], c.b.rows, c.b.cols),
         c_strides=(c.out.batch_strides[0], c.out.rows, c.out.cols),
+        k_dims=c.k_dims,
+        n_dims=c.n_dims,
     )
 
 

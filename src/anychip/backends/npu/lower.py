@@ -1449,6 +1449,8 @@ def _pure_contraction(ir: KernelIR) -> bool:
     computes the whole kernel, rounding on chip before the store."""
     if ir.contraction is None or ir.scalars:
         return False
+    if ir.contraction.k_dims or ir.contraction.n_dims:
+        return False  # offset-table operands (implicit-GEMM convolution): the vector unit
     stmts = list(_all_stmts(ir.body))
     accs = [s for s in stmts if isinstance(s, Acc)]
     stores = [s for s in stmts if isinstance(s, Store)]
