@@ -319,6 +319,7 @@ class jit(Generic[R]):
         # shape, dtype and device only: the capture's buffers are not kept alive
         metas = [Node(t.node.op, t.node.dtype, t.node.shape, t.node.device) for t in targets]
         plan = dispatch.make_plan(rec, inputs, bufs)
+        plan.own = True  # replays reuse buffers for the intermediates (runtime/replay.py)
         pairs = [(i, len(outs) + k) for k, i in enumerate(updated)]
         gifts = dispatch.donations(plan, len(inputs), pairs) if same else []
         cap = _Capture(plan, template, metas, len(outs), updated, gifts)
