@@ -53,10 +53,11 @@ def _flatten(x: Any, slots: list[Tensor], seen: dict[int, int]) -> Any:
     flat = getattr(x, "__jit_flatten__", None)
     if flat is not None:  # a batch holding tensors (anychip.rec's KeyedJaggedTensor)
         return (t, _flatten(flat(), slots, seen))
-    if hasattr(x, "named_parameters") and hasattr(x, "named_buffers"):  # an nn.Module
-        params = tuple((n, _flatten(p, slots, seen)) for n, p in x.named_parameters())
-        bufs = tuple((n, _flatten(b, slots, seen)) for n, b in x.named_buffers())
-        modes = tuple(m.training for m in x.modules())
+    members = getattr(x, "_members", None)
+    if members is not None:  # an nn.Module
+        named_params, named_bufs, modes = members()
+        params = tuple([(n, _flatten(p, slots, seen)) for n, p in named_params])
+        bufs = tuple([(n, _flatten(b, slots, seen)) for n, b in named_bufs])
         return ("module", id(x), params, bufs, modes)
     if hasattr(x, "param_groups") and hasattr(x, "state"):  # an optimizer
         groups = _flatten(x.param_groups, slots, seen)
