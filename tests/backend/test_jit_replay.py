@@ -4,6 +4,7 @@ rate recaptures without compiling, nested and concurrent replays stay right."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -162,7 +163,7 @@ def test_nested_jit_replays_the_inner_host_step(device: str) -> None:
         a, b = ac.tensor(ids, device=device), ac.tensor(offs, device=device)
         if seed == 0:
             inner(w, a, b)  # the inner capture exists: the outer capture replays it
-        want = np.stack([table[ids[s:e]].sum(0) for s, e in zip(offs[:-1], offs[1:])]) * 2
+        want = np.stack([table[ids[s:e]].sum(0) for s, e in itertools.pairwise(offs)]) * 2
         np.testing.assert_allclose(outer(w, a, b).numpy(), want, rtol=1e-5, atol=1e-6)
     assert len(outer.captures) == 1
 
@@ -229,7 +230,9 @@ def test_module_changes_after_capture_recapture(device: str) -> None:
         model[0].weight.zero_()
         model[0].bias.fill_(2.0)
     np.testing.assert_array_equal(f(model, x).numpy(), np.full((2, 2), 2.0))
-    model._modules["0"].register_parameter("bias", ac.nn.Parameter(ac.full((2,), 5.0, device=device)))
+    model._modules["0"].register_parameter(
+        "bias", ac.nn.Parameter(ac.full((2,), 5.0, device=device))
+    )
     np.testing.assert_array_equal(f(model, x).numpy(), np.full((2, 2), 5.0))
     model.train()
     with pytest.raises(ac.JitError, match="random"):

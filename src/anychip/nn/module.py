@@ -54,6 +54,8 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
+# (named parameters, named buffers, each module's `training`): what `anychip.jit` reads
+Members = tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]], tuple[bool, ...]]
 _CHANGES = [0]  # bumped by every change to any module's registries, attributes or modes
 
 
@@ -285,7 +287,7 @@ class Module:
         for _, b in self.named_buffers(recurse=recurse):
             yield b
 
-    def _members(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]], tuple[bool, ...]]:
+    def _members(self) -> Members:
         """`named_parameters()`, `named_buffers()` and each module's `training`, kept until
         some module changes (`anychip.jit` reads them at every call of a training step)."""
         memo = self.__dict__.get("_members_memo")

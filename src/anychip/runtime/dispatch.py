@@ -25,7 +25,6 @@ import numpy as np
 from anychip.errors import Error
 from anychip.ir.ops import Node, Ops, runtime_scalar
 from anychip.runtime import donate
-from anychip.runtime.replay import Replayer
 from anychip.runtime.device import (
     LAUNCHED,
     Backend,
@@ -35,6 +34,7 @@ from anychip.runtime.device import (
     debug_level,
     get_backend,
 )
+from anychip.runtime.replay import Replayer
 
 DEBUG = debug_level()
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)

@@ -9,8 +9,8 @@ ANYCHIP_DEBUG, no enclosing capture) and the plan's runtime scalars are its own
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from anychip.runtime.device import Buffer, get_backend
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from anychip.runtime.dispatch import Plan, _PlanStep
 
 # one operation of a replay: a direct call (fn, its argument list), or a step run through
-# `Plan` (a chunked launch, a host step or host read), given the environment of buffers
+# `dispatch` (a chunked launch, a host step or host read), given the environment of buffers
 Call = tuple[Callable[..., None], list[Any]]
 Slow = Callable[[list[Buffer]], None]
 
@@ -37,7 +37,7 @@ class Replayer:
         self.plan, self.n_inputs = plan, n_inputs
         self.lock = threading.Lock()
         base = n_inputs + len(plan.consts)
-        fresh = [s.out for s in plan.steps if s.out >= base]
+        fresh = sorted({s.out for s in plan.steps if s.out >= base})  # base, base + 1, ...
         self.escaping = sorted({o for o in plan.outputs if o >= base})
         self.env: list[Any] = [None] * n_inputs + list(plan.consts) + [None] * len(fresh)
         self.metas = {s.out: s.meta for s in plan.steps if s.out >= base}
@@ -86,7 +86,7 @@ class Replayer:
                 program, out = s.donor_program, s.donor
             fn = backend.direct(program) if backend is not None and program else None
             if s.kind is not dispatch.LAUNCH or fn is None:
-                form.ops.append(_slow(self.plan, at, s, donated))
+                form.ops.append(_slow(at, s, donated))
                 continue
             slots = (out, *s.ins)
             args: list[Any] = [None if i in dynamic else self.env[i].handle.ptr for i in slots]
@@ -109,12 +109,16 @@ class _Form:
     aliases: list[tuple[int, int]]
 
 
-def _slow(plan: Plan, at: int, s: _PlanStep, donated: frozenset[int]) -> Slow:
+def _slow(at: int, s: _PlanStep, donated: frozenset[int]) -> Slow:
     """A step run through the general launch or host step, on the replay's environment."""
     from anychip.runtime import dispatch
 
-    if s.kind is not dispatch.LAUNCH:
-        return lambda env: dispatch.host_step(s, env, env[s.out] if s.out >= 0 else None)
+    if s.kind is not dispatch.LAUNCH:  # a host step writes into its slot's buffer
+
+        def host(env: list[Buffer]) -> None:
+            dispatch.host_step(s, env, env[s.out] if s.out >= 0 else None)
+
+        return host
     program, out = (s.donor_program, s.donor) if at in donated else (s.program, s.out)
     scalars = tuple([v for _, v in s.scalars])
 
