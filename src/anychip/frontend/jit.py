@@ -180,7 +180,7 @@ class _Capture:
     gifts: list[tuple[int, int]]  # (step, slot): the step may write into the slot's buffer
 
     def replay(self, slots: list[Tensor]) -> Any:
-        donated = frozenset([at for at, i in self.gifts if donate.sole(slots[i])])
+        donated = donate.sole_steps(self.gifts, slots)
         bufs = self.plan.run([t.node.arg for t in slots], None, donated)
         return self.finish(slots, bufs)
 
@@ -322,7 +322,7 @@ class jit(Generic[R]):
         plan = dispatch.make_plan(rec, inputs, bufs)
         plan.own = True  # replays reuse buffers for the intermediates (runtime/replay.py)
         pairs = [(i, len(outs) + k) for k, i in enumerate(updated)]
-        gifts = dispatch.donations(plan, len(inputs), pairs) if same else []
+        gifts = dispatch.donations(plan, inputs, pairs) if same else []
         cap = _Capture(plan, template, metas, len(outs), updated, gifts)
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay

@@ -501,12 +501,15 @@ def make_plan(
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
 
-def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def donations(
+    plan: Plan, inputs: list[Buffer], pairs: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """For `pairs` (input slot i, plan output k: the new value of input i), the ones whose
     output a replay may write into input i's buffer, as (step position, i): the launch
     making output k is a fresh output whose kernel may overwrite input i
-    (`donate.donors`), and no later step or other output reads input i, nor any later
-    host read or host step can fail the replay (GuardFailed). Marks those steps
+    (`donate.donors`) or does not read it at all (a gradient made anew each step, into a
+    buffer of the same size), and no later step or other output reads input i, nor any
+    later host read or host step can fail the replay (GuardFailed). Marks those steps
     (their donor program is compiled here); a replay decides per call, from reference
     counts, whether to use them (`Plan.run(donated=...)`)."""
     made_at = {s.out: at for at, s in enumerate(plan.steps) if s.kind is LAUNCH}
@@ -517,20 +520,24 @@ def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[t
         if at is None or not donate.ENABLED:
             continue
         s = plan.steps[at]
-        if o < n_inputs + len(plan.consts) or s.kernel is None or s.backend is None:
+        if o < len(inputs) + len(plan.consts) or s.kernel is None or s.backend is None:
             continue  # not a fresh buffer of a launch we know the kernel of
-        js = [j for j in donate.donors(s.kernel.ast, s.kernel.kind) if s.ins[j] == i]
-        if not js:
-            continue
-        j = js[0]
         later = plan.steps[at + 1 :]
         if any(i in t.ins or t.out == i for t in later) or plan.outputs.count(i):
             continue
         if any(t.kind is not LAUNCH for t in later):
             continue  # a guard may still fail after it: arguments must be unchanged then
-        s.donor = i
-        s.donor_program = s.backend.compile(replace(s.kernel, alias=j))
-        out.append((at, i))
+        b = inputs[i]
+        if i not in s.ins and s.meta == (b.device, b.dtype, b.size):
+            if not any(t.out == i for t in plan.steps[:at]):  # nothing else writes there
+                s.donor, s.donor_program = i, s.program
+                out.append((at, i))
+            continue
+        js = [j for j in donate.donors(s.kernel.ast, s.kernel.kind) if s.ins[j] == i]
+        if js:
+            s.donor = i
+            s.donor_program = s.backend.compile(replace(s.kernel, alias=js[0]))
+            out.append((at, i))
     return out
 
 

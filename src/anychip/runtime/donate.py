@@ -28,8 +28,8 @@ def donated_count() -> int:
     return _stats["donated"]
 
 
-def count() -> None:
-    _stats["donated"] += 1
+def count(n: int = 1) -> None:
+    _stats["donated"] += n
 
 
 def donors(ast: Node, kind: KernelKind) -> tuple[int, ...]:
@@ -233,8 +233,20 @@ def sole(t: Any) -> bool:
     A jit replay then writes `t`'s new value into that buffer."""
     from anychip.runtime.dispatch import walk_holders  # dispatch imports this module
 
-    if not ENABLED or walk_holders() is None:
-        return False
+    return ENABLED and walk_holders() is not None and _held_alone(t)
+
+
+def sole_steps(gifts: list[tuple[int, int]], slots: list[Any]) -> frozenset[int]:
+    """The steps of `gifts` ((step, slot index)) whose slot tensor is `sole`: a jit replay's
+    donations, with the per-thread check made once."""
+    from anychip.runtime.dispatch import walk_holders  # dispatch imports this module
+
+    if not gifts or not ENABLED or walk_holders() is None:
+        return frozenset()
+    return frozenset([at for at, i in gifts if _held_alone(slots[i])])
+
+
+def _held_alone(t: Any) -> bool:
     n = t.node
     if n.op is not Ops.BUFFER or refs(n) != 2:  # t's slot and the local `n`
         return False

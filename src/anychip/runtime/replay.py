@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from anychip.runtime import donate
 from anychip.runtime.device import Buffer, get_backend
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class Replayer:
                 env[o] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
             for o, donor in form.aliases:
                 env[o] = env[donor]
+            if form.aliases:
+                donate.count(len(form.aliases))
             for args, pos, slot in form.patches:
                 args[pos] = env[slot].handle.ptr
             for op in form.ops:
