@@ -54,8 +54,9 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-# (named parameters, named buffers, each module's `training`): what `anychip.jit` reads
-Members = tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]], tuple[bool, ...]]
+# what `anychip.jit` reads of a module: the names of its parameters then buffers (a buffer
+# name marked "buffer"), those tensors in that order, and each module's `training`
+Members = tuple[tuple[Any, ...], list[Tensor], tuple[bool, ...]]
 _CHANGES = [0]  # bumped by every change to any module's registries, attributes or modes
 
 
@@ -288,13 +289,14 @@ class Module:
             yield b
 
     def _members(self) -> Members:
-        """`named_parameters()`, `named_buffers()` and each module's `training`, kept until
-        some module changes (`anychip.jit` reads them at every call of a training step)."""
+        """`named_parameters()`, `named_buffers()` and each module's `training` (`Members`),
+        kept until some module changes (`anychip.jit` reads them at every training step)."""
         memo = self.__dict__.get("_members_memo")
         if memo is not None and memo[0] == _CHANGES[0]:
             return memo[1]  # type: ignore[no-any-return]
-        params: list[tuple[str, Tensor]] = list(self.named_parameters())
-        members = params, list(self.named_buffers()), tuple(m.training for m in self.modules())
+        named = [*self.named_parameters(), *(((n, "buffer"), b) for n, b in self.named_buffers())]
+        modes = tuple(m.training for m in self.modules())
+        members = tuple(n for n, _ in named), [t for _, t in named], modes
         object.__setattr__(self, "_members_memo", (_CHANGES[0], members))
         return members
 
