@@ -260,3 +260,21 @@ def test_updates_write_over_old_values_held_by_nothing_else(device: str) -> None
             assert donate.donated_count() - before == 2 * n_params - 1
     np.testing.assert_array_equal(kept.numpy(), want)
     assert not np.array_equal(net.top.weight.grad.numpy(), want)
+
+
+def test_sparse_gradients_of_another_size_are_not_written_over(device: str) -> None:
+    # a row-sparse gradient's parts are sized by the size class of its batch's ids: a step
+    # on ids padded to another class replays (the loose signature) but must not write its
+    # gradient into the previous one's buffers, which have another size
+    net, opt = build(ac, sparse=True)
+    net.to(device)
+    jitted = ac.jit(step)
+    batches = data(10)
+    for k, (ids, offs, x, y) in enumerate(batches):
+        if k % 4 >= 2:  # ids padded to 32, not 16
+            batches[k] = (np.concatenate([ids, np.zeros(16, np.int64)]), offs, x, y)
+        args = [ac.tensor(a, device=device) for a in batches[k]]
+        jitted(net, opt, *args)
+    want = torch_steps(True, batches, [0.1] * 10, 0.0)
+    for name, p in net.named_parameters():
+        np.testing.assert_allclose(p.numpy(), want[name].detach().numpy(), rtol=1e-4, atol=1e-5)

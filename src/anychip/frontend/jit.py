@@ -184,7 +184,8 @@ class _Capture:
     metas: list[Node]  # shape/dtype/device of each plan output
     n_returned: int
     updated: list[int]  # slots whose value the function changed (in place or rebound)
-    gifts: list[tuple[int, int]]  # (step, slot): the step may write into the slot's buffer
+    # (step, slot, size): the step may write into the slot's buffer (when of that size)
+    gifts: list[tuple[int, int, int]]
 
     def replay(self, slots: list[Tensor]) -> Any:
         donated = donate.sole_steps(self.gifts, slots)
@@ -330,7 +331,10 @@ class jit(Generic[R]):
         plan = dispatch.make_plan(rec, inputs, bufs)
         plan.own = True  # replays reuse buffers for the intermediates (runtime/replay.py)
         pairs = [(i, len(outs) + k) for k, i in enumerate(updated)]
+        # with the buffer size: a slot whose shape the loose key leaves out (a sparse
+        # gradient's part) may come with a buffer of another size, never written over
         gifts = dispatch.donations(plan, inputs, pairs) if same else []
+        gifts = [(at, i, inputs[i].size) for at, i in gifts]
         cap = _Capture(plan, template, metas, len(outs), updated, gifts)
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay
