@@ -333,8 +333,8 @@ class jit(Generic[R]):
         pairs = [(i, len(outs) + k) for k, i in enumerate(updated)]
         # with the buffer size: a slot whose shape the loose key leaves out (a sparse
         # gradient's part) may come with a buffer of another size, never written over
-        gifts = dispatch.donations(plan, inputs, pairs) if same else []
-        gifts = [(at, i, inputs[i].size) for at, i in gifts]
+        marked = dispatch.donations(plan, inputs, pairs) if same else []
+        gifts = [(at, i, inputs[i].size) for at, i in marked]
         cap = _Capture(plan, template, metas, len(outs), updated, gifts)
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay
