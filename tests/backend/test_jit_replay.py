@@ -278,3 +278,23 @@ def test_sparse_gradients_of_another_size_are_not_written_over(device: str) -> N
     want = torch_steps(True, batches, [0.1] * 10, 0.0)
     for name, p in net.named_parameters():
         np.testing.assert_allclose(p.numpy(), want[name].detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_plans_over_the_limit_replay_into_new_buffers(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a plan whose intermediates exceed OWN_LIMIT keeps none between replays
+    from anychip.runtime import replay
+
+    monkeypatch.setattr(replay, "OWN_LIMIT", 64)
+
+    @ac.jit
+    def f(a: ac.Tensor) -> ac.Tensor:
+        return ((a @ a.T).relu() + 1).sum(dim=1)
+
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((8, 8)).astype(np.float32)
+        want = (np.maximum(x @ x.T, 0) + 1).sum(1)
+        np.testing.assert_allclose(f(ac.tensor(x, device=device)).numpy(), want, rtol=1e-4)
+    (cap,) = f.captures.values()
+    assert cap.plan.replayer is not None and not cap.plan.replayer.fits

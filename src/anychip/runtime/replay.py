@@ -19,6 +19,10 @@ from anychip.runtime.device import Buffer, get_backend
 if TYPE_CHECKING:
     from anychip.runtime.dispatch import Plan, _PlanStep
 
+# bytes of intermediates a plan may keep between replays; a bigger plan (a large batch's
+# activations) replays step by step into new buffers, freed after each replay
+OWN_LIMIT = 256 << 20
+
 # one operation of a replay: a direct call (fn, its argument list), or a step run through
 # `dispatch` (a chunked launch, a host step or host read), given the environment of buffers
 Call = tuple[Callable[..., None], list[Any]]
@@ -32,7 +36,8 @@ class Replayer:
 
     One replay at a time uses the own buffers (a lock, tried without waiting): a second
     thread replaying the same plan at once, or a replay inside a replay's host step, gets
-    None from `run` and goes the general way."""
+    None from `run` and goes the general way, as does every replay of a plan whose
+    intermediates would hold more than OWN_LIMIT bytes."""
 
     def __init__(self, plan: Plan, n_inputs: int) -> None:
         self.plan, self.n_inputs = plan, n_inputs
@@ -42,15 +47,16 @@ class Replayer:
         self.escaping = sorted({o for o in plan.outputs if o >= base})
         self.env: list[Any] = [None] * n_inputs + list(plan.consts) + [None] * len(fresh)
         self.metas = {s.out: s.meta for s in plan.steps if s.out >= base}
-        for o in fresh:
-            if o not in self.escaping:
-                dev, dt, size = self.metas[o]
-                self.env[o] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
+        kept = [o for o in fresh if o not in self.escaping]
+        self.fits = sum(self.metas[o][2] * self.metas[o][1].itemsize for o in kept) <= OWN_LIMIT
+        for o in kept if self.fits else ():
+            dev, dt, size = self.metas[o]
+            self.env[o] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
         self.forms: dict[frozenset[int], _Form] = {}
 
     def run(self, inputs: list[Buffer], donated: frozenset[int]) -> list[Buffer] | None:
         """The plan's outputs replayed on `inputs` (None when the own buffers are busy)."""
-        if not self.lock.acquire(blocking=False):
+        if not self.fits or not self.lock.acquire(blocking=False):
             return None
         try:
             form = self.forms.get(donated) or self._build(donated)
