@@ -298,3 +298,24 @@ def test_plans_over_the_limit_replay_into_new_buffers(
         np.testing.assert_allclose(f(ac.tensor(x, device=device)).numpy(), want, rtol=1e-4)
     (cap,) = f.captures.values()
     assert cap.plan.replayer is not None and not cap.plan.replayer.fits
+
+
+def test_replay_across_devices(device: str) -> None:
+    # a copy to another device inside the function is replayed into the plan's buffer
+    other = next((d for d in ac.devices() if d not in (device, "npu")), None)
+    if other is None:
+        pytest.skip("one device only")
+
+    runs = []
+
+    @ac.jit
+    def f(a: ac.Tensor) -> ac.Tensor:
+        runs.append(1)
+        return ((a * 2).to(other) + 1).to(device).sum()
+
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal(5).astype(np.float32)
+        got = f(ac.tensor(x, device=device))
+        np.testing.assert_allclose(got.numpy(), (x * 2 + 1).sum(), rtol=1e-5)
+        assert got.device == device
+    assert len(runs) == 1  # the later calls replayed

@@ -419,10 +419,17 @@ class Plan:
 
 
 def host_step(s: _PlanStep, env: list[Buffer], into: Buffer | None) -> Buffer | None:
-    """Replay a HOST step (its result: a new buffer, or written `into` one) or a READ (a
-    guard), told to the recorders. GuardFailed when the read value or the host result's
-    size differs from the capture's."""
+    """Replay a HOST step (its result: a new buffer, or written `into` one), a READ (a
+    guard) or a COPY `into` a buffer, told to the recorders. GuardFailed when the read
+    value or the host result's size differs from the capture's."""
     ins = [env[i] for i in s.ins]
+    if s.kind is COPY and into is not None:
+        src = get_backend(ins[0].device)
+        src.synchronize()
+        get_backend(into.device).copyin(
+            into.handle, src.copyout(ins[0].handle, ins[0].size, ins[0].dtype)
+        )
+        return None
     if s.kind is HOST:
         dev, dt, size = s.meta
         data = _host_values(s.program, ins)
