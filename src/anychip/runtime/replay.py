@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # activations) replays step by step into new buffers, freed after each replay
 OWN_LIMIT = 256 << 20
 
+FORMS_KEPT = 8  # replays prepared per plan, one per set of donating steps seen
+
 # one operation of a replay: a direct call (fn, its argument list), or a step run through
 # `dispatch` (a chunked launch, a host step or host read), given the environment of buffers
 Call = tuple[Callable[..., None], list[Any]]
@@ -102,6 +104,8 @@ class Replayer:
             args += [v for _, v in s.scalars]
             form.patches += [(args, k, i) for k, i in enumerate(slots) if i in dynamic]
             form.ops.append((fn, args))
+        if len(self.forms) >= FORMS_KEPT:  # donation patterns that keep changing
+            self.forms.clear()
         self.forms[donated] = form
         return form
 
