@@ -178,13 +178,16 @@ def unique_slots(ids: np.ndarray, rows: int) -> np.ndarray:
 
     >>> unique_slots(np.array([5, 2, 5]), 9).tolist()
     [2, 5, 9, 1, 0, 1]
+    >>> unique_slots(np.array([70000, 2, 70000]), 9).tolist()  # out of range: sorted too
+    [2, 70000, 9, 1, 0, 1]
     """
     n = ids.size
     out = np.full(2 * n, rows, np.int64)
     if n == 0:
         return out
     # a stable argsort of narrow keys is a radix sort: ~20% faster than np.unique's
-    key = ids.astype(np.uint16) if rows < np.iinfo(np.uint16).max else ids
+    narrow = rows < np.iinfo(np.uint16).max and ids.min() >= 0 and ids.max() <= rows
+    key = ids.astype(np.uint16) if narrow else ids
     order = np.argsort(key, kind="stable")
     ordered = ids[order]
     first = np.empty(n, np.bool_)  # where each distinct id starts in sorted order
