@@ -73,6 +73,26 @@ def test_setattr_registration() -> None:
         m.sub.weight = ac.zeros(2, 2)
 
 
+def test_reassigning_a_name_keeps_its_place_as_torch() -> None:
+    # parameters, submodules (by attribute or add_module) and buffers keep their order
+    for lib in (nn, torch.nn):
+        ours = lib is nn
+        m = lib.Sequential(lib.Linear(2, 2), lib.ReLU(), lib.Linear(2, 1))
+        m.add_module("0", lib.Linear(2, 2))
+        m.a = lib.Parameter(ac.zeros(1) if ours else torch.zeros(1))
+        m.b = lib.Parameter(ac.zeros(1) if ours else torch.zeros(1))
+        m.a = lib.Parameter(ac.ones(1) if ours else torch.ones(1))
+        m.register_buffer("s", ac.zeros(1) if ours else torch.zeros(1))
+        m.register_buffer("t", ac.zeros(1) if ours else torch.zeros(1))
+        m.register_buffer("s", ac.ones(1) if ours else torch.ones(1))
+        names = [k for k, _ in m.named_parameters()], [k for k, _ in m.named_buffers()]
+        if ours:
+            got = names
+        else:
+            assert got == names
+    assert got[0][:2] == ["a", "b"] and got[1] == ["s", "t"]
+
+
 def test_forward_matches_torch_after_loading_its_weights(device: str) -> None:
     theirs = TorchBlock()
     with torch.no_grad():

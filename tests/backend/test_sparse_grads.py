@@ -123,6 +123,10 @@ def test_sparse_tensor_api(device: str) -> None:
     np.testing.assert_allclose((-g).numpy(), -tg.to_dense().numpy())
     assert not ac.ones(2).is_sparse
     assert "sparse_coo" in repr(g)
+    # metadata reads the parts: the dense value is not built for it
+    h = sparse_coo_tensor([[1]], [[1.0, 2.0]], (4, 2))
+    assert (h.shape, h.ndim, h.dtype, h.device) == ((4, 2), 2, ac.float32, g.device)
+    assert h._dense is None
 
 
 def test_jit_step_replays_on_new_ids(device: str) -> None:

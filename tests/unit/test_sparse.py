@@ -29,15 +29,19 @@ def _nodes(roots: list[Node]) -> list[Node]:
     return out
 
 
-def test_unique_slots_against_numpy() -> None:
+@pytest.mark.parametrize(
+    ("low", "high", "rows"), [(0, 50, 60), (-3, 70_000, 60), (0, 90_000, 80_000)]
+)
+def test_unique_slots_against_numpy(low: int, high: int, rows: int) -> None:
+    # ids in the table (a narrow sort key), out of its range, and a table too tall for one
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, 50, 40)
-    ids[-5:] = 60  # padding: one past a table of 60 rows
-    got = unique_slots(ids, 60)
+    ids = rng.integers(low, high, 40)
+    ids[-5:] = rows  # padding: one past the table
+    got = unique_slots(ids, rows)
     uniq, inv = got[:40], got[40:]
     want = np.unique(ids)
     np.testing.assert_array_equal(uniq[: want.size], want)
-    assert (uniq[want.size :] == 60).all()
+    assert (uniq[want.size :] == rows).all()
     np.testing.assert_array_equal(uniq[inv], ids)  # every id finds its slot
 
 

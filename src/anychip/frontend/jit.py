@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -35,29 +35,21 @@ def _flatten(x: Any, slots: list[Tensor], seen: dict[int, int]) -> Any:
     """A hashable description of `x`'s structure and non-tensor values; tensors found are
     appended to `slots` (each object once) and described by their slot index."""
     if isinstance(x, Tensor):
-        if x.is_sparse:  # a row-sparse gradient: its indices and values are the tensors
-            parts = tuple([_flatten(p, slots, seen) for p in x._parts()])  # type: ignore[attr-defined]
-            return ("sparse", x.shape, x.is_coalesced(), parts)  # type: ignore[attr-defined]
-        j = seen.get(id(x))
-        if j is None:
-            j = seen[id(x)] = len(slots)
-            slots.append(x)
-        return j
+        return _flatten_all((x,), slots, seen)[0]
     t = type(x)
     if t is tuple or t is list:
-        return (t, tuple([_flatten(v, slots, seen) for v in x]))
+        return (t, _flatten_all(x, slots, seen))
     if t is dict:
-        return (dict, tuple([(k, _flatten(v, slots, seen)) for k, v in x.items()]))
+        return (dict, tuple(x), _flatten_all(x.values(), slots, seen))
     if t is float:
         return (float, x.hex())  # 0.0 and -0.0 differ; NaN equals NaN
     flat = getattr(x, "__jit_flatten__", None)
     if flat is not None:  # a batch holding tensors (anychip.rec's KeyedJaggedTensor)
         return (t, _flatten(flat(), slots, seen))
-    if hasattr(x, "named_parameters") and hasattr(x, "named_buffers"):  # an nn.Module
-        params = tuple((n, _flatten(p, slots, seen)) for n, p in x.named_parameters())
-        bufs = tuple((n, _flatten(b, slots, seen)) for n, b in x.named_buffers())
-        modes = tuple(m.training for m in x.modules())
-        return ("module", id(x), params, bufs, modes)
+    members = getattr(x, "_members", None)
+    if members is not None:  # an nn.Module
+        names, tensors, modes = members()  # parameters, then buffers
+        return ("module", id(x), names, _flatten_all(tensors, slots, seen), modes)
     if hasattr(x, "param_groups") and hasattr(x, "state"):  # an optimizer
         groups = _flatten(x.param_groups, slots, seen)
         state = tuple(
@@ -69,6 +61,24 @@ def _flatten(x: Any, slots: list[Tensor], seen: dict[int, int]) -> Any:
     except TypeError:
         return ("object", id(x))  # unhashable: the same object, whatever its contents
     return (t, x)
+
+
+def _flatten_all(xs: Iterable[Any], slots: list[Tensor], seen: dict[int, int]) -> tuple[Any, ...]:
+    """`_flatten` of each of `xs`; a dense tensor (most items) without a call of its own."""
+    out: list[Any] = []
+    for x in xs:
+        if isinstance(x, Tensor) and not x.is_sparse:
+            j = seen.get(id(x))
+            if j is None:
+                j = seen[id(x)] = len(slots)
+                slots.append(x)
+            out.append(j)
+        elif isinstance(x, Tensor):  # a row-sparse gradient: its indices and values
+            parts = _flatten_all(x._parts(), slots, seen)  # type: ignore[attr-defined]
+            out.append(("sparse", x.shape, x.is_coalesced(), parts))  # type: ignore[attr-defined]
+        else:
+            out.append(_flatten(x, slots, seen))
+    return tuple(out)
 
 
 def _slot_key(slots: list[Tensor]) -> tuple[Any, ...]:
@@ -90,9 +100,7 @@ def _structure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list
     slots: list[Tensor] = []
     seen: dict[int, int] = {}
     structure = _flatten(args, slots, seen), _flatten(kwargs, slots, seen) if kwargs else None
-    grads = tuple(
-        _flatten(t.grad, slots, seen) if t.grad is not None else None for t in slots[: len(slots)]
-    )
+    grads = _flatten_all([t.grad for t in slots], slots, seen)
     return (structure, grads, tuple([t.requires_grad for t in slots])), slots
 
 
@@ -176,18 +184,20 @@ class _Capture:
     metas: list[Node]  # shape/dtype/device of each plan output
     n_returned: int
     updated: list[int]  # slots whose value the function changed (in place or rebound)
-    gifts: list[tuple[int, int]]  # (step, slot): the step may write into the slot's buffer
+    # (step, slot, size): the step may write into the slot's buffer (when of that size)
+    gifts: list[tuple[int, int, int]]
 
     def replay(self, slots: list[Tensor]) -> Any:
-        donated = frozenset([at for at, i in self.gifts if donate.sole(slots[i])])
+        donated = donate.sole_steps(self.gifts, slots)
         bufs = self.plan.run([t.node.arg for t in slots], None, donated)
         return self.finish(slots, bufs)
 
     def finish(self, slots: list[Tensor], bufs: list[Any]) -> Any:
         k = self.n_returned
         for i, b, m in zip(self.updated, bufs[k:], self.metas[k:]):
-            t = slots[i]
-            t.node = Node(Ops.BUFFER, m.dtype, m.shape, m.device, (), b)
+            t, n = slots[i], slots[i].node
+            if n.arg is not b or n.shape != m.shape:  # else written in place: the node stays
+                t.node = Node(Ops.BUFFER, m.dtype, m.shape, m.device, (), b)
             t._vc.bump()
             views.refresh(t)  # views of t see its new value
         outs = [_wrap(b, m) for b, m in zip(bufs[:k], self.metas[:k])]
@@ -319,8 +329,12 @@ class jit(Generic[R]):
         # shape, dtype and device only: the capture's buffers are not kept alive
         metas = [Node(t.node.op, t.node.dtype, t.node.shape, t.node.device) for t in targets]
         plan = dispatch.make_plan(rec, inputs, bufs)
+        plan.own = True  # replays reuse buffers for the intermediates (runtime/replay.py)
         pairs = [(i, len(outs) + k) for k, i in enumerate(updated)]
-        gifts = dispatch.donations(plan, len(inputs), pairs) if same else []
+        # with the buffer size: a slot whose shape the loose key leaves out (a sparse
+        # gradient's part) may come with a buffer of another size, never written over
+        marked = dispatch.donations(plan, inputs, pairs) if same else []
+        gifts = [(at, i, inputs[i].size) for at, i in marked]
         cap = _Capture(plan, template, metas, len(outs), updated, gifts)
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay

@@ -139,6 +139,23 @@ class SparseTensor(Tensor):
             f"sparse tensor of size {self._size}: cannot be changed in place; build a new one"
         )
 
+    # metadata from the parts, without building the dense value
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._size
+
+    @property
+    def dtype(self) -> dtypes.DType:
+        return self._vals.dtype
+
+    @property
+    def device(self) -> str:
+        return self._vals.device
+
+    @property
+    def ndim(self) -> int:
+        return len(self._size)
+
     def _parts(self) -> tuple[Tensor, Tensor]:
         return self._idx, self._vals
 

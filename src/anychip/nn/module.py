@@ -54,6 +54,49 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
+# what `anychip.jit` reads of a module: the names of its parameters then buffers (a buffer
+# name marked "buffer"), those tensors in that order, and each module's `training`
+Members = tuple[tuple[Any, ...], list[Tensor], tuple[bool, ...]]
+_CHANGES = [0]  # bumped by every change to any module's registries, attributes or modes
+
+
+class _Registry(OrderedDict[str, Any]):
+    """A module's parameters, buffers or submodules; each change bumps `_CHANGES`, so
+    `Module._members` can keep its walk until some module changes."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _CHANGES[0] += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        _CHANGES[0] += 1
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        _CHANGES[0] += 1
+        return super().pop(key, *default)
+
+    def popitem(self, last: bool = True) -> tuple[str, Any]:
+        _CHANGES[0] += 1
+        return super().popitem(last)
+
+    def clear(self) -> None:
+        _CHANGES[0] += 1
+        super().clear()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        _CHANGES[0] += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        _CHANGES[0] += 1
+        super().update(*args, **kwargs)
+
+    def move_to_end(self, key: str, last: bool = True) -> None:
+        _CHANGES[0] += 1
+        super().move_to_end(key, last)
+
+
 class Module:
     """Base class of every layer and model: subclass it, assign layers and Parameters
     in `__init__`, and write `forward`.
@@ -77,9 +120,9 @@ class Module:
 
     def __init__(self) -> None:
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_parameters", _Registry())
+        object.__setattr__(self, "_buffers", _Registry())
+        object.__setattr__(self, "_modules", _Registry())
         object.__setattr__(self, "_non_persistent", set())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -99,11 +142,12 @@ class Module:
 
     def __setattr__(self, name: str, value: Any) -> None:
         params, buffers, modules = self._registries()
+        _CHANGES[0] += 1  # `training`, or an attribute a subclass walks
         if isinstance(value, Parameter):
-            self._forget(name)
+            self._forget(name, params)  # a name reassigned keeps its place (as in torch)
             params[name] = value
         elif isinstance(value, Module):
-            self._forget(name)
+            self._forget(name, modules)
             modules[name] = value
         elif name in params:
             if value is not None:
@@ -120,9 +164,11 @@ class Module:
             self._forget(name)
             object.__setattr__(self, name, value)
 
-    def _forget(self, name: str) -> None:
+    def _forget(self, name: str, keep: dict[str, Any] | None = None) -> None:
+        """Drop `name` from the registries other than `keep` and from the plain attributes."""
         for reg in self._registries():
-            reg.pop(name, None)
+            if reg is not keep:
+                reg.pop(name, None)
         self.__dict__.pop(name, None)
 
     def __getattr__(self, name: str) -> Any:
@@ -147,7 +193,7 @@ class Module:
                 f"got {type(param).__name__}"
             )
         self._check_name(name, "register_parameter")
-        self._forget(name)
+        self._forget(name, self._parameters)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
@@ -161,7 +207,7 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"register_buffer: {name!r} must be a Tensor or None")
         self._check_name(name, "register_buffer")
-        self._forget(name)
+        self._forget(name, self._buffers)
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent.discard(name)
@@ -172,7 +218,7 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: {name!r} must be a Module, got {type(module).__name__}")
         self._check_name(name, "add_module")
-        self._forget(name)
+        self._forget(name, self._modules)
         self._modules[name] = module
 
     register_module = add_module
@@ -242,6 +288,18 @@ class Module:
         for _, b in self.named_buffers(recurse=recurse):
             yield b
 
+    def _members(self) -> Members:
+        """`named_parameters()`, `named_buffers()` and each module's `training` (`Members`),
+        kept until some module changes (`anychip.jit` reads them at every training step)."""
+        memo = self.__dict__.get("_members_memo")
+        if memo is not None and memo[0] == _CHANGES[0]:
+            return memo[1]  # type: ignore[no-any-return]
+        named = [*self.named_parameters(), *(((n, "buffer"), b) for n, b in self.named_buffers())]
+        modes = tuple(m.training for m in self.modules())
+        members = tuple(n for n, _ in named), [t for _, t in named], modes
+        object.__setattr__(self, "_members_memo", (_CHANGES[0], members))
+        return members
+
     def get_submodule(self, target: str) -> Module:
         mod: Module = self
         for part in target.split(".") if target else []:
@@ -265,6 +323,7 @@ class Module:
             raise TypeError("train: mode is expected to be a bool")
         for m in self.modules():
             object.__setattr__(m, "training", mode)
+        _CHANGES[0] += 1
         return self
 
     def eval(self: M) -> M:

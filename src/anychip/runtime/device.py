@@ -15,6 +15,7 @@ import pkgutil
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,13 @@ class Backend(ABC):
     ) -> None:
         """Run a compiled kernel, writing `out` from `ins`; `scalars[i]` is the value of the
         kernel's ARG i (of that ARG's dtype), passed at every launch, never compiled in."""
+
+    def direct(self, program: Any) -> Callable[..., None] | None:
+        """For replay loops that prepare arguments once (runtime/replay.py): a callable
+        running `program` on raw arguments (each buffer's `handle.ptr`, out first, then the
+        runtime scalars), or None (the default) when `launch` must run it. The caller marks
+        nothing in `LAUNCHED`: a replay of a whole plan does not resume half done steps."""
+        return None
 
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""

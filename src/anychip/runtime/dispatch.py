@@ -34,6 +34,7 @@ from anychip.runtime.device import (
     debug_level,
     get_backend,
 )
+from anychip.runtime.replay import Replayer
 
 DEBUG = debug_level()
 CACHE_LIMIT = 4096  # structural keys kept; the cache is cleared when full (plans are cheap)
@@ -262,15 +263,18 @@ def _upload(device: str, dtype: Any, data: np.ndarray) -> Buffer:
 HostFn = Callable[..., np.ndarray]
 
 
-def host_call(fn: HostFn, ins: list[Buffer], device: str, dtype: Any) -> Buffer:
+def host_call(
+    fn: HostFn, ins: list[Buffer], device: str, dtype: Any, data: np.ndarray | None = None
+) -> Buffer:
     """A buffer on `device` holding `fn(*values of ins)` (flat host arrays in storage form
     in, an array of `dtype`'s storage form out), told to the recorders as one HOST step.
 
     For host work whose result feeds kernels but whose values Python never looks at (a
     jagged batch laid out into slots): a replay runs `fn` again on the replay's own
     buffers, where a host read would be a guard that fails on every new batch. The
-    result's size must be the capture's, or the replay raises GuardFailed."""
-    out = _upload(device, dtype, _host_values(fn, ins))
+    result's size must be the capture's, or the replay raises GuardFailed. `data`: the
+    result when the caller has it already (a replay, which checked its size)."""
+    out = _upload(device, dtype, _host_values(fn, ins) if data is None else data)
     for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(Step(HOST, list(ins), out, program=fn))
     return out
@@ -325,6 +329,10 @@ class Plan:
     steps: list[_PlanStep]
     consts: list[Buffer]
     outputs: list[int]
+    # `own`: replays keep the intermediates in buffers of the plan's own (runtime/replay.py);
+    # for plans whose runtime scalars are their captured values (anychip.jit)
+    own: bool = False
+    replayer: Replayer | None = field(default=None, repr=False)
 
     def run(
         self,
@@ -335,6 +343,12 @@ class Plan:
         """Replay on `inputs`; `nodes` (the graph's nodes in the walk order the plan was
         made with) give the runtime scalars' new values; the steps at the positions in
         `donated` write into their donor input's buffer (see `donate`)."""
+        if self.own and nodes is None and not _observed():
+            if self.replayer is None:
+                self.replayer = Replayer(self, len(inputs))
+            fast = self.replayer.run(inputs, donated)
+            if fast is not None:
+                return fast
         env = [*inputs, *self.consts]
         try:
             for at, s in enumerate(self.steps):
@@ -342,20 +356,10 @@ class Plan:
                     self._launch(at, s, env, nodes, donated)
                 elif s.kind is COPY:
                     env.append(copy(env[s.ins[0]], s.meta[0]))
-                elif s.kind is HOST:
-                    dev, dt, size = s.meta
-                    data = _host_values(s.program, [env[i] for i in s.ins])
-                    if data.size != size:  # this batch needs another layout: capture again
-                        raise GuardFailed
-                    env.append(_upload(dev, dt, data))
                 else:
-                    buf = env[s.ins[0]]
-                    backend = get_backend(buf.device)
-                    backend.synchronize()
-                    data = backend.copyout(buf.handle, buf.size, buf.dtype)
-                    on_host_read(buf, data)
-                    if data.tobytes() != s.value:
-                        raise GuardFailed
+                    out = host_step(s, env, None)
+                    if out is not None:
+                        env.append(out)
         except KeyboardInterrupt as e:
             # env holds the values computed so far; a donated write that ran to its end
             # counts too (its input's old value is gone): the caller records them
@@ -414,6 +418,46 @@ class Plan:
         return tuple([v if p < 0 or nodes is None else nodes[p].arg for p, v in s.scalars])
 
 
+def host_step(s: _PlanStep, env: list[Buffer], into: Buffer | None) -> Buffer | None:
+    """Replay a HOST step (its result: a new buffer, or written `into` one), a READ (a
+    guard) or a COPY `into` a buffer, told to the recorders. GuardFailed when the read
+    value or the host result's size differs from the capture's."""
+    ins = [env[i] for i in s.ins]
+    if s.kind is COPY and into is not None:
+        src = get_backend(ins[0].device)
+        src.synchronize()
+        get_backend(into.device).copyin(
+            into.handle, src.copyout(ins[0].handle, ins[0].size, ins[0].dtype)
+        )
+        return None
+    if s.kind is HOST:
+        dev, dt, size = s.meta
+        data = _host_values(s.program, ins)
+        if data.size != size:  # this batch needs another layout: capture again
+            raise GuardFailed
+        if into is None:
+            return host_call(s.program, ins, dev, dt, data)
+        get_backend(dev).copyin(into.handle, data)
+        return None
+    backend = get_backend(ins[0].device)
+    backend.synchronize()
+    data = backend.copyout(ins[0].handle, ins[0].size, ins[0].dtype)
+    on_host_read(ins[0], data)
+    if data.tobytes() != s.value:
+        raise GuardFailed
+    return None
+
+
+def _observed() -> bool:
+    """Whether this thread's launches are watched or recorded (or printed): a replay must
+    then go through `launch`, step by step."""
+    return bool(
+        DEBUG >= 1
+        or getattr(_LOCAL, "recorders", None)
+        or (_WATCHING[0] and getattr(_LOCAL, "watchers", None))
+    )
+
+
 _NO_META: tuple[str, Any, int] = ("", None, 0)  # a READ writes nothing
 
 
@@ -464,12 +508,15 @@ def make_plan(
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
 
-def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def donations(
+    plan: Plan, inputs: list[Buffer], pairs: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """For `pairs` (input slot i, plan output k: the new value of input i), the ones whose
     output a replay may write into input i's buffer, as (step position, i): the launch
     making output k is a fresh output whose kernel may overwrite input i
-    (`donate.donors`), and no later step or other output reads input i, nor any later
-    host read or host step can fail the replay (GuardFailed). Marks those steps
+    (`donate.donors`) or does not read it at all (a gradient made anew each step, into a
+    buffer of the same size), and no later step or other output reads input i, nor any
+    later host read or host step can fail the replay (GuardFailed). Marks those steps
     (their donor program is compiled here); a replay decides per call, from reference
     counts, whether to use them (`Plan.run(donated=...)`)."""
     made_at = {s.out: at for at, s in enumerate(plan.steps) if s.kind is LAUNCH}
@@ -480,20 +527,24 @@ def donations(plan: Plan, n_inputs: int, pairs: list[tuple[int, int]]) -> list[t
         if at is None or not donate.ENABLED:
             continue
         s = plan.steps[at]
-        if o < n_inputs + len(plan.consts) or s.kernel is None or s.backend is None:
+        if o < len(inputs) + len(plan.consts) or s.kernel is None or s.backend is None:
             continue  # not a fresh buffer of a launch we know the kernel of
-        js = [j for j in donate.donors(s.kernel.ast, s.kernel.kind) if s.ins[j] == i]
-        if not js:
-            continue
-        j = js[0]
         later = plan.steps[at + 1 :]
         if any(i in t.ins or t.out == i for t in later) or plan.outputs.count(i):
             continue
         if any(t.kind is not LAUNCH for t in later):
             continue  # a guard may still fail after it: arguments must be unchanged then
-        s.donor = i
-        s.donor_program = s.backend.compile(replace(s.kernel, alias=j))
-        out.append((at, i))
+        b = inputs[i]
+        if i not in s.ins and s.meta == (b.device, b.dtype, b.size):
+            if not any(t.out == i for t in plan.steps[:at]):  # nothing else writes there
+                s.donor, s.donor_program = i, s.program
+                out.append((at, i))
+            continue
+        js = [j for j in donate.donors(s.kernel.ast, s.kernel.kind) if s.ins[j] == i]
+        if js:
+            s.donor = i
+            s.donor_program = s.backend.compile(replace(s.kernel, alias=js[0]))
+            out.append((at, i))
     return out
 
 

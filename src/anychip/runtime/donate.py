@@ -28,8 +28,8 @@ def donated_count() -> int:
     return _stats["donated"]
 
 
-def count() -> None:
-    _stats["donated"] += 1
+def count(n: int = 1) -> None:
+    _stats["donated"] += n
 
 
 def donors(ast: Node, kind: KernelKind) -> tuple[int, ...]:
@@ -233,13 +233,25 @@ def sole(t: Any) -> bool:
     A jit replay then writes `t`'s new value into that buffer."""
     from anychip.runtime.dispatch import walk_holders  # dispatch imports this module
 
-    if not ENABLED or walk_holders() is None:
-        return False
+    return ENABLED and walk_holders() is not None and _held_alone(t, None)
+
+
+def sole_steps(gifts: list[tuple[int, int, int]], slots: list[Any]) -> frozenset[int]:
+    """The steps of `gifts` ((step, slot index, buffer size)) whose slot tensor is `sole`
+    and whose buffer has that size: a jit replay's donations, the thread checked once."""
+    from anychip.runtime.dispatch import walk_holders  # dispatch imports this module
+
+    if not gifts or not ENABLED or walk_holders() is None:
+        return frozenset()
+    return frozenset([at for at, i, size in gifts if _held_alone(slots[i], size)])
+
+
+def _held_alone(t: Any, size: int | None) -> bool:
     n = t.node
     if n.op is not Ops.BUFFER or refs(n) != 2:  # t's slot and the local `n`
         return False
     b = n.arg
-    return refs(b) == 2  # n's arg and the local `b`
+    return refs(b) == 2 and (size is None or b.size == size)  # n's arg and the local `b`
 
 
 def clear(nodes: list[Node], checks: tuple[tuple[int, int], ...], buf: Any) -> bool:

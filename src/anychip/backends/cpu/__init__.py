@@ -121,6 +121,10 @@ class CpuBackend(Backend):
         signature = f"{name}({','.join(names)})"
         return name, compiler.Job(source, tuple(flags), signature), types, chunks
 
+    def direct(self, program: Any) -> Any:
+        # a chunked kernel needs `launch`'s calls per chunk (Ctrl-C between them)
+        return program.fn if program.chunking is None else None
+
     def launch(
         self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
     ) -> None:

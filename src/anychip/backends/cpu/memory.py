@@ -28,13 +28,13 @@ def _limit() -> int:
 
 
 class Pool:
-    """Free raw blocks by byte size, each with its 64-byte aligned address. `take` reuses
-    one or allocates; `give` keeps one while the pool holds at most `limit` bytes (else the
-    block is left to numpy to free).
+    """Free blocks by byte size: 64-byte aligned uint8 views, each with its address. `take`
+    reuses one or allocates; `give` keeps one while the pool holds at most `limit` bytes
+    (else the block is left to numpy to free).
 
     >>> p = Pool(1 << 20)
-    >>> raw, ptr = p.take(256)
-    >>> ptr % ALIGN, p.give(raw, ptr), p.take(256)[0] is raw
+    >>> block, ptr = p.take(256)
+    >>> ptr % ALIGN, p.give(block, ptr), p.take(256)[0] is block
     (0, None, True)
     """
 
@@ -63,13 +63,15 @@ class Pool:
                     f"cpu: cannot allocate {nbytes} bytes of host memory"
                 ) from None
         base = raw.ctypes.data
-        return raw, base + (-base % ALIGN)
+        skip = -base % ALIGN
+        # the aligned bytes as a view (it keeps `raw` alive): reading it needs no ctypes
+        return raw[skip : skip + nbytes], base + skip
 
-    def give(self, raw: np.ndarray, ptr: int) -> None:
-        nbytes = raw.size - ALIGN
+    def give(self, block: np.ndarray, ptr: int) -> None:
+        nbytes = block.size
         with self.lock:
             if self.held + nbytes <= self.limit:
-                self.free.setdefault(nbytes, []).append((raw, ptr))
+                self.free.setdefault(nbytes, []).append((block, ptr))
                 self.held += nbytes
 
     def clear(self) -> None:
@@ -100,8 +102,7 @@ class Memory:
 
     @property
     def array(self) -> np.ndarray:
-        start = self.ptr - self._raw.ctypes.data
-        return self._raw[start : start + self.size * self.dtype.itemsize].view(self.dtype)
+        return self._raw[: self.size * self.dtype.itemsize].view(self.dtype)
 
     def __del__(self, give: Any = POOL.give) -> None:  # bound early: safe at exit too
         raw = getattr(self, "_raw", None)  # unset when the allocation itself failed

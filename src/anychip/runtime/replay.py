@@ -1,0 +1,143 @@
+"""The fast replay of a jit plan: intermediates live in buffers the plan owns and reuses, so
+each launch's arguments are prepared once and a replay is a tight loop of direct calls.
+
+`Plan.run` uses it when nothing watches or records the launches (no profiler, no
+ANYCHIP_DEBUG, no enclosing capture) and the plan's runtime scalars are its own
+(`anychip.jit`); otherwise the general step-by-step replay runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from anychip.runtime import donate
+from anychip.runtime.device import Buffer, get_backend
+
+if TYPE_CHECKING:
+    from anychip.runtime.dispatch import Plan, _PlanStep
+
+# bytes of intermediates a plan may keep between replays; a bigger plan (a large batch's
+# activations) replays step by step into new buffers, freed after each replay
+OWN_LIMIT = 256 << 20
+
+FORMS_KEPT = 8  # replays prepared per plan, one per set of donating steps seen
+
+# one operation of a replay: a direct call (fn, its argument list), or a step run through
+# `dispatch` (a chunked launch, a host step or host read), given the environment of buffers
+Call = tuple[Callable[..., None], list[Any]]
+Slow = Callable[[list[Buffer]], None]
+
+
+class Replayer:
+    """A plan's fast replay. Env slots (as in `Plan`): inputs, constants, then the fresh
+    buffers; a fresh buffer that the plan returns is allocated at each replay (it escapes),
+    the others are made once and rewritten by each replay (their values never escape).
+
+    One replay at a time uses the own buffers (a lock, tried without waiting): a second
+    thread replaying the same plan at once, or a replay inside a replay's host step, gets
+    None from `run` and goes the general way, as does every replay of a plan whose
+    intermediates would hold more than OWN_LIMIT bytes."""
+
+    def __init__(self, plan: Plan, n_inputs: int) -> None:
+        self.plan, self.n_inputs = plan, n_inputs
+        self.lock = threading.Lock()
+        base = n_inputs + len(plan.consts)
+        fresh = sorted({s.out for s in plan.steps if s.out >= base})  # base, base + 1, ...
+        self.escaping = sorted({o for o in plan.outputs if o >= base})
+        self.env: list[Any] = [None] * n_inputs + list(plan.consts) + [None] * len(fresh)
+        self.metas = {s.out: s.meta for s in plan.steps if s.out >= base}
+        kept = [o for o in fresh if o not in self.escaping]
+        self.fits = sum(self.metas[o][2] * self.metas[o][1].itemsize for o in kept) <= OWN_LIMIT
+        for o in kept if self.fits else ():
+            dev, dt, size = self.metas[o]
+            self.env[o] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
+        self.forms: dict[frozenset[int], _Form] = {}
+
+    def run(self, inputs: list[Buffer], donated: frozenset[int]) -> list[Buffer] | None:
+        """The plan's outputs replayed on `inputs` (None when the own buffers are busy)."""
+        if not self.fits or not self.lock.acquire(blocking=False):
+            return None
+        try:
+            form = self.forms.get(donated) or self._build(donated)
+            env = self.env.copy()
+            env[: self.n_inputs] = inputs
+            for o in form.fresh:
+                dev, dt, size = self.metas[o]
+                env[o] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
+            for o, donor in form.aliases:
+                env[o] = env[donor]
+            if form.aliases:
+                donate.count(len(form.aliases))
+            for args, pos, slot in form.patches:
+                args[pos] = env[slot].handle.ptr
+            for op in form.ops:
+                if type(op) is tuple:
+                    op[0](*op[1])
+                else:
+                    op(env)  # type: ignore[operator]
+            return [env[i] for i in self.plan.outputs]
+        finally:
+            self.lock.release()
+
+    def _build(self, donated: frozenset[int]) -> _Form:
+        """The replay with the steps at `donated` writing into their donor input."""
+        from anychip.runtime import dispatch
+
+        steps = self.plan.steps
+        aliases = [(steps[at].out, steps[at].donor) for at in sorted(donated)]
+        fresh = [o for o in self.escaping if o not in {a for a, _ in aliases}]
+        dynamic = set(range(self.n_inputs)) | set(self.escaping)
+        form = _Form([], [], fresh, aliases)
+        for at, s in enumerate(steps):
+            backend, program, out = s.backend, s.program, s.out
+            if at in donated:
+                program, out = s.donor_program, s.donor
+            fn = backend.direct(program) if backend is not None and program else None
+            if s.kind is not dispatch.LAUNCH or fn is None:
+                form.ops.append(_slow(at, s, donated))
+                continue
+            slots = (out, *s.ins)
+            args: list[Any] = [None if i in dynamic else self.env[i].handle.ptr for i in slots]
+            args += [v for _, v in s.scalars]
+            form.patches += [(args, k, i) for k, i in enumerate(slots) if i in dynamic]
+            form.ops.append((fn, args))
+        if len(self.forms) >= FORMS_KEPT:  # donation patterns that keep changing
+            self.forms.clear()
+        self.forms[donated] = form
+        return form
+
+
+@dataclass
+class _Form:
+    """A replay's operations for one set of donating steps: `patches` are the argument
+    positions that take a per-replay buffer's address (args, position, env slot), `fresh`
+    the slots allocated per replay, `aliases` (slot, donor slot) the donated outputs."""
+
+    ops: list[Call | Slow]
+    patches: list[tuple[list[Any], int, int]]
+    fresh: list[int]
+    aliases: list[tuple[int, int]]
+
+
+def _slow(at: int, s: _PlanStep, donated: frozenset[int]) -> Slow:
+    """A step run through the general launch or host step, on the replay's environment."""
+    from anychip.runtime import dispatch
+
+    if s.kind is not dispatch.LAUNCH:  # a host step writes into its slot's buffer
+
+        def host(env: list[Buffer]) -> None:
+            dispatch.host_step(s, env, env[s.out] if s.out >= 0 else None)
+
+        return host
+    program, out = (s.donor_program, s.donor) if at in donated else (s.program, s.out)
+    scalars = tuple([v for _, v in s.scalars])
+
+    def launch(env: list[Buffer]) -> None:
+        ins = [env[i] for i in s.ins]
+        assert s.backend is not None
+        dispatch.launch(s.backend, program, env[out], ins, s.label, (), scalars, s.kernel)
+
+    return launch
