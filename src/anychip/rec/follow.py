@@ -30,13 +30,13 @@ from anychip.nn.module import Module
 from anychip.rec import wire
 from anychip.rec.collection import EmbeddingBagCollection
 from anychip.rec.features import Batch, MovieLensFeatures
+from anychip.rec.history import K as HISTORY_K
 from anychip.rec.log import EVENTS, UPDATES, Event, Log, Reader, id_key
-from anychip.rec.movielens import THRESHOLD, MovieLens
+from anychip.rec.movielens import MovieLens
 from anychip.rec.table import DynamicEmbedding
 from anychip.rec.train import Trainer
 
 TOKEN_ENV = "ANYCHIP_REC_TOKEN"
-DISLIKE_RATING = 2.0  # rating assumed for a label-0 event that carries none (like: THRESHOLD)
 
 
 class OnlineFeatures:
@@ -52,7 +52,7 @@ class OnlineFeatures:
         past: int,
         history: bool = True,
         id_rows: dict[str, int] | None = None,
-        k: int = 20,
+        k: int = HISTORY_K,
     ) -> None:
         self.side, self.history, self.k = ml.side, history, k
         self.id_rows = dict(id_rows) if id_rows is not None else {
@@ -84,7 +84,7 @@ class OnlineFeatures:
         for name, values in (
             ("user", [e.user_id for e in events]),
             ("item", [e.item_id for e in events]),
-            ("rating", [_rating(e) for e in events]),
+            ("rating", [e.stars for e in events]),
             ("timestamp", [e.timestamp for e in events]),
         ):
             self._cols[name][rows] = values
@@ -121,12 +121,6 @@ class OnlineFeatures:
         b = f.batch(np.searchsorted(sub, rows), pad_to)
         self.last_batch = b
         return b
-
-
-def _rating(e: Event) -> float:
-    if e.rating is not None:
-        return float(e.rating)
-    return THRESHOLD if e.label else DISLIKE_RATING
 
 
 # --- publishing ------------------------------------------------------------------------
