@@ -53,19 +53,19 @@ def test_a_state_that_follows_the_stream_reads_what_behaviour_gives_each_event()
     state = State(snap, k)
     want = behaviour(user, item, rating, ts, k=k)
     for e in range(cut, len(user)):  # a query for each event, then the event itself
-        bags, dense = state.read(user[e : e + 1], item[e : e + 1], int(ts[e]))
+        bags, user_dense, item_dense = state.read(user[e : e + 1], item[e : e + 1], int(ts[e]))
         for name, j in (("recent_items", want.recent_items), ("recent_liked", want.recent_liked)):
             assert bags[name].values.tolist() == j.values[j.offsets[e] : j.offsets[e + 1]].tolist()
-        np.testing.assert_array_equal(dense[0], want.dense[e])
+        np.testing.assert_array_equal(np.r_[user_dense[0], item_dense[0]], want.dense[e])
         state.observe([(int(user[e]), int(item[e]), float(rating[e]), int(ts[e]))])
 
 
 def test_a_state_counts_nothing_of_unknown_ids_and_a_late_event_at_once() -> None:
     user, item, rating, ts = _stream(seed=3)
     state = State(snapshot(user, item, rating, ts, 12, 30, 4), 4)
-    before = state.read(np.array([3]), np.array([5]), 10**6)[1]
+    before = state.read(np.array([3]), np.array([5]), 10**6)[1:]
     state.observe([(0, 5, 5.0, 10**6), (3, 99, 5.0, 10**6), (-1, 5, 5.0, 10**6)])
-    np.testing.assert_array_equal(state.read(np.array([3]), np.array([5]), 10**6 + 1)[1], before)
+    np.testing.assert_array_equal(state.read(np.array([3]), np.array([5]), 10**6 + 1)[1:], before)
     state.observe([(3, 5, 5.0, 10**6 + 5), (3, 6, 1.0, 10**6 + 2)])  # the second is late
-    bags, _ = state.read(np.array([3]), np.array([5]), 10**6 + 5)
+    bags, _, _ = state.read(np.array([3]), np.array([5]), 10**6 + 5)
     assert bags["recent_items"].values[-1] == 6  # counted; the held second is not yet

@@ -205,6 +205,8 @@ class State:
         self.k = k
         self.sums = {"user": np.array(snap.user_sums, np.float64),
                      "item": np.array(snap.item_sums, np.float64)}  # fmt: skip
+        # the dense features too, kept up to date row by row: a query only gathers them
+        self.dense = {side: dense_of(sums).astype(np.float32) for side, sums in self.sums.items()}
         self.bags = {"recent_items": _rows(snap.recent_items, k),
                      "recent_liked": _rows(snap.recent_liked, k)}  # fmt: skip
         self._second = -(2**62)  # the newest second observed; its events are held back
@@ -236,28 +238,29 @@ class State:
         like = float(rating >= LIKE_THRESHOLD)
         for side, row in (("user", user), ("item", item)):
             self.sums[side][row] += (1.0, like, rating)
+            self.dense[side][row] = dense_of(self.sums[side][row : row + 1])[0]
         _push(self.bags["recent_items"], user, item)
         if like:
             _push(self.bags["recent_liked"], user, item)
 
     def read(
         self, users: np.ndarray, items: np.ndarray, timestamp: int
-    ) -> tuple[dict[str, Jagged], np.ndarray]:
-        """The recent and liked bags of `users` (by name) and the (N, 6) float32 dense
-        features of `users` and `items` (row ids in range), as of a query at `timestamp`
-        (counting the held events first if it is later), all read at one moment."""
+    ) -> tuple[dict[str, Jagged], np.ndarray, np.ndarray]:
+        """The recent and liked bags (by name) and (len(users), 3) dense features of
+        `users`, and the (len(items), 3) dense features of `items` (float32; ids in range),
+        as of a query at `timestamp` (counting the held events first if it is later), all
+        read at one moment."""
         with self._lock:
             if timestamp > self._second:
                 self._fold()
             bags = {name: (ids[users], n[users]) for name, (ids, n) in self.bags.items()}
-            sums = np.concatenate([self.sums["user"][users], self.sums["item"][items]], 1)
+            user_dense, item_dense = self.dense["user"][users], self.dense["item"][items]
         out = {}
         for name, (rows, n) in bags.items():
             offsets = np.zeros(len(users) + 1, np.int64)
             np.cumsum(n, out=offsets[1:])
             out[name] = Jagged(rows[np.arange(self.k) < n[:, None]], offsets)
-        dense = np.concatenate([dense_of(sums[:, :3]), dense_of(sums[:, 3:])], 1)
-        return out, dense.astype(np.float32)
+        return out, user_dense, item_dense
 
 
 def _rows(bags: Jagged, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -121,9 +121,13 @@ class ServingFeatures:
         feats["hour"], feats["weekday"] = _single(hour), _single(weekday)
         dense = np.zeros((size, self.dense_in), np.float32)
         if self.behaviour is not None:
-            bags, dense[:n] = self.behaviour.read(u, i, int(stamps.max(initial=0)))
+            # read once per request (its rows share the user), then repeat for its rows
+            users = self.known_users(np.array([q.user for q in queries], np.int64))
+            per = np.repeat(np.arange(len(queries)), counts)
+            bags, user_dense, dense[:n, 3:] = self.behaviour.read(users, i, int(stamps.max()))
+            dense[:n, :3] = user_dense[per]
             for k, j in bags.items():
-                feats[k] = movielens.Jagged(j.values % self.id_rows["item_id"], j.offsets)
+                feats[k] = movielens.Jagged(j.values % self.id_rows["item_id"], j.offsets).take(per)
         values, lengths = [], []
         for k in self.keys:
             j = feats[k]
