@@ -9,8 +9,9 @@ period, AUC of:
 - `static_fresh`: the starting weights with the stream's features (no learning at all);
 - `static_frozen` / `static_served`: the same weights through the server's feature store,
   frozen at the snapshot / following the events (`ServingFeatures.observe`);
-- `follower`: the trainer's own predict-then-train AUC (`Follower`, a step every
-  --train-every events);
+- `follower`: the trainer's own predict-then-train AUC (`Follower`, reading every
+  --train-every events, training on batches of --batch: --batch 4 trains on every read,
+  as the follower did before it waited for whole batches);
 - `served_frozen` / `served`: a `ServedModel` scoring each event (its item and
   --candidates - 1 sampled ones) before the event enters the log, applying the follower's
   delta every --sync events (10 s at speed 3600 is about 180), features frozen / following.
@@ -47,7 +48,7 @@ def serve_loop(
     n_train = len(protocol.split(len(ml)).train)
     log = MemoryLog()
     feats = OnlineFeatures(ml, n_train, bool(config["history"]), dict(config["id_rows"]))
-    follower = Follower(model, feats, log, None, batch_size=256, device=args.device,
+    follower = Follower(model, feats, log, None, batch_size=args.batch, device=args.device,
                         full_every=10**9, say=lambda s: None)  # fmt: skip
     servers = {"served": ServedModel(start_dir, args.device, 64),
                "served_frozen": ServedModel(start_dir, args.device, 64)}  # fmt: skip
@@ -85,7 +86,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--limit", type=int, default=None, help="events of the test period")
     p.add_argument("--candidates", type=int, default=20)
-    p.add_argument("--train-every", type=int, default=4, help="events per follower step")
+    p.add_argument("--train-every", type=int, default=4, help="events per follower read")
+    p.add_argument("--batch", type=int, default=256, help="the follower's training batch")
     p.add_argument("--sync", type=int, default=180, help="events per published delta")
     p.add_argument("--json", default=None)
     args = p.parse_args()

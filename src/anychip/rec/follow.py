@@ -316,13 +316,15 @@ class Follower:
         self.say = say or (lambda s: print(s, file=sys.stderr, flush=True))
         self.stats = Stats()
         self.events_upto = ""  # id of the last event trained on
+        self._upto_read = ""  # id of the last event read (predicted, maybe not trained on)
+        self._pending = np.zeros(0, np.int64)  # rows read and not yet trained on
         self._since_full = 0
         self._last_sync = clock()
         self._dirty = False
 
     def step(self, block_ms: int = 100) -> int:
-        """Read up to a batch of events (waiting up to `block_ms` for the first), predict
-        then train on them; returns how many."""
+        """Read up to a batch of events (waiting up to `block_ms` for the first) and
+        predict them; train once a whole batch is pending. Returns how many were read."""
         entries = self.reader.read(self.trainer.batch_size, block_ms)
         if not entries:
             return 0
@@ -330,18 +332,33 @@ class Follower:
         rows = self.features.append(events)
         self.stats.probs += self.trainer.predict(rows).tolist()
         self.stats.labels += [float(e.label) for e in events]
-        self.trainer.fit(rows)
-        assert self.features.last_batch is not None
-        self.changes.touch(self.features.last_batch)
-        self.events_upto = entries[-1][0]
+        self._pending = np.concatenate([self._pending, rows])
+        self._upto_read = entries[-1][0]
         self.stats.events += len(events)
         self._dirty = True
+        if len(self._pending) >= self.trainer.batch_size:
+            self.train()
         return len(events)
+
+    def train(self) -> None:
+        """Train on the pending events, a batch at a time. Events wait for a whole batch
+        (or for the next publish): a step on the few events that arrive between two reads
+        moves every parameter by Adam's full step on a noisy gradient, and a model trained
+        so serves worse a sync period later than one trained as part 1 trains (batches of
+        `batch_size`; docs/rec-serving.md, "Why served scores were lower")."""
+        size = self.trainer.batch_size
+        for i in range(0, len(self._pending), size):
+            self.trainer.fit(self._pending[i : i + size])
+            assert self.features.last_batch is not None
+            self.changes.touch(self.features.last_batch)
+        self._pending = np.zeros(0, np.int64)
+        self.events_upto = self._upto_read
 
     def publish(self, kind: str = "delta") -> wire.Update:
         """Build the next update, XADD it to the updates stream, then POST it; on 409 send
         a "full" update at a version above the server's, unless the server is at this
         update's version already (it read it from the log first)."""
+        self.train()  # an update holds every event read so far
         if self._since_full + 1 >= self.full_every:
             kind = "full"
         update = self._next(kind)
