@@ -1,8 +1,8 @@
 """`anychip rec train --follow`: train online from the event log and publish model updates.
 
-A `Follower` reads `anychip:rec:events` in order; for each batch of events it predicts
-them first (what the model knew before: the online protocol's progressive validation),
-then trains on them. Every `sync_every` seconds it builds an update (rec.wire): the dense
+A `Follower` reads `anychip:rec:events` in order; it predicts the events it reads at
+once (what the model knew before: the online protocol's progressive validation) and
+trains on them in whole batches, or on what is pending before it publishes. Every `sync_every` seconds it builds an update (rec.wire): the dense
 parameters and the embedding rows changed since the last version (the rows the trained
 batches touched in plain tables, `DynamicEmbedding.delta` in dynamic ones), XADDs it to
 `anychip:rec:updates` and then POSTs it to the server (`Publisher`). Tables train with
