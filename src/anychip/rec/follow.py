@@ -2,9 +2,10 @@
 
 A `Follower` reads `anychip:rec:events` in order; it predicts the events it reads at
 once (what the model knew before: the online protocol's progressive validation) and
-trains on them in whole batches, or on what is pending before it publishes. Every `sync_every` seconds it builds an update (rec.wire): the dense
-parameters and the embedding rows changed since the last version (the rows the trained
-batches touched in plain tables, `DynamicEmbedding.delta` in dynamic ones), XADDs it to
+trains on them in whole batches, or on what is pending before it publishes. Every
+`sync_every` seconds it builds an update (rec.wire): the dense parameters and the
+embedding rows changed since the last version (the rows the trained batches touched in
+plain tables, `DynamicEmbedding.delta` in dynamic ones), XADDs it to
 `anychip:rec:updates` and then POSTs it to the server (`Publisher`). Tables train with
 `SparseAdam` (only touched rows move), so the touched rows are exactly the rows that
 changed and a server that applies every update holds the trainer's parameters.
