@@ -139,6 +139,32 @@ def test_updates_applied_to_the_initial_model_reproduce_the_trainer(
     np.testing.assert_array_equal(f.trainer.predict(rows), want)
 
 
+def test_events_wait_for_a_whole_batch_or_the_next_publish(ml: movielens.MovieLens) -> None:
+    """A read of fewer events than a batch is predicted at once but trained on only with
+    the next ones (a whole batch) or before the next update, which then holds them."""
+    events = _events(ml, range(PAST, PAST + 100))
+    log = MemoryLog()
+    f = _follower(ml, log, batch_size=64, full_every=100)
+    before = {k: v.numpy().copy() for k, v in f.model.state_dict().items()}
+
+    def unchanged() -> bool:
+        state = f.model.state_dict()
+        return all(np.array_equal(state[k].numpy(), v) for k, v in before.items())
+
+    ids = [log.add(EVENTS, e.fields()) for e in events[:10]]
+    assert f.step(block_ms=0) == 10
+    assert len(f.stats.probs) == 10 and unchanged()  # predicted, not trained on
+    ids += [log.add(EVENTS, e.fields()) for e in events[10:]]
+    assert f.step(block_ms=0) == 64  # 74 pending, a whole batch: all trained on (64, 10)
+    assert not unchanged()
+    update = f.publish()
+    assert update.info["events_upto"] == ids[73]
+    assert f.step(block_ms=0) == 26
+    kept = {k: v.numpy().copy() for k, v in f.model.state_dict().items()}
+    assert f.publish().info["events_upto"] == ids[-1]  # trained on the 26 first
+    assert any(not np.array_equal(v.numpy(), kept[k]) for k, v in f.model.state_dict().items())
+
+
 def test_a_delta_holds_exactly_the_rows_of_its_events(ml: movielens.MovieLens) -> None:
     events = _events(ml, range(PAST, PAST + 300))
     log = _log_with(events)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from anychip.rec import load_movielens, protocol, wire
+from anychip.rec import load_movielens, protocol, store, wire
 from anychip.rec.follow import from_dataset, save_start
 from anychip.rec.log import EVENTS, UPDATES, Event, RedisServer, free_port, open_log
 from anychip.rec.train import Settings
@@ -156,3 +156,65 @@ def test_the_server_follows_and_survives_a_killed_trainer(stack: dict[str, Any])
         time.sleep(0.2)
     assert _predict(stack["url"])["version"] == newest
     log.close()
+
+
+def test_the_servers_features_follow_the_events(setup: dict[str, Any]) -> None:
+    """After the test period's first events enter the log, the server scores the next
+    ones as the saved model does with the stream's own features (MovieLensFeatures over
+    the whole stream); a server without the log keeps the train period's features."""
+    from anychip.rec.features import MovieLensFeatures
+    from anychip.rec.serve.features import Query
+    from anychip.rec.serve.main import build
+    from anychip.rec.train import Trainer
+
+    ml = setup["ml"]
+    first = len(protocol.split(N).train)
+    cut = first + 200
+    while ml.timestamp[cut] == ml.timestamp[cut - 1]:
+        cut += 1  # the queries are of a second after every event sent
+    rows = np.flatnonzero(ml.timestamp == ml.timestamp[cut])
+    with RedisServer() as redis:
+        log = open_log(redis.url)
+        for i in range(first, cut):
+            log.add(
+                EVENTS,
+                Event(
+                    int(ml.user[i]),
+                    int(ml.item[i]),
+                    int(ml.label[i]),
+                    int(ml.timestamp[i]),
+                    0.0,
+                    float(ml.rating[i]),
+                ).fields(),
+            )
+        server, follower = build(setup["dir"], device="ref", max_batch=16, redis=redis.url)
+        frozen, _ = build(setup["dir"], device="ref", max_batch=16)
+        assert follower is not None
+        try:
+            assert follower.observed == cut - first  # read at start (catch-up)
+            # one more, as they arrive; it is of a later day than the queries, which the
+            # server then does not count for them
+            later = Event(int(ml.user[cut]), int(ml.item[cut]), 1, int(ml.timestamp[cut]) + 86400)
+            log.add(EVENTS, later.fields())
+            deadline = time.monotonic() + 30
+            while follower.observed < cut - first + 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert follower.observed == cut - first + 1
+            got = [
+                server.model.score(
+                    [Query(int(ml.user[r]), ml.item[r : r + 1], int(ml.timestamp[r]))]
+                )[1][0][0]
+                for r in rows
+            ]
+            old = frozen.model.features.batch(
+                [Query(int(ml.user[r]), ml.item[r : r + 1], int(ml.timestamp[r])) for r in rows],
+                len(rows) + 1,
+            ).dense[: len(rows)]  # fmt: skip
+        finally:
+            follower.stop()
+            log.close()
+    model, _ = store.load(setup["dir"], "ref")
+    stream = MovieLensFeatures(ml)
+    want = Trainer(model, lambda m: [], stream, 64, "ref").predict(rows)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(old, stream.batch(rows).dense)  # frozen: the train period's

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anychip.rec.history import PRIOR, behaviour
+from anychip.rec.history import PRIOR, State, behaviour, dense_of, snapshot, sums_of
 
 
 def _stream(n: int = 400, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -42,3 +42,30 @@ def test_a_future_event_changes_nothing_before_it() -> None:
     b = behaviour(user, item, rating2, ts)
     early = ts < ts[-1]
     np.testing.assert_array_equal(a.dense[early], b.dense[early])
+
+
+def test_a_state_that_follows_the_stream_reads_what_behaviour_gives_each_event() -> None:
+    user, item, rating, ts = _stream(seed=2)
+    k, cut = 4, int(np.searchsorted(ts, 30))  # the snapshot ends at a second's boundary
+    snap = snapshot(user[:cut], item[:cut], rating[:cut], ts[:cut], 12, 30, k)
+    np.testing.assert_allclose(dense_of(snap.user_sums), snap.user_dense, atol=1e-6)
+    np.testing.assert_allclose(sums_of(snap.item_dense), snap.item_sums, atol=1e-4)
+    state = State(snap, k)
+    want = behaviour(user, item, rating, ts, k=k)
+    for e in range(cut, len(user)):  # a query for each event, then the event itself
+        bags, user_dense, item_dense = state.read(user[e : e + 1], item[e : e + 1], int(ts[e]))
+        for name, j in (("recent_items", want.recent_items), ("recent_liked", want.recent_liked)):
+            assert bags[name].values.tolist() == j.values[j.offsets[e] : j.offsets[e + 1]].tolist()
+        np.testing.assert_array_equal(np.r_[user_dense[0], item_dense[0]], want.dense[e])
+        state.observe([(int(user[e]), int(item[e]), float(rating[e]), int(ts[e]))])
+
+
+def test_a_state_counts_nothing_of_unknown_ids_and_a_late_event_at_once() -> None:
+    user, item, rating, ts = _stream(seed=3)
+    state = State(snapshot(user, item, rating, ts, 12, 30, 4), 4)
+    before = state.read(np.array([3]), np.array([5]), 10**6)[1:]
+    state.observe([(0, 5, 5.0, 10**6), (3, 99, 5.0, 10**6), (-1, 5, 5.0, 10**6)])
+    np.testing.assert_array_equal(state.read(np.array([3]), np.array([5]), 10**6 + 1)[1:], before)
+    state.observe([(3, 5, 5.0, 10**6 + 5), (3, 6, 1.0, 10**6 + 2)])  # the second is late
+    bags, _, _ = state.read(np.array([3]), np.array([5]), 10**6 + 5)
+    assert bags["recent_items"].values[-1] == 6  # counted; the held second is not yet

@@ -61,11 +61,12 @@ class MovieLensFeatures:
         self,
         ml: MovieLens,
         history_features: bool = True,
-        k: int = 20,
+        k: int = history.K,
         hash_fraction: float | None = None,
     ) -> None:
         self.ml = ml
         self.history = history_features
+        self.k = k  # items in the recent and liked bags
         # hashed id tables: `hash_fraction` of the rows, read at id % rows (collisions)
         self.id_rows = {"user_id": ml.num_users, "item_id": ml.num_items}
         if hash_fraction is not None:

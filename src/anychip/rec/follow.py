@@ -1,10 +1,11 @@
 """`anychip rec train --follow`: train online from the event log and publish model updates.
 
-A `Follower` reads `anychip:rec:events` in order; for each batch of events it predicts
-them first (what the model knew before: the online protocol's progressive validation),
-then trains on them. Every `sync_every` seconds it builds an update (rec.wire): the dense
-parameters and the embedding rows changed since the last version (the rows the trained
-batches touched in plain tables, `DynamicEmbedding.delta` in dynamic ones), XADDs it to
+A `Follower` reads `anychip:rec:events` in order; it predicts the events it reads at
+once (what the model knew before: the online protocol's progressive validation) and
+trains on them in whole batches, or on what is pending before it publishes. Every
+`sync_every` seconds it builds an update (rec.wire): the dense parameters and the
+embedding rows changed since the last version (the rows the trained batches touched in
+plain tables, `DynamicEmbedding.delta` in dynamic ones), XADDs it to
 `anychip:rec:updates` and then POSTs it to the server (`Publisher`). Tables train with
 `SparseAdam` (only touched rows move), so the touched rows are exactly the rows that
 changed and a server that applies every update holds the trainer's parameters.
@@ -30,13 +31,13 @@ from anychip.nn.module import Module
 from anychip.rec import wire
 from anychip.rec.collection import EmbeddingBagCollection
 from anychip.rec.features import Batch, MovieLensFeatures
+from anychip.rec.history import K as HISTORY_K
 from anychip.rec.log import EVENTS, UPDATES, Event, Log, Reader, id_key
-from anychip.rec.movielens import THRESHOLD, MovieLens
+from anychip.rec.movielens import MovieLens
 from anychip.rec.table import DynamicEmbedding
 from anychip.rec.train import Trainer
 
 TOKEN_ENV = "ANYCHIP_REC_TOKEN"
-DISLIKE_RATING = 2.0  # rating assumed for a label-0 event that carries none (like: THRESHOLD)
 
 
 class OnlineFeatures:
@@ -52,7 +53,7 @@ class OnlineFeatures:
         past: int,
         history: bool = True,
         id_rows: dict[str, int] | None = None,
-        k: int = 20,
+        k: int = HISTORY_K,
     ) -> None:
         self.side, self.history, self.k = ml.side, history, k
         self.id_rows = dict(id_rows) if id_rows is not None else {
@@ -84,7 +85,7 @@ class OnlineFeatures:
         for name, values in (
             ("user", [e.user_id for e in events]),
             ("item", [e.item_id for e in events]),
-            ("rating", [_rating(e) for e in events]),
+            ("rating", [e.stars for e in events]),
             ("timestamp", [e.timestamp for e in events]),
         ):
             self._cols[name][rows] = values
@@ -121,12 +122,6 @@ class OnlineFeatures:
         b = f.batch(np.searchsorted(sub, rows), pad_to)
         self.last_batch = b
         return b
-
-
-def _rating(e: Event) -> float:
-    if e.rating is not None:
-        return float(e.rating)
-    return THRESHOLD if e.label else DISLIKE_RATING
 
 
 # --- publishing ------------------------------------------------------------------------
@@ -322,13 +317,15 @@ class Follower:
         self.say = say or (lambda s: print(s, file=sys.stderr, flush=True))
         self.stats = Stats()
         self.events_upto = ""  # id of the last event trained on
+        self._upto_read = ""  # id of the last event read (predicted, maybe not trained on)
+        self._pending = np.zeros(0, np.int64)  # rows read and not yet trained on
         self._since_full = 0
         self._last_sync = clock()
         self._dirty = False
 
     def step(self, block_ms: int = 100) -> int:
-        """Read up to a batch of events (waiting up to `block_ms` for the first), predict
-        then train on them; returns how many."""
+        """Read up to a batch of events (waiting up to `block_ms` for the first) and
+        predict them; train once a whole batch is pending. Returns how many were read."""
         entries = self.reader.read(self.trainer.batch_size, block_ms)
         if not entries:
             return 0
@@ -336,18 +333,33 @@ class Follower:
         rows = self.features.append(events)
         self.stats.probs += self.trainer.predict(rows).tolist()
         self.stats.labels += [float(e.label) for e in events]
-        self.trainer.fit(rows)
-        assert self.features.last_batch is not None
-        self.changes.touch(self.features.last_batch)
-        self.events_upto = entries[-1][0]
+        self._pending = np.concatenate([self._pending, rows])
+        self._upto_read = entries[-1][0]
         self.stats.events += len(events)
         self._dirty = True
+        if len(self._pending) >= self.trainer.batch_size:
+            self.train()
         return len(events)
+
+    def train(self) -> None:
+        """Train on the pending events, a batch at a time. Events wait for a whole batch
+        (or for the next publish): a step on the few events that arrive between two reads
+        moves every parameter by Adam's full step on a noisy gradient, and a model trained
+        so serves worse a sync period later than one trained as part 1 trains (batches of
+        `batch_size`; docs/rec-serving.md, "Why served scores were lower")."""
+        size = self.trainer.batch_size
+        for i in range(0, len(self._pending), size):
+            self.trainer.fit(self._pending[i : i + size])
+            assert self.features.last_batch is not None
+            self.changes.touch(self.features.last_batch)
+        self._pending = np.zeros(0, np.int64)
+        self.events_upto = self._upto_read
 
     def publish(self, kind: str = "delta") -> wire.Update:
         """Build the next update, XADD it to the updates stream, then POST it; on 409 send
         a "full" update at a version above the server's, unless the server is at this
         update's version already (it read it from the log first)."""
+        self.train()  # an update holds every event read so far
         if self._since_full + 1 >= self.full_every:
             kind = "full"
         update = self._next(kind)

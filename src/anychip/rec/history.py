@@ -13,6 +13,7 @@ sums), so a real-time engine's feature store would hold the same numbers at each
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,9 @@ import numpy as np
 from anychip.rec.movielens import Jagged
 
 PRIOR = 10.0  # pseudo-events of the global mean in the smoothed rates (a new user is average)
+K = 20  # items in the recent and liked bags
+LIKE_THRESHOLD = 4.0  # a rating at or above it is a like (the dataset's label)
+LIKE_PRIOR, STAR_PRIOR = 0.55, 3.5  # MovieLens' long-run like rate and mean rating
 DENSE_NAMES = (
     "user_log_count", "user_like_rate", "user_mean_rating",
     "item_log_count", "item_like_rate", "item_mean_rating",
@@ -31,6 +35,8 @@ class Behaviour:
     recent_items: Jagged
     recent_liked: Jagged
     dense: np.ndarray  # (N, len(DENSE_NAMES)) float32
+    user_sums: np.ndarray  # (N, 3) float64: the user's past events, likes, stars
+    item_sums: np.ndarray  # (N, 3) float64: the item's
 
 
 def _past(group: np.ndarray, timestamp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,18 +94,36 @@ def _recent(
 def _stats(
     order: np.ndarray, start: np.ndarray, run: np.ndarray, label: np.ndarray, rating: np.ndarray
 ) -> np.ndarray:
-    """(N, 3): log1p(past events), smoothed past like rate, smoothed past mean rating
-    (centred on the stream's mean, which is a constant, not a peek at the future)."""
+    """(N, 3): each event's past sums (events, likes, stars) in the input order."""
     count = (run - start).astype(np.float64)
     likes = _exclusive(label[order])
     stars = _exclusive(rating[order])
-    like_sum, star_sum = likes[run] - likes[start], stars[run] - stars[start]
-    like_prior, star_prior = 0.55, 3.5  # MovieLens' long-run like rate and mean rating
     out = np.empty((len(order), 3), np.float64)
-    out[order, 0] = np.log1p(count)
-    out[order, 1] = (like_sum + PRIOR * like_prior) / (count + PRIOR) - like_prior
-    out[order, 2] = (star_sum + PRIOR * star_prior) / (count + PRIOR) - star_prior
+    out[order, 0] = count
+    out[order, 1] = likes[run] - likes[start]
+    out[order, 2] = stars[run] - stars[start]
     return out
+
+
+def dense_of(sums: np.ndarray) -> np.ndarray:
+    """(N, 3) past sums (events, likes, stars) -> log1p(events), smoothed like rate and
+    smoothed mean rating, both centred on the long-run means (constants, not a peek at
+    the future): the 3 dense features of a user or an item."""
+    count, likes, stars = sums[:, 0], sums[:, 1], sums[:, 2]
+    out = np.empty((len(sums), 3), np.float64)
+    out[:, 0] = np.log1p(count)
+    out[:, 1] = (likes + PRIOR * LIKE_PRIOR) / (count + PRIOR) - LIKE_PRIOR
+    out[:, 2] = (stars + PRIOR * STAR_PRIOR) / (count + PRIOR) - STAR_PRIOR
+    return out
+
+
+def sums_of(dense: np.ndarray) -> np.ndarray:
+    """The inverse of `dense_of` (a feature store that holds only the dense features)."""
+    d = np.asarray(dense, np.float64)
+    count = np.round(np.expm1(d[:, 0]))
+    likes = (d[:, 1] + LIKE_PRIOR) * (count + PRIOR) - PRIOR * LIKE_PRIOR
+    stars = (d[:, 2] + STAR_PRIOR) * (count + PRIOR) - PRIOR * STAR_PRIOR
+    return np.stack([count, np.round(likes), stars], axis=1)
 
 
 def behaviour(
@@ -107,8 +131,8 @@ def behaviour(
     item: np.ndarray,
     rating: np.ndarray,
     timestamp: np.ndarray,
-    k: int = 20,
-    threshold: float = 4.0,
+    k: int = K,
+    threshold: float = LIKE_THRESHOLD,
 ) -> Behaviour:
     """Behaviour features of each event from the events before it (see the module doc)."""
     label = (np.asarray(rating) >= threshold).astype(np.float64)
@@ -118,14 +142,10 @@ def behaviour(
     everything = np.ones(len(user), bool)
     recent = _recent(u_order, u_start, u_run, item, everything, k)
     liked = _recent(u_order, u_start, u_run, item, label > 0, k)
-    dense = np.concatenate(
-        [
-            _stats(u_order, u_start, u_run, label, rating),
-            _stats(i_order, i_start, i_run, label, rating),
-        ],
-        axis=1,
-    )
-    return Behaviour(recent, liked, dense.astype(np.float32))
+    user_sums = _stats(u_order, u_start, u_run, label, rating)
+    item_sums = _stats(i_order, i_start, i_run, label, rating)
+    dense = np.concatenate([dense_of(user_sums), dense_of(item_sums)], axis=1)
+    return Behaviour(recent, liked, dense.astype(np.float32), user_sums, item_sums)
 
 
 @dataclass(frozen=True)
@@ -137,6 +157,8 @@ class Snapshot:
     recent_liked: Jagged
     user_dense: np.ndarray  # (num_users, 3) float32
     item_dense: np.ndarray  # (num_items, 3) float32
+    user_sums: np.ndarray  # (num_users, 3) float64: what user_dense is made of (dense_of)
+    item_sums: np.ndarray  # (num_items, 3) float64
 
 
 def snapshot(
@@ -146,7 +168,7 @@ def snapshot(
     timestamp: np.ndarray,
     num_users: int,
     num_items: int,
-    k: int = 20,
+    k: int = K,
 ) -> Snapshot:
     """What `behaviour` would give a new event of every user and every item one second
     after the stream ends (probe events appended; their own rating is never read)."""
@@ -163,5 +185,103 @@ def snapshot(
     items = first + np.arange(num_items)
     return Snapshot(
         b.recent_items.take(users), b.recent_liked.take(users),
-        b.dense[users, :3], b.dense[items, 3:],
+        b.dense[users, :3], b.dense[items, 3:], b.user_sums[users], b.item_sums[items],
     )  # fmt: skip
+
+
+class State:
+    """The behaviour state a server's feature store keeps as events arrive (`observe`):
+    per user the last `k` items and liked items (rows of (num_users, k) arrays, oldest
+    first, with their lengths) and past sums, per item past sums.
+
+    `behaviour` gives an event at second t what happened strictly before t, so `observe`
+    holds back the events of the newest second it has seen and counts them once a later
+    second begins: when a later event arrives, or when a query names a later time
+    (`read`). A query at time t then reads exactly what `behaviour` gives an event at t.
+    Thread-safe: `observe` and the reads hold one lock.
+    """
+
+    def __init__(self, snap: Snapshot, k: int) -> None:
+        self.k = k
+        self.sums = {"user": np.array(snap.user_sums, np.float64),
+                     "item": np.array(snap.item_sums, np.float64)}  # fmt: skip
+        # the dense features too, kept up to date row by row: a query only gathers them
+        self.dense = {side: dense_of(sums).astype(np.float32) for side, sums in self.sums.items()}
+        self.bags = {"recent_items": _rows(snap.recent_items, k),
+                     "recent_liked": _rows(snap.recent_liked, k)}  # fmt: skip
+        self._second = -(2**62)  # the newest second observed; its events are held back
+        self._held: list[tuple[int, int, float]] = []  # (user, item, rating) of that second
+        self._lock = threading.Lock()
+
+    def observe(self, events: list[tuple[int, int, float, int]]) -> None:
+        """Count events (user, item, rating, timestamp), in log order. Ids outside the
+        state (cold start) are not counted."""
+        users, items = len(self.sums["user"]), len(self.sums["item"])
+        with self._lock:
+            for user, item, rating, ts in events:
+                if not (0 < user < users and 0 < item < items):
+                    continue
+                if ts > self._second:
+                    self._fold()
+                    self._second = ts
+                if ts < self._second:  # late: older than the held second, so count it now
+                    self._count(user, item, rating)
+                else:
+                    self._held.append((user, item, rating))
+
+    def _fold(self) -> None:
+        for user, item, rating in self._held:
+            self._count(user, item, rating)
+        self._held.clear()
+
+    def _count(self, user: int, item: int, rating: float) -> None:
+        like = float(rating >= LIKE_THRESHOLD)
+        for side, row in (("user", user), ("item", item)):
+            self.sums[side][row] += (1.0, like, rating)
+            self.dense[side][row] = dense_of(self.sums[side][row : row + 1])[0]
+        _push(self.bags["recent_items"], user, item)
+        if like:
+            _push(self.bags["recent_liked"], user, item)
+
+    def read(
+        self, users: np.ndarray, items: np.ndarray, timestamp: int
+    ) -> tuple[dict[str, Jagged], np.ndarray, np.ndarray]:
+        """The recent and liked bags (by name) and (len(users), 3) dense features of
+        `users`, and the (len(items), 3) dense features of `items` (float32; ids in range),
+        as of a query at `timestamp` (counting the held events first if it is later), all
+        read at one moment."""
+        with self._lock:
+            if timestamp > self._second:
+                self._fold()
+            bags = {name: (ids[users], n[users]) for name, (ids, n) in self.bags.items()}
+            user_dense, item_dense = self.dense["user"][users], self.dense["item"][items]
+        out = {}
+        for name, (rows, n) in bags.items():
+            offsets = np.zeros(len(users) + 1, np.int64)
+            np.cumsum(n, out=offsets[1:])
+            out[name] = Jagged(rows[np.arange(self.k) < n[:, None]], offsets)
+        return out, user_dense, item_dense
+
+
+def _rows(bags: Jagged, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Jagged bags as ((rows, k) ids, oldest first and left-aligned; (rows,) lengths),
+    keeping each bag's last k."""
+    lengths = np.minimum(bags.lengths, k)
+    ids = np.zeros((len(lengths), k), np.int64)
+    mask = np.arange(k) < lengths[:, None]
+    starts = np.repeat(bags.offsets[1:] - lengths, lengths)  # where each bag's last k begin
+    rank = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ids[mask] = bags.values[starts + rank]
+    return ids, lengths
+
+
+def _push(bags: tuple[np.ndarray, np.ndarray], row: int, item: int) -> None:
+    """Append `item` to bag `row`, dropping its oldest when it holds k already."""
+    ids, lengths = bags
+    n = lengths[row]
+    if n < ids.shape[1]:
+        ids[row, n] = item
+        lengths[row] = n + 1
+    else:
+        ids[row, :-1] = ids[row, 1:]
+        ids[row, -1] = item

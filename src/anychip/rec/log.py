@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from anychip.errors import ArgumentError
+from anychip.rec.movielens import THRESHOLD
 
 EVENTS = "anychip:rec:events"
 UPDATES = "anychip:rec:updates"
+DISLIKE_RATING = 2.0  # rating counted for a label-0 event that carries none (a like: THRESHOLD)
 Fields = dict[bytes, bytes]
 Entry = tuple[str, Fields]  # (entry id, fields)
 
@@ -176,6 +178,14 @@ class Event:
     timestamp: int
     sent_at: float = 0.0
     rating: float | None = None
+
+    @property
+    def stars(self) -> float:
+        """The rating the behaviour features count: `rating`, else THRESHOLD for a like
+        and DISLIKE_RATING for a dislike."""
+        if self.rating is not None:
+            return float(self.rating)
+        return THRESHOLD if self.label else DISLIKE_RATING
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -52,6 +52,7 @@ def save(path: str, model_name: str, trainer: Any, settings: Any) -> None:
         "sparse_features": list(features.keys),
         "dense_features": list(features.dense_names),
         "history": features.history,
+        "history_k": features.k,
         "id_rows": features.id_rows,
         "tables": [asdict(t) for t in features.tables()],
     }
@@ -68,12 +69,16 @@ def feature_store(features: Any) -> dict[str, np.ndarray]:
     out["item_year"] = side.year
     out["item_genres_values"], out["item_genres_offsets"] = side.genres.values, side.genres.offsets
     if features.history:
-        s = history.snapshot(ml.user, ml.item, ml.rating, ml.timestamp, ml.num_users, ml.num_items)
+        s = history.snapshot(
+            ml.user, ml.item, ml.rating, ml.timestamp, ml.num_users, ml.num_items, features.k
+        )
         out["user_recent_items_values"] = s.recent_items.values
         out["user_recent_items_offsets"] = s.recent_items.offsets
         out["user_recent_liked_values"] = s.recent_liked.values
         out["user_recent_liked_offsets"] = s.recent_liked.offsets
         out["user_dense"], out["item_dense"] = s.user_dense, s.item_dense
+        # the raw sums too: a server that follows the events adds to them (rec.serve)
+        out["user_sums"], out["item_sums"] = s.user_sums, s.item_sums
     return out
 
 

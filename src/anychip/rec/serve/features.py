@@ -3,6 +3,10 @@ batch of fixed shapes: the candidates of several requests side by side, padded t
 batch size class, each sparse key padded to a fixed number of ids, so every batch of one
 class runs the same replayed kernels.
 
+The behaviour features (recent and liked items, user and item rates) start at the store's
+snapshot and, with `observe`, follow the events stream (rec.history.State), so a request
+reads what its user and item did up to it, as the trainer's features do.
+
 Unknown users and items (ids outside the store) read row 0 of the store and of the id
 tables: the store's row 0 is no one (MovieLens ids start at 1), so it holds what a user or
 item with no past has: no side features, empty histories, zero behaviour statistics.
@@ -17,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from anychip.errors import ArgumentError
-from anychip.rec import movielens
+from anychip.rec import history, movielens
 from anychip.rec.features import HISTORY_FEATURES
+from anychip.rec.log import Event
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,7 @@ class ServingFeatures:
         self.year = np.asarray(store["item_year"], np.int64)
         self.num_items = len(self.year)
         self.genres = _bags(store["item_genres_values"], store["item_genres_offsets"])
-        self.recent: dict[str, movielens.Jagged] = {}
-        if self.history:
-            for k in HISTORY_FEATURES:
-                self.recent[k] = _bags(store[f"user_{k}_values"], store[f"user_{k}_offsets"])
-            self.user_dense = np.asarray(store["user_dense"], np.float32)
-            self.item_dense = np.asarray(store["item_dense"], np.float32)
+        self.behaviour = _behaviour(store) if self.history else None
         unknown = set(self.keys) - {*movielens.FEATURES, *HISTORY_FEATURES}
         if unknown:
             raise ArgumentError(f"rec serve: the model reads features {sorted(unknown)} "
@@ -76,9 +76,15 @@ class ServingFeatures:
         # ids of each key (the last padding row holds the filler), so its shapes are fixed
         widths = dict.fromkeys(self.keys, 1)
         widths["genres"] = max(1, int(self.genres.lengths.max(initial=0)))
-        for k, j in self.recent.items():
-            widths[k] = max(1, int(j.lengths.max(initial=0)))
+        if self.behaviour is not None:
+            widths.update(dict.fromkeys(HISTORY_FEATURES, self.behaviour.k))
         self.widths = widths
+
+    def observe(self, events: list[Event]) -> None:
+        """Count events of the stream (in log order) in the behaviour features, so a
+        request reads what its user and item did up to it, as the trainer's features do."""
+        if self.behaviour is not None:
+            self.behaviour.observe([(e.user_id, e.item_id, e.stars, e.timestamp) for e in events])
 
     def known_users(self, users: np.ndarray) -> np.ndarray:
         """Raw user ids with those outside the store (cold start) as 0."""
@@ -113,9 +119,15 @@ class ServingFeatures:
             feats[k] = _single(self.users[k][u])
         hour, weekday = movielens.time_features(stamps)
         feats["hour"], feats["weekday"] = _single(hour), _single(weekday)
-        for k, j in self.recent.items():
-            bags = j.take(u)
-            feats[k] = movielens.Jagged(bags.values % self.id_rows["item_id"], bags.offsets)
+        dense = np.zeros((size, self.dense_in), np.float32)
+        if self.behaviour is not None:
+            # read once per request (its rows share the user), then repeat for its rows
+            users = self.known_users(np.array([q.user for q in queries], np.int64))
+            per = np.repeat(np.arange(len(queries)), counts)
+            bags, user_dense, dense[:n, 3:] = self.behaviour.read(users, i, int(stamps.max()))
+            dense[:n, :3] = user_dense[per]
+            for k, j in bags.items():
+                feats[k] = movielens.Jagged(j.values % self.id_rows["item_id"], j.offsets).take(per)
         values, lengths = [], []
         for k in self.keys:
             j = feats[k]
@@ -125,11 +137,24 @@ class ServingFeatures:
             lens[-1] = fill
             values += [j.values, np.zeros(fill, np.int64)]
             lengths.append(lens)
-        dense = np.zeros((size, self.dense_in), np.float32)
-        if self.dense_in:
-            dense[:n, :3] = self.user_dense[u]
-            dense[:n, 3:] = self.item_dense[i]
         return Padded(np.concatenate(values), np.concatenate(lengths), dense, n, size)
+
+
+def _behaviour(store: dict[str, Any]) -> history.State:
+    """The store's behaviour state, to follow the events from. A store saved before the
+    raw sums were kept holds only their dense features: the sums are recovered from them."""
+
+    def bags(k: str) -> movielens.Jagged:
+        return _bags(store[f"user_{k}_values"], store[f"user_{k}_offsets"])
+
+    user_sums = store.get("user_sums")
+    item_sums = store.get("item_sums")
+    snap = history.Snapshot(
+        bags("recent_items"), bags("recent_liked"), store["user_dense"], store["item_dense"],
+        history.sums_of(store["user_dense"]) if user_sums is None else user_sums,
+        history.sums_of(store["item_dense"]) if item_sums is None else item_sums,
+    )  # fmt: skip
+    return history.State(snap, int(store["config"].get("history_k", history.K)))
 
 
 def _single(ids: np.ndarray) -> movielens.Jagged:

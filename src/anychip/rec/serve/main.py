@@ -93,9 +93,10 @@ def build(
     server = Server(model, Batcher(model, metrics, max_wait_ms / 1000, queue), metrics, token)
     follower = None
     if redis:
-        follower = Follower(redis, server.apply, lambda: model.version)
+        follower = Follower(redis, server.apply, lambda: model.version, model.features.observe)
         n = follower.catch_up()
-        print(f"anychip rec serve: caught up {n} updates from {redis}", flush=True)
+        print(f"anychip rec serve: caught up {n} updates and {follower.observed} events from "
+              f"{redis}", flush=True)  # fmt: skip
         follower.start()
     return server, follower
 
