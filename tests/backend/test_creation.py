@@ -196,6 +196,29 @@ def test_bfloat16_round_trip(device: str) -> None:
     assert np.isnan(ac.tensor([np.nan], device=device).bfloat16().item())
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_filled_halves_hold_rounded_values(dtype: str, device: str) -> None:
+    # a filled half tensor holds the half nearest its fill, read back in any wider dtype
+    for fill in (0.1, -1.7, 3e38 if dtype == "bfloat16" else 6e4, 1e-40, 257.0):
+        want = torch.full((2,), fill, dtype=getattr(torch, dtype)).double().numpy()
+        got = ac.full((2,), fill, dtype=getattr(ac, dtype), device=device)
+        np.testing.assert_array_equal(got.double().numpy(), want)
+        np.testing.assert_array_equal(got.float().numpy(), want.astype(np.float32))
+
+
+def test_full_refuses_ints_the_dtype_cannot_hold(device: str) -> None:
+    # as torch.full: an overflowing fill raises RuntimeError; a negative fill of an unsigned
+    # dtype wraps (-1 -> 255); in-range fills are kept
+    for fill, dt in ((300, "int8"), (2**40, "int32"), (2**63, "int64"), (-129, "int8")):
+        with pytest.raises(RuntimeError):
+            torch.full((1,), fill, dtype=getattr(torch, dt))
+        with pytest.raises(RuntimeError, match=f"full: value {fill} cannot be converted to {dt}"):
+            ac.full((1,), fill, dtype=getattr(ac, dt), device=device)
+    for fill, dt in ((-1, "uint8"), (127, "int8"), (2**63 - 1, "int64"), (-(2**31), "int32")):
+        want = torch.full((2,), fill, dtype=getattr(torch, dt)).tolist()
+        assert ac.full((2,), fill, dtype=getattr(ac, dt), device=device).tolist() == want
+
+
 def test_float16_overflow_and_int_truncation(device: str) -> None:
     x = ac.tensor([1e10, -1e10, 65504.0], device=device).half()
     assert x.tolist() == torch.tensor([1e10, -1e10, 65504.0]).half().tolist()

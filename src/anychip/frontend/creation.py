@@ -11,7 +11,7 @@ from anychip import dtypes
 from anychip.errors import DTypeNotImplemented, IndexOutOfRange, ShapeError, describe
 from anychip.frontend import views
 from anychip.frontend.movement import _int_sizes, _shape_arg, same_device
-from anychip.frontend.tensor import Tensor
+from anychip.frontend.tensor import Tensor, check_int_range
 from anychip.runtime import device as devmod
 
 
@@ -39,6 +39,12 @@ def _filled(
     dt = dtypes.to_dtype(dtype, op) if dtype is not None else dtypes.scalar_dtype(value)
     dev = devmod.canonical(device, op, f"shape {shape}, dtype {dt.name}")
     devmod.check_size(dev, shape, dt.itemsize, f"{op} ({dt.name})")
+    if dt.kind in "iu" and isinstance(value, int) and not isinstance(value, bool):
+        check_int_range(np.array([value]), dt, op)  # as torch: 300 is no int8, -1 a uint8
+    elif dt is dtypes.bfloat16 and isinstance(value, (int, float)):
+        # a bfloat16 tensor holds bfloat16 values: round the fill as `tensor` does (the
+        # backends round bfloat16 results at each op, never a constant read as it is)
+        value = float(dtypes.round_bf16(np.array([value], np.float32))[0])
     t = Tensor._const(value, dt, shape, dev)
     return t.requires_grad_() if requires_grad else t
 

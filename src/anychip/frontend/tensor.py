@@ -141,11 +141,11 @@ def _to_host_array(data: Any, dtype: DType | None) -> tuple[np.ndarray, DType]:
         else:
             dt = dtypes.from_numpy(arr.dtype)
         if arr.dtype.kind in "iu" and dt.kind in "iu" and arr.size:
-            _check_int_range(arr, dt)
+            check_int_range(arr, dt, "tensor")
     return arr, dt
 
 
-def _check_int_range(arr: np.ndarray, dt: DType) -> None:
+def check_int_range(arr: np.ndarray, dt: DType, op: str) -> None:
     """Python ints that dt cannot hold raise (torch's 'without overflow' RuntimeError, or
     its ValueError for the default int64) instead of wrapping: `tensor([2**64 - 1])` is not
     -1. As in torch, negative values still wrap into uint8/uint32 (-1 -> 255)."""
@@ -158,7 +158,7 @@ def _check_int_range(arr: np.ndarray, dt: DType) -> None:
             "; pass dtype=anychip.uint64" if dt is dtypes.int64 and lo >= 0 and hi < 2**64 else ""
         )
         raise ArgumentError(
-            f"tensor: value {bad} cannot be converted to {dt.name} without overflow "
+            f"{op}: value {bad} cannot be converted to {dt.name} without overflow "
             f"(range [{info.min}, {info.max}]){hint}"
         )
 
