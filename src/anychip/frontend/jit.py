@@ -51,16 +51,48 @@ def _flatten(x: Any, slots: list[Tensor], seen: dict[int, int]) -> Any:
         names, tensors, modes = members()  # parameters, then buffers
         return ("module", id(x), names, _flatten_all(tensors, slots, seen), modes)
     if hasattr(x, "param_groups") and hasattr(x, "state"):  # an optimizer
-        groups = _flatten(x.param_groups, slots, seen)
+        held, hypers = x.jit_hypers() if hasattr(x, "jit_hypers") else (frozenset(), [])
+        shown = [
+            {k: _Live(v) if (i, k) in held else v for k, v in g.items()}
+            for i, g in enumerate(x.param_groups)
+        ]
+        groups = _flatten(shown, slots, seen)
         state = tuple(
             (_flatten(p, slots, seen), _flatten(s, slots, seen)) for p, s in x.state.items()
         )
-        return ("optimizer", id(x), groups, state)
+        return ("optimizer", id(x), groups, state, _flatten_all(hypers, slots, seen))
     try:
         hash(x)
     except TypeError:
         return ("object", id(x))  # unhashable: the same object, whatever its contents
     return (t, x)
+
+
+class _Live:
+    """A hyperparameter an optimizer reads from a tensor it refreshes before each call
+    (`Optimizer.jit_hypers`): equal to any other, so its value is out of the signature, but
+    `_values` finds it, so a function that changes it (a scheduler stepped inside) is not
+    replayed."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Live)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def _values(structure: Any) -> Any:
+    """The `_Live` values in `structure`, in order."""
+    if type(structure) is _Live:
+        return (structure.value,)
+    if type(structure) is tuple:
+        return tuple(v for x in structure for v in _values(x))
+    return ()
 
 
 def _flatten_all(xs: Iterable[Any], slots: list[Tensor], seen: dict[int, int]) -> tuple[Any, ...]:
@@ -315,7 +347,7 @@ class jit(Generic[R]):
                 outs: list[Tensor] = []
                 template = _template(result, outs)
                 after_key, after = _structure(args, kwargs)
-                same = after_key == key[0]
+                same = after_key == key[0] and _values(after_key) == _values(key[0])
                 updated = [
                     i
                     for i, (t, (node, _)) in enumerate(zip(after, before))

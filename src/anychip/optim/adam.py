@@ -50,7 +50,8 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, group: dict[str, Any]) -> None:
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        lr = self._hyper(group, "lr")  # a tensor: a schedule's new rate replays under jit
+        (beta1, beta2), eps = group["betas"], group["eps"]
         wd = group["weight_decay"]
         for p in group["params"]:
             if p.grad is None:
@@ -67,7 +68,7 @@ class Adam(Optimizer):
             param = p._detached()
             if wd != 0:
                 if group["decoupled_weight_decay"]:
-                    param = param * (1 - lr * wd)
+                    param = param * (1 - lr * wd).to(p.dtype)
                 else:
                     g = g + param * wd
             m, v = state["exp_avg"], state["exp_avg_sq"]

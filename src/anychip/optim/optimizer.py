@@ -51,6 +51,8 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
+        # (id(group), name) -> (value, 0-d float64 tensor holding it): see `_hyper`
+        self._hypers: dict[tuple[int, str], tuple[float, Tensor]] = {}
         if isinstance(params, Tensor):
             raise DTypeError(
                 "optimizer: params must be an iterable of Tensors or dicts, got a Tensor; "
@@ -116,6 +118,30 @@ class Optimizer:
 
     def _update(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _hyper(self, group: dict[str, Any], name: str) -> Tensor:
+        """`group[name]` as a 0-d float64 tensor on the group's device, remade only when the
+        value changes: a schedule changing it between steps changes a buffer, not the
+        graph, so a jitted step replays its one capture with the new value (`jit_hypers`
+        refreshes the tensors before each call)."""
+        value, key = float(group[name]), (id(group), name)
+        held = self._hypers.get(key)
+        if held is None or held[0] != value:
+            device = group["params"][0].device
+            held = self._hypers[key] = (value, tensor(value, dtype=float64, device=device))
+        return held[1]
+
+    def jit_hypers(self) -> tuple[frozenset[tuple[int, str]], list[Tensor]]:
+        """The (group index, name) of the hyperparameters `_update` reads as tensors and
+        those tensors, each first remade if its group's value changed: `anychip.jit` passes
+        the tensors as arguments and keeps these values out of its signature."""
+        names, tensors = [], []
+        for i, g in enumerate(self.param_groups):
+            for name in g:
+                if (id(g), name) in self._hypers:
+                    names.append((i, name))
+                    tensors.append(self._hyper(g, name))
+        return frozenset(names), tensors
 
     def _realize(self) -> None:
         # state and parameters in one schedule: a parameter update reading new state (a

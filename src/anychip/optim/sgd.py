@@ -53,7 +53,8 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, group: dict[str, Any]) -> None:
-        lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
+        lr = self._hyper(group, "lr")  # a tensor: a schedule's new rate replays under jit
+        mom, damp = group["momentum"], group["dampening"]
         wd, nesterov = group["weight_decay"], group["nesterov"]
         for p in group["params"]:
             if p.grad is None:
@@ -72,10 +73,10 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = buf
                 g = g + buf * mom if nesterov else buf
             # p + g * (-lr), as torch's p.add_(g, alpha=-lr): one multiply, one add
-            p._assign(p._detached() + g * -lr, "sgd_step")
+            p._assign(p._detached() + g * (-lr).to(p.dtype), "sgd_step")
 
 
-def _sparse_step(p: Tensor, g: Tensor, lr: float, momentum: float, weight_decay: float) -> None:
+def _sparse_step(p: Tensor, g: Tensor, lr: Tensor, momentum: float, weight_decay: float) -> None:
     """p[rows] -= lr * values: one scatter kernel; duplicate rows add up, so an uncoalesced
     gradient needs no coalescing."""
     if momentum != 0 or weight_decay != 0:
@@ -85,4 +86,4 @@ def _sparse_step(p: Tensor, g: Tensor, lr: float, momentum: float, weight_decay:
             f"weight_decay={weight_decay})"
         )
     idx, vals = g._parts()  # type: ignore[attr-defined]
-    p._assign(scatter_rows(p._detached(), idx, vals * -lr), "sgd_step")
+    p._assign(scatter_rows(p._detached(), idx, vals * (-lr).to(p.dtype)), "sgd_step")
