@@ -26,6 +26,8 @@ OPTIMIZERS: dict[str, Callable[[Any, Any], Any]] = {
     "sgd_momentum": lambda lib, ps: lib.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
     "adam": lambda lib, ps: lib.optim.Adam(ps, lr=0.05),
     "adamw": lambda lib, ps: lib.optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+    "rmsprop": lambda lib, ps: lib.optim.RMSprop(ps, lr=0.01, momentum=0.5),
+    "adagrad": lambda lib, ps: lib.optim.Adagrad(ps, lr=0.1, lr_decay=0.01),
 }
 SCHEDULES: dict[str, Callable[[Any, Any], Any]] = {
     "step": lambda lib, opt: lib.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5),

@@ -63,22 +63,22 @@ class Adagrad(Optimizer):
             sync_row_state(state, p, ("sum",))
             step = state["step"] = state["step"] + 1
             param = p._detached()
-            decay = group["lr_decay"]  # the decayed rate varies per step: from the step tensor
-            neg_clr = (-group["lr"] / (1 + (step - 1) * decay)).to(p.dtype) if decay else None
+            # the decayed rate varies per step (from the step tensor), the rate per schedule
+            # (a tensor the optimizer refreshes): neither is in the graph as a value
+            lr, decay = self._hyper(group, "lr"), group["lr_decay"]
+            neg_clr = (-lr / (1 + (step - 1) * decay) if decay else -lr).to(p.dtype)
             if g.is_sparse:
-                _sparse_step(p, g, state, -group["lr"] if neg_clr is None else neg_clr, group)
+                _sparse_step(p, g, state, neg_clr, group)
                 continue
             if group["weight_decay"] != 0:
                 g = g + param * group["weight_decay"]
             state["sum"] = state["sum"] + g * g
             std = state["sum"].sqrt() + group["eps"]
-            p._assign(
-                param + g * (-group["lr"] if neg_clr is None else neg_clr) / std, "adagrad_step"
-            )
+            p._assign(param + g * neg_clr / std, "adagrad_step")
 
 
 def _sparse_step(
-    p: Tensor, g: Tensor, state: dict[str, Any], neg_clr: Any, group: dict[str, Any]
+    p: Tensor, g: Tensor, state: dict[str, Any], neg_clr: Tensor, group: dict[str, Any]
 ) -> None:
     """torch's sparse Adagrad on the gradient's rows only: sum[rows] += g^2, then
     p[rows] += (g / (sqrt(sum[rows]) + eps)) * -clr; gather, compute, scatter (fused)."""

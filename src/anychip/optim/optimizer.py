@@ -125,9 +125,9 @@ class Optimizer:
         graph, so a jitted step replays its one capture with the new value (`jit_hypers`
         refreshes the tensors before each call)."""
         value, key = float(group[name]), (id(group), name)
+        device = group["params"][0].device  # parameters moved after the last step move it
         held = self._hypers.get(key)
-        if held is None or held[0] != value:
-            device = group["params"][0].device
+        if held is None or held[0] != value or held[1].device != device:
             held = self._hypers[key] = (value, tensor(value, dtype=float64, device=device))
         return held[1]
 

@@ -50,7 +50,8 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, group: dict[str, Any]) -> None:
-        lr, alpha, momentum = group["lr"], group["alpha"], group["momentum"]
+        lr = self._hyper(group, "lr")  # a tensor: a schedule's new rate replays under jit
+        alpha, momentum = group["alpha"], group["momentum"]
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -76,6 +77,6 @@ class RMSprop(Optimizer):
                 avg = v.sqrt() + group["eps"]
             if momentum > 0:
                 buf = state["momentum_buffer"] = state["momentum_buffer"] * momentum + g / avg
-                p._assign(param + buf * -lr, "rmsprop_step")
+                p._assign(param + buf * (-lr).to(p.dtype), "rmsprop_step")
             else:
-                p._assign(param + g * -lr / avg, "rmsprop_step")
+                p._assign(param + g * (-lr).to(p.dtype) / avg, "rmsprop_step")

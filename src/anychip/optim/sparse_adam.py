@@ -48,7 +48,8 @@ class SparseAdam(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, group: dict[str, Any]) -> None:
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        lr = self._hyper(group, "lr")  # a tensor: a schedule's new rate replays under jit
+        (beta1, beta2), eps = group["betas"], group["eps"]
         for p in group["params"]:
             if p.grad is None:
                 continue
