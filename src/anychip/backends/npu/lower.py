@@ -1389,19 +1389,51 @@ def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int
     return any(b == d and lo < dhi and dlo < hi for b, lo, hi in reads for d, dlo, dhi in dirty)
 
 
+def _ub_span(dt: DT, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int]:
+    """[lo, hi) bytes of `ub` a strided box at `ref` touches (its bounding interval)."""
+    lo = sum(min(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
+    hi = sum(max(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
+    return ref.off + lo * dt.itemsize, ref.off + (hi + 1) * dt.itemsize
+
+
+def _ub_clash(stores: list[Instr], loads: list[Instr]) -> bool:
+    """True unless every store is a DMA and every load a DMA into `ub` whose bytes none of
+    the stores reads (an instruction of another form counts as a clash)."""
+    reads: list[tuple[int, int]] = []
+    for st in stores:
+        if not isinstance(st, Dma) or st.src.space != Space.UB or st.src.reg != 0:
+            return True
+        reads.append(_ub_span(st.dtype, st.src, st.shape, st.src_strides))
+    for ld in loads:
+        if not isinstance(ld, Dma) or ld.dst.space != Space.UB or ld.dst.reg != 0:
+            return True
+        lo, hi = _ub_span(ld.dtype, ld.dst, ld.pad, ld.dst_strides)
+        if any(lo < rhi and rlo < hi for rlo, rhi in reads):
+            return True
+    return False
+
+
 def _emit(cl: CoreLowering) -> list[Instr]:
     """One core's stream: prologue, then the steps through a ring of SLOTS slots, the
     loads of steps i+1 .. i+SLOTS-1 issued before the vector work of step i (multiple
     buffering). A step reading device memory an earlier step wrote waits until those
-    stores are issued and then lets every unit drain (a barrier)."""
+    stores are issued and then lets every unit drain (a barrier). The loads into a slot
+    wait for the previous occupant's stores to land only where they overwrite what those
+    stores read: a store's latency is otherwise off the loads' path (`_ub_clash`)."""
     code: list[Instr] = list(cl.prologue)
     steps = list(cl.steps)
     dirty: list[tuple[int, int, int]] = []
+    n = len(steps)
+    # sfree[i]: step i + SLOTS's loads wait for step i's stores; the last SLOTS steps'
+    # flags are the drain's at the end
+    sfree = [i + SLOTS >= n or _ub_clash(steps[i].stores, steps[i + SLOTS].loads)
+             for i in range(n)]  # fmt: skip
 
     def load(i: int) -> None:
         if i >= SLOTS:  # slot i % SLOTS: read by step i - SLOTS's vector work and stores
             code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
-            code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+            if sfree[i - SLOTS]:
+                code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
         code.extend(steps[i].loads)
         code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
 
@@ -1415,7 +1447,8 @@ def _emit(cl: CoreLowering) -> list[Instr]:
         code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
         code.extend(steps[i].stores)
         code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
-        code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        if sfree[i]:
+            code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
 
     loaded = -1
     for i in range(len(steps)):
