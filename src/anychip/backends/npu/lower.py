@@ -362,6 +362,9 @@ class CoreLowering:
         self.prologue: list[Instr] = []
         self.memo: dict[Expr, Val] = {}
         self.gathers: dict[Load, tuple[int, int]] = {}  # prepared: scratch offsets
+        self.kept: dict[tuple[int, int, int, int, int, int], Tile] = {}  # a group's rows
+        self.keep_base: list[int] = []  # two regions of `ub`, groups alternating
+        self.keep_top = 0
 
     # -- memory
     def persist(self, rows: int, cols: int, dt: DT) -> Tile:
@@ -378,6 +381,23 @@ class CoreLowering:
         self.env = {}
         self.accs = {}
         self.carries = {}
+        self.kept = {}
+        self.keep_base.reverse()
+        self.keep_top = 0
+
+    def keep(self, rows: int, cols: int, dt: DT) -> Tile | None:
+        """A tile in this group's region for loads its inner loops repeat (None when the
+        region is full). Group g's region is written again by group g + 2's loads only
+        after group g + 1's steps, two at least (two inner loops), so the `_F_FREE` of a
+        slot's previous step orders them after group g's vector work (SLOTS = 3)."""
+        if not self.keep_base:
+            return None
+        addr = round_up(self.keep_top, 64)
+        n = rows * cols * dt.itemsize
+        if addr + n > self.low.keep_bytes:
+            return None
+        self.keep_top = addr + n
+        return Tile(Ref(Space.UB, self.keep_base[0] + addr), rows, cols, dt)
 
     def temp(self, rows: int, cols: int, dt: DT) -> Tile:
         """A tile in the open step's slot (opening one: the slot is the step's)."""
@@ -539,7 +559,16 @@ class CoreLowering:
             hi = start + max(rs, 0) * (rows - 1) + max(cs, 0) * (cols - 1)
             if lo < 0 or hi >= decl.size:
                 raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
-            t = self.temp(f.rows, f.cols, sdt)
+            key = (e.buf, start, rs, cs, f.rows, f.cols)
+            kept = self.kept.get(key) if e.valid is None else None
+            if kept is not None:  # loaded by an earlier inner loop of this group of rows
+                return self.widen(kept)
+            t = None
+            if e.valid is None and e.buf in low.reread:
+                t = self.keep(f.rows, f.cols, sdt)
+                if t is not None:
+                    self.kept[key] = t
+            t = t if t is not None else self.temp(f.rows, f.cols, sdt)
             src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
             st.loads.append(_box_dma(sdt, t.ref, src, (rows, cols), (f.cols, 1), (rs, cs),
                                      (f.rows, f.cols)))  # fmt: skip
@@ -1179,6 +1208,36 @@ class Lowering:
         nregs = BUF_REG + len(ir.bufs) + 3
         if nregs > NUM_REGS:
             raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
+        self.reread, self.reread_row = self.rereads()
+        self.keep_bytes = cfg.ub.size // 16 if self.reread else 0
+
+    def rereads(self) -> tuple[frozenset[int], int]:
+        """Buffers a row kernel loads at the same places in two or more of its inner loops
+        (softmax reads its row for the max, the sum and the output; layer norm for the
+        mean, the variance and the output), and the bytes one row of those loads takes.
+        A group of rows keeps them in `ub` (`CoreLowering.keep`): device memory is read
+        once. Buffers the kernel stores into are read again, as written."""
+        body = self.ir.body
+        while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
+            body = body[0].body
+        stored = {s.buf for s in _all_stmts(self.ir.body) if isinstance(s, Store)}
+        seen: dict[tuple[Any, ...], int] = {}
+        for s in body:
+            if not isinstance(s, Loop) or _has_loop(s.body):
+                continue
+            keys: set[tuple[Any, ...]] = set()
+            for x in (x for e in _stmt_exprs(s.body) for x in walk_exprs(e)):
+                if not isinstance(x, Load) or x.valid is not None or x.buf in stored:
+                    continue
+                a = _affine(x.index, self.lets)
+                if a is not None:
+                    form = tuple(sorted(("" if v == s.var else v, k) for v, k in a[1].items()))
+                    keys.add((x.buf, a[0], form, s.extent))
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+        again = [k for k, n in seen.items() if n >= 2]
+        row = sum(k[3] * _dt(self.ir.bufs[k[0]].dtype).itemsize for k in again)
+        return frozenset(k[0] for k in again), row
 
     @property
     def const_reg(self) -> int:
@@ -1266,6 +1325,8 @@ class Lowering:
                 row = nest[-1]
                 share = -(-row.extent // self.cfg.cores)  # rows enough for every core
                 rows = max(1, min(share, self.elems // 256, 1024))
+                if self.reread_row and self.reread_row <= self.keep_bytes:
+                    rows = min(rows, self.keep_bytes // self.reread_row)  # rows kept whole
                 for lo, n in _blocks(row.extent, rows):
                     out.append((body, Frame(n, 1, {**base, row.var: lo}, {row.var: 1}), False))
             else:
@@ -1301,6 +1362,8 @@ class Lowering:
             mine = groups[c * n // ncores : (c + 1) * n // ncores]
             cl = CoreLowering(self)
             self.load_args(cl)
+            if self.keep_bytes:
+                cl.keep_base = [cl.persist(1, self.keep_bytes, DT.U8).ref.off for _ in range(2)]
             cl.group_mark = cl.persist_top
             for body, g, inner in mine:
                 cl.new_group()
