@@ -970,7 +970,8 @@ class CoreLowering:
         """Statements in the outer frame `f` (rows x 1 points); inner loops become steps."""
         for s in body:
             if isinstance(s, Loop):
-                self.close()
+                if self.step is not None and (self.step.loads or self.step.stores):
+                    self.close()  # else its vector work (identities) leads the loop's step
                 self.loop(s, f)
                 self.close()
             elif isinstance(s, Acc):
