@@ -827,10 +827,22 @@ class CoreLowering:
             if s.combine is not None:
                 src = self.combine_old(s, sdt, src, dst, (rs, cs)).tile
                 st.reads.append((s.buf, at, hi + 1))
-            out = self.temp(rows, cols, sdt)  # stores read only this step's slot
-            self.put(out, src, v.kind)
-            st.stores.append(_box_dma(sdt, dst, out.ref, (rows, cols), (rs, cs), (cols, 1)))
+            if v.kind != sdt or not self.in_slot(src):
+                out = self.temp(rows, cols, sdt)  # stores read only this step's slot
+                self.put(out, src, v.kind)
+                src = out
+            st.stores.append(_box_dma(sdt, dst, src.ref, (rows, cols), (rs, cs), src.strides))
             st.writes.append((s.buf, at, hi + 1))
+
+    def in_slot(self, t: Tile) -> bool:
+        """True for a tile this step computed into its slot, rows apart and columns
+        adjacent: a store reads it in place (the slot's next step waits for the store)."""
+        base = self.slot_base[(len(self.steps) - 1) % SLOTS]
+        sr, sc = t.strides
+        return (
+            t.ref.space == Space.UB and t.ref.reg == 0 and sc == 1 and sr >= t.cols
+            and base <= t.ref.off < base + self.slot_top
+        )  # fmt: skip
 
     def put(self, out: Tile, src: Tile, kind: DT) -> None:
         """Copies `src` (values of `kind`) into `out` in `out`'s storage type (i16 values
