@@ -2,6 +2,7 @@
 device-memory bandwidth (the roofline of a memory-bound kernel).
 
     PYTHONPATH=src python bench/npu_backend.py [--n 1048576] [--designs npu,npu:cube,npu:edge]
+        [--rows 4096x1024]
 
 Each figure is the timing model's (deterministic), for the latest launch of the
 expression; the functional simulator computes the values, checked against numpy.
@@ -14,6 +15,7 @@ import argparse
 import numpy as np
 
 import anychip as ac
+import anychip.nn.functional as F
 from anychip.runtime.device import get_backend
 
 
@@ -32,10 +34,32 @@ def relu_chain(design: str, n: int) -> dict[str, float]:
             "vector": st["units"]["vector"]}  # fmt: skip
 
 
+def row_kernel(design: str, op: str, rows: int, cols: int) -> dict[str, float]:
+    """softmax or layer norm over (rows, cols) float32 rows, values checked in float64."""
+    x = np.random.default_rng(0).standard_normal((rows, cols)).astype(np.float32)
+    t = ac.tensor(x, device=design)
+    x64 = x.astype(np.float64)
+    if op == "softmax":
+        got = t.softmax(-1).numpy()
+        e = np.exp(x64 - x64.max(-1, keepdims=True))
+        want = e / e.sum(-1, keepdims=True)
+    else:
+        got = F.layer_norm(t, (cols,)).numpy()
+        want = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-5)
+    be = get_backend(design)
+    st = be.launch_stats()
+    assert st is not None
+    floor = 2 * x.nbytes / be.config.dram_bytes_per_s  # the rows read once, written once
+    return {"time_s": st["time_s"], "floor_s": floor, "share": floor / st["time_s"],
+            "vector": st["units"]["vector"]}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1 << 20)
     p.add_argument("--designs", default="npu,npu:cube,npu:edge")
+    p.add_argument("--rows", default="4096x1024", help="softmax/layer norm shape on `npu`")
     args = p.parse_args()
     print(f"(a*b+c).relu() over {args.n} float32 elements")
     print(f"{'design':<12} {'simulated':>12} {'DRAM floor':>12} {'of bandwidth':>13} {'vector':>7}")
@@ -43,6 +67,14 @@ def main() -> None:
         r = relu_chain(d, args.n)
         print(
             f"{d:<12} {r['time_s'] * 1e6:>10.1f}us {r['floor_s'] * 1e6:>10.1f}us "
+            f"{r['share']:>12.1%} {r['vector']:>7.0%}"
+        )
+    rows, cols = (int(v) for v in args.rows.split("x"))
+    print(f"rows of ({rows}, {cols}) float32 on npu")
+    for op in ("softmax", "layer_norm"):
+        r = row_kernel("npu", op, rows, cols)
+        print(
+            f"{op:<12} {r['time_s'] * 1e6:>10.1f}us {r['floor_s'] * 1e6:>10.1f}us "
             f"{r['share']:>12.1%} {r['vector']:>7.0%}"
         )
 

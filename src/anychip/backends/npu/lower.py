@@ -362,6 +362,9 @@ class CoreLowering:
         self.prologue: list[Instr] = []
         self.memo: dict[Expr, Val] = {}
         self.gathers: dict[Load, tuple[int, int]] = {}  # prepared: scratch offsets
+        self.kept: dict[tuple[int, int, int, int, int, int], Tile] = {}  # a group's rows
+        self.keep_base: list[int] = []  # two regions of `ub`, groups alternating
+        self.keep_top = 0
 
     # -- memory
     def persist(self, rows: int, cols: int, dt: DT) -> Tile:
@@ -378,6 +381,23 @@ class CoreLowering:
         self.env = {}
         self.accs = {}
         self.carries = {}
+        self.kept = {}
+        self.keep_base.reverse()
+        self.keep_top = 0
+
+    def keep(self, rows: int, cols: int, dt: DT) -> Tile | None:
+        """A tile in this group's region for loads its inner loops repeat (None when the
+        region is full). Group g's region is written again by group g + 2's loads only
+        after group g + 1's steps, two at least (two inner loops), so the `_F_FREE` of a
+        slot's previous step orders them after group g's vector work (SLOTS = 3)."""
+        if not self.keep_base:
+            return None
+        addr = round_up(self.keep_top, 64)
+        n = rows * cols * dt.itemsize
+        if addr + n > self.low.keep_bytes:
+            return None
+        self.keep_top = addr + n
+        return Tile(Ref(Space.UB, self.keep_base[0] + addr), rows, cols, dt)
 
     def temp(self, rows: int, cols: int, dt: DT) -> Tile:
         """A tile in the open step's slot (opening one: the slot is the step's)."""
@@ -539,7 +559,16 @@ class CoreLowering:
             hi = start + max(rs, 0) * (rows - 1) + max(cs, 0) * (cols - 1)
             if lo < 0 or hi >= decl.size:
                 raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
-            t = self.temp(f.rows, f.cols, sdt)
+            key = (e.buf, start, rs, cs, f.rows, f.cols)
+            kept = self.kept.get(key) if e.valid is None else None
+            if kept is not None:  # loaded by an earlier inner loop of this group of rows
+                return self.widen(kept)
+            t = None
+            if e.valid is None and e.buf in low.reread:
+                t = self.keep(f.rows, f.cols, sdt)
+                if t is not None:
+                    self.kept[key] = t
+            t = t if t is not None else self.temp(f.rows, f.cols, sdt)
             src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
             st.loads.append(_box_dma(sdt, t.ref, src, (rows, cols), (f.cols, 1), (rs, cs),
                                      (f.rows, f.cols)))  # fmt: skip
@@ -798,10 +827,22 @@ class CoreLowering:
             if s.combine is not None:
                 src = self.combine_old(s, sdt, src, dst, (rs, cs)).tile
                 st.reads.append((s.buf, at, hi + 1))
-            out = self.temp(rows, cols, sdt)  # stores read only this step's slot
-            self.put(out, src, v.kind)
-            st.stores.append(_box_dma(sdt, dst, out.ref, (rows, cols), (rs, cs), (cols, 1)))
+            if v.kind != sdt or not self.in_slot(src):
+                out = self.temp(rows, cols, sdt)  # stores read only this step's slot
+                self.put(out, src, v.kind)
+                src = out
+            st.stores.append(_box_dma(sdt, dst, src.ref, (rows, cols), (rs, cs), src.strides))
             st.writes.append((s.buf, at, hi + 1))
+
+    def in_slot(self, t: Tile) -> bool:
+        """True for a tile this step computed into its slot, rows apart and columns
+        adjacent: a store reads it in place (the slot's next step waits for the store)."""
+        base = self.slot_base[(len(self.steps) - 1) % SLOTS]
+        sr, sc = t.strides
+        return (
+            t.ref.space == Space.UB and t.ref.reg == 0 and sc == 1 and sr >= t.cols
+            and base <= t.ref.off < base + self.slot_top
+        )  # fmt: skip
 
     def put(self, out: Tile, src: Tile, kind: DT) -> None:
         """Copies `src` (values of `kind`) into `out` in `out`'s storage type (i16 values
@@ -941,7 +982,8 @@ class CoreLowering:
         """Statements in the outer frame `f` (rows x 1 points); inner loops become steps."""
         for s in body:
             if isinstance(s, Loop):
-                self.close()
+                if self.step is not None and (self.step.loads or self.step.stores):
+                    self.close()  # else its vector work (identities) leads the loop's step
                 self.loop(s, f)
                 self.close()
             elif isinstance(s, Acc):
@@ -1179,6 +1221,36 @@ class Lowering:
         nregs = BUF_REG + len(ir.bufs) + 3
         if nregs > NUM_REGS:
             raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
+        self.reread, self.reread_row = self.rereads()
+        self.keep_bytes = cfg.ub.size // 16 if self.reread else 0
+
+    def rereads(self) -> tuple[frozenset[int], int]:
+        """Buffers a row kernel loads at the same places in two or more of its inner loops
+        (softmax reads its row for the max, the sum and the output; layer norm for the
+        mean, the variance and the output), and the bytes one row of those loads takes.
+        A group of rows keeps them in `ub` (`CoreLowering.keep`): device memory is read
+        once. Buffers the kernel stores into are read again, as written."""
+        body = self.ir.body
+        while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
+            body = body[0].body
+        stored = {s.buf for s in _all_stmts(self.ir.body) if isinstance(s, Store)}
+        seen: dict[tuple[Any, ...], int] = {}
+        for s in body:
+            if not isinstance(s, Loop) or _has_loop(s.body):
+                continue
+            keys: set[tuple[Any, ...]] = set()
+            for x in (x for e in _stmt_exprs(s.body) for x in walk_exprs(e)):
+                if not isinstance(x, Load) or x.valid is not None or x.buf in stored:
+                    continue
+                a = _affine(x.index, self.lets)
+                if a is not None:
+                    form = tuple(sorted(("" if v == s.var else v, k) for v, k in a[1].items()))
+                    keys.add((x.buf, a[0], form, s.extent))
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+        again = [k for k, n in seen.items() if n >= 2]
+        row = sum(k[3] * _dt(self.ir.bufs[k[0]].dtype).itemsize for k in again)
+        return frozenset(k[0] for k in again), row
 
     @property
     def const_reg(self) -> int:
@@ -1266,6 +1338,8 @@ class Lowering:
                 row = nest[-1]
                 share = -(-row.extent // self.cfg.cores)  # rows enough for every core
                 rows = max(1, min(share, self.elems // 256, 1024))
+                if self.reread_row and self.reread_row <= self.keep_bytes:
+                    rows = min(rows, self.keep_bytes // self.reread_row)  # rows kept whole
                 for lo, n in _blocks(row.extent, rows):
                     out.append((body, Frame(n, 1, {**base, row.var: lo}, {row.var: 1}), False))
             else:
@@ -1301,6 +1375,8 @@ class Lowering:
             mine = groups[c * n // ncores : (c + 1) * n // ncores]
             cl = CoreLowering(self)
             self.load_args(cl)
+            if self.keep_bytes:
+                cl.keep_base = [cl.persist(1, self.keep_bytes, DT.U8).ref.off for _ in range(2)]
             cl.group_mark = cl.persist_top
             for body, g, inner in mine:
                 cl.new_group()
@@ -1389,19 +1465,51 @@ def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int
     return any(b == d and lo < dhi and dlo < hi for b, lo, hi in reads for d, dlo, dhi in dirty)
 
 
+def _ub_span(dt: DT, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int]:
+    """[lo, hi) bytes of `ub` a strided box at `ref` touches (its bounding interval)."""
+    lo = sum(min(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
+    hi = sum(max(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
+    return ref.off + lo * dt.itemsize, ref.off + (hi + 1) * dt.itemsize
+
+
+def _ub_clash(stores: list[Instr], loads: list[Instr]) -> bool:
+    """True unless every store is a DMA and every load a DMA into `ub` whose bytes none of
+    the stores reads (an instruction of another form counts as a clash)."""
+    reads: list[tuple[int, int]] = []
+    for st in stores:
+        if not isinstance(st, Dma) or st.src.space != Space.UB or st.src.reg != 0:
+            return True
+        reads.append(_ub_span(st.dtype, st.src, st.shape, st.src_strides))
+    for ld in loads:
+        if not isinstance(ld, Dma) or ld.dst.space != Space.UB or ld.dst.reg != 0:
+            return True
+        lo, hi = _ub_span(ld.dtype, ld.dst, ld.pad, ld.dst_strides)
+        if any(lo < rhi and rlo < hi for rlo, rhi in reads):
+            return True
+    return False
+
+
 def _emit(cl: CoreLowering) -> list[Instr]:
     """One core's stream: prologue, then the steps through a ring of SLOTS slots, the
     loads of steps i+1 .. i+SLOTS-1 issued before the vector work of step i (multiple
     buffering). A step reading device memory an earlier step wrote waits until those
-    stores are issued and then lets every unit drain (a barrier)."""
+    stores are issued and then lets every unit drain (a barrier). The loads into a slot
+    wait for the previous occupant's stores to land only where they overwrite what those
+    stores read: a store's latency is otherwise off the loads' path (`_ub_clash`)."""
     code: list[Instr] = list(cl.prologue)
     steps = list(cl.steps)
     dirty: list[tuple[int, int, int]] = []
+    n = len(steps)
+    # sfree[i]: step i + SLOTS's loads wait for step i's stores; the last SLOTS steps'
+    # flags are the drain's at the end
+    sfree = [i + SLOTS >= n or _ub_clash(steps[i].stores, steps[i + SLOTS].loads)
+             for i in range(n)]  # fmt: skip
 
     def load(i: int) -> None:
         if i >= SLOTS:  # slot i % SLOTS: read by step i - SLOTS's vector work and stores
             code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
-            code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+            if sfree[i - SLOTS]:
+                code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
         code.extend(steps[i].loads)
         code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
 
@@ -1415,7 +1523,8 @@ def _emit(cl: CoreLowering) -> list[Instr]:
         code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
         code.extend(steps[i].stores)
         code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
-        code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        if sfree[i]:
+            code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
 
     loaded = -1
     for i in range(len(steps)):
