@@ -47,8 +47,7 @@ import numpy as np
 from anychip.rec import load_movielens, metrics, protocol, wire
 from anychip.rec.follow import from_dataset, save_start
 from anychip.rec.log import EVENTS, UPDATES, RedisServer, free_port, id_key, open_log
-from anychip.rec.replay import Plan, Replayer, period_rows, report
-from anychip.rec.replay import read as read_records
+from anychip.rec.replay import Plan, Replayer, period_rows, read as read_records, report
 from anychip.rec.train import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from anychip.backends.ref import RefBackend
-from anychip.runtime import device as devmod
-from anychip.runtime import dispatch
+from anychip.runtime import device as devmod, dispatch
 from anychip.runtime.device import Buffer, Scalar
 
 

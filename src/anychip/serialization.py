@@ -23,8 +23,7 @@ from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError
 from anychip.frontend.tensor import Tensor
 from anychip.ir.ops import Node, Ops
-from anychip.runtime import device as devmod
-from anychip.runtime import realize as rt
+from anychip.runtime import device as devmod, realize as rt
 from anychip.runtime.device import get_backend
 
 PathLike = str | os.PathLike[str]

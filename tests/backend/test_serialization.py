@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file as torch_load_file
-from safetensors.torch import save_file as torch_save_file
+from safetensors.torch import load_file as torch_load_file, save_file as torch_save_file
 
 import anychip as ac
 from anychip import nn

@@ -10,8 +10,7 @@ import numpy as np
 import anychip as ac
 from anychip import dtypes
 from anychip.ir.ops import Node, Ops
-from anychip.runtime import dispatch
-from anychip.runtime import realize as rt
+from anychip.runtime import dispatch, realize as rt
 from anychip.runtime.device import Buffer
 
 F32, F64 = dtypes.float32, dtypes.float64

@@ -13,8 +13,7 @@ import pytest
 
 import anychip as ac
 from anychip import precision
-from anychip.codegen import npu_gemm as ng
-from anychip.codegen import npu_gemm_plan
+from anychip.codegen import npu_gemm as ng, npu_gemm_plan
 from anychip.codegen.npu_gemm import (
     Bias,
     GemmPlan,

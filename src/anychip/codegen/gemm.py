@@ -33,8 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from anychip.codegen import gemm_driver, gemv_kernel
-from anychip.codegen import gemm_kernel as gk
+from anychip.codegen import gemm_driver, gemm_kernel as gk, gemv_kernel
 from anychip.dtypes import DType, float64, to_dtype
 from anychip.errors import CompileError, DTypeError, ShapeError
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from anychip.codegen import gemm_driver as gd
-from anychip.codegen import gemm_kernel as gk
+from anychip.codegen import gemm_driver as gd, gemm_kernel as gk
 
 if TYPE_CHECKING:  # gemm imports this module
     from anychip.codegen.gemm import GemmSpec

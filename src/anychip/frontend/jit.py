@@ -17,14 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from anychip.frontend import random as rng
-from anychip.frontend import tensor as tmod
-from anychip.frontend import views
+from anychip.frontend import random as rng, tensor as tmod, views
 from anychip.frontend.tensor import Tensor, is_grad_enabled
 from anychip.ir.ops import Node, Ops
-from anychip.runtime import device as devmod
-from anychip.runtime import dispatch, donate
-from anychip.runtime import realize as rt
+from anychip.runtime import device as devmod, dispatch, donate, realize as rt
 from anychip.runtime.dispatch import JitError, Plan
 
 R = TypeVar("R")

@@ -40,8 +40,7 @@ from anychip.frontend.movement import MovementMixin
 from anychip.frontend.reduce import ReduceMixin
 from anychip.ir.ops import Node, Ops
 from anychip.ir.primitives import RULES
-from anychip.runtime import device as devmod
-from anychip.runtime import realize as rt
+from anychip.runtime import device as devmod, realize as rt
 
 _state = threading.local()
 _SEQ = SEQ  # creation order of tensors (the jit tells its own tensors by it)

@@ -11,8 +11,7 @@ from anychip import dtypes
 from anychip.errors import ArgumentError, ShapeError, describe
 from anychip.frontend.attention import attention_weights
 from anychip.frontend.tensor import Tensor
-from anychip.nn import functional as F
-from anychip.nn import init
+from anychip.nn import functional as F, init
 from anychip.nn.layers import Dropout, LayerNorm, Linear, _empty
 from anychip.nn.module import Module, Parameter
 

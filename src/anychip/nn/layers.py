@@ -12,8 +12,7 @@ import numpy as np
 from anychip import dtypes
 from anychip.errors import ArgumentError, ShapeError
 from anychip.frontend.tensor import Tensor, no_grad
-from anychip.nn import functional as F
-from anychip.nn import init
+from anychip.nn import functional as F, init
 from anychip.nn.module import Module, Parameter
 
 

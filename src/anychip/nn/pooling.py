@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from anychip.errors import ArgumentError
-from anychip.frontend import pool as P
-from anychip.frontend import resize as R
+from anychip.frontend import pool as P, resize as R
 from anychip.frontend.tensor import Tensor
 from anychip.nn.module import Module
 

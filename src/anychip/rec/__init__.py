@@ -5,16 +5,14 @@ training (docs/rec.md)."""
 from __future__ import annotations
 
 # batches, tables and models (re-exported one name per line: others add theirs beside)
-from anychip.rec import metrics as metrics
-from anychip.rec import models as models
-from anychip.rec import synthetic as synthetic
-from anychip.rec.collection import EmbeddingBagCollection as EmbeddingBagCollection
-from anychip.rec.collection import EmbeddingBagConfig as EmbeddingBagConfig
-from anychip.rec.collection import KeyedTensor as KeyedTensor
-from anychip.rec.jagged import JaggedTensor as JaggedTensor
-from anychip.rec.jagged import KeyedJaggedTensor as KeyedJaggedTensor
-from anychip.rec.movielens import MovieLens as MovieLens
-from anychip.rec.movielens import load_movielens as load_movielens
+from anychip.rec import metrics as metrics, models as models, synthetic as synthetic
+from anychip.rec.collection import (
+    EmbeddingBagCollection as EmbeddingBagCollection,
+    EmbeddingBagConfig as EmbeddingBagConfig,
+    KeyedTensor as KeyedTensor,
+)
+from anychip.rec.jagged import JaggedTensor as JaggedTensor, KeyedJaggedTensor as KeyedJaggedTensor
+from anychip.rec.movielens import MovieLens as MovieLens, load_movielens as load_movielens
 from anychip.rec.optim import RowWiseAdagrad
 from anychip.rec.synthetic import synthetic_criteo as synthetic_criteo
 from anychip.rec.table import DynamicEmbedding, TableDelta

@@ -20,8 +20,7 @@ from anychip.errors import ArgumentError, DTypeError, IndexDTypeError, ShapeErro
 from anychip.frontend.creation import cat, zeros
 from anychip.frontend.tensor import Tensor, no_grad
 from anychip.ir.ops import Node, Ops
-from anychip.nn import functional as F
-from anychip.nn import init as nn_init
+from anychip.nn import functional as F, init as nn_init
 from anychip.nn.module import Module, Parameter
 from anychip.optim.rowstate import reset_rows
 from anychip.rec import table_state

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
+from safetensors.numpy import load as st_load, save as st_save
 
 from anychip.errors import ArgumentError
 

@@ -17,8 +17,7 @@ import numpy as np
 from anychip import dtypes
 from anychip.dtypes import DType
 from anychip.ir.ops import Node, Ops
-from anychip.runtime import device as devmod
-from anychip.runtime import dispatch, donate
+from anychip.runtime import device as devmod, dispatch, donate
 from anychip.runtime.device import Buffer, Kernel, get_backend
 
 DEBUG = devmod.debug_level()

@@ -6,8 +6,7 @@ import typing
 from enum import IntEnum
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from anychip.npu import isa
 from anychip.npu.asm import assemble, disassemble, format_instr, parse_instr

@@ -14,8 +14,7 @@ import struct
 from pathlib import Path
 
 from anychip import dtypes
-from anychip.backends.cpu import cache as shared
-from anychip.backends.cpu import kernel_key
+from anychip.backends.cpu import cache as shared, kernel_key
 from anychip.backends.npu.lower import Compiled
 from anychip.ir.kernel import KernelIR
 from anychip.runtime.device import Kernel
