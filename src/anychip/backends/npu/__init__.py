@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from anychip import dtypes
-from anychip.backends.npu.lower import BUF_REG, Compiled, NpuUnsupported, lower_ir
+from anychip.backends.npu.lower import BUF_REG, Compiled, lower_ir
+from anychip.backends.npu.lower_exprs import NpuUnsupported
 from anychip.dtypes import DType
 from anychip.errors import ArgumentError, DeviceError, OutOfMemoryError
 from anychip.npu.config import PROFILES, NpuConfig, get_config, to_toml

@@ -17,14 +17,44 @@ register `BUF_REG + i`, the scalars are read from a device-memory block at regis
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from anychip import dtypes
+from anychip.backends.npu.lower_exprs import (
+    _BIN,
+    _BOOL_BIN,
+    _COMBINE,
+    _LINE_FOLD,
+    _PAR,
+    _RED,
+    _UN,
+    NpuUnsupported,
+    _affine,
+    _all_stmts,
+    _dt,
+    _identity,
+    _np_eval,
+    _scanned,
+    _static,
+    _stmt_exprs,
+    _vk,
+)
+from anychip.backends.npu.lower_steps import (
+    _F_ARGS,
+    SLOTS,
+    Frame,
+    Step,
+    Val,
+    _AccState,
+    _blocks,
+    _box_dma,
+    _emit,
+    _has_loop,
+    _long_frames,
+)
 from anychip.dtypes import DType
 from anychip.errors import CompileError
 from anychip.ir.kernel import (
@@ -37,7 +67,6 @@ from anychip.ir.kernel import (
     Load,
     Local,
     Loop,
-    LoopKind,
     SortRow,
     Stmt,
     Store,
@@ -52,7 +81,6 @@ from anychip.npu.config import NpuConfig
 from anychip.npu.isa import (
     DT,
     NUM_REGS,
-    Barrier,
     BinOp,
     CastMode,
     CmpOp,
@@ -81,11 +109,6 @@ from anychip.npu.isa import (
 
 BUF_REG = 3  # buffer i's device address is in register BUF_REG + i (r1, r2: core id, count)
 PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
-SLOTS = 3  # unified-buffer slots steps rotate through: loads run up to 2 steps ahead
-
-
-class NpuUnsupported(CompileError, NotImplementedError):
-    """An op or a kernel shape the npu backend cannot run on the chip (never a fallback)."""
 
 
 class _TooBig(Exception):
@@ -117,224 +140,6 @@ class Compiled:
     @property
     def scratch_reg(self) -> int:
         return BUF_REG + self.nbufs + 2
-
-
-# ---- storage types ---------------------------------------------------------------------
-_DT = {
-    "float32": DT.F32,
-    "float16": DT.F16,
-    "bfloat16": DT.BF16,
-    "float64": DT.F64,
-    "int32": DT.I32,
-    "int64": DT.I64,
-    "bool": DT.BOOL,
-    "int8": DT.I8,
-    "uint8": DT.U8,
-    "int16": DT.I16,
-    "uint32": DT.U32,
-    "uint64": DT.U64,
-}
-
-
-def _dt(d: DType) -> DT:
-    """The chip's element type of an anychip dtype (memory and vector unit alike)."""
-    got = _DT.get(d.name)
-    if got is None:
-        raise NpuUnsupported(f"npu: dtype {d.name} has no npu element type")
-    return got
-
-
-def _vk(dt: DT) -> DT:
-    """The vector unit's type for values stored as `dt`: i8 is no vector type (only casts
-    touch it), so int8 values compute in i16 and wrap back to 8 bits after each op."""
-    return DT.I16 if dt == DT.I8 else dt
-
-
-# ---- index analysis --------------------------------------------------------------------
-Affine = tuple[int, dict[str, int]]
-
-
-def _affine(e: Expr, lets: dict[str, Expr]) -> Affine | None:
-    """`e` as c + sum(k_v * v) over loop variables, or None."""
-    if isinstance(e, Const):
-        return (int(e.value), {}) if isinstance(e.value, int | bool) else None
-    if isinstance(e, Var):
-        if e.name in lets:
-            return _affine(lets[e.name], lets)
-        return (0, {e.name: 1})
-    if not isinstance(e, Alu):
-        return None
-    if e.op is Ops.NEG:
-        a = _affine(e.srcs[0], lets)
-        return None if a is None else (-a[0], {v: -k for v, k in a[1].items()})
-    if e.op is Ops.ADD:
-        a, b = _affine(e.srcs[0], lets), _affine(e.srcs[1], lets)
-        if a is None or b is None:
-            return None
-        out = dict(a[1])
-        for v, k in b[1].items():
-            out[v] = out.get(v, 0) + k
-        return a[0] + b[0], out
-    if e.op is Ops.MUL:
-        a, b = _affine(e.srcs[0], lets), _affine(e.srcs[1], lets)
-        if a is None or b is None:
-            return None
-        if not a[1]:
-            a, b = b, a
-        if b[1]:
-            return None
-        return a[0] * b[0], {v: k * b[0] for v, k in a[1].items()}
-    return None
-
-
-def _static(e: Expr, loop_vars: set[str], lets: dict[str, Expr]) -> bool:
-    """True when `e` depends on loop variables only (the compiler can tabulate it)."""
-    for x in walk_exprs(e):
-        if isinstance(x, Load):
-            return False
-        if isinstance(x, Var):
-            if x.name in lets:
-                if not _static(lets[x.name], loop_vars, lets):
-                    return False
-            elif x.name not in loop_vars:
-                return False
-        if isinstance(x, Const) and not isinstance(x.value, int | bool):
-            return False
-    return True
-
-
-def _np_eval(e: Expr, env: dict[str, np.ndarray], lets: dict[str, Expr]) -> np.ndarray:
-    """The value of a static integer/bool expression at every point (int64 arrays)."""
-    if isinstance(e, Const):
-        return np.asarray(int(e.value), np.int64)
-    if isinstance(e, Var):
-        return _np_eval(lets[e.name], env, lets) if e.name in lets else env[e.name]
-    assert isinstance(e, Alu)
-    s = [_np_eval(x, env, lets) for x in e.srcs]
-    with np.errstate(all="ignore"):
-        return np.asarray(_np_op(e, s), np.int64)
-
-
-def _np_op(e: Alu, s: list[np.ndarray]) -> Any:
-    op = e.op
-    if op is Ops.ADD:
-        return s[0] + s[1]
-    if op is Ops.MUL:
-        return s[0] * s[1]
-    if op is Ops.NEG:
-        return -s[0]
-    if op is Ops.DIV:
-        q = np.where(s[1] == 0, 0, np.abs(s[0]) // np.where(s[1] == 0, 1, np.abs(s[1])))
-        return np.asarray(q * np.sign(s[0]) * np.sign(s[1]), np.int64)
-    if op is Ops.MOD:
-        d = np.where(s[1] == 0, 1, s[1])
-        r = np.abs(s[0]) % np.abs(d)
-        return np.where(s[1] == 0, 0, np.sign(s[0]) * r).astype(np.int64)
-    if op is Ops.POW:  # integers: a negative exponent counts as 0; wraps as the vector op
-        return np.power(s[0], np.maximum(s[1], 0))
-    if op is Ops.MAX:
-        return np.maximum(s[0], s[1])
-    if op is Ops.MIN:
-        return np.minimum(s[0], s[1])
-    if op is Ops.CMPLT:
-        return (s[0] < s[1]).astype(np.int64)
-    if op is Ops.CMPEQ:
-        return (s[0] == s[1]).astype(np.int64)
-    if op is Ops.AND:
-        return s[0] & s[1]
-    if op is Ops.OR:
-        return s[0] | s[1]
-    if op is Ops.XOR:
-        return s[0] ^ s[1]
-    if op is Ops.NOT:
-        return 1 - s[0] if e.dtype is dtypes.bool_ else ~s[0]
-    if op is Ops.WHERE:
-        return np.where(s[0] != 0, s[1], s[2])
-    if op is Ops.CAST:
-        return (s[0] != 0).astype(np.int64) if e.dtype is dtypes.bool_ else s[0]
-    raise NpuUnsupported(f"npu: index op {op.name} has no static evaluation")
-
-
-# ---- frames: which iteration points a step covers --------------------------------------
-@dataclass(frozen=True)
-class Frame:
-    """rows x cols points; loop variable v = base[v] + r*rstep[v] + c*cstep[v]."""
-
-    rows: int
-    cols: int
-    base: dict[str, int]
-    rstep: dict[str, int] = field(default_factory=dict)
-    cstep: dict[str, int] = field(default_factory=dict)
-
-    def at(self, a: Affine) -> tuple[int, int, int]:
-        """(start, row stride, col stride) of an affine form over this frame."""
-        c, ks = a
-        start = c + sum(k * self.base[v] for v, k in ks.items())
-        rs = sum(k * self.rstep.get(v, 0) for v, k in ks.items())
-        cs = sum(k * self.cstep.get(v, 0) for v, k in ks.items())
-        return start, rs, cs
-
-    def grid(self) -> dict[str, np.ndarray]:
-        r = np.arange(self.rows, dtype=np.int64)[:, None]
-        c = np.arange(self.cols, dtype=np.int64)[None, :]
-        return {
-            v: b + r * self.rstep.get(v, 0) + c * self.cstep.get(v, 0) for v, b in self.base.items()
-        }
-
-
-def _blocks(extent: int, size: int) -> Iterator[tuple[int, int]]:
-    for lo in range(0, extent, size):
-        yield lo, min(size, extent - lo)
-
-
-def _long_frames(
-    base: dict[str, int], var: str, extent: int, elems: int, width: int
-) -> list[Frame]:
-    """Frames covering var = 0..extent-1 as (rows, width) boxes of consecutive points."""
-    out: list[Frame] = []
-    if extent == 0:
-        return out
-    cols = min(extent, width)
-    rows = max(1, elems // cols)
-    lo = 0
-    while lo < extent:
-        left = extent - lo
-        if left >= cols:
-            r = min(rows, left // cols)
-            out.append(Frame(r, cols, {**base, var: lo}, {var: cols}, {var: 1}))
-            lo += r * cols
-        else:
-            out.append(Frame(1, left, {**base, var: lo}, {var: cols}, {var: 1}))
-            lo += left
-    return out
-
-
-def _has_loop(body: tuple[Stmt, ...]) -> bool:
-    return any(isinstance(s, Loop) for s in body)
-
-
-# ---- one step: loads, vector code, stores ------------------------------------------------
-@dataclass
-class Step:
-    loads: list[Instr] = field(default_factory=list)
-    compute: list[Instr] = field(default_factory=list)
-    stores: list[Instr] = field(default_factory=list)
-    reads: list[tuple[int, int, int]] = field(default_factory=list)  # (buf, lo, hi) elements
-    writes: list[tuple[int, int, int]] = field(default_factory=list)
-
-
-@dataclass
-class Val:
-    """A computed value: a tile (maybe broadcast) of the chip's element type `kind`."""
-
-    tile: Tile
-    kind: DT
-
-
-class _AccState:
-    def __init__(self, op: Ops, kind: DT, tile: Tile, partials: Tile | None) -> None:
-        self.op, self.kind, self.tile, self.partials = op, kind, tile, partials
-        self.used = 0  # partial columns holding values
 
 
 class CoreLowering:
@@ -1141,62 +946,6 @@ class CoreLowering:
             self.env = dict(saved)
 
 
-_UN = {
-    Ops.NEG: UnOp.NEG,
-    Ops.SQRT: UnOp.SQRT,
-    Ops.EXP: UnOp.EXP,
-    Ops.LOG: UnOp.LOG,
-    Ops.SIN: UnOp.SIN,
-    Ops.ERF: UnOp.ERF,
-    Ops.FLOOR: UnOp.FLOOR,
-    Ops.NOT: UnOp.NOT,
-}
-_BIN = {
-    Ops.ADD: BinOp.ADD,
-    Ops.MUL: BinOp.MUL,
-    Ops.DIV: BinOp.DIV,
-    Ops.MOD: BinOp.MOD,
-    Ops.POW: BinOp.POW,
-    Ops.MAX: BinOp.MAX,
-    Ops.MIN: BinOp.MIN,
-    Ops.AND: BinOp.AND,
-    Ops.OR: BinOp.OR,
-    Ops.XOR: BinOp.XOR,
-}
-_BOOL_BIN = {Ops.ADD: BinOp.OR, Ops.MUL: BinOp.AND}  # numpy's bool + and *
-_RED = {Ops.SUM: RedOp.SUM, Ops.RMAX: RedOp.MAX, Ops.RMIN: RedOp.MIN, Ops.PROD: RedOp.PROD}
-_LINE_FOLD = {  # a combining store's fold of many rows: (combine, on bool) -> reduction
-    (Ops.ADD, False): RedOp.SUM,
-    (Ops.MUL, False): RedOp.PROD,
-    (Ops.MAX, False): RedOp.MAX,
-    (Ops.MIN, False): RedOp.MIN,
-    (Ops.ADD, True): RedOp.MAX,
-    (Ops.MUL, True): RedOp.MIN,
-    (Ops.MAX, True): RedOp.MAX,
-    (Ops.MIN, True): RedOp.MIN,
-}
-_COMBINE = {Ops.SUM: BinOp.ADD, Ops.RMAX: BinOp.MAX, Ops.RMIN: BinOp.MIN, Ops.PROD: BinOp.MUL}
-
-
-def _identity(op: Ops, dt: DT) -> float:
-    """The starting value of an accumulator (as a `vdup` immediate)."""
-    if op is Ops.SUM:
-        return 0.0
-    if op is Ops.PROD:
-        return 1.0
-    ends = {
-        DT.I16: (-(2.0**15), 2.0**15 - 1),
-        DT.I32: (-(2.0**31), 2.0**31 - 1),
-        DT.I64: (-(2.0**63), 2.0**63),
-        DT.U8: (0, 255),
-        DT.U32: (0, 2.0**32 - 1),
-        DT.U64: (0, 2.0**64),
-        DT.BOOL: (0, 1),
-    }
-    lo, hi = ends.get(dt, (-math.inf, math.inf))  # i64: immediates saturate to the range
-    return float(lo if op is Ops.RMAX else hi)
-
-
 class Lowering:
     """Plans a kernel's groups of steps and lowers them for each core."""
 
@@ -1415,141 +1164,6 @@ class Lowering:
         if not self.tables:
             return np.zeros(16, np.int32)
         return np.concatenate(self.tables)
-
-
-_PAR = (LoopKind.PARALLEL, LoopKind.VECTOR)
-_F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE = 0, 1, 2, 3, 4, 5
-
-
-def _all_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
-    for s in body:
-        yield s
-        if isinstance(s, Loop):
-            yield from _all_stmts(s.body)
-
-
-def _stmt_exprs(stmts: tuple[Stmt, ...] | list[Stmt]) -> list[Expr]:
-    out: list[Expr] = []
-    for s in stmts:
-        if isinstance(s, Let | Update):
-            out.append(s.value)
-        elif isinstance(s, Store):
-            out += [s.index, s.value] + ([s.valid] if s.valid is not None else [])
-    return out
-
-
-def _scanned(loop: Loop) -> set[str]:
-    """The accumulators an innermost loop both updates and reads (a running value, as
-    CUMSUM's scan): its tiles compute them with `vcumsum` instead of a reduction."""
-    updated = {s.var for s in loop.body if isinstance(s, Update)}
-    read = {x.name for e in _stmt_exprs(loop.body) for x in walk_exprs(e) if isinstance(x, Var)}
-    return updated & read
-
-
-def _box_dma(dt: DT, dst: Ref, src: Ref, shape: tuple[int, int], dst_strides: tuple[int, int],
-             src_strides: tuple[int, int], pad: tuple[int, int] | None = None) -> Dma:  # fmt: skip
-    """A (rows, cols) box copy, walked so that device memory is read or written in runs:
-    when the device-memory side is contiguous down the rows (a transposed box, `x.T`, a
-    column of an accumulator form) the DMA walks columns outer, rows inner, and moves
-    runs of `rows` elements instead of single elements."""
-    d = dst_strides if dst.space == Space.DRAM else src_strides  # the device-memory side
-    box, p = (1, *shape), (1, *(pad or shape))
-    if abs(d[0]) == 1 and abs(d[1]) > 1 and shape[0] > 1 and p == box:
-        t = (1, shape[1], shape[0])
-        return Dma(dt, dst, src, t, (0, dst_strides[1], dst_strides[0]),
-                   (0, src_strides[1], src_strides[0]), t)  # fmt: skip
-    return Dma(dt, dst, src, box, (0, *dst_strides), (0, *src_strides), p)
-
-
-def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
-    return any(b == d and lo < dhi and dlo < hi for b, lo, hi in reads for d, dlo, dhi in dirty)
-
-
-def _ub_span(dt: DT, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int]:
-    """[lo, hi) bytes of `ub` a strided box at `ref` touches (its bounding interval)."""
-    lo = sum(min(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
-    hi = sum(max(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
-    return ref.off + lo * dt.itemsize, ref.off + (hi + 1) * dt.itemsize
-
-
-def _ub_clash(stores: list[Instr], loads: list[Instr]) -> bool:
-    """True unless every store is a DMA and every load a DMA into `ub` whose bytes none of
-    the stores reads (an instruction of another form counts as a clash)."""
-    reads: list[tuple[int, int]] = []
-    for st in stores:
-        if not isinstance(st, Dma) or st.src.space != Space.UB or st.src.reg != 0:
-            return True
-        reads.append(_ub_span(st.dtype, st.src, st.shape, st.src_strides))
-    for ld in loads:
-        if not isinstance(ld, Dma) or ld.dst.space != Space.UB or ld.dst.reg != 0:
-            return True
-        lo, hi = _ub_span(ld.dtype, ld.dst, ld.pad, ld.dst_strides)
-        if any(lo < rhi and rlo < hi for rlo, rhi in reads):
-            return True
-    return False
-
-
-def _emit(cl: CoreLowering) -> list[Instr]:
-    """One core's stream: prologue, then the steps through a ring of SLOTS slots, the
-    loads of steps i+1 .. i+SLOTS-1 issued before the vector work of step i (multiple
-    buffering). A step reading device memory an earlier step wrote waits until those
-    stores are issued and then lets every unit drain (a barrier). The loads into a slot
-    wait for the previous occupant's stores to land only where they overwrite what those
-    stores read: a store's latency is otherwise off the loads' path (`_ub_clash`)."""
-    code: list[Instr] = list(cl.prologue)
-    steps = list(cl.steps)
-    dirty: list[tuple[int, int, int]] = []
-    n = len(steps)
-    # sfree[i]: step i + SLOTS's loads wait for step i's stores; the last SLOTS steps'
-    # flags are the drain's at the end
-    sfree = [i + SLOTS >= n or _ub_clash(steps[i].stores, steps[i + SLOTS].loads)
-             for i in range(n)]  # fmt: skip
-
-    def load(i: int) -> None:
-        if i >= SLOTS:  # slot i % SLOTS: read by step i - SLOTS's vector work and stores
-            code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
-            if sfree[i - SLOTS]:
-                code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
-        code.extend(steps[i].loads)
-        code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
-
-    def rest(i: int) -> None:
-        code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
-        if i >= SLOTS:
-            code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
-        code.extend(steps[i].compute)
-        code.append(SetFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
-        code.append(SetFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
-        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
-        code.extend(steps[i].stores)
-        code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
-        if sfree[i]:
-            code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
-
-    loaded = -1
-    for i in range(len(steps)):
-        if loaded < i:
-            if _overlaps(steps[i].reads, dirty):
-                code.append(Barrier())
-                dirty = []
-            load(i)
-            loaded = i
-        pending = [w for k in range(i, loaded + 1) for w in steps[k].writes]
-        while loaded + 1 < min(len(steps), i + SLOTS):
-            nxt = loaded + 1
-            if _overlaps(steps[nxt].reads, dirty + pending):
-                break
-            load(nxt)
-            loaded = nxt
-            pending += steps[nxt].writes
-        rest(i)
-        dirty.extend(steps[i].writes)
-    for _ in range(min(len(steps), SLOTS)):
-        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
-        code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
-        code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
-    code.append(Finish())
-    return code
 
 
 def _pure_contraction(ir: KernelIR) -> bool:

@@ -1,0 +1,229 @@
+"""Steps and the ring they flow through: which iteration points a step covers (frames), a
+step's loads, vector code and stores, and one core's instruction stream with its flags
+(`_emit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from anychip.backends.npu.lower_exprs import (
+    Affine,
+)
+from anychip.ir.kernel import (
+    Loop,
+    Stmt,
+)
+from anychip.ir.ops import Ops
+from anychip.npu.builder import Tile
+from anychip.npu.isa import (
+    DT,
+    Barrier,
+    Dma,
+    Finish,
+    Instr,
+    Ref,
+    SetFlag,
+    Space,
+    Unit,
+    WaitFlag,
+)
+
+if TYPE_CHECKING:
+    from anychip.backends.npu.lower import CoreLowering
+
+
+SLOTS = 3  # unified-buffer slots steps rotate through: loads run up to 2 steps ahead
+_F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE = 0, 1, 2, 3, 4, 5
+
+
+# ---- frames: which iteration points a step covers --------------------------------------
+@dataclass(frozen=True)
+class Frame:
+    """rows x cols points; loop variable v = base[v] + r*rstep[v] + c*cstep[v]."""
+
+    rows: int
+    cols: int
+    base: dict[str, int]
+    rstep: dict[str, int] = field(default_factory=dict)
+    cstep: dict[str, int] = field(default_factory=dict)
+
+    def at(self, a: Affine) -> tuple[int, int, int]:
+        """(start, row stride, col stride) of an affine form over this frame."""
+        c, ks = a
+        start = c + sum(k * self.base[v] for v, k in ks.items())
+        rs = sum(k * self.rstep.get(v, 0) for v, k in ks.items())
+        cs = sum(k * self.cstep.get(v, 0) for v, k in ks.items())
+        return start, rs, cs
+
+    def grid(self) -> dict[str, np.ndarray]:
+        r = np.arange(self.rows, dtype=np.int64)[:, None]
+        c = np.arange(self.cols, dtype=np.int64)[None, :]
+        return {
+            v: b + r * self.rstep.get(v, 0) + c * self.cstep.get(v, 0) for v, b in self.base.items()
+        }
+
+
+def _blocks(extent: int, size: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, extent, size):
+        yield lo, min(size, extent - lo)
+
+
+def _long_frames(
+    base: dict[str, int], var: str, extent: int, elems: int, width: int
+) -> list[Frame]:
+    """Frames covering var = 0..extent-1 as (rows, width) boxes of consecutive points."""
+    out: list[Frame] = []
+    if extent == 0:
+        return out
+    cols = min(extent, width)
+    rows = max(1, elems // cols)
+    lo = 0
+    while lo < extent:
+        left = extent - lo
+        if left >= cols:
+            r = min(rows, left // cols)
+            out.append(Frame(r, cols, {**base, var: lo}, {var: cols}, {var: 1}))
+            lo += r * cols
+        else:
+            out.append(Frame(1, left, {**base, var: lo}, {var: cols}, {var: 1}))
+            lo += left
+    return out
+
+
+def _has_loop(body: tuple[Stmt, ...]) -> bool:
+    return any(isinstance(s, Loop) for s in body)
+
+
+# ---- one step: loads, vector code, stores ------------------------------------------------
+@dataclass
+class Step:
+    loads: list[Instr] = field(default_factory=list)
+    compute: list[Instr] = field(default_factory=list)
+    stores: list[Instr] = field(default_factory=list)
+    reads: list[tuple[int, int, int]] = field(default_factory=list)  # (buf, lo, hi) elements
+    writes: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+@dataclass
+class Val:
+    """A computed value: a tile (maybe broadcast) of the chip's element type `kind`."""
+
+    tile: Tile
+    kind: DT
+
+
+class _AccState:
+    def __init__(self, op: Ops, kind: DT, tile: Tile, partials: Tile | None) -> None:
+        self.op, self.kind, self.tile, self.partials = op, kind, tile, partials
+        self.used = 0  # partial columns holding values
+
+
+def _box_dma(dt: DT, dst: Ref, src: Ref, shape: tuple[int, int], dst_strides: tuple[int, int],
+             src_strides: tuple[int, int], pad: tuple[int, int] | None = None) -> Dma:  # fmt: skip
+    """A (rows, cols) box copy, walked so that device memory is read or written in runs:
+    when the device-memory side is contiguous down the rows (a transposed box, `x.T`, a
+    column of an accumulator form) the DMA walks columns outer, rows inner, and moves
+    runs of `rows` elements instead of single elements."""
+    d = dst_strides if dst.space == Space.DRAM else src_strides  # the device-memory side
+    box, p = (1, *shape), (1, *(pad or shape))
+    if abs(d[0]) == 1 and abs(d[1]) > 1 and shape[0] > 1 and p == box:
+        t = (1, shape[1], shape[0])
+        return Dma(dt, dst, src, t, (0, dst_strides[1], dst_strides[0]),
+                   (0, src_strides[1], src_strides[0]), t)  # fmt: skip
+    return Dma(dt, dst, src, box, (0, *dst_strides), (0, *src_strides), p)
+
+
+def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
+    return any(b == d and lo < dhi and dlo < hi for b, lo, hi in reads for d, dlo, dhi in dirty)
+
+
+def _ub_span(dt: DT, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int]:
+    """[lo, hi) bytes of `ub` a strided box at `ref` touches (its bounding interval)."""
+    lo = sum(min(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
+    hi = sum(max(0, (k - 1) * s) for k, s in zip(shape, strides, strict=True))
+    return ref.off + lo * dt.itemsize, ref.off + (hi + 1) * dt.itemsize
+
+
+def _ub_clash(stores: list[Instr], loads: list[Instr]) -> bool:
+    """True unless every store is a DMA and every load a DMA into `ub` whose bytes none of
+    the stores reads (an instruction of another form counts as a clash)."""
+    reads: list[tuple[int, int]] = []
+    for st in stores:
+        if not isinstance(st, Dma) or st.src.space != Space.UB or st.src.reg != 0:
+            return True
+        reads.append(_ub_span(st.dtype, st.src, st.shape, st.src_strides))
+    for ld in loads:
+        if not isinstance(ld, Dma) or ld.dst.space != Space.UB or ld.dst.reg != 0:
+            return True
+        lo, hi = _ub_span(ld.dtype, ld.dst, ld.pad, ld.dst_strides)
+        if any(lo < rhi and rlo < hi for rlo, rhi in reads):
+            return True
+    return False
+
+
+def _emit(cl: CoreLowering) -> list[Instr]:
+    """One core's stream: prologue, then the steps through a ring of SLOTS slots, the
+    loads of steps i+1 .. i+SLOTS-1 issued before the vector work of step i (multiple
+    buffering). A step reading device memory an earlier step wrote waits until those
+    stores are issued and then lets every unit drain (a barrier). The loads into a slot
+    wait for the previous occupant's stores to land only where they overwrite what those
+    stores read: a store's latency is otherwise off the loads' path (`_ub_clash`)."""
+    code: list[Instr] = list(cl.prologue)
+    steps = list(cl.steps)
+    dirty: list[tuple[int, int, int]] = []
+    n = len(steps)
+    # sfree[i]: step i + SLOTS's loads wait for step i's stores; the last SLOTS steps'
+    # flags are the drain's at the end
+    sfree = [i + SLOTS >= n or _ub_clash(steps[i].stores, steps[i + SLOTS].loads)
+             for i in range(n)]  # fmt: skip
+
+    def load(i: int) -> None:
+        if i >= SLOTS:  # slot i % SLOTS: read by step i - SLOTS's vector work and stores
+            code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+            if sfree[i - SLOTS]:
+                code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        code.extend(steps[i].loads)
+        code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+
+    def rest(i: int) -> None:
+        code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        if i >= SLOTS:
+            code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        code.extend(steps[i].compute)
+        code.append(SetFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+        code.append(SetFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+        code.extend(steps[i].stores)
+        code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        if sfree[i]:
+            code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+
+    loaded = -1
+    for i in range(len(steps)):
+        if loaded < i:
+            if _overlaps(steps[i].reads, dirty):
+                code.append(Barrier())
+                dirty = []
+            load(i)
+            loaded = i
+        pending = [w for k in range(i, loaded + 1) for w in steps[k].writes]
+        while loaded + 1 < min(len(steps), i + SLOTS):
+            nxt = loaded + 1
+            if _overlaps(steps[nxt].reads, dirty + pending):
+                break
+            load(nxt)
+            loaded = nxt
+            pending += steps[nxt].writes
+        rest(i)
+        dirty.extend(steps[i].writes)
+    for _ in range(min(len(steps), SLOTS)):
+        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
+        code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
+        code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+    code.append(Finish())
+    return code
