@@ -222,13 +222,18 @@ def _cache_bytes(level: int, default: int) -> int:
 
 @functools.cache
 def host_info() -> HostInfo:
-    """Detect this machine once per process (compiler macros, /sys caches, affinity).
+    """Detect this machine once per process (compiler macros, /sys caches, affinity and
+    OMP_NUM_THREADS).
 
     >>> host_info().vec_bytes in (16, 32, 64)
     True
     """
     vec, regs = _vector_isa()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # OMP_NUM_THREADS caps the threads a kernel is planned for, as it caps OpenMP's teams
+    asked = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if asked.isdigit() and int(asked) > 0:
+        cores = min(cores or 1, int(asked))
     return HostInfo(vec, regs, _cache_bytes(1, 32 << 10), _cache_bytes(2, 1 << 20), cores or 1)
 
 

@@ -16,6 +16,7 @@ from anychip.passes.contraction import attach_contraction
 from anychip.passes.hoist import hoist
 from anychip.passes.interchange import interchange
 from anychip.passes.lower import lower
+from anychip.passes.rangesplit import split_ranges
 from anychip.passes.reuse import reuse_rows
 from anychip.passes.rowsplit import split_rows
 from anychip.passes.simplify import simplify
@@ -33,6 +34,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("transpose", tile_transposes),  # reads through a transposed view: square tiles
     ("reuse", reuse_rows),  # a row's costly reduced values (softmax's exp) computed once
     ("hoist", hoist),  # loop-invariant loads (a bag's row id) computed before their loop
+    ("rangesplit", split_ranges),  # a cat's or pad's inner loop: one loop per source range
     ("blocksum", block_sums),  # long float sums: short blocks, folded with compensation
     ("rowsplit", split_rows),  # contiguous row reductions: independent partials, tree combine
 ]

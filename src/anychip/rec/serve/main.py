@@ -10,6 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from anychip.codegen import gemm
 from anychip.errors import ArgumentError
 
 if TYPE_CHECKING:  # the server's modules import starlette: only when serving
@@ -66,6 +67,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--queue", type=int, default=128,
                    help="requests that may wait; more get 503 (default 128)")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads a kernel runs on (default 1: a batch's kernels are small, waking "
+        "threads costs more than it saves, and the other cores serve HTTP)",
+    )
 
 
 def build(
@@ -107,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
     from anychip.rec.serve.app import make_app
 
     token = read_token(args.token_file)
+    if args.threads < 1:
+        raise ArgumentError(f"rec serve: --threads must be >= 1, got {args.threads}")
+    # read by OpenMP when the first kernel with threads loads, and by the GEMM planner
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    gemm.host_info.cache_clear()
     t0 = time.perf_counter()
     server, follower = build(args.model, args.device, args.max_batch, args.max_wait_ms,
                              args.queue, token, args.redis)  # fmt: skip
