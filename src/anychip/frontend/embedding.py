@@ -7,6 +7,8 @@ input (fixed-size bags) or 1-d input plus offsets (variable bags; empty bags giv
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -234,8 +236,7 @@ def _offset_bags(
     nb = offsets.shape[0] - 1 if last else offsets.shape[0]
     layout = _Layout(weight.shape[0], n, last, pad, mode == "max", describe(idx, weight))
     layout.sparse = sparse and mode != "max"
-    ins = [idx.realize().node.arg, offsets.realize().node.arg]
-    buf = dispatch.host_call(layout, ins, dev, dtypes.int64)
+    buf = _laid_out(layout, idx, offsets, dev)
     if mode == "max":  # (B, width) slots, -1 where a bag has no element
         width = buf.size // nb if nb else 0
         slots = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (nb, width), dev, (), buf))
@@ -269,6 +270,38 @@ def _offset_bags(
     return out
 
 
+_SHARED = threading.local()  # .layouts: id(ids) -> (ids ref, {key: (offsets, recorders, buffer)})
+
+
+def _laid_out(layout: _Layout, idx: Tensor, offsets: Tensor, dev: str) -> Any:
+    """The buffer of `layout` run on (idx, offsets): one host step for every table that
+    reads the same bags (DeepFM's first- and second-order tables of a feature, the
+    tables of a `KeyedJaggedTensor` key, which hands each table the same tensors). Shared
+    while neither tensor changed in place and under the same recorders, so a capture
+    never reads a layout made outside it (a replay would keep the first batch's)."""
+    recs = tuple(getattr(dispatch._LOCAL, "recorders", ()))
+    key = (id(offsets), offsets._version, idx._version, layout.key())
+    table: dict[int, tuple[weakref.ref[Tensor], dict[Any, Any]]] | None
+    table = getattr(_SHARED, "layouts", None)
+    if table is None:
+        table = _SHARED.layouts = {}
+    entry = table.get(id(idx))
+    per = entry[1] if entry is not None and entry[0]() is idx else None
+    hit = per.get(key) if per is not None else None
+    same = hit is not None and hit[0] is offsets and len(hit[1]) == len(recs)
+    if hit is not None and same and all(a is b for a, b in zip(hit[1], recs)):
+        return hit[2]
+    ins = [idx.realize().node.arg, offsets.realize().node.arg]
+    buf = dispatch.host_call(layout, ins, dev, dtypes.int64)
+    if per is None:  # kept while idx lives (tensors compare by value: keyed by identity)
+        per = {}
+        table[id(idx)] = (weakref.ref(idx, lambda _, k=id(idx), t=table: t.pop(k, None)), per)
+    if len(per) >= 8:  # one ids tensor laid out many ways: keep the latest few
+        per.clear()
+    per[key] = (offsets, recs, buf)
+    return buf
+
+
 def _bag_bounds(off: np.ndarray, n: int, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
     """(bag count, starts, ends) of the bags that offsets `off` cut n ids into; with
     include_last_offset (`last`) the last offset ends the last bag."""
@@ -297,6 +330,10 @@ class _Layout:
             slots,
             what,
         )
+
+    def key(self) -> tuple[Any, ...]:
+        """What the laid-out values depend on besides the ids and offsets."""
+        return (self.rows, self.n, self.last, self.pad, self.slots, self.sparse)
 
     def __call__(self, ids: np.ndarray, off: np.ndarray) -> np.ndarray:
         n = ids.size

@@ -19,6 +19,8 @@ from anychip import dtypes
 from anychip.errors import ArgumentError, DTypeError, ShapeError
 from anychip.frontend.embedding import size_class
 from anychip.frontend.tensor import Tensor
+from anychip.ir.ops import Node, Ops
+from anychip.runtime import realize as rt
 from anychip.runtime.dispatch import JitError
 
 
@@ -135,6 +137,13 @@ def _tensor(given: Any, host: np.ndarray, device: str) -> Tensor:
     return Tensor(host, device=device)
 
 
+def _on(device: str, ids: np.ndarray) -> Tensor:
+    """int64 host ids as a tensor on `device` (a canonical name already: a batch makes
+    dozens of these, so without `Tensor()`'s checks of the name)."""
+    buf = rt.from_host(device, ids, dtypes.int64)
+    return Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, ids.shape, device, (), buf))
+
+
 def _weights(weights: Any, n: int, device: str) -> Tensor:
     w = _host(weights, "weights", integer=False)
     if w.size != n:
@@ -193,9 +202,10 @@ class KeyedJaggedTensor:
         self._device = dev
         self._vals, self._lens = vals, lens
         self._stride = lens.size // k
-        self._values = _tensor(values, vals, dev)
-        self._lengths = Tensor(lens, device=dev)
-        self._offsets = Tensor(_offsets(lens), device=dev)
+        self._given = values  # values() made from it when first asked for (bags() do not)
+        self._values_t: Tensor | None = None
+        self._lengths = _on(dev, lens)
+        self._offsets = _on(dev, _offsets(lens))
         self._weights = None if weights is None else _weights(weights, vals.size, dev)
         self._w_host: np.ndarray | None = None
         self._bag_cache: dict[str, tuple[Tensor, Tensor, Tensor | None]] = {}
@@ -239,6 +249,13 @@ class KeyedJaggedTensor:
     def values(self) -> Tensor:
         _not_in_capture("values()")
         return self._values
+
+    @property
+    def _values(self) -> Tensor:
+        if self._values_t is None:
+            self._values_t = _tensor(self._given, self._vals, self._device)
+            self._given = None
+        return self._values_t
 
     def lengths(self) -> Tensor:
         return self._lengths
@@ -310,7 +327,7 @@ class KeyedJaggedTensor:
                 wh = np.zeros(ids.size, np.float32)
                 wh[: end - start] = self._weights_np()[start:end]
                 w = Tensor(wh, device=self._device)
-            got = (Tensor(ids, device=self._device), Tensor(_offsets(lens), device=self._device), w)
+            got = (_on(self._device, ids), _on(self._device, _offsets(lens)), w)
             self._bag_cache[key] = got
         return got
 
