@@ -12,6 +12,7 @@ from typing import Any
 
 from anychip.errors import ArgumentError, ShapeError
 from anychip.frontend.creation import cat
+from anychip.frontend.subscript import take
 from anychip.frontend.tensor import Tensor, no_grad
 from anychip.nn import init
 from anychip.nn.containers import ModuleDict
@@ -187,6 +188,9 @@ class EmbeddingBagCollection(Module):
                 else:
                     ids, offsets, w = features.bags(f)
                     out = table(ids, offsets, w)  # (B, dim)
+                samples = features.samples(f)
+                if samples is not None:  # a variable batch: each sample's pooled bag
+                    out = take(out, 0, samples)  # checked in range by the batch
                 keys.append(f)
                 outs.append(out)
         return KeyedTensor(keys, outs)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from anychip import dtypes
-from anychip.errors import ArgumentError, DTypeError, ShapeError
+from anychip.errors import ArgumentError, DTypeError, IndexOutOfRange, ShapeError
 from anychip.frontend.embedding import size_class
 from anychip.frontend.tensor import Tensor
 from anychip.ir.ops import Node, Ops
@@ -144,6 +144,45 @@ def _on(device: str, ids: np.ndarray) -> Tensor:
     return Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, ids.shape, device, (), buf))
 
 
+def _variable(
+    keys: list[str],
+    lens: np.ndarray,
+    strides: list[list[int]] | None,
+    inverse: tuple[list[str], Any] | None,
+) -> tuple[list[int], np.ndarray]:
+    """A variable batch's bags per key and its (K, B) inverse indices, checked: key i has
+    its own number of bags, and sample b reads its bag inverse[i, b]."""
+    who = "KeyedJaggedTensor"
+    if strides is None or inverse is None:
+        raise ArgumentError(f"{who}: stride_per_key_per_rank and inverse_indices come together")
+    if len(strides) != len(keys) or any(len(r) != 1 or r[0] < 0 for r in strides):
+        raise ShapeError(
+            f"{who}: stride_per_key_per_rank must hold one non-negative stride (one rank) "
+            f"for each of the {len(keys)} keys, got {strides}"
+        )
+    per = [int(r[0]) for r in strides]
+    if sum(per) != lens.size:
+        raise ShapeError(f"{who}: strides {per} sum to {sum(per)} but lengths has {lens.size}")
+    inv_keys, inv = inverse
+    if list(inv_keys) != keys:
+        raise ArgumentError(f"{who}: inverse_indices keys {list(inv_keys)} are not {keys}")
+    a = inv.numpy() if isinstance(inv, Tensor) else np.asarray(inv)
+    if a.ndim != 2 or a.shape[0] != len(keys) or (a.size and a.dtype.kind not in "iu"):
+        raise ShapeError(
+            f"{who}: inverse_indices must be integers of shape ({len(keys)}, B), got "
+            f"shape {a.shape} dtype {a.dtype}"
+        )
+    a = a.astype(np.int64)
+    bad = (a < 0) | (a >= np.asarray(per)[:, None])
+    if bad.any():
+        i, b = (int(x[0]) for x in np.nonzero(bad))
+        raise IndexOutOfRange(
+            f"{who}: inverse_indices[{i}, {b}] = {a[i, b]} is outside key {keys[i]!r}'s "
+            f"{per[i]} bags"
+        )
+    return per, a
+
+
 def _weights(weights: Any, n: int, device: str) -> Tensor:
     w = _host(weights, "weights", integer=False)
     if w.size != n:
@@ -171,11 +210,22 @@ class KeyedJaggedTensor:
     of key 0, then of key 1, ...; `values` (sum of lengths,) the ids in that order; optional
     `weights` one float per id (per-sample weights of a weighted bag).
 
+    A variable batch (TorchRec's variable batch per feature) gives each key its own number
+    of bags, `stride_per_key_per_rank=[[n_0], [n_1], ...]`, and `inverse_indices=(keys,
+    (K, B))` telling which of key i's bags sample b reads: B candidates of one user hold
+    the user's features once, an EmbeddingBagCollection pools that one bag and hands each
+    sample its row.
+
     >>> import anychip as ac
     >>> kjt = KeyedJaggedTensor(["user", "genres"], ac.tensor([7, 9, 1, 4, 2]),
     ...                         ac.tensor([1, 1, 2, 1]))
     >>> kjt.stride(), kjt["genres"].to_dense()
     (2, [[1, 4], [2]])
+    >>> vb = KeyedJaggedTensor(["user", "item"], ac.tensor([7, 1, 4, 2]), ac.tensor([1, 1, 1, 1]),
+    ...     stride_per_key_per_rank=[[1], [3]], inverse_indices=(["user", "item"],
+    ...     ac.tensor([[0, 0, 0], [0, 1, 2]])))
+    >>> vb.stride(), vb.stride_per_key(), vb["user"].to_dense()
+    (3, [1, 3], [[7]])
     """
 
     def __init__(
@@ -186,6 +236,8 @@ class KeyedJaggedTensor:
         weights: Any = None,
         *,
         device: Any = None,
+        stride_per_key_per_rank: list[list[int]] | None = None,
+        inverse_indices: tuple[list[str], Any] | None = None,
     ) -> None:
         self._keys = [str(k) for k in keys]
         if len(set(self._keys)) != len(self._keys):
@@ -193,15 +245,24 @@ class KeyedJaggedTensor:
         dev = _device_of(values, lengths, weights, device=device)
         vals, lens = _host(values, "values"), _host(lengths, "lengths")
         k = len(self._keys)
-        if k == 0 or lens.size % k:
+        self._inverse: np.ndarray | None = None
+        if stride_per_key_per_rank is not None or inverse_indices is not None:
+            strides, self._inverse = _variable(self._keys, lens, stride_per_key_per_rank,
+                                               inverse_indices)  # fmt: skip
+        elif k == 0 or lens.size % k:
             raise ShapeError(
                 f"KeyedJaggedTensor: lengths of shape ({lens.size},) must hold the same "
                 f"number of bags for each of the {k} keys {self._keys}"
             )
+        else:
+            strides = [lens.size // k] * k
         _check_lengths("KeyedJaggedTensor", lens, vals.size)
         self._device = dev
         self._vals, self._lens = vals, lens
-        self._stride = lens.size // k
+        self._strides = strides
+        self._first = [0, *np.cumsum(strides).tolist()]  # key i's bags: first[i]..first[i+1]
+        self._stride = strides[0] if self._inverse is None else self._inverse.shape[1]
+        self._inv_cache: dict[str, Tensor | None] = {}
         self._given = values  # values() made from it when first asked for (bags() do not)
         self._values_t: Tensor | None = None
         self._lengths = _on(dev, lens)
@@ -273,14 +334,48 @@ class KeyedJaggedTensor:
         return None if self._weights is None else self.weights()
 
     def stride(self) -> int:
-        """The batch size B."""
+        """The batch size B (with variable strides: the inverse indices' width)."""
         return self._stride
+
+    def stride_per_key(self) -> list[int]:
+        """Bags of each key: B each, or each key's own count (a variable batch)."""
+        return list(self._strides)
+
+    def variable_stride_per_key(self) -> bool:
+        return self._inverse is not None
+
+    def inverse_indices(self) -> tuple[list[str], Tensor]:
+        """(keys, (K, B) int64): sample b of key i reads that key's bag [i, b]."""
+        if self._inverse is None:
+            raise ArgumentError("KeyedJaggedTensor: this batch has no inverse indices")
+        _not_in_capture("inverse_indices()")
+        return list(self._keys), Tensor(self._inverse, device=self._device)
+
+    def inverse_indices_or_none(self) -> tuple[list[str], Tensor] | None:
+        return None if self._inverse is None else self.inverse_indices()
+
+    def samples(self, key: str) -> Tensor | None:
+        """Which of key's bags each of the B samples reads ((B,) int64), None where sample
+        b reads bag b (every key of a fixed batch; a variable batch's key of B bags in
+        order). What an EmbeddingBagCollection gathers its pooled rows by; made outside a
+        capture, as `bags`."""
+        if self._inverse is None:
+            return None
+        if key in self._inv_cache:
+            return self._inv_cache[key]
+        i = self._index(key)
+        rows = self._inverse[i]
+        same = self._strides[i] == rows.size and np.array_equal(rows, np.arange(rows.size))
+        got = None if same else _on(self._device, rows)  # a key of B bags in order: as is
+        self._inv_cache[key] = got
+        return got
 
     def device(self) -> str:
         return self._device
 
     def length_per_key(self) -> list[int]:
-        return [int(x) for x in self._lens.reshape(len(self._keys), self._stride).sum(1)]
+        f = self._first
+        return [int(self._lens[f[i] : f[i + 1]].sum()) for i in range(len(self._keys))]
 
     def offset_per_key(self) -> list[int]:
         return [0, *np.cumsum(self.length_per_key()).tolist()]
@@ -293,9 +388,9 @@ class KeyedJaggedTensor:
 
     def _span(self, key: str) -> tuple[int, int, np.ndarray]:
         """(start, end) of key's ids in values, and its (B,) lengths."""
-        i, b = self._index(key), self._stride
-        lens = self._lens[i * b : (i + 1) * b]
-        start = int(self._lens[: i * b].sum())
+        i = self._index(key)
+        lens = self._lens[self._first[i] : self._first[i + 1]]
+        start = int(self._lens[: self._first[i]].sum())
         return start, start + int(lens.sum()), lens
 
     def __getitem__(self, key: str) -> JaggedTensor:
@@ -309,7 +404,13 @@ class KeyedJaggedTensor:
 
     def to(self, device: Any) -> KeyedJaggedTensor:
         w = self._weights.to(device) if self._weights is not None else None
-        return KeyedJaggedTensor(self._keys, self._vals, self._lens, w, device=device)
+        if self._inverse is None:
+            return KeyedJaggedTensor(self._keys, self._vals, self._lens, w, device=device)
+        return KeyedJaggedTensor(
+            self._keys, self._vals, self._lens, w, device=device,
+            stride_per_key_per_rank=[[s] for s in self._strides],
+            inverse_indices=(self._keys, self._inverse),
+        )  # fmt: skip
 
     # --- what an EmbeddingBagCollection reads ------------------------------------------
     def bags(self, key: str) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -339,12 +440,13 @@ class KeyedJaggedTensor:
 
     def __jit_flatten__(self) -> tuple[Any, ...]:
         """What `anychip.jit` keys a call on and maps onto a capture's buffers: the keys,
-        lengths and offsets ((K*B,) and (K*B+1,)), and each key's bags, made now so none is
-        made inside a capture (where a replay would see the first batch's bags). The exact
-        values (N,) are left out: their length changes from batch to batch; inside a
-        capture, read ids through `bags`."""
+        lengths and offsets ((K*B,) and (K*B+1,)), each key's bags and, for a variable
+        batch, its `samples`: made now so none is made inside a capture (where a replay
+        would see the first batch's). The exact values (N,) are left out: their length
+        changes from batch to batch; inside a capture, read ids through `bags`."""
         bags = tuple(self.bags(k) for k in self._keys)
-        return (tuple(self._keys), self._lengths, self._offsets, bags)
+        samples = tuple(self.samples(k) for k in self._keys) if self._inverse is not None else ()
+        return (tuple(self._keys), self._lengths, self._offsets, bags, samples)
 
     def __repr__(self) -> str:
         return (

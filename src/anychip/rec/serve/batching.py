@@ -2,10 +2,12 @@
 which scores several at once.
 
 The worker takes the oldest request, then others while their candidates fit `max_batch`
-rows; it waits for more at most `max_wait` seconds after the oldest request arrived (a
-request that already waited that long, behind a busy worker, goes with whatever is
-queued). A full queue refuses new requests at once (`Overloaded`: the server answers
-503), so the wait of an admitted request stays bounded. Results go back to the event
+rows and the batch holds at most `max_requests` requests (features.REQUESTS: a request's
+user-side features take one bag of a fixed count); it waits for more at most `max_wait`
+seconds after the oldest request arrived (a request that already waited that long,
+behind a busy worker, goes with whatever is queued). A full queue refuses new requests
+at once (`Overloaded`: the server answers 503), so the wait of an admitted request stays
+bounded. Results go back to the event
 loop by `call_soon_threadsafe`; the loop never waits on the worker.
 """
 
@@ -49,6 +51,7 @@ class Batcher:
     ) -> None:
         self.model, self.metrics = model, metrics
         self.max_batch, self.max_wait, self.capacity = model.max_batch, max_wait, queue
+        self.max_requests = model.max_requests
         self._jobs: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
         self._running = False
@@ -98,7 +101,7 @@ class Batcher:
             while self._running:
                 if self._jobs:
                     n = len(self._jobs[0].query.items)
-                    if rows + n > self.max_batch:
+                    if rows + n > self.max_batch or len(jobs) == self.max_requests:
                         break
                     jobs.append(self._jobs.popleft())
                     rows += n

@@ -35,14 +35,23 @@ class Query:
     timestamp: int
 
 
+REQUESTS = 16  # the most requests one batch holds: user-side keys have REQUESTS + 1 bags
+# keys that depend on the request only (its user and time), not on the candidate
+USER_SIDE = frozenset({"user_id", *movielens.USER_FEATURES, "hour", "weekday", *HISTORY_FEATURES})
+
+
 @dataclass(frozen=True)
 class Padded:
-    """A batch of `rows` real rows padded to `size` rows: per key K, `values` holds that
-    key's ids (fixed count per size) and `lengths` its `size` bag lengths, key-major as a
-    KeyedJaggedTensor takes them; `dense` (size, dense_in)."""
+    """A batch of `rows` real rows padded to `size` rows, as a variable batch: per key,
+    `values` holds that key's ids (a fixed count per size) and `lengths` its bag lengths,
+    key-major as a KeyedJaggedTensor takes them; `strides` the bags of each key (`size`
+    for a candidate's keys, REQUESTS + 1 for a request's: one bag per request) and
+    `inverse` (keys, size) the bag each row reads; `dense` (size, dense_in)."""
 
     values: np.ndarray
     lengths: np.ndarray
+    strides: list[int]
+    inverse: np.ndarray
     dense: np.ndarray
     rows: int
     size: int
@@ -99,45 +108,56 @@ class ServingFeatures:
 
     def batch(self, queries: list[Query], size: int) -> Padded:
         """The queries' candidates as rows 0..n-1 of a batch of `size` rows (n < size: the
-        last row is always padding, holding each key's filler ids)."""
+        last row is always padding, holding each candidate key's filler ids). A request's
+        keys (USER_SIDE: its user's features and history, its time) are laid out once per
+        request, not once per candidate: bag q of such a key is request q's, the last of
+        its REQUESTS + 1 bags holds the filler, and `inverse` sends each row to its
+        request's bag (padding rows to the filler)."""
         counts = [len(q.items) for q in queries]
-        n = sum(counts)
-        if n >= size:
-            raise ArgumentError(f"rec serve: {n} rows do not fit a batch of {size} "
-                                "(one row is kept for padding)")  # fmt: skip
-        raw_users = np.repeat(np.array([q.user for q in queries], np.int64), counts)
+        n, nq = sum(counts), len(queries)
+        if n >= size or nq > REQUESTS:
+            raise ArgumentError(f"rec serve: {n} rows of {nq} requests do not fit a batch of "
+                                f"{size} rows (one kept for padding) and {REQUESTS} "
+                                "requests")  # fmt: skip
         raw_items = np.concatenate([q.items for q in queries]).astype(np.int64)
-        stamps = np.repeat(np.array([q.timestamp for q in queries], np.int64), counts)
-        u, i = self.known_users(raw_users), self.known_items(raw_items)
+        req_stamps = np.array([q.timestamp for q in queries], np.int64)
+        users = self.known_users(np.array([q.user for q in queries], np.int64))
+        i = self.known_items(raw_items)
+        per = np.repeat(np.arange(nq), counts)  # each row's request
         feats: dict[str, movielens.Jagged] = {
-            "user_id": _single(u % self.id_rows["user_id"]),
+            "user_id": _single(users % self.id_rows["user_id"]),
             "item_id": _single(i % self.id_rows["item_id"]),
             "genres": self.genres.take(i),
             "year": _single(self.year[i]),
         }
         for k in movielens.USER_FEATURES:
-            feats[k] = _single(self.users[k][u])
-        hour, weekday = movielens.time_features(stamps)
+            feats[k] = _single(self.users[k][users])
+        hour, weekday = movielens.time_features(req_stamps)
         feats["hour"], feats["weekday"] = _single(hour), _single(weekday)
         dense = np.zeros((size, self.dense_in), np.float32)
         if self.behaviour is not None:
-            # read once per request (its rows share the user), then repeat for its rows
-            users = self.known_users(np.array([q.user for q in queries], np.int64))
-            per = np.repeat(np.arange(len(queries)), counts)
-            bags, user_dense, dense[:n, 3:] = self.behaviour.read(users, i, int(stamps.max()))
+            bags, user_dense, dense[:n, 3:] = self.behaviour.read(users, i, int(req_stamps.max()))
             dense[:n, :3] = user_dense[per]
             for k, j in bags.items():
-                feats[k] = movielens.Jagged(j.values % self.id_rows["item_id"], j.offsets).take(per)
-        values, lengths = [], []
-        for k in self.keys:
-            j = feats[k]
-            fill = size * self.widths[k] - len(j.values)  # ids of the last (padding) row
-            lens = np.zeros(size, np.int64)
-            lens[:n] = j.lengths
+                feats[k] = movielens.Jagged(j.values % self.id_rows["item_id"], j.offsets)
+        values, lengths, strides = [], [], []
+        inverse = np.empty((len(self.keys), size), np.int64)
+        for at, k in enumerate(self.keys):
+            j, bags_of = feats[k], (REQUESTS + 1 if k in USER_SIDE else size)
+            fill = bags_of * self.widths[k] - len(j.values)  # ids of the last (filler) bag
+            lens = np.zeros(bags_of, np.int64)
+            lens[: len(j.lengths)] = j.lengths
             lens[-1] = fill
             values += [j.values, np.zeros(fill, np.int64)]
             lengths.append(lens)
-        return Padded(np.concatenate(values), np.concatenate(lengths), dense, n, size)
+            strides.append(bags_of)
+            if k in USER_SIDE:
+                inverse[at, :n], inverse[at, n:] = per, bags_of - 1
+            else:
+                inverse[at] = np.arange(size)
+        return Padded(
+            np.concatenate(values), np.concatenate(lengths), strides, inverse, dense, n, size
+        )
 
 
 def _behaviour(store: dict[str, Any]) -> history.State:

@@ -20,7 +20,7 @@ from anychip.nn.module import Module
 from anychip.rec import store, wire
 from anychip.rec.jagged import KeyedJaggedTensor
 from anychip.rec.serve import apply
-from anychip.rec.serve.features import Padded, Query, ServingFeatures
+from anychip.rec.serve.features import REQUESTS, Padded, Query, ServingFeatures
 
 SMALLEST_CLASS = 16  # rows of the smallest batch class
 
@@ -77,6 +77,7 @@ class ServedModel:
         self.features = ServingFeatures(feature_store)
         self.version = int(feature_store["config"].get("version", 0))
         self.max_batch = max_batch
+        self.max_requests = REQUESTS  # requests one batch may hold (features.REQUESTS)
         self.classes = batch_classes(max_batch)
         self.lock = threading.Lock()
         self.update_lock = threading.Lock()
@@ -105,9 +106,12 @@ class ServedModel:
 
     def _inputs(self, batch: Padded) -> tuple[Tensor | None, KeyedJaggedTensor]:
         dense = Tensor(batch.dense, device=self.device) if batch.dense.shape[1] else None
+        keys = list(self.features.keys)
         kjt = KeyedJaggedTensor(
-            list(self.features.keys), batch.values, batch.lengths, device=self.device
-        )
+            keys, batch.values, batch.lengths, device=self.device,
+            stride_per_key_per_rank=[[s] for s in batch.strides],
+            inverse_indices=(keys, batch.inverse),
+        )  # fmt: skip
         return dense, kjt
 
     def run(self, batch: Padded) -> tuple[int, np.ndarray]:
