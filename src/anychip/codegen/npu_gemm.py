@@ -52,7 +52,9 @@ from anychip.codegen.npu_gemm_plan import (
     fits,
     passes,
     plan_npu_gemm,
+    scaled,
 )
+from anychip.codegen.npu_gemm_split import Scales, split_bf16, split_f16
 from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
 from anychip.ir.kernel import ContractionSpec, Operand
 from anychip.npu.builder import Builder, Ring, Tile, program, round_up
@@ -61,7 +63,6 @@ from anychip.npu.isa import DT, BinOp, Branch, Dma, Ref, SMov, Space, Unit
 from anychip.npu.program import Program
 from anychip.precision import get_float32_matmul_precision
 
-VELTKAMP = float(2**16 + 1)  # splits the 8 leading bits off an f32 (24-bit) significand
 _DT = {dtypes.float32: DT.F32, dtypes.float16: DT.F16, dtypes.bfloat16: DT.BF16}
 
 
@@ -203,7 +204,8 @@ class _CoreGen:
         l0 = [(bld.alloc(Space.L0A, a_bytes), bld.alloc(Space.L0B, b_bytes)) for _ in range(2)]
         self.ins = Ring(bld, [Unit.DMA_IN, Unit.MATRIX], l0)
         self.accs = [bld.alloc(Space.L0C, 4 * p.tm * p.tn) for _ in range(p.acc_slots)]
-        self.vec = bool(s.epilogue) or s.out.dtype != DT.F32
+        self.scaled = scaled(bld.config, s.a.dtype)  # f16 pieces of scaled values
+        self.vec = bool(s.epilogue) or s.out.dtype != DT.F32 or self.scaled
         last = Unit.VECTOR if self.vec else Unit.MATRIX
         self.f_ready = bld.flag((Unit.MATRIX, last)) if self.vec else -1  # block computed
         self.f_out = bld.flag((last, Unit.DMA_OUT))  # block ready to store
@@ -238,6 +240,7 @@ class _CoreGen:
             self.a_cache = bld.alloc(Space.L1, a_bytes * math.ceil(s.k / p.tk))
         self.a_cached: list[bool] = []
         self.steps: list[Step] = []
+        self.scales: Scales | None = None  # float16 pieces: the scales (npu_gemm_split)
         self.ready: dict[int, tuple[list[Tile], list[Tile]]] = {}
         self.prepared = 0
 
@@ -259,6 +262,9 @@ class _CoreGen:
             self.a_cache is not None and n >= nk and rows[n - nk] == rows[n]
             for n in range(len(self.steps))
         ]
+        if self.scaled:
+            block = block_rows(self.bld.config, p.tm) * p.tn
+            self.scales = Scales(self.bld, self.steps, p.tm, p.tn, block, self.scratch[0])
         lead = 3 if self.split else 1
         for n, st in enumerate(self.steps):
             while self.prepared <= min(n + lead, len(self.steps) + 1):
@@ -287,6 +293,17 @@ class _CoreGen:
         if not self.split:
             if i < n:
                 self._direct(i)
+            return
+        nk = math.ceil(self.s.k / self.p.tk)
+        if i < n and self.scales is not None and nk > 1 and any(self.scales.fresh[i]):
+            # the tile's maxima need its whole depth: their own pass over A and B first,
+            # through the raw slots in their ring order (after step i-1, before step i)
+            if i >= 2:
+                self._copy(i - 2)
+            if i >= 1:
+                self._split(i - 1)
+            self._maxima(i)
+            self._raw(i)
             return
         if i < n:
             self._raw(i)
@@ -327,33 +344,53 @@ class _CoreGen:
         self.raw.leave(0)
 
     def _split(self, i: int) -> None:
-        """x (f32) -> bf16 pieces x0, x1[, x2], all in f32 arithmetic: Veltkamp's split
-        (g = x * (2^16 + 1); hi = g + (x - g)) gives the leading 8 bits exactly, so each
-        piece is exact in bf16 and each residual exact in f32 (the last piece is rounded
-        when only two are kept). It never widens bf16 to f32."""
+        """Step i's raw f32 tiles -> 16-bit pieces (`npu_gemm_split.py`): bf16 by
+        Veltkamp's split, or f16 of the values times their row's / column's scale (computed
+        here from the tiles themselves when the whole depth is one step)."""
         _, _, _, er, ec, ed = self.dims(self.steps[i])
-        bld = self.bld
+        bld, mdt = self.bld, self.mdt
         raws = self.raw.enter(1)
         outs = self.pcs.enter(0)
-        todo = [(raws[1], ed, ec, outs[1])]
+        todo = [(raws[1], ed, ec, outs[1], 1)]
         if not self.a_cached[i]:
-            todo.insert(0, (raws[0], er, ed, outs[0]))
-        for ref, rows, cols, dst in todo:
+            todo.insert(0, (raws[0], er, ed, outs[0], 0))
+        for ref, rows, cols, dst, op in todo:
             x = Tile(ref, rows, cols, DT.F32)
             t, r = (Tile(sc, rows, cols, DT.F32) for sc in self.scratch)
             piece = [Tile(dataclasses.replace(dst, off=dst.off + q * rows * cols * 2), rows,
-                          cols, DT.BF16) for q in range(self.pieces)]  # fmt: skip
-            cur, tmp = x, r  # the value still to split, and a free tile
-            for q in range(self.pieces - 1):
-                bld.vscalar(BinOp.MUL, t, cur, VELTKAMP)  # g
-                bld.vbin(BinOp.SUB, tmp, cur, t)  # x - g
-                bld.vbin(BinOp.ADD, t, t, tmp)  # hi: 8 leading bits
-                bld.vcast(piece[q], t)  # exact
-                bld.vbin(BinOp.SUB, r, cur, t)  # the residual, exact
-                cur, tmp = r, x  # x's slot is free once r holds x - hi
-            bld.vcast(piece[-1], cur)
+                          cols, mdt) for q in range(self.pieces)]  # fmt: skip
+            if self.scales is None:
+                split_bf16(bld, x, piece, (t, r))
+                continue
+            if self.s.k <= self.p.tk and self.scales.fresh[i][op]:  # one step: from x
+                self.scales.fold(op, i, x, True, True)
+            split_f16(bld, x, self.scales.scale(op, i, rows, cols), piece, t)
         self.raw.leave(1)
         self.pcs.leave(0)
+
+    # -- float16 pieces: the maxima's own pass ------------------------------------------
+    def _maxima(self, i: int) -> None:
+        """A pass over the whole depth of step i's tile: (r, tk) chunks of A and (tk, c)
+        of B through the raw slots, each chunk's maxima folded in as it lands."""
+        assert self.scales is not None
+        bidx, i0, j0, _ = self.steps[i]
+        fa, fb = self.scales.fresh[i]
+        ks = range(0, self.s.k, self.p.tk)
+        for k0 in ks:
+            r, c, d, er, ec, ed = self.dims((bidx, i0, j0, k0))
+            ra, rb = self.raw.enter(0)
+            if fa:
+                _load(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
+            if fb:
+                _load(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
+            self.raw.leave(0)
+            self.raw.enter(1)
+            ends = (k0 == 0, k0 == ks[-1])
+            if fa:
+                self.scales.fold(0, i, Tile(ra, er, ed, DT.F32), *ends)
+            if fb:
+                self.scales.fold(1, i, Tile(rb, ed, ec, DT.F32), *ends)
+            self.raw.leave(1)
 
     def _copy(self, i: int) -> None:
         """The pieces into L0A/L0B: A's from L1 when cached, else from the unified buffer
@@ -365,19 +402,19 @@ class _CoreGen:
         if self.a_cache is not None:
             off = self.steps[i][3] // self.p.tk * 2 * self.pieces * self.p.tm * self.p.tk
             block = Tile(dataclasses.replace(self.a_cache, off=self.a_cache.off + off), 1,
-                         self.pieces * er * ed, DT.BF16)  # fmt: skip
+                         self.pieces * er * ed, self.mdt)  # fmt: skip
         tiles: list[list[Tile]] = []
         for s_ref, d_ref, rows, cols in ((src[0], dst[0], er, ed), (src[1], dst[1], ed, ec)):
             flat = self.pieces * rows * cols
-            into = Tile(d_ref, 1, flat, DT.BF16)
+            into = Tile(d_ref, 1, flat, self.mdt)
             if d_ref is dst[0] and block is not None and self.a_cached[i]:
                 self.bld.copy(into, block)
             else:
-                self.bld.copy(into, Tile(s_ref, 1, flat, DT.BF16))
+                self.bld.copy(into, Tile(s_ref, 1, flat, self.mdt))
                 if d_ref is dst[0] and block is not None:
-                    self.bld.copy(block, Tile(s_ref, 1, flat, DT.BF16))
+                    self.bld.copy(block, Tile(s_ref, 1, flat, self.mdt))
             tiles.append([Tile(dataclasses.replace(d_ref, off=d_ref.off + q * rows * cols * 2),
-                               rows, cols, DT.BF16) for q in range(self.pieces)])  # fmt: skip
+                               rows, cols, self.mdt) for q in range(self.pieces)])  # fmt: skip
         self.pcs.leave(1)
         self.ins.leave(0)
         self.ready[i] = (tiles[0], tiles[1])
@@ -413,7 +450,7 @@ class _CoreGen:
                         self.f_ready if self.vec else self.f_out)  # fmt: skip
         self.ins.leave(1)
         if last:
-            self._drain(acc, blocks, st, r, c)
+            self._drain(acc, blocks, st, r, c, n)
 
     def _bias_load(self, e: Bias, ring: Ring, st: Step) -> None:
         bidx, i0, j0, _ = st
@@ -425,7 +462,8 @@ class _CoreGen:
         _load(self.bld, Tile(ref, prow, pcol, v.dtype), v, bidx, i0, j0, rows, cols)
         ring.leave(0)
 
-    def _drain(self, acc: Tile, blocks: list[tuple[int, int]], st: Step, r: int, c: int) -> None:
+    def _drain(self, acc: Tile, blocks: list[tuple[int, int]], st: Step, r: int, c: int,
+               n: int) -> None:  # fmt: skip
         """The finished tile, block by block: the epilogue and down-cast (vector), then the
         store (dma_out). Emitted block by block, so that a vector wait for a cast slot is
         dispatched after the store that frees it (an in-order scalar unit would deadlock
@@ -442,6 +480,8 @@ class _CoreGen:
             part = acc.sub(b0, 0, b1 - b0, ec)
             if self.vec:
                 bld.wait(Unit.MATRIX, Unit.VECTOR, self.f_ready)
+                if self.scales is not None:
+                    self.scales.unscale(part, b0, n)
                 for e in s.epilogue:
                     if isinstance(e, Scale):
                         bld.vscalar(BinOp.MUL, part, part, e.value)

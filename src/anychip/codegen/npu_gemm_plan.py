@@ -11,6 +11,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from anychip.codegen.npu_gemm_split import SCALE_SLOTS
 from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
 from anychip.npu.builder import round_up
 from anychip.npu.config import NpuConfig
@@ -96,21 +97,32 @@ Pairs = tuple[tuple[int, int], ...]
 
 
 def passes(config: NpuConfig, dtype: DT, precision: str) -> tuple[DT, int, Pairs]:
-    """(matrix-unit dtype, pieces per operand, piece products) for inputs of `dtype`."""
+    """(matrix-unit dtype, pieces per operand, piece products) for inputs of `dtype`:
+    float32 runs as bfloat16 pieces, or as float16 pieces of scaled values on a design
+    whose matrix unit has f16 but no bf16 (`edge`)."""
     if precision not in PRECISIONS:
         raise ArgumentError(f"npu gemm: precision {precision!r} is not one of {PRECISIONS}")
-    mdt = DT.BF16 if dtype == DT.F32 else dtype
+    mdt = dtype
+    if dtype == DT.F32:
+        mdt = DT.BF16 if "bf16" in config.matrix_dtypes else DT.F16
     if mdt not in (DT.F16, DT.BF16):
         raise DTypeNotImplemented(f"npu gemm: no matrix path for {dtype.name.lower()} inputs")
     if mdt.name.lower() not in config.matrix_dtypes:
         raise DTypeNotImplemented(
-            f"npu gemm: the matrix unit of design {config.name!r} has no bf16 inputs "
-            f"({', '.join(config.matrix_dtypes)}), needed for {dtype.name.lower()} matmuls"
+            f"npu gemm: the matrix unit of design {config.name!r} has no "
+            f"{mdt.name.lower()} inputs ({', '.join(config.matrix_dtypes)}), needed for "
+            f"{dtype.name.lower()} matmuls"
         )
     if dtype != DT.F32:
         return mdt, 1, ((0, 0),)
     pairs = PASSES[precision]
     return mdt, 1 + max(max(pq) for pq in pairs), pairs
+
+
+def scaled(config: NpuConfig, dtype: DT) -> bool:
+    """Whether float32 operands run as float16 pieces of power-of-two scaled values (the
+    scales from each row of A's and column of B's largest magnitude; npu_gemm_split.py)."""
+    return dtype == DT.F32 and "bf16" not in config.matrix_dtypes
 
 
 def check_spec(config: NpuConfig, s: GemmSpec) -> None:
@@ -173,6 +185,10 @@ def ub_bytes(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
         need += 2 * (round_up(4 * a, 64) + round_up(4 * b, 64))  # raw f32 tiles
         need += 2 * (round_up(2 * pieces * a, 64) + round_up(2 * pieces * b, 64))
         need += 2 * round_up(4 * max(a, b), 64)  # the split's temporaries
+    if scaled(cfg, s.a.dtype):
+        vecs = round_up(4 * p.tm, 64) + round_up(4 * p.tn, 64)
+        need += (2 * SCALE_SLOTS + 2) * vecs  # scales and inverses; maxima, reductions
+        need += round_up(4 * block_rows(cfg, p.tm) * p.tn, 64)  # the unscale factors
     return need
 
 
@@ -204,10 +220,13 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     a_loads = s.m * math.ceil(s.n / p.tn) / a_reuse
     traffic = bat * (size * s.k * (a_loads + s.n * math.ceil(s.m / p.tm))
                      + s.out.dtype.itemsize * s.m * s.n)  # fmt: skip
+    if scaled(cfg, s.a.dtype) and steps > 1:  # the maxima's own pass over A and B
+        traffic += bat * size * s.k * (s.m + s.n * math.ceil(s.m / p.tm))
     mem = traffic / (DRAM_EFFICIENCY * cfg.dram_bandwidth)
     vector = 0.0
     if s.a.dtype == DT.F32:
-        ops = 5 * pieces - 4  # the split's vector ops per element
+        # the split's vector ops per element (f16: scale, split, and |x| and its maximum)
+        ops = 3 * pieces + 1 if scaled(cfg, s.a.dtype) else 5 * pieces - 4
         vector = per_core * steps * ops * (p.tm / a_reuse + p.tn) * p.tk / cfg.vector_lanes
     share = cfg.dram_bandwidth / min(cfg.cores, tiles)
     fill = (size * p.tk * (p.tm + p.tn) + 4 * p.tm * p.tn) / share + 2 * cfg.dma_latency
