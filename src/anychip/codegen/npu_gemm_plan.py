@@ -221,7 +221,8 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     traffic = bat * (size * s.k * (a_loads + s.n * math.ceil(s.m / p.tm))
                      + s.out.dtype.itemsize * s.m * s.n)  # fmt: skip
     if scaled(cfg, s.a.dtype) and steps > 1:  # the maxima's own pass over A and B
-        traffic += bat * size * s.k * (s.m + s.n * math.ceil(s.m / p.tm))
+        table = math.ceil(s.n / p.tn) <= SCALE_SLOTS  # B's maxima once per column block
+        traffic += bat * size * s.k * (s.m + s.n * (1 if table else math.ceil(s.m / p.tm)))
     mem = traffic / (DRAM_EFFICIENCY * cfg.dram_bandwidth)
     vector = 0.0
     if s.a.dtype == DT.F32:

@@ -117,15 +117,24 @@ class Scales:
         # per step: whether it starts a tile needing new (A, B) scales, and their slots
         self.fresh: list[tuple[bool, bool]] = []
         self.slot: list[tuple[int, int]] = []
+        # B's column blocks: when the core has at most SCALE_SLOTS of them, each keeps
+        # its own slot and is computed once (not again for every row block of tiles)
+        cols = list(dict.fromkeys((st[0], st[2]) for st in steps))
+        table = {key: n for n, key in enumerate(cols)} if len(cols) <= SCALE_SLOTS else None
         na = nb = -1
+        seen: set[tuple[tuple[int, ...], int]] = set()
         first: Step | None = None  # the first step of the tile before
         for st in steps:
             fa = fb = False
             if st[3] == 0:
                 fa = first is None or first[:2] != st[:2]  # another row block of A
                 fb = first is None or (first[0], first[2]) != (st[0], st[2])  # of B
+                if table is not None:  # its first tile
+                    fb = (st[0], st[2]) not in seen
+                    seen.add((st[0], st[2]))
                 first = st
-            na, nb = na + fa, nb + fb
+            na = na + fa
+            nb = table[st[0], st[2]] if table is not None else nb + fb
             self.fresh.append((fa, fb))
             self.slot.append((na % SCALE_SLOTS, nb % SCALE_SLOTS))
 
