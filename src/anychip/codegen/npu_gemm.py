@@ -47,6 +47,7 @@ from anychip.codegen.npu_gemm_plan import (
     bias_elems,
     bias_slots,
     block_rows,
+    blocks,
     caches_a,
     check_spec,
     fits,
@@ -59,7 +60,7 @@ from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
 from anychip.ir.kernel import ContractionSpec, Operand
 from anychip.npu.builder import Builder, Ring, Tile, program, round_up
 from anychip.npu.config import NpuConfig
-from anychip.npu.isa import DT, BinOp, Branch, Dma, Ref, SMov, Space, Unit
+from anychip.npu.isa import DT, BinOp, Branch, Dma, Ref, SMov, Space, UnOp, Unit
 from anychip.npu.program import Program
 from anychip.precision import get_float32_matmul_precision
 
@@ -200,7 +201,11 @@ class _CoreGen:
         self.bld, self.s, self.p, self.mdt = bld, s, p, mdt
         self.pieces, self.pairs = pieces, pairs
         self.split = s.a.dtype == DT.F32
-        a_bytes, b_bytes = 2 * pieces * p.tm * p.tk, 2 * pieces * p.tk * p.tn
+        self.blocks = blocks(bld.config, s.a.dtype, pieces)
+        self.cat = self.blocks == (2, 3)  # [x0 x1] against [y0; y1; y0]: two mmas
+        if self.cat:
+            self.pairs = ((0, 0), (0, 1))  # [x0 x1] @ [y1; y0], then @ [y0; y1]
+        a_bytes, b_bytes = 2 * self.blocks[0] * p.tm * p.tk, 2 * self.blocks[1] * p.tk * p.tn
         l0 = [(bld.alloc(Space.L0A, a_bytes), bld.alloc(Space.L0B, b_bytes)) for _ in range(2)]
         self.ins = Ring(bld, [Unit.DMA_IN, Unit.MATRIX], l0)
         self.accs = [bld.alloc(Space.L0C, 4 * p.tm * p.tn) for _ in range(p.acc_slots)]
@@ -359,12 +364,23 @@ class _CoreGen:
             t, r = (Tile(sc, rows, cols, DT.F32) for sc in self.scratch)
             piece = [Tile(dataclasses.replace(dst, off=dst.off + q * rows * cols * 2), rows,
                           cols, mdt) for q in range(self.pieces)]  # fmt: skip
+            if self.cat and op == 0:  # side by side in each row: (rows, 2 cols)
+                piece = [Tile(dataclasses.replace(dst, off=dst.off + q * cols * 2), rows, cols,
+                              mdt, 2 * cols) for q in range(2)]  # fmt: skip
             if self.scales is None:
                 split_bf16(bld, x, piece, (t, r))
                 continue
             if self.s.k <= self.p.tk and self.scales.fresh[i][op]:  # one step: from x
                 self.scales.fold(op, i, x, True, True)
             split_f16(bld, x, self.scales.scale(op, i, rows, cols), piece, t)
+            if self.cat and op == 1:  # y0 again below y1
+                bld.vun(
+                    UnOp.COPY,
+                    Tile(
+                        dataclasses.replace(dst, off=dst.off + 2 * rows * cols * 2), rows, cols, mdt
+                    ),
+                    piece[0],
+                )
         self.raw.leave(1)
         self.pcs.leave(0)
 
@@ -399,13 +415,15 @@ class _CoreGen:
         src = self.pcs.enter(1)
         dst = self.ins.enter(0)
         block = None
+        pa, pb = self.blocks
         if self.a_cache is not None:
-            off = self.steps[i][3] // self.p.tk * 2 * self.pieces * self.p.tm * self.p.tk
+            off = self.steps[i][3] // self.p.tk * 2 * pa * self.p.tm * self.p.tk
             block = Tile(dataclasses.replace(self.a_cache, off=self.a_cache.off + off), 1,
-                         self.pieces * er * ed, self.mdt)  # fmt: skip
+                         pa * er * ed, self.mdt)  # fmt: skip
         tiles: list[list[Tile]] = []
-        for s_ref, d_ref, rows, cols in ((src[0], dst[0], er, ed), (src[1], dst[1], ed, ec)):
-            flat = self.pieces * rows * cols
+        for s_ref, d_ref, rows, cols, nb in ((src[0], dst[0], er, ed, pa),
+                                             (src[1], dst[1], ed, ec, pb)):  # fmt: skip
+            flat = nb * rows * cols
             into = Tile(d_ref, 1, flat, self.mdt)
             if d_ref is dst[0] and block is not None and self.a_cached[i]:
                 self.bld.copy(into, block)
@@ -415,6 +433,11 @@ class _CoreGen:
                     self.bld.copy(block, Tile(s_ref, 1, flat, self.mdt))
             tiles.append([Tile(dataclasses.replace(d_ref, off=d_ref.off + q * rows * cols * 2),
                                rows, cols, self.mdt) for q in range(self.pieces)])  # fmt: skip
+        if self.cat:  # A: (er, 2 ed); B's windows [y1; y0] and [y0; y1]: (2 ed, ec)
+            ra, rb = dst
+            tiles = [[Tile(ra, er, 2 * ed, self.mdt)],
+                     [Tile(dataclasses.replace(rb, off=rb.off + ed * ec * 2), 2 * ed, ec,
+                           self.mdt), Tile(rb, 2 * ed, ec, self.mdt)]]  # fmt: skip
         self.pcs.leave(1)
         self.ins.leave(0)
         self.ready[i] = (tiles[0], tiles[1])

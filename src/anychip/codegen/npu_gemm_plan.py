@@ -27,6 +27,13 @@ PASSES = {
     "high": ((1, 0), (0, 1), (0, 0)),
     "highest": ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0)),
 }
+# float16 pieces hold 11 bits each: two keep 22 of float32's 24, and all four of their
+# products run as two mmas of depth 2 tk (`blocks`): [x0 x1] @ [y1; y0] then [y0; y1]
+PASSES_F16 = {
+    "medium": ((0, 0),),
+    "high": ((1, 0), (0, 1), (1, 1), (0, 0)),
+    "highest": ((1, 0), (0, 1), (1, 1), (0, 0)),
+}
 
 
 @dataclass(frozen=True)
@@ -115,8 +122,16 @@ def passes(config: NpuConfig, dtype: DT, precision: str) -> tuple[DT, int, Pairs
         )
     if dtype != DT.F32:
         return mdt, 1, ((0, 0),)
-    pairs = PASSES[precision]
+    pairs = (PASSES if mdt == DT.BF16 else PASSES_F16)[precision]
     return mdt, 1 + max(max(pq) for pq in pairs), pairs
+
+
+def blocks(config: NpuConfig, dtype: DT, pieces: int) -> tuple[int, int]:
+    """16-bit (rows, cols) blocks per element of A's and B's L0 tiles: one per piece, but
+    two float16 pieces lie side by side in A's rows, [x0 x1] (tm, 2 tk), against B's
+    [y0; y1; y0] (3 tk, tn), whose windows [y1; y0] and [y0; y1] give the four products
+    in two mmas of depth 2 tk (an output-stationary array streams a deeper k better)."""
+    return (2, 3) if scaled(config, dtype) and pieces == 2 else (pieces, pieces)
 
 
 def scaled(config: NpuConfig, dtype: DT) -> bool:
@@ -183,7 +198,8 @@ def ub_bytes(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
     if s.a.dtype == DT.F32:
         a, b = p.tm * p.tk, p.tk * p.tn
         need += 2 * (round_up(4 * a, 64) + round_up(4 * b, 64))  # raw f32 tiles
-        need += 2 * (round_up(2 * pieces * a, 64) + round_up(2 * pieces * b, 64))
+        pa, pb = blocks(cfg, s.a.dtype, pieces)
+        need += 2 * (round_up(2 * pa * a, 64) + round_up(2 * pb * b, 64))
         need += 2 * round_up(4 * max(a, b), 64)  # the split's temporaries
     if scaled(cfg, s.a.dtype):
         vecs = round_up(4 * p.tm, 64) + round_up(4 * p.tn, 64)
@@ -193,8 +209,9 @@ def ub_bytes(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
 
 
 def fits(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
-    a = round_up(2 * pieces * p.tm * p.tk, 64)
-    b = round_up(2 * pieces * p.tk * p.tn, 64)
+    pa, pb = blocks(cfg, s.a.dtype, pieces)
+    a = round_up(2 * pa * p.tm * p.tk, 64)
+    b = round_up(2 * pb * p.tk * p.tn, 64)
     return (
         2 * a <= cfg.l0a.size
         and 2 * b <= cfg.l0b.size
@@ -213,7 +230,8 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     hw = (p.tm // cfg.matrix_m) * (p.tn // cfg.matrix_n) * (p.tk // cfg.matrix_k)
     compute = per_core * steps * hw * cfg.tile_cycles * npass
     size = s.a.dtype.itemsize
-    pieces = 1 + max(max(pq) for pq in PASSES[s.precision])
+    table = PASSES_F16 if scaled(cfg, s.a.dtype) else PASSES  # (float16 inputs too: as before)
+    pieces = 1 + max(max(pq) for pq in table[s.precision])
     # A's tiles are loaded (and split) once per output tile, or once per row of tiles
     # when the float32 split keeps them in L1
     a_reuse = math.ceil(s.n / p.tn) if caches_a(cfg, s, p, pieces) else 1
@@ -243,7 +261,7 @@ def caches_a(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
     L1, so that the row's other output tiles copy them on chip instead of loading (and
     splitting) A again: when they fit and a row has more than one output tile."""
     depth = math.ceil(s.k / p.tk) * p.tk
-    return s.n > p.tn and 2 * pieces * p.tm * depth <= cfg.l1.size
+    return s.n > p.tn and 2 * blocks(cfg, s.a.dtype, pieces)[0] * p.tm * depth <= cfg.l1.size
 
 
 def plan_npu_gemm(config: NpuConfig, s: GemmSpec) -> GemmPlan:
@@ -260,7 +278,8 @@ def plan_npu_gemm(config: NpuConfig, s: GemmSpec) -> GemmPlan:
     best: tuple[float, int, GemmPlan] | None = None
     for tm in range(mm, min(pm, max(MAX_TILE, mm)) + 1, mm):
         for tn in range(mn, min(pn, max(MAX_TILE, mn)) + 1, mn):
-            tk = min(pk, config.l0a.size // (4 * pieces * tm), config.l0b.size // (4 * pieces * tn))
+            pa, pb = blocks(config, s.a.dtype, pieces)
+            tk = min(pk, config.l0a.size // (4 * pa * tm), config.l0b.size // (4 * pb * tn))
             tk -= tk % mk
             for slots, depth in itertools.product((2, 1), range(tk, 0, -mk)):
                 plan = GemmPlan(tm, tn, depth, slots)
