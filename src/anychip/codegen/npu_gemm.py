@@ -60,7 +60,7 @@ from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
 from anychip.ir.kernel import ContractionSpec, Operand
 from anychip.npu.builder import Builder, Ring, Tile, program, round_up
 from anychip.npu.config import NpuConfig
-from anychip.npu.isa import DT, BinOp, Branch, Dma, Ref, SMov, Space, UnOp, Unit
+from anychip.npu.isa import DT, BinOp, Branch, Dma, Ref, SMov, Space, Unit, UnOp
 from anychip.npu.program import Program
 from anychip.precision import get_float32_matmul_precision
 

@@ -230,8 +230,8 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     hw = (p.tm // cfg.matrix_m) * (p.tn // cfg.matrix_n) * (p.tk // cfg.matrix_k)
     compute = per_core * steps * hw * cfg.tile_cycles * npass
     size = s.a.dtype.itemsize
-    table = PASSES_F16 if scaled(cfg, s.a.dtype) else PASSES  # (float16 inputs too: as before)
-    pieces = 1 + max(max(pq) for pq in table[s.precision])
+    passes_of = PASSES_F16 if scaled(cfg, s.a.dtype) else PASSES  # (f16 inputs too: as before)
+    pieces = 1 + max(max(pq) for pq in passes_of[s.precision])
     # A's tiles are loaded (and split) once per output tile, or once per row of tiles
     # when the float32 split keeps them in L1
     a_reuse = math.ceil(s.n / p.tn) if caches_a(cfg, s, p, pieces) else 1
