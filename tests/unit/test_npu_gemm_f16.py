@@ -126,7 +126,8 @@ def test_exact_products_stay_exact() -> None:
 
 def test_inf_and_nan_propagate_to_their_row_and_column() -> None:
     """An inf or NaN in a row of A makes that row's outputs NaN (inf - inf in the split),
-    one in a column of B that column's; every other output is unaffected."""
+    one in a column of B that column's; every other output is unaffected. With one piece
+    ("medium") an inf stays inf: float64's ±inf where a single inf is involved."""
     a, b = randn(1, 20, 40, seed=10), randn(1, 40, 18, seed=11)
     a[0, 4, 7], a[0, 9, 0], b[0, 3, 2] = np.inf, np.nan, -np.inf
     out = run("edge", a, b, dt=DT.F32, precision_="highest", plan=SMALL)
@@ -135,6 +136,11 @@ def test_inf_and_nan_propagate_to_their_row_and_column() -> None:
     assert np.all(np.isnan(out[bad]))
     ref = f32(a) @ f32(b)
     np.testing.assert_allclose(out[~bad], ref[~bad], rtol=1.3e-6, atol=1e-5)
+    out = run("edge", a, b, dt=DT.F32, precision_="medium", plan=SMALL)
+    single = bad.copy()
+    single[0, 9], single[0, 4, 2] = False, False  # the NaN row; inf times -inf's column
+    assert np.all(np.isnan(out[0, 9])) and np.all(np.isinf(ref[single]))
+    np.testing.assert_array_equal(out[single], ref[single])
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

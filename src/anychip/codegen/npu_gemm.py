@@ -17,7 +17,9 @@ inputs are split on chip by the vector unit into bfloat16 pieces `x = x0 + x1 + 
 (each the bfloat16 rounding of what the earlier pieces leave, exact in float32), and the
 matrix unit sums piece products into the same f32 accumulator: "medium" x0*y0 (one pass),
 "high" x0*y0 + x0*y1 + x1*y0 (three passes), "highest" the six products whose pieces sum
-to at most 2 (six passes; the three dropped ones are below 2^-24 relative to |x||y|).
+to at most 2 (six passes; the three dropped ones are below 2^-24 relative to |x||y|). A
+matrix unit without bf16 (`edge`) gets float16 pieces of power-of-two scaled rows of A
+and columns of B instead (`npu_gemm_split.py`; two pieces, all four products in two mmas).
 
 Schedule per core (work is split over cores by output tiles): dma_in streams (tm, tk) A
 and (tk, tn) B tiles (through the unified buffer and the split when float32) into two
