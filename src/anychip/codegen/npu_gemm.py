@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from anychip import dtypes
+from anychip.codegen.npu_gemm_io import load_view, store_view
 from anychip.codegen.npu_gemm_plan import (
     Bias,
     EpilogueOp,
@@ -57,12 +58,12 @@ from anychip.codegen.npu_gemm_plan import (
     plan_npu_gemm,
     scaled,
 )
-from anychip.codegen.npu_gemm_split import Scales, split_bf16, split_f16
+from anychip.codegen.npu_gemm_split import Scales, Step, piece_tiles, split_bf16, split_f16
 from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
 from anychip.ir.kernel import ContractionSpec, Operand
 from anychip.npu.builder import Builder, Ring, Tile, program, round_up
 from anychip.npu.config import NpuConfig
-from anychip.npu.isa import DT, BinOp, Branch, Dma, Ref, SMov, Space, Unit, UnOp
+from anychip.npu.isa import DT, BinOp, Branch, Ref, SMov, Space, Unit, UnOp
 from anychip.npu.program import Program
 from anychip.precision import get_float32_matmul_precision
 
@@ -158,41 +159,6 @@ def npu_gemm(config: NpuConfig, spec: GemmSpec, plan: GemmPlan | None = None) ->
     size = s.a.dtype.itemsize
     nbytes = bat * (size * (s.m * s.k + s.k * s.n) + s.out.dtype.itemsize * s.m * s.n)
     return NpuGemm(program(builders), plan, 2 * bat * s.m * s.n * s.k, nbytes)
-
-
-def _base(v: GemmView, bidx: tuple[int, ...]) -> int:
-    return v.offset + sum(i * st for i, st in zip(bidx, v.batch_strides, strict=True))
-
-
-def _load(bld: Builder, dst: Tile, v: GemmView, bidx: tuple[int, ...], r0: int, c0: int,
-          rows: int, cols: int) -> None:  # fmt: skip
-    """Device view rows [r0, r0+rows) x cols [c0, c0+cols) -> top-left of dense `dst`,
-    zero padding the rest. The box's inner dimension runs along whichever of the view's
-    strides is contiguous in device memory (a transposed view is transposed on the way)."""
-    size = v.dtype.itemsize
-    src = Ref(Space.DRAM, (_base(v, bidx) + r0 * v.rows + c0 * v.cols) * size, v.reg)
-    pr, pc = dst.shape
-    if v.cols != 1 and v.rows == 1 and rows > 1:  # column-major: walk down columns
-        box, ss, ds, pad = (1, cols, rows), (0, v.cols, 1), (0, 1, pc), (1, pc, pr)
-    else:
-        box, ss, ds, pad = (1, rows, cols), (0, v.rows, v.cols), (0, pc, 1), (1, pr, pc)
-    bld.emit(Dma(dst.dtype, dst.ref, src, box, ds, ss, pad, 0.0))
-
-
-def _store(bld: Builder, v: GemmView, bidx: tuple[int, ...], r0: int, c0: int, src: Tile,
-           rows: int, cols: int) -> None:  # fmt: skip
-    """The top-left (rows, cols) of `src` -> the device view at (r0, c0)."""
-    size = v.dtype.itemsize
-    dst = Ref(Space.DRAM, (_base(v, bidx) + r0 * v.rows + c0 * v.cols) * size, v.reg)
-    sr, sc = src.strides
-    if v.cols != 1 and v.rows == 1 and rows > 1:
-        box, ds, ss = (1, cols, rows), (0, v.cols, 1), (0, sc, sr)
-    else:
-        box, ds, ss = (1, rows, cols), (0, v.rows, v.cols), (0, sr, sc)
-    bld.emit(Dma(src.dtype, dst, src.ref, box, ds, ss, box, 0.0))
-
-
-Step = tuple[tuple[int, ...], int, int, int]  # (batch index, i0, j0, k0)
 
 
 class _CoreGen:
@@ -332,8 +298,8 @@ class _CoreGen:
         if block is not None and self.a_cached[i]:
             self.bld.copy(ta, block)
         else:
-            _load(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
-        _load(self.bld, tb, self.s.b, bidx, k0, j0, d, c)
+            load_view(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
+        load_view(self.bld, tb, self.s.b, bidx, k0, j0, d, c)
         self.ins.leave(0)
         if block is not None and not self.a_cached[i]:
             # kept for the row's next tiles: after B's load, so the engine waits for A's
@@ -346,8 +312,8 @@ class _CoreGen:
         r, c, d, er, ec, ed = self.dims(st)
         ra, rb = self.raw.enter(0)
         if not self.a_cached[i]:
-            _load(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
-        _load(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
+            load_view(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
+        load_view(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
         self.raw.leave(0)
 
     def _split(self, i: int) -> None:
@@ -364,11 +330,7 @@ class _CoreGen:
         for ref, rows, cols, dst, op in todo:
             x = Tile(ref, rows, cols, DT.F32)
             t, r = (Tile(sc, rows, cols, DT.F32) for sc in self.scratch)
-            piece = [Tile(dataclasses.replace(dst, off=dst.off + q * rows * cols * 2), rows,
-                          cols, mdt) for q in range(self.pieces)]  # fmt: skip
-            if self.cat and op == 0:  # side by side in each row: (rows, 2 cols)
-                piece = [Tile(dataclasses.replace(dst, off=dst.off + q * cols * 2), rows, cols,
-                              mdt, 2 * cols) for q in range(2)]  # fmt: skip
+            piece = piece_tiles(dst, rows, cols, mdt, self.pieces, self.cat and op == 0)
             if self.scales is None:
                 split_bf16(bld, x, piece, (t, r))
                 continue
@@ -376,13 +338,7 @@ class _CoreGen:
                 self.scales.fold(op, i, x, True, True)
             split_f16(bld, x, self.scales.scale(op, i, rows, cols), piece, t)
             if self.cat and op == 1:  # y0 again below y1
-                bld.vun(
-                    UnOp.COPY,
-                    Tile(
-                        dataclasses.replace(dst, off=dst.off + 2 * rows * cols * 2), rows, cols, mdt
-                    ),
-                    piece[0],
-                )
+                bld.vun(UnOp.COPY, piece_tiles(dst, rows, cols, mdt, 3, False)[2], piece[0])
         self.raw.leave(1)
         self.pcs.leave(0)
 
@@ -398,9 +354,9 @@ class _CoreGen:
             r, c, d, er, ec, ed = self.dims((bidx, i0, j0, k0))
             ra, rb = self.raw.enter(0)
             if fa:
-                _load(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
+                load_view(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
             if fb:
-                _load(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
+                load_view(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
             self.raw.leave(0)
             self.raw.enter(1)
             ends = (k0 == 0, k0 == ks[-1])
@@ -433,8 +389,7 @@ class _CoreGen:
                 self.bld.copy(into, Tile(s_ref, 1, flat, self.mdt))
                 if d_ref is dst[0] and block is not None:
                     self.bld.copy(block, Tile(s_ref, 1, flat, self.mdt))
-            tiles.append([Tile(dataclasses.replace(d_ref, off=d_ref.off + q * rows * cols * 2),
-                               rows, cols, self.mdt) for q in range(self.pieces)])  # fmt: skip
+            tiles.append(piece_tiles(d_ref, rows, cols, self.mdt, self.pieces, False))
         if self.cat:  # A: (er, 2 ed); B's windows [y1; y0] and [y0; y1]: (2 ed, ec)
             ra, rb = dst
             tiles = [[Tile(ra, er, 2 * ed, self.mdt)],
@@ -461,7 +416,7 @@ class _CoreGen:
             # epilogue operands load two steps before the tile's end: with one slot, the
             # previous tile's epilogue is done by then, and the load lands before its own
             for e, ring, _ in self.biases:
-                self._bias_load(e, ring, st)
+                self._biasload_view(e, ring, st)
         bs = block_rows(cfg, er) if last else er
         blocks = [(b0, min(b0 + bs, er)) for b0 in range(0, er, bs)]
         self.ins.enter(1)
@@ -477,14 +432,14 @@ class _CoreGen:
         if last:
             self._drain(acc, blocks, st, r, c, n)
 
-    def _bias_load(self, e: Bias, ring: Ring, st: Step) -> None:
+    def _biasload_view(self, e: Bias, ring: Ring, st: Step) -> None:
         bidx, i0, j0, _ = st
         r, c, _, er, ec, _ = self.dims(st)
         ref = ring.enter(0)
         v = e.view
         rows, cols = (1 if v.rows == 0 else r), (1 if v.cols == 0 else c)
         prow, pcol = (1 if v.rows == 0 else er), (1 if v.cols == 0 else ec)
-        _load(self.bld, Tile(ref, prow, pcol, v.dtype), v, bidx, i0, j0, rows, cols)
+        load_view(self.bld, Tile(ref, prow, pcol, v.dtype), v, bidx, i0, j0, rows, cols)
         ring.leave(0)
 
     def _drain(self, acc: Tile, blocks: list[tuple[int, int]], st: Step, r: int, c: int,
@@ -525,7 +480,7 @@ class _CoreGen:
                 bld.set(Unit.VECTOR, Unit.DMA_OUT, self.f_out)
             bld.wait(Unit.VECTOR if self.vec else Unit.MATRIX, Unit.DMA_OUT, self.f_out)
             rows = min(b1, r) - b0  # rows past the matrix's end are padding
-            _store(bld, s.out, bidx, i0 + b0, j0, part.sub(0, 0, rows, ec), rows, c)
+            store_view(bld, s.out, bidx, i0 + b0, j0, part.sub(0, 0, rows, ec), rows, c)
             if self.casts:
                 bld.set(Unit.DMA_OUT, Unit.VECTOR, self.f_cast)
         for _, ring, _ in self.biases:

@@ -31,6 +31,17 @@ MAX_SCALE_BIASED = 253
 SCALE_SLOTS = 4
 
 
+def piece_tiles(dst: Ref, rows: int, cols: int, dt: DT, n: int, side: bool) -> list[Tile]:
+    """The n (rows, cols) piece tiles of a pieces slot at `dst`: stacked one after another,
+    or (`side`) side by side in each row of a (rows, n * cols) tile."""
+    if side:
+        return [Tile(dataclasses.replace(dst, off=dst.off + q * cols * dt.itemsize), rows, cols,
+                     dt, n * cols) for q in range(n)]  # fmt: skip
+    step = rows * cols * dt.itemsize
+    return [Tile(dataclasses.replace(dst, off=dst.off + q * step), rows, cols, dt)
+            for q in range(n)]  # fmt: skip
+
+
 def split_bf16(bld: Builder, x: Tile, pieces: Sequence[Tile], scratch: Sequence[Tile]) -> None:
     """x (f32) -> bf16 pieces x0, x1[, x2], all in f32 arithmetic: Veltkamp's split
     (g = x * (2^16 + 1); hi = g + (x - g)) gives the leading 8 bits exactly, so each piece

@@ -42,7 +42,7 @@ def _compiler_sha() -> str:
     h = hashlib.sha256()
     for path in (here / "lower.py", here / "lower_exprs.py", here / "lower_steps.py",
                  here / "cache.py", codegen / "npu_gemm.py", codegen / "npu_gemm_plan.py",
-                 codegen / "npu_gemm_split.py"):  # fmt: skip
+                 codegen / "npu_gemm_split.py", codegen / "npu_gemm_io.py"):  # fmt: skip
         h.update(path.read_bytes())
     return h.hexdigest()
 
