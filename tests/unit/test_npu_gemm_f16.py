@@ -11,10 +11,19 @@ import numpy as np
 import pytest
 from test_npu_gemm import randn, run
 
-from anychip.codegen.npu_gemm import GemmPlan, GemmSpec, GemmView, bind, npu_gemm
+from anychip.codegen.npu_gemm import (
+    Bias,
+    GemmPlan,
+    GemmSpec,
+    GemmView,
+    Scale,
+    Unary,
+    bind,
+    npu_gemm,
+)
 from anychip.codegen.npu_gemm_plan import passes
 from anychip.npu.config import get_config
-from anychip.npu.isa import DT, Mma, VCast
+from anychip.npu.isa import DT, Mma, UnOp, VCast
 from anychip.npu.timing import simulate_timing
 
 Array = np.ndarray[Any, Any]
@@ -172,3 +181,14 @@ def test_pieces_run_on_the_matrix_unit_and_pass_the_timing_checks(precision: str
     assert any(isinstance(i, VCast) and i.dst_dtype == DT.F16 for i in code)
     rep = simulate_timing(bind(g.program, {3: 0, 4: 1 << 20, 5: 1 << 21}), cfg)
     assert rep.cycles > 0
+
+
+def test_epilogue_runs_after_the_unscale() -> None:
+    """bias, scale and relu see the unscaled product (the unscale comes first)."""
+    a, b = randn(2, 23, 30, seed=16) * 1e3, randn(2, 30, 26, seed=17) * 1e-3
+    bias = randn(26, seed=18)
+    epi = (Bias(GemmView(6, DT.F32, 0, (0,), 0, 1)), Scale(0.5), Unary(UnOp.RELU))
+    out = run("edge", a, b, dt=DT.F32, epilogue=epi, extra={"bias": (bias, DT.F32)}, plan=SMALL)
+    ref = np.maximum((f32(a) @ f32(b) + f32(bias)) * 0.5, 0)
+    np.testing.assert_allclose(out, ref, rtol=1.3e-6, atol=1e-5)
+    assert np.any(out == 0)
