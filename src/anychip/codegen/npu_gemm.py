@@ -170,9 +170,9 @@ class _CoreGen:
         self.pieces, self.pairs = pieces, pairs
         self.split = s.a.dtype == DT.F32
         self.blocks = blocks(bld.config, s.a.dtype, pieces)
-        self.cat = self.blocks == (2, 3)  # [x0 x1] against [y0; y1; y0]: two mmas
-        if self.cat:
-            self.pairs = ((0, 0), (0, 1))  # [x0 x1] @ [y1; y0], then @ [y0; y1]
+        self.cat = self.blocks[1] > self.blocks[0]  # float16 pieces: P mmas (`blocks`)
+        if self.cat:  # [x0 .. xP-1] @ each window of B's stack, the main one ([y0; ..]) last
+            self.pairs = tuple((0, j) for j in reversed(range(pieces)))
         a_bytes, b_bytes = 2 * self.blocks[0] * p.tm * p.tk, 2 * self.blocks[1] * p.tk * p.tn
         l0 = [(bld.alloc(Space.L0A, a_bytes), bld.alloc(Space.L0B, b_bytes)) for _ in range(2)]
         self.ins = Ring(bld, [Unit.DMA_IN, Unit.MATRIX], l0)
@@ -337,8 +337,10 @@ class _CoreGen:
             if self.s.k <= self.p.tk and self.scales.fresh[i][op]:  # one step: from x
                 self.scales.fold(op, i, x, True, True)
             split_f16(bld, x, self.scales.scale(op, i, rows, cols), piece, t)
-            if self.cat and op == 1:  # y0 again below y1
-                bld.vun(UnOp.COPY, piece_tiles(dst, rows, cols, mdt, 3, False)[2], piece[0])
+            if self.cat and op == 1:  # y0 .. yP-2 again below yP-1
+                stack = piece_tiles(dst, rows, cols, mdt, 2 * self.pieces - 1, False)
+                for q in range(self.pieces - 1):
+                    bld.vun(UnOp.COPY, stack[self.pieces + q], piece[q])
         self.raw.leave(1)
         self.pcs.leave(0)
 
@@ -390,11 +392,11 @@ class _CoreGen:
                 if d_ref is dst[0] and block is not None:
                     self.bld.copy(block, Tile(s_ref, 1, flat, self.mdt))
             tiles.append(piece_tiles(d_ref, rows, cols, self.mdt, self.pieces, False))
-        if self.cat:  # A: (er, 2 ed); B's windows [y1; y0] and [y0; y1]: (2 ed, ec)
-            ra, rb = dst
-            tiles = [[Tile(ra, er, 2 * ed, self.mdt)],
-                     [Tile(dataclasses.replace(rb, off=rb.off + ed * ec * 2), 2 * ed, ec,
-                           self.mdt), Tile(rb, 2 * ed, ec, self.mdt)]]  # fmt: skip
+        if self.cat:  # A: (er, P ed); B's P windows: (P ed, ec) from block j
+            ra, rb, n = dst[0], dst[1], self.pieces
+            tiles = [[Tile(ra, er, n * ed, self.mdt)],
+                     [Tile(dataclasses.replace(rb, off=rb.off + j * ed * ec * 2), n * ed, ec,
+                           self.mdt) for j in range(n)]]  # fmt: skip
         self.pcs.leave(1)
         self.ins.leave(0)
         self.ready[i] = (tiles[0], tiles[1])

@@ -27,12 +27,13 @@ PASSES = {
     "high": ((1, 0), (0, 1), (0, 0)),
     "highest": ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0)),
 }
-# float16 pieces hold 11 bits each: two keep 22 of float32's 24, and all four of their
-# products run as two mmas of depth 2 tk (`blocks`): [x0 x1] @ [y1; y0] then [y0; y1]
+# float16 pieces hold 11 bits each: three keep all 24 of float32's ("highest", the
+# bfloat16 passes: the three dropped products are below 2^-33 of |x||y|), two keep 22
+# ("high": all four products, in two mmas of depth 2 tk, `blocks`)
 PASSES_F16 = {
     "medium": ((0, 0),),
-    "high": ((1, 0), (0, 1), (1, 1), (0, 0)),
-    "highest": ((1, 0), (0, 1), (1, 1), (0, 0)),
+    "high": ((1, 1), (1, 0), (0, 1), (0, 0)),
+    "highest": PASSES["highest"],
 }
 
 
@@ -128,9 +129,11 @@ def passes(config: NpuConfig, dtype: DT, precision: str) -> tuple[DT, int, Pairs
 
 def blocks(config: NpuConfig, dtype: DT, pieces: int) -> tuple[int, int]:
     """16-bit (rows, cols) blocks per element of A's and B's L0 tiles: one per piece, but
-    two float16 pieces lie side by side in A's rows, [x0 x1] (tm, 2 tk), against B's
-    [y0; y1; y0] (3 tk, tn), whose windows [y1; y0] and [y0; y1] give the four products
-    in two mmas of depth 2 tk (an output-stationary array streams a deeper k better)."""
+    two float16 pieces ("high") lie side by side in A's rows, [x0 x1] (tm, 2 tk), against
+    B's stack [y0; y1; y0] (3 blocks of (tk, tn)), whose windows [y1; y0] and [y0; y1] give
+    the four products in two mmas of depth 2 tk (window j pairs x_i with y_(i+j mod 2)):
+    an output-stationary array streams a deeper k better. (Three pieces so would need five
+    blocks of B: narrower tiles, more device-memory traffic, slower on `edge`.)"""
     return (2, 3) if scaled(config, dtype) and pieces == 2 else (pieces, pieces)
 
 
