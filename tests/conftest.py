@@ -15,9 +15,11 @@ import anychip as ac
 # The simulated chip (`npu`) runs a test only where its module is listed here or the test
 # is marked `npu` (the regression training tests: matrix products are slow to simulate):
 # a functional simulator is slow, and not every kernel lowers to it yet (README, "Tests on
-# npu"). ANYCHIP_TEST_NPU=all runs it everywhere.
+# npu"). ANYCHIP_TEST_NPU=all runs it everywhere; ANYCHIP_TEST_NPU_DEVICE=npu:edge (or
+# npu:cube) runs those tests on that design instead of `npu`.
 DEVICES = [d for d in ac.devices() if d != "npu"]
 NPU = "npu" in ac.devices()
+NPU_DEVICE = os.environ.get("ANYCHIP_TEST_NPU_DEVICE", "npu")
 NPU_MODULES = {
     "test_autograd_0d",
     "test_broadcast_props",
@@ -70,7 +72,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         rep.when == "call"
         and rep.failed
         and spec is not None
-        and spec.params.get("device") == "npu"
+        and spec.params.get("device") == NPU_DEVICE
         and call.excinfo is not None
     ):
         from anychip.backends.npu import NpuUnsupported
@@ -82,4 +84,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device" in metafunc.fixturenames:
-        metafunc.parametrize("device", DEVICES + (["npu"] if _npu_here(metafunc) else []))
+        npu = [NPU_DEVICE] if _npu_here(metafunc) else []
+        metafunc.parametrize("device", DEVICES + npu)

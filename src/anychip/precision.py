@@ -2,7 +2,7 @@
 inputs, as `torch.set_float32_matmul_precision`: one process-wide setting.
 
 "highest" keeps float32 accuracy, "high" and "medium" allow faster reduced-precision
-passes (on the npu: three and one bfloat16 passes, docs/npu-gemm.md). The cpu computes
+passes (on the npu: three and one bfloat16 or float16 passes, docs/npu-gemm.md). The cpu computes
 float32 products in float32 whatever the setting.
 
 >>> import anychip as ac
@@ -28,8 +28,8 @@ _precision = "highest"
 def set_float32_matmul_precision(precision: str) -> None:
     """Sets the precision of float32 matrix products for every thread of the process
     (as torch: a setting made in one thread is seen by all). It is read when a matmul
-    is compiled (the npu GEMM's spec carries it, so a cache keyed on the spec rebuilds
-    for a new setting)."""
+    is compiled (the npu GEMM's spec carries it and the npu program cache keys on it; a
+    change clears the eager plan cache, whose plans hold compiled programs)."""
     global _precision
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ArgumentError(
@@ -37,7 +37,11 @@ def set_float32_matmul_precision(precision: str) -> None:
             f"'highest', 'high' or 'medium'"
         )
     with _lock:
-        _precision = precision
+        changed, _precision = precision != _precision, precision
+    if changed:  # the eager cache's plans hold programs compiled under the old setting
+        from anychip.runtime import dispatch
+
+        dispatch.clear_cache()
 
 
 def get_float32_matmul_precision() -> str:

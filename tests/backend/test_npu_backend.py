@@ -178,6 +178,34 @@ def test_matmul_runs_on_the_matrix_unit_at_float32_accuracy() -> None:
     assert st["flops"] >= 2 * 64 * 96 * 48
 
 
+@pytest.fixture
+def restore_precision():
+    before = ac.get_float32_matmul_precision()
+    yield
+    ac.set_float32_matmul_precision(before)
+
+
+def test_float32_matmul_on_edge_runs_float16_pieces_at_each_precision(restore_precision) -> None:
+    """npu:edge's matrix unit has no bf16: float32 runs as scaled float16 pieces on it, at
+    each precision (the program cache keys on the setting), against float64: "highest"
+    within the cpu's float32 tolerances, "medium" at float16's rounding."""
+    x, y = _rand(45, 70), _rand(70, 33, seed=1)
+    x[3] *= 1e6  # one row far larger than the rest
+    ref = x.astype(np.float64) @ y.astype(np.float64)
+    s = np.abs(x.astype(np.float64)) @ np.abs(y.astype(np.float64))
+    errs = {}
+    for p in ("highest", "high", "medium"):
+        ac.set_float32_matmul_precision(p)
+        got = (ac.tensor(x, device="npu:edge") @ ac.tensor(y, device="npu:edge")).numpy()
+        st = get_backend("npu:edge").launch_stats()
+        assert st is not None and st["units"]["matrix"] > 0
+        errs[p] = float(np.max(np.abs(got - ref) / s))
+        if p == "highest":
+            np.testing.assert_allclose(got, ref.astype(np.float32), rtol=RTOL, atol=ATOL)
+    assert errs["highest"] < 2.0**-20 and errs["high"] < 2.0**-19
+    assert 2.0**-16 < errs["medium"] < 2.0**-10
+
+
 @pytest.mark.parametrize("dt", ["float16", "bfloat16"])
 def test_half_matmul_is_one_matrix_kernel_rounding_on_chip(dt: str) -> None:
     # f32 accumulation, one rounding to the half dtype in the GEMM's store: torch's result

@@ -17,7 +17,9 @@ inputs are split on chip by the vector unit into bfloat16 pieces `x = x0 + x1 + 
 (each the bfloat16 rounding of what the earlier pieces leave, exact in float32), and the
 matrix unit sums piece products into the same f32 accumulator: "medium" x0*y0 (one pass),
 "high" x0*y0 + x0*y1 + x1*y0 (three passes), "highest" the six products whose pieces sum
-to at most 2 (six passes; the three dropped ones are below 2^-24 relative to |x||y|).
+to at most 2 (six passes; the three dropped ones are below 2^-24 relative to |x||y|). A
+matrix unit without bf16 (`edge`) gets float16 pieces of power-of-two scaled rows of A
+and columns of B instead (`npu_gemm_split.py`; two pieces, all four products in two mmas).
 
 Schedule per core (work is split over cores by output tiles): dma_in streams (tm, tk) A
 and (tk, tn) B tiles (through the unified buffer and the split when float32) into two
@@ -36,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from anychip import dtypes
+from anychip.codegen.npu_gemm_io import load_view, store_view
 from anychip.codegen.npu_gemm_plan import (
     Bias,
     EpilogueOp,
@@ -47,21 +50,23 @@ from anychip.codegen.npu_gemm_plan import (
     bias_elems,
     bias_slots,
     block_rows,
+    blocks,
     caches_a,
     check_spec,
     fits,
     passes,
     plan_npu_gemm,
+    scaled,
 )
+from anychip.codegen.npu_gemm_split import Scales, Step, piece_tiles, split_bf16, split_f16
 from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
 from anychip.ir.kernel import ContractionSpec, Operand
 from anychip.npu.builder import Builder, Ring, Tile, program, round_up
 from anychip.npu.config import NpuConfig
-from anychip.npu.isa import DT, BinOp, Branch, Dma, Ref, SMov, Space, Unit
+from anychip.npu.isa import DT, BinOp, Branch, Ref, SMov, Space, Unit, UnOp
 from anychip.npu.program import Program
 from anychip.precision import get_float32_matmul_precision
 
-VELTKAMP = float(2**16 + 1)  # splits the 8 leading bits off an f32 (24-bit) significand
 _DT = {dtypes.float32: DT.F32, dtypes.float16: DT.F16, dtypes.bfloat16: DT.BF16}
 
 
@@ -156,41 +161,6 @@ def npu_gemm(config: NpuConfig, spec: GemmSpec, plan: GemmPlan | None = None) ->
     return NpuGemm(program(builders), plan, 2 * bat * s.m * s.n * s.k, nbytes)
 
 
-def _base(v: GemmView, bidx: tuple[int, ...]) -> int:
-    return v.offset + sum(i * st for i, st in zip(bidx, v.batch_strides, strict=True))
-
-
-def _load(bld: Builder, dst: Tile, v: GemmView, bidx: tuple[int, ...], r0: int, c0: int,
-          rows: int, cols: int) -> None:  # fmt: skip
-    """Device view rows [r0, r0+rows) x cols [c0, c0+cols) -> top-left of dense `dst`,
-    zero padding the rest. The box's inner dimension runs along whichever of the view's
-    strides is contiguous in device memory (a transposed view is transposed on the way)."""
-    size = v.dtype.itemsize
-    src = Ref(Space.DRAM, (_base(v, bidx) + r0 * v.rows + c0 * v.cols) * size, v.reg)
-    pr, pc = dst.shape
-    if v.cols != 1 and v.rows == 1 and rows > 1:  # column-major: walk down columns
-        box, ss, ds, pad = (1, cols, rows), (0, v.cols, 1), (0, 1, pc), (1, pc, pr)
-    else:
-        box, ss, ds, pad = (1, rows, cols), (0, v.rows, v.cols), (0, pc, 1), (1, pr, pc)
-    bld.emit(Dma(dst.dtype, dst.ref, src, box, ds, ss, pad, 0.0))
-
-
-def _store(bld: Builder, v: GemmView, bidx: tuple[int, ...], r0: int, c0: int, src: Tile,
-           rows: int, cols: int) -> None:  # fmt: skip
-    """The top-left (rows, cols) of `src` -> the device view at (r0, c0)."""
-    size = v.dtype.itemsize
-    dst = Ref(Space.DRAM, (_base(v, bidx) + r0 * v.rows + c0 * v.cols) * size, v.reg)
-    sr, sc = src.strides
-    if v.cols != 1 and v.rows == 1 and rows > 1:
-        box, ds, ss = (1, cols, rows), (0, v.cols, 1), (0, sc, sr)
-    else:
-        box, ds, ss = (1, rows, cols), (0, v.rows, v.cols), (0, sr, sc)
-    bld.emit(Dma(src.dtype, dst, src.ref, box, ds, ss, box, 0.0))
-
-
-Step = tuple[tuple[int, ...], int, int, int]  # (batch index, i0, j0, k0)
-
-
 class _CoreGen:
     """One core's code: every (output tile, k-step) in order, operands prepared ahead."""
 
@@ -199,11 +169,16 @@ class _CoreGen:
         self.bld, self.s, self.p, self.mdt = bld, s, p, mdt
         self.pieces, self.pairs = pieces, pairs
         self.split = s.a.dtype == DT.F32
-        a_bytes, b_bytes = 2 * pieces * p.tm * p.tk, 2 * pieces * p.tk * p.tn
+        self.blocks = blocks(bld.config, s.a.dtype, pieces)
+        self.cat = self.blocks[1] > self.blocks[0]  # float16 pieces: P mmas (`blocks`)
+        if self.cat:  # [x0 .. xP-1] @ each window of B's stack, the main one ([y0; ..]) last
+            self.pairs = tuple((0, j) for j in reversed(range(pieces)))
+        a_bytes, b_bytes = 2 * self.blocks[0] * p.tm * p.tk, 2 * self.blocks[1] * p.tk * p.tn
         l0 = [(bld.alloc(Space.L0A, a_bytes), bld.alloc(Space.L0B, b_bytes)) for _ in range(2)]
         self.ins = Ring(bld, [Unit.DMA_IN, Unit.MATRIX], l0)
         self.accs = [bld.alloc(Space.L0C, 4 * p.tm * p.tn) for _ in range(p.acc_slots)]
-        self.vec = bool(s.epilogue) or s.out.dtype != DT.F32
+        self.scaled = scaled(bld.config, s.a.dtype)  # f16 pieces of scaled values
+        self.vec = bool(s.epilogue) or s.out.dtype != DT.F32 or self.scaled
         last = Unit.VECTOR if self.vec else Unit.MATRIX
         self.f_ready = bld.flag((Unit.MATRIX, last)) if self.vec else -1  # block computed
         self.f_out = bld.flag((last, Unit.DMA_OUT))  # block ready to store
@@ -238,6 +213,7 @@ class _CoreGen:
             self.a_cache = bld.alloc(Space.L1, a_bytes * math.ceil(s.k / p.tk))
         self.a_cached: list[bool] = []
         self.steps: list[Step] = []
+        self.scales: Scales | None = None  # float16 pieces: the scales (npu_gemm_split)
         self.ready: dict[int, tuple[list[Tile], list[Tile]]] = {}
         self.prepared = 0
 
@@ -259,6 +235,9 @@ class _CoreGen:
             self.a_cache is not None and n >= nk and rows[n - nk] == rows[n]
             for n in range(len(self.steps))
         ]
+        if self.scaled:
+            block = block_rows(self.bld.config, p.tm) * p.tn
+            self.scales = Scales(self.bld, self.steps, p.tm, p.tn, block, self.scratch[0])
         lead = 3 if self.split else 1
         for n, st in enumerate(self.steps):
             while self.prepared <= min(n + lead, len(self.steps) + 1):
@@ -288,6 +267,17 @@ class _CoreGen:
             if i < n:
                 self._direct(i)
             return
+        nk = math.ceil(self.s.k / self.p.tk)
+        if i < n and self.scales is not None and nk > 1 and any(self.scales.fresh[i]):
+            # the tile's maxima need its whole depth: their own pass over A and B first,
+            # through the raw slots in their ring order (after step i-1, before step i)
+            if i >= 2:
+                self._copy(i - 2)
+            if i >= 1:
+                self._split(i - 1)
+            self._maxima(i)
+            self._raw(i)
+            return
         if i < n:
             self._raw(i)
         if 0 <= i - 1 < n:
@@ -308,8 +298,8 @@ class _CoreGen:
         if block is not None and self.a_cached[i]:
             self.bld.copy(ta, block)
         else:
-            _load(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
-        _load(self.bld, tb, self.s.b, bidx, k0, j0, d, c)
+            load_view(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
+        load_view(self.bld, tb, self.s.b, bidx, k0, j0, d, c)
         self.ins.leave(0)
         if block is not None and not self.a_cached[i]:
             # kept for the row's next tiles: after B's load, so the engine waits for A's
@@ -322,38 +312,61 @@ class _CoreGen:
         r, c, d, er, ec, ed = self.dims(st)
         ra, rb = self.raw.enter(0)
         if not self.a_cached[i]:
-            _load(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
-        _load(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
+            load_view(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
+        load_view(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
         self.raw.leave(0)
 
     def _split(self, i: int) -> None:
-        """x (f32) -> bf16 pieces x0, x1[, x2], all in f32 arithmetic: Veltkamp's split
-        (g = x * (2^16 + 1); hi = g + (x - g)) gives the leading 8 bits exactly, so each
-        piece is exact in bf16 and each residual exact in f32 (the last piece is rounded
-        when only two are kept). It never widens bf16 to f32."""
+        """Step i's raw f32 tiles -> 16-bit pieces (`npu_gemm_split.py`): bf16 by
+        Veltkamp's split, or f16 of the values times their row's / column's scale (computed
+        here from the tiles themselves when the whole depth is one step)."""
         _, _, _, er, ec, ed = self.dims(self.steps[i])
-        bld = self.bld
+        bld, mdt = self.bld, self.mdt
         raws = self.raw.enter(1)
         outs = self.pcs.enter(0)
-        todo = [(raws[1], ed, ec, outs[1])]
+        todo = [(raws[1], ed, ec, outs[1], 1)]
         if not self.a_cached[i]:
-            todo.insert(0, (raws[0], er, ed, outs[0]))
-        for ref, rows, cols, dst in todo:
+            todo.insert(0, (raws[0], er, ed, outs[0], 0))
+        for ref, rows, cols, dst, op in todo:
             x = Tile(ref, rows, cols, DT.F32)
             t, r = (Tile(sc, rows, cols, DT.F32) for sc in self.scratch)
-            piece = [Tile(dataclasses.replace(dst, off=dst.off + q * rows * cols * 2), rows,
-                          cols, DT.BF16) for q in range(self.pieces)]  # fmt: skip
-            cur, tmp = x, r  # the value still to split, and a free tile
-            for q in range(self.pieces - 1):
-                bld.vscalar(BinOp.MUL, t, cur, VELTKAMP)  # g
-                bld.vbin(BinOp.SUB, tmp, cur, t)  # x - g
-                bld.vbin(BinOp.ADD, t, t, tmp)  # hi: 8 leading bits
-                bld.vcast(piece[q], t)  # exact
-                bld.vbin(BinOp.SUB, r, cur, t)  # the residual, exact
-                cur, tmp = r, x  # x's slot is free once r holds x - hi
-            bld.vcast(piece[-1], cur)
+            piece = piece_tiles(dst, rows, cols, mdt, self.pieces, self.cat and op == 0)
+            if self.scales is None:
+                split_bf16(bld, x, piece, (t, r))
+                continue
+            if self.s.k <= self.p.tk and self.scales.fresh[i][op]:  # one step: from x
+                self.scales.fold(op, i, x, True, True)
+            split_f16(bld, x, self.scales.scale(op, i, rows, cols), piece, t)
+            if self.cat and op == 1:  # y0 .. yP-2 again below yP-1
+                stack = piece_tiles(dst, rows, cols, mdt, 2 * self.pieces - 1, False)
+                for q in range(self.pieces - 1):
+                    bld.vun(UnOp.COPY, stack[self.pieces + q], piece[q])
         self.raw.leave(1)
         self.pcs.leave(0)
+
+    # -- float16 pieces: the maxima's own pass ------------------------------------------
+    def _maxima(self, i: int) -> None:
+        """A pass over the whole depth of step i's tile: (r, tk) chunks of A and (tk, c)
+        of B through the raw slots, each chunk's maxima folded in as it lands."""
+        assert self.scales is not None
+        bidx, i0, j0, _ = self.steps[i]
+        fa, fb = self.scales.fresh[i]
+        ks = range(0, self.s.k, self.p.tk)
+        for k0 in ks:
+            r, c, d, er, ec, ed = self.dims((bidx, i0, j0, k0))
+            ra, rb = self.raw.enter(0)
+            if fa:
+                load_view(self.bld, Tile(ra, er, ed, DT.F32), self.s.a, bidx, i0, k0, r, d)
+            if fb:
+                load_view(self.bld, Tile(rb, ed, ec, DT.F32), self.s.b, bidx, k0, j0, d, c)
+            self.raw.leave(0)
+            self.raw.enter(1)
+            ends = (k0 == 0, k0 == ks[-1])
+            if fa:
+                self.scales.fold(0, i, Tile(ra, er, ed, DT.F32), *ends)
+            if fb:
+                self.scales.fold(1, i, Tile(rb, ed, ec, DT.F32), *ends)
+            self.raw.leave(1)
 
     def _copy(self, i: int) -> None:
         """The pieces into L0A/L0B: A's from L1 when cached, else from the unified buffer
@@ -362,22 +375,28 @@ class _CoreGen:
         src = self.pcs.enter(1)
         dst = self.ins.enter(0)
         block = None
+        pa, pb = self.blocks
         if self.a_cache is not None:
-            off = self.steps[i][3] // self.p.tk * 2 * self.pieces * self.p.tm * self.p.tk
+            off = self.steps[i][3] // self.p.tk * 2 * pa * self.p.tm * self.p.tk
             block = Tile(dataclasses.replace(self.a_cache, off=self.a_cache.off + off), 1,
-                         self.pieces * er * ed, DT.BF16)  # fmt: skip
+                         pa * er * ed, self.mdt)  # fmt: skip
         tiles: list[list[Tile]] = []
-        for s_ref, d_ref, rows, cols in ((src[0], dst[0], er, ed), (src[1], dst[1], ed, ec)):
-            flat = self.pieces * rows * cols
-            into = Tile(d_ref, 1, flat, DT.BF16)
+        for s_ref, d_ref, rows, cols, nb in ((src[0], dst[0], er, ed, pa),
+                                             (src[1], dst[1], ed, ec, pb)):  # fmt: skip
+            flat = nb * rows * cols
+            into = Tile(d_ref, 1, flat, self.mdt)
             if d_ref is dst[0] and block is not None and self.a_cached[i]:
                 self.bld.copy(into, block)
             else:
-                self.bld.copy(into, Tile(s_ref, 1, flat, DT.BF16))
+                self.bld.copy(into, Tile(s_ref, 1, flat, self.mdt))
                 if d_ref is dst[0] and block is not None:
-                    self.bld.copy(block, Tile(s_ref, 1, flat, DT.BF16))
-            tiles.append([Tile(dataclasses.replace(d_ref, off=d_ref.off + q * rows * cols * 2),
-                               rows, cols, DT.BF16) for q in range(self.pieces)])  # fmt: skip
+                    self.bld.copy(block, Tile(s_ref, 1, flat, self.mdt))
+            tiles.append(piece_tiles(d_ref, rows, cols, self.mdt, self.pieces, False))
+        if self.cat:  # A: (er, P ed); B's P windows: (P ed, ec) from block j
+            ra, rb, n = dst[0], dst[1], self.pieces
+            tiles = [[Tile(ra, er, n * ed, self.mdt)],
+                     [Tile(dataclasses.replace(rb, off=rb.off + j * ed * ec * 2), n * ed, ec,
+                           self.mdt) for j in range(n)]]  # fmt: skip
         self.pcs.leave(1)
         self.ins.leave(0)
         self.ready[i] = (tiles[0], tiles[1])
@@ -399,7 +418,7 @@ class _CoreGen:
             # epilogue operands load two steps before the tile's end: with one slot, the
             # previous tile's epilogue is done by then, and the load lands before its own
             for e, ring, _ in self.biases:
-                self._bias_load(e, ring, st)
+                self._biasload_view(e, ring, st)
         bs = block_rows(cfg, er) if last else er
         blocks = [(b0, min(b0 + bs, er)) for b0 in range(0, er, bs)]
         self.ins.enter(1)
@@ -413,19 +432,20 @@ class _CoreGen:
                         self.f_ready if self.vec else self.f_out)  # fmt: skip
         self.ins.leave(1)
         if last:
-            self._drain(acc, blocks, st, r, c)
+            self._drain(acc, blocks, st, r, c, n)
 
-    def _bias_load(self, e: Bias, ring: Ring, st: Step) -> None:
+    def _biasload_view(self, e: Bias, ring: Ring, st: Step) -> None:
         bidx, i0, j0, _ = st
         r, c, _, er, ec, _ = self.dims(st)
         ref = ring.enter(0)
         v = e.view
         rows, cols = (1 if v.rows == 0 else r), (1 if v.cols == 0 else c)
         prow, pcol = (1 if v.rows == 0 else er), (1 if v.cols == 0 else ec)
-        _load(self.bld, Tile(ref, prow, pcol, v.dtype), v, bidx, i0, j0, rows, cols)
+        load_view(self.bld, Tile(ref, prow, pcol, v.dtype), v, bidx, i0, j0, rows, cols)
         ring.leave(0)
 
-    def _drain(self, acc: Tile, blocks: list[tuple[int, int]], st: Step, r: int, c: int) -> None:
+    def _drain(self, acc: Tile, blocks: list[tuple[int, int]], st: Step, r: int, c: int,
+               n: int) -> None:  # fmt: skip
         """The finished tile, block by block: the epilogue and down-cast (vector), then the
         store (dma_out). Emitted block by block, so that a vector wait for a cast slot is
         dispatched after the store that frees it (an in-order scalar unit would deadlock
@@ -442,6 +462,8 @@ class _CoreGen:
             part = acc.sub(b0, 0, b1 - b0, ec)
             if self.vec:
                 bld.wait(Unit.MATRIX, Unit.VECTOR, self.f_ready)
+                if self.scales is not None:
+                    self.scales.unscale(part, b0, n)
                 for e in s.epilogue:
                     if isinstance(e, Scale):
                         bld.vscalar(BinOp.MUL, part, part, e.value)
@@ -460,7 +482,7 @@ class _CoreGen:
                 bld.set(Unit.VECTOR, Unit.DMA_OUT, self.f_out)
             bld.wait(Unit.VECTOR if self.vec else Unit.MATRIX, Unit.DMA_OUT, self.f_out)
             rows = min(b1, r) - b0  # rows past the matrix's end are padding
-            _store(bld, s.out, bidx, i0 + b0, j0, part.sub(0, 0, rows, ec), rows, c)
+            store_view(bld, s.out, bidx, i0 + b0, j0, part.sub(0, 0, rows, ec), rows, c)
             if self.casts:
                 bld.set(Unit.DMA_OUT, Unit.VECTOR, self.f_cast)
         for _, ring, _ in self.biases:

@@ -11,6 +11,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from anychip.codegen.npu_gemm_split import SCALE_SLOTS
 from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
 from anychip.npu.builder import round_up
 from anychip.npu.config import NpuConfig
@@ -25,6 +26,14 @@ PASSES = {
     "medium": ((0, 0),),
     "high": ((1, 0), (0, 1), (0, 0)),
     "highest": ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0)),
+}
+# float16 pieces hold 11 bits each: three keep all 24 of float32's ("highest", the
+# bfloat16 passes: the three dropped products are below 2^-33 of |x||y|), two keep 22
+# ("high": all four products, in two mmas of depth 2 tk, `blocks`)
+PASSES_F16 = {
+    "medium": ((0, 0),),
+    "high": ((1, 1), (1, 0), (0, 1), (0, 0)),
+    "highest": PASSES["highest"],
 }
 
 
@@ -96,21 +105,42 @@ Pairs = tuple[tuple[int, int], ...]
 
 
 def passes(config: NpuConfig, dtype: DT, precision: str) -> tuple[DT, int, Pairs]:
-    """(matrix-unit dtype, pieces per operand, piece products) for inputs of `dtype`."""
+    """(matrix-unit dtype, pieces per operand, piece products) for inputs of `dtype`:
+    float32 runs as bfloat16 pieces, or as float16 pieces of scaled values on a design
+    whose matrix unit has f16 but no bf16 (`edge`)."""
     if precision not in PRECISIONS:
         raise ArgumentError(f"npu gemm: precision {precision!r} is not one of {PRECISIONS}")
-    mdt = DT.BF16 if dtype == DT.F32 else dtype
+    mdt = dtype
+    if dtype == DT.F32:
+        mdt = DT.BF16 if "bf16" in config.matrix_dtypes else DT.F16
     if mdt not in (DT.F16, DT.BF16):
         raise DTypeNotImplemented(f"npu gemm: no matrix path for {dtype.name.lower()} inputs")
     if mdt.name.lower() not in config.matrix_dtypes:
         raise DTypeNotImplemented(
-            f"npu gemm: the matrix unit of design {config.name!r} has no bf16 inputs "
-            f"({', '.join(config.matrix_dtypes)}), needed for {dtype.name.lower()} matmuls"
+            f"npu gemm: the matrix unit of design {config.name!r} has no "
+            f"{mdt.name.lower()} inputs ({', '.join(config.matrix_dtypes)}), needed for "
+            f"{dtype.name.lower()} matmuls"
         )
     if dtype != DT.F32:
         return mdt, 1, ((0, 0),)
-    pairs = PASSES[precision]
+    pairs = (PASSES if mdt == DT.BF16 else PASSES_F16)[precision]
     return mdt, 1 + max(max(pq) for pq in pairs), pairs
+
+
+def blocks(config: NpuConfig, dtype: DT, pieces: int) -> tuple[int, int]:
+    """16-bit (rows, cols) blocks per element of A's and B's L0 tiles: one per piece, but
+    two float16 pieces ("high") lie side by side in A's rows, [x0 x1] (tm, 2 tk), against
+    B's stack [y0; y1; y0] (3 blocks of (tk, tn)), whose windows [y1; y0] and [y0; y1] give
+    the four products in two mmas of depth 2 tk (window j pairs x_i with y_(i+j mod 2)):
+    an output-stationary array streams a deeper k better. (Three pieces so would need five
+    blocks of B: narrower tiles, more device-memory traffic, slower on `edge`.)"""
+    return (2, 3) if scaled(config, dtype) and pieces == 2 else (pieces, pieces)
+
+
+def scaled(config: NpuConfig, dtype: DT) -> bool:
+    """Whether float32 operands run as float16 pieces of power-of-two scaled values (the
+    scales from each row of A's and column of B's largest magnitude; npu_gemm_split.py)."""
+    return dtype == DT.F32 and "bf16" not in config.matrix_dtypes
 
 
 def check_spec(config: NpuConfig, s: GemmSpec) -> None:
@@ -171,14 +201,20 @@ def ub_bytes(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
     if s.a.dtype == DT.F32:
         a, b = p.tm * p.tk, p.tk * p.tn
         need += 2 * (round_up(4 * a, 64) + round_up(4 * b, 64))  # raw f32 tiles
-        need += 2 * (round_up(2 * pieces * a, 64) + round_up(2 * pieces * b, 64))
+        pa, pb = blocks(cfg, s.a.dtype, pieces)
+        need += 2 * (round_up(2 * pa * a, 64) + round_up(2 * pb * b, 64))
         need += 2 * round_up(4 * max(a, b), 64)  # the split's temporaries
+    if scaled(cfg, s.a.dtype):
+        vecs = round_up(4 * p.tm, 64) + round_up(4 * p.tn, 64)
+        need += (2 * SCALE_SLOTS + 2) * vecs  # scales and inverses; maxima, reductions
+        need += round_up(4 * block_rows(cfg, p.tm) * p.tn, 64)  # the unscale factors
     return need
 
 
 def fits(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
-    a = round_up(2 * pieces * p.tm * p.tk, 64)
-    b = round_up(2 * pieces * p.tk * p.tn, 64)
+    pa, pb = blocks(cfg, s.a.dtype, pieces)
+    a = round_up(2 * pa * p.tm * p.tk, 64)
+    b = round_up(2 * pb * p.tk * p.tn, 64)
     return (
         2 * a <= cfg.l0a.size
         and 2 * b <= cfg.l0b.size
@@ -197,17 +233,22 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     hw = (p.tm // cfg.matrix_m) * (p.tn // cfg.matrix_n) * (p.tk // cfg.matrix_k)
     compute = per_core * steps * hw * cfg.tile_cycles * npass
     size = s.a.dtype.itemsize
-    pieces = 1 + max(max(pq) for pq in PASSES[s.precision])
+    passes_of = PASSES_F16 if scaled(cfg, s.a.dtype) else PASSES  # (f16 inputs too: as before)
+    pieces = 1 + max(max(pq) for pq in passes_of[s.precision])
     # A's tiles are loaded (and split) once per output tile, or once per row of tiles
     # when the float32 split keeps them in L1
     a_reuse = math.ceil(s.n / p.tn) if caches_a(cfg, s, p, pieces) else 1
     a_loads = s.m * math.ceil(s.n / p.tn) / a_reuse
     traffic = bat * (size * s.k * (a_loads + s.n * math.ceil(s.m / p.tm))
                      + s.out.dtype.itemsize * s.m * s.n)  # fmt: skip
+    if scaled(cfg, s.a.dtype) and steps > 1:  # the maxima's own pass over A and B
+        table = math.ceil(s.n / p.tn) <= SCALE_SLOTS  # B's maxima once per column block
+        traffic += bat * size * s.k * (s.m + s.n * (1 if table else math.ceil(s.m / p.tm)))
     mem = traffic / (DRAM_EFFICIENCY * cfg.dram_bandwidth)
     vector = 0.0
     if s.a.dtype == DT.F32:
-        ops = 5 * pieces - 4  # the split's vector ops per element
+        # the split's vector ops per element (f16: scale, split, and |x| and its maximum)
+        ops = 3 * pieces + 1 if scaled(cfg, s.a.dtype) else 5 * pieces - 4
         vector = per_core * steps * ops * (p.tm / a_reuse + p.tn) * p.tk / cfg.vector_lanes
     share = cfg.dram_bandwidth / min(cfg.cores, tiles)
     fill = (size * p.tk * (p.tm + p.tn) + 4 * p.tm * p.tn) / share + 2 * cfg.dma_latency
@@ -223,7 +264,7 @@ def caches_a(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
     L1, so that the row's other output tiles copy them on chip instead of loading (and
     splitting) A again: when they fit and a row has more than one output tile."""
     depth = math.ceil(s.k / p.tk) * p.tk
-    return s.n > p.tn and 2 * pieces * p.tm * depth <= cfg.l1.size
+    return s.n > p.tn and 2 * blocks(cfg, s.a.dtype, pieces)[0] * p.tm * depth <= cfg.l1.size
 
 
 def plan_npu_gemm(config: NpuConfig, s: GemmSpec) -> GemmPlan:
@@ -240,7 +281,8 @@ def plan_npu_gemm(config: NpuConfig, s: GemmSpec) -> GemmPlan:
     best: tuple[float, int, GemmPlan] | None = None
     for tm in range(mm, min(pm, max(MAX_TILE, mm)) + 1, mm):
         for tn in range(mn, min(pn, max(MAX_TILE, mn)) + 1, mn):
-            tk = min(pk, config.l0a.size // (4 * pieces * tm), config.l0b.size // (4 * pieces * tn))
+            pa, pb = blocks(config, s.a.dtype, pieces)
+            tk = min(pk, config.l0a.size // (4 * pa * tm), config.l0b.size // (4 * pb * tn))
             tk -= tk % mk
             for slots, depth in itertools.product((2, 1), range(tk, 0, -mk)):
                 plan = GemmPlan(tm, tn, depth, slots)

@@ -49,3 +49,18 @@ def test_the_bench_runs_and_writes_its_json(tmp_path):
     assert res["macs"] == 128**3 and res["macs_per_s"] > 0
     assert res["instructions"] > 50 * 5 and res["instructions_per_s"] > 0
     assert "OPENBLAS_NUM_THREADS=1" in proc.stdout
+
+
+def test_the_bench_times_a_float32_tensor_matmul_on_edge(tmp_path):
+    """--matmul float32: a Tensor API a @ b on npu:edge (float16 pieces on its matrix
+    unit), its error against float64 within float32's, the matrix unit busy."""
+    out = tmp_path / "mm.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ANYCHIP_CACHE_DIR": str(tmp_path)}
+    cmd = [sys.executable, str(ROOT / "bench" / "npu_sim_speed.py"), "--matmul", "float32",
+           "--size", "48", "--repeat", "1", "--designs", "edge", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (res,) = json.loads(out.read_text())
+    assert res["macs_per_s"] > 0 and res["sim_time_s"] > 0
+    assert res["units"]["matrix"] > 0
+    assert res["max_err_rel_to_abs_products"] < 2.0**-20

@@ -1,7 +1,8 @@
 """Compiled npu programs on disk, through the cpu cache's entry machinery (checked
 records, crash-safe writes, the size cap): `$ANYCHIP_CACHE_DIR/npu/<key>.so` holds the
 program's bytes (the suffix is the shared machinery's), keyed by the kernel's structure,
-the design and the lowering's own source, so a changed compiler never reads old code.
+the design, the float32 matmul precision and the lowering's own source, so a changed
+compiler (or setting) never reads old code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from anychip import dtypes
 from anychip.backends.cpu import cache as shared, kernel_key
 from anychip.backends.npu.lower import Compiled
 from anychip.ir.kernel import KernelIR
+from anychip.precision import get_float32_matmul_precision
 from anychip.runtime.device import Kernel
 
 MAGIC = b"ANPUK2"
@@ -38,8 +40,9 @@ def _compiler_sha() -> str:
     here = Path(__file__).parent
     codegen = here.parent.parent / "codegen"
     h = hashlib.sha256()
-    for path in (here / "lower.py", here / "cache.py", codegen / "npu_gemm.py",
-                 codegen / "npu_gemm_plan.py"):  # fmt: skip
+    for path in (here / "lower.py", here / "lower_exprs.py", here / "lower_steps.py",
+                 here / "cache.py", codegen / "npu_gemm.py", codegen / "npu_gemm_plan.py",
+                 codegen / "npu_gemm_split.py", codegen / "npu_gemm_io.py"):  # fmt: skip
         h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -49,6 +52,7 @@ def key_of(kernel: Kernel, design: str) -> str:
     h = hashlib.sha256()
     h.update(repr(kernel_key(kernel)).encode())
     h.update(design.encode())
+    h.update(get_float32_matmul_precision().encode())  # a float32 GEMM's passes
     h.update(_compiler_sha().encode())
     return "npu-" + h.hexdigest()[:40]
 
