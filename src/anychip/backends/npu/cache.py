@@ -38,7 +38,8 @@ def _compiler_sha() -> str:
     here = Path(__file__).parent
     codegen = here.parent.parent / "codegen"
     h = hashlib.sha256()
-    for path in (here / "lower.py", here / "cache.py", codegen / "npu_gemm.py",
+    # every module of the lowering (lower.py, lower_steps.py, ...) and the GEMM generator
+    for path in (*sorted(here.glob("*.py")), codegen / "npu_gemm.py",
                  codegen / "npu_gemm_plan.py"):  # fmt: skip
         h.update(path.read_bytes())
     return h.hexdigest()
