@@ -42,10 +42,11 @@ from anychip.backends.npu.lower_exprs import (
     _stmt_exprs,
     _vk,
 )
-from anychip.backends.npu.lower_reuse import canon, frame_key, plan_reuse
+from anychip.backends.npu.lower_reuse import Reuse, group_loops, row_slots
 from anychip.backends.npu.lower_steps import (
     _F_ARGS,
     KEEP_REGIONS,
+    ROW_SLOTS,
     SLOTS,
     Frame,
     Step,
@@ -103,6 +104,7 @@ from anychip.npu.isa import (
     VCmp,
     VDup,
     VReduce,
+    VScalar,
     VScan,
     VSel,
     VSort,
@@ -153,7 +155,8 @@ class CoreLowering:
         self.cfg = low.cfg
         self.ub = self.cfg.ub.size
         self.persist_top = 0  # group-local values grow up from 0 ...
-        self.persist_size = self.ub // 8 + KEEP_REGIONS * low.keep_bytes
+        # a row kernel's group regions (KEEP_REGIONS of keep_bytes) come on top
+        self.persist_size = self.ub // 4 + max(0, KEEP_REGIONS - 2) * low.keep_bytes
         self.const_top = self.persist_size  # ... constants down from the top
         self.group_mark = 0
         self.slots = low.slots
@@ -279,6 +282,11 @@ class CoreLowering:
         r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
         dst = self.temp(r, c, k)
         va, vb = self.view(a.tile, r, c), self.view(b.tile, r, c)
+        if op is BinOp.MUL and va == vb and k in (DT.F32, DT.F16, DT.BF16):
+            # x * x as `vpows x 2`: x is read once, not twice (half its buffer-port bytes);
+            # the same bits (the square is exact in f64 and rounded once, as vmul rounds)
+            self.v(VScalar(BinOp.POW, k, dst.ref, va.ref, 2.0, dst.shape, dst.strides, va.strides))
+            return Val(dst, k)
         self.v(VBin(op, k, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides, vb.strides))
         return Val(dst, k)
 
@@ -338,14 +346,9 @@ class CoreLowering:
     def reuse_key(self, e: Expr, f: Frame) -> tuple[object, ...] | None:
         """Where `e` is a value a later inner loop of the group reuses (`lower_reuse.py`),
         the key it is kept under: its canonical form and the frame's points."""
-        low = self.low
-        if self.inner is None or not low.reuse or not isinstance(e, Alu):
+        if self.inner is None or not isinstance(e, Alu):
             return None
-        var, extent = self.inner
-        c = low.canon(e, var)
-        if (c, extent) not in low.reuse:
-            return None
-        return (c, extent, frame_key(f, var))
+        return self.low.reuse.key(e, self.inner, f)
 
     def _ev(self, e: Expr, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
         low = self.low
@@ -524,7 +527,6 @@ class CoreLowering:
         return t
 
     def alu(self, e: Alu, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
-        op = e.op
         s = [self.ev(x, f) for x in e.srcs]
         self.keep_for, self.kept_tile = keep, None  # the op's result tile (`temp`)
         try:
@@ -1001,7 +1003,7 @@ class CoreLowering:
 class Lowering:
     """Plans a kernel's groups of steps and lowers them for each core."""
 
-    def __init__(self, ir: KernelIR, cfg: NpuConfig, elems: int) -> None:
+    def __init__(self, ir: KernelIR, cfg: NpuConfig, elems: int, slots: int = SLOTS) -> None:
         self.ir, self.cfg, self.elems = ir, cfg, elems
         self.width = max(1, min(elems, 8 * cfg.vector_lanes))
         self.lets: dict[str, Expr] = {}
@@ -1023,14 +1025,12 @@ class Lowering:
         if nregs > NUM_REGS:
             raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
         self.reread, self.reread_row = self.rereads()
-        self._canon: dict[tuple[Expr, str], Expr] = {}
-        self.reuse = self.plan_reuse()
-        self.reread_row += sum(self.reuse.values())
-        self.keep_bytes = cfg.ub.size // 16 if self.reread or self.reuse else 0
-        # a group's rows are stored while the next groups compute: its slot comes back
-        # 2 * loops + 1 steps later, so that the vector unit rarely waits for the store
-        loops = len(self.group_loops())
-        self.slots = min(9, (KEEP_REGIONS - 1) * loops + 1) if self.keep_bytes else SLOTS
+        stored = {s.buf for s in _all_stmts(ir.body) if isinstance(s, Store)}
+        self.reuse = Reuse(group_loops(ir), self.defs, lambda x: x.buf not in stored
+                           and not self.dependent(x))  # fmt: skip
+        self.reread_row += self.reuse.row_bytes
+        self.keep_bytes = cfg.ub.size // 16 if self.reread or self.reuse.keep else 0
+        self.slots = row_slots(cfg, elems, self.keep_bytes, len(group_loops(ir)), slots)
 
     def rereads(self) -> tuple[frozenset[int], int]:
         """Buffers a row kernel loads at the same places in two or more of its inner loops
@@ -1038,14 +1038,9 @@ class Lowering:
         mean, the variance and the output), and the bytes one row of those loads takes.
         A group of rows keeps them in `ub` (`CoreLowering.keep`): device memory is read
         once. Buffers the kernel stores into are read again, as written."""
-        body = self.ir.body
-        while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
-            body = body[0].body
         stored = {s.buf for s in _all_stmts(self.ir.body) if isinstance(s, Store)}
         seen: dict[tuple[Any, ...], int] = {}
-        for s in body:
-            if not isinstance(s, Loop) or _has_loop(s.body):
-                continue
+        for s in group_loops(self.ir):
             keys: set[tuple[Any, ...]] = set()
             for x in (x for e in _stmt_exprs(s.body) for x in walk_exprs(e)):
                 if not isinstance(x, Load) or x.valid is not None or x.buf in stored:
@@ -1059,30 +1054,6 @@ class Lowering:
         again = [k for k, n in seen.items() if n >= 2]
         row = sum(k[3] * _dt(self.ir.bufs[k[0]].dtype).itemsize for k in again)
         return frozenset(k[0] for k in again), row
-
-    def group_loops(self) -> list[Loop]:
-        """A row kernel's inner loops (those of the body inside its parallel loops)."""
-        body = self.ir.body
-        while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
-            body = body[0].body
-        return [s for s in body if isinstance(s, Loop) and not _has_loop(s.body)]
-
-    def plan_reuse(self) -> dict[tuple[Expr, int], int]:
-        """Values computed by one inner loop of a group and used again by a later one
-        (`lower_reuse.plan_reuse`): {(canonical expression, extent): bytes a row}."""
-        loops = self.group_loops()
-        if len(loops) < 2:
-            return {}
-        stored = {s.buf for s in _all_stmts(self.ir.body) if isinstance(s, Store)}
-        return plan_reuse(
-            loops, self.defs, lambda x: x.buf not in stored and not self.dependent(x)
-        )
-
-    def canon(self, e: Expr, var: str) -> Expr:
-        got = self._canon.get((e, var))
-        if got is None:
-            got = self._canon[(e, var)] = canon(e, var, self.defs)
-        return got
 
     @property
     def const_reg(self) -> int:
@@ -1208,7 +1179,8 @@ class Lowering:
             cl = CoreLowering(self)
             self.load_args(cl)
             if self.keep_bytes:
-                cl.keep_base = [cl.persist(1, self.keep_bytes, DT.U8).ref.off for _ in range(KEEP_REGIONS)]
+                regions = [cl.persist(1, self.keep_bytes, DT.U8) for _ in range(KEEP_REGIONS)]
+                cl.keep_base = [t.ref.off for t in regions]
             cl.group_mark = cl.persist_top
             for body, g, inner in mine:
                 cl.new_group()
@@ -1300,11 +1272,15 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
             ir.name, ((Finish(),),), np.zeros(16, np.int32), len(ir.bufs), ir.scalars, 0, 0
         )  # fmt: skip  (no elements: nothing to do)
     elems = min(1 << 15, cfg.ub.size // 4 // 12)
+    slots = ROW_SLOTS
     while True:
-        low = Lowering(ir, cfg, elems)
+        low = Lowering(ir, cfg, elems, slots)
         try:
             cores = low.lower()
         except _TooBig:
+            if low.slots > SLOTS:  # a row kernel's steps: three slots of the old size first
+                slots = SLOTS
+                continue
             if elems == 1:
                 raise NpuUnsupported(f"npu: kernel {ir.name} does not fit ub") from None
             elems = max(1, elems // 2)

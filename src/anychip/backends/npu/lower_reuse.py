@@ -7,11 +7,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from anychip.backends.npu.lower_exprs import _dt, _stmt_exprs, _vk
-from anychip.backends.npu.lower_steps import Frame
-from anychip.ir.kernel import Alu, Expr, Load, Loop, Update, Var, walk_exprs
+from anychip.backends.npu.lower_exprs import _PAR, _dt, _stmt_exprs, _vk
+from anychip.backends.npu.lower_steps import KEEP_REGIONS, SLOTS, Frame, _has_loop
+from anychip.ir.kernel import Alu, Expr, KernelIR, Load, Loop, Update, Var, walk_exprs
+from anychip.npu.config import NpuConfig
 
 COL = "_col"  # an inner loop's variable, renamed so that two loops' expressions compare
+
+
+def group_loops(ir: KernelIR) -> list[Loop]:
+    """A row kernel's inner loops: those of the body inside its parallel loops."""
+    body = ir.body
+    while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
+        body = body[0].body
+    return [s for s in body if isinstance(s, Loop) and not _has_loop(s.body)]
+
+
+def row_slots(cfg: NpuConfig, elems: int, keep_bytes: int, loops: int, most: int) -> int:
+    """The unified-buffer slots of a kernel's ring: SLOTS, or for a row kernel (one that
+    keeps its groups in `ub`, `keep_bytes` a region) up to `most`. Its stores (a group's
+    output rows) land while the vector unit works on the next two or three groups: their
+    slot comes back that many steps later. At most (KEEP_REGIONS - 1) * loops + 1 (a
+    group's loads wait for a slot too, `lower_steps._keep_loads`), and as many as hold a
+    tile of `elems` float32 each (`lower_ir` falls back to SLOTS where a step does not
+    fit them)."""
+    if not keep_bytes:
+        return SLOTS
+    free = cfg.ub.size * 3 // 4 - max(0, KEEP_REGIONS - 2) * keep_bytes
+    fits = free // (4 * elems + 1024)
+    return max(SLOTS, min(most, (KEEP_REGIONS - 1) * loops + 1, fits))
 
 
 def canon(e: Expr, var: str, defs: dict[str, Expr]) -> Expr:
@@ -37,6 +61,32 @@ def frame_key(f: Frame, var: str) -> tuple[object, ...]:
         return tuple(sorted((COL if k == var else k, v) for k, v in d.items()))
 
     return (f.rows, f.cols, named(f.base), named(f.rstep), named(f.cstep))
+
+
+class Reuse:
+    """The values a row kernel's group keeps for its later loops (`plan_reuse`), and the
+    key each is kept under while the group is lowered (`CoreLowering.reuse_key`)."""
+
+    def __init__(
+        self, loops: list[Loop], defs: dict[str, Expr], plain: Callable[[Load], bool]
+    ) -> None:
+        self.defs = defs
+        self.keep = plan_reuse(loops, defs, plain) if len(loops) >= 2 else {}
+        self.row_bytes = sum(self.keep.values())
+        self._canon: dict[tuple[Expr, str], Expr] = {}
+
+    def key(self, e: Expr, inner: tuple[str, int], f: Frame) -> tuple[object, ...] | None:
+        """For `e` evaluated over frame `f` of the inner loop `inner` (its variable and
+        extent): the key it is kept under, or None when no later loop reuses it."""
+        if not self.keep:
+            return None
+        var, extent = inner
+        c = self._canon.get((e, var))
+        if c is None:
+            c = self._canon[(e, var)] = canon(e, var, self.defs)
+        if (c, extent) not in self.keep:
+            return None
+        return (c, extent, frame_key(f, var))
 
 
 def plan_reuse(

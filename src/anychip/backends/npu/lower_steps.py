@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 SLOTS = 3  # unified-buffer slots steps rotate through (`CoreLowering.slots`, more for a
 # row kernel): the loads of a step are issued up to SLOTS - 1 steps ahead
 KEEP_REGIONS = 4  # a row kernel's group regions (`CoreLowering.keep`), groups in turn
+ROW_SLOTS = 9  # a row kernel's slots, where its steps fit them (`lower_reuse.row_slots`)
 _F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE, _F_KEEP = 0, 1, 2, 3, 4, 5, 6
 
 
@@ -202,12 +203,13 @@ def _ub_clash(stores: list[Instr], loads: list[Instr]) -> bool:
 def _keep_loads(steps: list[Step], slots: int) -> tuple[dict[int, list[list[Instr]]], set[int]]:
     """Where each group's loads into its `ub` region go: {step i: the groups' loads issued
     right after step i's loads}, and the first steps of those groups (whose vector work
-    waits for them). They follow the loads of the step before the group's first (a step
-    whose loads come later waits for them too: `setf` counts all earlier work), and
-    not before the loads of the step `slots` after the last step of group h -
-    KEEP_REGIONS, which used the region last: those wait for that step's vector work
-    (`_F_FREE`). The loads of `slots - 1` steps ahead go out before a step's vector work,
-    so a group's rows load while the vector unit works on the groups before it."""
+    waits for them). They follow the loads of a step before the group's first, and not
+    before the loads of the step `slots` after the last step of group h - KEEP_REGIONS,
+    which used the region last: those wait for that step's vector work (`_F_FREE`). The
+    loads of `slots - 1` steps ahead go out before a step's vector work, so a group's
+    rows load while the vector unit works on the groups before it. (A later step's
+    loads wait for them too, `setf` counting all earlier work: a row kernel's steps load
+    nothing else.)"""
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     loads: dict[int, list[Instr]] = {}
@@ -219,8 +221,11 @@ def _keep_loads(steps: list[Step], slots: int) -> tuple[dict[int, list[list[Inst
     due: dict[int, list[list[Instr]]] = {}
     for h, group in sorted(loads.items()):
         back = last.get(h - KEEP_REGIONS)
-        at = max(0, first[h] - 1, -1 if back is None else back + slots)
+        lo = 0 if back is None else back + slots
+        at = max(lo, first[h] - 1)
         assert at <= first[h], "a group's region loads after its first step"
+        while at > lo and at - slots >= 0 and steps[at - slots].stores:
+            at -= 1  # not as the stores of the step it waits for start: both share ports
         due.setdefault(at, []).append(group)
     return due, {first[h] for h in loads}
 
@@ -247,6 +252,8 @@ def _emit(cl: CoreLowering) -> list[Instr]:
     # out[i]: step i + slots's vector work waits for step i's stores (a step without
     # stores sets no flag: its wait would be for the stores before it, latency and all)
     out = [i + slots >= n or bool(steps[i].stores) for i in range(n)]
+    # a step without loads sets and waits for no _F_LOAD (nor for the loads before it)
+    inn = [bool(st.loads) for st in steps]
 
     def load(i: int) -> None:
         if i >= slots:  # slot i % slots: read by step i - slots's vector work and stores
@@ -254,13 +261,15 @@ def _emit(cl: CoreLowering) -> list[Instr]:
             if sfree[i - slots]:
                 code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
         code.extend(steps[i].loads)
-        code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        if inn[i]:
+            code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
         for group in due.get(i, []):
             code.extend(group)
             code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_KEEP))
 
     def rest(i: int) -> None:
-        code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        if inn[i]:
+            code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
         if i >= slots and out[i - slots]:
             code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
         if i in first:
