@@ -58,6 +58,7 @@ from anychip.backends.npu.lower_steps import (
     _emit,
     _has_loop,
     _long_frames,
+    _TooBig,
 )
 from anychip.dtypes import DType
 from anychip.errors import CompileError
@@ -114,10 +115,6 @@ from anychip.npu.isa import (
 
 BUF_REG = 3  # buffer i's device address is in register BUF_REG + i (r1, r2: core id, count)
 PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
-
-
-class _TooBig(Exception):
-    """A step's tiles do not fit the unified buffer: compile again with smaller tiles."""
 
 
 @dataclass(frozen=True)

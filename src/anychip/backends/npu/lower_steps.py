@@ -54,6 +54,10 @@ ROW_SLOTS = 9  # a row kernel's slots, where its steps fit them (`lower_reuse.ro
 _F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE, _F_KEEP = 0, 1, 2, 3, 4, 5, 6
 
 
+class _TooBig(Exception):
+    """A step's tiles do not fit the unified buffer: compile again with smaller tiles."""
+
+
 # ---- frames: which iteration points a step covers --------------------------------------
 @dataclass(frozen=True)
 class Frame:
@@ -223,7 +227,8 @@ def _keep_loads(steps: list[Step], slots: int) -> tuple[dict[int, list[list[Inst
         back = last.get(h - KEEP_REGIONS)
         lo = 0 if back is None else back + slots
         at = max(lo, first[h] - 1)
-        assert at <= first[h], "a group's region loads after its first step"
+        if at > first[h]:  # groups of fewer steps than loops: `lower_ir` tries fewer slots
+            raise _TooBig
         while at > lo and at - slots >= 0 and steps[at - slots].stores:
             at -= 1  # not as the stores of the step it waits for start: both share ports
         due.setdefault(at, []).append(group)
