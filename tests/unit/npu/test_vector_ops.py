@@ -421,3 +421,25 @@ def test_casts_among_unsigned_types_wrap_or_saturate():
         _cast(DT.U64, DT.I32, u, CastMode.ROUND), [[2**31 - 1, 2**31 - 1]]
     )
     np.testing.assert_array_equal(_cast(DT.U64, DT.F32, u, CastMode.ROUND), u.astype(np.float32))
+
+
+@pytest.mark.parametrize("dt", [DT.F32, DT.F16, DT.BF16])
+def test_vpows_2_is_the_bits_of_vmul_x_x(dt: DT) -> None:
+    """The npu lowering writes `x * x` as `vpows x 2` (one operand read, not two): the
+    square is exact in f64 and rounded once, so it is vmul's result bit for bit, special
+    values, overflow and underflow included."""
+    rng = np.random.default_rng(11)
+    vals = np.concatenate([rng.standard_normal(500) * 10.0 ** rng.integers(-25, 25, 500),
+                           [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-45, 3e38, 65504.0,
+                            300.0, 1e-7, 2.0**-130, -(2.0**64)]])  # fmt: skip
+    a = vals.reshape(1, -1)
+    if dt != DT.BF16:
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float16 if dt == DT.F16 else np.float32).astype(np.float64)
+    r, c = a.shape
+    s = (c, 1)
+    sq = run_vec(lambda ins, o: VScalar(BinOp.POW, dt, o, ins[0], 2.0, (r, c), s, s),
+                 [(a, dt)], dt, design="datacenter")  # fmt: skip
+    mul = run_vec(lambda ins, o: VBin(BinOp.MUL, dt, o, ins[0], ins[0], (r, c), s, s, s),
+                  [(a, dt)], dt, design="datacenter")  # fmt: skip
+    assert np.asarray(sq).tobytes() == np.asarray(mul).tobytes()

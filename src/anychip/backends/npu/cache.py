@@ -40,9 +40,8 @@ def _compiler_sha() -> str:
     here = Path(__file__).parent
     codegen = here.parent.parent / "codegen"
     h = hashlib.sha256()
-    for path in (here / "lower.py", here / "lower_exprs.py", here / "lower_steps.py",
-                 here / "cache.py", codegen / "npu_gemm.py", codegen / "npu_gemm_plan.py",
-                 codegen / "npu_gemm_split.py", codegen / "npu_gemm_io.py"):  # fmt: skip
+    # every module of the lowering (lower.py, lower_steps.py, ...) and the GEMM generator
+    for path in (*sorted(here.glob("*.py")), *sorted(codegen.glob("npu_gemm*.py"))):
         h.update(path.read_bytes())
     return h.hexdigest()
 

@@ -42,18 +42,23 @@ from anychip.backends.npu.lower_exprs import (
     _stmt_exprs,
     _vk,
 )
+from anychip.backends.npu.lower_reuse import Reuse, group_loops, row_slots
 from anychip.backends.npu.lower_steps import (
     _F_ARGS,
+    KEEP_REGIONS,
+    ROW_SLOTS,
     SLOTS,
     Frame,
     Step,
     Val,
     _AccState,
+    _as_row,
     _blocks,
     _box_dma,
     _emit,
     _has_loop,
     _long_frames,
+    _TooBig,
 )
 from anychip.dtypes import DType
 from anychip.errors import CompileError
@@ -100,6 +105,7 @@ from anychip.npu.isa import (
     VCmp,
     VDup,
     VReduce,
+    VScalar,
     VScan,
     VSel,
     VSort,
@@ -109,10 +115,6 @@ from anychip.npu.isa import (
 
 BUF_REG = 3  # buffer i's device address is in register BUF_REG + i (r1, r2: core id, count)
 PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
-
-
-class _TooBig(Exception):
-    """A step's tiles do not fit the unified buffer: compile again with smaller tiles."""
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,13 @@ class CoreLowering:
         self.cfg = low.cfg
         self.ub = self.cfg.ub.size
         self.persist_top = 0  # group-local values grow up from 0 ...
-        self.persist_size = self.ub // 4
+        # a row kernel's group regions (KEEP_REGIONS of keep_bytes) come on top
+        self.persist_size = self.ub // 4 + max(0, KEEP_REGIONS - 2) * low.keep_bytes
         self.const_top = self.persist_size  # ... constants down from the top
         self.group_mark = 0
-        slot = (self.ub - self.persist_size) // SLOTS // 64 * 64
-        self.slot_base = [self.persist_size + i * slot for i in range(SLOTS)]
+        self.slots = low.slots
+        slot = (self.ub - self.persist_size) // self.slots // 64 * 64
+        self.slot_base = [self.persist_size + i * slot for i in range(self.slots)]
         self.slot_size = slot
         self.steps: list[Step] = []
         self.step: Step | None = None
@@ -168,8 +172,14 @@ class CoreLowering:
         self.memo: dict[Expr, Val] = {}
         self.gathers: dict[Load, tuple[int, int]] = {}  # prepared: scratch offsets
         self.kept: dict[tuple[int, int, int, int, int, int], Tile] = {}  # a group's rows
-        self.keep_base: list[int] = []  # two regions of `ub`, groups alternating
+        self.keep_base: list[int] = []  # KEEP_REGIONS regions of `ub`, groups in turn
+        self.group_no = -1
         self.keep_top = 0
+        self.inner: tuple[str, int] | None = None  # a group's inner loop: (var, extent)
+        self.reused: dict[tuple[object, ...], Val] = {}  # values its later loops reuse
+        self.keep_for: tuple[object, ...] | None = None  # the next temp is kept under this
+        self.kept_tile: Tile | None = None
+        self.group_level = True
 
     # -- memory
     def persist(self, rows: int, cols: int, dt: DT) -> Tile:
@@ -187,14 +197,17 @@ class CoreLowering:
         self.accs = {}
         self.carries = {}
         self.kept = {}
-        self.keep_base.reverse()
+        self.reused = {}
+        self.group_level = True  # until an outer loop inside the group
+        self.keep_base = self.keep_base[1:] + self.keep_base[:1]
+        self.group_no += 1
         self.keep_top = 0
 
     def keep(self, rows: int, cols: int, dt: DT) -> Tile | None:
-        """A tile in this group's region for loads its inner loops repeat (None when the
-        region is full). Group g's region is written again by group g + 2's loads only
-        after group g + 1's steps, two at least (two inner loops), so the `_F_FREE` of a
-        slot's previous step orders them after group g's vector work (SLOTS = 3)."""
+        """A tile in this group's region for loads its inner loops repeat and values they
+        compute again (None when the region is full). The region's loads are issued a
+        group or two ahead (`lower_steps._emit`), once the vector work of the group that
+        used the region last, KEEP_REGIONS groups back, is done."""
         if not self.keep_base:
             return None
         addr = round_up(self.keep_top, 64)
@@ -205,19 +218,26 @@ class CoreLowering:
         return Tile(Ref(Space.UB, self.keep_base[0] + addr), rows, cols, dt)
 
     def temp(self, rows: int, cols: int, dt: DT) -> Tile:
-        """A tile in the open step's slot (opening one: the slot is the step's)."""
+        """A tile in the open step's slot (opening one: the slot is the step's), or in the
+        group's region when the value computed into it is one a later loop reuses."""
         self.open()
+        if self.keep_for is not None:
+            self.keep_for = None
+            t = self.keep(rows, cols, dt)
+            if t is not None:
+                self.kept_tile = t
+                return t
         addr = round_up(self.slot_top, 64)
         n = rows * cols * dt.itemsize
         if addr + n > self.slot_size:
             raise _TooBig
         self.slot_top = addr + n
-        slot = self.slot_base[(len(self.steps) - 1) % SLOTS]
+        slot = self.slot_base[(len(self.steps) - 1) % self.slots]
         return Tile(Ref(Space.UB, slot + addr), rows, cols, dt)
 
     def open(self) -> Step:
         if self.step is None:
-            self.step = Step()
+            self.step = Step(group=self.group_no)
             self.steps.append(self.step)
             self.slot_top = 0
             self.memo = {}
@@ -228,7 +248,7 @@ class CoreLowering:
 
     # -- emission helpers
     def v(self, inst: Instr) -> None:
-        self.open().compute.append(inst)
+        self.open().compute.append(_as_row(inst))
 
     def const(self, value: float, kind: DT) -> Tile:
         key = (float(value), kind)
@@ -259,6 +279,11 @@ class CoreLowering:
         r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
         dst = self.temp(r, c, k)
         va, vb = self.view(a.tile, r, c), self.view(b.tile, r, c)
+        if op is BinOp.MUL and va == vb and k in (DT.F32, DT.F16, DT.BF16):
+            # x * x as `vpows x 2`: x is read once, not twice (half its buffer-port bytes);
+            # the same bits (the square is exact in f64 and rounded once, as vmul rounds)
+            self.v(VScalar(BinOp.POW, k, dst.ref, va.ref, 2.0, dst.shape, dst.strides, va.strides))
+            return Val(dst, k)
         self.v(VBin(op, k, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides, vb.strides))
         return Val(dst, k)
 
@@ -306,11 +331,23 @@ class CoreLowering:
     def ev(self, e: Expr, f: Frame) -> Val:
         got = self.memo.get(e)
         if got is None:
-            got = self._ev(e, f)
+            key = self.reuse_key(e, f)
+            got = None if key is None else self.reused.get(key)
+            if got is None:
+                got = self._ev(e, f, key)
+                if key is not None and self.kept_tile is not None and got.tile == self.kept_tile:
+                    self.reused[key] = got
             self.memo[e] = got
         return got
 
-    def _ev(self, e: Expr, f: Frame) -> Val:
+    def reuse_key(self, e: Expr, f: Frame) -> tuple[object, ...] | None:
+        """Where `e` is a value a later inner loop of the group reuses (`lower_reuse.py`),
+        the key it is kept under: its canonical form and the frame's points."""
+        if self.inner is None or not isinstance(e, Alu):
+            return None
+        return self.low.reuse.key(e, self.inner, f)
+
+    def _ev(self, e: Expr, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
         low = self.low
         if isinstance(e, Const):
             k = _vk(_dt(e.dtype))
@@ -330,7 +367,7 @@ class CoreLowering:
             raise NpuUnsupported(f"npu: variable {e.name} has no value in kernel {low.ir.name}")
         if isinstance(e, Load):
             return self.load(e, f)
-        return self.alu(e, f)
+        return self.alu(e, f, keep)
 
     def table(self, e: Expr, f: Frame) -> Val:
         """A static integer expression: its values, computed now, DMA'd from the table."""
@@ -373,10 +410,11 @@ class CoreLowering:
                 t = self.keep(f.rows, f.cols, sdt)
                 if t is not None:
                     self.kept[key] = t
+            to = st.loads if t is None else st.keep_loads  # the group's: loaded early
             t = t if t is not None else self.temp(f.rows, f.cols, sdt)
             src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
-            st.loads.append(_box_dma(sdt, t.ref, src, (rows, cols), (f.cols, 1), (rs, cs),
-                                     (f.rows, f.cols)))  # fmt: skip
+            to.append(_box_dma(sdt, t.ref, src, (rows, cols), (f.cols, 1), (rs, cs),
+                               (f.rows, f.cols)))  # fmt: skip
             st.reads.append((e.buf, lo, hi + 1))
             return self.widen(t)
         if low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
@@ -485,11 +523,18 @@ class CoreLowering:
         )
         return t
 
-    def alu(self, e: Alu, f: Frame) -> Val:
+    def alu(self, e: Alu, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
+        s = [self.ev(x, f) for x in e.srcs]
+        self.keep_for, self.kept_tile = keep, None  # the op's result tile (`temp`)
+        try:
+            return self.alu_op(e, s)
+        finally:
+            self.keep_for = None
+
+    def alu_op(self, e: Alu, s: list[Val]) -> Val:
         op = e.op
         if op is Ops.CAST:
-            return self.cast(self.ev(e.srcs[0], f), _dt(e.dtype))
-        s = [self.ev(x, f) for x in e.srcs]
+            return self.cast(s[0], _dt(e.dtype))
         k = s[-1].kind
         boolean = k == DT.BOOL
         if op is Ops.WHERE:
@@ -523,7 +568,9 @@ class CoreLowering:
         self.accs[s.var] = _AccState(s.op, kind, t, parts)
         self.carries.pop(s.var, None)
 
-    def update(self, s: Update, f: Frame, outer_rows: int) -> None:
+    def update(self, s: Update, f: Frame, outer_rows: int, whole: bool = False) -> None:
+        """acc op= the reduction of `s.value` over the frame's columns. A float sum keeps
+        one partial per step, folded later, unless the frame is its `whole` loop."""
         acc = self.accs[s.var]
         x = self.ev(s.value, f)
         x = Val(self.view(x.tile, f.rows, f.cols), x.kind)
@@ -538,7 +585,7 @@ class CoreLowering:
             p2 = self.temp(1, 1, dt)
             self.v(VReduce(red, dt, 0, p2.ref, part.ref, part.shape, p2.strides, part.strides))
             part = p2
-        if acc.partials is not None:
+        if acc.partials is not None and not whole:
             if acc.used == acc.partials.cols:
                 self.fold(acc)
             col = acc.partials.sub(0, acc.used, acc.tile.rows, 1)
@@ -642,7 +689,7 @@ class CoreLowering:
     def in_slot(self, t: Tile) -> bool:
         """True for a tile this step computed into its slot, rows apart and columns
         adjacent: a store reads it in place (the slot's next step waits for the store)."""
-        base = self.slot_base[(len(self.steps) - 1) % SLOTS]
+        base = self.slot_base[(len(self.steps) - 1) % self.slots]
         sr, sc = t.strides
         return (
             t.ref.space == Space.UB and t.ref.reg == 0 and sc == 1 and sr >= t.cols
@@ -914,11 +961,14 @@ class CoreLowering:
         if _has_loop(s.body) and self.line_loop(s, f):
             return
         if _has_loop(s.body):  # an outer loop inside the frame: one value at a time
+            self.group_level = False
             for i in range(s.extent):
                 self.run(s.body, Frame(f.rows, f.cols, {**f.base, s.var: i}, f.rstep, f.cstep))
                 self.close()
             return
         scans = _scanned(s)
+        if self.group_level:
+            self.inner = (s.var, s.extent)  # values shared with the group's other loops
         if f.rows == 1 and not scans:
             frames = _long_frames(f.base, s.var, s.extent, self.low.elems, self.low.width)
         else:
@@ -939,17 +989,18 @@ class CoreLowering:
                 elif isinstance(t, Update) and t.var in scans:
                     self.scan(t, g)
                 elif isinstance(t, Update):
-                    self.update(t, g, f.rows)
+                    self.update(t, g, f.rows, whole=len(frames) == 1)
                 else:
                     raise NpuUnsupported(f"npu: {type(t).__name__} inside an inner loop")
             self.close()
             self.env = dict(saved)
+        self.inner = None
 
 
 class Lowering:
     """Plans a kernel's groups of steps and lowers them for each core."""
 
-    def __init__(self, ir: KernelIR, cfg: NpuConfig, elems: int) -> None:
+    def __init__(self, ir: KernelIR, cfg: NpuConfig, elems: int, slots: int = SLOTS) -> None:
         self.ir, self.cfg, self.elems = ir, cfg, elems
         self.width = max(1, min(elems, 8 * cfg.vector_lanes))
         self.lets: dict[str, Expr] = {}
@@ -971,7 +1022,12 @@ class Lowering:
         if nregs > NUM_REGS:
             raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
         self.reread, self.reread_row = self.rereads()
-        self.keep_bytes = cfg.ub.size // 16 if self.reread else 0
+        stored = {s.buf for s in _all_stmts(ir.body) if isinstance(s, Store)}
+        self.reuse = Reuse(group_loops(ir), self.defs, lambda x: x.buf not in stored
+                           and not self.dependent(x))  # fmt: skip
+        self.reread_row += self.reuse.row_bytes
+        self.keep_bytes = cfg.ub.size // 16 if self.reread or self.reuse.keep else 0
+        self.slots = row_slots(cfg, elems, self.keep_bytes, len(group_loops(ir)), slots)
 
     def rereads(self) -> tuple[frozenset[int], int]:
         """Buffers a row kernel loads at the same places in two or more of its inner loops
@@ -979,14 +1035,9 @@ class Lowering:
         mean, the variance and the output), and the bytes one row of those loads takes.
         A group of rows keeps them in `ub` (`CoreLowering.keep`): device memory is read
         once. Buffers the kernel stores into are read again, as written."""
-        body = self.ir.body
-        while len(body) == 1 and isinstance(body[0], Loop) and body[0].kind in _PAR:
-            body = body[0].body
         stored = {s.buf for s in _all_stmts(self.ir.body) if isinstance(s, Store)}
         seen: dict[tuple[Any, ...], int] = {}
-        for s in body:
-            if not isinstance(s, Loop) or _has_loop(s.body):
-                continue
+        for s in group_loops(self.ir):
             keys: set[tuple[Any, ...]] = set()
             for x in (x for e in _stmt_exprs(s.body) for x in walk_exprs(e)):
                 if not isinstance(x, Load) or x.valid is not None or x.buf in stored:
@@ -1125,7 +1176,8 @@ class Lowering:
             cl = CoreLowering(self)
             self.load_args(cl)
             if self.keep_bytes:
-                cl.keep_base = [cl.persist(1, self.keep_bytes, DT.U8).ref.off for _ in range(2)]
+                regions = [cl.persist(1, self.keep_bytes, DT.U8) for _ in range(KEEP_REGIONS)]
+                cl.keep_base = [t.ref.off for t in regions]
             cl.group_mark = cl.persist_top
             for body, g, inner in mine:
                 cl.new_group()
@@ -1217,11 +1269,15 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
             ir.name, ((Finish(),),), np.zeros(16, np.int32), len(ir.bufs), ir.scalars, 0, 0
         )  # fmt: skip  (no elements: nothing to do)
     elems = min(1 << 15, cfg.ub.size // 4 // 12)
+    slots = ROW_SLOTS
     while True:
-        low = Lowering(ir, cfg, elems)
+        low = Lowering(ir, cfg, elems, slots)
         try:
             cores = low.lower()
         except _TooBig:
+            if low.slots > SLOTS:  # a row kernel's steps: three slots of the old size first
+                slots = SLOTS
+                continue
             if elems == 1:
                 raise NpuUnsupported(f"npu: kernel {ir.name} does not fit ub") from None
             elems = max(1, elems // 2)

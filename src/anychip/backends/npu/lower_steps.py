@@ -5,6 +5,7 @@ step's loads, vector code and stores, and one core's instruction stream with its
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,6 +31,15 @@ from anychip.npu.isa import (
     SetFlag,
     Space,
     Unit,
+    VBin,
+    VCast,
+    VCmp,
+    VCmpS,
+    VDup,
+    VScalar,
+    VScalarR,
+    VSel,
+    VUn,
     WaitFlag,
 )
 
@@ -37,8 +47,15 @@ if TYPE_CHECKING:
     from anychip.backends.npu.lower import CoreLowering
 
 
-SLOTS = 3  # unified-buffer slots steps rotate through: loads run up to 2 steps ahead
-_F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE = 0, 1, 2, 3, 4, 5
+SLOTS = 3  # unified-buffer slots steps rotate through (`CoreLowering.slots`, more for a
+# row kernel): the loads of a step are issued up to SLOTS - 1 steps ahead
+KEEP_REGIONS = 4  # a row kernel's group regions (`CoreLowering.keep`), groups in turn
+ROW_SLOTS = 9  # a row kernel's slots, where its steps fit them (`lower_reuse.row_slots`)
+_F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE, _F_KEEP = 0, 1, 2, 3, 4, 5, 6
+
+
+class _TooBig(Exception):
+    """A step's tiles do not fit the unified buffer: compile again with smaller tiles."""
 
 
 # ---- frames: which iteration points a step covers --------------------------------------
@@ -102,6 +119,8 @@ def _has_loop(body: tuple[Stmt, ...]) -> bool:
 # ---- one step: loads, vector code, stores ------------------------------------------------
 @dataclass
 class Step:
+    group: int = 0  # the group of rows it belongs to (`CoreLowering.new_group`)
+    keep_loads: list[Instr] = field(default_factory=list)  # into the group's region
     loads: list[Instr] = field(default_factory=list)
     compute: list[Instr] = field(default_factory=list)
     stores: list[Instr] = field(default_factory=list)
@@ -138,6 +157,25 @@ def _box_dma(dt: DT, dst: Ref, src: Ref, shape: tuple[int, int], dst_strides: tu
     return Dma(dt, dst, src, box, (0, *dst_strides), (0, *src_strides), p)
 
 
+_ELEMENTWISE = (VBin, VCast, VCmp, VCmpS, VDup, VScalar, VScalarR, VSel, VUn)
+
+
+def _as_row(inst: Instr) -> Instr:
+    """An elementwise instruction on a (rows, 1) column (a row kernel's per-row values:
+    its mean, its `1 / sum`) as the same elements walked as one (1, rows) row. A column
+    with a broadcast operand starts a lane group per row (rows cycles); as a row it is one
+    group (`npu/costs.py` `vector_cycles`). Other instructions come back unchanged."""
+    if not isinstance(inst, _ELEMENTWISE) or inst.shape[1] != 1 or inst.shape[0] == 1:
+        return inst
+    rows = inst.shape[0]
+    new: dict[str, object] = {"shape": (1, rows)}
+    for f in dataclasses.fields(inst):
+        if f.name.endswith("_strides"):
+            sr = getattr(inst, f.name)[0]
+            new[f.name] = (sr * rows, sr)
+    return dataclasses.replace(inst, **new)  # type: ignore[arg-type]
+
+
 def _overlaps(reads: list[tuple[int, int, int]], dirty: list[tuple[int, int, int]]) -> bool:
     return any(b == d and lo < dhi and dlo < hi for b, lo, hi in reads for d, dlo, dhi in dirty)
 
@@ -166,40 +204,89 @@ def _ub_clash(stores: list[Instr], loads: list[Instr]) -> bool:
     return False
 
 
+def _keep_loads(steps: list[Step], slots: int) -> tuple[dict[int, list[list[Instr]]], set[int]]:
+    """Where each group's loads into its `ub` region go: {step i: the groups' loads issued
+    right after step i's loads}, and the first steps of those groups (whose vector work
+    waits for them). They follow the loads of a step before the group's first, and not
+    before the loads of the step `slots` after the last step of group h - KEEP_REGIONS,
+    which used the region last: those wait for that step's vector work (`_F_FREE`). The
+    loads of `slots - 1` steps ahead go out before a step's vector work, so a group's
+    rows load while the vector unit works on the groups before it. (A later step's
+    loads wait for them too, `setf` counting all earlier work: a row kernel's steps load
+    nothing else.)"""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    loads: dict[int, list[Instr]] = {}
+    for i, st in enumerate(steps):
+        first.setdefault(st.group, i)
+        last[st.group] = i
+        if st.keep_loads:
+            loads.setdefault(st.group, []).extend(st.keep_loads)
+    due: dict[int, list[list[Instr]]] = {}
+    for h, group in sorted(loads.items()):
+        back = last.get(h - KEEP_REGIONS)
+        lo = 0 if back is None else back + slots
+        at = max(lo, first[h] - 1)
+        if at > first[h]:  # groups of fewer steps than loops: `lower_ir` tries fewer slots
+            raise _TooBig
+        while at > lo and at - slots >= 0 and steps[at - slots].stores:
+            at -= 1  # not as the stores of the step it waits for start: both share ports
+        due.setdefault(at, []).append(group)
+    return due, {first[h] for h in loads}
+
+
 def _emit(cl: CoreLowering) -> list[Instr]:
-    """One core's stream: prologue, then the steps through a ring of SLOTS slots, the
-    loads of steps i+1 .. i+SLOTS-1 issued before the vector work of step i (multiple
+    """One core's stream: prologue, then the steps through a ring of `cl.slots` slots, the
+    loads of steps i+1 .. i+slots-1 issued before the vector work of step i (multiple
     buffering). A step reading device memory an earlier step wrote waits until those
     stores are issued and then lets every unit drain (a barrier). The loads into a slot
     wait for the previous occupant's stores to land only where they overwrite what those
-    stores read: a store's latency is otherwise off the loads' path (`_ub_clash`)."""
+    stores read: a store's latency is otherwise off the loads' path (`_ub_clash`). A
+    group's loads into its `ub` region (`CoreLowering.keep`) are issued early
+    (`_keep_loads`), the vector unit waiting for them at the group's first step."""
     code: list[Instr] = list(cl.prologue)
     steps = list(cl.steps)
+    slots = cl.slots
+    due, first = _keep_loads(steps, slots)
     dirty: list[tuple[int, int, int]] = []
     n = len(steps)
-    # sfree[i]: step i + SLOTS's loads wait for step i's stores; the last SLOTS steps'
+    # sfree[i]: step i + slots's loads wait for step i's stores; the last slots steps'
     # flags are the drain's at the end
-    sfree = [i + SLOTS >= n or _ub_clash(steps[i].stores, steps[i + SLOTS].loads)
+    sfree = [i + slots >= n or _ub_clash(steps[i].stores, steps[i + slots].loads)
              for i in range(n)]  # fmt: skip
+    # out[i]: step i + slots's vector work waits for step i's stores (a step without
+    # stores sets no flag: its wait would be for the stores before it, latency and all)
+    out = [i + slots >= n or bool(steps[i].stores) for i in range(n)]
+    # a step without loads sets and waits for no _F_LOAD (nor for the loads before it)
+    inn = [bool(st.loads) for st in steps]
 
     def load(i: int) -> None:
-        if i >= SLOTS:  # slot i % SLOTS: read by step i - SLOTS's vector work and stores
+        if i >= slots:  # slot i % slots: read by step i - slots's vector work and stores
             code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
-            if sfree[i - SLOTS]:
+            if sfree[i - slots]:
                 code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
         code.extend(steps[i].loads)
-        code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        if inn[i]:
+            code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        for group in due.get(i, []):
+            code.extend(group)
+            code.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_KEEP))
 
     def rest(i: int) -> None:
-        code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
-        if i >= SLOTS:
+        if inn[i]:
+            code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_LOAD))
+        if i >= slots and out[i - slots]:
             code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        if i in first:
+            code.append(WaitFlag(Unit.DMA_IN, Unit.VECTOR, _F_KEEP))
         code.extend(steps[i].compute)
         code.append(SetFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
-        code.append(SetFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
-        code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
-        code.extend(steps[i].stores)
-        code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
+        if steps[i].stores:
+            code.append(SetFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+            code.append(WaitFlag(Unit.VECTOR, Unit.DMA_OUT, _F_DONE))
+            code.extend(steps[i].stores)
+        if out[i]:
+            code.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
         if sfree[i]:
             code.append(SetFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
 
@@ -212,7 +299,7 @@ def _emit(cl: CoreLowering) -> list[Instr]:
             load(i)
             loaded = i
         pending = [w for k in range(i, loaded + 1) for w in steps[k].writes]
-        while loaded + 1 < min(len(steps), i + SLOTS):
+        while loaded + 1 < min(len(steps), i + slots):
             nxt = loaded + 1
             if _overlaps(steps[nxt].reads, dirty + pending):
                 break
@@ -221,7 +308,7 @@ def _emit(cl: CoreLowering) -> list[Instr]:
             pending += steps[nxt].writes
         rest(i)
         dirty.extend(steps[i].writes)
-    for _ in range(min(len(steps), SLOTS)):
+    for _ in range(min(len(steps), slots)):
         code.append(WaitFlag(Unit.VECTOR, Unit.DMA_IN, _F_FREE))
         code.append(WaitFlag(Unit.DMA_OUT, Unit.DMA_IN, _F_SFREE))
         code.append(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_OUT))
