@@ -236,6 +236,7 @@ def _offset_bags(
     nb = offsets.shape[0] - 1 if last else offsets.shape[0]
     layout = _Layout(weight.shape[0], n, last, pad, mode == "max", describe(idx, weight))
     layout.sparse = sparse and mode != "max"
+    layout.n_off = offsets.shape[0]
     buf = _laid_out(layout, idx, offsets, dev)
     if mode == "max":  # (B, width) slots, -1 where a bag has no element
         width = buf.size // nb if nb else 0
@@ -270,6 +271,16 @@ def _offset_bags(
     return out
 
 
+def _window(t: Tensor) -> tuple[Any, int | None]:
+    """(buffer, first element) where `t` is a 1-d slice of a realised buffer (a
+    KeyedJaggedTensor's packed ids: the host step reads the slice from it, no copy), else
+    (t's own realised buffer, None)."""
+    n = t.node
+    if n.op is Ops.SHRINK and n.srcs[0].op is Ops.BUFFER and len(n.shape) == 1:
+        return n.srcs[0].arg, int(n.arg[0][0])
+    return t.realize().node.arg, None
+
+
 _SHARED = threading.local()  # .layouts: id(ids) -> (ids ref, {key: (offsets, recorders, buffer)})
 
 
@@ -291,7 +302,11 @@ def _laid_out(layout: _Layout, idx: Tensor, offsets: Tensor, dev: str) -> Any:
     same = hit is not None and hit[0] is offsets and len(hit[1]) == len(recs)
     if hit is not None and same and all(a is b for a, b in zip(hit[1], recs)):
         return hit[2]
-    ins = [idx.realize().node.arg, offsets.realize().node.arg]
+    ins = []
+    for at, t in enumerate((idx, offsets)):
+        buf, lo = _window(t)
+        ins.append(buf)
+        layout.starts[at] = lo
     buf = dispatch.host_call(layout, ins, dev, dtypes.int64)
     if per is None:  # kept while idx lives (tensors compare by value: keyed by identity)
         per = {}
@@ -322,6 +337,8 @@ class _Layout:
     def __init__(
         self, rows: int, n: int, last: bool, pad: int | None, slots: bool, what: str
     ) -> None:
+        self.starts: list[int | None] = [None, None]  # where ids, offsets start in their buffers
+        self.n_off = 0
         self.rows, self.n, self.last, self.pad, self.slots, self.what = (
             rows,
             n,
@@ -336,6 +353,10 @@ class _Layout:
         return (self.rows, self.n, self.last, self.pad, self.slots, self.sparse)
 
     def __call__(self, ids: np.ndarray, off: np.ndarray) -> np.ndarray:
+        if self.starts[0] is not None:  # slices of packed buffers (`_window`)
+            ids = ids[self.starts[0] : self.starts[0] + self.n]
+        if self.starts[1] is not None:
+            off = off[self.starts[1] : self.starts[1] + self.n_off]
         n = ids.size
         _valid_offsets(off, n, self.what)
         if n and (ids.min() < 0 or ids.max() >= self.rows):  # two reductions, no masks

@@ -263,6 +263,8 @@ class KeyedJaggedTensor:
         self._first = [0, *np.cumsum(strides).tolist()]  # key i's bags: first[i]..first[i+1]
         self._stride = strides[0] if self._inverse is None else self._inverse.shape[1]
         self._inv_cache: dict[str, Tensor | None] = {}
+        self._pack: tuple[Tensor, Tensor] | None = None  # see `_packed`
+        self._windows: list[tuple[tuple[int, int], tuple[int, int]]] = []
         self._given = values  # values() made from it when first asked for (bags() do not)
         self._values_t: Tensor | None = None
         self._lengths = _on(dev, lens)
@@ -366,7 +368,11 @@ class KeyedJaggedTensor:
         i = self._index(key)
         rows = self._inverse[i]
         same = self._strides[i] == rows.size and np.array_equal(rows, np.arange(rows.size))
-        got = None if same else _on(self._device, rows)  # a key of B bags in order: as is
+        got = None
+        if not same:  # keys with the same map (a request's features) share one tensor
+            got = next((t for k, t in self._inv_cache.items() if t is not None
+                        and np.array_equal(self._inverse[self._index(k)], rows)), None)  # fmt: skip
+            got = got if got is not None else _on(self._device, rows)
         self._inv_cache[key] = got
         return got
 
@@ -420,17 +426,37 @@ class KeyedJaggedTensor:
         so a jitted step replays on batches whose bags have other lengths."""
         got = self._bag_cache.get(key)
         if got is None:
-            start, end, lens = self._span(key)
-            ids = np.zeros(size_class(end - start), np.int64)
-            ids[: end - start] = self._vals[start:end]
+            ids, offs = self._packed()
+            (a, b), (c, d) = self._windows[self._index(key)]
             w = None
             if self._weights is not None:
-                wh = np.zeros(ids.size, np.float32)
+                start, end, _ = self._span(key)
+                wh = np.zeros(b - a, np.float32)
                 wh[: end - start] = self._weights_np()[start:end]
                 w = Tensor(wh, device=self._device)
-            got = (_on(self._device, ids), _on(self._device, _offsets(lens)), w)
+            got = (ids._shrink([(a, b)]), offs._shrink([(c, d)]), w)
             self._bag_cache[key] = got
         return got
+
+    def _packed(self) -> tuple[Tensor, Tensor]:
+        """Every key's padded ids in one tensor and its offsets in another (two uploads
+        a batch, not two a key); `bags` hands out slices of them, which the embedding
+        layout step reads in place."""
+        if self._pack is None:
+            ids, offs, windows = [], [], []
+            at_i = at_o = 0
+            for key in self._keys:
+                start, end, lens = self._span(key)
+                part = np.zeros(size_class(end - start), np.int64)
+                part[: end - start] = self._vals[start:end]
+                ids.append(part)
+                offs.append(_offsets(lens))
+                windows.append(((at_i, at_i + part.size), (at_o, at_o + lens.size + 1)))
+                at_i, at_o = at_i + part.size, at_o + lens.size + 1
+            self._windows = windows
+            self._pack = (_on(self._device, np.concatenate(ids)),
+                          _on(self._device, np.concatenate(offs)))  # fmt: skip
+        return self._pack
 
     def _weights_np(self) -> np.ndarray:
         if self._w_host is None:
@@ -444,9 +470,13 @@ class KeyedJaggedTensor:
         batch, its `samples`: made now so none is made inside a capture (where a replay
         would see the first batch's). The exact values (N,) are left out: their length
         changes from batch to batch; inside a capture, read ids through `bags`."""
-        bags = tuple(self.bags(k) for k in self._keys)
+        bags = [self.bags(k) for k in self._keys]  # slices of the packed tensors
+        packed = self._packed()
+        sizes = "|".join(f"{a},{b},{c},{d}" for (a, b), (c, d) in self._windows)
+        weights = tuple(w for _, _, w in bags) if self._weights is not None else ()
         samples = tuple(self.samples(k) for k in self._keys) if self._inverse is not None else ()
-        return (tuple(self._keys), self._lengths, self._offsets, bags, samples)
+        keys = "\0".join(self._keys)  # one string: one step of jit's walk, not one a key
+        return (keys, sizes, self._lengths, self._offsets, packed, weights, samples)
 
     def __repr__(self) -> str:
         return (
