@@ -6,6 +6,7 @@ the device contract). docs/primitives.md describes each one's meaning and rules.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any, TypeVar, dataclass_transform
@@ -103,8 +104,14 @@ RUNTIME_SCALAR_DTYPES = frozenset({"float32", "float64", "int32", "int64"})
 
 
 def runtime_scalar(n: Node) -> bool:
-    """Is `n` a constant whose value is a launch argument rather than part of the kernel?"""
-    return n.op is Ops.CONST and n.dtype.name in RUNTIME_SCALAR_DTYPES
+    """Is `n` a constant whose value is a launch argument rather than part of the kernel?
+    Every float and wide int constant but 0 and 1 (+0.0 and 1.0): those are structure
+    (relu's max with 0, a mean's count floor of 1, a mask's fill), which code generators
+    may fold; a learning rate or a step count that takes them compiles one variant more."""
+    if n.op is not Ops.CONST or n.dtype.name not in RUNTIME_SCALAR_DTYPES:
+        return False
+    v = n.arg
+    return not ((v == 0 and math.copysign(1.0, v) > 0) or v == 1)
 
 
 _T = TypeVar("_T")
