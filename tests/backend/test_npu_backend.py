@@ -237,7 +237,7 @@ def test_runtime_scalars_are_launch_arguments() -> None:
     be = get_backend("npu:edge")
     x = _rand(1000)
     a = ac.tensor(x, device="npu:edge")
-    (a * 0.5 + 1.0).numpy()
+    (a * 0.5 + 3.0).numpy()  # both launch arguments (0 and 1 would be structure)
     before = len(be.programs)
     for lr in (0.1, -3.0, 7.25):
         _close(a * lr + 2.0, x * np.float32(lr) + np.float32(2.0))
@@ -335,14 +335,14 @@ def test_hazard_checks_are_on_at_launch() -> None:
     a = ac.tensor(_rand(100), device="npu:edge")
     from anychip.runtime.realize import plan
 
-    (w,) = [w for w in plan([(a * 2.0 + 1.0).node]) if w.kernel is not None]
+    (w,) = [w for w in plan([(a * 2.0 + 3.0).node]) if w.kernel is not None]
     comp = be.compile(w.kernel)
     waits = [i for i, x in enumerate(comp.cores[0]) if x == WaitFlag(Unit.DMA_IN, Unit.VECTOR, 0)]
     broken = dataclasses.replace(
         comp, cores=(tuple(x for i, x in enumerate(comp.cores[0]) if i != waits[0]),)
     )
     with pytest.raises(RaceError, match="no flag or barrier between dma_in and vector"):
-        be.launch(broken, w.out, list(w.ins), (2.0, 1.0))
+        be.launch(broken, w.out, list(w.ins), (2.0, 3.0))
 
 
 def test_debug_prints_simulated_time() -> None:

@@ -61,7 +61,8 @@ def register_hook(t: Tensor, hook: Hook) -> RemovableHandle:
     tid = id(owner)
     entry = _HOOKS.get(tid)
     if entry is None or entry[0]() is not owner:
-        ref = weakref.ref(owner, lambda _: _HOOKS.pop(tid, None))
+        # the table bound now: at interpreter exit the module's globals may be gone
+        ref = weakref.ref(owner, lambda _, hooks=_HOOKS: hooks.pop(tid, None))
         entry = _HOOKS[tid] = (ref, {})
     _NEXT[0] += 1
     entry[1][_NEXT[0]] = hook
