@@ -16,7 +16,7 @@ from anychip.backends.npu.lower import Compiled, lower_ir
 from anychip.backends.npu.lower_exprs import _all_stmts, _stmt_exprs
 from anychip.ir.kernel import Load, walk_exprs
 from anychip.npu.config import get_config
-from anychip.npu.isa import NUM_REGS, Ref, Space
+from anychip.npu.isa import DT, NUM_REGS, Dma, Ref, Space
 from anychip.runtime.device import get_backend
 from anychip.runtime.realize import plan
 
@@ -138,3 +138,21 @@ def test_every_form_with_every_buffer_relocated(form: str, monkeypatch: pytest.M
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_relocated_operand_lands_at_its_buffers_address() -> None:
+    regs = (spill.BUF_REG, 0, 0)  # buffer 0 in a register, 1 and 2 relocated
+    refs = [spill.dram_ref(regs, b, off) for b, off in ((0, 8), (1, 64), (2, -4), (2, 0))]
+    assert refs[0] == Ref(Space.DRAM, 8, spill.BUF_REG)
+    code = tuple(
+        Dma(DT.F32, Ref(Space.UB, 0), r, (1, 1, 1), (0, 0, 1), (0, 0, 1), (1, 1, 1)) for r in refs
+    )
+    assert spill.relocations([code]) == ((0, 1), (0, 2), (0, 3))
+    (got,) = spill.relocate((code,), spill.relocations([code]), [0, 4096, 1 << 20])
+    assert [i.src for i in got] == [
+        refs[0],
+        Ref(Space.DRAM, 4096 + 64),
+        Ref(Space.DRAM, (1 << 20) - 4),
+        Ref(Space.DRAM, 1 << 20),
+    ]
+    assert got[1:] != code[1:] and code[1].src == refs[1]  # the compiled code is left as it was

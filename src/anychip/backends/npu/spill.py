@@ -12,9 +12,7 @@ queue of the core: see docs/npu-backend.md).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import Any, cast
 
 from anychip.backends.npu.lower_exprs import _all_stmts, _stmt_exprs
 from anychip.ir.kernel import KernelIR, Load, SortRow, Store, walk_exprs
@@ -86,11 +84,13 @@ def relocate(
     """`cores` with each placeholder operand of buffer b at `addrs[b]` (+ its offset)."""
     out = [list(code) for code in cores]
     for c, i in relocs:
-        ins = out[c][i]
-        new: dict[str, Ref] = {}
+        old = out[c][i]
+        ins = object.__new__(type(old))  # a copy: its fields were checked when it was built
+        ins.__dict__.update(old.__dict__)
         for name, v in vars(ins).items():
             if _tagged(v):
                 buf = ((v.off + _HALF) >> TAG_SHIFT) - 1
-                new[name] = Ref(Space.DRAM, addrs[buf] + v.off - ((buf + 1) << TAG_SHIFT), 0)
-        out[c][i] = dataclasses.replace(cast(Any, ins), **new)
+                at = addrs[buf] + v.off - ((buf + 1) << TAG_SHIFT)
+                object.__setattr__(ins, name, Ref(Space.DRAM, at, 0))
+        out[c][i] = ins
     return tuple(tuple(code) for code in out)
