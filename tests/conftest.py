@@ -31,6 +31,7 @@ NPU_MODULES = {
     "test_indexing",
     "test_indexing_props",
     "test_linalg",
+    "test_long_chains",
     "test_losses",
     "test_movement",
     "test_nn",

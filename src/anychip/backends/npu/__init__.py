@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from anychip import dtypes
-from anychip.backends.npu.lower import BUF_REG, Compiled, lower_ir
+from anychip.backends.npu.lower import Compiled, lower_ir
 from anychip.backends.npu.lower_exprs import NpuUnsupported
+from anychip.backends.npu.spill import relocate
 from anychip.dtypes import DType
 from anychip.errors import ArgumentError, DeviceError, OutOfMemoryError
 from anychip.npu.config import PROFILES, NpuConfig, get_config, to_toml
@@ -198,14 +199,19 @@ class NpuBackend(Backend):
     ) -> None:
         comp: Compiled = program
         with self.lock:
-            pre: list[Instr] = [SMov(BUF_REG, out.handle.addr)]
-            pre += [SMov(BUF_REG + 1 + i, b.handle.addr) for i, b in enumerate(ins)]
+            bufs = [out, *ins]
+            pre: list[Instr] = [
+                SMov(r, b.handle.addr) for r, b in zip(comp.buffer_regs(), bufs, strict=True) if r
+            ]
             if comp.scalars:
                 pre.append(SMov(comp.arg_reg, self._write_args(comp, scalars)))
             pre.append(SMov(comp.const_reg, self._table(comp)))
             if comp.scratch:
                 pre.append(SMov(comp.scratch_reg, self._scratch(4 * comp.scratch)))
-            prog = Program(tuple(tuple(pre) + code for code in comp.cores))
+            cores = comp.cores
+            if comp.relocs:  # buffers beyond the registers: their operands' addresses
+                cores = relocate(cores, comp.relocs, [b.handle.addr for b in bufs])
+            prog = Program(tuple(tuple(pre) + code for code in cores))
             if self.stale:
                 self.sim._accesses.clear()
                 self.stale = False

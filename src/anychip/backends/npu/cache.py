@@ -21,7 +21,7 @@ from anychip.ir.kernel import KernelIR
 from anychip.precision import get_float32_matmul_precision
 from anychip.runtime.device import Kernel
 
-MAGIC = b"ANPUK2"
+MAGIC = b"ANPUK3"
 SIGNATURE = "npu-program-1"
 
 # the passes of passes/pipeline.py the npu runs: index folding and contraction specs;
@@ -68,7 +68,7 @@ def to_bytes(c: Compiled) -> bytes:
     instruction form instruction by instruction would cost more than lowering again).
     Entries are checksummed by the shared machinery before they are read."""
     parts = (c.name, c.cores, c.consts, c.nbufs, [d.name for d in c.scalars], c.flops,
-             c.tile_elems, c.scratch)  # fmt: skip
+             c.tile_elems, c.scratch, c.regs, c.relocs)  # fmt: skip
     return MAGIC + pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -76,9 +76,9 @@ def from_bytes(raw: bytes) -> Compiled:
     if raw[: len(MAGIC)] != MAGIC:
         raise ValueError("not an npu program entry")
     parts = pickle.loads(raw[len(MAGIC) :])
-    name, cores, consts, nbufs, scalars, flops, tile, scratch = parts
+    name, cores, consts, nbufs, scalars, flops, tile, scratch, regs, relocs = parts
     return Compiled(name, cores, consts, nbufs, tuple(getattr(dtypes, n) for n in scalars),
-                    flops, tile, scratch)  # fmt: skip
+                    flops, tile, scratch, regs, relocs)  # fmt: skip
 
 
 def load(key: str) -> Compiled | None:

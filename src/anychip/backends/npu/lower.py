@@ -11,8 +11,10 @@ that outlive a step (accumulators, a row's reduced values, runtime scalars, cons
 sit in a persistent part of `ub`. Independent rows go to different cores.
 
 Buffer addresses and runtime scalars are launch arguments: buffer i is addressed through
-register `BUF_REG + i`, the scalars are read from a device-memory block at register
-`arg_reg`, and the compiler's tables from `const_reg` (see `backends/npu/__init__.py`).
+register `BUF_REG + i` (beyond `MAX_BUF_REGS` buffers, the least used ones through
+operands relocated at launch: `spill.py`), the scalars are read from a device-memory
+block at register `arg_reg`, and the compiler's tables from `const_reg` (see
+`backends/npu/__init__.py`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ from anychip.backends.npu.lower_steps import (
     _long_frames,
     _TooBig,
 )
+from anychip.backends.npu.spill import (
+    BUF_REG,
+    arg_reg,
+    buffer_regs,
+    dram_ref,
+    relocations,
+)
 from anychip.dtypes import DType
 from anychip.errors import CompileError
 from anychip.ir.kernel import (
@@ -85,7 +94,6 @@ from anychip.npu.builder import Tile, round_up
 from anychip.npu.config import NpuConfig
 from anychip.npu.isa import (
     DT,
-    NUM_REGS,
     BinOp,
     CastMode,
     CmpOp,
@@ -113,7 +121,6 @@ from anychip.npu.isa import (
     WaitFlag,
 )
 
-BUF_REG = 3  # buffer i's device address is in register BUF_REG + i (r1, r2: core id, count)
 PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
 
 
@@ -130,18 +137,23 @@ class Compiled:
     flops: int
     tile_elems: int
     scratch: int = 0  # int32 elements of device-memory scratch (computed gather indices)
+    regs: tuple[int, ...] = ()  # each buffer's register, 0: relocated (empty: BUF_REG + i)
+    relocs: tuple[tuple[int, int], ...] = ()  # (core, instruction) to relocate at launch
 
     @property
     def arg_reg(self) -> int:
-        return BUF_REG + self.nbufs
+        return arg_reg(self.nbufs)
 
     @property
     def const_reg(self) -> int:
-        return BUF_REG + self.nbufs + 1
+        return arg_reg(self.nbufs) + 1
 
     @property
     def scratch_reg(self) -> int:
-        return BUF_REG + self.nbufs + 2
+        return arg_reg(self.nbufs) + 2
+
+    def buffer_regs(self) -> tuple[int, ...]:
+        return self.regs or tuple(BUF_REG + i for i in range(self.nbufs))
 
 
 class CoreLowering:
@@ -412,7 +424,7 @@ class CoreLowering:
                     self.kept[key] = t
             to = st.loads if t is None else st.keep_loads  # the group's: loaded early
             t = t if t is not None else self.temp(f.rows, f.cols, sdt)
-            src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + e.buf)
+            src = self.low.dram(e.buf, start * sdt.itemsize)
             to.append(_box_dma(sdt, t.ref, src, (rows, cols), (f.cols, 1), (rs, cs),
                                (f.rows, f.cols)))  # fmt: skip
             st.reads.append((e.buf, lo, hi + 1))
@@ -516,7 +528,7 @@ class CoreLowering:
     def gather(self, buf: int, sdt: DT, it: Tile, f: Frame) -> Tile:
         """Element gather: `it` holds (rows, cols) element numbers of buffer `buf`."""
         t = self.temp(f.rows, f.cols, sdt)
-        table = Ref(Space.DRAM, 0, BUF_REG + buf)
+        table = self.low.dram(buf, 0)
         n = f.rows * f.cols
         self.open().loads.append(
             Gather(sdt, t.ref, table, it.ref, n, 1, 1, 1, self.low.ir.bufs[buf].size)
@@ -674,7 +686,7 @@ class CoreLowering:
             hi = at + rs * (rows - 1) + cs * (cols - 1)
             if hi >= decl.size:
                 raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
-            dst = Ref(Space.DRAM, at * sdt.itemsize, BUF_REG + s.buf)
+            dst = self.low.dram(s.buf, at * sdt.itemsize)
             src = whole.sub(r0, c0, rows, cols)
             if s.combine is not None:
                 src = self.combine_old(s, sdt, src, dst, (rs, cs)).tile
@@ -794,7 +806,7 @@ class CoreLowering:
         src = self.view(v.tile, f.rows, f.cols)
         out = self.temp(f.rows, f.cols, sdt)
         self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
-        table = Ref(Space.DRAM, 0, BUF_REG + s.buf)
+        table = self.low.dram(s.buf, 0)
         st.stores.append(ScatterAdd(sdt, table, out.ref, it.ref, n, 1, 1, 1, decl.size))
         st.writes.append((s.buf, 0, decl.size))
 
@@ -814,7 +826,7 @@ class CoreLowering:
             raise NpuUnsupported(f"npu: sort rows with negative strides in {low.ir.name}")
         st = self.open()
         keys = self.temp(f.rows, s.n, sdt)
-        src = Ref(Space.DRAM, start * sdt.itemsize, BUF_REG + s.src)
+        src = self.low.dram(s.src, start * sdt.itemsize)
         st.loads.append(_box_dma(sdt, keys.ref, src, keys.shape, keys.strides, (rs, s.src_stride)))
         st.reads.append((s.src, start, start + rs * (f.rows - 1) + s.src_stride * (s.n - 1) + 1))
         keys = self.widen(keys).tile
@@ -825,7 +837,7 @@ class CoreLowering:
         out = self.temp(f.rows, k, ddt)
         self.v(VCast(ddt, DT.I32, out.ref, first.ref, out.shape, out.strides, first.strides,
                      CastMode.TRUNC))  # fmt: skip
-        dst = Ref(Space.DRAM, dstart * ddt.itemsize, BUF_REG + s.dst)
+        dst = self.low.dram(s.dst, dstart * ddt.itemsize)
         st.stores.append(_box_dma(ddt, dst, out.ref, out.shape, (drs, s.dst_stride), out.strides))
         st.writes.append((s.dst, dstart, dstart + drs * (f.rows - 1) + s.dst_stride * (k - 1) + 1))
 
@@ -1018,9 +1030,7 @@ class Lowering:
                 self.defs[s.var] = s.value
                 if s.value.dtype is dtypes.int64:
                     self.lets[s.var] = s.value
-        nregs = BUF_REG + len(ir.bufs) + 3
-        if nregs > NUM_REGS:
-            raise NpuUnsupported(f"npu: kernel {ir.name} has {len(ir.bufs)} buffers, too many")
+        self.regs = buffer_regs(ir)
         self.reread, self.reread_row = self.rereads()
         stored = {s.buf for s in _all_stmts(ir.body) if isinstance(s, Store)}
         self.reuse = Reuse(group_loops(ir), self.defs, lambda x: x.buf not in stored
@@ -1054,11 +1064,15 @@ class Lowering:
 
     @property
     def const_reg(self) -> int:
-        return BUF_REG + len(self.ir.bufs) + 1
+        return arg_reg(len(self.ir.bufs)) + 1
 
     @property
     def scratch_reg(self) -> int:
-        return BUF_REG + len(self.ir.bufs) + 2
+        return arg_reg(len(self.ir.bufs)) + 2
+
+    def dram(self, buf: int, off: int) -> Ref:
+        """Byte `off` of buffer `buf` (through its register, or relocated at launch)."""
+        return dram_ref(self.regs, buf, off)
 
     def dependent(self, e: Load) -> bool:
         """A load whose element number depends on loaded data (a gather)."""
@@ -1204,7 +1218,7 @@ class Lowering:
             return
         t = cl.persist(1, 2 * n, DT.I32)
         cl.prologue.append(
-            Dma(DT.I32, t.ref, Ref(Space.DRAM, 0, BUF_REG + len(self.ir.bufs)), (1, 1, 2 * n),
+            Dma(DT.I32, t.ref, Ref(Space.DRAM, 0, arg_reg(len(self.ir.bufs))), (1, 1, 2 * n),
                 (0, 0, 1), (0, 0, 1), (1, 1, 2 * n))
         )  # fmt: skip
         cl.prologue.append(SetFlag(Unit.DMA_IN, Unit.VECTOR, _F_ARGS))
@@ -1256,7 +1270,7 @@ def _gemm(ir: KernelIR, cfg: NpuConfig) -> Compiled | None:
 def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
     """Lower `ir` for design `cfg`: a pure contraction through the GEMM generator, else
     as tiles, shrinking them until every step fits `ub`."""
-    if _pure_contraction(ir):
+    if _pure_contraction(ir) and all(buffer_regs(ir)):  # the generator: buffers in registers
         got = _gemm(ir, cfg)
         if got is not None:
             return got
@@ -1283,7 +1297,9 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
             elems = max(1, elems // 2)
             continue
         flops = 0
+        spilled = 0 in low.regs
         return Compiled(
             ir.name, cores, low.table_bytes(), len(ir.bufs), ir.scalars, flops, elems,
-            low.scratch_top,
+            low.scratch_top, low.regs if spilled else (),
+            relocations(cores) if spilled else (),
         )  # fmt: skip
