@@ -103,8 +103,13 @@ class GemmSpec:
     `dtype` is A's and B's element type, `out_dtype` the result's (default: dtype).
     `k_dims`: B's K as several loops, (extent, b stride) each, outermost first, when it is
     not one stride (an implicit-GEMM convolution reads K = C x kh x kw from the padded
-    input); `n_dims`: B's columns likewise (its weight gradient). At most one of them; B's
-    packing then walks an offset per row (column), the b stride it replaces unused.
+    input); `n_dims`: B's columns likewise (its weight gradient). B's packing then walks an
+    offset per row (column), the b stride it replaces unused. Both together (at most two
+    loops of N, output rows x columns): the forward reading the unpadded input, its N the
+    un-widened output positions H' x W'. `b_bounds`: (k loop, n loop, lo, hi) each, indices
+    into k_dims and n_dims: B[k, n] is 0 (and not read) unless lo <= that k loop's index +
+    that n loop's index < hi, the convolution's zero padding (n loop -1: the k loop's
+    index alone).
 
     >>> s = GemmSpec(2, 3, 4, 5, "float32", b_strides=(0, 1, 5))  # b: one (4,5) matrix, .T
     >>> s.a_strides, s.b_strides, s.out_dtype.name, s.acc_dtype.name
@@ -122,6 +127,7 @@ class GemmSpec:
     c_strides: Strides = field(default=())  # type: ignore[assignment]
     k_dims: tuple[tuple[int, int], ...] = ()
     n_dims: tuple[tuple[int, int], ...] = ()
+    b_bounds: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         dims = (self.batch, self.m, self.n, self.k)
@@ -131,8 +137,13 @@ class GemmSpec:
             extents = [d[0] for d in loops]
             if loops and (min(extents) < 1 or _prod(extents) != size):
                 raise ShapeError(f"gemm: {what}_dims extents {extents} must multiply to {size}")
-        if self.k_dims and self.n_dims:
-            raise ShapeError("gemm: k_dims and n_dims together are not supported")
+        if self.k_dims and len(self.n_dims) > 2:
+            raise ShapeError("gemm: k_dims with more than two n_dims loops is not supported")
+        for kl, nl, _, _ in self.b_bounds:
+            if not (0 <= kl < len(self.k_dims) and -1 <= nl < len(self.n_dims)):
+                raise ShapeError(
+                    f"gemm: b_bounds {self.b_bounds} must name loops of k_dims and n_dims"
+                )
         dt = to_dtype(self.dtype)
         out = dt if self.out_dtype is None else to_dtype(self.out_dtype)
         for d in (dt, out):
@@ -539,11 +550,45 @@ def _offsets(fn: str, loops: list[tuple[int, int]]) -> str:
 
 def _pack_b(spec: GemmSpec) -> str:
     """pack_b: strided, or through an offset per row (column) when B's K (N) is several
-    loops."""
+    loops, or both (rows by table, columns in runs along N's inner loop, zero padding)."""
     sb, f32 = spec.b_strides, spec.dtype.name == "float32"
+    if spec.k_dims and spec.n_dims:
+        return _runs(spec) + gk.PACK_B_ROWS_RUNS
     if spec.k_dims:
         return _offsets("b_k", list(spec.k_dims)) + gk.PACK_B_ROWS_INDEXED
     if spec.n_dims:
         t16 = gk.transpose16_c(indexed=True) if f32 else ""
         return t16 + _offsets("b_n", list(spec.n_dims)) + gk.PACK_B_COLUMNS_INDEXED
     return gk.pack_b_c(col_major=sb[1] == 1 and sb[2] != 1, float32=f32)
+
+
+def _runs(spec: GemmSpec) -> str:
+    """The helpers `PACK_B_ROWS_RUNS` reads: N's inner loop (extent NB_EX, stride NB_SX)
+    and outer one (stride NB_SY), `b_k`, and `b_bounds` as `b_row_ok(kk, y)` (an outer n
+    loop's bounds) and `b_cols(kk, lo, hi)` (the inner loop's readable range)."""
+    kd, nd = list(spec.k_dims), list(spec.n_dims)
+    inner = len(nd) - 1
+    (ex, sx), sy = nd[inner], nd[0][1] if inner else 0
+
+    def kidx(loop: int) -> str:  # that K loop's index of flat K row kk
+        below = _prod(e for e, _ in kd[loop + 1 :])
+        return f"((kk / {below}L) % {kd[loop][0]}L)"
+
+    rows, cols = ["1"], []
+    for kl, nl, lo, hi in spec.b_bounds:
+        if nl == inner:
+            cols.append(f"    t = {lo}L - {kidx(kl)};\n    if (t > *lo) *lo = t;")
+            cols.append(f"    t = {hi}L - {kidx(kl)};\n    if (t < *hi) *hi = t;")
+        else:
+            y = " + y" if nl >= 0 else ""
+            rows.append(f"(t = {kidx(kl)}{y}) >= {lo}L && t < {hi}L")
+    return (
+        f"#define NB_EX {ex}L\n#define NB_SX {sx}L\n#define NB_SY {sy}L\n"
+        + _offsets("b_k", kd)
+        + "static inline int b_row_ok(long kk, long y) {\n    long t;\n"
+        + f"    (void)kk, (void)y, (void)t;\n    return {' && '.join(rows)};\n}}\n"
+        + "static inline void b_cols(long kk, long *lo, long *hi) {\n    long t;\n"
+        + "    (void)kk, (void)t;\n    *lo = 0;\n    *hi = NB_EX;\n"
+        + "".join(c + "\n" for c in cols)
+        + "}\n"
+    )

@@ -125,6 +125,47 @@ static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, 
 }
 """
 
+# B whose K and N are both several loops (GemmSpec.k_dims and n_dims: an implicit-GEMM
+# convolution read from its unpadded input, N = H' x W' output positions): the sliver's
+# columns split into runs along N's inner loop (one output row each, contiguous in the
+# input), and each K row's run copied from b_k() on where b_row_ok() / b_cols() (the zero
+# padding, GemmSpec.b_bounds) allow, zeros elsewhere.
+PACK_B_ROWS_RUNS = """\
+static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
+                          long n0, int nr) {
+    long ry[NR + 1], rx[NR + 1]; /* run r: outer index, first inner index, first column */
+    int rj[NR + 1], nrun = 0;
+    for (int j = 0; j < nr;) {
+        const long x = (n0 + j) % NB_EX;
+        ry[nrun] = (n0 + j) / NB_EX;
+        rx[nrun] = x;
+        rj[nrun++] = j;
+        j += NB_EX - x < nr - j ? (int)(NB_EX - x) : nr - j;
+    }
+    rj[nrun] = nr;
+    for (int k = 0; k < kc; ++k) {
+        const long kk = k0 + k, base = b_k(kk);
+        acc_t *restrict d = dst + k * NR;
+        long lo, hi; /* the inner loop's readable indices [lo, hi) for this row */
+        b_cols(kk, &lo, &hi);
+        for (int r = 0; r < nrun; ++r) {
+            const int j0 = rj[r], j1 = rj[r + 1];
+            int a = j1, e = j1; /* columns [a, e) are read, the rest of the run zero */
+            if (b_row_ok(kk, ry[r])) {
+                const long s = lo - rx[r], t = hi - rx[r];
+                a = j0 + (s < 0 ? 0 : s < j1 - j0 ? (int)s : j1 - j0);
+                e = j0 + (t < a - j0 ? a - j0 : t < j1 - j0 ? (int)t : j1 - j0);
+            }
+            const long off = base + ry[r] * NB_SY + (rx[r] - j0) * NB_SX;
+            for (int j = j0; j < a; ++j) d[j] = 0;
+            for (int j = a; j < e; ++j) d[j] = LOAD_IN(b[off + j * NB_SX]);
+            for (int j = e; j < j1; ++j) d[j] = 0;
+        }
+        for (int j = nr; j < NR; ++j) d[j] = 0;
+    }
+}
+"""
+
 # B whose columns are several loops (GemmSpec.n_dims: a convolution's weight gradient,
 # columns C x kh x kw of the padded input's taps, each a run along K): each column's start
 # from b_n(), then read down the columns as `pack_b_c(col_major=True)` does, AVX-512
