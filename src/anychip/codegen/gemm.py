@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from anychip.codegen import gemm_driver, gemm_kernel as gk, gemv_kernel
+from anychip.codegen import gemm_driver, gemm_kernel as gk, gemm_tables, gemv_kernel
 from anychip.dtypes import DType, float64, to_dtype
 from anychip.errors import CompileError, DTypeError, ShapeError
 
@@ -536,59 +536,9 @@ def gemm_source(
     )
 
 
-def _offsets(fn: str, loops: list[tuple[int, int]]) -> str:
-    """C for `long fn(long i)`: the offset of flat index i over `loops` ((extent, stride)
-    outermost first), innermost peeled first (constant divisors: multiplies and shifts)."""
-    body = ["    long o = 0;"]
-    for j, (e, st) in enumerate(reversed(loops)):
-        last = j == len(loops) - 1
-        body.append(f"    o += {'i' if last else f'(i % {e}L)'} * {st}L;")
-        if not last:
-            body.append(f"    i /= {e}L;")
-    return f"static inline long {fn}(long i) {{\n" + "\n".join(body) + "\n    return o;\n}\n"
-
-
 def _pack_b(spec: GemmSpec) -> str:
-    """pack_b: strided, or through an offset per row (column) when B's K (N) is several
-    loops, or both (rows by table, columns in runs along N's inner loop, zero padding)."""
+    """pack_b: strided, or through offset tables when B's K, N or both are several loops."""
     sb, f32 = spec.b_strides, spec.dtype.name == "float32"
-    if spec.k_dims and spec.n_dims:
-        return _runs(spec) + gk.PACK_B_ROWS_RUNS
-    if spec.k_dims:
-        return _offsets("b_k", list(spec.k_dims)) + gk.PACK_B_ROWS_INDEXED
-    if spec.n_dims:
-        t16 = gk.transpose16_c(indexed=True) if f32 else ""
-        return t16 + _offsets("b_n", list(spec.n_dims)) + gk.PACK_B_COLUMNS_INDEXED
+    if spec.k_dims or spec.n_dims:
+        return gemm_tables.pack_b_tables_c(spec.k_dims, spec.n_dims, spec.b_bounds, f32)
     return gk.pack_b_c(col_major=sb[1] == 1 and sb[2] != 1, float32=f32)
-
-
-def _runs(spec: GemmSpec) -> str:
-    """The helpers `PACK_B_ROWS_RUNS` reads: N's inner loop (extent NB_EX, stride NB_SX)
-    and outer one (stride NB_SY), `b_k`, and `b_bounds` as `b_row_ok(kk, y)` (an outer n
-    loop's bounds) and `b_cols(kk, lo, hi)` (the inner loop's readable range)."""
-    kd, nd = list(spec.k_dims), list(spec.n_dims)
-    inner = len(nd) - 1
-    (ex, sx), sy = nd[inner], nd[0][1] if inner else 0
-
-    def kidx(loop: int) -> str:  # that K loop's index of flat K row kk
-        below = _prod(e for e, _ in kd[loop + 1 :])
-        return f"((kk / {below}L) % {kd[loop][0]}L)"
-
-    rows, cols = ["1"], []
-    for kl, nl, lo, hi in spec.b_bounds:
-        if nl == inner:
-            cols.append(f"    t = {lo}L - {kidx(kl)};\n    if (t > *lo) *lo = t;")
-            cols.append(f"    t = {hi}L - {kidx(kl)};\n    if (t < *hi) *hi = t;")
-        else:
-            y = " + y" if nl >= 0 else ""
-            rows.append(f"(t = {kidx(kl)}{y}) >= {lo}L && t < {hi}L")
-    return (
-        f"#define NB_EX {ex}L\n#define NB_SX {sx}L\n#define NB_SY {sy}L\n"
-        + _offsets("b_k", kd)
-        + "static inline int b_row_ok(long kk, long y) {\n    long t;\n"
-        + f"    (void)kk, (void)y, (void)t;\n    return {' && '.join(rows)};\n}}\n"
-        + "static inline void b_cols(long kk, long *lo, long *hi) {\n    long t;\n"
-        + "    (void)kk, (void)t;\n    *lo = 0;\n    *hi = NB_EX;\n"
-        + "".join(c + "\n" for c in cols)
-        + "}\n"
-    )
