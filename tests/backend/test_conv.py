@@ -197,6 +197,16 @@ def test_conv_stride1_is_an_implicit_gemm() -> None:
     assert bw.n_dims == ((4, 72), (3, 8), (3, 1)) and bw.k_dims == ()
 
 
+def test_conv_stride1_gradient_of_a_sum_reaches_the_gemm() -> None:
+    # y.sum()'s cotangent is a broadcast constant: copied once, so the input gradient's
+    # product still reads B from memory (a GEMM, not loops)
+    x = ac.tensor(rand(2, 4, 6, 6), requires_grad=True)
+    w = ac.tensor(rand(5, 4, 3, 3), requires_grad=True)
+    gx, gw = ac.autograd.grad(F.conv2d(x, w, padding=1).sum(), [x, w])
+    specs = _contractions(gx, gw)
+    assert len(specs) == 2 and all(s is not None for s in specs)
+
+
 @pytest.mark.parametrize(
     ("xs", "ws", "padding", "bounds"),
     [

@@ -20,6 +20,7 @@ import math
 from typing import TYPE_CHECKING
 
 from anychip import dtypes
+from anychip.ir.ops import MOVEMENT, Ops
 from anychip.frontend.autograd import composite
 from anychip.frontend.linalg import contract
 
@@ -68,10 +69,19 @@ def _conv(x: Tensor, w: Tensor, pads: tuple[tuple[int, int], ...], out: tuple[in
     (top, bottom), (left, right) = pads
     n, c = x.shape[:2]
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
-    xp = x._pad_zero([(0, 0), (0, 0), (top, bottom), (left, right)])  # a view, not stored
+    xp = _stored(x)._pad_zero([(0, 0), (0, 0), (top, bottom), (left, right)])  # a view
     win = sliding_windows(xp, (kh, kw), (1, 1), (1, 1))  # (N, C, H', W', kh, kw)
     b = win.permute((0, 1, 4, 5, 2, 3)).reshape(n, 1, c, kh, kw, *out)
     return contract(w.reshape(1, o, c, kh, kw, 1, 1), b, (2, 3, 4))  # (N, O, H', W')
+
+
+def _stored(t: Tensor) -> Tensor:
+    """t, or a copy where it is a constant seen through views (the ones cotangent of a
+    loss's sum): the GEMM reads B from memory, a constant's load is no strided view."""
+    node = t.node
+    while node.op in MOVEMENT:
+        node = node.srcs[0]
+    return t * 1.0 if node.op is Ops.CONST else t
 
 
 def _taps(xp: Tensor, kernel: tuple[int, ...], rows: int) -> Tensor:
