@@ -20,9 +20,9 @@ import math
 from typing import TYPE_CHECKING
 
 from anychip import dtypes
-from anychip.ir.ops import MOVEMENT, Ops
 from anychip.frontend.autograd import composite
 from anychip.frontend.linalg import contract
+from anychip.ir.ops import MOVEMENT, Ops
 
 if TYPE_CHECKING:
     from anychip.frontend.conv import Geometry
