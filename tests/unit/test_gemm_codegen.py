@@ -596,13 +596,18 @@ def _conv_taps(x: np.ndarray, kh: int, kw: int, pads: tuple[int, int, int, int])
         ((3, 5, 7, 3, 3), (1, 1, 1, 1)),
         ((5, 1, 9, 3, 2), (2, 0, 0, 1)),
         ((2, 6, 1, 3, 3), (1, 1, 1, 1)),
+        # 'same' with slivers spanning row changes (one contiguous copy, cut columns
+        # zeroed): 3x3 and 5x5 (two columns cut at each side), rows of 70 and 13
+        ((3, 4, 70, 3, 3), (1, 1, 1, 1)),
+        ((2, 9, 13, 5, 5), (2, 2, 2, 2)),
     ],
-    ids=["same", "uneven", "one-column"],
+    ids=["same", "uneven", "one-column", "same-wide", "same-5x5"],
 )
 @pytest.mark.parametrize("tiling", [None, *SMALL_BLOCKS[:3]], ids=range(4))
 def test_k_and_n_tables_with_bounds(tiling, shape, pads, dtype, flags, tmp):
     # k_dims and n_dims together, b_bounds the padding: a convolution read from its
-    # unpadded input, N = H' x W' in runs of one output row, out un-widened
+    # unpadded input, N = H' x W' in runs of one output row, out un-widened; NaN around
+    # the image, so a padding tap that reads memory instead of a zero shows
     rng = np.random.default_rng(6)
     (c, h, w, kh, kw), (top, bottom, left, right) = shape, pads
     batch, o = 2, 11
@@ -617,7 +622,10 @@ def test_k_and_n_tables_with_bounds(tiling, shape, pads, dtype, flags, tmp):
                     b_strides=(c * h * w, 1, 1), k_dims=((c, h * w), (kh, w), (kw, 1)),
                     n_dims=((ho, w), (wo, 1)), b_bounds=bounds)  # fmt: skip
     out = np.full((batch, o, ho * wo), np.nan, dtype)
-    start = x.ctypes.data - (top * w + left) * x.itemsize
+    guard = 256  # NaN before and after the batch: a padding tap must not read them
+    buf = np.full(guard + x.size + guard, np.nan, dtype)
+    buf[guard : guard + x.size] = x.ravel()
+    start = buf.ctypes.data + (guard - top * w - left) * x.itemsize
     build(gemm_source(spec, tiling, "mm"), "mm", tmp, flags)(out.ctypes.data, wt.ctypes.data, start)
     want = wt.astype(np.float64) @ _conv_taps(x.astype(np.float64), kh, kw, pads)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
