@@ -3,6 +3,8 @@ forward values and gradients of input, weight and bias, on every device."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +40,12 @@ CONV = [
     (2, (2, 3, 7, 9), (4, 3, 3, 3), {}),
     (2, (2, 3, 8, 7), (5, 3, 5, 3), {"padding": (2, 0)}),
     (2, (1, 64, 6, 5), (8, 64, 3, 3), {"padding": 1}),
+    # the input read unpadded through guards: one output row, uneven 'same', a 1-wide
+    # image, channels off the tile and rows of output longer than the register tile
+    (2, (1, 4, 1, 7), (2, 4, 3, 3), {"padding": 1}),
+    (2, (2, 3, 6, 6), (4, 3, 2, 4), {"padding": "same"}),
+    (2, (2, 5, 9, 1), (3, 5, 3, 3), {"padding": 1}),
+    (2, (2, 7, 5, 70), (13, 7, 3, 3), {"padding": (0, 2)}),
     (2, (1, 2, 5, 5), (3, 2, 2, 2), {"padding": 2}),  # padding > k - 1: im2col
     # more taps than MAX_TAPS: the window view's own gradient rules
     (1, (2, 2, 80), (3, 2, 66), {"padding": 1}),
@@ -55,6 +63,27 @@ def test_conv_matches_torch(device: str, nd: int, xs: tuple, ws: tuple, kw: dict
         torch_fn=lambda x, w, b: getattr(torch.nn.functional, name)(x, w, b, **kw),
         atol=1e-4,
         rtol=1e-4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("xs", "ws", "kw"),
+    [
+        ((2, 3, 7, 9), (4, 3, 3, 3), {"padding": 1}),
+        ((2, 3, 6, 6), (4, 3, 2, 4), {"padding": "same"}),
+        ((1, 19, 5, 70), (21, 19, 3, 3), {"padding": (2, 0)}),
+    ],
+)
+def test_conv2d_stride1_float64_matches_torch(device: str, xs: tuple, ws: tuple, kw: dict) -> None:
+    # the implicit GEMM in float64 (8 lanes a vector): exact to float64 rounding
+    check(
+        lambda x, w: F.conv2d(x, w, **kw),
+        [rand(*xs), rand(*ws, seed=1)],
+        device,
+        torch_fn=lambda x, w: torch.nn.functional.conv2d(x, w, **kw),
+        dtype="float64",
+        atol=1e-10,
+        rtol=1e-10,
     )
 
 
@@ -145,22 +174,56 @@ def test_conv_reaches_the_gemm_generator() -> None:
 
 
 def test_conv_stride1_is_an_implicit_gemm() -> None:
-    # stride 1: the GEMM reads K = C x kh x kw straight from the padded input (9 x 8 per
-    # channel: 6 + 2 padding + 1 spare row, 6 + 2), over the 6 x 8 wide output rows
+    # stride 1: the GEMM reads K = C x kh x kw straight from the unpadded input (planes of
+    # 6 x 6), N the 6 x 6 output positions as rows and columns, the padding a guard:
+    # input row y + i - 1 in [0, 6) (bound 1 <= i + y < 7), column x + j - 1 likewise
     x = ac.tensor(rand(2, 4, 6, 6), requires_grad=True)
     w = ac.tensor(rand(5, 4, 3, 3), requires_grad=True)
     y = F.conv2d(x, w, padding=1)
     (fwd,) = _contractions(y)
-    assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2,), 5, 48, 36)
-    assert fwd.k_dims == ((4, 72), (3, 8), (3, 1)) and fwd.a.cols == 1
+    assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2,), 5, 36, 36)
+    assert fwd.k_dims == ((4, 36), (3, 6), (3, 1)) and fwd.a.cols == 1
+    assert fwd.n_dims == ((6, 6), (6, 1)) and fwd.out.cols == 1
+    assert sorted(fwd.b_bounds) == [(1, 0, 1, 7), (2, 1, 1, 7)]
+    assert fwd.b.offset == -7  # element (0, 0) is padding: one row and one column before
     gx, gw = ac.autograd.grad(y, [x, w], ac.tensor(rand(2, 5, 6, 6, seed=1)))
     # input gradient: the same product with the flipped kernel (C = 4 rows, O x 3 x 3 taps)
     (bx,) = _contractions(gx)
-    assert (bx.m, bx.n, bx.k) == (4, 48, 45) and len(bx.k_dims) == 3
-    # weight gradient: columns C x kh x kw of the padded input (a column table), per sample
+    assert (bx.m, bx.n, bx.k) == (4, 36, 45) and len(bx.k_dims) == 3 and len(bx.b_bounds) == 2
+    # weight gradient: columns C x kh x kw of the padded input (9 x 8 per channel: 6 + 2
+    # padding + 1 spare row, 6 + 2) through a column table, K the 6 x 8 wide positions
     (bw,) = _contractions(gw)
     assert (bw.batch, bw.m, bw.n, bw.k) == ((2,), 5, 36, 48)
     assert bw.n_dims == ((4, 72), (3, 8), (3, 1)) and bw.k_dims == ()
+
+
+def test_conv_stride1_gradient_of_a_sum_reaches_the_gemm() -> None:
+    # y.sum()'s cotangent is a broadcast constant: copied once, so the input gradient's
+    # product still reads B from memory (a GEMM, not loops)
+    x = ac.tensor(rand(2, 4, 6, 6), requires_grad=True)
+    w = ac.tensor(rand(5, 4, 3, 3), requires_grad=True)
+    gx, gw = ac.autograd.grad(F.conv2d(x, w, padding=1).sum(), [x, w])
+    specs = _contractions(gx, gw)
+    assert len(specs) == 2 and all(s is not None for s in specs)
+
+
+@pytest.mark.parametrize(
+    ("xs", "ws", "padding", "bounds"),
+    [
+        ((2, 3, 8, 7), (5, 3, 5, 3), (2, 0), 1),  # padding on rows only
+        ((2, 5, 7, 9), (3, 5, 3, 2), 0, 0),  # none: N still rows x columns of B
+        ((1, 4, 1, 7), (2, 4, 3, 3), 1, 2),  # one output row: a bound on the tap alone
+        ((2, 3, 6, 6), (4, 3, 2, 4), "same", 2),  # uneven: (0, 1) rows, (1, 2) columns
+    ],
+)
+def test_conv_stride1_shapes_reach_the_gemm(
+    xs: tuple, ws: tuple, padding: object, bounds: int
+) -> None:
+    # every implicit-GEMM forward gets a spec (no loop fallback) with rows and columns
+    x, w = ac.tensor(rand(*xs)), ac.tensor(rand(*ws, seed=1))
+    (fwd,) = _contractions(F.conv2d(x, w, padding=padding))
+    assert fwd.k_dims and fwd.n_dims and len(fwd.b_bounds) == bounds
+    assert fwd.n == math.prod(F.conv2d(x, w, padding=padding).shape[2:])
 
 
 def test_conv_errors() -> None:

@@ -577,8 +577,66 @@ def test_k_or_n_as_offset_tables(tiling, dtype, tmp):
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
+def _conv_taps(x: np.ndarray, kh: int, kw: int, pads: tuple[int, int, int, int]) -> np.ndarray:
+    """(batch, C, H, W) -> (batch, C*kh*kw, H' * W'): row (c, i, j), column (y, x) is
+    x[c, y + i - top, x + j - left], 0 outside the image (zero padding, no copy made)."""
+    top, bottom, left, right = pads
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    ho, wo = xp.shape[2] - kh + 1, xp.shape[3] - kw + 1
+    rows = [xp[:, c, i : i + ho, j : j + wo].reshape(x.shape[0], -1)
+            for c in range(x.shape[1]) for i in range(kh) for j in range(kw)]  # fmt: skip
+    return np.stack(rows, axis=1)
+
+
+@pytest.mark.parametrize("flags", [(), ("-DANYCHIP_GEMM_SCALAR",)], ids=["vector", "scalar"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("shape", "pads"),
+    [
+        ((3, 5, 7, 3, 3), (1, 1, 1, 1)),
+        ((5, 1, 9, 3, 2), (2, 0, 0, 1)),
+        ((2, 6, 1, 3, 3), (1, 1, 1, 1)),
+        # 'same' with slivers spanning row changes (one contiguous copy, cut columns
+        # zeroed): 3x3 and 5x5 (two columns cut at each side), rows of 70 and 13
+        ((3, 4, 70, 3, 3), (1, 1, 1, 1)),
+        ((2, 9, 13, 5, 5), (2, 2, 2, 2)),
+    ],
+    ids=["same", "uneven", "one-column", "same-wide", "same-5x5"],
+)
+@pytest.mark.parametrize("tiling", [None, *SMALL_BLOCKS[:3]], ids=range(4))
+def test_k_and_n_tables_with_bounds(tiling, shape, pads, dtype, flags, tmp):
+    # k_dims and n_dims together, b_bounds the padding: a convolution read from its
+    # unpadded input, N = H' x W' in runs of one output row, out un-widened; NaN around
+    # the image, so a padding tap that reads memory instead of a zero shows
+    rng = np.random.default_rng(6)
+    (c, h, w, kh, kw), (top, bottom, left, right) = shape, pads
+    batch, o = 2, 11
+    ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
+    x = rand((batch, c, h, w), dtype, rng)
+    wt = rand((o, c * kh * kw), dtype, rng)
+    ck = c * kh * kw
+    # element (k, n) sits at c*H*W + (y + i - top)*W + (x + j - left): the view starts
+    # top rows and left columns before the image; valid iff top <= i + y < top + H, etc.
+    bounds = ((1, 0, top, top + h), (2, 1, left, left + w))
+    spec = GemmSpec(batch, o, ho * wo, ck, dtype, a_strides=(0, ck, 1),
+                    b_strides=(c * h * w, 1, 1), k_dims=((c, h * w), (kh, w), (kw, 1)),
+                    n_dims=((ho, w), (wo, 1)), b_bounds=bounds)  # fmt: skip
+    out = np.full((batch, o, ho * wo), np.nan, dtype)
+    guard = 256  # NaN before and after the batch: a padding tap must not read them
+    buf = np.full(guard + x.size + guard, np.nan, dtype)
+    buf[guard : guard + x.size] = x.ravel()
+    start = buf.ctypes.data + (guard - top * w - left) * x.itemsize
+    build(gemm_source(spec, tiling, "mm"), "mm", tmp, flags)(out.ctypes.data, wt.ctypes.data, start)
+    want = wt.astype(np.float64) @ _conv_taps(x.astype(np.float64), kh, kw, pads)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
 def test_offset_tables_must_cover_their_dimension():
     with pytest.raises(ShapeError, match=r"k_dims extents \[2, 3\] must multiply to 7"):
         GemmSpec(1, 2, 2, 7, "float32", k_dims=((2, 9), (3, 1)))
-    with pytest.raises(ShapeError, match=r"k_dims and n_dims together"):
-        GemmSpec(1, 2, 2, 2, "float32", k_dims=((2, 9),), n_dims=((2, 9),))
+    with pytest.raises(ShapeError, match=r"k_dims with more than two n_dims loops"):
+        GemmSpec(1, 2, 8, 2, "float32", k_dims=((2, 9),), n_dims=((2, 9), (2, 3), (2, 1)))
+    with pytest.raises(ShapeError, match=r"b_bounds .* must name loops"):
+        GemmSpec(
+            1, 2, 2, 2, "float32", k_dims=((2, 9),), n_dims=((2, 9),), b_bounds=((1, 0, 0, 2),)
+        )

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from anychip.codegen import gemm_driver, gemm_kernel as gk, gemv_kernel
+from anychip.codegen import gemm_driver, gemm_kernel as gk, gemm_tables, gemv_kernel
 from anychip.dtypes import DType, float64, to_dtype
 from anychip.errors import CompileError, DTypeError, ShapeError
 
@@ -103,8 +103,13 @@ class GemmSpec:
     `dtype` is A's and B's element type, `out_dtype` the result's (default: dtype).
     `k_dims`: B's K as several loops, (extent, b stride) each, outermost first, when it is
     not one stride (an implicit-GEMM convolution reads K = C x kh x kw from the padded
-    input); `n_dims`: B's columns likewise (its weight gradient). At most one of them; B's
-    packing then walks an offset per row (column), the b stride it replaces unused.
+    input); `n_dims`: B's columns likewise (its weight gradient). B's packing then walks an
+    offset per row (column), the b stride it replaces unused. Both together (at most two
+    loops of N, output rows x columns): the forward reading the unpadded input, its N the
+    un-widened output positions H' x W'. `b_bounds`: (k loop, n loop, lo, hi) each, indices
+    into k_dims and n_dims: B[k, n] is 0 (and not read) unless lo <= that k loop's index +
+    that n loop's index < hi, the convolution's zero padding (n loop -1: the k loop's
+    index alone).
 
     >>> s = GemmSpec(2, 3, 4, 5, "float32", b_strides=(0, 1, 5))  # b: one (4,5) matrix, .T
     >>> s.a_strides, s.b_strides, s.out_dtype.name, s.acc_dtype.name
@@ -122,6 +127,7 @@ class GemmSpec:
     c_strides: Strides = field(default=())  # type: ignore[assignment]
     k_dims: tuple[tuple[int, int], ...] = ()
     n_dims: tuple[tuple[int, int], ...] = ()
+    b_bounds: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         dims = (self.batch, self.m, self.n, self.k)
@@ -131,8 +137,13 @@ class GemmSpec:
             extents = [d[0] for d in loops]
             if loops and (min(extents) < 1 or _prod(extents) != size):
                 raise ShapeError(f"gemm: {what}_dims extents {extents} must multiply to {size}")
-        if self.k_dims and self.n_dims:
-            raise ShapeError("gemm: k_dims and n_dims together are not supported")
+        if self.k_dims and len(self.n_dims) > 2:
+            raise ShapeError("gemm: k_dims with more than two n_dims loops is not supported")
+        for kl, nl, _, _ in self.b_bounds:
+            if not (0 <= kl < len(self.k_dims) and -1 <= nl < len(self.n_dims)):
+                raise ShapeError(
+                    f"gemm: b_bounds {self.b_bounds} must name loops of k_dims and n_dims"
+                )
         dt = to_dtype(self.dtype)
         out = dt if self.out_dtype is None else to_dtype(self.out_dtype)
         for d in (dt, out):
@@ -530,25 +541,9 @@ def gemm_source(
     )
 
 
-def _offsets(fn: str, loops: list[tuple[int, int]]) -> str:
-    """C for `long fn(long i)`: the offset of flat index i over `loops` ((extent, stride)
-    outermost first), innermost peeled first (constant divisors: multiplies and shifts)."""
-    body = ["    long o = 0;"]
-    for j, (e, st) in enumerate(reversed(loops)):
-        last = j == len(loops) - 1
-        body.append(f"    o += {'i' if last else f'(i % {e}L)'} * {st}L;")
-        if not last:
-            body.append(f"    i /= {e}L;")
-    return f"static inline long {fn}(long i) {{\n" + "\n".join(body) + "\n    return o;\n}\n"
-
-
 def _pack_b(spec: GemmSpec) -> str:
-    """pack_b: strided, or through an offset per row (column) when B's K (N) is several
-    loops."""
+    """pack_b: strided, or through offset tables when B's K, N or both are several loops."""
     sb, f32 = spec.b_strides, spec.dtype.name == "float32"
-    if spec.k_dims:
-        return _offsets("b_k", list(spec.k_dims)) + gk.PACK_B_ROWS_INDEXED
-    if spec.n_dims:
-        t16 = gk.transpose16_c(indexed=True) if f32 else ""
-        return t16 + _offsets("b_n", list(spec.n_dims)) + gk.PACK_B_COLUMNS_INDEXED
+    if spec.k_dims or spec.n_dims:
+        return gemm_tables.pack_b_tables_c(spec.k_dims, spec.n_dims, spec.b_bounds, f32)
     return gk.pack_b_c(col_major=sb[1] == 1 and sb[2] != 1, float32=f32)

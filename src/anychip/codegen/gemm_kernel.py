@@ -111,50 +111,6 @@ static void pack_a(acc_t *restrict dst, const in_t *restrict a, long m0, int mc,
 """
 
 
-# B whose K is several loops (GemmSpec.k_dims: an implicit-GEMM convolution, K = C x kh x kw,
-# a row of B the padded input shifted by that tap): each row's start from b_k(), then the
-# row read along N as usual.
-PACK_B_ROWS_INDEXED = """\
-static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
-                          long n0, int nr) {
-    for (int k = 0; k < kc; ++k) {
-        const in_t *src = b + b_k(k0 + k) + n0 * SBN;
-        for (int j = 0; j < nr; ++j) dst[k * NR + j] = LOAD_IN(src[j * SBN]);
-        for (int j = nr; j < NR; ++j) dst[k * NR + j] = 0;
-    }
-}
-"""
-
-# B whose columns are several loops (GemmSpec.n_dims: a convolution's weight gradient,
-# columns C x kh x kw of the padded input's taps, each a run along K): each column's start
-# from b_n(), then read down the columns as `pack_b_c(col_major=True)` does, AVX-512
-# float32 16 x 16 blocks transposed in registers from those starts.
-PACK_B_COLUMNS_INDEXED = """\
-static void pack_b_sliver(acc_t *restrict dst, const in_t *restrict b, long k0, int kc,
-                          long n0, int nr) {
-    long off[NR];
-    for (int j = 0; j < nr; ++j) off[j] = b_n(n0 + j) + k0 * SBK;
-    int j0 = 0;
-#ifdef PACK_B_T16
-    if (SBK == 1)
-        for (; j0 + 16 <= nr; j0 += 16) {
-            int k = 0;
-            for (; k + 16 <= kc; k += 16) transpose16(dst + k * NR + j0, b + k, off + j0);
-            for (; k < kc; ++k)
-                for (int j = j0; j < j0 + 16; ++j) dst[k * NR + j] = b[off[j] + k];
-        }
-#endif
-    for (int kb = 0; kb < kc; kb += 16) {
-        const int ke = kb + 16 < kc ? kb + 16 : kc;
-        for (int j = j0; j < nr; ++j)
-            for (int k = kb; k < ke; ++k) dst[k * NR + j] = LOAD_IN(b[off[j] + k * SBK]);
-        for (int j = nr; j < NR; ++j)
-            for (int k = kb; k < ke; ++k) dst[k * NR + j] = 0;
-    }
-}
-"""
-
-
 def transpose16_c(indexed: bool) -> str:
     """TRANSPOSE16, or (`indexed`) its form whose column i starts at src + off[i]."""
     if not indexed:

@@ -1,12 +1,17 @@
 """Implicit-GEMM conv2d for stride 1, dilation 1, groups 1: the GEMM reads each kernel tap's
-rows straight from the padded input (K = C x kh x kw through an offset table), so no im2col
+rows straight from the input (K = C x kh x kw through an offset table), so no im2col
 matrix is stored; the backward is two more such products, none of them through im2col.
 
-The trick is the "wide" output: with the padded input's rows Wp long, output row y's
-element x reads padded element (y + i) * Wp + (x + j), i.e. flat position p + i*Wp + j with
-p = y * Wp + x. Computing all Wp columns of every output row (the last Wp - W' of each are
-junk, cut off after) makes the output one axis p of stride 1, and every tap (c, i, j) one
-fixed shift of the flat input: a plain GEMM operand whose K rows start at c*L + i*Wp + j.
+Forward and input gradient: (O, C*kh*kw) @ (C*kh*kw, H' x W') per sample, B the input's
+taps [c, i, j, y, x] = x[c, y + i - top, x + j - left], a view of the unpadded input whose
+zero padding is a guard on the load. The GEMM packs B row (c, i, j) by row, each sliver's
+columns in runs of one output row (contiguous in the input), zeros where the guard fails
+(`GemmSpec.b_bounds`): no padded copy, and the output is written in place, no junk columns.
+
+The weight gradient uses the "wide" trick: with the padded input's rows Wp long, output
+position p = y * Wp + x reads padded element p + i*Wp + j for tap (i, j), so every tap
+(c, i, j) is one fixed shift of the flat padded input: columns of B through a table, K
+the H' x Wp wide positions (the output gradient widened with zero columns).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING
 from anychip import dtypes
 from anychip.frontend.autograd import composite
 from anychip.frontend.linalg import contract
+from anychip.ir.ops import MOVEMENT, Ops
 
 if TYPE_CHECKING:
     from anychip.frontend.conv import Geometry
@@ -40,10 +46,11 @@ def fits(x: Tensor, geo: Geometry) -> bool:
 
 def conv2d_implicit(x: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     """(N, C, H, W) with weight (O, C, kh, kw) -> (N, O, H', W'), one record whose
-    derivative is `_vjp` (the padded input is kept for the weight gradient)."""
-    xp = _padded(x._detached(), geo.pads)
-    y = _wide_conv(xp, weight._detached(), geo.out)
-    return composite(y, (x, weight, xp), _vjp, geo)
+    derivative is `_vjp` (x's value is kept apart from x itself: changing x in place after
+    the convolution does not change its gradients)."""
+    xv = x._detached()
+    y = _conv(xv, weight._detached(), geo.pads, geo.out)
+    return composite(y, (x, weight, xv), _vjp, geo)
 
 
 def _padded(x: Tensor, pads: tuple[tuple[int, int], ...]) -> Tensor:
@@ -52,6 +59,29 @@ def _padded(x: Tensor, pads: tuple[tuple[int, int], ...]) -> Tensor:
     elements past the padded input's end."""
     (top, bottom), (left, right) = pads
     return x._pad_zero([(0, 0), (0, 0), (top, bottom + 1), (left, right)]) * 1.0
+
+
+def _conv(x: Tensor, w: Tensor, pads: tuple[tuple[int, int], ...], out: tuple[int, ...]) -> Tensor:
+    """y (N, O, H', W') from the unpadded input (N, C, H, W): one GEMM per sample,
+    (O, C*kh*kw) @ (C*kh*kw, H' x W'), B the taps of x padded as a view (a guarded load)."""
+    from anychip.frontend.conv import sliding_windows
+
+    (top, bottom), (left, right) = pads
+    n, c = x.shape[:2]
+    o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    xp = _stored(x)._pad_zero([(0, 0), (0, 0), (top, bottom), (left, right)])  # a view
+    win = sliding_windows(xp, (kh, kw), (1, 1), (1, 1))  # (N, C, H', W', kh, kw)
+    b = win.permute((0, 1, 4, 5, 2, 3)).reshape(n, 1, c, kh, kw, *out)
+    return contract(w.reshape(1, o, c, kh, kw, 1, 1), b, (2, 3, 4))  # (N, O, H', W')
+
+
+def _stored(t: Tensor) -> Tensor:
+    """t, or a copy where it is a constant seen through views (the ones cotangent of a
+    loss's sum): the GEMM reads B from memory, a constant's load is no strided view."""
+    node = t.node
+    while node.op in MOVEMENT:
+        node = node.srcs[0]
+    return t * 1.0 if node.op is Ops.CONST else t
 
 
 def _taps(xp: Tensor, kernel: tuple[int, ...], rows: int) -> Tensor:
@@ -68,49 +98,21 @@ def _taps(xp: Tensor, kernel: tuple[int, ...], rows: int) -> Tensor:
     return win.permute((0, 1, 3, 4, 2))
 
 
-def _wide_conv(xp: Tensor, w: Tensor, out: tuple[int, ...]) -> Tensor:
-    """y (N, O, H', W') from the padded input (N, C, Hp, Wp): one GEMM per sample,
-    (O, C*kh*kw) @ (C*kh*kw, H' * Wp), then the junk columns of each row cut off."""
-    (ho, wo), (n, c, _, wp) = out, xp.shape
-    o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
-    b = _taps(xp, (kh, kw), ho).reshape(n, 1, c, kh, kw, ho * wp)
-    y = contract(w.reshape(1, o, c, kh, kw, 1), b, (2, 3, 4))  # (N, O, H' * Wp)
-    return y.reshape(n, o, ho, wp)._shrink([(0, n), (0, o), (0, ho), (0, wo)])
-
-
 def _vjp(
     g: Tensor, out: Tensor, srcs: tuple[Tensor, ...], geo: Geometry
 ) -> tuple[Tensor | None, ...]:
-    """Cotangents of (x, weight, padded x). Input gradient: the convolution of g padded
-    by k - 1 - p with the flipped, transposed kernel. Weight gradient: per sample, g widened
-    to Wp columns (zeros in the junk ones) times the padded input's taps as columns
-    (c, i, j), (O, H' * Wp) @ (H' * Wp, C*kh*kw), summed over the batch."""
-    x, w, xp = srcs
-    if x.requires_grad:  # create_graph: the padded input must carry x's history
-        xp = _padded(x, geo.pads)
+    """Cotangents of (x, weight, x's value). Input gradient: the convolution of g padded
+    by k - 1 - p with the flipped, transposed kernel. Weight gradient: per sample, g widened to Wp
+    columns (zeros in the junk ones) times the padded input's taps as columns (c, i, j),
+    (O, H' * Wp) @ (H' * Wp, C*kh*kw), summed over the batch."""
+    x, w, xv = srcs
+    xp = _padded(x if x.requires_grad else xv, geo.pads)  # create_graph: x's history
     n, c, h, wd = x.shape
-    kernel, ho, wp = geo.kernel, geo.out[0], xp.shape[3]
+    (ho, wo), kernel, wp = geo.out, geo.kernel, xp.shape[3]
     back = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(geo.pads, kernel, strict=True))
     wt = w.transpose(0, 1).flip((2, 3)) * 1.0  # (C, O, kh, kw), stored: a plain operand
-    gp = _padded(g, back)
-    gx = _wide_conv(gp, wt, (h, wd))
+    gx = _conv(g, wt, back, (h, wd))
     b = _taps(xp, kernel, ho).reshape(n, 1, c, *kernel, ho * wp)
-    gw = contract(_widened(g, gp, back, wp), b, 5).sum(0)  # (O, C, kh, kw)
+    gwide = g._pad_zero([(0, 0), (0, 0), (0, 0), (0, wp - wo)]) * 1.0  # (N, O, H', Wp)
+    gw = contract(gwide.reshape(n, g.shape[1], 1, 1, 1, ho * wp), b, 5).sum(0)
     return gx, gw, None
-
-
-def _widened(g: Tensor, gp: Tensor, back: tuple[tuple[int, int], ...], wp: int) -> Tensor:
-    """(N, O, H', W') -> (N, O, 1, 1, 1, H' * Wp): g's rows Wp long, zeros after W'. When
-    the padded g's rows are Wp long too (left + right padding = kw - 1, 'same' as in
-    ResNet), that is a view of it: row y from its left padding on, the junk columns its
-    right padding and the next row's left; else a copy."""
-    n, o, ho, wo = g.shape
-    (top, _), (left, _) = back
-    if gp.shape[3] == wp:
-        start = top * wp + left
-        flat = gp.reshape(n, o, gp.shape[2] * wp)._shrink(
-            [(0, n), (0, o), (start, start + ho * wp)]
-        )
-    else:
-        flat = (g._pad_zero([(0, 0), (0, 0), (0, 0), (0, wp - wo)]) * 1.0).reshape(n, o, ho * wp)
-    return flat.reshape(n, o, 1, 1, 1, ho * wp)

@@ -190,8 +190,11 @@ class ContractionSpec:
     that do not fold into one stride (an implicit-GEMM convolution: K = C x kh x kw read
     straight from the padded input; A's K still one stride, a.cols); `n_dims` likewise for
     B's columns (a convolution's weight gradient, columns C x kh x kw; out's columns one
-    stride). At most one of them; empty otherwise, b.rows / b.cols then the innermost
-    loop's stride."""
+    stride). Both when B is read from an unpadded input (N = H' x W', output rows and
+    columns; out's columns still one stride); empty otherwise, b.rows / b.cols then the
+    innermost loop's stride. `b_bounds` (k loop, n loop, lo, hi), indices into k_dims and
+    n_dims: B's element is 0 (its load guarded, not read) unless lo <= the k loop's index +
+    the n loop's index < hi, a convolution's zero padding."""
 
     batch: tuple[int, ...]
     m: int
@@ -203,6 +206,7 @@ class ContractionSpec:
     acc: DType
     k_dims: tuple[tuple[int, int], ...] = ()
     n_dims: tuple[tuple[int, int], ...] = ()
+    b_bounds: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

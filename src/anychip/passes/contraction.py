@@ -2,7 +2,8 @@
 attach its ContractionSpec, so targets with a matmul generator use it instead of loops.
 
 The loop body stays as the generic fallback; no spec is attached when the access pattern
-is not three strided views (a guarded load, a batch that will not fold into one stride).
+is not three strided views (a batch that will not fold into one stride, a guard other
+than B's zero padding: bounds on an output index plus a reduced one, a convolution's).
 """
 
 from __future__ import annotations
@@ -56,16 +57,56 @@ def attach_contraction(k: KernelIR) -> KernelIR:
     return replace(k, contraction=spec)
 
 
-def _operand(e: Expr) -> tuple[Load, Strides, int] | None:
-    """A load (possibly widened by a cast) as (load, var -> stride, offset)."""
-    if isinstance(e, Alu) and e.op is Ops.CAST:
-        e = e.srcs[0]
-    if not isinstance(e, Load) or e.valid is not None or not e.dtype.is_floating_point:
+def _load(e: Expr) -> Expr:
+    return e.srcs[0] if isinstance(e, Alu) and e.op is Ops.CAST else e
+
+
+def _operand(e: Expr, guarded: bool = False) -> tuple[Load, Strides, int] | None:
+    """A load (possibly widened by a cast) as (load, var -> stride, offset); a guarded one
+    only where `guarded` allows (its guard is then `_guard`'s to read)."""
+    e = _load(e)
+    if not isinstance(e, Load) or not e.dtype.is_floating_point:
+        return None
+    if e.valid is not None and not guarded:
         return None
     aff = affine(e.index)
     if aff is None:
         return None
     return e, aff[0], aff[1]
+
+
+def _guard(valid: Expr | None) -> dict[frozenset[str], list[int | None]] | None:
+    """A load's guard, an AND of comparisons `a < b` of affine indices, as {vars: [lo, hi]}:
+    lo <= the sum of those vars < hi (None: no bound that side); None when some comparison
+    is not of that form (a sum of variables, each coefficient 1, against a constant)."""
+    out: dict[frozenset[str], list[int | None]] = {}
+    todo = [] if valid is None else [valid]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, Alu) and e.op is Ops.AND:
+            todo.extend(e.srcs)
+            continue
+        if not (isinstance(e, Alu) and e.op is Ops.CMPLT):
+            return None
+        lhs, rhs = affine(e.srcs[0]), affine(e.srcs[1])
+        if lhs is None or rhs is None:
+            return None
+        # a < b: sum(terms) + c > 0 with terms = b - a
+        terms = dict(rhs[0])
+        for x, k in lhs[0].items():
+            terms[x] = terms.get(x, 0) - k
+        terms = {x: k for x, k in terms.items() if k}
+        c = rhs[1] - lhs[1]
+        signs = set(terms.values())
+        if not terms or signs not in ({1}, {-1}):
+            return None
+        bound = out.setdefault(frozenset(terms), [None, None])
+        if signs == {1}:  # sum >= 1 - c
+            lo = 1 - c
+            bound[0] = lo if bound[0] is None else max(bound[0], lo)
+        else:  # sum < c
+            bound[1] = c if bound[1] is None else min(bound[1], c)
+    return out
 
 
 def _nest(body: tuple[Stmt, ...]) -> tuple[list[Loop], list[Loop], Acc, Update, Store] | None:
@@ -107,17 +148,23 @@ def _fold(vars_: list[str], extents: dict[str, int], ops: list[Strides]) -> list
     return [st.get(vars_[-1], 0) for st in ops]
 
 
-def _dims(vars_: list[str], extents: dict[str, int], st: Strides) -> list[tuple[int, int]]:
+def _dims(
+    vars_: list[str], extents: dict[str, int], st: Strides, keep: frozenset[str] = frozenset()
+) -> tuple[list[tuple[int, int]], dict[str, int]]:
     """`vars_` (outermost first) as (extent, stride) runs of one operand, neighbours
-    merged where they fold into one stride: the loops an offset table walks."""
+    merged where they fold into one stride (except the loops in `keep`, which a guard
+    names): the loops an offset table walks, and each variable's run."""
     out: list[tuple[int, int]] = []
+    where: dict[str, int] = {}
+    prev = ""
     for x in vars_:
         s = st.get(x, 0)
-        if out and out[-1][1] == s * extents[x]:
+        if out and out[-1][1] == s * extents[x] and not {x, prev} & keep:
             out[-1] = (out[-1][0] * extents[x], s)
         else:
             out.append((extents[x], s))
-    return out
+        where[x], prev = len(out) - 1, x
+    return out, where
 
 
 def _spec(k: KernelIR) -> ContractionSpec | None:
@@ -130,30 +177,58 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
         isinstance(v, Alu) and v.op is Ops.MUL and acc.dtype in (dtypes.float32, dtypes.float64)
     ):
         return None
-    pa, pb, po = _operand(v.srcs[0]), _operand(v.srcs[1]), affine(store.index)
+    va, vb = v.srcs
+    first = _load(va)
+    if isinstance(first, Load) and first.valid is not None:
+        va, vb = vb, va  # the guarded operand (a padded input) is B
+    pa, pb, po = _operand(va), _operand(vb, guarded=True), affine(store.index)
     if pa is None or pb is None or po is None or pa[0].dtype is not pb[0].dtype:
         return None
     (la, sa, oa), (lb, sb, ob), (so, oo) = pa, pb, po
     ext = {lp.var: lp.extent for lp in outs + reds}
     red_vars = [lp.var for lp in reds]
+    out_vars = [lp.var for lp in outs]
+    guard = _guard(lb.valid)
+    if guard is None:
+        return None
+    # B's zero padding: each bound on one reduced index plus one output index only b moves
+    # along (a convolution's input row y + i, column x + j; the reduced one alone where
+    # the output has one row), those loops kept apart
+    bounds: list[tuple[str, str, int, int]] = []
+    for vs, (lo, hi) in guard.items():
+        kv = [x for x in vs if x in red_vars]
+        nv_ = [x for x in vs if x in out_vars and x in sb and x not in sa]
+        if len(kv) != 1 or len(nv_) > 1 or len(vs) != 1 + len(nv_):
+            return None
+        top = sum(ext[x] - 1 for x in vs) + 1  # above the largest sum: no bound
+        bounds.append((kv[0], "".join(nv_), 0 if lo is None else lo, top if hi is None else hi))
+    keep = frozenset(x for b in bounds for x in b[:2] if x)
     # K: one stride for a; for b one stride or an offset table over several loops (an
     # implicit-GEMM convolution's K = C x kh x kw read from the padded input)
-    k_dims = _dims(red_vars, ext, sb)
+    k_dims, k_at = _dims(red_vars, ext, sb, keep)
     ka = _fold(red_vars, ext, [sa])
     if ka is None:
         return None
-    out_vars = [lp.var for lp in outs]
     # n: an output axis only b moves along; m: one only a moves along; the rest is batch
     n_cands = [x for x in out_vars if x in sb and x not in sa]
     m_cands = [x for x in out_vars if x in sa and x not in sb]
     nv = min(n_cands, key=lambda x: abs(so.get(x, 0)), default=None)
     mv = min(m_cands, key=lambda x: abs(so.get(x, 0)), default=None)
     n_vars = [nv] if nv is not None else []
+    if bounds:  # N: the guarded output loops (rows and columns of a convolution's output)
+        guarded = {b[1] for b in bounds if b[1]} | set(n_vars)
+        n_vars = sorted(guarded, key=lambda x: -abs(so.get(x, 0)))
     batch_vars = sorted(
-        (x for x in out_vars if x not in (nv, mv)), key=lambda x: -abs(so.get(x, 0))
+        (x for x in out_vars if x not in (*n_vars, mv)), key=lambda x: -abs(so.get(x, 0))
     )
     bs = _fold(batch_vars, ext, [sa, sb, so])
-    if bs is None and len(n_cands) > 1 and len(k_dims) == 1:
+    if bs is None and len(n_cands) > 1 and len(k_dims) > 1 and not bounds:
+        # K through a table and no padding (a convolution without): N the output's rows
+        # and columns, b's two innermost loops
+        n_vars = sorted(n_cands, key=lambda x: abs(so.get(x, 0)))[1::-1]
+        batch_vars = [x for x in batch_vars if x not in n_vars]
+        bs = _fold(batch_vars, ext, [sa, sb, so])
+    elif bs is None and len(n_cands) > 1 and len(k_dims) == 1:
         # all of b's own axes as columns through a table (a convolution's weight gradient:
         # columns C x kh x kw of the padded input's taps), when they fold in out
         n_vars = sorted(n_cands, key=lambda x: -abs(so.get(x, 0)))
@@ -162,7 +237,9 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
     no = _fold(n_vars, ext, [so])
     if bs is None or no is None:
         return None
-    n_dims = _dims(n_vars, ext, sb) if n_vars else [(1, 0)]
+    n_dims, n_at = _dims(n_vars, ext, sb, keep) if n_vars else ([(1, 0)], {})
+    if bounds and len(n_dims) > 2:
+        return None  # the GEMM's packing walks N as rows of columns, no deeper
     batch = math.prod(ext[x] for x in batch_vars)
     m, n = ext.get(mv or "", 1), math.prod(ext[x] for x in n_vars)
     kext = math.prod(lp.extent for lp in reds)
@@ -173,13 +250,14 @@ def _spec(k: KernelIR) -> ContractionSpec | None:
     a = Operand(la.buf, la.dtype, oa, (bs[0],), st(sa, mv), ka[0])
     b = Operand(lb.buf, lb.dtype, ob, (bs[1],), k_dims[-1][1], n_dims[-1][1])
     out = Operand(0, k.bufs[0].dtype, oo, (bs[2],), st(so, mv), no[0])
-    kd = tuple(k_dims) if len(k_dims) > 1 else ()
-    nd = tuple(n_dims) if len(n_dims) > 1 else ()
+    kd = tuple(k_dims) if len(k_dims) > 1 or bounds else ()
+    nd = tuple(n_dims) if len(n_dims) > 1 or bounds else ()
+    bb = tuple((k_at[kv], n_at.get(nv_, -1), lo, hi) for kv, nv_, lo, hi in bounds)
     if m > 1 and n > 1 and abs(out.rows) == 1 and abs(out.cols) != 1 and not kd + nd:
         # out is stored column-major (a weight gradient x.T @ g written as W's layout):
         # compute out.T = b.T @ a.T instead, so the GEMM writes rows of contiguous C
         return ContractionSpec((batch,), n, m, kext, _t(b), _t(a), _t(out), acc.dtype)
-    return ContractionSpec((batch,), m, n, kext, a, b, out, acc.dtype, kd, nd)
+    return ContractionSpec((batch,), m, n, kext, a, b, out, acc.dtype, kd, nd, bb)
 
 
 def _t(op: Operand) -> Operand:

@@ -1,4 +1,4 @@
-/* anychip GEMM: GemmSpec(batch=2, m=100, n=70, k=50, dtype=anychip.float32, out_dtype=anychip.float32, a_strides=(5000, 50, 1), b_strides=(3500, 1, 50), c_strides=(7000, 70, 1), k_dims=(), n_dims=())
+/* anychip GEMM: GemmSpec(batch=2, m=100, n=70, k=50, dtype=anychip.float32, out_dtype=anychip.float32, a_strides=(5000, 50, 1), b_strides=(3500, 1, 50), c_strides=(7000, 70, 1), k_dims=(), n_dims=(), b_bounds=())
    tiling: GemmTiling(mc=56, nc=64, kc=32, mr=14, nr=32, vec_bytes=64, unroll=2, threads=2, batch_parallel=False, split_k=False) */
 
 #include <stdint.h>

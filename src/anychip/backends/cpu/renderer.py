@@ -29,6 +29,7 @@ def gemm_spec(c: ContractionSpec) -> GemmSpec:
         c_strides=(c.out.batch_strides[0], c.out.rows, c.out.cols),
         k_dims=c.k_dims,
         n_dims=c.n_dims,
+        b_bounds=c.b_bounds,
     )
 
 
