@@ -175,7 +175,6 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
     """Cotangents for ctx's sources. A source or output changed in place since the op ran
     is passed as a placeholder; a cotangent that needs one is an error (as in PyTorch).
     With `create_graph` the kept values carry their history, so the cotangents do too."""
-    from anychip.frontend.tensor import Tensor
 
     if ctx.freed:
         raise AutogradError(
@@ -190,20 +189,20 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
     for vc, then in zip(ctx.vcs, ctx.versions):
         fresh = fresh and vc.n == then
     if fresh and not create_graph:  # the common case (nothing changed in place): cheap
-        make = Tensor._from_node
+        make = _tensor.Tensor._from_node
         srcs = tuple([make(n) for n in ctx.nodes])
         return tuple(vjp(g, make(ctx.out), srcs, ctx.arg))
     stale: dict[int, str] = {}
 
     def value(node: Node, vc: Any, then: int, what: str) -> Tensor:
         if vc.n == then:
-            return Tensor._from_node(node)
+            return _tensor.Tensor._from_node(node)
         hole = Node(Ops.CONST, node.dtype, node.shape, node.device, (), 0)
         stale[id(hole)] = (
             f"{what} of shape {node.shape}, dtype {node.dtype.name}, is at version {vc.n}; "
             f"expected version {then}"
         )
-        return Tensor._from_node(hole)
+        return _tensor.Tensor._from_node(hole)
 
     out = value(ctx.out, ctx.out_vc, ctx.out_n, "its output")
     srcs = tuple(
@@ -421,3 +420,9 @@ def composite(value: Tensor, srcs: tuple[Tensor, ...], vjp: Any, arg: Any) -> Te
         ctx.vjp = vjp
         out._ctx = ctx
     return out
+
+
+# imported last: anychip.frontend.tensor imports this module (directly or not), so the
+# module object may be half made here; the functions above read `_tensor.X` when called,
+# where a local import would cost about a microsecond a call (hundreds per training step)
+from anychip.frontend import tensor as _tensor  # noqa: E402
