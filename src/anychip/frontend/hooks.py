@@ -61,7 +61,8 @@ def register_hook(t: Tensor, hook: Hook) -> RemovableHandle:
     tid = id(owner)
     entry = HOOKS.get(tid)
     if entry is None or entry[0]() is not owner:
-        ref = weakref.ref(owner, lambda _: HOOKS.pop(tid, None))
+        # the table bound to the callback: it may run at exit, after module globals go
+        ref = weakref.ref(owner, lambda _, table=HOOKS: table.pop(tid, None))
         entry = HOOKS[tid] = (ref, {})
     _NEXT[0] += 1
     entry[1][_NEXT[0]] = hook
@@ -90,7 +91,7 @@ def set_grad_rule(ctx: Ctx, rule: Callable[[Tensor], Tensor]) -> None:
     sources nothing (`frontend/sparse.py`'s lookups; graphs built with create_graph use
     the primitive's own rule)."""
     key = id(ctx)
-    RULES[key] = (weakref.ref(ctx, lambda _: RULES.pop(key, None)), rule)
+    RULES[key] = (weakref.ref(ctx, lambda _, table=RULES: table.pop(key, None)), rule)
 
 
 def grad_rule(ctx: Ctx) -> Callable[[Tensor], Tensor] | None:
