@@ -517,11 +517,11 @@ def make_plan(
             sc = tuple([(-1, v) for v in s.scalars])
         step = _PlanStep(s.kind, refs, o, s.backend, s.program, meta, s.value, s.label, sc)
         step.kernel = s.kernel
-        if s.kind is LAUNCH and s.backend is not None and s.program is not None:
-            step.direct = s.backend.direct(s.program)
         if donor >= 0:  # the recorded program writes over its input; the plain one is made
             step.donor, step.donor_program, step.program = donor, s.program, None
             step.checks = checks
+        elif s.kind is LAUNCH and s.backend is not None and s.program is not None:
+            step.direct = s.backend.direct(s.program)
         steps.append(step)
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
