@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from anychip.errors import AutogradError, ShapeError, describe
+from anychip.frontend import hooks
 from anychip.frontend.hooks import SAVES, call_hooks, grad_rule
 from anychip.ir.ops import Node, Ops
 from anychip.ir.primitives import RULES
@@ -72,18 +73,23 @@ class Ctx:
         # caller's is also the output node's sources, which its realisation lets go of,
         # and buffer donation counts the record's references (runtime/donate.py)
         self.nodes = (*nodes,)
-        # one plain loop (made for every differentiable op: no comprehension frames)
-        self.vcs: list[Version] = []
-        self.versions: list[int] = []
+        # one plain loop (made for every differentiable op: no comprehension frames); a
+        # source's version counter is made here when it has none (as the `_vc` property)
+        vcs: list[Version] = []
+        versions: list[int] = []
         parents: list[Parent] = []
         for s in srcs:
-            vc = s._ver or s._vc  # the slot, or the property that makes the counter
-            self.vcs.append(vc)
-            self.versions.append(vc.n)
+            vc = s._ver
+            if vc is None:
+                vc = s._ver = Version()
+            vcs.append(vc)
+            versions.append(vc.n)
             parents.append((s._ctx or s) if s.requires_grad else None)
-        self.parents = tuple(parents)
-        self.out, self.out_vc = out.node, out._vc
-        self.out_n = self.out_vc.n
+        self.vcs, self.versions, self.parents = vcs, versions, tuple(parents)
+        vc = out._ver
+        if vc is None:
+            vc = out._ver = Version()
+        self.out, self.out_vc, self.out_n = out.node, vc, vc.n
         self.seq = next(SEQ)
         self.freed = False  # a backward without retain_graph released what it saved
 
@@ -116,22 +122,24 @@ def accept_reads(value: Tensor, vc: Version) -> None:
 
 
 def _order(root: Ctx) -> list[Ctx]:
-    """Records reachable from root, consumers before producers (iterative)."""
+    """Records reachable from root, consumers before producers (iterative). Records hash
+    by identity: the set holds them, no id() per lookup."""
     order: list[Ctx] = []
-    seen: set[int] = set()
+    seen: set[Ctx] = set()
     stack: list[tuple[Ctx, bool]] = [(root, False)]
+    pop, push, add, emit = stack.pop, stack.append, seen.add, order.append
     while stack:
-        c, done = stack.pop()
+        c, done = pop()
         if done:
-            order.append(c)
+            emit(c)
             continue
-        if id(c) in seen:
+        if c in seen:
             continue
-        seen.add(id(c))
-        stack.append((c, True))
+        add(c)
+        push((c, True))
         for p in c.parents:  # records (Ctx and its subclasses: Function outputs), not leaves
-            if isinstance(p, Ctx) and id(p) not in seen:
-                stack.append((p, False))
+            if isinstance(p, Ctx) and p not in seen:
+                push((p, False))
     return order[::-1]
 
 
@@ -167,7 +175,6 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
     """Cotangents for ctx's sources. A source or output changed in place since the op ran
     is passed as a placeholder; a cotangent that needs one is an error (as in PyTorch).
     With `create_graph` the kept values carry their history, so the cotangents do too."""
-    from anychip.frontend.tensor import Tensor
 
     if ctx.freed:
         raise AutogradError(
@@ -182,20 +189,20 @@ def _vjp(ctx: Ctx, g: Tensor, create_graph: bool = False) -> tuple[Tensor | None
     for vc, then in zip(ctx.vcs, ctx.versions):
         fresh = fresh and vc.n == then
     if fresh and not create_graph:  # the common case (nothing changed in place): cheap
-        make = Tensor._from_node
+        make = _tensor.Tensor._from_node
         srcs = tuple([make(n) for n in ctx.nodes])
         return tuple(vjp(g, make(ctx.out), srcs, ctx.arg))
     stale: dict[int, str] = {}
 
     def value(node: Node, vc: Any, then: int, what: str) -> Tensor:
         if vc.n == then:
-            return Tensor._from_node(node)
+            return _tensor.Tensor._from_node(node)
         hole = Node(Ops.CONST, node.dtype, node.shape, node.device, (), 0)
         stale[id(hole)] = (
             f"{what} of shape {node.shape}, dtype {node.dtype.name}, is at version {vc.n}; "
             f"expected version {then}"
         )
-        return Tensor._from_node(hole)
+        return _tensor.Tensor._from_node(hole)
 
     out = value(ctx.out, ctx.out_vc, ctx.out_n, "its output")
     srcs = tuple(
@@ -323,22 +330,28 @@ def _run(
         if root._ctx is None:  # a leaf differentiated by itself
             to_leaf(root, g0)
         else:
-            grads: dict[int, Tensor] = {id(root._ctx): g0}
+            # by record (records hash by identity); the hook and rule tables are asked only
+            # when not empty (most backward passes have neither)
+            grads: dict[Ctx, Tensor] = {root._ctx: g0}
             order = _order(root._ctx)
+            pop, hooked, ruled = grads.pop, hooks.HOOKS, hooks.RULES
             for ctx in order:
-                g = grads.pop(id(ctx), None)
+                g = pop(ctx, None)
                 if g is None:
                     continue
-                g = call_hooks(ctx, g)
+                if hooked:
+                    g = call_hooks(ctx, g)
                 if want is not None and id(ctx) in want:
                     results[id(ctx)] = g
-                rule = None if create_graph or ctx.freed else grad_rule(ctx)  # a sparse lookup's
+                # a sparse lookup's own rule
+                rule = None if create_graph or ctx.freed or not ruled else grad_rule(ctx)
                 cots = _vjp(ctx, g, create_graph) if rule is None else (rule(g), None)
                 for p, c in zip(ctx.parents, cots):
                     if c is None or p is None:
                         continue
                     if isinstance(p, Ctx):
-                        grads[id(p)] = grads[id(p)] + c if id(p) in grads else c
+                        got = grads.get(p)
+                        grads[p] = c if got is None else got + c
                     else:
                         to_leaf(p, c)
         # a leaf's hooks see the total of this pass, and .grad gets it once (torch's order)
@@ -351,27 +364,32 @@ def _run(
             elif key in want:
                 results[key] = c
     if not retain_graph:
+        shapes: dict[tuple[Any, ...], Node] = {}  # one placeholder per shape for the pass
         for ctx in order:
             if ctx.op in SAVES:
                 ctx.freed = True
             if type(ctx) is Ctx:
-                _forget(ctx)
+                _forget(ctx, shapes)
     if wanted is None:
         return leaves  # the leaves whose .grad changed
     return [results.get(id(w._ctx or w)) for w in wanted]
 
 
-def _forget(ctx: Ctx) -> None:
+def _forget(ctx: Ctx, shapes: dict[tuple[Any, ...], Node]) -> None:
     """Drop the values a plain record kept, keeping their shapes, dtypes and devices: a
     freed record never reads them again, and the linear ops' rules (the ones a second
     backward may run) read only those. As torch frees saved tensors: the values' buffers
-    can go, or be donated to an in-place update (runtime/donate.py)."""
-
-    def shape_of(n: Node) -> Node:
-        return Node(Ops.CONST, n.dtype, n.shape, n.device, (), 0)
-
-    ctx.nodes = tuple([shape_of(n) for n in ctx.nodes])
-    ctx.out = shape_of(ctx.out)
+    can go, or be donated to an in-place update (runtime/donate.py). `shapes` holds the
+    placeholders made so far (records of one pass share them: nothing reads their value)."""
+    kept = []
+    for n in (*ctx.nodes, ctx.out):
+        key = (n.dtype, n.shape, n.device)
+        hole = shapes.get(key)
+        if hole is None:
+            hole = shapes[key] = Node(Ops.CONST, n.dtype, n.shape, n.device, (), 0)
+        kept.append(hole)
+    ctx.out = kept.pop()
+    ctx.nodes = tuple(kept)
 
 
 class _Composite(Ctx):
@@ -402,3 +420,9 @@ def composite(value: Tensor, srcs: tuple[Tensor, ...], vjp: Any, arg: Any) -> Te
         ctx.vjp = vjp
         out._ctx = ctx
     return out
+
+
+# imported last: anychip.frontend.tensor imports this module (directly or not), so the
+# module object may be half made here; the functions above read `_tensor.X` when called,
+# where a local import would cost about a microsecond a call (hundreds per training step)
+from anychip.frontend import tensor as _tensor  # noqa: E402

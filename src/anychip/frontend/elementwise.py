@@ -51,9 +51,7 @@ def broadcast_shapes(op: str, *tensors: Any) -> tuple[int, ...]:
 
 
 def _is_tensor(x: Any) -> bool:
-    from anychip.frontend.tensor import Tensor
-
-    return isinstance(x, Tensor)
+    return isinstance(x, _tensor.Tensor)
 
 
 def _nonzero_divisor(x: Tensor, divisor: Any, op: str) -> None:
@@ -73,13 +71,12 @@ class ElementwiseMixin:
     # --- plumbing -------------------------------------------------------------------
     def _operands(self: Tensor, op: str, *others: Any, dtype: DType | None = None) -> list[Tensor]:
         """self and others broadcast to one shape and promoted to one dtype."""
-        from anychip.frontend.tensor import Tensor, to_tensor
 
         vals: list[Any] = [self, *others]
         for i, v in enumerate(vals):
             if not _is_tensor(v) and not isinstance(v, (int, float, bool)):
                 try:
-                    vals[i] = to_tensor(v, like=self)
+                    vals[i] = _tensor.to_tensor(v, like=self)
                 except Exception:
                     raise DTypeError(
                         f"{op}: unsupported operand of type {type(v).__name__}"
@@ -89,10 +86,10 @@ class ElementwiseMixin:
         shape = broadcast_shapes(op, *vals)
         out = []
         for v in vals:
-            if isinstance(v, Tensor):
+            if isinstance(v, _tensor.Tensor):
                 out.append(v.to(dt)._broadcast(shape))
             else:
-                out.append(Tensor._const(v, dt, shape, self.device))
+                out.append(_tensor.Tensor._const(v, dt, shape, self.device))
         return out
 
     def _binary(
@@ -105,14 +102,12 @@ class ElementwiseMixin:
     ) -> Tensor:
         """op(self, other) after broadcasting and promotion; `name` is the user-facing op
         name for error messages (default: the primitive's)."""
-        on = getattr(other, "node", None)
-        if dtype is None and type(on) is Node and on.shape == self.shape and on.dtype is self.dtype:
+        on, mine = getattr(other, "node", None), self.node
+        if dtype is None and type(on) is Node and on.shape == mine.shape and on.dtype is mine.dtype:
             a, b = self, other  # fast path (cheap dispatch): nothing to broadcast or promote
         elif dtype is None and type(other) in (float, int) and self.dtype.is_floating_point:
             # x * 0.9 (optimizers, losses): a Python number never promotes a float tensor
-            from anychip.frontend.tensor import Tensor
-
-            a, b = self, Tensor._const(other, self.dtype, self.shape, self.device)
+            a, b = self, _tensor.Tensor._const(other, self.dtype, self.shape, self.device)
         else:
             a, b = self._operands(name or op.name.lower(), other, dtype=dtype)
         return b._prim(op, a) if reverse else a._prim(op, b)
@@ -123,28 +118,27 @@ class ElementwiseMixin:
 
     def _select(self: Tensor, a: Any, b: Any) -> Tensor:
         """where(self, a, b) with self a boolean condition."""
-        from anychip.frontend.tensor import Tensor
 
         if self.dtype is not dtypes.bool_:
             raise DTypeError(f"where: the condition must be a bool tensor, got {describe(self)}")
         shape = self.shape
         # fast paths (activations, gradients of where): a tensor of the condition's shape
         # with another of its shape and dtype, or with a number that keeps its float dtype
-        if isinstance(a, Tensor) and a.shape == shape:
-            if isinstance(b, Tensor) and b.shape == shape and b.dtype is a.dtype:
+        if isinstance(a, _tensor.Tensor) and a.shape == shape:
+            if isinstance(b, _tensor.Tensor) and b.shape == shape and b.dtype is a.dtype:
                 return self._prim(Ops.WHERE, a, b)
             if type(b) in (int, float) and a.dtype.is_floating_point:
-                return self._prim(Ops.WHERE, a, Tensor._const(b, a.dtype, shape, a.device))
-        elif isinstance(b, Tensor) and b.shape == shape and type(a) in (int, float):  # noqa: SIM102
+                return self._prim(Ops.WHERE, a, _tensor.Tensor._const(b, a.dtype, shape, a.device))
+        elif isinstance(b, _tensor.Tensor) and b.shape == shape and type(a) in (int, float):  # noqa: SIM102
             if b.dtype.is_floating_point:
-                return self._prim(Ops.WHERE, Tensor._const(a, b.dtype, shape, b.device), b)
+                return self._prim(Ops.WHERE, _tensor.Tensor._const(a, b.dtype, shape, b.device), b)
         dt = dtypes.result_type(a, b)
         shape = broadcast_shapes("where", self, a, b)
 
         def operand(v: Any) -> Tensor:
-            if isinstance(v, Tensor):
+            if isinstance(v, _tensor.Tensor):
                 return v.to(dt)._broadcast(shape)
-            return Tensor._const(v, dt, shape, self.device)
+            return _tensor.Tensor._const(v, dt, shape, self.device)
 
         return self._broadcast(shape)._prim(Ops.WHERE, operand(a), operand(b))
 
@@ -606,3 +600,9 @@ class ElementwiseMixin:
 
     def lerp(self: Tensor, end: Any, weight: Any) -> Tensor:
         return self + (end - self) * weight
+
+
+# imported last: anychip.frontend.tensor imports this module (directly or not), so the
+# module object may be half made here; the functions above read `_tensor.X` when called,
+# where a local import would cost about a microsecond a call (hundreds per training step)
+from anychip.frontend import tensor as _tensor  # noqa: E402

@@ -230,7 +230,6 @@ def _offset_bags(
     if weighted:
         assert w is not None
         return _offset_bags_weighted(idx, weight, offsets, w, mode, last, sparse, pad)
-    from anychip.frontend.tensor import Tensor
 
     dev, n = weight.device, idx.shape[0]
     nb = offsets.shape[0] - 1 if last else offsets.shape[0]
@@ -240,7 +239,7 @@ def _offset_bags(
     buf = _laid_out(layout, idx, offsets, dev)
     if mode == "max":  # (B, width) slots, -1 where a bag has no element
         width = buf.size // nb if nb else 0
-        slots = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (nb, width), dev, (), buf))
+        slots = _tensor.Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (nb, width), dev, (), buf))
         valid = slots >= 0
         # sparse: empty slots read past the table (zeros), out of the gradient's rows
         empty = weight.shape[0] if sparse else 0
@@ -248,7 +247,7 @@ def _offset_bags(
         return _dense_bags(rows, valid, None, mode)
     size = size_class(n)  # ids padded to it, each with its bag (nb: in no bag)
     parts = 4 if layout.sparse else 2  # sparse: also the unique ids and each id's slot
-    lay = Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (parts, size), dev, (), buf))
+    lay = _tensor.Tensor._from_node(Node(Ops.BUFFER, dtypes.int64, (parts, size), dev, (), buf))
     ids, bag = (lay._shrink([(i, i + 1), (0, size)])._reshape((size,)) for i in (0, 1))
     if sparse:
         from anychip.frontend.sparse import lookup_unique
@@ -259,13 +258,13 @@ def _offset_bags(
     else:
         rows = _lookup(weight, ids)  # (size, D)
     dim = weight.shape[1]
-    out = Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
+    out = _tensor.Tensor._const(0, rows.dtype, (nb + 1, dim), dev)
     at = bag._reshape((size, 1))._broadcast((size, dim))
     out = out._prim(Ops.SCATTER_ADD, at, rows, arg=0)
     out = out._shrink([(0, nb), (0, dim)])
     if mode == "mean":
-        ones = Tensor._const(1, rows.dtype, (size,), dev)
-        count = Tensor._const(0, rows.dtype, (nb + 1,), dev)
+        ones = _tensor.Tensor._const(1, rows.dtype, (size,), dev)
+        count = _tensor.Tensor._const(0, rows.dtype, (nb + 1,), dev)
         count = count._prim(Ops.SCATTER_ADD, bag, ones, arg=0)._shrink([(0, nb)])
         out = out / count.maximum(1).unsqueeze(-1)
     return out
@@ -475,3 +474,9 @@ def embedding_bag(
     if weighted:
         return _check_rows("embedding_bag", out, idx, weight)
     return out  # ids checked on the host
+
+
+# imported last: anychip.frontend.tensor imports this module (directly or not), so the
+# module object may be half made here; the functions above read `_tensor.X` when called,
+# where a local import would cost about a microsecond a call (hundreds per training step)
+from anychip.frontend import tensor as _tensor  # noqa: E402

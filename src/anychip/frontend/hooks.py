@@ -38,7 +38,7 @@ SAVES = frozenset(Ops) - {
 
 # hooks of a leaf are kept by the tensor, of a computed tensor by its record (Ctx): the
 # gradient backward computes for the record is the tensor's
-_HOOKS: dict[int, tuple[weakref.ref[Any], dict[int, Hook]]] = {}
+HOOKS: dict[int, tuple[weakref.ref[Any], dict[int, Hook]]] = {}
 _NEXT = [0]
 
 
@@ -49,7 +49,7 @@ class RemovableHandle:
         self._tensor_id, self._key = tensor_id, key
 
     def remove(self) -> None:
-        entry = _HOOKS.get(self._tensor_id)
+        entry = HOOKS.get(self._tensor_id)
         if entry is not None:
             entry[1].pop(self._key, None)
 
@@ -59,11 +59,11 @@ def register_hook(t: Tensor, hook: Hook) -> RemovableHandle:
     returns a tensor replaces the gradient."""
     owner: Any = t._ctx if t._ctx is not None else t
     tid = id(owner)
-    entry = _HOOKS.get(tid)
+    entry = HOOKS.get(tid)
     if entry is None or entry[0]() is not owner:
-        # the table bound now: at interpreter exit the module's globals may be gone
-        ref = weakref.ref(owner, lambda _, hooks=_HOOKS: hooks.pop(tid, None))
-        entry = _HOOKS[tid] = (ref, {})
+        # the table bound to the callback: it may run at exit, after module globals go
+        ref = weakref.ref(owner, lambda _, table=HOOKS: table.pop(tid, None))
+        entry = HOOKS[tid] = (ref, {})
     _NEXT[0] += 1
     entry[1][_NEXT[0]] = hook
     return RemovableHandle(tid, _NEXT[0])
@@ -71,7 +71,7 @@ def register_hook(t: Tensor, hook: Hook) -> RemovableHandle:
 
 def call_hooks(t: Tensor | Ctx, grad: Tensor) -> Tensor:
     """grad after the hooks of t (a leaf tensor or a record), in the order registered."""
-    entry = _HOOKS.get(id(t))
+    entry = HOOKS.get(id(t))
     if entry is None or entry[0]() is not t:
         return grad
     for hook in list(entry[1].values()):
@@ -83,7 +83,7 @@ def call_hooks(t: Tensor | Ctx, grad: Tensor) -> Tensor:
 
 # records whose gradient for their first source is made by a function instead of the
 # primitive's rule: a sparse lookup's GATHER gives its table a row-sparse gradient
-_RULES: dict[int, tuple[weakref.ref[Any], Callable[[Tensor], Tensor]]] = {}
+RULES: dict[int, tuple[weakref.ref[Any], Callable[[Tensor], Tensor]]] = {}
 
 
 def set_grad_rule(ctx: Ctx, rule: Callable[[Tensor], Tensor]) -> None:
@@ -91,11 +91,11 @@ def set_grad_rule(ctx: Ctx, rule: Callable[[Tensor], Tensor]) -> None:
     sources nothing (`frontend/sparse.py`'s lookups; graphs built with create_graph use
     the primitive's own rule)."""
     key = id(ctx)
-    _RULES[key] = (weakref.ref(ctx, lambda _: _RULES.pop(key, None)), rule)
+    RULES[key] = (weakref.ref(ctx, lambda _, table=RULES: table.pop(key, None)), rule)
 
 
 def grad_rule(ctx: Ctx) -> Callable[[Tensor], Tensor] | None:
-    entry = _RULES.get(id(ctx))
+    entry = RULES.get(id(ctx))
     return entry[1] if entry is not None and entry[0]() is ctx else None
 
 

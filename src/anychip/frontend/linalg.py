@@ -41,9 +41,8 @@ class LinalgMixin:
         >>> (ac.ones(2, 3) @ ac.ones(3)).tolist()
         [3.0, 3.0]
         """
-        from anychip.frontend.tensor import to_tensor
 
-        other = to_tensor(other, like=self)
+        other = _tensor.to_tensor(other, like=self)
         if self.ndim == 0 or other.ndim == 0:
             raise ShapeError(
                 f"matmul: both arguments need at least 1 dimension, got {describe(self, other)}"
@@ -307,3 +306,9 @@ def _contract_pair(
     a, b = (_align(t, labs, full, shape) for t, labs in (left, right))
     axes = tuple(range(len(kept), len(full)))
     return (contract(a, b, axes) if axes else a * b), kept
+
+
+# imported last: anychip.frontend.tensor imports this module (directly or not), so the
+# module object may be half made here; the functions above read `_tensor.X` when called,
+# where a local import would cost about a microsecond a call (hundreds per training step)
+from anychip.frontend import tensor as _tensor  # noqa: E402

@@ -69,16 +69,18 @@ class MovementMixin:
 
     def _broadcast(self: Tensor, shape: tuple[int, ...], op: str = "expand") -> Tensor:
         """numpy broadcast to `shape` (add leading axes, then expand size-1 axes)."""
-        if self.shape == shape:
+        have = self.node.shape  # read once (every op's operands pass here)
+        if have == shape:
             return self
         x = self
-        if x.ndim < len(shape):
-            x = x._prim(Ops.RESHAPE, arg=(1,) * (len(shape) - x.ndim) + x.shape)
-        if x.ndim > len(shape) or not _expands_to(x.shape, shape):
+        if len(have) < len(shape):
+            x = x._prim(Ops.RESHAPE, arg=(1,) * (len(shape) - len(have)) + have)
+            have = x.node.shape
+        if len(have) > len(shape) or not _expands_to(have, shape):
             raise ShapeError(
                 f"{op}: cannot broadcast a tensor of {describe(self)} to shape {tuple(shape)}"
             )
-        return x._prim(Ops.EXPAND, arg=tuple(shape)) if x.shape != shape else x
+        return x._prim(Ops.EXPAND, arg=tuple(shape)) if have != shape else x
 
     def _reshape(self: Tensor, shape: Sequence[int]) -> Tensor:
         """RESHAPE for internal use: never a view, self when the shape is the same."""

@@ -156,15 +156,14 @@ def take(x: Tensor, axis: int, idx: Tensor) -> Tensor:
 
 def as_index(x: Tensor, idx: Any, op: str) -> Tensor:
     """An integer index (tensor, list, array) as an int64 tensor on x's device."""
-    from anychip.frontend.tensor import Tensor
 
-    if not isinstance(idx, Tensor):
+    if not isinstance(idx, _tensor.Tensor):
         arr = np.asarray(idx)
         if arr.size == 0:
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iu":
             raise IndexDTypeError(f"{op}: indices must be integers, got {arr.dtype} values")
-        t = Tensor(arr.astype(np.int64), device=x.device)
+        t = _tensor.Tensor(arr.astype(np.int64), device=x.device)
         _HOST_VALUES[t.node] = arr  # lets check_range skip the read-back
         return t
     if idx.dtype.kind not in "iu":
@@ -426,3 +425,9 @@ def setitem(x: Tensor, index: Any, value: Any) -> None:
     hits = Tensor._const(0, dtypes.int32, (n,), x.device)._prim(Ops.SCATTER_ADD, pos, ones, arg=0)
     new = (hits > 0)._select(placed.to(x.dtype), x.reshape(-1))
     x._assign(new.reshape(x.shape), "setitem")
+
+
+# imported last: anychip.frontend.tensor imports this module (directly or not), so the
+# module object may be half made here; the functions above read `_tensor.X` when called,
+# where a local import would cost about a microsecond a call (hundreds per training step)
+from anychip.frontend import tensor as _tensor  # noqa: E402

@@ -43,6 +43,7 @@ from anychip.ir.primitives import RULES
 from anychip.runtime import device as devmod, realize as rt
 
 _state = threading.local()
+_new_tensor = object.__new__  # Tensor made without __init__ (`_from_node`, `_prim`)
 _SEQ = SEQ  # creation order of tensors (the jit tells its own tensors by it)
 # jit hook: called with each tensor updated in place (anychip.jit rejects non-arguments)
 _ASSIGN_HOOKS: list[Callable[[Tensor], None]] = []
@@ -280,11 +281,12 @@ class Tensor(
     def _prim(self, op: Ops, *others: Tensor, arg: Any = None) -> Tensor:
         """Apply primitive `op` to (self, *others), recording autograd if needed."""
         # the door every op's result passes (~250 per training step): plain loops, no
-        # generators, the sources' nodes collected once and handed to the record
+        # generators, the sources' nodes collected once and handed to the record, the
+        # result made as `_from_node` makes it (inlined: a frame less per op)
         node = self.node
         dev = node.device
-        srcs = (self, *others)
         if others:
+            srcs = (self, *others)
             nodes = (node, others[0].node) if len(others) == 1 else tuple([s.node for s in srcs])
             for n in nodes:
                 if n.device != dev:
@@ -293,17 +295,23 @@ class Tensor(
                         f"({describe(*srcs)}); move one with .to()"
                     )
         else:
-            nodes = (node,)
+            srcs, nodes = (self,), (node,)
         rule = RULES[op]
         shape, dtype = rule.infer(nodes, arg)
-        out = Tensor._from_node(Node(op, dtype, shape, arg if op is Ops.COPY else dev, nodes, arg))
-        # only floating results carry gradients (x.long() is a constant to autograd)
-        if rule.vjp is not None and dtype.kind == "f" and is_grad_enabled():
+        out = _new_tensor(Tensor)
+        out.node = Node(op, dtype, shape, arg if op is Ops.COPY else dev, nodes, arg)
+        out.grad = out._ver = out._view = out._views = None
+        out._seq = next(_SEQ)
+        # only floating results carry gradients (x.long() is a constant to autograd);
+        # is_grad_enabled() inlined
+        if rule.vjp is not None and dtype.kind == "f" and getattr(_state, "grad", True):
             for s in srcs:
                 if s.requires_grad:
                     out.requires_grad = True
                     out._ctx = Ctx(op, srcs, nodes, arg, out)
-                    break
+                    return out
+        out.requires_grad = False
+        out._ctx = None
         return out
 
     def _reduce(self, op: Ops, axes: tuple[int, ...]) -> Tensor:

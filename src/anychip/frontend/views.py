@@ -211,10 +211,9 @@ def reshape(t: Tensor, new: Shape, op: str) -> Tensor:
 def assign(t: Tensor, value: Tensor, op: str) -> Tensor:
     """t takes value's value in place (cast to t's dtype), PyTorch-style; a view writes
     through to its base, and every view of the base sees the change."""
-    from anychip.frontend.tensor import _ASSIGN_HOOKS, is_grad_enabled
 
     info = t._view
-    grad = is_grad_enabled()
+    grad = _tensor.is_grad_enabled()
     if grad and t.requires_grad and t.is_leaf and info is None:
         raise AutogradError(
             f"{op}: a leaf tensor that requires grad cannot be changed "
@@ -222,7 +221,7 @@ def assign(t: Tensor, value: Tensor, op: str) -> Tensor:
         )
     value = _checked(t, value, op)
     if info is None or info.detached:  # a base, or an alias with an autograd of its own
-        for hook in _ASSIGN_HOOKS:  # jit hook
+        for hook in _tensor._ASSIGN_HOOKS:  # jit hook
             hook(t if info is None else info.base)
         accept_reads(value, t._vc)
         _set(t, value)
@@ -240,7 +239,7 @@ def assign(t: Tensor, value: Tensor, op: str) -> Tensor:
                 "autograd recording; make the view and the change both inside or both "
                 "outside no_grad"
             )
-    for hook in _ASSIGN_HOOKS:  # the base is what changes
+    for hook in _tensor._ASSIGN_HOOKS:  # the base is what changes
         hook(base)
     new = _placed(t, value, op)
     accept_reads(new, t._vc)
@@ -266,13 +265,12 @@ def _checked(t: Tensor, value: Tensor, op: str) -> Tensor:
 
 def _set(t: Tensor, value: Tensor) -> None:
     """Base tensor t takes value (same shape and dtype): autograd history, version, views."""
-    from anychip.frontend.tensor import Tensor, is_grad_enabled
 
     if value.requires_grad:
         t.requires_grad, t._ctx = True, value._ctx
-    elif is_grad_enabled() and t.requires_grad:
+    elif _tensor.is_grad_enabled() and t.requires_grad:
         # overwritten by a constant: t keeps requiring grad, its old value gets none
-        off = Tensor._const(False, dtypes.bool_, t.shape, t.device)
+        off = _tensor.Tensor._const(False, dtypes.bool_, t.shape, t.device)
         w = off._select(t, value)
         t._ctx = w._ctx
     t.node = value.node
@@ -285,12 +283,11 @@ def _set(t: Tensor, value: Tensor) -> None:
 def _push(t: Tensor) -> None:
     """A detached alias (`detach()`, `.data`) changed: its base takes the same values,
     outside autograd (the base's history stays as it was, as in PyTorch)."""
-    from anychip.frontend.tensor import no_grad
 
     info = t._view
     while info is not None and info.detached:
         base = info.base
-        with no_grad():
+        with _tensor.no_grad():
             base.node = _placed(t, t, "copy_").node
         refresh(base, skip=t)
         t, info = base, base._view
@@ -346,7 +343,6 @@ def _placed(t: Tensor, value: Tensor, op: str) -> Tensor:
 def refresh(base: Tensor, skip: Tensor | None = None) -> None:
     """Every live view of base re-derives its value (and autograd history) from base's;
     a detached alias keeps its own history, and passes its new value on to its views."""
-    from anychip.frontend.tensor import Tensor, _grad_mode
 
     refs = base._views
     if not refs:
@@ -360,8 +356,8 @@ def refresh(base: Tensor, skip: Tensor | None = None) -> None:
         live.append(r)
         if v is skip:
             continue
-        x = base if not info.detached else Tensor._from_node(base.node)
-        with _grad_mode(base.requires_grad and info.tracked and not info.detached):
+        x = base if not info.detached else _tensor.Tensor._from_node(base.node)
+        with _tensor._grad_mode(base.requires_grad and info.tracked and not info.detached):
             for op, arg, _ in info.steps:
                 x = x._prim(op, arg=arg)
         v.node = x.node
@@ -386,3 +382,9 @@ def rebind(t: Tensor, node: Node) -> None:
         t._vc = Version()
     t.node = node
     t._vc.bump()
+
+
+# imported last: anychip.frontend.tensor imports this module (directly or not), so the
+# module object may be half made here; the functions above read `_tensor.X` when called,
+# where a local import would cost about a microsecond a call (hundreds per training step)
+from anychip.frontend import tensor as _tensor  # noqa: E402

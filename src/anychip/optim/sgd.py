@@ -56,6 +56,7 @@ class SGD(Optimizer):
         lr = self._hyper(group, "lr")  # a tensor: a schedule's new rate replays under jit
         mom, damp = group["momentum"], group["dampening"]
         wd, nesterov = group["weight_decay"], group["nesterov"]
+        steps: dict[Any, Tensor] = {}  # -lr in each parameter dtype, made once per group
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -73,7 +74,10 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = buf
                 g = g + buf * mom if nesterov else buf
             # p + g * (-lr), as torch's p.add_(g, alpha=-lr): one multiply, one add
-            p._assign(p._detached() + g * (-lr).to(p.dtype), "sgd_step")
+            neg = steps.get(p.dtype)
+            if neg is None:
+                neg = steps[p.dtype] = (-lr).to(p.dtype)
+            p._assign(p._detached() + g * neg, "sgd_step")
 
 
 def _sparse_step(p: Tensor, g: Tensor, lr: Tensor, momentum: float, weight_decay: float) -> None:

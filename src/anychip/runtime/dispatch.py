@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from anychip.errors import Error
-from anychip.ir.ops import Node, Ops, runtime_scalar
+from anychip.ir.ops import RUNTIME_SCALAR_DTYPES, Node, Ops
 from anychip.runtime import donate
 from anychip.runtime.device import (
     LAUNCHED,
@@ -318,6 +318,9 @@ class _PlanStep:
     # an eager plan's donating step: (position in the graph's walk, count) to check at
     # each replay (donate.clear); `program` is then compiled at the first replay without
     checks: tuple[tuple[int, int], ...] = ()
+    # the program as a direct call (`Backend.direct`), for a replay nothing watches; None
+    # when the backend has none for it (a chunked kernel) or the step is not a launch
+    direct: Any = None
 
 
 @dataclass
@@ -350,10 +353,23 @@ class Plan:
             if fast is not None:
                 return fast
         env = [*inputs, *self.consts]
+        # nothing watches (no recorder, watcher or ANYCHIP_DEBUG): a plain launch into a
+        # fresh buffer calls the program directly, as `launch` would, a few calls less each
+        quiet = not _observed()
         try:
             for at, s in enumerate(self.steps):
                 if s.kind is LAUNCH:
-                    self._launch(at, s, env, nodes, donated)
+                    fn = s.direct if quiet and not s.checks and at not in donated else None
+                    if fn is not None and s.out >= len(env):
+                        dev, dt, size = s.meta
+                        backend = s.backend
+                        assert backend is not None  # `direct` is set for launches only
+                        made = Buffer(dev, dt, size, backend.allocate(size, dt))
+                        ptrs = [b.handle.ptr for b in map(env.__getitem__, s.ins)]
+                        fn(made.handle.ptr, *ptrs, *self._scalars(s, nodes))
+                        env.append(made)
+                    else:
+                        self._launch(at, s, env, nodes, donated)
                 elif s.kind is COPY:
                     env.append(copy(env[s.ins[0]], s.meta[0]))
                 else:
@@ -504,6 +520,8 @@ def make_plan(
         if donor >= 0:  # the recorded program writes over its input; the plain one is made
             step.donor, step.donor_program, step.program = donor, s.program, None
             step.checks = checks
+        elif s.kind is LAUNCH and s.backend is not None and s.program is not None:
+            step.direct = s.backend.direct(s.program)
         steps.append(step)
     return Plan(steps, consts, [slot[id(b)] for b in outputs])
 
@@ -558,6 +576,8 @@ class _Entry:
 _CACHE: dict[tuple[Any, ...], _Entry] = {}
 _CACHE_LOCK = threading.Lock()  # stores and clears; lookups are single dict reads
 _stats = {"hits": 0, "misses": 0}  # approximate under threads (unlocked counters)
+# realize.buffer_of, set by runtime/realize.py: `structure` reads its answer inline
+_BUFFER_OF: list[Callable[[Node], Buffer | None] | None] = [None]
 
 
 def structure(
@@ -572,54 +592,61 @@ def structure(
             return one
     key: list[Any] = []
     order: list[Node] = []
-    index: dict[int, int] = {}  # id(node) -> key position; -1 while its sources are walked
+    # node -> key position; -1 while its sources are walked. Nodes and buffers hash by
+    # identity (eq=False dataclasses): keyed by themselves, no id() call per lookup. The
+    # dicts go with this frame, before donation counts the nodes' references.
+    index: dict[Node, int] = {}
     leaves: list[Buffer] = []
-    leaf_slot: dict[int, int] = {}
+    leaf_slot: dict[Buffer, int] = {}
     leaf_pos: set[int] = set()
     stack = roots[::-1]
     # iterative post-order (deep graphs are fine); the hot path of every eager realise, so
-    # bound methods are hoisted out of the loop and nodes of one or two sources (most)
-    # skip the comprehension (a frame of its own before Python 3.12)
+    # bound methods are hoisted out of the loop and sources are looked up by `map` (no
+    # comprehension frame, no len() calls)
     pop, push, seen, emit, place = stack.pop, stack.append, index.get, key.append, order.append
+    got = index.__getitem__
+    # a leaf's buffer is `buffer_of(n)`; realize's (the one caller on this path) is read
+    # inline, a call per node less
+    inline = buffer_of is _BUFFER_OF[0]
+    k = 0  # len(key), counted
     while stack:
         n = pop()
-        i = id(n)
-        pos = seen(i)
+        pos = seen(n)
         if pos is None:
             op = n.op
-            buf = n.arg if op is Ops.BUFFER else buffer_of(n)
+            if op is Ops.BUFFER:
+                buf = n.arg
+            else:
+                buf = n.realised if inline else buffer_of(n)
             if buf is not None:  # a leaf: which buffer slot, not how it was computed
-                j = leaf_slot.setdefault(id(buf), len(leaves))
-                if j == len(leaves):
+                j = leaf_slot.get(buf)
+                if j is None:
+                    j = leaf_slot[buf] = len(leaves)
                     leaves.append(buf)
-                index[i] = len(key)
-                leaf_pos.add(len(key))
+                index[n] = k
+                leaf_pos.add(k)
                 emit((j, n.dtype, n.shape, n.device))
                 place(n)
+                k += 1
                 continue
             if op is Ops.COPY:
                 return None
-            index[i] = -1
+            index[n] = -1
             push(n)
             for s in n.srcs:
-                if id(s) not in index:
+                if s not in index:
                     push(s)
         elif pos == -1:
-            index[i] = len(key)
-            op, arg, srcs = n.op, n.arg, n.srcs
-            if op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
-                arg = "runtime scalar"
+            index[n] = k
+            op, arg = n.op, n.arg
+            if op is Ops.CONST and n.dtype.name in RUNTIME_SCALAR_DTYPES:  # runtime_scalar(n)
+                arg = "runtime scalar"  # a launch argument, not structure
             elif type(arg) is float:
                 arg = arg.hex()  # 0.0 vs -0.0, NaN
-            if len(srcs) == 1:
-                at: tuple[int, ...] = (index[id(srcs[0])],)
-            elif len(srcs) == 2:
-                at = (index[id(srcs[0])], index[id(srcs[1])])
-            else:
-                at = tuple([index[id(s)] for s in srcs])
-            emit((op, n.dtype, n.shape, n.device, arg, at))
+            emit((op, n.dtype, n.shape, n.device, arg, tuple(map(got, n.srcs))))
             place(n)
-    key.append(tuple(index[id(r)] for r in roots))
+            k += 1
+    key.append(tuple(map(got, roots)))
     return tuple(key), leaves, order, leaf_pos
 
 

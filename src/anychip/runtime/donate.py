@@ -259,11 +259,15 @@ def clear(nodes: list[Node], checks: tuple[tuple[int, int], ...], buf: Any) -> b
     nodes (by position in the replayed graph's walk `nodes`) are again held only by the
     graph (their counts) and the walk, and `buf` (the donor input's buffer) only by its
     node, the walk's leaf list and the replay's slots."""
-    from anychip.runtime.dispatch import walk_holders  # dispatch imports this module
 
-    if walk_holders() is None:
+    if _dispatch.walk_holders() is None:
         return False
     for pos, n in checks:
         if refs(nodes[pos]) != n + 1:  # + the walk's list
             return False
     return refs(buf) == 4  # its node, the leaf list, the replay's slots, the local `buf`
+
+
+# imported last: dispatch imports this module, so the module object may be half made here;
+# `clear` reads `_dispatch.walk_holders` when called (a local import costs ~1 us a call)
+from anychip.runtime import dispatch as _dispatch  # noqa: E402

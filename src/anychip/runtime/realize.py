@@ -44,6 +44,9 @@ def buffer_of(node: Node) -> Buffer | None:
     return buf
 
 
+dispatch._BUFFER_OF[0] = buffer_of  # what `dispatch.structure` inlines
+
+
 def remember(node: Node, buf: Buffer) -> None:
     """Record that `buf` holds `node`'s value: the buffer lives as long as the node, and
     later graphs reading the node read the buffer instead of recomputing it. The node
