@@ -165,3 +165,15 @@ def test_jit_replays_variable_bags_laid_out_on_the_host(device: str, mode: str) 
         )
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
     assert len(captures) == 1  # the first call captured, the other four replayed
+
+
+def test_structural_zero_and_one_never_share_a_plan_with_other_values(device: str) -> None:
+    # 0 and 1 are compiled into the code, other values are launch arguments: the eager
+    # plan cache and the scheduler must agree on which is which, in any order of values
+    x0 = np.array([-2.0, -0.0, 0.0, 0.5, 3.0], np.float32)
+    x = ac.tensor(x0, device=device)
+    for v in (0.0, 1.0, 2.5, 0.0, -0.0, 1.0, 3.0, 1.0, 0.0, -1.0):
+        got = (x * v + v).maximum(ac.tensor(v, device=device)).numpy()
+        want = np.maximum(x0 * np.float32(v) + np.float32(v), np.float32(v))
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

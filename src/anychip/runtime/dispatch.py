@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from anychip.errors import Error
-from anychip.ir.ops import RUNTIME_SCALAR_DTYPES, Node, Ops
+from anychip.ir.ops import Node, Ops, runtime_scalar
 from anychip.runtime import donate
 from anychip.runtime.device import (
     LAUNCHED,
@@ -639,8 +639,8 @@ def structure(
         elif pos == -1:
             index[n] = k
             op, arg = n.op, n.arg
-            if op is Ops.CONST and n.dtype.name in RUNTIME_SCALAR_DTYPES:  # runtime_scalar(n)
-                arg = "runtime scalar"  # a launch argument, not structure
+            if op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
+                arg = "runtime scalar"
             elif type(arg) is float:
                 arg = arg.hex()  # 0.0 vs -0.0, NaN
             emit((op, n.dtype, n.shape, n.device, arg, tuple(map(got, n.srcs))))
