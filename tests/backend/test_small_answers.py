@@ -116,3 +116,15 @@ def test_anychip_debug_accepts_non_integers_with_a_warning() -> None:
     assert r.returncode == 0, r.stderr
     assert "[2.0, 2.0]" in r.stdout
     assert "ANYCHIP_DEBUG='yes' is not an integer" in r.stderr
+
+
+def test_cat_keeps_negative_zero_and_nan(device: str) -> None:
+    # cat picks each part by a select: a sum of zero-padded parts turned -0.0 into +0.0
+    a = np.array([[-0.0, np.nan], [1.0, -0.0]], np.float32)
+    b = np.array([[-0.0], [np.inf]], np.float32)
+    for dim in (0, 1):
+        bb = b if dim == 1 else b.T
+        got = ac.cat([ac.tensor(a, device=device), ac.tensor(bb, device=device)], dim).numpy()
+        want = np.concatenate([a, bb], dim)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

@@ -178,8 +178,8 @@ def eye(
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    """Join tensors along an existing dimension (each is padded into place, then summed;
-    the compiler turns this into a select, not arithmetic)."""
+    """Join tensors along an existing dimension: each padded into place, then chosen by a
+    select on its range (`rangesplit` turns it into one plain copy a part)."""
     ts = list(tensors)
     if not ts:
         raise ShapeError("cat: expected a non-empty list of tensors")
@@ -205,7 +205,11 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         n = t.shape[d]
         pads = [(start, total - start - n) if i == d else (0, 0) for i in range(t.ndim)]
         part = t.to(dt)._pad_zero(pads)
-        out = part if out is None else out + part
+        if out is None or n == 0:
+            out = part if out is None else out
+        else:  # a select, not `out + part`: -0.0 + 0.0 would be +0.0 (torch keeps -0.0)
+            inside = Tensor._const(True, dtypes.bool_, t.shape, t.device)._pad_zero(pads)
+            out = inside._select(part, out)
         start += n
     assert out is not None
     # one tensor joined with nothing: a copy all the same (a new node, never a view of it)
