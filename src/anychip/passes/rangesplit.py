@@ -17,16 +17,10 @@ from dataclasses import replace
 from anychip.ir.kernel import (
     INDEX,
     Alu,
-    Expr,
     KernelIR,
-    Let,
-    Load,
     Loop,
     LoopKind,
-    SortRow,
     Stmt,
-    Store,
-    Update,
     Var,
     alu,
     const,
@@ -35,6 +29,7 @@ from anychip.ir.kernel import (
     walk_stmts,
 )
 from anychip.ir.ops import Ops
+from anychip.passes.reuse import substitute_block
 from anychip.passes.simplify import affine, simplify
 
 MAX_PIECES = 16
@@ -92,7 +87,7 @@ def _split(loop: Loop) -> list[Stmt]:
     pieces: list[Stmt] = []
     for lo, hi in zip([0, *cuts], [*cuts, loop.extent]):
         shifted = alu(Ops.ADD, Var(loop.var, INDEX), const(lo)) if lo else None
-        body = loop.body if shifted is None else _Subst(loop.var, shifted).block(loop.body)
+        body = loop.body if shifted is None else substitute_block(loop.body, loop.var, shifted)
         pieces.append(replace(loop, extent=hi - lo, body=body))
     return pieces
 
@@ -125,42 +120,3 @@ def _cut(e: Alu, v: str) -> int | None:
     if b[0] == {v: 1} and not a[0]:  # ca < v + cb: true from ca - cb + 1
         return a[1] - b[1] + 1
     return None
-
-
-class _Subst:
-    """Statements with loop variable `name` read as `to` (shared sub-expressions
-    rewritten once)."""
-
-    def __init__(self, name: str, to: Expr) -> None:
-        self.name, self.to = name, to
-        self.memo: dict[int, tuple[Expr, Expr]] = {}
-
-    def block(self, body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
-        return tuple(self.stmt(s) for s in body)
-
-    def stmt(self, s: Stmt) -> Stmt:
-        if isinstance(s, Loop):
-            return replace(s, body=self.block(s.body))
-        if isinstance(s, Let | Update):
-            return replace(s, value=self.expr(s.value))
-        if isinstance(s, Store):
-            valid = None if s.valid is None else self.expr(s.valid)
-            return replace(s, index=self.expr(s.index), value=self.expr(s.value), valid=valid)
-        if isinstance(s, SortRow):
-            return replace(s, dst_base=self.expr(s.dst_base), src_base=self.expr(s.src_base))
-        return s
-
-    def expr(self, e: Expr) -> Expr:
-        hit = self.memo.get(id(e))
-        if hit is not None and hit[0] is e:
-            return hit[1]
-        out: Expr = e
-        if isinstance(e, Var) and e.name == self.name:
-            out = self.to
-        elif isinstance(e, Alu):
-            out = replace(e, srcs=tuple(self.expr(x) for x in e.srcs))
-        elif isinstance(e, Load):
-            valid = None if e.valid is None else self.expr(e.valid)
-            out = replace(e, index=self.expr(e.index), valid=valid)
-        self.memo[id(e)] = (e, out)
-        return out

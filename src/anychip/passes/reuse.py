@@ -19,6 +19,7 @@ from anychip.ir.kernel import (
     Load,
     Loop,
     LoopKind,
+    SortRow,
     Stmt,
     Store,
     Update,
@@ -128,28 +129,56 @@ def _exprs(s: Stmt) -> list[Expr]:
 
 def substitute(e: Expr, name: str, to: Expr) -> Expr:
     """`e` with loop variable `name` replaced by `to`."""
-    if isinstance(e, Var):
-        return to if e.name == name else e
-    if isinstance(e, Alu):
-        return replace(e, srcs=tuple(substitute(x, name, to) for x in e.srcs))
-    if isinstance(e, Load):
-        valid = None if e.valid is None else substitute(e.valid, name, to)
-        return replace(e, index=substitute(e.index, name, to), valid=valid)
-    return e
+    return _Subst(name, to).expr(e)
 
 
 def substitute_stmt(s: Stmt, name: str, to: Expr) -> Stmt:
     """Statement `s` (nested loops too) with loop variable `name` replaced by `to`."""
-    if isinstance(s, Loop):
-        return replace(s, body=tuple(substitute_stmt(x, name, to) for x in s.body))
-    if isinstance(s, Let | Update):
-        return replace(s, value=substitute(s.value, name, to))
-    if isinstance(s, Store):
-        valid = None if s.valid is None else substitute(s.valid, name, to)
-        return replace(
-            s, index=substitute(s.index, name, to), value=substitute(s.value, name, to), valid=valid
-        )
-    return s
+    return _Subst(name, to).stmt(s)
+
+
+def substitute_block(body: tuple[Stmt, ...], name: str, to: Expr) -> tuple[Stmt, ...]:
+    """`substitute_stmt` of each statement, shared sub-expressions rewritten once."""
+    return _Subst(name, to).block(body)
+
+
+class _Subst:
+    """Statements with loop variable `name` read as `to` (shared sub-expressions
+    rewritten once)."""
+
+    def __init__(self, name: str, to: Expr) -> None:
+        self.name, self.to = name, to
+        self.memo: dict[int, tuple[Expr, Expr]] = {}
+
+    def block(self, body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+        return tuple(self.stmt(s) for s in body)
+
+    def stmt(self, s: Stmt) -> Stmt:
+        if isinstance(s, Loop):
+            return replace(s, body=self.block(s.body))
+        if isinstance(s, Let | Update):
+            return replace(s, value=self.expr(s.value))
+        if isinstance(s, Store):
+            valid = None if s.valid is None else self.expr(s.valid)
+            return replace(s, index=self.expr(s.index), value=self.expr(s.value), valid=valid)
+        if isinstance(s, SortRow):
+            return replace(s, dst_base=self.expr(s.dst_base), src_base=self.expr(s.src_base))
+        return s
+
+    def expr(self, e: Expr) -> Expr:
+        hit = self.memo.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        out: Expr = e
+        if isinstance(e, Var) and e.name == self.name:
+            out = self.to
+        elif isinstance(e, Alu):
+            out = replace(e, srcs=tuple(self.expr(x) for x in e.srcs))
+        elif isinstance(e, Load):
+            valid = None if e.valid is None else self.expr(e.valid)
+            out = replace(e, index=self.expr(e.index), valid=valid)
+        self.memo[id(e)] = (e, out)
+        return out
 
 
 def _replace_expr(e: Expr, old: Expr, new: Expr) -> Expr:
