@@ -28,17 +28,12 @@ from anychip import dtypes
 from anychip.backends.npu.lower_exprs import (
     _BIN,
     _BOOL_BIN,
-    _COMBINE,
-    _LINE_FOLD,
     _PAR,
-    _RED,
     _UN,
     NpuUnsupported,
     _affine,
     _all_stmts,
     _dt,
-    _identity,
-    _np_eval,
     _scanned,
     _static,
     _stmt_exprs,
@@ -56,7 +51,6 @@ from anychip.backends.npu.lower_steps import (
     _AccState,
     _as_row,
     _blocks,
-    _box_dma,
     _emit,
     _has_loop,
     _long_frames,
@@ -99,11 +93,8 @@ from anychip.npu.isa import (
     CmpOp,
     Dma,
     Finish,
-    Gather,
     Instr,
-    RedOp,
     Ref,
-    ScatterAdd,
     SetFlag,
     Space,
     Unit,
@@ -112,16 +103,11 @@ from anychip.npu.isa import (
     VCast,
     VCmp,
     VDup,
-    VReduce,
     VScalar,
-    VScan,
     VSel,
-    VSort,
     VUn,
     WaitFlag,
 )
-
-PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
 
 
 @dataclass(frozen=True)
@@ -382,158 +368,31 @@ class CoreLowering:
         return self.alu(e, f, keep)
 
     def table(self, e: Expr, f: Frame) -> Val:
-        """A static integer expression: its values, computed now, DMA'd from the table."""
-        vals = _np_eval(e, f.grid(), self.low.lets)
-        vals = np.broadcast_to(vals, (f.rows, f.cols))
-        if vals.size and (vals.min() < -(2**31) or vals.max() >= 2**31):
-            raise NpuUnsupported(f"npu: index values beyond int32 in kernel {self.low.ir.name}")
-        t = self.temp(f.rows, f.cols, DT.I32)
-        off = self.low.add_table(vals.astype(np.int32))
-        self.open().loads.append(self.dma_in_table(t, off))
-        return self.cast(Val(t, DT.I32), _dt(e.dtype))
+        return lower_loads.table(self, e, f)
 
     def dma_in_table(self, t: Tile, off: int) -> Dma:
-        n = t.rows * t.cols
-        src = Ref(Space.DRAM, off * 4, self.low.const_reg)
-        return Dma(DT.I32, t.ref, src, (1, 1, n), (0, 0, 1), (0, 0, 1), (1, 1, n))
+        return lower_loads.dma_in_table(self, t, off)
 
     def load(self, e: Load, f: Frame) -> Val:
-        low = self.low
-        decl = low.ir.bufs[e.buf]
-        sdt = _dt(decl.dtype)
-        vk = _vk(sdt)
-        st = self.open()
-        a = _affine(e.index, low.lets)
-        box = (f.rows, f.cols) if e.valid is None else self.origin_box(e.valid, f)
-        pos = None if a is None or box is None else f.at(a)
-        if pos is not None and box is not None and pos[0] >= 0:
-            start, rs, cs = pos
-            rows, cols = box  # the guard's true points; the DMA pads the rest with 0
-            lo = start + min(rs, 0) * (rows - 1) + min(cs, 0) * (cols - 1)
-            hi = start + max(rs, 0) * (rows - 1) + max(cs, 0) * (cols - 1)
-            if lo < 0 or hi >= decl.size:
-                raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
-            key = (e.buf, start, rs, cs, f.rows, f.cols)
-            kept = self.kept.get(key) if e.valid is None else None
-            if kept is not None:  # loaded by an earlier inner loop of this group of rows
-                return self.widen(kept)
-            t = None
-            if e.valid is None and e.buf in low.reread:
-                t = self.keep(f.rows, f.cols, sdt)
-                if t is not None:
-                    self.kept[key] = t
-            to = st.loads if t is None else st.keep_loads  # the group's: loaded early
-            t = t if t is not None else self.temp(f.rows, f.cols, sdt)
-            src = self.low.dram(e.buf, start * sdt.itemsize)
-            to.append(_box_dma(sdt, t.ref, src, (rows, cols), (f.cols, 1), (rs, cs),
-                               (f.rows, f.cols)))  # fmt: skip
-            st.reads.append((e.buf, lo, hi + 1))
-            return self.widen(t)
-        if low.is_static(e.index) and (e.valid is None or low.is_static(e.valid)):
-            grid = f.grid()
-            idx = np.broadcast_to(_np_eval(e.index, grid, low.lets), (f.rows, f.cols))
-            ok = np.ones((f.rows, f.cols), bool)
-            if e.valid is not None:
-                ok = np.broadcast_to(_np_eval(e.valid, grid, low.lets) != 0, ok.shape)
-            if not ok.any():  # every point reads the padding
-                return Val(self.const(0.0, vk), vk)
-            idx = np.where(ok, idx, idx[ok].min())  # a position it reads anyway
-            if idx.size and (idx.min() < 0 or idx.max() >= decl.size):
-                raise NpuUnsupported(f"npu: load of b{e.buf} out of its bounds in {low.ir.name}")
-            it = self.temp(f.rows, f.cols, DT.I32)
-            st.loads.append(self.dma_in_table(it, low.add_table(idx.astype(np.int32))))
-            t = self.gather(e.buf, sdt, it, f)
-            st.reads.append((e.buf, int(idx.min()), int(idx.max()) + 1))
-            if ok.all():
-                return self.widen(t)
-            mt = self.temp(f.rows, f.cols, DT.I32)
-            st.loads.append(self.dma_in_table(mt, low.add_table(ok.astype(np.int32))))
-            m = self.cast(Val(mt, DT.I32), DT.BOOL)
-            return self.select(m, self.widen(t), Val(self.const(0.0, vk), vk))
-        got = self.gathers.get(e)
-        if got is None:
-            raise NpuUnsupported(f"npu: load b{e.buf}[...] was not prepared in {low.ir.name}")
-        n = f.rows * f.cols
-        it = self.temp(f.rows, f.cols, DT.I32)
-        st.loads.append(self.dma_scratch(it, got[0], into=True))
-        st.reads.append((-1, got[0], got[0] + n))
-        t = self.gather(e.buf, sdt, it, f)
-        st.reads.append((e.buf, 0, decl.size))
-        if got[1] < 0:
-            return self.widen(t)
-        mt = self.temp(f.rows, f.cols, DT.I32)
-        st.loads.append(self.dma_scratch(mt, got[1], into=True))
-        st.reads.append((-1, got[1], got[1] + n))
-        m = self.cast(Val(mt, DT.I32), DT.BOOL)
-        return self.select(m, self.widen(t), Val(self.const(0.0, vk), vk))
+        return lower_loads.load(self, e, f)
 
     def origin_box(self, guard: Expr, f: Frame) -> tuple[int, int] | None:
-        """(rows, cols) when a guard the compiler can evaluate holds exactly on the
-        frame's leading box of that size (the whole frame, or short of a loop's tail past
-        an axis' end): the guarded load is one DMA box padded with zeros. Else None."""
-        if not self.low.is_static(guard):
-            return None
-        ok = np.broadcast_to(_np_eval(guard, f.grid(), self.low.lets) != 0, (f.rows, f.cols))
-        rows, cols = int(ok[:, 0].sum()), int(ok[0].sum())
-        if rows == 0 or ok.sum() != rows * cols or not ok[:rows, :cols].all():
-            return None
-        return rows, cols
+        return lower_loads.origin_box(self, guard, f)
 
     def widen(self, t: Tile) -> Val:
-        """A loaded tile as a vector value (int8 widened to i16, see `_vk`)."""
-        return self.cast(Val(t, t.dtype), DT.I16) if t.dtype == DT.I8 else Val(t, t.dtype)
+        return lower_loads.widen(self, t)
 
     def dma_scratch(self, t: Tile, off: int, into: bool) -> Dma:
-        """A dense (rows, cols) i32 tile to (or from, `into`) the scratch at `off`."""
-        n = t.rows * t.cols
-        mem = Ref(Space.DRAM, off * 4, self.low.scratch_reg)
-        dst, src = (t.ref, mem) if into else (mem, t.ref)
-        return Dma(DT.I32, dst, src, (1, 1, n), (0, 0, 1), (0, 0, 1), (1, 1, n))
+        return lower_loads.dma_scratch(self, t, off, into)
 
     def prepare(self, stmts: tuple[Stmt, ...] | list[Stmt], f: Frame) -> None:
-        """Data-dependent loads (gathers by computed indices) of `stmts`: each gets a step
-        of its own before the step that reads it, computing the element numbers (and the
-        guard) on the vector unit and storing them to device-memory scratch; the reading
-        step DMAs them back (after a barrier: they are fresh) and gathers."""
-        self.gathers = {}
-        low = self.low
-        for e in _stmt_exprs(stmts):
-            for x in reversed(walk_exprs(e)):
-                if not isinstance(x, Load) or x in self.gathers or not low.dependent(x):
-                    continue
-                self.close()
-                st = self.open()
-                n = f.rows * f.cols
-                idx = self.ev(low.subst(x.index), f)
-                mask_off = -1
-                if x.valid is not None:
-                    m = self.ev(low.subst(x.valid), f)
-                    idx = self.select(m, idx, Val(self.const(0.0, idx.kind), idx.kind))
-                    mv = self.cast(Val(self.view(m.tile, f.rows, f.cols), m.kind), DT.I32)
-                    mask_off = self.scratch_out(st, mv, n)
-                iv = self.cast(Val(self.view(idx.tile, f.rows, f.cols), idx.kind), DT.I32)
-                self.gathers[x] = (self.scratch_out(st, iv, n), mask_off)
-                self.close()
+        return lower_loads.prepare(self, stmts, f)
 
     def scratch_out(self, st: Step, v: Val, n: int) -> int:
-        """Stores i32 `v` (made dense in this step's slot) to fresh scratch; its offset."""
-        t = self.temp(v.tile.rows, v.tile.cols, DT.I32)
-        self.v(VUn(UnOp.COPY, DT.I32, t.ref, v.tile.ref, t.shape, t.strides, v.tile.strides))
-        off = self.low.scratch_top
-        self.low.scratch_top += -(-n // 16) * 16
-        st.stores.append(self.dma_scratch(t, off, into=False))
-        st.writes.append((-1, off, off + n))
-        return off
+        return lower_loads.scratch_out(self, st, v, n)
 
     def gather(self, buf: int, sdt: DT, it: Tile, f: Frame) -> Tile:
-        """Element gather: `it` holds (rows, cols) element numbers of buffer `buf`."""
-        t = self.temp(f.rows, f.cols, sdt)
-        table = self.low.dram(buf, 0)
-        n = f.rows * f.cols
-        self.open().loads.append(
-            Gather(sdt, t.ref, table, it.ref, n, 1, 1, 1, self.low.ir.bufs[buf].size)
-        )
-        return t
+        return lower_loads.gather(self, buf, sdt, it, f)
 
     def alu(self, e: Alu, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
         s = [self.ev(x, f) for x in e.srcs]
@@ -567,279 +426,45 @@ class CoreLowering:
 
     # -- accumulators
     def init_acc(self, s: Acc, rows: int) -> None:
-        kind = _vk(_dt(s.dtype))
-        if s.dtype is dtypes.int8 and s.op not in (Ops.RMAX, Ops.RMIN):
-            raise NpuUnsupported(f"npu: an int8 {s.op.name} in kernel {self.low.ir.name}")
-        t = self.persist(rows, 1, kind)
-        self.v(VDup(kind, t.ref, _identity(s.op, kind), t.shape, t.strides))
-        parts = None
-        if s.op is Ops.SUM and kind.is_float:
-            cols = min(PARTIALS, (self.const_top - self.persist_top) // (16 * rows))
-            if cols >= 2:
-                parts = self.persist(rows, cols, kind)
-        self.accs[s.var] = _AccState(s.op, kind, t, parts)
-        self.carries.pop(s.var, None)
+        return lower_accs.init_acc(self, s, rows)
 
     def update(self, s: Update, f: Frame, outer_rows: int, whole: bool = False) -> None:
-        """acc op= the reduction of `s.value` over the frame's columns. A float sum keeps
-        one partial per step, folded later, unless the frame is its `whole` loop."""
-        acc = self.accs[s.var]
-        x = self.ev(s.value, f)
-        x = Val(self.view(x.tile, f.rows, f.cols), x.kind)
-        if x.kind != acc.kind:
-            x = self.cast(x, acc.kind)
-        red = _RED[acc.op]
-        dt = acc.kind
-        part = self.temp(f.rows, 1, dt)
-        self.v(VReduce(red, dt, 1, part.ref, x.tile.ref, x.tile.shape, part.strides,
-                       x.tile.strides))  # fmt: skip
-        if f.rows != outer_rows:  # a long loop's rows: fold them too (outer is one point)
-            p2 = self.temp(1, 1, dt)
-            self.v(VReduce(red, dt, 0, p2.ref, part.ref, part.shape, p2.strides, part.strides))
-            part = p2
-        if acc.partials is not None and not whole:
-            if acc.used == acc.partials.cols:
-                self.fold(acc)
-            col = acc.partials.sub(0, acc.used, acc.tile.rows, 1)
-            self.v(VUn(UnOp.COPY, dt, col.ref, part.ref, col.shape, col.strides, part.strides))
-            acc.used += 1
-            return
-        t = acc.tile
-        self.v(VBin(_COMBINE[acc.op], dt, t.ref, t.ref, part.ref, t.shape, t.strides,
-                    t.strides, part.strides))  # fmt: skip
+        return lower_accs.update(self, s, f, outer_rows, whole)
 
     def fold(self, acc: _AccState) -> None:
-        """acc += the sum of the partial columns in use (one rounding for the lot)."""
-        if acc.partials is None or acc.used == 0:
-            return
-        t, dt = acc.tile, acc.kind
-        p = acc.partials.sub(0, 0, t.rows, acc.used)
-        tmp = self.temp(t.rows, 1, dt)
-        self.v(VReduce(RedOp.SUM, dt, 1, tmp.ref, p.ref, p.shape, tmp.strides, p.strides))
-        self.v(VBin(BinOp.ADD, dt, t.ref, t.ref, tmp.ref, t.shape, t.strides, t.strides,
-                    tmp.strides))  # fmt: skip
-        acc.used = 0
+        return lower_accs.fold(self, acc)
 
     def finish_acc(self, name: str) -> Tile:
-        acc = self.accs[name]
-        if acc.used:
-            self.fold(acc)
-        return acc.tile
+        return lower_accs.finish_acc(self, name)
 
     def scan(self, s: Update, f: Frame) -> None:
-        """A running sum along the frame's columns (rows are independent scans): `vcumsum`
-        of the step's values plus the carry of the earlier steps; the running values
-        stand for the accumulator in the rest of this step, and the last column is the
-        next carry. Halves scan and carry in f32 (rounded once per element)."""
-        acc = self.accs[s.var]
-        if acc.op is not Ops.SUM or acc.kind == DT.BOOL:
-            raise NpuUnsupported(f"npu: a running {acc.op.name} in kernel {self.low.ir.name}")
-        kind = DT.F32 if acc.kind in (DT.F16, DT.BF16) else acc.kind
-        carry = self.carries.get(s.var)
-        if carry is None:
-            carry = acc.tile
-            if kind != acc.kind:
-                carry = self.persist(acc.tile.rows, 1, kind)
-                self.v(VDup(kind, carry.ref, 0.0, carry.shape, carry.strides))
-            self.carries[s.var] = carry
-        x = self.ev(s.value, f)
-        x = self.cast(Val(self.view(x.tile, f.rows, f.cols), x.kind), kind)
-        run = self.temp(f.rows, f.cols, kind)
-        self.v(VScan(kind, 1, run.ref, x.tile.ref, run.shape, run.strides, x.tile.strides))
-        got = self.bin(BinOp.ADD, Val(run, kind), Val(carry, kind))
-        last = got.tile.sub(0, f.cols - 1, f.rows, 1)
-        self.v(VUn(UnOp.COPY, kind, carry.ref, last.ref, carry.shape, carry.strides,
-                   last.strides))  # fmt: skip
-        self.env[s.var] = self.cast(got, acc.kind)
+        return lower_accs.scan(self, s, f)
 
     def store(self, s: Store, f: Frame) -> None:
-        """buf[index] = value over the frame as strided-box DMAs: one box, or where a guard
-        holds only on part of the frame (a loop's tail past an axis' end) the boxes where
-        it holds. A combining store other than add (a column max, `b0[i] max= x`) reads
-        the box back, combines on the vector unit and writes it (a later step reading it
-        waits behind a barrier)."""
-        if s.combine is Ops.ADD:
-            self.scatter_add(s, f)
-            return
-        boxes = self.guard_boxes(s, f)
-        if boxes:  # else the guard is false on the whole frame
-            self.store_val(s, f, self.ev(s.value, f), boxes)
+        return lower_stores.store(self, s, f)
 
     def store_val(self, s: Store, f: Frame, v: Val, boxes: list[tuple[int, int, int, int]]
                   ) -> None:  # fmt: skip
-        """`store` of the value `v` into `boxes` of the frame (`guard_boxes`), combining by
-        `s.combine` through a read-back."""
-        low = self.low
-        decl = low.ir.bufs[s.buf]
-        sdt = _dt(decl.dtype)
-        a = _affine(s.index, low.lets)
-        pos = None if a is None else f.at(a)
-        if pos is None or pos[1] < 0 or pos[2] < 0 or pos[0] < 0:
-            raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] is not a strided box")
-        start, rs, cs = pos
-        if (f.rows > 1 and rs == 0) or (f.cols > 1 and cs == 0):
-            raise NpuUnsupported(f"npu: store b{s.buf}[{s.index}] writes one element twice")
-        whole = self.view(v.tile, f.rows, f.cols)
-        st = self.open()
-        for r0, c0, rows, cols in boxes:
-            at = start + r0 * rs + c0 * cs
-            hi = at + rs * (rows - 1) + cs * (cols - 1)
-            if hi >= decl.size:
-                raise NpuUnsupported(f"npu: store into b{s.buf} past its end in {low.ir.name}")
-            dst = self.low.dram(s.buf, at * sdt.itemsize)
-            src = whole.sub(r0, c0, rows, cols)
-            if s.combine is not None:
-                src = self.combine_old(s, sdt, src, dst, (rs, cs)).tile
-                st.reads.append((s.buf, at, hi + 1))
-            if v.kind != sdt or not self.in_slot(src):
-                out = self.temp(rows, cols, sdt)  # stores read only this step's slot
-                self.put(out, src, v.kind)
-                src = out
-            st.stores.append(_box_dma(sdt, dst, src.ref, (rows, cols), (rs, cs), src.strides))
-            st.writes.append((s.buf, at, hi + 1))
+        return lower_stores.store_val(self, s, f, v, boxes)
 
     def in_slot(self, t: Tile) -> bool:
-        """True for a tile this step computed into its slot, rows apart and columns
-        adjacent: a store reads it in place (the slot's next step waits for the store)."""
-        base = self.slot_base[(len(self.steps) - 1) % self.slots]
-        sr, sc = t.strides
-        return (
-            t.ref.space == Space.UB and t.ref.reg == 0 and sc == 1 and sr >= t.cols
-            and base <= t.ref.off < base + self.slot_top
-        )  # fmt: skip
+        return lower_stores.in_slot(self, t)
 
     def put(self, out: Tile, src: Tile, kind: DT) -> None:
-        """Copies `src` (values of `kind`) into `out` in `out`'s storage type (i16 values
-        of an int8 buffer wrap into i8)."""
-        if kind == out.dtype:
-            self.v(VUn(UnOp.COPY, kind, out.ref, src.ref, out.shape, out.strides, src.strides))
-        else:
-            self.v(VCast(out.dtype, kind, out.ref, src.ref, out.shape, out.strides, src.strides,
-                         CastMode.TRUNC))  # fmt: skip
+        return lower_stores.put(self, out, src, kind)
 
     def guard_boxes(self, s: Store, f: Frame) -> list[tuple[int, int, int, int]]:
-        """(r0, c0, rows, cols) boxes of `f` covering the points where the store's guard
-        holds (the whole frame without one): rows whose true points are one run of
-        columns, consecutive rows with the same run merged. The compiler evaluates the
-        guard (it depends on loop variables only); a guard on loaded data, or one true on
-        scattered columns, is not lowered."""
-        low = self.low
-        if s.valid is None:
-            return [(0, 0, f.rows, f.cols)]
-        if not low.is_static(s.valid):
-            raise NpuUnsupported(
-                f"npu: store into b{s.buf} guarded by loaded data in kernel {low.ir.name}"
-            )
-        ok = np.broadcast_to(_np_eval(s.valid, f.grid(), low.lets) != 0, (f.rows, f.cols))
-        boxes: list[tuple[int, int, int, int]] = []
-        for r in range(f.rows):
-            cols = np.flatnonzero(ok[r])
-            if cols.size == 0:
-                continue
-            c0, n = int(cols[0]), int(cols[-1]) + 1 - int(cols[0])
-            if n != cols.size:
-                raise NpuUnsupported(
-                    f"npu: store into b{s.buf} guarded on scattered columns in {low.ir.name}"
-                )
-            last = boxes[-1] if boxes else None
-            if last is not None and last[0] + last[2] == r and last[1::2] == (c0, n):
-                boxes[-1] = (last[0], c0, last[2] + 1, n)
-            else:
-                boxes.append((r, c0, 1, n))
-        return boxes
+        return lower_stores.guard_boxes(self, s, f)
 
     def combine_old(self, s: Store, sdt: DT, src: Tile, dst: Ref, strides: tuple[int, int]
                     ) -> Val:  # fmt: skip
-        """combine(buf's current box at `dst`, src): the old values DMA'd in this step."""
-        assert s.combine is not None
-        if sdt == DT.I8:
-            raise NpuUnsupported(f"npu: an int8 {s.combine} store in {self.low.ir.name}")
-        ops = _BOOL_BIN if sdt == DT.BOOL and s.combine in _BOOL_BIN else _BIN
-        if s.combine not in ops:
-            raise NpuUnsupported(f"npu: {s.combine} store in kernel {self.low.ir.name}")
-        old = self.temp(src.rows, src.cols, sdt)
-        self.open().loads.append(_box_dma(sdt, old.ref, dst, old.shape, old.strides, strides))
-        return self.bin(ops[s.combine], Val(old, sdt), Val(src, sdt))
+        return lower_stores.combine_old(self, s, sdt, src, dst, strides)
 
     def scatter_add(self, s: Store, f: Frame) -> None:
-        """buf[index] += value at every point (in order; repeated places accumulate), as
-        one element-wise `scatter_add` on dma_out; where `valid` is false, 0 is added to
-        an element the store reaches anyway (or to element 0)."""
-        low = self.low
-        decl = low.ir.bufs[s.buf]
-        sdt = _dt(decl.dtype)
-        if sdt == DT.I8:
-            raise NpuUnsupported(f"npu: an int8 scatter-add in kernel {low.ir.name}")
-        st = self.open()
-        n = f.rows * f.cols
-        it = self.temp(f.rows, f.cols, DT.I32)
-        ok: Val | None = None
-        if low.is_static(s.index) and (s.valid is None or low.is_static(s.valid)):
-            grid = f.grid()
-            idx = np.broadcast_to(_np_eval(s.index, grid, low.lets), (f.rows, f.cols))
-            okv = np.ones((f.rows, f.cols), bool)
-            if s.valid is not None:
-                okv = np.broadcast_to(_np_eval(s.valid, grid, low.lets) != 0, okv.shape)
-            if not okv.any():
-                return
-            idx = np.where(okv, idx, idx[okv].min())
-            if idx.min() < 0 or idx.max() >= decl.size:
-                raise NpuUnsupported(f"npu: scatter into b{s.buf} out of bounds in {low.ir.name}")
-            st.loads.append(self.dma_in_table(it, low.add_table(idx.astype(np.int32))))
-            if not okv.all():
-                mt = self.temp(f.rows, f.cols, DT.I32)
-                st.loads.append(self.dma_in_table(mt, low.add_table(okv.astype(np.int32))))
-                ok = self.cast(Val(mt, DT.I32), DT.BOOL)
-        else:
-            iv = self.ev(s.index, f)
-            if s.valid is not None:
-                ok = self.ev(s.valid, f)
-                iv = self.select(ok, iv, Val(self.const(0.0, iv.kind), iv.kind))
-            i32 = self.cast(Val(self.view(iv.tile, f.rows, f.cols), iv.kind), DT.I32)
-            self.v(VUn(UnOp.COPY, DT.I32, it.ref, i32.tile.ref, it.shape, it.strides,
-                       i32.tile.strides))  # fmt: skip
-        v = self.ev(s.value, f)
-        if v.kind != sdt:
-            v = self.cast(v, sdt)
-        if ok is not None:
-            v = self.select(ok, v, Val(self.const(0.0, sdt), sdt))
-        src = self.view(v.tile, f.rows, f.cols)
-        out = self.temp(f.rows, f.cols, sdt)
-        self.v(VUn(UnOp.COPY, sdt, out.ref, src.ref, out.shape, out.strides, src.strides))
-        table = self.low.dram(s.buf, 0)
-        st.stores.append(ScatterAdd(sdt, table, out.ref, it.ref, n, 1, 1, 1, decl.size))
-        st.writes.append((s.buf, 0, decl.size))
+        return lower_stores.scatter_add(self, s, f)
 
     def sort_row(self, s: SortRow, f: Frame) -> None:
-        """`vargsort` of the frame's rows of keys (one row of `s.n` keys per point, DMA'd
-        in as one box), its first k columns widened to the output's integer type and
-        stored. A row must fit the unified buffer (a longer one would need a merge pass
-        of compares and selects: not lowered, `NpuUnsupported`)."""
-        low = self.low
-        sdt, ddt = _dt(low.ir.bufs[s.src].dtype), _dt(low.ir.bufs[s.dst].dtype)
-        a, b = _affine(s.src_base, low.lets), _affine(s.dst_base, low.lets)
-        if a is None or b is None:
-            raise NpuUnsupported(f"npu: sort rows not at strided places in {low.ir.name}")
-        (start, rs, _), (dstart, drs, _) = f.at(a), f.at(b)
-        k = s.n if s.k is None else s.k
-        if min(start, rs, dstart, drs, s.src_stride, s.dst_stride) < 0:
-            raise NpuUnsupported(f"npu: sort rows with negative strides in {low.ir.name}")
-        st = self.open()
-        keys = self.temp(f.rows, s.n, sdt)
-        src = self.low.dram(s.src, start * sdt.itemsize)
-        st.loads.append(_box_dma(sdt, keys.ref, src, keys.shape, keys.strides, (rs, s.src_stride)))
-        st.reads.append((s.src, start, start + rs * (f.rows - 1) + s.src_stride * (s.n - 1) + 1))
-        keys = self.widen(keys).tile
-        order = self.temp(f.rows, s.n, DT.I32)
-        self.v(VSort(keys.dtype, int(s.descending), order.ref, keys.ref, keys.shape, order.strides,
-                     keys.strides))  # fmt: skip
-        first = order.sub(0, 0, f.rows, k)
-        out = self.temp(f.rows, k, ddt)
-        self.v(VCast(ddt, DT.I32, out.ref, first.ref, out.shape, out.strides, first.strides,
-                     CastMode.TRUNC))  # fmt: skip
-        dst = self.low.dram(s.dst, dstart * ddt.itemsize)
-        st.stores.append(_box_dma(ddt, dst, out.ref, out.shape, (drs, s.dst_stride), out.strides))
-        st.writes.append((s.dst, dstart, dstart + drs * (f.rows - 1) + s.dst_stride * (k - 1) + 1))
+        return lower_stores.sort_row(self, s, f)
 
     # -- statements
     def run(self, body: tuple[Stmt, ...], f: Frame) -> None:
@@ -867,97 +492,13 @@ class CoreLowering:
                 raise NpuUnsupported(f"npu: {type(s).__name__} in kernel {self.low.ir.name}")
 
     def line_loop(self, s: Loop, f: Frame) -> bool:
-        """A serial loop around one inner loop, the cpu's line forms (`passes/lower.py`
-        `reduce_into_rows`, `scan_rows`): its values become a tile's rows and the inner
-        loop its columns, so a block of rows is one step, not a step (and a barrier) per
-        row. A store to the same place on every row (`out[b, d] max= x[b, l, d]`) folds
-        the rows with one reduction and combines once per block; a store of the row above
-        plus a value (`out[r] = out[r - 1] + x[r]`) is a `vcumsum` down the columns plus
-        a carry row. False, emitting nothing, for any other body."""
-        low = self.low
-        inner = s.body[0]
-        if len(s.body) != 1 or not isinstance(inner, Loop) or _has_loop(inner.body):
-            return False
-        if f.cols != 1:  # outer points are the frame's rows only
-            return False
-        if any(not isinstance(t, Let | Store) for t in inner.body) or inner.extent * 2 > low.elems:
-            return False
-        probe = Frame(2, inner.extent, {**f.base, s.var: 1, inner.var: 0}, {s.var: 1},
-                      {inner.var: 1})  # fmt: skip
-        stores = [t for t in inner.body if isinstance(t, Store)]
-        got = {t: self.line_form(t, probe) for t in stores}
-        forms = {t: x for t, x in got.items() if x is not None}
-        if not stores or len(forms) < len(stores):
-            return False
-        mark, saved = self.persist_top, dict(self.env)
-        for r in range(f.rows):
-            self.persist_top = mark  # each row's carries start over
-            base = {v: b + r * f.rstep.get(v, 0) for v, b in f.base.items()}
-            carries: dict[Store, Tile] = {}
-            for lo, n in _blocks(s.extent, low.elems // inner.extent):
-                g = Frame(n, inner.extent, {**base, s.var: lo, inner.var: 0}, {s.var: 1},
-                          {inner.var: 1})  # fmt: skip
-                self.prepare(inner.body, g)
-                self.open()
-                for t in inner.body:
-                    if isinstance(t, Let):
-                        self.let(t, g, keep=False)
-                    elif isinstance(t, Store):
-                        self.line_store(t, g, forms[t], carries)
-                self.close()
-                self.env = dict(saved)
-        self.persist_top = mark
-        return True
+        return lower_accs.line_loop(self, s, f)
 
     def line_form(self, t: Store, f: Frame) -> Expr | None:
-        """What a line loop computes for store `t` over frame `f` (rows: the serial loop):
-        the value to fold (a combining store to the same place on every row) or to scan
-        (`t.value` is the row above plus this value); None for any other store."""
-        low = self.low
-        a = _affine(t.index, low.lets)
-        if a is None:
-            return None
-        start, rs, cs = f.at(a)
-        reads_self = [x for x in walk_exprs(t.value) if isinstance(x, Load) and x.buf == t.buf]
-        if t.combine is not None:
-            return t.value if rs == 0 and cs != 0 and t.valid is None and not reads_self else None
-        v = t.value
-        if not (isinstance(v, Alu) and v.op is Ops.ADD and rs != 0 and len(reads_self) == 1):
-            return None
-        above, x = (
-            v.srcs if isinstance(v.srcs[0], Load) and v.srcs[0].buf == t.buf else v.srcs[::-1]
-        )
-        b = _affine(above.index, low.lets) if isinstance(above, Load) else None
-        if b is None or f.at(b) != (start - rs, rs, cs) or above in walk_exprs(x):
-            return None
-        return x
+        return lower_accs.line_form(self, t, f)
 
     def line_store(self, t: Store, f: Frame, x: Expr, carries: dict[Store, Tile]) -> None:
-        """One block of rows of a line loop's store (see `line_loop`)."""
-        v = self.ev(x, f)
-        v = Val(self.view(v.tile, f.rows, f.cols), v.kind)
-        kind = v.kind
-        if t.combine is not None:  # fold the rows, then combine with the stored row
-            red = _LINE_FOLD[(t.combine, kind == DT.BOOL)]
-            part = self.temp(1, f.cols, kind)
-            self.v(VReduce(red, kind, 0, part.ref, v.tile.ref, v.tile.shape, part.strides,
-                           v.tile.strides))  # fmt: skip
-            one = Frame(1, f.cols, f.base, {}, f.cstep)
-            self.store_val(t, one, Val(part, kind), self.guard_boxes(t, one))
-            return
-        carry = carries.get(t)
-        if carry is None:
-            carry = carries[t] = self.persist(1, f.cols, kind)
-            self.v(VDup(kind, carry.ref, 0.0, carry.shape, carry.strides))
-        run = self.temp(f.rows, f.cols, kind)
-        self.v(VScan(kind, 0, run.ref, v.tile.ref, run.shape, run.strides, v.tile.strides))
-        got = self.bin(BinOp.ADD, Val(run, kind), Val(carry, kind))
-        last = got.tile.sub(f.rows - 1, 0, 1, f.cols)
-        self.v(VUn(UnOp.COPY, kind, carry.ref, last.ref, carry.shape, carry.strides,
-                   last.strides))  # fmt: skip
-        boxes = self.guard_boxes(t, f)
-        if boxes:
-            self.store_val(t, f, got, boxes)
+        return lower_accs.line_store(self, t, f, x, carries)
 
     def let(self, s: Let, f: Frame, keep: bool) -> None:
         if s.value.dtype is dtypes.int64 or s.var in self.low.lets:
@@ -1303,3 +844,7 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
             low.scratch_top, low.regs if spilled else (),
             relocations(cores) if spilled else (),
         )  # fmt: skip
+
+
+# the lowering's parts, read once lower.py's names exist (they import them)
+from anychip.backends.npu import lower_accs, lower_loads, lower_stores  # noqa: E402
