@@ -12,7 +12,8 @@ import pytest
 import anychip as ac
 from anychip import dtypes
 from anychip.backends.npu import cache
-from anychip.backends.npu.lower import BUF_REG, Frame, _affine, _long_frames, lower_ir
+from anychip.backends.npu.lower import BUF_REG, Frame, _long_frames, lower_ir
+from anychip.backends.npu.lower_exprs import _affine
 from anychip.ir.kernel import INDEX, Var, alu, const
 from anychip.ir.ops import Ops
 from anychip.npu.config import get_config
