@@ -252,13 +252,15 @@ def test_updates_write_over_old_values_held_by_nothing_else(device: str) -> None
     for k, batch in enumerate(data(6)):
         before = donate.donated_count()
         jitted(net, opt, *[ac.tensor(a, device=device) for a in batch])
-        if k in (2, 3):  # replays: every parameter and gradient is written in place
-            assert donate.donated_count() - before == 2 * n_params
+        # replays: every parameter and gradient is written in place, but the table's
+        # gradient: its rows (frontend/rowgrad.py) come in new buffers, small ones
+        if k in (2, 3):
+            assert donate.donated_count() - before == 2 * n_params - 1
         if k == 3:
             want = net.top.weight.grad.numpy() + 1
             kept = net.top.weight.grad + 1  # not computed yet: it holds the gradient's node
         if k == 4:  # that gradient's buffer is held twice: a new one is made for it
-            assert donate.donated_count() - before == 2 * n_params - 1
+            assert donate.donated_count() - before == 2 * n_params - 2
     np.testing.assert_array_equal(kept.numpy(), want)
     assert not np.array_equal(net.top.weight.grad.numpy(), want)
 

@@ -267,13 +267,22 @@ def backward(
     computed once, and a later `root.realize()` or optimizer step finds them ready.
     Without `retain_graph` the graph is freed as in torch: a second backward through an
     op that saved tensors raises."""
-    from anychip.frontend.tensor import realize_together
+    from anychip.frontend import rowgrad
+    from anychip.frontend.tensor import Tensor, realize_together
 
     retain = create_graph if retain_graph is None else retain_graph
     leaves = _run(root, gradient, None, True, retain, create_graph)
     if not create_graph:
         grads = [t.grad for t in leaves if t is not None and t.grad is not None]
-        realize_together([root, *grads])
+        rows = [g for g in grads if rowgrad.eligible(g)]  # kept as their rows (rowgrad.py)
+        if not rows:
+            realize_together([root, *grads])
+            return
+        dense = [g for g in grads if not rowgrad.eligible(g)]
+        made = [[Tensor._from_node(n) for n in rowgrad.sources(g)] for g in rows]
+        realize_together([root, *dense, *(t for pair in made for t in pair)])
+        for g, (index, values) in zip(rows, made, strict=True):
+            rowgrad.rebuild(g, index.node, values.node)
 
 
 def _seed(root: Tensor, gradient: Tensor | None, create_graph: bool = False) -> Tensor:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from anychip.frontend import random as rng, tensor as tmod, views
+from anychip.frontend import random as rng, rowgrad, tensor as tmod, views
 from anychip.frontend.tensor import Tensor, is_grad_enabled
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import device as devmod, dispatch, donate, realize as rt
@@ -124,12 +124,31 @@ def _slot_key(slots: list[Tensor]) -> tuple[Any, ...]:
 
 
 def _structure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Tensor]]:
-    """The arguments' structure and their tensors: argument tensors, then gradients."""
+    """The arguments' structure and their tensors: argument tensors, then gradients; a
+    row gradient (frontend/rowgrad.py) as its two buffers, which stay slots of their own
+    (`_rows` finds them), so a replay hands the gradient back unmade too."""
     slots: list[Tensor] = []
     seen: dict[int, int] = {}
     structure = _flatten(args, slots, seen), _flatten(kwargs, slots, seen) if kwargs else None
-    grads = _flatten_all([t.grad for t in slots], slots, seen)
-    return (structure, grads, tuple([t.requires_grad for t in slots])), slots
+    grads: list[Any] = []
+    for t in slots[:]:
+        g = t.grad
+        got = rowgrad.parts(g) if g is not None else None
+        if g is None or got is None:
+            grads.append(_flatten_all((g,), slots, seen)[0])
+        else:
+            pair = _flatten_all([Tensor._from_node(n) for n in got], slots, seen)
+            grads.append(("rows", g.shape, g.dtype, pair))
+    return (structure, tuple(grads), tuple([t.requires_grad for t in slots])), slots
+
+
+def _rows(structure: Any) -> list[tuple[int, int, int]]:
+    """(slot, index slot, rows slot) of each row gradient in `_structure`'s result."""
+    out = []
+    for i, g in enumerate(structure[1]):
+        if type(g) is tuple and g and g[0] == "rows":
+            out.append((i, *g[3]))
+    return out
 
 
 def _gather(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Tensor]]:
@@ -156,14 +175,18 @@ def _fast_key(args: tuple[Any, ...]) -> Any:
 
 
 def _loose(key: Any, slots: list[Tensor]) -> Any:
-    """`key` without the shapes of the slots holding row-sparse gradients' parts (their slot
-    count follows the batch that made them), or None when there are none. A capture
-    that never reads those slots (the step starts with zero_grad) replays under it."""
+    """`key` without the shapes of the slots holding row-sparse gradients' parts and row
+    gradients' buffers (their sizes follow the batch that made them), or None when there
+    are none. A capture that never reads those slots (the step starts with zero_grad) replays under it."""
     grads: list[Any] = [t.grad for t in slots if t.grad is not None and t.grad.is_sparse]
     parts = {id(p) for g in grads for p in g._parts()}
-    if not parts:
+    rows = {j for _, a, b in _rows(key[0]) for j in (a, b)}  # row gradients' buffers too
+    if not parts and not rows:
         return None
-    metas = tuple(None if id(t) in parts else m for t, m in zip(slots, key[1], strict=True))
+    metas = tuple(
+        None if id(t) in parts or i in rows else m
+        for i, (t, m) in enumerate(zip(slots, key[1], strict=True))
+    )
     return (key[0], metas, *key[2:])
 
 
@@ -212,6 +235,7 @@ class _Capture:
     metas: list[Node]  # shape/dtype/device of each plan output
     n_returned: int
     updated: list[int]  # slots whose value the function changed (in place or rebound)
+    rows: list[tuple[int, int, int]]  # row gradients: (slot, index slot, rows slot)
     # (step, slot, size): the step may write into the slot's buffer (when of that size)
     gifts: list[tuple[int, int, int]]
 
@@ -228,6 +252,10 @@ class _Capture:
                 t.node = Node(Ops.BUFFER, m.dtype, m.shape, m.device, (), b)
             t._vc.bump()
             views.refresh(t)  # views of t see its new value
+        for i, index, values in self.rows:  # the gradient scatters the new rows, unmade
+            g = slots[i].grad
+            if g is not None:
+                rowgrad.rebuild(g, slots[index].node, slots[values].node)
         outs = [_wrap(b, m) for b, m in zip(bufs[:k], self.metas[:k])]
         return _rebuild(self.template, outs)
 
@@ -344,10 +372,12 @@ class jit(Generic[R]):
                 template = _template(result, outs)
                 after_key, after = _structure(args, kwargs)
                 same = after_key == key[0] and _values(after_key) == _values(key[0])
+                # a row gradient's buffers are new tensors at each look: their nodes tell
+                pairs_at = {j for _, a, b in _rows(after_key) for j in (a, b)} if same else set()
                 updated = [
                     i
                     for i, (t, (node, _)) in enumerate(zip(after, before))
-                    if same and (t is not slots[i] or t.node is not node)
+                    if same and (t.node is not node or (t is not slots[i] and i not in pairs_at))
                 ]
                 targets = [*outs, *(after[i] for i in updated)]
                 bufs = rt.realize([t.node for t in targets])
@@ -363,7 +393,9 @@ class jit(Generic[R]):
         # gradient's part) may come with a buffer of another size, never written over
         marked = dispatch.donations(plan, inputs, pairs) if same else []
         gifts = [(at, i, inputs[i].size) for at, i in marked]
-        cap = _Capture(plan, template, metas, len(outs), updated, gifts)
+        cap = _Capture(
+            plan, template, metas, len(outs), updated, _rows(after_key) if same else [], gifts
+        )
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay
             with self._lock:

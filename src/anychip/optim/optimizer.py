@@ -106,7 +106,12 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         with no_grad():
-            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            grads = [
+                p.grad
+                for g in self.param_groups
+                for p in g["params"]
+                if p.grad is not None and not self._takes_rows(g, p.grad)
+            ]
             realize_together(grads)  # each gradient computed once, not per use
             for g in self.param_groups:
                 for p in g["params"]:  # state of tables that grew or recycled rows
@@ -115,6 +120,11 @@ class Optimizer:
                 self._update(g)
         self._realize()
         return loss
+
+    def _takes_rows(self, group: dict[str, Any], grad: Tensor) -> bool:
+        """Whether `_update` adds row gradient `grad` (frontend/rowgrad.py) into its table
+        as rows, so `step` leaves it unmade."""
+        return False
 
     def _update(self, group: dict[str, Any]) -> None:
         raise NotImplementedError

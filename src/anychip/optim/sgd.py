@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from anychip.errors import ArgumentError
+from anychip.frontend import rowgrad
 from anychip.frontend.sparse import scatter_rows
 from anychip.frontend.tensor import Tensor
 from anychip.optim.optimizer import Optimizer, ParamsT, check_range
@@ -52,6 +53,10 @@ class SGD(Optimizer):
         }
         super().__init__(params, defaults)
 
+    def _takes_rows(self, group: dict[str, Any], grad: Tensor) -> bool:
+        plain = group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]
+        return plain and rowgrad.parts(grad) is not None
+
     def _update(self, group: dict[str, Any]) -> None:
         lr = self._hyper(group, "lr")  # a tensor: a schedule's new rate replays under jit
         mom, damp = group["momentum"], group["dampening"]
@@ -64,6 +69,14 @@ class SGD(Optimizer):
             if g.is_sparse:
                 _sparse_step(p, g, lr, mom, wd)
                 continue
+            neg = steps.get(p.dtype)
+            if neg is None:
+                neg = steps[p.dtype] = (-lr).to(p.dtype)
+            if wd == 0 and mom == 0:  # an embedding's gradient rows: added into p's rows
+                rows = rowgrad.add_rows(p, g, neg)
+                if rows is not None:
+                    p._assign(rows, "sgd_step")
+                    continue
             if wd != 0:
                 g = g + p._detached() * wd
             if mom != 0:
@@ -74,9 +87,6 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = buf
                 g = g + buf * mom if nesterov else buf
             # p + g * (-lr), as torch's p.add_(g, alpha=-lr): one multiply, one add
-            neg = steps.get(p.dtype)
-            if neg is None:
-                neg = steps[p.dtype] = (-lr).to(p.dtype)
             p._assign(p._detached() + g * neg, "sgd_step")
 
 
