@@ -177,7 +177,8 @@ def _fast_key(args: tuple[Any, ...]) -> Any:
 def _loose(key: Any, slots: list[Tensor]) -> Any:
     """`key` without the shapes of the slots holding row-sparse gradients' parts and row
     gradients' buffers (their sizes follow the batch that made them), or None when there
-    are none. A capture that never reads those slots (the step starts with zero_grad) replays under it."""
+    are none. A capture that never reads those slots (the step starts with zero_grad)
+    replays under it."""
     grads: list[Any] = [t.grad for t in slots if t.grad is not None and t.grad.is_sparse]
     parts = {id(p) for g in grads for p in g._parts()}
     rows = {j for _, a, b in _rows(key[0]) for j in (a, b)}  # row gradients' buffers too
