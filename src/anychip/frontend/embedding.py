@@ -18,7 +18,7 @@ from anychip import dtypes
 from anychip.errors import DTypeError, IndexOutOfRange, ShapeError, describe
 from anychip.frontend.subscript import as_index, check_range, raise_if, range_flag, take
 from anychip.ir.ops import Node, Ops
-from anychip.runtime import dispatch
+from anychip.runtime import dispatch, host_c
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -316,6 +316,9 @@ def _laid_out(layout: _Layout, idx: Tensor, offsets: Tensor, dev: str) -> Any:
     return buf
 
 
+_ARANGE = np.arange(1 << 16)  # bag numbers, made once
+
+
 def _bag_bounds(off: np.ndarray, n: int, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
     """(bag count, starts, ends) of the bags that offsets `off` cut n ids into; with
     include_last_offset (`last`) the last offset ends the last bag."""
@@ -357,8 +360,14 @@ class _Layout:
         if self.starts[1] is not None:
             off = off[self.starts[1] : self.starts[1] + self.n_off]
         n = ids.size
+        if not self.slots and _contiguous_int64(ids, off):  # the C routine, where built
+            out = np.empty((2, size_class(n)), np.int64)
+            if host_c.bag_layout(ids, off, self.last, self.rows, self.pad, out.reshape(-1)) == 0:
+                nb = off.size - 1 if self.last else off.size
+                return self._unique(out, nb) if self.sparse else out
         _valid_offsets(off, n, self.what)
-        if n and (ids.min() < 0 or ids.max() >= self.rows):  # two reductions, no masks
+        # one reduction, no masks: a negative id is a huge unsigned one
+        if n and ids.view(np.uint64).max() >= self.rows:
             v = int(ids[(ids < 0) | (ids >= self.rows)][0])
             raise IndexOutOfRange(
                 f"embedding_bag: index {v} is out of range for an embedding table of "
@@ -374,18 +383,29 @@ class _Layout:
                 valid &= got != self.pad
             return np.where(valid, got, -1).astype(np.int64)
         size = size_class(n)
-        out = np.zeros((2, size), np.int64)
+        out = np.empty((2, size), np.int64)
         out[0, :n] = ids
-        out[1, :] = nb
+        out[0, n:] = 0
         # each position's bag (the bags tile [0, ends[-1]) in order): nb past the last end
+        end = int(ends[-1]) if nb else 0
         if nb:
-            out[1, : ends[-1]] = np.repeat(np.arange(nb), ends - starts)
+            out[1, :end] = np.repeat(
+                _ARANGE[:nb] if nb <= _ARANGE.size else np.arange(nb), ends - starts
+            )
+        out[1, end:] = nb
         if self.pad is not None:
             out[1, :n][ids == self.pad] = nb
-        if self.sparse:
-            ids_in = np.where(out[1] == nb, self.rows, out[0])
-            return np.concatenate([out.reshape(-1), unique_slots(ids_in, self.rows)])
-        return out
+        return self._unique(out, nb) if self.sparse else out
+
+    def _unique(self, out: np.ndarray, nb: int) -> np.ndarray:
+        """The layout with `unique_slots` of the ids in bags (not in bag `nb`) appended
+        (sparse tables)."""
+        ids_in = np.where(out[1] == nb, self.rows, out[0])
+        return np.concatenate([out.reshape(-1), unique_slots(ids_in, self.rows)])
+
+
+def _contiguous_int64(*arrays: np.ndarray) -> bool:
+    return all(a.dtype == np.int64 and a.flags.c_contiguous for a in arrays)
 
 
 def _offset_bags_weighted(

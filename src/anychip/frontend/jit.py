@@ -123,6 +123,9 @@ def _slot_key(slots: list[Tensor]) -> tuple[Any, ...]:
     return tuple(key)
 
 
+_NO_GRAD = _flatten(None, [], {})
+
+
 def _structure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Tensor]]:
     """The arguments' structure and their tensors: argument tensors, then gradients; a
     row gradient (frontend/rowgrad.py) as its two buffers, which stay slots of their own
@@ -133,12 +136,21 @@ def _structure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list
     grads: list[Any] = []
     for t in slots[:]:
         g = t.grad
-        got = rowgrad.parts(g) if g is not None else None
-        if g is None or got is None:
-            grads.append(_flatten_all((g,), slots, seen)[0])
-        else:
+        if g is None:
+            grads.append(_NO_GRAD)
+            continue
+        got = rowgrad.parts(g)
+        if got is not None:
             pair = _flatten_all([Tensor._from_node(n) for n in got], slots, seen)
             grads.append(("rows", g.shape, g.dtype, pair))
+        elif not g.is_sparse:  # a dense gradient (most): its slot, as `_flatten_all` gives
+            j = seen.get(id(g))
+            if j is None:
+                j = seen[id(g)] = len(slots)
+                slots.append(g)
+            grads.append(j)
+        else:
+            grads.append(_flatten_all((g,), slots, seen)[0])
     return (structure, tuple(grads), tuple([t.requires_grad for t in slots])), slots
 
 
@@ -252,7 +264,8 @@ class _Capture:
             if n.arg is not b or n.shape != m.shape:  # else written in place: the node stays
                 t.node = Node(Ops.BUFFER, m.dtype, m.shape, m.device, (), b)
             t._vc.bump()
-            views.refresh(t)  # views of t see its new value
+            if t._views:
+                views.refresh(t)  # views of t see its new value
         for i, index, values in self.rows:  # the gradient scatters the new rows, unmade
             g = slots[i].grad
             if g is not None:
