@@ -279,10 +279,11 @@ def backward(
             realize_together([root, *grads])
             return
         dense = [g for g in grads if not rowgrad.eligible(g)]
-        made = [[Tensor._from_node(n) for n in rowgrad.sources(g)] for g in rows]
+        found = [rowgrad.sources(g) for g in rows]
+        made = [(Tensor._from_node(index), Tensor._from_node(values)) for index, values, _ in found]
         realize_together([root, *dense, *(t for pair in made for t in pair)])
-        for g, (index, values) in zip(rows, made, strict=True):
-            rowgrad.rebuild(g, index.node, values.node)
+        for g, (index, values), (_, _, chain) in zip(rows, made, found, strict=True):
+            rowgrad.rebuild(g, index.node, values.node, chain)
 
 
 def _seed(root: Tensor, gradient: Tensor | None, create_graph: bool = False) -> Tensor:

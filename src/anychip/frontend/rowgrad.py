@@ -30,10 +30,16 @@ if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
 
 
+# how a (N, 1) index column is seen from the buffer under it: (op, dtype, shape, device,
+# arg) of each RESHAPE or SHRINK, from the buffer up (empty: the column is the buffer)
+Chain = tuple[tuple[Ops, object, tuple[int, ...], str, object], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _Rows:
-    """A row gradient: `node` the scatter of `rows` (N, D) at `index` (N, 1), with the zero
-    `base` and the `expand` of the index it was made with (a realised node forgets its
+    """A row gradient: `node` the scatter of `rows` (N, D) at the index column that
+    `chain` makes of buffer `index` (a jagged layout's ids row: no copy), with the zero
+    `base` and the `expand` of the column it was made with (a realised node forgets its
     sources, so they are kept here)."""
 
     ref: weakref.ref[Tensor]
@@ -41,11 +47,13 @@ class _Rows:
     base: Node
     expand: Node
     index: Node
+    chain: Chain
     rows: Node
 
 
 # id(gradient) -> its rows, while the gradient lives
 _KEPT: dict[int, _Rows] = {}
+_VIEWS = (Ops.RESHAPE, Ops.SHRINK)
 
 
 def _scatter_rows(n: Node) -> bool:
@@ -65,10 +73,18 @@ def eligible(g: Tensor) -> bool:
     return not g.is_sparse and _scatter_rows(g.node)
 
 
-def sources(g: Tensor) -> tuple[Node, Node]:
-    """The (index, rows) nodes an eligible gradient scatters, to realise."""
-    index, rows = g.node.srcs[1].srcs[0], g.node.srcs[2]
-    return index, rows
+def sources(g: Tensor) -> tuple[Node, Node, Chain]:
+    """What an eligible gradient scatters, to realise: the buffer its index column views
+    (or the column itself when it is computed), its rows, and the view chain between."""
+    column, rows = g.node.srcs[1].srcs[0], g.node.srcs[2]
+    chain = []
+    n = column
+    while n.op in _VIEWS and n.srcs:
+        chain.append((n.op, n.dtype, n.shape, n.device, n.arg))
+        n = n.srcs[0]
+    if n.op is not Ops.BUFFER:  # computed: the column is realised
+        return column, rows, ()
+    return n, rows, tuple(reversed(chain))
 
 
 def _kept(g: Tensor) -> _Rows | None:
@@ -81,21 +97,28 @@ def _kept(g: Tensor) -> _Rows | None:
 
 
 def parts(g: Tensor) -> tuple[Node, Node] | None:
-    """(row indices (N, 1), rows (N, D)), both realised, of row gradient `g`; None when
-    `g` is not one (or changed since)."""
+    """(index buffer, rows (N, D)), both realised, of row gradient `g`; None when `g` is
+    not one (or changed since)."""
     e = _kept(g)
     return None if e is None else (e.index, e.rows)
 
 
-def rebuild(g: Tensor, index: Node, rows: Node) -> None:
-    """Make `g` (eligible, or a row gradient) the scatter of realised `rows` at `index`."""
+def rebuild(g: Tensor, index: Node, rows: Node, chain: Chain | None = None) -> None:
+    """Make `g` (eligible, or a row gradient) the scatter of realised `rows` at the column
+    `chain` makes of buffer `index` (None: the chain `g` was made with)."""
     e = _KEPT.get(id(g))
-    if e is not None and e.ref() is g:
-        base, expand = e.base, e.expand
+    mine = e is not None and e.ref() is g
+    if mine:
+        assert e is not None
+        base, expand, was = e.base, e.expand, e.chain
     else:
-        base, expand = g.node.srcs[0], g.node.srcs[1]
+        base, expand, was = g.node.srcs[0], g.node.srcs[1], ()
+    chain = was if chain is None else chain
+    column = index
+    for op, dtype, shape, device, arg in chain:
+        column = Node(op, dtype, shape, device, (column,), arg)  # type: ignore[arg-type]
     n = g.node
-    at = Node(Ops.EXPAND, expand.dtype, expand.shape, expand.device, (index,), expand.arg)
+    at = Node(Ops.EXPAND, expand.dtype, expand.shape, expand.device, (column,), expand.arg)
     g.node = Node(Ops.SCATTER_ADD, n.dtype, n.shape, n.device, (base, at, rows), 0)
     key = id(g)
 
@@ -103,8 +126,8 @@ def rebuild(g: Tensor, index: Node, rows: Node) -> None:
         if getattr(_KEPT.get(key), "ref", None) is ref:
             _KEPT.pop(key, None)
 
-    ref = e.ref if e is not None and e.ref() is g else weakref.ref(g, gone)
-    _KEPT[key] = _Rows(ref, g.node, base, at, index, rows)
+    ref = e.ref if mine and e is not None else weakref.ref(g, gone)
+    _KEPT[key] = _Rows(ref, g.node, base, at, index, chain, rows)
 
 
 def add_rows(p: Tensor, g: Tensor, scale: Tensor) -> Tensor | None:

@@ -87,14 +87,15 @@ def block_sums(k: KernelIR) -> KernelIR:
     >>> from anychip.ir.ops import Ops
     >>> from anychip import dtypes
     >>> f32, r = dtypes.float32, Var("r", INDEX)
-    >>> body = (Acc("a", Ops.SUM, f32), Loop("r", 1024, (Update("a", Load(1, r, f32)),),
-    ...     LoopKind.REDUCE), Store(0, const(0), Var("a", f32)))
-    >>> bufs = (BufDecl("out", f32, 1, BufRole.OUT), BufDecl("x", f32, 1024, BufRole.IN))
+    >>> x = Load(1, alu(Ops.MUL, r, const(2)), f32)  # strided: rows go to rowsplit
+    >>> body = (Acc("a", Ops.SUM, f32), Loop("r", 1024, (Update("a", x),), LoopKind.REDUCE),
+    ...     Store(0, const(0), Var("a", f32)))
+    >>> bufs = (BufDecl("out", f32, 1, BufRole.OUT), BufDecl("x", f32, 2048, BufRole.IN))
     >>> text = render_ir(block_sums(KernelIR("k", KernelKind.REDUCE, bufs, body)))
     >>> print("\\n".join(text.splitlines()[3:8]))
       acc a: float32 = identity(sum)
       acc comp0: float32 = identity(sum)
-      for r in 0..4 [reduce]:
+      for r_b0 in 0..4 [reduce]:
         acc part0: float32 = identity(sum)
         for blk0 in 0..256 [reduce]:
     """

@@ -3,8 +3,9 @@
 Reads the official GroupLens files (`u.data`, `u.user`, `u.item`) from a folder, or the
 same data as RecBole's atomic files (`ml-100k.{inter,user,item}`) from the installed
 `recbole` package (`pip install --no-deps recbole==1.2.1`); both give the same arrays.
+The example needs one of the two, so the doctests skip it.
 
->>> ml = load_movielens()             # doctest: +SKIP  (needs recbole or a path)
+>>> ml = load_movielens()             # doctest: +SKIP
 >>> len(ml), ml.label.mean().round(3)  # doctest: +SKIP
 (100000, 0.553)
 """

@@ -1,8 +1,9 @@
 """Train and evaluate a CTR model on MovieLens-100k under a protocol: the engine behind
 `anychip rec train`. `Trainer` is the `protocol.Learner` for anychip models: it turns a
 numpy `Batch` into (dense tensor, KeyedJaggedTensor), steps the optimizers, predicts.
+The example takes about a minute on cpu, so the doctests skip it.
 
->>> res = train("deepfm", "online")   # doctest: +SKIP  (a minute on cpu)
+>>> res = train("deepfm", "online")   # doctest: +SKIP
 >>> round(res.metrics["auc"], 3)       # doctest: +SKIP
 0.74
 """

@@ -42,9 +42,10 @@ def donors(ast: Node, kind: KernelKind) -> tuple[int, ...]:
     >>> import anychip as ac
     >>> from anychip.runtime.realize import plan
     >>> a, b = ac.ones(4).realize(), ac.ones(2, 4).realize()
-    >>> k = plan([(a * 2 + b[1]).node])[0].kernel
-    >>> donors(k.ast, k.kind)  # b is read through a slice: only a qualifies
-    (0,)
+    >>> item = plan([(a * 2 + b[1]).node])[0]
+    >>> js = donors(item.kernel.ast, item.kernel.kind)
+    >>> [item.ins[j] is a.node.arg for j in js]  # b is read through a slice: only a qualifies
+    [True]
     """
     if ast.op is Ops.SCATTER_ADD and kind is KernelKind.SCATTER:
         base = scatter_base(ast)
