@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from anychip import dtypes
-from anychip.codegen import c_prelude, c_sort
+from anychip.codegen import c_prefetch, c_prelude, c_sort
 from anychip.dtypes import DType
 from anychip.ir.kernel import (
     INDEX,
@@ -360,7 +360,19 @@ class CRenderer:
         pragma = self.pragma(s)
         par = pragma.startswith("#pragma omp parallel")
         self.omp += par
-        self.block(s.body, ([pragma] if pragma else []) + [head])
+        ahead = c_prefetch.rows(s, self.bufs)
+        if not ahead:
+            self.block(s.body, ([pragma] if pragma else []) + [head])
+        else:  # rows gathered from a large table: asked for some iterations early
+            for line in [pragma, head] if pragma else [head]:
+                self.emit(line)
+            self.blocks.append(_Block())
+            for buf, index, write in ahead:
+                self.emit(f"__builtin_prefetch(&b{buf}[{self.expr(index)}], {int(write)});")
+            for x in s.body:
+                self.stmt(x)
+            self.blocks.pop()
+            self.emit("}")
         self.omp -= par
 
     def pragma(self, s: Loop) -> str:
