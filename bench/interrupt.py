@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import anychip as ac
-from anychip.runtime import dispatch
+from anychip.runtime import eager_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE_CALL = str(10**18)  # ANYCHIP_CHUNK_WORK that chunks nothing
@@ -47,7 +47,7 @@ def _timed(work: str | None, fn: Callable[[], ac.Tensor], repeat: int) -> float:
         os.environ.pop("ANYCHIP_CHUNK_WORK", None)
     else:
         os.environ["ANYCHIP_CHUNK_WORK"] = work
-    dispatch.clear_cache()  # plans hold programs built under the other setting
+    eager_cache.clear_cache()  # plans hold programs built under the other setting
     fn().realize()  # compile and warm up
     return _best(lambda: fn().realize(), repeat)
 

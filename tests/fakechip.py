@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from anychip.backends.ref import RefBackend
-from anychip.runtime import device as devmod, dispatch
+from anychip.runtime import device as devmod, eager_cache
 from anychip.runtime.device import Buffer, Scalar
 
 
@@ -63,4 +63,4 @@ def chip(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeChip]:
         yield devmod.get_backend(FakeChip.name)  # type: ignore[misc]
     finally:
         devmod._INSTANCES.pop(FakeChip.name, None)
-        dispatch.clear_cache()
+        eager_cache.clear_cache()

@@ -39,9 +39,9 @@ def set_float32_matmul_precision(precision: str) -> None:
     with _lock:
         changed, _precision = precision != _precision, precision
     if changed:  # the eager cache's plans hold programs compiled under the old setting
-        from anychip.runtime import dispatch
+        from anychip.runtime import eager_cache
 
-        dispatch.clear_cache()
+        eager_cache.clear_cache()
 
 
 def get_float32_matmul_precision() -> str:

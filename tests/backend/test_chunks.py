@@ -11,7 +11,7 @@ import pytest
 
 import anychip as ac
 from anychip.codegen import c_chunk
-from anychip.runtime import dispatch
+from anychip.runtime import dispatch, eager_cache
 
 NO_CPU = pytest.mark.skipif("cpu" not in ac.devices(), reason="cpu backend not available")
 RNG = np.random.default_rng(7)
@@ -24,12 +24,12 @@ B = RNG.standard_normal((45, 53)).astype(np.float32)
 def _fresh_plans() -> Iterator[None]:
     """Plans cached under a tiny chunk size hold chunked programs: none outlive a test."""
     yield
-    dispatch.clear_cache()
+    eager_cache.clear_cache()
 
 
 def _run(fn: Callable[[], ac.Tensor]) -> tuple[np.ndarray, bool]:
     """fn's value on cpu, and whether any of its kernels ran chunked."""
-    dispatch.clear_cache()  # cached plans hold programs compiled under another chunk size
+    eager_cache.clear_cache()  # cached plans hold programs compiled under another chunk size
     with dispatch.recording() as rec:
         out = fn().numpy()
     chunked = any(getattr(s.program, "chunking", None) is not None for s in rec.steps)
@@ -173,7 +173,7 @@ def test_ref_blocks_give_the_values_of_one_call(fn, monkeypatch) -> None:  # typ
 @NO_CPU
 def test_tiny_chunks_leave_empty_and_tiny_tensors_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(c_chunk.ENV, "1")
-    dispatch.clear_cache()
+    eager_cache.clear_cache()
     empty = np.zeros((0, 5), np.float32)
     np.testing.assert_array_equal(t(empty).sum(0).numpy(), np.zeros(5, np.float32))
     np.testing.assert_array_equal((t(empty) * 2).numpy(), empty)

@@ -11,7 +11,7 @@ import torch
 
 import anychip as ac
 from anychip import nn
-from anychip.runtime import dispatch
+from anychip.runtime import eager_cache
 
 RS = np.random.default_rng(0)
 
@@ -226,12 +226,12 @@ def test_in_place_update_of_an_argument_replays(device: str) -> None:
 def test_eager_cache_reuses_plans(device: str) -> None:
     a, b = ac.tensor(rand(16), device=device), ac.tensor(rand(16), device=device)
     (a + b).realize()
-    before = dispatch.cache_info()
+    before = eager_cache.cache_info()
     for _ in range(3):
         x, y = rand(16), rand(16)
         got = (ac.tensor(x, device=device) + ac.tensor(y, device=device)).numpy()
         np.testing.assert_allclose(got, x + y, rtol=1e-6)
-    after = dispatch.cache_info()
+    after = eager_cache.cache_info()
     assert after["hits"] >= before["hits"] + 3
     x = ac.tensor(np.abs(rand(4)) + 1, device=device)
     assert np.signbit((x * -0.0).numpy()).all() and not np.signbit((x * 0.0).numpy()).any()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import anychip as ac
-from anychip.runtime import dispatch
+from anychip.runtime import eager_cache
 from anychip.runtime.device import get_backend
 
 
@@ -45,10 +45,10 @@ def test_a_changing_int_scalar_compiles_once(device: str) -> None:
 def test_eager_cache_replays_with_the_new_value(device: str) -> None:
     """A graph seen before replays its plan; the plan must pass this graph's scalars."""
     x = ac.tensor(np.ones(8, np.float32), device=device)
-    dispatch.clear_cache()
+    eager_cache.clear_cache()
     outs = [(x * s).sum().item() for s in (2.0, 3.0, 4.5)]
     assert outs == [16.0, 24.0, 36.0]
-    assert dispatch.cache_info()["hits"] >= 2
+    assert eager_cache.cache_info()["hits"] >= 2
 
 
 def test_two_scalars_of_one_value_stay_separate(device: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 import anychip as ac
 from anychip import dtypes
 from anychip.ir.ops import Node, Ops
-from anychip.runtime import dispatch
+from anychip.runtime import dispatch, eager_cache
 from anychip.runtime.device import Backend, Buffer, Kernel
 
 F32 = dtypes.float32
@@ -34,7 +34,7 @@ def const(v: float) -> Node:
 
 
 def key(*roots: Node) -> Any:
-    st = dispatch.structure(list(roots), lambda n: n.arg if n.op is Ops.BUFFER else None)
+    st = eager_cache.structure(list(roots), lambda n: n.arg if n.op is Ops.BUFFER else None)
     assert st is not None
     return st[0]
 
@@ -63,7 +63,7 @@ def test_key_tells_apart_shapes_constants_and_aliasing() -> None:
 
 def test_copies_are_not_cached() -> None:
     c = Node(Ops.COPY, F32, (4,), "ref", (leaf(buf()),), "ref")
-    assert dispatch.structure([c], lambda n: n.arg if n.op is Ops.BUFFER else None) is None
+    assert eager_cache.structure([c], lambda n: n.arg if n.op is Ops.BUFFER else None) is None
 
 
 class _Adder(Backend):

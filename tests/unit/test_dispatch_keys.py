@@ -10,7 +10,7 @@ import numpy as np
 import anychip as ac
 from anychip import dtypes
 from anychip.ir.ops import Node, Ops
-from anychip.runtime import dispatch, realize as rt
+from anychip.runtime import eager_cache, realize as rt
 from anychip.runtime.device import Buffer
 
 F32, F64 = dtypes.float32, dtypes.float64
@@ -28,7 +28,7 @@ def scaled(x: Node, c: Any) -> Node:
 
 
 def key(*roots: Node) -> Any:
-    st = dispatch.structure(list(roots), rt.buffer_of)
+    st = eager_cache.structure(list(roots), rt.buffer_of)
     assert st is not None
     return st[0]
 
@@ -105,7 +105,7 @@ def test_one_structure_on_other_buffers_reads_each_graphs_own_inputs() -> None:
     leaf now, not a computation) gets a key of its own."""
     a0, b0 = np.array([0.5, 1.0, 2.0], np.float32), np.array([3.0, -1.0, 0.25], np.float32)
     a, b = ac.tensor(a0), ac.tensor(b0)
-    dispatch.clear_cache()
+    eager_cache.clear_cache()
     for _ in range(2):
         np.testing.assert_allclose((a.exp() * b).numpy(), np.exp(a0) * b0, rtol=1e-6)
         np.testing.assert_allclose((b.exp() * a).numpy(), np.exp(b0) * a0, rtol=1e-6)
@@ -115,4 +115,4 @@ def test_one_structure_on_other_buffers_reads_each_graphs_own_inputs() -> None:
         e = b.exp()
         e.realize()
         np.testing.assert_allclose((e * a).numpy(), np.exp(b0) * a0, rtol=1e-6)
-    assert dispatch.cache_info()["hits"] >= 4
+    assert eager_cache.cache_info()["hits"] >= 4
