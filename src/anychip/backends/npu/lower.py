@@ -32,6 +32,7 @@ from anychip.backends.npu.lower_exprs import (
     _dt,
     _scanned,
     _vk,
+    max_form,
 )
 from anychip.backends.npu.lower_steps import (
     KEEP_REGIONS,
@@ -269,6 +270,13 @@ class CoreLowering:
         self.v(VBin(op, k, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides, vb.strides))
         return Val(dst, k)
 
+    def scalar_op(self, op: BinOp, a: Val, imm: float) -> Val:
+        """a op imm (`VScalar`) into a fresh temp."""
+        t = a.tile
+        dst = self.temp(t.rows, t.cols, a.kind)
+        self.v(VScalar(op, a.kind, dst.ref, t.ref, imm, dst.shape, dst.strides, t.strides))
+        return Val(dst, a.kind)
+
     def cmp(self, op: CmpOp, a: Val, b: Val) -> Val:
         r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
         dst = self.temp(r, c, DT.BOOL)
@@ -379,10 +387,11 @@ class CoreLowering:
         return lower_loads.gather(self, buf, sdt, it, f)
 
     def alu(self, e: Alu, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
-        s = [self.ev(x, f) for x in e.srcs]
+        mx = max_form(e)  # relu and its kin: one vmaxs, the compares never computed
+        s = [self.ev(x, f) for x in ((mx[0],) if mx else e.srcs)]
         self.keep_for, self.kept_tile = keep, None  # the op's result tile (`temp`)
         try:
-            return self.alu_op(e, s)
+            return self.scalar_op(BinOp.MAX, s[0], mx[1]) if mx else self.alu_op(e, s)
         finally:
             self.keep_for = None
 

@@ -199,6 +199,30 @@ _BIN = {
     Ops.XOR: BinOp.XOR,
 }
 _BOOL_BIN = {Ops.ADD: BinOp.OR, Ops.MUL: BinOp.AND}  # numpy's bool + and *
+
+
+def max_form(e: Alu) -> tuple[Expr, float] | None:
+    """(x, c) when `e` is `where(x < c | x == c, c, x)` (relu is `x <= 0 ? 0 : x`) with c
+    a number: `max(x, c)`, one `vmaxs x c` instead of two compares, an `or` and a select.
+    The same values: the vector max propagates NaN (x <= c is false there) and on a tie
+    gives its second operand, c (so relu(-0.0) is +0.0, as the select gives). Floats with
+    any finite c; integers with c = 0 (the immediate is exact)."""
+    if e.op is not Ops.WHERE or e.dtype is dtypes.bool_:
+        return None
+    cond, c, x = e.srcs
+    if not isinstance(c, Const) or not isinstance(cond, Alu) or cond.op is not Ops.OR:
+        return None
+    value = float(c.value)
+    if not math.isfinite(value) or (not e.dtype.is_floating_point and value != 0):
+        return None
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return None  # -0.0: the max's tie would give -0.0 where x is +0.0
+    ops = {s.op: s.srcs for s in cond.srcs if isinstance(s, Alu)}
+    if set(ops) != {Ops.CMPLT, Ops.CMPEQ} or ops[Ops.CMPLT] != (x, c):
+        return None
+    return (x, value) if ops[Ops.CMPEQ] in ((x, c), (c, x)) else None
+
+
 _RED = {Ops.SUM: RedOp.SUM, Ops.RMAX: RedOp.MAX, Ops.RMIN: RedOp.MIN, Ops.PROD: RedOp.PROD}
 _LINE_FOLD = {  # a combining store's fold of many rows: (combine, on bool) -> reduction
     (Ops.ADD, False): RedOp.SUM,
