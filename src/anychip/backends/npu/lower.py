@@ -153,6 +153,8 @@ class CoreLowering:
         self.args: dict[int, Tile] = {}
         self.prologue: list[Instr] = []
         self.memo: dict[Expr, Val] = {}
+        self.donors: list[Tile] = []  # operands the op being lowered reads last (`alu`)
+        self.donor_step: Step | None = None  # ... in this step
         self.gathers: dict[Load, tuple[int, int]] = {}  # prepared: scratch offsets
         self.kept: dict[tuple[int, int, int, int, int, int], Tile] = {}  # a group's rows
         self.keep_base: list[int] = []  # KEEP_REGIONS regions of `ub`, groups in turn
@@ -210,12 +212,19 @@ class CoreLowering:
             if t is not None:
                 self.kept_tile = t
                 return t
+        slot = self.slot_base[(len(self.steps) - 1) % self.slots]
+        for d in self.donors if self.donor_step is self.step else ():
+            # a dead operand of the same shape in this step's slot
+            if (d.ref.space == Space.UB and slot <= d.ref.off < slot + self.slot_size
+                    and d.shape == (rows, cols) and d.strides == (cols, 1)
+                    and dt.itemsize == d.dtype.itemsize):  # fmt: skip
+                self.donors = []
+                return Tile(d.ref, rows, cols, dt)
         addr = round_up(self.slot_top, 64)
         n = rows * cols * dt.itemsize
         if addr + n > self.slot_size:
             raise _TooBig
         self.slot_top = addr + n
-        slot = self.slot_base[(len(self.steps) - 1) % self.slots]
         return Tile(Ref(Space.UB, slot + addr), rows, cols, dt)
 
     def open(self) -> Step:
@@ -388,12 +397,18 @@ class CoreLowering:
 
     def alu(self, e: Alu, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
         mx = max_form(e)  # relu and its kin: one vmaxs, the compares never computed
-        s = [self.ev(x, f) for x in ((mx[0],) if mx else e.srcs)]
+        srcs = (mx[0],) if mx else e.srcs
+        s = [self.ev(x, f) for x in srcs]
         self.keep_for, self.kept_tile = keep, None  # the op's result tile (`temp`)
+        # operands read by this op alone: its result may overwrite one (`temp`)
+        # (not for a stored value: the next loads into the slot would wait for its store)
+        sole = () if e in self.low.stored else self.low.sole
+        self.donors = [v.tile for x, v in zip(srcs, s, strict=True) if x in sole]
+        self.donor_step = self.step
         try:
             return self.scalar_op(BinOp.MAX, s[0], mx[1]) if mx else self.alu_op(e, s)
         finally:
-            self.keep_for = None
+            self.keep_for, self.donors = None, []
 
     def alu_op(self, e: Alu, s: list[Val]) -> Val:
         op = e.op
@@ -570,7 +585,7 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
                 continue
             if elems == 1:
                 raise NpuUnsupported(f"npu: kernel {ir.name} does not fit ub") from None
-            elems = max(1, elems // 2)
+            elems = 1 << ((elems - 1).bit_length() - 1)  # a power of two below (halving)
             continue
         flops = 0
         spilled = 0 in low.regs

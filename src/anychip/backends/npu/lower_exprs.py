@@ -259,6 +259,42 @@ def _identity(op: Ops, dt: DT) -> float:
 _PAR = (LoopKind.PARALLEL, LoopKind.VECTOR)
 
 
+def sole_uses(body: tuple[Stmt, ...]) -> frozenset[Expr]:
+    """The loaded and computed values of a plain kernel (loops and plain stores only) that
+    one operation reads once, in the whole kernel: the vector op reading one may write its
+    result over it (`CoreLowering.temp`), so a step holds fewer tiles. Expressions count
+    as the lowering's memo does (equal ones are one value); relu's `vmaxs` reads only x."""
+    stores = []
+    for s in _all_stmts(body):
+        if isinstance(s, Store) and s.combine is None:
+            stores.append(s)
+        elif not isinstance(s, Loop):
+            return frozenset()  # Lets, accumulators, scans, sorts: values live longer
+    uses: dict[Expr, int] = {}
+    seen: set[Expr] = set()
+    for st in stores:
+        for root in (st.index, st.value, st.valid):
+            if root is None:
+                continue
+            uses[root] = uses.get(root, 0) + 2  # a store's value, index or guard: kept
+            stack = [root]
+            while stack:
+                x = stack.pop()
+                if x in seen:
+                    continue
+                seen.add(x)
+                kids: list[Expr] = []
+                if isinstance(x, Alu):
+                    mx = max_form(x)
+                    kids = [mx[0]] if mx else list(dict.fromkeys(x.srcs))
+                elif isinstance(x, Load):
+                    kids = [x.index] + ([x.valid] if x.valid is not None else [])
+                for k in kids:
+                    uses[k] = uses.get(k, 0) + 1
+                    stack.append(k)
+    return frozenset(x for x, n in uses.items() if n == 1 and isinstance(x, Alu | Load))
+
+
 def _all_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
     for s in body:
         yield s
