@@ -138,3 +138,25 @@ def test_native_is_faster_than_the_split_by_the_timing_model(design: str) -> Non
     cycles = [simulate_timing(bind(npu_gemm(cfg, s, p).program, regs), cfg).cycles
               for p in (native, split)]  # fmt: skip
     assert cycles[0] < cycles[1]
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_edge_stages_a_in_longer_runs(trans_a: bool) -> None:
+    """edge (no L1): A's rows for four k-steps come in one DMA into the unified buffer and
+    go to L0A by on-chip copies; a depth that is no multiple of the chunk or the step, two
+    column tiles, a batch of two."""
+    from anychip.codegen.npu_gemm_plan import stage_depth
+    from anychip.npu.isa import Dma, Space
+
+    cfg = get_config("edge")
+    m, n, k = 40, 70, 200
+    plan = GemmPlan(48, 48, 16, 2, native=True)
+    spec = spec_of(m, n, k, batch=2, trans_a=trans_a)
+    assert stage_depth(cfg, spec, plan, 1) == 4
+    code = npu_gemm(cfg, spec, plan).program.cores[0]
+    copies = [i for i in code if isinstance(i, Dma) and i.src.space == Space.UB]
+    assert len(copies) == 2 * 2 * 13  # every k-step of every output tile (2 x 2 of them)
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((2, m, k)), rng.standard_normal((2, k, n))
+    out, _ = run("edge", spec, a, b, plan)
+    np.testing.assert_allclose(out, f32(a) @ f32(b), rtol=1.3e-6, atol=1e-5)

@@ -60,6 +60,7 @@ from anychip.codegen.npu_gemm_plan import (
     passes,
     plan_npu_gemm,
     scaled,
+    stage_depth,
 )
 from anychip.codegen.npu_gemm_split import Scales, Step, piece_tiles, split_bf16, split_f16
 from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
@@ -216,6 +217,11 @@ class _CoreGen:
         if caches_a(bld.config, s, p, pieces):
             self.a_cache = bld.alloc(Space.L1, a_bytes * math.ceil(s.k / p.tk))
         self.a_cached: list[bool] = []
+        # native f32 without L1: A's rows for `stage` k-steps in one longer-run DMA
+        self.stage = stage_depth(bld.config, s, p, pieces)
+        self.chunk: Ref | None = None
+        if self.stage:
+            self.chunk = bld.alloc(Space.UB, 4 * p.tm * self.stage * p.tk)
         self.steps: list[Step] = []
         self.scales: Scales | None = None  # float16 pieces: the scales (npu_gemm_split)
         self.ready: dict[int, tuple[list[Tile], list[Tile]]] = {}
@@ -301,6 +307,13 @@ class _CoreGen:
                          self.mdt)  # fmt: skip
         if block is not None and self.a_cached[i]:
             self.bld.copy(ta, block)
+        elif self.chunk is not None:  # a chunk of `stage` steps, loaded at its first
+            g, tk = self.stage, self.p.tk
+            chunk = Tile(self.chunk, er, g * tk, self.mdt)
+            if k0 // tk % g == 0:
+                load_view(self.bld, chunk, self.s.a, bidx, i0, k0, r, min(g * tk, self.s.k - k0))
+            # dma_in copies in order after its own load, and the next chunk's load after
+            self.bld.copy(ta, chunk.sub(0, k0 // tk % g * tk, er, ed))
         else:
             load_view(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
         load_view(self.bld, tb, self.s.b, bidx, k0, j0, d, c)

@@ -290,6 +290,21 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     return max(compute, mem, vector) + fill + stall + per_core * steps * (8 * npass + short)
 
 
+def stage_depth(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
+    """k-steps of A a native plan loads at once into the unified buffer, in one DMA of
+    rows `g * tk` long, and copies to L0A step by step (0: none): where A's rows are not
+    kept in L1 and a (tm, tk) tile's rows are runs shorter than a device-memory page (each
+    run opens a page: on `edge`, 128 bytes then cost 384 bytes' time; 512 cost 768)."""
+    steps = math.ceil(s.k / p.tk)
+    if not p.native or caches_a(cfg, s, p, pieces) or 4 * p.tk >= cfg.dram_page:
+        return 0
+    free = cfg.ub.size - ub_bytes(cfg, s, p, pieces)
+    for g in (4, 2):
+        if g <= steps and 4 * p.tm * g * p.tk <= min(free, cfg.ub.size // 2):
+            return g
+    return 0
+
+
 def caches_a(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
     """Whether a core keeps a row of A's (tm, K) tiles (a float32 A's bf16 pieces) in
     L1, so that the row's other output tiles copy them on chip instead of loading (and
