@@ -217,11 +217,11 @@ class _CoreGen:
         if caches_a(bld.config, s, p, pieces):
             self.a_cache = bld.alloc(Space.L1, a_bytes * math.ceil(s.k / p.tk))
         self.a_cached: list[bool] = []
-        # native f32 without L1: A's rows for `stage` k-steps in one longer-run DMA
+        # unsplit A without L1 rows: `stage` k-steps of A's rows in one longer-run DMA
         self.stage = stage_depth(bld.config, s, p, pieces)
         self.chunk: Ref | None = None
         if self.stage:
-            self.chunk = bld.alloc(Space.UB, 4 * p.tm * self.stage * p.tk)
+            self.chunk = bld.alloc(Space.UB, mdt.itemsize * p.tm * self.stage * p.tk)
         self.steps: list[Step] = []
         self.scales: Scales | None = None  # float16 pieces: the scales (npu_gemm_split)
         self.ready: dict[int, tuple[list[Tile], list[Tile]]] = {}

@@ -291,16 +291,18 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
 
 
 def stage_depth(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
-    """k-steps of A a native plan loads at once into the unified buffer, in one DMA of
-    rows `g * tk` long, and copies to L0A step by step (0: none): where A's rows are not
-    kept in L1 and a (tm, tk) tile's rows are runs shorter than a device-memory page (each
-    run opens a page: on `edge`, 128 bytes then cost 384 bytes' time; 512 cost 768)."""
+    """k-steps of A that a plan taking A unsplit (16-bit, or native f32) loads at once
+    into the unified buffer, in one DMA of rows `g * tk` long, and copies to L0A step by
+    step (0: none): where A's rows are not kept in L1 and a (tm, tk) tile's rows are runs
+    shorter than a device-memory page (each run opens a page: on `edge`, 128 bytes then
+    cost 384 bytes' time; 512 cost 768)."""
     steps = math.ceil(s.k / p.tk)
-    if not p.native or caches_a(cfg, s, p, pieces) or 4 * p.tk >= cfg.dram_page:
+    size = l0_itemsize(p)
+    if splits(s, p) or caches_a(cfg, s, p, pieces) or size * p.tk >= cfg.dram_page:
         return 0
     free = cfg.ub.size - ub_bytes(cfg, s, p, pieces)
     for g in (4, 2):
-        if g <= steps and 4 * p.tm * g * p.tk <= min(free, cfg.ub.size // 2):
+        if g <= steps and size * p.tm * g * p.tk <= min(free, cfg.ub.size // 2):
             return g
     return 0
 
