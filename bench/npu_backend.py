@@ -2,7 +2,7 @@
 device-memory bandwidth (the roofline of a memory-bound kernel).
 
     PYTHONPATH=src python bench/npu_backend.py [--n 1048576] [--designs npu,npu:cube,npu:edge]
-        [--rows 4096x1024]
+        [--rows 4096x1024] [--row-design npu]
 
 Each figure is the timing model's (deterministic), for the latest launch of the
 expression; the functional simulator computes the values, checked against numpy.
@@ -59,7 +59,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1 << 20)
     p.add_argument("--designs", default="npu,npu:cube,npu:edge")
-    p.add_argument("--rows", default="4096x1024", help="softmax/layer norm shape on `npu`")
+    p.add_argument("--rows", default="4096x1024", help="softmax/layer norm shape")
+    p.add_argument("--row-design", default="npu", help="the design of the row kernels")
     args = p.parse_args()
     print(f"(a*b+c).relu() over {args.n} float32 elements")
     print(f"{'design':<12} {'simulated':>12} {'DRAM floor':>12} {'of bandwidth':>13} {'vector':>7}")
@@ -70,9 +71,9 @@ def main() -> None:
             f"{r['share']:>12.1%} {r['vector']:>7.0%}"
         )
     rows, cols = (int(v) for v in args.rows.split("x"))
-    print(f"rows of ({rows}, {cols}) float32 on npu")
+    print(f"rows of ({rows}, {cols}) float32 on {args.row_design}")
     for op in ("softmax", "layer_norm"):
-        r = row_kernel("npu", op, rows, cols)
+        r = row_kernel(args.row_design, op, rows, cols)
         print(
             f"{op:<12} {r['time_s'] * 1e6:>10.1f}us {r['floor_s'] * 1e6:>10.1f}us "
             f"{r['share']:>12.1%} {r['vector']:>7.0%}"

@@ -239,6 +239,25 @@ def test_rows_of_tiles_reuse_a_from_l1(dt: DT, precision_: str, transposed: bool
         np.testing.assert_allclose(out, ref, rtol=1.3e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_edge_f16_stages_a_in_longer_runs(transposed: bool) -> None:
+    """edge (no L1): float16 A rows of four k-steps in one DMA into the unified buffer,
+    each step's tile copied to L0A (`npu_gemm_plan.stage_depth`); a ragged depth."""
+    cfg = get_config("edge")
+    plan = GemmPlan(32, 48, 16, 2)
+    m, n, k = 40, 70, 200
+    v = GemmView(3, DT.F16, 0, (1,), k, 1)
+    spec = GemmSpec((1,), m, n, k, v, v, GemmView(5, DT.F32, 0, (1,), n, 1))
+    assert npu_gemm_plan.stage_depth(cfg, spec, plan, 1) == 4
+    code = npu_gemm(cfg, spec, plan).program.cores[0]
+    copies = [i for i in code if isinstance(i, Dma) and i.src.space == Space.UB]
+    assert len(copies) == 2 * 2 * 13  # every k-step of the 2 x 2 output tiles
+    a, b = randn(1, m, k, seed=21), randn(1, k, n, seed=22)
+    out = run("edge", a, b, plan=plan, trans_a=transposed)
+    ar, br = rounded(a, DT.F16), rounded(b, DT.F16)
+    assert np.all(np.abs(out - ar @ br) <= bound(ar, br, k))
+
+
 def test_f32_highest_keeps_exact_products_exact() -> None:
     """Values with 24 significant bits (not representable in bf16) multiply exactly."""
     x = (1 + 2.0**-23) * np.ones((1, 16, 16))

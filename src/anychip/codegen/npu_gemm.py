@@ -20,6 +20,9 @@ matrix unit sums piece products into the same f32 accumulator: "medium" x0*y0 (o
 to at most 2 (six passes; the three dropped ones are below 2^-24 relative to |x||y|). A
 matrix unit without bf16 (`edge`) gets float16 pieces of power-of-two scaled rows of A
 and columns of B instead (`npu_gemm_split.py`; two pieces, all four products in two mmas).
+At "highest", a matrix unit with f32 inputs takes float32 tiles as they are (its
+quarter-rate mode, exact products) where the planner estimates that faster
+(`GemmPlan.native`): no split, no copies, no maxima pass.
 
 Schedule per core (work is split over cores by output tiles): dma_in streams (tm, tk) A
 and (tk, tn) B tiles (through the unified buffer and the split when float32) into two
@@ -57,6 +60,7 @@ from anychip.codegen.npu_gemm_plan import (
     passes,
     plan_npu_gemm,
     scaled,
+    stage_depth,
 )
 from anychip.codegen.npu_gemm_split import Scales, Step, piece_tiles, split_bf16, split_f16
 from anychip.errors import ArgumentError, DTypeNotImplemented, ShapeError
@@ -135,7 +139,7 @@ def npu_gemm(config: NpuConfig, spec: GemmSpec, plan: GemmPlan | None = None) ->
     """
     check_spec(config, spec)
     plan = plan or plan_npu_gemm(config, spec)
-    mdt, pieces, pairs = passes(config, spec.a.dtype, spec.precision)
+    mdt, pieces, pairs = passes(config, spec.a.dtype, spec.precision, plan.native)
     if not fits(config, spec, plan, pieces):
         raise ShapeError(f"npu gemm: plan {plan} does not fit design {config.name!r}")
     s = spec
@@ -168,16 +172,17 @@ class _CoreGen:
                  pairs: tuple[tuple[int, int], ...]) -> None:  # fmt: skip
         self.bld, self.s, self.p, self.mdt = bld, s, p, mdt
         self.pieces, self.pairs = pieces, pairs
-        self.split = s.a.dtype == DT.F32
+        self.split = s.a.dtype != mdt  # float32 as 16-bit pieces (not native f32)
         self.blocks = blocks(bld.config, s.a.dtype, pieces)
         self.cat = self.blocks[1] > self.blocks[0]  # float16 pieces: P mmas (`blocks`)
         if self.cat:  # [x0 .. xP-1] @ each window of B's stack, the main one ([y0; ..]) last
             self.pairs = tuple((0, j) for j in reversed(range(pieces)))
-        a_bytes, b_bytes = 2 * self.blocks[0] * p.tm * p.tk, 2 * self.blocks[1] * p.tk * p.tn
+        size = mdt.itemsize
+        a_bytes, b_bytes = size * self.blocks[0] * p.tm * p.tk, size * self.blocks[1] * p.tk * p.tn
         l0 = [(bld.alloc(Space.L0A, a_bytes), bld.alloc(Space.L0B, b_bytes)) for _ in range(2)]
         self.ins = Ring(bld, [Unit.DMA_IN, Unit.MATRIX], l0)
         self.accs = [bld.alloc(Space.L0C, 4 * p.tm * p.tn) for _ in range(p.acc_slots)]
-        self.scaled = scaled(bld.config, s.a.dtype)  # f16 pieces of scaled values
+        self.scaled = self.split and scaled(bld.config, s.a.dtype)  # f16 scaled pieces
         self.vec = bool(s.epilogue) or s.out.dtype != DT.F32 or self.scaled
         last = Unit.VECTOR if self.vec else Unit.MATRIX
         self.f_ready = bld.flag((Unit.MATRIX, last)) if self.vec else -1  # block computed
@@ -212,6 +217,11 @@ class _CoreGen:
         if caches_a(bld.config, s, p, pieces):
             self.a_cache = bld.alloc(Space.L1, a_bytes * math.ceil(s.k / p.tk))
         self.a_cached: list[bool] = []
+        # unsplit A without L1 rows: `stage` k-steps of A's rows in one longer-run DMA
+        self.stage = stage_depth(bld.config, s, p, pieces)
+        self.chunk: Ref | None = None
+        if self.stage:
+            self.chunk = bld.alloc(Space.UB, mdt.itemsize * p.tm * self.stage * p.tk)
         self.steps: list[Step] = []
         self.scales: Scales | None = None  # float16 pieces: the scales (npu_gemm_split)
         self.ready: dict[int, tuple[list[Tile], list[Tile]]] = {}
@@ -297,6 +307,13 @@ class _CoreGen:
                          self.mdt)  # fmt: skip
         if block is not None and self.a_cached[i]:
             self.bld.copy(ta, block)
+        elif self.chunk is not None:  # a chunk of `stage` steps, loaded at its first
+            g, tk = self.stage, self.p.tk
+            chunk = Tile(self.chunk, er, g * tk, self.mdt)
+            if k0 // tk % g == 0:
+                load_view(self.bld, chunk, self.s.a, bidx, i0, k0, r, min(g * tk, self.s.k - k0))
+            # dma_in copies in order after its own load, and the next chunk's load after
+            self.bld.copy(ta, chunk.sub(0, k0 // tk % g * tk, er, ed))
         else:
             load_view(self.bld, ta, self.s.a, bidx, i0, k0, r, d)
         load_view(self.bld, tb, self.s.b, bidx, k0, j0, d, c)

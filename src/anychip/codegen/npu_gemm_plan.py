@@ -93,23 +93,35 @@ class GemmSpec:
 
 @dataclass(frozen=True)
 class GemmPlan:
-    """Tile sizes (multiples of the matrix tile) and accumulator slots of one GEMM."""
+    """Tile sizes (multiples of the matrix tile) and accumulator slots of one GEMM;
+    `native`: float32 operands go to the matrix unit as they are (its quarter-rate f32
+    mode), not split into 16-bit pieces."""
 
     tm: int
     tn: int
     tk: int
     acc_slots: int
+    native: bool = False
 
 
 Pairs = tuple[tuple[int, int], ...]
 
 
-def passes(config: NpuConfig, dtype: DT, precision: str) -> tuple[DT, int, Pairs]:
+def passes(
+    config: NpuConfig, dtype: DT, precision: str, native: bool = False
+) -> tuple[DT, int, Pairs]:
     """(matrix-unit dtype, pieces per operand, piece products) for inputs of `dtype`:
     float32 runs as bfloat16 pieces, or as float16 pieces of scaled values on a design
-    whose matrix unit has f16 but no bf16 (`edge`)."""
+    whose matrix unit has f16 but no bf16 (`edge`), or (`native`) as itself."""
     if precision not in PRECISIONS:
         raise ArgumentError(f"npu gemm: precision {precision!r} is not one of {PRECISIONS}")
+    if native:
+        if not native_f32(config, dtype, precision):
+            raise DTypeNotImplemented(
+                f"npu gemm: no native float32 path on design {config.name!r} for "
+                f"{dtype.name.lower()} inputs at precision {precision!r}"
+            )
+        return DT.F32, 1, ((0, 0),)
     mdt = dtype
     if dtype == DT.F32:
         mdt = DT.BF16 if "bf16" in config.matrix_dtypes else DT.F16
@@ -125,6 +137,23 @@ def passes(config: NpuConfig, dtype: DT, precision: str) -> tuple[DT, int, Pairs
         return mdt, 1, ((0, 0),)
     pairs = (PASSES if mdt == DT.BF16 else PASSES_F16)[precision]
     return mdt, 1 + max(max(pq) for pq in pairs), pairs
+
+
+def native_f32(config: NpuConfig, dtype: DT, precision: str) -> bool:
+    """Whether float32 operands may go to the matrix unit unsplit: its f32 mode sums
+    exact products (docs/npu-isa.md), as accurate as "highest" asks; the planner takes
+    it where its estimate is the faster (`plan_npu_gemm`)."""
+    return dtype == DT.F32 and precision == "highest" and "f32" in config.matrix_dtypes
+
+
+def splits(s: GemmSpec, p: GemmPlan) -> bool:
+    """Whether float32 operands are split into 16-bit pieces on the vector unit."""
+    return s.a.dtype == DT.F32 and not p.native
+
+
+def l0_itemsize(p: GemmPlan) -> int:
+    """Bytes of an element (of a piece) in L0A/L0B: 4 for native float32, else 2."""
+    return 4 if p.native else 2
 
 
 def blocks(config: NpuConfig, dtype: DT, pieces: int) -> tuple[int, int]:
@@ -198,13 +227,13 @@ def ub_bytes(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
             need += round_up(4 * elems, 64) if e.view.dtype != DT.F32 else 0
     if s.out.dtype != DT.F32:
         need += 2 * round_up(block_rows(cfg, p.tm) * p.tn * s.out.dtype.itemsize, 64)
-    if s.a.dtype == DT.F32:
+    if splits(s, p):
         a, b = p.tm * p.tk, p.tk * p.tn
         need += 2 * (round_up(4 * a, 64) + round_up(4 * b, 64))  # raw f32 tiles
         pa, pb = blocks(cfg, s.a.dtype, pieces)
         need += 2 * (round_up(2 * pa * a, 64) + round_up(2 * pb * b, 64))
         need += 2 * round_up(4 * max(a, b), 64)  # the split's temporaries
-    if scaled(cfg, s.a.dtype):
+    if splits(s, p) and scaled(cfg, s.a.dtype):
         vecs = round_up(4 * p.tm, 64) + round_up(4 * p.tn, 64)
         need += (2 * SCALE_SLOTS + 2) * vecs  # scales and inverses; maxima, reductions
         need += round_up(4 * block_rows(cfg, p.tm) * p.tn, 64)  # the unscale factors
@@ -213,8 +242,9 @@ def ub_bytes(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
 
 def fits(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
     pa, pb = blocks(cfg, s.a.dtype, pieces)
-    a = round_up(2 * pa * p.tm * p.tk, 64)
-    b = round_up(2 * pb * p.tk * p.tn, 64)
+    size = l0_itemsize(p)
+    a = round_up(size * pa * p.tm * p.tk, 64)
+    b = round_up(size * pb * p.tk * p.tn, 64)
     return (
         2 * a <= cfg.l0a.size
         and 2 * b <= cfg.l0b.size
@@ -225,7 +255,8 @@ def fits(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
 
 def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     """Rough cycles: the slowest of matrix work, device-memory traffic and the float32
-    split, plus the fill and drain that no overlap hides."""
+    split, plus the fill and drain that no overlap hides. `npass`: the matrix unit's
+    passes over each tile (piece products, or `matrix_f32_cycles` for native float32)."""
     bat = math.prod(s.batch)
     tiles = bat * math.ceil(s.m / p.tm) * math.ceil(s.n / p.tn)
     per_core = math.ceil(tiles / cfg.cores)
@@ -234,19 +265,19 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     compute = per_core * steps * hw * cfg.tile_cycles * npass
     size = s.a.dtype.itemsize
     passes_of = PASSES_F16 if scaled(cfg, s.a.dtype) else PASSES  # (f16 inputs too: as before)
-    pieces = 1 + max(max(pq) for pq in passes_of[s.precision])
+    pieces = 1 if p.native else 1 + max(max(pq) for pq in passes_of[s.precision])
     # A's tiles are loaded (and split) once per output tile, or once per row of tiles
     # when the float32 split keeps them in L1
     a_reuse = math.ceil(s.n / p.tn) if caches_a(cfg, s, p, pieces) else 1
     a_loads = s.m * math.ceil(s.n / p.tn) / a_reuse
     traffic = bat * (size * s.k * (a_loads + s.n * math.ceil(s.m / p.tm))
                      + s.out.dtype.itemsize * s.m * s.n)  # fmt: skip
-    if scaled(cfg, s.a.dtype) and steps > 1:  # the maxima's own pass over A and B
+    if splits(s, p) and scaled(cfg, s.a.dtype) and steps > 1:  # the maxima's pass over A, B
         table = math.ceil(s.n / p.tn) <= SCALE_SLOTS  # B's maxima once per column block
         traffic += bat * size * s.k * (s.m + s.n * (1 if table else math.ceil(s.m / p.tm)))
     mem = traffic / (DRAM_EFFICIENCY * cfg.dram_bandwidth)
     vector = 0.0
-    if s.a.dtype == DT.F32:
+    if splits(s, p):
         # the split's vector ops per element (f16: scale, split, and |x| and its maximum)
         ops = 3 * pieces + 1 if scaled(cfg, s.a.dtype) else 5 * pieces - 4
         vector = per_core * steps * ops * (p.tm / a_reuse + p.tn) * p.tk / cfg.vector_lanes
@@ -259,40 +290,63 @@ def estimate(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, npass: int) -> float:
     return max(compute, mem, vector) + fill + stall + per_core * steps * (8 * npass + short)
 
 
+def stage_depth(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> int:
+    """k-steps of A that a plan taking A unsplit (16-bit, or native f32) loads at once
+    into the unified buffer, in one DMA of rows `g * tk` long, and copies to L0A step by
+    step (0: none): where A's rows are not kept in L1 and a (tm, tk) tile's rows are runs
+    shorter than a device-memory page (each run opens a page: on `edge`, 128 bytes then
+    cost 384 bytes' time; 512 cost 768)."""
+    steps = math.ceil(s.k / p.tk)
+    size = l0_itemsize(p)
+    if splits(s, p) or caches_a(cfg, s, p, pieces) or size * p.tk >= cfg.dram_page:
+        return 0
+    free = cfg.ub.size - ub_bytes(cfg, s, p, pieces)
+    for g in (4, 2):
+        if g <= steps and size * p.tm * g * p.tk <= min(free, cfg.ub.size // 2):
+            return g
+    return 0
+
+
 def caches_a(cfg: NpuConfig, s: GemmSpec, p: GemmPlan, pieces: int) -> bool:
     """Whether a core keeps a row of A's (tm, K) tiles (a float32 A's bf16 pieces) in
     L1, so that the row's other output tiles copy them on chip instead of loading (and
     splitting) A again: when they fit and a row has more than one output tile."""
     depth = math.ceil(s.k / p.tk) * p.tk
-    return s.n > p.tn and 2 * blocks(cfg, s.a.dtype, pieces)[0] * p.tm * depth <= cfg.l1.size
+    a_bytes = l0_itemsize(p) * blocks(cfg, s.a.dtype, pieces)[0] * p.tm * depth
+    return s.n > p.tn and a_bytes <= cfg.l1.size
 
 
 def plan_npu_gemm(config: NpuConfig, s: GemmSpec) -> GemmPlan:
-    """The tile sizes with the fewest estimated cycles that fit the design's buffers.
+    """The tile sizes with the fewest estimated cycles that fit the design's buffers, and
+    for float32 at "highest" on a matrix unit with f32 inputs, whether they go to it
+    natively or split into 16-bit pieces (the faster by the same estimate).
 
     >>> from anychip.npu.config import PROFILES
     >>> v = GemmView(3, DT.F16, 0, (), 2048, 1)
     >>> plan_npu_gemm(PROFILES["datacenter"], GemmSpec((), 2048, 2048, 2048, v, v, v))
-    GemmPlan(tm=512, tn=512, tk=256, acc_slots=2)
+    GemmPlan(tm=512, tn=512, tk=256, acc_slots=2, native=False)
     """
-    _, pieces, pairs = passes(config, s.a.dtype, s.precision)
     mm, mn, mk = config.matrix_m, config.matrix_n, config.matrix_k
     pm, pn, pk = round_up(s.m, mm), round_up(s.n, mn), round_up(s.k, mk)
     best: tuple[float, int, GemmPlan] | None = None
-    for tm in range(mm, min(pm, max(MAX_TILE, mm)) + 1, mm):
-        for tn in range(mn, min(pn, max(MAX_TILE, mn)) + 1, mn):
-            pa, pb = blocks(config, s.a.dtype, pieces)
-            tk = min(pk, config.l0a.size // (4 * pa * tm), config.l0b.size // (4 * pb * tn))
-            tk -= tk % mk
-            for slots, depth in itertools.product((2, 1), range(tk, 0, -mk)):
-                plan = GemmPlan(tm, tn, depth, slots)
-                if fits(config, s, plan, pieces):
-                    key = (estimate(config, s, plan, len(pairs)), -depth, plan)
-                    if best is None or key[:2] < best[:2]:
-                        best = key
-                    break
-            else:
-                continue
+    modes = (False, True) if native_f32(config, s.a.dtype, s.precision) else (False,)
+    for native in modes:
+        _, pieces, pairs = passes(config, s.a.dtype, s.precision, native)
+        npass = config.matrix_f32_cycles if native else len(pairs)
+        pa, pb = blocks(config, s.a.dtype, pieces)
+        both = 2 * (4 if native else 2)  # two slots of L0A/L0B elements
+        for tm in range(mm, min(pm, max(MAX_TILE, mm)) + 1, mm):
+            for tn in range(mn, min(pn, max(MAX_TILE, mn)) + 1, mn):
+                tk = min(pk, config.l0a.size // (both * pa * tm),
+                         config.l0b.size // (both * pb * tn))  # fmt: skip
+                tk -= tk % mk
+                for slots, depth in itertools.product((2, 1), range(tk, 0, -mk)):
+                    plan = GemmPlan(tm, tn, depth, slots, native)
+                    if fits(config, s, plan, pieces):
+                        key = (estimate(config, s, plan, npass), -depth, plan)
+                        if best is None or key[:2] < best[:2]:
+                            best = key
+                        break
     if best is None:
         raise ShapeError(
             f"npu gemm: design {config.name!r} cannot hold one {mm}x{mk} A tile, one "

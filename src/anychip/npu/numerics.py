@@ -454,8 +454,28 @@ def step_sums(dt: DT, a: Array, b: Array, step: int) -> Array:
         cols = np.ldexp(1.0, _min_ulp(b, dt, 1))  # (T, n)
         beyond = bound * rows[:, :, None] > cols[:, None, :]
         if beyond.any():
-            _fix_truncated(sums, a64, b64, np.nonzero(beyond))
+            where = _round_beyond(sums, bound, beyond, a.shape[2])
+            _fix_truncated(sums, a64, b64, where)
         return (sums + 0.0).astype(np.float32).reshape(nb, steps, m, n)
+
+
+def _round_beyond(sums: Array, bound: Array, beyond: Array, c: int) -> tuple[Array, ...]:
+    """Rounds to f32, in `sums`, the triples `beyond` whose f32 step sum BLAS's sum already
+    decides, and returns the others (step, row, column) to be summed explicitly.
+
+    With S the exact sum of a step's c products and P >= sum |products| (`bound`), BLAS's
+    sum is within c 2^-52 P of S, and the aligned sum T (each product truncated below
+    2^(E - 52) <= 2^-51 max |product|) within c 2^-51 P: both within c 2^-50 P. Where
+    BLAS's sum +- c 2^-49 P (the f64 additions' own rounding inside the doubled margin)
+    round to the same f32 bits, T rounds to them too: rounding is monotonic. Few triples
+    lie that near a rounding boundary (or a zero), so few are summed one by one."""
+    st, i, j = np.nonzero(beyond)
+    s, err = sums[st, i, j], bound[st, i, j] * (c * 2.0**-49)
+    lo, hi = (s - err).astype(np.float32), (s + err).astype(np.float32)
+    sure = (lo.view(np.uint32) == hi.view(np.uint32)) & np.isfinite(s) & np.isfinite(err)
+    sums[st[sure], i[sure], j[sure]] = lo[sure]
+    keep = ~sure
+    return st[keep], i[keep], j[keep]
 
 
 def _fix_truncated(sums: Array, a64: Array, b64: Array, where: tuple[Array, ...]) -> None:

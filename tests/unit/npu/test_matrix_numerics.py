@@ -82,6 +82,24 @@ def test_bf16_wide_range_follows_the_rule():
     np.testing.assert_array_equal(got, _reference(bf16_to_f32(a), bf16_to_f32(b), 8))
 
 
+@pytest.mark.parametrize("step", [4, 16])
+def test_f32_sums_near_a_rounding_tie_follow_the_rule(step):
+    """1 + 2^-24 (a tie in f32) plus a product below the step's truncation grid: BLAS's
+    float64 sum rounds the other way than the aligned sum, so these triples must take the
+    explicit path (numerics `_round_beyond`); wide-range rows take the fast one."""
+    rng = np.random.default_rng(7)
+    m, n, k = 12, 5, 9
+    a, b = np.zeros((m, k)), np.ones((k, n))
+    sign = rng.choice([-1.0, 1.0], (m, 2))
+    a[:, 0], a[:, 1], a[:, 2] = 1.0, sign[:, 0] * 2.0**-24, sign[:, 1] * 0.75 * 2.0**-52
+    a[:6] *= 2.0 ** rng.integers(-20, 20, (6, 1))
+    a[6:, 3:] = rng.standard_normal((6, k - 3)) * 2.0 ** rng.integers(-40, 40, (6, k - 3))
+    b *= 2.0 ** rng.integers(-30, 30, (1, n))
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    got = nx.matmul(DT.F32, a, b, None, step)
+    np.testing.assert_array_equal(got.view(np.uint32), _reference(a, b, step).view(np.uint32))
+
+
 def test_infinities_and_nans_follow_ieee():
     a = np.array([[np.inf, 1.0], [np.inf, 1.0], [np.nan, 1.0]], np.float16)
     b = np.array([[1.0, -1.0], [2.0**-24, 1.0]], np.float16)

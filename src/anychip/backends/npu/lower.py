@@ -32,6 +32,7 @@ from anychip.backends.npu.lower_exprs import (
     _dt,
     _scanned,
     _vk,
+    max_form,
 )
 from anychip.backends.npu.lower_steps import (
     KEEP_REGIONS,
@@ -152,6 +153,8 @@ class CoreLowering:
         self.args: dict[int, Tile] = {}
         self.prologue: list[Instr] = []
         self.memo: dict[Expr, Val] = {}
+        self.donors: list[Tile] = []  # operands the op being lowered reads last (`alu`)
+        self.donor_step: Step | None = None  # ... in this step
         self.gathers: dict[Load, tuple[int, int]] = {}  # prepared: scratch offsets
         self.kept: dict[tuple[int, int, int, int, int, int], Tile] = {}  # a group's rows
         self.keep_base: list[int] = []  # KEEP_REGIONS regions of `ub`, groups in turn
@@ -209,12 +212,19 @@ class CoreLowering:
             if t is not None:
                 self.kept_tile = t
                 return t
+        slot = self.slot_base[(len(self.steps) - 1) % self.slots]
+        for d in self.donors if self.donor_step is self.step else ():
+            # a dead operand of the same shape in this step's slot
+            if (d.ref.space == Space.UB and slot <= d.ref.off < slot + self.slot_size
+                    and d.shape == (rows, cols) and d.strides == (cols, 1)
+                    and dt.itemsize == d.dtype.itemsize):  # fmt: skip
+                self.donors = []
+                return Tile(d.ref, rows, cols, dt)
         addr = round_up(self.slot_top, 64)
         n = rows * cols * dt.itemsize
         if addr + n > self.slot_size:
             raise _TooBig
         self.slot_top = addr + n
-        slot = self.slot_base[(len(self.steps) - 1) % self.slots]
         return Tile(Ref(Space.UB, slot + addr), rows, cols, dt)
 
     def open(self) -> Step:
@@ -268,6 +278,13 @@ class CoreLowering:
             return Val(dst, k)
         self.v(VBin(op, k, dst.ref, va.ref, vb.ref, dst.shape, dst.strides, va.strides, vb.strides))
         return Val(dst, k)
+
+    def scalar_op(self, op: BinOp, a: Val, imm: float) -> Val:
+        """a op imm (`VScalar`) into a fresh temp."""
+        t = a.tile
+        dst = self.temp(t.rows, t.cols, a.kind)
+        self.v(VScalar(op, a.kind, dst.ref, t.ref, imm, dst.shape, dst.strides, t.strides))
+        return Val(dst, a.kind)
 
     def cmp(self, op: CmpOp, a: Val, b: Val) -> Val:
         r, c = max(a.tile.rows, b.tile.rows), max(a.tile.cols, b.tile.cols)
@@ -379,12 +396,19 @@ class CoreLowering:
         return lower_loads.gather(self, buf, sdt, it, f)
 
     def alu(self, e: Alu, f: Frame, keep: tuple[object, ...] | None = None) -> Val:
-        s = [self.ev(x, f) for x in e.srcs]
+        mx = max_form(e)  # relu and its kin: one vmaxs, the compares never computed
+        srcs = (mx[0],) if mx else e.srcs
+        s = [self.ev(x, f) for x in srcs]
         self.keep_for, self.kept_tile = keep, None  # the op's result tile (`temp`)
+        # operands read by this op alone: its result may overwrite one (`temp`)
+        # (not for a stored value: the next loads into the slot would wait for its store)
+        sole = () if e in self.low.stored else self.low.sole
+        self.donors = [v.tile for x, v in zip(srcs, s, strict=True) if x in sole]
+        self.donor_step = self.step
         try:
-            return self.alu_op(e, s)
+            return self.scalar_op(BinOp.MAX, s[0], mx[1]) if mx else self.alu_op(e, s)
         finally:
-            self.keep_for = None
+            self.keep_for, self.donors = None, []
 
     def alu_op(self, e: Alu, s: list[Val]) -> Val:
         op = e.op
@@ -561,7 +585,7 @@ def lower_ir(ir: KernelIR, cfg: NpuConfig) -> Compiled:
                 continue
             if elems == 1:
                 raise NpuUnsupported(f"npu: kernel {ir.name} does not fit ub") from None
-            elems = max(1, elems // 2)
+            elems = 1 << ((elems - 1).bit_length() - 1)  # a power of two below (halving)
             continue
         flops = 0
         spilled = 0 in low.regs

@@ -199,6 +199,30 @@ _BIN = {
     Ops.XOR: BinOp.XOR,
 }
 _BOOL_BIN = {Ops.ADD: BinOp.OR, Ops.MUL: BinOp.AND}  # numpy's bool + and *
+
+
+def max_form(e: Alu) -> tuple[Expr, float] | None:
+    """(x, c) when `e` is `where(x < c | x == c, c, x)` (relu is `x <= 0 ? 0 : x`) with c
+    a number: `max(x, c)`, one `vmaxs x c` instead of two compares, an `or` and a select.
+    The same values: the vector max propagates NaN (x <= c is false there) and on a tie
+    gives its second operand, c (so relu(-0.0) is +0.0, as the select gives). Floats with
+    any finite c; integers with c = 0 (the immediate is exact)."""
+    if e.op is not Ops.WHERE or e.dtype is dtypes.bool_:
+        return None
+    cond, c, x = e.srcs
+    if not isinstance(c, Const) or not isinstance(cond, Alu) or cond.op is not Ops.OR:
+        return None
+    value = float(c.value)
+    if not math.isfinite(value) or (not e.dtype.is_floating_point and value != 0):
+        return None
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return None  # -0.0: the max's tie would give -0.0 where x is +0.0
+    ops = {s.op: s.srcs for s in cond.srcs if isinstance(s, Alu)}
+    if set(ops) != {Ops.CMPLT, Ops.CMPEQ} or ops[Ops.CMPLT] != (x, c):
+        return None
+    return (x, value) if ops[Ops.CMPEQ] in ((x, c), (c, x)) else None
+
+
 _RED = {Ops.SUM: RedOp.SUM, Ops.RMAX: RedOp.MAX, Ops.RMIN: RedOp.MIN, Ops.PROD: RedOp.PROD}
 _LINE_FOLD = {  # a combining store's fold of many rows: (combine, on bool) -> reduction
     (Ops.ADD, False): RedOp.SUM,
@@ -233,6 +257,42 @@ def _identity(op: Ops, dt: DT) -> float:
 
 
 _PAR = (LoopKind.PARALLEL, LoopKind.VECTOR)
+
+
+def sole_uses(body: tuple[Stmt, ...]) -> frozenset[Expr]:
+    """The loaded and computed values of a plain kernel (loops and plain stores only) that
+    one operation reads once, in the whole kernel: the vector op reading one may write its
+    result over it (`CoreLowering.temp`), so a step holds fewer tiles. Expressions count
+    as the lowering's memo does (equal ones are one value); relu's `vmaxs` reads only x."""
+    stores = []
+    for s in _all_stmts(body):
+        if isinstance(s, Store) and s.combine is None:
+            stores.append(s)
+        elif not isinstance(s, Loop):
+            return frozenset()  # Lets, accumulators, scans, sorts: values live longer
+    uses: dict[Expr, int] = {}
+    seen: set[Expr] = set()
+    for st in stores:
+        for root in (st.index, st.value, st.valid):
+            if root is None:
+                continue
+            uses[root] = uses.get(root, 0) + 2  # a store's value, index or guard: kept
+            stack = [root]
+            while stack:
+                x = stack.pop()
+                if x in seen:
+                    continue
+                seen.add(x)
+                kids: list[Expr] = []
+                if isinstance(x, Alu):
+                    mx = max_form(x)
+                    kids = [mx[0]] if mx else list(dict.fromkeys(x.srcs))
+                elif isinstance(x, Load):
+                    kids = [x.index] + ([x.valid] if x.valid is not None else [])
+                for k in kids:
+                    uses[k] = uses.get(k, 0) + 1
+                    stack.append(k)
+    return frozenset(x for x, n in uses.items() if n == 1 and isinstance(x, Alu | Load))
 
 
 def _all_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:

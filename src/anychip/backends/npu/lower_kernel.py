@@ -19,6 +19,7 @@ from anychip.backends.npu.lower_exprs import (
     _static,
     _stmt_exprs,
     _vk,
+    sole_uses,
 )
 from anychip.backends.npu.lower_reuse import Reuse, group_loops, row_slots
 from anychip.backends.npu.lower_steps import (
@@ -90,6 +91,8 @@ class Lowering:
                 if s.value.dtype is dtypes.int64:
                     self.lets[s.var] = s.value
         self.regs = buffer_regs(ir)
+        self.sole = sole_uses(ir.body)  # values a vector op may overwrite with its result
+        self.stored = {s.value for s in _all_stmts(ir.body) if isinstance(s, Store)}
         self.reread, self.reread_row = self.rereads()
         stored = {s.buf for s in _all_stmts(ir.body) if isinstance(s, Store)}
         self.reuse = Reuse(group_loops(ir), self.defs, lambda x: x.buf not in stored
