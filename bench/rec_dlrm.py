@@ -9,17 +9,20 @@ dim 64, one id per feature, 13 dense features through a 13-512-256-64 bottom MLP
 interactions, a 415-512-256-1 top MLP, BCE-with-logits; batch 2048. anychip: row-wise
 Adagrad on the tables (anychip.rec.RowWiseAdagrad on row-sparse gradients), Adam on the
 rest, eagerly and under anychip.jit. PyTorch: its twin (bench/rec_twins.py) with
-nn.EmbeddingBag(sparse=True), torch.optim.Adagrad on the tables, Adam on the rest, eagerly.
+nn.EmbeddingBag(sparse=True), torch.optim.Adagrad on the tables, Adam on the rest, eagerly;
+and, where torchrec and fbgemm-gpu-cpu are installed, the twin with TorchRec's
+FusedEmbeddingBagCollection (FBGEMM's table-batched embeddings, row-wise Adagrad fused into
+backward) and Adam on the rest.
 Both start from the same weights; the first step's loss (same weights, same batch) is
 printed as the check that both train the same model. Each (framework, thread count) runs
 in a process of its own (threads are fixed when OpenMP starts; peak memory is the
-process's peak RSS), on the same batches, drawn before timing. TorchRec is not installed
-here: its column is not run.
+process's peak RSS), on the same batches, drawn before timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -38,7 +41,7 @@ for p in (SRC, str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-RUNS = ("torch", "anychip", "anychip_jit")
+RUNS = ("torch", "torchrec", "anychip", "anychip_jit")
 LR_TABLES, LR_DENSE = 0.01, 1e-3
 
 
@@ -122,6 +125,47 @@ def run_torch(
     return times, losses
 
 
+def run_torchrec(
+    cfg: dict[str, Any], threads: int, batches: list[Any]
+) -> tuple[list[float], list[float]]:
+    """The twin with TorchRec's fused tables (FBGEMM table-batched embeddings, row-wise
+    Adagrad inside backward) and Adam on the rest."""
+    import rec_twins
+    import torch
+
+    torch.set_num_threads(threads)
+    model = rec_twins.build(
+        "dlrm", _tables(cfg), 13, fused_lr=LR_TABLES, bottom_mlp=cfg["bottom"], top_mlp=cfg["top"]
+    )
+    fused = model.ebc.fused.state_dict()  # views of the table-batched weights
+    shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+    with torch.no_grad():
+        for name, value in initial_values(
+            [(n.replace("ebc.fused.", "ebc."), s) for n, s in shapes]
+        ):
+            if name.startswith("ebc."):
+                fused[name[len("ebc.") :]].copy_(torch.from_numpy(value))
+            else:
+                model.get_parameter(name).copy_(torch.from_numpy(value))
+    dense = [p for n, p in model.named_parameters() if not n.startswith("ebc.")]
+    opt_d = torch.optim.Adam(dense, lr=LR_DENSE)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    times, losses = [], []
+    offsets = torch.arange(cfg["batch"] + 1)
+    for i in range(cfg["steps"]):
+        bt = batches[i % len(batches)]
+        feats = {f"C{t + 1}": (torch.from_numpy(bt.ids[t]), offsets) for t in range(26)}
+        x, y = torch.from_numpy(bt.dense), torch.from_numpy(bt.labels)
+        t0 = time.perf_counter()
+        opt_d.zero_grad()
+        loss = bce(model(x, feats), y)
+        loss.backward()  # the tables' row-wise Adagrad runs here
+        opt_d.step()
+        times.append(time.perf_counter() - t0)
+        losses.append(float(loss))
+    return times, losses
+
+
 def run_anychip(
     cfg: dict[str, Any], jit: bool, batches: list[Any]
 ) -> tuple[list[float], list[float]]:
@@ -169,6 +213,8 @@ def child(run: str, threads: int, quick: bool, rows: int) -> dict[str, Any]:
     batches = _batches(cfg, 4)
     if run == "torch":
         times, losses = run_torch(cfg, threads, batches)
+    elif run == "torchrec":
+        times, losses = run_torchrec(cfg, threads, batches)
     else:
         times, losses = run_anychip(cfg, run == "anychip_jit", batches)
     sec = float(np.median(times[cfg["warmup"] :]))
@@ -211,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = config(args.quick, args.rows)
     runs = [r for r in args.only.split(",") if r]
+    if "torchrec" in runs and importlib.util.find_spec("torchrec") is None:
+        runs.remove("torchrec")
     print(f"synthetic DLRM step: batch {cfg['batch']}, 26 tables of {sum(cfg['sizes']):,} rows "
           f"x {cfg['dim']}, bottom 13-{'-'.join(map(str, cfg['bottom']))}, "
           f"top {'-'.join(map(str, cfg['top']))}")  # fmt: skip
@@ -219,21 +267,25 @@ def run(args: argparse.Namespace) -> int:
         for r in runs:
             got = measure(r, threads, args.quick, args.rows)
             results[f"{r}@{threads}"] = got if isinstance(got, dict) else {"error": got}
-            _print_row(r, threads, got, results.get(f"torch@{threads}"))
-    print("torchrec: not installed here (issue 13 measured 4.3-5.3k samples/s at 2 threads, "
-          "8.3-8.7k at 1, ~1.2 GiB)")  # fmt: skip
+            peers = (results.get(f"torch@{threads}"), results.get(f"torchrec@{threads}"))
+            _print_row(r, threads, got, *peers)
+    if "torchrec" not in runs:
+        print("torchrec: not installed here (issue 13 measured 4.3-5.3k samples/s at 2 threads, "
+              "8.3-8.7k at 1, ~1.2 GiB); to add it: pip install --no-deps torchrec==1.8.0 "
+              "fbgemm-gpu-cpu==1.8.0 tensordict pyvers pyre-extensions typing-inspect")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if all("error" not in v for v in results.values()) else 1
 
 
-def _print_row(run: str, threads: int, got: Any, torch_row: Any) -> None:
+def _print_row(run: str, threads: int, got: Any, torch_row: Any, torchrec_row: Any) -> None:
     if not isinstance(got, dict):
         print(f"{run:<12} {threads} thr  {got}")
         return
     ratio = ""
-    if run != "torch" and isinstance(torch_row, dict) and "samples_per_s" in torch_row:
-        ratio = f"  {got['samples_per_s'] / torch_row['samples_per_s']:.2f}x torch"
+    for name, peer in (("torch", torch_row), ("torchrec", torchrec_row)):
+        if run.startswith("anychip") and isinstance(peer, dict) and "samples_per_s" in peer:
+            ratio += f"  {got['samples_per_s'] / peer['samples_per_s']:.2f}x {name}"
     print(f"{run:<12} {threads} thr  {got['samples_per_s']:9.0f} samples/s  "
           f"{got['ms_per_step']:8.1f} ms/step  peak {got['peak_bytes'] / 2**30:5.2f} GiB  "
           f"first step {got['first_step_s']:.1f}s, loss {got['losses'][0]:.5f}{ratio}")  # fmt: skip

@@ -71,6 +71,45 @@ class EBC(nn.Module):
         return out
 
 
+class FusedEBC(nn.Module):
+    """TorchRec's `FusedEmbeddingBagCollection` (FBGEMM's table-batched embeddings, its
+    row-wise Adagrad applied inside backward) behind `EBC`'s interface: the issue-13
+    TorchRec peer. Needs `torchrec` and `fbgemm-gpu-cpu` (bench only, not installed by
+    the project)."""
+
+    def __init__(self, tables: Sequence[Any], lr: float) -> None:
+        super().__init__()
+        from torchrec import EmbeddingBagConfig
+        from torchrec.modules.fused_embedding_modules import FusedEmbeddingBagCollection
+        from torchrec.optim import RowWiseAdagrad
+
+        self.configs = list(tables)
+        self.keys = [f for t in tables for f in t.feature_names]
+        cfgs = [
+            EmbeddingBagConfig(name=t.name, embedding_dim=t.embedding_dim,
+                               num_embeddings=t.num_embeddings, feature_names=list(t.feature_names))
+            for t in tables
+        ]  # fmt: skip
+        self.fused = FusedEmbeddingBagCollection(
+            tables=cfgs,
+            optimizer_type=RowWiseAdagrad,
+            optimizer_kwargs={"lr": lr},
+            device=torch.device("cpu"),
+        )
+
+    def dims(self) -> list[int]:
+        return [t.embedding_dim for t in self.configs for _ in t.feature_names]
+
+    def forward(self, feats: Feats) -> dict[str, torch.Tensor]:
+        from torchrec import KeyedJaggedTensor
+
+        values = torch.cat([feats[k][0][: int(feats[k][1][-1])] for k in self.keys])
+        lengths = torch.cat([feats[k][1][1:] - feats[k][1][:-1] for k in self.keys])
+        kjt = KeyedJaggedTensor(keys=self.keys, values=values, lengths=lengths)
+        out: dict[str, torch.Tensor] = self.fused(kjt).to_dict()
+        return out
+
+
 def _linear_tables(ebc: EBC) -> EBC:
     cfgs = [
         SimpleNamespace(name=t.name, embedding_dim=1, num_embeddings=t.num_embeddings,
@@ -224,10 +263,18 @@ CLASSES: dict[str, type[nn.Module]] = {
 
 
 def build(
-    name: str, tables: Sequence[Any], dense_in: int, *, sparse: bool = True, **hparams: Any
+    name: str,
+    tables: Sequence[Any],
+    dense_in: int,
+    *,
+    sparse: bool = True,
+    fused_lr: float | None = None,
+    **hparams: Any,
 ) -> nn.Module:
-    """The twin of `anychip.rec.models.build(name, tables, dense_in, **hparams)`."""
-    return CLASSES[name](EBC(tables, sparse=sparse), dense_in, **hparams)
+    """The twin of `anychip.rec.models.build(name, tables, dense_in, **hparams)`; with
+    `fused_lr`, its tables are TorchRec's fused ones (`FusedEBC`, row-wise Adagrad)."""
+    ebc: Any = FusedEBC(tables, fused_lr) if fused_lr is not None else EBC(tables, sparse=sparse)
+    return CLASSES[name](ebc, dense_in, **hparams)
 
 
 def copy_into(twin: nn.Module, model: Any) -> None:
