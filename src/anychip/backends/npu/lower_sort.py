@@ -1,0 +1,218 @@
+"""Sorts of rows longer than a step's share of the unified buffer: each key's place in
+the stable order counted on the vector unit, block against block, then scattered.
+
+A key's place in the stable ascending order is the number of keys before it: smaller
+keys, and equal keys at smaller positions. The row is cut into blocks of `bs` keys that
+fit a step; for every pair of blocks (i, j) one step compares the (bs, 1) column of
+block i's keys with the (1, bs) row of block j's (a (bs, bs) mask, `vcmp` with strides
+of 0) and sums each row of the mask: block j's keys before each key of block i (every
+key of an earlier block that is not greater, a later block's that are smaller, on the
+diagonal a lower triangle from `viota` picks which). The counts of a block's keys are
+summed over j in the group's part of `ub`; the block's positions (`viota`) are then
+added (`scatter_add`) at those places into the output row, zeroed first. Top-k keeps
+only places below k (the others add 0 at place 0).
+
+Keys compare as integers that order as the `ref` device sorts: floats become their bits
+with negatives' magnitudes negated (so -0.0 ties 0.0) and every NaN the quiet NaN's bits
+(above +inf: last ascending); descending swaps the comparisons (NaN first). n keys cost
+n^2 compares: slow, on the chip, and exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from anychip.backends.npu.lower_steps import SLOTS, Frame, _blocks, _box_dma, _TooBig
+from anychip.ir.kernel import SortRow
+from anychip.npu.builder import Tile
+from anychip.npu.isa import (
+    DT,
+    BinOp,
+    CastMode,
+    CmpOp,
+    RedOp,
+    ScatterAdd,
+    UnOp,
+    VBin,
+    VCast,
+    VCmp,
+    VCmpS,
+    VDup,
+    VIota,
+    VReduce,
+    VScalar,
+    VSel,
+    VUn,
+)
+
+if TYPE_CHECKING:
+    from anychip.backends.npu.lower import CoreLowering
+
+_FLOATS = (DT.F16, DT.BF16, DT.F32, DT.F64)
+_PAIR_BYTES = 9  # per pair of a diagonal step: two masks, an i16 triangle and its mask,
+# the select and the i16 counts; off the diagonal 3
+
+
+def row_bytes(n: int, k: int, sdt: DT, ddt: DT) -> int:
+    """`ub` bytes the one-tile sort of one row of n keys takes (keys, widened keys,
+    the i32 order, k outputs; 64-byte alignment each)."""
+    parts = (n * sdt.itemsize, n * 2 if sdt == DT.I8 else 0, n * 4, k * ddt.itemsize)
+    return sum(-(-p // 64) * 64 for p in parts)
+
+
+def block_size(slot: int, kdt: DT) -> int:
+    """Keys a block: the largest multiple of 16 whose diagonal step fits a slot."""
+    per_key = 64 + 2 * (4 + 8 + kdt.itemsize * 6)  # two blocks' keys through the transform
+    bs = int((math.sqrt(per_key**2 + 4 * _PAIR_BYTES * (slot - 24 * 64)) - per_key)
+             / (2 * _PAIR_BYTES))  # fmt: skip
+    return bs // 16 * 16
+
+
+def long_sort_row(
+    cl: CoreLowering, s: SortRow, f: Frame, start: int, dstart: int, sdt: DT, ddt: DT
+) -> None:
+    """One row (f.rows == 1) of `s.n` keys at `start` sorted by counting, its first k
+    places written at `dstart` (see the module docstring)."""
+    if cl.slots > SLOTS:
+        raise _TooBig  # again with the three larger slots
+    n = s.n
+    k = n if s.k is None else s.k
+    kdt = DT.I64 if sdt in (DT.I64, DT.F64) else DT.I32
+    bs = block_size(cl.slot_size, kdt)
+    if bs < 16:
+        raise _TooBig
+    _zero_row(cl, s, dstart, k, ddt)
+    ki = cl.persist(bs, 1, kdt)  # block i's keys as integers, for its steps
+    acc = cl.persist(bs, 1, DT.I32)  # block i's keys' places so far
+    for ilo, ia in _blocks(n, bs):
+        for jlo, jb in _blocks(n, bs):
+            st = cl.open()
+            if jlo == 0:
+                raw = _load(cl, s, start + ilo * s.src_stride, ia, sdt)
+                _keys(cl, raw, sdt, kdt, Tile(ki.ref, 1, ia, kdt))
+            kj = cl.temp(1, jb, kdt)
+            _keys(cl, _load(cl, s, start + jlo * s.src_stride, jb, sdt), sdt, kdt, kj)
+            part = _count(cl, s.descending, Tile(ki.ref, ia, jb, kdt, 1, 0),
+                          Tile(kj.ref, ia, jb, kdt, 0, 1), ilo, jlo)  # fmt: skip
+            a = acc.sub(0, 0, ia, 1)
+            if jlo == 0:
+                cl.v(VUn(UnOp.COPY, DT.I32, a.ref, part.ref, a.shape, a.strides, part.strides))
+            elif jlo + jb < n:
+                cl.v(VBin(BinOp.ADD, DT.I32, a.ref, a.ref, part.ref, a.shape, a.strides,
+                          a.strides, part.strides))  # fmt: skip
+            else:
+                _scatter(cl, s, dstart, k, ddt, a, part, ilo, ia)
+                st.writes.append((s.dst, dstart, dstart + s.dst_stride * (k - 1) + 1))
+            cl.close()
+
+
+def _zero_row(cl: CoreLowering, s: SortRow, dstart: int, k: int, ddt: DT) -> None:
+    """The output row's k places set to 0 (the scatter adds into them)."""
+    chunk = max(1, cl.slot_size // 2 // ddt.itemsize)
+    for lo, m in _blocks(k, chunk):
+        st = cl.open()
+        t = cl.temp(1, m, ddt)
+        cl.v(VDup(ddt, t.ref, 0.0, t.shape, t.strides))
+        at = dstart + lo * s.dst_stride
+        dst = cl.low.dram(s.dst, at * ddt.itemsize)
+        st.stores.append(_box_dma(ddt, dst, t.ref, t.shape, (0, s.dst_stride), t.strides))
+        st.writes.append((s.dst, at, at + s.dst_stride * (m - 1) + 1))
+        cl.close()
+
+
+def _load(cl: CoreLowering, s: SortRow, at: int, m: int, sdt: DT) -> Tile:
+    """m keys of the row from element `at` of the source into a (1, m) tile."""
+    st = cl.open()
+    t = cl.temp(1, m, sdt)
+    src = cl.low.dram(s.src, at * sdt.itemsize)
+    st.loads.append(_box_dma(sdt, t.ref, src, t.shape, t.strides, (0, s.src_stride)))
+    st.reads.append((s.src, at, at + s.src_stride * (m - 1) + 1))
+    return t
+
+
+def _keys(cl: CoreLowering, raw: Tile, sdt: DT, kdt: DT, out: Tile) -> None:
+    """out (1, m) kdt = integers ordered as the keys `raw` sort (module docstring)."""
+    shape, d = raw.shape, raw.strides
+    if sdt not in _FLOATS:
+        cl.v(VCast(kdt, sdt, out.ref, raw.ref, shape, out.strides, d, CastMode.TRUNC))
+        return
+    fdt = DT.F64 if kdt == DT.I64 else DT.F32
+    x = raw
+    if sdt != fdt:  # float16 and bfloat16 widen exactly
+        x = cl.temp(1, raw.cols, fdt)
+        cl.v(VCast(fdt, sdt, x.ref, raw.ref, shape, x.strides, d))
+    bits = Tile(x.ref, 1, x.cols, kdt)  # the same bytes read as integers
+    nan = cl.temp(1, x.cols, DT.BOOL)
+    cl.v(VCmp(CmpOp.NE, fdt, nan.ref, x.ref, x.ref, shape, nan.strides, x.strides, x.strides))
+    neg = cl.temp(1, x.cols, DT.BOOL)
+    cl.v(VCmpS(CmpOp.LT, kdt, neg.ref, bits.ref, 0.0, shape, neg.strides, bits.strides))
+    low = -float(2 ** (8 * kdt.itemsize - 1))  # the sign bit
+    mag = cl.temp(1, x.cols, kdt)
+    cl.v(VScalar(BinOp.XOR, kdt, mag.ref, bits.ref, low, shape, mag.strides, bits.strides))
+    cl.v(VUn(UnOp.NEG, kdt, mag.ref, mag.ref, shape, mag.strides, mag.strides))
+    cl.v(VSel(kdt, out.ref, neg.ref, mag.ref, bits.ref, shape, out.strides, neg.strides,
+              mag.strides, bits.strides))  # fmt: skip
+    qnan = float(0x7FF8 << 48) if kdt == DT.I64 else float(0x7FC00000)
+    q = cl.const(qnan, kdt)
+    cl.v(VSel(kdt, out.ref, nan.ref, q.ref, out.ref, shape, out.strides, nan.strides, (0, 0),
+              out.strides))  # fmt: skip
+
+
+def _count(cl: CoreLowering, desc: bool, ki: Tile, kj: Tile, ilo: int, jlo: int) -> Tile:
+    """(ia, 1) i32: for each key of block i, block j's keys before it in the stable order
+    (ki, kj: the blocks' keys broadcast to (ia, jb))."""
+    ia, jb = ki.shape
+    kdt = ki.dtype
+    shape = (ia, jb)
+
+    def cmp(op: CmpOp) -> Tile:
+        m = cl.temp(ia, jb, DT.BOOL)
+        cl.v(VCmp(op, kdt, m.ref, kj.ref, ki.ref, shape, m.strides, kj.strides, ki.strides))
+        return m
+
+    strict, ties = (CmpOp.GT, CmpOp.GE) if desc else (CmpOp.LT, CmpOp.LE)
+    if jlo + jb <= ilo:  # block j wholly earlier: its ties come first too
+        before = cmp(ties)
+    elif jlo >= ilo + ia:  # wholly later
+        before = cmp(strict)
+    else:  # the diagonal (the same block): ties only at earlier positions, j < i
+        lt, le = cmp(strict), cmp(ties)
+        d = cl.temp(ia, jb, DT.I16)
+        cl.v(VIota(DT.I16, d.ref, 0, ilo - jlo, 1, -1, shape, d.strides))  # i - j
+        earlier = cl.temp(ia, jb, DT.BOOL)
+        cl.v(VCmpS(CmpOp.GT, DT.I16, earlier.ref, d.ref, 0.0, shape, earlier.strides, d.strides))
+        before = cl.temp(ia, jb, DT.BOOL)
+        cl.v(VSel(DT.BOOL, before.ref, earlier.ref, le.ref, lt.ref, shape, before.strides,
+                  earlier.strides, le.strides, lt.strides))  # fmt: skip
+    ones = cl.temp(ia, jb, DT.I16)
+    cl.v(VCast(DT.I16, DT.BOOL, ones.ref, before.ref, shape, ones.strides, before.strides))
+    part16 = cl.temp(ia, 1, DT.I16)
+    cl.v(VReduce(RedOp.SUM, DT.I16, 1, part16.ref, ones.ref, shape, part16.strides, ones.strides))
+    part = cl.temp(ia, 1, DT.I32)
+    cl.v(VCast(DT.I32, DT.I16, part.ref, part16.ref, part.shape, part.strides, part16.strides))
+    return part
+
+
+def _scatter(cl: CoreLowering, s: SortRow, dstart: int, k: int, ddt: DT, acc: Tile,
+             part: Tile, ilo: int, ia: int) -> None:  # fmt: skip
+    """Block i's places (acc + its last part) get its positions added; places past k
+    (top-k) add 0 at place 0 instead."""
+    st = cl.open()
+    place = cl.temp(ia, 1, DT.I32)
+    cl.v(VBin(BinOp.ADD, DT.I32, place.ref, acc.ref, part.ref, place.shape, place.strides,
+              acc.strides, part.strides))  # fmt: skip
+    pos = cl.temp(ia, 1, ddt)
+    cl.v(VIota(ddt, pos.ref, 0, ilo, 1, 0, pos.shape, pos.strides))
+    if k < s.n:
+        keep = cl.temp(ia, 1, DT.BOOL)
+        cl.v(VCmpS(CmpOp.LT, DT.I32, keep.ref, place.ref, float(k), place.shape, keep.strides,
+                   place.strides))  # fmt: skip
+        z32, zd = cl.const(0.0, DT.I32), cl.const(0.0, ddt)
+        cl.v(VSel(DT.I32, place.ref, keep.ref, place.ref, z32.ref, place.shape, place.strides,
+                  keep.strides, place.strides, (0, 0)))  # fmt: skip
+        cl.v(VSel(ddt, pos.ref, keep.ref, pos.ref, zd.ref, pos.shape, pos.strides, keep.strides,
+                  pos.strides, (0, 0)))  # fmt: skip
+    table = cl.low.dram(s.dst, dstart * ddt.itemsize)
+    st.stores.append(ScatterAdd(ddt, table, pos.ref, place.ref, ia, 1, max(1, s.dst_stride), 1,
+                                k))  # fmt: skip
