@@ -50,8 +50,8 @@ if TYPE_CHECKING:
     from anychip.backends.npu.lower import CoreLowering
 
 _FLOATS = (DT.F16, DT.BF16, DT.F32, DT.F64)
-_PAIR_BYTES = 9  # per pair of a diagonal step: two masks, an i16 triangle and its mask,
-# the select and the i16 counts; off the diagonal 3
+_PAIR_BYTES = 5  # per pair of a diagonal step: three masks and i16 (i - j, then the
+# counts); off the diagonal 3
 
 
 def row_bytes(n: int, k: int, sdt: DT, ddt: DT) -> int:
@@ -102,7 +102,7 @@ def long_sort_row(
                 cl.v(VBin(BinOp.ADD, DT.I32, a.ref, a.ref, part.ref, a.shape, a.strides,
                           a.strides, part.strides))  # fmt: skip
             else:
-                _scatter(cl, s, dstart, k, ddt, a, part, ilo, ia)
+                _scatter(cl, s, dstart, k, ddt, a, part, ilo)
                 st.writes.append((s.dst, dstart, dstart + s.dst_stride * (k - 1) + 1))
             cl.close()
 
@@ -172,20 +172,22 @@ def _count(cl: CoreLowering, desc: bool, ki: Tile, kj: Tile, ilo: int, jlo: int)
         return m
 
     strict, ties = (CmpOp.GT, CmpOp.GE) if desc else (CmpOp.LT, CmpOp.LE)
+    ones: Tile | None = None
     if jlo + jb <= ilo:  # block j wholly earlier: its ties come first too
         before = cmp(ties)
     elif jlo >= ilo + ia:  # wholly later
         before = cmp(strict)
     else:  # the diagonal (the same block): ties only at earlier positions, j < i
-        lt, le = cmp(strict), cmp(ties)
-        d = cl.temp(ia, jb, DT.I16)
-        cl.v(VIota(DT.I16, d.ref, 0, ilo - jlo, 1, -1, shape, d.strides))  # i - j
+        before, le = cmp(strict), cmp(ties)
+        ones = cl.temp(ia, jb, DT.I16)  # i - j, then the counts
+        cl.v(VIota(DT.I16, ones.ref, 0, ilo - jlo, 1, -1, shape, ones.strides))
         earlier = cl.temp(ia, jb, DT.BOOL)
-        cl.v(VCmpS(CmpOp.GT, DT.I16, earlier.ref, d.ref, 0.0, shape, earlier.strides, d.strides))
-        before = cl.temp(ia, jb, DT.BOOL)
-        cl.v(VSel(DT.BOOL, before.ref, earlier.ref, le.ref, lt.ref, shape, before.strides,
-                  earlier.strides, le.strides, lt.strides))  # fmt: skip
-    ones = cl.temp(ia, jb, DT.I16)
+        cl.v(VCmpS(CmpOp.GT, DT.I16, earlier.ref, ones.ref, 0.0, shape, earlier.strides,
+                   ones.strides))  # fmt: skip
+        cl.v(VSel(DT.BOOL, before.ref, earlier.ref, le.ref, before.ref, shape, before.strides,
+                  earlier.strides, le.strides, before.strides))  # fmt: skip
+    if ones is None:
+        ones = cl.temp(ia, jb, DT.I16)
     cl.v(VCast(DT.I16, DT.BOOL, ones.ref, before.ref, shape, ones.strides, before.strides))
     part16 = cl.temp(ia, 1, DT.I16)
     cl.v(VReduce(RedOp.SUM, DT.I16, 1, part16.ref, ones.ref, shape, part16.strides, ones.strides))
@@ -195,10 +197,11 @@ def _count(cl: CoreLowering, desc: bool, ki: Tile, kj: Tile, ilo: int, jlo: int)
 
 
 def _scatter(cl: CoreLowering, s: SortRow, dstart: int, k: int, ddt: DT, acc: Tile,
-             part: Tile, ilo: int, ia: int) -> None:  # fmt: skip
+             part: Tile, ilo: int) -> None:  # fmt: skip
     """Block i's places (acc + its last part) get its positions added; places past k
     (top-k) add 0 at place 0 instead."""
     st = cl.open()
+    ia = acc.rows
     place = cl.temp(ia, 1, DT.I32)
     cl.v(VBin(BinOp.ADD, DT.I32, place.ref, acc.ref, part.ref, place.shape, place.strides,
               acc.strides, part.strides))  # fmt: skip
