@@ -91,6 +91,20 @@ def test_long_rows_topk_of_every_key_type(edge: str, dtype: str, largest: bool) 
     np.testing.assert_array_equal(vals.numpy(), np.take_along_axis(a, order, 1))
 
 
+@pytest.mark.parametrize("dtype", ["int32", "uint32", "int64", "uint64"])
+def test_long_rows_of_full_range_integers(edge: str, dtype: str) -> None:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(5)
+    a = rng.integers(info.min, info.max, (1, N), dtype=dtype, endpoint=True)
+    a[:, ::3] = rng.integers(0, 4, (1, len(range(0, N, 3))))  # ties
+    a[0, :4] = [info.min, info.max, info.max, info.min]
+    for descending in (False, True):
+        got = ac.tensor(a, device=edge).argsort(1, descending=descending).numpy()
+        # numpy's exact stable order; descending: ascending on the reversed row, reversed
+        order = np.argsort(a[:, ::-1] if descending else a, 1, kind="stable")
+        np.testing.assert_array_equal(got, N - 1 - order[:, ::-1] if descending else order)
+
+
 def test_a_long_row_is_counted_and_scattered_not_vargsorted(design: str) -> None:
     code = _program(design, lambda t: t.argsort(1), np.ones((1, N), np.float32))
     assert not any(isinstance(i, VSort) for i in code)

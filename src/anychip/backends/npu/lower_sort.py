@@ -78,7 +78,7 @@ def long_sort_row(
         raise _TooBig  # again with the three larger slots
     n = s.n
     k = n if s.k is None else s.k
-    kdt = DT.I64 if sdt in (DT.I64, DT.F64) else DT.I32
+    kdt = DT.I64 if sdt in (DT.I64, DT.F64, DT.U32, DT.U64) else DT.I32
     bs = block_size(cl.slot_size, kdt)
     if bs < 16:
         raise _TooBig
@@ -134,8 +134,12 @@ def _load(cl: CoreLowering, s: SortRow, at: int, m: int, sdt: DT) -> Tile:
 def _keys(cl: CoreLowering, raw: Tile, sdt: DT, kdt: DT, out: Tile) -> None:
     """out (1, m) kdt = integers ordered as the keys `raw` sort (module docstring)."""
     shape, d = raw.shape, raw.strides
+    low = -float(2 ** (8 * kdt.itemsize - 1))  # the sign bit
     if sdt not in _FLOATS:
         cl.v(VCast(kdt, sdt, out.ref, raw.ref, shape, out.strides, d, CastMode.TRUNC))
+        if sdt == DT.U64:  # the same bits, the sign bit flipped: unsigned order as signed
+            cl.v(VScalar(BinOp.XOR, kdt, out.ref, out.ref, low, shape, out.strides,
+                         out.strides))  # fmt: skip
         return
     fdt = DT.F64 if kdt == DT.I64 else DT.F32
     x = raw
@@ -147,7 +151,6 @@ def _keys(cl: CoreLowering, raw: Tile, sdt: DT, kdt: DT, out: Tile) -> None:
     cl.v(VCmp(CmpOp.NE, fdt, nan.ref, x.ref, x.ref, shape, nan.strides, x.strides, x.strides))
     neg = cl.temp(1, x.cols, DT.BOOL)
     cl.v(VCmpS(CmpOp.LT, kdt, neg.ref, bits.ref, 0.0, shape, neg.strides, bits.strides))
-    low = -float(2 ** (8 * kdt.itemsize - 1))  # the sign bit
     mag = cl.temp(1, x.cols, kdt)
     cl.v(VScalar(BinOp.XOR, kdt, mag.ref, bits.ref, low, shape, mag.strides, bits.strides))
     cl.v(VUn(UnOp.NEG, kdt, mag.ref, mag.ref, shape, mag.strides, mag.strides))
