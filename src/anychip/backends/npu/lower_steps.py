@@ -140,6 +140,7 @@ class _AccState:
     def __init__(self, op: Ops, kind: DT, tile: Tile, partials: Tile | None) -> None:
         self.op, self.kind, self.tile, self.partials = op, kind, tile, partials
         self.used = 0  # partial columns holding values
+        self.wrap = False  # an int8 sum or product, held in i16: wrapped to int8 when read
 
 
 def _box_dma(dt: DT, dst: Ref, src: Ref, shape: tuple[int, int], dst_strides: tuple[int, int],

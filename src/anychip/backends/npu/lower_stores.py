@@ -147,16 +147,16 @@ def guard_boxes(cl: CoreLowering, s: Store, f: Frame) -> list[tuple[int, int, in
 
 def combine_old(cl: CoreLowering, s: Store, sdt: DT, src: Tile, dst: Ref, strides: tuple[int, int]
                 ) -> Val:  # fmt: skip
-    """combine(buf's current box at `dst`, src): the old values DMA'd in this step."""
+    """combine(buf's current box at `dst`, src): the old values DMA'd in this step (int8
+    widened to i16, as src holds it: sums and products wrap into int8 at the store)."""
     assert s.combine is not None
-    if sdt == DT.I8:
-        raise NpuUnsupported(f"npu: an int8 {s.combine} store in {cl.low.ir.name}")
     ops = _BOOL_BIN if sdt == DT.BOOL and s.combine in _BOOL_BIN else _BIN
     if s.combine not in ops:
         raise NpuUnsupported(f"npu: {s.combine} store in kernel {cl.low.ir.name}")
     old = cl.temp(src.rows, src.cols, sdt)
     cl.open().loads.append(_box_dma(sdt, old.ref, dst, old.shape, old.strides, strides))
-    return cl.bin(ops[s.combine], Val(old, sdt), Val(src, sdt))
+    was = cl.widen(old)
+    return cl.bin(ops[s.combine], was, Val(src, was.kind))
 
 
 def scatter_add(cl: CoreLowering, s: Store, f: Frame) -> None:
