@@ -23,7 +23,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from anychip.backends.npu.lower_steps import SLOTS, Frame, _blocks, _box_dma, _TooBig
+from anychip.backends.npu.lower_steps import (
+    _F_SORT,
+    SLOTS,
+    Frame,
+    _blocks,
+    _box_dma,
+    _TooBig,
+)
 from anychip.ir.kernel import SortRow
 from anychip.npu.builder import Tile
 from anychip.npu.isa import (
@@ -33,6 +40,8 @@ from anychip.npu.isa import (
     CmpOp,
     RedOp,
     ScatterAdd,
+    SetFlag,
+    Unit,
     UnOp,
     VBin,
     VCast,
@@ -44,6 +53,7 @@ from anychip.npu.isa import (
     VScalar,
     VSel,
     VUn,
+    WaitFlag,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +95,11 @@ def long_sort_row(
     _zero_row(cl, s, dstart, k, ddt)
     ki = cl.persist(bs, 1, kdt)  # block i's keys as integers, for its steps
     acc = cl.persist(bs, 1, DT.I32)  # block i's keys' places so far
-    for ilo, ia in _blocks(n, bs):
+    # a block's places and positions, read by its scatter while later blocks count: two
+    # pairs in turn, the vector unit waiting for the scatter two blocks back (_F_SORT)
+    outs = [(cl.persist(bs, 1, DT.I32), cl.persist(bs, 1, ddt)) for _ in range(2)]
+    nblocks = -(-n // bs)
+    for b, (ilo, ia) in enumerate(_blocks(n, bs)):
         for jlo, jb in _blocks(n, bs):
             st = cl.open()
             if jlo == 0:
@@ -102,9 +116,16 @@ def long_sort_row(
                 cl.v(VBin(BinOp.ADD, DT.I32, a.ref, a.ref, part.ref, a.shape, a.strides,
                           a.strides, part.strides))  # fmt: skip
             else:
-                _scatter(cl, s, dstart, k, ddt, a, part, ilo)
+                if b >= 2:
+                    cl.v(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_SORT))
+                place, pos = (t.sub(0, 0, ia, 1) for t in outs[b % 2])
+                _scatter(cl, s, dstart, k, ddt, a, part, place, pos, ilo)
                 st.writes.append((s.dst, dstart, dstart + s.dst_stride * (k - 1) + 1))
             cl.close()
+    cl.open()  # the last scatters' flags, waited for before the group's memory is reused
+    for _ in range(min(2, nblocks)):
+        cl.v(WaitFlag(Unit.DMA_OUT, Unit.VECTOR, _F_SORT))
+    cl.close()
 
 
 def _zero_row(cl: CoreLowering, s: SortRow, dstart: int, k: int, ddt: DT) -> None:
@@ -200,18 +221,17 @@ def _count(cl: CoreLowering, desc: bool, ki: Tile, kj: Tile, ilo: int, jlo: int)
 
 
 def _scatter(cl: CoreLowering, s: SortRow, dstart: int, k: int, ddt: DT, acc: Tile,
-             part: Tile, ilo: int) -> None:  # fmt: skip
-    """Block i's places (acc + its last part) get its positions added; places past k
-    (top-k) add 0 at place 0 instead."""
+             part: Tile, place: Tile, pos: Tile, ilo: int) -> None:  # fmt: skip
+    """Block i's places (acc + its last part, into `place`) get its positions (`pos`)
+    added; places past k (top-k) add 0 at place 0 instead. `place` and `pos` are group
+    memory: the scatter counts _F_SORT up when it has read them, and the step is
+    `detached` (later steps need not wait for its slow element-wise adds)."""
     st = cl.open()
-    ia = acc.rows
-    place = cl.temp(ia, 1, DT.I32)
     cl.v(VBin(BinOp.ADD, DT.I32, place.ref, acc.ref, part.ref, place.shape, place.strides,
               acc.strides, part.strides))  # fmt: skip
-    pos = cl.temp(ia, 1, ddt)
     cl.v(VIota(ddt, pos.ref, 0, ilo, 1, 0, pos.shape, pos.strides))
     if k < s.n:
-        keep = cl.temp(ia, 1, DT.BOOL)
+        keep = cl.temp(place.rows, 1, DT.BOOL)
         cl.v(VCmpS(CmpOp.LT, DT.I32, keep.ref, place.ref, float(k), place.shape, keep.strides,
                    place.strides))  # fmt: skip
         z32, zd = cl.const(0.0, DT.I32), cl.const(0.0, ddt)
@@ -220,5 +240,7 @@ def _scatter(cl: CoreLowering, s: SortRow, dstart: int, k: int, ddt: DT, acc: Ti
         cl.v(VSel(ddt, pos.ref, keep.ref, pos.ref, zd.ref, pos.shape, pos.strides, keep.strides,
                   pos.strides, (0, 0)))  # fmt: skip
     table = cl.low.dram(s.dst, dstart * ddt.itemsize)
-    st.stores.append(ScatterAdd(ddt, table, pos.ref, place.ref, ia, 1, max(1, s.dst_stride), 1,
-                                k))  # fmt: skip
+    st.stores.append(ScatterAdd(ddt, table, pos.ref, place.ref, place.rows, 1,
+                                max(1, s.dst_stride), 1, k))  # fmt: skip
+    st.stores.append(SetFlag(Unit.DMA_OUT, Unit.VECTOR, _F_SORT))
+    st.detached = True
