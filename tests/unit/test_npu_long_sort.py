@@ -18,7 +18,7 @@ from anychip.npu.isa import Instr, ScatterAdd, VSort
 from anychip.runtime.realize import plan
 
 pytestmark = pytest.mark.skipif("npu" not in ac.devices(), reason="npu backend not present")
-N = 1100  # keys a row: past a step's share of the 64 KiB `ub`
+N = 1101  # keys a row: past a step's share of the 64 KiB `ub`; odd: the last block too
 
 
 def _small(name: str, tmp: pytest.TempPathFactory) -> str:

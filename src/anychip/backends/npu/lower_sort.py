@@ -60,8 +60,8 @@ if TYPE_CHECKING:
     from anychip.backends.npu.lower import CoreLowering
 
 _FLOATS = (DT.F16, DT.BF16, DT.F32, DT.F64)
-_PAIR_BYTES = 5  # per pair of a diagonal step: three masks and i16 (i - j, then the
-# counts); off the diagonal 3
+_PAIR_BYTES = 2  # per pair of a diagonal step: two masks (off the diagonal one)
+_MOST = 240  # keys a block at most: the packed counts (`_count`) stay exact in i16
 
 
 def row_bytes(n: int, k: int, sdt: DT, ddt: DT) -> int:
@@ -71,11 +71,15 @@ def row_bytes(n: int, k: int, sdt: DT, ddt: DT) -> int:
     return sum(-(-p // 64) * 64 for p in parts)
 
 
-def block_size(slot: int, kdt: DT) -> int:
-    """Keys a block: the largest multiple of 16 whose diagonal step fits a slot."""
+def block_size(slot: int, room: int, kdt: DT) -> int:
+    """Keys a block: the largest multiple of 16 (up to _MOST) whose diagonal step fits a
+    slot and whose triangle and per-block values fit the `room` bytes of group memory."""
     per_key = 64 + 2 * (4 + 8 + kdt.itemsize * 6)  # two blocks' keys through the transform
     bs = int((math.sqrt(per_key**2 + 4 * _PAIR_BYTES * (slot - 24 * 64)) - per_key)
              / (2 * _PAIR_BYTES))  # fmt: skip
+    bs = min(bs, _MOST)
+    while bs > 0 and bs * bs + bs * (kdt.itemsize + 28) + 8 * 64 > room:
+        bs -= 16
     return bs // 16 * 16
 
 
@@ -89,10 +93,11 @@ def long_sort_row(
     n = s.n
     k = n if s.k is None else s.k
     kdt = DT.I64 if sdt in (DT.I64, DT.F64, DT.U32, DT.U64) else DT.I32
-    bs = block_size(cl.slot_size, kdt)
+    bs = block_size(cl.slot_size, cl.const_top - cl.persist_top - 4 * 64, kdt)
     if bs < 16:
         raise _TooBig
     _zero_row(cl, s, dstart, k, ddt)
+    tri = _triangle(cl, bs)
     ki = cl.persist(bs, 1, kdt)  # block i's keys as integers, for its steps
     acc = cl.persist(bs, 1, DT.I32)  # block i's keys' places so far
     # a block's places and positions, read by its scatter while later blocks count: two
@@ -108,7 +113,7 @@ def long_sort_row(
             kj = cl.temp(1, jb, kdt)
             _keys(cl, _load(cl, s, start + jlo * s.src_stride, jb, sdt), sdt, kdt, kj)
             part = _count(cl, s.descending, Tile(ki.ref, ia, jb, kdt, 1, 0),
-                          Tile(kj.ref, ia, jb, kdt, 0, 1), ilo, jlo)  # fmt: skip
+                          Tile(kj.ref, ia, jb, kdt, 0, 1), ilo, jlo, tri)  # fmt: skip
             a = acc.sub(0, 0, ia, 1)
             if jlo == 0:
                 cl.v(VUn(UnOp.COPY, DT.I32, a.ref, part.ref, a.shape, a.strides, part.strides))
@@ -183,40 +188,62 @@ def _keys(cl: CoreLowering, raw: Tile, sdt: DT, kdt: DT, out: Tile) -> None:
               out.strides))  # fmt: skip
 
 
-def _count(cl: CoreLowering, desc: bool, ki: Tile, kj: Tile, ilo: int, jlo: int) -> Tile:
+def _triangle(cl: CoreLowering, bs: int) -> Tile:
+    """(bs, bs) bool in group memory: [r, c] = c < r, key c of a block earlier than its
+    key r (a diagonal step's ties), from a (1, bs) `viota` seen as a column and a row."""
+    cl.open()
+    idx = cl.temp(1, bs, DT.I16)
+    cl.v(VIota(DT.I16, idx.ref, 0, 0, 0, 1, idx.shape, idx.strides))
+    tri = cl.persist(bs, bs, DT.BOOL)
+    cl.v(VCmp(CmpOp.GT, DT.I16, tri.ref, idx.ref, idx.ref, tri.shape, tri.strides, (1, 0),
+              (0, 1)))  # fmt: skip
+    cl.close()
+    return tri
+
+
+def _count(cl: CoreLowering, desc: bool, ki: Tile, kj: Tile, ilo: int, jlo: int,
+           tri: Tile) -> Tile:  # fmt: skip
     """(ia, 1) i32: for each key of block i, block j's keys before it in the stable order
-    (ki, kj: the blocks' keys broadcast to (ia, jb))."""
+    (ki, kj: the blocks' keys broadcast to (ia, jb)). The (ia, jb) mask's 0/1 bytes are
+    summed two to a 16-bit word (a row padded to even length with a 0): each word sum is
+    evens + 256 * odds, both under 128 (jb <= _MOST), split by an `and` and a shift."""
     ia, jb = ki.shape
     kdt = ki.dtype
     shape = (ia, jb)
+    w = jb + jb % 2
 
     def cmp(op: CmpOp) -> Tile:
-        m = cl.temp(ia, jb, DT.BOOL)
+        m = Tile(cl.temp(ia, w, DT.BOOL).ref, ia, jb, DT.BOOL, w, 1)
         cl.v(VCmp(op, kdt, m.ref, kj.ref, ki.ref, shape, m.strides, kj.strides, ki.strides))
         return m
 
     strict, ties = (CmpOp.GT, CmpOp.GE) if desc else (CmpOp.LT, CmpOp.LE)
-    ones: Tile | None = None
     if jlo + jb <= ilo:  # block j wholly earlier: its ties come first too
         before = cmp(ties)
     elif jlo >= ilo + ia:  # wholly later
         before = cmp(strict)
     else:  # the diagonal (the same block): ties only at earlier positions, j < i
+        assert (ilo, ia) == (jlo, jb)
         before, le = cmp(strict), cmp(ties)
-        ones = cl.temp(ia, jb, DT.I16)  # i - j, then the counts
-        cl.v(VIota(DT.I16, ones.ref, 0, ilo - jlo, 1, -1, shape, ones.strides))
-        earlier = cl.temp(ia, jb, DT.BOOL)
-        cl.v(VCmpS(CmpOp.GT, DT.I16, earlier.ref, ones.ref, 0.0, shape, earlier.strides,
-                   ones.strides))  # fmt: skip
-        cl.v(VSel(DT.BOOL, before.ref, earlier.ref, le.ref, before.ref, shape, before.strides,
-                  earlier.strides, le.strides, before.strides))  # fmt: skip
-    if ones is None:
-        ones = cl.temp(ia, jb, DT.I16)
-    cl.v(VCast(DT.I16, DT.BOOL, ones.ref, before.ref, shape, ones.strides, before.strides))
-    part16 = cl.temp(ia, 1, DT.I16)
-    cl.v(VReduce(RedOp.SUM, DT.I16, 1, part16.ref, ones.ref, shape, part16.strides, ones.strides))
+        t = tri.sub(0, 0, ia, jb)
+        cl.v(VSel(DT.BOOL, before.ref, t.ref, le.ref, before.ref, shape, before.strides,
+                  t.strides, le.strides, before.strides))  # fmt: skip
+    if w != jb:
+        pad = before.sub(0, jb, ia, 1)
+        cl.v(VDup(DT.BOOL, pad.ref, 0.0, pad.shape, pad.strides))
+    words = Tile(before.ref, ia, w // 2, DT.I16)
+    total = cl.temp(ia, 1, DT.I16)
+    cl.v(VReduce(RedOp.SUM, DT.I16, 1, total.ref, words.ref, words.shape, total.strides,
+                 words.strides))  # fmt: skip
+    evens = cl.temp(ia, 1, DT.I16)
+    cl.v(VScalar(BinOp.AND, DT.I16, evens.ref, total.ref, 255.0, evens.shape, evens.strides,
+                 total.strides))  # fmt: skip
+    cl.v(VScalar(BinOp.SHR, DT.I16, total.ref, total.ref, 8.0, total.shape, total.strides,
+                 total.strides))  # fmt: skip
+    cl.v(VBin(BinOp.ADD, DT.I16, evens.ref, evens.ref, total.ref, evens.shape, evens.strides,
+              evens.strides, total.strides))  # fmt: skip
     part = cl.temp(ia, 1, DT.I32)
-    cl.v(VCast(DT.I32, DT.I16, part.ref, part16.ref, part.shape, part.strides, part16.strides))
+    cl.v(VCast(DT.I32, DT.I16, part.ref, evens.ref, part.shape, part.strides, evens.strides))
     return part
 
 
