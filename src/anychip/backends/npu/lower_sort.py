@@ -66,14 +66,22 @@ _MOST = 240  # keys a block at most: the packed counts (`_count`) stay exact in 
 
 def row_bytes(n: int, k: int, sdt: DT, ddt: DT) -> int:
     """`ub` bytes the one-tile sort of one row of n keys takes (keys, widened keys,
-    the i32 order, k outputs; 64-byte alignment each)."""
+    the i32 order, k outputs; 64-byte alignment each).
+
+    >>> row_bytes(3000, 3000, DT.F32, DT.I64)  # past edge's 32 KiB slot
+    48064
+    """
     parts = (n * sdt.itemsize, n * 2 if sdt == DT.I8 else 0, n * 4, k * ddt.itemsize)
     return sum(-(-p // 64) * 64 for p in parts)
 
 
 def block_size(slot: int, room: int, kdt: DT) -> int:
     """Keys a block: the largest multiple of 16 (up to _MOST) whose diagonal step fits a
-    slot and whose triangle and per-block values fit the `room` bytes of group memory."""
+    slot and whose triangle and per-block values fit the `room` bytes of group memory.
+
+    >>> block_size(32768, 30000, DT.I32), block_size(32768, 8000, DT.I32)  # edge's slot
+    (80, 48)
+    """
     per_key = 64 + 2 * (4 + 8 + kdt.itemsize * 6)  # two blocks' keys through the transform
     bs = int((math.sqrt(per_key**2 + 4 * _PAIR_BYTES * (slot - 24 * 64)) - per_key)
              / (2 * _PAIR_BYTES))  # fmt: skip
