@@ -27,6 +27,12 @@ CASES: list[tuple[str, tuple[int, ...], str, Op, Ref]] = [
     ("cumsum(0) float16", (512, 100), "float16", lambda t: t.cumsum(0), lambda a: a.cumsum(0)),
     ("argsort(1)", (512, 1000), "float32", lambda t: t.argsort(1),
      lambda a: np.argsort(a, 1, kind="stable")),
+    ("argsort(1) long rows", (2, 3000), "float32", lambda t: t.argsort(1),
+     lambda a: np.argsort(a, 1, kind="stable")),  # past a step's ub share on edge and cube
+    ("sum(1) int8", (512, 1000), "int8", lambda t: t.sum(1, dtype=ac.int8),
+     lambda a: a.astype(np.int8).sum(1, dtype=np.int8)),  # wraps as int8
+    ("sum(1) int16", (512, 1000), "int16", lambda t: t.sum(1, dtype=ac.int16),
+     lambda a: a.astype(np.int16).sum(1, dtype=np.int16)),
     ("amax(1) middle axis", (16, 256, 100), "float32", lambda t: t.amax(1), lambda a: a.max(1)),
     ("amax(2) last axis", (16, 100, 256), "float32", lambda t: t.amax(2), lambda a: a.max(2)),
 ]  # fmt: skip

@@ -244,10 +244,12 @@ def test_runtime_scalars_are_launch_arguments() -> None:
     assert len(be.programs) == before  # new values, the same program
 
 
-def test_unsupported_ops_raise_naming_op_and_device() -> None:
-    a = ac.tensor(_rand(2, 20000), device="npu:cube")
-    with pytest.raises(NpuUnsupported, match=r"sort_2x20000 does not fit ub .*device 'npu:cube'"):
-        a.argsort().numpy()  # a row past the unified buffer: a typed error, no fallback
+def test_unsupported_ops_raise_naming_op_and_device(tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.toml"  # an 8 KiB `ub`: not even a 16-key block of a long sort
+    get_config("cube").replace(**{"ub.size": 8 * 1024}).save(tiny)
+    a = ac.tensor(_rand(2, 2000), device=f"npu:{tiny}")
+    with pytest.raises(NpuUnsupported, match=r"sort_2x2000 does not fit ub .*tiny.toml'"):
+        a.argsort().numpy()  # a typed error, no fallback
 
 
 def test_gathers_and_scatter_adds_match_torch() -> None:

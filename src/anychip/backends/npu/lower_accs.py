@@ -40,9 +40,11 @@ from anychip.npu.builder import Tile
 from anychip.npu.isa import (
     DT,
     BinOp,
+    CastMode,
     RedOp,
     UnOp,
     VBin,
+    VCast,
     VDup,
     VReduce,
     VScan,
@@ -56,10 +58,8 @@ PARTIALS = 64  # per-step partial sums kept before they are folded (float sums)
 
 
 def init_acc(cl: CoreLowering, s: Acc, rows: int) -> None:
-    kind = _vk(_dt(s.dtype))
-    if s.dtype is dtypes.int8 and s.op not in (Ops.RMAX, Ops.RMIN):
-        raise NpuUnsupported(f"npu: an int8 {s.op.name} in kernel {cl.low.ir.name}")
-    t = cl.persist(rows, 1, kind)
+    kind = _vk(_dt(s.dtype))  # int8 as i16: sums and products wrap modulo 2^16, so
+    t = cl.persist(rows, 1, kind)  # modulo 2^8 too; wrapped to int8 when read
     cl.v(VDup(kind, t.ref, _identity(s.op, kind), t.shape, t.strides))
     parts = None
     if s.op is Ops.SUM and kind.is_float:
@@ -67,6 +67,7 @@ def init_acc(cl: CoreLowering, s: Acc, rows: int) -> None:
         if cols >= 2:
             parts = cl.persist(rows, cols, kind)
     cl.accs[s.var] = _AccState(s.op, kind, t, parts)
+    cl.accs[s.var].wrap = s.dtype is dtypes.int8 and s.op in (Ops.SUM, Ops.PROD)
     cl.carries.pop(s.var, None)
 
 
@@ -116,7 +117,13 @@ def finish_acc(cl: CoreLowering, name: str) -> Tile:
     acc = cl.accs[name]
     if acc.used:
         cl.fold(acc)
-    return acc.tile
+    t = acc.tile
+    if acc.wrap:  # the i16 sum's low byte, sign-extended (`vcastt` wraps)
+        low = cl.temp(t.rows, t.cols, DT.I8)
+        cl.v(VCast(DT.I8, DT.I16, low.ref, t.ref, t.shape, low.strides, t.strides,
+                   CastMode.TRUNC))  # fmt: skip
+        cl.v(VCast(DT.I16, DT.I8, t.ref, low.ref, t.shape, t.strides, low.strides))
+    return t
 
 
 def scan(cl: CoreLowering, s: Update, f: Frame) -> None:
@@ -143,7 +150,7 @@ def scan(cl: CoreLowering, s: Update, f: Frame) -> None:
     last = got.tile.sub(0, f.cols - 1, f.rows, 1)
     cl.v(VUn(UnOp.COPY, kind, carry.ref, last.ref, carry.shape, carry.strides,
                last.strides))  # fmt: skip
-    cl.env[s.var] = cl.cast(got, acc.kind)
+    cl.env[s.var] = cl.cast(got, DT.I8 if acc.wrap else acc.kind)  # int8: wrapped, as i16
 
 
 def line_loop(cl: CoreLowering, s: Loop, f: Frame) -> bool:

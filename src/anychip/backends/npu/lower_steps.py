@@ -28,6 +28,7 @@ from anychip.npu.isa import (
     Finish,
     Instr,
     Ref,
+    ScatterAdd,
     SetFlag,
     Space,
     Unit,
@@ -52,6 +53,7 @@ SLOTS = 3  # unified-buffer slots steps rotate through (`CoreLowering.slots`, mo
 KEEP_REGIONS = 4  # a row kernel's group regions (`CoreLowering.keep`), groups in turn
 ROW_SLOTS = 9  # a row kernel's slots, where its steps fit them (`lower_reuse.row_slots`)
 _F_LOAD, _F_FREE, _F_OUT, _F_DONE, _F_ARGS, _F_SFREE, _F_KEEP = 0, 1, 2, 3, 4, 5, 6
+_F_SORT = 7  # dma_out -> vector: a long sort's scatter has read its places (`lower_sort`)
 
 
 class _TooBig(Exception):
@@ -126,6 +128,9 @@ class Step:
     stores: list[Instr] = field(default_factory=list)
     reads: list[tuple[int, int, int]] = field(default_factory=list)  # (buf, lo, hi) elements
     writes: list[tuple[int, int, int]] = field(default_factory=list)
+    # its stores read only group memory whose reuse waits on flags of their own
+    # (`lower_sort`): the vector work of the step `slots` later need not wait for them
+    detached: bool = False
 
 
 @dataclass
@@ -140,6 +145,7 @@ class _AccState:
     def __init__(self, op: Ops, kind: DT, tile: Tile, partials: Tile | None) -> None:
         self.op, self.kind, self.tile, self.partials = op, kind, tile, partials
         self.used = 0  # partial columns holding values
+        self.wrap = False  # an int8 sum or product, held in i16: wrapped to int8 when read
 
 
 def _box_dma(dt: DT, dst: Ref, src: Ref, shape: tuple[int, int], dst_strides: tuple[int, int],
@@ -188,10 +194,18 @@ def _ub_span(dt: DT, ref: Ref, shape: tuple[int, ...], strides: tuple[int, ...])
 
 
 def _ub_clash(stores: list[Instr], loads: list[Instr]) -> bool:
-    """True unless every store is a DMA and every load a DMA into `ub` whose bytes none of
-    the stores reads (an instruction of another form counts as a clash)."""
+    """True unless every store is a DMA or a scatter-add from `ub` (and flags) and every
+    load a DMA into `ub` whose bytes none of the stores reads (an instruction of another
+    form counts as a clash)."""
     reads: list[tuple[int, int]] = []
     for st in stores:
+        if isinstance(st, SetFlag):
+            continue
+        if isinstance(st, ScatterAdd) and all(r.space == Space.UB and r.reg == 0
+                                              for r in (st.src, st.index)):  # fmt: skip
+            reads.append(_ub_span(st.dtype, st.src, (st.count, st.row_len), (st.src_stride, 1)))
+            reads.append(_ub_span(st.op.dtype, st.index, (st.count,), (1,)))
+            continue
         if not isinstance(st, Dma) or st.src.space != Space.UB or st.src.reg != 0:
             return True
         reads.append(_ub_span(st.dtype, st.src, st.shape, st.src_strides))
@@ -256,7 +270,8 @@ def _emit(cl: CoreLowering) -> list[Instr]:
              for i in range(n)]  # fmt: skip
     # out[i]: step i + slots's vector work waits for step i's stores (a step without
     # stores sets no flag: its wait would be for the stores before it, latency and all)
-    out = [i + slots >= n or bool(steps[i].stores) for i in range(n)]
+    out = [i + slots >= n or (bool(steps[i].stores) and not steps[i].detached)
+           for i in range(n)]  # fmt: skip
     # a step without loads sets and waits for no _F_LOAD (nor for the loads before it)
     inn = [bool(st.loads) for st in steps]
 

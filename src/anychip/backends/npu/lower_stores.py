@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from anychip.backends.npu import lower_sort
 from anychip.backends.npu.lower_exprs import (
     _BIN,
     _BOOL_BIN,
@@ -146,16 +147,16 @@ def guard_boxes(cl: CoreLowering, s: Store, f: Frame) -> list[tuple[int, int, in
 
 def combine_old(cl: CoreLowering, s: Store, sdt: DT, src: Tile, dst: Ref, strides: tuple[int, int]
                 ) -> Val:  # fmt: skip
-    """combine(buf's current box at `dst`, src): the old values DMA'd in this step."""
+    """combine(buf's current box at `dst`, src): the old values DMA'd in this step (int8
+    widened to i16, as src holds it: sums and products wrap into int8 at the store)."""
     assert s.combine is not None
-    if sdt == DT.I8:
-        raise NpuUnsupported(f"npu: an int8 {s.combine} store in {cl.low.ir.name}")
     ops = _BOOL_BIN if sdt == DT.BOOL and s.combine in _BOOL_BIN else _BIN
     if s.combine not in ops:
         raise NpuUnsupported(f"npu: {s.combine} store in kernel {cl.low.ir.name}")
     old = cl.temp(src.rows, src.cols, sdt)
     cl.open().loads.append(_box_dma(sdt, old.ref, dst, old.shape, old.strides, strides))
-    return cl.bin(ops[s.combine], Val(old, sdt), Val(src, sdt))
+    was = cl.widen(old)
+    return cl.bin(ops[s.combine], was, Val(src, was.kind))
 
 
 def scatter_add(cl: CoreLowering, s: Store, f: Frame) -> None:
@@ -211,8 +212,8 @@ def scatter_add(cl: CoreLowering, s: Store, f: Frame) -> None:
 def sort_row(cl: CoreLowering, s: SortRow, f: Frame) -> None:
     """`vargsort` of the frame's rows of keys (one row of `s.n` keys per point, DMA'd
     in as one box), its first k columns widened to the output's integer type and
-    stored. A row must fit the unified buffer (a longer one would need a merge pass
-    of compares and selects: not lowered, `NpuUnsupported`)."""
+    stored. A row longer than a step's share of the unified buffer is sorted by counting
+    (`lower_sort`)."""
     low = cl.low
     sdt, ddt = _dt(low.ir.bufs[s.src].dtype), _dt(low.ir.bufs[s.dst].dtype)
     a, b = _affine(s.src_base, low.lets), _affine(s.dst_base, low.lets)
@@ -222,6 +223,9 @@ def sort_row(cl: CoreLowering, s: SortRow, f: Frame) -> None:
     k = s.n if s.k is None else s.k
     if min(start, rs, dstart, drs, s.src_stride, s.dst_stride) < 0:
         raise NpuUnsupported(f"npu: sort rows with negative strides in {low.ir.name}")
+    if f.rows == 1 and lower_sort.row_bytes(s.n, k, sdt, ddt) > cl.slot_size:
+        lower_sort.long_sort_row(cl, s, f, start, dstart, sdt, ddt)
+        return
     st = cl.open()
     keys = cl.temp(f.rows, s.n, sdt)
     src = cl.low.dram(s.src, start * sdt.itemsize)
