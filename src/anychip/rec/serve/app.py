@@ -177,6 +177,8 @@ class Server:
         return version
 
     async def healthz(self, request: Request) -> Response:
+        if not self.batcher.alive():  # the inference process exited: 503, so it is replaced
+            return JSONResponse({"status": "down", "version": self.model.version}, 503)
         return JSONResponse({"status": "ok", "version": self.model.version})
 
     async def metrics_text(self, request: Request) -> Response:

@@ -85,6 +85,10 @@ class Batcher:
     def depth(self) -> int:
         return len(self._jobs)
 
+    def alive(self) -> bool:
+        """Whether the worker can score (a thread never dies: a failed batch fails alone)."""
+        return True
+
     def submit(self, query: Query, k: int) -> asyncio.Future[Result]:
         """Queue `query` (called on the event loop; never blocks); its future gets
         (version, its k most probable candidates, their probabilities)."""

@@ -98,6 +98,10 @@ class InferenceProcess:
         """Requests sent to the worker and not answered yet (queued or in a batch)."""
         return len(self._jobs)
 
+    def alive(self) -> bool:
+        """Whether the worker process is there to score."""
+        return self._alive and self._proc.is_alive()
+
     def submit(self, query: Query, k: int) -> asyncio.Future[Result]:
         """Send `query` to the worker (on the event loop; never waits for it); its future
         gets (version, its k most probable candidates, their probabilities)."""
