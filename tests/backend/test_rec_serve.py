@@ -326,10 +326,8 @@ def test_updates_need_the_token_and_follow_versions(model_dir: str, mode: str) -
 @pytest.mark.parametrize("mode", MODES)
 def test_no_response_mixes_two_versions(model_dir: str, mode: str) -> None:
     model, _ = load_model(model_dir)
-    with serving(model_dir, max_batch=64, token=TOKEN, max_wait_ms=0.5, inference=mode) as (
-        _,
-        url,
-    ):
+    kw = {"max_batch": 64, "token": TOKEN, "max_wait_ms": 0.5, "inference": mode}
+    with serving(model_dir, **kw) as (_, url):
         assert post_update(url, encoded_update(model, 1, -1, "full")).status_code == 200
         stop = threading.Event()
         seen: list[list[tuple[int, list[float]]]] = [[] for _ in range(3)]
@@ -406,9 +404,8 @@ def test_a_server_catches_up_from_the_log_and_follows_it(model_dir: str, mode: s
         r = redis.Redis.from_url(url_redis)
         for u in log:
             r.xadd(UPDATES, {"version": u.version, "kind": u.kind, "data": wire.encode(u)})
-        with serving(
-            model_dir, max_batch=32, token=TOKEN, redis=url_redis, inference=mode
-        ) as (server, url):
+        kw = {"max_batch": 32, "token": TOKEN, "redis": url_redis, "inference": mode}
+        with serving(model_dir, **kw) as (server, url):
             assert server.metrics.updates["redis"] == 3  # 5 (full), 6, 7
             got = predict(url, req).json()
             assert got["version"] == 7

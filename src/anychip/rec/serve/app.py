@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -136,6 +137,7 @@ class Server:
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
         except Exception as e:  # a failed batch: the server goes on
+            print(f"rec serve: {type(e).__name__}: {e}", file=sys.stderr)
             self.metrics.error("internal")
             return _error(f"internal error: {type(e).__name__}: {e}", 500)
         self.metrics.served(time.perf_counter() - start)

@@ -3,17 +3,21 @@
 
 The server process keeps HTTP, parsing, the bounded queue's count and the metrics;
 `InferenceProcess` starts the worker (multiprocessing, spawn), which loads and captures
-the model, batches and scores. Two pipes join them, messages pickled:
+the model, batches and scores. Two channels join them, messages pickled:
 
-- requests: the server sends `("q", id, user, items bytes (int64), timestamp, k, arrived)`
-  from the event loop and `("x",)` to stop; the worker answers each batch with
-  `("r", version, requests, rows, [(id, items, scores), ...])` (top-k, highest first) or
-  `("f", [id, ...], message)` when it failed. The event loop reads them as they come
-  (`add_reader`): it never blocks on the worker.
-- control: `("u", wire bytes)` (an update) and `("e", events)` (into the feature store),
-  each answered by `("ok", version, swap seconds)`, `("stale", message, served version)`,
-  `("bad", message, served version)` or `("error", message, served version)`; sent by one
-  thread at a time (POST /update's thread pool, the follower).
+- requests (a socket pair; each message its length and its pickle): the server sends
+  `("q", id, user, items bytes (int64), timestamp, k, arrived)` from the event loop and
+  `("x",)` to stop; the worker answers each batch with `("r", version, requests, rows,
+  [(id, items, scores), ...])` (top-k, highest first) or `("f", [id, ...], message)` when
+  it failed. The server's end is non-blocking: the event loop reads answers as they come
+  (`add_reader`) and writes later what the socket does not take at once (`add_writer`),
+  so it never blocks on a busy worker.
+- control (a multiprocessing pipe, blocking): the worker's `("ready", ...)` or
+  `("error", ...)` at start, then `("u", wire bytes)` (an update) and `("e", events)`
+  (into the feature store), each answered by `("ok", version, swap seconds)`, `("stale",
+  message, served version)`, `("bad", message, served version)` or `("error", message,
+  served version)`; sent by one thread at a time (POST /update's thread pool, the
+  follower).
 
 In the worker, one thread batches and scores (`_serve`: the same batches as the thread
 worker, batching.take) and another applies what comes on the control pipe, so an update
@@ -27,10 +31,15 @@ import collections
 import gc
 import multiprocessing
 import os
+import pickle
+import select
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -46,6 +55,8 @@ from anychip.rec.serve.model import ServedModel, StaleUpdate
 
 START_TIMEOUT_S = 600  # loading and capturing every batch class (compiling on a cold cache)
 STOP_TIMEOUT_S = 10
+READ_BYTES = 1 << 16
+HEADER = struct.Struct("<I")  # a message on the requests socket: its length, then its pickle
 SWITCH_INTERVAL_S = 0.0005  # the worker's two threads: an update's prepare and the batches
 
 
@@ -59,15 +70,15 @@ class InferenceProcess:
         metrics: Metrics,
     ) -> None:  # fmt: skip
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked threads
-        self._conn, child_conn = ctx.Pipe()
+        self._sock, child_sock = socket.socketpair()
         self._ctl, child_ctl = ctx.Pipe()
         self.path = os.path.abspath(path)
         self._proc = ctx.Process(
-            target=main, args=(child_conn, child_ctl, self.path, device, max_batch, max_wait),
+            target=main, args=(child_sock, child_ctl, self.path, device, max_batch, max_wait),
             name="rec-serve-infer", daemon=True,
         )  # fmt: skip
         self._proc.start()
-        child_conn.close()
+        child_sock.close()
         child_ctl.close()
         self.metrics, self.capacity, self.max_batch = metrics, queue, max_batch
         self.pid = self._proc.pid
@@ -79,15 +90,17 @@ class InferenceProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ctl_lock = threading.Lock()
         self._alive = True
+        self._in, self._out = bytearray(), bytearray()  # bytes read and not yet parsed, to send
+        self._writing = False  # waiting for the socket to take `_out`
 
     def _started(self) -> tuple[Any, ...]:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._conn.poll(0.1):
+        while not self._ctl.poll(0.1):
             if not self._proc.is_alive() or time.monotonic() > deadline:
                 self._proc.kill()
                 raise RuntimeError(f"rec serve: the inference process did not start (exit "
                                    f"{self._proc.exitcode})")  # fmt: skip
-        msg: tuple[Any, ...] = self._conn.recv()
+        msg: tuple[Any, ...] = self._ctl.recv()
         if msg[0] == "error":
             self._proc.join(STOP_TIMEOUT_S)
             raise (ArgumentError if msg[2] else RuntimeError)(msg[1])
@@ -113,21 +126,51 @@ class InferenceProcess:
         rid = self._next_id
         self._next_id += 1
         items = np.ascontiguousarray(query.items, np.int64).tobytes()
-        self._conn.send(("q", rid, query.user, items, query.timestamp, k, time.monotonic()))
+        self._send(("q", rid, query.user, items, query.timestamp, k, time.monotonic()))
         self._jobs[rid] = fut
         return fut
 
     def start(self) -> None:
         """Read the worker's answers on the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._conn.fileno(), self._read)
+        self._sock.setblocking(False)
+        self._loop.add_reader(self._sock.fileno(), self._read)
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        """Queue `msg` and write what the socket takes now; the loop writes the rest when
+        it can (`_flush`): the event loop never blocks on a busy worker."""
+        self._out += _frame(msg)
+        if not self._writing:
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            del self._out[: self._sock.send(self._out)]
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            self._stopped(RuntimeError(f"the inference process is unreachable: {e}"))
+            return
+        assert self._loop is not None
+        if self._out and not self._writing:
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+        elif not self._out and self._writing:
+            self._loop.remove_writer(self._sock.fileno())
+        self._writing = bool(self._out)
 
     def _read(self) -> None:
         try:
-            while self._conn.poll(0):
-                self._answer(self._conn.recv())
-        except (EOFError, OSError):  # the worker is gone: no request waits for it
+            data = self._sock.recv(READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker is gone: no request waits for it
             self._stopped(RuntimeError(f"the inference process exited ({self._proc.exitcode})"))
+            return
+        self._in += data
+        for msg in _unframe(self._in):
+            self._answer(msg)
 
     def _answer(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "r":
@@ -142,8 +185,10 @@ class InferenceProcess:
 
     def _stopped(self, why: BaseException) -> None:
         if self._loop is not None and self._alive:
-            self._loop.remove_reader(self._conn.fileno())
-        self._alive = False
+            self._loop.remove_reader(self._sock.fileno())
+            if self._writing:
+                self._loop.remove_writer(self._sock.fileno())
+        self._alive = self._writing = False
         for fut in self._jobs.values():
             _fail(fut, why)
         self._jobs.clear()
@@ -151,18 +196,27 @@ class InferenceProcess:
     def stop(self) -> None:
         """Stop the worker (answering what it holds first) and fail what is left."""
         if self._alive:
+            if self._loop is not None:
+                self._loop.remove_reader(self._sock.fileno())
+                if self._writing:
+                    self._loop.remove_writer(self._sock.fileno())
+                self._writing = False
+            self._sock.settimeout(STOP_TIMEOUT_S)
             try:
-                self._conn.send(("x",))
-                while self._conn.poll(STOP_TIMEOUT_S):  # its last answers, until it closes
-                    self._answer(self._conn.recv())
-            except (EOFError, OSError):
+                self._sock.sendall(bytes(self._out) + _frame(("x",)))
+                while data := self._sock.recv(READ_BYTES):  # its last answers, until it closes
+                    self._in += data
+                    for msg in _unframe(self._in):
+                        self._answer(msg)
+            except OSError:
                 pass
+            self._loop = None  # the reader is gone already
         self._stopped(Overloaded("server stopping"))
         self._proc.join(STOP_TIMEOUT_S)
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join()
-        self._conn.close()
+        self._sock.close()
         self._ctl.close()
 
     # --- the model (any thread) ---
@@ -195,7 +249,7 @@ class InferenceProcess:
 
 # --- the worker process ---
 def main(
-    conn: Connection, ctl: Connection, path: str, device: str, max_batch: int, max_wait: float
+    sock: socket.socket, ctl: Connection, path: str, device: str, max_batch: int, max_wait: float
 ) -> None:
     """The worker: load and capture the model, then serve both pipes until told to stop
     (or the server is gone)."""
@@ -204,16 +258,16 @@ def main(
         model = ServedModel(path, device, max_batch)
         model.warmup()
     except Exception as e:
-        conn.send(("error", str(e) if isinstance(e, ArgumentError) else
+        ctl.send(("error", str(e) if isinstance(e, ArgumentError) else
                    f"rec serve: loading the model: {type(e).__name__}: {e}",
                    isinstance(e, ArgumentError)))  # fmt: skip
         return
     gc.collect()
     gc.freeze()  # the model and its captures live as long as the worker (main.run says why)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    conn.send(("ready", model.version, model.classes, model.max_requests))
+    ctl.send(("ready", model.version, model.classes, model.max_requests))
     threading.Thread(target=_control, args=(ctl, model), name="rec-serve-ctl", daemon=True).start()
-    _serve(conn, model, max_wait)
+    _serve(_Channel(sock), model, max_wait)
 
 
 @dataclass
@@ -224,43 +278,84 @@ class _Pending:
     arrived: float  # time.monotonic() in the server process (the same clock)
 
 
-def _serve(conn: Connection, model: ServedModel, max_wait: float) -> None:
-    """Batch and score what arrives on `conn` (batching.py's rules), until ("x",) or EOF."""
+class _Channel:
+    """The worker's end of the requests socket (blocking): framed messages in and out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, bytearray()
+
+    def receive(self, timeout: float | None) -> list[Any]:
+        """The messages that arrived, waiting up to `timeout` seconds (None: until one
+        does) if none has; EOFError when the server is gone."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        msgs: list[Any] = []
+        while ready:
+            data = self.sock.recv(READ_BYTES)
+            if not data:
+                raise EOFError
+            self.buf += data
+            msgs += _unframe(self.buf)
+            ready, _, _ = select.select([self.sock], [], [], 0)
+        return msgs
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        self.sock.sendall(_frame(msg))
+
+
+def _frame(msg: tuple[Any, ...]) -> bytes:
+    data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+def _unframe(buf: bytearray) -> list[Any]:
+    """The whole messages at the start of `buf`, removed from it."""
+    out, at = [], 0
+    while len(buf) - at >= HEADER.size:
+        (n,) = HEADER.unpack_from(buf, at)
+        if len(buf) - at - HEADER.size < n:
+            break
+        out.append(pickle.loads(buf[at + HEADER.size : at + HEADER.size + n]))
+        at += HEADER.size + n
+    del buf[:at]
+    return out
+
+
+def _serve(chan: _Channel, model: ServedModel, max_wait: float) -> None:
+    """Batch and score what arrives on `chan` (batching.py's rules), until ("x",) or EOF."""
     pending: collections.deque[_Pending] = collections.deque()
+    timeout: float | None = 0.0
     while True:
         try:
-            while conn.poll(0):  # everything that arrived, first
-                msg = conn.recv()
-                if msg[0] == "x":
-                    return
-                _, rid, user, items, stamp, k, arrived = msg
-                pending.append(_Pending(rid, Query(user, np.frombuffer(items, np.int64), stamp),
-                                        k, arrived))  # fmt: skip
+            msgs = chan.receive(timeout)
         except (EOFError, OSError):
             return
+        for msg in msgs:
+            if msg[0] == "x":
+                return
+            _, rid, user, items, stamp, k, arrived = msg
+            query = Query(user, np.frombuffer(items, np.int64), stamp)
+            pending.append(_Pending(rid, query, k, arrived))
         timeout = None
         if pending:
             sizes = [len(p.query.items) for p in pending]
             n, closed = take(sizes, model.max_batch, model.max_requests)
             left = pending[0].arrived + max_wait - time.monotonic()
             if closed or left <= 0:
-                _score(conn, model, [pending.popleft() for _ in range(n)])
+                _score(chan, model, [pending.popleft() for _ in range(n)])
+                timeout = 0.0  # what arrived meanwhile, before the next batch
                 continue
             timeout = left
-        try:
-            conn.poll(timeout)
-        except (EOFError, OSError):
-            return
 
 
-def _score(conn: Connection, model: ServedModel, batch: list[_Pending]) -> None:
+def _score(chan: _Channel, model: ServedModel, batch: list[_Pending]) -> None:
     try:
         version, probs = model.score([p.query for p in batch])
     except Exception as e:  # every request of the batch learns of it; the worker goes on
-        conn.send(("f", [p.rid for p in batch], f"{type(e).__name__}: {e}"))
+        traceback.print_exc()
+        chan.send(("f", [p.rid for p in batch], f"{type(e).__name__}: {e}"))
         return
     results = [(p.rid, *top_k(p.query.items, pr, p.k)) for p, pr in zip(batch, probs)]
-    conn.send(("r", version, len(batch), sum(len(p) for p in probs), results))
+    chan.send(("r", version, len(batch), sum(len(p) for p in probs), results))
 
 
 def _control(ctl: Connection, model: ServedModel) -> None:
