@@ -10,7 +10,9 @@ this machine: `anychip rec serve` and `anychip rec loadtest` in two processes.
    p99 <= 10 ms and no errors.
 
 Prints the load average before and after each run (the machine is shared; a neighbour's
-work shows in the tail) and writes every figure with --json.
+work shows in the tail) and the server's CPU time per request (its process and the
+inference worker's: what the neighbours do not change much), and writes every figure
+with --json. `--server-args "--inference thread"` measures the worker as a thread.
 
 Run: PYTHONPATH=src python bench/rec_serve.py [--model-dir DIR] [--duration 30]
      [--ladder 250,500,750,1000,1250,1500] [--step 10] [--json PATH]
@@ -89,15 +91,30 @@ class Server:
         self.proc.terminate()
         self.proc.wait(30)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the server and its worker process so far."""
+        pids = [self.proc.pid]
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+        total = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / os.sysconf("SC_CLK_TCK")
 
-def load(url: str, qps: float, duration: float, candidates: int) -> dict[str, Any]:
-    """One loadtest run in its own process; its figures and the load averages around it."""
+
+def load(server: Server, qps: float, duration: float, candidates: int) -> dict[str, Any]:
+    """One loadtest run in its own process; its figures, the load averages around it and
+    the server's CPU time per answered request."""
+    url = server.url
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        before = os.getloadavg()
+        before, cpu = os.getloadavg(), server.cpu_seconds()
         cmd = anychip("rec", "loadtest", "--url", url, "--qps", str(qps), "--duration",
                       str(duration), "--candidates", str(candidates), "--json", f.name)  # fmt: skip
         subprocess.run(cmd, env=_env(), check=True, stdout=subprocess.DEVNULL)
         fig: dict[str, Any] = json.loads(Path(f.name).read_text())
+    fig["server_cpu_ms_per_request"] = 1e3 * (server.cpu_seconds() - cpu) / max(fig["ok"], 1)
     fig["loadavg_before"], fig["loadavg_after"] = before[0], os.getloadavg()[0]
     return fig
 
@@ -152,7 +169,8 @@ def line(fig: dict[str, Any]) -> str:
         f"{fig['offered_qps']:>6g} req/s offered  {fig['qps']:7.1f} achieved  p50 "
         f"{fig['p50_ms']:6.2f}  p90 {fig['p90_ms']:6.2f}  p99 {fig['p99_ms']:7.2f}  p99.9 "
         f"{fig['p999_ms']:7.2f} ms  errors: {errs}  (generator lag p99 "
-        f"{g['send_lag_p99_ms']:.2f} ms, cpu {100 * g['cpu_fraction']:.0f}%; load "
+        f"{g['send_lag_p99_ms']:.2f} ms, cpu {100 * g['cpu_fraction']:.0f}%; server cpu "
+        f"{fig['server_cpu_ms_per_request']:.2f} ms/request; load "
         f"{fig['loadavg_before']:.2f} -> {fig['loadavg_after']:.2f})"
     )
 
@@ -178,12 +196,12 @@ def main() -> int:
         model_dir = args.model_dir or train(tmp)
         server = Server(model_dir, args.server_args.split())
         try:
-            load(server.url, 200, 3, args.candidates)  # warm: connections, caches
-            target = load(server.url, 500, args.duration, args.candidates)
+            load(server, 200, 3, args.candidates)  # warm: connections, caches
+            target = load(server, 500, args.duration, args.candidates)
             print("target ", line(target), flush=True)
             pub = Publisher(server.url, model_dir, args.sync_every, args.sync_rows)
             try:
-                synced = load(server.url, 500, args.duration, args.candidates)
+                synced = load(server, 500, args.duration, args.candidates)
             finally:
                 pub.close()
             synced["sync"] = {"every_s": args.sync_every, "updates": len(pub.posts),
@@ -191,7 +209,7 @@ def main() -> int:
             print("synced ", line(synced), f"({len(pub.posts)} updates)", flush=True)
             ladder = []
             for qps in (float(q) for q in args.ladder.split(",")):
-                fig = load(server.url, qps, args.step, args.candidates)
+                fig = load(server, qps, args.step, args.candidates)
                 ladder.append(fig)
                 print("ladder ", line(fig), flush=True)
                 if fig["p99_ms"] is None or fig["p99_ms"] > 10 * TARGET_P99_MS:

@@ -32,6 +32,7 @@ import anychip as ac
 from anychip.cli import main
 from anychip.rec import wire
 from anychip.rec.serve.follow import UPDATES
+from anychip.rec.serve.process import InferenceProcess
 
 TS = 881250949  # a MovieLens timestamp: 1997-12-04 15:55:49 UTC
 TOKEN = "s3cret-token"
@@ -46,10 +47,34 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(out)
 
 
-@pytest.fixture(scope="module")
-def served(model_dir: str) -> Any:
-    with serving(model_dir, max_batch=64, token=TOKEN) as s:
+MODES = ["thread", "process"]  # the inference worker: a thread of the server, or a process
+
+
+@pytest.fixture(scope="module", params=MODES)
+def served(model_dir: str, request: pytest.FixtureRequest) -> Any:
+    with serving(model_dir, max_batch=64, token=TOKEN, inference=request.param) as s:
         yield s
+
+
+class WorkerHold:
+    """The inference worker blocked until `release`: its lock held (a thread) or its
+    process stopped (SIGSTOP, then SIGCONT)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server, self.held = server, True
+        if isinstance(server.model, InferenceProcess):
+            os.kill(server.model.pid, signal.SIGSTOP)
+        else:
+            server.model.lock.acquire()
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if isinstance(self.server.model, InferenceProcess):
+            os.kill(self.server.model.pid, signal.SIGCONT)
+        else:
+            self.server.model.lock.release()
 
 
 def predict(url: str, body: Any, **kw: Any) -> httpx.Response:
@@ -152,10 +177,11 @@ def test_bad_requests_get_a_message_and_never_reach_the_model(
     assert metric(url, "anychip_rec_batch_rows_count") == batches
 
 
-def test_a_full_queue_sheds_load_with_503_and_retry_after(model_dir: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_full_queue_sheds_load_with_503_and_retry_after(model_dir: str, mode: str) -> None:
     body = {"user_id": 1, "candidates": list(range(1, 61))}  # 60 rows: one request a batch
-    with serving(model_dir, max_batch=64, queue=3) as (server, url):
-        server.model.lock.acquire()  # the worker blocks on its first batch
+    with serving(model_dir, max_batch=64, queue=3, inference=mode) as (server, url):
+        hold = WorkerHold(server)  # the worker blocks on its first batch (a thread) or at once
         try:
 
             async def burst() -> list[httpx.Response]:
@@ -168,14 +194,13 @@ def test_a_full_queue_sheds_load_with_503_and_retry_after(model_dir: str) -> Non
                     await asyncio.sleep(0.2)  # and any refusal still on its way
                     done = {t for t in tasks if t.done()}
                     refused = [t.result() for t in done]
-                    server.model.lock.release()
+                    hold.release()
                     await asyncio.gather(*tasks)
                     return refused + [t.result() for t in tasks if t not in done]
 
             results = asyncio.run(burst())
         finally:
-            if server.model.lock.locked():
-                server.model.lock.release()
+            hold.release()
         refused = [r for r in results if r.status_code == 503]
         ok = [r for r in results if r.status_code == 200]
         assert len(refused) + len(ok) == 9
@@ -194,6 +219,7 @@ def test_metrics_and_healthz(served: Any) -> None:
     for name in ("requests_total", "request_latency_seconds_bucket", "model_version",
                  "queue_depth", "batch_rows_bucket", "batch_requests_bucket"):  # fmt: skip
         assert f"anychip_rec_{name}" in text
+    assert predict(url, {"user_id": 1, "candidates": [2]}).status_code == 200
     assert metric(url, "anychip_rec_requests_total") >= 1
 
 
@@ -232,10 +258,11 @@ def post_update(url: str, update: wire.Update | bytes, token: str | None = TOKEN
     return httpx.post(f"{url}/update", content=data, headers=headers, timeout=30)
 
 
-def test_updates_need_the_token_and_follow_versions(model_dir: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_updates_need_the_token_and_follow_versions(model_dir: str, mode: str) -> None:
     model, _ = load_model(model_dir)
     req = {"user_id": 3, "candidates": [1, 2, 3], "context": {"timestamp": TS}}
-    with serving(model_dir, max_batch=32, token=TOKEN) as (server, url):
+    with serving(model_dir, max_batch=32, token=TOKEN, inference=mode) as (server, url):
         before = predict(url, req).json()
         full = encoded_update(model, 4, -1, "full")
         for token in (None, "wrong", TOKEN + "x"):
@@ -296,9 +323,11 @@ def test_updates_need_the_token_and_follow_versions(model_dir: str) -> None:
         assert 0 < metric(url, "anychip_rec_update_swap_seconds_sum") < 3
 
 
-def test_no_response_mixes_two_versions(model_dir: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_no_response_mixes_two_versions(model_dir: str, mode: str) -> None:
     model, _ = load_model(model_dir)
-    with serving(model_dir, max_batch=64, token=TOKEN, max_wait_ms=0.5) as (_, url):
+    kw = {"max_batch": 64, "token": TOKEN, "max_wait_ms": 0.5, "inference": mode}
+    with serving(model_dir, **kw) as (_, url):
         assert post_update(url, encoded_update(model, 1, -1, "full")).status_code == 200
         stop = threading.Event()
         seen: list[list[tuple[int, list[float]]]] = [[] for _ in range(3)]
@@ -357,7 +386,8 @@ def test_loadtest_reports_latency_from_scheduled_times(
 
 
 @pytest.mark.skipif(not has_redis(), reason="needs /usr/bin/redis-server")
-def test_a_server_catches_up_from_the_log_and_follows_it(model_dir: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_server_catches_up_from_the_log_and_follows_it(model_dir: str, mode: str) -> None:
     import redis
 
     model, _ = load_model(model_dir)
@@ -374,7 +404,8 @@ def test_a_server_catches_up_from_the_log_and_follows_it(model_dir: str) -> None
         r = redis.Redis.from_url(url_redis)
         for u in log:
             r.xadd(UPDATES, {"version": u.version, "kind": u.kind, "data": wire.encode(u)})
-        with serving(model_dir, max_batch=32, token=TOKEN, redis=url_redis) as (server, url):
+        kw = {"max_batch": 32, "token": TOKEN, "redis": url_redis, "inference": mode}
+        with serving(model_dir, **kw) as (server, url):
             assert server.metrics.updates["redis"] == 3  # 5 (full), 6, 7
             got = predict(url, req).json()
             assert got["version"] == 7
@@ -420,6 +451,8 @@ def test_the_cli_serves_with_a_token_file_and_stops_on_sigterm(
 
 def test_requests_only_replay_the_captures_made_at_start(served: Any) -> None:
     server, url = served
+    if isinstance(server.model, InferenceProcess):
+        pytest.skip("the captures are in the worker process (checked with the thread worker)")
     scorer = server.model._score
     assert len(scorer.captures) == len(server.model.classes) == 3  # 17, 33, 65 rows
     calls: list[Any] = []
@@ -453,3 +486,18 @@ def test_an_oversized_chunked_body_is_refused_without_reading_it_all(served: Any
     r = httpx.post(f"{url}/predict", content=chunks(), timeout=10)
     assert r.status_code == 413 and "exceeds" in r.json()["error"]
     assert predict(url, {"user_id": 1, "candidates": [2]}).status_code == 200
+
+
+def test_a_dead_inference_process_fails_requests_instead_of_hanging(model_dir: str) -> None:
+    with serving(model_dir, max_batch=16, inference="process") as (server, url):
+        assert predict(url, {"user_id": 1, "candidates": [2, 3]}).status_code == 200
+        os.kill(server.model.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:  # the event loop sees the pipe close: every later request gets a 500
+            r = predict(url, {"user_id": 1, "candidates": [2, 3]})
+            if r.status_code == 500 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 500 and "inference process" in r.json()["error"]
+        health = httpx.get(f"{url}/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "down"

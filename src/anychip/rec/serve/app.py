@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,11 +22,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from anychip.errors import ArgumentError
-from anychip.rec import wire
 from anychip.rec.serve.batching import Batcher, Overloaded
 from anychip.rec.serve.features import Query, now
 from anychip.rec.serve.metrics import Metrics
 from anychip.rec.serve.model import ServedModel, StaleUpdate
+from anychip.rec.serve.process import InferenceProcess
 
 MAX_CANDIDATES = 1000  # per request (also at most --max-batch): more is 413
 MAX_PREDICT_BYTES = 64 * 1024  # a /predict body; 1000 candidates of 10 digits fit
@@ -69,8 +70,10 @@ def parse_predict(body: bytes, cap: int) -> tuple[Query, int]:
         raise BadRequest("candidates must be a non-empty list of item ids")
     if len(cands) > cap:
         raise BadRequest(f"{len(cands)} candidates exceed the cap of {cap}", 413, "too_large")
-    for c in cands:
-        _int(c, "each candidate")
+    # one pass in C for the usual request; the slow path names the first bad candidate
+    if not all(type(c) is int for c in cands) or min(cands) < INT64[0] or max(cands) > INT64[1]:
+        for c in cands:
+            _int(c, "each candidate")
     k = len(cands) if req.get("k") is None else _int(req["k"], "k")
     if k < 1:
         raise BadRequest(f"k must be >= 1, got {k}")
@@ -81,12 +84,6 @@ def parse_predict(body: bytes, cap: int) -> tuple[Query, int]:
         raise BadRequest("context must be an object")
     stamp = now() if ctx.get("timestamp") is None else _int(ctx["timestamp"], "context.timestamp")
     return Query(user, np.array(cands, np.int64), stamp), k
-
-
-def top_k(items: np.ndarray, probs: np.ndarray, k: int) -> tuple[list[int], list[float]]:
-    """The k most probable items, highest first (ties: the earlier candidate first)."""
-    order = np.argsort(-probs, kind="stable")[:k]
-    return items[order].tolist(), probs[order].astype(float).tolist()
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -109,10 +106,15 @@ def _error(message: str, status: int, **extra: Any) -> JSONResponse:
 
 
 class Server:
-    """The served model, its batcher and metrics, and the token guarding `/update`."""
+    """The served model, its batcher and metrics, and the token guarding `/update`. With
+    the worker in its own process, `model` and `batcher` are both its InferenceProcess."""
 
     def __init__(
-        self, model: ServedModel, batcher: Batcher, metrics: Metrics, token: str | None
+        self,
+        model: ServedModel | InferenceProcess,
+        batcher: Batcher | InferenceProcess,
+        metrics: Metrics,
+        token: str | None,
     ) -> None:
         self.model, self.batcher, self.metrics, self.token = model, batcher, metrics, token
         self.cap = min(MAX_CANDIDATES, model.max_batch)
@@ -123,7 +125,7 @@ class Server:
         self.metrics.request()
         try:
             query, k = parse_predict(await _body(request, MAX_PREDICT_BYTES), self.cap)
-            version, probs = await self.batcher.submit(query)
+            version, items, scores = await self.batcher.submit(query, k)
         except BadRequest as e:
             self.metrics.error(e.kind)
             return _error(str(e), e.status)
@@ -135,9 +137,9 @@ class Server:
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
         except Exception as e:  # a failed batch: the server goes on
+            print(f"rec serve: {type(e).__name__}: {e}", file=sys.stderr)
             self.metrics.error("internal")
             return _error(f"internal error: {type(e).__name__}: {e}", 500)
-        items, scores = top_k(query.items, probs, k)
         self.metrics.served(time.perf_counter() - start)
         return JSONResponse({"version": version, "items": items, "scores": scores})
 
@@ -172,11 +174,13 @@ class Server:
 
     def apply(self, data: bytes, source: str) -> int:
         """Decode and apply an update's bytes (off the event loop); its new version."""
-        version = self.model.apply(wire.decode(data))
+        version = self.model.apply_bytes(data)
         self.metrics.update(source, version, self.model.last_swap_s)
         return version
 
     async def healthz(self, request: Request) -> Response:
+        if not self.batcher.alive():  # the inference process exited: 503, so it is replaced
+            return JSONResponse({"status": "down", "version": self.model.version}, 503)
         return JSONResponse({"status": "ok", "version": self.model.version})
 
     async def metrics_text(self, request: Request) -> Response:

@@ -1,5 +1,6 @@
-"""Dynamic batching: requests wait in a bounded queue for one inference worker thread,
-which scores several at once.
+"""Dynamic batching: requests wait in a bounded queue for one inference worker, which
+scores several at once: a thread of the server (`Batcher`, `--inference thread`) or a
+process of its own (remote.py, `--inference process`); both take batches with `take`.
 
 The worker takes the oldest request, then others while their candidates fit `max_batch`
 rows and the batch holds at most `max_requests` requests (features.REQUESTS: a request's
@@ -31,12 +32,36 @@ class Overloaded(Exception):
     """The queue is full: the request is refused (HTTP 503)."""
 
 
+Result = tuple[int, list[int], list[float]]  # (version, the top-k items, their scores)
+
+
 @dataclass
 class _Job:
     query: Query
-    future: asyncio.Future[tuple[int, np.ndarray]]
+    k: int
+    future: asyncio.Future[Result]
     loop: asyncio.AbstractEventLoop
     arrived: float
+
+
+def top_k(items: np.ndarray, probs: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    """The k most probable items, highest first (ties: the earlier candidate first)."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return items[order].tolist(), probs[order].astype(float).tolist()
+
+
+def take(sizes: list[int], max_batch: int, max_requests: int) -> tuple[int, bool]:
+    """Of queued requests with `sizes` candidates (oldest first, at least one), how many
+    the next batch takes (the oldest, then those that fit behind it), and whether the
+    batch is closed (the next does not fit, or it holds `max_requests`): then it need not
+    wait for more."""
+    n, rows = 1, sizes[0]
+    while n < len(sizes):
+        if rows + sizes[n] > max_batch or n == max_requests:
+            return n, True
+        rows += sizes[n]
+        n += 1
+    return n, n == max_requests
 
 
 class Batcher:
@@ -60,15 +85,19 @@ class Batcher:
     def depth(self) -> int:
         return len(self._jobs)
 
-    def submit(self, query: Query) -> asyncio.Future[tuple[int, np.ndarray]]:
+    def alive(self) -> bool:
+        """Whether the worker can score (a thread never dies: a failed batch fails alone)."""
+        return True
+
+    def submit(self, query: Query, k: int) -> asyncio.Future[Result]:
         """Queue `query` (called on the event loop; never blocks); its future gets
-        (version, probabilities of its candidates)."""
+        (version, its k most probable candidates, their probabilities)."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[int, np.ndarray]] = loop.create_future()
+        fut: asyncio.Future[Result] = loop.create_future()
         with self._cond:
             if len(self._jobs) >= self.capacity or not self._running:
                 raise Overloaded(f"{len(self._jobs)} requests queued (capacity {self.capacity})")
-            self._jobs.append(_Job(query, fut, loop, time.perf_counter()))
+            self._jobs.append(_Job(query, k, fut, loop, time.perf_counter()))
             self._cond.notify()
         return fut
 
@@ -124,7 +153,8 @@ class Batcher:
                     j.loop.call_soon_threadsafe(_fail, j.future, e)
                 continue
             self.metrics.batch(len(jobs), sum(len(p) for p in probs))
-            done = [(j.future, (version, p)) for j, p in zip(jobs, probs)]
+            done = [(j.future, (version, *top_k(j.query.items, p, j.k)))
+                    for j, p in zip(jobs, probs)]  # fmt: skip
             jobs[0].loop.call_soon_threadsafe(_done_all, done)  # the one loop, woken once
 
 

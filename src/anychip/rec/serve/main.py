@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the server's modules import starlette: only when serving
 
 TOKEN_ENV = "ANYCHIP_REC_TOKEN"
 SWITCH_INTERVAL_S = 0.0005
+INFERENCE = ("process", "thread")
 
 
 def read_token(path: str | None) -> str | None:
@@ -69,6 +70,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", type=int, default=128,
                    help="requests that may wait; more get 503 (default 128)")  # fmt: skip
     p.add_argument(
+        "--inference",
+        choices=INFERENCE,
+        default="process",
+        help="run the model in a process of its own (default: the HTTP loop and the model "
+        "never wait for each other's GIL) or in a thread of the server",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -85,24 +93,36 @@ def build(
     queue: int = 128,
     token: str | None = None,
     redis: str | None = None,
+    inference: str = "thread",
 ) -> tuple[Server, Follower | None]:
     """A server for the model in `model_dir`, warmed up (every batch class captured) and,
-    with `redis`, caught up from the update log, whose follower is started."""
+    with `redis`, caught up from the update log, whose follower is started. `inference`:
+    the worker is a thread of this process ("thread") or a process of its own ("process",
+    rec/serve/process.py; stopped with the app's lifespan)."""
     from anychip.rec.serve.app import Server
     from anychip.rec.serve.batching import Batcher
     from anychip.rec.serve.follow import Follower
     from anychip.rec.serve.metrics import Metrics
     from anychip.rec.serve.model import ServedModel
+    from anychip.rec.serve.process import InferenceProcess
 
     if queue < 1 or max_wait_ms < 0:
         raise ArgumentError("rec serve: --queue must be >= 1 and --max-wait-ms >= 0")
-    model = ServedModel(model_dir, device, max_batch)
-    model.warmup()
+    if inference not in INFERENCE:
+        raise ArgumentError(f"rec serve: --inference is one of {INFERENCE}, got {inference!r}")
     metrics = Metrics()
-    server = Server(model, Batcher(model, metrics, max_wait_ms / 1000, queue), metrics, token)
+    if inference == "process":
+        worker = InferenceProcess(model_dir, device, max_batch, max_wait_ms / 1000, queue, metrics)
+        server = Server(worker, worker, metrics, token)
+        observe = worker.observe
+    else:
+        model = ServedModel(model_dir, device, max_batch)
+        model.warmup()
+        server = Server(model, Batcher(model, metrics, max_wait_ms / 1000, queue), metrics, token)
+        observe = model.features.observe
     follower = None
     if redis:
-        follower = Follower(redis, server.apply, lambda: model.version, model.features.observe)
+        follower = Follower(redis, server.apply, lambda: server.model.version, observe)
         n = follower.catch_up()
         print(f"anychip rec serve: caught up {n} updates and {follower.observed} events from "
               f"{redis}", flush=True)  # fmt: skip
@@ -123,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     gemm.host_info.cache_clear()
     t0 = time.perf_counter()
     server, follower = build(args.model, args.device, args.max_batch, args.max_wait_ms,
-                             args.queue, token, args.redis)  # fmt: skip
+                             args.queue, token, args.redis, args.inference)  # fmt: skip
     model = server.model
     # the model, its captures and compiled programs live as long as the server: out of the
     # cyclic collector's scans (a full scan of them: ~20-35 ms, in the tail of the latency)
@@ -132,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"anychip rec serve: {os.path.basename(model.path)} version {model.version}, batch "
         f"classes {model.classes} ready in {time.perf_counter() - t0:.1f}s; "
-        f"http://{args.host}:{args.port} (updates {'on' if token else 'off: no token'})",
+        f"http://{args.host}:{args.port} (inference in a {args.inference}; updates "
+        f"{'on' if token else 'off: no token'})",
         flush=True,
     )
     # the event loop and the inference thread share the GIL; a thread waiting for it gets

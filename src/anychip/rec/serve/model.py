@@ -48,23 +48,35 @@ def batch_classes(max_batch: int) -> list[int]:
 
 
 class _Scorer:
-    """`model`'s probabilities, called with the model's tensors as an argument: jit maps
-    them (and rebinds after an update) by walking a flat tuple, cheaper on each call than
-    walking the module tree."""
+    """`model`'s probabilities of the batch in `inputs` (dense features, KeyedJaggedTensor),
+    set just before each call under the model's lock. It is called with every tensor it
+    reads as one flat argument list (`_flat`: the model's, then the batch's, each once),
+    so jit keys a call on their shapes alone (its fast path) instead of walking a nested
+    structure on every call; a batch class fixes the batch's other structure (its keys and
+    bag counts: features.ServingFeatures.batch)."""
 
     def __init__(self, model: Module) -> None:
         self.model = model
+        self.inputs: tuple[Tensor | None, KeyedJaggedTensor | None] = (None, None)
         self.__name__ = "score"
 
-    def __call__(
-        self, tensors: tuple[Tensor, ...], dense: Tensor | None, kjt: KeyedJaggedTensor
-    ) -> Tensor:
+    def __call__(self, *tensors: Tensor) -> Tensor:
+        dense, kjt = self.inputs
         out: Tensor = self.model(dense, kjt).sigmoid()
         return out
 
 
 def _tensors(model: Module) -> tuple[Tensor, ...]:
     return (*(p for _, p in model.named_parameters()), *(b for _, b in model.named_buffers()))
+
+
+def _flat(x: Any, out: dict[int, Tensor]) -> None:
+    """The tensors in `x` (nested tuples and lists) into `out`, by identity, in order."""
+    if isinstance(x, Tensor):
+        out.setdefault(id(x), x)
+    elif isinstance(x, (tuple, list)):
+        for y in x:
+            _flat(y, out)
 
 
 class ServedModel:
@@ -81,7 +93,8 @@ class ServedModel:
         self.classes = batch_classes(max_batch)
         self.lock = threading.Lock()
         self.update_lock = threading.Lock()
-        self._score = jit(_Scorer(self.model))
+        self._scorer = _Scorer(self.model)
+        self._score = jit(self._scorer)
         self._tensors = _tensors(self.model)
         self.path = os.path.abspath(path)
         self.last_swap_s = 0.0  # how long the latest update held the inference lock
@@ -102,7 +115,7 @@ class ServedModel:
         for size in self.classes:
             dense, kjt = self._inputs(self.features.empty(size))
             with no_grad():
-                self._score(self._tensors, dense, kjt)
+                self._call(dense, kjt)
 
     def _inputs(self, batch: Padded) -> tuple[Tensor | None, KeyedJaggedTensor]:
         dense = Tensor(batch.dense, device=self.device) if batch.dense.shape[1] else None
@@ -114,12 +127,22 @@ class ServedModel:
         )  # fmt: skip
         return dense, kjt
 
+    def _call(self, dense: Tensor | None, kjt: KeyedJaggedTensor) -> Tensor:
+        """The scoring function on one batch (under `lock`)."""
+        flat: dict[int, Tensor] = {id(t): t for t in self._tensors}
+        _flat((dense, kjt.__jit_flatten__()), flat)
+        self._scorer.inputs = (dense, kjt)
+        try:
+            return self._score(*flat.values())
+        finally:
+            self._scorer.inputs = (None, None)
+
     def run(self, batch: Padded) -> tuple[int, np.ndarray]:
         """(version, probabilities (batch.rows,)) of a padded batch, one model version."""
         dense, kjt = self._inputs(batch)
         with self.lock, no_grad():
             version = self.version
-            probs = self._score(self._tensors, dense, kjt).numpy()
+            probs = self._call(dense, kjt).numpy()
         return version, probs[: batch.rows]
 
     def score(self, queries: list[Query]) -> tuple[int, list[np.ndarray]]:
@@ -128,6 +151,11 @@ class ServedModel:
         version, probs = self.run(self.features.batch(queries, self.size_for(rows)))
         cuts = np.cumsum([len(q.items) for q in queries])[:-1]
         return version, np.split(probs, cuts)
+
+    def apply_bytes(self, data: bytes) -> int:
+        """Decode an update's wire bytes and `apply` it (ArgumentError when they do not
+        decode)."""
+        return self.apply(wire.decode(data))
 
     def apply(self, update: wire.Update) -> int:
         """Swap `update` in (atomically between batches) and return the new version.
