@@ -124,3 +124,25 @@ def test_jitted_step_replays_rows_and_hands_back_the_gradient(device: str) -> No
         np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(), **TOL)
         np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), **TOL)
     assert len(step.captures) == 1
+
+
+def test_zero_grad_without_none_keeps_rows(device: str) -> None:
+    # zero_grad(set_to_none=False) leaves +0.0 gradients: the next backward's rows are
+    # the gradient exactly (0 + a scatter into +0.0 is that scatter), still kept as rows
+    ours, theirs = _pair(device)
+    opt, topt = (
+        ac.optim.SGD(ours.parameters(), lr=0.2),
+        torch.optim.SGD(theirs.parameters(), lr=0.2),
+    )
+    for ids, offs, gy in _batches(4, seed=5):
+        opt.zero_grad(set_to_none=False)
+        topt.zero_grad(set_to_none=False)
+        _loss(ours, ac, ids, offs, gy, device).backward()
+        _loss(theirs, torch, ids, offs, gy, None).backward()
+        assert rowgrad.parts(ours.weight.grad) is not None
+        opt.step()
+        topt.step()
+        np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(), **TOL)
+        got = ours.weight.grad.numpy()
+        np.testing.assert_allclose(got, theirs.weight.grad.numpy(), **TOL)
+        assert not np.signbit(got[got == 0]).any()  # +0.0 where no id landed, as torch's

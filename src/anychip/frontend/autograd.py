@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from anychip.errors import AutogradError, ShapeError, describe
-from anychip.frontend import hooks
+from anychip.frontend import hooks, rowgrad
 from anychip.frontend.hooks import SAVES, call_hooks, grad_rule
 from anychip.ir.ops import Node, Ops
 from anychip.ir.primitives import RULES
@@ -267,7 +267,6 @@ def backward(
     computed once, and a later `root.realize()` or optimizer step finds them ready.
     Without `retain_graph` the graph is freed as in torch: a second backward through an
     op that saved tensors raises."""
-    from anychip.frontend import rowgrad
     from anychip.frontend.tensor import Tensor, realize_together
 
     retain = create_graph if retain_graph is None else retain_graph
@@ -369,7 +368,11 @@ def _run(
         for key, (leaf, c) in totals.items():
             c = call_hooks(leaf, c)
             if want is None:
-                leaf.grad = c if leaf.grad is None else leaf.grad + c
+                old = leaf.grad
+                # zero_grad(set_to_none=False) left a +0.0 constant: 0 + a row gradient is
+                # the row gradient, exactly (a scatter into +0.0 never yields -0.0)
+                fresh = old is None or (rowgrad.zero_constant(old, c) and rowgrad.eligible(c))
+                leaf.grad = c if fresh else old + c  # type: ignore[operator]
                 leaves.append(leaf)
             elif key in want:
                 results[key] = c

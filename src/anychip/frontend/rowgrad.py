@@ -73,6 +73,15 @@ def eligible(g: Tensor) -> bool:
     return not g.is_sparse and _scatter_rows(g.node)
 
 
+def zero_constant(g: Tensor, like: Tensor) -> bool:
+    """Whether `g` is an unmade +0.0 constant of `like`'s shape and dtype (what
+    `zero_grad(set_to_none=False)` leaves)."""
+    n = g.node
+    if g.is_sparse or n.op is not Ops.CONST or n.shape != like.shape or n.dtype != like.dtype:
+        return False
+    return n.arg == 0 and math.copysign(1.0, n.arg) > 0
+
+
 def sources(g: Tensor) -> tuple[Node, Node, Chain]:
     """What an eligible gradient scatters, to realise: the buffer its index column views
     (or the column itself when it is computed), its rows, and the view chain between."""
