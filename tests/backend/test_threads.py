@@ -17,19 +17,34 @@ THREADS = 4
 STEPS = 6
 
 
+class Net(nn.Module):
+    """An MLP over dense features plus an embedding bag of ids (its table's gradient kept as
+    rows, frontend/rowgrad.py, under plain SGD)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(50, 4, mode="sum", include_last_offset=True)
+        self.mlp = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def forward(self, x: ac.Tensor, ids: ac.Tensor, offs: ac.Tensor) -> ac.Tensor:
+        out: ac.Tensor = self.mlp(x + self.bag(ids, offs))
+        return out
+
+
 def make_model(k: int, device: str) -> tuple[nn.Module, Any]:
     ac.manual_seed(k)
-    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)).to(device)
+    model = Net().to(device)
     ps = list(model.parameters())
-    opt = ac.optim.Adam(ps, lr=0.05) if k % 2 else ac.optim.SGD(ps, lr=0.1, momentum=0.9)
-    return model, opt
+    if k % 3 == 0:
+        return model, ac.optim.Adam(ps, lr=0.05)
+    return model, ac.optim.SGD(ps, lr=0.1, momentum=0.9 if k % 3 == 1 else 0.0)
 
 
 def train(model: nn.Module, opt: Any, k: int, device: str, start: Any = None) -> list[Any]:
     @ac.jit
-    def step(model: nn.Module, opt: Any, x: ac.Tensor, y: ac.Tensor) -> ac.Tensor:
+    def step(model: nn.Module, opt: Any, x: Any, ids: Any, offs: Any, y: Any) -> ac.Tensor:
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = nn.functional.cross_entropy(model(x, ids, offs), y)
         loss.backward()
         opt.step()
         return loss
@@ -38,10 +53,13 @@ def train(model: nn.Module, opt: Any, k: int, device: str, start: Any = None) ->
     if start is not None:
         start.wait()  # all threads capture at the same time
     losses = []
+    offs = np.arange(0, 17, 2)  # eight bags of two ids
     for _ in range(STEPS):
         x = rng.standard_normal((8, 4)).astype(np.float32)
+        ids = rng.integers(0, 50, 16)
         y = rng.integers(0, 3, 8)
-        losses.append(step(model, opt, ac.tensor(x, device=device), ac.tensor(y, device=device)))
+        args = [ac.tensor(a, device=device) for a in (x, ids, offs, y)]
+        losses.append(step(model, opt, *args))
     return [np.array([t.item() for t in losses])] + [p.numpy() for p in model.parameters()]
 
 
