@@ -64,3 +64,41 @@ def test_invalid_input_is_refused(ids: list[int], off: list[int], code: int) -> 
     a, o = np.array(ids, np.int64), np.array(off, np.int64)
     out = np.empty(2 * size_class(a.size), np.int64)
     assert host_c.bag_layout(a, o, True, 8, None, out) == code
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_direct_layout_writes_what_the_step_returns(last: bool) -> None:
+    # a replayed layout step on the cpu writes straight into its buffer: the same values
+    # as the step's own result; invalid input and another size class are left to it
+    from anychip import dtypes
+    from anychip.runtime.device import get_backend
+
+    cpu = get_backend("cpu")
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 4, 9)
+    ids = rng.integers(0, 8, int(lengths.sum()) + 2).astype(np.int64)
+    off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if not last:
+        off = off[:-1]
+    size = size_class(ids.size)
+
+    def buffer(a: np.ndarray) -> tuple[object, tuple[int, int, object]]:
+        h = cpu.allocate(a.size, dtypes.int64)
+        cpu.copyin(h, a)
+        return h, (cpu.host_address(h), a.size, dtypes.int64)
+
+    kept = []  # the handles: their memory lives while they do
+    (h_ids, at_ids), (h_off, at_off) = buffer(ids), buffer(off)
+    out, at_out = buffer(np.full(2 * size, -7, np.int64))
+    kept += [h_ids, h_off]
+    layout = _Layout(8, ids.size, last, 3, False, "test")
+    layout.n_off = off.size
+    assert layout.direct([at_ids, at_off], at_out)
+    np.testing.assert_array_equal(
+        cpu.copyout(out, 2 * size, dtypes.int64), layout(ids, off).reshape(-1)
+    )
+    h_small, small = buffer(np.zeros(size, np.int64))  # another size class: the guard's
+    assert not layout.direct([at_ids, at_off], small)
+    h_bad, at_bad = buffer(np.array([9] * ids.size, np.int64))  # ids past the table
+    assert not layout.direct([at_bad, at_off], at_out)
+    kept += [h_small, h_bad]

@@ -397,6 +397,31 @@ class _Layout:
             out[1, :n][ids == self.pad] = nb
         return self._unique(out, nb) if self.sparse else out
 
+    def direct(self, ins: list[dispatch.Address], out: dispatch.Address) -> bool:
+        """The replayed layout written by the C routine straight into its buffer, reading
+        the ids and offsets where they lie (sum and mean layouts); False leaves it to
+        `__call__` (max and sparse layouts, no C routine, another size class: a guard,
+        invalid input: the typed error)."""
+        if self.slots or self.sparse:
+            return False
+        (ids_at, ids_size, ids_dt), (off_at, off_size, off_dt), (out_at, out_size, out_dt) = (
+            *ins,
+            out,
+        )
+        if not (ids_dt is off_dt is out_dt is dtypes.int64):
+            return False
+        n = ids_size if self.starts[0] is None else self.n
+        n_off = off_size if self.starts[1] is None else self.n_off
+        size = size_class(n)
+        if out_size != 2 * size:
+            return False
+        ids_at += 8 * (self.starts[0] or 0)
+        off_at += 8 * (self.starts[1] or 0)
+        rc = host_c.bag_layout_at(
+            ids_at, n, off_at, n_off, self.last, self.rows, self.pad, out_at, size
+        )
+        return rc == 0
+
     def _unique(self, out: np.ndarray, nb: int) -> np.ndarray:
         """The layout with `unique_slots` of the ids in bags (not in bag `nb`) appended
         (sparse tables)."""

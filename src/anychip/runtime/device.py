@@ -121,6 +121,11 @@ class Backend(ABC):
         dtype's storage form), or None: loaders then read files straight into it."""
         return None
 
+    def host_address(self, handle: Any) -> int | None:
+        """The address of a buffer whose memory is host memory (what `host_view` views), or
+        None. Host steps written in C (runtime/host_c.py) read and write there directly."""
+        return None
+
     def memory_limit(self) -> int | None:
         """Bytes one tensor may take on this device (None: unknown, only the element
         count is checked). Tensor creation and realisation check sizes against it."""

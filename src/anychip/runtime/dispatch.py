@@ -288,6 +288,25 @@ def _host_values(fn: HostFn, ins: list[Buffer]) -> np.ndarray:
     return np.ascontiguousarray(fn(*arrays)).reshape(-1)
 
 
+# a buffer as a host step's C code sees it: (address, elements, dtype)
+Address = tuple[int, int, Any]
+
+
+def _addresses(bufs: list[Buffer]) -> list[Address] | None:
+    """Each buffer's host address, size and dtype, or None when one is not in host memory.
+    A host function with a `direct(ins, out)` method (`(address, size, dtype)` each) may
+    compute a replayed HOST step in place: it returns False to be called the usual way."""
+    out = []
+    for b in bufs:
+        backend = get_backend(b.device)
+        backend.synchronize()
+        at = backend.host_address(b.handle)
+        if at is None:
+            return None
+        out.append((at, b.size, b.dtype))
+    return out
+
+
 def on_host_read(buf: Buffer, data: np.ndarray) -> None:
     """Called with each buffer read back to the host (`.numpy()`, `.item()`) and its data."""
     for rec in getattr(_LOCAL, "recorders", ()):
@@ -447,6 +466,11 @@ def host_step(s: _PlanStep, env: list[Buffer], into: Buffer | None) -> Buffer | 
         return None
     if s.kind is HOST:
         dev, dt, size = s.meta
+        direct = getattr(s.program, "direct", None)
+        if direct is not None and into is not None:  # C reading and writing host memory
+            at = _addresses([*ins, into])
+            if at is not None and direct(at[:-1], at[-1]):
+                return None
         data = _host_values(s.program, ins)
         if data.size != size:  # this batch needs another layout: capture again
             raise GuardFailed

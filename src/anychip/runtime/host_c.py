@@ -87,19 +87,23 @@ def bag_layout(
     """Fill `out` ((2 * size,) int64, contiguous) with the layout of contiguous int64 `ids`
     and `off` (see the C source above): 0 when done, nonzero when the input is invalid,
     None when there is no C routine here (the caller computes it in numpy)."""
+    return bag_layout_at(
+        ids.ctypes.data, ids.size, off.ctypes.data, off.size, last, rows, pad,
+        out.ctypes.data, out.size // 2,
+    )  # fmt: skip
+
+
+def bag_layout_at(
+    ids: int, n: int, off: int, n_off: int, last: bool, rows: int, pad: int | None,
+    out: int, size: int,
+) -> int | None:  # fmt: skip
+    """`bag_layout` on host addresses: int64 ids (n) and offsets (n_off) in, the (2, size)
+    layout out (a replayed host step writing straight into its buffer)."""
     fn = _routine()
     if fn is None:
         return None
     rc: int = fn(
-        ids.ctypes.data,
-        ids.size,
-        off.ctypes.data,
-        off.size,
-        int(last),
-        rows,
-        0 if pad is None else pad,
-        int(pad is not None),
-        out.size // 2,
-        out.ctypes.data,
-    )
+        ids, n, off, n_off, int(last), rows, 0 if pad is None else pad, int(pad is not None),
+        size, out,
+    )  # fmt: skip
     return rc

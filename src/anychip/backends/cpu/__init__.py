@@ -63,6 +63,9 @@ class CpuBackend(Backend):
     def host_view(self, handle: Any) -> np.ndarray | None:
         return handle.array  # type: ignore[no-any-return]
 
+    def host_address(self, handle: Any) -> int | None:
+        return handle.ptr  # type: ignore[no-any-return]
+
     def memory_limit(self) -> int | None:
         return host_memory()
 
