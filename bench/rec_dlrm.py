@@ -247,7 +247,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small tables, a few steps (smoke run)")
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
     p.add_argument("--rows", type=int, default=2_500_000, help="table rows in all (default 2.5M)")
-    p.add_argument("--only", default=",".join(RUNS), help=f"runs, comma-separated, of {RUNS}")
+    p.add_argument(
+        "--only",
+        default=",".join(RUNS),
+        help=f"runs, comma-separated, of {RUNS} (torchrec where it is installed)",
+    )
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
 
 

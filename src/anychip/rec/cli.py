@@ -83,7 +83,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
     p.add_argument("--rows", type=int, default=2_500_000, help="table rows in all (default 2.5M)")
     p.add_argument(
-        "--only", default="torch,anychip,anychip_jit", help="runs, comma-separated (default all)"
+        "--only",
+        default="torch,torchrec,anychip,anychip_jit",
+        help="runs, comma-separated (default all; torchrec where it is installed)",
     )
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
 
