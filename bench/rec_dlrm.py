@@ -105,21 +105,30 @@ def run_torch(
     dense = [p for p in model.parameters() if id(p) not in ids_of]
     opt_t = torch.optim.Adagrad(tables, lr=LR_TABLES)
     opt_d = torch.optim.Adam(dense, lr=LR_DENSE)
+    return _torch_steps(cfg, batches, model, [opt_t, opt_d])
+
+
+def _torch_steps(
+    cfg: dict[str, Any], batches: list[Any], model: Any, opts: list[Any]
+) -> tuple[list[float], list[float]]:
+    """Per-step seconds and losses of a torch twin trained by `opts` (zero_grad, loss,
+    backward, step of each) on `batches`."""
+    import torch
+
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     times, losses = [], []
-    b = cfg["batch"]
-    offsets = torch.arange(b + 1)
+    offsets = torch.arange(cfg["batch"] + 1)
     for i in range(cfg["steps"]):
         bt = batches[i % len(batches)]
         feats = {f"C{t + 1}": (torch.from_numpy(bt.ids[t]), offsets) for t in range(26)}
         x, y = torch.from_numpy(bt.dense), torch.from_numpy(bt.labels)
         t0 = time.perf_counter()
-        opt_t.zero_grad()
-        opt_d.zero_grad()
+        for opt in opts:
+            opt.zero_grad()
         loss = bce(model(x, feats), y)
         loss.backward()
-        opt_t.step()
-        opt_d.step()
+        for opt in opts:
+            opt.step()
         times.append(time.perf_counter() - t0)
         losses.append(float(loss))
     return times, losses
@@ -148,22 +157,8 @@ def run_torchrec(
             else:
                 model.get_parameter(name).copy_(torch.from_numpy(value))
     dense = [p for n, p in model.named_parameters() if not n.startswith("ebc.")]
-    opt_d = torch.optim.Adam(dense, lr=LR_DENSE)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    times, losses = [], []
-    offsets = torch.arange(cfg["batch"] + 1)
-    for i in range(cfg["steps"]):
-        bt = batches[i % len(batches)]
-        feats = {f"C{t + 1}": (torch.from_numpy(bt.ids[t]), offsets) for t in range(26)}
-        x, y = torch.from_numpy(bt.dense), torch.from_numpy(bt.labels)
-        t0 = time.perf_counter()
-        opt_d.zero_grad()
-        loss = bce(model(x, feats), y)
-        loss.backward()  # the tables' row-wise Adagrad runs here
-        opt_d.step()
-        times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
-    return times, losses
+    # the tables' row-wise Adagrad runs inside backward: only the dense part has an optimizer
+    return _torch_steps(cfg, batches, model, [torch.optim.Adam(dense, lr=LR_DENSE)])
 
 
 def run_anychip(

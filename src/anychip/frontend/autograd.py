@@ -273,11 +273,13 @@ def backward(
     leaves = _run(root, gradient, None, True, retain, create_graph)
     if not create_graph:
         grads = [t.grad for t in leaves if t is not None and t.grad is not None]
-        rows = [g for g in grads if rowgrad.eligible(g)]  # kept as their rows (rowgrad.py)
+        rows: list[Tensor] = []  # kept as their rows (rowgrad.py)
+        dense: list[Tensor] = []
+        for g in grads:
+            (rows if rowgrad.eligible(g) else dense).append(g)
         if not rows:
-            realize_together([root, *grads])
+            realize_together([root, *dense])
             return
-        dense = [g for g in grads if not rowgrad.eligible(g)]
         found = [rowgrad.sources(g) for g in rows]
         made = [(Tensor._from_node(index), Tensor._from_node(values)) for index, values, _ in found]
         realize_together([root, *dense, *(t for pair in made for t in pair)])

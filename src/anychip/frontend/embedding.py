@@ -316,9 +316,6 @@ def _laid_out(layout: _Layout, idx: Tensor, offsets: Tensor, dev: str) -> Any:
     return buf
 
 
-_ARANGE = np.arange(1 << 16)  # bag numbers, made once
-
-
 def _bag_bounds(off: np.ndarray, n: int, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
     """(bag count, starts, ends) of the bags that offsets `off` cut n ids into; with
     include_last_offset (`last`) the last offset ends the last bag."""
@@ -389,9 +386,7 @@ class _Layout:
         # each position's bag (the bags tile [0, ends[-1]) in order): nb past the last end
         end = int(ends[-1]) if nb else 0
         if nb:
-            out[1, :end] = np.repeat(
-                _ARANGE[:nb] if nb <= _ARANGE.size else np.arange(nb), ends - starts
-            )
+            out[1, :end] = np.repeat(np.arange(nb), ends - starts)
         out[1, end:] = nb
         if self.pad is not None:
             out[1, :n][ids == self.pad] = nb

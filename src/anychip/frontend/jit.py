@@ -387,7 +387,8 @@ class jit(Generic[R]):
                 after_key, after = _structure(args, kwargs)
                 same = after_key == key[0] and _values(after_key) == _values(key[0])
                 # a row gradient's buffers are new tensors at each look: their nodes tell
-                pairs_at = {j for _, a, b in _rows(after_key) for j in (a, b)} if same else set()
+                rows = _rows(after_key) if same else []
+                pairs_at = {j for _, a, b in rows for j in (a, b)}
                 updated = [
                     i
                     for i, (t, (node, _)) in enumerate(zip(after, before))
@@ -407,9 +408,7 @@ class jit(Generic[R]):
         # gradient's part) may come with a buffer of another size, never written over
         marked = dispatch.donations(plan, inputs, pairs) if same else []
         gifts = [(at, i, inputs[i].size) for at, i in marked]
-        cap = _Capture(
-            plan, template, metas, len(outs), updated, _rows(after_key) if same else [], gifts
-        )
+        cap = _Capture(plan, template, metas, len(outs), updated, rows, gifts)
         out = cap.finish(after if same else [], bufs)
         if store and same:  # the arguments kept their structure: later calls can replay
             with self._lock:

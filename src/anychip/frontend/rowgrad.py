@@ -116,9 +116,9 @@ def rebuild(g: Tensor, index: Node, rows: Node, chain: Chain | None = None) -> N
     """Make `g` (eligible, or a row gradient) the scatter of realised `rows` at the column
     `chain` makes of buffer `index` (None: the chain `g` was made with)."""
     e = _KEPT.get(id(g))
-    mine = e is not None and e.ref() is g
-    if mine:
-        assert e is not None
+    if e is not None and e.ref() is not g:  # another tensor's, whose id g took over
+        e = None
+    if e is not None:
         base, expand, was = e.base, e.expand, e.chain
     else:
         base, expand, was = g.node.srcs[0], g.node.srcs[1], ()
@@ -135,7 +135,7 @@ def rebuild(g: Tensor, index: Node, rows: Node, chain: Chain | None = None) -> N
         if getattr(_KEPT.get(key), "ref", None) is ref:
             _KEPT.pop(key, None)
 
-    ref = e.ref if mine and e is not None else weakref.ref(g, gone)
+    ref = e.ref if e is not None else weakref.ref(g, gone)
     _KEPT[key] = _Rows(ref, g.node, base, at, index, chain, rows)
 
 
