@@ -146,3 +146,35 @@ def test_zero_grad_without_none_keeps_rows(device: str) -> None:
         got = ours.weight.grad.numpy()
         np.testing.assert_allclose(got, theirs.weight.grad.numpy(), **TOL)
         assert not np.signbit(got[got == 0]).any()  # +0.0 where no id landed, as torch's
+
+
+def test_long_jitted_run_follows_torch(device: str) -> None:
+    # 300 jitted SGD steps of bags with repeated ids: row gradients added step after step
+    # stay with torch's dense gradients (rounding would show as a drift)
+    ours, theirs = _pair(device)
+    opt, topt = (
+        ac.optim.SGD(ours.parameters(), lr=0.05),
+        torch.optim.SGD(theirs.parameters(), lr=0.05),
+    )
+
+    @ac.jit
+    def step(model: Any, opt: Any, ids: Any, offs: Any, gy: Any) -> Any:
+        opt.zero_grad()
+        loss = (model(ids, offs) * gy).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    rng = np.random.default_rng(9)
+    offs = np.arange(0, 17, 4)  # four bags of four ids
+    for _ in range(300):
+        ids = rng.integers(0, ROWS, 16)
+        gy = rng.standard_normal((4, DIM)).astype(np.float32)
+        step(ours, opt, *(ac.tensor(a, device=device) for a in (ids, offs, gy)))
+        topt.zero_grad()
+        _loss(theirs, torch, ids, offs, gy, None).backward()
+        topt.step()
+    np.testing.assert_allclose(
+        ours.weight.numpy(), theirs.weight.detach().numpy(), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), **TOL)
