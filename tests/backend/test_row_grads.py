@@ -95,6 +95,14 @@ def test_dense_paths_stay_right(device: str, kind: str) -> None:
     np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), **TOL)
 
 
+def _sgd_step(model: Any, opt: Any, ids: Any, offs: Any, gy: Any) -> Any:
+    opt.zero_grad()
+    loss = (model(ids, offs) * gy).sum()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def test_jitted_step_replays_rows_and_hands_back_the_gradient(device: str) -> None:
     ours, theirs = _pair(device)
     opt, topt = (
@@ -102,13 +110,7 @@ def test_jitted_step_replays_rows_and_hands_back_the_gradient(device: str) -> No
         torch.optim.SGD(theirs.parameters(), lr=0.3),
     )
 
-    @ac.jit
-    def step(model: Any, opt: Any, ids: Any, offs: Any, gy: Any) -> Any:
-        opt.zero_grad()
-        loss = (model(ids, offs) * gy).sum()
-        loss.backward()
-        opt.step()
-        return loss
+    step = ac.jit(_sgd_step)  # a capture of its own for each test
 
     # one id count, so every call after the second replays the capture
     data = [(ids[:4], np.minimum(offs, 4), gy) for ids, offs, gy in _batches(30, seed=3)]
@@ -157,13 +159,7 @@ def test_long_jitted_run_follows_torch(device: str) -> None:
         torch.optim.SGD(theirs.parameters(), lr=0.05),
     )
 
-    @ac.jit
-    def step(model: Any, opt: Any, ids: Any, offs: Any, gy: Any) -> Any:
-        opt.zero_grad()
-        loss = (model(ids, offs) * gy).sum()
-        loss.backward()
-        opt.step()
-        return loss
+    step = ac.jit(_sgd_step)  # a capture of its own for each test
 
     rng = np.random.default_rng(9)
     offs = np.arange(0, 17, 4)  # four bags of four ids
