@@ -113,6 +113,16 @@ class Backend(ABC):
         nothing in `LAUNCHED`: a replay of a whole plan does not resume half done steps."""
         return None
 
+    def sequence(self, fns: list[Callable[..., None]]) -> Any:
+        """For a jit replay whose launches are all `direct` calls into this backend: an
+        object running them as one unit, or None (the default: they are called one by
+        one). It has `layout(values) -> np.ndarray` (the uint64 argument words of the
+        calls' flat arguments, None for those set per run, each call's first word at
+        `offsets[k]`) and `start(words, keep)`, which may return before the calls have
+        run (`keep` stays alive until they have); `synchronize` then waits for them, and
+        so must every use of the backend's memory. cpu: backends/cpu/stream.py."""
+        return None
+
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
         """Wait for queued work (a no-op for synchronous backends)."""
 

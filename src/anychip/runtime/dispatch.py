@@ -382,6 +382,7 @@ class Plan:
                         dev, dt, size = s.meta
                         backend = s.backend
                         assert backend is not None  # `direct` is set for launches only
+                        backend.synchronize()  # a sequence in flight (Backend.sequence)
                         made = Buffer(dev, dt, size, backend.allocate(size, dt))
                         ptrs = [b.handle.ptr for b in map(env.__getitem__, s.ins)]
                         fn(made.handle.ptr, *ptrs, *self._scalars(s, nodes))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from anychip.runtime import donate
 from anychip.runtime.device import Buffer, get_backend
@@ -62,6 +64,8 @@ class Replayer:
             return None
         try:
             form = self.forms.get(donated) or self._build(donated)
+            if form.sequence is not None:  # the own buffers of the replay still running
+                form.backend.synchronize()
             env = self.env.copy()
             env[: self.n_inputs] = inputs
             for o in form.fresh:
@@ -71,6 +75,14 @@ class Replayer:
                 env[o] = env[donor]
             if form.aliases:
                 donate.count(len(form.aliases))
+            if form.sequence is not None:
+                for op in form.ops:  # the host steps before the launches
+                    op(env)  # type: ignore[operator]
+                words = form.words
+                words[form.at] = [env[i].handle.ptr for i in form.slots]
+                # the replayer (its own buffers, the constants) and this run's buffers
+                form.sequence.start(words, [self, *[env[i].handle for i in form.kept]])
+                return [env[i] for i in self.plan.outputs]
             for args, pos, slot in form.patches:
                 args[pos] = env[slot].handle.ptr
             for op in form.ops:
@@ -91,6 +103,7 @@ class Replayer:
         fresh = [o for o in self.escaping if o not in {a for a, _ in aliases}]
         dynamic = set(range(self.n_inputs)) | set(self.escaping)
         form = _Form([], [], fresh, aliases)
+        backends = set()
         for at, s in enumerate(steps):
             backend, program, out = s.backend, s.program, s.out
             if at in donated:
@@ -104,10 +117,34 @@ class Replayer:
             args += [v for _, v in s.scalars]
             form.patches += [(args, k, i) for k, i in enumerate(slots) if i in dynamic]
             form.ops.append((fn, args))
+            backends.add(backend)
+        if len(backends) == 1:
+            self._sequence(form, backends.pop(), dynamic)
         if len(self.forms) >= FORMS_KEPT:  # donation patterns that keep changing
             self.forms.clear()
         self.forms[donated] = form
         return form
+
+    @staticmethod
+    def _sequence(form: _Form, backend: Any, dynamic: set[int]) -> None:
+        """Run `form`'s launches as one sequence of `backend` (Backend.sequence) when they
+        all follow its host steps: the form keeps those steps and the sequence's argument
+        words, with the word positions (`at`) taking a per-replay buffer's address."""
+        lead = 0
+        while lead < len(form.ops) and type(form.ops[lead]) is not tuple:
+            lead += 1
+        calls = form.ops[lead:]
+        if len(calls) < 2 or any(type(op) is not tuple for op in calls):
+            return
+        seq = backend.sequence([fn for fn, _ in calls])  # type: ignore[misc]
+        if seq is None:
+            return
+        where = {id(args): seq.offsets[k] for k, (_, args) in enumerate(calls)}  # type: ignore[misc]
+        form.words = seq.layout([v for _, args in calls for v in args])  # type: ignore[misc]
+        form.at = np.array([where[id(args)] + pos for args, pos, _ in form.patches], np.intp)
+        form.slots = [slot for _, _, slot in form.patches]
+        form.kept = sorted(dynamic)
+        form.ops, form.sequence, form.backend = form.ops[:lead], seq, backend
 
 
 @dataclass
@@ -120,6 +157,13 @@ class _Form:
     patches: list[tuple[list[Any], int, int]]
     fresh: list[int]
     aliases: list[tuple[int, int]]
+    # the launches as one Backend.sequence (then `ops` are the host steps before them)
+    sequence: Any = None
+    backend: Any = None
+    words: Any = None  # the sequence's argument words
+    at: Any = None  # positions in `words` of the per-replay addresses, from env `slots`
+    slots: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)  # per-replay env slots a run keeps
 
 
 def _slow(at: int, s: _PlanStep, donated: frozenset[int]) -> Slow:

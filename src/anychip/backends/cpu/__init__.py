@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from anychip.backends.cpu import cache, compiler, memory
+from anychip.backends.cpu import cache, compiler, memory, stream
 from anychip.backends.cpu.renderer import CpuRenderer
 from anychip.codegen.c import c_name
 from anychip.codegen.c_chunk import Chunking, chunk_work
@@ -60,10 +60,19 @@ class CpuBackend(Backend):
     def unavailable(cls) -> str | None:
         return compiler.missing_compiler() or cache.problem()
 
+    # every use of the memory waits for the stream's sequence in flight (cpu/stream.py)
+    def synchronize(self) -> None:
+        stream.STREAM.wait()
+
+    def sequence(self, fns: list[Any]) -> Any:
+        return stream.sequence(fns)
+
     def host_view(self, handle: Any) -> np.ndarray | None:
+        stream.STREAM.wait()
         return handle.array  # type: ignore[no-any-return]
 
     def host_address(self, handle: Any) -> int | None:
+        stream.STREAM.wait()
         return handle.ptr  # type: ignore[no-any-return]
 
     def memory_limit(self) -> int | None:
@@ -73,11 +82,13 @@ class CpuBackend(Backend):
         return memory.allocate(size, dtype)
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
+        stream.STREAM.wait()
         if data.dtype == np.bool_:  # kernels compute on the byte: store only 0 and 1
             data = data.view(np.uint8) != 0
         handle.array[: data.size] = data
 
     def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:
+        stream.STREAM.wait()
         return np.array(handle.array[:size], copy=True)
 
     def compile(self, kernel: Kernel) -> Any:
@@ -131,6 +142,7 @@ class CpuBackend(Backend):
     def launch(
         self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
     ) -> None:
+        stream.STREAM.wait()
         args = (out.handle.ptr, *[b.handle.ptr for b in ins], *scalars)
         chunks = program.chunking
         if program.donated:  # marked before the call: nothing between can raise

@@ -1,0 +1,305 @@
+"""The `cpu` device's stream: a jit replay's launches run as one C call on a worker thread
+of their own, while Python goes on (as CUDA streams let a GPU's kernels run behind the
+host code that queues them).
+
+A replay of `anychip.jit` (runtime/replay.py) is a fixed list of kernel calls whose
+arguments change only in their buffer addresses. `Sequence` generates a C function
+calling those kernels in order from one argument array (cached on disk by the cpu
+compiler like any kernel: its source depends only on the kernels' signatures), and
+`Sequence.start` hands it to the stream's worker, a POSIX thread in C that never holds
+the GIL. The call returns at once; the kernels then run beside the Python that follows
+(handing back the step's tensors, building the next call's signature).
+
+Ordering: one sequence is in flight at a time, and everything that touches the device's
+memory waits for it first: every launch, copy in or out, host view or host address of
+the cpu backend, and every replay (`CpuBackend.synchronize`). The buffers the sequence
+uses are kept alive (their memory, not the Buffer objects, so a replay's donation checks
+count references as before) until it has finished. A fork waits first, and the child
+starts a stream of its own.
+
+`ANYCHIP_CPU_ASYNC=0` runs each sequence at once in the calling thread (still one C
+call); without a C compiler there are no sequences and replays call kernel by kernel.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+_SOURCE = r"""
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef void (*anychip_seq_fn)(const uint64_t *args, void *const *fns);
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t go, done;
+    anychip_seq_fn fn;
+    const uint64_t *args;
+    void *const *fns;
+    int busy; /* a sequence was handed over and has not finished (atomic) */
+} anychip_stream;
+
+/* A thread waking from a condition variable takes tens of microseconds, as long as a
+   small training step's kernels: both sides first poll `busy` for a while. */
+#define SPIN_NS 200000
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Poll until busy == want or SPIN_NS pass; whether it was seen. */
+static int spin_for(anychip_stream *s, int want) {
+    int64_t end = now_ns() + SPIN_NS;
+    for (int i = 0;; i++) {
+        if (__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE) == want) return 1;
+        relax();
+        if ((i & 63) == 63 && now_ns() > end) return 0;
+    }
+}
+
+static void *anychip_stream_worker(void *p) {
+    anychip_stream *s = p;
+    for (;;) {
+        if (!spin_for(s, 1)) {
+            pthread_mutex_lock(&s->lock);
+            while (!__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE))
+                pthread_cond_wait(&s->go, &s->lock);
+            pthread_mutex_unlock(&s->lock);
+        }
+        s->fn(s->args, s->fns);
+        pthread_mutex_lock(&s->lock);
+        __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&s->done);
+        pthread_mutex_unlock(&s->lock);
+    }
+    return NULL;
+}
+
+/* A stream with its worker thread (detached: it ends with the process), or NULL. */
+anychip_stream *anychip_stream_new(void) {
+    anychip_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->go, NULL);
+    pthread_cond_init(&s->done, NULL);
+    pthread_t t;
+    if (pthread_create(&t, NULL, anychip_stream_worker, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    pthread_detach(t);
+    return s;
+}
+
+/* Wait until the stream is idle. */
+void anychip_stream_wait(anychip_stream *s) {
+    if (spin_for(s, 0)) return;
+    pthread_mutex_lock(&s->lock);
+    while (__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE)) pthread_cond_wait(&s->done, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Hand `fn(args, fns)` to the worker once the stream is idle; returns at once. */
+void anychip_stream_submit(anychip_stream *s, anychip_seq_fn fn, const uint64_t *args,
+                           void *const *fns) {
+    anychip_stream_wait(s);
+    pthread_mutex_lock(&s->lock);
+    s->fn = fn;
+    s->args = args;
+    s->fns = fns;
+    __atomic_store_n(&s->busy, 1, __ATOMIC_RELEASE);
+    pthread_cond_signal(&s->go);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Run `fn(args, fns)` here, for a synchronous stream. */
+void anychip_stream_run(anychip_seq_fn fn, const uint64_t *args, void *const *fns) {
+    fn(args, fns);
+}
+"""
+
+# C spelling of each ctypes argument type a kernel takes, and how its value is read from
+# the sequence's argument array (one 64-bit word per argument)
+_C_TYPES: dict[Any, tuple[str, str]] = {
+    ctypes.c_void_p: ("void*", "(void *)a[{i}]"),
+    ctypes.c_float: ("float", "f32(a + {i})"),
+    ctypes.c_double: ("double", "f64(a + {i})"),
+    ctypes.c_int32: ("int32_t", "(int32_t)a[{i}]"),
+    ctypes.c_int64: ("int64_t", "(int64_t)a[{i}]"),
+}
+
+_HEADER = r"""#include <stdint.h>
+#include <string.h>
+static inline float f32(const uint64_t *p) { float v; memcpy(&v, p, 4); return v; }
+static inline double f64(const uint64_t *p) { double v; memcpy(&v, p, 8); return v; }
+"""
+
+
+def enabled() -> bool:
+    """Whether sequences run on the worker thread (ANYCHIP_CPU_ASYNC, default 1)."""
+    return os.environ.get("ANYCHIP_CPU_ASYNC", "1").strip() not in ("0", "false", "no", "off")
+
+
+class _Lib:
+    """The stream routines, built once per machine (None where they cannot be)."""
+
+    lock = threading.Lock()
+    lib: Any = None
+    tried = False
+
+    @classmethod
+    def get(cls) -> Any:
+        if not cls.tried:
+            with cls.lock:
+                if not cls.tried:
+                    cls.lib = cls._build()
+                    cls.tried = True
+        return cls.lib
+
+    @staticmethod
+    def _build() -> Any:
+        from anychip.backends.cpu import compiler
+
+        try:
+            lib = compiler.build(_SOURCE, ["-O2", "-pthread"], "anychip_stream")
+        except Exception:  # no usable compiler or cache: replays call kernel by kernel
+            return None
+        lib.anychip_stream_new.restype = ctypes.c_void_p
+        lib.anychip_stream_new.argtypes = []
+        lib.anychip_stream_wait.restype = None
+        lib.anychip_stream_wait.argtypes = [ctypes.c_void_p]
+        lib.anychip_stream_submit.restype = None
+        lib.anychip_stream_submit.argtypes = [ctypes.c_void_p] * 4
+        lib.anychip_stream_run.restype = None
+        lib.anychip_stream_run.argtypes = [ctypes.c_void_p] * 3
+        return lib
+
+
+class Stream:
+    """The process's cpu stream: at most one sequence in flight (`busy` holds what it uses,
+    so it stays alive until `wait` sees the sequence finish)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.handle: int | None = None
+        self.busy: tuple[Any, ...] | None = None
+
+    def start(self, fn: int, args: np.ndarray, fns: np.ndarray, keep: list[Any]) -> None:
+        """Run the sequence function at address `fn` on `args` and `fns` (kernel
+        addresses), on the worker when there is one, else here; `keep` stays alive until
+        it has run."""
+        lib = _Lib.get()
+        with self.lock:
+            if self.busy is not None:
+                lib.anychip_stream_wait(self.handle)
+                done, self.busy = self.busy, None
+            else:
+                done = None
+            if self.handle is None and enabled():
+                self.handle = lib.anychip_stream_new()
+            if self.handle and enabled():
+                self.busy = (args, fns, keep)
+                lib.anychip_stream_submit(self.handle, fn, args.ctypes.data, fns.ctypes.data)
+            else:
+                lib.anychip_stream_run(fn, args.ctypes.data, fns.ctypes.data)
+        del done  # the finished sequence's buffers go back outside the lock (their __del__)
+
+    def wait(self) -> None:
+        """Return once no sequence is in flight."""
+        if self.busy is None:  # the common case: nothing queued, no lock taken
+            return
+        with self.lock:  # `busy` is cleared only once the sequence has run: others may look
+            if self.busy is not None:
+                _Lib.get().anychip_stream_wait(self.handle)
+            done, self.busy = self.busy, None
+        del done
+
+    def _after_fork(self) -> None:  # the child has no worker thread: it starts its own
+        self.lock = threading.Lock()
+        self.handle = None
+        self.busy = None
+
+
+STREAM = Stream()
+atexit.register(STREAM.wait)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=STREAM.wait, after_in_child=STREAM._after_fork)
+
+
+class Sequence:
+    """Direct kernel calls (ctypes functions with their argument types) as one generated
+    C function reading every argument from one array of 64-bit words: `layout(values)`
+    packs the calls' arguments, `start(args, keep)` runs them on the stream."""
+
+    def __init__(self, fns: list[Callable[..., None]]) -> None:
+        from anychip.backends.cpu import compiler
+
+        self.offsets: list[int] = []  # each call's first word in the argument array
+        lines, at = [], 0
+        for k, fn in enumerate(fns):
+            types = [_C_TYPES[t] for t in fn.argtypes]  # type: ignore[attr-defined]
+            params = ", ".join(c for c, _ in types)
+            args = ", ".join(read.format(i=at + i) for i, (_, read) in enumerate(types))
+            lines.append(f"    ((void (*)({params}))f[{k}])({args});")
+            self.offsets.append(at)
+            at += len(types)
+        self.words = at
+        self.types = [t for fn in fns for t in fn.argtypes]  # type: ignore[attr-defined]
+        source = _HEADER + (
+            "void anychip_sequence(const uint64_t *a, void *const *f) {\n"
+            + "\n".join(lines)
+            + "\n}\n"
+        )
+        self.lib = compiler.build(source, ["-O1"], f"anychip_sequence({len(fns)} calls)")
+        self.fn = ctypes.cast(self.lib.anychip_sequence, ctypes.c_void_p).value
+        addresses = [ctypes.cast(f, ctypes.c_void_p).value for f in fns]  # type: ignore[arg-type]
+        self.fns = np.array(addresses, np.uint64)
+        self.kernels = fns  # their libraries stay loaded while the sequence lives
+
+    def layout(self, values: list[Any]) -> np.ndarray:
+        """The argument array of the flat argument `values` (None: filled per run)."""
+        out = np.zeros(self.words, np.uint64)
+        for i, (t, v) in enumerate(zip(self.types, values, strict=True)):
+            if v is None:
+                continue
+            if t is ctypes.c_float:
+                out[i] = int(np.array(v, np.float32).view(np.uint32))
+            elif t is ctypes.c_double:
+                out[i] = int(np.array(v, np.float64).view(np.uint64))
+            else:  # addresses and integers, two's complement in 64 bits
+                out[i] = int(v) & 0xFFFFFFFFFFFFFFFF
+        return out
+
+    def start(self, args: np.ndarray, keep: list[Any]) -> None:
+        STREAM.start(self.fn, args, self.fns, keep)  # type: ignore[arg-type]
+
+
+def sequence(fns: list[Callable[..., None]]) -> Sequence | None:
+    """A Sequence of `fns`, or None where the stream routines or the build are missing."""
+    types = [getattr(f, "argtypes", None) for f in fns]
+    if _Lib.get() is None or any(t is None or not set(t) <= _C_TYPES.keys() for t in types):
+        return None
+    try:
+        return Sequence(fns)
+    except Exception:  # the compiler refused: the replay calls kernel by kernel
+        return None

@@ -1,0 +1,238 @@
+"""The cpu stream (backends/cpu/stream.py): a jit replay's launches as one generated C call
+on a worker thread. Its argument words against C functions written here, and the
+ordering it promises (everything that touches memory waits for the sequence in flight)
+against numpy references: reads, eager in-place writes, donated updates, forks."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+import anychip as ac
+from anychip.backends.cpu import compiler, stream
+from anychip.runtime import donate
+
+pytestmark = [
+    pytest.mark.skipif(compiler.find_compiler() is None, reason="no C compiler"),
+    pytest.mark.skipif("cpu" not in ac.devices(), reason="no cpu device"),
+]
+
+_PUT = r"""
+#include <stdint.h>
+void put_f(float *o, float v) { o[0] = v; }
+void put_d(double *o, double v) { o[0] = v; }
+void put_i(int32_t *o, int32_t v) { o[0] = v; }
+void put_l(int64_t *o, int64_t v) { o[0] = v; }
+void add_i(int64_t *o, const int64_t *a, int64_t v) { o[0] = a[0] + v; }
+"""
+
+
+@pytest.fixture(params=["1", "0"], ids=["async", "sync"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ANYCHIP_CPU_ASYNC", request.param)
+    return str(request.param)
+
+
+def _fns() -> dict[str, object]:
+    lib = compiler.build(_PUT, ["-O1"], "test_cpu_stream")
+    p, c = ctypes.c_void_p, ctypes
+    types = {
+        "put_f": [p, c.c_float],
+        "put_d": [p, c.c_double],
+        "put_i": [p, c.c_int32],
+        "put_l": [p, c.c_int64],
+        "add_i": [p, p, c.c_int64],
+    }
+    out = {}
+    for name, t in types.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = None, t
+        out[name] = fn
+    return out
+
+
+def test_sequence_passes_every_argument_kind(mode: str) -> None:
+    fns = _fns()
+    f32, f64 = np.zeros(1, np.float32), np.zeros(1, np.float64)
+    i32, i64, acc = np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1, np.int64)
+    order = ["put_f", "put_d", "put_i", "put_l", "add_i"]
+    seq = stream.sequence([fns[k] for k in order])  # type: ignore[misc]
+    assert seq is not None
+    assert seq.offsets == [0, 2, 4, 6, 8]
+    # the last call reads what the one before it wrote: the calls run in order
+    values = [None, -1.25e-3, None, -(2.0**-1074), None, -7, None, -(2**62) - 3, None, None, 11]
+    words = seq.layout(values)
+    ptrs = [f32, f64, i32, i64, acc, i64]
+    at = [0, 2, 4, 6, 8, 9]
+    words[at] = [a.ctypes.data for a in ptrs]
+    seq.start(words, ptrs)
+    stream.STREAM.wait()
+    assert f32[0] == np.float32(-1.25e-3)
+    assert f64[0] == -(2.0**-1074)  # a subnormal double keeps every bit
+    assert i32[0] == -7 and i64[0] == -(2**62) - 3
+    assert acc[0] == -(2**62) - 3 + 11
+
+
+def test_sequence_refuses_unknown_argument_types() -> None:
+    fn = _fns()["put_f"]
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_uint16]  # type: ignore[attr-defined]
+    assert stream.sequence([fn]) is None  # type: ignore[list-item]
+
+
+def _model() -> tuple[ac.nn.Module, ac.optim.Optimizer]:
+    ac.manual_seed(3)
+    m = ac.nn.Sequential(ac.nn.Linear(5, 8), ac.nn.ReLU(), ac.nn.Linear(8, 1)).to("cpu")
+    return m, ac.optim.SGD(m.parameters(), lr=0.1)
+
+
+def _step(m: ac.nn.Module, opt: ac.optim.Optimizer, x: ac.Tensor, y: ac.Tensor) -> ac.Tensor:
+    opt.zero_grad()
+    loss = ((m(x) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+    return loss.realize()
+
+
+def _numpy_step(ws: list[np.ndarray], x: np.ndarray, y: np.ndarray, lr: float) -> float:
+    """The same step in float64 numpy: ws = [w1, b1, w2, b2], updated in place."""
+    w1, b1, w2, b2 = ws
+    h = x @ w1.T + b1
+    r = np.maximum(h, 0)
+    out = r @ w2.T + b2
+    d = 2 * (out - y) / out.size
+    gw2, gb2 = d.T @ r, d.sum(0)
+    dr = (d @ w2) * (h > 0)
+    gw1, gb1 = dr.T @ x, dr.sum(0)
+    for w, g in zip(ws, [gw1, gb1, gw2, gb2], strict=True):
+        w -= lr * g
+    return float(((out - y) ** 2).mean())
+
+
+def test_replays_run_as_one_sequence_and_follow_numpy(mode: str) -> None:
+    m, opt = _model()
+    ws = [p.numpy().astype(np.float64) for p in m.parameters()]
+    step = ac.jit(_step)
+    rng = np.random.default_rng(0)
+    before = 0
+    for k in range(40):
+        x = rng.standard_normal((16, 5)).astype(np.float32)
+        y = rng.standard_normal((16, 1)).astype(np.float32)
+        loss = step(m, opt, ac.tensor(x, device="cpu"), ac.tensor(y, device="cpu"))
+        want = _numpy_step(ws, x.astype(np.float64), y.astype(np.float64), 0.1)
+        if k % 3 == 0:  # read at once (in flight) or a few steps later
+            np.testing.assert_allclose(loss.item(), want, rtol=1e-4)
+        if k == 3:  # replays from here on update the parameters where they lie
+            before = donate.donated_count()
+    for p, w in zip(m.parameters(), ws, strict=True):
+        np.testing.assert_allclose(p.numpy(), w, rtol=1e-4, atol=1e-5)
+    forms = [f for c in step.captures.values() for f in c.plan.replayer.forms.values()]
+    assert forms and all(f.sequence is not None for f in forms)
+    # donated updates, each while the sequence before it may still have been in flight
+    assert donate.donated_count() - before >= 36 * 4
+
+
+def test_eager_writes_wait_for_the_sequence(mode: str) -> None:
+    """An eager in-place update right after a replay must see the replay's result and must
+    not land under it: the replay reads and writes the same parameter."""
+    m, opt = _model()
+    ws = [p.numpy().astype(np.float64) for p in m.parameters()]
+    step = ac.jit(_step)
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        x = rng.standard_normal((16, 5)).astype(np.float32)
+        y = rng.standard_normal((16, 1)).astype(np.float32)
+        step(m, opt, ac.tensor(x, device="cpu"), ac.tensor(y, device="cpu"))
+        _numpy_step(ws, x.astype(np.float64), y.astype(np.float64), 0.1)
+        with ac.no_grad():
+            for p in m.parameters():
+                p.mul_(0.5)
+        for w in ws:
+            w *= 0.5
+    for p, w in zip(m.parameters(), ws, strict=True):
+        np.testing.assert_allclose(p.numpy(), w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_replays_on_a_stream_of_its_own() -> None:
+    m, opt = _model()
+    step = ac.jit(_step)
+    x, y = ac.ones(16, 5, device="cpu"), ac.zeros(16, 1, device="cpu")
+    for _ in range(3):
+        step(m, opt, x, y)  # the last one may be in flight at the fork
+    pid = os.fork()
+    if pid == 0:  # the child: replay, read, exit with whether it matched
+        try:
+            ws = [p.numpy().astype(np.float64) for p in m.parameters()]
+            want = _numpy_step(ws, np.ones((16, 5)), np.zeros((16, 1)), 0.1)
+            got = step(m, opt, x, y).item()
+            os._exit(0 if abs(got - want) <= 1e-4 * max(abs(want), 1) else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    step(m, opt, x, y).item()  # the parent's stream still works
+
+
+def _slow(w: ac.Tensor, b: ac.Tensor) -> ac.Tensor:
+    """A few milliseconds of kernels: long enough that Python reaches its next use of the
+    memory while they run."""
+    c = w
+    for _ in range(6):
+        c = (c @ b) * 0.05
+    w.add_(c)
+    return c.sum(1)
+
+
+def test_uses_right_after_a_long_replay_wait_for_it(mode: str) -> None:
+    rng = np.random.default_rng(2)
+    w0 = rng.standard_normal((256, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 256)).astype(np.float32)
+    w, bt = ac.tensor(w0, device="cpu"), ac.tensor(b, device="cpu")
+    f = ac.jit(_slow)
+    ref = w0.astype(np.float64)
+    for k in range(6):
+        c = ref
+        for _ in range(6):
+            c = (c @ b) * 0.05
+        ref = ref + c
+        out = f(w, bt)
+        if k % 2:  # a read of the result at once
+            np.testing.assert_allclose(out.numpy(), c.sum(1), rtol=2e-3, atol=1e-3)
+        else:  # an eager in-place write to what the replay updates, at once
+            with ac.no_grad():
+                w.mul_(0.5)
+            ref = ref * 0.5
+    np.testing.assert_allclose(w.numpy(), ref, rtol=2e-3, atol=1e-3)
+
+
+def test_threads_reading_right_after_their_replays(mode: str) -> None:
+    """Threads take turns on the one stream: each reads its own result at once, while
+    another thread may be the one waiting for the sequence in flight."""
+    import threading
+
+    f = ac.jit(_slow)
+    rng = np.random.default_rng(4)
+    b = rng.standard_normal((256, 256)).astype(np.float32)
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        w0 = np.random.default_rng(seed).standard_normal((256, 256)).astype(np.float32)
+        w, bt = ac.tensor(w0, device="cpu"), ac.tensor(b, device="cpu")
+        ref = w0.astype(np.float64)
+        for _ in range(4):
+            c = ref
+            for _ in range(6):
+                c = (c @ b) * 0.05
+            ref = ref + c
+            if not np.allclose(f(w, bt).numpy(), c.sum(1), rtol=2e-3, atol=1e-3):
+                errors.append(f"thread {seed}: wrong result")
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
