@@ -118,7 +118,9 @@ class DLRM(Module):
         if top_mlp[-1] != 1:
             raise ShapeError(f"DLRM: top_mlp must end at 1, got {list(top_mlp)}")
         i, j = np.triu_indices(n, 1)
-        self.register_buffer("pairs", Tensor(i * n + j, device=dev), persistent=False)
+        # host indices: a gather by them needs no bounds check read back from the device
+        # (frontend/subscript.py as_index), which would stop a jit replay's sequence there
+        self.pairs = (i * n + j).astype(np.int64)
         top_in = (d if dense_in else 0) + len(i)
         self.top = mlp([top_in, *top_mlp], last_relu=False, device=dev)
 

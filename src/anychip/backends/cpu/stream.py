@@ -17,8 +17,12 @@ uses are kept alive (their memory, not the Buffer objects, so a replay's donatio
 count references as before) until it has finished. A fork waits first, and the child
 starts a stream of its own.
 
-`ANYCHIP_CPU_ASYNC=0` runs each sequence at once in the calling thread (still one C
-call); without a C compiler there are no sequences and replays call kernel by kernel.
+Ctrl-C: a sequence is never stopped half way, but waiting for one returns to Python every
+50 ms, so KeyboardInterrupt is raised there within that time while the sequence runs on
+to its end (and the next use of the memory waits for it).
+
+`ANYCHIP_CPU_ASYNC=0` turns sequences off: replays call their kernels one by one, in the
+calling thread, as do replays where there is no C compiler or the worker cannot start.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 
 _SOURCE = r"""
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -119,6 +124,22 @@ void anychip_stream_wait(anychip_stream *s) {
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Wait until the stream is idle or `ns` nanoseconds pass: whether it is idle. */
+int anychip_stream_wait_for(anychip_stream *s, int64_t ns) {
+    if (spin_for(s, 0)) return 1;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    int64_t end = t.tv_nsec + ns;
+    t.tv_sec += end / 1000000000;
+    t.tv_nsec = end % 1000000000;
+    pthread_mutex_lock(&s->lock);
+    while (__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE))
+        if (pthread_cond_timedwait(&s->done, &s->lock, &t) == ETIMEDOUT) break;
+    int idle = !__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&s->lock);
+    return idle;
+}
+
 /* Hand `fn(args, fns)` to the worker once the stream is idle; returns at once. */
 void anychip_stream_submit(anychip_stream *s, anychip_seq_fn fn, const uint64_t *args,
                            void *const *fns) {
@@ -188,6 +209,8 @@ class _Lib:
         lib.anychip_stream_new.argtypes = []
         lib.anychip_stream_wait.restype = None
         lib.anychip_stream_wait.argtypes = [ctypes.c_void_p]
+        lib.anychip_stream_wait_for.restype = ctypes.c_int
+        lib.anychip_stream_wait_for.argtypes = [ctypes.c_void_p, ctypes.c_int64]
         lib.anychip_stream_submit.restype = None
         lib.anychip_stream_submit.argtypes = [ctypes.c_void_p] * 4
         lib.anychip_stream_run.restype = None
@@ -211,13 +234,11 @@ class Stream:
         lib = _Lib.get()
         with self.lock:
             if self.busy is not None:
-                lib.anychip_stream_wait(self.handle)
-                done, self.busy = self.busy, None
-            else:
-                done = None
-            if self.handle is None and enabled():
+                self._idle(lib)
+            done, self.busy = self.busy, None
+            if self.handle is None:
                 self.handle = lib.anychip_stream_new()
-            if self.handle and enabled():
+            if self.handle:
                 self.busy = (args, fns, keep)
                 lib.anychip_stream_submit(self.handle, fn, args.ctypes.data, fns.ctypes.data)
             else:
@@ -230,9 +251,16 @@ class Stream:
             return
         with self.lock:  # `busy` is cleared only once the sequence has run: others may look
             if self.busy is not None:
-                _Lib.get().anychip_stream_wait(self.handle)
+                self._idle(_Lib.get())
             done, self.busy = self.busy, None
         del done
+
+    def _idle(self, lib: Any) -> None:
+        """Block until the worker is idle, back in Python every 50 ms: Ctrl-C raises
+        KeyboardInterrupt here while the sequence runs on to its end (`busy` stays set, so
+        the next use of the memory waits for it)."""
+        while not lib.anychip_stream_wait_for(self.handle, 50_000_000):
+            pass
 
     def _after_fork(self) -> None:  # the child has no worker thread: it starts its own
         self.lock = threading.Lock()
@@ -297,7 +325,11 @@ class Sequence:
 def sequence(fns: list[Callable[..., None]]) -> Sequence | None:
     """A Sequence of `fns`, or None where the stream routines or the build are missing."""
     types = [getattr(f, "argtypes", None) for f in fns]
-    if _Lib.get() is None or any(t is None or not set(t) <= _C_TYPES.keys() for t in types):
+    if (
+        not enabled()
+        or _Lib.get() is None
+        or any(t is None or not set(t) <= _C_TYPES.keys() for t in types)
+    ):
         return None
     try:
         return Sequence(fns)
