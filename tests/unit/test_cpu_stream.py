@@ -272,3 +272,24 @@ def test_ctrl_c_while_waiting_for_a_sequence(monkeypatch: pytest.MonkeyPatch) ->
     total = np.exp(x0.astype(np.float64)).sum()
     want = sum(total * np.exp(i / 64) for i in range(200))
     np.testing.assert_allclose(out.numpy(), [want], rtol=1e-5)
+
+
+def test_at_once_replays_kernel_by_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`replay.at_once()` (a server reading each result at once): the replay has run when
+    the call returns, nothing is left in flight; outside it the same capture runs on."""
+    from anychip.runtime.replay import at_once
+
+    monkeypatch.setenv("ANYCHIP_CPU_ASYNC", "1")
+    monkeypatch.setenv("ANYCHIP_CHUNK_WORK", str(1 << 40))
+    x0 = np.random.default_rng(8).random(1 << 20, np.float32)
+    x = ac.tensor(x0, device="cpu")
+    f = ac.jit(_long)
+    want = [np.exp(x0.astype(np.float64)).sum() * sum(np.exp(i / 64) for i in range(200))]
+    np.testing.assert_allclose(f(x).numpy(), want, rtol=1e-5)  # the capture
+    with at_once():
+        out = f(x)
+        assert stream.STREAM.busy is None
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5)
+    out = f(x)
+    assert stream.STREAM.busy is not None  # runs on again outside
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5)

@@ -64,6 +64,7 @@ class Replayer:
             return None
         try:
             form = self.forms.get(donated) or self._build(donated)
+            seq = form.sequence if not getattr(_LOCAL, "at_once", False) else None
             if form.sequence is not None:  # the own buffers of the replay still running
                 form.backend.synchronize()
             env = self.env.copy()
@@ -75,13 +76,13 @@ class Replayer:
                 env[o] = env[donor]
             if form.aliases:
                 donate.count(len(form.aliases))
-            if form.sequence is not None:
-                for op in form.ops:  # the host steps before the launches
+            if seq is not None:
+                for op in form.ops[: form.lead]:  # the host steps before the launches
                     op(env)  # type: ignore[operator]
                 words = form.words
                 words[form.at] = [env[i].handle.ptr for i in form.slots]
                 # the replayer (its own buffers, the constants) and this run's buffers
-                form.sequence.start(words, [self, *[env[i].handle for i in form.kept]])
+                seq.start(words, [self, *[env[i].handle for i in form.kept]])
                 return [env[i] for i in self.plan.outputs]
             for args, pos, slot in form.patches:
                 args[pos] = env[slot].handle.ptr
@@ -144,7 +145,28 @@ class Replayer:
         form.at = np.array([where[id(args)] + pos for args, pos, _ in form.patches], np.intp)
         form.slots = [slot for _, _, slot in form.patches]
         form.kept = sorted(dynamic)
-        form.ops, form.sequence, form.backend = form.ops[:lead], seq, backend
+        form.lead, form.sequence, form.backend = lead, seq, backend
+
+
+_LOCAL = threading.local()  # .at_once: this thread's replays call kernel by kernel
+
+
+class at_once:
+    """Within it, this thread's jit replays run their kernels one by one before returning,
+    never as a sequence that runs on after the call (Backend.sequence). For callers that
+    read every result at once (a server scoring a batch): the overlap gains them nothing,
+    and the handing over costs a second core's time.
+
+    >>> with at_once():
+    ...     pass
+    """
+
+    def __enter__(self) -> None:
+        self.before = getattr(_LOCAL, "at_once", False)
+        _LOCAL.at_once = True
+
+    def __exit__(self, *exc: object) -> None:
+        _LOCAL.at_once = self.before
 
 
 @dataclass
@@ -157,8 +179,9 @@ class _Form:
     patches: list[tuple[list[Any], int, int]]
     fresh: list[int]
     aliases: list[tuple[int, int]]
-    # the launches as one Backend.sequence (then `ops` are the host steps before them)
+    # the launches as one Backend.sequence, after the first `lead` ops (host steps)
     sequence: Any = None
+    lead: int = 0
     backend: Any = None
     words: Any = None  # the sequence's argument words
     at: Any = None  # positions in `words` of the per-replay addresses, from env `slots`
