@@ -223,7 +223,8 @@ class Stream:
     so it stays alive until `wait` sees the sequence finish)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # reentrant: a finaliser run by the garbage collector inside `start` may wait
+        self.lock = threading.RLock()
         self.handle: int | None = None
         self.busy: tuple[Any, ...] | None = None
 
@@ -263,7 +264,7 @@ class Stream:
             pass
 
     def _after_fork(self) -> None:  # the child has no worker thread: it starts its own
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.handle = None
         self.busy = None
 
