@@ -69,7 +69,7 @@ def test_sequence_passes_every_argument_kind() -> None:
     at = [0, 2, 4, 6, 8, 9]
     words[at] = [a.ctypes.data for a in ptrs]
     seq.start(words, ptrs)
-    stream.STREAM.wait()
+    stream.wait_all()
     assert f32[0] == np.float32(-1.25e-3)
     assert f64[0] == -(2.0**-1074)  # a subnormal double keeps every bit
     assert i32[0] == -7 and i64[0] == -(2**62) - 3
@@ -260,15 +260,15 @@ def test_ctrl_c_while_waiting_for_a_sequence(monkeypatch: pytest.MonkeyPatch) ->
     f = ac.jit(_long)
     f(x).numpy()  # the capture
     out = f(x)  # a replay: the sequence now runs on the worker
-    assert stream.STREAM.busy is not None
+    assert stream.mine().busy is not None
     timer = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        stream.STREAM.wait()
+        stream.wait_all()
         pytest.fail("the sequence ended before the signal: make it longer")
     timer.join()
-    running = not stream._Lib.get().anychip_stream_wait_for(stream.STREAM.handle, 0)
-    assert running and stream.STREAM.busy is not None  # interrupted mid-sequence
+    running = not stream._Lib.get().anychip_stream_wait_for(stream.mine().handle, 0)
+    assert running and stream.mine().busy is not None  # interrupted mid-sequence
     total = np.exp(x0.astype(np.float64)).sum()
     want = sum(total * np.exp(i / 64) for i in range(200))
     np.testing.assert_allclose(out.numpy(), [want], rtol=1e-5)
@@ -288,8 +288,136 @@ def test_at_once_replays_kernel_by_kernel(monkeypatch: pytest.MonkeyPatch) -> No
     np.testing.assert_allclose(f(x).numpy(), want, rtol=1e-5)  # the capture
     with at_once():
         out = f(x)
-        assert stream.STREAM.busy is None
+        assert stream.mine().busy is None
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-5)
     out = f(x)
-    assert stream.STREAM.busy is not None  # runs on again outside
+    assert stream.mine().busy is not None  # runs on again outside
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-5)
+
+
+def _slow_twice(w: ac.Tensor, b: ac.Tensor) -> ac.Tensor:
+    """`_slow` as another function (another capture, another plan)."""
+    return _slow(w, b)
+
+
+def test_threads_have_streams_of_their_own_and_share_buffers_in_order(mode: str) -> None:
+    """Each thread replays on its own stream; a sequence that updates a buffer another
+    thread's sequence in flight updates starts after it (here: two functions, two
+    captures, one weight, the second thread starting as soon as the first returns)."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    w0 = rng.standard_normal((256, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 256)).astype(np.float32)
+    w, bt = ac.tensor(w0, device="cpu"), ac.tensor(b, device="cpu")
+    f, g = ac.jit(_slow), ac.jit(_slow_twice)
+    f(w, bt), g(w, bt)  # the captures
+    ref = w0.astype(np.float64)
+    for _ in range(2):
+        c = ref
+        for _ in range(6):
+            c = (c @ b) * 0.05
+        ref = ref + c
+    streams: dict[str, object] = {}
+    errors: list[BaseException] = []
+    returned, finished = threading.Event(), threading.Event()
+
+    def first() -> None:
+        try:
+            for _ in range(3):
+                f(w, bt)
+            streams["first"] = stream.mine()
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            returned.set()
+        finished.wait()  # alive (holding its stream) until the second has run
+
+    def second() -> None:
+        try:
+            returned.wait()
+            for _ in range(3):
+                g(w, bt)
+            streams["second"] = stream.mine()
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            finished.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for _ in range(6):
+        c = ref
+        for _ in range(6):
+            c = (c @ b) * 0.05
+        ref = ref + c
+    np.testing.assert_allclose(w.numpy(), ref, rtol=2e-3, atol=1e-3)
+    assert streams["first"] is not streams["second"]
+
+
+def _ids(x: ac.Tensor, base: ac.Tensor) -> ac.Tensor:
+    """`base`, made only once a few hundred milliseconds of sums over x have run."""
+    s = x[:1] * 0
+    for i in range(100):
+        s = s + (x + i / 64).exp().sum()
+    return base + (s < 0).to(ac.int64)  # s > 0: base itself, but not before s is known
+
+
+def _bags(table: ac.Tensor, ids: ac.Tensor, offsets: ac.Tensor) -> ac.Tensor:
+    return ac.nn.functional.embedding_bag(ids, table, offsets, mode="sum")
+
+
+def test_a_replayed_host_step_waits_for_the_sequence_writing_its_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bag layout of a replay reads its ids where they lie (Backend.host_address): ids
+    that another thread's sequence in flight is still writing must be waited for. (The
+    ids' buffer is first given the valid ids of a dropped tensor of the same size, so a
+    read too early gives a wrong answer rather than a refusal.)"""
+    import threading
+
+    monkeypatch.setenv("ANYCHIP_CPU_ASYNC", "1")
+    monkeypatch.setenv("ANYCHIP_CHUNK_WORK", str(1 << 40))
+    rng = np.random.default_rng(10)
+    x = ac.tensor(rng.random(1 << 23, np.float32), device="cpu")
+    table0 = rng.standard_normal((50, 4)).astype(np.float32)
+    table = ac.tensor(table0, device="cpu")
+    offsets = ac.tensor(np.array([0, 3, 5], np.int64), device="cpu")
+    g, h = ac.jit(_ids), ac.jit(_bags)
+    for _ in range(2):  # the captures and first replays, in order
+        h(table, g(x, ac.tensor(np.arange(8), device="cpu")), offsets).numpy()
+    got: list[np.ndarray] = []
+    todo: list[ac.Tensor] = []
+    ready, done = threading.Event(), threading.Event()
+
+    def scorer() -> None:  # another thread, so another stream: only the ids tell
+        while True:
+            ready.wait()
+            ready.clear()
+            if not todo:
+                return
+            got.append(h(table, todo.pop(), offsets).numpy())
+            done.set()
+
+    t = threading.Thread(target=scorer)
+    t.start()
+    try:
+        for k in range(4):
+            base0 = rng.integers(0, 50, 8).astype(np.int64)
+            base = ac.tensor(base0, device="cpu")
+            stale = ac.tensor(np.full(8, 49 - k, np.int64), device="cpu")
+            del stale  # its block goes back to the pool: g's output takes it
+            todo.append(g(x, base))
+            ready.set()
+            done.wait()
+            done.clear()
+            want = [table0[base0[a:b]].sum(0) for a, b in [(0, 3), (3, 5), (5, 8)]]
+            np.testing.assert_allclose(got[-1], want, rtol=1e-5, atol=1e-6, err_msg=f"{k}")
+    finally:
+        todo.clear()
+        ready.set()
+        t.join()

@@ -119,8 +119,10 @@ class Backend(ABC):
         one). It has `layout(values) -> np.ndarray` (the uint64 argument words of the
         calls' flat arguments, None for those set per run, each call's first word at
         `offsets[k]`) and `start(words, keep)`, which may return before the calls have
-        run (`keep` stays alive until they have); `synchronize` then waits for them, and
-        so must every use of the backend's memory. cpu: backends/cpu/stream.py."""
+        run (`keep` stays alive until they have) and returns an object whose `wait()`
+        returns once they have; `synchronize` waits for them too, and every use of a
+        buffer they touch (launch, copies, host view and address) waits for them first.
+        cpu: backends/cpu/stream.py."""
         return None
 
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)
@@ -133,7 +135,8 @@ class Backend(ABC):
 
     def host_address(self, handle: Any) -> int | None:
         """The address of a buffer whose memory is host memory (what `host_view` views), or
-        None. Host steps written in C (runtime/host_c.py) read and write there directly."""
+        None. Host steps written in C (runtime/host_c.py) read and write there directly,
+        so it waits for queued work that uses the buffer, as `host_view` does."""
         return None
 
     def memory_limit(self) -> int | None:

@@ -57,6 +57,7 @@ class Replayer:
             dev, dt, size = self.metas[o]
             self.env[o] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
         self.forms: dict[frozenset[int], _Form] = {}
+        self.pending: Any = None  # what the last sequence's start returned (its `wait`)
 
     def run(self, inputs: list[Buffer], donated: frozenset[int]) -> list[Buffer] | None:
         """The plan's outputs replayed on `inputs` (None when the own buffers are busy)."""
@@ -65,8 +66,9 @@ class Replayer:
         try:
             form = self.forms.get(donated) or self._build(donated)
             seq = form.sequence if not getattr(_LOCAL, "at_once", False) else None
-            if form.sequence is not None:  # the own buffers of the replay still running
-                form.backend.synchronize()
+            if self.pending is not None:  # the own buffers' last replay may still run
+                self.pending.wait()
+                self.pending = None
             env = self.env.copy()
             env[: self.n_inputs] = inputs
             for o in form.fresh:
@@ -82,7 +84,7 @@ class Replayer:
                 words = form.words
                 words[form.at] = [env[i].handle.ptr for i in form.slots]
                 # the replayer (its own buffers, the constants) and this run's buffers
-                seq.start(words, [self, *[env[i].handle for i in form.kept]])
+                self.pending = seq.start(words, [self, *[env[i].handle for i in form.kept]])
                 return [env[i] for i in self.plan.outputs]
             for args, pos, slot in form.patches:
                 args[pos] = env[slot].handle.ptr

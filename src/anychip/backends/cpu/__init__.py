@@ -62,17 +62,17 @@ class CpuBackend(Backend):
 
     # every use of the memory waits for the stream's sequence in flight (cpu/stream.py)
     def synchronize(self) -> None:
-        stream.STREAM.wait()
+        stream.wait_all()
 
     def sequence(self, fns: list[Any]) -> Any:
         return stream.sequence(fns)
 
     def host_view(self, handle: Any) -> np.ndarray | None:
-        stream.STREAM.wait()
+        stream.wait_for(handle)
         return handle.array  # type: ignore[no-any-return]
 
     def host_address(self, handle: Any) -> int | None:
-        stream.STREAM.wait()
+        stream.wait_for(handle)
         return handle.ptr  # type: ignore[no-any-return]
 
     def memory_limit(self) -> int | None:
@@ -82,13 +82,13 @@ class CpuBackend(Backend):
         return memory.allocate(size, dtype)
 
     def copyin(self, handle: Any, data: np.ndarray) -> None:
-        stream.STREAM.wait()
+        stream.wait_for(handle)
         if data.dtype == np.bool_:  # kernels compute on the byte: store only 0 and 1
             data = data.view(np.uint8) != 0
         handle.array[: data.size] = data
 
     def copyout(self, handle: Any, size: int, dtype: DType) -> np.ndarray:
-        stream.STREAM.wait()
+        stream.wait_for(handle)
         return np.array(handle.array[:size], copy=True)
 
     def compile(self, kernel: Kernel) -> Any:
@@ -142,7 +142,9 @@ class CpuBackend(Backend):
     def launch(
         self, program: Any, out: Buffer, ins: list[Buffer], scalars: tuple[Scalar, ...] = ()
     ) -> None:
-        stream.STREAM.wait()
+        stream.wait_for(out.handle)
+        for b in ins:
+            stream.wait_for(b.handle)
         args = (out.handle.ptr, *[b.handle.ptr for b in ins], *scalars)
         chunks = program.chunking
         if program.donated:  # marked before the call: nothing between can raise

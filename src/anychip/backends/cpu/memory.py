@@ -93,9 +93,11 @@ class Memory:
     ((3,), 0)
     """
 
-    __slots__ = ("_raw", "dtype", "ptr", "size")
+    # stream: the cpu stream whose sequence last used the memory (backends/cpu/stream.py)
+    __slots__ = ("_raw", "dtype", "ptr", "size", "stream")
 
     def __init__(self, size: int, dtype: np.dtype[np.generic]) -> None:
+        self.stream: Any = None
         # at least one element, so the address is valid even for empty tensors
         self.size, self.dtype = max(size, 1), dtype
         self._raw, self.ptr = POOL.take(-(-self.size * dtype.itemsize // ALIGN) * ALIGN)

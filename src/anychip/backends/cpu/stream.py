@@ -10,12 +10,15 @@ compiler like any kernel: its source depends only on the kernels' signatures), a
 the GIL. The call returns at once; the kernels then run beside the Python that follows
 (handing back the step's tensors, building the next call's signature).
 
-Ordering: one sequence is in flight at a time, and everything that touches the device's
-memory waits for it first: every launch, copy in or out, host view or host address of
-the cpu backend, and every replay (`CpuBackend.synchronize`). The buffers the sequence
-uses are kept alive (their memory, not the Buffer objects, so a replay's donation checks
-count references as before) until it has finished. A fork waits first, and the child
-starts a stream of its own.
+Ordering: each thread that replays has a stream of its own (threads' kernels run at
+once, as they do eagerly), with one sequence in flight at a time. The buffers a sequence
+uses are kept alive until it has finished (their memory, not the Buffer objects, so a
+replay's donation checks count references as before), and each remembers the stream that
+last used it: every launch, copy in or out, host view or host address of the cpu backend
+first waits for the streams of the buffers it touches (`wait_for`; a new buffer waits for
+nothing), a replay for the sequence of its own last replay, and
+`CpuBackend.synchronize` for every stream. A fork waits first, and the child starts its
+streams anew.
 
 Ctrl-C: a sequence is never stopped half way, but waiting for one returns to Python every
 50 ms, so KeyboardInterrupt is raised there within that time while the sequence runs on
@@ -35,6 +38,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from anychip.backends.cpu.memory import Memory
 
 _SOURCE = r"""
 #include <errno.h>
@@ -231,8 +236,14 @@ class Stream:
     def start(self, fn: int, args: np.ndarray, fns: np.ndarray, keep: list[Any]) -> None:
         """Run the sequence function at address `fn` on `args` and `fns` (kernel
         addresses), on the worker when there is one, else here; `keep` stays alive until
-        it has run."""
+        it has run, and its memory handles remember this stream (`wait_for`)."""
         lib = _Lib.get()
+        for h in keep:
+            if type(h) is Memory:
+                was = h.stream
+                if was is not self and was is not None and was.busy is not None:
+                    was.wait()  # another thread's sequence uses it too: it goes first
+                h.stream = self
         with self.lock:
             if self.busy is not None:
                 self._idle(lib)
@@ -269,10 +280,63 @@ class Stream:
         self.busy = None
 
 
-STREAM = Stream()
-atexit.register(STREAM.wait)
+# Each thread that starts sequences has a stream of its own, so threads' jit replays run
+# their kernels at once; a thread that ends gives its stream back for the next one.
+_ALL: list[Stream] = []  # every stream made (few: one per thread replaying at once)
+_FREE: list[Stream] = []
+_POOL_LOCK = threading.Lock()
+_MINE = threading.local()  # .lease: this thread's _Lease
+
+
+class _Lease:
+    """A thread's hold on its stream, dropped with the thread's locals when it ends."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    def __del__(self, free: list[Stream] = _FREE) -> None:  # bound early: safe at exit
+        free.append(self.stream)  # one atomic append: safe wherever the finaliser runs
+
+
+def mine() -> Stream:
+    """This thread's stream."""
+    lease = getattr(_MINE, "lease", None)
+    if lease is None:
+        with _POOL_LOCK:
+            s = _FREE.pop() if _FREE else None
+            if s is None:
+                s = Stream()
+                _ALL.append(s)
+        lease = _MINE.lease = _Lease(s)
+    return lease.stream  # type: ignore[no-any-return]
+
+
+def wait_all() -> None:
+    """Return once no stream has a sequence in flight (`CpuBackend.synchronize`)."""
+    for s in list(_ALL):
+        if s.busy is not None:
+            s.wait()
+
+
+def wait_for(handle: Any) -> None:
+    """Before a use of `handle`'s memory: wait for the stream whose sequence last used it.
+    A sequence that uses a buffer another stream's sequence in flight uses starts after it
+    (`Stream.start`), so the last one is the one to wait for; a new buffer waits for none."""
+    s = handle.stream
+    if s is not None and s.busy is not None:
+        s.wait()
+
+
+def _after_fork() -> None:  # the child has no worker threads: its streams start anew
+    for s in _ALL:
+        s._after_fork()
+
+
+atexit.register(wait_all)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=STREAM.wait, after_in_child=STREAM._after_fork)
+    os.register_at_fork(before=wait_all, after_in_child=_after_fork)
 
 
 class Sequence:
@@ -319,8 +383,11 @@ class Sequence:
                 out[i] = int(v) & 0xFFFFFFFFFFFFFFFF
         return out
 
-    def start(self, args: np.ndarray, keep: list[Any]) -> None:
-        STREAM.start(self.fn, args, self.fns, keep)  # type: ignore[arg-type]
+    def start(self, args: np.ndarray, keep: list[Any]) -> Stream:
+        """Run on this thread's stream; the stream (its `wait`) for the caller to wait."""
+        stream = mine()
+        stream.start(self.fn, args, self.fns, keep)  # type: ignore[arg-type]
+        return stream
 
 
 def sequence(fns: list[Callable[..., None]]) -> Sequence | None:
