@@ -186,6 +186,14 @@ def _slow(w: ac.Tensor, b: ac.Tensor) -> ac.Tensor:
     return c.sum(1)
 
 
+def _slow_ref(w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_slow` in float64 numpy: (w after the call, c; the call returns c.sum(1))."""
+    c = w
+    for _ in range(6):
+        c = (c @ b) * 0.05
+    return w + c, c
+
+
 def test_uses_right_after_a_long_replay_wait_for_it(mode: str) -> None:
     rng = np.random.default_rng(2)
     w0 = rng.standard_normal((256, 256)).astype(np.float32)
@@ -194,10 +202,7 @@ def test_uses_right_after_a_long_replay_wait_for_it(mode: str) -> None:
     f = ac.jit(_slow)
     ref = w0.astype(np.float64)
     for k in range(6):
-        c = ref
-        for _ in range(6):
-            c = (c @ b) * 0.05
-        ref = ref + c
+        ref, c = _slow_ref(ref, b)
         out = f(w, bt)
         if k % 2:  # a read of the result at once
             np.testing.assert_allclose(out.numpy(), c.sum(1), rtol=2e-3, atol=1e-3)
@@ -223,10 +228,7 @@ def test_threads_reading_right_after_their_replays(mode: str) -> None:
         w, bt = ac.tensor(w0, device="cpu"), ac.tensor(b, device="cpu")
         ref = w0.astype(np.float64)
         for _ in range(4):
-            c = ref
-            for _ in range(6):
-                c = (c @ b) * 0.05
-            ref = ref + c
+            ref, c = _slow_ref(ref, b)
             if not np.allclose(f(w, bt).numpy(), c.sum(1), rtol=2e-3, atol=1e-3):
                 errors.append(f"thread {seed}: wrong result")
 
@@ -314,10 +316,7 @@ def test_threads_have_streams_of_their_own_and_share_buffers_in_order(mode: str)
     f(w, bt), g(w, bt)  # the captures
     ref = w0.astype(np.float64)
     for _ in range(2):
-        c = ref
-        for _ in range(6):
-            c = (c @ b) * 0.05
-        ref = ref + c
+        ref, _ = _slow_ref(ref, b)
     streams: dict[str, object] = {}
     errors: list[BaseException] = []
     returned, finished = threading.Event(), threading.Event()
@@ -351,10 +350,7 @@ def test_threads_have_streams_of_their_own_and_share_buffers_in_order(mode: str)
         t.join()
     assert not errors
     for _ in range(6):
-        c = ref
-        for _ in range(6):
-            c = (c @ b) * 0.05
-        ref = ref + c
+        ref, _ = _slow_ref(ref, b)
     np.testing.assert_allclose(w.numpy(), ref, rtol=2e-3, atol=1e-3)
     assert streams["first"] is not streams["second"]
 

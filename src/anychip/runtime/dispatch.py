@@ -372,6 +372,7 @@ class Plan:
         # nothing watches (no recorder, watcher or ANYCHIP_DEBUG): a plain launch into a
         # fresh buffer calls the program directly, as `launch` would, a few calls less each
         quiet = not _observed()
+        waited = None  # the backend last synchronised before a direct call
         try:
             for at, s in enumerate(self.steps):
                 if s.kind is LAUNCH:
@@ -380,7 +381,9 @@ class Plan:
                         dev, dt, size = s.meta
                         backend = s.backend
                         assert backend is not None  # `direct` is set for launches only
-                        backend.synchronize()  # a sequence in flight (Backend.sequence)
+                        if backend is not waited:  # sequences in flight (Backend.sequence)
+                            backend.synchronize()
+                            waited = backend
                         made = Buffer(dev, dt, size, backend.allocate(size, dt))
                         ptrs = [b.handle.ptr for b in map(env.__getitem__, s.ins)]
                         fn(made.handle.ptr, *ptrs, *self._scalars(s, nodes))

@@ -147,7 +147,7 @@ class Replayer:
         form.at = np.array([where[id(args)] + pos for args, pos, _ in form.patches], np.intp)
         form.slots = [slot for _, _, slot in form.patches]
         form.kept = sorted(dynamic)
-        form.lead, form.sequence, form.backend = lead, seq, backend
+        form.lead, form.sequence = lead, seq
 
 
 _LOCAL = threading.local()  # .at_once: this thread's replays call kernel by kernel
@@ -184,7 +184,6 @@ class _Form:
     # the launches as one Backend.sequence, after the first `lead` ops (host steps)
     sequence: Any = None
     lead: int = 0
-    backend: Any = None
     words: Any = None  # the sequence's argument words
     at: Any = None  # positions in `words` of the per-replay addresses, from env `slots`
     slots: list[int] = field(default_factory=list)

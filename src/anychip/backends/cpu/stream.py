@@ -122,7 +122,7 @@ anychip_stream *anychip_stream_new(void) {
 }
 
 /* Wait until the stream is idle. */
-void anychip_stream_wait(anychip_stream *s) {
+static void stream_wait(anychip_stream *s) {
     if (spin_for(s, 0)) return;
     pthread_mutex_lock(&s->lock);
     while (__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE)) pthread_cond_wait(&s->done, &s->lock);
@@ -148,7 +148,7 @@ int anychip_stream_wait_for(anychip_stream *s, int64_t ns) {
 /* Hand `fn(args, fns)` to the worker once the stream is idle; returns at once. */
 void anychip_stream_submit(anychip_stream *s, anychip_seq_fn fn, const uint64_t *args,
                            void *const *fns) {
-    anychip_stream_wait(s);
+    stream_wait(s);
     pthread_mutex_lock(&s->lock);
     s->fn = fn;
     s->args = args;
@@ -212,8 +212,6 @@ class _Lib:
             return None
         lib.anychip_stream_new.restype = ctypes.c_void_p
         lib.anychip_stream_new.argtypes = []
-        lib.anychip_stream_wait.restype = None
-        lib.anychip_stream_wait.argtypes = [ctypes.c_void_p]
         lib.anychip_stream_wait_for.restype = ctypes.c_int
         lib.anychip_stream_wait_for.argtypes = [ctypes.c_void_p, ctypes.c_int64]
         lib.anychip_stream_submit.restype = None
@@ -315,7 +313,7 @@ def mine() -> Stream:
 
 def wait_all() -> None:
     """Return once no stream has a sequence in flight (`CpuBackend.synchronize`)."""
-    for s in list(_ALL):
+    for s in _ALL:  # appended to only: iterating while another thread appends is safe
         if s.busy is not None:
             s.wait()
 
