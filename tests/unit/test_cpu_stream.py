@@ -155,6 +155,44 @@ def test_eager_writes_wait_for_the_sequence(mode: str) -> None:
         np.testing.assert_allclose(p.numpy(), w, rtol=1e-4, atol=1e-5)
 
 
+def test_eager_plans_run_as_sequences_with_new_scalars_each_run(mode: str) -> None:
+    """Eager steps (no jit): the eager cache's plans become sequences once they repeat
+    (replay.eager_run), each run with this step's learning rate as a runtime scalar and
+    donated parameter updates; reads at once, a few steps later, and an eager in-place
+    write between steps all see float64 numpy's values."""
+    from anychip.runtime import eager_cache
+
+    eager_cache.clear_cache()
+    m, opt = _model()
+    ws = [p.numpy().astype(np.float64) for p in m.parameters()]
+    rng = np.random.default_rng(2)
+    before = donate.donated_count()
+    for k in range(30):
+        # new values each step: the learning rate, and a loss scale that the backward's
+        # plan takes as a runtime scalar
+        lr, scale = 0.1 / (1 + k), 1.0 + k / 8
+        opt.param_groups[0]["lr"] = lr
+        x = rng.standard_normal((16, 5)).astype(np.float32)
+        y = rng.standard_normal((16, 1)).astype(np.float32)
+        opt.zero_grad()
+        loss = ((m(ac.tensor(x, device="cpu")) - ac.tensor(y, device="cpu")) ** 2).mean() * scale
+        loss.backward()
+        opt.step()
+        want = scale * _numpy_step(ws, x.astype(np.float64), y.astype(np.float64), lr * scale)
+        if k % 4 == 0:
+            np.testing.assert_allclose(loss.item(), want, rtol=1e-4)
+        if k % 7 == 3:
+            with ac.no_grad():
+                m[0].weight.mul_(0.5)
+            ws[0] *= 0.5
+    for p, w in zip(m.parameters(), ws, strict=True):
+        np.testing.assert_allclose(p.numpy(), w, rtol=1e-4, atol=1e-5)
+    states = [e.plan.eager for e in eager_cache._CACHE.values() if e.plan.eager is not None]
+    forms = [f for st in states for f in st.forms.values() if f is not None]
+    assert (len(forms) >= 2) == (mode == "1")  # the backward's plan and the update's
+    assert donate.donated_count() - before >= 20 * 4
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 def test_a_forked_child_replays_on_a_stream_of_its_own() -> None:
     m, opt = _model()

@@ -34,7 +34,7 @@ from anychip.runtime.device import (
     debug_level,
     get_backend,
 )
-from anychip.runtime.replay import Replayer
+from anychip.runtime.replay import EagerSequences, Replayer, eager_run
 
 DEBUG = debug_level()
 
@@ -352,6 +352,7 @@ class Plan:
     # for plans whose runtime scalars are their captured values (anychip.jit)
     own: bool = False
     replayer: Replayer | None = field(default=None, repr=False)
+    eager: EagerSequences | None = field(default=None, repr=False)  # replay.eager_run
 
     def run(
         self,
@@ -362,16 +363,20 @@ class Plan:
         """Replay on `inputs`; `nodes` (the graph's nodes in the walk order the plan was
         made with) give the runtime scalars' new values; the steps at the positions in
         `donated` write into their donor input's buffer (see `donate`)."""
-        if self.own and nodes is None and not _observed():
+        quiet = not _observed()
+        if self.own and nodes is None and quiet:
             if self.replayer is None:
                 self.replayer = Replayer(self, len(inputs))
             fast = self.replayer.run(inputs, donated)
             if fast is not None:
                 return fast
+        if quiet and nodes is not None and not self.own:  # an eager plan: one sequence
+            fast = eager_run(self, inputs, nodes)
+            if fast is not None:
+                return fast
         env = [*inputs, *self.consts]
         # nothing watches (no recorder, watcher or ANYCHIP_DEBUG): a plain launch into a
         # fresh buffer calls the program directly, as `launch` would, a few calls less each
-        quiet = not _observed()
         waited = None  # the backend last synchronised before a direct call
         try:
             for at, s in enumerate(self.steps):

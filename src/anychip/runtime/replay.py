@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from anychip.runtime import donate
 from anychip.runtime.device import Buffer, get_backend
 
 if TYPE_CHECKING:
+    from anychip.ir.ops import Node
     from anychip.runtime.dispatch import Plan, _PlanStep
 
 # bytes of intermediates a plan may keep between replays; a bigger plan (a large batch's
@@ -209,3 +210,147 @@ def _slow(at: int, s: _PlanStep, donated: frozenset[int]) -> Slow:
         dispatch.launch(s.backend, program, env[out], ins, s.label, (), scalars, s.kernel)
 
     return launch
+
+
+# --- eager plans as sequences -------------------------------------------------------------
+EAGER_AFTER = 2  # an eager plan's runs before its launches become a sequence (it repeats)
+
+
+class EagerSequences:
+    """An eager cache plan's launches as one `Backend.sequence` (see `eager_run`): the
+    forms made so far, one per set of donating steps, and the runs counted until then."""
+
+    __slots__ = ("forms", "runs")
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.forms: dict[frozenset[int], _EagerForm | None] = {}
+
+
+@dataclass
+class _EagerForm:
+    """One donation pattern's sequence: the argument words with the per-run addresses at
+    `at` (from env `slots`) and the runtime scalars at `scalar_at` (by C type: their walk
+    positions, or -1 and the captured value); `fresh` the env slots allocated per run,
+    `aliases` (slot, donor slot) the donated outputs."""
+
+    sequence: Any
+    words: np.ndarray
+    at: np.ndarray
+    slots: list[int]
+    scalars: list[tuple[Any, np.ndarray, list[tuple[int, Any]]]]
+    fresh: list[tuple[int, tuple[str, Any, int]]]
+    aliases: list[tuple[int, int]]
+    size: int  # env slots
+
+
+def eager_run(plan: Plan, inputs: list[Buffer], nodes: list[Node]) -> list[Buffer] | None:
+    """Run an eager cache plan's launches as one sequence of their backend, which may still
+    be running when this returns: each output buffer remembers the stream, and every later
+    use of it waits (backends/cpu/stream.py). None (nothing run) where the plan does not
+    qualify: a plan seen fewer than EAGER_AFTER times, steps other than launches into
+    fresh buffers of one backend, a chunked kernel, a donor that is not an input, a backend
+    without sequences, or a thread inside `at_once`."""
+    state = plan.eager
+    if state is None:
+        state = plan.eager = EagerSequences()
+    if state.runs < EAGER_AFTER:
+        state.runs += 1
+        return None
+    if getattr(_LOCAL, "at_once", False):
+        return None
+    env: list[Any] = [*inputs]
+    steps = plan.steps
+    donated = [
+        at
+        for at, s in enumerate(steps)
+        if s.checks and s.donor < len(env) and donate.clear(nodes, s.checks, env[s.donor])
+    ]
+    key = frozenset(donated)
+    if key in state.forms:
+        form = state.forms[key]
+    else:
+        form = state.forms[key] = _eager_form(plan, len(inputs), key)
+    if form is None:
+        return None
+    env += [None] * (form.size - len(env))
+    for slot, (dev, dt, size) in form.fresh:
+        env[slot] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
+    for slot, donor in form.aliases:
+        env[slot] = env[donor]
+    words = form.words.copy()  # a run still in flight reads its own
+    words[form.at] = [env[i].handle.ptr for i in form.slots]
+    for kind, at, values in form.scalars:
+        got = [v if p < 0 else nodes[p].arg for p, v in values]
+        words[at] = np.array(got, kind).view(_BITS[kind])
+    form.sequence.start(words, [form, *[b.handle for b in env]])
+    if form.aliases:
+        donate.count(len(form.aliases))
+    return [env[i] for i in plan.outputs]
+
+
+_BITS = {np.float32: np.uint32, np.float64: np.uint64, np.int64: np.uint64}
+
+
+def _eager_form(plan: Plan, n_inputs: int, donated: frozenset[int]) -> _EagerForm | None:
+    """The sequence of `plan`'s launches with the steps at `donated` writing into their
+    donor input, or None where the plan does not qualify (see `eager_run`)."""
+    import ctypes
+
+    from anychip.runtime import dispatch
+
+    if plan.consts or len(plan.steps) < 2:
+        return None
+    backends = {s.backend for s in plan.steps}
+    backend = backends.pop() if len(backends) == 1 else None
+    if backend is None or not hasattr(backend, "sequence"):
+        return None
+    fns: list[Any] = []
+    flat: list[Any] = []  # the argument words' values (None: filled per run)
+    patches: list[tuple[int, int]] = []  # (word, env slot) of each per-run address
+    fresh: list[tuple[int, tuple[str, Any, int]]] = []
+    aliases: list[tuple[int, int]] = []
+    scalar: dict[Any, tuple[list[int], list[tuple[int, Any]]]] = {}
+    kinds: dict[Any, Any] = {ctypes.c_float: np.float32, ctypes.c_double: np.float64}
+    outs = set()
+    for at, s in enumerate(plan.steps):
+        if s.kind is not dispatch.LAUNCH or s.out < n_inputs or s.out in outs:
+            return None
+        outs.add(s.out)
+        if at in donated:
+            program, slot = s.donor_program, s.donor
+            aliases.append((s.out, s.donor))
+        else:
+            program, slot = s.program, s.out
+            if program is None:  # an eager donating step that cannot donate now
+                program = s.program = backend.compile(replace(s.kernel, alias=None))
+            fresh.append((s.out, s.meta))
+        fn = backend.direct(program) if program is not None else None
+        types = getattr(fn, "argtypes", None) or ()
+        if fn is None or len(types) != 1 + len(s.ins) + len(s.scalars):
+            return None
+        base = len(flat)
+        for k, i in enumerate((slot, *s.ins)):
+            patches.append((base + k, i))
+        flat += [None] * (1 + len(s.ins))
+        for k, (p, v) in enumerate(s.scalars):
+            kind = kinds.get(types[1 + len(s.ins) + k], np.int64)
+            pos, values = scalar.setdefault(kind, ([], []))
+            pos.append(len(flat))
+            values.append((p, v))
+            flat.append(None)
+        fns.append(fn)
+    seq = backend.sequence(fns)
+    if seq is None:
+        return None
+    words = seq.layout(flat)
+    return _EagerForm(
+        seq,
+        words,
+        np.array([w for w, _ in patches], np.intp),
+        [i for _, i in patches],
+        [(kind, np.array(pos, np.intp), values) for kind, (pos, values) in scalar.items()],
+        fresh,
+        aliases,
+        max(outs | {n_inputs - 1}) + 1,
+    )
