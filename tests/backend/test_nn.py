@@ -204,6 +204,31 @@ def test_linear_matches_torch(device: str) -> None:
         F.linear(ac.ones(2, 5), ac.ones(4, 3))
 
 
+@pytest.mark.parametrize("m,n,bias", [(5, 4, True), (1, 4, True), (5, 1, True), (1, 1, False)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_linear_2d_matches_torch_and_the_general_graph(
+    device: str, m: int, n: int, bias: bool, dtype: str
+) -> None:
+    """The 2-d case of `linear`, built primitive by primitive (nn/functional.py), against
+    torch with gradients, and node for node the graph of `x @ w.t() + b` (the eager
+    cache's structural key: the same kernels and plans)."""
+    from anychip.runtime import eager_cache, realize
+
+    w, b, x = rand(n, 3, seed=4), rand(n, seed=5), rand(m, 3, seed=6)
+    if bias:
+        check(F.linear, [x, w, b], device, torch.nn.functional.linear, fd=True)
+    else:
+        check(lambda x, w: F.linear(x, w), [x, w], device, torch.nn.functional.linear, fd=True)
+    dt = getattr(ac, dtype)
+    xs, ws, bs = (ac.tensor(v, dtype=dt, device=device) for v in (x, w, b))
+    fast = F.linear(xs, ws, bs if bias else None)
+    general = xs @ ws.t() + bs if bias else xs @ ws.t()
+    keys = [eager_cache.structure([t.node], realize.buffer_of) for t in (fast, general)]
+    assert keys[0] is not None and keys[1] is not None
+    assert keys[0][0] == keys[1][0]
+    np.testing.assert_allclose(fast.numpy(), general.numpy(), rtol=1e-6)
+
+
 ACTIVATIONS = {
     "relu": (lambda x: F.relu(x), torch.nn.functional.relu),
     "gelu": (lambda x: F.gelu(x), torch.nn.functional.gelu),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -160,7 +160,9 @@ def _check_offsets(offsets: Tensor, n: int) -> np.ndarray:
     return _valid_offsets(offsets.numpy(), n, describe(offsets))
 
 
-def _valid_offsets(off: np.ndarray, n: int, what: str) -> np.ndarray:
+def _valid_offsets(off: np.ndarray, n: int, what: str | Callable[[], str]) -> np.ndarray:
+    """`off` when it is valid offsets into n ids, else IndexOutOfRange naming `what` (or
+    what it returns: a message's text made only for the error)."""
     bad = ""
     if off.size and off[0] != 0:
         bad = f"offsets[0] has to be 0, but got {off[0]}"
@@ -169,7 +171,7 @@ def _valid_offsets(off: np.ndarray, n: int, what: str) -> np.ndarray:
     elif off.size and off[-1] > n:
         bad = f"offsets[-1] can not be greater than input's length {n}, but got {off[-1]}"
     if bad:
-        raise IndexOutOfRange(f"embedding_bag: {bad} ({what})")
+        raise IndexOutOfRange(f"embedding_bag: {bad} ({what if isinstance(what, str) else what()})")
     return off
 
 
@@ -233,7 +235,9 @@ def _offset_bags(
 
     dev, n = weight.device, idx.shape[0]
     nb = offsets.shape[0] - 1 if last else offsets.shape[0]
-    layout = _Layout(weight.shape[0], n, last, pad, mode == "max", describe(idx, weight))
+    # what error messages name, formatted only for one (describe reads shape, dtype, device)
+    what = tuple(_Meta(t.shape, t.dtype, t.device) for t in (idx, weight))
+    layout = _Layout(weight.shape[0], n, last, pad, mode == "max", what)
     layout.sparse = sparse and mode != "max"
     layout.n_off = offsets.shape[0]
     buf = _laid_out(layout, idx, offsets, dev)
@@ -324,6 +328,14 @@ def _bag_bounds(off: np.ndarray, n: int, last: bool) -> tuple[int, np.ndarray, n
     return nb, off[:nb], ends
 
 
+class _Meta(NamedTuple):
+    """A tensor's shape, dtype and device, kept for an error message without the tensor."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    device: str
+
+
 class _Layout:
     """The host step laying a jagged batch out (ids, offsets -> int64 slots), checking
     offsets and ids as torch does. `slots`: (B, width class) element ids, -1 where a bag
@@ -334,11 +346,11 @@ class _Layout:
     sparse = False
 
     def __init__(
-        self, rows: int, n: int, last: bool, pad: int | None, slots: bool, what: str
+        self, rows: int, n: int, last: bool, pad: int | None, slots: bool, what: tuple[Any, ...]
     ) -> None:
         self.starts: list[int | None] = [None, None]  # where ids, offsets start in their buffers
         self.n_off = 0
-        self.rows, self.n, self.last, self.pad, self.slots, self.what = (
+        self.rows, self.n, self.last, self.pad, self.slots, self.tensors = (
             rows,
             n,
             last,
@@ -346,6 +358,11 @@ class _Layout:
             slots,
             what,
         )
+
+    @property
+    def what(self) -> str:
+        """The ids and table as error messages name them."""
+        return describe(*self.tensors)
 
     def key(self) -> tuple[Any, ...]:
         """What the laid-out values depend on besides the ids and offsets."""
@@ -362,7 +379,7 @@ class _Layout:
             if host_c.bag_layout(ids, off, self.last, self.rows, self.pad, out.reshape(-1)) == 0:
                 nb = off.size - 1 if self.last else off.size
                 return self._unique(out, nb) if self.sparse else out
-        _valid_offsets(off, n, self.what)
+        _valid_offsets(off, n, lambda: self.what)
         # one reduction, no masks: a negative id is a huge unsigned one
         if n and ids.view(np.uint64).max() >= self.rows:
             v = int(ids[(ids < 0) | (ids >= self.rows)][0])

@@ -34,6 +34,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     >>> ac.nn.functional.linear(ac.ones(2, 3), ac.ones(4, 3)).shape
     (2, 4)
     """
+    if _plain_2d(input, weight, bias):
+        return _linear_2d(input, weight, bias)
     if weight.ndim not in (1, 2) or input.ndim == 0 or input.shape[-1] != weight.shape[-1]:
         raise ShapeError(
             f"linear: input's last dimension must match weight's in_features: "
@@ -42,6 +44,45 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     # weight's transpose as a plain PERMUTE, not a view (`.t()`): nothing outside sees it
     out = input @ (weight._prim(Ops.PERMUTE, arg=(1, 0)) if weight.ndim == 2 else weight)
     return out + bias if bias is not None else out
+
+
+_PLAIN = (dtypes.float32, dtypes.float64)
+
+
+def _plain_2d(x: Tensor, w: Tensor, b: Tensor | None) -> bool:
+    """Whether `linear(x, w, b)` is the common case: a (batch, in) input, an (out, in)
+    weight and an (out,) bias of one float32/float64 dtype on one device."""
+    xn, wn = x.node, w.node
+    if len(xn.shape) != 2 or len(wn.shape) != 2 or xn.shape[1] != wn.shape[1]:
+        return False
+    if xn.dtype is not wn.dtype or xn.dtype not in _PLAIN or xn.device != wn.device:
+        return False
+    if b is None:
+        return True
+    bn = b.node
+    return bn.shape == (wn.shape[0],) and bn.dtype is xn.dtype and bn.device == xn.device
+
+
+def _linear_2d(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """The common case of `linear` built primitive by primitive: the graph `x @ w.T + b`
+    makes through matmul's and add's broadcasting (the same nodes, so the same kernels
+    and cached plans), without their checks and dispatch, which cost about as much as
+    the primitives (a training step's linear layers pass here every step)."""
+    (m, k), n = x.node.shape, w.node.shape[0]
+    full = (m, k, n)
+    a = x._prim(Ops.RESHAPE, arg=(m, k, 1))
+    if n != 1:
+        a = a._prim(Ops.EXPAND, arg=full)
+    wt = w._prim(Ops.PERMUTE, arg=(1, 0))._prim(Ops.RESHAPE, arg=(1, k, n))
+    if m != 1:
+        wt = wt._prim(Ops.EXPAND, arg=full)
+    out = a._prim(Ops.MUL, wt)._prim(Ops.SUM, arg=(1,))._prim(Ops.RESHAPE, arg=(m, n))
+    if b is None:
+        return out
+    row = b._prim(Ops.RESHAPE, arg=(1, n))
+    if m != 1:
+        row = row._prim(Ops.EXPAND, arg=(m, n))
+    return out._prim(Ops.ADD, row)
 
 
 # --- activations -------------------------------------------------------------------

@@ -237,7 +237,7 @@ class _EagerForm:
     sequence: Any
     words: np.ndarray
     at: np.ndarray
-    slots: list[int]
+    slots: np.ndarray
     scalars: list[tuple[Any, np.ndarray, list[tuple[int, Any]]]]
     fresh: list[tuple[int, tuple[str, Any, int]]]
     aliases: list[tuple[int, int]]
@@ -279,7 +279,8 @@ def eager_run(plan: Plan, inputs: list[Buffer], nodes: list[Node]) -> list[Buffe
     for slot, donor in form.aliases:
         env[slot] = env[donor]
     words = form.words.copy()  # a run still in flight reads its own
-    words[form.at] = [env[i].handle.ptr for i in form.slots]
+    # each buffer's address once (kernels share buffers), spread to its words by numpy
+    words[form.at] = np.array([b.handle.ptr for b in env], np.uint64)[form.slots]
     for kind, at, values in form.scalars:
         got = [v if p < 0 else nodes[p].arg for p, v in values]
         words[at] = np.array(got, kind).view(_BITS[kind])
@@ -348,7 +349,7 @@ def _eager_form(plan: Plan, n_inputs: int, donated: frozenset[int]) -> _EagerFor
         seq,
         words,
         np.array([w for w, _ in patches], np.intp),
-        [i for _, i in patches],
+        np.array([i for _, i in patches], np.intp),
         [(kind, np.array(pos, np.intp), values) for kind, (pos, values) in scalar.items()],
         fresh,
         aliases,
