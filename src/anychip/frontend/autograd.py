@@ -270,21 +270,46 @@ def backward(
     from anychip.frontend.tensor import Tensor, realize_together
 
     retain = create_graph if retain_graph is None else retain_graph
-    leaves = _run(root, gradient, None, True, retain, create_graph)
-    if not create_graph:
-        grads = [t.grad for t in leaves if t is not None and t.grad is not None]
-        rows: list[Tensor] = []  # kept as their rows (rowgrad.py)
-        dense: list[Tensor] = []
-        for g in grads:
-            (rows if rowgrad.eligible(g) else dense).append(g)
-        if not rows:
-            realize_together([root, *dense])
+    # a pass shaped like one run before replays its plan (backward_cache.py)
+    probe = backward_cache.probe(root) if gradient is None and not create_graph else None
+    if probe is not None:
+        _seed(root, None)  # the errors of a root that is not a differentiable scalar
+        rec = backward_cache.lookup(probe)
+        if rec is not None:
+            backward_cache.replay(root, probe, rec, retain)
             return
-        found = [rowgrad.sources(g) for g in rows]
-        made = [(Tensor._from_node(index), Tensor._from_node(values)) for index, values, _ in found]
-        realize_together([root, *dense, *(t for pair in made for t in pair)])
-        for g, (index, values), (_, _, chain) in zip(rows, made, found, strict=True):
-            rowgrad.rebuild(g, index.node, values.node, chain)
+    leaves = _run(root, gradient, None, True, retain, create_graph)
+    if create_graph:
+        return
+    pairs = [(t, t.grad) for t in leaves if t is not None and t.grad is not None]
+    rows: list[tuple[Tensor, Tensor]] = []  # kept as their rows (rowgrad.py)
+    dense: list[tuple[Tensor, Tensor]] = []
+    for leaf, g in pairs:
+        (rows if rowgrad.eligible(g) else dense).append((leaf, g))
+    found = [rowgrad.sources(g) for _, g in rows]
+    made = [(Tensor._from_node(index), Tensor._from_node(values)) for index, values, _ in found]
+    together = [root, *(g for _, g in dense), *(t for pair in made for t in pair)]
+    if probe is None or not backward_cache.sighted(probe):
+        realize_together(together)
+    else:  # a second sighting: record the pass
+        before = [t.node for t in together]
+        scatters = [g.node for _, g in rows]
+        with backward_cache.watching() as seen:
+            realize_together(together)
+        backward_cache.record(
+            probe,
+            seen,
+            (root, before[0]),
+            [(leaf, g, n) for (leaf, g), n in zip(dense, before[1:])],
+            [
+                (leaf, index, index_node, values, values_node, chain, scatter)
+                for (leaf, _), (index, values), (index_node, values_node, chain), scatter in zip(
+                    rows, made, found, scatters, strict=True
+                )
+            ],
+        )
+    for (_, g), (index, values), (_, _, chain) in zip(rows, made, found, strict=True):
+        rowgrad.rebuild(g, index.node, values.node, chain)
 
 
 def _seed(root: Tensor, gradient: Tensor | None, create_graph: bool = False) -> Tensor:
@@ -379,15 +404,22 @@ def _run(
             elif key in want:
                 results[key] = c
     if not retain_graph:
-        shapes: dict[tuple[Any, ...], Node] = {}  # one placeholder per shape for the pass
-        for ctx in order:
-            if ctx.op in SAVES:
-                ctx.freed = True
-            if type(ctx) is Ctx:
-                _forget(ctx, shapes)
+        free(order)
     if wanted is None:
         return leaves  # the leaves whose .grad changed
     return [results.get(id(w._ctx or w)) for w in wanted]
+
+
+def free(order: list[Ctx]) -> None:
+    """Free the graph of a pass without retain_graph, as torch does: records of ops that
+    saved values are marked (a second backward through them raises), and plain records
+    forget their values (`_forget`)."""
+    shapes: dict[tuple[Any, ...], Node] = {}  # one placeholder per shape for the pass
+    for ctx in order:
+        if ctx.op in SAVES:
+            ctx.freed = True
+        if type(ctx) is Ctx:
+            _forget(ctx, shapes)
 
 
 def _forget(ctx: Ctx, shapes: dict[tuple[Any, ...], Node]) -> None:
@@ -440,4 +472,4 @@ def composite(value: Tensor, srcs: tuple[Tensor, ...], vjp: Any, arg: Any) -> Te
 # imported last: anychip.frontend.tensor imports this module (directly or not), so the
 # module object may be half made here; the functions above read `_tensor.X` when called,
 # where a local import would cost about a microsecond a call (hundreds per training step)
-from anychip.frontend import tensor as _tensor  # noqa: E402
+from anychip.frontend import backward_cache, tensor as _tensor  # noqa: E402

@@ -52,6 +52,8 @@ class RemovableHandle:
         entry = HOOKS.get(self._tensor_id)
         if entry is not None:
             entry[1].pop(self._key, None)
+            if not entry[1]:  # none left: backward passes need not look (backward_cache.py)
+                HOOKS.pop(self._tensor_id, None)
 
 
 def register_hook(t: Tensor, hook: Hook) -> RemovableHandle:

@@ -31,6 +31,7 @@ class _Entry:
 _CACHE: dict[tuple[Any, ...], _Entry] = {}
 _CACHE_LOCK = threading.Lock()  # stores and clears; lookups are single dict reads
 _stats = {"hits": 0, "misses": 0}  # approximate under threads (unlocked counters)
+_LOCAL = threading.local()  # .watch: a list this thread's realisations append their walk to
 # realize.buffer_of, set by runtime/realize.py: `structure` reads its answer inline
 _BUFFER_OF: list[Callable[[Node], Buffer | None] | None] = [None]
 
@@ -143,6 +144,9 @@ def cached_realize(
     if st is None:
         return slow(nodes)
     key, leaves, order, leaf_pos = st
+    watch = getattr(_LOCAL, "watch", None)
+    if watch is not None:  # frontend/backward_cache.py records what this realisation ran
+        watch.append(st)
     try:
         entry = _CACHE.get(key)
     except TypeError:  # an unhashable op argument: not cacheable

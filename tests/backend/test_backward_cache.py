@@ -1,0 +1,242 @@
+"""The backward cache (frontend/backward_cache.py): a repeated backward pass replays its
+recorded plan instead of building the gradients' graph. Replayed passes against the
+ordinary pass bit for bit (losses, dense and row gradients, parameters), against torch
+and float64 numpy, with runtime scalars that change every step (a loss scale the rules
+read, an exponent a rule turns into a constant of its own), and the passes it must leave
+to the ordinary path (hooks, accumulation, retain_graph, in-place changes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import anychip as ac
+from anychip.frontend import backward_cache
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    backward_cache.clear_cache()
+    yield
+    backward_cache._ON[0] = backward_cache.enabled()
+
+
+def _hits() -> int:
+    return backward_cache.cache_info()["hits"]
+
+
+class _Bags(ac.nn.Module):
+    """Two embedding bags (row gradients), one shared with the dense path, and an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = ac.nn.EmbeddingBag(30, 4, mode="sum", include_last_offset=True)
+        self.other = ac.nn.EmbeddingBag(20, 4, mode="mean", include_last_offset=True)
+        self.fc = ac.nn.Linear(8, 8)
+        self.out = ac.nn.Linear(8, 1)
+
+    def forward(self, ids: Any, offs: Any, ids2: Any, offs2: Any) -> Any:
+        h = ac.cat([self.emb(ids, offs), self.other(ids2, offs2)], 1)
+        h = self.fc(h).relu() + self.fc(h)  # fc twice: its leaves get two contributions
+        return self.out(h).reshape(-1)
+
+
+def _batch(rng: np.random.Generator, device: str) -> list[Any]:
+    out = []
+    for rows in (30, 20):
+        lengths = rng.integers(1, 4, 6)
+        ids = rng.integers(0, rows, int(lengths.sum()))
+        padded = np.zeros(32, np.int64)  # padded to one size class, as bench/dlrm.py
+        padded[: ids.size] = ids
+        offs = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        out += [ac.tensor(padded, device=device), ac.tensor(offs, device=device)]
+    return out
+
+
+def _train_bags(device: str, on: bool, steps: int = 10) -> tuple[list[float], list[Any], list[Any]]:
+    """Losses, the last step's gradients (read before the update) and the parameters."""
+    backward_cache._ON[0] = on
+    ac.manual_seed(5)
+    m = _Bags().to(device)
+    opt = ac.optim.SGD(m.parameters(), lr=0.1)
+    rng = np.random.default_rng(3)
+    losses, grads = [], []
+    for k in range(steps):
+        batch = _batch(rng, device)
+        y = ac.tensor(rng.standard_normal(6).astype(np.float32), device=device)
+        opt.zero_grad()
+        # a loss scale that changes every step: a runtime scalar the rules read
+        loss = ((m(*batch) - y) ** 2).mean() * (1.0 + k / 4)
+        if k % 3 == 2:
+            losses.append(loss.item())  # read before backward: the loss is computed
+        loss.backward()
+        grads = [p.grad.numpy().copy() for p in m.parameters()]
+        opt.step()
+        losses.append(loss.item())
+    return losses, grads, [p.numpy() for p in m.parameters()]
+
+
+def test_replayed_passes_match_the_ordinary_pass_bit_for_bit(device: str) -> None:
+    on = _train_bags(device, True)
+    hits = _hits()
+    off = _train_bags(device, False)
+    assert hits >= 4  # replays happened (the passes with and without a read loss)
+    assert on[0] == off[0]
+    for got, want in zip(on[1] + on[2], off[1] + off[2], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_replayed_mlp_training_follows_torch(device: str) -> None:
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    ours = ac.nn.Sequential(ac.nn.Linear(5, 16), ac.nn.Tanh(), ac.nn.Linear(16, 1)).to(device)
+    with ac.no_grad():
+        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+            p.copy_(ac.tensor(q.detach().numpy(), device=device))
+    opt = ac.optim.Adam(ours.parameters(), lr=0.01)
+    topt = torch.optim.Adam(theirs.parameters(), lr=0.01)
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        x = rng.standard_normal((8, 5)).astype(np.float32)
+        y = rng.standard_normal((8, 1)).astype(np.float32)
+        scale = 1.0 + 0.5 * k
+        opt.zero_grad()
+        loss = ((ours(ac.tensor(x, device=device)) - ac.tensor(y, device=device)) ** 2).mean()
+        (loss * scale).backward()
+        opt.step()
+        topt.zero_grad()
+        tl = ((theirs(torch.from_numpy(x)) - torch.from_numpy(y)) ** 2).mean()
+        (tl * scale).backward()
+        topt.step()
+        np.testing.assert_allclose(loss.item(), tl.item(), rtol=1e-4)
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert _hits() >= 8
+
+
+def test_a_constant_a_rule_makes_follows_its_forward_value(device: str) -> None:
+    """x ** p differentiates as p * x ** (p - 1): the rule makes the constant p - 1, which
+    a recorded plan would hold as it was. A new p must not replay it."""
+    x0 = np.array([1.5, 2.0, 0.5, 3.0])
+    w = ac.nn.Parameter(ac.tensor(x0, dtype=ac.float64, device=device))
+    records = 0
+    for k in range(10):
+        p = 2.5 + 0.25 * (k // 2)  # the same exponent twice in a row, then a new one
+        w.grad = None
+        ((w**p).sum() * 3.0).backward()
+        np.testing.assert_allclose(w.grad.numpy(), 3.0 * p * x0 ** (p - 1), rtol=1e-12)
+        records = backward_cache.cache_info()["records"]
+    assert records >= 1  # the pass was recorded (its constant checked at each lookup)
+
+
+def test_a_replayed_pass_frees_the_graph_as_torch() -> None:
+    w = ac.nn.Parameter(ac.ones(3))
+    for _ in range(4):
+        w.grad = None
+        loss = (w * w).sum()
+        loss.backward()
+    assert _hits() >= 1
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0, 2.0])
+    with pytest.raises(ac.AutogradError, match="a second time"):
+        loss.backward()
+
+
+def test_other_passes_take_the_ordinary_path(device: str) -> None:
+    w = ac.nn.Parameter(ac.tensor([1.0, -2.0, 3.0], device=device))
+    want = np.array([2.0, -4.0, 6.0])
+
+    def loss() -> Any:
+        return (w * w).sum()
+
+    for _ in range(3):  # recorded, then replayed
+        w.grad = None
+        loss().backward()
+    before = _hits()
+    # accumulation into an existing gradient
+    loss().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * want)
+    # a hook doubles the gradient, at every pass
+    handle = w.register_hook(lambda g: g * 2)
+    for _ in range(2):
+        w.grad = None
+        loss().backward()
+        np.testing.assert_array_equal(w.grad.numpy(), 2 * want)
+    handle.remove()
+    assert _hits() == before
+    # retain_graph: the first pass may replay (keeping the graph), the second adds up
+    w.grad = None
+    value = loss()
+    value.backward(retain_graph=True)
+    value.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * want)
+    before = _hits()
+    # a value the graph saved, changed in place after the forward
+    w.grad = None
+    h = w * 1.0
+    out = (h * h).sum()
+    with ac.no_grad():
+        h.add_(1.0)
+    with pytest.raises(ac.AutogradError, match="modified in place"):
+        out.backward()
+    assert _hits() == before
+    w.grad = None
+    loss().backward()  # and the plain pass replays again
+    np.testing.assert_array_equal(w.grad.numpy(), want)
+    assert _hits() == before + 1
+
+
+BINARY = {
+    "add": lambda w, c: w + c,
+    "sub": lambda w, c: w - c,
+    "rsub": lambda w, c: c - w,
+    "mul": lambda w, c: w * c,
+    "div": lambda w, c: w / c,
+    "rdiv": lambda w, c: c / w,
+    "pow": lambda w, c: w**c,
+    "rpow": lambda w, c: c**w,
+    "maximum": lambda w, c: ac.maximum(w, ac.full_like(w, c)),
+    "minimum": lambda w, c: ac.minimum(w, ac.full_like(w, c)),
+    "fmod": lambda w, c: ac.fmod(w, c),
+    "atan2": lambda w, c: ac.atan2(w, ac.full_like(w, c)),
+    "where": lambda w, c: ac.where(w > 0.5, w, w * c),
+    "clamp": lambda w, c: w.clamp(-c, c),
+    "leaky_relu": lambda w, c: ac.nn.functional.leaky_relu(w - 1.0, c),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_rules_make_no_constant_of_a_runtime_scalar(name: str) -> None:
+    """What makes a recorded pass sound: the constants a derivative rule makes itself are
+    the same whatever the value of a runtime scalar in the forward graph (a rule computes
+    on that scalar's node, never on its number). Two values, the gradients' graphs built
+    (not computed) and their own constants compared."""
+    from anychip.frontend import autograd
+    from anychip.ir.ops import Ops, runtime_scalar
+
+    def made(value: float) -> list[Any]:
+        w = ac.nn.Parameter(ac.tensor([[0.7, 1.3, 2.1], [0.4, 1.9, 0.9]]))
+        out = BINARY[name](w, value)
+        forward: set[int] = set()
+        stack = [out.node]
+        while stack:  # the forward graph's nodes
+            n = stack.pop()
+            if id(n) not in forward:
+                forward.add(id(n))
+                stack.extend(n.srcs)
+        (g,) = autograd.grad(out.sum(), [w])
+        consts, seen, stack = [], set(), [g.node]
+        while stack:  # the gradient's graph, without the forward's nodes
+            n = stack.pop()
+            if id(n) in seen or id(n) in forward:
+                continue
+            seen.add(id(n))
+            if n.op is Ops.CONST and runtime_scalar(n):
+                consts.append(float(n.arg))
+            stack.extend(n.srcs)
+        return sorted(consts)
+
+    assert made(0.3) == made(1.7)
