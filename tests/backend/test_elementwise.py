@@ -174,3 +174,30 @@ def test_tanh_and_cos_keep_relative_accuracy(device: str) -> None:
         assert err.max() <= 16, f"{name}: {err.max():.1f} ulp at x={x[err.argmax()]!r}"
     t = ac.tensor(np.float32([-0.0]), device=device).tanh().numpy()
     assert t[0] == 0 and np.signbit(t[0])
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (1, 1), (0, 2)])
+@pytest.mark.parametrize("op", ["add", "mul", "div", "sub", "maximum"])
+def test_a_tensor_by_a_0d_tensor_builds_the_general_graph(device: str, shape, op) -> None:
+    """`x * lr` with lr a 0-d tensor of x's dtype takes a short way in `_binary`: the same
+    nodes as the general broadcast (the eager cache's keys equal), torch's values."""
+    from anychip.ir.ops import Ops
+    from anychip.runtime import eager_cache, realize
+
+    x = ac.tensor(rand(*shape, seed=1).astype(np.float32), device=device)
+    s = ac.tensor(0.75, dtype=x.dtype, device=device)
+    assert x.dtype is s.dtype is ac.float32
+    fast = getattr(x, op)(s)
+    prim = {"add": Ops.ADD, "mul": Ops.MUL, "div": Ops.DIV, "maximum": Ops.MAX}.get(op)
+    if prim is None:  # sub: x + (-s)
+        a, b = x._operands("sub", -s)
+        general = a._prim(Ops.ADD, b)
+    else:
+        a, b = x._operands(op, s)
+        general = a._prim(prim, b)
+    keys = [eager_cache.structure([t.node], realize.buffer_of) for t in (fast, general)]
+    assert keys[0] is not None and keys[1] is not None and keys[0][0] == keys[1][0]
+    want = getattr(torch.from_numpy(rand(*shape, seed=1).astype(np.float32)), op)(
+        torch.tensor(0.75)
+    )
+    np.testing.assert_allclose(fast.numpy(), want.numpy(), rtol=1e-6)

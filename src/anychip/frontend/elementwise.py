@@ -108,6 +108,12 @@ class ElementwiseMixin:
         elif dtype is None and type(other) in (float, int) and self.dtype.is_floating_point:
             # x * 0.9 (optimizers, losses): a Python number never promotes a float tensor
             a, b = self, _tensor.Tensor._const(other, self.dtype, self.shape, self.device)
+        elif dtype is None and type(on) is Node and on.shape == () and on.dtype is mine.dtype:
+            # x * lr (a 0-d tensor of x's dtype: optimizers' rates, a loss scale): the
+            # broadcast `_operands` makes, without its promotion and shape checks
+            a, b = self, other._prim(Ops.RESHAPE, arg=(1,) * len(mine.shape))
+            if mine.shape != b.node.shape:
+                b = b._prim(Ops.EXPAND, arg=mine.shape)
         else:
             a, b = self._operands(name or op.name.lower(), other, dtype=dtype)
         return b._prim(op, a) if reverse else a._prim(op, b)
