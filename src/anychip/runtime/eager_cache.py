@@ -64,16 +64,14 @@ def structure(
     # a leaf's buffer is `buffer_of(n)`; realize's (the one caller on this path) is read
     # inline, a call per node less
     inline = buffer_of is _BUFFER_OF[0]
+    BUFFER, COPY, CONST = Ops.BUFFER, Ops.COPY, Ops.CONST  # locals: no enum lookups
     k = 0  # len(key), counted
     while stack:
         n = pop()
         pos = seen(n)
         if pos is None:
             op = n.op
-            if op is Ops.BUFFER:
-                buf = n.arg
-            else:
-                buf = n.realised if inline else buffer_of(n)
+            buf = n.arg if op is BUFFER else (n.realised if inline else buffer_of(n))
             if buf is not None:  # a leaf: which buffer slot, not how it was computed
                 j = leaf_slot.get(buf)
                 if j is None:
@@ -85,23 +83,28 @@ def structure(
                 place(n)
                 k += 1
                 continue
-            if op is Ops.COPY:
-                return None
-            index[n] = -1
-            push(n)
-            for s in n.srcs:
-                if s not in index:
-                    push(s)
-        elif pos == -1:
-            index[n] = k
-            op, arg = n.op, n.arg
-            if op is Ops.CONST and runtime_scalar(n):  # a launch argument, not structure
-                arg = "runtime scalar"
-            elif type(arg) is float:
-                arg = arg.hex()  # 0.0 vs -0.0, NaN
-            emit((op, n.dtype, n.shape, n.device, arg, tuple(map(got, n.srcs))))
-            place(n)
-            k += 1
+            srcs = n.srcs
+            if srcs:  # its sources first: visited again once they are placed
+                if op is COPY:
+                    return None
+                index[n] = -1
+                push(n)
+                for s in srcs:
+                    if s not in index:
+                        push(s)
+                continue
+        elif pos != -1:
+            continue
+        # placed now: a node without sources at once (constants), others on their return
+        index[n] = k
+        op, arg = n.op, n.arg
+        if op is CONST and runtime_scalar(n):  # a launch argument, not structure
+            arg = "runtime scalar"
+        elif type(arg) is float:
+            arg = arg.hex()  # 0.0 vs -0.0, NaN
+        emit((op, n.dtype, n.shape, n.device, arg, tuple(map(got, n.srcs))))
+        place(n)
+        k += 1
     key.append(tuple(map(got, roots)))
     return tuple(key), leaves, order, leaf_pos
 
