@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from anychip.frontend import hooks, rowgrad
+from anychip.frontend.hooks import SAVES
 from anychip.ir.ops import Node, Ops
 from anychip.runtime import dispatch, eager_cache
 from anychip.runtime.device import Buffer
@@ -111,6 +112,9 @@ class _Record:
     root: int  # the plan output holding the loss (-1: it was computed before)
     dense: list[tuple[int, int, Meta, int]]  # (leaf, output, meta, earlier entry sharing it)
     rows: list[_Rows]
+    # per record of the tape, what freeing the graph leaves in it (autograd.free): whether
+    # it is marked freed, and placeholders of its values (made once, shared by the passes)
+    holes: list[tuple[bool, tuple[Node, ...], Node]]
 
 
 def probe(root: Tensor) -> Probe | None:
@@ -187,12 +191,14 @@ def sighted(p: Probe) -> bool:
 def replay(root: Tensor, p: Probe, rec: _Record, retain_graph: bool) -> None:
     """Do what the ordinary pass would: gradients into the leaves' `.grad`, loss and the
     forward values the plan computes realised, the graph freed unless retain_graph."""
-    from anychip.frontend.autograd import free
     from anychip.frontend.tensor import Tensor
 
     _stats["hits"] += 1
-    if not retain_graph:
-        free(p.order)
+    if not retain_graph:  # autograd.free, with the record's placeholders
+        for ctx, (saves, kept, out) in zip(p.order, rec.holes):
+            if saves:
+                ctx.freed = True
+            ctx.nodes, ctx.out = kept, out
     nodes: list[Any] = [None] * rec.width
     forder = p.forder
     for cpos, fpos in rec.scalars:
@@ -277,12 +283,11 @@ def record(
     if any(i is None for i in inputs):
         return
     scalars, literals = [], []
-    width = 0
+    width = len(order_c)  # the walk-order list a replay passes (None where nothing is read)
     for s in plan.steps:
         for cpos, _ in s.scalars:
             if cpos < 0:
                 continue
-            width = max(width, cpos + 1)
             node = order_c[cpos]
             f = fpos.get(id(node))
             if f is None:
@@ -339,6 +344,16 @@ def record(
         )
     if len({id(leaf) for leaf, *_ in rows}) != len(rows):
         return
+    shapes: dict[Meta, Node] = {}  # one placeholder per shape, as autograd.free makes
+
+    def hole(n: Node) -> Node:
+        key = (n.dtype, n.shape, n.device)
+        got = shapes.get(key)
+        if got is None:
+            got = shapes[key] = Node(Ops.CONST, n.dtype, n.shape, n.device, (), 0)
+        return got
+
+    holes = [(c.op in SAVES, tuple(map(hole, c.nodes)), hole(c.out)) for c in p.order]
     rec = _Record(
         plan,
         [i for i in inputs if i is not None],
@@ -349,6 +364,7 @@ def record(
         got[1] if got[0] == "out" else -1,
         dense_rec,
         rows_rec,
+        holes,
     )
     with _LOCK:
         if len(_RECORDS) >= LIMIT:

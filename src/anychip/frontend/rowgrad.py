@@ -112,6 +112,13 @@ def parts(g: Tensor) -> tuple[Node, Node] | None:
     return None if e is None else (e.index, e.rows)
 
 
+def scatter_parts(g: Tensor) -> tuple[Node, Node] | None:
+    """(the expanded index column, rows) that `add_rows` scatters for row gradient `g`;
+    None when `g` is not one (or changed since)."""
+    e = _kept(g)
+    return None if e is None else (e.expand, e.rows)
+
+
 def rebuild(g: Tensor, index: Node, rows: Node, chain: Chain | None = None) -> None:
     """Make `g` (eligible, or a row gradient) the scatter of realised `rows` at the column
     `chain` makes of buffer `index` (None: the chain `g` was made with)."""

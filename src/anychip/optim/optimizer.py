@@ -13,8 +13,10 @@ from typing import Any
 
 from anychip.dtypes import float64
 from anychip.errors import ArgumentError, AutogradError, DTypeError
+from anychip.frontend import backward_cache
 from anychip.frontend.creation import tensor
 from anychip.frontend.tensor import Tensor, enable_grad, no_grad, realize_together
+from anychip.optim import update_cache
 from anychip.optim.rowstate import follow_rows
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -105,6 +107,15 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        # a step shaped like one taken before replays its plan (update_cache.py)
+        probe = update_cache.probe(self) if closure is None else None
+        if probe is not None:
+            rec = update_cache.lookup(probe)
+            if rec is not None:
+                update_cache.replay(probe, rec)
+                return loss
+            if not update_cache.sighted(probe):
+                probe = None  # what it holds would count against donation below
         with no_grad():
             grads = [
                 p.grad
@@ -118,8 +129,23 @@ class Optimizer:
                     if p.grad is not None and self.state.get(p):
                         follow_rows(self.state[p], p)
                 self._update(g)
-        self._realize()
+        if probe is None:
+            self._realize()
+            return loss
+        before = [p.node for p in probe.params]  # their new values, still lazy
+        with backward_cache.watching() as seen:
+            self._realize()
+        update_cache.record(probe, seen, before)
         return loss
+
+    # which steps `update_cache` may replay: `_update(group)` reads nothing but the
+    # parameters, their gradients, the group's other values and these as tensors (`_hyper`)
+    _TENSOR_HYPERS: tuple[str, ...] = ()
+
+    def _cacheable(self, group: dict[str, Any]) -> bool:
+        """Whether `_update(group)` is a graph of the parameters, gradients and group values
+        alone (no state, nothing read in Python from a tensor)."""
+        return False
 
     def _takes_rows(self, group: dict[str, Any], grad: Tensor) -> bool:
         """Whether `_update` adds row gradient `grad` (frontend/rowgrad.py) into its table

@@ -53,6 +53,11 @@ class SGD(Optimizer):
         }
         super().__init__(params, defaults)
 
+    _TENSOR_HYPERS = ("lr",)
+
+    def _cacheable(self, group: dict[str, Any]) -> bool:
+        return bool(group["momentum"] == 0)  # a momentum buffer is state
+
     def _takes_rows(self, group: dict[str, Any], grad: Tensor) -> bool:
         plain = group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]
         return plain and rowgrad.parts(grad) is not None

@@ -371,7 +371,7 @@ class Plan:
             if fast is not None:
                 return fast
         if quiet and nodes is not None and not self.own:  # an eager plan: one sequence
-            fast = eager_run(self, inputs, nodes)
+            fast = eager_run(self, inputs, nodes, donated)
             if fast is not None:
                 return fast
         env = [*inputs, *self.consts]

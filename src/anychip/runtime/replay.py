@@ -244,7 +244,9 @@ class _EagerForm:
     size: int  # env slots
 
 
-def eager_run(plan: Plan, inputs: list[Buffer], nodes: list[Node]) -> list[Buffer] | None:
+def eager_run(
+    plan: Plan, inputs: list[Buffer], nodes: list[Node], donated: frozenset[int] = frozenset()
+) -> list[Buffer] | None:
     """Run an eager cache plan's launches as one sequence of their backend, which may still
     be running when this returns: each output buffer remembers the stream, and every later
     use of it waits (backends/cpu/stream.py). None (nothing run) where the plan does not
@@ -261,12 +263,13 @@ def eager_run(plan: Plan, inputs: list[Buffer], nodes: list[Node]) -> list[Buffe
         return None
     env: list[Any] = [*inputs]
     steps = plan.steps
-    donated = [
+    # the donating steps: those the caller chose, and those whose checks pass now
+    key = frozenset(
         at
         for at, s in enumerate(steps)
-        if s.checks and s.donor < len(env) and donate.clear(nodes, s.checks, env[s.donor])
-    ]
-    key = frozenset(donated)
+        if s.donor < len(env)
+        and (at in donated or (s.checks and donate.clear(nodes, s.checks, env[s.donor])))
+    )
     if key in state.forms:
         form = state.forms[key]
     else:
