@@ -73,19 +73,43 @@ class Ctx:
         # caller's is also the output node's sources, which its realisation lets go of,
         # and buffer donation counts the record's references (runtime/donate.py)
         self.nodes = (*nodes,)
-        # one plain loop (made for every differentiable op: no comprehension frames); a
-        # source's version counter is made here when it has none (as the `_vc` property)
-        vcs: list[Version] = []
-        versions: list[int] = []
-        parents: list[Parent] = []
-        for s in srcs:
-            vc = s._ver
-            if vc is None:
-                vc = s._ver = Version()
-            vcs.append(vc)
-            versions.append(vc.n)
-            parents.append((s._ctx or s) if s.requires_grad else None)
-        self.vcs, self.versions, self.parents = vcs, versions, tuple(parents)
+        # made for every differentiable op: the one- and two-source cases spelled out, the
+        # rest one plain loop; a source's version counter is made here when it has none (as
+        # the `_vc` property)
+        n = len(srcs)
+        self.parents: tuple[Parent, ...]
+        if n == 1:
+            (a,) = srcs
+            va = a._ver
+            if va is None:
+                va = a._ver = Version()
+            self.vcs, self.versions = [va], [va.n]
+            self.parents = (((a._ctx or a) if a.requires_grad else None),)
+        elif n == 2:
+            a, b = srcs
+            va = a._ver
+            if va is None:
+                va = a._ver = Version()
+            vb = b._ver  # read after: a and b may be one tensor (x * x)
+            if vb is None:
+                vb = b._ver = Version()
+            self.vcs, self.versions = [va, vb], [va.n, vb.n]
+            self.parents = (
+                (a._ctx or a) if a.requires_grad else None,
+                (b._ctx or b) if b.requires_grad else None,
+            )
+        else:
+            vcs: list[Version] = []
+            versions: list[int] = []
+            parents: list[Parent] = []
+            for s in srcs:
+                vc = s._ver
+                if vc is None:
+                    vc = s._ver = Version()
+                vcs.append(vc)
+                versions.append(vc.n)
+                parents.append((s._ctx or s) if s.requires_grad else None)
+            self.vcs, self.versions, self.parents = vcs, versions, tuple(parents)
         vc = out._ver
         if vc is None:
             vc = out._ver = Version()
@@ -273,7 +297,8 @@ def backward(
     # a pass shaped like one run before replays its plan (backward_cache.py)
     probe = backward_cache.probe(root) if gradient is None and not create_graph else None
     if probe is not None:
-        _seed(root, None)  # the errors of a root that is not a differentiable scalar
+        if root.node.numel != 1:
+            _seed(root, None)  # its error: an implicit gradient needs a scalar
         rec = backward_cache.lookup(probe)
         if rec is not None:
             backward_cache.replay(root, probe, rec, retain)

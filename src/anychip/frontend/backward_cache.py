@@ -35,6 +35,7 @@ Threads: records are immutable once stored (stores under a lock); a pass reads o
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 from collections.abc import Iterator
@@ -117,17 +118,29 @@ class _Record:
     holes: list[tuple[bool, tuple[Node, ...], Node]]
 
 
+_SEQ_OF = operator.attrgetter("seq")
+
+
 def probe(root: Tensor) -> Probe | None:
     """The key of `root.backward()` with its parts, or None where the pass is not the
     plain case (see the module's doc)."""
-    from anychip.frontend.autograd import Ctx, _order
+    from anychip.frontend.autograd import Ctx
 
     if not _ON[0] or hooks.HOOKS or hooks.RULES or dispatch._observed():
         return None
     first = root._ctx
     if first is None:
         return None
-    order = _order(first)
+    # the records reachable from the loss, consumers first: made later than what they
+    # read, so by creation order, newest first (one visit each, then a sort)
+    seen = {first}
+    stack = [first]
+    while stack:
+        for p in stack.pop().parents:
+            if isinstance(p, Ctx) and p not in seen:
+                seen.add(p)
+                stack.append(p)
+    order = sorted(seen, key=_SEQ_OF, reverse=True)
     where = {c: i for i, c in enumerate(order)}
     roots = [root.node]
     tape: list[Any] = []

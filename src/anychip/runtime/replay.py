@@ -220,11 +220,14 @@ class EagerSequences:
     """An eager cache plan's launches as one `Backend.sequence` (see `eager_run`): the
     forms made so far, one per set of donating steps, and the runs counted until then."""
 
-    __slots__ = ("forms", "runs")
+    __slots__ = ("checked", "donors", "forms", "runs")
 
-    def __init__(self) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.runs = 0
         self.forms: dict[frozenset[int], _EagerForm | None] = {}
+        # the steps that may donate: with checks (eager), with a donor (chosen by a caller)
+        self.checked = [at for at, s in enumerate(plan.steps) if s.checks]
+        self.donors = [at for at, s in enumerate(plan.steps) if s.donor >= 0]
 
 
 @dataclass
@@ -242,6 +245,7 @@ class _EagerForm:
     fresh: list[tuple[int, tuple[str, Any, int]]]
     aliases: list[tuple[int, int]]
     size: int  # env slots
+    allocate: Any  # the backend's allocate
 
 
 def eager_run(
@@ -255,7 +259,7 @@ def eager_run(
     without sequences, or a thread inside `at_once`."""
     state = plan.eager
     if state is None:
-        state = plan.eager = EagerSequences()
+        state = plan.eager = EagerSequences(plan)
     if state.runs < EAGER_AFTER:
         state.runs += 1
         return None
@@ -266,9 +270,12 @@ def eager_run(
     # the donating steps: those the caller chose, and those whose checks pass now
     key = frozenset(
         at
-        for at, s in enumerate(steps)
-        if s.donor < len(env)
-        and (at in donated or (s.checks and donate.clear(nodes, s.checks, env[s.donor])))
+        for at in (state.donors if donated else state.checked)
+        if steps[at].donor < len(env)
+        and (
+            at in donated
+            or (steps[at].checks and donate.clear(nodes, steps[at].checks, env[steps[at].donor]))
+        )
     )
     if key in state.forms:
         form = state.forms[key]
@@ -277,8 +284,9 @@ def eager_run(
     if form is None:
         return None
     env += [None] * (form.size - len(env))
+    allocate = form.allocate
     for slot, (dev, dt, size) in form.fresh:
-        env[slot] = Buffer(dev, dt, size, get_backend(dev).allocate(size, dt))
+        env[slot] = Buffer(dev, dt, size, allocate(size, dt))
     for slot, donor in form.aliases:
         env[slot] = env[donor]
     words = form.words.copy()  # a run still in flight reads its own
@@ -357,4 +365,5 @@ def _eager_form(plan: Plan, n_inputs: int, donated: frozenset[int]) -> _EagerFor
         fresh,
         aliases,
         max(outs | {n_inputs - 1}) + 1,
+        backend.allocate,
     )

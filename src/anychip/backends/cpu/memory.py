@@ -112,5 +112,11 @@ class Memory:
             give(raw, self.ptr)
 
 
+_NP: dict[DType, np.dtype[np.generic]] = {}  # numpy's dtype of each DType, made once
+
+
 def allocate(size: int, dtype: DType) -> Memory:
-    return Memory(size, np.dtype(dtype.np))
+    np_dtype = _NP.get(dtype)
+    if np_dtype is None:
+        np_dtype = _NP[dtype] = np.dtype(dtype.np)
+    return Memory(size, np_dtype)
