@@ -76,6 +76,56 @@ def test_sequence_passes_every_argument_kind() -> None:
     assert acc[0] == -(2**62) - 3 + 11
 
 
+_GATE = r"""
+#include <stdint.h>
+#include <time.h>
+/* o[0] = a[0] + v once gate[0] is set (+ 1000 if it was not within 5 s) */
+void gated_add(int64_t *o, const int64_t *a, int64_t v, const volatile int64_t *gate) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int late = 0;
+    while (!gate[0]) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec > 5) { late = 1000; break; }
+    }
+    o[0] = a[0] + v + late;
+}
+"""
+
+
+def test_queued_sequences_run_in_order_without_the_caller_waiting() -> None:
+    """A stream holds QUEUE sequences at once: the caller hands over the next one while
+    the one before cannot finish (it waits on a gate only the caller opens, so a caller
+    that waited would leave it to time out), and they run in the order handed over, each
+    reading what the one before wrote."""
+    lib = compiler.build(_GATE, ["-O1"], "test_cpu_stream_gate")
+    fn = lib.gated_add
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    seq = stream.sequence([fn])
+    assert seq is not None
+    gate = np.zeros(1, np.int64)
+    cells = [np.zeros(1, np.int64) for _ in range(stream.QUEUE + 3)]
+    cells[0][0] = 5
+
+    def hand(k: int) -> None:
+        words = seq.layout([None, None, 10 * k, None])
+        words[[0, 1, 3]] = [cells[k].ctypes.data, cells[k - 1].ctypes.data, gate.ctypes.data]
+        seq.start(words, [cells[k], cells[k - 1], gate])
+
+    hand(1)
+    hand(2)  # queued behind the first, which waits for the gate: returns all the same
+    assert all(int(c[0]) == 0 for c in cells[1:])
+    gate[0] = 1
+    for k in range(3, len(cells)):
+        hand(k)
+    stream.wait_all()
+    want = [5]
+    for k in range(1, len(cells)):
+        want.append(want[-1] + 10 * k)
+    assert [int(c[0]) for c in cells] == want
+
+
 def test_sequence_refuses_unknown_argument_types() -> None:
     fn = _fns()["put_f"]
     fn.argtypes = [ctypes.c_void_p, ctypes.c_uint16]  # type: ignore[attr-defined]

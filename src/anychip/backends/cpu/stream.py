@@ -31,6 +31,7 @@ calling thread, as do replays where there is no C compiler or the worker cannot 
 from __future__ import annotations
 
 import atexit
+import collections
 import ctypes
 import os
 import threading
@@ -50,17 +51,22 @@ _SOURCE = r"""
 
 typedef void (*anychip_seq_fn)(const uint64_t *args, void *const *fns);
 
+/* Sequences run in the order handed over; up to QUEUE wait or run at once, so a caller
+   queues the next one (an optimizer's update after a backward pass) without waiting for
+   the one before. */
+#define QUEUE 2
+
 typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t go, done;
-    anychip_seq_fn fn;
-    const uint64_t *args;
-    void *const *fns;
-    int busy; /* a sequence was handed over and has not finished (atomic) */
+    anychip_seq_fn fn[QUEUE];
+    const uint64_t *args[QUEUE];
+    void *const *fns[QUEUE];
+    int64_t submitted, finished; /* counts (atomic); only the worker writes `finished` */
 } anychip_stream;
 
 /* A thread waking from a condition variable takes tens of microseconds, as long as a
-   small training step's kernels: both sides first poll `busy` for a while. */
+   small training step's kernels: both sides first poll the counts for a while. */
 #define SPIN_NS 200000
 
 static int64_t now_ns(void) {
@@ -77,11 +83,18 @@ static void relax(void) {
 #endif
 }
 
-/* Poll until busy == want or SPIN_NS pass; whether it was seen. */
-static int spin_for(anychip_stream *s, int want) {
+/* Sequences handed over and not finished. */
+static int64_t pending(anychip_stream *s) {
+    return __atomic_load_n(&s->submitted, __ATOMIC_ACQUIRE) -
+           __atomic_load_n(&s->finished, __ATOMIC_ACQUIRE);
+}
+
+/* Poll until pending(s) is within [lo, hi] or SPIN_NS pass; whether it was. */
+static int spin_for(anychip_stream *s, int64_t lo, int64_t hi) {
     int64_t end = now_ns() + SPIN_NS;
     for (int i = 0;; i++) {
-        if (__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE) == want) return 1;
+        int64_t n = pending(s);
+        if (n >= lo && n <= hi) return 1;
         relax();
         if ((i & 63) == 63 && now_ns() > end) return 0;
     }
@@ -90,15 +103,16 @@ static int spin_for(anychip_stream *s, int want) {
 static void *anychip_stream_worker(void *p) {
     anychip_stream *s = p;
     for (;;) {
-        if (!spin_for(s, 1)) {
+        if (!spin_for(s, 1, QUEUE)) {
             pthread_mutex_lock(&s->lock);
-            while (!__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE))
-                pthread_cond_wait(&s->go, &s->lock);
+            while (pending(s) == 0) pthread_cond_wait(&s->go, &s->lock);
             pthread_mutex_unlock(&s->lock);
         }
-        s->fn(s->args, s->fns);
+        int64_t k = __atomic_load_n(&s->finished, __ATOMIC_ACQUIRE);
+        int i = (int)(k % QUEUE);
+        s->fn[i](s->args[i], s->fns[i]);
         pthread_mutex_lock(&s->lock);
-        __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&s->finished, k + 1, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&s->done);
         pthread_mutex_unlock(&s->lock);
     }
@@ -121,39 +135,46 @@ anychip_stream *anychip_stream_new(void) {
     return s;
 }
 
-/* Wait until the stream is idle. */
-static void stream_wait(anychip_stream *s) {
-    if (spin_for(s, 0)) return;
-    pthread_mutex_lock(&s->lock);
-    while (__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE)) pthread_cond_wait(&s->done, &s->lock);
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* Wait until the stream is idle or `ns` nanoseconds pass: whether it is idle. */
-int anychip_stream_wait_for(anychip_stream *s, int64_t ns) {
-    if (spin_for(s, 0)) return 1;
+/* Wait until at most `most` sequences are pending or `ns` nanoseconds pass: whether they
+   are. */
+static int wait_pending(anychip_stream *s, int64_t most, int64_t ns) {
+    if (spin_for(s, 0, most)) return 1;
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     int64_t end = t.tv_nsec + ns;
     t.tv_sec += end / 1000000000;
     t.tv_nsec = end % 1000000000;
     pthread_mutex_lock(&s->lock);
-    while (__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE))
+    while (pending(s) > most)
         if (pthread_cond_timedwait(&s->done, &s->lock, &t) == ETIMEDOUT) break;
-    int idle = !__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE);
+    int ok = pending(s) <= most;
     pthread_mutex_unlock(&s->lock);
-    return idle;
+    return ok;
 }
 
-/* Hand `fn(args, fns)` to the worker once the stream is idle; returns at once. */
+/* Wait until the stream is idle or `ns` nanoseconds pass: whether it is idle. */
+int anychip_stream_wait_for(anychip_stream *s, int64_t ns) { return wait_pending(s, 0, ns); }
+
+/* Wait until another sequence can be queued or `ns` nanoseconds pass: whether it can. */
+int anychip_stream_wait_room(anychip_stream *s, int64_t ns) {
+    return wait_pending(s, QUEUE - 1, ns);
+}
+
+/* Sequences finished so far. */
+int64_t anychip_stream_finished(anychip_stream *s) {
+    return __atomic_load_n(&s->finished, __ATOMIC_ACQUIRE);
+}
+
+/* Queue `fn(args, fns)` (the caller made room: wait_room); returns at once. */
 void anychip_stream_submit(anychip_stream *s, anychip_seq_fn fn, const uint64_t *args,
                            void *const *fns) {
-    stream_wait(s);
     pthread_mutex_lock(&s->lock);
-    s->fn = fn;
-    s->args = args;
-    s->fns = fns;
-    __atomic_store_n(&s->busy, 1, __ATOMIC_RELEASE);
+    int64_t k = __atomic_load_n(&s->submitted, __ATOMIC_ACQUIRE);
+    int i = (int)(k % QUEUE);
+    s->fn[i] = fn;
+    s->args[i] = args;
+    s->fns[i] = fns;
+    __atomic_store_n(&s->submitted, k + 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&s->go);
     pthread_mutex_unlock(&s->lock);
 }
@@ -214,6 +235,10 @@ class _Lib:
         lib.anychip_stream_new.argtypes = []
         lib.anychip_stream_wait_for.restype = ctypes.c_int
         lib.anychip_stream_wait_for.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        lib.anychip_stream_wait_room.restype = ctypes.c_int
+        lib.anychip_stream_wait_room.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        lib.anychip_stream_finished.restype = ctypes.c_int64
+        lib.anychip_stream_finished.argtypes = [ctypes.c_void_p]
         lib.anychip_stream_submit.restype = None
         lib.anychip_stream_submit.argtypes = [ctypes.c_void_p] * 4
         lib.anychip_stream_run.restype = None
@@ -221,15 +246,20 @@ class _Lib:
         return lib
 
 
+QUEUE = 2  # sequences a stream holds at once (the C side's QUEUE)
+
+
 class Stream:
-    """The process's cpu stream: at most one sequence in flight (`busy` holds what it uses,
-    so it stays alive until `wait` sees the sequence finish)."""
+    """A cpu stream: sequences run in the order started, up to QUEUE handed over at once
+    (`busy` holds what each uses, oldest first, so it stays alive until the sequence is
+    seen finished)."""
 
     def __init__(self) -> None:
         # reentrant: a finaliser run by the garbage collector inside `start` may wait
         self.lock = threading.RLock()
         self.handle: int | None = None
-        self.busy: tuple[Any, ...] | None = None
+        self.busy: collections.deque[tuple[int, tuple[Any, ...]]] | None = None
+        self.tickets = 0  # sequences handed over; the k-th is done once `finished` >= k
 
     def start(self, fn: int, args: np.ndarray, fns: np.ndarray, keep: list[Any]) -> None:
         """Run the sequence function at address `fn` on `args` and `fns` (kernel
@@ -243,23 +273,45 @@ class Stream:
                     was.wait()  # another thread's sequence uses it too: it goes first
                 h.stream = self
         with self.lock:
-            if self.busy is not None:
-                self._idle(lib)
-            done, self.busy = self.busy, None
             if self.handle is None:
                 self.handle = lib.anychip_stream_new()
-            if self.handle:
-                self.busy = (args, fns, keep)
-                lib.anychip_stream_submit(self.handle, fn, args.ctypes.data, fns.ctypes.data)
-            else:
+            if not self.handle:  # no worker: run here, in order
+                if self.busy is not None:
+                    self._idle(lib)
+                self.busy = None
                 lib.anychip_stream_run(fn, args.ctypes.data, fns.ctypes.data)
-        del done  # the finished sequence's buffers go back outside the lock (their __del__)
+                return
+            done = self._reap(lib)
+            if self.busy is not None and len(self.busy) >= QUEUE:
+                while not lib.anychip_stream_wait_room(self.handle, 50_000_000):
+                    pass  # back in Python every 50 ms: Ctrl-C raises here
+                done += self._reap(lib)
+            self.tickets += 1
+            if self.busy is None:
+                self.busy = collections.deque()
+            self.busy.append((self.tickets, (args, fns, keep)))
+            lib.anychip_stream_submit(self.handle, fn, args.ctypes.data, fns.ctypes.data)
+        del done  # finished sequences' buffers go back outside the lock (their __del__)
+
+    def _reap(self, lib: Any) -> list[Any]:
+        """What the sequences seen finished held (for the caller to drop outside the
+        lock); `busy` keeps the others."""
+        busy = self.busy
+        if busy is None:
+            return []
+        finished = lib.anychip_stream_finished(self.handle)
+        done = []
+        while busy and busy[0][0] <= finished:
+            done.append(busy.popleft())
+        if not busy:
+            self.busy = None
+        return done
 
     def wait(self) -> None:
         """Return once no sequence is in flight."""
         if self.busy is None:  # the common case: nothing queued, no lock taken
             return
-        with self.lock:  # `busy` is cleared only once the sequence has run: others may look
+        with self.lock:  # `busy` is cleared only once its sequences have run
             if self.busy is not None:
                 self._idle(_Lib.get())
             done, self.busy = self.busy, None
@@ -267,8 +319,8 @@ class Stream:
 
     def _idle(self, lib: Any) -> None:
         """Block until the worker is idle, back in Python every 50 ms: Ctrl-C raises
-        KeyboardInterrupt here while the sequence runs on to its end (`busy` stays set, so
-        the next use of the memory waits for it)."""
+        KeyboardInterrupt here while the sequences run on to their end (`busy` stays set,
+        so the next use of the memory waits for them)."""
         while not lib.anychip_stream_wait_for(self.handle, 50_000_000):
             pass
 
@@ -276,6 +328,7 @@ class Stream:
         self.lock = threading.RLock()
         self.handle = None
         self.busy = None
+        self.tickets = 0
 
 
 # Each thread that starts sequences has a stream of its own, so threads' jit replays run
