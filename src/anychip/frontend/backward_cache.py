@@ -54,9 +54,9 @@ if TYPE_CHECKING:
     from anychip.frontend.autograd import Ctx
     from anychip.frontend.tensor import Tensor
 
-LIMIT = 256  # records (and keys sighted once) kept; both are cleared when full
+LIMIT = 256  # records kept (and 16x as many hashes of passes sighted); cleared when full
 _RECORDS: dict[tuple[Any, ...], _Record] = {}
-_SEEN: dict[tuple[Any, ...], int] = {}  # passes sighted, and how often
+_SEEN: dict[int, int] = {}  # passes sighted, and how often
 _LOCK = threading.Lock()
 _stats = {"hits": 0, "records": 0}  # approximate under threads
 
@@ -191,11 +191,12 @@ def sighted(p: Probe) -> bool:
     """Whether to record p's pass this time: at its second sighting (a pass that was not
     replayable then is not tried again)."""
     try:
-        n = _SEEN.get(p.key, 0)
+        h = hash(p.key)  # kept by hash: a collision only records a pass a sighting early
+        n = _SEEN.get(h, 0)
         with _LOCK:
-            if len(_SEEN) >= LIMIT:
+            if len(_SEEN) >= 16 * LIMIT:
                 _SEEN.clear()
-            _SEEN[p.key] = n + 1
+            _SEEN[h] = n + 1
     except TypeError:  # an unhashable op argument
         return False
     return n == 1

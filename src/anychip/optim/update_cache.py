@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 LIMIT = 256
 _RECORDS: dict[tuple[Any, ...], _Record] = {}
-_SEEN: dict[tuple[Any, ...], int] = {}
+_SEEN: dict[int, int] = {}
 _LOCK = threading.Lock()
 _stats = {"hits": 0, "records": 0}
 
@@ -123,11 +123,12 @@ def lookup(p: Probe) -> _Record | None:
 def sighted(p: Probe) -> bool:
     """Whether to record p's step this time: at its second sighting."""
     try:
-        n = _SEEN.get(p.key, 0)
+        h = hash(p.key)  # kept by hash: a collision only records a pass a sighting early
+        n = _SEEN.get(h, 0)
         with _LOCK:
-            if len(_SEEN) >= LIMIT:
+            if len(_SEEN) >= 16 * LIMIT:
                 _SEEN.clear()
-            _SEEN[p.key] = n + 1
+            _SEEN[h] = n + 1
     except TypeError:
         return False
     return n == 1
