@@ -310,7 +310,9 @@ def _laid_out(layout: _Layout, idx: Tensor, offsets: Tensor, dev: str) -> Any:
         buf, lo = _window(t)
         ins.append(buf)
         layout.starts[at] = lo
-    buf = dispatch.host_call(layout, ins, dev, dtypes.int64)
+    # a sum or mean layout's size is known: the C routine writes it into its buffer
+    size = None if layout.slots or layout.sparse else 2 * size_class(layout.n)
+    buf = dispatch.host_call(layout, ins, dev, dtypes.int64, size=size)
     if per is None:  # kept while idx lives (tensors compare by value: keyed by identity)
         per = {}
         table[id(idx)] = (weakref.ref(idx, lambda _, k=id(idx), t=table: t.pop(k, None)), per)

@@ -263,7 +263,12 @@ HostFn = Callable[..., np.ndarray]
 
 
 def host_call(
-    fn: HostFn, ins: list[Buffer], device: str, dtype: Any, data: np.ndarray | None = None
+    fn: HostFn,
+    ins: list[Buffer],
+    device: str,
+    dtype: Any,
+    data: np.ndarray | None = None,
+    size: int | None = None,
 ) -> Buffer:
     """A buffer on `device` holding `fn(*values of ins)` (flat host arrays in storage form
     in, an array of `dtype`'s storage form out), told to the recorders as one HOST step.
@@ -272,8 +277,19 @@ def host_call(
     jagged batch laid out into slots): a replay runs `fn` again on the replay's own
     buffers, where a host read would be a guard that fails on every new batch. The
     result's size must be the capture's, or the replay raises GuardFailed. `data`: the
-    result when the caller has it already (a replay, which checked its size)."""
-    out = _upload(device, dtype, _host_values(fn, ins) if data is None else data)
+    result when the caller has it already (a replay, which checked its size). `size`: the
+    result's size when the caller knows it, so a `fn` with a `direct` method may write it
+    straight into the new buffer (see `_addresses`)."""
+    out = None
+    direct = getattr(fn, "direct", None) if data is None else None
+    if direct is not None and size is not None:
+        backend = get_backend(device)
+        made = Buffer(device, dtype, size, backend.allocate(size, dtype))
+        at = _addresses([*ins, made])
+        if at is not None and direct(at[:-1], at[-1]):
+            out = made
+    if out is None:
+        out = _upload(device, dtype, _host_values(fn, ins) if data is None else data)
     for rec in getattr(_LOCAL, "recorders", ()):
         rec.steps.append(Step(HOST, list(ins), out, program=fn))
     return out
