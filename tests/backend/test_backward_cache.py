@@ -289,3 +289,22 @@ def test_a_replayed_step_keeps_old_values_that_are_still_read(device: str) -> No
     opt.step()  # nothing reads the old values: both parameters are updated in place
     if device == "cpu":
         assert id(m.weight.node.arg) == at and donate.donated_count() == count + 2
+
+
+def test_the_environment_turns_the_caches_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANYCHIP_BACKWARD_CACHE=0 (read at import: `_ON`) leaves every pass and step to the
+    ordinary path."""
+    monkeypatch.setenv("ANYCHIP_BACKWARD_CACHE", "0")
+    assert not backward_cache.enabled()
+    monkeypatch.setenv("ANYCHIP_BACKWARD_CACHE", "1")
+    assert backward_cache.enabled()
+    backward_cache._ON[0] = False
+    before = (_hits(), update_cache.cache_info()["hits"])
+    w = ac.nn.Parameter(ac.ones(3))
+    opt = ac.optim.SGD([w], lr=0.1)
+    for _ in range(4):
+        opt.zero_grad()
+        (w * w).sum().backward()
+        opt.step()
+    assert (_hits(), update_cache.cache_info()["hits"]) == before
+    np.testing.assert_allclose(w.numpy(), np.full(3, 0.8**4), rtol=1e-6)
