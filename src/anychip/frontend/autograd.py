@@ -18,6 +18,7 @@ from anychip.frontend import hooks, rowgrad
 from anychip.frontend.hooks import SAVES, call_hooks, grad_rule
 from anychip.ir.ops import Node, Ops
 from anychip.ir.primitives import RULES
+from anychip.runtime import eager_cache
 
 if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
@@ -319,7 +320,7 @@ def backward(
     else:  # a second sighting: record the pass
         before = [t.node for t in together]
         scatters = [g.node for _, g in rows]
-        with backward_cache.watching() as seen:
+        with eager_cache.watching() as seen:
             realize_together(together)
         backward_cache.record(
             probe,

@@ -38,8 +38,6 @@ from __future__ import annotations
 import operator
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +53,56 @@ if TYPE_CHECKING:
     from anychip.frontend.tensor import Tensor
 
 LIMIT = 256  # records kept (and 16x as many hashes of passes sighted); cleared when full
-_RECORDS: dict[tuple[Any, ...], _Record] = {}
-_SEEN: dict[int, int] = {}  # passes sighted, and how often
-_LOCK = threading.Lock()
-_stats = {"hits": 0, "records": 0}  # approximate under threads
+
+
+class Records:
+    """Records by key, and how often keys were sighted before one was recorded (by hash:
+    a collision only records a pass a sighting early); shared by all threads (stores under
+    a lock, records immutable). The backward cache's, and optim/update_cache.py's."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[Any, ...], Any] = {}
+        self.seen: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.stats = {"hits": 0, "records": 0}  # approximate under threads
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        try:
+            return self.records.get(key)
+        except TypeError:  # an unhashable op argument or hyperparameter
+            return None
+
+    def sighted(self, key: tuple[Any, ...]) -> bool:
+        """Whether to record `key`'s pass this time: at its second sighting (one not
+        replayable then is not tried again)."""
+        try:
+            h = hash(key)
+        except TypeError:
+            return False
+        n = self.seen.get(h, 0)
+        with self.lock:
+            if len(self.seen) >= 16 * LIMIT:
+                self.seen.clear()
+            self.seen[h] = n + 1
+        return n == 1
+
+    def store(self, key: tuple[Any, ...], rec: Any) -> None:
+        with self.lock:
+            if len(self.records) >= LIMIT:
+                self.records.clear()
+            self.records[key] = rec
+        self.stats["records"] += 1
+
+    def clear(self) -> None:
+        with self.lock:
+            self.records.clear()
+            self.seen.clear()
+
+    def info(self) -> dict[str, int]:
+        return {**self.stats, "size": len(self.records)}
+
+
+_RECORDS = Records()
 
 
 def enabled() -> bool:
@@ -178,28 +222,13 @@ def probe(root: Tensor) -> Probe | None:
 
 def lookup(p: Probe) -> _Record | None:
     """The record of p's pass, if one was made."""
-    try:
-        rec = _RECORDS.get(p.key)
-    except TypeError:  # an unhashable op argument
-        return None
-    if rec is None:
-        return None
+    rec: _Record | None = _RECORDS.get(p.key)
     return rec
 
 
 def sighted(p: Probe) -> bool:
-    """Whether to record p's pass this time: at its second sighting (a pass that was not
-    replayable then is not tried again)."""
-    try:
-        h = hash(p.key)  # kept by hash: a collision only records a pass a sighting early
-        n = _SEEN.get(h, 0)
-        with _LOCK:
-            if len(_SEEN) >= 16 * LIMIT:
-                _SEEN.clear()
-            _SEEN[h] = n + 1
-    except TypeError:  # an unhashable op argument
-        return False
-    return n == 1
+    """Whether to record p's pass this time: at its second sighting."""
+    return _RECORDS.sighted(p.key)
 
 
 def replay(root: Tensor, p: Probe, rec: _Record, retain_graph: bool) -> None:
@@ -207,7 +236,7 @@ def replay(root: Tensor, p: Probe, rec: _Record, retain_graph: bool) -> None:
     forward values the plan computes realised, the graph freed unless retain_graph."""
     from anychip.frontend.tensor import Tensor
 
-    _stats["hits"] += 1
+    _RECORDS.stats["hits"] += 1
     if not retain_graph:  # autograd.free, with the record's placeholders
         for ctx, (saves, kept, out) in zip(p.order, rec.holes):
             if saves:
@@ -255,17 +284,6 @@ def replay(root: Tensor, p: Probe, rec: _Record, retain_graph: bool) -> None:
         rowgrad.rebuild(g, index, values, r.chain)
 
 
-@contextmanager
-def watching() -> Iterator[list[tuple[Any, ...]]]:
-    """The eager cache's realisations inside the block (eager_cache.watch)."""
-    seen: list[tuple[Any, ...]] = []
-    eager_cache._LOCAL.watch = seen
-    try:
-        yield seen
-    finally:
-        eager_cache._LOCAL.watch = None
-
-
 def record(
     p: Probe,
     seen: list[tuple[Any, ...]],
@@ -277,19 +295,12 @@ def record(
     before), each dense gradient (leaf, gradient, node before) and each row gradient (leaf,
     index tensor and node before, rows tensor and node before, chain, the gradient's
     scatter node before); nothing when the pass is not replayable as one plan."""
-    if len(seen) != 1:
+    watched = eager_cache.watched_plan(seen)
+    if watched is None:
         return
-    key_c, leaves_c, order_c, leaf_pos_c = seen[0]
-    try:
-        entry = eager_cache._CACHE.get(key_c)
-    except TypeError:  # an unhashable op argument: never cached
-        return
-    if entry is None:
-        return
+    entry, leaves_c, order_c, leaf_pos_c = watched
     plan = entry.plan
-    if plan.consts or plan.own:
-        return
-    if any(s.kind is not dispatch.LAUNCH or s.checks for s in plan.steps):
+    if any(s.checks for s in plan.steps):  # a donation check reads the gradients' graph
         return
     fpos = {id(n): i for i, n in enumerate(p.forder)}
     fleaf = {id(b): i for i, b in enumerate(p.fleaves)}
@@ -380,20 +391,14 @@ def record(
         rows_rec,
         holes,
     )
-    with _LOCK:
-        if len(_RECORDS) >= LIMIT:
-            _RECORDS.clear()
-        _RECORDS[p.key] = rec
-    _stats["records"] += 1
+    _RECORDS.store(p.key, rec)
 
 
 def clear_cache() -> None:
     """Forget every record (the eager cache's plans stay)."""
-    with _LOCK:
-        _RECORDS.clear()
-        _SEEN.clear()
+    _RECORDS.clear()
 
 
 def cache_info() -> dict[str, int]:
     """{'hits', 'records', 'size'} of the backward cache."""
-    return {**_stats, "size": len(_RECORDS)}
+    return _RECORDS.info()

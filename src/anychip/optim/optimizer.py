@@ -13,11 +13,11 @@ from typing import Any
 
 from anychip.dtypes import float64
 from anychip.errors import ArgumentError, AutogradError, DTypeError
-from anychip.frontend import backward_cache
 from anychip.frontend.creation import tensor
 from anychip.frontend.tensor import Tensor, enable_grad, no_grad, realize_together
 from anychip.optim import update_cache
 from anychip.optim.rowstate import follow_rows
+from anychip.runtime import eager_cache
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -133,7 +133,7 @@ class Optimizer:
             self._realize()
             return loss
         before = [p.node for p in probe.params]  # their new values, still lazy
-        with backward_cache.watching() as seen:
+        with eager_cache.watching() as seen:
             self._realize()
         update_cache.record(probe, seen, before)
         return loss

@@ -29,7 +29,6 @@ gradients realised or row gradients, one device, nothing recording or watching l
 from __future__ import annotations
 
 import sys
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +42,7 @@ from anychip.runtime.realize import buffer_of
 if TYPE_CHECKING:
     from anychip.optim.optimizer import Optimizer
 
-LIMIT = 256
-_RECORDS: dict[tuple[Any, ...], _Record] = {}
-_SEEN: dict[int, int] = {}
-_LOCK = threading.Lock()
-_stats = {"hits": 0, "records": 0}
+_RECORDS = backward_cache.Records()
 
 
 @dataclass
@@ -114,24 +109,13 @@ def probe(opt: Optimizer) -> Probe | None:
 
 
 def lookup(p: Probe) -> _Record | None:
-    try:
-        return _RECORDS.get(p.key)
-    except TypeError:  # an unhashable hyperparameter
-        return None
+    rec: _Record | None = _RECORDS.get(p.key)
+    return rec
 
 
 def sighted(p: Probe) -> bool:
     """Whether to record p's step this time: at its second sighting."""
-    try:
-        h = hash(p.key)  # kept by hash: a collision only records a pass a sighting early
-        n = _SEEN.get(h, 0)
-        with _LOCK:
-            if len(_SEEN) >= 16 * LIMIT:
-                _SEEN.clear()
-            _SEEN[h] = n + 1
-    except TypeError:
-        return False
-    return n == 1
+    return _RECORDS.sighted(p.key)
 
 
 def _sole(p: Tensor, order: list[Node], leaves: list[Buffer]) -> bool:
@@ -147,7 +131,7 @@ def _sole(p: Tensor, order: list[Node], leaves: list[Buffer]) -> bool:
 
 def replay(p: Probe, rec: _Record) -> None:
     """Run the recorded plan and assign each parameter its new value, as `step` would."""
-    _stats["hits"] += 1
+    _RECORDS.stats["hits"] += 1
     gifts = frozenset(at for at, k in rec.donors if _sole(p.params[k], p.order, p.leaves))
     nodes: list[Any] = [None] * rec.width
     for cpos, node in rec.literals:
@@ -164,18 +148,11 @@ def replay(p: Probe, rec: _Record) -> None:
 def record(p: Probe, seen: list[tuple[Any, ...]], before: list[Node]) -> None:
     """Store the step just run, from its one realisation `seen`, given each updated
     parameter's node before that realisation (its lazy new value)."""
-    if len(seen) != 1:
+    watched = eager_cache.watched_plan(seen)
+    if watched is None:
         return
-    key_c, leaves_c, order_c, _ = seen[0]
-    try:
-        entry = eager_cache._CACHE.get(key_c)
-    except TypeError:
-        return
-    if entry is None:
-        return
+    entry, leaves_c, order_c, _ = watched
     plan = entry.plan
-    if plan.consts or plan.own or any(s.kind is not dispatch.LAUNCH for s in plan.steps):
-        return
     slot = {id(b): i for i, b in enumerate(p.leaves)}
     inputs = [slot.get(id(b)) for b in leaves_c]
     if any(i is None for i in inputs):
@@ -209,19 +186,13 @@ def record(p: Probe, seen: list[tuple[Any, ...]], before: list[Node]) -> None:
     width = len(order_c)
     found = [k for k in outs if k is not None]
     rec = _Record(plan, [i for i in inputs if i is not None], width, literals, found, donors)
-    with _LOCK:
-        if len(_RECORDS) >= LIMIT:
-            _RECORDS.clear()
-        _RECORDS[p.key] = rec
-    _stats["records"] += 1
+    _RECORDS.store(p.key, rec)
 
 
 def clear_cache() -> None:
-    with _LOCK:
-        _RECORDS.clear()
-        _SEEN.clear()
+    _RECORDS.clear()
 
 
 def cache_info() -> dict[str, int]:
     """{'hits', 'records', 'size'} of the update cache."""
-    return {**_stats, "size": len(_RECORDS)}
+    return _RECORDS.info()

@@ -114,15 +114,15 @@ class Backend(ABC):
         return None
 
     def sequence(self, fns: list[Callable[..., None]]) -> Any:
-        """For a jit replay whose launches are all `direct` calls into this backend: an
-        object running them as one unit, or None (the default: they are called one by
-        one). It has `layout(values) -> np.ndarray` (the uint64 argument words of the
-        calls' flat arguments, None for those set per run, each call's first word at
-        `offsets[k]`) and `start(words, keep)`, which may return before the calls have
-        run (`keep` stays alive until they have) and returns an object whose `wait()`
-        returns once they have; `synchronize` waits for them too, and every use of a
-        buffer they touch (launch, copies, host view and address) waits for them first.
-        cpu: backends/cpu/stream.py."""
+        """For a replay (anychip.jit's, or an eager cache plan seen twice) whose launches
+        are all `direct` calls into this backend: an object running them as one unit, or
+        None (the default: they are called one by one). It has `layout(values) ->
+        np.ndarray` (the uint64 argument words of the calls' flat arguments, None for
+        those set per run, each call's first word at `offsets[k]`) and `start(words,
+        keep)`, which may return before the calls have run (`keep` stays alive until they
+        have) and returns an object whose `wait()` returns once they have; `synchronize`
+        waits for them too, and every use of a buffer they touch (launch, copies, host
+        view and address) waits for them first. cpu: backends/cpu/stream.py."""
         return None
 
     def synchronize(self) -> None:  # noqa: B027  (optional: synchronous backends need none)

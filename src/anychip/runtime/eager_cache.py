@@ -10,8 +10,9 @@ are under a lock).
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +209,39 @@ def _store(
         if len(_CACHE) >= CACHE_LIMIT:
             _CACHE.clear()
         _CACHE[key] = _Entry(plan, positions + [i for i, _ in extra])
+
+
+@contextlib.contextmanager
+def watching() -> Iterator[list[tuple[Any, ...]]]:
+    """The walks (`structure`'s answers) of this thread's realisations inside the block,
+    for callers that record what a realisation ran (frontend/backward_cache.py)."""
+    seen: list[tuple[Any, ...]] = []
+    _LOCAL.watch = seen
+    try:
+        yield seen
+    finally:
+        _LOCAL.watch = None
+
+
+def watched_plan(
+    seen: list[tuple[Any, ...]],
+) -> tuple[_Entry, list[Buffer], list[Node], set[int]] | None:
+    """The cached entry of the one realisation `watching` saw, with its walk's leaves,
+    nodes and leaf positions; None when there were several, or its plan is not only
+    launches on the plan's inputs (constants, a jit plan's own buffers, host steps)."""
+    if len(seen) != 1:
+        return None
+    key, leaves, order, leaf_pos = seen[0]
+    try:
+        entry = _CACHE.get(key)
+    except TypeError:  # an unhashable op argument: never cached
+        return None
+    if entry is None:
+        return None
+    plan = entry.plan
+    if plan.consts or plan.own or any(s.kind is not LAUNCH for s in plan.steps):
+        return None
+    return entry, leaves, order, leaf_pos
 
 
 def clear_cache() -> None:

@@ -155,8 +155,9 @@ _LOCAL = threading.local()  # .at_once: this thread's replays call kernel by ker
 
 
 class at_once:
-    """Within it, this thread's jit replays run their kernels one by one before returning,
-    never as a sequence that runs on after the call (Backend.sequence). For callers that
+    """Within it, this thread's replays (jit plans, eager plans seen twice) run their
+    kernels one by one before returning, never as a sequence that runs on after the call
+    (Backend.sequence). For callers that
     read every result at once (a server scoring a batch): the overlap gains them nothing,
     and the handing over costs a second core's time.
 
@@ -233,9 +234,9 @@ class EagerSequences:
 @dataclass
 class _EagerForm:
     """One donation pattern's sequence: the argument words with the per-run addresses at
-    `at` (from env `slots`) and the runtime scalars at `scalar_at` (by C type: their walk
-    positions, or -1 and the captured value); `fresh` the env slots allocated per run,
-    `aliases` (slot, donor slot) the donated outputs."""
+    `at` (from env `slots`) and, per C type of runtime scalar, the words' positions and
+    each scalar's walk position (or -1 and the captured value) in `scalars`; `fresh` the
+    env slots allocated per run, `aliases` (slot, donor slot) the donated outputs."""
 
     sequence: Any
     words: np.ndarray
